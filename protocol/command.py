@@ -1,0 +1,279 @@
+"""``RemotingCommand``: the header + body carried by every remoting frame.
+
+Rules (reference/rocketmq-wire.md §1.2–§1.4):
+- We decode both header encodings: JSON (serialize type 0) and the compact ROCKETMQ binary
+  header (type 1). We always *answer* in JSON: ali-ons cannot parse a type byte of 1.
+- ``ext_fields`` is a string → string map. Clients such as ali-ons put JSON numbers and
+  booleans there; we coerce them on input (booleans to ``"true"``/``"false"``, ``null``
+  dropped) and always emit strings.
+- ``flag`` bit 0 marks a response, bit 1 a oneway request. A response echoes ``opaque``.
+- Pure: no I/O. Decoding errors are ``MalformedHeader``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from protocol.codes import (
+    FLAG_ONEWAY,
+    FLAG_RESPONSE,
+    VERSION_CURRENT,
+    LanguageCode,
+    ResponseCode,
+    SerializeType,
+)
+from protocol.errors import MalformedHeader
+from protocol.frame import Frame, encode_frame
+
+_BIN_FIXED = struct.Struct(">hbhii")  # code, language, version, opaque, flag
+_INT16 = struct.Struct(">h")
+_INT32 = struct.Struct(">i")
+_UINT16 = struct.Struct(">H")
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+# Java parses these header fields as ``int``: ASCII digits, at most 10 of them.
+_DECIMAL = re.compile(r"-?[0-9]{1,10}", re.ASCII)
+
+
+def _freeze_ext(value: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class RemotingCommand:
+    """One request or response. Build requests with ``request`` and answers with ``respond``."""
+
+    code: int
+    language: str = "JAVA"
+    version: int = VERSION_CURRENT
+    opaque: int = 0
+    flag: int = 0
+    remark: str | None = None
+    ext_fields: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_ext)
+    body: bytes = b""
+
+    # --- construction ----------------------------------------------------------------
+
+    @classmethod
+    def request(
+        cls,
+        code: int,
+        ext_fields: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        *,
+        oneway: bool = False,
+        opaque: int = 0,
+    ) -> RemotingCommand:
+        """A request; the transport assigns ``opaque`` when it sends it."""
+        return cls(
+            code=code,
+            opaque=opaque,
+            flag=FLAG_ONEWAY if oneway else 0,
+            ext_fields=ext_fields or {},
+            body=body,
+        )
+
+    def respond(
+        self,
+        code: int = ResponseCode.SUCCESS,
+        remark: str | None = None,
+        ext_fields: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> RemotingCommand:
+        """The response to this request: same opaque, response bit set, JSON header."""
+        return RemotingCommand(
+            code=code,
+            language="JAVA",
+            version=VERSION_CURRENT,
+            opaque=self.opaque,
+            flag=FLAG_RESPONSE,
+            remark=remark,
+            ext_fields=ext_fields or {},
+            body=body,
+        )
+
+    # --- flags -----------------------------------------------------------------------
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flag & FLAG_RESPONSE)
+
+    @property
+    def is_oneway(self) -> bool:
+        return bool(self.flag & FLAG_ONEWAY)
+
+    @property
+    def is_success(self) -> bool:
+        return self.code == ResponseCode.SUCCESS
+
+    # --- wire ------------------------------------------------------------------------
+
+    def header_json(self) -> bytes:
+        header: dict[str, Any] = {
+            "code": self.code,
+            "extFields": dict(self.ext_fields),
+            "flag": self.flag,
+            "language": self.language,
+            "opaque": self.opaque,
+            "serializeTypeCurrentRPC": "JSON",
+            "version": self.version,
+        }
+        if self.remark is not None:
+            header["remark"] = self.remark
+        # ASCII-only output: a lone surrogate decoded from a peer's "\ud800" escape (legal
+        # JSON, which JS and Java strings can hold) must not make our answer unencodable.
+        return json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+
+    def encode(self) -> bytes:
+        """The whole frame, JSON header."""
+        return encode_frame(self.header_json(), self.body)
+
+    def header_binary(self) -> bytes:
+        """The ROCKETMQ binary header (we only send it in tests and to Java peers that ask)."""
+        try:
+            language = LanguageCode[self.language].value
+        except KeyError:
+            language = LanguageCode.OTHER.value
+        parts = [_BIN_FIXED.pack(self.code, language, self.version, self.opaque, self.flag)]
+        remark = (self.remark or "").encode()
+        parts += [_INT32.pack(len(remark)), remark]
+        ext = bytearray()
+        for key, value in self.ext_fields.items():
+            k, v = key.encode(), value.encode()
+            ext += _INT16.pack(len(k)) + k + _INT32.pack(len(v)) + v
+        parts += [_INT32.pack(len(ext)), bytes(ext)]
+        return b"".join(parts)
+
+    def encode_binary(self) -> bytes:
+        return encode_frame(self.header_binary(), self.body, serialize_type=SerializeType.ROCKETMQ)
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> RemotingCommand:
+        """Decode a frame's header (JSON or binary) and attach its body."""
+        if frame.serialize_type == SerializeType.JSON:
+            fields = _decode_json_header(frame.header)
+        elif frame.serialize_type == SerializeType.ROCKETMQ:
+            fields = _decode_binary_header(frame.header)
+        else:
+            raise MalformedHeader(f"unknown serialize type {frame.serialize_type}")
+        return cls(body=frame.body, **fields)
+
+
+def coerce_ext_value(value: object) -> str | None:
+    """The string form of an ext field value as Java would parse it; None drops the field."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise MalformedHeader(f"ext field value of type {type(value).__name__} is not a scalar")
+
+
+def _int_field(header: Mapping[str, Any], name: str, default: int | None = None) -> int:
+    value = header.get(name, default)
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedHeader(f"header field {name!r} must be an integer, got {value!r}")
+    if not _INT32_MIN <= value <= _INT32_MAX:
+        raise MalformedHeader(f"header field {name!r} = {value} does not fit in an int32")
+    return value
+
+
+def _decode_json_header(raw: bytes) -> dict[str, Any]:
+    try:
+        # Decode UTF-8 ourselves: json.loads(bytes) would also guess UTF-16/32.
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers over Python's digit limit;
+        # RecursionError a deeply nested value. Either must close only this connection.
+        raise MalformedHeader(f"header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise MalformedHeader("header JSON is not an object")
+    ext_raw = header.get("extFields")
+    if ext_raw is None:
+        ext_raw = {}
+    if not isinstance(ext_raw, dict):
+        raise MalformedHeader("extFields is not an object")
+    ext: dict[str, str] = {}
+    for key, value in ext_raw.items():
+        text = coerce_ext_value(value)
+        if text is not None:
+            ext[str(key)] = text
+    remark = header.get("remark")
+    language = header.get("language", "JAVA")
+    return {
+        "code": _int_field(header, "code"),
+        "language": language if isinstance(language, str) else "OTHER",
+        "version": _int_field(header, "version", 0),
+        "opaque": _int_field(header, "opaque", 0),
+        "flag": _int_field(header, "flag", 0),
+        "remark": remark if isinstance(remark, str) else None,
+        "ext_fields": ext,
+    }
+
+
+def _decode_binary_header(raw: bytes) -> dict[str, Any]:
+    try:
+        code, language, version, opaque, flag = _BIN_FIXED.unpack_from(raw, 0)
+        pos = _BIN_FIXED.size
+        (remark_len,) = _INT32.unpack_from(raw, pos)
+        pos += 4
+        remark = _take_text(raw, pos, remark_len, "remark")
+        pos += remark_len
+        (ext_len,) = _INT32.unpack_from(raw, pos)
+        pos += 4
+        if ext_len < 0 or pos + ext_len > len(raw):
+            raise MalformedHeader(f"binary header extFields length {ext_len} is out of range")
+        ext = _decode_binary_ext(raw[pos : pos + ext_len])
+    except struct.error as exc:
+        raise MalformedHeader(f"binary header is truncated: {exc}") from None
+    try:
+        language_name = LanguageCode(language).name
+    except ValueError:
+        language_name = "OTHER"
+    return {
+        "code": code,
+        "language": language_name,
+        "version": version,
+        "opaque": opaque,
+        "flag": flag,
+        "remark": remark or None,
+        "ext_fields": ext,
+    }
+
+
+def _take_text(raw: bytes, pos: int, length: int, what: str) -> str:
+    if length < 0 or pos + length > len(raw):
+        raise MalformedHeader(f"binary header {what} length {length} is out of range")
+    try:
+        return raw[pos : pos + length].decode()
+    except UnicodeDecodeError:
+        raise MalformedHeader(f"binary header {what} is not UTF-8") from None
+
+
+def _decode_binary_ext(raw: bytes) -> dict[str, str]:
+    ext: dict[str, str] = {}
+    pos = 0
+    while pos < len(raw):
+        (key_len,) = _UINT16.unpack_from(raw, pos)
+        pos += 2
+        key = _take_text(raw, pos, key_len, "ext key")
+        pos += key_len
+        (value_len,) = _INT32.unpack_from(raw, pos)
+        pos += 4
+        value = _take_text(raw, pos, value_len, "ext value")
+        pos += value_len
+        if key and value:  # Java decodes a zero-length string as null
+            ext[key] = value
+    return ext

@@ -1,0 +1,520 @@
+"""Typed request and response headers: the ``extFields`` of the codes we serve.
+
+Rules (reference/rocketmq-wire.md §2):
+- A header is a frozen attrs class. Each field's wire name is RocketMQ's (camelCase of the
+  Python name unless ``wire=`` says otherwise, e.g. SEND_MESSAGE_V2's one-letter names).
+- A field without a default is required: ``from_ext_fields`` raises ``MissingHeaderField``
+  when it is absent, ``InvalidHeaderField`` when it does not parse as its type.
+- Only ``str``, ``int`` and ``bool`` (optionally ``| None``) fields exist, as on the wire.
+  Booleans parse like Java's ``Boolean.parseBoolean`` (only "true", any case, is true).
+- Unknown ext fields are ignored (5.x clients add ``bname``, ``lo``, ``ns``, ...).
+- Pure.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import attrs
+
+from protocol.codes import RequestCode
+from protocol.errors import InvalidHeaderField, MissingHeaderField
+
+
+def wire(name: str, **kwargs: Any) -> Any:
+    """An attrs field whose ext-field name is ``name``."""
+    metadata = kwargs.pop("metadata", {})
+    return attrs.field(metadata={**metadata, "wire": name}, **kwargs)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+@attrs.frozen(kw_only=True)
+class _FieldSpec:
+    attr: str
+    wire: str
+    kind: type
+    required: bool
+
+
+def _base_type(annotation: Any) -> type:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        assert len(args) == 1, annotation
+        annotation = args[0]
+    assert annotation in (str, int, bool), f"unsupported header field type {annotation!r}"
+    return typing.cast(type, annotation)
+
+
+class Header:
+    """Base of every header class; subclasses are ``@attrs.frozen(kw_only=True)``."""
+
+    #: The request code this header belongs to, for error messages.
+    CODE: ClassVar[int | None] = None
+    _specs: ClassVar[tuple[_FieldSpec, ...] | None] = None
+
+    @classmethod
+    def _field_specs(cls) -> tuple[_FieldSpec, ...]:
+        specs = cls.__dict__.get("_specs")
+        if specs is None:
+            hints = typing.get_type_hints(cls)
+            specs = tuple(
+                _FieldSpec(
+                    attr=f.name,
+                    wire=f.metadata.get("wire", _camel(f.name)),
+                    kind=_base_type(hints[f.name]),
+                    required=f.default is attrs.NOTHING,
+                )
+                for f in attrs.fields(cls)  # type: ignore[arg-type]
+            )
+            cls._specs = specs
+        return specs
+
+    @classmethod
+    def from_ext_fields(cls, ext: Mapping[str, str]) -> Self:
+        """Parse ``ext`` (already coerced to strings) into this header."""
+        values: dict[str, Any] = {}
+        for spec in cls._field_specs():
+            raw = ext.get(spec.wire)
+            if raw is None:
+                if spec.required:
+                    raise MissingHeaderField(
+                        f"required header field {spec.wire!r} is missing{_for_code(cls.CODE)}"
+                    )
+                continue
+            values[spec.attr] = _parse(raw, spec, cls.CODE)
+        return cls(**values)
+
+    def to_ext_fields(self) -> dict[str, str]:
+        """The ext fields to send: every non-None field as a string."""
+        ext: dict[str, str] = {}
+        for spec in self._field_specs():
+            value = getattr(self, spec.attr)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                ext[spec.wire] = "true" if value else "false"
+            else:
+                ext[spec.wire] = str(value)
+        return ext
+
+
+def _for_code(code: int | None) -> str:
+    if code is None:
+        return ""
+    try:
+        return f" for {RequestCode(code).name}"
+    except ValueError:
+        return f" for request code {code}"
+
+
+def _parse(raw: str, spec: _FieldSpec, code: int | None) -> object:
+    if spec.kind is str:
+        return raw
+    if spec.kind is bool:
+        return raw.strip().lower() == "true"
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise InvalidHeaderField(
+            f"header field {spec.wire!r} must be an integer, got {raw!r}{_for_code(code)}"
+        ) from None
+
+
+# --- NameServer --------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class GetRouteInfoRequestHeader(Header):
+    CODE = RequestCode.GET_ROUTEINFO_BY_TOPIC
+    topic: str
+    accept_standard_json_only: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RegisterBrokerRequestHeader(Header):
+    CODE = RequestCode.REGISTER_BROKER
+    broker_name: str
+    broker_addr: str
+    cluster_name: str
+    ha_server_addr: str
+    broker_id: int
+    heartbeat_timeout_millis: int | None = None
+    enable_acting_master: bool | None = None
+    compressed: bool = False
+    body_crc32: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class RegisterBrokerResponseHeader(Header):
+    ha_server_addr: str | None = None
+    master_addr: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UnregisterBrokerRequestHeader(Header):
+    CODE = RequestCode.UNREGISTER_BROKER
+    broker_name: str
+    broker_addr: str
+    cluster_name: str
+    broker_id: int
+
+
+@attrs.frozen(kw_only=True)
+class BrokerHeartbeatRequestHeader(Header):
+    CODE = RequestCode.BROKER_HEARTBEAT
+    cluster_name: str
+    broker_addr: str
+    broker_name: str
+    broker_id: int | None = None
+    epoch: int | None = None
+    max_offset: int | None = None
+    confirm_offset: int | None = None
+    heartbeat_timeout_mills: int | None = None
+    election_priority: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DeleteTopicFromNamesrvRequestHeader(Header):
+    CODE = RequestCode.DELETE_TOPIC_IN_NAMESRV
+    topic: str
+    cluster_name: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WipeWritePermOfBrokerRequestHeader(Header):
+    CODE = RequestCode.WIPE_WRITE_PERM_OF_BROKER
+    broker_name: str
+
+
+@attrs.frozen(kw_only=True)
+class WipeWritePermOfBrokerResponseHeader(Header):
+    wipe_topic_count: int
+
+
+@attrs.frozen(kw_only=True)
+class AddWritePermOfBrokerRequestHeader(Header):
+    CODE = RequestCode.ADD_WRITE_PERM_OF_BROKER
+    broker_name: str
+
+
+@attrs.frozen(kw_only=True)
+class AddWritePermOfBrokerResponseHeader(Header):
+    add_topic_count: int
+
+
+@attrs.frozen(kw_only=True)
+class GetTopicsByClusterRequestHeader(Header):
+    CODE = RequestCode.GET_TOPICS_BY_CLUSTER
+    cluster: str
+
+
+# --- send --------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class SendMessageRequestHeader(Header):
+    """SEND_MESSAGE (10) and, through ``SendMessageRequestHeaderV2``, codes 310 and 320."""
+
+    CODE = RequestCode.SEND_MESSAGE
+    producer_group: str
+    topic: str
+    default_topic: str
+    default_topic_queue_nums: int
+    queue_id: int
+    sys_flag: int
+    born_timestamp: int
+    flag: int
+    properties: str | None = None
+    reconsume_times: int | None = None
+    unit_mode: bool | None = None
+    batch: bool | None = None
+    max_reconsume_times: int | None = None
+    # Java's V1 header inherits its broker name from RpcRequestHeader, as field ``bname``.
+    broker_name: str | None = wire("bname", default=None)
+
+
+@attrs.frozen(kw_only=True)
+class SendMessageRequestHeaderV2(Header):
+    """SEND_MESSAGE_V2 (310) / SEND_BATCH_MESSAGE (320): one-letter names of the V1 fields."""
+
+    CODE = RequestCode.SEND_MESSAGE_V2
+    a: str  # producerGroup
+    b: str  # topic
+    c: str  # defaultTopic
+    d: int  # defaultTopicQueueNums
+    e: int  # queueId
+    f: int  # sysFlag
+    g: int  # bornTimestamp
+    h: int  # flag
+    i: str | None = None  # properties
+    j: int | None = None  # reconsumeTimes
+    k: bool | None = None  # unitMode
+    l: int | None = None  # maxReconsumeTimes  # noqa: E741 - the wire name
+    m: bool | None = None  # batch
+    n: str | None = None  # brokerName
+
+    def to_v1(self) -> SendMessageRequestHeader:
+        return SendMessageRequestHeader(
+            producer_group=self.a,
+            topic=self.b,
+            default_topic=self.c,
+            default_topic_queue_nums=self.d,
+            queue_id=self.e,
+            sys_flag=self.f,
+            born_timestamp=self.g,
+            flag=self.h,
+            properties=self.i,
+            reconsume_times=self.j,
+            unit_mode=self.k,
+            max_reconsume_times=self.l,
+            batch=self.m,
+            broker_name=self.n,
+        )
+
+    @classmethod
+    def from_v1(cls, v1: SendMessageRequestHeader) -> SendMessageRequestHeaderV2:
+        return cls(
+            a=v1.producer_group,
+            b=v1.topic,
+            c=v1.default_topic,
+            d=v1.default_topic_queue_nums,
+            e=v1.queue_id,
+            f=v1.sys_flag,
+            g=v1.born_timestamp,
+            h=v1.flag,
+            i=v1.properties,
+            j=v1.reconsume_times,
+            k=v1.unit_mode,
+            l=v1.max_reconsume_times,
+            m=v1.batch,
+            n=v1.broker_name,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class SendMessageResponseHeader(Header):
+    msg_id: str
+    queue_id: int
+    queue_offset: int
+    transaction_id: str | None = None
+    batch_uniq_id: str | None = None
+
+
+# --- pull and offsets --------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class PullMessageRequestHeader(Header):
+    CODE = RequestCode.PULL_MESSAGE
+    consumer_group: str
+    topic: str
+    queue_id: int
+    queue_offset: int
+    max_msg_nums: int
+    sys_flag: int
+    commit_offset: int
+    suspend_timeout_millis: int
+    sub_version: int
+    subscription: str | None = None
+    expression_type: str | None = None
+    max_msg_bytes: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PullMessageResponseHeader(Header):
+    suggest_which_broker_id: int
+    next_begin_offset: int
+    min_offset: int
+    max_offset: int
+    offset_delta: int | None = None
+    topic_sys_flag: int | None = None
+    group_sys_flag: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QueryMessageRequestHeader(Header):
+    CODE = RequestCode.QUERY_MESSAGE
+    topic: str
+    key: str
+    max_num: int
+    begin_timestamp: int
+    end_timestamp: int
+
+
+@attrs.frozen(kw_only=True)
+class QueryMessageResponseHeader(Header):
+    index_last_update_timestamp: int
+    index_last_update_phyoffset: int
+
+
+@attrs.frozen(kw_only=True)
+class ViewMessageRequestHeader(Header):
+    CODE = RequestCode.VIEW_MESSAGE_BY_ID
+    offset: int
+    topic: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QueryConsumerOffsetRequestHeader(Header):
+    CODE = RequestCode.QUERY_CONSUMER_OFFSET
+    consumer_group: str
+    topic: str
+    queue_id: int
+    set_zero_if_not_found: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UpdateConsumerOffsetRequestHeader(Header):
+    CODE = RequestCode.UPDATE_CONSUMER_OFFSET
+    consumer_group: str
+    topic: str
+    queue_id: int
+    commit_offset: int
+
+
+@attrs.frozen(kw_only=True)
+class OffsetResponseHeader(Header):
+    """Answer of QUERY_CONSUMER_OFFSET, GET_MAX/MIN_OFFSET and SEARCH_OFFSET_BY_TIMESTAMP."""
+
+    offset: int
+
+
+@attrs.frozen(kw_only=True)
+class GetMaxOffsetRequestHeader(Header):
+    CODE = RequestCode.GET_MAX_OFFSET
+    topic: str
+    queue_id: int
+    committed: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GetMinOffsetRequestHeader(Header):
+    CODE = RequestCode.GET_MIN_OFFSET
+    topic: str
+    queue_id: int
+
+
+@attrs.frozen(kw_only=True)
+class SearchOffsetRequestHeader(Header):
+    CODE = RequestCode.SEARCH_OFFSET_BY_TIMESTAMP
+    topic: str
+    queue_id: int
+    timestamp: int
+    boundary_type: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GetEarliestMsgStoretimeRequestHeader(Header):
+    CODE = RequestCode.GET_EARLIEST_MSG_STORETIME
+    topic: str
+    queue_id: int
+
+
+@attrs.frozen(kw_only=True)
+class GetEarliestMsgStoretimeResponseHeader(Header):
+    timestamp: int
+
+
+# --- clients and groups ------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class UnregisterClientRequestHeader(Header):
+    CODE = RequestCode.UNREGISTER_CLIENT
+    client_id: str = wire("clientID")
+    producer_group: str | None = None
+    consumer_group: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GetConsumerListByGroupRequestHeader(Header):
+    CODE = RequestCode.GET_CONSUMER_LIST_BY_GROUP
+    consumer_group: str
+
+
+@attrs.frozen(kw_only=True)
+class NotifyConsumerIdsChangedRequestHeader(Header):
+    CODE = RequestCode.NOTIFY_CONSUMER_IDS_CHANGED
+    consumer_group: str
+
+
+@attrs.frozen(kw_only=True)
+class ConsumerSendMsgBackRequestHeader(Header):
+    CODE = RequestCode.CONSUMER_SEND_MSG_BACK
+    offset: int
+    group: str
+    delay_level: int
+    origin_msg_id: str | None = None
+    origin_topic: str | None = None
+    unit_mode: bool | None = None
+    max_reconsume_times: int | None = None
+
+
+# --- topics and admin --------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class CreateTopicRequestHeader(Header):
+    CODE = RequestCode.UPDATE_AND_CREATE_TOPIC
+    topic: str
+    default_topic: str
+    read_queue_nums: int
+    write_queue_nums: int
+    perm: int
+    topic_filter_type: str
+    topic_sys_flag: int | None = None
+    order: bool = False
+    attributes: str | None = None
+    force: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DeleteTopicRequestHeader(Header):
+    CODE = RequestCode.DELETE_TOPIC_IN_BROKER
+    topic: str
+
+
+@attrs.frozen(kw_only=True)
+class GetTopicStatsInfoRequestHeader(Header):
+    CODE = RequestCode.GET_TOPIC_STATS_INFO
+    topic: str
+
+
+@attrs.frozen(kw_only=True)
+class GetConsumeStatsRequestHeader(Header):
+    CODE = RequestCode.GET_CONSUME_STATS
+    consumer_group: str
+    topic: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DeleteSubscriptionGroupRequestHeader(Header):
+    CODE = RequestCode.DELETE_SUBSCRIPTIONGROUP
+    group_name: str
+    clean_offset: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ResetOffsetRequestHeader(Header):
+    CODE = RequestCode.INVOKE_BROKER_TO_RESET_OFFSET
+    topic: str
+    group: str
+    timestamp: int
+    is_force: bool = False
+    queue_id: int | None = None
+    offset: int | None = None
+
+
+#: Every header class, for tests that must cover them all.
+ALL_HEADERS: tuple[type[Header], ...] = tuple(
+    cls
+    for cls in list(globals().values())
+    if isinstance(cls, type) and issubclass(cls, Header) and cls is not Header
+)

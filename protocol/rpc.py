@@ -1,0 +1,482 @@
+"""Remoting transport on Trio: a server, a client, and the connection both are made of.
+
+Rules:
+- One reader task per connection decodes frames; every request runs in its own task, so a
+  long-polling pull never delays another request of the same connection. A per-connection
+  limit bounds the requests in flight; when it is reached the reader stops reading
+  (back-pressure on that client only).
+- One writer at a time per connection, behind a ``trio.Lock``; every write has a deadline,
+  and a peer that does not read for that long is disconnected.
+- Responses are matched to calls by ``opaque`` only. A call always ends: with the response,
+  ``RemotingTimeout`` at its deadline, or ``ConnectionLost`` when the connection dies.
+- A malformed or oversize frame closes that connection (logged with the reason); nobody
+  else is affected. A request whose handler fails gets an error response, never silence.
+- Connections are symmetric: a server can send requests to a client (e.g.
+  NOTIFY_CONSUMER_IDS_CHANGED) and a client serves them with its own handler table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from protocol.codes import FLAG_ONEWAY, FLAG_RESPONSE, RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import (
+    ConnectionLost,
+    NetworkError,
+    ProtocolError,
+    RemotingTimeout,
+    RocketError,
+    ServerError,
+    error_for_response,
+)
+from protocol.frame import DEFAULT_MAX_FRAME_BYTES, FrameDecoder
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[RemotingCommand, "Connection"], Awaitable[RemotingCommand | None]]
+
+_READ_BYTES = 256 * 1024
+_MAX_OPAQUE = 2**31 - 1
+_connection_ids = itertools.count(1)
+
+
+@attrs.frozen(kw_only=True)
+class TransportConfig:
+    """Knobs shared by servers and clients."""
+
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    max_requests_in_flight: int = 4096
+    write_timeout_s: float = 30.0
+    connect_timeout_s: float = 3.0
+
+
+def request_name(code: int) -> str:
+    try:
+        return RequestCode(code).name
+    except ValueError:
+        return f"code {code}"
+
+
+class _Pending:
+    __slots__ = ("done", "error", "response")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.response: RemotingCommand | None = None
+        self.error: RocketError | None = None
+
+
+class Connection:
+    """One TCP connection, server or client side."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        *,
+        name: str,
+        handlers: Mapping[int, Handler],
+        config: TransportConfig,
+    ) -> None:
+        self.id = next(_connection_ids)
+        self.name = name
+        self._stream = stream
+        self._handlers = handlers
+        self._config = config
+        self._send_lock = trio.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._opaques = itertools.count(1)
+        self._limiter = trio.CapacityLimiter(config.max_requests_in_flight)
+        self._close_reason: str | None = None
+        self.closed = trio.Event()
+        try:
+            host, port = stream.socket.getpeername()[:2]
+            self.peer = f"{host}:{port}"
+            lhost, lport = stream.socket.getsockname()[:2]
+            self.local = f"{lhost}:{lport}"
+        except OSError:
+            self.peer = self.local = "?"
+
+    def __repr__(self) -> str:
+        return f"<Connection #{self.id} {self.name} peer={self.peer}>"
+
+    @property
+    def requests_in_flight(self) -> int:
+        return int(self._limiter.borrowed_tokens)
+
+    # --- sending ---------------------------------------------------------------------
+
+    async def send(self, command: RemotingCommand) -> None:
+        """Write one command; raises ``ConnectionLost`` if the connection is gone."""
+        await self._send_bytes(command.encode())
+
+    async def _send_bytes(self, data: bytes) -> None:
+        if self.closed.is_set():
+            raise ConnectionLost(f"connection to {self.peer} is closed ({self._close_reason})")
+        async with self._send_lock:
+            # The caller may give up until the first byte goes out. After that the write is
+            # shielded: a frame cut short by a caller's deadline would desynchronise the
+            # peer's decoder for every later frame of this connection. A peer that does not
+            # read is handled by write_timeout_s alone, which closes the connection.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(self._config.write_timeout_s) as scope,
+            ):
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._mark_closed(f"write failed: {exc!r}")
+                    raise ConnectionLost(f"write to {self.peer} failed: {exc!r}") from None
+        if scope.cancelled_caught:
+            self._mark_closed(f"peer did not read for {self._config.write_timeout_s} s")
+            await self._stream.aclose()
+            raise ConnectionLost(f"write to {self.peer} timed out; connection closed")
+
+    async def call(self, request: RemotingCommand, timeout_s: float) -> RemotingCommand:
+        """Send a request and wait for its response until ``timeout_s`` elapses."""
+        opaque = self._next_opaque()
+        pending = _Pending()
+        self._pending[opaque] = pending
+        try:
+            with trio.move_on_after(timeout_s):
+                await self.send(
+                    attrs.evolve(request, opaque=opaque, flag=request.flag & ~FLAG_ONEWAY)
+                )
+                await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            if pending.response is None:
+                raise RemotingTimeout(
+                    f"{request_name(request.code)} to {self.peer} got no answer in {timeout_s} s"
+                )
+            return pending.response
+        finally:
+            self._pending.pop(opaque, None)
+
+    async def oneway(self, request: RemotingCommand) -> None:
+        await self.send(
+            attrs.evolve(request, opaque=self._next_opaque(), flag=request.flag | FLAG_ONEWAY)
+        )
+
+    def _next_opaque(self) -> int:
+        opaque = next(self._opaques)
+        if opaque >= _MAX_OPAQUE:
+            self._opaques = itertools.count(1)
+        return opaque
+
+    # --- receiving -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and dispatch until the peer goes away; then fail every pending call."""
+        decoder = FrameDecoder(max_frame_bytes=self._config.max_frame_bytes)
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._read_loop(decoder, nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._mark_closed(self._close_reason or "closed")
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+    async def _read_loop(self, decoder: FrameDecoder, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                data = await self._stream.receive_some(_READ_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._close_reason = f"read failed: {exc!r}"
+                return
+            if not data:
+                self._close_reason = "peer closed the connection"
+                return
+            try:
+                frames = decoder.feed(data)
+                commands = [RemotingCommand.from_frame(frame) for frame in frames]
+            except ProtocolError as exc:
+                self._close_reason = f"protocol error: {exc}"
+                log.warning("%s: closing connection from %s: %s", self.name, self.peer, exc)
+                return
+            for command in commands:
+                if command.is_response:
+                    self._complete(command)
+                else:
+                    # A CapacityLimiter token belongs to its borrower; the request's own
+                    # task releases it, so borrow on behalf of a per-request token.
+                    token = object()
+                    await self._limiter.acquire_on_behalf_of(token)
+                    nursery.start_soon(self._serve_request, command, token)
+
+    def _complete(self, response: RemotingCommand) -> None:
+        pending = self._pending.get(response.opaque)
+        if pending is None:
+            log.debug("%s: response for unknown opaque %d (late?)", self.name, response.opaque)
+            return
+        pending.response = response
+        pending.done.set()
+
+    async def _serve_request(self, request: RemotingCommand, token: object) -> None:
+        try:
+            response = await self._handle(request)
+            if response is not None and not request.is_oneway:
+                await self._send_bytes(self._encode_response(request, response))
+        except ConnectionLost:
+            pass  # the reader notices and closes; the peer will never see this answer
+        finally:
+            self._limiter.release_on_behalf_of(token)
+
+    def _encode_response(self, request: RemotingCommand, response: RemotingCommand) -> bytes:
+        """The response frame; one the handler built badly becomes a SYSTEM_ERROR answer."""
+        response = attrs.evolve(response, opaque=request.opaque, flag=response.flag | FLAG_RESPONSE)
+        try:
+            return response.encode()
+        except Exception as exc:  # e.g. non-str ext values, a header over the cap
+            log.exception(
+                "%s: response to %s from %s cannot be encoded",
+                self.name,
+                request_name(request.code),
+                self.peer,
+            )
+            return request.respond(
+                ResponseCode.SYSTEM_ERROR,
+                f"internal error: response cannot be encoded: {type(exc).__name__}",
+            ).encode()
+
+    async def _handle(self, request: RemotingCommand) -> RemotingCommand | None:
+        handler = self._handlers.get(request.code)
+        if handler is None:
+            return request.respond(
+                ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
+                f"request code {request.code} ({request_name(request.code)}) is not supported",
+            )
+        try:
+            return await handler(request, self)
+        except ServerError as exc:
+            return request.respond(exc.code, exc.remark)
+        except ProtocolError as exc:
+            return request.respond(ResponseCode.SYSTEM_ERROR, str(exc))
+        except Exception as exc:
+            log.exception(
+                "%s: handler of %s from %s failed",
+                self.name,
+                request_name(request.code),
+                self.peer,
+            )
+            return request.respond(
+                ResponseCode.SYSTEM_ERROR, f"internal error: {type(exc).__name__}: {exc}"
+            )
+
+    def _mark_closed(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self._close_reason = reason
+        self.closed.set()
+        error = ConnectionLost(f"connection to {self.peer} lost ({reason}); outcome unknown")
+        for pending in self._pending.values():
+            pending.error = error
+            pending.done.set()
+
+    async def aclose(self) -> None:
+        self._mark_closed("closed locally")
+        await self._stream.aclose()
+
+
+# --- server ------------------------------------------------------------------------------
+
+
+class RemotingServer:
+    """Serves a handler table on one TCP port."""
+
+    def __init__(
+        self,
+        handlers: Mapping[int, Handler],
+        *,
+        name: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: TransportConfig | None = None,
+        on_connect: Callable[[Connection], None] | None = None,
+        on_disconnect: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.handlers = handlers
+        self.config = config or TransportConfig()
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self.connections: dict[int, Connection] = {}
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind, report the bound port through ``task_status``, serve until cancelled."""
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
+            task_status.started(self.port)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        conn = Connection(stream, name=self.name, handlers=self.handlers, config=self.config)
+        self.connections[conn.id] = conn
+        log.debug("%s: connection from %s", self.name, conn.peer)
+        try:
+            if self._on_connect is not None:
+                self._on_connect(conn)
+            await conn.run()
+        finally:
+            del self.connections[conn.id]
+            if self._on_disconnect is not None:
+                self._on_disconnect(conn)
+
+
+# --- client ------------------------------------------------------------------------------
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """``"host:port"`` → (host, port); raises ``ValueError`` with the bad text."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address {addr!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+class RemotingClient:
+    """One connection per address, created on demand and re-created after loss."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        name: str = "client",
+        handlers: Mapping[int, Handler] | None = None,
+        config: TransportConfig | None = None,
+        default_timeout_s: float = 3.0,
+    ) -> None:
+        self.name = name
+        self._nursery = nursery
+        self._handlers = handlers or {}
+        self._config = config or TransportConfig()
+        self.default_timeout_s = default_timeout_s
+        self._connections: dict[str, Connection] = {}
+        self._connect_locks: dict[str, trio.Lock] = {}
+        self._closed = False
+
+    async def connection(self, addr: str) -> Connection:
+        """The live connection to ``addr``, connecting if needed (under the connect timeout)."""
+        if self._closed:
+            raise NetworkError("client is closed")
+        conn = self._connections.get(addr)
+        if conn is not None and not conn.closed.is_set():
+            return conn
+        lock = self._connect_locks.setdefault(addr, trio.Lock())
+        async with lock:
+            conn = self._connections.get(addr)
+            if conn is not None and not conn.closed.is_set():
+                return conn
+            host, port = split_address(addr)
+            stream: trio.SocketStream | None = None
+            with trio.move_on_after(self._config.connect_timeout_s):
+                try:
+                    stream = await trio.open_tcp_stream(host, port)
+                except OSError as exc:
+                    raise NetworkError(f"cannot connect to {addr}: {exc}") from None
+            if stream is None:
+                raise NetworkError(
+                    f"cannot connect to {addr}: no answer in {self._config.connect_timeout_s} s"
+                )
+            conn = Connection(stream, name=self.name, handlers=self._handlers, config=self._config)
+            self._connections[addr] = conn
+            self._nursery.start_soon(self._run_connection, addr, conn)
+            return conn
+
+    async def _run_connection(self, addr: str, conn: Connection) -> None:
+        try:
+            await conn.run()
+        finally:
+            if self._connections.get(addr) is conn:
+                del self._connections[addr]
+
+    async def call(
+        self, addr: str, request: RemotingCommand, *, timeout_s: float | None = None
+    ) -> RemotingCommand:
+        """Send ``request`` to ``addr`` and return the response (any response code)."""
+        timeout = self.default_timeout_s if timeout_s is None else timeout_s
+        deadline = trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            conn = await self.connection(addr)
+        if trio.current_time() >= deadline:
+            raise RemotingTimeout(f"connecting to {addr} took longer than {timeout} s")
+        return await conn.call(request, max(0.0, deadline - trio.current_time()))
+
+    async def oneway(self, addr: str, request: RemotingCommand) -> None:
+        conn = await self.connection(addr)
+        await conn.oneway(request)
+
+    def close_connection(self, addr: str) -> None:
+        conn = self._connections.pop(addr, None)
+        if conn is not None:
+            self._nursery.start_soon(conn.aclose)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for conn in list(self._connections.values()):
+            await conn.aclose()
+        self._connections.clear()
+
+
+@asynccontextmanager
+async def open_client(
+    *,
+    name: str = "client",
+    handlers: Mapping[int, Handler] | None = None,
+    config: TransportConfig | None = None,
+    default_timeout_s: float = 3.0,
+) -> AsyncIterator[RemotingClient]:
+    """A ``RemotingClient`` whose connections live exactly as long as this block.
+
+    An exception from the body leaves this block as itself, not wrapped in an
+    exception group by the nursery that runs the connections' reader tasks.
+    """
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        client = RemotingClient(
+            nursery,
+            name=name,
+            handlers=handlers,
+            config=config,
+            default_timeout_s=default_timeout_s,
+        )
+        try:
+            yield client
+        except BaseException as exc:  # re-raised below, outside the nursery
+            body_error = exc
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
+
+
+def check_success(response: RemotingCommand) -> RemotingCommand:
+    """Return ``response`` if it is SUCCESS, else raise the mapped ``ServerError``."""
+    if response.code != ResponseCode.SUCCESS:
+        raise error_for_response(response.code, response.remark)
+    return response
+
+
+__all__ = [
+    "Connection",
+    "Handler",
+    "RemotingClient",
+    "RemotingServer",
+    "TransportConfig",
+    "check_success",
+    "open_client",
+    "split_address",
+]
