@@ -1,0 +1,708 @@
+"""Route values of RocketMQ: topic configs, data versions, topic routes, cluster info.
+
+Rules:
+- Pure: no I/O, no clock. Every value is a frozen attrs class; treat the dicts and lists
+  inside them as read-only (the registry builds new ones instead of mutating).
+- JSON uses RocketMQ's camelCase field names (rocketmq-wire.md §4.1). ``to_json()`` returns
+  a dict ready for ``json.dumps``; ``dumps_json`` renders it as we put it on the wire:
+  standard JSON, sorted keys, no spaces, non-ASCII escaped (fastjson's BrowserCompatible
+  form). Integer map keys (``brokerAddrs``) are written as strings: ``{"0": "..."}``.
+- Parsing is tolerant the way fastjson is: missing optional fields take Java's defaults,
+  unknown fields are ignored, ``topicSynFlag`` (very old servers) is read as
+  ``topicSysFlag``, and ``loads_fastjson`` accepts fastjson's bare integer keys
+  (``{0:"a"}``). Anything of the wrong type raises ``MalformedBody``.
+- ``RegisterBrokerBody`` speaks both REGISTER_BROKER body forms (wire.md §2.16): the JSON
+  form and the zlib-compressed length-prefixed form of RegisterBrokerBody.java. The
+  compressed form carries topic configs in TopicConfig.java's text encoding
+  ``name readQ writeQ perm filterType attributesJSON``, which has no topicSysFlag and no
+  order flag: those two decode as 0 / false, as they do in Java.
+- Client views (``publish_queues``, ``subscribe_queues``) follow the Java client's
+  ``topicRouteData2TopicPublishInfo`` / ``...SubscribeInfo`` (wire.md §4.2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from protocol.codes import PERM_READ, PERM_WRITE
+from protocol.errors import MalformedBody
+
+#: Broker id of a group's master in ``BrokerData.broker_addrs`` (MixAll.MASTER_ID).
+MASTER_ID = 0
+
+#: Java's TopicConfig defaults (TopicConfig.defaultReadQueueNums/defaultWriteQueueNums).
+DEFAULT_QUEUE_NUMS = 16
+
+#: Values of TopicFilterType.java, sent by name.
+TOPIC_FILTER_TYPES = frozenset({"SINGLE_TAG", "MULTI_TAG"})
+
+#: Cap on the inflated size of a compressed REGISTER_BROKER body (zip-bomb guard).
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+
+
+def is_readable(perm: int) -> bool:
+    """True when ``perm`` has the READ bit (PermName.isReadable)."""
+    return perm & PERM_READ == PERM_READ
+
+
+def is_writeable(perm: int) -> bool:
+    """True when ``perm`` has the WRITE bit (PermName.isWriteable)."""
+    return perm & PERM_WRITE == PERM_WRITE
+
+
+# --- JSON text ----------------------------------------------------------------------------
+
+# A string literal (consumed whole, so nothing inside a string is ever rewritten), or a bare
+# integer object key right after "{" or ",": fastjson's form of Map<Long, ...> keys.
+_STRING_OR_BARE_KEY = re.compile(
+    # The string branch also swallows an unterminated string up to the end of the text, so a
+    # malformed body costs one linear scan, never one scan per quote.
+    r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|([{,]\s*)(-?[0-9]+)(\s*:)',
+    re.DOTALL,
+)
+
+
+_INT_KEY = re.compile(r"-?[0-9]+")
+
+
+def _quote_bare_key(match: re.Match[str]) -> str:
+    if match.group(2) is None:
+        return match.group(0)
+    return f'{match.group(1)}"{match.group(2)}"{match.group(3)}'
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedBody(f"JSON constant {name} is not allowed")
+
+
+def loads_fastjson(text: str) -> Any:
+    """Parse standard JSON, or fastjson's variant with bare integer keys (``{0:"a"}``).
+
+    Bare keys are quoted by a pre-pass that skips string literals, so text such as
+    ``"{0:x}"`` inside a string is left alone. Raises ``MalformedBody`` on anything else.
+    """
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError:
+        pass
+    except RecursionError as exc:
+        raise MalformedBody("JSON nested too deeply") from exc
+    fixed = _STRING_OR_BARE_KEY.sub(_quote_bare_key, text)
+    try:
+        return json.loads(fixed, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise MalformedBody(f"invalid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedBody("JSON nested too deeply") from exc
+
+
+def dumps_json(obj: Any) -> bytes:
+    """Render ``obj`` as we emit JSON bodies: standard, sorted keys, compact, ASCII."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def _load_json_bytes(data: bytes, what: str) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"{what}: body is not UTF-8") from exc
+    return loads_fastjson(text)
+
+
+# --- tolerant field readers ----------------------------------------------------------------
+
+
+def _field(obj: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = obj.get(key)
+    return default if value is None else value
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedBody(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise MalformedBody(f"{what}: expected a JSON array, got {type(value).__name__}")
+    return value
+
+
+def _int(obj: Mapping[str, Any], key: str, default: int | None, what: str) -> int:
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise MalformedBody(f"{what}: missing {key!r}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedBody(f"{what}: {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str, default: str | None, what: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise MalformedBody(f"{what}: missing {key!r}")
+        return default
+    if not isinstance(value, str):
+        raise MalformedBody(f"{what}: {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
+    if obj.get(key) is None:
+        return None
+    return _str(obj, key, None, what)
+
+
+def _bool(obj: Mapping[str, Any], key: str, default: bool, what: str) -> bool:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise MalformedBody(f"{what}: {key!r} must be a boolean, got {value!r}")
+    return value
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, item in _obj(value, what).items():
+        if not isinstance(item, str):
+            raise MalformedBody(f"{what}: value of {key!r} must be a string, got {item!r}")
+        out[key] = item
+    return out
+
+
+def _str_list(value: Any, what: str) -> list[str]:
+    items = _list(value, what)
+    for item in items:
+        if not isinstance(item, str):
+            raise MalformedBody(f"{what}: items must be strings, got {item!r}")
+    return list(items)
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class TopicConfig:
+    """A broker's configuration of one topic (common/TopicConfig.java)."""
+
+    topic_name: str
+    read_queue_nums: int = DEFAULT_QUEUE_NUMS
+    write_queue_nums: int = DEFAULT_QUEUE_NUMS
+    perm: int = PERM_READ | PERM_WRITE
+    topic_filter_type: str = "SINGLE_TAG"
+    topic_sys_flag: int = 0
+    order: bool = False
+    attributes: dict[str, str] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TopicConfig:
+        """Parse a TopicConfig JSON object (``topicName`` is required)."""
+        what = "TopicConfig"
+        o = _obj(obj, what)
+        filter_type = _str(o, "topicFilterType", "SINGLE_TAG", what)
+        _check_filter_type(filter_type)
+        return cls(
+            topic_name=_str(o, "topicName", None, what),
+            read_queue_nums=_int(o, "readQueueNums", DEFAULT_QUEUE_NUMS, what),
+            write_queue_nums=_int(o, "writeQueueNums", DEFAULT_QUEUE_NUMS, what),
+            perm=_int(o, "perm", PERM_READ | PERM_WRITE, what),
+            topic_filter_type=filter_type,
+            topic_sys_flag=_sys_flag(o, what),
+            order=_bool(o, "order", False, what),
+            attributes=_str_map(_field(o, "attributes", {}), what + ".attributes"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object fastjson writes for this TopicConfig."""
+        return {
+            "topicName": self.topic_name,
+            "readQueueNums": self.read_queue_nums,
+            "writeQueueNums": self.write_queue_nums,
+            "perm": self.perm,
+            "topicFilterType": self.topic_filter_type,
+            "topicSysFlag": self.topic_sys_flag,
+            "order": self.order,
+            "attributes": dict(self.attributes),
+        }
+
+    @classmethod
+    def from_text(cls, text: str) -> TopicConfig:
+        """Parse TopicConfig.encode()'s text: ``name readQ writeQ perm filterType [attrs]``.
+
+        Like TopicConfig.decode, unparsable attributes are dropped rather than refused (Java
+        splits on spaces, so attributes containing a space never survive this form).
+        """
+        parts = text.split(" ")
+        while parts and not parts[-1]:  # Java's String.split drops trailing empty strings
+            parts.pop()
+        if len(parts) < 5:
+            raise MalformedBody(f"TopicConfig text needs 5 fields, got {text!r}")
+        try:
+            read_q, write_q, perm = int(parts[1]), int(parts[2]), int(parts[3])
+        except ValueError as exc:
+            raise MalformedBody(f"TopicConfig text has a bad number: {text!r}") from exc
+        _check_filter_type(parts[4])
+        attributes: dict[str, str] = {}
+        if len(parts) > 5:
+            try:
+                attributes = _str_map(json.loads(" ".join(parts[5:])), "attributes")
+            except (ValueError, MalformedBody):
+                attributes = {}
+        return cls(
+            topic_name=parts[0],
+            read_queue_nums=read_q,
+            write_queue_nums=write_q,
+            perm=perm,
+            topic_filter_type=parts[4],
+            attributes=attributes,
+        )
+
+    def to_text(self) -> str:
+        """TopicConfig.encode()'s text form (drops topic_sys_flag and order, as Java does)."""
+        attributes = json.dumps(self.attributes, sort_keys=True, separators=(",", ":"))
+        return (
+            f"{self.topic_name} {self.read_queue_nums} {self.write_queue_nums} "
+            f"{self.perm} {self.topic_filter_type} {attributes}"
+        )
+
+
+def _check_filter_type(value: str) -> None:
+    if value not in TOPIC_FILTER_TYPES:
+        raise MalformedBody(f"unknown topicFilterType {value!r}")
+
+
+def _sys_flag(obj: Mapping[str, Any], what: str) -> int:
+    if obj.get("topicSysFlag") is not None:
+        return _int(obj, "topicSysFlag", 0, what)
+    return _int(obj, "topicSynFlag", 0, what)
+
+
+@attrs.frozen(kw_only=True)
+class DataVersion:
+    """Version of a broker's topic config; ``state_version`` is the master epoch in 5.x."""
+
+    counter: int = 0
+    state_version: int = 0
+    timestamp_ms: int = 0
+
+    @classmethod
+    def from_json(cls, obj: Any) -> DataVersion:
+        """Parse ``{"counter":n,"stateVersion":e,"timestamp":ms}``; missing fields are 0."""
+        what = "DataVersion"
+        o = _obj(obj, what)
+        return cls(
+            counter=_int(o, "counter", 0, what),
+            state_version=_int(o, "stateVersion", 0, what),
+            timestamp_ms=_int(o, "timestamp", 0, what),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object fastjson writes for this DataVersion."""
+        return {
+            "counter": self.counter,
+            "stateVersion": self.state_version,
+            "timestamp": self.timestamp_ms,
+        }
+
+    def next_version(self, *, now_ms: int, state_version: int | None = None) -> DataVersion:
+        """The next version (DataVersion.nextVersion): counter + 1, stamped ``now_ms``."""
+        return DataVersion(
+            counter=self.counter + 1,
+            state_version=self.state_version if state_version is None else state_version,
+            timestamp_ms=now_ms,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class QueueData:
+    """One broker group's queues of a topic, as the NameServer publishes them."""
+
+    broker_name: str
+    read_queue_nums: int
+    write_queue_nums: int
+    perm: int
+    topic_sys_flag: int = 0
+
+    @classmethod
+    def from_topic_config(cls, broker_name: str, config: TopicConfig) -> QueueData:
+        """The queue data a master's TopicConfig yields (createAndUpdateQueueData)."""
+        return cls(
+            broker_name=broker_name,
+            read_queue_nums=config.read_queue_nums,
+            write_queue_nums=config.write_queue_nums,
+            perm=config.perm,
+            topic_sys_flag=config.topic_sys_flag,
+        )
+
+    @classmethod
+    def from_json(cls, obj: Any) -> QueueData:
+        """Parse a QueueData object; accepts ``topicSynFlag`` for ``topicSysFlag``."""
+        what = "QueueData"
+        o = _obj(obj, what)
+        return cls(
+            broker_name=_str(o, "brokerName", None, what),
+            read_queue_nums=_int(o, "readQueueNums", 0, what),
+            write_queue_nums=_int(o, "writeQueueNums", 0, what),
+            perm=_int(o, "perm", 0, what),
+            topic_sys_flag=_sys_flag(o, what),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of wire.md §4.1."""
+        return {
+            "brokerName": self.broker_name,
+            "readQueueNums": self.read_queue_nums,
+            "writeQueueNums": self.write_queue_nums,
+            "perm": self.perm,
+            "topicSysFlag": self.topic_sys_flag,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class BrokerData:
+    """A broker group: its cluster, name and addresses by broker id (0 = master)."""
+
+    cluster: str
+    broker_name: str
+    broker_addrs: dict[int, str] = attrs.field(factory=dict)
+    enable_acting_master: bool = False
+    zone_name: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> BrokerData:
+        """Parse a BrokerData object; ``brokerAddrs`` keys may be "0" or (fastjson) 0."""
+        what = "BrokerData"
+        o = _obj(obj, what)
+        addrs: dict[int, str] = {}
+        for key, addr in _obj(_field(o, "brokerAddrs", {}), what + ".brokerAddrs").items():
+            if not _INT_KEY.fullmatch(key):
+                raise MalformedBody(f"{what}: broker id {key!r} is not an integer")
+            broker_id = int(key)
+            if not isinstance(addr, str):
+                raise MalformedBody(f"{what}: address of broker {key} must be a string")
+            addrs[broker_id] = addr
+        return cls(
+            cluster=_str(o, "cluster", "", what),
+            broker_name=_str(o, "brokerName", None, what),
+            broker_addrs=addrs,
+            enable_acting_master=_bool(o, "enableActingMaster", False, what),
+            zone_name=_opt_str(o, "zoneName", what),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Standard JSON: broker ids as string keys; ``zoneName`` omitted when unset."""
+        out: dict[str, Any] = {
+            "cluster": self.cluster,
+            "brokerName": self.broker_name,
+            "brokerAddrs": {str(k): v for k, v in sorted(self.broker_addrs.items())},
+            "enableActingMaster": self.enable_acting_master,
+        }
+        if self.zone_name is not None:
+            out["zoneName"] = self.zone_name
+        return out
+
+
+def master_address(broker_data: BrokerData) -> str | None:
+    """The master's address (broker id 0) of a group, or None when it has none."""
+    return broker_data.broker_addrs.get(MASTER_ID)
+
+
+@attrs.frozen(kw_only=True)
+class TopicRouteData:
+    """The answer to GET_ROUTEINFO_BY_TOPIC (wire.md §4.1)."""
+
+    queue_datas: list[QueueData] = attrs.field(factory=list)
+    broker_datas: list[BrokerData] = attrs.field(factory=list)
+    filter_server_table: dict[str, list[str]] = attrs.field(factory=dict)
+    order_topic_conf: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TopicRouteData:
+        """Parse a route; ``topicQueueMappingByBroker`` (static topics) is ignored."""
+        what = "TopicRouteData"
+        o = _obj(obj, what)
+        queue_datas = _list(_field(o, "queueDatas", []), what + ".queueDatas")
+        broker_datas = _list(_field(o, "brokerDatas", []), what + ".brokerDatas")
+        filter_servers = _obj(_field(o, "filterServerTable", {}), what + ".filterServerTable")
+        return cls(
+            queue_datas=[QueueData.from_json(q) for q in queue_datas],
+            broker_datas=[BrokerData.from_json(b) for b in broker_datas],
+            filter_server_table={
+                addr: _str_list(servers, what + ".filterServerTable")
+                for addr, servers in filter_servers.items()
+            },
+            order_topic_conf=_opt_str(o, "orderTopicConf", what),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Standard JSON; ``orderTopicConf`` omitted when unset (fastjson omits nulls)."""
+        out: dict[str, Any] = {
+            "queueDatas": [q.to_json() for q in self.queue_datas],
+            "brokerDatas": [b.to_json() for b in self.broker_datas],
+            "filterServerTable": {k: list(v) for k, v in self.filter_server_table.items()},
+        }
+        if self.order_topic_conf is not None:
+            out["orderTopicConf"] = self.order_topic_conf
+        return out
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TopicRouteData:
+        """Parse a route body (standard JSON or fastjson's bare integer keys)."""
+        return cls.from_json(_load_json_bytes(data, "TopicRouteData"))
+
+    def to_bytes(self) -> bytes:
+        """The route body as we send it."""
+        return dumps_json(self.to_json())
+
+
+@attrs.frozen(kw_only=True)
+class ClusterInfo:
+    """The answer to GET_BROKER_CLUSTER_INFO (wire.md §2.14)."""
+
+    broker_addr_table: dict[str, BrokerData] = attrs.field(factory=dict)
+    cluster_addr_table: dict[str, list[str]] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ClusterInfo:
+        """Parse ``{"brokerAddrTable":{name:BrokerData},"clusterAddrTable":{c:[names]}}``."""
+        what = "ClusterInfo"
+        o = _obj(obj, what)
+        brokers = _obj(_field(o, "brokerAddrTable", {}), what + ".brokerAddrTable")
+        clusters = _obj(_field(o, "clusterAddrTable", {}), what + ".clusterAddrTable")
+        return cls(
+            broker_addr_table={name: BrokerData.from_json(b) for name, b in brokers.items()},
+            cluster_addr_table={
+                name: sorted(_str_list(members, what + ".clusterAddrTable"))
+                for name, members in clusters.items()
+            },
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Standard JSON; cluster members (a Java Set) as sorted arrays."""
+        return {
+            "brokerAddrTable": {k: v.to_json() for k, v in self.broker_addr_table.items()},
+            "clusterAddrTable": {k: sorted(v) for k, v in self.cluster_addr_table.items()},
+        }
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ClusterInfo:
+        """Parse a cluster info body (standard JSON or fastjson)."""
+        return cls.from_json(_load_json_bytes(data, "ClusterInfo"))
+
+    def to_bytes(self) -> bytes:
+        """The cluster info body as we send it."""
+        return dumps_json(self.to_json())
+
+
+# --- REGISTER_BROKER body -------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RegisterBrokerBody:
+    """Body of REGISTER_BROKER: the broker's topic configs, their version, filter servers.
+
+    Static-topic mapping info (``topicQueueMappingInfoMap``) is read past and never kept.
+    """
+
+    topic_config_table: dict[str, TopicConfig] = attrs.field(factory=dict)
+    data_version: DataVersion = attrs.field(factory=DataVersion)
+    filter_server_list: list[str] = attrs.field(factory=list)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> RegisterBrokerBody:
+        """Parse the JSON form ``{"topicConfigSerializeWrapper":{...},"filterServerList":[]}``."""
+        what = "RegisterBrokerBody"
+        o = _obj(obj, what)
+        wrapper = _obj(_field(o, "topicConfigSerializeWrapper", {}), what + ".wrapper")
+        table: dict[str, TopicConfig] = {}
+        raw_table = _obj(_field(wrapper, "topicConfigTable", {}), what + ".topicConfigTable")
+        for name, raw in raw_table.items():
+            fields = dict(_obj(raw, "TopicConfig"))
+            fields.setdefault("topicName", name)
+            table[name] = TopicConfig.from_json(fields)
+        version = wrapper.get("dataVersion")
+        return cls(
+            topic_config_table=table,
+            data_version=DataVersion() if version is None else DataVersion.from_json(version),
+            filter_server_list=_str_list(_field(o, "filterServerList", []), what),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form as a Java broker sends it (empty static-topic mapping)."""
+        return {
+            "topicConfigSerializeWrapper": {
+                "topicConfigTable": {
+                    name: config.to_json() for name, config in self.topic_config_table.items()
+                },
+                "dataVersion": self.data_version.to_json(),
+                "topicQueueMappingInfoMap": {},
+            },
+            "filterServerList": list(self.filter_server_list),
+        }
+
+    @classmethod
+    def decode(
+        cls, body: bytes, compressed: bool, *, max_inflated_bytes: int = MAX_INFLATED_BYTES
+    ) -> RegisterBrokerBody:
+        """Decode either body form; ``compressed`` is the request header's flag."""
+        if not compressed:
+            return cls.from_json(_load_json_bytes(body, "RegisterBrokerBody"))
+        return _decode_compressed(_inflate(body, max_inflated_bytes))
+
+    def encode(self, compressed: bool) -> bytes:
+        """Encode either body form (compressed: zlib level 9, as Deflater.BEST_COMPRESSION)."""
+        if not compressed:
+            return dumps_json(self.to_json())
+        chunks = [_prefixed(dumps_json(self.data_version.to_json()))]
+        chunks.append(struct.pack(">i", len(self.topic_config_table)))
+        for name in sorted(self.topic_config_table):
+            chunks.append(_prefixed(self.topic_config_table[name].to_text().encode("utf-8")))
+        chunks.append(_prefixed(dumps_json(list(self.filter_server_list))))
+        chunks.append(struct.pack(">i", 0))  # static-topic mapping count, always written
+        return zlib.compress(b"".join(chunks), 9)
+
+
+def _prefixed(data: bytes) -> bytes:
+    return struct.pack(">i", len(data)) + data
+
+
+def _inflate(body: bytes, max_bytes: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(body, max_bytes)
+    except zlib.error as exc:
+        raise MalformedBody(f"compressed RegisterBrokerBody: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise MalformedBody(f"compressed RegisterBrokerBody inflates past {max_bytes} bytes")
+    if not inflater.eof:
+        raise MalformedBody("compressed RegisterBrokerBody: truncated zlib stream")
+    return data
+
+
+class _Reader:
+    """Big-endian int32-length-prefixed chunks out of an inflated body."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
+    def int32(self, what: str) -> int:
+        if self.remaining() < 4:
+            raise MalformedBody(f"compressed RegisterBrokerBody: truncated at {what}")
+        (value,) = struct.unpack_from(">i", self._data, self._pos)
+        self._pos += 4
+        if value < 0:
+            raise MalformedBody(f"compressed RegisterBrokerBody: negative {what} {value}")
+        return int(value)
+
+    def chunk(self, what: str) -> bytes:
+        size = self.int32(what + " length")
+        if self.remaining() < size:
+            raise MalformedBody(f"compressed RegisterBrokerBody: truncated {what}")
+        data = self._data[self._pos : self._pos + size]
+        self._pos += size
+        return data
+
+
+def _decode_compressed(data: bytes) -> RegisterBrokerBody:
+    reader = _Reader(data)
+    version = DataVersion.from_json(_load_json_bytes(reader.chunk("dataVersion"), "DataVersion"))
+    table: dict[str, TopicConfig] = {}
+    for _ in range(reader.int32("topic count")):
+        raw = reader.chunk("topic config")
+        try:
+            config = TopicConfig.from_text(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise MalformedBody("compressed RegisterBrokerBody: topic config not UTF-8") from exc
+        table[config.topic_name] = config
+    filter_servers = _load_json_bytes(reader.chunk("filter server list"), "filterServerList")
+    # Brokers >= 5.0 append static-topic mappings; 4.x brokers end here. We skip them.
+    if reader.remaining():
+        for _ in range(reader.int32("mapping count")):
+            reader.chunk("topic queue mapping")
+    if reader.remaining():
+        raise MalformedBody(f"compressed RegisterBrokerBody: {reader.remaining()} extra bytes")
+    return RegisterBrokerBody(
+        topic_config_table=table,
+        data_version=version,
+        filter_server_list=_str_list(
+            [] if filter_servers is None else filter_servers, "filterServerList"
+        ),
+    )
+
+
+# --- client views ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True, order=True)
+class MessageQueue:
+    """One queue of a topic on one broker group; orders as Java's MessageQueue.compareTo."""
+
+    topic: str
+    broker_name: str
+    queue_id: int
+
+    @classmethod
+    def from_json(cls, obj: Any) -> MessageQueue:
+        """Parse ``{"topic":..,"brokerName":..,"queueId":..}``."""
+        what = "MessageQueue"
+        o = _obj(obj, what)
+        return cls(
+            topic=_str(o, "topic", None, what),
+            broker_name=_str(o, "brokerName", None, what),
+            queue_id=_int(o, "queueId", None, what),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object fastjson writes for a MessageQueue."""
+        return {"topic": self.topic, "brokerName": self.broker_name, "queueId": self.queue_id}
+
+
+def _queues(topic: str, broker_name: str, count: int) -> Iterable[MessageQueue]:
+    return (MessageQueue(topic=topic, broker_name=broker_name, queue_id=i) for i in range(count))
+
+
+def publish_queues(topic: str, route: TopicRouteData) -> list[MessageQueue]:
+    """Queues a producer may send to (wire.md §4.2).
+
+    ``orderTopicConf`` (``"broker-a:4;broker-b:4"``) replaces the derivation when set;
+    otherwise every writeable QueueData whose group has a master yields its write queues.
+    """
+    if route.order_topic_conf:
+        out: list[MessageQueue] = []
+        for item in route.order_topic_conf.split(";"):
+            name, sep, count = item.partition(":")
+            if not sep or not count.isdigit():
+                raise MalformedBody(f"bad orderTopicConf entry {item!r}")
+            out.extend(_queues(topic, name, int(count)))
+        return out
+    masters = {b.broker_name for b in route.broker_datas if master_address(b) is not None}
+    out = []
+    for qd in sorted(route.queue_datas, key=lambda q: q.broker_name):
+        if is_writeable(qd.perm) and qd.broker_name in masters:
+            out.extend(_queues(topic, qd.broker_name, qd.write_queue_nums))
+    return out
+
+
+def subscribe_queues(topic: str, route: TopicRouteData) -> list[MessageQueue]:
+    """Queues a consumer may pull from: every readable QueueData's read queues, sorted."""
+    out: list[MessageQueue] = []
+    for qd in route.queue_datas:
+        if is_readable(qd.perm):
+            out.extend(_queues(topic, qd.broker_name, qd.read_queue_nums))
+    return sorted(out)
