@@ -87,7 +87,7 @@ class ServerError(RocketError):
         super().__init__(f"{name} ({self.code}): {self.remark}" if self.remark else name)
 
 
-class SystemError_(ServerError):  # noqa: N801 - trailing underscore avoids the builtin
+class SystemError_(ServerError):
     """The server failed in a way it did not classify (SYSTEM_ERROR)."""
 
     code = ResponseCode.SYSTEM_ERROR
