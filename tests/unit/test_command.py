@@ -1,0 +1,445 @@
+"""RemotingCommand: JSON and ROCKETMQ binary headers, ext-field coercion, responses."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.codes import (
+    FLAG_ONEWAY,
+    FLAG_RESPONSE,
+    VERSION_CURRENT,
+    LanguageCode,
+    RequestCode,
+    ResponseCode,
+)
+from protocol.command import RemotingCommand, coerce_ext_value
+from protocol.errors import MalformedHeader
+from protocol.frame import Frame, FrameDecoder
+
+INT32 = st.integers(-(2**31), 2**31 - 1)
+INT16 = st.integers(-(2**15), 2**15 - 1)
+LANGUAGES = st.sampled_from([lang.name for lang in LanguageCode])
+
+
+def _decode(wire: bytes) -> RemotingCommand:
+    (frame,) = FrameDecoder().feed(wire)
+    return RemotingCommand.from_frame(frame)
+
+
+def _json_frame(header: bytes | str, body: bytes = b"") -> Frame:
+    raw = header.encode() if isinstance(header, str) else header
+    return Frame(serialize_type=0, header=raw, body=body)
+
+
+def _binary_frame(header: bytes, body: bytes = b"") -> Frame:
+    return Frame(serialize_type=1, header=header, body=body)
+
+
+# --- RocketMQSerializable by hand ---------------------------------------------------------
+
+
+def _rmq_str16(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def _rmq_str32(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">i", len(raw)) + raw
+
+
+def _rmq_header(
+    *,
+    code: int,
+    language: int,
+    version: int,
+    opaque: int,
+    flag: int,
+    remark: str,
+    ext: list[tuple[str, str]],
+) -> bytes:
+    """``RocketMQSerializable.rocketMQProtocolEncode`` written out field by field."""
+    ext_bytes = b"".join(_rmq_str16(k) + _rmq_str32(v) for k, v in ext)
+    return (
+        struct.pack(">h", code)
+        + struct.pack(">b", language)
+        + struct.pack(">h", version)
+        + struct.pack(">i", opaque)
+        + struct.pack(">i", flag)
+        + _rmq_str32(remark)
+        + struct.pack(">i", len(ext_bytes))
+        + ext_bytes
+    )
+
+
+SEND_V2_HEADER = _rmq_header(
+    code=310,
+    language=0,
+    version=479,
+    opaque=42,
+    flag=0,
+    remark="",
+    ext=[("a", "pg"), ("b", "TopicA"), ("d", "4")],
+)
+
+
+def test_binary_header_from_known_bytes() -> None:
+    # Spelled out once completely, so a wrong field order or width cannot hide.
+    assert SEND_V2_HEADER == (
+        b"\x01\x36"  # code 310
+        b"\x00"  # JAVA
+        b"\x01\xdf"  # version 479
+        b"\x00\x00\x00\x2a"  # opaque 42
+        b"\x00\x00\x00\x00"  # flag
+        b"\x00\x00\x00\x00"  # remark: length 0 = null
+        b"\x00\x00\x00\x1e"  # ext: 30 bytes
+        b"\x00\x01a\x00\x00\x00\x02pg"
+        b"\x00\x01b\x00\x00\x00\x06TopicA"
+        b"\x00\x01d\x00\x00\x00\x014"
+    )
+    cmd = RemotingCommand.from_frame(_binary_frame(SEND_V2_HEADER, b"payload"))
+    assert cmd == RemotingCommand(
+        code=RequestCode.SEND_MESSAGE_V2,
+        language="JAVA",
+        version=479,
+        opaque=42,
+        flag=0,
+        remark=None,
+        ext_fields={"a": "pg", "b": "TopicA", "d": "4"},
+        body=b"payload",
+    )
+
+
+def test_binary_response_with_remark_and_negative_fields() -> None:
+    header = _rmq_header(
+        code=ResponseCode.RPC_UNKNOWN,
+        language=LanguageCode.NODE_JS,
+        version=-2,
+        opaque=-7,
+        flag=FLAG_RESPONSE,
+        remark="主题不存在",
+        ext=[("MSG_REGION", "DefaultRegion"), ("TRACE_ON", "true")],
+    )
+    cmd = RemotingCommand.from_frame(_binary_frame(header))
+    assert cmd == RemotingCommand(
+        code=-1000,
+        language="NODE_JS",
+        version=-2,
+        opaque=-7,
+        flag=FLAG_RESPONSE,
+        remark="主题不存在",
+        ext_fields={"MSG_REGION": "DefaultRegion", "TRACE_ON": "true"},
+    )
+    assert cmd.is_response
+
+
+def test_binary_zero_length_strings_are_null() -> None:
+    # Java's readStr returns null for length 0: such ext entries vanish.
+    header = _rmq_header(
+        code=1,
+        language=0,
+        version=0,
+        opaque=0,
+        flag=0,
+        remark="",
+        ext=[("empty", ""), ("", "orphan"), ("k", "v")],
+    )
+    cmd = RemotingCommand.from_frame(_binary_frame(header))
+    assert cmd.remark is None
+    assert cmd.ext_fields == {"k": "v"}
+
+
+def test_binary_unknown_language_is_other() -> None:
+    header = _rmq_header(code=1, language=99, version=0, opaque=0, flag=0, remark="", ext=[])
+    assert RemotingCommand.from_frame(_binary_frame(header)).language == "OTHER"
+
+
+def test_binary_trailing_bytes_after_ext_are_ignored() -> None:
+    # Java reads exactly the declared fields and ignores what follows.
+    cmd = RemotingCommand.from_frame(_binary_frame(SEND_V2_HEADER + b"\x00junk"))
+    assert cmd.ext_fields["b"] == "TopicA"
+
+
+def test_header_binary_matches_known_bytes() -> None:
+    cmd = RemotingCommand(
+        code=310,
+        language="JAVA",
+        version=479,
+        opaque=42,
+        flag=0,
+        ext_fields={"a": "pg", "b": "TopicA", "d": "4"},
+    )
+    assert cmd.header_binary() == SEND_V2_HEADER
+    wire = cmd.encode_binary()
+    assert wire[4] == 1  # serialize type ROCKETMQ in the high byte
+    assert wire[8:] == SEND_V2_HEADER
+
+
+binary_commands = st.builds(
+    RemotingCommand,
+    code=INT16,
+    language=LANGUAGES,
+    version=INT16,
+    opaque=INT32,
+    flag=INT32,
+    remark=st.none() | st.text(min_size=1),
+    ext_fields=st.dictionaries(st.text(min_size=1, max_size=50), st.text(min_size=1)),
+    body=st.binary(max_size=100),
+)
+
+
+@settings(deadline=None)
+@given(cmd=binary_commands)
+def test_binary_round_trip(cmd: RemotingCommand) -> None:
+    assert _decode(cmd.encode_binary()) == cmd
+
+
+json_commands = st.builds(
+    RemotingCommand,
+    code=INT32,
+    language=LANGUAGES,
+    version=INT32,
+    opaque=INT32,
+    flag=INT32,
+    remark=st.none() | st.text(),
+    ext_fields=st.dictionaries(st.text(), st.text()),
+    body=st.binary(max_size=100),
+)
+
+
+@settings(deadline=None)
+@given(cmd=json_commands)
+def test_json_round_trip(cmd: RemotingCommand) -> None:
+    wire = cmd.encode()
+    assert wire[4] == 0  # serialize type JSON
+    assert _decode(wire) == cmd
+
+
+def test_json_header_shape() -> None:
+    cmd = RemotingCommand.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"}, b"", opaque=7)
+    header = json.loads(cmd.header_json())
+    assert header == {
+        "code": 105,
+        "extFields": {"topic": "T"},
+        "flag": 0,
+        "language": "JAVA",
+        "opaque": 7,
+        "serializeTypeCurrentRPC": "JSON",
+        "version": VERSION_CURRENT,
+    }
+
+
+def test_json_header_is_ascii_and_survives_lone_surrogates() -> None:
+    # A peer may legally send "\ud800" in JSON; echoing it in a remark must still encode.
+    cmd = _decode_json(b'{"code":1,"remark":"\\ud800 caf\\u00e9"}')
+    assert cmd.remark == "\ud800 café"
+    answer = cmd.respond(ResponseCode.SYSTEM_ERROR, remark=cmd.remark)
+    assert answer.header_json().isascii()
+    assert _decode(answer.encode()).remark == "\ud800 café"
+
+
+def _decode_json(raw: bytes | str) -> RemotingCommand:
+    return RemotingCommand.from_frame(_json_frame(raw))
+
+
+def test_ali_ons_style_ext_fields_are_coerced() -> None:
+    raw = json.dumps(
+        {
+            "code": 11,
+            "language": "JAVA",
+            "version": 121,
+            "opaque": 1,
+            "flag": 0,
+            "remark": None,
+            "extFields": {
+                "consumerGroup": "G",
+                "queueId": 3,
+                "queueOffset": 1234567890123,
+                "commitOffset": -1,
+                "unitMode": False,
+                "batch": True,
+                "subscription": None,
+                "ratio": 1.5,
+                "whole": 2.0,
+            },
+        }
+    )
+    cmd = _decode_json(raw)
+    assert cmd.ext_fields == {
+        "consumerGroup": "G",
+        "queueId": "3",
+        "queueOffset": "1234567890123",
+        "commitOffset": "-1",
+        "unitMode": "false",
+        "batch": "true",
+        "ratio": "1.5",
+        "whole": "2",
+    }
+    assert (cmd.code, cmd.version, cmd.opaque, cmd.remark) == (11, 121, 1, None)
+    # ... and every value goes back out as a JSON string.
+    out = json.loads(cmd.respond(ext_fields=cmd.ext_fields).header_json())["extFields"]
+    assert all(isinstance(v, str) for v in out.values())
+
+
+def test_json_defaults_and_tolerated_fields() -> None:
+    cmd = _decode_json(b'{"code":"105","extFields":null,"serializeTypeCurrentRPC":"JSON"}')
+    assert cmd == RemotingCommand(code=105, language="JAVA", version=0, opaque=0, flag=0)
+    assert _decode_json(b'{"code":1,"language":7,"remark":5}').language == "OTHER"
+    assert _decode_json(b'{"code":1,"remark":5}').remark is None
+    assert _decode_json(b'{"code":-1000,"opaque":"-3"}').opaque == -3
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("s", "s"),
+        ("", ""),
+        (0, "0"),
+        (-5, "-5"),
+        (True, "true"),
+        (False, "false"),
+        (3.0, "3"),
+        (0.25, "0.25"),
+        (None, None),
+    ],
+)
+def test_coerce_ext_value(value: object, text: str | None) -> None:
+    assert coerce_ext_value(value) == text
+
+
+@pytest.mark.parametrize("value", [[1], {"a": 1}, b"x"])
+def test_coerce_ext_value_refuses_non_scalars(value: object) -> None:
+    with pytest.raises(MalformedHeader):
+        coerce_ext_value(value)
+
+
+MALFORMED_JSON = {
+    "not json": b"hello",
+    "empty": b"",
+    "truncated": b'{"code":1',
+    "array": b"[1,2]",
+    "string": b'"code"',
+    "number": b"5",
+    "null": b"null",
+    "ext list": b'{"code":1,"extFields":[]}',
+    "ext empty string": b'{"code":1,"extFields":""}',
+    "ext string": b'{"code":1,"extFields":"x"}',
+    "ext number": b'{"code":1,"extFields":0}',
+    "ext false": b'{"code":1,"extFields":false}',
+    "ext nested": b'{"code":1,"extFields":{"k":{"n":1}}}',
+    "ext list value": b'{"code":1,"extFields":{"k":[1]}}',
+    "no code": b'{"flag":0}',
+    "code null": b'{"code":null}',
+    "code text": b'{"code":"abc"}',
+    "code double minus": b'{"code":"--5"}',
+    "code superscript": '{"code":"²"}'.encode(),
+    "code arabic digits": '{"code":"١٢"}'.encode(),
+    "code float": b'{"code":1.5}',
+    "code bool": b'{"code":true}',
+    "code over int32": b'{"code":2147483648}',
+    "opaque under int32": b'{"code":1,"opaque":-2147483649}',
+    "code 5000 digits": b'{"code":' + b"1" * 5000 + b"}",
+    "ext value 5000 digits": b'{"code":1,"extFields":{"k":' + b"9" * 5000 + b"}}",
+    "deep nesting": b'{"code":1,"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "not utf-8": b'{"code":1,"remark":"\xff\xfe"}',
+    "utf-16": '{"code":1}'.encode("utf-16"),
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED_JSON.values(), ids=MALFORMED_JSON.keys())
+def test_malformed_json_header(raw: bytes) -> None:
+    with pytest.raises(MalformedHeader):
+        _decode_json(raw)
+
+
+def _fixed(code: int = 1) -> bytes:
+    return struct.pack(">hbhii", code, 0, 0, 0, 0)
+
+
+MALFORMED_BINARY = {
+    "empty": b"",
+    "truncated fixed part": _fixed()[:7],
+    "no remark length": _fixed(),
+    "remark length beyond header": _fixed() + struct.pack(">i", 10) + b"abc",
+    "negative remark length": _fixed() + struct.pack(">i", -1) + struct.pack(">i", 0),
+    "no ext length": _fixed() + struct.pack(">i", 0),
+    "ext length beyond header": _fixed() + struct.pack(">ii", 0, 100) + b"\x00\x01k",
+    "negative ext length": _fixed() + struct.pack(">ii", 0, -4),
+    "ext key beyond ext": _fixed() + struct.pack(">ii", 0, 5) + b"\x00\x0aabc",
+    "ext value length missing": _fixed() + struct.pack(">ii", 0, 4) + b"\x00\x01k\x00",
+    "ext value beyond ext": (
+        _fixed() + struct.pack(">ii", 0, 9) + b"\x00\x01k" + struct.pack(">i", 50) + b"vv"
+    ),
+    "ext negative value length": (
+        _fixed() + struct.pack(">ii", 0, 7) + b"\x00\x01k" + struct.pack(">i", -1)
+    ),
+    "remark not utf-8": _fixed() + struct.pack(">i", 2) + b"\xff\xfe" + struct.pack(">i", 0),
+    "key not utf-8": (
+        _fixed() + struct.pack(">ii", 0, 9) + b"\x00\x01\xff" + struct.pack(">i", 2) + b"vv"
+    ),
+    "value not utf-8": (
+        _fixed() + struct.pack(">ii", 0, 9) + b"\x00\x01k" + struct.pack(">i", 2) + b"\xc3\x28"
+    ),
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED_BINARY.values(), ids=MALFORMED_BINARY.keys())
+def test_malformed_binary_header(raw: bytes) -> None:
+    with pytest.raises(MalformedHeader):
+        RemotingCommand.from_frame(_binary_frame(raw))
+
+
+def test_unknown_serialize_type() -> None:
+    with pytest.raises(MalformedHeader, match="serialize type 2"):
+        RemotingCommand.from_frame(Frame(serialize_type=2, header=b"{}", body=b""))
+
+
+def test_request_and_flags() -> None:
+    req = RemotingCommand.request(RequestCode.HEART_BEAT, body=b"{}")
+    assert (req.flag, req.is_response, req.is_oneway) == (0, False, False)
+    oneway = RemotingCommand.request(RequestCode.UPDATE_CONSUMER_OFFSET, {"k": "v"}, oneway=True)
+    assert oneway.flag == FLAG_ONEWAY
+    assert oneway.is_oneway and not oneway.is_response
+    assert oneway.ext_fields == {"k": "v"}
+
+
+def test_respond_sets_response_bit_and_echoes_opaque() -> None:
+    req = RemotingCommand(
+        code=RequestCode.SEND_MESSAGE_V2,
+        language="NODE_JS",
+        version=121,
+        opaque=123456,
+        flag=FLAG_ONEWAY | 0x100,
+        remark="req",
+        ext_fields={"a": "pg"},
+        body=b"body",
+    )
+    resp = req.respond(ResponseCode.TOPIC_NOT_EXIST, "no route", {"x": "1"}, b"r")
+    assert resp == RemotingCommand(
+        code=ResponseCode.TOPIC_NOT_EXIST,
+        language="JAVA",
+        version=VERSION_CURRENT,
+        opaque=123456,
+        flag=FLAG_RESPONSE,
+        remark="no route",
+        ext_fields={"x": "1"},
+        body=b"r",
+    )
+    assert resp.is_response and not resp.is_oneway and not resp.is_success
+    ok = req.respond()
+    assert ok.is_success and ok.flag & FLAG_RESPONSE and ok.opaque == 123456
+    assert ok.remark is None and ok.ext_fields == {} and ok.body == b""
+
+
+def test_respond_to_binary_request_answers_in_json() -> None:
+    req = RemotingCommand.from_frame(_binary_frame(SEND_V2_HEADER))
+    wire = req.respond().encode()
+    assert wire[4] == 0
+    decoded = _decode(wire)
+    assert decoded.opaque == 42
+    assert decoded.is_response
