@@ -1,0 +1,394 @@
+"""ConsumeQueue: per topic and queue, a dense array of 20-byte entries into the CommitLog.
+
+Rules (reference/rocketmq-wire.md §3.7):
+- Entry = ``commitLogOffset int64 | size int32 | tagsCode int64``, big-endian. Logical offset
+  ``q`` lives at byte ``q * 20`` of the queue; files hold ``entries_per_file`` entries and are
+  named by their 20-digit zero-padded start *byte* offset.
+- A file is created at full size (sparse); unwritten entries read as zeros (size 0), which
+  marks the end of the queue when it is opened again.
+- A queue that starts at an offset > 0 (built after retention, or on a slave) has its first
+  file pre-filled with *blank* entries (size ``BLANK_SIZE``) like RocketMQ's ``fillPreBlank``,
+  so "valid entries form a prefix of every file" holds and the end is found by bisection.
+- Entries are appended in CommitLog order, so physical offsets increase along a queue; the
+  minimum logical offset is the first non-blank entry at or past the CommitLog minimum.
+- The last file is never deleted by retention: it remembers the queue's max offset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from protocol.errors import CorruptRecord
+
+log = logging.getLogger(__name__)
+
+CQ_ENTRY = struct.Struct(">qiq")
+CQ_ENTRY_BYTES = CQ_ENTRY.size
+#: Size field of a pre-fill entry (RocketMQ writes Integer.MAX_VALUE there).
+BLANK_SIZE = 0x7FFFFFFF
+_BLANK_ENTRY = CQ_ENTRY.pack(0, BLANK_SIZE, 0)
+assert CQ_ENTRY_BYTES == 20
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CqEntry:
+    """One ConsumeQueue entry with its logical offset."""
+
+    queue_offset: int
+    physical_offset: int
+    size: int
+    tags_code: int
+
+    @property
+    def is_blank(self) -> bool:
+        """A pre-fill entry below the queue's first real message."""
+        return self.size == BLANK_SIZE
+
+
+class BoundaryType(enum.Enum):
+    """Which side of a timestamp ``offset_by_time`` answers (wire §2.7)."""
+
+    #: First offset whose store time >= timestamp.
+    LOWER = "lower"
+    #: Last offset whose store time <= timestamp.
+    UPPER = "upper"
+
+
+# --- pure pieces ------------------------------------------------------------------------------
+
+
+def encode_entry(physical_offset: int, size: int, tags_code: int) -> bytes:
+    """Return the 20 bytes of one entry."""
+    assert physical_offset >= 0 and 0 < size <= BLANK_SIZE, (physical_offset, size)
+    return CQ_ENTRY.pack(physical_offset, size, tags_code)
+
+
+def decode_entries(data: bytes, first_queue_offset: int) -> list[CqEntry]:
+    """Decode consecutive entries; stops at the first unwritten (zero-size) one."""
+    assert len(data) % CQ_ENTRY_BYTES == 0
+    out: list[CqEntry] = []
+    for i, (phys, size, tags) in enumerate(CQ_ENTRY.iter_unpack(data)):
+        if size <= 0 or phys < 0:
+            break
+        out.append(
+            CqEntry(
+                queue_offset=first_queue_offset + i, physical_offset=phys, size=size, tags_code=tags
+            )
+        )
+    return out
+
+
+def first_true(lo: int, hi: int, pred: Callable[[int], bool]) -> int:
+    """Smallest ``i`` in ``[lo, hi)`` with ``pred(i)``, or ``hi``; ``pred`` must be monotonic."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def search_offset_by_time(
+    lo: int,
+    hi: int,
+    timestamp_ms: int,
+    boundary: BoundaryType,
+    store_time_at: Callable[[int], int],
+) -> int:
+    """Bisect queue offsets ``[lo, hi)`` by the store time of the records they point at.
+
+    LOWER: first offset with store time >= ``timestamp_ms`` (``hi`` if all are older).
+    UPPER: last offset with store time <= ``timestamp_ms`` (``lo`` if all are newer).
+    An empty range answers ``lo``.
+    """
+    if lo >= hi:
+        return lo
+    if boundary is BoundaryType.LOWER:
+        return first_true(lo, hi, lambda q: store_time_at(q) >= timestamp_ms)
+    first_newer = first_true(lo, hi, lambda q: store_time_at(q) > timestamp_ms)
+    return max(lo, first_newer - 1)
+
+
+# --- one queue on disk -------------------------------------------------------------------------
+
+
+@attrs.define
+class _CqFile:
+    first_offset: int  # logical offset of the file's first entry
+    path: Path
+    fd: int
+
+
+def _file_name(byte_offset: int) -> str:
+    return f"{byte_offset:020d}"
+
+
+class ConsumeQueue:
+    """One topic/queue's entries under ``<store>/consumequeue/<topic>/<queueId>/``."""
+
+    def __init__(self, directory: Path, topic: str, queue_id: int, entries_per_file: int) -> None:
+        self.topic = topic
+        self.queue_id = queue_id
+        self.directory = directory
+        self.entries_per_file = entries_per_file
+        self._files: list[_CqFile] = []
+        #: First logical offset still readable.
+        self.min_offset = 0
+        #: Next logical offset to write (= number of entries ever written).
+        self.max_offset = 0
+        self._dirty: set[int] = set()  # indexes into _files' first_offset values
+        self._repairs_logged = False
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, directory: Path, topic: str, queue_id: int, entries_per_file: int, min_physical: int
+    ) -> ConsumeQueue:
+        """Open an existing queue directory (or an absent one: an empty queue)."""
+        cq = cls(directory, topic, queue_id, entries_per_file)
+        file_bytes = entries_per_file * CQ_ENTRY_BYTES
+        names = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+        names = [n for n in names if len(n) == 20 and n.isdigit()]
+        previous: int | None = None
+        for name in names:
+            start = int(name)
+            if start % file_bytes != 0 or (previous is not None and start != previous + file_bytes):
+                raise CorruptRecord(
+                    f"consume queue file {directory / name} does not follow "
+                    f"{_file_name(previous or 0)} with {file_bytes}-byte files"
+                )
+            previous = start
+            path = directory / name
+            fd = os.open(path, os.O_RDWR)
+            if os.fstat(fd).st_size < file_bytes:
+                os.ftruncate(fd, file_bytes)
+            cq._files.append(_CqFile(start // CQ_ENTRY_BYTES, path, fd))
+        if not cq._files:
+            return cq
+        last = cq._files[-1]
+        written = first_true(0, entries_per_file, lambda i: cq._read_raw(last, i).size <= 0)
+        cq.max_offset = last.first_offset + written
+        cq.min_offset = cq._files[0].first_offset
+        cq.advance_min(min_physical)
+        return cq
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _file_for(self, queue_offset: int) -> _CqFile | None:
+        if not self._files:
+            return None
+        idx = (queue_offset - self._files[0].first_offset) // self.entries_per_file
+        if 0 <= idx < len(self._files):
+            f = self._files[idx]
+            assert f.first_offset <= queue_offset < f.first_offset + self.entries_per_file
+            return f
+        return None
+
+    def _read_raw(self, f: _CqFile, index_in_file: int) -> CqEntry:
+        data = os.pread(f.fd, CQ_ENTRY_BYTES, index_in_file * CQ_ENTRY_BYTES)
+        if len(data) < CQ_ENTRY_BYTES:
+            data = data.ljust(CQ_ENTRY_BYTES, b"\0")
+        phys, size, tags = CQ_ENTRY.unpack(data)
+        return CqEntry(
+            queue_offset=f.first_offset + index_in_file,
+            physical_offset=phys,
+            size=size,
+            tags_code=tags,
+        )
+
+    def entry_at(self, queue_offset: int) -> CqEntry | None:
+        """The entry at ``queue_offset`` if it is within [min, max) and its file exists."""
+        if not self.min_offset <= queue_offset < self.max_offset:
+            return None
+        f = self._file_for(queue_offset)
+        if f is None:
+            return None
+        entry = self._read_raw(f, queue_offset - f.first_offset)
+        return None if entry.size <= 0 or entry.is_blank else entry
+
+    def read_entries(self, queue_offset: int, max_count: int) -> list[CqEntry] | None:
+        """Up to ``max_count`` entries from ``queue_offset``, within one file.
+
+        ``None`` when the file holding ``queue_offset`` is gone (a hole: OFFSET_FOUND_NULL).
+        """
+        assert max_count > 0
+        if not self.min_offset <= queue_offset < self.max_offset:
+            return []
+        f = self._file_for(queue_offset)
+        if f is None:
+            return None
+        index = queue_offset - f.first_offset
+        count = min(max_count, self.max_offset - queue_offset, self.entries_per_file - index)
+        data = os.pread(f.fd, count * CQ_ENTRY_BYTES, index * CQ_ENTRY_BYTES)
+        usable = len(data) - len(data) % CQ_ENTRY_BYTES
+        return decode_entries(data[:usable], queue_offset)
+
+    def next_file_offset(self, queue_offset: int) -> int:
+        """Logical offset where the file after the one holding ``queue_offset`` starts."""
+        return (queue_offset // self.entries_per_file + 1) * self.entries_per_file
+
+    @property
+    def last_physical_end(self) -> int:
+        """End (offset + size) in the CommitLog of the last entry; -1 for an empty queue."""
+        entry = self.entry_at(self.max_offset - 1) if self.max_offset > self.min_offset else None
+        return -1 if entry is None else entry.physical_offset + entry.size
+
+    def first_offset_at_or_after_physical(self, physical_offset: int) -> int:
+        """Smallest logical offset in [min, max) whose entry points at or past ``physical_offset``."""
+
+        def pred(q: int) -> bool:
+            f = self._file_for(q)
+            if f is None:
+                return False
+            e = self._read_raw(f, q - f.first_offset)
+            return not e.is_blank and e.physical_offset >= physical_offset
+
+        return first_true(self.min_offset, self.max_offset, pred)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _create_file(self, first_offset: int) -> _CqFile:
+        assert first_offset % self.entries_per_file == 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / _file_name(first_offset * CQ_ENTRY_BYTES)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.ftruncate(fd, self.entries_per_file * CQ_ENTRY_BYTES)
+        f = _CqFile(first_offset, path, fd)
+        self._files.append(f)
+        return f
+
+    def append(self, queue_offset: int, physical_offset: int, size: int, tags_code: int) -> None:
+        """Write the entry for the next logical offset (``queue_offset == max_offset``).
+
+        An empty queue accepts any starting offset (its first file is pre-filled with blanks).
+        """
+        if queue_offset != self.max_offset:
+            if self.max_offset == self.min_offset and queue_offset > self.max_offset:
+                self._start_at(queue_offset)
+            else:
+                raise CorruptRecord(
+                    f"consume queue {self.topic}/{self.queue_id}: entry for offset {queue_offset} "
+                    f"but the queue ends at {self.max_offset} (delete consumequeue/ to rebuild it)"
+                )
+        f = self._file_for(queue_offset)
+        if f is None:
+            f = self._create_file(queue_offset - queue_offset % self.entries_per_file)
+        os.pwrite(
+            f.fd,
+            encode_entry(physical_offset, size, tags_code),
+            (queue_offset - f.first_offset) * CQ_ENTRY_BYTES,
+        )
+        self._dirty.add(f.first_offset)
+        self.max_offset = queue_offset + 1
+
+    def _start_at(self, queue_offset: int) -> None:
+        """Make an empty queue begin at ``queue_offset`` (RocketMQ ``fillPreBlank``)."""
+        for f in self._files:
+            os.close(f.fd)
+            f.path.unlink()
+        self._files.clear()
+        first = queue_offset - queue_offset % self.entries_per_file
+        f = self._create_file(first)
+        pad = queue_offset - first
+        if pad:
+            os.pwrite(f.fd, _BLANK_ENTRY * pad, 0)
+        self._dirty.add(f.first_offset)
+        self.min_offset = self.max_offset = queue_offset
+
+    def repair(self, queue_offset: int, physical_offset: int, size: int, tags_code: int) -> bool:
+        """Recovery: make the entry at an existing ``queue_offset`` match; True if rewritten."""
+        assert queue_offset < self.max_offset
+        f = self._file_for(queue_offset)
+        if f is None or queue_offset < self.min_offset:
+            return False  # already dropped by retention
+        index = queue_offset - f.first_offset
+        current = self._read_raw(f, index)
+        if (current.physical_offset, current.size, current.tags_code) == (
+            physical_offset,
+            size,
+            tags_code,
+        ):
+            return False
+        if not self._repairs_logged:
+            log.warning(
+                "consume queue %s/%d: entry %d pointed at %d, rewritten to %d",
+                self.topic,
+                self.queue_id,
+                queue_offset,
+                current.physical_offset,
+                physical_offset,
+            )
+            self._repairs_logged = True
+        os.pwrite(f.fd, encode_entry(physical_offset, size, tags_code), index * CQ_ENTRY_BYTES)
+        self._dirty.add(f.first_offset)
+        return True
+
+    def truncate_to_offset(self, queue_offset: int) -> None:
+        """Drop every entry at or past ``queue_offset``."""
+        if queue_offset >= self.max_offset:
+            return
+        queue_offset = max(queue_offset, self._files[0].first_offset if self._files else 0)
+        while self._files and self._files[-1].first_offset > queue_offset:
+            f = self._files.pop()
+            os.close(f.fd)
+            f.path.unlink()
+            self._dirty.discard(f.first_offset)
+        if self._files:
+            f = self._files[-1]
+            pos = (queue_offset - f.first_offset) * CQ_ENTRY_BYTES
+            # Re-extending after the cut leaves a hole that reads as zeros (unwritten).
+            os.ftruncate(f.fd, pos)
+            os.ftruncate(f.fd, self.entries_per_file * CQ_ENTRY_BYTES)
+            self._dirty.add(f.first_offset)
+        self.max_offset = queue_offset
+        self.min_offset = min(self.min_offset, queue_offset)
+
+    def truncate_from_physical(self, physical_offset: int) -> None:
+        """Drop every entry pointing at or past ``physical_offset`` (they are at the end)."""
+        if self.max_offset > self.min_offset:
+            self.truncate_to_offset(self.first_offset_at_or_after_physical(physical_offset))
+
+    def advance_min(self, min_physical: int) -> int:
+        """Retention: skip entries below ``min_physical``; delete whole files below the new
+        minimum except the last one. Returns the number of files deleted."""
+        self.min_offset = max(self.min_offset, self.first_offset_at_or_after_physical(min_physical))
+        deleted = 0
+        while len(self._files) > 1 and (
+            self._files[0].first_offset + self.entries_per_file <= self.min_offset
+        ):
+            f = self._files.pop(0)
+            os.close(f.fd)
+            f.path.unlink()
+            self._dirty.discard(f.first_offset)
+            deleted += 1
+        return deleted
+
+    # -- durability ------------------------------------------------------------------------------
+
+    def take_dirty_fds(self) -> list[int]:
+        """Duplicated fds of files written since the last call (the caller fsyncs and closes)."""
+        fds = [os.dup(f.fd) for f in self._files if f.first_offset in self._dirty]
+        self._dirty.clear()
+        return fds
+
+    @property
+    def file_count(self) -> int:
+        """Number of files on disk."""
+        return len(self._files)
+
+    def close(self) -> None:
+        """Close every file descriptor."""
+        for f in self._files:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+        self._files.clear()

@@ -1,0 +1,510 @@
+"""IndexFile: hash index from ``topic#key`` to CommitLog offsets, in RocketMQ's layout.
+
+Rules (reference/rocketmq-wire.md §3.8, ``STORE/index/IndexFile.java``):
+- File = 40-byte header | ``slots`` x int32 slot table | ``entries`` x 20-byte entries.
+  Header: beginTimestamp int64, endTimestamp int64, beginPhyOffset int64, endPhyOffset
+  int64, hashSlotCount int32, indexCount int32. Entry: keyHash int32, phyOffset int64,
+  timeDiff int32 (seconds since beginTimestamp), prevIndex int32. Big-endian.
+- ``indexCount`` starts at 1: entry 0 is never used, so slot value 0 means "empty"; a slot or
+  prev value above ``indexCount`` is stale (written after the header was) and means "empty".
+- keyHash = abs(Java ``hashCode``) (0 for Integer.MIN_VALUE); bucket = keyHash % slots.
+- Keys are ``topic#UNIQ_KEY`` and ``topic#<each KEYS token>``; rollback messages get none.
+  A hash match is only a candidate: callers re-check the key in the record.
+- Entries are appended in CommitLog order, so the newest entries of the newest file are the
+  ones past any truncation point; ``truncate_after`` unlinks them newest first.
+- Files are memory-mapped and sparse; with ``preallocate`` their blocks are allocated at
+  creation, so a full disk fails the roll (``DiskFull``) rather than a later write through
+  the map (SIGBUS). Without it, the store's free-space threshold is the guard.
+- Files are named ``yyyyMMddHHmmssSSS`` (UTC) like RocketMQ's; a name is always later than the
+  previous one, even when the clock steps back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import logging
+import mmap
+import os
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+
+from protocol.errors import DiskFull
+from protocol.message import (
+    SYSFLAG_TRANSACTION_MASK,
+    SYSFLAG_TRANSACTION_ROLLBACK_TYPE,
+    java_string_hash,
+)
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct(">qqqqii")
+HEADER_BYTES = HEADER.size
+SLOT = struct.Struct(">i")
+SLOT_BYTES = SLOT.size
+ENTRY = struct.Struct(">iqii")
+ENTRY_BYTES = ENTRY.size
+INVALID_INDEX = 0
+_INT32_MAX = 0x7FFFFFFF
+assert HEADER_BYTES == 40 and ENTRY_BYTES == 20
+
+
+# --- pure pieces ------------------------------------------------------------------------------
+
+
+# Java's hashCode is the polynomial sum(c[i] * 31**(n-1-i)) mod 2**32. For ASCII text it is
+# evaluated at C speed by splitting each byte c into 31*q + r (q < 5) and letting int(..., 31)
+# evaluate both digit strings: sum(q[i]*31**(n-i)) + sum(r[i]*31**(n-1-i)). Five times faster
+# than a Python loop, which matters: every message indexes two or more keys on the put path.
+_DIGITS_31 = b"0123456789abcdefghijklmnopqrstu"
+_HIGH_DIGIT = bytes(_DIGITS_31[c // 31] for c in range(128)) + bytes(128)
+_LOW_DIGIT = bytes(_DIGITS_31[c % 31] for c in range(128)) + bytes(128)
+
+
+def java_hash_unsigned(key: str) -> int:
+    """Java ``String.hashCode()`` as an unsigned 32-bit value."""
+    if key.isascii():
+        data = key.encode("ascii")
+        if not data:
+            return 0
+        high = int(data.translate(_HIGH_DIGIT) + b"0", 31)
+        return (high + int(data.translate(_LOW_DIGIT), 31)) & 0xFFFFFFFF
+    return java_string_hash(key) & 0xFFFFFFFF
+
+
+def index_key_hash(key: str) -> int:
+    """RocketMQ ``indexKeyHashMethod``: abs of Java ``hashCode``, 0 when that overflows."""
+    h = java_hash_unsigned(key)
+    if h & 0x80000000:
+        h = 0x100000000 - h  # abs of the negative int32
+        return 0 if h == 0x80000000 else h
+    return h
+
+
+def slot_of(key_hash: int, slots: int) -> int:
+    """Bucket of a key hash."""
+    assert key_hash >= 0 and slots > 0
+    return key_hash % slots
+
+
+def index_file_bytes(slots: int, entries: int) -> int:
+    """Size of an index file."""
+    return HEADER_BYTES + slots * SLOT_BYTES + entries * ENTRY_BYTES
+
+
+def slot_position(slot: int) -> int:
+    """Byte position of slot ``slot``."""
+    return HEADER_BYTES + slot * SLOT_BYTES
+
+
+def entry_position(slots: int, index: int) -> int:
+    """Byte position of entry number ``index`` (1-based in practice)."""
+    return HEADER_BYTES + slots * SLOT_BYTES + index * ENTRY_BYTES
+
+
+def time_diff_s(store_timestamp_ms: int, begin_timestamp_ms: int) -> int:
+    """Entry timeDiff: whole seconds since the file's first entry, clamped to [0, int32 max]."""
+    if begin_timestamp_ms <= 0:
+        return 0
+    diff = (store_timestamp_ms - begin_timestamp_ms) // 1000
+    return max(0, min(diff, _INT32_MAX))
+
+
+def index_keys(topic: str, sys_flag: int, uniq_key: str | None, keys: Iterable[str]) -> list[str]:
+    """The index keys of one record (none for a rollback; UNIQ_KEY first, then KEYS)."""
+    if sys_flag & SYSFLAG_TRANSACTION_MASK == SYSFLAG_TRANSACTION_ROLLBACK_TYPE:
+        return []
+    out = [f"{topic}#{uniq_key}"] if uniq_key else []
+    out.extend(f"{topic}#{k}" for k in keys if k)
+    return out
+
+
+def index_file_name(ms: int) -> str:
+    """``yyyyMMddHHmmssSSS`` of epoch ``ms`` in UTC."""
+    dt = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(milliseconds=ms)
+    return dt.strftime("%Y%m%d%H%M%S") + f"{dt.microsecond // 1000:03d}"
+
+
+def parse_index_file_name(name: str) -> int | None:
+    """Epoch ms of an index file name, or None if it is not one."""
+    if len(name) != 17 or not name.isdigit():
+        return None
+    dt = datetime.datetime.strptime(name[:14], "%Y%m%d%H%M%S").replace(tzinfo=datetime.UTC)
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return (dt - epoch) // datetime.timedelta(milliseconds=1) + int(name[14:])
+
+
+@attrs.frozen(kw_only=True)
+class IndexHeader:
+    """The 40-byte header."""
+
+    begin_timestamp_ms: int = 0
+    end_timestamp_ms: int = 0
+    begin_phy_offset: int = 0
+    end_phy_offset: int = 0
+    hash_slot_count: int = 0
+    index_count: int = 1
+
+    def encode(self) -> bytes:
+        """Header bytes."""
+        return HEADER.pack(
+            self.begin_timestamp_ms,
+            self.end_timestamp_ms,
+            self.begin_phy_offset,
+            self.end_phy_offset,
+            self.hash_slot_count,
+            self.index_count,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> IndexHeader:
+        """Parse header bytes."""
+        b_ts, e_ts, b_phy, e_phy, slot_count, count = HEADER.unpack(data[:HEADER_BYTES])
+        return cls(
+            begin_timestamp_ms=b_ts,
+            end_timestamp_ms=e_ts,
+            begin_phy_offset=b_phy,
+            end_phy_offset=e_phy,
+            hash_slot_count=slot_count,
+            index_count=count,
+        )
+
+
+# --- one file ---------------------------------------------------------------------------------
+
+
+class IndexFile:
+    """One memory-mapped index file."""
+
+    def __init__(self, path: Path, fd: int, mm: mmap.mmap, slots: int, entries: int) -> None:
+        self.path = path
+        self._fd = fd
+        self._mm = mm
+        self.slots = slots
+        self.entries = entries
+        self._entries_pos = entry_position(slots, 0)
+        h = IndexHeader.decode(mm[:HEADER_BYTES])
+        self.begin_timestamp_ms = h.begin_timestamp_ms
+        self.end_timestamp_ms = h.end_timestamp_ms
+        self.begin_phy_offset = h.begin_phy_offset
+        self.end_phy_offset = h.end_phy_offset
+        self.hash_slot_count = h.hash_slot_count
+        self.index_count = max(1, min(h.index_count, entries))
+
+    @classmethod
+    def create(cls, path: Path, slots: int, entries: int, *, preallocate: bool) -> IndexFile:
+        """Create an empty file (header with indexCount 1)."""
+        size = index_file_bytes(slots, entries)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            if preallocate:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise DiskFull(f"no space for index file {path} ({size} bytes)") from exc
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    os.ftruncate(fd, size)
+            else:
+                os.ftruncate(fd, size)
+            os.pwrite(fd, IndexHeader().encode(), 0)
+            mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        return cls(path, fd, mm, slots, entries)
+
+    @classmethod
+    def open(cls, path: Path, slots: int, entries: int) -> IndexFile | None:
+        """Map an existing file; None when its size does not match ``slots``/``entries``."""
+        size = index_file_bytes(slots, entries)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            if os.fstat(fd).st_size != size:
+                os.close(fd)
+                return None
+            mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, mm, slots, entries)
+
+    def write_header(self) -> None:
+        """Copy the in-memory header into the map."""
+        HEADER.pack_into(
+            self._mm,
+            0,
+            self.begin_timestamp_ms,
+            self.end_timestamp_ms,
+            self.begin_phy_offset,
+            self.end_phy_offset,
+            self.hash_slot_count,
+            self.index_count,
+        )
+
+    @property
+    def is_full(self) -> bool:
+        """No room for another entry."""
+        return self.index_count >= self.entries
+
+    @property
+    def used_entries(self) -> int:
+        """Entries written (indexCount - 1)."""
+        return self.index_count - 1
+
+    def _slot_value(self, slot_pos: int) -> int:
+        (value,) = SLOT.unpack_from(self._mm, slot_pos)
+        return INVALID_INDEX if value <= INVALID_INDEX or value > self.index_count else int(value)
+
+    def put(self, key_hash: int, physical_offset: int, store_timestamp_ms: int) -> None:
+        """Append one entry and link it into its bucket (the caller checks ``is_full`` and
+        calls ``write_header`` after the record's last key)."""
+        count = self.index_count
+        assert count < self.entries and key_hash >= 0
+        mm = self._mm
+        slot_pos = HEADER_BYTES + (key_hash % self.slots) * SLOT_BYTES
+        (prev,) = SLOT.unpack_from(mm, slot_pos)
+        if prev <= INVALID_INDEX or prev > count:
+            prev = INVALID_INDEX
+            self.hash_slot_count += 1
+        if count <= 1:
+            self.begin_phy_offset = physical_offset
+            self.begin_timestamp_ms = store_timestamp_ms
+        diff = time_diff_s(store_timestamp_ms, self.begin_timestamp_ms)
+        ENTRY.pack_into(
+            mm, self._entries_pos + count * ENTRY_BYTES, key_hash, physical_offset, diff, prev
+        )
+        SLOT.pack_into(mm, slot_pos, count)
+        self.index_count = count + 1
+        self.end_phy_offset = physical_offset
+        self.end_timestamp_ms = store_timestamp_ms
+
+    def time_matched(self, begin_ms: int, end_ms: int) -> bool:
+        """Whether [begin_ms, end_ms] overlaps this file's time range (``isTimeMatched``)."""
+        b, e = self.begin_timestamp_ms, self.end_timestamp_ms
+        return (begin_ms < b and end_ms > e) or b <= begin_ms <= e or b <= end_ms <= e
+
+    def select(
+        self, key_hash: int, max_num: int, begin_ms: int, end_ms: int, out: list[int]
+    ) -> None:
+        """Append to ``out`` the offsets of entries with ``key_hash`` in the time range,
+        newest first, until ``out`` holds ``max_num``."""
+        if self.index_count <= 1:
+            return
+        current = self._slot_value(slot_position(slot_of(key_hash, self.slots)))
+        steps = 0
+        while current != INVALID_INDEX and len(out) < max_num and steps < self.entries:
+            steps += 1
+            h, phys, diff, prev = ENTRY.unpack_from(self._mm, entry_position(self.slots, current))
+            if diff < 0:
+                break
+            time_read = self.begin_timestamp_ms + diff * 1000
+            if h == key_hash and begin_ms <= time_read <= end_ms:
+                out.append(phys)
+            if prev <= INVALID_INDEX or prev > self.index_count or prev >= current:
+                break
+            if time_read < begin_ms:
+                break
+            current = prev
+
+    def truncate_after(self, physical_offset: int) -> int:
+        """Unlink every entry pointing at or past ``physical_offset``; return how many."""
+        removed = 0
+        mm = self._mm
+        while self.index_count > 1:
+            last = self.index_count - 1
+            pos = entry_position(self.slots, last)
+            key_hash, phys, _diff, prev = ENTRY.unpack_from(mm, pos)
+            if phys < physical_offset:
+                break
+            slot_pos = slot_position(slot_of(max(key_hash, 0), self.slots))
+            (head,) = SLOT.unpack_from(mm, slot_pos)
+            # Entries are unlinked newest first, so each is its bucket's head.
+            assert head == last, (head, last)
+            restored = prev if INVALID_INDEX < prev < last else INVALID_INDEX
+            SLOT.pack_into(mm, slot_pos, restored)
+            if restored == INVALID_INDEX:
+                self.hash_slot_count -= 1
+            mm[pos : pos + ENTRY_BYTES] = bytes(ENTRY_BYTES)
+            self.index_count = last
+            removed += 1
+        if removed:
+            if self.index_count > 1:
+                _h, phys, diff, _p = ENTRY.unpack_from(
+                    mm, entry_position(self.slots, self.index_count - 1)
+                )
+                self.end_phy_offset = phys
+                self.end_timestamp_ms = self.begin_timestamp_ms + diff * 1000
+            else:
+                self.begin_phy_offset = self.end_phy_offset = 0
+                self.begin_timestamp_ms = self.end_timestamp_ms = 0
+            self.write_header()
+        return removed
+
+    def dup_fd(self) -> int:
+        """A duplicate descriptor for fsync from a worker thread."""
+        self.write_header()
+        return os.dup(self._fd)
+
+    def close(self) -> None:
+        """Unmap and close."""
+        with contextlib.suppress(ValueError, BufferError):
+            self._mm.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+# --- the set of files -------------------------------------------------------------------------
+
+
+class IndexService:
+    """All index files under ``<store>/index/``, oldest first; only the newest is written."""
+
+    def __init__(self, directory: Path, slots: int, entries: int, *, preallocate: bool) -> None:
+        self.directory = directory
+        self.slots = slots
+        self.entries = entries
+        self.preallocate = preallocate
+        self.files: list[IndexFile] = []
+        self._last_name_ms = 0
+        self._dirty: dict[int, IndexFile] = {}
+        #: ``open`` found files of another geometry and deleted them all.
+        self.was_reset = False
+
+    @classmethod
+    def open(
+        cls, directory: Path, slots: int, entries: int, *, preallocate: bool, node: str = "store"
+    ) -> IndexService:
+        """Open every index file; files of another geometry are deleted (the index is derived
+        data: recovery re-indexes the CommitLog from where the remaining files end)."""
+        svc = cls(directory, slots, entries, preallocate=preallocate)
+        directory.mkdir(parents=True, exist_ok=True)
+        named = sorted(
+            (ms, p)
+            for p in directory.iterdir()
+            if (ms := parse_index_file_name(p.name)) is not None
+        )
+        for ms, path in named:
+            f = IndexFile.open(path, slots, entries)
+            if f is None:
+                log.warning(
+                    "%s: index file %s does not match %d slots / %d entries; "
+                    "deleting all index files to rebuild them",
+                    node,
+                    path,
+                    slots,
+                    entries,
+                )
+                svc.close()
+                for _ms, p in named:
+                    p.unlink(missing_ok=True)
+                svc.files.clear()
+                svc.was_reset = True
+                return svc
+            svc.files.append(f)
+            svc._last_name_ms = ms
+        return svc
+
+    @property
+    def end_phy_offset(self) -> int:
+        """CommitLog offset of the newest indexed record; -1 when nothing is indexed."""
+        for f in reversed(self.files):
+            if f.used_entries:
+                return f.end_phy_offset
+        return -1
+
+    @property
+    def last_update_timestamp_ms(self) -> int:
+        """Store time of the newest indexed record (QUERY_MESSAGE indexLastUpdateTimestamp)."""
+        for f in reversed(self.files):
+            if f.used_entries:
+                return f.end_timestamp_ms
+        return 0
+
+    def _writable(self, now_ms: int) -> IndexFile:
+        if self.files and not self.files[-1].is_full:
+            return self.files[-1]
+        name_ms = max(now_ms, self._last_name_ms + 1)
+        path = self.directory / index_file_name(name_ms)
+        f = IndexFile.create(path, self.slots, self.entries, preallocate=self.preallocate)
+        self._last_name_ms = name_ms
+        if self.files:
+            self._dirty[id(self.files[-1])] = self.files[-1]
+        self.files.append(f)
+        return f
+
+    def put(
+        self, keys: list[str], physical_offset: int, store_timestamp_ms: int, now_ms: int
+    ) -> None:
+        """Index ``keys`` (already ``topic#key``) for the record at ``physical_offset``."""
+        f: IndexFile | None = None
+        for key in keys:
+            if f is None or f.is_full:
+                if f is not None:
+                    f.write_header()
+                f = self._writable(now_ms)
+                self._dirty[id(f)] = f
+            f.put(index_key_hash(key), physical_offset, store_timestamp_ms)
+        if f is not None:
+            f.write_header()
+
+    def query(self, key: str, max_num: int, begin_ms: int, end_ms: int) -> list[int]:
+        """CommitLog offsets of records that may carry ``key`` (``topic#key``), newest first,
+        without duplicates; at most ``max_num``."""
+        key_hash = index_key_hash(key)
+        found: list[int] = []
+        for f in reversed(self.files):
+            if len(found) >= max_num:
+                break
+            if f.used_entries and f.time_matched(begin_ms, end_ms):
+                f.select(key_hash, max_num, begin_ms, end_ms, found)
+            if f.begin_timestamp_ms < begin_ms:
+                break
+        return list(dict.fromkeys(found))[:max_num]
+
+    def truncate_after(self, physical_offset: int) -> int:
+        """Drop every entry pointing at or past ``physical_offset``; return how many."""
+        removed = 0
+        while self.files:
+            f = self.files[-1]
+            if f.used_entries and f.begin_phy_offset < physical_offset:
+                removed += f.truncate_after(physical_offset)
+                self._dirty[id(f)] = f
+                break
+            removed += f.used_entries
+            self._remove(f)
+        return removed
+
+    def delete_below(self, min_physical: int) -> int:
+        """Retention: delete files (never the newest) whose records all lie below
+        ``min_physical``; return how many."""
+        deleted = 0
+        while len(self.files) > 1 and self.files[0].end_phy_offset < min_physical:
+            self._remove(self.files[0])
+            deleted += 1
+        return deleted
+
+    def _remove(self, f: IndexFile) -> None:
+        self.files.remove(f)
+        self._dirty.pop(id(f), None)
+        f.close()
+        f.path.unlink(missing_ok=True)
+
+    def take_dirty_fds(self) -> list[int]:
+        """Duplicated fds of files written since the last call (caller fsyncs and closes)."""
+        fds = [f.dup_fd() for f in self._dirty.values()]
+        self._dirty.clear()
+        return fds
+
+    def close(self) -> None:
+        """Unmap and close every file."""
+        for f in self.files:
+            f.close()
+        self._dirty.clear()

@@ -1,0 +1,101 @@
+"""IndexFile pure pieces: hashing, header, positions, keys, names."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker.store.index import (
+    ENTRY_BYTES,
+    HEADER_BYTES,
+    IndexHeader,
+    entry_position,
+    index_file_bytes,
+    index_file_name,
+    index_key_hash,
+    index_keys,
+    java_hash_unsigned,
+    parse_index_file_name,
+    slot_of,
+    slot_position,
+    time_diff_s,
+)
+from protocol.message import (
+    SYSFLAG_TRANSACTION_PREPARED_TYPE,
+    SYSFLAG_TRANSACTION_ROLLBACK_TYPE,
+    java_string_hash,
+)
+
+
+@given(st.text(max_size=200))
+def test_fast_hash_matches_java_hashcode(s: str) -> None:
+    assert java_hash_unsigned(s) == java_string_hash(s) & 0xFFFFFFFF
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_fast_hash_ascii(s: str) -> None:
+    assert java_hash_unsigned(s) == java_string_hash(s) & 0xFFFFFFFF
+
+
+def test_known_java_hashes() -> None:
+    assert java_hash_unsigned("") == 0
+    assert java_hash_unsigned("a") == 97
+    assert java_hash_unsigned("hello") == 99162322
+    # "polygenelubricants".hashCode() == Integer.MIN_VALUE: Math.abs overflows, RocketMQ uses 0.
+    assert java_string_hash("polygenelubricants") == -(2**31)
+    assert index_key_hash("polygenelubricants") == 0
+
+
+@given(st.text(max_size=60))
+def test_index_key_hash_is_abs(s: str) -> None:
+    h = java_string_hash(s)
+    expected = 0 if h == -(2**31) else abs(h)
+    assert index_key_hash(s) == expected
+    assert 0 <= slot_of(expected, 5_000_000) < 5_000_000
+
+
+def test_layout_sizes_match_rocketmq_defaults() -> None:
+    assert HEADER_BYTES == 40 and ENTRY_BYTES == 20
+    assert index_file_bytes(5_000_000, 20_000_000) == 420_000_040
+    assert slot_position(0) == 40
+    assert slot_position(3) == 52
+    assert entry_position(10, 1) == 40 + 40 + 20
+
+
+def test_header_round_trip() -> None:
+    h = IndexHeader(
+        begin_timestamp_ms=1, end_timestamp_ms=2, begin_phy_offset=3, end_phy_offset=4,
+        hash_slot_count=5, index_count=6,
+    )  # fmt: skip
+    data = h.encode()
+    assert len(data) == 40
+    assert data[:8] == (1).to_bytes(8, "big")
+    assert data[-4:] == (6).to_bytes(4, "big")
+    assert IndexHeader.decode(data) == h
+
+
+def test_time_diff_clamps() -> None:
+    assert time_diff_s(5000, 0) == 0  # no begin timestamp yet
+    assert time_diff_s(5999, 1000) == 4
+    assert time_diff_s(500, 1000) == 0
+    assert time_diff_s(2**62, 1) == 2**31 - 1
+
+
+def test_index_keys() -> None:
+    assert index_keys("T", 0, "U1", ["a", "", "b"]) == ["T#U1", "T#a", "T#b"]
+    assert index_keys("T", 0, None, []) == []
+    assert index_keys("T", SYSFLAG_TRANSACTION_PREPARED_TYPE, "U", ["k"]) == ["T#U", "T#k"]
+    assert index_keys("T", SYSFLAG_TRANSACTION_ROLLBACK_TYPE, "U", ["k"]) == []
+
+
+@given(st.integers(0, 4102444800000))
+def test_file_name_round_trip(ms: int) -> None:
+    name = index_file_name(ms)
+    assert len(name) == 17 and name.isdigit()
+    assert parse_index_file_name(name) == ms
+
+
+def test_file_name_examples() -> None:
+    assert index_file_name(0) == "19700101000000000"
+    assert parse_index_file_name("00000000000000000x") is None
+    assert parse_index_file_name("checkpoint") is None
