@@ -411,7 +411,13 @@ class RemotingClient:
             conn = await self.connection(addr)
         if trio.current_time() >= deadline:
             raise RemotingTimeout(f"connecting to {addr} took longer than {timeout} s")
-        return await conn.call(request, max(0.0, deadline - trio.current_time()))
+        try:
+            return await conn.call(request, max(0.0, deadline - trio.current_time()))
+        except RemotingTimeout:
+            # Name the caller's deadline, not the float left of it after connecting.
+            raise RemotingTimeout(
+                f"{request_name(request.code)} to {addr} got no answer in {timeout} s"
+            ) from None
 
     async def oneway(self, addr: str, request: RemotingCommand) -> None:
         conn = await self.connection(addr)
