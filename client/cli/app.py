@@ -118,6 +118,77 @@ def namesrv(
         raise fail(f"cannot start the NameServer on {host}:{port}: {exc.strerror}") from None
 
 
+@app.command()
+def broker(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML file (broker.conf key names).")
+    ] = None,
+    namesrv: Annotated[
+        str | None, typer.Option("-n", "--namesrv", help="NameServer address(es) a:p;b:p.")
+    ] = None,
+    cluster: Annotated[str | None, typer.Option(help="Cluster name.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Broker (group) name.")] = None,
+    broker_id: Annotated[int | None, typer.Option("--broker-id", help="0 = master.")] = None,
+    role: Annotated[str | None, typer.Option(help="ASYNC_MASTER, SYNC_MASTER or SLAVE.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    ip: Annotated[str | None, typer.Option(help="IPv4 address advertised to clients.")] = None,
+    port: Annotated[int | None, typer.Option(help="Client port; 0 picks a free one.")] = None,
+    store_dir: Annotated[Path | None, typer.Option("--dir", help="Store directory.")] = None,
+    flush: Annotated[str | None, typer.Option(help="ASYNC_FLUSH or SYNC_FLUSH.")] = None,
+    segment_bytes: Annotated[
+        int | None, typer.Option(help="CommitLog segment size in bytes.")
+    ] = None,
+    auto_create_topic: Annotated[
+        bool | None, typer.Option("--auto-create-topic/--no-auto-create-topic")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Run a broker (prints one ready line; stops cleanly on SIGINT/SIGTERM)."""
+    from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_toml
+    from broker.server import Broker
+    from client.cli.serving import configure_logging, run_server, set_node_name
+    from protocol.errors import StorageError
+
+    flags = {
+        "namesrv_addrs": namesrv,
+        "cluster_name": cluster,
+        "broker_name": name,
+        "broker_id": broker_id,
+        "broker_role": role,
+        "host": host,
+        "advertised_ip": ip,
+        "listen_port": port,
+        "store_dir": str(store_dir) if store_dir is not None else None,
+        "flush_disk_type": flush,
+        "commitlog_segment_bytes": segment_bytes,
+        "auto_create_topic_enable": auto_create_topic,
+    }
+    try:
+        base = load_toml(config) if config is not None else BrokerConfig()
+        cfg = config_from_mapping({k: v for k, v in flags.items() if v is not None}, base)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    node = f"{cfg.broker_name}-{cfg.broker_id}"
+    configure_logging(node=node, log_file=cfg.store_dir / "logs" / "broker.log", level=log_level)
+    server = Broker(cfg)
+
+    async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            set_node_name(f"{node} {server.address}")
+            task_status.started(
+                f"The broker[{cfg.broker_name}, {server.address}] boot success. "
+                f"role={cfg.broker_role} store={cfg.store_dir}"
+            )
+
+    try:
+        run_server(serve)
+    except StorageError as exc:
+        raise fail(f"the store in {cfg.store_dir} cannot be opened: {exc}") from None
+    except OSError as exc:
+        raise fail(f"cannot start the broker: {exc.strerror or exc}") from None
+
+
 # --- admin -------------------------------------------------------------------------------
 
 
@@ -184,3 +255,7 @@ def topic_route(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Administration and queries: topics, subscription groups, stats, QUERY_MESSAGE, VIEW_MESSAGE_BY_ID.
+
+Rules (reference/rocketmq-wire.md §2.5, §2.15; AdminBrokerProcessor.java):
+- Topic and group changes are persisted before they are answered; topic changes are
+  announced to the NameServers at once.
+- Bodies RocketMQ keys by MessageQueue objects (TopicStatsTable, ConsumeStats) cannot be
+  standard JSON; we send them as lists of ``{"messageQueue": {...}, ...}`` entries, which
+  our SDK reads (documented deviation: Java's mqadmin cannot parse these two bodies).
+- QUERY_MESSAGE answers the records byte for byte; nothing found is QUERY_NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from broker.store.store import MessageStore
+from protocol.bodies import ConsumerConnection, SubscriptionGroupConfig
+from protocol.codes import PERM_INHERIT, PERM_READ, PERM_WRITE, RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import InvalidParameter, QueryNotFound, TopicNotExist
+from protocol.headers import (
+    CreateTopicRequestHeader,
+    DeleteSubscriptionGroupRequestHeader,
+    DeleteTopicRequestHeader,
+    GetConsumeStatsRequestHeader,
+    GetTopicStatsInfoRequestHeader,
+    QueryMessageRequestHeader,
+    QueryMessageResponseHeader,
+    ViewMessageRequestHeader,
+)
+from protocol.route import TopicConfig, dumps_json
+from protocol.rpc import Connection, Handler
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+
+#: QUERY_MESSAGE by UNIQ_KEY returns at most this many (RocketMQ defaultQueryMaxNum).
+QUERY_MAX_NUM = 32
+_VERSION_DESC = "V5_3_3 (trio-rocketmq)"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _mq(topic: str, broker_name: str, queue_id: int) -> dict[str, Any]:
+    return {"brokerName": broker_name, "queueId": queue_id, "topic": topic}
+
+
+class AdminProcessor:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._started_ms = _now_ms()
+
+    @property
+    def store(self) -> MessageStore:
+        return self.broker.store
+
+    def handlers(self) -> dict[int, Handler]:
+        return {
+            RequestCode.UPDATE_AND_CREATE_TOPIC: self.create_topic,
+            RequestCode.DELETE_TOPIC_IN_BROKER: self.delete_topic,
+            RequestCode.GET_ALL_TOPIC_CONFIG: self.all_topic_config,
+            RequestCode.GET_BROKER_RUNTIME_INFO: self.runtime_info,
+            RequestCode.GET_TOPIC_STATS_INFO: self.topic_stats,
+            RequestCode.GET_CONSUME_STATS: self.consume_stats,
+            RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: self.update_group,
+            RequestCode.DELETE_SUBSCRIPTIONGROUP: self.delete_group,
+            RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG: self.all_groups,
+            RequestCode.GET_CONSUMER_CONNECTION_LIST: self.consumer_connections,
+            RequestCode.QUERY_MESSAGE: self.query_message,
+            RequestCode.VIEW_MESSAGE_BY_ID: self.view_message,
+        }
+
+    # --- topics ----------------------------------------------------------------------
+
+    async def create_topic(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = CreateTopicRequestHeader.from_ext_fields(request.ext_fields)
+        if h.read_queue_nums <= 0 or h.write_queue_nums <= 0:
+            raise InvalidParameter(
+                f"queue nums must be positive (read {h.read_queue_nums}, "
+                f"write {h.write_queue_nums})"
+            )
+        if h.perm & ~(PERM_READ | PERM_WRITE | PERM_INHERIT | 0x8):
+            raise InvalidParameter(f"perm {h.perm} has unknown bits")
+        config = TopicConfig(
+            topic_name=h.topic,
+            read_queue_nums=h.read_queue_nums,
+            write_queue_nums=h.write_queue_nums,
+            perm=h.perm,
+            topic_filter_type=h.topic_filter_type or "SINGLE_TAG",
+            topic_sys_flag=h.topic_sys_flag or 0,
+            order=h.order,
+        )
+        if self.broker.topics.create_or_update(config, now_ms=_now_ms()):
+            self.broker.topic_changed()
+        return request.respond()
+
+    async def delete_topic(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = DeleteTopicRequestHeader.from_ext_fields(request.ext_fields)
+        if self.broker.topics.delete(h.topic, now_ms=_now_ms()) is not None:
+            self.broker.offsets.remove_topic(h.topic)
+            self.broker.topic_changed()
+        return request.respond()
+
+    async def all_topic_config(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        return request.respond(body=self.broker.topics.snapshot().to_bytes())
+
+    # --- stats -----------------------------------------------------------------------
+
+    async def runtime_info(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        stats = self.store.statistics()
+        broker = self.broker
+        table = {
+            "brokerVersionDesc": _VERSION_DESC,
+            "brokerVersion": "479",
+            "brokerRole": broker.config.broker_role,
+            "brokerActive": "true",
+            "bootTimestamp": str(self._started_ms),
+            "runtime": f"{(_now_ms() - self._started_ms) // 1000} s",
+            "pid": str(os.getpid()),
+            "commitLogMinOffset": str(stats.min_physical_offset),
+            "commitLogMaxOffset": str(stats.max_physical_offset),
+            "flushedOffset": str(stats.flushed_offset),
+            "dispatchBehindBytes": str(stats.dispatch_lag_bytes),
+            "msgPutTotalTodayNow": str(stats.put_messages),
+            "putMessageTimesTotal": str(stats.put_messages),
+            "putMessageSizeTotal": str(stats.put_bytes),
+            "commitLogDirCapacity": f"free {stats.free_disk_bytes} bytes",
+            "diskFull": "true" if stats.disk_full else "false",
+            "heldPulls": str(broker.pull_holds.held_pulls),
+            "scheduleDelivered": str(broker.schedule.delivered),
+        }
+        return request.respond(body=dumps_json({"table": table}))
+
+    async def topic_stats(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = GetTopicStatsInfoRequestHeader.from_ext_fields(request.ext_fields)
+        config = self.broker.topics.get(h.topic)
+        if config is None:
+            raise TopicNotExist(f"topic[{h.topic}] not exist")
+        entries = []
+        for queue_id in range(max(config.read_queue_nums, config.write_queue_nums)):
+            max_offset = self.store.max_offset(h.topic, queue_id)
+            last = (
+                self.store.store_time_at(h.topic, queue_id, max_offset - 1) if max_offset else None
+            )
+            entries.append(
+                {
+                    "messageQueue": _mq(h.topic, self.broker.config.broker_name, queue_id),
+                    "minOffset": self.store.min_offset(h.topic, queue_id),
+                    "maxOffset": max_offset,
+                    "lastUpdateTimestamp": last or 0,
+                }
+            )
+        return request.respond(body=dumps_json({"offsetTable": entries}))
+
+    async def consume_stats(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = GetConsumeStatsRequestHeader.from_ext_fields(request.ext_fields)
+        broker = self.broker
+        topics = [h.topic] if h.topic else broker.offsets.topics_of_group(h.consumer_group)
+        entries = []
+        for topic in topics:
+            config = broker.topics.get(topic)
+            if config is None:
+                continue
+            committed = broker.offsets.offsets(topic, h.consumer_group)
+            for queue_id in range(config.read_queue_nums):
+                consumer_offset = committed.get(queue_id, 0)
+                last = (
+                    self.store.store_time_at(topic, queue_id, consumer_offset - 1)
+                    if consumer_offset > 0
+                    else None
+                )
+                entries.append(
+                    {
+                        "messageQueue": _mq(topic, broker.config.broker_name, queue_id),
+                        "brokerOffset": self.store.max_offset(topic, queue_id),
+                        "consumerOffset": consumer_offset,
+                        "pullOffset": consumer_offset,
+                        "lastTimestamp": last or 0,
+                    }
+                )
+        return request.respond(body=dumps_json({"consumeTps": 0.0, "offsetTable": entries}))
+
+    # --- subscription groups -----------------------------------------------------------
+
+    async def update_group(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        config = SubscriptionGroupConfig.from_bytes(request.body)
+        if self.broker.groups.update(config, now_ms=_now_ms()):
+            self.broker.groups.save(self.broker.groups_path)
+        return request.respond()
+
+    async def delete_group(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = DeleteSubscriptionGroupRequestHeader.from_ext_fields(request.ext_fields)
+        if self.broker.groups.delete(h.group_name, now_ms=_now_ms()) is not None:
+            self.broker.groups.save(self.broker.groups_path)
+        if h.clean_offset:
+            self.broker.offsets.remove_group(h.group_name)
+        return request.respond()
+
+    async def all_groups(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        return request.respond(body=self.broker.groups.snapshot().to_bytes())
+
+    async def consumer_connections(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand:
+        group = request.ext_fields.get("consumerGroup", "")
+        listing: ConsumerConnection | None = self.broker.consumers.consumer_connection(group)
+        if listing is None:
+            return request.respond(
+                ResponseCode.CONSUMER_NOT_ONLINE, f"the consumer group[{group}] not online"
+            )
+        return request.respond(body=listing.to_bytes())
+
+    # --- message queries -------------------------------------------------------------
+
+    async def query_message(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = QueryMessageRequestHeader.from_ext_fields(request.ext_fields)
+        max_num = h.max_num
+        if request.ext_fields.get("_UNIQUE_KEY_QUERY") == "true":
+            max_num = min(max_num, QUERY_MAX_NUM)
+        result = self.store.query_messages(
+            h.topic, h.key, max(1, max_num), h.begin_timestamp, h.end_timestamp
+        )
+        if not result.records:
+            raise QueryNotFound(f"can not find message by key {h.key!r} in topic {h.topic}")
+        reply = QueryMessageResponseHeader(
+            index_last_update_timestamp=result.index_last_update_timestamp_ms,
+            index_last_update_phyoffset=result.index_last_update_phy_offset,
+        )
+        return request.respond(ext_fields=reply.to_ext_fields(), body=b"".join(result.records))
+
+    async def view_message(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = ViewMessageRequestHeader.from_ext_fields(request.ext_fields)
+        record = self.store.read_record(h.offset)
+        if record is None:
+            return request.respond(
+                ResponseCode.SYSTEM_ERROR, f"can not find message by the offset, {h.offset}"
+            )
+        return request.respond(body=record)

@@ -1,0 +1,128 @@
+"""Client registry requests: HEART_BEAT (34), UNREGISTER_CLIENT (35),
+GET_CONSUMER_LIST_BY_GROUP (38), LOCK_BATCH_MQ (41), UNLOCK_BATCH_MQ (42), CHECK_CLIENT_CONFIG (46).
+
+Rules (reference/rocketmq-wire.md §2.8–§2.9, §2.12; ClientManageProcessor.java):
+- A consumer heartbeat creates the group (when allowed) and its ``%RETRY%<group>`` topic,
+  registers the member on this connection, and a membership change sends
+  NOTIFY_CONSUMER_IDS_CHANGED to every member.
+- Broadcasting consumers get no retry topic (their failures are not retried by the broker).
+- GET_CONSUMER_LIST_BY_GROUP with no live member answers SYSTEM_ERROR, as RocketMQ does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from broker.clients import ClientConnection
+from protocol.bodies import (
+    BROADCASTING,
+    ConsumerListBody,
+    HeartbeatData,
+    LockBatchRequestBody,
+    LockBatchResponseBody,
+    UnlockBatchRequestBody,
+)
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import SubscriptionGroupNotExist
+from protocol.headers import GetConsumerListByGroupRequestHeader, UnregisterClientRequestHeader
+from protocol.rpc import Connection, Handler
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ClientProcessor:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def handlers(self) -> dict[int, Handler]:
+        return {
+            RequestCode.HEART_BEAT: self.heartbeat,
+            RequestCode.UNREGISTER_CLIENT: self.unregister_client,
+            RequestCode.GET_CONSUMER_LIST_BY_GROUP: self.consumer_list,
+            RequestCode.LOCK_BATCH_MQ: self.lock_batch,
+            RequestCode.UNLOCK_BATCH_MQ: self.unlock_batch,
+            RequestCode.CHECK_CLIENT_CONFIG: self.check_client_config,
+        }
+
+    async def heartbeat(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        broker = self.broker
+        data = HeartbeatData.from_bytes(request.body)
+        client = ClientConnection(
+            client_id=data.client_id,
+            channel_id=conn.id,
+            address=conn.peer,
+            language=request.language,
+            version=request.version,
+        )
+        now = _now_ms()
+        changed = False
+        for consumer in data.consumer_data_set:
+            group = broker.find_group(consumer.group_name)
+            if group is None:
+                raise SubscriptionGroupNotExist(
+                    f"subscription group [{consumer.group_name}] does not exist and "
+                    "auto-creation is off; create it first"
+                )
+            if consumer.message_model != BROADCASTING:
+                broker.create_retry_topic(consumer.group_name)
+            registered = broker.consumers.register_consumer(
+                consumer,
+                client,
+                now_ms=now,
+                notify_enabled=group.notify_consumer_ids_changed_enable,
+                without_sub=data.without_sub,
+                fingerprint=data.heartbeat_fingerprint,
+            )
+            changed = changed or registered.fingerprint_changed or registered.changed
+            broker.notify_consumers(registered.notifies)
+        broker.clients.register_producers(data, client, now_ms=now)
+        return request.respond(
+            ext_fields={
+                "IS_SUPPORT_HEART_BEAT_V2": "true",
+                "IS_SUB_CHANGE": "true" if changed else "false",
+            }
+        )
+
+    async def unregister_client(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand:
+        h = UnregisterClientRequestHeader.from_ext_fields(request.ext_fields)
+        notifies = self.broker.clients.unregister(h.client_id, h.producer_group, h.consumer_group)
+        self.broker.notify_consumers(notifies)
+        return request.respond()
+
+    async def consumer_list(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = GetConsumerListByGroupRequestHeader.from_ext_fields(request.ext_fields)
+        ids = self.broker.consumers.consumer_ids(h.consumer_group)
+        if not ids:
+            return request.respond(
+                ResponseCode.SYSTEM_ERROR,
+                f"no consumer for this group, {h.consumer_group}",
+            )
+        return request.respond(body=ConsumerListBody(consumer_id_list=tuple(ids)).to_bytes())
+
+    async def lock_batch(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        body = LockBatchRequestBody.from_bytes(request.body)
+        locked = self.broker.locks.lock_batch(
+            body.consumer_group, body.mq_set, body.client_id, _now_ms()
+        )
+        reply = LockBatchResponseBody(lock_ok_mq_set=tuple(sorted(locked)))
+        return request.respond(body=reply.to_bytes())
+
+    async def unlock_batch(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        body = UnlockBatchRequestBody.from_bytes(request.body)
+        self.broker.locks.unlock_batch(body.consumer_group, body.mq_set, body.client_id)
+        return request.respond()
+
+    async def check_client_config(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand:
+        # Only TAG filtering is served; SQL92 subscriptions are refused at pull time.
+        return request.respond()

@@ -1,0 +1,107 @@
+"""Consumer offsets and queue offsets: codes 14, 15, 29, 30, 31, 32.
+
+Rules (reference/rocketmq-wire.md §2.6–§2.7; ConsumerManageProcessor.java):
+- QUERY_CONSUMER_OFFSET: a stored offset wins; otherwise, when the client allows it and
+  the queue still holds its first message, 0 (so a new group on a young queue starts at
+  the beginning); otherwise QUERY_NOT_FOUND and the client applies its consumeFromWhere.
+- UPDATE_CONSUMER_OFFSET ignores negative commits (ali-ons sends -1 for idle queues).
+- Offsets of unknown queues are 0, as RocketMQ answers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from broker.store.consumequeue import BoundaryType
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import QueryNotFound
+from protocol.headers import (
+    GetEarliestMsgStoretimeRequestHeader,
+    GetEarliestMsgStoretimeResponseHeader,
+    GetMaxOffsetRequestHeader,
+    GetMinOffsetRequestHeader,
+    OffsetResponseHeader,
+    QueryConsumerOffsetRequestHeader,
+    SearchOffsetRequestHeader,
+    UpdateConsumerOffsetRequestHeader,
+)
+from protocol.rpc import Connection, Handler
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+    from broker.store.store import MessageStore
+
+
+def _offset_reply(request: RemotingCommand, offset: int) -> RemotingCommand:
+    return request.respond(ext_fields=OffsetResponseHeader(offset=offset).to_ext_fields())
+
+
+class OffsetProcessor:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    @property
+    def store(self) -> MessageStore:
+        return self.broker.store
+
+    def handlers(self) -> dict[int, Handler]:
+        return {
+            RequestCode.QUERY_CONSUMER_OFFSET: self.query_consumer_offset,
+            RequestCode.UPDATE_CONSUMER_OFFSET: self.update_consumer_offset,
+            RequestCode.GET_MAX_OFFSET: self.get_max_offset,
+            RequestCode.GET_MIN_OFFSET: self.get_min_offset,
+            RequestCode.SEARCH_OFFSET_BY_TIMESTAMP: self.search_offset,
+            RequestCode.GET_EARLIEST_MSG_STORETIME: self.earliest_store_time,
+        }
+
+    async def query_consumer_offset(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand:
+        h = QueryConsumerOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        stored = self.broker.offsets.query(h.topic, h.consumer_group, h.queue_id)
+        if stored is not None and stored >= 0:
+            return _offset_reply(request, stored)
+        young = self.store.min_offset(h.topic, h.queue_id) <= 0
+        if h.set_zero_if_not_found is not False and young:
+            return _offset_reply(request, 0)
+        raise QueryNotFound(
+            f"Not found, V3_0_6_SNAPSHOT maybe this group consumer boot first "
+            f"(group {h.consumer_group}, topic {h.topic}, queue {h.queue_id})"
+        )
+
+    async def update_consumer_offset(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand:
+        h = UpdateConsumerOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        if self.broker.topics.get(h.topic) is None:
+            return request.respond(
+                ResponseCode.TOPIC_NOT_EXIST, f"topic[{h.topic}] not exist, apply first please!"
+            )
+        if h.commit_offset >= 0:
+            self.broker.offsets.commit(h.topic, h.consumer_group, h.queue_id, h.commit_offset)
+        return request.respond()
+
+    async def get_max_offset(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = GetMaxOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        return _offset_reply(request, self.store.max_offset(h.topic, h.queue_id))
+
+    async def get_min_offset(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = GetMinOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        return _offset_reply(request, self.store.min_offset(h.topic, h.queue_id))
+
+    async def search_offset(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        h = SearchOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        boundary = (
+            BoundaryType.UPPER if (h.boundary_type or "").lower() == "upper" else BoundaryType.LOWER
+        )
+        offset = self.store.offset_by_time(h.topic, h.queue_id, h.timestamp, boundary)
+        return _offset_reply(request, offset)
+
+    async def earliest_store_time(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand:
+        h = GetEarliestMsgStoretimeRequestHeader.from_ext_fields(request.ext_fields)
+        timestamp = self.store.earliest_store_time_ms(h.topic, h.queue_id)
+        reply = GetEarliestMsgStoretimeResponseHeader(timestamp=max(timestamp, 0))
+        return request.respond(ext_fields=reply.to_ext_fields())

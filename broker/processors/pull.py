@@ -1,0 +1,184 @@
+"""PULL_MESSAGE (11) and LITE_PULL_MESSAGE (361), with long polling.
+
+Rules (reference/rocketmq-wire.md §2.4; PullMessageProcessor.java):
+- Every response carries the four offsets (suggestWhichBrokerId, nextBeginOffset,
+  minOffset, maxOffset), whatever its code: ali-ons reads them unconditionally.
+- The body of a FOUND answer is the records exactly as they lie in the CommitLog.
+- A pull that finds nothing and carries SUSPEND is held until a message arrives for its
+  queue or ``suspendTimeoutMillis`` passes, then evaluated once more without suspension.
+- COMMIT_OFFSET is honoured once, on the first evaluation, and only on a master.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from broker.store.pull import GetMessageStatus
+from broker.store.store import GetMessageResult
+from protocol.bodies import parse_subscription
+from protocol.codes import PERM_READ, RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import (
+    InvalidParameter,
+    MalformedBody,
+    NoPermission,
+    ServerError,
+    SubscriptionGroupNotExist,
+    TopicNotExist,
+)
+from protocol.headers import PullMessageRequestHeader, PullMessageResponseHeader
+from protocol.rpc import Connection, Handler
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+
+FLAG_COMMIT_OFFSET = 0x1
+FLAG_SUSPEND = 0x2
+FLAG_SUBSCRIPTION = 0x4
+
+#: Bytes one pull may return (RocketMQ: 256 KiB from memory).
+MAX_PULL_BYTES = 256 * 1024
+#: A held pull is answered this long before the client's own timeout would fire.
+_SUSPEND_CAP_S = 25.0
+
+
+def response_code(status: GetMessageStatus, request_offset: int) -> int:
+    """The PULL response code for a store status (PullMessageProcessor's table)."""
+    if status is GetMessageStatus.FOUND:
+        return ResponseCode.SUCCESS
+    if status in (GetMessageStatus.NO_MATCHED_MESSAGE, GetMessageStatus.MESSAGE_WAS_REMOVING):
+        return ResponseCode.PULL_RETRY_IMMEDIATELY
+    if status in (GetMessageStatus.NO_MATCHED_LOGIC_QUEUE, GetMessageStatus.NO_MESSAGE_IN_QUEUE):
+        return (
+            ResponseCode.PULL_OFFSET_MOVED if request_offset != 0 else ResponseCode.PULL_NOT_FOUND
+        )
+    if status in (GetMessageStatus.OFFSET_FOUND_NULL, GetMessageStatus.OFFSET_OVERFLOW_ONE):
+        return ResponseCode.PULL_NOT_FOUND
+    # OFFSET_TOO_SMALL, OFFSET_OVERFLOW_BADLY
+    return ResponseCode.PULL_OFFSET_MOVED
+
+
+class PullProcessor:
+    """Serves pulls from the ConsumeQueue and holds empty ones."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def handlers(self) -> dict[int, Handler]:
+        return {
+            RequestCode.PULL_MESSAGE: self.pull,
+            RequestCode.LITE_PULL_MESSAGE: self.pull,
+        }
+
+    async def pull(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        header = PullMessageRequestHeader.from_ext_fields(request.ext_fields)
+        tag_codes = self._check(header)
+        broker = self.broker
+        if header.sys_flag & FLAG_COMMIT_OFFSET and broker.accepts_writes:
+            broker.offsets.commit(
+                header.topic, header.consumer_group, header.queue_id, header.commit_offset
+            )
+        max_bytes = min(header.max_msg_bytes or MAX_PULL_BYTES, MAX_PULL_BYTES)
+        result = self._get(header, tag_codes, max_bytes)
+        code = response_code(result.status, header.queue_offset)
+        if code == ResponseCode.PULL_NOT_FOUND and header.sys_flag & FLAG_SUSPEND:
+            result = await self._hold(header, tag_codes, max_bytes)
+            code = response_code(result.status, header.queue_offset)
+        return self._respond(request, header, result, code)
+
+    def _check(self, header: PullMessageRequestHeader) -> frozenset[int] | None:
+        """Validate the pull; the tag codes to match (None: every message)."""
+        broker = self.broker
+        if not broker.broker_perm & PERM_READ:
+            raise NoPermission(f"the broker[{broker.address}] pulling message is forbidden")
+        group = broker.find_group(header.consumer_group)
+        if group is None:
+            raise SubscriptionGroupNotExist(
+                f"subscription group [{header.consumer_group}] does not exist"
+            )
+        config = broker.topics.get(header.topic)
+        if config is None:
+            raise TopicNotExist(f"topic[{header.topic}] not exist, apply first please!")
+        if not config.perm & PERM_READ:
+            raise NoPermission(f"the topic[{header.topic}] pulling message is forbidden")
+        if not 0 <= header.queue_id < config.read_queue_nums:
+            raise InvalidParameter(
+                f"queueId[{header.queue_id}] is illegal, topic:[{header.topic}] "
+                f"topicConfig.readQueueNums:[{config.read_queue_nums}] "
+                f"consumer:[{header.consumer_group}]"
+            )
+        if header.sys_flag & FLAG_SUBSCRIPTION or header.subscription:
+            if (header.expression_type or "TAG").upper() != "TAG":
+                raise ServerError(
+                    f"expression type {header.expression_type} is not supported; use TAG",
+                    code=ResponseCode.SUBSCRIPTION_PARSE_FAILED,
+                )
+            try:
+                subscription = parse_subscription(header.subscription, topic=header.topic)
+            except MalformedBody as exc:
+                raise ServerError(
+                    f"parse the consumer's subscription failed: {exc}",
+                    code=ResponseCode.SUBSCRIPTION_PARSE_FAILED,
+                ) from None
+        else:
+            registered = broker.consumers.subscription(header.consumer_group, header.topic)
+            if registered is None:
+                raise ServerError(
+                    f"the consumer's subscription of {header.topic} not exist; "
+                    "send a heartbeat first",
+                    code=ResponseCode.SUBSCRIPTION_NOT_EXIST,
+                )
+            subscription = registered
+        if subscription.is_sub_all:
+            return None
+        return frozenset(subscription.code_set)
+
+    def _get(
+        self, header: PullMessageRequestHeader, tag_codes: frozenset[int] | None, max_bytes: int
+    ) -> GetMessageResult:
+        return self.broker.store.get_messages(
+            header.consumer_group,
+            header.topic,
+            header.queue_id,
+            header.queue_offset,
+            max_count=max(1, min(header.max_msg_nums, 32)),
+            max_bytes=max_bytes,
+            tag_codes=tag_codes,
+        )
+
+    async def _hold(
+        self, header: PullMessageRequestHeader, tag_codes: frozenset[int] | None, max_bytes: int
+    ) -> GetMessageResult:
+        """Wait for arrivals until the suspend deadline; re-check every interval."""
+        broker = self.broker
+        suspend_s = min(header.suspend_timeout_millis / 1000, _SUSPEND_CAP_S)
+        deadline = trio.current_time() + suspend_s
+        check_s = broker.config.long_polling_check_interval_s
+        while True:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                return self._get(header, tag_codes, max_bytes)
+            await broker.pull_holds.wait(header.topic, header.queue_id, min(remaining, check_s))
+            result = self._get(header, tag_codes, max_bytes)
+            if response_code(result.status, header.queue_offset) != ResponseCode.PULL_NOT_FOUND:
+                return result
+
+    def _respond(
+        self,
+        request: RemotingCommand,
+        header: PullMessageRequestHeader,
+        result: GetMessageResult,
+        code: int,
+    ) -> RemotingCommand:
+        reply = PullMessageResponseHeader(
+            suggest_which_broker_id=self.broker.suggest_broker_id(header, result),
+            next_begin_offset=result.next_begin_offset,
+            min_offset=result.min_offset,
+            max_offset=result.max_offset,
+        )
+        body = result.body if code == ResponseCode.SUCCESS else b""
+        return request.respond(
+            code, result.status.value, ext_fields=reply.to_ext_fields(), body=body
+        )

@@ -1,0 +1,385 @@
+"""SEND_MESSAGE (10), SEND_MESSAGE_V2 (310), SEND_BATCH_MESSAGE (320), CONSUMER_SEND_MSG_BACK (36).
+
+Rules (reference/rocketmq-wire.md §2.3, §2.10, §3.10; SendMessageProcessor.java):
+- Only a writable master stores; anything else answers before writing.
+- A send is answered after its records are in the CommitLog, and, in SYNC_FLUSH, after
+  one group fsync covers them (FLUSH_DISK_TIMEOUT past the deadline: stored, not durable),
+  and, for a SYNC_MASTER, after the replicas acked (the broker's ``replication`` hook).
+- ``%RETRY%<group>`` sends past their max reconsume times go to ``%DLQ%<group>``; a
+  ``DELAY`` level parks the message in SCHEDULE_TOPIC_XXXX until it is due.
+- The broker adds ``UNIQ_KEY`` when the client did not (ali-ons never does) and ``CLUSTER``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from broker.schedule import SCHEDULE_TOPIC
+from broker.store.store import AppendResult, PutStatus
+from broker.topics import dlq_topic, retry_topic, validate_topic
+from protocol.codes import PERM_WRITE, VERSION_V3_4_9, RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import (
+    DiskFull,
+    InvalidParameter,
+    MessageIllegal,
+    NoPermission,
+    ServiceNotAvailable,
+    StorageError,
+    SubscriptionGroupNotExist,
+    TopicNotExist,
+)
+from protocol.headers import (
+    ConsumerSendMsgBackRequestHeader,
+    SendMessageRequestHeader,
+    SendMessageRequestHeaderV2,
+    SendMessageResponseHeader,
+)
+from protocol.message import (
+    PROPERTY_CLUSTER,
+    PROPERTY_DELAY,
+    PROPERTY_MAX_RECONSUME_TIMES,
+    PROPERTY_ORIGIN_MESSAGE_ID,
+    PROPERTY_REAL_QID,
+    PROPERTY_REAL_TOPIC,
+    PROPERTY_RETRY_TOPIC,
+    PROPERTY_UNIQ_KEY,
+    PROPERTY_WAIT,
+    SYSFLAG_TRANSACTION_COMMIT_TYPE,
+    SYSFLAG_TRANSACTION_MASK,
+    SYSFLAG_TRANSACTION_NOT_TYPE,
+    MessageRecord,
+    decode_batch_body,
+    decode_record,
+    properties_from_string,
+)
+from protocol.route import TopicConfig
+from protocol.rpc import Connection, Handler
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+
+log = logging.getLogger(__name__)
+
+RETRY_PREFIX = "%RETRY%"
+
+
+def peer_host(conn: Connection) -> tuple[str, int]:
+    """The client's IPv4 address and port for BORNHOST (IPv4-mapped IPv6 unwrapped)."""
+    host, _, port = conn.peer.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return ("127.0.0.1", 0)
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = ip.ipv4_mapped or ipaddress.IPv4Address("127.0.0.1")
+    return (str(ip), int(port) if port.isdigit() else 0)
+
+
+class SendProcessor:
+    """Turns send requests into CommitLog appends."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._rng = random.Random()
+
+    def handlers(self) -> dict[int, Handler]:
+        return {
+            RequestCode.SEND_MESSAGE: self.send_v1,
+            RequestCode.SEND_MESSAGE_V2: self.send_v2,
+            RequestCode.SEND_BATCH_MESSAGE: self.send_v2,
+            RequestCode.CONSUMER_SEND_MSG_BACK: self.send_back,
+        }
+
+    async def send_v1(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        header = SendMessageRequestHeader.from_ext_fields(request.ext_fields)
+        return await self._send(request, header, conn)
+
+    async def send_v2(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        header = SendMessageRequestHeaderV2.from_ext_fields(request.ext_fields).to_v1()
+        return await self._send(request, header, conn)
+
+    # --- the send path ---------------------------------------------------------------
+
+    async def _send(
+        self, request: RemotingCommand, header: SendMessageRequestHeader, conn: Connection
+    ) -> RemotingCommand:
+        self._check_writable_master()
+        is_batch = request.code == RequestCode.SEND_BATCH_MESSAGE or bool(header.batch)
+        config = self._topic_for_send(header)
+        queue_id = self._queue_id(header, config)
+        properties = properties_from_string(header.properties or "")
+        topic = header.topic
+        reconsume_times = header.reconsume_times or 0
+        if topic.startswith(RETRY_PREFIX):
+            if is_batch:
+                raise MessageIllegal(f"batch messages cannot be sent to retry topic {topic}")
+            topic, queue_id = self._retry_or_dlq(header, request.version, properties)
+        born_host = peer_host(conn)
+        if is_batch:
+            records = self._batch_records(header, topic, queue_id, request.body, born_host)
+            result = self.broker.store_put(records)
+        else:
+            if len(request.body) > self.broker.config.max_message_bytes:
+                raise MessageIllegal(
+                    f"message body of {len(request.body)} bytes exceeds the maximum of "
+                    f"{self.broker.config.max_message_bytes} bytes"
+                )
+            record = self._record(
+                topic=topic,
+                queue_id=queue_id,
+                flag=header.flag,
+                sys_flag=header.sys_flag,
+                born_timestamp_ms=header.born_timestamp,
+                born_host=born_host,
+                reconsume_times=reconsume_times,
+                body=request.body,
+                properties=properties,
+            )
+            result = self.broker.store_put([record])
+        return await self._answer(
+            request, result, queue_id, wait_store=properties.get(PROPERTY_WAIT)
+        )
+
+    def _check_writable_master(self) -> None:
+        broker = self.broker
+        if not broker.accepts_writes:
+            raise ServiceNotAvailable(
+                f"broker {broker.config.broker_name} at {broker.address} does not accept "
+                f"writes now ({broker.role_description}); send to the master"
+            )
+        if not broker.broker_perm & PERM_WRITE:
+            raise NoPermission(f"the broker[{broker.address}] sending message is forbidden")
+
+    def _topic_for_send(self, header: SendMessageRequestHeader) -> TopicConfig:
+        broker = self.broker
+        error = validate_topic(header.topic)
+        if error is not None:
+            raise MessageIllegal(error)
+        config = broker.topics.get(header.topic)
+        if config is None:
+            if header.topic.startswith(RETRY_PREFIX):
+                config = broker.create_retry_topic(header.topic[len(RETRY_PREFIX) :])
+            else:
+                config = broker.auto_create_topic(
+                    header.topic, header.default_topic, header.default_topic_queue_nums
+                )
+        if config is None:
+            raise TopicNotExist(f"topic[{header.topic}] not exist, apply first please!")
+        if not config.perm & PERM_WRITE:
+            raise NoPermission(f"Sending message to topic[{header.topic}] is forbidden.")
+        return config
+
+    def _queue_id(self, header: SendMessageRequestHeader, config: TopicConfig) -> int:
+        limit = max(config.write_queue_nums, config.read_queue_nums)
+        if header.queue_id < 0:
+            return self._rng.randrange(max(1, config.write_queue_nums))
+        if header.queue_id >= limit:
+            raise InvalidParameter(
+                f"request queueId[{header.queue_id}] is illegal, topic {header.topic} has "
+                f"{limit} queues, producer group {header.producer_group}"
+            )
+        return header.queue_id
+
+    def _retry_or_dlq(
+        self,
+        header: SendMessageRequestHeader,
+        version: int,
+        properties: dict[str, str],
+    ) -> tuple[str, int]:
+        """Where a %RETRY% send goes: its retry queue, or the group's DLQ when exhausted."""
+        group = header.topic[len(RETRY_PREFIX) :]
+        group_config = self.broker.find_group(group)
+        if group_config is None:
+            raise SubscriptionGroupNotExist(f"subscription group {group} does not exist")
+        max_times = group_config.retry_max_times
+        if version >= VERSION_V3_4_9 and header.max_reconsume_times is not None:
+            max_times = header.max_reconsume_times
+        if (header.reconsume_times or 0) > max_times:
+            properties.pop(PROPERTY_DELAY, None)
+            self.broker.create_dlq_topic(group)
+            return dlq_topic(group), 0
+        return header.topic, header.queue_id if header.queue_id >= 0 else 0
+
+    def _record(
+        self,
+        *,
+        topic: str,
+        queue_id: int,
+        flag: int,
+        sys_flag: int,
+        born_timestamp_ms: int,
+        born_host: tuple[str, int],
+        reconsume_times: int,
+        body: bytes,
+        properties: dict[str, str],
+    ) -> MessageRecord:
+        broker = self.broker
+        if PROPERTY_UNIQ_KEY not in properties:
+            properties[PROPERTY_UNIQ_KEY] = broker.next_uniq_key()
+        properties[PROPERTY_CLUSTER] = broker.config.cluster_name
+        topic, queue_id = self._schedule_if_delayed(topic, queue_id, sys_flag, properties)
+        return MessageRecord(
+            queue_id=queue_id,
+            flag=flag,
+            queue_offset=0,
+            physical_offset=0,
+            sys_flag=sys_flag,
+            born_timestamp_ms=born_timestamp_ms,
+            born_host=born_host,
+            store_timestamp_ms=0,
+            store_host=broker.store_host,
+            reconsume_times=reconsume_times,
+            prepared_transaction_offset=0,
+            body=body,
+            topic=topic,
+            properties=properties,
+        )
+
+    def _schedule_if_delayed(
+        self, topic: str, queue_id: int, sys_flag: int, properties: dict[str, str]
+    ) -> tuple[str, int]:
+        """A positive DELAY level sends the message to the schedule topic's level queue."""
+        tran_type = sys_flag & SYSFLAG_TRANSACTION_MASK
+        raw = properties.get(PROPERTY_DELAY)
+        if not raw or tran_type not in (
+            SYSFLAG_TRANSACTION_NOT_TYPE,
+            SYSFLAG_TRANSACTION_COMMIT_TYPE,
+        ):
+            return topic, queue_id
+        try:
+            level = int(raw)
+        except ValueError:
+            raise MessageIllegal(f"DELAY property {raw!r} is not an integer level") from None
+        if level <= 0:
+            return topic, queue_id
+        level = min(level, self.broker.max_delay_level)
+        properties[PROPERTY_DELAY] = str(level)
+        properties[PROPERTY_REAL_TOPIC] = topic
+        properties[PROPERTY_REAL_QID] = str(queue_id)
+        return SCHEDULE_TOPIC, level - 1
+
+    def _batch_records(
+        self,
+        header: SendMessageRequestHeader,
+        topic: str,
+        queue_id: int,
+        body: bytes,
+        born_host: tuple[str, int],
+    ) -> list[MessageRecord]:
+        items = decode_batch_body(body)
+        if not items:
+            raise MessageIllegal("batch body holds no message")
+        total = sum(len(item.body) for item in items)
+        if total > self.broker.config.max_message_bytes:
+            raise MessageIllegal(
+                f"batch of {total} body bytes exceeds the maximum of "
+                f"{self.broker.config.max_message_bytes} bytes"
+            )
+        records = []
+        for item in items:
+            properties = dict(item.properties)
+            if properties.get(PROPERTY_DELAY, "0") not in ("", "0"):
+                raise MessageIllegal("delayed messages cannot be sent in a batch")
+            records.append(
+                self._record(
+                    topic=topic,
+                    queue_id=queue_id,
+                    flag=item.flag,
+                    sys_flag=header.sys_flag,
+                    born_timestamp_ms=header.born_timestamp,
+                    born_host=born_host,
+                    reconsume_times=0,
+                    body=item.body,
+                    properties=properties,
+                )
+            )
+        return records
+
+    async def _answer(
+        self,
+        request: RemotingCommand,
+        result: AppendResult,
+        queue_id: int,
+        *,
+        wait_store: str | None,
+    ) -> RemotingCommand:
+        if result.status is PutStatus.PROPERTIES_SIZE_EXCEEDED:
+            raise MessageIllegal(result.remark or "properties too large")
+        if not result.ok:
+            raise MessageIllegal(result.remark or result.status.value)
+        code = await self.broker.wait_durable(result, wait_store=wait_store != "false")
+        reply = SendMessageResponseHeader(
+            msg_id=result.msg_id, queue_id=queue_id, queue_offset=result.queue_offset
+        ).to_ext_fields()
+        reply["MSG_REGION"] = "DefaultRegion"
+        reply["TRACE_ON"] = "true"
+        remark = None if code == ResponseCode.SUCCESS else ResponseCode(code).name
+        return request.respond(code, remark, ext_fields=reply)
+
+    # --- consumer send back ----------------------------------------------------------
+
+    async def send_back(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        """A consumer failed a message: re-put it to the group's retry topic (or DLQ)."""
+        header = ConsumerSendMsgBackRequestHeader.from_ext_fields(request.ext_fields)
+        broker = self.broker
+        self._check_writable_master()
+        group_config = broker.find_group(header.group)
+        if group_config is None:
+            raise SubscriptionGroupNotExist(
+                f"subscription group not exist, {header.group}; create it first"
+            )
+        raw = broker.store.read_record(header.offset)
+        if raw is None:
+            return request.respond(
+                ResponseCode.SYSTEM_ERROR, f"look message by offset failed, {header.offset}"
+            )
+        original, _ = decode_record(raw)
+        properties = dict(original.properties)
+        properties.setdefault(PROPERTY_RETRY_TOPIC, original.topic)
+        properties.pop(PROPERTY_DELAY, None)
+        max_times = group_config.retry_max_times
+        if request.version >= VERSION_V3_4_9 and header.max_reconsume_times is not None:
+            max_times = header.max_reconsume_times
+        if original.reconsume_times >= max_times or header.delay_level < 0:
+            broker.create_dlq_topic(header.group)
+            topic, queue_id = dlq_topic(header.group), 0
+        else:
+            config = broker.create_retry_topic(header.group)
+            topic = retry_topic(header.group)
+            queue_id = self._rng.randrange(max(1, config.write_queue_nums))
+            level = header.delay_level or 3 + original.reconsume_times
+            properties[PROPERTY_DELAY] = str(level)
+        properties.setdefault(PROPERTY_ORIGIN_MESSAGE_ID, header.origin_msg_id or original.msg_id)
+        properties[PROPERTY_MAX_RECONSUME_TIMES] = str(max_times)
+        record = self._record(
+            topic=topic,
+            queue_id=queue_id,
+            flag=original.flag,
+            sys_flag=original.sys_flag,
+            born_timestamp_ms=original.born_timestamp_ms,
+            born_host=original.born_host,
+            reconsume_times=original.reconsume_times + 1,
+            body=original.body,
+            properties=properties,
+        )
+        result = broker.store_put([record])
+        if not result.ok:
+            return request.respond(ResponseCode.SYSTEM_ERROR, result.status.value)
+        code = await broker.wait_durable(result, wait_store=True)
+        if code != ResponseCode.SUCCESS:
+            return request.respond(ResponseCode.SYSTEM_ERROR, ResponseCode(code).name)
+        return request.respond()
+
+
+def store_put_error(exc: StorageError) -> ServiceNotAvailable:
+    """The client-facing error for a store that cannot take writes."""
+    if isinstance(exc, DiskFull):
+        return ServiceNotAvailable(
+            f"service not available now: the broker's disk is full ({exc}); "
+            "send to another broker or free space"
+        )
+    return ServiceNotAvailable(f"service not available now: {exc}")

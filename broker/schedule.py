@@ -1,0 +1,153 @@
+"""Delayed delivery: messages parked in SCHEDULE_TOPIC_XXXX re-put into their real topic.
+
+Rules (reference/rocketmq-wire.md §3.10; ScheduleMessageService.java):
+- Level n (1-based) lives in queue n-1 of SCHEDULE_TOPIC_XXXX. Every message of a level
+  has the same delay, so each queue is due in order: one task per level delivers the
+  head of its queue when ``store time + delay`` has passed, then the next.
+- Delivery is at least once: the level's offset advances after the re-put, and is
+  persisted every few seconds and on shutdown, so a crash can deliver a message twice,
+  never zero times.
+- Only a broker that accepts writes delivers; a slave keeps its offsets from the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from broker.store.metadata import load_document, save_document
+from broker.store.pull import GetMessageStatus
+from protocol.errors import MalformedBody, ServerError
+from protocol.message import (
+    PROPERTY_DELAY,
+    PROPERTY_REAL_QID,
+    PROPERTY_REAL_TOPIC,
+    decode_record,
+)
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"
+_KIND = "delay-offsets"
+_VERSION = 1
+_BATCH = 32
+_IDLE_CHECK_S = 1.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ScheduleService:
+    """One delivery task per delay level."""
+
+    def __init__(self, broker: Broker, path: Path) -> None:
+        self.broker = broker
+        self.path = path
+        self.offsets: dict[int, int] = {}
+        self._dirty = False
+        self.delivered = 0
+
+    def load(self) -> None:
+        found = load_document(self.path, kind=_KIND, max_version=_VERSION)
+        if found is None:
+            return
+        _, payload = found
+        if not isinstance(payload, dict) or not all(
+            isinstance(k, int) and isinstance(v, int) for k, v in payload.items()
+        ):
+            raise MalformedBody(f"{self.path}: delay offsets must map level to offset")
+        self.offsets = dict(payload)
+
+    def save(self) -> None:
+        if self._dirty:
+            save_document(self.path, kind=_KIND, version=_VERSION, payload=dict(self.offsets))
+            self._dirty = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.load()
+        async with trio.open_nursery() as nursery:
+            for level in range(1, self.broker.max_delay_level + 1):
+                nursery.start_soon(self._deliver_level, level)
+            task_status.started()
+
+    async def _deliver_level(self, level: int) -> None:
+        delay_ms = int(self.broker.delay_levels_s[level - 1] * 1000)
+        queue_id = level - 1
+        while True:
+            if not self.broker.accepts_writes:
+                await trio.sleep(_IDLE_CHECK_S)
+                continue
+            wait_s = self._deliver_due(level, queue_id, delay_ms)
+            if wait_s is None:
+                await self.broker.pull_holds.wait(SCHEDULE_TOPIC, queue_id, _IDLE_CHECK_S)
+            else:
+                await trio.sleep(min(wait_s, _IDLE_CHECK_S))
+
+    def _deliver_due(self, level: int, queue_id: int, delay_ms: int) -> float | None:
+        """Deliver what is due; seconds until the next is due, or None when the queue is empty."""
+        store = self.broker.store
+        offset = self.offsets.get(level, 0)
+        result = store.get_messages(
+            "SCHEDULE", SCHEDULE_TOPIC, queue_id, offset, max_count=_BATCH, max_bytes=4 << 20
+        )
+        if result.status is not GetMessageStatus.FOUND:
+            if result.next_begin_offset != offset and result.status in (
+                GetMessageStatus.OFFSET_TOO_SMALL,
+                GetMessageStatus.OFFSET_OVERFLOW_BADLY,
+            ):
+                self._advance(level, result.next_begin_offset)
+            return None
+        for raw, queue_offset in zip(result.records, result.queue_offsets, strict=True):
+            record, _ = decode_record(raw)
+            due_ms = record.store_timestamp_ms + delay_ms
+            now_ms = _now_ms()
+            if due_ms > now_ms:
+                return (due_ms - now_ms) / 1000
+            if not self._redeliver(record):
+                return _IDLE_CHECK_S
+            self._advance(level, queue_offset + 1)
+        return 0.0
+
+    def _redeliver(self, record: Any) -> bool:
+        properties = dict(record.properties)
+        real_topic = properties.get(PROPERTY_REAL_TOPIC)
+        real_qid = properties.get(PROPERTY_REAL_QID, "0")
+        properties.pop(PROPERTY_DELAY, None)
+        if not real_topic or not real_qid.lstrip("-").isdigit():
+            log.warning(
+                "%s: scheduled message at %d has no real topic; dropped",
+                self.broker.name,
+                record.physical_offset,
+            )
+            return True
+        message = attrs.evolve(
+            record, topic=real_topic, queue_id=int(real_qid), properties=properties
+        )
+        try:
+            result = self.broker.store_put([message])
+        except ServerError as exc:
+            log.warning("%s: delayed delivery paused: %s", self.broker.name, exc)
+            return False
+        if not result.ok:
+            log.warning(
+                "%s: delayed message at %d refused (%s); dropped",
+                self.broker.name,
+                record.physical_offset,
+                result.remark,
+            )
+        else:
+            self.delivered += 1
+        return True
+
+    def _advance(self, level: int, offset: int) -> None:
+        self.offsets[level] = offset
+        self._dirty = True
