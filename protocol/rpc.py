@@ -436,6 +436,25 @@ class RemotingClient:
 
 
 @asynccontextmanager
+async def background_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery for background tasks of a context manager's body.
+
+    The tasks are cancelled when the body ends, and an exception from the body leaves as
+    itself, not wrapped in an exception group by the nursery.
+    """
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            yield nursery
+        except BaseException as exc:  # re-raised below, outside the nursery
+            body_error = exc
+        finally:
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
+
+
+@asynccontextmanager
 async def open_client(
     *,
     name: str = "client",
@@ -443,13 +462,8 @@ async def open_client(
     config: TransportConfig | None = None,
     default_timeout_s: float = 3.0,
 ) -> AsyncIterator[RemotingClient]:
-    """A ``RemotingClient`` whose connections live exactly as long as this block.
-
-    An exception from the body leaves this block as itself, not wrapped in an
-    exception group by the nursery that runs the connections' reader tasks.
-    """
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
+    """A ``RemotingClient`` whose connections live exactly as long as this block."""
+    async with background_nursery() as nursery:
         client = RemotingClient(
             nursery,
             name=name,
@@ -459,14 +473,9 @@ async def open_client(
         )
         try:
             yield client
-        except BaseException as exc:  # re-raised below, outside the nursery
-            body_error = exc
         finally:
             with trio.CancelScope(shield=True):
                 await client.aclose()
-            nursery.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
 
 
 def check_success(response: RemotingCommand) -> RemotingCommand:
@@ -482,6 +491,7 @@ __all__ = [
     "RemotingClient",
     "RemotingServer",
     "TransportConfig",
+    "background_nursery",
     "check_success",
     "open_client",
     "split_address",

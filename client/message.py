@@ -1,0 +1,166 @@
+"""What SDK users send and receive: ``Message``, ``ReceivedMessage``, ``SendResult``.
+
+Rules:
+- ``Message`` is what a producer sends: topic, body, tags, keys, user properties, delay.
+  It is turned into RocketMQ's wire properties in one place (``wire_properties``).
+- ``ReceivedMessage`` is one record of a pull body as the user sees it: body decompressed,
+  ``msg_id`` = the client id (UNIQ_KEY) when present, else the broker's offset id, as the
+  Java client reports it.
+- Pure.
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from collections.abc import Mapping
+
+import attrs
+
+from protocol.message import (
+    PROPERTY_DELAY,
+    PROPERTY_KEYS,
+    PROPERTY_RECONSUME_TIME,
+    PROPERTY_RETRY_TOPIC,
+    PROPERTY_TAGS,
+    PROPERTY_UNIQ_KEY,
+    PROPERTY_WAIT,
+    SYSFLAG_COMPRESSED,
+    MessageRecord,
+    offset_msg_id,
+)
+from protocol.route import MessageQueue
+
+#: Property names the SDK sets itself; user properties may not use them.
+RESERVED_PROPERTIES = frozenset(
+    {PROPERTY_TAGS, PROPERTY_KEYS, PROPERTY_UNIQ_KEY, PROPERTY_DELAY, PROPERTY_WAIT}
+)
+
+
+def _freeze_props(value: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(value)
+
+
+def _keys(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(k for k in value.split(" ") if k)
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """A message to send."""
+
+    topic: str
+    body: bytes
+    tags: str | None = None
+    keys: tuple[str, ...] = attrs.field(default=(), converter=_keys)
+    properties: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_props)
+    #: RocketMQ delay level (1..18: 1 s .. 2 h); 0 delivers at once.
+    delay_level: int = 0
+    #: User flag stored verbatim in the record.
+    flag: int = 0
+    #: Wait for the configured durability (flush / replication) before answering.
+    wait_store: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        clash = RESERVED_PROPERTIES & set(self.properties)
+        if clash:
+            raise ValueError(f"properties {sorted(clash)} are set by the SDK; use the fields")
+        if not 0 <= self.delay_level <= 18:
+            raise ValueError(f"delay_level must be 0..18, not {self.delay_level}")
+
+    def wire_properties(self, uniq_key: str) -> dict[str, str]:
+        props = dict(self.properties)
+        if self.tags:
+            props[PROPERTY_TAGS] = self.tags
+        if self.keys:
+            props[PROPERTY_KEYS] = " ".join(self.keys)
+        if self.delay_level:
+            props[PROPERTY_DELAY] = str(self.delay_level)
+        if not self.wait_store:
+            props[PROPERTY_WAIT] = "false"
+        props[PROPERTY_UNIQ_KEY] = uniq_key
+        return props
+
+
+class SendStatus(enum.Enum):
+    """RocketMQ's SendStatus: every value but SEND_OK means stored, not fully durable."""
+
+    SEND_OK = "SEND_OK"
+    FLUSH_DISK_TIMEOUT = "FLUSH_DISK_TIMEOUT"
+    FLUSH_SLAVE_TIMEOUT = "FLUSH_SLAVE_TIMEOUT"
+    SLAVE_NOT_AVAILABLE = "SLAVE_NOT_AVAILABLE"
+
+
+@attrs.frozen(kw_only=True)
+class SendResult:
+    status: SendStatus
+    #: The client-side id (UNIQ_KEY), what ``ReceivedMessage.msg_id`` will say.
+    msg_id: str
+    #: The broker's id: store address + CommitLog offset (what ali-ons calls msgId).
+    offset_msg_id: str
+    queue: MessageQueue
+    queue_offset: int
+
+
+@attrs.frozen(kw_only=True)
+class ReceivedMessage:
+    """A message as a consumer sees it."""
+
+    topic: str
+    body: bytes
+    tags: str | None
+    keys: tuple[str, ...]
+    properties: Mapping[str, str]
+    msg_id: str
+    offset_msg_id: str
+    queue: MessageQueue
+    queue_offset: int
+    commit_log_offset: int
+    born_timestamp_ms: int
+    store_timestamp_ms: int
+    born_host: tuple[str, int]
+    store_host: tuple[str, int]
+    reconsume_times: int
+    sys_flag: int
+    flag: int
+
+    @property
+    def original_topic(self) -> str:
+        """The topic the message was first sent to (retries carry it in RETRY_TOPIC)."""
+        return self.properties.get(PROPERTY_RETRY_TOPIC, self.topic)
+
+    @classmethod
+    def from_record(cls, record: MessageRecord, broker_name: str) -> ReceivedMessage:
+        body = record.body
+        if record.sys_flag & SYSFLAG_COMPRESSED:
+            body = zlib.decompress(body)
+        props = dict(record.properties)
+        offset_id = offset_msg_id(
+            record.store_host[0], record.store_host[1], record.physical_offset
+        )
+        reconsume = record.reconsume_times
+        if PROPERTY_RECONSUME_TIME in props and props[PROPERTY_RECONSUME_TIME].isdigit():
+            reconsume = max(reconsume, int(props[PROPERTY_RECONSUME_TIME]))
+        return cls(
+            topic=record.topic,
+            body=body,
+            tags=record.tags,
+            keys=tuple(record.keys),
+            properties=props,
+            msg_id=props.get(PROPERTY_UNIQ_KEY) or offset_id,
+            offset_msg_id=offset_id,
+            queue=MessageQueue(
+                topic=record.topic, broker_name=broker_name, queue_id=record.queue_id
+            ),
+            queue_offset=record.queue_offset,
+            commit_log_offset=record.physical_offset,
+            born_timestamp_ms=record.born_timestamp_ms,
+            store_timestamp_ms=record.store_timestamp_ms,
+            born_host=record.born_host,
+            store_host=record.store_host,
+            reconsume_times=reconsume,
+            sys_flag=record.sys_flag,
+            flag=record.flag,
+        )

@@ -1,0 +1,364 @@
+"""The producer: ``async with open_producer(...) as producer: await producer.send(msg)``.
+
+Guarantees (stated here so users can rely on them):
+- ``send`` returns only when the broker answered: SEND_OK means stored as durably as the
+  broker is configured to (flushed in SYNC_FLUSH, replicated on a SYNC_MASTER); the other
+  ``SendStatus`` values mean stored, but not as durable as configured.
+- A retriable failure (connection lost, timeout, broker busy, not master, topic missing on
+  that broker) is retried up to ``retries`` times on another broker group when there is
+  one, within the one ``timeout_s`` of the call. Because a lost answer may hide a stored
+  message, a retried send may be stored twice: delivery is at least once, and consumers
+  de-duplicate by ``msg_id`` when they must.
+- After any failure the topic's route is re-read from the NameServer at once.
+- Every error raised is a ``protocol.errors.RocketError`` whose message says what failed.
+
+Queue selection is round robin over writable queues, skipping brokers that failed or were
+slow recently (RocketMQ's MQFaultStrategy); ``send(..., sharding_key=...)`` pins a key to
+one queue for ordered messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import random
+import socket
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+
+from client.message import Message, SendResult, SendStatus
+from client.routes import FaultStrategy, RouteCache, TopicInfo
+from protocol.bodies import HeartbeatData, ProducerData
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import (
+    NetworkError,
+    RemotingTimeout,
+    RocketError,
+    ServerError,
+    error_for_response,
+)
+from protocol.headers import SendMessageRequestHeaderV2, SendMessageResponseHeader
+from protocol.message import (
+    SYSFLAG_COMPRESSED,
+    BatchItem,
+    encode_batch_body,
+    make_uniq_key_generator,
+    properties_to_string,
+)
+from protocol.route import MessageQueue
+from protocol.rpc import RemotingClient, background_nursery, open_client
+
+log = logging.getLogger(__name__)
+
+#: Bodies at least this large are zlib-compressed, as RocketMQ's clients do.
+COMPRESS_OVER_BYTES = 4 * 1024
+_STATUS_BY_CODE: dict[int, SendStatus] = {
+    ResponseCode.SUCCESS: SendStatus.SEND_OK,
+    ResponseCode.FLUSH_DISK_TIMEOUT: SendStatus.FLUSH_DISK_TIMEOUT,
+    ResponseCode.FLUSH_SLAVE_TIMEOUT: SendStatus.FLUSH_SLAVE_TIMEOUT,
+    ResponseCode.SLAVE_NOT_AVAILABLE: SendStatus.SLAVE_NOT_AVAILABLE,
+}
+#: Queue selector for ordered sends: (queues, key) → queue.
+QueueSelector = Callable[[Sequence[MessageQueue], str], MessageQueue]
+
+
+def local_ip() -> str:
+    """The IPv4 address this host would use to reach the network (127.0.0.1 offline)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def make_client_id(instance: str = "DEFAULT") -> str:
+    """``ip@instance#pid`` like the Java client's ``clientIP@instanceName``."""
+    return f"{local_ip()}@{instance}#{os.getpid()}"
+
+
+def hash_selector(queues: Sequence[MessageQueue], key: str) -> MessageQueue:
+    """The same key always gets the same queue while the queue count is unchanged."""
+    digest = hashlib.md5(key.encode(), usedforsecurity=False).digest()
+    return queues[int.from_bytes(digest[:4], "big") % len(queues)]
+
+
+class Producer:
+    """Sends messages; build it with ``open_producer``."""
+
+    def __init__(
+        self,
+        client: RemotingClient,
+        routes: RouteCache,
+        *,
+        group: str,
+        client_id: str,
+        timeout_s: float,
+        retries: int,
+        rng: random.Random,
+    ) -> None:
+        self.group = group
+        self.client_id = client_id
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._client = client
+        self.routes = routes
+        self.faults = FaultStrategy()
+        self._rr = itertools.count(rng.randrange(1 << 16))
+        self._uniq = make_uniq_key_generator("127.0.0.1", os.getpid(), rng, int(time.time() * 1000))
+
+    # --- public API ------------------------------------------------------------------
+
+    async def send(
+        self,
+        message: Message,
+        *,
+        timeout_s: float | None = None,
+        sharding_key: str | None = None,
+        selector: QueueSelector | None = None,
+    ) -> SendResult:
+        """Send and wait for the broker's answer (see the module docstring)."""
+        return await self._send_items(
+            message.topic,
+            [message],
+            timeout_s=timeout_s,
+            sharding_key=sharding_key,
+            selector=selector,
+        )
+
+    async def send_batch(
+        self, messages: Sequence[Message], *, timeout_s: float | None = None
+    ) -> SendResult:
+        """Send messages of one topic as one request; they get consecutive queue offsets."""
+        if not messages:
+            raise ValueError("send_batch needs at least one message")
+        topics = {m.topic for m in messages}
+        if len(topics) != 1:
+            raise ValueError(f"a batch goes to one topic, got {sorted(topics)}")
+        if any(m.delay_level for m in messages):
+            raise ValueError("delayed messages cannot be sent in a batch")
+        return await self._send_items(messages[0].topic, list(messages), timeout_s=timeout_s)
+
+    async def send_oneway(self, message: Message) -> None:
+        """Send without waiting for an answer: fastest, and nothing tells you it was stored."""
+        info = await self.routes.get(message.topic)
+        queue = self._select(info, None)
+        addr = self._master(info, queue)
+        request, _ = self._request(queue, [message])
+        await self._client.oneway(addr, attrs_evolve_oneway(request))
+
+    # --- the send loop ---------------------------------------------------------------
+
+    async def _send_items(
+        self,
+        topic: str,
+        messages: list[Message],
+        *,
+        timeout_s: float | None,
+        sharding_key: str | None = None,
+        selector: QueueSelector | None = None,
+    ) -> SendResult:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = trio.current_time() + timeout
+        last_error: RocketError | None = None
+        last_broker: str | None = None
+        for attempt in range(1 + self.retries):
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                break
+            try:
+                with trio.fail_after(remaining):
+                    info = await self.routes.get(topic)
+                if sharding_key is not None or selector is not None:
+                    queue = self._select_ordered(info, sharding_key or "", selector)
+                else:
+                    queue = self._select(info, last_broker)
+                return await self._send_once(info, queue, messages, deadline)
+            except trio.TooSlowError:
+                last_error = RemotingTimeout(f"no route for {topic} within {timeout} s")
+                break
+            except RocketError as exc:
+                if not exc.retriable or sharding_key is not None or selector is not None:
+                    if exc.retriable:
+                        self.routes.invalidate(topic)
+                    raise
+                last_error = exc
+                last_broker = getattr(exc, "broker_name", None)
+                self.routes.invalidate(topic)
+                log.debug("send to %s failed (attempt %d): %s", topic, attempt + 1, exc)
+        raise last_error or RemotingTimeout(f"send to {topic} timed out after {timeout} s")
+
+    def _select(self, info: TopicInfo, avoid_broker: str | None) -> MessageQueue:
+        queues = info.publish
+        if not queues:
+            raise ServerError(
+                f"topic {info.topic} has no writable queue with a live master",
+                code=ResponseCode.TOPIC_NOT_EXIST,
+            )
+        now_s = trio.current_time()
+        start = next(self._rr)
+        for i in range(len(queues)):
+            queue = queues[(start + i) % len(queues)]
+            if queue.broker_name != avoid_broker and self.faults.is_available(
+                queue.broker_name, now_s
+            ):
+                return queue
+        for i in range(len(queues)):
+            queue = queues[(start + i) % len(queues)]
+            if queue.broker_name != avoid_broker:
+                return queue
+        return queues[start % len(queues)]
+
+    def _select_ordered(
+        self, info: TopicInfo, key: str, selector: QueueSelector | None
+    ) -> MessageQueue:
+        if not info.publish:
+            raise ServerError(
+                f"topic {info.topic} has no writable queue with a live master",
+                code=ResponseCode.TOPIC_NOT_EXIST,
+            )
+        return (selector or hash_selector)(info.publish, key)
+
+    def _master(self, info: TopicInfo, queue: MessageQueue) -> str:
+        addr = info.master_of(queue.broker_name)
+        if addr is None:
+            raise NetworkError(f"broker group {queue.broker_name} has no master now")
+        return addr
+
+    def _request(
+        self, queue: MessageQueue, messages: list[Message]
+    ) -> tuple[RemotingCommand, list[str]]:
+        uniq_keys = [self._uniq.next_id(int(time.time() * 1000)) for _ in messages]
+        batch = len(messages) > 1
+        first = messages[0]
+        sys_flag = 0
+        if batch:
+            body = encode_batch_body(
+                BatchItem(body=m.body, flag=m.flag, properties=m.wire_properties(k))
+                for m, k in zip(messages, uniq_keys, strict=True)
+            )
+            properties = ""
+        else:
+            body = first.body
+            if len(body) >= COMPRESS_OVER_BYTES:
+                body = _zlib(body)
+                sys_flag |= SYSFLAG_COMPRESSED
+            properties = properties_to_string(first.wire_properties(uniq_keys[0]))
+        header = SendMessageRequestHeaderV2(
+            a=self.group,
+            b=queue.topic,
+            c="TBW102",
+            d=4,
+            e=queue.queue_id,
+            f=sys_flag,
+            g=int(time.time() * 1000),
+            h=first.flag if not batch else 0,
+            i=properties,
+            j=0,
+            k=False,
+            m=batch,
+            n=queue.broker_name,
+        )
+        code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
+        return RemotingCommand.request(code, header.to_ext_fields(), body=body), uniq_keys
+
+    async def _send_once(
+        self, info: TopicInfo, queue: MessageQueue, messages: list[Message], deadline: float
+    ) -> SendResult:
+        addr = self._master(info, queue)
+        request, uniq_keys = self._request(queue, messages)
+        started = trio.current_time()
+        try:
+            response = await self._client.call(
+                addr, request, timeout_s=max(0.0, deadline - started)
+            )
+        except RocketError as exc:
+            self.faults.record(queue.broker_name, 0, failed=True, now_s=trio.current_time())
+            exc.broker_name = queue.broker_name  # type: ignore[attr-defined]
+            raise
+        latency_ms = (trio.current_time() - started) * 1000
+        status = _STATUS_BY_CODE.get(response.code)
+        if status is None:
+            error = error_for_response(response.code, response.remark)
+            self.faults.record(
+                queue.broker_name, latency_ms, failed=error.retriable, now_s=trio.current_time()
+            )
+            error.broker_name = queue.broker_name  # type: ignore[attr-defined]
+            raise error
+        self.faults.record(queue.broker_name, latency_ms, failed=False, now_s=trio.current_time())
+        reply = SendMessageResponseHeader.from_ext_fields(response.ext_fields)
+        return SendResult(
+            status=status,
+            msg_id=",".join(uniq_keys),
+            offset_msg_id=reply.msg_id,
+            queue=MessageQueue(
+                topic=queue.topic, broker_name=queue.broker_name, queue_id=reply.queue_id
+            ),
+            queue_offset=reply.queue_offset,
+        )
+
+    # --- heartbeats ------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Tell every broker of every known route that this producer group is alive."""
+        body = HeartbeatData(
+            client_id=self.client_id, producer_data_set=(ProducerData(group_name=self.group),)
+        ).to_bytes()
+        request = RemotingCommand.request(RequestCode.HEART_BEAT, body=body)
+        for addr in self.routes.broker_addresses():
+            try:
+                await self._client.call(addr, request, timeout_s=self.timeout_s)
+            except RocketError as exc:
+                log.debug("heartbeat to %s failed: %s", addr, exc)
+
+    async def _heartbeat_loop(self, interval_s: float) -> None:
+        while True:
+            await trio.sleep(interval_s)
+            await self.heartbeat()
+
+
+def attrs_evolve_oneway(request: RemotingCommand) -> RemotingCommand:
+    return RemotingCommand.request(request.code, request.ext_fields, request.body, oneway=True)
+
+
+def _zlib(body: bytes) -> bytes:
+    return zlib.compress(body, 5)
+
+
+@asynccontextmanager
+async def open_producer(
+    namesrv: str | Sequence[str] = "127.0.0.1:9876",
+    *,
+    group: str = "DEFAULT_PRODUCER",
+    timeout_s: float = 3.0,
+    retries: int = 2,
+    instance: str = "DEFAULT",
+    heartbeat_interval_s: float = 30.0,
+    route_refresh_interval_s: float = 30.0,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Producer]:
+    """A started producer; everything it runs stops when the block exits."""
+    addrs = [namesrv] if isinstance(namesrv, str) else list(namesrv)
+    addrs = [a for part in addrs for a in part.replace(",", ";").split(";") if a.strip()]
+    async with open_client(name=f"producer {group}", default_timeout_s=timeout_s) as client:
+        routes = RouteCache(
+            client, addrs, request_timeout_s=timeout_s, refresh_interval_s=route_refresh_interval_s
+        )
+        producer = Producer(
+            client,
+            routes,
+            group=group,
+            client_id=make_client_id(instance),
+            timeout_s=timeout_s,
+            retries=retries,
+            rng=rng or random.Random(),
+        )
+        async with background_nursery() as nursery:
+            nursery.start_soon(routes.run_refresh_loop)
+            nursery.start_soon(producer._heartbeat_loop, heartbeat_interval_s)
+            yield producer
