@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from client import admin
+from client.cli.cluster import cluster_app
 from protocol.errors import RocketError
 from protocol.route import is_readable, is_writeable
 from protocol.rpc import open_client
@@ -24,6 +25,7 @@ T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 admin_app = typer.Typer(no_args_is_help=True, help="mqadmin-style administration commands.")
 app.add_typer(admin_app, name="admin")
+app.add_typer(cluster_app, name="cluster")
 
 # Wide enough for mqadmin-style tables when piped; errors never wrap mid-line.
 console = Console(width=max(shutil.get_terminal_size((160, 24)).columns, 160))
