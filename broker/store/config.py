@@ -76,6 +76,10 @@ class StoreConfig:
     max_scan_entries: int = attrs.field(default=800, validator=_positive)
     #: Verify body CRCs while recovering and when accepting replicated bytes.
     check_crc: bool = True
+    #: On open, re-verify this many segments ending with the one holding the checkpoint,
+    #: so a damaged record below the durable point refuses start instead of being served
+    #: (RocketMQ re-checks its last 3 files). 0 trusts everything below the checkpoint.
+    verify_segments_on_open: int = 3
     delay_levels_s: tuple[float, ...] = DEFAULT_DELAY_LEVELS_S
     #: Prefix of every log line (the broker's name).
     node_name: str = "store"

@@ -358,6 +358,7 @@ class MessageStore:
         start = max(low_point, clog.min_offset)
         if clog.segments and start > clog.segments[-1].end:
             start = clog.segments[-1].end  # recover_commitlog reports the missing bytes
+        start = min(start, self._verify_from(start))
         end, cut, broken = recover_commitlog(
             clog,
             start=start,
@@ -366,6 +367,18 @@ class MessageStore:
             node=self.node,
         )
         return start, end, cut, broken
+
+    def _verify_from(self, start: int) -> int:
+        """Start of the oldest segment to re-verify below ``start`` (a record boundary)."""
+        segments = self._clog.segments
+        count = self.config.verify_segments_on_open
+        if not segments or count <= 0:
+            return start
+        holding = next(
+            (i for i, seg in enumerate(segments) if seg.start <= start < seg.end),
+            len(segments) - 1,
+        )
+        return segments[max(0, holding - count + 1)].start
 
     def _open_derived(self, end: int, index_dir_existed: bool) -> tuple[int, int, bool]:
         """Open ConsumeQueues and index, dropping entries past ``end``.

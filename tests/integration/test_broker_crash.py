@@ -249,24 +249,14 @@ async def start_expecting_refusal(argv: list[str]) -> tuple[int, str]:
     return status, proc.stderr.text
 
 
-#: Store bug (see the report of this test's author): recovery verifies records only from the
-#: checkpoint's fsynced/dispatched point on, so with an intact checkpoint a record damaged
-#: before that point is never checked; the broker starts and serves the bad bytes.
-_SCAN_FROM_CHECKPOINT = pytest.mark.xfail(
-    strict=True,
-    reason="recovery does not verify records below the checkpoint, so it misses this damage",
-)
-
-
-@pytest.mark.parametrize(
-    "checkpoint",
-    [pytest.param("intact", marks=_SCAN_FROM_CHECKPOINT), "torn"],
-)
+@pytest.mark.parametrize("checkpoint", ["intact", "torn"])
 async def test_corrupt_record_before_durable_point_refuses_start(
     tmp_path: Path, checkpoint: str
 ) -> None:
     """A CRC mismatch in an early record: the broker refuses to start and names the place.
 
+    ``intact``: the damage lies below the checkpoint; recovery re-verifies the last
+    segments (``verify_segments_on_open``) and still finds it.
     ``torn``: the checkpoint file is cut in half too, so recovery walks from the oldest
     segment (the path a crash during a checkpoint write takes).
     """
