@@ -57,6 +57,9 @@ class BrokerConfig:
     commitlog_segment_bytes: int = 1024 * 1024 * 1024
     max_message_bytes: int = 4 * 1024 * 1024
     file_reserved_time_h: float = 72.0
+    #: Appends are refused (SERVICE_NOT_AVAILABLE) while the store's filesystem has less
+    #: free space than this; reads go on.
+    min_free_disk_bytes: int = 256 * 1024 * 1024
     auto_create_topic_enable: bool = True
     auto_create_subscription_group: bool = True
     default_topic_queue_nums: int = 4

@@ -3,6 +3,9 @@
 Rules (reference/rocketmq-wire.md §2.4, PullRequestHoldService):
 - A held pull waits for an arrival on its ``(topic, queue_id)`` or for the periodic
   re-check, whichever comes first, and never past its suspend deadline.
+- An arrival wakes only the pulls whose tag filter accepts its tag code (Java's
+  ``isMatchedByConsumeQueue`` pre-match); the others keep waiting, and the periodic re-check
+  answers them with PULL_RETRY_IMMEDIATELY past the entries they do not want.
 - The store calls ``notify`` synchronously after each ConsumeQueue append; it only sets
   events, so the send path pays O(waiters of that queue).
 - A held pull whose client goes away is cancelled with its connection's tasks: nothing
@@ -13,33 +16,46 @@ from __future__ import annotations
 
 import trio
 
+_Waiter = tuple[trio.Event, frozenset[int] | None]
+
 
 class PullHoldService:
     """Wakes held pulls when their queue grows."""
 
     def __init__(self) -> None:
-        self._waiters: dict[tuple[str, int], list[trio.Event]] = {}
+        self._waiters: dict[tuple[str, int], list[_Waiter]] = {}
 
     def notify(self, topic: str, queue_id: int, queue_offset_end: int, tags_code: int) -> None:
-        """Arrival listener: wake every pull held on this queue."""
-        waiters = self._waiters.pop((topic, queue_id), None)
-        if waiters:
-            for event in waiters:
+        """Arrival listener: wake every pull held on this queue that wants this tag."""
+        waiters = self._waiters.get((topic, queue_id))
+        if not waiters:
+            return
+        for event, tag_codes in waiters:
+            if tag_codes is None or tags_code in tag_codes:
                 event.set()
 
-    async def wait(self, topic: str, queue_id: int, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for an arrival on the queue; True if one came."""
-        event = trio.Event()
+    async def wait(
+        self,
+        topic: str,
+        queue_id: int,
+        timeout_s: float,
+        tag_codes: frozenset[int] | None = None,
+    ) -> bool:
+        """Wait up to ``timeout_s`` for a wanted arrival on the queue; True if one came.
+
+        ``tag_codes`` None wants every message.
+        """
+        waiter: _Waiter = (trio.Event(), tag_codes)
         key = (topic, queue_id)
-        self._waiters.setdefault(key, []).append(event)
+        self._waiters.setdefault(key, []).append(waiter)
         try:
             with trio.move_on_after(max(0.0, timeout_s)):
-                await event.wait()
-            return event.is_set()
+                await waiter[0].wait()
+            return waiter[0].is_set()
         finally:
             waiters = self._waiters.get(key)
-            if waiters is not None and event in waiters:
-                waiters.remove(event)
+            if waiters is not None:
+                waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[key]
 

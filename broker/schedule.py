@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from broker.longpoll import PullHoldService
 from broker.store.metadata import load_document, save_document
 from broker.store.pull import GetMessageStatus
 from protocol.errors import MalformedBody, ServerError
@@ -55,6 +56,9 @@ class ScheduleService:
         self.offsets: dict[int, int] = {}
         self._dirty = False
         self.delivered = 0
+        # Our own arrival waiters: on the broker's PullHoldService the 18 idle level tasks
+        # would be counted as held client pulls.
+        self._arrivals = PullHoldService()
 
     def load(self) -> None:
         found = load_document(self.path, kind=_KIND, max_version=_VERSION)
@@ -74,6 +78,7 @@ class ScheduleService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.load()
+        self.broker.store.add_arrival_listener(self._arrivals.notify)
         async with trio.open_nursery() as nursery:
             for level in range(1, self.broker.max_delay_level + 1):
                 nursery.start_soon(self._deliver_level, level)
@@ -88,7 +93,7 @@ class ScheduleService:
                 continue
             wait_s = self._deliver_due(level, queue_id, delay_ms)
             if wait_s is None:
-                await self.broker.pull_holds.wait(SCHEDULE_TOPIC, queue_id, _IDLE_CHECK_S)
+                await self._arrivals.wait(SCHEDULE_TOPIC, queue_id, _IDLE_CHECK_S)
             else:
                 await trio.sleep(min(wait_s, _IDLE_CHECK_S))
 

@@ -274,6 +274,7 @@ class Broker:
             flush_mode=FlushMode(config.flush_disk_type),
             flush_interval_s=config.async_flush_interval_s,
             file_reserved_time_s=config.file_reserved_time_h * 3600,
+            min_free_disk_bytes=config.min_free_disk_bytes,
             store_host=self.store_host,
             delay_levels_s=self.delay_levels_s,
             node_name=self.name,

@@ -19,7 +19,7 @@ from broker.store.store import MessageStore
 from protocol.bodies import ConsumerConnection, SubscriptionGroupConfig
 from protocol.codes import PERM_INHERIT, PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
-from protocol.errors import InvalidParameter, QueryNotFound, TopicNotExist
+from protocol.errors import InvalidParameter, MissingHeaderField, QueryNotFound, TopicNotExist
 from protocol.headers import (
     CreateTopicRequestHeader,
     DeleteSubscriptionGroupRequestHeader,
@@ -68,6 +68,7 @@ class AdminProcessor:
             RequestCode.GET_CONSUME_STATS: self.consume_stats,
             RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: self.update_group,
             RequestCode.DELETE_SUBSCRIPTIONGROUP: self.delete_group,
+            RequestCode.GET_SUBSCRIPTIONGROUP_CONFIG: self.get_group,
             RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG: self.all_groups,
             RequestCode.GET_CONSUMER_CONNECTION_LIST: self.consumer_connections,
             RequestCode.QUERY_MESSAGE: self.query_message,
@@ -199,6 +200,20 @@ class AdminProcessor:
         if h.clean_offset:
             self.broker.offsets.remove_group(h.group_name)
         return request.respond()
+
+    async def get_group(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        """GET_SUBSCRIPTIONGROUP_CONFIG (352). Unlike Java, asking never auto-creates."""
+        group = request.ext_fields.get("group")
+        if not group:
+            raise MissingHeaderField(
+                "required header field 'group' is missing for GET_SUBSCRIPTIONGROUP_CONFIG"
+            )
+        config = self.broker.groups.get(group)
+        if config is None:
+            return request.respond(
+                ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST, f"No group {group} in this broker"
+            )
+        return request.respond(body=config.to_bytes())
 
     async def all_groups(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         return request.respond(body=self.broker.groups.snapshot().to_bytes())

@@ -4,13 +4,15 @@ GET_CONSUMER_LIST_BY_GROUP (38), LOCK_BATCH_MQ (41), UNLOCK_BATCH_MQ (42), CHECK
 Rules (reference/rocketmq-wire.md §2.8–§2.9, §2.12; ClientManageProcessor.java):
 - A consumer heartbeat creates the group (when allowed) and its ``%RETRY%<group>`` topic,
   registers the member on this connection, and a membership change sends
-  NOTIFY_CONSUMER_IDS_CHANGED to every member.
+  NOTIFY_CONSUMER_IDS_CHANGED to every member. A consumer of a group that does not exist
+  and may not be created is skipped, the rest of the heartbeat still succeeds (as Java).
 - Broadcasting consumers get no retry topic (their failures are not retried by the broker).
 - GET_CONSUMER_LIST_BY_GROUP with no live member answers SYSTEM_ERROR, as RocketMQ does.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -25,12 +27,14 @@ from protocol.bodies import (
 )
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
-from protocol.errors import SubscriptionGroupNotExist
 from protocol.headers import GetConsumerListByGroupRequestHeader, UnregisterClientRequestHeader
 from protocol.rpc import Connection, Handler
 
 if TYPE_CHECKING:
     from broker.server import Broker
+
+
+log = logging.getLogger(__name__)
 
 
 def _now_ms() -> int:
@@ -66,10 +70,16 @@ class ClientProcessor:
         for consumer in data.consumer_data_set:
             group = broker.find_group(consumer.group_name)
             if group is None:
-                raise SubscriptionGroupNotExist(
-                    f"subscription group [{consumer.group_name}] does not exist and "
-                    "auto-creation is off; create it first"
+                # ClientManageProcessor.heartBeat skips such a consumer and still answers
+                # SUCCESS (its producers register); its pulls then get 26.
+                log.warning(
+                    "%s: heartbeat from %s: subscription group %s does not exist and cannot "
+                    "be created; consumer not registered",
+                    broker.name,
+                    data.client_id,
+                    consumer.group_name,
                 )
+                continue
             if consumer.message_model != BROADCASTING:
                 broker.create_retry_topic(consumer.group_name)
             registered = broker.consumers.register_consumer(

@@ -4,7 +4,8 @@ Rules (reference/rocketmq-wire.md §2.6–§2.7; ConsumerManageProcessor.java):
 - QUERY_CONSUMER_OFFSET: a stored offset wins; otherwise, when the client allows it and
   the queue still holds its first message, 0 (so a new group on a young queue starts at
   the beginning); otherwise QUERY_NOT_FOUND and the client applies its consumeFromWhere.
-- UPDATE_CONSUMER_OFFSET ignores negative commits (ali-ons sends -1 for idle queues).
+- UPDATE_CONSUMER_OFFSET needs a known group (26) and topic (17), and ignores negative
+  commits (ali-ons sends -1 for idle queues).
 - Offsets of unknown queues are 0, as RocketMQ answers.
 """
 
@@ -62,7 +63,12 @@ class OffsetProcessor:
         stored = self.broker.offsets.query(h.topic, h.consumer_group, h.queue_id)
         if stored is not None and stored >= 0:
             return _offset_reply(request, stored)
-        young = self.store.min_offset(h.topic, h.queue_id) <= 0
+        # Java also asks the message at offset 0 to be in memory; an empty queue has none,
+        # so a new group on it gets QUERY_NOT_FOUND and applies its consumeFromWhere.
+        young = (
+            self.store.min_offset(h.topic, h.queue_id) <= 0
+            and self.store.max_offset(h.topic, h.queue_id) > 0
+        )
         if h.set_zero_if_not_found is not False and young:
             return _offset_reply(request, 0)
         raise QueryNotFound(
@@ -74,6 +80,11 @@ class OffsetProcessor:
         self, request: RemotingCommand, conn: Connection
     ) -> RemotingCommand:
         h = UpdateConsumerOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        if self.broker.groups.get(h.consumer_group) is None:
+            # Java checks containsSubscriptionGroup: a commit never creates a group.
+            return request.respond(
+                ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST, f"Group {h.consumer_group} not exist!"
+            )
         if self.broker.topics.get(h.topic) is None:
             return request.respond(
                 ResponseCode.TOPIC_NOT_EXIST, f"topic[{h.topic}] not exist, apply first please!"

@@ -2,7 +2,8 @@
 
 Rules (reference/rocketmq-wire.md §2.4; PullMessageProcessor.java):
 - Every response carries the four offsets (suggestWhichBrokerId, nextBeginOffset,
-  minOffset, maxOffset), whatever its code: ali-ons reads them unconditionally.
+  minOffset, maxOffset), whatever its code, refusals included: ali-ons reads them
+  unconditionally (a refusal keeps the request's offset as nextBeginOffset).
 - The body of a FOUND answer is the records exactly as they lie in the CommitLog.
 - A pull that finds nothing and carries SUSPEND is held until a message arrives for its
   queue or ``suspendTimeoutMillis`` passes, then evaluated once more without suspension.
@@ -74,7 +75,10 @@ class PullProcessor:
 
     async def pull(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         header = PullMessageRequestHeader.from_ext_fields(request.ext_fields)
-        tag_codes = self._check(header)
+        try:
+            tag_codes = self._check(header)
+        except ServerError as exc:
+            return self._refuse(request, header, exc)
         broker = self.broker
         if header.sys_flag & FLAG_COMMIT_OFFSET and broker.accepts_writes:
             broker.offsets.commit(
@@ -98,6 +102,9 @@ class PullProcessor:
             raise SubscriptionGroupNotExist(
                 f"subscription group [{header.consumer_group}] does not exist"
             )
+        if not group.consume_enable:
+            # mqadmin updateSubGroup -s false pauses a group's consumption this way.
+            raise NoPermission(f"subscription group no permission, {header.consumer_group}")
         config = broker.topics.get(header.topic)
         if config is None:
             raise TopicNotExist(f"topic[{header.topic}] not exist, apply first please!")
@@ -160,10 +167,26 @@ class PullProcessor:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 return self._get(header, tag_codes, max_bytes)
-            await broker.pull_holds.wait(header.topic, header.queue_id, min(remaining, check_s))
+            await broker.pull_holds.wait(
+                header.topic, header.queue_id, min(remaining, check_s), tag_codes
+            )
             result = self._get(header, tag_codes, max_bytes)
             if response_code(result.status, header.queue_offset) != ResponseCode.PULL_NOT_FOUND:
                 return result
+
+    def _refuse(
+        self, request: RemotingCommand, header: PullMessageRequestHeader, exc: ServerError
+    ) -> RemotingCommand:
+        """An error answer that still carries the four offsets: ali-ons reads them from every
+        PULL response, and the request's own offset keeps a confused consumer in place."""
+        store = self.broker.store
+        reply = PullMessageResponseHeader(
+            suggest_which_broker_id=0,
+            next_begin_offset=header.queue_offset,
+            min_offset=store.min_offset(header.topic, header.queue_id),
+            max_offset=store.max_offset(header.topic, header.queue_id),
+        )
+        return request.respond(exc.code, exc.remark, ext_fields=reply.to_ext_fields())
 
     def _respond(
         self,

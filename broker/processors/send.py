@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from broker.schedule import SCHEDULE_TOPIC
 from broker.store.store import AppendResult, PutStatus
-from broker.topics import dlq_topic, retry_topic, validate_topic
+from broker.topics import NOT_ALLOWED_SEND_TOPICS, dlq_topic, retry_topic, validate_topic
 from protocol.codes import PERM_WRITE, VERSION_V3_4_9, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import (
@@ -117,7 +117,7 @@ class SendProcessor:
         if topic.startswith(RETRY_PREFIX):
             if is_batch:
                 raise MessageIllegal(f"batch messages cannot be sent to retry topic {topic}")
-            topic, queue_id = self._retry_or_dlq(header, request.version, properties)
+            topic, queue_id = self._retry_or_dlq(header, queue_id, request.version, properties)
         born_host = peer_host(conn)
         if is_batch:
             records = self._batch_records(header, topic, queue_id, request.body, born_host)
@@ -141,7 +141,12 @@ class SendProcessor:
             )
             result = self.broker.store_put([record])
         return await self._answer(
-            request, result, queue_id, wait_store=properties.get(PROPERTY_WAIT)
+            request,
+            result,
+            queue_id,
+            wait_store=properties.get(PROPERTY_WAIT),
+            # _record added the UNIQ_KEY to ``properties``; a batch has one per message.
+            transaction_id=None if is_batch else properties.get(PROPERTY_UNIQ_KEY),
         )
 
     def _check_writable_master(self) -> None:
@@ -158,7 +163,12 @@ class SendProcessor:
         broker = self.broker
         error = validate_topic(header.topic)
         if error is not None:
-            raise MessageIllegal(error)
+            # RocketMQ 5.3 msgCheck: INVALID_PARAMETER (SYSTEM_ERROR before #9028), never 13.
+            raise InvalidParameter(error)
+        if header.topic in NOT_ALLOWED_SEND_TOPICS:
+            # A client writing SCHEDULE_TOPIC_XXXX or a transaction topic directly would
+            # forge delayed deliveries or half messages.
+            raise NoPermission(f"Sending message to topic[{header.topic}] is forbidden.")
         config = broker.topics.get(header.topic)
         if config is None:
             if header.topic.startswith(RETRY_PREFIX):
@@ -187,6 +197,7 @@ class SendProcessor:
     def _retry_or_dlq(
         self,
         header: SendMessageRequestHeader,
+        queue_id: int,
         version: int,
         properties: dict[str, str],
     ) -> tuple[str, int]:
@@ -202,7 +213,7 @@ class SendProcessor:
             properties.pop(PROPERTY_DELAY, None)
             self.broker.create_dlq_topic(group)
             return dlq_topic(group), 0
-        return header.topic, header.queue_id if header.queue_id >= 0 else 0
+        return header.topic, queue_id
 
     def _record(
         self,
@@ -306,14 +317,20 @@ class SendProcessor:
         queue_id: int,
         *,
         wait_store: str | None,
+        transaction_id: str | None = None,
     ) -> RemotingCommand:
         if result.status is PutStatus.PROPERTIES_SIZE_EXCEEDED:
             raise MessageIllegal(result.remark or "properties too large")
         if not result.ok:
             raise MessageIllegal(result.remark or result.status.value)
         code = await self.broker.wait_durable(result, wait_store=wait_store != "false")
+        # transactionId carries the UNIQ_KEY, as Java's handlePutMessageResult sets it: the
+        # only way a client learns an id the broker generated for it.
         reply = SendMessageResponseHeader(
-            msg_id=result.msg_id, queue_id=queue_id, queue_offset=result.queue_offset
+            msg_id=result.msg_id,
+            queue_id=queue_id,
+            queue_offset=result.queue_offset,
+            transaction_id=transaction_id,
         ).to_ext_fields()
         reply["MSG_REGION"] = "DefaultRegion"
         reply["TRACE_ON"] = "true"
@@ -332,6 +349,9 @@ class SendProcessor:
             raise SubscriptionGroupNotExist(
                 f"subscription group not exist, {header.group}; create it first"
             )
+        if group_config.retry_queue_nums <= 0:
+            # The group has retries switched off: RocketMQ drops the message and says SUCCESS.
+            return request.respond()
         raw = broker.store.read_record(header.offset)
         if raw is None:
             return request.respond(

@@ -1,0 +1,221 @@
+"""A broker and its NameServer: registration at start, on topic changes, topic deletion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+
+from namesrv.server import NameServer, NameServerConfig
+from protocol.codes import RequestCode, ResponseCode
+from protocol.headers import (
+    DeleteTopicFromNamesrvRequestHeader,
+    DeleteTopicRequestHeader,
+    GetRouteInfoRequestHeader,
+)
+from tests.component.broker_fixtures import (
+    TEST_DEADLINE_S,
+    BrokerEnv,
+    broker_env,
+    expect,
+    wait_until,
+)
+
+
+async def _topic_table(env: BrokerEnv) -> dict[str, object]:
+    response = expect(await env.call(RequestCode.GET_ALL_TOPIC_CONFIG), ResponseCode.SUCCESS)
+    table: dict[str, object] = json.loads(response.body)["topicConfigTable"]
+    return table
+
+
+async def test_broker_registers_at_start_with_its_address_and_template_topic(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            # serve() reports started only after the first registration round.
+            route = await env.route("TBW102")
+            assert route is not None
+            assert route["brokerDatas"] == [
+                {
+                    "cluster": "DefaultCluster",
+                    "brokerName": "broker-a",
+                    "brokerAddrs": {"0": env.addr},
+                    "enableActingMaster": False,
+                }
+            ]
+            (queue_data,) = route["queueDatas"]
+            assert queue_data["brokerName"] == "broker-a"
+            assert queue_data["perm"] == 7  # TBW102 carries PERM_INHERIT for auto-creation
+            assert await env.route("NoSuchTopic") is None
+
+
+async def test_created_topic_is_announced_at_once_not_at_the_30s_round(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path, register_interval_s=30.0) as env:
+            assert await env.route("Orders") is None
+            with trio.fail_after(3.0):  # far below register_interval_s
+                await env.create_topic("Orders", queues=3)
+                route = await env.wait_route("Orders", queues=3)
+            assert route["queueDatas"] == [
+                {
+                    "brokerName": "broker-a",
+                    "readQueueNums": 3,
+                    "writeQueueNums": 3,
+                    "perm": 6,
+                    "topicSysFlag": 0,
+                }
+            ]
+            # An update (more queues) is announced the same way.
+            with trio.fail_after(3.0):
+                await env.create_topic("Orders", queues=5)
+                await env.wait_route("Orders", queues=5)
+
+
+async def test_topic_survives_a_restart_and_is_registered_again(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("Kept", queues=2)
+            await env.restart()
+            # The old connection closed, so the NameServer dropped the old address; the new
+            # broker's first registration brings the persisted topic back.
+            route = await env.wait_route("Kept", queues=2)
+            assert route["brokerDatas"][0]["brokerAddrs"] == {"0": env.addr}
+            assert "Kept" in await _topic_table(env)
+
+
+async def test_delete_topic_in_broker_removes_it_and_its_offsets(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path, auto_create_topic_enable=False) as env:
+            await env.create_topic("Doomed", queues=2)
+            await env.wait_route("Doomed")
+            await env.send_ok("Doomed")
+            await env.heartbeat("c1", group="G", topics={"Doomed": "*"})
+            expect(
+                await env.call(
+                    RequestCode.UPDATE_CONSUMER_OFFSET,
+                    {"consumerGroup": "G", "topic": "Doomed", "queueId": "0", "commitOffset": "1"},
+                ),
+                ResponseCode.SUCCESS,
+            )
+            version_before = json.loads((await env.call(RequestCode.GET_ALL_TOPIC_CONFIG)).body)[
+                "dataVersion"
+            ]["counter"]
+
+            response = await env.call(
+                RequestCode.DELETE_TOPIC_IN_BROKER, DeleteTopicRequestHeader(topic="Doomed")
+            )
+            expect(response, ResponseCode.SUCCESS)
+
+            table = await _topic_table(env)
+            assert "Doomed" not in table
+            # As with RocketMQ's default (deleteTopicWithBrokerRegistration=false), the
+            # NameServer keeps routing it until DELETE_TOPIC_IN_NAMESRV (mqadmin does both).
+            assert await env.route("Doomed") is not None
+            expect(
+                await env.call(
+                    RequestCode.DELETE_TOPIC_IN_NAMESRV,
+                    DeleteTopicFromNamesrvRequestHeader(topic="Doomed"),
+                    addr=env.namesrv_addr,
+                ),
+                ResponseCode.SUCCESS,
+            )
+            assert await env.route("Doomed") is None
+            after = json.loads((await env.call(RequestCode.GET_ALL_TOPIC_CONFIG)).body)
+            assert after["dataVersion"]["counter"] > version_before
+            send = await env.send("Doomed")
+            expect(send, ResponseCode.TOPIC_NOT_EXIST)
+            assert send.remark and "Doomed" in send.remark
+            pull = await env.pull("Doomed", group="G")
+            expect(pull.response, ResponseCode.TOPIC_NOT_EXIST)
+            # Its offsets went with it (a re-created topic starts clean).
+            await env.create_topic("Doomed", queues=2)
+            query = await env.call(
+                RequestCode.QUERY_CONSUMER_OFFSET,
+                {
+                    "consumerGroup": "G",
+                    "topic": "Doomed",
+                    "queueId": "0",
+                    "setZeroIfNotFound": "false",
+                },
+            )
+            expect(query, ResponseCode.QUERY_NOT_FOUND)
+
+
+async def test_system_topics_cannot_be_deleted_or_overwritten(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            for topic in ("TBW102", "SCHEDULE_TOPIC_XXXX"):
+                response = await env.call(
+                    RequestCode.DELETE_TOPIC_IN_BROKER, DeleteTopicRequestHeader(topic=topic)
+                )
+                assert response.code != ResponseCode.SUCCESS, topic
+                assert response.remark and "system topic" in response.remark
+                assert topic in await _topic_table(env)
+
+
+async def test_broker_connection_loss_removes_it_from_the_namesrv(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("Gone")
+            await env.stop()
+
+            async def unrouted() -> bool:
+                return await env.route("Gone") is None
+
+            await wait_until(unrouted, what="route removed after the broker stopped")
+            await env.start()
+            await env.wait_route("Gone")
+
+
+async def test_broker_registers_with_every_namesrv_and_again_after_one_restarts(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            # A second NameServer with a cancel scope of its own, so it can "crash".
+            second = NameServer(NameServerConfig(port=0))
+            scope = trio.CancelScope()
+            port = await nursery.start(_serve_in, second, scope)
+            addr = f"127.0.0.1:{port}"
+
+            async with broker_env(tmp_path, register_interval_s=0.3) as env:
+                env_addrs = (env.namesrv_addr, addr)
+                await env.restart(namesrv_addrs=env_addrs)
+                await env.create_topic("Both")
+                await env.wait_route("Both")
+                await _wait_route_at(env, addr, "Both")
+
+                scope.cancel()  # the second NameServer dies and forgets everything
+                # The broker keeps serving, registered with the first one.
+                await env.send_ok("Both")
+                await env.create_topic("Later")
+                await env.wait_route("Later")
+
+                # Same port, empty table: the periodic registration fills it again.
+                third = NameServer(NameServerConfig(port=port))
+                scope3 = trio.CancelScope()
+                await nursery.start(_serve_in, third, scope3)
+                await _wait_route_at(env, addr, "Later")
+                await _wait_route_at(env, addr, "Both")
+                scope3.cancel()
+
+
+async def _serve_in(
+    server: NameServer,
+    scope: trio.CancelScope,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await server.serve(task_status=task_status)
+
+
+async def _wait_route_at(env: BrokerEnv, namesrv: str, topic: str) -> None:
+    async def routed() -> bool:
+        response = await env.call(
+            RequestCode.GET_ROUTEINFO_BY_TOPIC, GetRouteInfoRequestHeader(topic=topic), addr=namesrv
+        )
+        return response.code == ResponseCode.SUCCESS
+
+    await wait_until(routed, what=f"route of {topic} at {namesrv}")
