@@ -1,0 +1,435 @@
+"""The controller's replicated state machine: broker groups, masters, SyncStateSets.
+
+Rules (reference/rocketmq-controller.md §2–§3):
+- State per broker group (``broker_name``): registered broker ids → address and register
+  check code, the next id to hand out, the master id, ``master_epoch``, the SyncStateSet
+  and ``sync_state_set_epoch``. Epochs only grow.
+- ``apply(state, command)`` validates *and* applies in one step (the jRaft shape) and
+  returns the new state and the result the caller gets. Every replica applies the same
+  committed commands in the same order and reaches the same state and results, so apply
+  reads no clock and no local table: the leader stamps each command with what it needs
+  (invoke time, the alive broker ids and their last heartbeat info).
+- A rejected command returns the unchanged state and a result whose ``code`` says why,
+  with RocketMQ's response codes. Nothing here raises for bad input.
+- Snapshots are plain data (``to_payload``/``from_payload``) for CBOR.
+- Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from controller.election import LiveInfo, elect
+from protocol.codes import ResponseCode
+
+#: The first id handed to a broker of a new group (MixAll.FIRST_BROKER_CONTROLLER_ID).
+FIRST_BROKER_ID = 1
+
+
+def _frozen_map(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class BrokerMember:
+    address: str
+    register_check_code: str
+
+
+@attrs.frozen(kw_only=True)
+class BrokerGroup:
+    """One broker set (all replicas of one ``broker_name``)."""
+
+    cluster_name: str
+    broker_name: str
+    next_assign_broker_id: int = FIRST_BROKER_ID
+    brokers: Mapping[int, BrokerMember] = attrs.field(factory=dict, converter=_frozen_map)
+    master_broker_id: int | None = None
+    master_epoch: int = 0
+    sync_state_set: frozenset[int] = frozenset()
+    sync_state_set_epoch: int = 0
+
+    @property
+    def master_address(self) -> str | None:
+        if self.master_broker_id is None:
+            return None
+        member = self.brokers.get(self.master_broker_id)
+        return member.address if member else None
+
+
+@attrs.frozen
+class ControllerState:
+    groups: Mapping[str, BrokerGroup] = attrs.field(factory=dict, converter=_frozen_map)
+
+    def with_group(self, group: BrokerGroup) -> ControllerState:
+        return ControllerState({**self.groups, group.broker_name: group})
+
+    def without_group(self, broker_name: str) -> ControllerState:
+        return ControllerState({k: v for k, v in self.groups.items() if k != broker_name})
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class GetNextBrokerId:
+    cluster_name: str
+    broker_name: str
+
+
+@attrs.frozen(kw_only=True)
+class ApplyBrokerId:
+    cluster_name: str
+    broker_name: str
+    broker_id: int
+    register_check_code: str
+
+
+@attrs.frozen(kw_only=True)
+class RegisterBroker:
+    cluster_name: str
+    broker_name: str
+    broker_id: int
+    address: str
+    alive: frozenset[int] = frozenset()
+
+
+@attrs.frozen(kw_only=True)
+class ElectMaster:
+    """Controller-triggered: ``broker_id`` None; broker-triggered: own id; admin: designate."""
+
+    cluster_name: str
+    broker_name: str
+    broker_id: int | None = None
+    designate: bool = False
+    live: Mapping[int, LiveInfo] = attrs.field(factory=dict, converter=_frozen_map)
+    unclean: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class AlterSyncStateSet:
+    broker_name: str
+    master_broker_id: int
+    master_epoch: int
+    new_sync_state_set: frozenset[int]
+    sync_state_set_epoch: int
+    alive: frozenset[int] = frozenset()
+
+
+@attrs.frozen(kw_only=True)
+class GetReplicaInfo:
+    broker_name: str
+
+
+@attrs.frozen(kw_only=True)
+class CleanBrokerData:
+    cluster_name: str | None
+    broker_name: str
+    broker_ids: frozenset[int] | None = None
+    clean_living_broker: bool = False
+    alive: frozenset[int] = frozenset()
+
+
+Command = (
+    GetNextBrokerId
+    | ApplyBrokerId
+    | RegisterBroker
+    | ElectMaster
+    | AlterSyncStateSet
+    | GetReplicaInfo
+    | CleanBrokerData
+)
+
+#: Commands that never change state (a leader may answer them from its applied state).
+READ_ONLY = (GetNextBrokerId, GetReplicaInfo)
+
+
+@attrs.frozen(kw_only=True)
+class Result:
+    """What the caller of a command gets back."""
+
+    code: int = ResponseCode.SUCCESS
+    remark: str | None = None
+    broker_name: str | None = None
+    broker_id: int | None = None
+    master_broker_id: int | None = None
+    master_address: str | None = None
+    master_epoch: int | None = None
+    sync_state_set: frozenset[int] | None = None
+    sync_state_set_epoch: int | None = None
+    #: ElectMaster: every registered id → address of the group.
+    broker_addrs: Mapping[int, str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == ResponseCode.SUCCESS
+
+
+def _fail(code: int, remark: str) -> Result:
+    return Result(code=code, remark=remark)
+
+
+def _replica_result(group: BrokerGroup, *, code: int = ResponseCode.SUCCESS) -> Result:
+    return Result(
+        code=code,
+        broker_name=group.broker_name,
+        master_broker_id=group.master_broker_id,
+        master_address=group.master_address,
+        master_epoch=group.master_epoch,
+        sync_state_set=group.sync_state_set,
+        sync_state_set_epoch=group.sync_state_set_epoch,
+    )
+
+
+# --- apply ---------------------------------------------------------------------------------
+
+
+def apply(state: ControllerState, command: Command) -> tuple[ControllerState, Result]:
+    """Validate and apply one command; a rejected command leaves ``state`` unchanged."""
+    match command:
+        case GetNextBrokerId():
+            group = state.groups.get(command.broker_name)
+            next_id = group.next_assign_broker_id if group else FIRST_BROKER_ID
+            return state, Result(broker_name=command.broker_name, broker_id=next_id)
+        case ApplyBrokerId():
+            return _apply_broker_id(state, command)
+        case RegisterBroker():
+            return _register_broker(state, command)
+        case ElectMaster():
+            return _elect_master(state, command)
+        case AlterSyncStateSet():
+            return _alter_sync_state_set(state, command)
+        case GetReplicaInfo():
+            group = state.groups.get(command.broker_name)
+            if group is None:
+                return state, _fail(
+                    ResponseCode.CONTROLLER_BROKER_METADATA_NOT_EXIST,
+                    f"broker set {command.broker_name} is not registered",
+                )
+            return state, _replica_result(group)
+        case CleanBrokerData():
+            return _clean_broker_data(state, command)
+    raise AssertionError(f"unknown command {command!r}")  # pragma: no cover
+
+
+def _address_of(check_code: str) -> str:
+    return check_code.split(";", 1)[0]
+
+
+def _apply_broker_id(state: ControllerState, c: ApplyBrokerId) -> tuple[ControllerState, Result]:
+    group = state.groups.get(c.broker_name)
+    member = BrokerMember(
+        address=_address_of(c.register_check_code), register_check_code=c.register_check_code
+    )
+    if group is None:
+        if c.broker_id != FIRST_BROKER_ID:
+            return state, _fail(
+                ResponseCode.CONTROLLER_BROKER_ID_INVALID,
+                f"broker set {c.broker_name} is new: the first id is {FIRST_BROKER_ID}, "
+                f"not {c.broker_id}",
+            )
+        group = BrokerGroup(
+            cluster_name=c.cluster_name,
+            broker_name=c.broker_name,
+            next_assign_broker_id=FIRST_BROKER_ID + 1,
+            brokers={c.broker_id: member},
+        )
+        return state.with_group(group), Result(broker_name=c.broker_name, broker_id=c.broker_id)
+    existing = group.brokers.get(c.broker_id)
+    if existing is not None:
+        if existing.register_check_code == c.register_check_code:
+            return state, Result(broker_name=c.broker_name, broker_id=c.broker_id)
+        return state, _fail(
+            ResponseCode.CONTROLLER_BROKER_ID_INVALID,
+            f"broker id {c.broker_id} of {c.broker_name} is taken by {existing.address}",
+        )
+    group = attrs.evolve(
+        group,
+        brokers={**group.brokers, c.broker_id: member},
+        next_assign_broker_id=max(group.next_assign_broker_id, c.broker_id + 1),
+    )
+    return state.with_group(group), Result(broker_name=c.broker_name, broker_id=c.broker_id)
+
+
+def _register_broker(state: ControllerState, c: RegisterBroker) -> tuple[ControllerState, Result]:
+    group = state.groups.get(c.broker_name)
+    if group is None or c.broker_id not in group.brokers:
+        return state, _fail(
+            ResponseCode.CONTROLLER_BROKER_NEED_TO_BE_REGISTERED,
+            f"broker {c.broker_name}-{c.broker_id} must apply for its id first",
+        )
+    member = group.brokers[c.broker_id]
+    if member.address != c.address:
+        group = attrs.evolve(
+            group, brokers={**group.brokers, c.broker_id: attrs.evolve(member, address=c.address)}
+        )
+        state = state.with_group(group)
+    result = _replica_result(group)
+    if group.master_broker_id is None or group.master_broker_id not in c.alive:
+        result = attrs.evolve(result, master_broker_id=None, master_address=None, master_epoch=None)
+    return state, attrs.evolve(result, broker_id=c.broker_id)
+
+
+def _elect_master(state: ControllerState, c: ElectMaster) -> tuple[ControllerState, Result]:
+    group = state.groups.get(c.broker_name)
+    if group is None:
+        return state, _fail(
+            ResponseCode.CONTROLLER_BROKER_NEED_TO_BE_REGISTERED,
+            f"broker set {c.broker_name} is not registered",
+        )
+    requested = c.broker_id if c.broker_id is not None and c.broker_id >= 0 else None
+    if group.master_epoch == 0 and requested is not None and requested in group.brokers:
+        candidate: int | None = requested  # the first broker that asks wins
+    else:
+        candidate = elect(
+            sync_state_set=group.sync_state_set,
+            all_replicas=group.brokers,
+            old_master=group.master_broker_id,
+            preferred=requested if c.designate else None,
+            live=c.live,
+            unclean=c.unclean,
+        )
+    if candidate is not None and candidate == group.master_broker_id:
+        return state, _replica_result(group, code=ResponseCode.CONTROLLER_MASTER_STILL_EXIST)
+    if candidate is not None:
+        group = attrs.evolve(
+            group,
+            master_broker_id=candidate,
+            master_epoch=group.master_epoch + 1,
+            sync_state_set=frozenset({candidate}),
+            sync_state_set_epoch=group.sync_state_set_epoch + 1,
+        )
+        result = attrs.evolve(
+            _replica_result(group),
+            broker_addrs={i: m.address for i, m in group.brokers.items()},
+        )
+        return state.with_group(group), result
+    if requested is None:  # controller-triggered: record that the group has no master
+        group = attrs.evolve(group, master_broker_id=None, master_epoch=group.master_epoch + 1)
+        state = state.with_group(group)
+        result = _replica_result(group, code=ResponseCode.CONTROLLER_MASTER_NOT_AVAILABLE)
+        return state, attrs.evolve(
+            result, remark=f"no replica of {c.broker_name} can become master now"
+        )
+    return state, _fail(
+        ResponseCode.CONTROLLER_ELECT_MASTER_FAILED,
+        f"broker {requested} of {c.broker_name} cannot be elected now",
+    )
+
+
+def _alter_sync_state_set(
+    state: ControllerState, c: AlterSyncStateSet
+) -> tuple[ControllerState, Result]:
+    failed = ResponseCode.CONTROLLER_ALTER_SYNC_STATE_SET_FAILED
+    group = state.groups.get(c.broker_name)
+    if group is None:
+        return state, _fail(failed, f"broker set {c.broker_name} is not registered")
+    if c.new_sync_state_set == group.sync_state_set:
+        return state, _fail(failed, "the SyncStateSet is already that; no need to update")
+    if group.master_broker_id is None or c.master_broker_id != group.master_broker_id:
+        return state, _fail(
+            ResponseCode.CONTROLLER_INVALID_MASTER,
+            f"broker {c.master_broker_id} is not the master of {c.broker_name} "
+            f"(the master is {group.master_broker_id})",
+        )
+    if c.master_epoch != group.master_epoch:
+        return state, _fail(
+            ResponseCode.CONTROLLER_FENCED_MASTER_EPOCH,
+            f"master epoch {c.master_epoch} is stale; current is {group.master_epoch}",
+        )
+    if c.sync_state_set_epoch != group.sync_state_set_epoch:
+        return state, _fail(
+            ResponseCode.CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH,
+            f"SyncStateSet epoch {c.sync_state_set_epoch} is stale; "
+            f"current is {group.sync_state_set_epoch}",
+        )
+    unknown = sorted(c.new_sync_state_set - set(group.brokers))
+    if unknown:
+        return state, _fail(
+            ResponseCode.CONTROLLER_INVALID_REPLICAS, f"brokers {unknown} are not registered"
+        )
+    dead = sorted(c.new_sync_state_set - c.alive)
+    if dead:
+        return state, _fail(
+            ResponseCode.CONTROLLER_BROKER_NOT_ALIVE, f"brokers {dead} are not alive"
+        )
+    if group.master_broker_id not in c.new_sync_state_set:
+        return state, _fail(failed, "the new SyncStateSet must contain the master")
+    group = attrs.evolve(
+        group,
+        sync_state_set=c.new_sync_state_set,
+        sync_state_set_epoch=group.sync_state_set_epoch + 1,
+    )
+    return state.with_group(group), _replica_result(group)
+
+
+def _clean_broker_data(
+    state: ControllerState, c: CleanBrokerData
+) -> tuple[ControllerState, Result]:
+    invalid = ResponseCode.CONTROLLER_INVALID_CLEAN_BROKER_METADATA
+    group = state.groups.get(c.broker_name)
+    if group is None:
+        return state, _fail(invalid, f"broker set {c.broker_name} is not registered")
+    if not c.clean_living_broker:
+        if not c.broker_ids and group.master_broker_id is not None:
+            return state, _fail(invalid, f"broker set {c.broker_name} still has a master")
+        living = sorted((c.broker_ids or frozenset()) & c.alive)
+        if living:
+            return state, _fail(invalid, f"brokers {living} are still alive")
+    if not c.broker_ids:
+        return state.without_group(c.broker_name), Result(broker_name=c.broker_name)
+    brokers = {i: m for i, m in group.brokers.items() if i not in c.broker_ids}
+    if not brokers:
+        return state.without_group(c.broker_name), Result(broker_name=c.broker_name)
+    group = attrs.evolve(
+        group,
+        brokers=brokers,
+        sync_state_set=group.sync_state_set - c.broker_ids,
+        master_broker_id=None if group.master_broker_id in c.broker_ids else group.master_broker_id,
+    )
+    return state.with_group(group), Result(broker_name=c.broker_name)
+
+
+# --- snapshots -----------------------------------------------------------------------------
+
+
+def to_payload(state: ControllerState) -> dict[str, Any]:
+    """Plain data (CBOR-ready) holding the whole state."""
+    return {
+        name: {
+            "cluster": g.cluster_name,
+            "next_id": g.next_assign_broker_id,
+            "brokers": {i: [m.address, m.register_check_code] for i, m in g.brokers.items()},
+            "master": g.master_broker_id,
+            "master_epoch": g.master_epoch,
+            "sss": sorted(g.sync_state_set),
+            "sss_epoch": g.sync_state_set_epoch,
+        }
+        for name, g in state.groups.items()
+    }
+
+
+def from_payload(payload: Mapping[str, Any]) -> ControllerState:
+    """The inverse of ``to_payload``; raises ValueError (with the group name) if malformed."""
+    groups: dict[str, BrokerGroup] = {}
+    for name, raw in payload.items():
+        try:
+            groups[name] = BrokerGroup(
+                cluster_name=str(raw["cluster"]),
+                broker_name=str(name),
+                next_assign_broker_id=int(raw["next_id"]),
+                brokers={
+                    int(i): BrokerMember(address=str(a), register_check_code=str(code))
+                    for i, (a, code) in raw["brokers"].items()
+                },
+                master_broker_id=None if raw["master"] is None else int(raw["master"]),
+                master_epoch=int(raw["master_epoch"]),
+                sync_state_set=frozenset(int(i) for i in raw["sss"]),
+                sync_state_set_epoch=int(raw["sss_epoch"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"controller snapshot: group {name!r} is malformed: {exc}") from None
+    return ControllerState(groups)
