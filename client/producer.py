@@ -145,12 +145,24 @@ class Producer:
         return await self._send_items(messages[0].topic, list(messages), timeout_s=timeout_s)
 
     async def send_oneway(self, message: Message) -> None:
-        """Send without waiting for an answer: fastest, and nothing tells you it was stored."""
-        info = await self.routes.get(message.topic)
-        queue = self._select(info, None)
-        addr = self._master(info, queue)
-        request, _ = self._request(queue, [message])
-        await self._client.oneway(addr, attrs_evolve_oneway(request))
+        """Send without waiting for an answer: fastest, and nothing tells you it was stored.
+
+        Finding the route and writing the request still happen under ``timeout_s``.
+        """
+        try:
+            with trio.fail_after(self.timeout_s):
+                info = await self.routes.get(message.topic)
+                queue = self._select(info, None)
+                addr = self._master(info, queue)
+                request, _ = self._request(queue, [message])
+                await self._client.oneway(addr, attrs_evolve_oneway(request))
+        except trio.TooSlowError:
+            raise RemotingTimeout(
+                f"oneway send to {message.topic} not written within {self.timeout_s} s"
+            ) from None
+        except RocketError:
+            self.routes.invalidate(message.topic)
+            raise
 
     # --- the send loop ---------------------------------------------------------------
 
