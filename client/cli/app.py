@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Awaitable, Callable
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import trio
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from client import admin
+from client.cli.admin_cmds import admin_app
 from client.cli.cluster import cluster_app
-from protocol.errors import RocketError
-from protocol.route import is_readable, is_writeable
-from protocol.rpc import open_client
-
-T = TypeVar("T")
+from client.cli.output import fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-admin_app = typer.Typer(no_args_is_help=True, help="mqadmin-style administration commands.")
 app.add_typer(admin_app, name="admin")
 app.add_typer(cluster_app, name="cluster")
-
-# Wide enough for mqadmin-style tables when piped; errors never wrap mid-line.
-console = Console(width=max(shutil.get_terminal_size((160, 24)).columns, 160))
-err_console = Console(stderr=True, soft_wrap=True)
-
-NamesrvOpt = Annotated[
-    str, typer.Option("-n", "--namesrv", help="NameServer address(es), host:port[;host:port...]")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Per-request deadline in seconds.")]
 
 
 def _version_callback(value: bool) -> None:
@@ -52,37 +32,6 @@ def _root(
     ] = False,
 ) -> None:
     """trio-rocketmq: a lightweight RocketMQ-compatible messaging system."""
-
-
-def fail(message: str) -> typer.Exit:
-    """Print a one-line error and return the exit to raise."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code=1)
-
-
-def run_admin(fn: Callable[[Any], Awaitable[T]], timeout_s: float) -> T:
-    """Run one admin coroutine with a client under a deadline; errors become one line."""
-
-    async def main() -> T:
-        with trio.fail_after(timeout_s * 4):
-            async with open_client(name="rmq-admin", default_timeout_s=timeout_s) as client:
-                return await fn(client)
-
-    try:
-        return trio.run(main)
-    except RocketError as exc:
-        raise fail(str(exc)) from None
-    except trio.TooSlowError:
-        raise fail(f"no answer within {timeout_s * 4:.0f} s") from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-
-
-def _namesrv_list(text: str) -> list[str]:
-    try:
-        return admin.parse_namesrv_list(text)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
 
 
 # --- servers -----------------------------------------------------------------------------
@@ -189,70 +138,6 @@ def broker(
         raise fail(f"the store in {cfg.store_dir} cannot be opened: {exc}") from None
     except OSError as exc:
         raise fail(f"cannot start the broker: {exc.strerror or exc}") from None
-
-
-# --- admin -------------------------------------------------------------------------------
-
-
-@admin_app.command("clusterList")
-def cluster_list(
-    namesrv: NamesrvOpt = "127.0.0.1:9876", as_json: JsonOpt = False, timeout: TimeoutOpt = 3.0
-) -> None:
-    """List clusters and their broker groups (mqadmin clusterList)."""
-    addrs = _namesrv_list(namesrv)
-    info = run_admin(lambda c: admin.get_cluster_info(c, addrs), timeout)
-    if as_json:
-        print(json.dumps(info.to_json(), indent=2, sort_keys=True))
-        return
-    table = Table("#Cluster Name", "#Broker Name", "#BID", "#Addr", box=None)
-    for cluster in sorted(info.cluster_addr_table):
-        for name in sorted(info.cluster_addr_table[cluster]):
-            data = info.broker_addr_table.get(name)
-            if data is None:
-                continue
-            for bid in sorted(data.broker_addrs):
-                table.add_row(cluster, name, str(bid), data.broker_addrs[bid])
-    console.print(table)
-
-
-@admin_app.command("topicRoute")
-def topic_route(
-    topic: Annotated[str, typer.Option("-t", "--topic", help="Topic name.")],
-    namesrv: NamesrvOpt = "127.0.0.1:9876",
-    as_json: JsonOpt = False,
-    timeout: TimeoutOpt = 3.0,
-) -> None:
-    """Show a topic's route (mqadmin topicRoute; --json for the raw TopicRouteData)."""
-    addrs = _namesrv_list(namesrv)
-    route = run_admin(lambda c: admin.get_topic_route(c, addrs, topic), timeout)
-    if as_json:
-        print(json.dumps(route.to_json(), indent=2, sort_keys=True))
-        return
-    clusters = {b.broker_name: b for b in route.broker_datas}
-    table = Table(
-        "#ClusterName",
-        "#BrokerName",
-        "#BrokerAddrs",
-        "#ReadQueue",
-        "#WriteQueue",
-        "#Perm",
-        box=None,
-    )
-    for qd in sorted(route.queue_datas, key=lambda q: q.broker_name):
-        bd = clusters.get(qd.broker_name)
-        addrs_text = (
-            ", ".join(f"{i}={a}" for i, a in sorted(bd.broker_addrs.items())) if bd else "-"
-        )
-        perm = ("R" if is_readable(qd.perm) else "-") + ("W" if is_writeable(qd.perm) else "-")
-        table.add_row(
-            bd.cluster if bd else "-",
-            qd.broker_name,
-            addrs_text,
-            str(qd.read_queue_nums),
-            str(qd.write_queue_nums),
-            f"{perm} ({qd.perm})",
-        )
-    console.print(table)
 
 
 def main() -> None:

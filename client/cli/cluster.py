@@ -24,7 +24,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,10 +36,10 @@ from typing import Annotated, Any
 import attrs
 import trio
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from client import admin
+from client.cli.output import err, fail, out
 from protocol.errors import RocketError
 from protocol.route import ClusterInfo
 from protocol.rpc import open_client
@@ -50,8 +49,7 @@ cluster_app = typer.Typer(
 )
 
 # Wide enough for the status table when piped.
-_out = Console(width=max(shutil.get_terminal_size((160, 24)).columns, 160), highlight=False)
-_err = Console(stderr=True, soft_wrap=True, highlight=False)
+_out = out
 
 # The nodes are detached on purpose: their Popen objects are dropped while they run.
 warnings.filterwarnings("ignore", r"subprocess \d+ is still running", ResourceWarning)
@@ -557,10 +555,7 @@ DirOpt = Annotated[
 
 
 def _fail(exc: ClusterError) -> typer.Exit:
-    _err.print(f"error: {exc}", markup=False)
-    if exc.detail:
-        _err.print(exc.detail, markup=False)
-    return typer.Exit(code=1)
+    return fail(str(exc), exc.detail)
 
 
 def _load_existing(root: Path) -> Cluster:
@@ -618,7 +613,7 @@ def up(
             print(f"{node.name} {node.address}")
         else:
             print(f"{node.name} {node.role} {node.address}")
-    _err.print(
+    err.print(
         f"cluster ({cluster.mode}) running in {cluster.root}; "
         f"stop it with: rmq cluster down --dir {cluster.root}",
         markup=False,

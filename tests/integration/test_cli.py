@@ -85,22 +85,22 @@ def test_version() -> None:
 
 
 async def test_cluster_list(namesrv: str) -> None:
+    # The fake brokers only registered: their runtime columns are unknown, the list still
+    # comes out (runtime info itself is covered by test_admin_cli.py with a real broker).
     rows = table_rows(assert_ok(await rmq("admin", "clusterList", "-n", namesrv)))
-    assert rows == [
-        ["#Cluster Name", "#Broker Name", "#BID", "#Addr"],
+    assert rows[0][:4] == ["#Cluster Name", "#Broker Name", "#BID", "#Addr"]
+    assert [row[:4] for row in rows[1:]] == [
         ["DefaultCluster", "broker-a", "0", MASTER_A.addr],
         ["DefaultCluster", "broker-a", "1", SLAVE_A.addr],
         ["OtherCluster", "broker-b", "0", MASTER_B.addr],
     ]
 
-    info = json.loads(assert_ok(await rmq("admin", "clusterList", "-n", namesrv, "--json")))
-    assert info == {
-        "brokerAddrTable": {
-            "broker-a": MASTER_A.broker_data_json(SLAVE_A),
-            "broker-b": MASTER_B.broker_data_json(),
-        },
-        "clusterAddrTable": {"DefaultCluster": ["broker-a"], "OtherCluster": ["broker-b"]},
-    }
+    brokers = json.loads(assert_ok(await rmq("admin", "clusterList", "-n", namesrv, "--json")))
+    assert [(b["cluster"], b["brokerName"], b["brokerId"], b["addr"]) for b in brokers] == [
+        ("DefaultCluster", "broker-a", 0, MASTER_A.addr),
+        ("DefaultCluster", "broker-a", 1, SLAVE_A.addr),
+        ("OtherCluster", "broker-b", 0, MASTER_B.addr),
+    ]
 
 
 async def test_topic_route(namesrv: str) -> None:
