@@ -1,0 +1,175 @@
+"""Micro-benchmark of replication alone: one master and one slave store in one process.
+
+Usage: python -m bench.ha_bench [--count N] [--size BYTES] [--concurrency K] [--dir D]
+
+Runs, each on fresh store directories, HAMaster and HASlave over loopback (default
+HAConfig: 32 KiB batches), both stores ASYNC_FLUSH:
+- sync: K concurrent tasks each doing put + ``notify_appended`` + ``wait_replicated``
+  (pipelined sync double write, all-ack) until N are acknowledged;
+- async: N puts back to back, then the time until the slave holds everything.
+Prints msg/s, MB/s and latency percentiles of the sync waits, and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+from bench.store_bench import _messages
+from broker.ha import EpochFile, HAConfig, HAMaster, HASlave, ReplicaOutcome
+from broker.store.config import FlushMode, StoreConfig
+from broker.store.store import MessageStore
+
+
+@attrs.define
+class _Pair:
+    master_store: MessageStore
+    slave_store: MessageStore
+    master: HAMaster
+
+
+def _store(directory: Path, name: str) -> MessageStore:
+    config = StoreConfig(
+        flush_mode=FlushMode.ASYNC_FLUSH, min_free_disk_bytes=64 * 1024 * 1024, node_name=name
+    )
+    return MessageStore.open(directory / name, config)
+
+
+@asynccontextmanager
+async def _pair(directory: Path) -> AsyncIterator[_Pair]:
+    ms, ss = _store(directory, "master"), _store(directory, "slave")
+    config = HAConfig()
+    master = HAMaster(ms, EpochFile.load(ms.store_dir), config, node_name="master")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ms.run)
+            await nursery.start(ss.run)
+            port = await nursery.start(master.serve)
+            slave = HASlave(
+                ss,
+                EpochFile.load(ss.store_dir),
+                config,
+                broker_id=1,
+                node_name="slave",
+                master_address=f"127.0.0.1:{port}",
+            )
+            await nursery.start(slave.run)
+            with trio.fail_after(10):
+                while master.sync_state_set[0] != {0, 1}:  # noqa: ASYNC110 - polls the master
+                    await trio.sleep(0.01)
+            yield _Pair(ms, ss, master)
+            nursery.cancel_scope.cancel()
+    finally:
+        await ms.close()
+        await ss.close()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -> dict[str, float]:
+    msgs = _messages(size)
+    latencies: list[float] = []
+    outcomes: dict[ReplicaOutcome, int] = dict.fromkeys(ReplicaOutcome, 0)
+    remaining = [count]
+    async with _pair(directory) as p:
+
+        async def sender() -> None:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                began = time.perf_counter()
+                result = p.master_store.put_message(msgs[remaining[0] % len(msgs)])
+                p.master.notify_appended()
+                outcome = await p.master.wait_replicated(result.end_offset, 3.0)
+                latencies.append(time.perf_counter() - began)
+                outcomes[outcome] += 1
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as senders:
+            for _ in range(concurrency):
+                senders.start_soon(sender)
+        elapsed = time.perf_counter() - start
+        put_bytes = p.master_store.statistics().put_bytes
+        assert p.slave_store.max_physical_offset == p.master_store.max_physical_offset
+    row = {
+        "msg_per_s": count / elapsed,
+        "mb_per_s": put_bytes / elapsed / 1e6,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "max_ms": max(latencies) * 1000,
+        "ok": outcomes[ReplicaOutcome.OK],
+        "timeouts": outcomes[ReplicaOutcome.TIMEOUT],
+        "no_slave": outcomes[ReplicaOutcome.NO_SLAVE],
+    }
+    print(
+        f"  sync: {count} msgs x {size} B, {concurrency} waiters: {row['msg_per_s']:,.0f} msg/s, "
+        f"{row['mb_per_s']:.1f} MB/s, p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
+        f"max {row['max_ms']:.1f} ms, {row['timeouts']} timeouts"
+    )
+    return row
+
+
+async def bench_async(directory: Path, count: int, size: int) -> dict[str, float]:
+    msgs = _messages(size)
+    async with _pair(directory) as p:
+        start = time.perf_counter()
+        for i in range(count):
+            p.master_store.put_message(msgs[i % len(msgs)])
+            p.master.notify_appended()
+            if i % 256 == 255:
+                await trio.lowlevel.checkpoint()  # let the streamer run, as a server would
+        put_done = time.perf_counter() - start
+        with trio.fail_after(120):
+            while p.slave_store.max_physical_offset < p.master_store.max_physical_offset:  # noqa: ASYNC110
+                await trio.sleep(0.001)
+        elapsed = time.perf_counter() - start
+        put_bytes = p.master_store.statistics().put_bytes
+    row = {
+        "msg_per_s": count / elapsed,
+        "mb_per_s": put_bytes / elapsed / 1e6,
+        "put_s": put_done,
+        "replicated_s": elapsed,
+    }
+    print(
+        f" async: {count} msgs x {size} B: replicated in {elapsed:.2f} s "
+        f"(puts took {put_done:.2f} s) = {row['msg_per_s']:,.0f} msg/s, "
+        f"{row['mb_per_s']:.1f} MB/s"
+    )
+    return row
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--dir", type=Path, default=None, help="parent of the store dirs")
+    args = parser.parse_args()
+    parent = Path(tempfile.mkdtemp(prefix="ha-bench-", dir=args.dir))
+    try:
+        results = {
+            "sync": await bench_sync(parent / "sync", args.count, args.size, args.concurrency),
+            "async": await bench_async(parent / "async", args.count, args.size),
+        }
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+    print(
+        json.dumps(
+            {"count": args.count, "size": args.size, "concurrency": args.concurrency, **results}
+        )
+    )
+
+
+if __name__ == "__main__":
+    trio.run(main)

@@ -1,0 +1,638 @@
+"""HAMaster: the master's end of replication — serves slaves, tracks acks, releases sync writes.
+
+Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
+- A thin Trio shell around ``SyncState`` (pure). Every event (handshake, ack, disconnect,
+  periodic check, new data, controller answer) goes through the core; its actions are
+  performed here: push the confirm offset to the store, log set changes, hand proposals to
+  ``on_proposal``, release sync waiters.
+- One task per slave connection: read the 16-byte handshake, send the epoch list, wait for
+  the first ack (the slave's start; 0 → the store's min offset), then one writer (the
+  streamer) and the same task reading acks. Only the streamer writes to the socket.
+- A batch is at most ``batch_bytes`` of whole records from ``store.read_raw`` and never
+  crosses an epoch boundary: it is cut at the end of the epoch that holds its first byte.
+- Idle streamers park until ``notify_appended`` (or a confirm-offset change) wakes them; an
+  empty transfer (heartbeat) goes out after ``heartbeat_interval_s`` without sending.
+- Every mastership has its own epoch: static mode starts one in ``serve``, controller
+  mode takes the controller's through ``new_epoch``.
+- A connection silent for ``housekeeping_timeout_s`` is closed. ``new_epoch`` drops and
+  re-handshakes every connection (apache/rocketmq#9689: a live connection would keep
+  streaming with a stale epoch).
+- ``wait_replicated`` is pipelined: waiters sit in a heap by end offset; each ack computes
+  the replicated offset once and completes every waiter at or below it, lowest first. No
+  waiter holds a connection or a lock; a waiter's own deadline ends it.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+
+import attrs
+import trio
+
+from broker.ha.config import HAConfig
+from broker.ha.epochfile import EpochFile
+from broker.ha.stream import RateMeter, peer_name, receive_until, send_all
+from broker.ha.syncstate import (
+    Action,
+    ConfirmOffsetChanged,
+    SyncState,
+    SyncStateSetChanged,
+    SyncStateSetProposed,
+)
+from broker.ha.wire import (
+    Ack,
+    HAState,
+    MasterHandshake,
+    MasterSideDecoder,
+    SlaveHandshake,
+    encode_transfer_parts,
+    handshake_epochs,
+)
+from broker.store.store import MessageStore
+from protocol.errors import ProtocolError, RemotingTimeout, RocketError, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaOutcome(enum.Enum):
+    """How a sync write's replication ended."""
+
+    OK = "OK"
+    #: Not replicated in time (ResponseCode FLUSH_SLAVE_TIMEOUT); the data stays stored.
+    TIMEOUT = "TIMEOUT"
+    #: No slave connected to replicate to (ResponseCode SLAVE_NOT_AVAILABLE).
+    NO_SLAVE = "NO_SLAVE"
+
+
+@attrs.frozen(kw_only=True)
+class SlaveStatus:
+    """One line of ``mqadmin haStatus``."""
+
+    address: str
+    broker_id: int
+    state: str
+    ack_offset: int
+    #: Master max offset minus the ack.
+    diff_bytes: int
+    transfer_bytes_per_s: float
+    in_sync: bool
+    #: Seconds since the slave last had everything; None if never.
+    caught_up_s_ago: float | None
+
+
+@attrs.frozen(kw_only=True)
+class HAMasterStatus:
+    node: str
+    ha_port: int
+    epoch: int
+    epoch_start_offset: int
+    max_offset: int
+    confirm_offset: int
+    sync_state_set: tuple[int, ...]
+    sync_state_set_epoch: int
+    proposal: tuple[int, ...] | None
+    waiters: int
+    waiters_refused: int
+    slaves: tuple[SlaveStatus, ...]
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    end_offset: int
+    event: trio.Event = attrs.field(factory=trio.Event)
+    outcome: ReplicaOutcome | None = None
+    abandoned: bool = False
+
+
+@attrs.define(eq=False)
+class _Conn:
+    """One slave connection (mutable, owned by its task)."""
+
+    address: str
+    scope: trio.CancelScope
+    meter: RateMeter
+    last_send_s: float
+    broker_id: int = -1
+    state: HAState = HAState.HANDSHAKE
+    #: Next offset to send.
+    position: int = -1
+    #: Master max offset when the last data batch went out, and when.
+    sent_master_max: int = -1
+    sent_at_s: float | None = None
+    sent_confirm: int = -1
+    reason: str = "dropped"
+
+
+class _Dropped(RocketError):
+    """The master refuses to serve this slave (reason in the message)."""
+
+
+class HAMaster:
+    """Serves the HA port while this broker is a master.
+
+    The broker calls ``notify_appended`` after each put, awaits ``wait_replicated`` for
+    sync writes, asks ``check_writable`` before storing, calls ``new_epoch`` when it becomes
+    master (again), and in controller mode forwards ``on_proposal`` to the controller and
+    feeds the answers back through ``apply_confirmed`` / ``proposal_rejected``.
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        epochs: EpochFile,
+        config: HAConfig | None = None,
+        *,
+        broker_id: int = 0,
+        node_name: str = "broker",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_proposal: Callable[[SyncStateSetProposed], None] | None = None,
+        sync_state_set: Iterable[int] = (),
+        sync_state_set_epoch: int = 0,
+    ) -> None:
+        self.config = config or HAConfig()
+        self.node = node_name
+        self.broker_id = broker_id
+        self.port = port
+        self._host = host
+        self._store = store
+        self._epochs = epochs
+        self._on_proposal = on_proposal
+        last = epochs.cache.last
+        self._core = SyncState.create(
+            master_id=broker_id,
+            now_s=0.0,
+            controller_mode=self.config.controller_mode,
+            all_ack=self.config.all_ack_in_sync_state_set,
+            in_sync_replicas=self.config.in_sync_replicas,
+            max_time_slave_not_catchup_s=self.config.max_time_slave_not_catchup_s,
+            members=sync_state_set,
+            epoch=sync_state_set_epoch,
+            confirm_offset=store.confirm_offset if store.config.dispatch_confirmed_only else 0,
+            epoch_start_offset=0 if last is None else last.start_offset,
+        )
+        self._conns: dict[int, _Conn] = {}  # handshaken, by slave broker id
+        self._all_conns: set[_Conn] = set()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._waiters: list[tuple[int, int, _Waiter]] = []
+        self._seq = itertools.count()
+        self._abandoned = 0
+        self._refused = 0
+        self._serving = False
+
+    # ======================================================================================
+    # the broker's API
+    # ======================================================================================
+
+    def notify_appended(self) -> None:
+        """Call after every put: wakes idle streamers; moves a confirm offset that follows
+        the master (master-only set, or count mode)."""
+        self._after(self._core.master_advanced(self._store.max_physical_offset))
+        self._lot.unpark_all()
+
+    async def wait_replicated(self, end_offset: int, timeout_s: float) -> ReplicaOutcome:
+        """Wait until the data below ``end_offset`` is replicated as the policy requires."""
+        if self._core.satisfied(end_offset):
+            return ReplicaOutcome.OK
+        if not self._serving or not self._core.has_live_slave():
+            return ReplicaOutcome.NO_SLAVE
+        if len(self._waiters) - self._abandoned >= self.config.max_waiters:
+            self._refused += 1
+            return ReplicaOutcome.TIMEOUT
+        waiter = _Waiter(end_offset)
+        heapq.heappush(self._waiters, (end_offset, next(self._seq), waiter))
+        try:
+            with trio.move_on_after(timeout_s):
+                await waiter.event.wait()
+        finally:
+            if waiter.outcome is None:
+                waiter.abandoned = True
+                self._abandoned += 1
+                self._compact_waiters()
+        return waiter.outcome or ReplicaOutcome.TIMEOUT
+
+    def check_writable(self, min_in_sync_replicas: int) -> bool:
+        """False → refuse the write before storing it (IN_SYNC_REPLICAS_NOT_ENOUGH)."""
+        return self._core.can_accept_write(min_in_sync_replicas)
+
+    async def new_epoch(self, epoch: int, start_offset: int | None = None) -> None:
+        """This broker is master at ``epoch`` from ``start_offset`` (default: its max offset).
+
+        Persists the epoch entry, then drops every slave connection so each re-handshakes
+        with the new epoch list (apache/rocketmq#9689). The very first epoch of a store
+        starts at its min offset, so data written before any epoch existed belongs to one.
+        A lower epoch raises ValueError; the current one again is a no-op.
+        """
+        store = self._store
+        last = self._epochs.cache.last
+        if last is not None and epoch <= last.epoch:
+            if epoch < last.epoch:
+                raise ValueError(f"epoch {epoch} is below the last epoch {last.epoch}")
+            return
+        start = store.max_physical_offset if start_offset is None else start_offset
+        if last is None:
+            start = min(start, store.min_physical_offset)
+        if not (last is None or last.start_offset <= start) or start > store.max_physical_offset:
+            raise ValueError(f"epoch {epoch} cannot start at {start}")
+        # Drop before the write (no batch goes out under the old epoch while the file is
+        # written) and after it (nobody keeps a handshake that carried the old list).
+        dropped = len(self._all_conns)
+        self._reset_connections(f"master epoch changing to {epoch}", self._core.epoch_start_offset)
+        await self._epochs.update(
+            lambda c: c.truncate_suffix_by_offset(start + 1).append(epoch, start)
+        )
+        self._reset_connections(f"master epoch changed to {epoch}", start)
+        log.info(
+            "%s: master epoch %d starts at offset %d; %d HA connections dropped to re-handshake",
+            self.node,
+            epoch,
+            start,
+            dropped,
+        )
+
+    def apply_confirmed(self, members: Iterable[int], epoch: int) -> None:
+        """Controller mode: the controller holds SyncStateSet ``members`` at ``epoch``."""
+        self._after(
+            self._core.apply_confirmed(members, epoch, master_max=self._store.max_physical_offset)
+        )
+
+    def proposal_rejected(self) -> None:
+        """Controller mode: the controller definitely refused the last proposal."""
+        self._after(self._core.proposal_rejected(master_max=self._store.max_physical_offset))
+
+    @property
+    def sync_state_set(self) -> tuple[frozenset[int], int]:
+        """The confirmed SyncStateSet and its epoch."""
+        return self._core.members, self._core.epoch
+
+    @property
+    def confirm_offset(self) -> int:
+        return self._core.confirm_offset
+
+    def status(self) -> HAMasterStatus:
+        """What ``mqadmin haStatus`` shows."""
+        now = _now()
+        core = self._core
+        max_offset = self._store.max_physical_offset
+        last = self._epochs.cache.last
+        slaves = []
+        for conn in sorted(self._all_conns, key=lambda c: (c.broker_id, c.address)):
+            progress = core.slaves.get(conn.broker_id)
+            ack = -1 if progress is None else progress.ack_offset
+            caught = None if progress is None else progress.caught_up_s
+            slaves.append(
+                SlaveStatus(
+                    address=conn.address,
+                    broker_id=conn.broker_id,
+                    state=conn.state.name,
+                    ack_offset=ack,
+                    diff_bytes=max_offset - ack if ack >= 0 else max_offset,
+                    transfer_bytes_per_s=conn.meter.rate(now),
+                    in_sync=conn.broker_id in core.members,
+                    caught_up_s_ago=None if caught is None else now - caught,
+                )
+            )
+        return HAMasterStatus(
+            node=self.node,
+            ha_port=self.port,
+            epoch=0 if last is None else last.epoch,
+            epoch_start_offset=0 if last is None else last.start_offset,
+            max_offset=max_offset,
+            confirm_offset=core.confirm_offset,
+            sync_state_set=tuple(sorted(core.members)),
+            sync_state_set_epoch=core.epoch,
+            proposal=None if core.proposal is None else tuple(sorted(core.proposal)),
+            waiters=len(self._waiters) - self._abandoned,
+            waiters_refused=self._refused,
+            slaves=tuple(slaves),
+        )
+
+    # ======================================================================================
+    # serving
+    # ======================================================================================
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on the HA port, report it, serve slaves until cancelled.
+
+        Static mode begins a new epoch here (the last one + 1): a master that restarts
+        after losing an unflushed tail must not let a slave holding that tail take it for
+        the master's own data. Controller mode serves the epoch the broker set with
+        ``new_epoch`` (the controller's), and refuses to start without one.
+        """
+        last = self._epochs.cache.last
+        if not self.config.controller_mode:
+            await self.new_epoch(1 if last is None else last.epoch + 1)
+        elif last is None:
+            raise ValueError("controller mode: call new_epoch(master epoch) before serve()")
+        listeners = await trio.open_tcp_listeners(self.port, host=self._host)
+        self.port = listeners[0].socket.getsockname()[1]
+        last = self._epochs.cache.last
+        assert last is not None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._serving = True
+                self._after(
+                    self._core.connections_reset(epoch_start_offset=last.start_offset, now_s=_now())
+                )
+                self.notify_appended()
+                nursery.start_soon(self._check_loop)
+                nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+                log.info(
+                    "%s: HA master listening on %s:%d at epoch %d, SyncStateSet %s",
+                    self.node,
+                    self._host,
+                    self.port,
+                    last.epoch,
+                    sorted(self._core.members),
+                )
+                task_status.started(self.port)
+        finally:
+            self._serving = False
+            self._reset_connections("HA master stopped", self._core.epoch_start_offset)
+            self._fail_waiters()
+            for listener in listeners:
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+            log.info("%s: HA master stopped", self.node)
+
+    async def _check_loop(self) -> None:
+        trimmed = -1
+        while True:
+            await trio.sleep(self.config.check_interval_s)
+            self._after(self._core.check(_now(), master_max=self._store.max_physical_offset))
+            low = self._store.min_physical_offset
+            if low != trimmed:  # retention deleted segments: forget their epochs
+                await self._epochs.truncate_prefix_by_offset(low)
+                trimmed = low
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        conn = _Conn(
+            address=peer_name(stream),
+            scope=trio.CancelScope(),
+            meter=RateMeter(window_s=self.config.speed_window_s),
+            last_send_s=_now(),
+        )
+        async with stream:
+            if len(self._all_conns) >= self.config.max_connections:
+                log.warning("%s: HA connection from %s refused: too many", self.node, conn.address)
+                return
+            self._all_conns.add(conn)
+            try:
+                with conn.scope:
+                    await self._session(stream, conn)
+            except (RocketError, ValueError) as exc:
+                conn.reason = str(exc)
+            finally:
+                self._all_conns.discard(conn)
+                self._unregister(conn)
+            log.info(
+                "%s: HA connection from slave %d at %s closed: %s",
+                self.node,
+                conn.broker_id,
+                conn.address,
+                conn.reason,
+            )
+
+    async def _session(self, stream: trio.SocketStream, conn: _Conn) -> None:
+        cfg = self.config
+        decoder = MasterSideDecoder()
+        events: list[SlaveHandshake | Ack] = []
+        what = f"HA slave {conn.address}"
+        while not events:
+            events = await self._receive(stream, decoder, what)
+        hello = events.pop(0)
+        if not isinstance(hello, SlaveHandshake):
+            raise ProtocolError(f"{what} did not handshake")
+        self._register(conn, hello)
+        what = f"HA slave {conn.broker_id} at {conn.address}"
+        cache = self._epochs.cache
+        last = cache.last
+        assert last is not None
+        greeting = MasterHandshake(
+            max_offset=self._store.max_physical_offset,
+            last_epoch=last.epoch,
+            epochs=handshake_epochs(cache.pairs()),
+        )
+        await send_all(stream, greeting.encode(), timeout_s=cfg.send_timeout_s, what=what)
+        while not events:
+            events = await self._receive(stream, decoder, what)
+        first = events[0]
+        assert isinstance(first, Ack)
+        conn.position = self._start_position(first.max_offset, what)
+        for event in events:
+            self._on_ack(conn, event)
+        conn.state = HAState.TRANSFER
+        log.info(
+            "%s: slave %d at %s handshook, streaming from offset %d",
+            self.node,
+            conn.broker_id,
+            conn.address,
+            conn.position,
+        )
+        # Errors are caught inside the nursery (each side records why and cancels the
+        # other), so only Cancelled crosses it.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stream_loop, stream, conn, what, nursery.cancel_scope)
+            try:
+                while True:
+                    for event in await self._receive(stream, decoder, what):
+                        self._on_ack(conn, event)
+            except (RocketError, ValueError) as exc:
+                conn.reason = str(exc)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _receive(
+        self, stream: trio.SocketStream, decoder: MasterSideDecoder, what: str
+    ) -> list[SlaveHandshake | Ack]:
+        timeout_s = self.config.housekeeping_timeout_s
+        data = await receive_until(stream, trio.current_time() + timeout_s, what=what)
+        if data is None:
+            raise RemotingTimeout(f"{what} silent for {timeout_s:.1f} s")
+        return decoder.feed(data)
+
+    def _register(self, conn: _Conn, hello: SlaveHandshake) -> None:
+        broker_id = hello.slave_broker_id
+        if broker_id == self.broker_id:
+            raise _Dropped(f"slave at {conn.address} claims the master's broker id {broker_id}")
+        old = self._conns.get(broker_id)
+        if old is not None:  # the slave reconnected before we noticed the old one died
+            old.reason = "replaced by a new connection from the same slave"
+            old.scope.cancel()
+            self._unregister(old)
+        conn.broker_id = broker_id
+        self._after(self._core.slave_connected(broker_id, learner=hello.async_learner))
+        self._conns[broker_id] = conn
+
+    def _unregister(self, conn: _Conn) -> None:
+        if self._conns.get(conn.broker_id) is not conn:
+            return  # never handshook, replaced, or dropped by new_epoch
+        del self._conns[conn.broker_id]
+        self._after(
+            self._core.slave_disconnected(
+                conn.broker_id, master_max=self._store.max_physical_offset
+            )
+        )
+
+    def _start_position(self, requested: int, what: str) -> int:
+        store = self._store
+        low, high = store.min_physical_offset, store.max_physical_offset
+        if requested == 0:
+            return low  # a fresh replica starts with the oldest data we have
+        if requested < low:
+            raise _Dropped(f"{what} asks for offset {requested}; data before {low} is deleted")
+        if requested > high:
+            raise _Dropped(f"{what} asks for offset {requested}, past our max offset {high}")
+        return requested
+
+    def _on_ack(self, conn: _Conn, ack: SlaveHandshake | Ack) -> None:
+        if not isinstance(ack, Ack):
+            raise ProtocolError("second HA handshake on one connection")
+        actions = self._core.slave_acked(
+            conn.broker_id,
+            ack.max_offset,
+            _now(),
+            master_max=self._store.max_physical_offset,
+            sent_master_max=conn.sent_master_max,
+            sent_at_s=conn.sent_at_s,
+        )
+        self._after(actions)
+
+    async def _stream_loop(
+        self, stream: trio.SocketStream, conn: _Conn, what: str, scope: trio.CancelScope
+    ) -> None:
+        cfg = self.config
+        try:
+            while True:
+                now = _now()
+                if conn.position < self._store.max_physical_offset:
+                    await self._send_batch(stream, conn, what)
+                elif (
+                    conn.sent_confirm != self._core.confirm_offset
+                    or now - conn.last_send_s >= cfg.heartbeat_interval_s
+                ):
+                    await self._send_heartbeat(stream, conn, what)
+                else:
+                    with trio.move_on_at(conn.last_send_s + cfg.heartbeat_interval_s):
+                        await self._lot.park()
+        except (RocketError, ValueError) as exc:
+            conn.reason = f"streaming stopped: {exc}"
+            scope.cancel()  # ends the reader too
+
+    async def _send_batch(self, stream: trio.SocketStream, conn: _Conn, what: str) -> None:
+        store = self._store
+        position = conn.position
+        entry = self._epochs.cache.entry_at(position)
+        if entry is None:
+            raise StorageError(f"no epoch holds offset {position}")
+        limit = self.config.batch_bytes
+        if entry.end_offset is not None:
+            limit = min(limit, entry.end_offset - position)
+        data = store.read_raw(position, limit)
+        if not data or (entry.end_offset is not None and position + len(data) > entry.end_offset):
+            raise StorageError(f"cannot read a batch at {position} within epoch {entry.epoch}")
+        confirm = self._core.confirm_offset
+        head = encode_transfer_parts(
+            offset=position,
+            epoch=entry.epoch,
+            epoch_start_offset=entry.start_offset,
+            confirm_offset=confirm,
+            data_len=len(data),
+        )
+        now = _now()
+        conn.sent_master_max, conn.sent_at_s = store.max_physical_offset, now
+        conn.position = position + len(data)
+        conn.sent_confirm = confirm
+        conn.last_send_s = now
+        await send_all(stream, head + data, timeout_s=self.config.send_timeout_s, what=what)
+        conn.meter.record(_now(), len(data))
+
+    async def _send_heartbeat(self, stream: trio.SocketStream, conn: _Conn, what: str) -> None:
+        cache = self._epochs.cache
+        entry = cache.entry_at(conn.position) or cache.last
+        assert entry is not None
+        confirm = self._core.confirm_offset
+        head = encode_transfer_parts(
+            offset=conn.position,
+            epoch=entry.epoch,
+            epoch_start_offset=entry.start_offset,
+            confirm_offset=confirm,
+            data_len=0,
+        )
+        conn.sent_confirm = confirm
+        conn.last_send_s = _now()
+        await send_all(stream, head, timeout_s=self.config.send_timeout_s, what=what)
+
+    # ======================================================================================
+    # actions and waiters
+    # ======================================================================================
+
+    def _after(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, ConfirmOffsetChanged):
+                self._store.set_confirm_offset(action.offset)
+                self._lot.unpark_all()  # idle slaves learn it from a heartbeat
+            elif isinstance(action, SyncStateSetChanged):
+                log.info(
+                    "%s: SyncStateSet is now %s at epoch %d",
+                    self.node,
+                    sorted(action.members),
+                    action.epoch,
+                )
+            else:
+                log.info(
+                    "%s: proposing SyncStateSet %s against epoch %d",
+                    self.node,
+                    sorted(action.members),
+                    action.epoch,
+                )
+                if self._on_proposal is not None:
+                    self._on_proposal(action)
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        if not self._waiters:
+            return
+        replicated = self._core.replicated_offset()
+        heap = self._waiters
+        while heap and heap[0][0] <= replicated:
+            _, _, waiter = heapq.heappop(heap)
+            if waiter.abandoned:
+                self._abandoned -= 1
+                continue
+            waiter.outcome = ReplicaOutcome.OK
+            waiter.event.set()
+
+    def _compact_waiters(self) -> None:
+        if self._abandoned > 1024 and self._abandoned * 2 > len(self._waiters):
+            self._waiters = [w for w in self._waiters if not w[2].abandoned]
+            heapq.heapify(self._waiters)
+            self._abandoned = 0
+
+    def _fail_waiters(self) -> None:
+        for _, _, waiter in self._waiters:
+            if not waiter.abandoned:
+                waiter.outcome = ReplicaOutcome.TIMEOUT
+                waiter.event.set()
+        self._waiters.clear()
+        self._abandoned = 0
+
+    def _reset_connections(self, reason: str, epoch_start_offset: int) -> None:
+        self._drop_all(reason)
+        self._after(
+            self._core.connections_reset(epoch_start_offset=epoch_start_offset, now_s=_now())
+        )
+
+    def _drop_all(self, reason: str) -> None:
+        for conn in self._all_conns:
+            conn.reason = reason
+            conn.scope.cancel()
+        self._conns.clear()
+
+
+def _now() -> float:
+    return trio.current_time()

@@ -1,0 +1,350 @@
+"""HASlave: the slave's end of replication — connect, reconcile, apply, ack, reconnect.
+
+Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
+- One task, one connection at a time, one loop: receive (until the silence deadline or the
+  next periodic ack), apply every decoded transfer, ack once the local max grew. Every
+  socket call has a deadline; any failure closes the connection and reconnects after a
+  backoff that doubles up to ``reconnect_backoff_max_s`` (reset once a session streamed).
+- Handshake: send ours, read the master's epoch list. An empty local epoch file is a fresh
+  replica: keep the log, start at our max offset (0 → the master's oldest data). Otherwise
+  the consistent point (``EpochCache.find_consistent_point``) is where both logs agree;
+  the CommitLog is cut there first and the epoch file second, so a crash in between leaves
+  extra epoch entries that cover nothing (harmless) rather than data claimed by the wrong
+  epoch. No common epoch (point < 0): log, wait ``inconsistent_retry_s``, retry.
+- A master whose last epoch is below the epoch we were told (``set_master``) is stale and
+  is not followed (a deposed master must not feed us its tail, apache/rocketmq#7017).
+- A data batch must start at our max offset (or anywhere on a segment boundary when our
+  log is empty). A new epoch in its header is persisted before its bytes are appended, so
+  no byte on disk is ever without its epoch. An older epoch, or the same epoch with another
+  start, ends the connection.
+- The local confirm offset is min(header confirm, local max), never lowered by the master.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+
+from broker.ha.config import HAConfig
+from broker.ha.epoch import EpochCache
+from broker.ha.epochfile import EpochFile
+from broker.ha.stream import RateMeter, connect, receive_until, send_all
+from broker.ha.wire import Ack, HAState, MasterHandshake, SlaveHandshake, SlaveSideDecoder, Transfer
+from broker.store.store import MessageStore
+from protocol.errors import ProtocolError, RemotingTimeout, RocketError
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class HASlaveStatus:
+    node: str
+    master_address: str | None
+    master_epoch: int
+    state: str
+    max_offset: int
+    acked_offset: int
+    confirm_offset: int
+    #: Master max offset from the last handshake.
+    master_max_offset: int
+    last_epoch: int
+    transfer_bytes_per_s: float
+    #: CommitLog bytes received since this HASlave started.
+    transferred_bytes: int
+    #: Seconds since the master last sent anything; None when not connected.
+    last_read_s_ago: float | None
+    connects: int
+    last_error: str
+
+
+class _Inconsistent(RocketError):
+    """The master's log cannot be followed from ours (no common epoch, stale master)."""
+
+
+class HASlave:
+    """Follows one master at a time; ``set_master`` switches at runtime."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        epochs: EpochFile,
+        config: HAConfig | None = None,
+        *,
+        broker_id: int,
+        node_name: str = "broker",
+        master_address: str | None = None,
+        master_epoch: int = 0,
+        async_learner: bool = False,
+    ) -> None:
+        self.config = config or HAConfig()
+        self.node = node_name
+        self.broker_id = broker_id
+        self.async_learner = async_learner
+        self._store = store
+        self._epochs = epochs
+        self._address = master_address
+        self._master_epoch = master_epoch
+        self._lot = trio.lowlevel.ParkingLot()
+        self._scope: trio.CancelScope | None = None
+        self._state = HAState.READY
+        self._acked = -1
+        self._last_ack_s = 0.0
+        self._last_read_s: float | None = None
+        self._confirm = store.confirm_offset if store.config.dispatch_confirmed_only else 0
+        self._master_max = -1
+        self._connects = 0
+        self._streamed = False
+        self._last_error = ""
+        self._meter = RateMeter(window_s=self.config.speed_window_s)
+
+    # ======================================================================================
+    # the broker's API
+    # ======================================================================================
+
+    @property
+    def master_address(self) -> str | None:
+        return self._address
+
+    def set_master(self, address: str | None, epoch: int = 0) -> bool:
+        """Follow ``address`` (``host:haPort``; None: nobody) from master ``epoch`` on.
+
+        A notice older than one already taken (lower epoch) is ignored and returns False.
+        A change drops the current connection at once.
+        """
+        if epoch < self._master_epoch:
+            log.info(
+                "%s: ignoring master %s at epoch %d: already following epoch %d",
+                self.node,
+                address,
+                epoch,
+                self._master_epoch,
+            )
+            return False
+        changed = (address, epoch) != (self._address, self._master_epoch)
+        self._address, self._master_epoch = address, epoch
+        if changed:
+            log.info("%s: HA master is now %s at epoch %d", self.node, address, epoch)
+            if self._scope is not None:
+                self._scope.cancel()
+            self._lot.unpark_all()
+        return True
+
+    def status(self) -> HASlaveStatus:
+        now = trio.current_time()
+        return HASlaveStatus(
+            node=self.node,
+            master_address=self._address,
+            master_epoch=self._master_epoch,
+            state=self._state.name,
+            max_offset=self._store.max_physical_offset,
+            acked_offset=self._acked,
+            confirm_offset=self._confirm,
+            master_max_offset=self._master_max,
+            last_epoch=self._epochs.cache.last_epoch,
+            transfer_bytes_per_s=self._meter.rate(now),
+            transferred_bytes=self._meter.total_bytes,
+            last_read_s_ago=None if self._last_read_s is None else now - self._last_read_s,
+            connects=self._connects,
+            last_error=self._last_error,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Replicate until cancelled, reconnecting after every loss."""
+        cfg = self.config
+        backoff = cfg.reconnect_backoff_min_s
+        task_status.started()
+        while True:
+            address = self._address
+            if address is None:
+                await self._lot.park()
+                continue
+            wait = backoff
+            self._streamed = False
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                try:
+                    await self._session(address)
+                except _Inconsistent as exc:
+                    self._last_error = str(exc)
+                    log.error("%s: cannot follow master %s: %s", self.node, address, exc)
+                    wait = cfg.inconsistent_retry_s
+                except (RocketError, ValueError) as exc:
+                    self._last_error = str(exc)
+                    log.warning("%s: HA connection to %s lost: %s", self.node, address, exc)
+            self._scope = None
+            self._last_read_s = None
+            if self._state is not HAState.READY:
+                self._state = HAState.READY
+            if scope.cancelled_caught:  # set_master: go to the new master now
+                backoff = cfg.reconnect_backoff_min_s
+                continue
+            if self._streamed:
+                backoff = wait = cfg.reconnect_backoff_min_s
+            with trio.move_on_after(wait):
+                await self._lot.park()  # set_master cuts the wait short
+            backoff = min(backoff * 2, cfg.reconnect_backoff_max_s)
+
+    # ======================================================================================
+    # one connection
+    # ======================================================================================
+
+    async def _session(self, address: str) -> None:
+        cfg = self.config
+        what = f"HA master {address}"
+        stream = await connect(address, timeout_s=cfg.connect_timeout_s)
+        async with stream:
+            self._connects += 1
+            self._state = HAState.HANDSHAKE
+            self._last_read_s = trio.current_time()
+            hello = SlaveHandshake(slave_broker_id=self.broker_id, async_learner=self.async_learner)
+            await send_all(stream, hello.encode(), timeout_s=cfg.send_timeout_s, what=what)
+            decoder = SlaveSideDecoder()
+            events: list[MasterHandshake | Transfer] = []
+            while not events:
+                events = await self._receive(stream, decoder, what, deadline=None)
+            greeting = events.pop(0)
+            if not isinstance(greeting, MasterHandshake):
+                raise ProtocolError(f"{what} did not handshake")
+            self._master_max = greeting.max_offset
+            if greeting.last_epoch < self._master_epoch:
+                raise _Inconsistent(
+                    f"it is at epoch {greeting.last_epoch}, below the master epoch "
+                    f"{self._master_epoch} we were given: a deposed master"
+                )
+            start = await self._reconcile(greeting, what)
+            await self._send_ack(stream, what)
+            self._state = HAState.TRANSFER
+            log.info(
+                "%s: replicating from %s (epoch %d, max offset %d) from offset %d",
+                self.node,
+                address,
+                greeting.last_epoch,
+                greeting.max_offset,
+                start,
+            )
+            await self._transfer_loop(stream, decoder, events, what)
+
+    async def _reconcile(self, greeting: MasterHandshake, what: str) -> int:
+        """Cut our log back to where it agrees with the master's; return our max offset."""
+        store = self._store
+        local = self._epochs.cache
+        if local.last is None:
+            if store.max_physical_offset > greeting.max_offset:
+                raise _Inconsistent(
+                    f"our log ends at {store.max_physical_offset}, past the master's "
+                    f"{greeting.max_offset}, and our empty epoch file cannot tell what to cut"
+                )
+            log.info(
+                "%s: empty epoch file: a fresh replica, starting at offset %d",
+                self.node,
+                store.max_physical_offset,
+            )
+            return store.max_physical_offset
+        try:
+            theirs = EpochCache.of(greeting.epochs)
+        except ValueError as exc:
+            raise ProtocolError(f"{what} sent a bad epoch list: {exc}") from None
+        point = local.find_consistent_point(store.max_physical_offset, theirs, greeting.max_offset)
+        if point < 0:
+            raise _Inconsistent(
+                f"no common epoch: ours {local.pairs()[-5:]}, theirs {theirs.pairs()[-5:]}"
+            )
+        if point < store.max_physical_offset:
+            log.warning(
+                "%s: truncating the CommitLog from %d to %d, the consistent point with %s",
+                self.node,
+                store.max_physical_offset,
+                point,
+                what,
+            )
+            await store.truncate_to(point)  # log first, then epochs (see the module rules)
+            self._confirm = min(self._confirm, point)
+        await self._epochs.truncate_suffix_by_offset(point)
+        await self._epochs.truncate_prefix_by_offset(store.min_physical_offset)
+        return point
+
+    async def _transfer_loop(
+        self,
+        stream: trio.SocketStream,
+        decoder: SlaveSideDecoder,
+        pending: list[MasterHandshake | Transfer],
+        what: str,
+    ) -> None:
+        cfg = self.config
+        while True:
+            for message in pending:
+                if not isinstance(message, Transfer):
+                    raise ProtocolError(f"{what} sent a second handshake")
+                await self._apply(message)
+            if self._store.max_physical_offset > self._acked:
+                await self._send_ack(stream, what)
+            pending = await self._receive(
+                stream, decoder, what, deadline=self._last_ack_s + cfg.ack_interval_s
+            )
+            if trio.current_time() >= self._last_ack_s + cfg.ack_interval_s:
+                await self._send_ack(stream, what)  # at least every ack_interval_s
+
+    async def _receive(
+        self,
+        stream: trio.SocketStream,
+        decoder: SlaveSideDecoder,
+        what: str,
+        *,
+        deadline: float | None,
+    ) -> list[MasterHandshake | Transfer]:
+        """Decoded messages; [] when ``deadline`` (the next periodic ack) came first."""
+        assert self._last_read_s is not None
+        timeout_s = self.config.housekeeping_timeout_s
+        silence = self._last_read_s + timeout_s
+        data = await receive_until(
+            stream, silence if deadline is None else min(deadline, silence), what=what
+        )
+        now = trio.current_time()
+        if data is None:
+            if now >= silence:
+                raise RemotingTimeout(f"{what} silent for {timeout_s:.1f} s")
+            return []
+        self._last_read_s = now
+        return decoder.feed(data)
+
+    async def _apply(self, batch: Transfer) -> None:
+        store = self._store
+        if batch.is_heartbeat:
+            self._update_confirm(batch.confirm_offset)
+            return
+        local_max = store.max_physical_offset
+        if local_max not in (batch.offset, store.min_physical_offset):
+            raise ProtocolError(f"batch at offset {batch.offset}, our log ends at {local_max}")
+        if not batch.epoch_start_offset <= batch.offset:
+            raise ProtocolError(
+                f"batch at {batch.offset} claims epoch {batch.epoch} starting later, at "
+                f"{batch.epoch_start_offset}"
+            )
+        last = self._epochs.cache.last
+        if last is None or batch.epoch > last.epoch:
+            await self._epochs.append(batch.epoch, batch.epoch_start_offset)  # before the bytes
+        elif batch.epoch < last.epoch or batch.epoch_start_offset != last.start_offset:
+            raise ProtocolError(
+                f"batch of epoch {batch.epoch}@{batch.epoch_start_offset} after our epoch "
+                f"{last.epoch}@{last.start_offset}"
+            )
+        store.append_raw(batch.data, batch.offset)
+        self._streamed = True
+        self._meter.record(trio.current_time(), len(batch.data))
+        self._update_confirm(batch.confirm_offset)
+
+    def _update_confirm(self, master_confirm: int) -> None:
+        value = min(master_confirm, self._store.max_physical_offset)
+        if value > self._confirm:
+            self._confirm = value
+            self._store.set_confirm_offset(value)
+
+    async def _send_ack(self, stream: trio.SocketStream, what: str) -> None:
+        offset = self._store.max_physical_offset
+        await send_all(
+            stream, Ack(max_offset=offset).encode(), timeout_s=self.config.send_timeout_s, what=what
+        )
+        self._acked = offset
+        self._last_ack_s = trio.current_time()

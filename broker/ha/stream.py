@@ -1,0 +1,95 @@
+"""Small pieces both HA ends share: deadline-bound socket calls and a transfer-rate meter.
+
+Rules:
+- Every send and receive has a deadline. Transport failures become ``ConnectionLost``, a
+  missed deadline ``RemotingTimeout``; both end the HA connection, nothing retries here.
+- ``RateMeter`` is pure: time comes in as ``now_s``; its memory is one bucket per second of
+  the window.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import attrs
+import trio
+
+from protocol.errors import ConnectionLost, RemotingTimeout
+
+#: Bytes asked of the socket per receive.
+RECEIVE_BYTES = 256 * 1024
+
+_TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+async def send_all(stream: trio.abc.Stream, data: bytes, *, timeout_s: float, what: str) -> None:
+    """Send ``data`` within ``timeout_s``; a stream whose send timed out is unusable."""
+    with trio.move_on_after(timeout_s) as scope:
+        try:
+            await stream.send_all(data)
+        except _TRANSPORT_ERRORS as exc:
+            raise ConnectionLost(f"{what}: send failed: {exc}") from exc
+    if scope.cancelled_caught:
+        raise RemotingTimeout(f"{what}: send not done in {timeout_s:.1f} s")
+
+
+async def receive_until(stream: trio.abc.Stream, deadline: float, *, what: str) -> bytes | None:
+    """Bytes from ``stream``, or None at ``deadline`` (nothing is lost: receive_some is
+    atomic under cancellation). Raises ``ConnectionLost`` at end of stream."""
+    with trio.move_on_at(deadline):
+        try:
+            data = await stream.receive_some(RECEIVE_BYTES)
+        except _TRANSPORT_ERRORS as exc:
+            raise ConnectionLost(f"{what}: receive failed: {exc}") from exc
+        if not data:
+            raise ConnectionLost(f"{what}: closed by the peer")
+        return bytes(data)
+    return None
+
+
+async def connect(address: str, *, timeout_s: float) -> trio.SocketStream:
+    """Open a TCP stream to ``host:port`` within ``timeout_s``."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionLost(f"bad HA address {address!r}")
+    with trio.move_on_after(timeout_s):
+        try:
+            return await trio.open_tcp_stream(host, int(port))
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
+    raise RemotingTimeout(f"connect to {address} not done in {timeout_s:.1f} s")
+
+
+def peer_name(stream: trio.SocketStream) -> str:
+    try:
+        host, port, *_ = stream.socket.getpeername()
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+@attrs.define
+class RateMeter:
+    """Bytes per second over the last ``window_s`` (whole-second buckets)."""
+
+    window_s: float
+    _buckets: collections.deque[list[int]] = attrs.field(factory=collections.deque)
+    total_bytes: int = 0
+
+    def record(self, now_s: float, nbytes: int) -> None:
+        second = int(now_s)
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += nbytes
+        else:
+            self._buckets.append([second, nbytes])
+        self.total_bytes += nbytes
+        self._trim(second)
+
+    def rate(self, now_s: float) -> float:
+        self._trim(int(now_s))
+        return sum(b for _, b in self._buckets) / self.window_s
+
+    def _trim(self, second: int) -> None:
+        oldest = second - int(self.window_s) + 1
+        while self._buckets and self._buckets[0][0] < oldest:
+            self._buckets.popleft()

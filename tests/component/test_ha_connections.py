@@ -1,0 +1,187 @@
+"""HA connection lifecycle: epoch changes, heartbeats, silence, switching masters, bad peers."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import trio
+
+from broker.ha.slave import HASlave
+from broker.ha.wire import MasterHandshake, MasterSideDecoder, SlaveHandshake, Transfer
+from tests.component.ha_fixtures import (
+    HA_CFG,
+    WAIT_S,
+    FakeSlave,
+    caught_up,
+    cluster,
+    nodes,
+    until,
+)
+
+
+async def test_an_epoch_change_drops_and_rehandshakes_every_connection(tmp_path: Path) -> None:
+    """apache/rocketmq#9689: after a new epoch no connection keeps streaming under the old
+    one; each slave handshakes again and records the new epoch with its first byte."""
+    async with nodes(tmp_path, "m", "s") as (m, s), cluster(m) as c:
+        slave = await c.add_slave(s, 1)
+        c.append(10)
+        await until(caught_up(m, s))
+        assert slave.status().connects == 1
+        async with FakeSlave.connect(c.port) as fake:
+            await fake.handshake(2, ack=m.store.max_physical_offset)
+            await until(lambda: len(c.master.status().slaves) == 2)
+            start = m.store.max_physical_offset
+            await c.master.new_epoch(2)
+            assert await fake.closed_by_peer(2.0)
+        await until(lambda: slave.status().connects == 2 and slave.status().state == "TRANSFER")
+        assert [x.broker_id for x in c.master.status().slaves] == [1]
+        c.append(5, start=10)
+        await until(caught_up(m, s))
+        assert s.epochs.cache.pairs() == [(1, 0), (2, start)]
+        assert s.log_bytes() == m.log_bytes()
+        await c.master.new_epoch(2)  # the same epoch again: nothing happens
+        assert slave.status().connects == 2
+
+
+async def test_heartbeats_keep_an_idle_connection(tmp_path: Path) -> None:
+    # housekeeping 1 s, heartbeat 0.1 s, slave ack 0.2 s: idle for 2.5 s.
+    async with nodes(tmp_path, "m", "s") as (m, s), cluster(m) as c:
+        slave = await c.add_slave(s, 1)
+        c.append(3)
+        await until(caught_up(m, s))
+        async with FakeSlave.connect(c.port) as fake:
+            await fake.handshake(2, ack=m.store.max_physical_offset)
+            heartbeats = 0
+            with trio.move_on_after(2.5):
+                while True:
+                    t = await fake.next()
+                    assert isinstance(t, Transfer) and t.is_heartbeat
+                    heartbeats += 1
+                    await fake.ack(m.store.max_physical_offset)
+            assert heartbeats >= 10  # one per 0.1 s of idleness, roughly
+        assert slave.status().connects == 1
+        assert slave.status().state == "TRANSFER"
+        await until(lambda: [x.broker_id for x in c.master.status().slaves] == [1])
+        assert c.master.status().sync_state_set == (0, 1)
+
+
+async def test_a_silent_slave_is_dropped(tmp_path: Path) -> None:
+    async with (
+        nodes(tmp_path, "m") as (m,),
+        cluster(m) as c,
+        FakeSlave.connect(c.port) as fake,
+    ):
+        c.append(3)
+        await fake.handshake(1, ack=m.store.max_physical_offset)
+        await until(lambda: c.master.status().sync_state_set == (0, 1))
+        began = trio.current_time()
+        assert await fake.closed_by_peer(3.0)  # heartbeats arrive, but we never ack again
+        assert trio.current_time() - began >= HA_CFG.housekeeping_timeout_s * 0.9
+        await until(lambda: not c.master.status().slaves)
+        assert c.master.status().sync_state_set == (0,)
+
+
+async def test_a_slave_leaves_a_silent_master_and_reconnects(tmp_path: Path) -> None:
+    greeted: list[float] = []
+
+    async def silent_master(stream: trio.SocketStream) -> None:
+        decoder = MasterSideDecoder()
+        while not decoder.feed(await stream.receive_some(1 << 16)):
+            pass
+        greeting = MasterHandshake(max_offset=0, last_epoch=1, epochs=((1, 0),))
+        await stream.send_all(greeting.encode())
+        greeted.append(trio.current_time())
+        while await stream.receive_some(1 << 16):  # acks, never answered
+            pass
+
+    async with nodes(tmp_path, "s") as (s,), trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, silent_master, 0)
+        port = listeners[0].socket.getsockname()[1]
+        slave = HASlave(
+            s.store,
+            s.epochs,
+            HA_CFG,
+            broker_id=1,
+            node_name="s",
+            master_address=f"127.0.0.1:{port}",
+        )
+        await nursery.start(slave.run)
+        await until(lambda: len(greeted) >= 2, WAIT_S)
+        assert greeted[1] - greeted[0] >= HA_CFG.housekeeping_timeout_s * 0.9
+        assert "silent" in slave.status().last_error
+        nursery.cancel_scope.cancel()
+
+
+async def test_switching_masters_truncates_what_the_old_master_alone_had(
+    tmp_path: Path,
+) -> None:
+    """A failover in miniature: m2 (a slave of m1) becomes master at epoch 2; s switches to
+    it at runtime, drops the tail only the old master had, and follows m2."""
+    async with nodes(tmp_path, "m1", "m2", "s") as (m1, m2, s), cluster(m1) as c1:
+        await c1.add_slave(m2, 1)
+        slave = await c1.add_slave(s, 2)
+        c1.append(50)
+        await until(lambda: caught_up(m1, m2)() and caught_up(m1, s)())
+        c1.stop_slave("m2")  # m2 is cut off; m1 keeps writing, s gets it
+        c1.append(10, start=50)
+        await until(caught_up(m1, s))
+        fork = m2.store.max_physical_offset
+        async with cluster(m2) as c2:
+            await c2.master.new_epoch(2)
+            c2.append(20, start=100)
+            assert slave.set_master(c2.address, 2)
+            await until(caught_up(m2, s))
+            assert s.log_bytes() == m2.log_bytes()
+            assert s.epochs.cache.pairs() == [(1, 0), (2, fork)]
+            assert s.store.max_offset("T", 0) == 70
+            assert [x.broker_id for x in c2.master.status().slaves] == [2]
+            await until(lambda: not c1.master.status().slaves)
+            assert slave.status().master_address == c2.address
+            c2.append(5, start=200)
+            await until(caught_up(m2, s))
+            assert s.log_bytes() == m2.log_bytes()
+
+
+async def test_a_second_connection_from_the_same_slave_replaces_the_first(
+    tmp_path: Path,
+) -> None:
+    async with (
+        nodes(tmp_path, "m") as (m,),
+        cluster(m) as c,
+        FakeSlave.connect(c.port) as first,
+    ):
+        await first.handshake(5, ack=0)
+        await until(lambda: [x.broker_id for x in c.master.status().slaves] == [5])
+        async with FakeSlave.connect(c.port) as second:
+            await second.handshake(5, ack=0)
+            assert await first.closed_by_peer(2.0)
+            await until(lambda: len(c.master.status().slaves) == 1)
+            (only,) = c.master.status().slaves
+            assert only.broker_id == 5
+            assert only.address.endswith(f":{second.stream.socket.getsockname()[1]}")
+
+
+async def test_bad_peers_are_dropped_and_others_keep_streaming(tmp_path: Path) -> None:
+    async with nodes(tmp_path, "m", "s") as (m, s), cluster(m) as c:
+        await c.add_slave(s, 1)
+        c.append(5)
+        await until(caught_up(m, s))
+        async with FakeSlave.connect(c.port) as garbage:  # a handshake with state 7
+            await garbage.send(struct.pack(">ihhq", 7, 0, 0, 3))
+            assert await garbage.closed_by_peer(2.0)
+        async with FakeSlave.connect(c.port) as liar:  # acks data it was never sent (#3015)
+            await liar.handshake(4, ack=0)
+            await liar.ack(m.store.max_physical_offset + 1000)
+            assert await liar.closed_by_peer(2.0)
+        async with FakeSlave.connect(c.port) as impostor:  # the master's own id
+            await impostor.send(SlaveHandshake(slave_broker_id=0).encode())
+            assert await impostor.closed_by_peer(2.0)
+        async with FakeSlave.connect(c.port) as ahead:  # asks for offsets we do not have
+            await ahead.handshake(6, ack=m.store.max_physical_offset + 1)
+            assert await ahead.closed_by_peer(2.0)
+        await until(lambda: [x.broker_id for x in c.master.status().slaves] == [1])
+        assert c.master.status().sync_state_set == (0, 1)
+        c.append(5, start=5)
+        await until(caught_up(m, s))
+        assert s.log_bytes() == m.log_bytes()
