@@ -246,6 +246,10 @@ def _apply_broker_id(state: ControllerState, c: ApplyBrokerId) -> tuple[Controll
             ResponseCode.CONTROLLER_BROKER_ID_INVALID,
             f"broker id {c.broker_id} of {c.broker_name} is taken by {existing.address}",
         )
+    # RocketMQ adds one to nextAssignBrokerId per added broker, so an id applied out of
+    # order (above the next one, e.g. from a leftover temp identity file) later makes
+    # GetNextBrokerId hand out a taken id and that broker's register loop gets 2014
+    # forever. max() keeps the next id above every id ever added.
     group = attrs.evolve(
         group,
         brokers={**group.brokers, c.broker_id: member},
@@ -412,24 +416,129 @@ def to_payload(state: ControllerState) -> dict[str, Any]:
     }
 
 
-def from_payload(payload: Mapping[str, Any]) -> ControllerState:
-    """The inverse of ``to_payload``; raises ValueError (with the group name) if malformed."""
+def from_payload(payload: Any) -> ControllerState:
+    """The inverse of ``to_payload``; raises ValueError (with the group name) if malformed.
+
+    Strict on purpose: a snapshot is only ever written by ``to_payload``, so a value of the
+    wrong type (or a master/SyncStateSet member that is not a registered broker) means the
+    snapshot is corrupt, and coercing it (``str(None)``, ``int(True)``, a 2-letter string
+    unpacked as an address and a check code) would install wrong state on this replica only.
+    """
+    if not isinstance(payload, Mapping):
+        raise ValueError(f"controller snapshot: expected a map of groups, got {payload!r}")
     groups: dict[str, BrokerGroup] = {}
     for name, raw in payload.items():
         try:
-            groups[name] = BrokerGroup(
-                cluster_name=str(raw["cluster"]),
-                broker_name=str(name),
-                next_assign_broker_id=int(raw["next_id"]),
-                brokers={
-                    int(i): BrokerMember(address=str(a), register_check_code=str(code))
-                    for i, (a, code) in raw["brokers"].items()
-                },
-                master_broker_id=None if raw["master"] is None else int(raw["master"]),
-                master_epoch=int(raw["master_epoch"]),
-                sync_state_set=frozenset(int(i) for i in raw["sss"]),
-                sync_state_set_epoch=int(raw["sss_epoch"]),
-            )
+            key = _text(name, "broker name")
+            groups[key] = _group_from_payload(key, raw)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"controller snapshot: group {name!r} is malformed: {exc}") from None
     return ControllerState(groups)
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {value!r}")
+    return value
+
+
+def _group_from_payload(name: str, raw: Any) -> BrokerGroup:
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"expected a map, got {raw!r}")
+    raw_brokers = raw["brokers"]
+    if not isinstance(raw_brokers, Mapping):
+        raise TypeError(f"brokers must be a map, got {raw_brokers!r}")
+    brokers: dict[int, BrokerMember] = {}
+    for i, member in raw_brokers.items():
+        if not isinstance(member, list | tuple) or len(member) != 2:
+            raise TypeError(f"broker {i!r} must be [address, check code], got {member!r}")
+        brokers[_int(i, "broker id")] = BrokerMember(
+            address=_text(member[0], "address"),
+            register_check_code=_text(member[1], "register check code"),
+        )
+    raw_sss = raw["sss"]
+    if not isinstance(raw_sss, list | tuple):
+        raise TypeError(f"sss must be a list, got {raw_sss!r}")
+    sync_state_set = frozenset(_int(i, "SyncStateSet member") for i in raw_sss)
+    master = None if raw["master"] is None else _int(raw["master"], "master")
+    if not sync_state_set <= brokers.keys():
+        raise ValueError(f"SyncStateSet {sorted(sync_state_set)} has unregistered brokers")
+    if master is not None and master not in sync_state_set:
+        raise ValueError(f"master {master} is not in the SyncStateSet")
+    return BrokerGroup(
+        cluster_name=_text(raw["cluster"], "cluster"),
+        broker_name=name,
+        next_assign_broker_id=_int(raw["next_id"], "next_id"),
+        brokers=brokers,
+        master_broker_id=master,
+        master_epoch=_int(raw["master_epoch"], "master_epoch"),
+        sync_state_set=sync_state_set,
+        sync_state_set_epoch=_int(raw["sss_epoch"], "sss_epoch"),
+    )
+
+
+# --- command codec (for the Raft log) ------------------------------------------------------
+
+_COMMANDS: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        GetNextBrokerId,
+        ApplyBrokerId,
+        RegisterBroker,
+        ElectMaster,
+        AlterSyncStateSet,
+        GetReplicaInfo,
+        CleanBrokerData,
+    )
+}
+_SET_FIELDS = frozenset({"alive", "new_sync_state_set", "broker_ids"})
+
+
+def command_to_payload(command: Command) -> dict[str, Any]:
+    """Plain data for CBOR: ``{"type": name, field: value...}`` (sets as sorted lists)."""
+    payload: dict[str, Any] = {"type": type(command).__name__}
+    for field in attrs.fields(type(command)):
+        value = getattr(command, field.name)
+        if field.name in _SET_FIELDS and value is not None:
+            value = sorted(value)
+        elif field.name == "live":
+            value = {
+                int(i): [info.epoch, info.max_offset, info.confirm_offset, info.election_priority]
+                for i, info in value.items()
+            }
+        payload[field.name] = value
+    return payload
+
+
+def command_from_payload(payload: Mapping[str, Any]) -> Command:
+    """The inverse of ``command_to_payload``; raises ValueError for anything else."""
+    try:
+        cls = _COMMANDS[payload["type"]]
+        kwargs: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            if field.name not in payload:
+                continue
+            value = payload[field.name]
+            if field.name in _SET_FIELDS and value is not None:
+                value = frozenset(int(i) for i in value)
+            elif field.name == "live":
+                value = {
+                    int(i): LiveInfo(
+                        epoch=int(v[0]),
+                        max_offset=int(v[1]),
+                        confirm_offset=int(v[2]),
+                        election_priority=int(v[3]),
+                    )
+                    for i, v in value.items()
+                }
+            kwargs[field.name] = value
+        command: Command = cls(**kwargs)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ValueError(f"not a controller command: {exc!r}") from None
+    return command
