@@ -25,8 +25,17 @@ from typing import Any
 import attrs
 
 from protocol.errors import MalformedBody
+from protocol.jsonbody import (
+    as_object,
+    bool_field,
+    field,
+    int_field,
+    load_json_body,
+    opt_str_field,
+    str_field,
+)
 from protocol.message import java_string_hash
-from protocol.route import DataVersion, MessageQueue, TopicConfig, dumps_json, loads_fastjson
+from protocol.route import DataVersion, MessageQueue, TopicConfig, dumps_json
 
 #: SubscriptionData.SUB_ALL.
 SUB_ALL = "*"
@@ -65,66 +74,18 @@ CONSUME_FROM_WHERES = frozenset(
 # --- tolerant readers --------------------------------------------------------------------
 
 
-def _load(data: bytes, what: str) -> Any:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedBody(f"{what}: body is not UTF-8") from exc
-    return loads_fastjson(text)
-
-
-def _obj(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise MalformedBody(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
 def _list(obj: Mapping[str, Any], key: str, what: str) -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        return []
+    """An optional array field: missing or null is empty."""
+    value = field(obj, key, [])
     if not isinstance(value, list):
         raise MalformedBody(f"{what}: {key!r} must be a JSON array, got {value!r}")
-    return value
-
-
-def _str(obj: Mapping[str, Any], key: str, default: str | None, what: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        if default is None:
-            raise MalformedBody(f"{what}: missing {key!r}")
-        return default
-    if not isinstance(value, str):
-        raise MalformedBody(f"{what}: {key!r} must be a string, got {value!r}")
-    return value
-
-
-def _opt_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
-    return None if obj.get(key) is None else _str(obj, key, None, what)
-
-
-def _int(obj: Mapping[str, Any], key: str, default: int, what: str) -> int:
-    value = obj.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedBody(f"{what}: {key!r} must be an integer, got {value!r}")
-    return value
-
-
-def _bool(obj: Mapping[str, Any], key: str, default: bool, what: str) -> bool:
-    value = obj.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise MalformedBody(f"{what}: {key!r} must be a boolean, got {value!r}")
     return value
 
 
 def _enum(
     obj: Mapping[str, Any], key: str, default: str, allowed: frozenset[str], what: str
 ) -> str:
-    value = _str(obj, key, default, what)
+    value = str_field(obj, key, default, what)
     if value not in allowed:
         raise MalformedBody(f"{what}: {key!r} is {value!r}, expected one of {sorted(allowed)}")
     return value
@@ -188,15 +149,15 @@ class SubscriptionData:
     def from_json(cls, obj: Any) -> SubscriptionData:
         """Parse a SubscriptionData object; ``topic`` is required, ``filterClassSource`` dropped."""
         what = "SubscriptionData"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         return cls(
-            topic=_str(o, "topic", None, what),
-            sub_string=_str(o, "subString", SUB_ALL, what),
+            topic=str_field(o, "topic", None, what),
+            sub_string=str_field(o, "subString", SUB_ALL, what),
             tags_set=_str_items(o, "tagsSet", what),
             code_set=_int_items(o, "codeSet", what),
-            sub_version=_int(o, "subVersion", 0, what),
-            class_filter_mode=_bool(o, "classFilterMode", False, what),
-            expression_type=_str(o, "expressionType", EXPRESSION_TAG, what),
+            sub_version=int_field(o, "subVersion", 0, what),
+            class_filter_mode=bool_field(o, "classFilterMode", False, what),
+            expression_type=str_field(o, "expressionType", EXPRESSION_TAG, what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -267,17 +228,17 @@ class ConsumerData:
     def from_json(cls, obj: Any) -> ConsumerData:
         """Parse a ConsumerData object; ``groupName`` is required."""
         what = "ConsumerData"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         subs = [SubscriptionData.from_json(s) for s in _list(o, "subscriptionDataSet", what)]
         return cls(
-            group_name=_str(o, "groupName", None, what),
+            group_name=str_field(o, "groupName", None, what),
             consume_type=_enum(o, "consumeType", CONSUME_PASSIVELY, CONSUME_TYPES, what),
             message_model=_enum(o, "messageModel", CLUSTERING, MESSAGE_MODELS, what),
             consume_from_where=_enum(
                 o, "consumeFromWhere", CONSUME_FROM_LAST_OFFSET, CONSUME_FROM_WHERES, what
             ),
             subscription_data_set=_unique(subs),
-            unit_mode=_bool(o, "unitMode", False, what),
+            unit_mode=bool_field(o, "unitMode", False, what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -301,7 +262,9 @@ class ProducerData:
     @classmethod
     def from_json(cls, obj: Any) -> ProducerData:
         """Parse ``{"groupName": ...}``."""
-        return cls(group_name=_str(_obj(obj, "ProducerData"), "groupName", None, "ProducerData"))
+        return cls(
+            group_name=str_field(as_object(obj, "ProducerData"), "groupName", None, "ProducerData")
+        )
 
     def to_json(self) -> dict[str, Any]:
         """``{"groupName": ...}``."""
@@ -324,17 +287,19 @@ class HeartbeatData:
     def from_json(cls, obj: Any) -> HeartbeatData:
         """Parse a HeartbeatData object; ``clientID`` is required."""
         what = "HeartbeatData"
-        o = _obj(obj, what)
-        without_sub = _bool(o, "withoutSub", False, what) or _bool(o, "isWithoutSub", False, what)
+        o = as_object(obj, what)
+        without_sub = bool_field(o, "withoutSub", False, what) or bool_field(
+            o, "isWithoutSub", False, what
+        )
         return cls(
-            client_id=_str(o, "clientID", None, what),
+            client_id=str_field(o, "clientID", None, what),
             producer_data_set=_unique(
                 ProducerData.from_json(p) for p in _list(o, "producerDataSet", what)
             ),
             consumer_data_set=_unique(
                 ConsumerData.from_json(c) for c in _list(o, "consumerDataSet", what)
             ),
-            heartbeat_fingerprint=_int(o, "heartbeatFingerprint", 0, what),
+            heartbeat_fingerprint=int_field(o, "heartbeatFingerprint", 0, what),
             without_sub=without_sub,
         )
 
@@ -351,7 +316,7 @@ class HeartbeatData:
     @classmethod
     def from_bytes(cls, data: bytes) -> HeartbeatData:
         """Parse a HEART_BEAT body."""
-        return cls.from_json(_load(data, "HeartbeatData"))
+        return cls.from_json(load_json_body(data, "HeartbeatData"))
 
     def to_bytes(self) -> bytes:
         """The HEART_BEAT body as we send it."""
@@ -370,7 +335,7 @@ class ConsumerListBody:
     @classmethod
     def from_json(cls, obj: Any) -> ConsumerListBody:
         """Parse the body; a missing list is empty."""
-        o = _obj(obj, "ConsumerListBody")
+        o = as_object(obj, "ConsumerListBody")
         return cls(consumer_id_list=_str_items(o, "consumerIdList", "ConsumerListBody"))
 
     def to_json(self) -> dict[str, Any]:
@@ -380,7 +345,7 @@ class ConsumerListBody:
     @classmethod
     def from_bytes(cls, data: bytes) -> ConsumerListBody:
         """Parse the body bytes."""
-        return cls.from_json(_load(data, "ConsumerListBody"))
+        return cls.from_json(load_json_body(data, "ConsumerListBody"))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""
@@ -400,11 +365,11 @@ class LockBatchRequestBody:
     def from_json(cls, obj: Any) -> LockBatchRequestBody:
         """Parse the body; ``consumerGroup`` and ``clientId`` are required."""
         what = cls.__name__
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         return cls(
-            consumer_group=_str(o, "consumerGroup", None, what),
-            client_id=_str(o, "clientId", None, what),
-            only_this_broker=_bool(o, "onlyThisBroker", False, what),
+            consumer_group=str_field(o, "consumerGroup", None, what),
+            client_id=str_field(o, "clientId", None, what),
+            only_this_broker=bool_field(o, "onlyThisBroker", False, what),
             mq_set=_mqs(o, "mqSet", what),
         )
 
@@ -420,7 +385,7 @@ class LockBatchRequestBody:
     @classmethod
     def from_bytes(cls, data: bytes) -> LockBatchRequestBody:
         """Parse the body bytes."""
-        return cls.from_json(_load(data, cls.__name__))
+        return cls.from_json(load_json_body(data, cls.__name__))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""
@@ -442,7 +407,7 @@ class LockBatchResponseBody:
     def from_json(cls, obj: Any) -> LockBatchResponseBody:
         """Parse ``{"lockOKMQSet": [...]}``."""
         what = "LockBatchResponseBody"
-        return cls(lock_ok_mq_set=_mqs(_obj(obj, what), "lockOKMQSet", what))
+        return cls(lock_ok_mq_set=_mqs(as_object(obj, what), "lockOKMQSet", what))
 
     def to_json(self) -> dict[str, Any]:
         """``{"lockOKMQSet": [...]}``."""
@@ -451,7 +416,7 @@ class LockBatchResponseBody:
     @classmethod
     def from_bytes(cls, data: bytes) -> LockBatchResponseBody:
         """Parse the body bytes."""
-        return cls.from_json(_load(data, "LockBatchResponseBody"))
+        return cls.from_json(load_json_body(data, "LockBatchResponseBody"))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""
@@ -469,10 +434,10 @@ class TopicList:
     def from_json(cls, obj: Any) -> TopicList:
         """Parse ``{"topicList": [...], "brokerAddr": ...}`` (``brokerAddr`` optional)."""
         what = "TopicList"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         return cls(
             topic_list=_str_items(o, "topicList", what),
-            broker_addr=_opt_str(o, "brokerAddr", what),
+            broker_addr=opt_str_field(o, "brokerAddr", what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -485,7 +450,7 @@ class TopicList:
     @classmethod
     def from_bytes(cls, data: bytes) -> TopicList:
         """Parse the body bytes."""
-        return cls.from_json(_load(data, "TopicList"))
+        return cls.from_json(load_json_body(data, "TopicList"))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""
@@ -506,11 +471,11 @@ class TopicConfigSerializeWrapper:
     def from_json(cls, obj: Any) -> TopicConfigSerializeWrapper:
         """Parse ``{"topicConfigTable": {...}, "dataVersion": {...}}``; mapping fields ignored."""
         what = "TopicConfigSerializeWrapper"
-        o = _obj(obj, what)
-        raw_table = _obj(o.get("topicConfigTable") or {}, what + ".topicConfigTable")
+        o = as_object(obj, what)
+        raw_table = as_object(o.get("topicConfigTable") or {}, what + ".topicConfigTable")
         table: dict[str, TopicConfig] = {}
         for name, raw in raw_table.items():
-            fields = dict(_obj(raw, "TopicConfig"))
+            fields = dict(as_object(raw, "TopicConfig"))
             fields.setdefault("topicName", name)
             table[name] = TopicConfig.from_json(fields)
         version = o.get("dataVersion")
@@ -532,7 +497,7 @@ class TopicConfigSerializeWrapper:
     @classmethod
     def from_bytes(cls, data: bytes) -> TopicConfigSerializeWrapper:
         """Parse the body bytes."""
-        return cls.from_json(_load(data, "TopicConfigSerializeWrapper"))
+        return cls.from_json(load_json_body(data, "TopicConfigSerializeWrapper"))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""
@@ -564,26 +529,26 @@ class SubscriptionGroupConfig:
     def from_json(cls, obj: Any) -> SubscriptionGroupConfig:
         """Parse a SubscriptionGroupConfig object; ``groupName`` is required."""
         what = "SubscriptionGroupConfig"
-        o = _obj(obj, what)
-        attributes = _obj(o.get("attributes") or {}, what + ".attributes")
+        o = as_object(obj, what)
+        attributes = as_object(o.get("attributes") or {}, what + ".attributes")
         for key, value in attributes.items():
             if not isinstance(value, str):
                 raise MalformedBody(f"{what}: attribute {key!r} must be a string, got {value!r}")
         return cls(
-            group_name=_str(o, "groupName", None, what),
-            consume_enable=_bool(o, "consumeEnable", True, what),
-            consume_from_min_enable=_bool(o, "consumeFromMinEnable", True, what),
-            consume_broadcast_enable=_bool(o, "consumeBroadcastEnable", True, what),
-            consume_message_orderly=_bool(o, "consumeMessageOrderly", False, what),
-            retry_queue_nums=_int(o, "retryQueueNums", 1, what),
-            retry_max_times=_int(o, "retryMaxTimes", 16, what),
-            broker_id=_int(o, "brokerId", 0, what),
-            which_broker_when_consume_slowly=_int(o, "whichBrokerWhenConsumeSlowly", 1, what),
-            notify_consumer_ids_changed_enable=_bool(
+            group_name=str_field(o, "groupName", None, what),
+            consume_enable=bool_field(o, "consumeEnable", True, what),
+            consume_from_min_enable=bool_field(o, "consumeFromMinEnable", True, what),
+            consume_broadcast_enable=bool_field(o, "consumeBroadcastEnable", True, what),
+            consume_message_orderly=bool_field(o, "consumeMessageOrderly", False, what),
+            retry_queue_nums=int_field(o, "retryQueueNums", 1, what),
+            retry_max_times=int_field(o, "retryMaxTimes", 16, what),
+            broker_id=int_field(o, "brokerId", 0, what),
+            which_broker_when_consume_slowly=int_field(o, "whichBrokerWhenConsumeSlowly", 1, what),
+            notify_consumer_ids_changed_enable=bool_field(
                 o, "notifyConsumerIdsChangedEnable", True, what
             ),
-            group_sys_flag=_int(o, "groupSysFlag", 0, what),
-            consume_timeout_minute=_int(o, "consumeTimeoutMinute", 15, what),
+            group_sys_flag=int_field(o, "groupSysFlag", 0, what),
+            consume_timeout_minute=int_field(o, "consumeTimeoutMinute", 15, what),
             attributes=dict(attributes),
         )
 
@@ -608,7 +573,7 @@ class SubscriptionGroupConfig:
     @classmethod
     def from_bytes(cls, data: bytes) -> SubscriptionGroupConfig:
         """Parse an UPDATE_AND_CREATE_SUBSCRIPTIONGROUP body."""
-        return cls.from_json(_load(data, "SubscriptionGroupConfig"))
+        return cls.from_json(load_json_body(data, "SubscriptionGroupConfig"))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""
@@ -626,11 +591,13 @@ class SubscriptionGroupWrapper:
     def from_json(cls, obj: Any) -> SubscriptionGroupWrapper:
         """Parse ``{"subscriptionGroupTable": {...}, "dataVersion": {...}}``."""
         what = "SubscriptionGroupWrapper"
-        o = _obj(obj, what)
-        raw_table = _obj(o.get("subscriptionGroupTable") or {}, what + ".subscriptionGroupTable")
+        o = as_object(obj, what)
+        raw_table = as_object(
+            o.get("subscriptionGroupTable") or {}, what + ".subscriptionGroupTable"
+        )
         table: dict[str, SubscriptionGroupConfig] = {}
         for name, raw in raw_table.items():
-            fields = dict(_obj(raw, "SubscriptionGroupConfig"))
+            fields = dict(as_object(raw, "SubscriptionGroupConfig"))
             fields.setdefault("groupName", name)
             table[name] = SubscriptionGroupConfig.from_json(fields)
         version = o.get("dataVersion")
@@ -652,7 +619,7 @@ class SubscriptionGroupWrapper:
     @classmethod
     def from_bytes(cls, data: bytes) -> SubscriptionGroupWrapper:
         """Parse the body bytes."""
-        return cls.from_json(_load(data, "SubscriptionGroupWrapper"))
+        return cls.from_json(load_json_body(data, "SubscriptionGroupWrapper"))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""
@@ -675,12 +642,12 @@ class Connection:
     def from_json(cls, obj: Any) -> Connection:
         """Parse a Connection object."""
         what = "Connection"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         return cls(
-            client_id=_str(o, "clientId", None, what),
-            client_addr=_str(o, "clientAddr", "", what),
-            language=_str(o, "language", "JAVA", what),
-            version=_int(o, "version", 0, what),
+            client_id=str_field(o, "clientId", None, what),
+            client_addr=str_field(o, "clientAddr", "", what),
+            language=str_field(o, "language", "JAVA", what),
+            version=int_field(o, "version", 0, what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -707,16 +674,16 @@ class ConsumerConnection:
     def from_json(cls, obj: Any) -> ConsumerConnection:
         """Parse the body; missing enums stay ``None`` (Java leaves them null)."""
         what = "ConsumerConnection"
-        o = _obj(obj, what)
-        table = _obj(o.get("subscriptionTable") or {}, what + ".subscriptionTable")
+        o = as_object(obj, what)
+        table = as_object(o.get("subscriptionTable") or {}, what + ".subscriptionTable")
         return cls(
             connection_set=_unique(
                 Connection.from_json(c) for c in _list(o, "connectionSet", what)
             ),
             subscription_table={t: SubscriptionData.from_json(s) for t, s in table.items()},
-            consume_type=_opt_str(o, "consumeType", what),
-            message_model=_opt_str(o, "messageModel", what),
-            consume_from_where=_opt_str(o, "consumeFromWhere", what),
+            consume_type=opt_str_field(o, "consumeType", what),
+            message_model=opt_str_field(o, "messageModel", what),
+            consume_from_where=opt_str_field(o, "consumeFromWhere", what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -739,7 +706,7 @@ class ConsumerConnection:
     @classmethod
     def from_bytes(cls, data: bytes) -> ConsumerConnection:
         """Parse the body bytes."""
-        return cls.from_json(_load(data, "ConsumerConnection"))
+        return cls.from_json(load_json_body(data, "ConsumerConnection"))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""
@@ -756,7 +723,7 @@ class ProducerConnection:
     def from_json(cls, obj: Any) -> ProducerConnection:
         """Parse ``{"connectionSet": [...]}``."""
         what = "ProducerConnection"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         return cls(
             connection_set=_unique(Connection.from_json(c) for c in _list(o, "connectionSet", what))
         )
@@ -768,7 +735,7 @@ class ProducerConnection:
     @classmethod
     def from_bytes(cls, data: bytes) -> ProducerConnection:
         """Parse the body bytes."""
-        return cls.from_json(_load(data, "ProducerConnection"))
+        return cls.from_json(load_json_body(data, "ProducerConnection"))
 
     def to_bytes(self) -> bytes:
         """The body bytes."""

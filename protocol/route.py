@@ -33,6 +33,22 @@ import attrs
 
 from protocol.codes import PERM_READ, PERM_WRITE
 from protocol.errors import MalformedBody
+from protocol.jsonbody import (
+    as_array,
+    as_object,
+    bool_field,
+    field,
+    int_field,
+    load_json_body,
+    opt_str_field,
+    str_field,
+    str_list,
+    str_map,
+)
+
+# Re-exported: most callers meet these with the route bodies.
+from protocol.jsonbody import dumps_json as dumps_json
+from protocol.jsonbody import loads_fastjson as loads_fastjson
 
 #: Broker id of a group's master in ``BrokerData.broker_addrs`` (MixAll.MASTER_ID).
 MASTER_ID = 0
@@ -59,135 +75,7 @@ def is_writeable(perm: int) -> bool:
 
 # --- JSON text ----------------------------------------------------------------------------
 
-# A string literal (consumed whole, so nothing inside a string is ever rewritten), or a bare
-# integer object key right after "{" or ",": fastjson's form of Map<Long, ...> keys.
-_STRING_OR_BARE_KEY = re.compile(
-    # The string branch also swallows an unterminated string up to the end of the text, so a
-    # malformed body costs one linear scan, never one scan per quote.
-    r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|([{,]\s*)(-?[0-9]+)(\s*:)',
-    re.DOTALL,
-)
-
-
 _INT_KEY = re.compile(r"-?[0-9]+")
-
-
-def _quote_bare_key(match: re.Match[str]) -> str:
-    if match.group(2) is None:
-        return match.group(0)
-    return f'{match.group(1)}"{match.group(2)}"{match.group(3)}'
-
-
-def _reject_constant(name: str) -> Any:
-    raise MalformedBody(f"JSON constant {name} is not allowed")
-
-
-def loads_fastjson(text: str) -> Any:
-    """Parse standard JSON, or fastjson's variant with bare integer keys (``{0:"a"}``).
-
-    Bare keys are quoted by a pre-pass that skips string literals, so text such as
-    ``"{0:x}"`` inside a string is left alone. Raises ``MalformedBody`` on anything else.
-    """
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError:
-        pass
-    except RecursionError as exc:
-        raise MalformedBody("JSON nested too deeply") from exc
-    fixed = _STRING_OR_BARE_KEY.sub(_quote_bare_key, text)
-    try:
-        return json.loads(fixed, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise MalformedBody(f"invalid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise MalformedBody("JSON nested too deeply") from exc
-
-
-def dumps_json(obj: Any) -> bytes:
-    """Render ``obj`` as we emit JSON bodies: standard, sorted keys, compact, ASCII."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("ascii")
-
-
-def _load_json_bytes(data: bytes, what: str) -> Any:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedBody(f"{what}: body is not UTF-8") from exc
-    return loads_fastjson(text)
-
-
-# --- tolerant field readers ----------------------------------------------------------------
-
-
-def _field(obj: Mapping[str, Any], key: str, default: Any) -> Any:
-    value = obj.get(key)
-    return default if value is None else value
-
-
-def _obj(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise MalformedBody(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, what: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise MalformedBody(f"{what}: expected a JSON array, got {type(value).__name__}")
-    return value
-
-
-def _int(obj: Mapping[str, Any], key: str, default: int | None, what: str) -> int:
-    value = obj.get(key)
-    if value is None:
-        if default is None:
-            raise MalformedBody(f"{what}: missing {key!r}")
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedBody(f"{what}: {key!r} must be an integer, got {value!r}")
-    return value
-
-
-def _str(obj: Mapping[str, Any], key: str, default: str | None, what: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        if default is None:
-            raise MalformedBody(f"{what}: missing {key!r}")
-        return default
-    if not isinstance(value, str):
-        raise MalformedBody(f"{what}: {key!r} must be a string, got {value!r}")
-    return value
-
-
-def _opt_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
-    if obj.get(key) is None:
-        return None
-    return _str(obj, key, None, what)
-
-
-def _bool(obj: Mapping[str, Any], key: str, default: bool, what: str) -> bool:
-    value = obj.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise MalformedBody(f"{what}: {key!r} must be a boolean, got {value!r}")
-    return value
-
-
-def _str_map(value: Any, what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, item in _obj(value, what).items():
-        if not isinstance(item, str):
-            raise MalformedBody(f"{what}: value of {key!r} must be a string, got {item!r}")
-        out[key] = item
-    return out
-
-
-def _str_list(value: Any, what: str) -> list[str]:
-    items = _list(value, what)
-    for item in items:
-        if not isinstance(item, str):
-            raise MalformedBody(f"{what}: items must be strings, got {item!r}")
-    return list(items)
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -210,18 +98,18 @@ class TopicConfig:
     def from_json(cls, obj: Any) -> TopicConfig:
         """Parse a TopicConfig JSON object (``topicName`` is required)."""
         what = "TopicConfig"
-        o = _obj(obj, what)
-        filter_type = _str(o, "topicFilterType", "SINGLE_TAG", what)
+        o = as_object(obj, what)
+        filter_type = str_field(o, "topicFilterType", "SINGLE_TAG", what)
         _check_filter_type(filter_type)
         return cls(
-            topic_name=_str(o, "topicName", None, what),
-            read_queue_nums=_int(o, "readQueueNums", DEFAULT_QUEUE_NUMS, what),
-            write_queue_nums=_int(o, "writeQueueNums", DEFAULT_QUEUE_NUMS, what),
-            perm=_int(o, "perm", PERM_READ | PERM_WRITE, what),
+            topic_name=str_field(o, "topicName", None, what),
+            read_queue_nums=int_field(o, "readQueueNums", DEFAULT_QUEUE_NUMS, what),
+            write_queue_nums=int_field(o, "writeQueueNums", DEFAULT_QUEUE_NUMS, what),
+            perm=int_field(o, "perm", PERM_READ | PERM_WRITE, what),
             topic_filter_type=filter_type,
             topic_sys_flag=_sys_flag(o, what),
-            order=_bool(o, "order", False, what),
-            attributes=_str_map(_field(o, "attributes", {}), what + ".attributes"),
+            order=bool_field(o, "order", False, what),
+            attributes=str_map(field(o, "attributes", {}), what + ".attributes"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -257,7 +145,7 @@ class TopicConfig:
         attributes: dict[str, str] = {}
         if len(parts) > 5:
             try:
-                attributes = _str_map(json.loads(" ".join(parts[5:])), "attributes")
+                attributes = str_map(json.loads(" ".join(parts[5:])), "attributes")
             except (ValueError, MalformedBody):
                 attributes = {}
         return cls(
@@ -285,8 +173,8 @@ def _check_filter_type(value: str) -> None:
 
 def _sys_flag(obj: Mapping[str, Any], what: str) -> int:
     if obj.get("topicSysFlag") is not None:
-        return _int(obj, "topicSysFlag", 0, what)
-    return _int(obj, "topicSynFlag", 0, what)
+        return int_field(obj, "topicSysFlag", 0, what)
+    return int_field(obj, "topicSynFlag", 0, what)
 
 
 @attrs.frozen(kw_only=True)
@@ -301,11 +189,11 @@ class DataVersion:
     def from_json(cls, obj: Any) -> DataVersion:
         """Parse ``{"counter":n,"stateVersion":e,"timestamp":ms}``; missing fields are 0."""
         what = "DataVersion"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         return cls(
-            counter=_int(o, "counter", 0, what),
-            state_version=_int(o, "stateVersion", 0, what),
-            timestamp_ms=_int(o, "timestamp", 0, what),
+            counter=int_field(o, "counter", 0, what),
+            state_version=int_field(o, "stateVersion", 0, what),
+            timestamp_ms=int_field(o, "timestamp", 0, what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -350,12 +238,12 @@ class QueueData:
     def from_json(cls, obj: Any) -> QueueData:
         """Parse a QueueData object; accepts ``topicSynFlag`` for ``topicSysFlag``."""
         what = "QueueData"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         return cls(
-            broker_name=_str(o, "brokerName", None, what),
-            read_queue_nums=_int(o, "readQueueNums", 0, what),
-            write_queue_nums=_int(o, "writeQueueNums", 0, what),
-            perm=_int(o, "perm", 0, what),
+            broker_name=str_field(o, "brokerName", None, what),
+            read_queue_nums=int_field(o, "readQueueNums", 0, what),
+            write_queue_nums=int_field(o, "writeQueueNums", 0, what),
+            perm=int_field(o, "perm", 0, what),
             topic_sys_flag=_sys_flag(o, what),
         )
 
@@ -384,9 +272,9 @@ class BrokerData:
     def from_json(cls, obj: Any) -> BrokerData:
         """Parse a BrokerData object; ``brokerAddrs`` keys may be "0" or (fastjson) 0."""
         what = "BrokerData"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         addrs: dict[int, str] = {}
-        for key, addr in _obj(_field(o, "brokerAddrs", {}), what + ".brokerAddrs").items():
+        for key, addr in as_object(field(o, "brokerAddrs", {}), what + ".brokerAddrs").items():
             if not _INT_KEY.fullmatch(key):
                 raise MalformedBody(f"{what}: broker id {key!r} is not an integer")
             broker_id = int(key)
@@ -394,11 +282,11 @@ class BrokerData:
                 raise MalformedBody(f"{what}: address of broker {key} must be a string")
             addrs[broker_id] = addr
         return cls(
-            cluster=_str(o, "cluster", "", what),
-            broker_name=_str(o, "brokerName", None, what),
+            cluster=str_field(o, "cluster", "", what),
+            broker_name=str_field(o, "brokerName", None, what),
             broker_addrs=addrs,
-            enable_acting_master=_bool(o, "enableActingMaster", False, what),
-            zone_name=_opt_str(o, "zoneName", what),
+            enable_acting_master=bool_field(o, "enableActingMaster", False, what),
+            zone_name=opt_str_field(o, "zoneName", what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -432,18 +320,18 @@ class TopicRouteData:
     def from_json(cls, obj: Any) -> TopicRouteData:
         """Parse a route; ``topicQueueMappingByBroker`` (static topics) is ignored."""
         what = "TopicRouteData"
-        o = _obj(obj, what)
-        queue_datas = _list(_field(o, "queueDatas", []), what + ".queueDatas")
-        broker_datas = _list(_field(o, "brokerDatas", []), what + ".brokerDatas")
-        filter_servers = _obj(_field(o, "filterServerTable", {}), what + ".filterServerTable")
+        o = as_object(obj, what)
+        queue_datas = as_array(field(o, "queueDatas", []), what + ".queueDatas")
+        broker_datas = as_array(field(o, "brokerDatas", []), what + ".brokerDatas")
+        filter_servers = as_object(field(o, "filterServerTable", {}), what + ".filterServerTable")
         return cls(
             queue_datas=[QueueData.from_json(q) for q in queue_datas],
             broker_datas=[BrokerData.from_json(b) for b in broker_datas],
             filter_server_table={
-                addr: _str_list(servers, what + ".filterServerTable")
+                addr: str_list(servers, what + ".filterServerTable")
                 for addr, servers in filter_servers.items()
             },
-            order_topic_conf=_opt_str(o, "orderTopicConf", what),
+            order_topic_conf=opt_str_field(o, "orderTopicConf", what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -460,7 +348,7 @@ class TopicRouteData:
     @classmethod
     def from_bytes(cls, data: bytes) -> TopicRouteData:
         """Parse a route body (standard JSON or fastjson's bare integer keys)."""
-        return cls.from_json(_load_json_bytes(data, "TopicRouteData"))
+        return cls.from_json(load_json_body(data, "TopicRouteData"))
 
     def to_bytes(self) -> bytes:
         """The route body as we send it."""
@@ -478,13 +366,13 @@ class ClusterInfo:
     def from_json(cls, obj: Any) -> ClusterInfo:
         """Parse ``{"brokerAddrTable":{name:BrokerData},"clusterAddrTable":{c:[names]}}``."""
         what = "ClusterInfo"
-        o = _obj(obj, what)
-        brokers = _obj(_field(o, "brokerAddrTable", {}), what + ".brokerAddrTable")
-        clusters = _obj(_field(o, "clusterAddrTable", {}), what + ".clusterAddrTable")
+        o = as_object(obj, what)
+        brokers = as_object(field(o, "brokerAddrTable", {}), what + ".brokerAddrTable")
+        clusters = as_object(field(o, "clusterAddrTable", {}), what + ".clusterAddrTable")
         return cls(
             broker_addr_table={name: BrokerData.from_json(b) for name, b in brokers.items()},
             cluster_addr_table={
-                name: sorted(_str_list(members, what + ".clusterAddrTable"))
+                name: sorted(str_list(members, what + ".clusterAddrTable"))
                 for name, members in clusters.items()
             },
         )
@@ -499,7 +387,7 @@ class ClusterInfo:
     @classmethod
     def from_bytes(cls, data: bytes) -> ClusterInfo:
         """Parse a cluster info body (standard JSON or fastjson)."""
-        return cls.from_json(_load_json_bytes(data, "ClusterInfo"))
+        return cls.from_json(load_json_body(data, "ClusterInfo"))
 
     def to_bytes(self) -> bytes:
         """The cluster info body as we send it."""
@@ -524,19 +412,19 @@ class RegisterBrokerBody:
     def from_json(cls, obj: Any) -> RegisterBrokerBody:
         """Parse the JSON form ``{"topicConfigSerializeWrapper":{...},"filterServerList":[]}``."""
         what = "RegisterBrokerBody"
-        o = _obj(obj, what)
-        wrapper = _obj(_field(o, "topicConfigSerializeWrapper", {}), what + ".wrapper")
+        o = as_object(obj, what)
+        wrapper = as_object(field(o, "topicConfigSerializeWrapper", {}), what + ".wrapper")
         table: dict[str, TopicConfig] = {}
-        raw_table = _obj(_field(wrapper, "topicConfigTable", {}), what + ".topicConfigTable")
+        raw_table = as_object(field(wrapper, "topicConfigTable", {}), what + ".topicConfigTable")
         for name, raw in raw_table.items():
-            fields = dict(_obj(raw, "TopicConfig"))
+            fields = dict(as_object(raw, "TopicConfig"))
             fields.setdefault("topicName", name)
             table[name] = TopicConfig.from_json(fields)
         version = wrapper.get("dataVersion")
         return cls(
             topic_config_table=table,
             data_version=DataVersion() if version is None else DataVersion.from_json(version),
-            filter_server_list=_str_list(_field(o, "filterServerList", []), what),
+            filter_server_list=str_list(field(o, "filterServerList", []), what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -558,7 +446,7 @@ class RegisterBrokerBody:
     ) -> RegisterBrokerBody:
         """Decode either body form; ``compressed`` is the request header's flag."""
         if not compressed:
-            return cls.from_json(_load_json_bytes(body, "RegisterBrokerBody"))
+            return cls.from_json(load_json_body(body, "RegisterBrokerBody"))
         return _decode_compressed(_inflate(body, max_inflated_bytes))
 
     def encode(self, compressed: bool) -> bytes:
@@ -621,7 +509,7 @@ class _Reader:
 
 def _decode_compressed(data: bytes) -> RegisterBrokerBody:
     reader = _Reader(data)
-    version = DataVersion.from_json(_load_json_bytes(reader.chunk("dataVersion"), "DataVersion"))
+    version = DataVersion.from_json(load_json_body(reader.chunk("dataVersion"), "DataVersion"))
     table: dict[str, TopicConfig] = {}
     for _ in range(reader.int32("topic count")):
         raw = reader.chunk("topic config")
@@ -630,7 +518,7 @@ def _decode_compressed(data: bytes) -> RegisterBrokerBody:
         except UnicodeDecodeError as exc:
             raise MalformedBody("compressed RegisterBrokerBody: topic config not UTF-8") from exc
         table[config.topic_name] = config
-    filter_servers = _load_json_bytes(reader.chunk("filter server list"), "filterServerList")
+    filter_servers = load_json_body(reader.chunk("filter server list"), "filterServerList")
     # Brokers >= 5.0 append static-topic mappings; 4.x brokers end here. We skip them.
     if reader.remaining():
         for _ in range(reader.int32("mapping count")):
@@ -640,7 +528,7 @@ def _decode_compressed(data: bytes) -> RegisterBrokerBody:
     return RegisterBrokerBody(
         topic_config_table=table,
         data_version=version,
-        filter_server_list=_str_list(
+        filter_server_list=str_list(
             [] if filter_servers is None else filter_servers, "filterServerList"
         ),
     )
@@ -661,11 +549,11 @@ class MessageQueue:
     def from_json(cls, obj: Any) -> MessageQueue:
         """Parse ``{"topic":..,"brokerName":..,"queueId":..}``."""
         what = "MessageQueue"
-        o = _obj(obj, what)
+        o = as_object(obj, what)
         return cls(
-            topic=_str(o, "topic", None, what),
-            broker_name=_str(o, "brokerName", None, what),
-            queue_id=_int(o, "queueId", None, what),
+            topic=str_field(o, "topic", None, what),
+            broker_name=str_field(o, "brokerName", None, what),
+            queue_id=int_field(o, "queueId", None, what),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -1,0 +1,145 @@
+"""Standard JSON bodies: tolerant parsing (fastjson's bare integer keys), strict emitting.
+
+Rules (reference/rocketmq-wire.md §1.6):
+- We always emit standard JSON (sorted keys, compact, ASCII).
+- We parse standard JSON and fastjson's ``{0:"..."}`` integer keys, without eval.
+- The field readers turn every shape error into ``MalformedBody`` naming the body and key;
+  a missing optional field takes its default, extra fields are ignored.
+- Pure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from protocol.errors import MalformedBody
+
+# A string literal (consumed whole, so nothing inside a string is ever rewritten), or a bare
+# integer object key right after "{" or ",": fastjson's form of Map<Long, ...> keys.
+_STRING_OR_BARE_KEY = re.compile(
+    # The string branch also swallows an unterminated string up to the end of the text, so a
+    # malformed body costs one linear scan, never one scan per quote.
+    r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|([{,]\s*)(-?[0-9]+)(\s*:)',
+    re.DOTALL,
+)
+
+
+def _quote_bare_key(match: re.Match[str]) -> str:
+    if match.group(2) is None:
+        return match.group(0)
+    return f'{match.group(1)}"{match.group(2)}"{match.group(3)}'
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedBody(f"JSON constant {name} is not allowed")
+
+
+def loads_fastjson(text: str) -> Any:
+    """Parse standard JSON, or fastjson's variant with bare integer keys (``{0:"a"}``).
+
+    Bare keys are quoted by a pre-pass that skips string literals, so text such as
+    ``"{0:x}"`` inside a string is left alone. Raises ``MalformedBody`` on anything else.
+    """
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError:
+        pass
+    except RecursionError as exc:
+        raise MalformedBody("JSON nested too deeply") from exc
+    fixed = _STRING_OR_BARE_KEY.sub(_quote_bare_key, text)
+    try:
+        return json.loads(fixed, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise MalformedBody(f"invalid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedBody("JSON nested too deeply") from exc
+
+
+def dumps_json(obj: Any) -> bytes:
+    """Render ``obj`` as we emit JSON bodies: standard, sorted keys, compact, ASCII."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def load_json_body(data: bytes, what: str) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"{what}: body is not UTF-8") from exc
+    return loads_fastjson(text)
+
+
+# --- tolerant field readers ----------------------------------------------------------------
+
+
+def field(obj: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = obj.get(key)
+    return default if value is None else value
+
+
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedBody(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def as_array(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise MalformedBody(f"{what}: expected a JSON array, got {type(value).__name__}")
+    return value
+
+
+def int_field(obj: Mapping[str, Any], key: str, default: int | None, what: str) -> int:
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise MalformedBody(f"{what}: missing {key!r}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedBody(f"{what}: {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def str_field(obj: Mapping[str, Any], key: str, default: str | None, what: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise MalformedBody(f"{what}: missing {key!r}")
+        return default
+    if not isinstance(value, str):
+        raise MalformedBody(f"{what}: {key!r} must be a string, got {value!r}")
+    return value
+
+
+def opt_str_field(obj: Mapping[str, Any], key: str, what: str) -> str | None:
+    if obj.get(key) is None:
+        return None
+    return str_field(obj, key, None, what)
+
+
+def bool_field(obj: Mapping[str, Any], key: str, default: bool, what: str) -> bool:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise MalformedBody(f"{what}: {key!r} must be a boolean, got {value!r}")
+    return value
+
+
+def str_map(value: Any, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, item in as_object(value, what).items():
+        if not isinstance(item, str):
+            raise MalformedBody(f"{what}: value of {key!r} must be a string, got {item!r}")
+        out[key] = item
+    return out
+
+
+def str_list(value: Any, what: str) -> list[str]:
+    items = as_array(value, what)
+    for item in items:
+        if not isinstance(item, str):
+            raise MalformedBody(f"{what}: items must be strings, got {item!r}")
+    return list(items)
