@@ -100,9 +100,11 @@ async def wait_until(
 
 
 async def raw_exchange(addr: str, frame: bytes, *, answers: int = 1) -> list[RemotingCommand]:
-    """Write raw bytes on a fresh TCP connection and read ``answers`` frames back.
+    """Write raw bytes on a fresh TCP connection and read ``answers`` responses back.
 
     For what our own client would never send: JSON numbers in extFields, broken headers.
+    Requests the broker pushes meanwhile (NOTIFY_CONSUMER_IDS_CHANGED) are skipped: with
+    write combining they can share a read with the response.
     """
     host, port = split_address(addr)
     decoder = FrameDecoder()
@@ -115,8 +117,9 @@ async def raw_exchange(addr: str, frame: bytes, *, answers: int = 1) -> list[Rem
                 data = await stream.receive_some(65536)
                 if not data:
                     break
-                out.extend(RemotingCommand.from_frame(f) for f in decoder.feed(data))
-    return out
+                commands = (RemotingCommand.from_frame(f) for f in decoder.feed(data))
+                out.extend(c for c in commands if c.is_response)
+    return out[:answers]
 
 
 def json_frame(header: Mapping[str, Any], body: bytes = b"") -> bytes:

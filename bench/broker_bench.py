@@ -1,0 +1,1156 @@
+"""Broker benchmark: a real NameServer and broker, driven over the wire from this process.
+
+The NameServer and each broker run as their own processes (``rmq namesrv --port 0``,
+``rmq broker -n ADDR --port 0 --dir D``); this process is the client and talks raw
+remoting (``protocol.rpc.open_client``, ``--connections`` connections). Phases, each after
+a short warm-up and bounded by ``--duration``:
+
+(a) send   SEND_MESSAGE_V2, ``--size`` bodies, ``--concurrency`` in flight, ASYNC_FLUSH broker
+(b) batch  SEND_BATCH_MESSAGE, ``--batch`` messages per request, same broker
+(d) pull   PULL_MESSAGE (32 per request, sysFlag SUBSCRIPTION, "*") of what (a)+(b) wrote,
+           one queue after another, one request in flight; then all queues at once
+(c) sync   a SYNC_FLUSH broker, single sends with each of ``--sync-concurrency`` in flight;
+           fsync calls the broker made and their latency (``perf trace -s``, when perf
+           works) compared with this disk's write+fdatasync rate in the same directory
+(e) rss    a fresh ASYNC_FLUSH broker's VmRSS before and after ``--rss-gib`` GiB of CommitLog
+
+Prints one line per second while a phase runs (RocketMQ ``producer.sh`` columns), a summary
+table at the end (with the broker's and this client's CPU µs per message, the steadier
+figure on a shared machine), and with ``--out FILE`` the figures as JSON. ``--profile DIR``
+records the broker (and this client) with py-spy during (a), (b) and (c) and prints where
+the time goes.
+
+Usage:
+    python -m bench.broker_bench [--phases a,b,c,d,e] [--duration 10] [--concurrency 64]
+        [--batch 32] [--size 1024] [--connections 1] [--rss-gib 4] [--dir D] [--out F.json]
+    python -m bench.broker_bench --summarize-profile broker-a.speedscope.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import RocketError
+from protocol.headers import (
+    CreateTopicRequestHeader,
+    PullMessageRequestHeader,
+    PullMessageResponseHeader,
+    SendMessageRequestHeaderV2,
+)
+from protocol.message import (
+    BatchItem,
+    decode_batch_body,
+    encode_batch_body,
+    iter_records,
+    properties_to_string,
+)
+from protocol.rpc import RemotingClient, open_client
+
+GIB = 1024**3
+MIB = 1024**2
+PRODUCER_GROUP = "bench-producer-group"
+CONSUMER_GROUP = "bench-consumer-group"
+PULL_BATCH = 32
+FLAG_SUBSCRIPTION = 0x4
+PERM_READ_WRITE = 6
+_START_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 30.0
+_NAMESRV_READY = re.compile(rb"The Name Server boot success\. address=([0-9.]+:[0-9]+)")
+_BROKER_READY = re.compile(rb"The broker\[[^,\]]+, ([0-9.]+:[0-9]+)\] boot success")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_ALL_PHASES = "a,b,c,d,e"
+
+
+# --- server processes ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Server:
+    """A running server process: its name, address and pid."""
+
+    name: str
+    addr: str
+    pid: int
+
+
+def rmq_argv(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("rmq")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "client.cli.app", *args]
+
+
+@asynccontextmanager
+async def server_process(
+    name: str, argv: list[str], ready: re.Pattern[bytes]
+) -> AsyncIterator[Server]:
+    """Start ``argv``, wait for its ready line, yield it; SIGTERM → bounded wait → kill."""
+    process = await trio.lowlevel.open_process(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stderr_tail: deque[bytes] = deque(maxlen=64)
+    try:
+        async with trio.open_nursery() as nursery:
+            assert process.stdout is not None and process.stderr is not None
+            nursery.start_soon(_drain, process.stderr, stderr_tail)
+            addr = await _ready_address(name, process.stdout, ready, stderr_tail)
+            nursery.start_soon(_drain, process.stdout, deque(maxlen=16))
+            yield Server(name=name, addr=addr, pid=process.pid)
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                with trio.move_on_after(_STOP_TIMEOUT_S):
+                    await process.wait()
+            if process.returncode is None:
+                print(f"{name} did not stop in {_STOP_TIMEOUT_S:.0f} s; killing it", flush=True)
+                process.kill()
+                await process.wait()
+
+
+async def _ready_address(
+    name: str, stdout: trio.abc.ReceiveStream, ready: re.Pattern[bytes], tail: deque[bytes]
+) -> str:
+    seen = b""
+    with trio.move_on_after(_START_TIMEOUT_S):
+        while chunk := await stdout.receive_some(4096):
+            seen += chunk
+            if match := ready.search(seen):
+                return match.group(1).decode()
+    raise SystemExit(
+        f"{name} did not print its ready line:\n" + b"".join(tail).decode(errors="replace")
+    )
+
+
+async def _drain(stream: trio.abc.ReceiveStream, tail: deque[bytes]) -> None:
+    while chunk := await stream.receive_some(65536):
+        tail.append(bytes(chunk))
+
+
+def namesrv_process() -> AbstractAsyncContextManager[Server]:
+    return server_process(
+        "namesrv", rmq_argv("namesrv", "--port", "0", "--log-level", "WARNING"), _NAMESRV_READY
+    )
+
+
+def broker_process(
+    namesrv: str, store_dir: Path, *, name: str, flush: str, segment_bytes: int | None
+) -> AbstractAsyncContextManager[Server]:
+    argv = rmq_argv(
+        "broker",
+        "-n",
+        namesrv,
+        "--port",
+        "0",
+        "--dir",
+        str(store_dir),
+        "--name",
+        name,
+        "--flush",
+        flush,
+        "--log-level",
+        "WARNING",
+    )
+    if segment_bytes is not None:
+        argv += ["--segment-bytes", str(segment_bytes)]
+    return server_process(name, argv, _BROKER_READY)
+
+
+# --- resource sampling --------------------------------------------------------------------------
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM, RssAnon, RssFile, RssShmem of ``pid`` in bytes (from /proc)."""
+    wanted = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in wanted:
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def _proc_cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid``, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK  # utime, stime
+
+
+def _machine_busy_s() -> float:
+    """Busy CPU seconds of every core together since boot (all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / _CLK_TCK
+
+
+@attrs.frozen
+class Usage:
+    """A CPU snapshot of the broker, this client and the whole machine."""
+
+    wall_s: float
+    broker_s: float
+    broker_sys_s: float
+    client_s: float
+    machine_busy_s: float
+
+    @classmethod
+    def sample(cls, broker_pid: int) -> Usage:
+        times = os.times()
+        user, system = _proc_cpu_s(broker_pid)
+        return cls(
+            wall_s=time.perf_counter(),
+            broker_s=user + system,
+            broker_sys_s=system,
+            client_s=times.user + times.system,
+            machine_busy_s=_machine_busy_s(),
+        )
+
+    def since(self, start: Usage) -> dict[str, float]:
+        """CPU use between ``start`` and this snapshot, in % of one core."""
+        wall = max(1e-9, self.wall_s - start.wall_s)
+        broker = 100 * (self.broker_s - start.broker_s) / wall
+        client = 100 * (self.client_s - start.client_s) / wall
+        machine = 100 * (self.machine_busy_s - start.machine_busy_s) / wall
+        return {
+            "broker_cpu_s": round(self.broker_s - start.broker_s, 3),
+            "client_cpu_s": round(self.client_s - start.client_s, 3),
+            "broker_cpu_pct": round(broker, 1),
+            "broker_sys_pct": round(100 * (self.broker_sys_s - start.broker_sys_s) / wall, 1),
+            "client_cpu_pct": round(client, 1),
+            "machine_cpu_pct": round(machine, 1),
+            "other_cpu_pct": round(max(0.0, machine - broker - client), 1),
+            "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0]),
+        }
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+@attrs.define
+class Meter:
+    """Counters of one phase: totals, latencies, and the current one-second interval."""
+
+    msgs: int = 0
+    requests: int = 0
+    nbytes: int = 0
+    send_failed: int = 0
+    response_failed: int = 0
+    first_error: str | None = None
+    latencies: list[float] = attrs.Factory(list)
+    per_second: list[float] = attrs.Factory(list)
+    _i_msgs: int = 0
+    _i_bytes: int = 0
+    _i_rt_sum: float = 0.0
+    _i_rt_max: float = 0.0
+    _i_requests: int = 0
+
+    def ok(self, msgs: int, nbytes: int, rt_s: float) -> None:
+        self.msgs += msgs
+        self.requests += 1
+        self.nbytes += nbytes
+        self.latencies.append(rt_s)
+        self._i_msgs += msgs
+        self._i_bytes += nbytes
+        self._i_requests += 1
+        self._i_rt_sum += rt_s
+        self._i_rt_max = max(self._i_rt_max, rt_s)
+
+    def send_error(self, exc: BaseException) -> None:
+        self.send_failed += 1
+        self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"
+
+    def response_error(self, response: RemotingCommand) -> None:
+        self.response_failed += 1
+        if self.first_error is None:
+            try:
+                name = ResponseCode(response.code).name
+            except ValueError:
+                name = str(response.code)
+            self.first_error = f"response {name}: {response.remark}"
+
+    def tick(self, kind: str, interval_s: float) -> str:
+        """The producer.sh-style line of the interval just ended; starts the next one."""
+        tps = self._i_msgs / interval_s
+        self.per_second.append(tps)
+        avg_ms = 1000 * self._i_rt_sum / self._i_requests if self._i_requests else 0.0
+        mb = f" | MB/s: {self._i_bytes / interval_s / 1e6:7.1f}" if kind == "Pull" else ""
+        line = (
+            f"Current Time: {time.strftime('%H:%M:%S')} | {kind} TPS: {tps:8,.0f}{mb} | "
+            f"Max RT(ms): {1000 * self._i_rt_max:7.1f} | Average RT(ms): {avg_ms:7.3f} | "
+            f"{kind} Failed: {self.send_failed} | Response Failed: {self.response_failed}"
+        )
+        self._i_msgs = self._i_bytes = self._i_requests = 0
+        self._i_rt_sum = self._i_rt_max = 0.0
+        return line
+
+    def summary(self, elapsed_s: float) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(q: float) -> float | None:
+            return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
+
+        # The last interval is partial; leave it out of the per-second range.
+        full = self.per_second[:-1] or self.per_second
+        return {
+            "elapsed_s": round(elapsed_s, 3),
+            "msgs": self.msgs,
+            "requests": self.requests,
+            "msg_per_s": round(self.msgs / elapsed_s, 1),
+            "mb_per_s": round(self.nbytes / elapsed_s / 1e6, 2),
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "max_ms": round(1000 * lat[-1], 3) if lat else None,
+            "avg_ms": round(1000 * sum(lat) / len(lat), 3) if lat else None,
+            "per_second_min": round(min(full), 1) if full else None,
+            "per_second_max": round(max(full), 1) if full else None,
+            "send_failed": self.send_failed,
+            "response_failed": self.response_failed,
+            "first_error": self.first_error,
+        }
+
+
+@attrs.define
+class Stop:
+    """When the workers of a phase stop starting requests (may be moved earlier)."""
+
+    at: float
+
+    def now(self) -> None:
+        self.at = min(self.at, trio.current_time())
+
+    @property
+    def due(self) -> bool:
+        return trio.current_time() >= self.at
+
+
+async def _ticker(meter: Meter, label: str, kind: str, extra: Callable[[], str] | None) -> None:
+    last = time.perf_counter()
+    while True:
+        await trio.sleep(1.0)
+        now = time.perf_counter()
+        suffix = f" | {extra()}" if extra is not None else ""
+        print(f"[{label}] {meter.tick(kind, now - last)}{suffix}", flush=True)
+        last = now
+
+
+#: A worker: (client, broker address, meter, stop) → runs until ``stop`` is due.
+Worker = Callable[[RemotingClient, str, Meter, Stop], Awaitable[None]]
+
+
+@attrs.frozen(kw_only=True)
+class Load:
+    """What a phase runs: ``concurrency`` copies of ``worker`` spread over ``clients``."""
+
+    label: str
+    kind: str  # "Send" or "Pull": the column names of the per-second line
+    worker: Worker
+    concurrency: int
+    duration_s: float
+    warmup_s: float = 1.0
+    extra: Callable[[], str] | None = None
+    until: Callable[[], Awaitable[bool]] | None = None  # polled each second; True stops
+
+
+async def run_load(load: Load, clients: Sequence[RemotingClient], broker: Server) -> dict[str, Any]:
+    """Warm up, then run ``load`` for its duration (or until ``until``); its figures."""
+    if load.warmup_s > 0:
+        await _drive(load, clients, broker, Meter(), Stop(trio.current_time() + load.warmup_s))
+    meter = Meter()
+    start = Usage.sample(broker.pid)
+    stop = Stop(trio.current_time() + load.duration_s)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_ticker, meter, load.label, load.kind, load.extra)
+        if load.until is not None:
+            nursery.start_soon(_watch, load.until, stop)
+        await _drive(load, clients, broker, meter, stop)
+        nursery.cancel_scope.cancel()
+    end = Usage.sample(broker.pid)
+    row = meter.summary(end.wall_s - start.wall_s)
+    row.update(end.since(start))
+    # CPU per message is steadier than msg/s on a shared machine: it does not count the
+    # time the broker waited for a core another process held.
+    msgs = max(1, meter.msgs)
+    row["broker_us_per_msg"] = round(1e6 * row["broker_cpu_s"] / msgs, 2)
+    row["client_us_per_msg"] = round(1e6 * row["client_cpu_s"] / msgs, 2)
+    row["concurrency"] = load.concurrency
+    return row
+
+
+async def _drive(
+    load: Load, clients: Sequence[RemotingClient], broker: Server, meter: Meter, stop: Stop
+) -> None:
+    async with trio.open_nursery() as workers:
+        for i in range(load.concurrency):
+            workers.start_soon(load.worker, clients[i % len(clients)], broker.addr, meter, stop)
+
+
+async def _watch(until: Callable[[], Awaitable[bool]], stop: Stop) -> None:
+    while not stop.due:
+        await trio.sleep(1.0)
+        if await until():
+            stop.now()
+            return
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+class SendRequests:
+    """SEND_MESSAGE_V2 / SEND_BATCH_MESSAGE requests as a Java producer builds them.
+
+    Queues round-robin; every message carries a fresh UNIQ_KEY (Java's producer sets one per
+    message, batch items included), ``WAIT=true`` and a tag.
+    """
+
+    def __init__(self, topic: str, size: int, queues: int, batch: int) -> None:
+        self.size = size
+        self.batch = batch
+        self._queues = queues
+        self._seq = itertools.count()
+        self._body = bytes(i % 251 for i in range(size))
+        self._key_prefix = f"7F000001{os.getpid() & 0xFFFF:04X}{int(time.time()) & 0xFFFFFFFF:08X}"
+        header = SendMessageRequestHeaderV2(
+            a=PRODUCER_GROUP,
+            b=topic,
+            c="TBW102",
+            d=4,
+            e=0,
+            f=0,
+            g=0,
+            h=0,
+            i=None,
+            j=0,
+            k=False,
+            m=batch > 1,
+            n=None,
+        )
+        self._ext = header.to_ext_fields()
+        self._batch_props = properties_to_string({"WAIT": "true"})
+        self._item_head, self._item_tail = self._batch_item_template()
+
+    def _uniq_key(self, n: int) -> str:
+        return f"{self._key_prefix}{n:012X}"
+
+    def _batch_item_template(self) -> tuple[bytes, bytes]:
+        """One encoded batch item split around its UNIQ_KEY counter (spliced per item)."""
+        marker = "#" * 12
+        item = BatchItem(
+            body=self._body,
+            properties={"UNIQ_KEY": self._key_prefix + marker, "WAIT": "true", "TAGS": "TagA"},
+        )
+        encoded = encode_batch_body([item])
+        head, sep, tail = encoded.partition(marker.encode())
+        assert sep and marker.encode() not in tail
+        # The splice must give exactly what the library encodes.
+        probe = BatchItem(
+            body=self._body,
+            properties={"UNIQ_KEY": self._uniq_key(7), "WAIT": "true", "TAGS": "TagA"},
+        )
+        assert head + b"%012X" % 7 + tail == encode_batch_body([probe])
+        return head, tail
+
+    def single(self) -> RemotingCommand:
+        n = next(self._seq)
+        ext = dict(self._ext)
+        ext["e"] = str(n % self._queues)
+        ext["g"] = str(int(time.time() * 1000))
+        ext["i"] = properties_to_string(
+            {"UNIQ_KEY": self._uniq_key(n), "WAIT": "true", "TAGS": "TagA"}
+        )
+        return RemotingCommand.request(RequestCode.SEND_MESSAGE_V2, ext, self._body)
+
+    def batched(self) -> RemotingCommand:
+        n = next(self._seq)
+        first = n * self.batch
+        head, tail = self._item_head, self._item_tail
+        body = b"".join(
+            b"".join((head, b"%012X" % k, tail)) for k in range(first, first + self.batch)
+        )
+        ext = dict(self._ext)
+        ext["e"] = str(n % self._queues)
+        ext["g"] = str(int(time.time() * 1000))
+        ext["i"] = self._batch_props
+        return RemotingCommand.request(RequestCode.SEND_BATCH_MESSAGE, ext, body)
+
+    def check_batch(self) -> None:
+        """The batch body decodes into ``batch`` distinct items (run once, up front)."""
+        items = decode_batch_body(self.batched().body)
+        keys = {item.properties["UNIQ_KEY"] for item in items}
+        assert len(items) == self.batch == len(keys), (len(items), len(keys))
+
+
+def send_worker(
+    make: Callable[[], RemotingCommand], msgs: int, size: int, timeout_s: float
+) -> Worker:
+    async def worker(client: RemotingClient, addr: str, meter: Meter, stop: Stop) -> None:
+        while not stop.due:
+            request = make()
+            start = time.perf_counter()
+            try:
+                response = await client.call(addr, request, timeout_s=timeout_s)
+            except RocketError as exc:  # counted, not fatal: a bench reports what happened
+                meter.send_error(exc)
+                await trio.sleep(0.01)  # a dead connection must not spin
+                continue
+            if response.code == ResponseCode.SUCCESS:
+                meter.ok(msgs, msgs * size, time.perf_counter() - start)
+            else:
+                meter.response_error(response)
+
+    return worker
+
+
+def pull_request(topic: str, queue_id: int, offset: int) -> RemotingCommand:
+    header = PullMessageRequestHeader(
+        consumer_group=CONSUMER_GROUP,
+        topic=topic,
+        queue_id=queue_id,
+        queue_offset=offset,
+        max_msg_nums=PULL_BATCH,
+        sys_flag=FLAG_SUBSCRIPTION,
+        commit_offset=0,
+        suspend_timeout_millis=0,
+        sub_version=0,
+        subscription="*",
+        expression_type="TAG",
+    )
+    return RemotingCommand.request(RequestCode.PULL_MESSAGE, header.to_ext_fields())
+
+
+def pull_worker(topic: str, queue_ids: Sequence[int], timeout_s: float) -> Worker:
+    """Pull each of ``queue_ids`` in turn from offset 0 to its end, one request in flight."""
+
+    async def worker(client: RemotingClient, addr: str, meter: Meter, stop: Stop) -> None:
+        checked = False
+        for queue_id in queue_ids:
+            offset = 0
+            while not stop.due:
+                start = time.perf_counter()
+                try:
+                    response = await client.call(
+                        addr, pull_request(topic, queue_id, offset), timeout_s=timeout_s
+                    )
+                except RocketError as exc:
+                    meter.send_error(exc)
+                    return
+                if response.code == ResponseCode.PULL_NOT_FOUND:
+                    break  # the end of this queue
+                if response.code != ResponseCode.SUCCESS:
+                    meter.response_error(response)
+                    break
+                reply = PullMessageResponseHeader.from_ext_fields(response.ext_fields)
+                count = reply.next_begin_offset - offset
+                if not checked:  # once: the body holds exactly that many good records
+                    assert sum(1 for _ in iter_records(response.body)) == count, "bad pull body"
+                    checked = True
+                meter.ok(count, len(response.body), time.perf_counter() - start)
+                offset = reply.next_begin_offset
+
+    return worker
+
+
+async def create_topic(client: RemotingClient, broker: Server, topic: str, queues: int) -> None:
+    header = CreateTopicRequestHeader(
+        topic=topic,
+        default_topic="TBW102",
+        read_queue_nums=queues,
+        write_queue_nums=queues,
+        perm=PERM_READ_WRITE,
+        topic_filter_type="SINGLE_TAG",
+    )
+    request = RemotingCommand.request(RequestCode.UPDATE_AND_CREATE_TOPIC, header.to_ext_fields())
+    response = await client.call(broker.addr, request, timeout_s=10.0)
+    if response.code != ResponseCode.SUCCESS:
+        raise SystemExit(f"creating topic {topic} failed: {response.code} {response.remark}")
+
+
+async def runtime_info(client: RemotingClient, broker: Server) -> dict[str, str]:
+    """The broker's GET_BROKER_RUNTIME_INFO table."""
+    request = RemotingCommand.request(RequestCode.GET_BROKER_RUNTIME_INFO)
+    response = await client.call(broker.addr, request, timeout_s=10.0)
+    if response.code != ResponseCode.SUCCESS:
+        raise SystemExit(f"GET_BROKER_RUNTIME_INFO failed: {response.code} {response.remark}")
+    table: dict[str, str] = json.loads(response.body)["table"]
+    return table
+
+
+@asynccontextmanager
+async def open_clients(count: int) -> AsyncIterator[list[RemotingClient]]:
+    """``count`` clients, so ``count`` connections to each broker."""
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(open_client(name=f"bench-{i}", default_timeout_s=10.0))
+            for i in range(count)
+        ]
+
+
+# --- disk and syscalls ---------------------------------------------------------------------------
+
+
+def disk_fsync_rate(directory: Path, block_bytes: int, seconds: float) -> dict[str, float]:
+    """pwrite ``block_bytes`` at the end of a sparse file + fdatasync, in a loop: rate, latency."""
+    path = directory / f"fsync-probe-{block_bytes}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        size = 256 * MIB
+        os.ftruncate(fd, size)  # sparse, like a new CommitLog segment
+        block = b"\xab" * block_bytes
+        count = pos = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while (now := time.perf_counter()) < deadline:
+            os.pwrite(fd, block, pos)
+            os.fdatasync(fd)
+            count += 1
+            pos = (pos + block_bytes) % (size - block_bytes)
+        elapsed = now - start
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {
+        "block_bytes": block_bytes,
+        "fsyncs_per_s": round(count / elapsed, 1),
+        "mean_ms": round(1000 * elapsed / max(1, count), 3),
+    }
+
+
+async def count_syncs(pid: int, seconds: float) -> dict[str, float] | None:
+    """fdatasync/fsync calls ``pid`` makes during ``seconds`` and their latency (``perf
+    trace -s``; filtered in the kernel, so the broker is not slowed), if perf works here."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return None
+    argv = [perf, "trace", "-s", "-e", "fdatasync,fsync", "-p", str(pid), "--", "sleep", f"{seconds:.2f}"]  # fmt: skip
+    result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    text = (result.stdout + result.stderr).decode(errors="replace")
+    calls, total_ms, max_ms = 0, 0.0, 0.0
+    for line in text.splitlines():
+        fields = line.split()
+        # syscall  calls  errors  total  min  avg  max  stddev  (one row per thread)
+        if len(fields) >= 7 and fields[0] in ("fdatasync", "fsync") and fields[1].isdigit():
+            calls += int(fields[1])
+            total_ms += float(fields[3])
+            max_ms = max(max_ms, float(fields[6]))
+    if not calls:
+        return None
+    return {"calls": calls, "mean_ms": round(total_ms / calls, 3), "max_ms": max_ms}
+
+
+# --- profiling -----------------------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    local = Path(sys.executable).with_name("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+async def record_profile(pid: int, out: Path, seconds: float) -> None:
+    """py-spy record of ``pid`` for ``seconds`` (idle samples included) into ``out``."""
+    exe = py_spy()
+    if exe is None:
+        print("py-spy not found: .venv/bin/pip install py-spy", flush=True)
+        return
+    argv = [exe, "record", "-p", str(pid), "-o", str(out), "--format", "speedscope",
+            "-d", str(max(1, int(seconds))), "-r", "100", "--idle"]  # fmt: skip
+    result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    if result.returncode != 0:
+        print(f"py-spy failed: {result.stderr.decode(errors='replace')[-500:]}", flush=True)
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive shares of the busiest thread's samples in a py-spy speedscope file.
+
+    Frames present in (nearly) every sample (the entry point, ``trio.run``) are left out of
+    the inclusive list. ``EpollIOManager.get_events`` self time is the event loop waiting in
+    ``epoll_wait`` (idle, or polling when there is work).
+    """
+    data = json.loads(path.read_text())
+    frames = [f"{f['name']} ({_short(f.get('file', '?'))})" for f in data["shared"]["frames"]]
+    prof = max(data["profiles"], key=lambda p: len(p["samples"]))
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for stack in prof["samples"]:
+        if stack:
+            own[frames[stack[-1]]] += 1
+        for name in {frames[i] for i in stack}:
+            total[name] += 1
+    samples = max(1, len(prof["samples"]))
+    epoll = sum(n for name, n in own.items() if "get_events" in name)
+
+    def pct(n: int) -> float:
+        return round(100 * n / samples, 1)
+
+    return {
+        "thread": prof.get("name", "?"),
+        "samples": samples,
+        "epoll_wait_pct": pct(epoll),
+        "self": [(k, pct(n)) for k, n in own.most_common(top)],
+        "inclusive": [(k, pct(n)) for k, n in total.most_common() if n < 0.995 * samples][
+            : top + 10
+        ],
+    }
+
+
+def print_profile(title: str, summary: dict[str, Any]) -> None:
+    print(
+        f"\n{title}: {summary['thread']}, {summary['samples']} samples, "
+        f"{summary['epoll_wait_pct']}% in epoll_wait"
+    )
+    print("  self %   function")
+    for name, share in summary["self"]:
+        print(f"  {share:6.1f}   {name}")
+    print("  incl %   function")
+    for name, share in summary["inclusive"]:
+        print(f"  {share:6.1f}   {name}")
+
+
+# --- phases --------------------------------------------------------------------------------------
+
+
+def _header(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+async def phases_async(args: argparse.Namespace, namesrv: Server, parent: Path) -> dict[str, Any]:
+    """(a) single sends, (b) batch sends, (d) pulls, against one ASYNC_FLUSH broker."""
+    out: dict[str, Any] = {}
+    store = parent / "async"
+    async with (
+        broker_process(
+            namesrv.addr,
+            store,
+            name="bench-async",
+            flush="ASYNC_FLUSH",
+            segment_bytes=args.segment_bytes,
+        ) as broker,
+        open_clients(args.connections) as clients,
+    ):
+        await create_topic(clients[0], broker, args.topic, args.queues)
+        out["rss_boot"] = proc_memory(broker.pid)
+        requests = SendRequests(args.topic, args.size, args.queues, 1)
+        if "a" in args.phases:
+            _header(
+                f"(a) SEND_MESSAGE_V2 {args.size} B, {args.concurrency} in flight, "
+                f"{args.connections} connection(s), ASYNC_FLUSH broker {broker.addr}"
+            )
+            load = Load(
+                label="a send",
+                kind="Send",
+                concurrency=args.concurrency,
+                duration_s=args.duration,
+                worker=send_worker(requests.single, 1, args.size, args.timeout),
+            )
+            out["a_send"] = await _profiled(args, "a-send", broker, load, clients)
+        if "b" in args.phases:
+            batches = SendRequests(args.topic, args.size, args.queues, args.batch)
+            batches.check_batch()
+            _header(
+                f"(b) SEND_BATCH_MESSAGE {args.batch} x {args.size} B, "
+                f"{args.batch_concurrency} in flight"
+            )
+            load = Load(
+                label="b batch",
+                kind="Send",
+                concurrency=args.batch_concurrency,
+                duration_s=args.duration,
+                worker=send_worker(batches.batched, args.batch, args.size, args.timeout),
+            )
+            out["b_batch"] = await _profiled(args, "b-batch", broker, load, clients)
+        if "d" in args.phases:
+            out.update(await _pulls(args, broker, clients))
+        out["rss_end"] = proc_memory(broker.pid)
+        out["runtime_info"] = await runtime_info(clients[0], broker)
+    shutil.rmtree(store, ignore_errors=True)
+    return out
+
+
+async def _profiled(
+    args: argparse.Namespace, name: str, broker: Server, load: Load, clients: list[RemotingClient]
+) -> dict[str, Any]:
+    """``run_load``, with py-spy recording the broker and this client when ``--profile``."""
+    if args.profile is None:
+        return await run_load(load, clients, broker)
+    args.profile.mkdir(parents=True, exist_ok=True)
+    broker_out = args.profile / f"{name}-broker.speedscope.json"
+    client_out = args.profile / f"{name}-client.speedscope.json"
+    async with trio.open_nursery() as nursery:
+
+        async def record_after_warmup() -> None:
+            await trio.sleep(load.warmup_s + 0.5)
+            async with trio.open_nursery() as inner:
+                inner.start_soon(record_profile, broker.pid, broker_out, load.duration_s - 1)
+                inner.start_soon(record_profile, os.getpid(), client_out, load.duration_s - 1)
+
+        nursery.start_soon(record_after_warmup)
+        row = await run_load(load, clients, broker)
+    row["profile"] = {}
+    for who, path in (("broker", broker_out), ("client", client_out)):
+        if path.exists():
+            summary = summarize_profile(path)
+            row["profile"][who] = summary
+            print_profile(f"py-spy {name} {who} ({path})", summary)
+    row["profiled"] = True
+    return row
+
+
+async def _pulls(
+    args: argparse.Namespace, broker: Server, clients: list[RemotingClient]
+) -> dict[str, Any]:
+    info = await runtime_info(clients[0], broker)
+    stored = int(info.get("putMessageTimesTotal", "0"))
+    queues = list(range(args.queues))
+    _header(
+        f"(d) PULL_MESSAGE {PULL_BATCH}/request, queues one after another, 1 in flight "
+        f"({stored:,} messages stored)"
+    )
+    seq = Load(
+        label="d pull x1",
+        kind="Pull",
+        concurrency=1,
+        duration_s=args.duration,
+        warmup_s=0,
+        worker=pull_worker(args.topic, queues, args.timeout),
+    )
+    out = {"d_pull_sequential": await run_load(seq, clients, broker)}
+    _header(
+        f"(d) PULL_MESSAGE {PULL_BATCH}/request, {args.queues} queues at once, "
+        "1 in flight per queue"
+    )
+    per_queue = [pull_worker(args.topic, [q], args.timeout) for q in queues]
+
+    async def one_per_queue(client: RemotingClient, addr: str, meter: Meter, stop: Stop) -> None:
+        await per_queue[next(assign) % len(per_queue)](client, addr, meter, stop)
+
+    assign = itertools.count()
+    par = Load(
+        label=f"d pull x{args.queues}",
+        kind="Pull",
+        concurrency=args.queues,
+        duration_s=args.duration,
+        warmup_s=0,
+        worker=one_per_queue,
+    )
+    out["d_pull_parallel"] = await run_load(par, clients, broker)
+    return out
+
+
+async def phase_sync(args: argparse.Namespace, namesrv: Server, parent: Path) -> dict[str, Any]:
+    """(c) SYNC_FLUSH: single sends at each concurrency; fsyncs made vs the disk's rate."""
+    store = parent / "sync"
+    store.mkdir(parents=True)
+    _header(f"(c) disk: pwrite + fdatasync loop in {store}")
+    disk = []
+    for block in (4096, 128 * 1024):
+        probe = await trio.to_thread.run_sync(disk_fsync_rate, store, block, args.fsync_probe_s)
+        print(
+            f"  {block // 1024:>4} KiB writes: {probe['fsyncs_per_s']:,.0f} fdatasync/s "
+            f"({probe['mean_ms']:.2f} ms each)",
+            flush=True,
+        )
+        disk.append(probe)
+    out: dict[str, Any] = {"disk_fsync": disk}
+    async with (
+        broker_process(
+            namesrv.addr,
+            store,
+            name="bench-sync",
+            flush="SYNC_FLUSH",
+            segment_bytes=args.segment_bytes,
+        ) as broker,
+        open_clients(args.connections) as clients,
+    ):
+        await create_topic(clients[0], broker, args.topic, args.queues)
+        requests = SendRequests(args.topic, args.size, args.queues, 1)
+        for concurrency in args.sync_concurrency:
+            _header(
+                f"(c) SEND_MESSAGE_V2 {args.size} B, {concurrency} in flight, "
+                f"SYNC_FLUSH broker {broker.addr}"
+            )
+            load = Load(
+                label=f"c sync x{concurrency}",
+                kind="Send",
+                concurrency=concurrency,
+                duration_s=args.duration,
+                worker=send_worker(requests.single, 1, args.size, args.timeout),
+            )
+            out[f"c_sync_{concurrency}"] = await _sync_run(
+                args, f"c-sync{concurrency}", load, clients, broker
+            )
+        out["rss_end"] = proc_memory(broker.pid)
+    shutil.rmtree(store, ignore_errors=True)
+    return out
+
+
+async def _sync_run(
+    args: argparse.Namespace,
+    name: str,
+    load: Load,
+    clients: list[RemotingClient],
+    broker: Server,
+) -> dict[str, Any]:
+    syncs: dict[str, Any] = {}
+    info_before = await runtime_info(clients[0], broker)
+
+    async def count_after_warmup() -> None:
+        await trio.sleep(load.warmup_s)
+        syncs["counts"] = await count_syncs(broker.pid, load.duration_s)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_after_warmup)
+        row = await _profiled(args, name, broker, load, clients)
+    info_after = await runtime_info(clients[0], broker)
+    flush_keys = sorted(k for k in info_after if "flush" in k.lower() or "fsync" in k.lower())
+    row["runtime_info_flush_keys"] = {k: (info_before.get(k), info_after[k]) for k in flush_keys}
+    counts = syncs.get("counts")
+    row["broker_syncs"] = counts
+    if counts:
+        row["broker_syncs_per_s"] = round(counts["calls"] / load.duration_s, 1)
+        row["msgs_per_sync"] = round(row["msg_per_s"] / max(1e-9, row["broker_syncs_per_s"]), 1)
+        print(
+            f"  broker: {counts['calls']:,} fsync/fdatasync calls in {load.duration_s:.0f} s "
+            f"({row['broker_syncs_per_s']:,.0f}/s, {row['msgs_per_sync']:.1f} msgs each, "
+            f"{counts['mean_ms']:.2f} ms mean, {counts['max_ms']:.1f} ms max; includes the 1 s "
+            "checkpoint round's ConsumeQueue/index syncs)",
+            flush=True,
+        )
+    else:
+        print("  broker fsync count not available (perf trace failed or missing)", flush=True)
+    return row
+
+
+async def phase_rss(args: argparse.Namespace, namesrv: Server, parent: Path) -> dict[str, Any]:
+    """(e) a fresh broker's RSS before and after ``--rss-gib`` GiB of CommitLog."""
+    target = int(args.rss_gib * GIB)
+    free = shutil.disk_usage(parent).free
+    need = target + 2 * GIB  # + index files, ConsumeQueues, the broker's 256 MiB floor
+    if free < need:
+        print(f"\n(e) skipped: {free / GIB:.1f} GiB free in {parent}, need {need / GIB:.1f}")
+        return {"skipped": f"{free} bytes free, need {need}"}
+    store = parent / "rss"
+    out: dict[str, Any] = {"target_bytes": target}
+    async with (
+        broker_process(
+            namesrv.addr,
+            store,
+            name="bench-rss",
+            flush="ASYNC_FLUSH",
+            segment_bytes=args.segment_bytes,
+        ) as broker,
+        open_clients(args.connections) as clients,
+    ):
+        await create_topic(clients[0], broker, args.topic, args.queues)
+        out["before"] = proc_memory(broker.pid)
+        written = [0]
+
+        async def reached() -> bool:
+            info = await runtime_info(clients[0], broker)
+            written[0] = int(info["commitLogMaxOffset"])
+            return written[0] >= target
+
+        def extra() -> str:
+            rss = proc_memory(broker.pid)["VmRSS"]
+            return f"CommitLog {written[0] / GIB:5.2f} GiB | broker VmRSS {rss / MIB:,.0f} MiB"
+
+        batches = SendRequests(args.topic, args.size, args.queues, args.batch)
+        _header(
+            f"(e) writing {args.rss_gib} GiB with SEND_BATCH_MESSAGE {args.batch} x "
+            f"{args.size} B; broker VmRSS before: {out['before']['VmRSS'] / MIB:,.0f} MiB"
+        )
+        load = Load(
+            label="e rss",
+            kind="Send",
+            concurrency=args.batch_concurrency,
+            duration_s=args.rss_timeout,
+            warmup_s=0,
+            extra=extra,
+            until=reached,
+            worker=send_worker(batches.batched, args.batch, args.size, args.timeout),
+        )
+        out["write"] = await run_load(load, clients, broker)
+        await reached()
+        out["commitlog_bytes"] = written[0]
+        out["after"] = proc_memory(broker.pid)
+        await trio.sleep(2.0)  # one async flush round and a checkpoint later
+        out["after_settle"] = proc_memory(broker.pid)
+    out["store_bytes_on_disk"] = _disk_usage(store)
+    shutil.rmtree(store, ignore_errors=True)
+    return out
+
+
+def _disk_usage(path: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    rows = [
+        ("(a) send 1 msg/request", results.get("a_send")),
+        (f"(b) batch {results['config']['batch']} msgs/request", results.get("b_batch")),
+        *[
+            (f"(c) SYNC_FLUSH {k.rsplit('_', 1)[1]} in flight", v)
+            for k, v in results.get("sync", {}).items()
+            if k.startswith("c_sync_")
+        ],
+        ("(d) pull, 1 in flight", results.get("d_pull_sequential")),
+        (f"(d) pull, {results['config']['queues']} in flight", results.get("d_pull_parallel")),
+    ]
+    print("\n=== summary ===")
+    print(
+        f"{'phase':<28}{'msg/s':>10}{'MB/s':>8}{'per-s range':>19}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'max ms':>9}{'fail':>6}{'broker%':>9}{'client%':>9}{'other%':>8}"
+        f"{'brk µs/msg':>12}{'cli µs/msg':>12}"
+    )
+    for name, r in rows:
+        if r is None:
+            continue
+        span = f"{_fmt(r['per_second_min'], ',.0f')}-{_fmt(r['per_second_max'], ',.0f')}"
+        print(
+            f"{name:<28}{r['msg_per_s']:>10,.0f}{r['mb_per_s']:>8.1f}{span:>19}"
+            f"{_fmt(r['p50_ms'], '.2f'):>9}{_fmt(r['p99_ms'], '.2f'):>9}"
+            f"{_fmt(r['max_ms'], '.1f'):>9}{r['send_failed'] + r['response_failed']:>6}"
+            f"{r['broker_cpu_pct']:>9.0f}{r['client_cpu_pct']:>9.0f}{r['other_cpu_pct']:>8.0f}"
+            f"{r['broker_us_per_msg']:>12.1f}{r['client_us_per_msg']:>12.1f}"
+        )
+        if r.get("first_error"):
+            print(f"{'':<28}first error: {r['first_error']}")
+        if r.get("broker_syncs_per_s") is not None:
+            print(
+                f"{'':<28}broker fsyncs {r['broker_syncs_per_s']:,.0f}/s, "
+                f"{r['msgs_per_sync']:.1f} msgs per fsync"
+            )
+    sync = results.get("sync", {})
+    for probe in sync.get("disk_fsync", []):
+        print(
+            f"{'disk write+fdatasync':<28}{probe['fsyncs_per_s']:>10,.0f}/s at "
+            f"{probe['block_bytes'] // 1024} KiB ({probe['mean_ms']:.2f} ms each)"
+        )
+    rss = results.get("rss")
+    if rss and "after" in rss:
+        b, a = rss["before"], rss["after_settle"]
+        print(
+            f"(e) broker VmRSS {b['VmRSS'] / MIB:,.0f} MiB before → {a['VmRSS'] / MIB:,.0f} MiB "
+            f"after {rss['commitlog_bytes'] / GIB:.2f} GiB of CommitLog (anon "
+            f"{a.get('RssAnon', 0) / MIB:,.0f} MiB, file {a.get('RssFile', 0) / MIB:,.0f} MiB, "
+            f"peak VmHWM {a['VmHWM'] / MIB:,.0f} MiB); write rate "
+            f"{rss['write']['msg_per_s']:,.0f} msg/s"
+        )
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set):
+        return sorted(value)
+    return value
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "config": {k: _jsonable(v) for k, v in vars(args).items()},
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    parent = Path(tempfile.mkdtemp(prefix="broker-bench-", dir=args.dir))
+    print(f"stores under {parent}; phases {','.join(sorted(args.phases))}", flush=True)
+    try:
+        async with namesrv_process() as namesrv:
+            if args.phases & {"a", "b", "d"}:
+                results.update(await phases_async(args, namesrv, parent))
+            if "c" in args.phases:
+                results["sync"] = await phase_sync(args, namesrv, parent)
+            if "e" in args.phases:
+                results["rss"] = await phase_rss(args, namesrv, parent)
+    finally:
+        if not args.keep:
+            shutil.rmtree(parent, ignore_errors=True)
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--phases", default=_ALL_PHASES, help=f"comma list of a-e (default {_ALL_PHASES})"
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default 10)")
+    p.add_argument("--size", type=int, default=1024, help="message body bytes (default 1024)")
+    p.add_argument("--concurrency", type=int, default=64, help="(a) requests in flight")
+    p.add_argument("--batch", type=int, default=32, help="(b, e) messages per batch request")
+    p.add_argument("--batch-concurrency", type=int, default=16, help="(b, e) requests in flight")
+    p.add_argument("--sync-concurrency", default="64,256", help="(c) in-flight levels")
+    p.add_argument("--connections", type=int, default=1, help="connections to the broker")
+    p.add_argument("--topic", default="BenchTopic")
+    p.add_argument("--queues", type=int, default=8)
+    p.add_argument("--timeout", type=float, default=10.0, help="per-request deadline (s)")
+    p.add_argument("--segment-bytes", type=int, default=None, help="broker CommitLog segment size")
+    p.add_argument("--rss-gib", type=float, default=4.0, help="(e) GiB of CommitLog to write")
+    p.add_argument("--rss-timeout", type=float, default=900.0, help="(e) give up after (s)")
+    p.add_argument("--fsync-probe-s", type=float, default=2.0, help="(c) disk probe seconds")
+    p.add_argument("--dir", type=Path, default=None, help="parent of the store dirs (temp)")
+    p.add_argument("--keep", action="store_true", help="keep the store dirs")
+    p.add_argument("--profile", type=Path, default=None, help="py-spy (a), (b), (c) into DIR")
+    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    p.add_argument(
+        "--summarize-profile",
+        type=Path,
+        default=None,
+        help="only print the summary of a py-spy speedscope file",
+    )
+    args = p.parse_args(argv)
+    args.phases = {x.strip() for x in args.phases.split(",") if x.strip()}
+    if not args.phases <= set(_ALL_PHASES.split(",")):
+        p.error(f"--phases takes letters from {_ALL_PHASES}")
+    args.sync_concurrency = [int(x) for x in args.sync_concurrency.split(",") if x.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.summarize_profile is not None:
+        print_profile(str(args.summarize_profile), summarize_profile(args.summarize_profile))
+        return
+    results = trio.run(run, args)
+    print_summary(results)
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
