@@ -10,12 +10,14 @@ import trio
 import typer
 
 from client.cli.admin_cmds import admin_app
+from client.cli.bench_cmds import bench_app
 from client.cli.cluster import cluster_app
 from client.cli.output import fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(admin_app, name="admin")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(bench_app, name="bench")
 
 
 def _version_callback(value: bool) -> None:
