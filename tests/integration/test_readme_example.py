@@ -35,7 +35,11 @@ async def test_example_runs_as_written(tmp_path: Path) -> None:
             async with managed_process(argv, ready=r"boot success"):
                 env = {**os.environ, "NAMESRV_ADDR": ns.address}
                 result = await trio.run_process(
-                    [sys.executable, str(EXAMPLE)], env=env, capture_stdout=True, capture_stderr=True, check=False
+                    [sys.executable, str(EXAMPLE)],
+                    env=env,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
                 )
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()[-2000:]
