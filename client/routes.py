@@ -131,8 +131,10 @@ class RouteCache:
 
     async def refresh(self, topic: str) -> TopicInfo:
         """Ask the NameServers now (one fetch per topic at a time; others wait for it)."""
-        pending = self._fetching.get(topic)
-        if pending is not None:
+        # Loop, not ``if``: when a fetch fails (or the route is invalidated meanwhile) every
+        # waiter wakes at once; the first starts the next fetch and the rest wait for that
+        # one, instead of each starting its own and deleting the others' events (KeyError).
+        while (pending := self._fetching.get(topic)) is not None:
             await pending.wait()
             info = self._topics.get(topic)
             if info is not None:
@@ -149,7 +151,8 @@ class RouteCache:
             self._topics[topic] = info
             return info
         finally:
-            del self._fetching[topic]
+            if self._fetching.get(topic) is done:
+                del self._fetching[topic]
             done.set()
 
     async def _fetch(self, topic: str) -> TopicRouteData:
