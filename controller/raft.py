@@ -12,13 +12,21 @@ Rules (DESIGN §6, reference/pysyncobj-verified.md):
   state (CBOR) plus pysyncobj's own bookkeeping, through a custom serializer.
 - Durability: pysyncobj never fsyncs. ``DurableFileJournal`` closes that: every journal
   append or truncation is fsynced before pysyncobj goes on to acknowledge or replicate it,
-  and term/vote changes are fsynced (file and directory) before a vote is sent. Snapshots
-  are fsynced before they replace the old one. What remains: pysyncobj's follower
-  truncates already-applied entries when an append overlaps its log (not only on a term
-  conflict) and re-adds the leader's copy; with a stable leader those copies are identical,
-  but a leader crash in that window could shorten a follower's log below what it had
-  acknowledged. With fsync on, a simultaneous crash (even a power loss) of every controller
-  loses no command whose caller was told it committed, except through that window.
+  and term/vote changes are fsynced (temp file, then directory after the rename) before a
+  vote is sent (``DurableMetaStorer``, which also refuses a corrupt term/vote file instead
+  of forgetting the vote as pysyncobj does). Snapshots are fsynced before they replace
+  the old one, and the journal is cut only once the snapshot replacing it (ours, or one
+  installed from the leader, which pysyncobj writes without fsync) is durable.
+- Truncate only on conflict: pysyncobj's follower deletes every entry after
+  ``prevLogIdx`` whenever its log is longer (a heartbeat or a re-sent range is enough, and
+  the leader re-sends overlapping ranges all the time), then re-adds the leader's copy;
+  a leader crash in that window could shorten a follower's log below what it had
+  acknowledged. ``skip_known_entries`` rewrites each append_entries before pysyncobj sees
+  it so that entries the follower already holds (same index and term) are skipped, and
+  the follower's later entries of the sender's own term are kept (only that leader can
+  have written them, so they match its log); pysyncobj then truncates only from a real
+  conflict. With fsync on, a simultaneous crash (even a power loss) of every controller
+  loses no command whose caller was told it committed.
 - pysyncobj runs its own tick thread; this is the only module that touches threads. The
   ``SyncObj`` is built on the Trio thread (its tick thread stops when the constructing
   thread exits), callbacks hop back with ``TrioToken.run_sync_soon``, and nothing
@@ -33,6 +41,7 @@ import contextlib
 import logging
 import os
 import pickle
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +50,7 @@ import attrs
 import trio
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import journal as pysyncobj_journal
+from pysyncobj import serializer as pysyncobj_serializer
 from pysyncobj import syncobj as pysyncobj_syncobj
 
 from controller import state as sm
@@ -54,6 +64,9 @@ _COMMAND_KIND = "controller-command"
 _SNAPSHOT_KIND = "controller-snapshot"
 _VERSION = 1
 _NOOP = "noop"
+#: File names in ``RaftConfig.data_dir``.
+JOURNAL_FILE = "raft.journal"
+SNAPSHOT_FILE = "raft.snapshot"
 
 
 # --- durability: fsync what pysyncobj only writes ---------------------------------------------
@@ -83,6 +96,14 @@ class DurableFileJournal(pysyncobj_journal.FileJournal):  # type: ignore[misc]
         self._sync()
 
     def clear(self) -> None:
+        # pysyncobj clears the journal right after a snapshot replaced it (log compaction,
+        # or a snapshot installed from the leader, whose file it wrote without fsync): make
+        # that snapshot durable (file, then the rename in the directory) before the entries
+        # it replaces are gone.
+        snapshot = os.path.join(os.path.dirname(os.path.abspath(self._path)), SNAPSHOT_FILE)
+        if os.path.exists(snapshot):
+            _fsync_path(snapshot)
+        _fsync_path(os.path.dirname(os.path.abspath(self._path)))
         super().clear()
         self._sync()
 
@@ -90,11 +111,68 @@ class DurableFileJournal(pysyncobj_journal.FileJournal):  # type: ignore[misc]
         super().deleteEntriesFrom(entryFrom)
         self._sync()
 
-    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
-        super().setCurrentTerm(term, votedForNodeId)
-        meta = self._path + ".meta"
-        _fsync_path(meta)
-        _fsync_path(os.path.dirname(os.path.abspath(meta)))
+
+class DurableMetaStorer(pysyncobj_journal.MetaStorer):  # type: ignore[misc]
+    """pysyncobj's term/vote file, made durable and strict.
+
+    pysyncobj renames the temp file without syncing it, and reads the file with an
+    ``open`` it never closes, swallowing every error: a corrupt file silently forgets the
+    vote, so the node could vote twice in one term. Here the temp file is fsynced before
+    the rename and the directory after it; an absent file is a fresh node, an unreadable
+    one refuses to start.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._path = path
+
+    def getMeta(self) -> Any:
+        try:
+            with open(self._path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return {}
+        try:
+            return pysyncobj_journal.loads(data)
+        except Exception as exc:
+            raise OSError(f"Raft term/vote file {self._path} is corrupt: {exc!r}") from None
+
+    def storeMeta(self, meta: Any) -> None:
+        tmp = self._path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(pysyncobj_journal.dumps(meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)
+        _fsync_path(os.path.dirname(os.path.abspath(self._path)))
+
+
+class _ClosingSerializer(pysyncobj_serializer.Serializer):  # type: ignore[misc]
+    """pysyncobj's Serializer, closing the snapshot file of a transmission to a lagging
+    follower once it is finished or cancelled (pysyncobj drops the open file object,
+    which leaks a descriptor per snapshot sent and raises ResourceWarning)."""
+
+    def _transmissions(self) -> dict[Any, Any]:
+        table: dict[Any, Any] = self._Serializer__transmissions
+        return table
+
+    def _close_dropped(self, held: dict[Any, Any]) -> None:
+        current = self._transmissions()
+        for key, transmission in held.items():
+            if current.get(key) is not transmission and "file" in transmission:
+                transmission["file"].close()
+
+    def getTransmissionData(self, transmissionID: Any) -> Any:
+        held = dict(self._transmissions())
+        try:
+            return super().getTransmissionData(transmissionID)
+        finally:
+            self._close_dropped(held)
+
+    def cancelTransmisstion(self, id: Any) -> None:  # pysyncobj spells it so
+        held = dict(self._transmissions())
+        super().cancelTransmisstion(id)
+        self._close_dropped(held)
 
 
 def _create_journal(journal_file: str | None = None) -> Any:
@@ -104,8 +182,11 @@ def _create_journal(journal_file: str | None = None) -> Any:
 
 
 def install_durable_journal() -> None:
-    """Make every SyncObj of this process use ``DurableFileJournal`` (idempotent)."""
+    """Make every SyncObj of this process use ``DurableFileJournal``,
+    ``DurableMetaStorer`` and ``_ClosingSerializer`` (idempotent)."""
     pysyncobj_syncobj.createJournal = _create_journal
+    pysyncobj_journal.MetaStorer = DurableMetaStorer
+    pysyncobj_syncobj.Serializer = _ClosingSerializer
 
 
 # --- the replicated object ---------------------------------------------------------------------
@@ -119,11 +200,63 @@ class _StateBox:
         self.applied = 0
 
 
+def skip_known_entries(
+    message: dict[str, Any], entry_term: Callable[[int], int | None], last_index: int
+) -> dict[str, Any]:
+    """Rewrite a regular append_entries so pysyncobj truncates only on a real conflict.
+
+    ``entry_term(i)`` is the term of this log's entry ``i`` (None when absent or
+    compacted), ``last_index`` its last index. Pure; returns ``message`` itself when there
+    is nothing to change (a snapshot transmission, a ``prevLogIdx`` this log does not
+    match: pysyncobj's own reject path handles those).
+    """
+    if "prevLogIdx" not in message or message.get("transmission") is not None:
+        return message
+    prev_idx, prev_term = message["prevLogIdx"], message["prevLogTerm"]
+    if entry_term(prev_idx) != prev_term:
+        return message
+    entries = list(message.get("entries") or [])
+    k = 0
+    while k < len(entries) and entry_term(entries[k][1]) == entries[k][2]:
+        prev_idx, prev_term = entries[k][1], entries[k][2]
+        k += 1
+    if k == 0 and entries:  # the first entry is new or conflicts: nothing to skip
+        return message
+    if k < len(entries):  # a conflict (truncated from there) or entries past our end
+        return {**message, "prevLogIdx": prev_idx, "prevLogTerm": prev_term, "entries": entries[k:]}
+    # Everything sent is here already. Our later entries of the sender's term were written
+    # by that same leader (one leader per term), so they match its log: keep them.
+    term = message["term"]
+    while prev_idx < last_index and entry_term(prev_idx + 1) == term:
+        prev_idx += 1
+    if (prev_idx, entries) == (message["prevLogIdx"], message.get("entries") or []):
+        return message
+    return {**message, "prevLogIdx": prev_idx, "prevLogTerm": entry_term(prev_idx), "entries": []}
+
+
 class _ControllerSyncObj(SyncObj):  # type: ignore[misc]
     def __init__(self, self_addr: str, partners: Sequence[str], conf: Any, box: _StateBox) -> None:
         # Set before super().__init__ so pysyncobj's own snapshot never pickles it.
         self._box = box
         super().__init__(self_addr, list(partners), conf)
+
+    # pysyncobj registers ``self.__onMessageReceived`` (name-mangled) as its transport
+    # callback, so this override sees every peer message first (in the tick thread).
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        if (
+            isinstance(message, dict)
+            and message.get("type") == "append_entries"
+            and message.get("term", -1) >= self._SyncObj__raftCurrentTerm
+        ):
+            log_entries = self._SyncObj__raftLog
+            first = log_entries[0][1]
+
+            def entry_term(index: int) -> int | None:
+                offset = index - first
+                return log_entries[offset][2] if 0 <= offset < len(log_entries) else None
+
+            message = skip_known_entries(message, entry_term, log_entries[-1][1])
+        super()._SyncObj__onMessageReceived(node, message)
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, data: bytes) -> Any:
@@ -184,6 +317,19 @@ class RaftConfig:
     commit_timeout_s: float = 3.0
 
 
+def _check_bindable(addr: str) -> None:
+    """Raise ``OSError`` (naming ``addr``) when nobody could listen on ``addr`` now."""
+    host, _, port = addr.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as pysyncobj binds
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot bind the controller's Raft port {addr}: {exc.strerror}"
+            ) from None
+
+
 class RaftNode:
     """One controller's Raft replica; ``submit`` runs a command through the log."""
 
@@ -200,16 +346,21 @@ class RaftNode:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Build the SyncObj on this (the Trio) thread; binds the Raft port."""
+        """Build the SyncObj on this (the Trio) thread; binds the Raft port.
+
+        Raises ``OSError`` when the Raft port cannot be bound: pysyncobj itself would retry
+        the bind every second forever, silently, leaving a node that never joins.
+        """
         install_durable_journal()
+        _check_bindable(self.self_addr)
         c = self.config
         c.data_dir.mkdir(parents=True, exist_ok=True)
         serialize, deserialize = _make_serializers(self._box)
         conf = SyncObjConf(
             password=c.password,
             bindAddress=self.self_addr,
-            journalFile=str(c.data_dir / "raft.journal"),
-            fullDumpFile=str(c.data_dir / "raft.snapshot"),
+            journalFile=str(c.data_dir / JOURNAL_FILE),
+            fullDumpFile=str(c.data_dir / SNAPSHOT_FILE),
             serializer=serialize,
             deserializer=deserialize,
             appendEntriesUseBatch=False,

@@ -512,6 +512,154 @@ class ResetOffsetRequestHeader(Header):
     offset: int | None = None
 
 
+# --- controller (reference/rocketmq-controller.md §5) ---------------------------------------
+# Field names are those of remoting/protocol/header/controller/**.java. ``invokeTime`` is
+# accepted and ignored: the leader stamps what apply needs (the alive set) itself.
+
+
+class ControllerExtFields:
+    """Ext fields beyond RocketMQ's controller headers (DESIGN §6 "beyond RocketMQ").
+
+    A broker may add ``haAddress`` (its ``host:haPort``) to BROKER_HEARTBEAT and
+    CONTROLLER_REGISTER_BROKER; the controller then adds ``masterHaAddress`` to the answers
+    of CONTROLLER_REGISTER_BROKER, CONTROLLER_ELECT_MASTER and CONTROLLER_GET_REPLICA_INFO
+    and to NOTIFY_BROKER_ROLE_CHANGED when it knows the (live) master's. RocketMQ ignores
+    unknown ext fields, so both directions stay compatible.
+    """
+
+    HA_ADDRESS = "haAddress"
+    MASTER_HA_ADDRESS = "masterHaAddress"
+
+
+@attrs.frozen(kw_only=True)
+class AlterSyncStateSetRequestHeader(Header):
+    CODE = RequestCode.CONTROLLER_ALTER_SYNC_STATE_SET
+    broker_name: str
+    master_broker_id: int
+    master_epoch: int
+    invoke_time: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AlterSyncStateSetResponseHeader(Header):
+    new_sync_state_set_epoch: int
+
+
+@attrs.frozen(kw_only=True)
+class ElectMasterRequestHeader(Header):
+    """brokerId -1 (or absent): controller-triggered; own id: broker-triggered; admin:
+    the target id with designateElect=true."""
+
+    CODE = RequestCode.CONTROLLER_ELECT_MASTER
+    broker_name: str
+    cluster_name: str | None = None
+    broker_id: int | None = None
+    designate_elect: bool | None = None
+    invoke_time: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ElectMasterResponseHeader(Header):
+    master_broker_id: int | None = None
+    master_address: str | None = None
+    master_epoch: int | None = None
+    sync_state_set_epoch: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RegisterBrokerToControllerRequestHeader(Header):
+    CODE = RequestCode.CONTROLLER_REGISTER_BROKER
+    cluster_name: str
+    broker_name: str
+    broker_id: int
+    broker_address: str
+    invoke_time: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RegisterBrokerToControllerResponseHeader(Header):
+    cluster_name: str | None = None
+    broker_name: str | None = None
+    master_broker_id: int | None = None
+    master_address: str | None = None
+    master_epoch: int | None = None
+    sync_state_set_epoch: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GetReplicaInfoRequestHeader(Header):
+    CODE = RequestCode.CONTROLLER_GET_REPLICA_INFO
+    broker_name: str
+
+
+@attrs.frozen(kw_only=True)
+class GetReplicaInfoResponseHeader(Header):
+    master_broker_id: int | None = None
+    master_address: str | None = None
+    master_epoch: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GetMetaDataResponseHeader(Header):
+    """CONTROLLER_GET_METADATA_INFO's answer; ``peers`` is ``id:addr;id:addr;``."""
+
+    group: str | None = None
+    controller_leader_id: str | None = None
+    controller_leader_address: str | None = None
+    is_leader: bool | None = None
+    peers: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CleanControllerBrokerDataRequestHeader(Header):
+    CODE = RequestCode.CLEAN_BROKER_DATA
+    broker_name: str
+    cluster_name: str | None = None
+    #: ``"1;2;3"``; absent: the whole broker set.
+    broker_controller_ids_to_clean: str | None = None
+    is_clean_living_broker: bool = False
+    invoke_time: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GetNextBrokerIdRequestHeader(Header):
+    CODE = RequestCode.CONTROLLER_GET_NEXT_BROKER_ID
+    cluster_name: str
+    broker_name: str
+
+
+@attrs.frozen(kw_only=True)
+class GetNextBrokerIdResponseHeader(Header):
+    cluster_name: str | None = None
+    broker_name: str | None = None
+    next_broker_id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ApplyBrokerIdRequestHeader(Header):
+    CODE = RequestCode.CONTROLLER_APPLY_BROKER_ID
+    cluster_name: str
+    broker_name: str
+    applied_broker_id: int
+    #: ``"<brokerAddr>;<millis>"``: the controller takes the address from before the ';'.
+    register_check_code: str
+
+
+@attrs.frozen(kw_only=True)
+class ApplyBrokerIdResponseHeader(Header):
+    cluster_name: str | None = None
+    broker_name: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NotifyBrokerRoleChangedRequestHeader(Header):
+    CODE = RequestCode.NOTIFY_BROKER_ROLE_CHANGED
+    master_address: str | None = None
+    master_epoch: int | None = None
+    sync_state_set_epoch: int | None = None
+    master_broker_id: int | None = None
+
+
 #: Every header class, for tests that must cover them all.
 ALL_HEADERS: tuple[type[Header], ...] = tuple(
     cls

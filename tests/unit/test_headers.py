@@ -135,6 +135,40 @@ JAVA_FIELDS: dict[str, set[str]] = {
     "GetConsumeStatsRequestHeader": {"consumerGroup", "topic", "topicList"},
     "DeleteSubscriptionGroupRequestHeader": {"groupName", "cleanOffset"},
     "ResetOffsetRequestHeader": {"group", "topic", "queueId", "offset", "timestamp", "isForce"},
+    # controller (remoting/.../protocol/header/controller/**, NotifyBrokerRoleChanged...)
+    "AlterSyncStateSetRequestHeader": {"brokerName", "masterBrokerId", "masterEpoch", "invokeTime"},
+    "AlterSyncStateSetResponseHeader": {"newSyncStateSetEpoch"},
+    "ElectMasterRequestHeader": {
+        "clusterName", "brokerName", "brokerId", "designateElect", "invokeTime",
+    },
+    "ElectMasterResponseHeader": {
+        "masterBrokerId", "masterAddress", "masterEpoch", "syncStateSetEpoch",
+    },
+    "RegisterBrokerToControllerRequestHeader": {
+        "clusterName", "brokerName", "brokerId", "brokerAddress", "invokeTime",
+    },
+    "RegisterBrokerToControllerResponseHeader": {
+        "clusterName", "brokerName", "masterBrokerId", "masterAddress", "masterEpoch",
+        "syncStateSetEpoch",
+    },
+    "GetReplicaInfoRequestHeader": {"brokerName"},
+    "GetReplicaInfoResponseHeader": {"masterBrokerId", "masterAddress", "masterEpoch"},
+    "GetMetaDataResponseHeader": {
+        "group", "controllerLeaderId", "controllerLeaderAddress", "isLeader", "peers",
+    },
+    "CleanControllerBrokerDataRequestHeader": {
+        "clusterName", "brokerName", "brokerControllerIdsToClean", "isCleanLivingBroker",
+        "invokeTime",
+    },
+    "GetNextBrokerIdRequestHeader": {"clusterName", "brokerName"},
+    "GetNextBrokerIdResponseHeader": {"clusterName", "brokerName", "nextBrokerId"},
+    "ApplyBrokerIdRequestHeader": {
+        "clusterName", "brokerName", "appliedBrokerId", "registerCheckCode",
+    },
+    "ApplyBrokerIdResponseHeader": {"clusterName", "brokerName"},
+    "NotifyBrokerRoleChangedRequestHeader": {
+        "masterAddress", "masterEpoch", "syncStateSetEpoch", "masterBrokerId",
+    },
 }  # fmt: skip
 
 

@@ -1,0 +1,373 @@
+"""JSON bodies of the controller requests and of GET_BROKER_EPOCH_CACHE.
+
+Rules (reference/rocketmq-controller.md §5; field names from RocketMQ's
+``remoting/protocol/body/*.java``):
+- ``SyncStateSet`` {syncStateSet: [ids], syncStateSetEpoch}, ``ElectMasterResponseBody``
+  {brokerMemberGroup {cluster, brokerName, brokerAddrs {id: addr}}, syncStateSet},
+  ``BrokerReplicasInfo`` {replicasInfoTable {name: ReplicasInfo}}, ``EpochEntryCache``.
+- We write standard JSON (map keys as strings, sorted) and read fastjson's bare integer
+  keys too (``loads_fastjson``). Java ``Set``s are JSON arrays; we keep them as frozensets.
+- Unknown fields are ignored; a value of the wrong type raises ``MalformedBody`` naming the
+  body and the field. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from protocol.errors import MalformedBody
+from protocol.route import dumps_json, loads_fastjson
+
+#: Java's Long.MAX_VALUE: the end offset of the last (open) epoch entry.
+OPEN_END_OFFSET = 2**63 - 1
+
+
+def _load(data: bytes, what: str) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"{what}: body is not UTF-8") from exc
+    return loads_fastjson(text)
+
+
+def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedBody(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _int(obj: Mapping[str, Any], key: str, what: str, default: int | None = None) -> int:
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise MalformedBody(f"{what}: missing {key!r}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedBody(f"{what}: {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _opt_int(obj: Mapping[str, Any], key: str, what: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key, what)
+
+
+def _str(obj: Mapping[str, Any], key: str, what: str, default: str | None = None) -> str:
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise MalformedBody(f"{what}: missing {key!r}")
+        return default
+    if not isinstance(value, str):
+        raise MalformedBody(f"{what}: {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
+    return None if obj.get(key) is None else _str(obj, key, what)
+
+
+def _ids(obj: Mapping[str, Any], key: str, what: str) -> frozenset[int]:
+    value = obj.get(key)
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or any(
+        isinstance(i, bool) or not isinstance(i, int) for i in value
+    ):
+        raise MalformedBody(f"{what}: {key!r} must be an array of integers, got {value!r}")
+    return frozenset(value)
+
+
+def _list(obj: Mapping[str, Any], key: str, what: str) -> list[Any]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedBody(f"{what}: {key!r} must be a JSON array, got {value!r}")
+    return value
+
+
+def _id_set(value: Iterable[int]) -> frozenset[int]:
+    return frozenset(value)
+
+
+# --- SyncStateSet ------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class SyncStateSet:
+    """A SyncStateSet and its epoch (request body of 1001; answer of 1001/1003/1004/1008)."""
+
+    sync_state_set: frozenset[int] = attrs.field(converter=_id_set)
+    sync_state_set_epoch: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "syncStateSet": sorted(self.sync_state_set),
+            "syncStateSetEpoch": self.sync_state_set_epoch,
+        }
+
+    def to_bytes(self) -> bytes:
+        return dumps_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, value: Any) -> SyncStateSet:
+        what = "SyncStateSet"
+        obj = _obj(value, what)
+        return cls(
+            sync_state_set=_ids(obj, "syncStateSet", what),
+            sync_state_set_epoch=_int(obj, "syncStateSetEpoch", what),
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SyncStateSet:
+        return cls.from_json(_load(data, "SyncStateSet"))
+
+
+# --- ElectMaster -------------------------------------------------------------------------
+
+
+def _freeze_addrs(value: Mapping[int, str]) -> Mapping[int, str]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class BrokerMemberGroup:
+    cluster: str
+    broker_name: str
+    broker_addrs: Mapping[int, str] = attrs.field(factory=dict, converter=_freeze_addrs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "brokerName": self.broker_name,
+            "brokerAddrs": {str(i): a for i, a in sorted(self.broker_addrs.items())},
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> BrokerMemberGroup:
+        what = "BrokerMemberGroup"
+        obj = _obj(value, what)
+        raw = _obj(obj.get("brokerAddrs") or {}, f"{what}.brokerAddrs")
+        addrs: dict[int, str] = {}
+        for key, addr in raw.items():
+            try:
+                broker_id = int(key)
+            except ValueError:
+                raise MalformedBody(f"{what}: broker id {key!r} is not an integer") from None
+            if not isinstance(addr, str):
+                raise MalformedBody(f"{what}: address of {key} must be a string, got {addr!r}")
+            addrs[broker_id] = addr
+        return cls(
+            cluster=_str(obj, "cluster", what, ""),
+            broker_name=_str(obj, "brokerName", what, ""),
+            broker_addrs=addrs,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ElectMasterResponseBody:
+    broker_member_group: BrokerMemberGroup | None
+    sync_state_set: frozenset[int] = attrs.field(converter=_id_set)
+
+    def to_json(self) -> dict[str, Any]:
+        group = self.broker_member_group
+        return {
+            "brokerMemberGroup": None if group is None else group.to_json(),
+            "syncStateSet": sorted(self.sync_state_set),
+        }
+
+    def to_bytes(self) -> bytes:
+        return dumps_json(self.to_json())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ElectMasterResponseBody:
+        what = "ElectMasterResponseBody"
+        obj = _obj(_load(data, what), what)
+        group = obj.get("brokerMemberGroup")
+        return cls(
+            broker_member_group=None if group is None else BrokerMemberGroup.from_json(group),
+            sync_state_set=_ids(obj, "syncStateSet", what),
+        )
+
+
+# --- GetSyncStateData ----------------------------------------------------------------------
+
+
+def broker_names_body(names: Iterable[str]) -> bytes:
+    """CONTROLLER_GET_SYNC_STATE_DATA's request body: a JSON array of broker names."""
+    return dumps_json(list(names))
+
+
+def parse_broker_names(data: bytes) -> list[str]:
+    what = "GetSyncStateData body"
+    value = _load(data, what)
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise MalformedBody(f"{what}: expected a JSON array of broker names, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaIdentity:
+    broker_name: str
+    broker_id: int
+    broker_address: str
+    alive: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "brokerName": self.broker_name,
+            "brokerId": self.broker_id,
+            "brokerAddress": self.broker_address,
+            "alive": self.alive,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> ReplicaIdentity:
+        what = "ReplicaIdentity"
+        obj = _obj(value, what)
+        alive = obj.get("alive")
+        if not isinstance(alive, bool):
+            raise MalformedBody(f"{what}: 'alive' must be true or false, got {alive!r}")
+        return cls(
+            broker_name=_str(obj, "brokerName", what, ""),
+            broker_id=_int(obj, "brokerId", what),
+            broker_address=_str(obj, "brokerAddress", what, ""),
+            alive=alive,
+        )
+
+    def __str__(self) -> str:
+        # ReplicaIdentity.toString, as mqadmin getSyncStateSet prints it.
+        return (
+            f"ReplicaIdentity{{brokerName='{self.broker_name}', brokerId={self.broker_id}, "
+            f"brokerAddress='{self.broker_address}', alive={str(self.alive).lower()}}}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ReplicasInfo:
+    master_broker_id: int | None
+    master_address: str | None
+    master_epoch: int
+    sync_state_set_epoch: int
+    in_sync_replicas: tuple[ReplicaIdentity, ...] = ()
+    not_in_sync_replicas: tuple[ReplicaIdentity, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "masterBrokerId": self.master_broker_id,
+            "masterAddress": self.master_address,
+            "masterEpoch": self.master_epoch,
+            "syncStateSetEpoch": self.sync_state_set_epoch,
+            "inSyncReplicas": [r.to_json() for r in self.in_sync_replicas],
+            "notInSyncReplicas": [r.to_json() for r in self.not_in_sync_replicas],
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> ReplicasInfo:
+        what = "ReplicasInfo"
+        obj = _obj(value, what)
+        return cls(
+            master_broker_id=_opt_int(obj, "masterBrokerId", what),
+            master_address=_opt_str(obj, "masterAddress", what),
+            master_epoch=_int(obj, "masterEpoch", what, 0),
+            sync_state_set_epoch=_int(obj, "syncStateSetEpoch", what, 0),
+            in_sync_replicas=tuple(
+                ReplicaIdentity.from_json(r) for r in _list(obj, "inSyncReplicas", what)
+            ),
+            not_in_sync_replicas=tuple(
+                ReplicaIdentity.from_json(r) for r in _list(obj, "notInSyncReplicas", what)
+            ),
+        )
+
+
+def _freeze_table(value: Mapping[str, ReplicasInfo]) -> Mapping[str, ReplicasInfo]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class BrokerReplicasInfo:
+    """CONTROLLER_GET_SYNC_STATE_DATA's answer: per broker name, its replicas."""
+
+    replicas_info_table: Mapping[str, ReplicasInfo] = attrs.field(
+        factory=dict, converter=_freeze_table
+    )
+
+    def to_bytes(self) -> bytes:
+        table = {name: info.to_json() for name, info in sorted(self.replicas_info_table.items())}
+        return dumps_json({"replicasInfoTable": table})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BrokerReplicasInfo:
+        what = "BrokerReplicasInfo"
+        obj = _obj(_load(data, what), what)
+        table = _obj(obj.get("replicasInfoTable") or {}, f"{what}.replicasInfoTable")
+        return cls(
+            replicas_info_table={name: ReplicasInfo.from_json(v) for name, v in table.items()}
+        )
+
+
+# --- GET_BROKER_EPOCH_CACHE ------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class EpochEntry:
+    epoch: int
+    start_offset: int
+    end_offset: int = OPEN_END_OFFSET
+
+    def to_json(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "startOffset": self.start_offset, "endOffset": self.end_offset}
+
+    @classmethod
+    def from_json(cls, value: Any) -> EpochEntry:
+        what = "EpochEntry"
+        obj = _obj(value, what)
+        return cls(
+            epoch=_int(obj, "epoch", what),
+            start_offset=_int(obj, "startOffset", what),
+            end_offset=_int(obj, "endOffset", what, OPEN_END_OFFSET),
+        )
+
+    def __str__(self) -> str:
+        # EpochEntry.toString, as mqadmin getBrokerEpoch prints it.
+        return (
+            f"EpochEntry{{epoch={self.epoch}, startOffset={self.start_offset}, "
+            f"endOffset={self.end_offset}}}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class EpochEntryCache:
+    """GET_BROKER_EPOCH_CACHE's answer: a broker's epoch file and max offset."""
+
+    cluster_name: str
+    broker_name: str
+    broker_id: int
+    epoch_list: tuple[EpochEntry, ...]
+    max_offset: int
+
+    def to_bytes(self) -> bytes:
+        return dumps_json(
+            {
+                "clusterName": self.cluster_name,
+                "brokerName": self.broker_name,
+                "brokerId": self.broker_id,
+                "epochList": [e.to_json() for e in self.epoch_list],
+                "maxOffset": self.max_offset,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EpochEntryCache:
+        what = "EpochEntryCache"
+        obj = _obj(_load(data, what), what)
+        return cls(
+            cluster_name=_str(obj, "clusterName", what, ""),
+            broker_name=_str(obj, "brokerName", what, ""),
+            broker_id=_int(obj, "brokerId", what, 0),
+            epoch_list=tuple(EpochEntry.from_json(e) for e in _list(obj, "epochList", what)),
+            max_offset=_int(obj, "maxOffset", what, 0),
+        )
