@@ -5,6 +5,10 @@ Rules:
   ``brokerId``, ``namesrvAddr``, ``listenPort``, ``storePathRootDir``, ``flushDiskType``,
   ``brokerRole``, ...) so an existing config carries over; snake_case names work too.
 - An unknown key or a value of the wrong type is an error naming the key, never ignored.
+  RocketMQ's millisecond keys (``slaveTimeout``, ``haHousekeepingInterval``...) are
+  converted to our ``*_s`` fields; the snake_case names take seconds.
+- Roles as RocketMQ's BrokerStartup enforces them: a master (ASYNC_MASTER, SYNC_MASTER) is
+  broker id 0, a SLAVE has an id > 0. A bad combination is a ``ConfigError``, not a guess.
 - Pure: ``load_toml`` reads a file; nothing else here does I/O.
 """
 
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+from broker.ha.config import HAConfig
 
 ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
 FLUSH_TYPES = ("ASYNC_FLUSH", "SYNC_FLUSH")
@@ -48,8 +54,12 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     advertised_ip: str = "127.0.0.1"
     listen_port: int = 10911
-    #: HA (replication) port; None means listen_port + 1, 0 picks a free one.
+    #: HA (replication) port of a master; None means listen_port + 1 (a free one when
+    #: listen_port is 0), 0 picks a free one. The bound port is what gets advertised.
     ha_port: int | None = None
+    #: A slave's fallback ``host:haPort`` of its master (``haMasterAddress``), used until a
+    #: NameServer registration answer names the master's HA address.
+    master_ha_addr: str | None = None
     store_dir: Path = Path("store")
     flush_disk_type: str = attrs.field(default="ASYNC_FLUSH", validator=_one_of(FLUSH_TYPES))
     sync_flush_timeout_s: float = 5.0
@@ -73,6 +83,79 @@ class BrokerConfig:
     max_reconsume_times: int = 16
     request_timeout_s: float = 3.0
 
+    # --- replication (reference/rocketmq-controller.md §4.4-4.7, §6) ---------------------
+    #: SYNC_MASTER: how long a send waits for the slaves' acks (``slaveTimeout``) before it
+    #: is answered FLUSH_SLAVE_TIMEOUT (the message stays stored).
+    slave_timeout_s: float = 3.0
+    #: Writes are refused (SYSTEM_ERROR "in-sync replicas not enough") while the in-sync set,
+    #: master included, is smaller than this (``minInSyncReplicas``; SYNC_MASTER only).
+    min_in_sync_replicas: int = 1
+    #: A sync write needs every in-sync slave's ack (``allAckInSyncStateSet``). RocketMQ's
+    #: default is false; ours is true, the no-loss choice. False counts acks of any slave
+    #: against ``in_sync_replicas``.
+    all_ack_in_sync_state_set: bool = True
+    #: Count mode: replicas, master included, that must hold a write (``inSyncReplicas``).
+    in_sync_replicas: int = 2
+    #: Master → slave heartbeat when idle, and the slave's periodic ack
+    #: (``haSendHeartbeatInterval``).
+    ha_send_heartbeat_interval_s: float = 5.0
+    #: Either side drops an HA connection silent this long (``haHousekeepingInterval``).
+    ha_housekeeping_interval_s: float = 20.0
+    #: An in-sync slave not caught up for this long leaves the set
+    #: (``haMaxTimeSlaveNotCatchup``).
+    ha_max_time_slave_not_catchup_s: float = 15.0
+    #: Period of the master's in-sync set check (``checkSyncStateSetPeriod``).
+    check_sync_state_set_period_s: float = 5.0
+    #: Largest HA transfer (``haTransferBatchSize``).
+    ha_transfer_batch_bytes: int = 32 * 1024
+    #: The master redirects a consumer that is far behind to a slave
+    #: (``whichBrokerWhenConsumeSlowly`` of its group) and a slave keeps such a consumer
+    #: (``slaveReadEnable``). Whatever its value, a slave serves pulls, and consumers read
+    #: from it while the master is down.
+    slave_read_enable: bool = False
+    #: "Far behind": more unread CommitLog bytes after the pulled messages than this
+    #: percentage of physical memory (``accessMessageInMemoryMaxRatio``)...
+    access_message_in_memory_max_ratio: float = 40.0
+    #: ...or than this many bytes, when set (tests; not a RocketMQ key).
+    slave_read_behind_bytes: int | None = None
+    #: A slave not connected to a master re-registers this often, to learn a (new) master's
+    #: HA address from the NameServer sooner than ``register_interval_s``.
+    slave_register_interval_s: float = 5.0
+    #: A slave copies topics, groups, consumer and delay offsets from its master this often.
+    slave_sync_interval_s: float = 3.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.broker_role == "SLAVE" and self.broker_id <= 0:
+            raise ConfigError(f"a SLAVE needs a broker id > 0 (brokerId), not {self.broker_id}")
+        if self.broker_role != "SLAVE" and self.broker_id != 0:
+            raise ConfigError(
+                f"a master ({self.broker_role}) has broker id 0 (brokerId), not {self.broker_id}; "
+                "a slave is brokerRole SLAVE"
+            )
+        positive = {
+            "slave_timeout_s": self.slave_timeout_s,
+            "ha_send_heartbeat_interval_s": self.ha_send_heartbeat_interval_s,
+            "ha_housekeeping_interval_s": self.ha_housekeeping_interval_s,
+            "ha_max_time_slave_not_catchup_s": self.ha_max_time_slave_not_catchup_s,
+            "check_sync_state_set_period_s": self.check_sync_state_set_period_s,
+            "ha_transfer_batch_bytes": self.ha_transfer_batch_bytes,
+            "slave_register_interval_s": self.slave_register_interval_s,
+            "slave_sync_interval_s": self.slave_sync_interval_s,
+            "min_in_sync_replicas": self.min_in_sync_replicas,
+            "in_sync_replicas": self.in_sync_replicas,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, not {value}")
+        if self.ha_send_heartbeat_interval_s >= self.ha_housekeeping_interval_s:
+            raise ConfigError(
+                "haSendHeartbeatInterval must be shorter than haHousekeepingInterval "
+                f"({self.ha_send_heartbeat_interval_s} s >= {self.ha_housekeeping_interval_s} s): "
+                "an idle connection would be dropped"
+            )
+        if not 0 < self.access_message_in_memory_max_ratio <= 100:
+            raise ConfigError("accessMessageInMemoryMaxRatio must be a percentage in (0, 100]")
+
     @property
     def address(self) -> str:
         return f"{self.advertised_ip}:{self.listen_port}"
@@ -80,6 +163,30 @@ class BrokerConfig:
     @property
     def is_master(self) -> bool:
         return self.broker_role != "SLAVE"
+
+    @property
+    def is_sync_master(self) -> bool:
+        return self.broker_role == "SYNC_MASTER"
+
+    def ha_config(self) -> HAConfig:
+        """The replication engine's settings (static roles: the master owns its in-sync set)."""
+        heartbeat_s = self.ha_send_heartbeat_interval_s
+        return HAConfig(
+            controller_mode=False,
+            all_ack_in_sync_state_set=self.all_ack_in_sync_state_set,
+            in_sync_replicas=self.in_sync_replicas,
+            heartbeat_interval_s=heartbeat_s,
+            housekeeping_timeout_s=self.ha_housekeeping_interval_s,
+            max_time_slave_not_catchup_s=self.ha_max_time_slave_not_catchup_s,
+            check_interval_s=self.check_sync_state_set_period_s,
+            batch_bytes=self.ha_transfer_batch_bytes,
+            # RocketMQ's slave reports its offset every haSendHeartbeatInterval too.
+            ack_interval_s=heartbeat_s,
+            connect_timeout_s=self.request_timeout_s,
+            reconnect_backoff_max_s=min(5.0, heartbeat_s),
+            reconnect_backoff_min_s=min(0.1, heartbeat_s),
+            inconsistent_retry_s=min(2.0, heartbeat_s),
+        )
 
 
 #: RocketMQ ``broker.conf`` names → our field names.
@@ -94,7 +201,13 @@ _ALIASES = {
     "haListenPort": "ha_port",
     "storePathRootDir": "store_dir",
     "flushDiskType": "flush_disk_type",
-    "syncFlushTimeout": "sync_flush_timeout_ms",
+    "haMasterAddress": "master_ha_addr",
+    "minInSyncReplicas": "min_in_sync_replicas",
+    "inSyncReplicas": "in_sync_replicas",
+    "allAckInSyncStateSet": "all_ack_in_sync_state_set",
+    "haTransferBatchSize": "ha_transfer_batch_bytes",
+    "slaveReadEnable": "slave_read_enable",
+    "accessMessageInMemoryMaxRatio": "access_message_in_memory_max_ratio",
     "mappedFileSizeCommitLog": "commitlog_segment_bytes",
     "maxMessageSize": "max_message_bytes",
     "fileReservedTime": "file_reserved_time_h",
@@ -103,6 +216,17 @@ _ALIASES = {
     "defaultTopicQueueNums": "default_topic_queue_nums",
     "messageDelayLevel": "message_delay_level",
     "maxReconsumeTimes": "max_reconsume_times",
+}
+
+#: RocketMQ keys in milliseconds → our fields in seconds.
+_MILLIS = {
+    "syncFlushTimeout": "sync_flush_timeout_s",
+    "slaveTimeout": "slave_timeout_s",
+    "haSendHeartbeatInterval": "ha_send_heartbeat_interval_s",
+    "haHousekeepingInterval": "ha_housekeeping_interval_s",
+    "haMaxTimeSlaveNotCatchup": "ha_max_time_slave_not_catchup_s",
+    "checkSyncStateSetPeriod": "check_sync_state_set_period_s",
+    "registerNameServerPeriod": "register_interval_s",
 }
 
 
@@ -115,8 +239,8 @@ def config_from_mapping(
     for key, raw in values.items():
         name = _ALIASES.get(key, key)
         value = raw
-        if name == "sync_flush_timeout_ms":
-            name, value = "sync_flush_timeout_s", _number(key, raw) / 1000
+        if key in _MILLIS:
+            name, value = _MILLIS[key], _number(key, raw) / 1000
         if name not in known:
             raise ConfigError(f"unknown broker config key {key!r}")
         changes[name] = _coerce(key, name, value)
@@ -160,6 +284,12 @@ def _coerce(key: str, name: str, value: Any) -> Any:
         return Path(value)
     if name == "ha_port":
         return None if value is None else int(_number(key, value))
+    if name == "slave_read_behind_bytes":
+        return None if value is None else int(_number(key, value))
+    if name == "master_ha_addr":
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"broker config key {key!r} must be 'host:port'")
+        return value or None
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"broker config key {key!r} must be true or false, not {value!r}")

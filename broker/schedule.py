@@ -7,7 +7,9 @@ Rules (reference/rocketmq-wire.md §3.10; ScheduleMessageService.java):
 - Delivery is at least once: the level's offset advances after the re-put, and is
   persisted every few seconds and on shutdown, so a crash can deliver a message twice,
   never zero times.
-- Only a broker that accepts writes delivers; a slave keeps its offsets from the master.
+- Only a master runs the delivery tasks; a slave does not start them and keeps the
+  offsets its master reports (``install_offsets``, from GET_ALL_DELAY_OFFSET), so a slave
+  restarted as master resumes where the master was.
 """
 
 from __future__ import annotations
@@ -76,8 +78,20 @@ class ScheduleService:
             save_document(self.path, kind=_KIND, version=_VERSION, payload=dict(self.offsets))
             self._dirty = False
 
+    def offset_table_json(self) -> dict[str, Any]:
+        """GET_ALL_DELAY_OFFSET's body: ``{"offsetTable": {"1": 5}}`` (standard JSON keys)."""
+        return {"offsetTable": {str(level): off for level, off in sorted(self.offsets.items())}}
+
+    def install_offsets(self, offsets: dict[int, int]) -> bool:
+        """Take a master's offsets (a slave's metadata sync); True when anything changed."""
+        if offsets == self.offsets:
+            return False
+        self.offsets = dict(offsets)
+        self._dirty = True
+        return True
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.load()
+        """Deliver due messages until cancelled (``load`` first)."""
         self.broker.store.add_arrival_listener(self._arrivals.notify)
         async with trio.open_nursery() as nursery:
             for level in range(1, self.broker.max_delay_level + 1):

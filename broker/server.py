@@ -9,11 +9,22 @@ Rules:
 - Metadata changes (topics, groups) are persisted atomically before they are answered,
   and any topic change is announced to every NameServer at once (and every 30 s).
 - Everything the broker starts runs in ``serve``'s nursery and stops with it.
+- Replication with static roles (DESIGN.md §2, §5): a master (broker id 0) serves the HA
+  port (``HAMaster``) and advertises the port it bound in every registration; a SLAVE
+  follows the master's HA address named by the NameServer's registration answer (the
+  ``master_ha_addr`` config is the fallback), re-read at every registration, and copies
+  the master's metadata (``SlaveSynchronizer``). A slave refuses writes, serves reads, and
+  runs no delayed delivery.
+- Every put (send, batch, send-back, delayed re-put) wakes the HA streamers. A SYNC_MASTER
+  refuses a put before storing it while its in-sync set is below ``min_in_sync_replicas``,
+  and answers a stored send only once the slaves acked it or ``slave_timeout_s`` passed:
+  each send awaits its own waiter, so thousands are in flight on one connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -27,6 +38,7 @@ import trio
 from broker.clients import ClientManager, Notify
 from broker.config import BrokerConfig, parse_delay_levels
 from broker.groups import SubscriptionGroupManager
+from broker.ha import EpochFile, HAMaster, HASlave, ReplicaOutcome
 from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
@@ -36,13 +48,20 @@ from broker.processors.offsets import OffsetProcessor
 from broker.processors.pull import PullProcessor
 from broker.processors.send import SendProcessor, store_put_error
 from broker.schedule import ScheduleService
+from broker.slavesync import SlaveSynchronizer
 from broker.store.config import FlushMode, StoreConfig
 from broker.store.store import AppendResult, GetMessageResult, MessageStore
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
-from protocol.errors import NetworkError, RemotingTimeout, RocketError, StorageError
+from protocol.errors import (
+    NetworkError,
+    RemotingTimeout,
+    RocketError,
+    StorageError,
+    SystemError_,
+)
 from protocol.headers import (
     NotifyConsumerIdsChangedRequestHeader,
     PullMessageRequestHeader,
@@ -51,7 +70,7 @@ from protocol.headers import (
     UnregisterBrokerRequestHeader,
 )
 from protocol.message import MessageRecord, make_uniq_key_generator
-from protocol.route import RegisterBrokerBody, TopicConfig
+from protocol.route import MASTER_ID, RegisterBrokerBody, TopicConfig, dumps_json
 from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
 
 log = logging.getLogger(__name__)
@@ -59,6 +78,23 @@ log = logging.getLogger(__name__)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+#: Where a record stores its own CommitLog offset (wire.md §3.2).
+_PHYS_OFFSET_POS = 28
+#: A replication outcome → the send's response code (SendMessageProcessor's mapping).
+_REPLICA_CODES = {
+    ReplicaOutcome.OK: ResponseCode.SUCCESS,
+    ReplicaOutcome.TIMEOUT: ResponseCode.FLUSH_SLAVE_TIMEOUT,
+    ReplicaOutcome.NO_SLAVE: ResponseCode.SLAVE_NOT_AVAILABLE,
+}
+
+
+def _physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        return 8 << 30
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +139,18 @@ class Broker:
         self._register_now = trio.Event()
         self._connections: dict[int, Connection] = {}
         self._client: RemotingClient | None = None
+        self.epochs: EpochFile | None = None
+        self.ha_master: HAMaster | None = None
+        self.ha_slave: HASlave | None = None
+        self.ha_port: int | None = None
+        #: The master's client address, as the NameServer last named it (slaves).
+        self.master_addr: str | None = None
+        self.slave_sync = SlaveSynchronizer(self)
+        if config.slave_read_behind_bytes is not None:
+            self._far_behind_bytes = config.slave_read_behind_bytes
+        else:
+            ratio = config.access_message_in_memory_max_ratio / 100
+            self._far_behind_bytes = int(_physical_memory_bytes() * ratio)
         self.processors = (
             SendProcessor(self),
             PullProcessor(self),
@@ -131,6 +179,12 @@ class Broker:
         return self._store
 
     @property
+    def client(self) -> RemotingClient:
+        """The broker's own client (NameServers, and a slave's master), while serving."""
+        assert self._client is not None, "the client is opened by serve()"
+        return self._client
+
+    @property
     def address(self) -> str:
         return f"{self.config.advertised_ip}:{self.listen_port}"
 
@@ -153,31 +207,100 @@ class Broker:
     def next_uniq_key(self) -> str:
         return self._uniq.next_id(_now_ms())
 
+    @property
+    def master_alive(self) -> bool:
+        """A slave: whether it is connected to its master's HA port right now."""
+        return self.ha_slave is not None and self.ha_slave.status().state == "TRANSFER"
+
     def suggest_broker_id(self, header: PullMessageRequestHeader, result: GetMessageResult) -> int:
-        """Which broker of the group the consumer should pull from next (0 = master)."""
-        return 0
+        """Which broker of the group the consumer should pull from next (0 = master).
+
+        PullMessageProcessor's rule: a consumer far behind (more unread CommitLog bytes
+        after this pull than ``accessMessageInMemoryMaxRatio`` of memory, i.e. reads that
+        would hit the disk) is sent to the group's ``whichBrokerWhenConsumeSlowly`` when
+        ``slaveReadEnable``; else to the master. A slave also keeps its consumers while it
+        has no master to send them back to.
+        """
+        config = self.config
+        slowly = False
+        if config.slave_read_enable and result.records:
+            last = result.records[-1]
+            position = int.from_bytes(last[_PHYS_OFFSET_POS : _PHYS_OFFSET_POS + 8], "big")
+            behind = self.store.max_physical_offset - (position + len(last))
+            slowly = behind > self._far_behind_bytes
+        if slowly:
+            group = self.groups.get(header.consumer_group)
+            return 1 if group is None else group.which_broker_when_consume_slowly
+        if config.is_master or self.master_alive:
+            return MASTER_ID
+        return config.broker_id
 
     # --- store access ----------------------------------------------------------------
 
     def store_put(self, records: Sequence[MessageRecord]) -> AppendResult:
-        """Append one record or a batch; storage failures become SERVICE_NOT_AVAILABLE."""
+        """Append one record or a batch; storage failures become SERVICE_NOT_AVAILABLE.
+
+        A SYNC_MASTER whose in-sync set is below ``min_in_sync_replicas`` refuses before
+        writing (RocketMQ's IN_SYNC_REPLICAS_NOT_ENOUGH → SYSTEM_ERROR, which producers
+        retry on another broker group).
+        """
+        master = self.ha_master
+        config = self.config
+        if (
+            master is not None
+            and config.is_sync_master
+            and not master.check_writable(config.min_in_sync_replicas)
+        ):
+            raise SystemError_("in-sync replicas not enough")
         try:
             if len(records) == 1:
-                return self.store.put_message(records[0])
-            return self.store.put_messages(records)
+                result = self.store.put_message(records[0])
+            else:
+                result = self.store.put_messages(records)
         except StorageError as exc:
             log.warning("%s: append refused: %s", self.name, exc)
             raise store_put_error(exc) from None
+        if master is not None and result.ok:
+            master.notify_appended()
+        return result
 
     async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int:
-        """Wait until the append is as durable as configured; the send's response code."""
-        if wait_store and self.config.flush_disk_type == "SYNC_FLUSH":
-            flushed = await self.store.wait_flushed(
-                result.end_offset, self.config.sync_flush_timeout_s
-            )
-            if not flushed:
-                return ResponseCode.FLUSH_DISK_TIMEOUT
-        return ResponseCode.SUCCESS
+        """Wait until the append is as durable as configured; the send's response code.
+
+        SYNC_FLUSH waits for the group fsync; a SYNC_MASTER waits for the slaves' acks; both
+        wait side by side. A replication failure wins over a flush timeout, as in
+        RocketMQ's handleDiskFlushAndHA.
+        """
+        if not wait_store:
+            return ResponseCode.SUCCESS
+        flush = self.config.flush_disk_type == "SYNC_FLUSH"
+        master = self.ha_master if self.config.is_sync_master else None
+        if master is None:
+            return await self._wait_flushed(result) if flush else ResponseCode.SUCCESS
+        if not flush:
+            return await self._wait_replicated(master, result)
+        codes: dict[str, int] = {}
+
+        async def flushed() -> None:
+            codes["flush"] = await self._wait_flushed(result)
+
+        async def replicated() -> None:
+            codes["replica"] = await self._wait_replicated(master, result)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flushed)
+            nursery.start_soon(replicated)
+        if codes["replica"] != ResponseCode.SUCCESS:
+            return codes["replica"]
+        return codes["flush"]
+
+    async def _wait_flushed(self, result: AppendResult) -> int:
+        flushed = await self.store.wait_flushed(result.end_offset, self.config.sync_flush_timeout_s)
+        return ResponseCode.SUCCESS if flushed else ResponseCode.FLUSH_DISK_TIMEOUT
+
+    async def _wait_replicated(self, master: HAMaster, result: AppendResult) -> int:
+        outcome = await master.wait_replicated(result.end_offset, self.config.slave_timeout_s)
+        return _REPLICA_CODES[outcome]
 
     # --- topics ----------------------------------------------------------------------
 
@@ -293,10 +416,19 @@ class Broker:
         self._store = await trio.to_thread.run_sync(
             MessageStore.open, config.store_dir, self._store_config()
         )
-        self.topics_path.parent.mkdir(parents=True, exist_ok=True)
-        self.topics.load(self.topics_path)
-        self.groups.load(self.groups_path)
-        self.offsets.load(self.offsets_path)
+        try:
+            self.epochs = await trio.to_thread.run_sync(
+                functools.partial(EpochFile.load, config.store_dir, node_name=self.name)
+            )
+            self.topics_path.parent.mkdir(parents=True, exist_ok=True)
+            self.topics.load(self.topics_path)
+            self.groups.load(self.groups_path)
+            self.offsets.load(self.offsets_path)
+            self.schedule.load()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._store.close()
+            raise
         self.store.add_arrival_listener(self.pull_holds.notify)
         try:
             async with (
@@ -306,18 +438,62 @@ class Broker:
                 self._client = client
                 self._nursery = nursery
                 await nursery.start(self.store.run)
+                # Replication first: a SYNC_MASTER must never take a send it cannot
+                # replicate, and the registration advertises the bound HA port.
+                await self._start_replication(nursery)
                 await nursery.start(self.server.serve)
                 self.server.name = self.name
-                await self.register_all()
+                self._apply_registrations(await self.register_all())
                 nursery.start_soon(self._register_loop)
                 nursery.start_soon(self._housekeeping_loop)
-                await nursery.start(self.schedule.run)
+                if config.is_master:
+                    await nursery.start(self.schedule.run)
+                else:
+                    await nursery.start(self.slave_sync.run)
                 log.info("%s: serving at %s (%s)", self.name, self.address, self.role_description)
                 task_status.started(self.listen_port)
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True):
                 await self._shutdown()
+
+    async def _start_replication(self, nursery: trio.Nursery) -> None:
+        """A master serves its HA port (a new epoch begins); a slave starts following."""
+        config = self.config
+        assert self.epochs is not None
+        if config.is_master:
+            master = HAMaster(
+                self.store,
+                self.epochs,
+                config.ha_config(),
+                broker_id=MASTER_ID,
+                node_name=self.name,
+                host=config.host,
+                port=self._ha_listen_port(),
+            )
+            self.ha_port = await nursery.start(master.serve)
+            self.ha_master = master
+            # The NameServer keeps the id-0 claim with the higher stateVersion: the newest
+            # mastership of the group wins over a deposed master still registered.
+            self.topics.set_state_version(master.status().epoch, now_ms=_now_ms())
+            return
+        slave = HASlave(
+            self.store,
+            self.epochs,
+            config.ha_config(),
+            broker_id=config.broker_id,
+            node_name=self.name,
+            master_address=config.master_ha_addr,
+        )
+        await nursery.start(slave.run)
+        self.ha_slave = slave
+
+    def _ha_listen_port(self) -> int:
+        port = self.config.ha_port
+        if port is not None:
+            return port
+        # --port 0 asks for free ports: listen_port + 1 may well be taken.
+        return 0 if self.config.listen_port == 0 else self.listen_port + 1
 
     def persist_offsets(self) -> None:
         if self.offsets.dirty:
@@ -343,11 +519,46 @@ class Broker:
     # --- NameServer registration -------------------------------------------------------
 
     async def _register_loop(self) -> None:
+        """Register every ``register_interval_s``, at once on a topic change, and, while a
+        slave has no live master, every ``slave_register_interval_s``: the answer names a
+        (re)started master's HA address, and the master's new ports with --port 0."""
+        config = self.config
+        step_s = config.register_interval_s
+        if self.ha_slave is not None:
+            step_s = min(step_s, config.slave_register_interval_s)
+        last = trio.current_time()
         while True:
-            with trio.move_on_after(self.config.register_interval_s):
+            with trio.move_on_after(step_s):
                 await self._register_now.wait()
+            now = trio.current_time()
+            if not (
+                self._register_now.is_set()
+                or now - last >= config.register_interval_s
+                or (self.ha_slave is not None and not self.master_alive)
+            ):
+                continue
             self._register_now = trio.Event()
-            await self.register_all()
+            last = now
+            self._apply_registrations(await self.register_all())
+
+    def _apply_registrations(self, results: Sequence[RegistrationResult]) -> None:
+        """A slave follows the master the NameServers name (RocketMQ keeps the last one
+        when none is named: a master that is down now may come back at the same address)."""
+        slave = self.ha_slave
+        if slave is None:
+            return
+        for result in results:
+            if result.ha_server_addr and result.master_addr:
+                if result.master_addr != self.master_addr:
+                    log.info(
+                        "%s: master is %s (HA %s)",
+                        self.name,
+                        result.master_addr,
+                        result.ha_server_addr,
+                    )
+                self.master_addr = result.master_addr
+                slave.set_master(result.ha_server_addr)
+                return
 
     def _register_request(self) -> RemotingCommand:
         body = RegisterBrokerBody(
@@ -370,8 +581,70 @@ class Broker:
 
     @property
     def ha_address(self) -> str:
-        ha_port = self.config.ha_port if self.config.ha_port is not None else self.listen_port + 1
-        return f"{self.config.advertised_ip}:{ha_port}"
+        """The HA address this broker listens on; "" when it serves none (a slave)."""
+        if self.ha_port is None:
+            return ""
+        return f"{self.config.advertised_ip}:{self.ha_port}"
+
+    def ha_runtime_info(self) -> dict[str, object]:
+        """GET_BROKER_HA_STATUS's body: RocketMQ's HARuntimeInfo names, plus ours."""
+        store = self.store
+        info: dict[str, object] = {
+            "master": self.ha_master is not None,
+            "brokerName": self.config.broker_name,
+            "brokerId": self.config.broker_id,
+            "brokerAddr": self.address,
+            "brokerRole": self.config.broker_role,
+            "haServerAddr": self.ha_address,
+            "masterCommitLogMaxOffset": store.max_physical_offset,
+            "commitLogMinOffset": store.min_physical_offset,
+        }
+        if self.ha_master is not None:
+            st = self.ha_master.status()
+            connections = [
+                {
+                    "addr": slave.address,
+                    "brokerId": slave.broker_id,
+                    "status": slave.state,
+                    "slaveAckOffset": slave.ack_offset,
+                    "diff": slave.diff_bytes,
+                    "inSync": slave.in_sync,
+                    "transferredByteInSecond": int(slave.transfer_bytes_per_s),
+                    "caughtUpSecondsAgo": slave.caught_up_s_ago,
+                }
+                for slave in st.slaves
+            ]
+            info.update(
+                epoch=st.epoch,
+                epochStartOffset=st.epoch_start_offset,
+                confirmOffset=st.confirm_offset,
+                syncStateSet=list(st.sync_state_set),
+                syncStateSetEpoch=st.sync_state_set_epoch,
+                inSyncSlaveNums=len(st.sync_state_set) - 1,
+                syncWaiters=st.waiters,
+                haConnectionInfo=connections,
+            )
+        if self.ha_slave is not None:
+            sl = self.ha_slave.status()
+            info["masterCommitLogMaxOffset"] = sl.master_max_offset
+            info["haClientRuntimeInfo"] = {
+                "masterAddr": sl.master_address,
+                "masterBrokerAddr": self.master_addr,
+                "status": sl.state,
+                "isActivated": sl.state == "TRANSFER",
+                "maxOffset": sl.max_offset,
+                "ackOffset": sl.acked_offset,
+                "lastEpoch": sl.last_epoch,
+                "transferredByteInSecond": int(sl.transfer_bytes_per_s),
+                "transferredBytes": sl.transferred_bytes,
+                "lastReadSecondsAgo": sl.last_read_s_ago,
+                "connects": sl.connects,
+                "lastError": sl.last_error,
+            }
+        return info
+
+    def ha_runtime_body(self) -> bytes:
+        return dumps_json(self.ha_runtime_info())
 
     async def register_all(self) -> list[RegistrationResult]:
         """Register with every NameServer concurrently; failures are logged, not raised."""

@@ -492,6 +492,14 @@ class HAMaster:
     def _on_ack(self, conn: _Conn, ack: SlaveHandshake | Ack) -> None:
         if not isinstance(ack, Ack):
             raise ProtocolError("second HA handshake on one connection")
+        if ack.max_offset > conn.position:
+            # After its first ack (its start) a slave holds only what this connection sent
+            # it: an ack past that is a lie or a bug, and counting it could acknowledge a
+            # sync write no replica has (apache/rocketmq#3015, past the sent offset rather
+            # than only past the master's max).
+            raise ProtocolError(
+                f"ack of offset {ack.max_offset}, past the {conn.position} sent so far"
+            )
         actions = self._core.slave_acked(
             conn.broker_id,
             ack.max_offset,

@@ -7,6 +7,9 @@ Rules (reference/rocketmq-wire.md §2.5, §2.15; AdminBrokerProcessor.java):
   standard JSON; we send them as lists of ``{"messageQueue": {...}, ...}`` entries, which
   our SDK reads (documented deviation: Java's mqadmin cannot parse these two bodies).
 - QUERY_MESSAGE answers the records byte for byte; nothing found is QUERY_NOT_FOUND.
+- GET_ALL_CONSUMER_OFFSET / GET_ALL_DELAY_OFFSET are what a slave copies from its master
+  (``broker/slavesync.py``): standard JSON, integer keys as strings. GET_BROKER_HA_STATUS
+  (907) answers RocketMQ's HARuntimeInfo field names (``mqadmin haStatus``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class AdminProcessor:
             RequestCode.UPDATE_AND_CREATE_TOPIC: self.create_topic,
             RequestCode.DELETE_TOPIC_IN_BROKER: self.delete_topic,
             RequestCode.GET_ALL_TOPIC_CONFIG: self.all_topic_config,
+            RequestCode.GET_ALL_CONSUMER_OFFSET: self.all_consumer_offsets,
+            RequestCode.GET_ALL_DELAY_OFFSET: self.all_delay_offsets,
+            RequestCode.GET_BROKER_HA_STATUS: self.ha_status,
             RequestCode.GET_BROKER_RUNTIME_INFO: self.runtime_info,
             RequestCode.GET_TOPIC_STATS_INFO: self.topic_stats,
             RequestCode.GET_CONSUME_STATS: self.consume_stats,
@@ -108,6 +114,19 @@ class AdminProcessor:
 
     async def all_topic_config(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         return request.respond(body=self.broker.topics.snapshot().to_bytes())
+
+    async def all_consumer_offsets(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand:
+        return request.respond(body=dumps_json(self.broker.offsets.offset_table_json()))
+
+    async def all_delay_offsets(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand:
+        return request.respond(body=dumps_json(self.broker.schedule.offset_table_json()))
+
+    async def ha_status(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        return request.respond(body=self.broker.ha_runtime_body())
 
     # --- stats -----------------------------------------------------------------------
 

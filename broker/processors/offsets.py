@@ -7,6 +7,11 @@ Rules (reference/rocketmq-wire.md §2.6–§2.7; ConsumerManageProcessor.java):
 - UPDATE_CONSUMER_OFFSET needs a known group (26) and topic (17), and ignores negative
   commits (ali-ons sends -1 for idle queues).
 - Offsets of unknown queues are 0, as RocketMQ answers.
+- A slave answers QUERY_CONSUMER_OFFSET from the table it copies from its master, and
+  takes UPDATE_CONSUMER_OFFSET as RocketMQ's slaves do: clients that commit to a slave
+  while the master is gone keep their progress there. The master's values overwrite such
+  commits at the next metadata sync once it is back (``broker/slavesync.py``); the PULL
+  piggy-backed commit is honoured on a master only (PullMessageProcessor).
 """
 
 from __future__ import annotations

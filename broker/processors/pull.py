@@ -8,6 +8,9 @@ Rules (reference/rocketmq-wire.md §2.4; PullMessageProcessor.java):
 - A pull that finds nothing and carries SUSPEND is held until a message arrives for its
   queue or ``suspendTimeoutMillis`` passes, then evaluated once more without suspension.
 - COMMIT_OFFSET is honoured once, on the first evaluation, and only on a master.
+- ``suggestWhichBrokerId`` is the broker's call (``Broker.suggest_broker_id``): a master
+  sends far-behind consumers to a slave when ``slaveReadEnable``; a slave sends consumers
+  back to its master while it is connected to one, and keeps them while it is not.
 """
 
 from __future__ import annotations

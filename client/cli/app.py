@@ -12,12 +12,15 @@ import typer
 from client.cli.admin_cmds import admin_app
 from client.cli.bench_cmds import bench_app
 from client.cli.cluster import cluster_app
+from client.cli.controller_cmds import controller_command, quorum_app
 from client.cli.output import fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(admin_app, name="admin")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
+app.add_typer(quorum_app, name="quorum")
+app.command("controller")(controller_command)
 
 
 def _version_callback(value: bool) -> None:
@@ -47,11 +50,36 @@ def namesrv(
         Path | None, typer.Option("--log-dir", help="Also log to LOG_DIR/namesrv.log.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    enable_controller: Annotated[
+        bool,
+        typer.Option("--enable-controller", help="Also run a controller node in this process."),
+    ] = False,
+    controller_config: Annotated[
+        Path | None,
+        typer.Option("--controller-config", help="The embedded controller's config (TOML)."),
+    ] = None,
 ) -> None:
-    """Run a NameServer (prints one ready line with its address; stops on SIGINT/SIGTERM)."""
+    """Run a NameServer (prints one ready line with its address; stops on SIGINT/SIGTERM).
+
+    With --enable-controller it also runs a controller node (its own ports, from
+    --controller-config) and prints the controller's ready line too.
+    """
+    from client.cli.controller_cmds import ready_line
     from client.cli.serving import configure_logging, run_server, set_node_name
+    from controller.config import ConfigError, load_toml
+    from controller.server import ControllerServer
     from namesrv.server import NameServer, NameServerConfig
 
+    controller = None
+    if enable_controller or controller_config is not None:
+        if controller_config is None:
+            raise fail("--enable-controller needs --controller-config FILE")
+        try:
+            controller = ControllerServer(load_toml(controller_config))
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+    if log_dir is None and controller is not None:
+        log_dir = controller.config.data_dir / "logs"
     configure_logging(
         node=f"namesrv {host}:{port}",
         log_file=log_dir / "namesrv.log" if log_dir else None,
@@ -63,7 +91,12 @@ def namesrv(
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(server.serve)
             set_node_name(f"namesrv {host}:{bound}")
-            task_status.started(f"The Name Server boot success. address={host}:{bound}")
+            line = f"The Name Server boot success. address={host}:{bound}"
+            if controller is not None:
+                await nursery.start(controller.serve)
+                set_node_name(f"namesrv {host}:{bound} + controller {controller.config.node_id}")
+                line += "\n" + ready_line(controller.config)
+            task_status.started(line)
 
     try:
         run_server(serve)
@@ -81,8 +114,23 @@ def broker(
     ] = None,
     cluster: Annotated[str | None, typer.Option(help="Cluster name.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Broker (group) name.")] = None,
-    broker_id: Annotated[int | None, typer.Option("--broker-id", help="0 = master.")] = None,
+    broker_id: Annotated[
+        int | None, typer.Option("--broker-id", help="0 = master; a SLAVE has an id > 0.")
+    ] = None,
     role: Annotated[str | None, typer.Option(help="ASYNC_MASTER, SYNC_MASTER or SLAVE.")] = None,
+    ha_port: Annotated[
+        int | None,
+        typer.Option(
+            "--ha-port", help="A master's replication port (default: port + 1; 0 picks one)."
+        ),
+    ] = None,
+    master_ha: Annotated[
+        str | None,
+        typer.Option(
+            "--master-ha",
+            help="A slave's master HA address host:port, until a NameServer names one.",
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
     ip: Annotated[str | None, typer.Option(help="IPv4 address advertised to clients.")] = None,
     port: Annotated[int | None, typer.Option(help="Client port; 0 picks a free one.")] = None,
@@ -107,7 +155,9 @@ def broker(
         "cluster_name": cluster,
         "broker_name": name,
         "broker_id": broker_id,
-        "broker_role": role,
+        "broker_role": role.upper() if role is not None else None,
+        "ha_port": ha_port,
+        "master_ha_addr": master_ha,
         "host": host,
         "advertised_ip": ip,
         "listen_port": port,
@@ -129,9 +179,10 @@ def broker(
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             set_node_name(f"{node} {server.address}")
+            ha = f" ha={server.ha_address}" if server.ha_address else ""
             task_status.started(
                 f"The broker[{cfg.broker_name}, {server.address}] boot success. "
-                f"role={cfg.broker_role} store={cfg.store_dir}"
+                f"role={cfg.broker_role}{ha} store={cfg.store_dir}"
             )
 
     try:

@@ -55,13 +55,45 @@ _out = out
 warnings.filterwarnings("ignore", r"subprocess \d+ is still running", ResourceWarning)
 
 FORMAT_VERSION = 1
-#: Modes ``up`` can start now, and the broker groups each one runs.
-BROKERS_BY_MODE: dict[str, tuple[str, ...]] = {
-    "single": ("broker-a",),
-    "multi-master": ("broker-a", "broker-b"),
+
+
+@attrs.frozen
+class BrokerPlan:
+    """One broker process of a mode: node name, broker group, broker id, brokerRole."""
+
+    name: str
+    group: str
+    broker_id: int
+    broker_role: str
+
+    @property
+    def role(self) -> str:
+        """What ``up`` and ``status`` show."""
+        return "slave" if self.broker_role == "SLAVE" else "master"
+
+
+def _master_slave(group: str, master_role: str) -> tuple[BrokerPlan, BrokerPlan]:
+    return (
+        BrokerPlan(group, group, 0, master_role),
+        BrokerPlan(f"{group}-s", group, 1, "SLAVE"),
+    )
+
+
+#: Modes ``up`` can start now, and the brokers each one runs, in start order (DESIGN.md §2).
+BROKERS_BY_MODE: dict[str, tuple[BrokerPlan, ...]] = {
+    "single": (BrokerPlan("broker-a", "broker-a", 0, "ASYNC_MASTER"),),
+    "multi-master": (
+        BrokerPlan("broker-a", "broker-a", 0, "ASYNC_MASTER"),
+        BrokerPlan("broker-b", "broker-b", 0, "ASYNC_MASTER"),
+    ),
+    "async": (
+        *_master_slave("broker-a", "ASYNC_MASTER"),
+        *_master_slave("broker-b", "ASYNC_MASTER"),
+    ),
+    "sync": (*_master_slave("broker-a", "SYNC_MASTER"), *_master_slave("broker-b", "SYNC_MASTER")),
 }
 #: Modes of DESIGN.md §2 that come later.
-LATER_MODES = ("async", "sync", "controller")
+LATER_MODES = ("controller",)
 FLUSH_TYPES = ("ASYNC_FLUSH", "SYNC_FLUSH")
 NAMESRV = "namesrv"
 _POLL_S = 0.05
@@ -95,7 +127,7 @@ class Node:
     name: str
     #: ``namesrv`` or ``broker``.
     kind: str
-    #: What ``status`` shows: ``namesrv`` or ``master``.
+    #: What ``status`` shows: ``namesrv``, ``master`` or ``slave``.
     role: str
     argv: list[str]
     node_dir: Path
@@ -103,6 +135,8 @@ class Node:
     log_file: Path
     store_dir: Path | None = None
     broker_role: str | None = None
+    #: A broker's group (brokerName); the node name for records written before slaves.
+    group: str | None = None
     pid: int = 0
     #: ``/proc/<pid>/stat`` start time (clock ticks since boot): tells a recycled pid apart.
     start_ticks: int = 0
@@ -116,6 +150,7 @@ class Node:
             "kind": self.kind,
             "role": self.role,
             "broker_role": self.broker_role,
+            "group": self.group,
             "pid": self.pid,
             "start_ticks": self.start_ticks,
             "address": self.address,
@@ -135,6 +170,7 @@ class Node:
             kind=str(data["kind"]),
             role=str(data["role"]),
             broker_role=data.get("broker_role"),
+            group=data.get("group"),
             pid=int(data["pid"]),
             start_ticks=int(data.get("start_ticks", 0)),
             address=data.get("address"),
@@ -405,18 +441,20 @@ def _plan_namesrv(root: Path, port: int) -> Node:
     )
 
 
-def _plan_broker(root: Path, name: str, namesrv_addr: str, flush: str) -> Node:
-    node_dir = root / name
+def _plan_broker(root: Path, plan: BrokerPlan, namesrv_addr: str, flush: str) -> Node:
+    node_dir = root / plan.name
     store_dir = node_dir / "store"
+    # --port 0: the client port and (on a master) the HA port are picked free; a slave
+    # learns its master's HA address from the NameServer.
     argv = [
         *rmq_command(),
         "broker",
         "--name",
-        name,
+        plan.group,
         "--broker-id",
-        "0",
+        str(plan.broker_id),
         "--role",
-        "ASYNC_MASTER",
+        plan.broker_role,
         "--port",
         "0",
         "-n",
@@ -427,10 +465,11 @@ def _plan_broker(root: Path, name: str, namesrv_addr: str, flush: str) -> Node:
         flush,
     ]
     return Node(
-        name=name,
+        name=plan.name,
         kind="broker",
-        role="master",
-        broker_role="ASYNC_MASTER",
+        role=plan.role,
+        broker_role=plan.broker_role,
+        group=plan.group,
         argv=argv,
         node_dir=node_dir,
         stdout_file=node_dir / "stdout.log",
@@ -479,8 +518,8 @@ def cluster_up(
             namesrv = _plan_namesrv(root, namesrv_port)
             _start(cluster, namesrv, NAMESRV_READY, timeout_s)
             assert namesrv.address is not None
-            for name in BROKERS_BY_MODE[mode]:
-                broker = _plan_broker(root, name, namesrv.address, flush)
+            for plan in BROKERS_BY_MODE[mode]:
+                broker = _plan_broker(root, plan, namesrv.address, flush)
                 _start(cluster, broker, BROKER_READY, timeout_s)
         except BaseException:  # ClusterError, Ctrl-C, anything: leave nothing running
             stop_cluster(cluster, stop_timeout_s)
@@ -522,7 +561,7 @@ def _serving(cluster: Cluster, alive: dict[str, bool], timeout_s: float) -> dict
         return serving
     for node in cluster.nodes:
         if node.kind != NAMESRV:
-            data = info.broker_addr_table.get(node.name)
+            data = info.broker_addr_table.get(node.group or node.name)
             serving[node.name] = bool(data and node.address in data.broker_addrs.values())
     return serving
 
@@ -570,7 +609,11 @@ def _load_existing(root: Path) -> Cluster:
 @cluster_app.command("up")
 def up(
     mode: Annotated[
-        str, typer.Option(help="single or multi-master (async, sync, controller come later).")
+        str,
+        typer.Option(
+            help="single, multi-master, async or sync (async/sync: groups broker-a and "
+            "broker-b, each a master and a slave; controller comes later)."
+        ),
     ] = "single",
     root: DirOpt = Path("rmq-cluster"),
     namesrv_port: Annotated[
@@ -683,3 +726,16 @@ def down(
         print(f"{node.name}{pid}: {outcome[node.name]}")
     if stuck:
         raise _fail(ClusterError(f"{', '.join(stuck)} survived SIGKILL"))
+
+
+# --- shared with ``rmq quorum`` (client/cli/controller_cmds.py) ------------------------------
+
+start_node = _start
+dir_lock = _dir_lock
+refuse_running = _refuse_running
+
+# --- shared with ``rmq chaos`` (scenarios/harness.py restarts single nodes) -----------------
+
+spawn_node = _spawn
+read_output = _read_from
+log_tail = _tail

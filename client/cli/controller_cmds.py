@@ -1,0 +1,450 @@
+"""``rmq controller`` and ``rmq quorum bootstrap|up|status|down``: the controller quorum.
+
+Rules:
+- ``rmq controller --config FILE`` runs one node of a quorum (``controller/config.py``
+  TOML); without ``--config`` it runs a single-node quorum (dev only: no failover of the
+  controller itself). It prints one ready line, RocketMQ-style, logs to
+  ``<data_dir>/logs/controller.log`` and stops cleanly on SIGINT/SIGTERM.
+- ``rmq quorum bootstrap --nodes N --dir D`` writes ``D/n<i>/controller.toml`` for every
+  node with one freshly generated shared secret (mode 0600), starts the nodes as detached
+  processes with ``client/cli/cluster.py``'s process management (so ``D/cluster.json``
+  records them and ``rmq quorum down`` or ``rmq cluster down`` stops them), waits until
+  they agree on a leader, and prints the nodes and the controller list brokers take.
+- Ports: Raft peers must know each other's ports before any of them starts, so without
+  ``--base-port`` free ports are picked by binding port 0 on the host and releasing it.
+  Another process can take such a port between the release and the node's own bind: that
+  node then fails to start with "cannot bind", bootstrap stops the others and says so,
+  and running it again (or with ``--base-port``) picks other ports.
+- Every wait has a deadline; errors are one ``error:`` line (plus a log tail), exit 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import trio
+import typer
+from rich.table import Table
+
+from client.admin import ControllerMetadata, get_controller_metadata
+from client.cli.cluster import (
+    Cluster,
+    ClusterError,
+    Node,
+    dir_lock,
+    is_alive,
+    load_cluster,
+    refuse_running,
+    rmq_command,
+    start_node,
+    stop_cluster,
+)
+from client.cli.output import err, fail, out
+from controller.config import ConfigError, ControllerConfig, Peer, load_toml, write_toml
+from protocol.errors import RocketError
+from protocol.rpc import RemotingClient, open_client
+
+quorum_app = typer.Typer(
+    no_args_is_help=True, help="Bootstrap, start, inspect and stop a controller quorum."
+)
+
+#: ``rmq controller``'s ready line.
+CONTROLLER_READY = re.compile(
+    r"The controller\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\."
+)
+#: The kind of a controller node in ``cluster.json``.
+CONTROLLER = "controller"
+CONFIG_NAME = "controller.toml"
+#: RocketMQ's default controller port.
+DEFAULT_PORT = 9878
+_LEADER_POLL_S = 0.1
+
+
+def pick_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that were free on ``host`` a moment ago (see module rules)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def ready_line(config: ControllerConfig) -> str:
+    peers = ";".join(f"{p.node_id}:{p.remoting_address}" for p in config.peers.values())
+    return (
+        f"The controller[{config.node_id}, {config.remoting_address}] boot success. "
+        f"raft={config.raft_address} peers={peers}"
+    )
+
+
+def quorum_configs(
+    root: Path, *, nodes: int, host: str, base_port: int | None
+) -> list[ControllerConfig]:
+    """One config per node (n0, n1, ...), sharing a fresh secret; data under ``root/n<i>``."""
+    ports = (
+        list(range(base_port, base_port + 2 * nodes))
+        if base_port is not None
+        else pick_free_ports(2 * nodes, host)
+    )
+    peers = {
+        f"n{i}": Peer(
+            node_id=f"n{i}",
+            remoting_address=f"{host}:{ports[2 * i]}",
+            raft_address=f"{host}:{ports[2 * i + 1]}",
+        )
+        for i in range(nodes)
+    }
+    password = secrets.token_urlsafe(32)
+    return [
+        ControllerConfig(
+            node_id=node_id, peers=peers, password=password, data_dir=root / node_id / "data"
+        )
+        for node_id in peers
+    ]
+
+
+# --- rmq controller ------------------------------------------------------------------------------
+
+
+def _single_node_config(
+    data_dir: Path, host: str, port: int, raft_port: int | None
+) -> ControllerConfig:
+    if port == 0 or raft_port == 0 or raft_port is None:
+        free = pick_free_ports(2, host)
+        port = port or free[0]
+        raft_port = raft_port or free[1]
+    peer = Peer(node_id="n0", remoting_address=f"{host}:{port}", raft_address=f"{host}:{raft_port}")
+    return ControllerConfig(
+        node_id="n0",
+        peers={"n0": peer},
+        password=secrets.token_urlsafe(32),  # nobody else joins a single-node quorum
+        data_dir=data_dir,
+    )
+
+
+def controller_command(
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Node config (TOML, as rmq quorum bootstrap writes)."),
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--dir", help="Without --config: data directory.")
+    ] = Path("controller-data"),
+    host: Annotated[str, typer.Option(help="Without --config: address to bind.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Without --config: remoting port; 0 picks a free one.")
+    ] = DEFAULT_PORT,
+    raft_port: Annotated[
+        int | None,
+        typer.Option("--raft-port", help="Without --config: Raft port (default: a free one)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Run a controller node (prints one ready line; stops cleanly on SIGINT/SIGTERM).
+
+    Without --config: a single-node quorum, for development.
+    """
+    from client.cli.serving import configure_logging, run_server, set_node_name
+    from controller.server import ControllerServer
+
+    try:
+        if config_file is not None:
+            config = load_toml(config_file)
+        else:
+            config = _single_node_config(data_dir.absolute(), host, port, raft_port)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    node = f"controller {config.node_id} {config.remoting_address}"
+    configure_logging(
+        node=node, log_file=config.data_dir / "logs" / "controller.log", level=log_level
+    )
+    server = ControllerServer(config)
+
+    async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            set_node_name(node)
+            task_status.started(ready_line(config))
+
+    try:
+        run_server(serve)
+    except OSError as exc:
+        raise fail(f"cannot start controller {config.node_id}: {exc.strerror or exc}") from None
+
+
+# --- quorum processes ------------------------------------------------------------------------------
+
+
+def _config_paths(root: Path) -> list[Path]:
+    return sorted(root.glob(f"n*/{CONFIG_NAME}"), key=lambda p: (len(p.parent.name), p.parent.name))
+
+
+def _plan_controller(root: Path, config_path: Path, config: ControllerConfig) -> Node:
+    node_dir = root / config.node_id
+    return Node(
+        name=config.node_id,
+        kind=CONTROLLER,
+        role=CONTROLLER,
+        argv=[*rmq_command(), "controller", "--config", str(config_path)],
+        node_dir=node_dir,
+        stdout_file=node_dir / "stdout.log",
+        log_file=node_dir / "stderr.log",
+        store_dir=config.data_dir,
+    )
+
+
+async def _metadata(addrs: list[str], timeout_s: float) -> list[ControllerMetadata | None]:
+    """GetMetaData of every address (None for one that did not answer)."""
+    found: list[ControllerMetadata | None] = [None] * len(addrs)
+
+    async def one(i: int, client: RemotingClient) -> None:
+        with contextlib.suppress(RocketError):  # no answer: None
+            found[i] = await get_controller_metadata(client, addrs[i], timeout_s=timeout_s)
+
+    async with (
+        open_client(name="rmq-quorum", default_timeout_s=timeout_s) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for i, addr in enumerate(addrs):
+            if addr:
+                nursery.start_soon(one, i, client)
+    return found
+
+
+def wait_for_leader(addrs: list[str], timeout_s: float) -> ControllerMetadata:
+    """The leader's GetMetaData once a node says it leads and a majority name it."""
+
+    async def poll() -> ControllerMetadata:
+        with trio.fail_after(timeout_s):
+            while True:
+                answers = [m for m in await _metadata(addrs, 1.0) if m is not None]
+                for meta in answers:
+                    named = sum(1 for m in answers if m.leader_address == meta.address)
+                    if meta.is_leader and named > len(addrs) // 2:
+                        return meta
+                await trio.sleep(_LEADER_POLL_S)
+
+    try:
+        return trio.run(poll)
+    except trio.TooSlowError:
+        raise ClusterError(
+            f"the controllers at {';'.join(addrs)} agreed on no leader within {timeout_s:g} s"
+        ) from None
+
+
+def start_quorum(
+    root: Path, config_paths: list[Path], *, timeout_s: float, stop_timeout_s: float
+) -> tuple[Cluster, list[ControllerConfig], ControllerMetadata]:
+    """Start every node of ``config_paths`` and wait for a leader; on any failure stop what
+    was started (the caller holds the directory lock)."""
+    configs = []
+    for path in config_paths:
+        try:
+            configs.append(load_toml(path))
+        except ConfigError as exc:
+            raise ClusterError(str(exc)) from None
+    cluster = Cluster(mode="quorum", root=root)
+    try:
+        for path, config in zip(config_paths, configs, strict=True):
+            start_node(cluster, _plan_controller(root, path, config), CONTROLLER_READY, timeout_s)
+        leader = wait_for_leader([c.remoting_address for c in configs], timeout_s)
+    except BaseException:  # ClusterError, Ctrl-C, anything: leave nothing running
+        stop_cluster(cluster, stop_timeout_s)
+        cluster.state = "failed"
+        cluster.save()
+        raise
+    cluster.state = "running"
+    cluster.save()
+    return cluster, configs, leader
+
+
+def bootstrap_quorum(
+    root: Path,
+    *,
+    nodes: int,
+    host: str,
+    base_port: int | None,
+    timeout_s: float,
+    stop_timeout_s: float = 10.0,
+) -> tuple[Cluster, list[ControllerConfig], ControllerMetadata]:
+    """Write the node configs of a new quorum under ``root`` and start it."""
+    root.mkdir(parents=True, exist_ok=True)
+    with dir_lock(root):
+        refuse_running(root)
+        if _config_paths(root):
+            raise ClusterError(
+                f"{root} already holds a controller quorum; start it with: "
+                f"rmq quorum up --dir {root} (or bootstrap into an empty directory)"
+            )
+        paths = []
+        for config in quorum_configs(root, nodes=nodes, host=host, base_port=base_port):
+            path = root / config.node_id / CONFIG_NAME
+            write_toml(path, config)
+            paths.append(path)
+        return start_quorum(root, paths, timeout_s=timeout_s, stop_timeout_s=stop_timeout_s)
+
+
+def _print_quorum(configs: list[ControllerConfig], leader: ControllerMetadata) -> None:
+    for c in configs:
+        role = "leader" if c.remoting_address == leader.address else "follower"
+        print(f"{c.node_id} {role} {c.remoting_address} raft={c.raft_address}")
+    print(f"controllers {configs[0].controller_addrs}")
+
+
+# --- rmq quorum ... ------------------------------------------------------------------------------
+
+DirOpt = Annotated[Path, typer.Option("--dir", help="The quorum's directory (configs, data).")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds for each node's ready line and the leader.")
+]
+
+
+def _fail(exc: ClusterError) -> typer.Exit:
+    return fail(str(exc), exc.detail)
+
+
+@quorum_app.command("bootstrap")
+def bootstrap(
+    nodes: Annotated[int, typer.Option("--nodes", help="Number of controllers: 3 or 5.")] = 3,
+    root: DirOpt = Path("rmq-quorum"),
+    host: Annotated[str, typer.Option(help="Address every node binds.")] = "127.0.0.1",
+    base_port: Annotated[
+        int | None,
+        typer.Option(
+            "--base-port",
+            help="Node i listens on BASE+2i (remoting) and BASE+2i+1 (Raft); default: free ports.",
+        ),
+    ] = None,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Write the configs (with a fresh shared secret) of an N-node quorum and start it."""
+    try:
+        if nodes < 1 or nodes % 2 == 0 or nodes > 9:
+            raise ClusterError(f"--nodes must be odd, from 1 to 9 (3 or 5 usually), not {nodes}")
+        if base_port is not None and not 0 < base_port <= 65535 - 2 * nodes:
+            raise ClusterError(f"--base-port {base_port} leaves no room for {2 * nodes} ports")
+        if timeout <= 0:
+            raise ClusterError("--timeout must be positive")
+        _, configs, leader = bootstrap_quorum(
+            root.absolute(), nodes=nodes, host=host, base_port=base_port, timeout_s=timeout
+        )
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(ClusterError(f"cannot bootstrap the quorum in {root}: {exc}")) from None
+    _print_quorum(configs, leader)
+    err.print(
+        f"controller quorum ({nodes} nodes) running in {root.absolute()}; leader "
+        f"{leader.leader_id}; stop it with: rmq quorum down --dir {root.absolute()}",
+        markup=False,
+    )
+
+
+@quorum_app.command("up")
+def up(root: DirOpt = Path("rmq-quorum"), timeout: TimeoutOpt = 30.0) -> None:
+    """Start a bootstrapped quorum again (its configs and Raft data are kept)."""
+    root = root.absolute()
+    try:
+        with dir_lock(root):
+            refuse_running(root)
+            paths = _config_paths(root)
+            if not paths:
+                raise ClusterError(
+                    f"no controller configs in {root}; create a quorum with: "
+                    f"rmq quorum bootstrap --dir {root}"
+                )
+            _, configs, leader = start_quorum(root, paths, timeout_s=timeout, stop_timeout_s=10.0)
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(ClusterError(f"cannot start the quorum in {root}: {exc}")) from None
+    _print_quorum(configs, leader)
+
+
+def _load_quorum(root: Path) -> Cluster:
+    cluster = load_cluster(root)
+    if cluster is None or not any(n.kind == CONTROLLER for n in cluster.nodes):
+        raise ClusterError(
+            f"no controller quorum in {root}; create one with: rmq quorum bootstrap --dir {root}"
+        )
+    return cluster
+
+
+@quorum_app.command("status")
+def status(
+    root: DirOpt = Path("rmq-quorum"),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Deadline of each ask (s).")] = 3.0,
+) -> None:
+    """Show every node: address, pid, whether it runs, and who it says leads."""
+    try:
+        cluster = _load_quorum(root.absolute())
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    nodes = [n for n in cluster.nodes if n.kind == CONTROLLER]
+    addrs = [n.address or "" for n in nodes]
+    answers = trio.run(_metadata, addrs, timeout)
+    rows: list[dict[str, Any]] = [
+        {
+            "name": n.name,
+            "address": n.address,
+            "pid": n.pid,
+            "alive": is_alive(n),
+            "is_leader": meta.is_leader if meta else None,
+            "leader": meta.leader_id if meta else None,
+        }
+        for n, meta in zip(nodes, answers, strict=True)
+    ]
+    if as_json:
+        print(json.dumps({"dir": str(cluster.root), "nodes": rows}, indent=2))
+        return
+    table = Table("#Node", "#Address", "#PID", "#Alive", "#Role", "#Leader", box=None)
+    for row in rows:
+        role = "-" if row["is_leader"] is None else ("leader" if row["is_leader"] else "follower")
+        table.add_row(
+            row["name"],
+            row["address"] or "-",
+            str(row["pid"]),
+            "yes" if row["alive"] else "no",
+            role,
+            row["leader"] or "-",
+        )
+    out.print(table)
+
+
+@quorum_app.command("down")
+def down(
+    root: DirOpt = Path("rmq-quorum"),
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")
+    ] = 10.0,
+) -> None:
+    """Stop every node of the quorum (its configs and data stay for rmq quorum up)."""
+    root = root.absolute()
+    try:
+        with dir_lock(root):
+            cluster = _load_quorum(root)
+            outcome = stop_cluster(cluster, timeout)
+            stuck = [name for name, what in outcome.items() if what.startswith("STILL")]
+            cluster.state = "running" if stuck else "stopped"
+            cluster.save()
+    except ClusterError as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(ClusterError(f"cannot stop the quorum in {root}: {exc}")) from None
+    for node in cluster.nodes:
+        pid = f" (pid {node.pid})" if node.pid else ""
+        print(f"{node.name}{pid}: {outcome[node.name]}")
+    if stuck:
+        raise _fail(ClusterError(f"{', '.join(stuck)} survived SIGKILL"))
