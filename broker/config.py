@@ -9,6 +9,8 @@ Rules:
   converted to our ``*_s`` fields; the snake_case names take seconds.
 - Roles as RocketMQ's BrokerStartup enforces them: a master (ASYNC_MASTER, SYNC_MASTER) is
   broker id 0, a SLAVE has an id > 0. A bad combination is a ``ConfigError``, not a guess.
+  In controller mode (``controller_addrs`` set) both come from the controller instead and
+  ``brokerId``/``brokerRole`` are ignored.
 - Pure: ``load_toml`` reads a file; nothing else here does I/O.
 """
 
@@ -83,6 +85,16 @@ class BrokerConfig:
     max_reconsume_times: int = 16
     request_timeout_s: float = 3.0
 
+    # --- controller mode (reference/rocketmq-controller.md §4; DESIGN.md §6) ---------------
+    #: Controller remoting addresses; non-empty enables controller mode: the broker id and
+    #: the role come from the controller, not from ``broker_id``/``broker_role``.
+    controller_addrs: tuple[str, ...] = ()
+    #: A master that has not heard the controller leader confirm it for this long stops
+    #: acknowledging writes (apache/rocketmq#7017).
+    lease_s: float = 6.0
+    #: Lower wins among equally up-to-date candidates (``brokerElectionPriority``).
+    election_priority: int = 0
+
     # --- replication (reference/rocketmq-controller.md §4.4-4.7, §6) ---------------------
     #: SYNC_MASTER: how long a send waits for the slaves' acks (``slaveTimeout``) before it
     #: is answered FLUSH_SLAVE_TIMEOUT (the message stays stored).
@@ -125,9 +137,11 @@ class BrokerConfig:
     slave_sync_interval_s: float = 3.0
 
     def __attrs_post_init__(self) -> None:
-        if self.broker_role == "SLAVE" and self.broker_id <= 0:
+        if self.controller_addrs:
+            pass  # the controller assigns the id and the role
+        elif self.broker_role == "SLAVE" and self.broker_id <= 0:
             raise ConfigError(f"a SLAVE needs a broker id > 0 (brokerId), not {self.broker_id}")
-        if self.broker_role != "SLAVE" and self.broker_id != 0:
+        elif self.broker_role != "SLAVE" and self.broker_id != 0:
             raise ConfigError(
                 f"a master ({self.broker_role}) has broker id 0 (brokerId), not {self.broker_id}; "
                 "a slave is brokerRole SLAVE"
@@ -143,6 +157,7 @@ class BrokerConfig:
             "slave_sync_interval_s": self.slave_sync_interval_s,
             "min_in_sync_replicas": self.min_in_sync_replicas,
             "in_sync_replicas": self.in_sync_replicas,
+            "lease_s": self.lease_s,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -161,6 +176,10 @@ class BrokerConfig:
         return f"{self.advertised_ip}:{self.listen_port}"
 
     @property
+    def controller_mode(self) -> bool:
+        return bool(self.controller_addrs)
+
+    @property
     def is_master(self) -> bool:
         return self.broker_role != "SLAVE"
 
@@ -169,10 +188,11 @@ class BrokerConfig:
         return self.broker_role == "SYNC_MASTER"
 
     def ha_config(self) -> HAConfig:
-        """The replication engine's settings (static roles: the master owns its in-sync set)."""
+        """The replication engine's settings (static roles: the master owns its in-sync set;
+        controller mode: SyncStateSet changes wait for the controller)."""
         heartbeat_s = self.ha_send_heartbeat_interval_s
         return HAConfig(
-            controller_mode=False,
+            controller_mode=self.controller_mode,
             all_ack_in_sync_state_set=self.all_ack_in_sync_state_set,
             in_sync_replicas=self.in_sync_replicas,
             heartbeat_interval_s=heartbeat_s,
@@ -216,6 +236,8 @@ _ALIASES = {
     "defaultTopicQueueNums": "default_topic_queue_nums",
     "messageDelayLevel": "message_delay_level",
     "maxReconsumeTimes": "max_reconsume_times",
+    "controllerAddr": "controller_addrs",
+    "brokerElectionPriority": "election_priority",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.
@@ -272,7 +294,7 @@ def _number(key: str, value: Any) -> float:
 
 def _coerce(key: str, name: str, value: Any) -> Any:
     default = getattr(BrokerConfig(), name)
-    if name == "namesrv_addrs":
+    if name in ("namesrv_addrs", "controller_addrs"):
         if isinstance(value, str):
             return tuple(a.strip() for a in value.replace(",", ";").split(";") if a.strip())
         if isinstance(value, list) and all(isinstance(a, str) for a in value):

@@ -15,6 +15,12 @@ Rules:
   ``master_ha_addr`` config is the fallback), re-read at every registration, and copies
   the master's metadata (``SlaveSynchronizer``). A slave refuses writes, serves reads, and
   runs no delayed delivery.
+- Controller mode (``controller_addrs``; reference/rocketmq-controller.md §4): the
+  ``BrokerAgent`` owns the id and the role. The broker starts fenced (no writes, no
+  NameServer registration) and switches role at runtime: each role's HA task (``HAMaster``
+  or ``HASlave``) runs in its own cancel scope, stopped before the next one starts. A
+  master takes the controller's epoch (``new_epoch``) before it accepts a write, registers
+  as id 0 with ``stateVersion`` = epoch, and acknowledges writes only within its lease.
 - Every put (send, batch, send-back, delayed re-put) wakes the HA streamers. A SYNC_MASTER
   refuses a put before storing it while its in-sync set is below ``min_in_sync_replicas``,
   and answers a stored send only once the slaves acked it or ``slave_timeout_s`` passed:
@@ -30,11 +36,12 @@ import os
 import random
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
 
+from broker.agent import BrokerAgent
 from broker.clients import ClientManager, Notify
 from broker.config import BrokerConfig, parse_delay_levels
 from broker.groups import SubscriptionGroupManager
@@ -55,6 +62,8 @@ from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
+from protocol.controller_bodies import EpochEntry as WireEpochEntry
+from protocol.controller_bodies import EpochEntryCache
 from protocol.errors import (
     NetworkError,
     RemotingTimeout,
@@ -111,7 +120,8 @@ class Broker:
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
-        self.name = f"{config.broker_name}-{config.broker_id}"
+        # Controller mode: "-?" until the controller (or the identity file) names the id.
+        self.name = f"{config.broker_name}-{'?' if config.controller_mode else config.broker_id}"
         self._store: MessageStore | None = None
         config_dir = config.store_dir / "config"
         self.topics_path = config_dir / "topics.cbor"
@@ -146,6 +156,14 @@ class Broker:
         #: The master's client address, as the NameServer last named it (slaves).
         self.master_addr: str | None = None
         self.slave_sync = SlaveSynchronizer(self)
+        #: Controller mode: the agent, the id the controller gave us, and the role scope.
+        self.agent: BrokerAgent | None = BrokerAgent(self) if config.controller_mode else None
+        self.controller_id: int | None = None
+        self.fenced = config.controller_mode
+        self._role: tuple[trio.CancelScope, trio.Event] | None = None
+        if config.controller_mode:
+            # Fenced and a slave-shaped config until the controller names the role.
+            self.config = attrs.evolve(config, broker_role="SLAVE")
         if config.slave_read_behind_bytes is not None:
             self._far_behind_bytes = config.slave_read_behind_bytes
         else:
@@ -161,6 +179,7 @@ class Broker:
         handlers: dict[int, Handler] = {}
         for processor in self.processors:
             handlers.update(processor.handlers())
+        handlers[RequestCode.GET_BROKER_EPOCH_CACHE] = self._get_epoch_cache
         self.server = RemotingServer(
             handlers,
             name=self.name,
@@ -194,10 +213,17 @@ class Broker:
 
     @property
     def accepts_writes(self) -> bool:
-        return self.config.is_master
+        if self.agent is None:
+            return self.config.is_master
+        return self.config.is_master and not self.fenced and self.agent.lease_valid()
 
     @property
     def role_description(self) -> str:
+        if self.agent is not None:
+            if self.fenced:
+                return "fenced: role not known yet"
+            if self.config.is_master and not self.agent.lease_valid():
+                return "master whose controller lease expired"
         return f"role={self.config.broker_role}"
 
     @property
@@ -300,6 +326,9 @@ class Broker:
 
     async def _wait_replicated(self, master: HAMaster, result: AppendResult) -> int:
         outcome = await master.wait_replicated(result.end_offset, self.config.slave_timeout_s)
+        if self.agent is not None and (master is not self.ha_master or not self.accepts_writes):
+            # Deposed or past its lease while waiting: the write may not survive (#7017).
+            return ResponseCode.SERVICE_NOT_AVAILABLE
         return _REPLICA_CODES[outcome]
 
     # --- topics ----------------------------------------------------------------------
@@ -406,6 +435,8 @@ class Broker:
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover the store, bind, register; report the bound port; run until cancelled."""
         config = self.config
+        if self.agent is not None:
+            self.agent.load_identity()
         if self.listen_port == 0:
             # The store stamps its host into every record: bind first to learn the port.
             listeners = await trio.open_tcp_listeners(0, host=config.host)
@@ -438,15 +469,22 @@ class Broker:
                 self._client = client
                 self._nursery = nursery
                 await nursery.start(self.store.run)
-                # Replication first: a SYNC_MASTER must never take a send it cannot
-                # replicate, and the registration advertises the bound HA port.
-                await self._start_replication(nursery)
-                await nursery.start(self.server.serve)
-                self.server.name = self.name
-                self._apply_registrations(await self.register_all())
+                if self.agent is not None:
+                    await self._serve_controller_mode(nursery)
+                else:
+                    # Replication first: a SYNC_MASTER must never take a send it cannot
+                    # replicate, and the registration advertises the bound HA port.
+                    await self._start_replication(nursery)
+                    await nursery.start(self.server.serve)
+                    self.server.name = self.name
+                    self._apply_registrations(await self.register_all())
                 nursery.start_soon(self._register_loop)
                 nursery.start_soon(self._housekeeping_loop)
-                if config.is_master:
+                if self.agent is not None:
+                    # Both idle outside their role (no writes; no master to copy from).
+                    await nursery.start(self.schedule.run)
+                    await nursery.start(self.slave_sync.run)
+                elif config.is_master:
                     await nursery.start(self.schedule.run)
                 else:
                     await nursery.start(self.slave_sync.run)
@@ -456,6 +494,144 @@ class Broker:
             self._nursery = None
             with trio.CancelScope(shield=True):
                 await self._shutdown()
+
+    # --- controller mode ----------------------------------------------------------------------
+
+    async def _serve_controller_mode(self, nursery: trio.Nursery) -> None:
+        """Fix the HA port (the controller advertises it before we are master), serve
+        clients fenced, and start the agent (it registers in the background)."""
+        assert self.agent is not None
+        port = self.config.ha_port
+        if not port:
+            listeners = await trio.open_tcp_listeners(self._ha_listen_port(), host=self.config.host)
+            port = listeners[0].socket.getsockname()[1]
+            for listener in listeners:
+                await listener.aclose()
+        self.ha_port = port
+        await nursery.start(self.server.serve)
+        await nursery.start(self.agent.run)
+
+    def controller_id_assigned(self, broker_id: int) -> None:
+        """The agent knows our id (identity file or controller)."""
+        self.controller_id = broker_id
+        self.name = f"{self.config.broker_name}-{broker_id}"
+        self.server.name = self.name
+
+    async def _stop_role(self) -> None:
+        role, self._role = self._role, None
+        self.ha_master = None
+        self.ha_slave = None
+        if role is not None:
+            scope, done = role
+            scope.cancel()
+            with trio.fail_after(self.config.request_timeout_s):
+                await done.wait()
+
+    async def _start_role(self, start: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+        assert self._nursery is not None, "serve() runs"
+        scope = trio.CancelScope()
+        done = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    async with trio.open_nursery() as nursery:
+                        await start(nursery)
+                        task_status.started()
+                        await trio.sleep_forever()
+            finally:
+                done.set()
+
+        await self._nursery.start(run)
+        self._role = (scope, done)
+
+    async def become_master(self, epoch: int, members: frozenset[int], sss_epoch: int) -> None:
+        """Master at ``epoch``: new epoch entry first, then writes and NameServer id 0."""
+        assert self.agent is not None and self.controller_id is not None and self.epochs
+        self.fenced = True
+        await self._stop_role()
+        self.config = attrs.evolve(self.config, broker_role="SYNC_MASTER", broker_id=MASTER_ID)
+        self.master_addr = None
+        master = HAMaster(
+            self.store,
+            self.epochs,
+            self.config.ha_config(),
+            broker_id=self.controller_id,
+            node_name=self.name,
+            host=self.config.host,
+            port=self.ha_port or 0,
+            on_proposal=self.agent.on_proposal,
+            sync_state_set=members,
+            sync_state_set_epoch=sss_epoch,
+        )
+
+        # The epoch entry comes first: no slave handshakes against the old epoch list.
+        await master.new_epoch(epoch)
+
+        async def start(nursery: trio.Nursery) -> None:
+            await nursery.start(master.serve)
+
+        await self._start_role(start)
+        self.ha_master = master
+        self.topics.set_state_version(epoch, now_ms=_now_ms())
+        self.fenced = False
+        self._register_now.set()
+        log.info(
+            "%s: became master at epoch %d, SyncStateSet %s", self.name, epoch, sorted(members)
+        )
+
+    async def become_slave(
+        self, epoch: int, master_ha_addr: str | None, master_addr: str | None
+    ) -> None:
+        """Slave of the master at ``epoch``: follow its HA address (from the controller)."""
+        assert self.controller_id is not None and self.epochs is not None
+        self.fenced = True
+        await self._stop_role()
+        self.config = attrs.evolve(self.config, broker_role="SLAVE", broker_id=self.controller_id)
+        self.master_addr = master_addr
+        slave = HASlave(
+            self.store,
+            self.epochs,
+            self.config.ha_config(),
+            broker_id=self.controller_id,
+            node_name=self.name,
+            master_address=master_ha_addr,
+            master_epoch=epoch,
+        )
+
+        async def start(nursery: trio.Nursery) -> None:
+            await nursery.start(slave.run)
+
+        await self._start_role(start)
+        self.ha_slave = slave
+        self.fenced = False
+        self._register_now.set()
+        log.info(
+            "%s: became slave of %s (HA %s) at epoch %d",
+            self.name,
+            master_addr,
+            master_ha_addr,
+            epoch,
+        )
+
+    async def _get_epoch_cache(self, request: RemotingCommand, _: Connection) -> RemotingCommand:
+        assert self.epochs is not None
+        entries = tuple(
+            WireEpochEntry(epoch=e.epoch, start_offset=e.start_offset)
+            if e.end_offset is None
+            else WireEpochEntry(epoch=e.epoch, start_offset=e.start_offset, end_offset=e.end_offset)
+            for e in self.epochs.cache.entries
+        )
+        body = EpochEntryCache(
+            cluster_name=self.config.cluster_name,
+            broker_name=self.config.broker_name,
+            broker_id=self.controller_id
+            if self.controller_id is not None
+            else self.config.broker_id,
+            epoch_list=entries,
+            max_offset=self.store.max_physical_offset,
+        )
+        return request.respond(body=body.to_bytes())
 
     async def _start_replication(self, nursery: trio.Nursery) -> None:
         """A master serves its HA port (a new epoch begins); a slave starts following."""
@@ -522,12 +698,12 @@ class Broker:
         """Register every ``register_interval_s``, at once on a topic change, and, while a
         slave has no live master, every ``slave_register_interval_s``: the answer names a
         (re)started master's HA address, and the master's new ports with --port 0."""
-        config = self.config
-        step_s = config.register_interval_s
-        if self.ha_slave is not None:
-            step_s = min(step_s, config.slave_register_interval_s)
         last = trio.current_time()
         while True:
+            config = self.config
+            step_s = config.register_interval_s
+            if self.ha_slave is not None:
+                step_s = min(step_s, config.slave_register_interval_s)
             with trio.move_on_after(step_s):
                 await self._register_now.wait()
             now = trio.current_time()
@@ -545,8 +721,8 @@ class Broker:
         """A slave follows the master the NameServers name (RocketMQ keeps the last one
         when none is named: a master that is down now may come back at the same address)."""
         slave = self.ha_slave
-        if slave is None:
-            return
+        if slave is None or self.agent is not None:
+            return  # controller mode: the controller names the master
         for result in results:
             if result.ha_server_addr and result.master_addr:
                 if result.master_addr != self.master_addr:
@@ -647,7 +823,11 @@ class Broker:
         return dumps_json(self.ha_runtime_info())
 
     async def register_all(self) -> list[RegistrationResult]:
-        """Register with every NameServer concurrently; failures are logged, not raised."""
+        """Register with every NameServer concurrently; failures are logged, not raised.
+
+        A fenced broker (controller mode, role unknown) does not register."""
+        if self.fenced:
+            return []
         request = self._register_request()
         results: list[RegistrationResult] = []
 

@@ -131,6 +131,17 @@ def broker(
             help="A slave's master HA address host:port, until a NameServer names one.",
         ),
     ] = None,
+    controller_addrs: Annotated[
+        str | None,
+        typer.Option(
+            "--controller-addrs",
+            help="Controller mode: controller addresses a:p;b:p;c:p (id and role from them).",
+        ),
+    ] = None,
+    lease_s: Annotated[
+        float | None,
+        typer.Option("--lease-s", help="Controller mode: a master's lease without the leader."),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
     ip: Annotated[str | None, typer.Option(help="IPv4 address advertised to clients.")] = None,
     port: Annotated[int | None, typer.Option(help="Client port; 0 picks a free one.")] = None,
@@ -145,6 +156,7 @@ def broker(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Run a broker (prints one ready line; stops cleanly on SIGINT/SIGTERM)."""
+    from broker.agent import IdentityError
     from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_toml
     from broker.server import Broker
     from client.cli.serving import configure_logging, run_server, set_node_name
@@ -158,6 +170,8 @@ def broker(
         "broker_role": role.upper() if role is not None else None,
         "ha_port": ha_port,
         "master_ha_addr": master_ha,
+        "controller_addrs": controller_addrs,
+        "lease_s": lease_s,
         "host": host,
         "advertised_ip": ip,
         "listen_port": port,
@@ -171,22 +185,25 @@ def broker(
         cfg = config_from_mapping({k: v for k, v in flags.items() if v is not None}, base)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    node = f"{cfg.broker_name}-{cfg.broker_id}"
+    node = f"{cfg.broker_name}-{'?' if cfg.controller_mode else cfg.broker_id}"
     configure_logging(node=node, log_file=cfg.store_dir / "logs" / "broker.log", level=log_level)
     server = Broker(cfg)
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
-            set_node_name(f"{node} {server.address}")
+            set_node_name(f"{server.name} {server.address}")
             ha = f" ha={server.ha_address}" if server.ha_address else ""
+            role = "controller-assigned" if cfg.controller_mode else cfg.broker_role
             task_status.started(
                 f"The broker[{cfg.broker_name}, {server.address}] boot success. "
-                f"role={cfg.broker_role}{ha} store={cfg.store_dir}"
+                f"role={role}{ha} store={cfg.store_dir}"
             )
 
     try:
         run_server(serve)
+    except IdentityError as exc:
+        raise fail(str(exc)) from None
     except StorageError as exc:
         raise fail(f"the store in {cfg.store_dir} cannot be opened: {exc}") from None
     except OSError as exc:

@@ -69,7 +69,15 @@ class BrokerPlan:
     @property
     def role(self) -> str:
         """What ``up`` and ``status`` show."""
+        if self.broker_role == CONTROLLER_ROLE:
+            return "replica"
         return "slave" if self.broker_role == "SLAVE" else "master"
+
+
+#: brokerRole of a controller-mode broker: the controller assigns the id and the role.
+CONTROLLER_ROLE = "CONTROLLER"
+#: Controller mode: nodes of the controller quorum.
+CONTROLLER_NODES = 3
 
 
 def _master_slave(group: str, master_role: str) -> tuple[BrokerPlan, BrokerPlan]:
@@ -91,9 +99,13 @@ BROKERS_BY_MODE: dict[str, tuple[BrokerPlan, ...]] = {
         *_master_slave("broker-b", "ASYNC_MASTER"),
     ),
     "sync": (*_master_slave("broker-a", "SYNC_MASTER"), *_master_slave("broker-b", "SYNC_MASTER")),
+    # DESIGN.md §2 mode 2.5: a controller quorum, one group of three replicas.
+    "controller": tuple(
+        BrokerPlan(f"broker-a-{i}", "broker-a", -1, CONTROLLER_ROLE) for i in range(3)
+    ),
 }
 #: Modes of DESIGN.md §2 that come later.
-LATER_MODES = ("controller",)
+LATER_MODES: tuple[str, ...] = ()
 FLUSH_TYPES = ("ASYNC_FLUSH", "SYNC_FLUSH")
 NAMESRV = "namesrv"
 _POLL_S = 0.05
@@ -441,20 +453,23 @@ def _plan_namesrv(root: Path, port: int) -> Node:
     )
 
 
-def _plan_broker(root: Path, plan: BrokerPlan, namesrv_addr: str, flush: str) -> Node:
+def _plan_broker(
+    root: Path, plan: BrokerPlan, namesrv_addr: str, flush: str, controller_addrs: str = ""
+) -> Node:
     node_dir = root / plan.name
     store_dir = node_dir / "store"
     # --port 0: the client port and (on a master) the HA port are picked free; a slave
-    # learns its master's HA address from the NameServer.
+    # learns its master's HA address from the NameServer (the controller, in controller mode).
+    if plan.broker_role == CONTROLLER_ROLE:
+        identity = ["--controller-addrs", controller_addrs]
+    else:
+        identity = ["--broker-id", str(plan.broker_id), "--role", plan.broker_role]
     argv = [
         *rmq_command(),
         "broker",
         "--name",
         plan.group,
-        "--broker-id",
-        str(plan.broker_id),
-        "--role",
-        plan.broker_role,
+        *identity,
         "--port",
         "0",
         "-n",
@@ -506,6 +521,26 @@ def _refuse_running(root: Path) -> None:
         )
 
 
+def _start_controllers(cluster: Cluster, timeout_s: float) -> str:
+    """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
+    controllers' addresses as ``a;b;c``."""
+    # Imported here: controller_cmds builds on this module.
+    from client.cli import controller_cmds as cc
+    from controller.config import write_toml
+
+    root = cluster.root
+    if sorted(root.glob(f"n*/{cc.CONFIG_NAME}")):
+        raise ClusterError(f"{root} already holds a controller quorum; use a fresh --dir")
+    configs = cc.quorum_configs(root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=None)
+    for config in configs:
+        path = root / config.node_id / cc.CONFIG_NAME
+        write_toml(path, config)
+        _start(cluster, cc._plan_controller(root, path, config), cc.CONTROLLER_READY, timeout_s)
+    addrs = [c.remoting_address for c in configs]
+    cc.wait_for_leader(addrs, timeout_s)
+    return ";".join(addrs)
+
+
 def cluster_up(
     root: Path, *, mode: str, namesrv_port: int, flush: str, timeout_s: float, stop_timeout_s: float
 ) -> Cluster:
@@ -515,11 +550,14 @@ def cluster_up(
         _refuse_running(root)
         cluster = Cluster(mode=mode, root=root, flush=flush)
         try:
+            controller_addrs = ""
+            if mode == "controller":
+                controller_addrs = _start_controllers(cluster, timeout_s)
             namesrv = _plan_namesrv(root, namesrv_port)
             _start(cluster, namesrv, NAMESRV_READY, timeout_s)
             assert namesrv.address is not None
             for plan in BROKERS_BY_MODE[mode]:
-                broker = _plan_broker(root, plan, namesrv.address, flush)
+                broker = _plan_broker(root, plan, namesrv.address, flush, controller_addrs)
                 _start(cluster, broker, BROKER_READY, timeout_s)
         except BaseException:  # ClusterError, Ctrl-C, anything: leave nothing running
             stop_cluster(cluster, stop_timeout_s)
@@ -611,10 +649,11 @@ def up(
     mode: Annotated[
         str,
         typer.Option(
-            help="single, multi-master, async or sync (async/sync: groups broker-a and "
-            "broker-b, each a master and a slave; controller comes later)."
+            help="single, multi-master, async, sync (async/sync: groups broker-a and "
+            "broker-b, each a master and a slave) or controller (3 controllers, one group "
+            "broker-a of 3 replicas whose roles the controller assigns; the default)."
         ),
-    ] = "single",
+    ] = "controller",
     root: DirOpt = Path("rmq-cluster"),
     namesrv_port: Annotated[
         int, typer.Option("--namesrv-port", help="NameServer port; 0 picks a free one.")

@@ -192,6 +192,18 @@ async def test_multi_master_cluster_list_refused_double_up_and_down_twice(
         assert second.count(": was not running") == 3, second
 
 
+async def test_controller_is_the_default_mode(tmp_path: Path) -> None:
+    async with cluster_dir(tmp_path / "c") as root:
+        done = await rmq("cluster", "up", "--dir", str(root), "--namesrv-port", "0")
+        lines = assert_ok(done).splitlines()
+        assert [line.split()[1] for line in lines] == [
+            *["controller"] * 3,
+            "127.0.0.1:" + lines[3].split(":")[-1],
+            *["replica"] * 3,
+        ], done.describe()
+        assert read_record(root)["mode"] == "controller"
+
+
 async def test_failed_start_stops_what_was_started(tmp_path: Path) -> None:
     """broker-a cannot open its store (another process holds it): up fails, with the
     broker's log tail, and the NameServer it had started is stopped again."""
@@ -201,7 +213,9 @@ async def test_failed_start_stops_what_was_started(tmp_path: Path) -> None:
         fd = os.open(store / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            done = await rmq("cluster", "up", "--dir", str(root), "--namesrv-port", "0")
+            done = await rmq(
+                "cluster", "up", "--mode", "single", "--dir", str(root), "--namesrv-port", "0"
+            )
         finally:
             os.close(fd)
         assert done.returncode == 1, done.describe()
@@ -224,7 +238,9 @@ async def test_namesrv_port_taken(tmp_path: Path) -> None:
         taken.listen()
         port = str(taken.getsockname()[1])
         async with cluster_dir(tmp_path / "c") as root:
-            done = await rmq("cluster", "up", "--dir", str(root), "--namesrv-port", port)
+            done = await rmq(
+                "cluster", "up", "--mode", "single", "--dir", str(root), "--namesrv-port", port
+            )
             assert done.returncode == 1, done.describe()
             assert done.stderr.startswith("error: namesrv exited with status 1"), done.describe()
             assert "Address already in use" in done.stderr, done.describe()
@@ -234,8 +250,7 @@ async def test_namesrv_port_taken(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (("up", "--mode", "controller"), ("'controller' is not available yet", "async, sync")),
-        (("up", "--mode", "bogus"), ("unknown mode 'bogus'", "single, multi-master")),
+        (("up", "--mode", "bogus"), ("unknown mode 'bogus'", "single, multi-master", "controller")),
         (("up", "--flush", "SOMETIMES"), ("--flush must be one of ASYNC_FLUSH, SYNC_FLUSH",)),
         (("status",), ("no cluster in",)),
         (("down",), ("no cluster in",)),

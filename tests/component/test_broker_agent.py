@@ -1,0 +1,268 @@
+"""Brokers in controller mode: three in-process controllers, a NameServer, three Brokers.
+
+The brokers learn their ids and roles only from the controller (``controller_addrs``):
+the first registration elects a master, the others replicate from it; closing the master
+makes a SyncStateSet member master within seconds; the old master comes back as a slave
+with its id; a broker whose role is not known refuses writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from broker.agent import IDENTITY_FILE, TEMP_IDENTITY_FILE, IdentityError, read_identity
+from broker.config import BrokerConfig
+from broker.server import Broker
+from namesrv.server import NameServer, NameServerConfig
+from protocol.codes import RequestCode, ResponseCode
+from protocol.controller_bodies import EpochEntryCache
+from protocol.rpc import open_client
+from tests.component.broker_fixtures import (
+    CALL_TIMEOUT_S,
+    SEGMENT_BYTES,
+    BrokerEnv,
+    expect,
+    wait_until,
+)
+from tests.component.controller_fixtures import controller_quorum
+
+TOPIC = "AgentTopic"
+FAST_HA: dict[str, Any] = {
+    "ha_send_heartbeat_interval_s": 0.1,
+    "ha_housekeeping_interval_s": 2.0,
+    "check_sync_state_set_period_s": 0.1,
+    "slave_sync_interval_s": 0.2,
+    "slave_timeout_s": 2.0,
+}
+
+
+@attrs.define
+class Group:
+    envs: list[BrokerEnv]
+
+    def running(self) -> list[BrokerEnv]:
+        return [e for e in self.envs if e.broker is not None]
+
+    def masters(self) -> list[BrokerEnv]:
+        return [e for e in self.running() if e.b.accepts_writes]
+
+    async def ha(self, env: BrokerEnv) -> dict[str, Any]:
+        response = expect(await env.call(RequestCode.GET_BROKER_HA_STATUS), ResponseCode.SUCCESS)
+        doc: dict[str, Any] = json.loads(response.body)
+        return doc
+
+    async def one_master(self, timeout_s: float = 10.0) -> BrokerEnv:
+        await wait_until(lambda: len(self.masters()) == 1, timeout_s=timeout_s, what="one master")
+        return self.masters()[0]
+
+    async def in_sync(self, master: BrokerEnv, members: int) -> None:
+        async def full() -> bool:
+            return len((await self.ha(master)).get("syncStateSet", [])) == members
+
+        await wait_until(full, timeout_s=10.0, what=f"a SyncStateSet of {members}")
+
+
+@asynccontextmanager
+async def controller_group(tmp_path: Path, replicas: int = 3) -> AsyncIterator[Group]:
+    async with (
+        controller_quorum(tmp_path / "controllers") as quorum,
+        trio.open_nursery() as nursery,
+    ):
+        namesrv = NameServer(NameServerConfig(port=0))
+        port = await nursery.start(namesrv.serve)
+        namesrv_addr = f"127.0.0.1:{port}"
+        async with open_client(name="test-client", default_timeout_s=CALL_TIMEOUT_S) as client:
+            envs = []
+            for i in range(replicas):
+                config = BrokerConfig(
+                    namesrv_addrs=(namesrv_addr,),
+                    controller_addrs=tuple(quorum.addrs),
+                    listen_port=0,
+                    store_dir=tmp_path / f"replica{i}",
+                    commitlog_segment_bytes=SEGMENT_BYTES,
+                    min_free_disk_bytes=0,
+                    **FAST_HA,
+                )
+                envs.append(BrokerEnv(nursery, client, namesrv, namesrv_addr, config))
+            group = Group(envs)
+            try:
+                for env in envs:
+                    await env.start()
+                yield group
+            finally:
+                with trio.CancelScope(shield=True):
+                    for env in group.running():
+                        await env.stop()
+        nursery.cancel_scope.cancel()
+
+
+async def test_first_registration_elects_a_master_and_the_others_replicate(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(60):
+        async with controller_group(tmp_path) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 3)
+            ids = sorted(e.b.controller_id or 0 for e in group.envs)
+            assert ids == [1, 2, 3]
+            for i in range(20):
+                expect(await master.send(TOPIC, b"m%d" % i), ResponseCode.SUCCESS)
+            max_offset = master.b.store.max_physical_offset
+            for env in group.envs:
+                assert env.b.store.max_physical_offset == max_offset  # allAck: all hold it
+                if env is not master:
+                    refused = await env.send(TOPIC, b"to a slave")
+                    assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE
+            identity = read_identity(master.config.store_dir / IDENTITY_FILE)
+            assert identity is not None and identity.broker_id == master.b.controller_id
+            cache = EpochEntryCache.from_bytes(
+                expect(
+                    await master.call(RequestCode.GET_BROKER_EPOCH_CACHE), ResponseCode.SUCCESS
+                ).body
+            )
+            assert cache.broker_id == master.b.controller_id
+            assert [e.epoch for e in cache.epoch_list] == [1]
+            assert cache.max_offset == max_offset
+
+
+async def test_master_closed_a_member_takes_over_and_the_old_master_returns_as_slave(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(90):
+        async with controller_group(tmp_path) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 3)
+            for i in range(10):
+                expect(await master.send(TOPIC, b"before %d" % i), ResponseCode.SUCCESS)
+            old_id = master.b.controller_id
+            old_epoch = master.b.epochs.cache.last_epoch  # type: ignore[union-attr]
+            before = master.b.store.max_physical_offset
+            killed_at = time.monotonic()
+            await master.stop()
+            new_master = await group.one_master(timeout_s=10.0)
+            assert new_master is not master
+
+            # Sends work again on the new master (its SyncStateSet shrinks to who is left).
+            async def sends() -> bool:
+                response = await new_master.send(TOPIC, b"after")
+                return response.code == ResponseCode.SUCCESS
+
+            await wait_until(sends, timeout_s=10.0, what="a send to the new master succeeds")
+            took_s = time.monotonic() - killed_at
+            assert took_s < 8.0, took_s
+            assert new_master.b.store.max_physical_offset > before
+            assert new_master.b.epochs.cache.last_epoch > old_epoch  # type: ignore[union-attr]
+            # The old master returns: same id (identity file), now a slave that catches up.
+            await master.start(listen_port=0)
+            assert master.b.controller_id == old_id
+
+            async def follows() -> bool:
+                b = master.b
+                return (
+                    not b.fenced
+                    and not b.config.is_master
+                    and b.store.max_physical_offset == new_master.b.store.max_physical_offset
+                )
+
+            await wait_until(follows, timeout_s=10.0, what="the old master follows as a slave")
+            refused = await master.send(TOPIC, b"to the old master")
+            assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE
+
+
+async def test_a_broker_without_a_reachable_controller_is_fenced(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            namesrv = NameServer(NameServerConfig(port=0))
+            port = await nursery.start(namesrv.serve)
+            namesrv_addr = f"127.0.0.1:{port}"
+            async with open_client(name="test-client", default_timeout_s=CALL_TIMEOUT_S) as client:
+                config = BrokerConfig(
+                    namesrv_addrs=(namesrv_addr,),
+                    controller_addrs=("127.0.0.1:1",),
+                    listen_port=0,
+                    store_dir=tmp_path / "fenced",
+                    min_free_disk_bytes=0,
+                )
+                env = BrokerEnv(nursery, client, namesrv, namesrv_addr, config)
+                await env.start()
+                try:
+                    response = await env.send(TOPIC, b"nope")
+                    assert response.code == ResponseCode.SERVICE_NOT_AVAILABLE
+                    assert env.b.fenced
+                    # Not registered with the NameServer either.
+                    assert await env.route(TOPIC) is None
+                    assert await env.route("TBW102") is None
+                finally:
+                    await env.stop()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_master_past_its_lease_without_the_leader_stops_acking_writes(
+    tmp_path: Path,
+) -> None:
+    """apache/rocketmq#7017: the whole quorum gone, the master fences itself after lease_s."""
+    with trio.fail_after(60):
+        async with (
+            controller_quorum(tmp_path / "controllers") as quorum,
+            trio.open_nursery() as nursery,
+        ):
+            namesrv = NameServer(NameServerConfig(port=0))
+            port = await nursery.start(namesrv.serve)
+            namesrv_addr = f"127.0.0.1:{port}"
+            async with open_client(name="t", default_timeout_s=CALL_TIMEOUT_S) as client:
+                config = BrokerConfig(
+                    namesrv_addrs=(namesrv_addr,),
+                    controller_addrs=tuple(quorum.addrs),
+                    listen_port=0,
+                    store_dir=tmp_path / "lone",
+                    min_free_disk_bytes=0,
+                    lease_s=1.0,
+                )
+                env = BrokerEnv(nursery, client, namesrv, namesrv_addr, config)
+                await env.start()
+                try:
+                    await wait_until(lambda: env.b.accepts_writes, what="master")
+                    expect(await env.send(TOPIC, b"leased"), ResponseCode.SUCCESS)
+                    for node_id in list(quorum.servers):
+                        await quorum.kill(node_id)
+                    await wait_until(lambda: not env.b.accepts_writes, timeout_s=5.0, what="fenced")
+                    response = await env.send(TOPIC, b"past the lease")
+                    assert response.code == ResponseCode.SERVICE_NOT_AVAILABLE
+                finally:
+                    await env.stop()
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_identity_file_of_another_group_refuses_to_start(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    (store_dir / IDENTITY_FILE).write_bytes(b"OtherCluster#broker-z#2#127.0.0.1:1;0")
+    config = BrokerConfig(controller_addrs=("127.0.0.1:1",), listen_port=0, store_dir=store_dir)
+    with pytest.raises(IdentityError, match="belongs to OtherCluster/broker-z"):
+        await Broker(config).serve()
+
+
+async def test_a_temp_identity_left_by_a_crash_is_applied_and_made_final(tmp_path: Path) -> None:
+    """A crash between the temp identity file and the final one: the same id and check
+    code are applied again (idempotent), the final file is written, the temp one removed."""
+    store_dir = tmp_path / "replica0"
+    store_dir.mkdir()
+    temp = store_dir / TEMP_IDENTITY_FILE
+    temp.write_bytes(b"DefaultCluster#broker-a#1#127.0.0.1:9;1700000000000")
+    with trio.fail_after(60):
+        async with controller_group(tmp_path, replicas=1) as group:
+            env = await group.one_master()
+            assert env.b.controller_id == 1
+            identity = read_identity(store_dir / IDENTITY_FILE)
+            assert identity is not None
+            assert identity.check_code == "127.0.0.1:9;1700000000000"
+            assert not temp.exists()
