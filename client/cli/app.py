@@ -11,6 +11,7 @@ import typer
 
 from client.cli.admin_cmds import admin_app
 from client.cli.bench_cmds import bench_app
+from client.cli.chaos_cmds import chaos_app
 from client.cli.cluster import cluster_app
 from client.cli.controller_cmds import controller_command, quorum_app
 from client.cli.output import fail
@@ -20,6 +21,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
 app.add_typer(quorum_app, name="quorum")
+app.add_typer(chaos_app, name="chaos")
 app.command("controller")(controller_command)
 
 

@@ -1,0 +1,378 @@
+"""Faults: kill and restart, pause and resume, a TCP fault proxy, a torn CommitLog tail.
+
+Rules:
+- A fault kind is a frozen value with ``inject`` and ``heal``; it acts on a named node
+  through ``NodeControl`` (the harness), so kinds are data a scenario lists and a seed
+  replays. ``name`` is what the history's ``fault <name> start|end`` lines say.
+- Process faults signal only a pid that is still the recorded process (``is_alive`` of
+  ``client/cli/cluster.py`` checks start time and command line): a recycled pid is never
+  hit.
+- ``FaultProxy`` is toxiproxy on Trio: it listens on 127.0.0.1 and forwards to one
+  upstream ``host:port``. Toxics: ``drop`` (a black hole, as iptables DROP looks above
+  TCP: connections stay open and nothing moves either way — bytes are held, not thrown
+  away, so a stream never loses its framing; a new connection opens but its upstream
+  is not dialled; when healed, what was held flows on, as TCP retransmits it),
+  ``refuse`` (open connections are reset, new ones reset at once), ``latency`` (+ jitter,
+  per chunk, order kept), ``loss`` (each chunk is held back by TCP-like retransmission
+  delays with probability p: late bytes, never missing ones). ``clear`` heals everything.
+  Memory is bounded: one chunk in flight per direction and connection.
+- A torn tail is written on a *stopped* node only: the first bytes of a record (size,
+  magic, then less than that size) right after the last whole record of the newest
+  CommitLog segment, as a crash mid-write leaves it. ``corrupt`` flips a byte of the last
+  whole record instead (a disk fault; recovery must refuse it or cut it, never serve it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import logging
+import os
+import random
+import socket
+import struct
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import trio
+
+from protocol.message import BLANK_MAGIC, MAGIC_V1, MAGIC_V2, MIN_RECORD_BYTES
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+_CHUNK_BYTES = 64 * 1024
+#: TCP's first retransmission timeout on Linux is 200 ms; each repeat doubles it.
+_RTO_S = 0.2
+
+
+class NodeControl(Protocol):
+    """What a fault needs from the harness."""
+
+    async def kill(self, node: str) -> None: ...
+    async def restart(self, node: str) -> None: ...
+    def pause(self, node: str) -> None: ...
+    def resume(self, node: str) -> None: ...
+    def store_dir(self, node: str) -> Path: ...
+    def proxy(self, node: str) -> FaultProxy: ...
+    @property
+    def rng(self) -> random.Random: ...
+
+
+# --- fault kinds -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class KillRestart:
+    """SIGKILL the node; heal: optionally tear its CommitLog tail, then start it again."""
+
+    tear_tail: bool = False
+
+    @property
+    def name(self) -> str:
+        return "kill-torn-tail" if self.tear_tail else "kill"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        await ctl.kill(node)
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        if self.tear_tail:
+            damage = tear_commitlog_tail(ctl.store_dir(node), ctl.rng)
+            log.info("%s: %s", node, damage)
+        await ctl.restart(node)
+
+
+@attrs.frozen
+class Pause:
+    """SIGSTOP the node (it holds its connections and answers nothing); heal: SIGCONT."""
+
+    name: str = "pause"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        ctl.pause(node)
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        ctl.resume(node)
+
+
+class Cut(enum.Enum):
+    DROP = "drop"
+    REFUSE = "refuse"
+
+
+@attrs.frozen
+class Partition:
+    """Cut the node's proxied links (drop: black hole; refuse: resets)."""
+
+    cut: Cut = Cut.DROP
+
+    @property
+    def name(self) -> str:
+        return f"partition-{self.cut.value}"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        ctl.proxy(node).set(Toxics(cut=self.cut))
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        ctl.proxy(node).clear()
+
+
+@attrs.frozen
+class Delay:
+    """Add latency (+ uniform jitter) to every chunk through the node's proxy."""
+
+    latency_s: float = 0.5
+    jitter_s: float = 0.1
+    name: str = "delay"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        ctl.proxy(node).set(Toxics(latency_s=self.latency_s, jitter_s=self.jitter_s))
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        ctl.proxy(node).clear()
+
+
+@attrs.frozen
+class Loss:
+    """Hold back chunks with probability ``probability`` by TCP retransmission delays."""
+
+    probability: float = 0.1
+    name: str = "loss"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        ctl.proxy(node).set(Toxics(loss=self.probability))
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        ctl.proxy(node).clear()
+
+
+FaultKind = KillRestart | Pause | Partition | Delay | Loss
+
+
+# --- the proxy ---------------------------------------------------------------------------
+
+
+def _probability(_inst: object, _attr: object, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"loss must be a probability, not {value}")
+
+
+@attrs.frozen(kw_only=True)
+class Toxics:
+    """What the proxy does to traffic now (the default passes it untouched)."""
+
+    cut: Cut | None = None
+    latency_s: float = 0.0
+    jitter_s: float = 0.0
+    loss: float = attrs.field(default=0.0, validator=_probability)
+
+    def __attrs_post_init__(self) -> None:
+        assert self.latency_s >= 0 and self.jitter_s >= 0, self
+
+    def delay_s(self, rng: random.Random) -> float:
+        """Extra delay of one chunk: latency, jitter, and the retransmissions of a loss."""
+        delay = self.latency_s + (rng.uniform(0, self.jitter_s) if self.jitter_s else 0.0)
+        rto = _RTO_S
+        while self.loss and rng.random() < self.loss and rto <= 3.2:
+            delay += rto
+            rto *= 2
+        return delay
+
+
+@attrs.define
+class ProxyStats:
+    connections: int = 0
+    refused: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    #: Chunks that waited in a black hole.
+    held_chunks: int = 0
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``upstream``, with switchable toxics."""
+
+    def __init__(self, name: str, upstream: str, rng: random.Random, *, timeout_s: float = 3.0):
+        host, _, port = upstream.rpartition(":")
+        if host != LOOPBACK:
+            raise ValueError(f"the fault proxy only fronts {LOOPBACK}, not {upstream}")
+        self.name = name
+        self.upstream = (host, int(port))
+        self.timeout_s = timeout_s
+        self.port = 0
+        self.stats = ProxyStats()
+        self._rng = rng
+        self._toxics = Toxics()
+        self._changed = trio.Event()
+        self._conns: set[trio.SocketStream] = set()
+
+    @property
+    def address(self) -> str:
+        assert self.port, f"proxy {self.name} is not serving"
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def toxics(self) -> Toxics:
+        return self._toxics
+
+    def set(self, toxics: Toxics) -> None:
+        self._toxics = toxics
+        if toxics.cut is Cut.REFUSE:
+            for stream in list(self._conns):
+                _reset(stream)
+        self._changed.set()
+        self._changed = trio.Event()
+        log.info("proxy %s -> %s:%d: %s", self.name, *self.upstream, toxics)
+
+    def clear(self) -> None:
+        self.set(Toxics())
+
+    async def serve(
+        self, *, port: int = 0, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=LOOPBACK)
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        self.stats.connections += 1
+        if not await self._pass_black_hole():
+            self.stats.refused += 1
+            _reset(client)
+            return
+        try:
+            with trio.fail_after(self.timeout_s):
+                upstream = await trio.open_tcp_stream(*self.upstream)
+        except (OSError, trio.TooSlowError):
+            _reset(client)
+            return
+        self._conns.update((client, upstream))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pipe, client, upstream, True, nursery.cancel_scope)
+                nursery.start_soon(self._pipe, upstream, client, False, nursery.cancel_scope)
+        finally:
+            self._conns.difference_update((client, upstream))
+            # Synchronous closes: a checkpoint here would let a cancellation skip the rest.
+            for stream in (client, upstream):
+                with contextlib.suppress(OSError):
+                    stream.socket.close()
+
+    async def _pipe(
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        up: bool,
+        scope: trio.CancelScope,
+    ) -> None:
+        """Copy one direction, applying the toxics in force when each chunk arrived."""
+        try:
+            while chunk := await source.receive_some(_CHUNK_BYTES):
+                if self._toxics.cut is Cut.DROP:
+                    self.stats.held_chunks += 1
+                if not await self._pass_black_hole():
+                    break
+                delay = self._toxics.delay_s(self._rng)
+                if delay:
+                    await trio.sleep(delay)
+                await sink.send_all(chunk)
+                if up:
+                    self.stats.bytes_up += len(chunk)
+                else:
+                    self.stats.bytes_down += len(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            scope.cancel()
+
+    async def _pass_black_hole(self) -> bool:
+        """Wait while the link is a black hole; False when it is (or became) refused."""
+        while self._toxics.cut is Cut.DROP:
+            await self._changed.wait()
+        return self._toxics.cut is not Cut.REFUSE
+
+
+def _reset(stream: trio.SocketStream) -> None:
+    """Close with RST (SO_LINGER 0), as a refused or reset connection looks to its peer."""
+    with contextlib.suppress(OSError):
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        stream.socket.close()
+
+
+# --- CommitLog tail damage ----------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class TailDamage:
+    segment: Path
+    #: File offset of the end of the last whole record (where a torn record starts).
+    data_end: int
+    offset: int
+    length: int
+    how: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.how}: {self.length} bytes at {self.segment.name}+{self.offset} "
+            f"(last whole record ends at +{self.data_end})"
+        )
+
+
+def _record_ends(fd: int, size: int) -> tuple[int, int]:
+    """(start of the last whole record, end of it) in a segment; (0, 0) when empty."""
+    pos = 0
+    last = (0, 0)
+    while pos + 8 <= size:
+        header = os.pread(fd, 8, pos)
+        total, magic = struct.unpack(">ii", header)
+        if total == 0 and magic == 0:
+            break
+        if magic == BLANK_MAGIC:
+            break
+        if magic not in (MAGIC_V1, MAGIC_V2) or total < MIN_RECORD_BYTES or pos + total > size:
+            raise ValueError(f"no record at +{pos} (size {total}, magic {magic:#x})")
+        last = (pos, pos + total)
+        pos += total
+    return last
+
+
+def tear_commitlog_tail(store_dir: Path, rng: random.Random, *, how: str = "torn") -> TailDamage:
+    """Damage the newest CommitLog segment under ``store_dir`` (the node must be stopped).
+
+    ``torn``: a partial record after the last whole one; ``corrupt``: one byte of the last
+    whole record's body changed.
+    """
+    directory = store_dir / "commitlog"
+    segments = sorted(p for p in directory.iterdir() if p.name.isdigit() and len(p.name) == 20)
+    if not segments:
+        raise FileNotFoundError(errno.ENOENT, "no CommitLog segment", str(directory))
+    segment = segments[-1]
+    fd = os.open(segment, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        start, end = _record_ends(fd, size)
+        if how == "torn":
+            planned = rng.randrange(MIN_RECORD_BYTES, 512)
+            length = rng.randrange(8, planned)
+            data = struct.pack(">ii", planned, MAGIC_V1) + rng.randbytes(length - 8)
+            offset = end
+        elif how == "corrupt":
+            if end == 0:
+                raise ValueError(f"{segment} holds no record to corrupt")
+            offset = rng.randrange(start + 8, end)
+            (old,) = os.pread(fd, 1, offset)
+            data = bytes([old ^ (1 << rng.randrange(8))])
+            length = 1
+        else:
+            raise ValueError(f"unknown tail damage {how!r}: torn or corrupt")
+        if offset + len(data) > size:
+            raise ValueError(f"{segment} has no room after +{offset} for {len(data)} bytes")
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return TailDamage(segment=segment, data_end=end, offset=offset, length=length, how=how)

@@ -1,0 +1,632 @@
+"""The chaos harness: a real local cluster, a workload, a fault loop, a checked history.
+
+Rules:
+- Modes are data: a scenario names the deployment modes it runs in; the cluster is started
+  by ``rmq cluster up --mode MODE`` (a real CLI run) and found again through its
+  ``cluster.json``. Whether a mode exists is asked of what ``up`` accepts
+  (``client/cli/cluster.py``'s table) at run time; a missing one makes the scenario
+  unavailable with a reason naming what is missing, never a silent pass.
+- One process-management code: ``client/cli/cluster.py`` (pid checks, spawn, ready lines,
+  ``rmq cluster down``). The harness adds only what ``rmq cluster`` has no command for:
+  killing, pausing and restarting one node. A restarted node keeps its ports (its argv is
+  pinned to the ports it had), as a restarted server in production does.
+- Everything started is stopped: the cluster by ``rmq cluster down`` (then SIGKILL for any
+  recorded pid still alive), proxies and clients with the Trio nursery, children reaped.
+- The fault loop is OpenChaos's FaultWorker: wait ``interval_s``, inject, wait the fault's
+  duration, heal — until the run's duration is over; then every fault still active is
+  healed, producers go on until a send succeeds (at most ``RECOVERY_TAIL_S``, so the last
+  fault's window can close), stop, consumers drain (bounded), and the history is checked.
+- Every wait has a deadline; network traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import random
+import re
+import shlex
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+from client import admin as admin_api
+from client.cli import cluster as clusterlib
+from protocol.errors import RocketError
+from protocol.rpc import open_client
+from scenarios.checkers import CheckReport, Expectations, check_history
+from scenarios.faults import FaultKind, FaultProxy
+from scenarios.history import Phase, iter_history, make_extra
+from scenarios.workload import Recorder, WorkloadConfig, open_workload, poll_until
+
+log = logging.getLogger(__name__)
+
+UP_TIMEOUT_S = 120.0
+DOWN_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 30.0
+KILL_WAIT_S = 5.0
+ROUTE_TIMEOUT_S = 20.0
+#: After the last heal, sends go on at most this long waiting for the first success.
+RECOVERY_TAIL_S = 60.0
+_POLL_S = 0.05
+CONTROLLER = "controller"
+_HA_READY = re.compile(r"\bha=(?P<host>[0-9.]+):(?P<port>[0-9]+)")
+
+
+class HarnessError(Exception):
+    """The harness could not do what the scenario needs (start, restart, find a node)."""
+
+
+class ScenarioUnavailable(HarnessError):
+    """The scenario needs something this build does not have yet; the message says what."""
+
+
+def mode_unavailable(mode: str) -> str | None:
+    """Why ``rmq cluster up --mode MODE`` would be refused now; None when it is accepted."""
+    if mode in clusterlib.BROKERS_BY_MODE:
+        return None
+    known = ", ".join(clusterlib.BROKERS_BY_MODE)
+    if mode in clusterlib.LATER_MODES:
+        return (
+            f"deployment mode {mode!r} does not exist yet: `rmq cluster up --mode {mode}` is "
+            f"refused (client/cli/cluster.py starts only: {known})"
+        )
+    return f"unknown deployment mode {mode!r} (rmq cluster up knows: {known})"
+
+
+# --- scenarios as data ---------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class FaultPlan:
+    """Which fault, on which target, how often."""
+
+    kind: FaultKind
+    #: Hit together, each one of: ``master:GROUP``, ``slave:GROUP``, ``any-master``,
+    #: ``any-broker``, ``namesrv``, ``node:NAME``; controller targets
+    #: (``controller-leader``, ``controller-majority``) come with controller mode.
+    targets: tuple[str, ...]
+    #: How long a fault lasts before it is healed (None: the run's interval).
+    duration_s: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """One chaos scenario: a deployment, a workload, faults, and what must hold."""
+
+    name: str
+    summary: str
+    #: Rows of the test matrix (anchors.md §2.6) this scenario covers.
+    matrix_rows: tuple[int, ...] = ()
+    #: Modes it runs in; the first is the default.
+    modes: tuple[str, ...]
+    flush: str = "ASYNC_FLUSH"
+    workload: WorkloadConfig = attrs.field(factory=WorkloadConfig)
+    faults: FaultPlan
+    expect: Expectations = attrs.field(factory=Expectations)
+    #: Broker groups that host the topic (empty: every master of the cluster).
+    topic_on: tuple[str, ...] = ()
+    #: Brokers reach the NameServer through a fault proxy each (``proxy(broker)``).
+    proxy_namesrv_links: bool = False
+    #: Something besides the mode that does not exist yet (None: nothing).
+    missing: str | None = None
+    #: What the results mean, for the report (e.g. why some loss is expected).
+    notes: str = ""
+
+    def unavailable(self, mode: str) -> str | None:
+        if mode not in self.modes:
+            return f"scenario {self.name} runs in modes {', '.join(self.modes)}, not {mode!r}"
+        return mode_unavailable(mode) or self.missing
+
+
+@attrs.frozen(kw_only=True)
+class RunOptions:
+    duration_s: float = 300.0
+    interval_s: float = 25.0
+    seed: int = 0
+    mode: str | None = None
+    out_dir: Path = Path("chaos-out")
+    drain_timeout_s: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.duration_s <= 0 or self.interval_s <= 0:
+            raise ValueError("duration and interval must be positive")
+
+
+def replay_command(scenario: Scenario, options: RunOptions, mode: str) -> str:
+    """The exact ``rmq chaos run`` command line that replays a run."""
+    return shlex.join(
+        [
+            "rmq",
+            "chaos",
+            "run",
+            scenario.name,
+            "--duration",
+            f"{options.duration_s:g}",
+            "--interval",
+            f"{options.interval_s:g}",
+            "--seed",
+            str(options.seed),
+            "--mode",
+            mode,
+            "--out",
+            str(options.out_dir),
+        ]
+    )
+
+
+# --- the local cluster ---------------------------------------------------------------------
+
+
+def _rmq(*args: str) -> list[str]:
+    return [*clusterlib.rmq_command(), *args]
+
+
+def _pin(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with ``flag VALUE`` set (replaced when present, appended when not)."""
+    out = list(argv)
+    if flag in out:
+        out[out.index(flag) + 1] = value
+    else:
+        out += [flag, value]
+    return out
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is not None
+
+
+def _gone(node: clusterlib.Node) -> bool:
+    return not clusterlib.is_alive(node)
+
+
+class LocalCluster:
+    """A cluster of real processes under ``root`` that faults can be injected into."""
+
+    def __init__(self, root: Path, mode: str, flush: str, rng: random.Random) -> None:
+        self.root = root
+        self.mode = mode
+        self.flush = flush
+        self._rng = rng
+        self._record: clusterlib.Cluster | None = None
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._proxies: dict[str, FaultProxy] = {}
+        self._paused: set[str] = set()
+
+    @property
+    def rng(self) -> random.Random:
+        return self._rng
+
+    @property
+    def record(self) -> clusterlib.Cluster:
+        assert self._record is not None, "the cluster is not up"
+        return self._record
+
+    @property
+    def namesrv(self) -> str:
+        address = self.node(clusterlib.NAMESRV).address
+        assert address is not None
+        return address
+
+    def node(self, name: str) -> clusterlib.Node:
+        for node in self.record.nodes:
+            if node.name == name:
+                return node
+        raise HarnessError(f"no node {name!r} in {self.root} (has {self.node_names()})")
+
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.record.nodes]
+
+    def brokers(self) -> list[clusterlib.Node]:
+        return [n for n in self.record.nodes if n.kind == "broker"]
+
+    def controllers(self) -> list[clusterlib.Node]:
+        return [n for n in self.record.nodes if n.kind == CONTROLLER]
+
+    def _by_address(self, address: str) -> str:
+        for node in self.record.nodes:
+            if node.address == address:
+                return node.name
+        raise HarnessError(f"no node of {self.root} serves {address}")
+
+    async def group_members(self) -> dict[str, dict[int, str]]:
+        """Broker group -> {broker id: node name}, as the NameServer routes them now
+        (id 0 is the master; in controller mode the controller decides who that is)."""
+        async with open_client(name="chaos-harness", default_timeout_s=3.0) as client:
+            with trio.fail_after(ROUTE_TIMEOUT_S):
+                info = await admin_api.get_cluster_info(client, [self.namesrv])
+        return {
+            group: {bid: self._by_address(addr) for bid, addr in data.broker_addrs.items()}
+            for group, data in info.broker_addr_table.items()
+        }
+
+    async def controller_leader(self) -> str:
+        addrs = [c.address for c in self.controllers() if c.address]
+        if not addrs:
+            raise HarnessError(f"mode {self.mode} runs no controllers")
+        async with open_client(name="chaos-harness", default_timeout_s=3.0) as client:
+            with trio.fail_after(ROUTE_TIMEOUT_S):
+                return self._by_address(await admin_api.find_controller_leader(client, addrs))
+
+    # --- up and down -----------------------------------------------------------------
+
+    async def up(self) -> None:
+        argv = _rmq(
+            "cluster", "up", "--mode", self.mode, "--dir", str(self.root),
+            "--namesrv-port", "0", "--flush", self.flush,
+        )  # fmt: skip
+        with trio.fail_after(UP_TIMEOUT_S):
+            done = await trio.run_process(
+                argv, capture_stdout=True, capture_stderr=True, check=False
+            )
+        self._record = clusterlib.load_cluster(self.root)
+        if done.returncode != 0:
+            raise HarnessError(
+                f"`{shlex.join(argv)}` failed (exit {done.returncode}):\n"
+                + done.stderr.decode(errors="replace")
+            )
+        log.info("cluster (%s) up in %s: %s", self.mode, self.root, self.node_names())
+
+    async def down(self) -> None:
+        """Stop everything: ``rmq cluster down``, then SIGKILL what survived; reap children."""
+        for name in list(self._paused):
+            self.resume(name)
+        if (self.root / "cluster.json").exists():
+            argv = _rmq("cluster", "down", "--dir", str(self.root), "--timeout", "5")
+            with trio.move_on_after(DOWN_TIMEOUT_S):
+                await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+            with contextlib.suppress(clusterlib.ClusterError):
+                self._record = clusterlib.load_cluster(self.root) or self._record
+        if self._record is not None:
+            for node in self._record.nodes:
+                if clusterlib.is_alive(node):
+                    log.warning(
+                        "%s (pid %d) survived rmq cluster down; SIGKILL", node.name, node.pid
+                    )
+                    os.kill(node.pid, signal.SIGKILL)
+        for proc in self._children.values():
+            await poll_until(functools.partial(_exited, proc), KILL_WAIT_S)
+
+    # --- process faults (faults.NodeControl) --------------------------------------------
+
+    def _signal(self, name: str, signum: int) -> None:
+        node = self.node(name)
+        if not clusterlib.is_alive(node):
+            raise HarnessError(f"{name} (pid {node.pid}) is not running; cannot send {signum}")
+        os.kill(node.pid, signum)
+
+    async def kill(self, node: str) -> None:
+        self._signal(node, signal.SIGKILL)
+        self._paused.discard(node)
+        record = self.node(node)
+        await poll_until(functools.partial(_gone, record), KILL_WAIT_S)
+        child = self._children.get(node)
+        if child is not None:
+            await poll_until(functools.partial(_exited, child), KILL_WAIT_S)
+        if clusterlib.is_alive(record):
+            raise HarnessError(f"{node} (pid {record.pid}) survived SIGKILL")
+        record.state = "stopped"
+        self.record.save()
+        log.info("%s killed", node)
+
+    def pause(self, node: str) -> None:
+        self._signal(node, signal.SIGSTOP)
+        self._paused.add(node)
+
+    def resume(self, node: str) -> None:
+        self._signal(node, signal.SIGCONT)
+        self._paused.discard(node)
+
+    def store_dir(self, node: str) -> Path:
+        store = self.node(node).store_dir
+        if store is None:
+            raise HarnessError(f"{node} has no store")
+        if clusterlib.is_alive(self.node(node)):
+            raise HarnessError(f"{node} is running; its store is touched only while it is down")
+        return store
+
+    def proxy(self, node: str) -> FaultProxy:
+        try:
+            return self._proxies[node]
+        except KeyError:
+            raise HarnessError(
+                f"{node} has no fault proxy (the scenario must set proxy_namesrv_links)"
+            ) from None
+
+    async def restart(self, node: str) -> None:
+        """Start a stopped node again with its old ports; wait for its ready line."""
+        record = self.node(node)
+        if clusterlib.is_alive(record):
+            raise HarnessError(f"{node} (pid {record.pid}) is still running")
+        original = list(record.argv)
+        pinned = self._pinned_argv(record)
+        try:
+            await self._start(record, pinned)
+        except HarnessError as exc:
+            if pinned == original:
+                raise
+            log.warning("%s did not start on its old ports (%s); trying free ones", node, exc)
+            await self._start(record, original)
+
+    def _pinned_argv(self, node: clusterlib.Node) -> list[str]:
+        argv = list(node.argv)
+        if node.address is not None and "--port" in argv:
+            argv = _pin(argv, "--port", node.address.rpartition(":")[2])
+        with contextlib.suppress(OSError):
+            # The last start's ready line names the HA port (masters only).
+            ports = _HA_READY.findall(clusterlib.read_output(node.stdout_file, 0))
+            if ports and node.kind != clusterlib.NAMESRV:
+                argv = _pin(argv, "--ha-port", ports[-1][1])
+        return argv
+
+    async def _start(self, node: clusterlib.Node, argv: list[str]) -> None:
+        ready = clusterlib.BROKER_READY
+        if node.kind == clusterlib.NAMESRV:
+            ready = clusterlib.NAMESRV_READY
+        elif node.kind == CONTROLLER:
+            from client.cli.controller_cmds import CONTROLLER_READY  # builds on cluster.py
+
+            ready = CONTROLLER_READY
+        node.argv = argv
+        proc, offset = clusterlib.spawn_node(node)
+        self._children[node.name] = proc
+        node.state = "starting"
+        self.record.save()
+        with trio.move_on_after(READY_TIMEOUT_S):
+            while (match := ready.search(clusterlib.read_output(node.stdout_file, offset))) is None:
+                if proc.poll() is not None:
+                    node.state = "failed"
+                    raise HarnessError(
+                        f"{node.name} exited with status {proc.returncode} before it was "
+                        f"ready:\n{clusterlib.log_tail(node.log_file)}"
+                    )
+                await trio.sleep(_POLL_S)
+            node.address = f"{match.group('host')}:{match.group('port')}"
+            node.state = "running"
+            self.record.save()
+            log.info("%s started at %s (pid %d)", node.name, node.address, node.pid)
+            return
+        proc.kill()
+        node.state = "failed"
+        raise HarnessError(
+            f"{node.name} printed no ready line in {READY_TIMEOUT_S:g} s:\n"
+            f"{clusterlib.log_tail(node.log_file)}"
+        )
+
+    # --- proxies -----------------------------------------------------------------------
+
+    async def proxy_namesrv_links(self, nursery: trio.Nursery) -> None:
+        """Give each broker its own fault proxy to the NameServer (restarting it once)."""
+        for broker in self.brokers():
+            proxy = FaultProxy(
+                f"{broker.name}->namesrv", self.namesrv, random.Random(self._rng.random())
+            )
+            await nursery.start(proxy.serve)
+            self._proxies[broker.name] = proxy
+            self._signal(broker.name, signal.SIGTERM)
+            if not await poll_until(functools.partial(_gone, broker), READY_TIMEOUT_S):
+                raise HarnessError(f"{broker.name} did not stop on SIGTERM")
+            await self._start(broker, _pin(self._pinned_argv(broker), "-n", proxy.address))
+
+    # --- targets -------------------------------------------------------------------------
+
+    async def resolve(self, target: str) -> str:
+        """The node a target spec means now (see ``FaultPlan.target``).
+
+        Masters and slaves are whom the NameServer routes as such now, so a spec follows
+        the controller's elections.
+        """
+        kind, _, arg = target.partition(":")
+        if kind == "node":
+            return self.node(arg).name
+        if kind == "namesrv":
+            return clusterlib.NAMESRV
+        if kind == "controller-leader":
+            return await self.controller_leader()
+        if kind == "any-broker":
+            return self._rng.choice([b.name for b in self.brokers()])
+        members = await self.group_members()
+        if kind in ("master", "slave"):
+            ids = members.get(arg, {})
+            found = [n for bid, n in sorted(ids.items()) if (bid == 0) == (kind == "master")]
+            if not found:
+                raise HarnessError(f"group {arg!r} has no {kind} now (routed: {ids})")
+            return self._rng.choice(found)
+        if kind == "any-master":
+            masters = [ids[0] for _, ids in sorted(members.items()) if 0 in ids]
+            if not masters:
+                raise HarnessError("no group has a master now")
+            return self._rng.choice(masters)
+        raise HarnessError(f"fault target {target!r} is not known to the harness yet")
+
+
+@asynccontextmanager
+async def local_cluster(
+    root: Path, mode: str, flush: str, rng: random.Random
+) -> AsyncIterator[LocalCluster]:
+    """A running cluster for the block; every process it started is stopped after it."""
+    cluster = LocalCluster(root, mode, flush, rng)
+    try:
+        await cluster.up()
+        yield cluster
+    finally:
+        with trio.CancelScope(shield=True):
+            await cluster.down()
+
+
+# --- a run ---------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    scenario: str
+    mode: str
+    seed: int
+    history: Path
+    report: CheckReport
+    faults_injected: int
+    drained: bool
+    replay: str
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+
+async def create_topic(
+    cluster: LocalCluster, config: WorkloadConfig, groups: tuple[str, ...]
+) -> None:
+    """Create the topic on the masters of ``groups`` (all when empty); wait for its route."""
+    members = await cluster.group_members()
+    masters = {g: cluster.node(ids[0]).address for g, ids in members.items() if 0 in ids}
+    wanted = groups or tuple(sorted(members))
+    async with admin_api.open_admin(cluster.namesrv) as admin:
+        for group in wanted:
+            address = masters.get(group)
+            if address is None:
+                raise HarnessError(f"no master of group {group!r} to host {config.topic}")
+            await admin.create_topic(
+                config.topic,
+                broker_addr=address,
+                read_queue_nums=config.queues_per_broker,
+                write_queue_nums=config.queues_per_broker,
+            )
+        with trio.fail_after(ROUTE_TIMEOUT_S):
+            while True:
+                with contextlib.suppress(RocketError):
+                    route = await admin.topic_route(config.topic)
+                    if {q.broker_name for q in route.queue_datas} >= set(wanted):
+                        return
+                await trio.sleep(0.2)
+
+
+async def fault_loop(
+    cluster: LocalCluster,
+    plan: FaultPlan,
+    recorder: Recorder,
+    *,
+    interval_s: float,
+    until_s: float,
+    active: list[tuple[FaultKind, str]],
+) -> int:
+    """Inject and heal faults until ``until_s`` (trio clock); the number injected.
+
+    A fault still active at ``until_s`` stays in ``active`` for the caller to heal.
+    """
+    duration_s = plan.duration_s if plan.duration_s is not None else interval_s
+    injected = 0
+    while True:
+        await trio.sleep_until(min(trio.current_time() + interval_s, until_s))
+        if trio.current_time() >= until_s:
+            return injected
+        targets = [await cluster.resolve(t) for t in plan.targets]
+        for target in targets:
+            recorder.fault(plan.kind.name, Phase.START, make_extra(target=target))
+            active.append((plan.kind, target))
+        await run_together([functools.partial(plan.kind.inject, cluster, t) for t in targets])
+        injected += 1
+        await trio.sleep_until(min(trio.current_time() + duration_s, until_s))
+        await heal(cluster, recorder, active)
+
+
+async def run_together(jobs: list[Callable[[], Awaitable[None]]]) -> None:
+    """Run ``jobs`` at once (faults on several nodes hit together) and wait for all."""
+    async with trio.open_nursery() as nursery:
+        for job in jobs:
+            nursery.start_soon(job)
+
+
+async def heal(
+    cluster: LocalCluster, recorder: Recorder, active: list[tuple[FaultKind, str]]
+) -> None:
+    """Heal every active fault (in injection order) and record each end."""
+    while active:
+        kind, target = active[0]
+        await kind.heal(cluster, target)
+        active.pop(0)
+        recorder.fault(kind.name, Phase.END, make_extra(target=target))
+
+
+async def run_scenario(
+    scenario: Scenario,
+    options: RunOptions,
+    *,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> RunResult:
+    """Run ``scenario`` once; raises ``ScenarioUnavailable`` when it cannot run here."""
+    mode = options.mode or scenario.modes[0]
+    reason = scenario.unavailable(mode)
+    if reason is not None:
+        raise ScenarioUnavailable(f"{scenario.name}: {reason}")
+    out = options.out_dir.absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    history = out / "history.log"
+    if history.exists():
+        raise HarnessError(f"{history} exists; give another --out")
+    rng = random.Random(options.seed)
+    config = scenario.workload
+    if options.drain_timeout_s is not None:
+        config = attrs.evolve(config, drain_timeout_s=options.drain_timeout_s)
+    recorder = Recorder(history)
+    injected = 0
+    drained = False
+    try:
+        async with (
+            local_cluster(out / "cluster", mode, scenario.flush, rng) as cluster,
+            trio.open_nursery() as proxies,
+        ):
+            if scenario.proxy_namesrv_links:
+                await cluster.proxy_namesrv_links(proxies)
+            await create_topic(cluster, config, scenario.topic_on)
+            progress(f"cluster ({mode}) up: {', '.join(cluster.node_names())}")
+            active: list[tuple[FaultKind, str]] = []
+            async with open_workload(config, cluster.namesrv, recorder, rng) as workload:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(workload.run_producers)
+                    try:
+                        injected = await fault_loop(
+                            cluster,
+                            scenario.faults,
+                            recorder,
+                            interval_s=options.interval_s,
+                            until_s=trio.current_time() + options.duration_s,
+                            active=active,
+                        )
+                    finally:
+                        with trio.CancelScope(shield=True), trio.fail_after(2 * READY_TIMEOUT_S):
+                            await heal(cluster, recorder, active)
+                        # Sends go on until one succeeds after the last heal, so the last
+                        # fault's unavailability window can end (bounded).
+                        healed_s = trio.current_time()
+                        await poll_until(
+                            lambda: workload.progress.last_ack_s > healed_s, RECOVERY_TAIL_S
+                        )
+                        workload.stop_producing()
+                p = workload.progress
+                progress(
+                    f"sent {p.sent}, acked {len(p.acked)}; draining ({p.missing()} unconsumed)"
+                )
+                drained = await workload.drain(config.drain_timeout_s)
+            proxies.cancel_scope.cancel()
+    finally:
+        recorder.close()
+    with history.open(encoding="utf-8") as f:
+        entries = list(iter_history(f))
+    report = check_history(entries, scenario.expect)
+    return RunResult(
+        scenario=scenario.name,
+        mode=mode,
+        seed=options.seed,
+        history=history,
+        report=report,
+        faults_injected=injected,
+        drained=drained,
+        replay=replay_command(scenario, options, mode),
+    )

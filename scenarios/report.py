@@ -1,0 +1,94 @@
+"""Run reports: ``report.json`` (checker results + run facts) and ``latency.png``.
+
+Rules:
+- The JSON holds the checkers' own ``to_json`` (OpenChaos's key names where it has them),
+  plus the run's facts: scenario, mode, seed, the command that replays it, counts.
+- The PNG is OpenChaos's PerfChecker picture: send latency of every enqueue over time
+  (log scale), successes, failures and unknown outcomes in their own colours, each fault
+  window shaded and labelled with its target. matplotlib, Agg backend (no display).
+- ``summary_row`` is one line of the results table in README.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scenarios.checkers import CheckReport, fault_spans, percentile
+from scenarios.history import ENQUEUE, Entry, Outcome, Response, extra_fields
+
+_COLOURS = {Outcome.SUCCESS: "tab:blue", Outcome.FAILURE: "tab:red", Outcome.UNKNOWN: "tab:orange"}
+
+
+def report_json(report: CheckReport, facts: dict[str, Any]) -> dict[str, Any]:
+    return {**facts, **report.to_json()}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def summary_row(scenario: str, report: CheckReport, faults: int) -> dict[str, Any]:
+    """Scenario, faults, acked, lost, duplicated, recovery p50/p99/max (ms)."""
+    times = report.recovery.recovery_times_ms()
+    return {
+        "scenario": scenario,
+        "faults": faults,
+        "acked": report.queue.acked,
+        "lost": len(report.queue.lost),
+        "lost_degraded": len(report.queue.lost_degraded),
+        "duplicated": len(report.queue.duplicated),
+        "recovery_p50_ms": percentile(times, 50),
+        "recovery_p99_ms": percentile(times, 99),
+        "recovery_max_ms": max(times) if times else None,
+        "verdict": "PASS" if report.ok else "FAIL",
+    }
+
+
+def plot_latency(entries: Sequence[Entry], path: Path, *, title: str) -> None:
+    """Send latency over time with the fault windows shaded, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sends = [e for e in entries if isinstance(e, Response) and e.op == ENQUEUE]
+    t0 = min((e.started_ms for e in sends), default=0)
+    fig, ax = plt.subplots(figsize=(12, 5), dpi=100)
+    try:
+        ax.set_yscale("log")
+        ax.set_ylim(0.1, 10_000)
+        for span in fault_spans(entries):
+            end = span.end_ms if span.end_ms is not None else max(e.timestamp_ms for e in sends)
+            ax.axvspan((span.start_ms - t0) / 1000, (end - t0) / 1000, color="grey", alpha=0.2)
+            target = extra_fields(span.extra).get("target", "")
+            ax.text(
+                (span.start_ms - t0) / 1000,
+                6000,
+                f"{span.name} {target}".strip(),
+                fontsize=7,
+                rotation=90,
+                va="top",
+            )
+        for outcome, colour in _COLOURS.items():
+            points = [e for e in sends if e.outcome is outcome]
+            if points:
+                ax.scatter(
+                    [(e.started_ms - t0) / 1000 for e in points],
+                    [max(e.latency_ms, 0.1) for e in points],
+                    s=4,
+                    c=colour,
+                    label=f"{outcome.value} ({len(points)})",
+                )
+        ax.set_xlabel("time since first send (s)")
+        ax.set_ylabel("send latency (ms, log)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        if sends:
+            ax.legend(loc="upper right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)

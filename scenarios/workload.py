@@ -1,0 +1,357 @@
+"""The chaos workload: N producers and M push consumers on one topic, every call recorded.
+
+Rules:
+- Producers send at ``rate_per_s`` in total (each its share), one call at a time per
+  producer (closed loop, as OpenChaos's clients), never catching up missed ticks in a
+  burst. Every value is a decimal number unique in the run; the body carries it.
+- Ordered runs give each producer its own sharding keys and send with ``sharding_key``, so
+  per key there is one sender and one call in flight: the acked order is the send order.
+- Every send is a REQUEST line and a RESPONSE line (``history.py``): SUCCESS for any
+  ``SendResult`` (its SendStatus as ``status=``), UNKNOWN when the call may have been
+  processed (timeout, connection lost mid-call, SYSTEM_ERROR), FAILURE for a refusal or a
+  connection that never opened. Every delivery is a dequeue RESPONSE line with its
+  end-to-end latency (receive time minus born time).
+- Bounded: sends stop at ``max_messages`` or when told; ``drain`` waits at most
+  ``drain_timeout_s``. Consumers stop when the block exits.
+- Network: the NameServer address given (127.0.0.1 in every scenario) and the brokers it
+  names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO
+
+import attrs
+import trio
+
+from client.consumer import ConsumeFrom, ConsumeResult, Listener, open_push_consumer
+from client.message import Message, ReceivedMessage, SendResult
+from client.producer import Producer, open_producer
+from protocol.errors import (
+    ConnectionLost,
+    NetworkError,
+    RemotingTimeout,
+    RocketError,
+    ServerError,
+    SystemError_,
+)
+from scenarios.history import (
+    DEQUEUE,
+    ENQUEUE,
+    Entry,
+    FaultEvent,
+    Outcome,
+    Phase,
+    Request,
+    Response,
+    format_entry,
+    make_extra,
+)
+
+log = logging.getLogger(__name__)
+
+#: User property carrying the sharding key to the consumer.
+KEY_PROPERTY = "chaosShardingKey"
+PRODUCER_GROUP = "chaos-producer"
+CONSUMER_GROUP = "chaos-consumer"
+
+
+@attrs.frozen(kw_only=True)
+class WorkloadConfig:
+    topic: str = "ChaosTopic"
+    producers: int = 4
+    consumers: int = 2
+    #: Sends per second over all producers.
+    rate_per_s: float = 40.0
+    #: Sends stop after this many, whatever the duration.
+    max_messages: int = 200_000
+    ordered: bool = False
+    keys_per_producer: int = 2
+    body_bytes: int = 64
+    send_timeout_s: float = 3.0
+    send_retries: int = 2
+    drain_timeout_s: float = 60.0
+    #: Write queues created per master.
+    queues_per_broker: int = 4
+
+    def __attrs_post_init__(self) -> None:
+        assert self.producers > 0 and self.consumers > 0, self
+        assert self.rate_per_s > 0 and self.max_messages > 0, self
+        assert self.keys_per_producer > 0 and self.body_bytes >= 16, self
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Recorder:
+    """Appends history lines to a file as they happen (flushed at least once a second)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("x", encoding="utf-8")
+        self._last_flush_s = time.monotonic()
+        self.lines = 0
+
+    def record(self, entry: Entry) -> None:
+        self._file.write(format_entry(entry))
+        self.lines += 1
+        now = time.monotonic()
+        if isinstance(entry, FaultEvent) or now - self._last_flush_s >= 1.0:
+            self._file.flush()
+            self._last_flush_s = now
+
+    def fault(self, name: str, phase: Phase, extra: str | None = None) -> None:
+        self.record(FaultEvent(name=name, phase=phase, timestamp_ms=now_ms(), extra=extra))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def classify(error: RocketError) -> Outcome:
+    """What a send's error says about whether the message may be stored."""
+    if isinstance(error, RemotingTimeout | ConnectionLost | SystemError_):
+        return Outcome.UNKNOWN
+    if isinstance(error, NetworkError | ServerError):
+        return Outcome.FAILURE
+    return Outcome.UNKNOWN
+
+
+def make_body(value: str, size: int) -> bytes:
+    head = f"{value}\n".encode()
+    return head + b"x" * max(0, size - len(head))
+
+
+def value_of(body: bytes) -> str | None:
+    head, sep, _ = body.partition(b"\n")
+    text = head.decode(errors="replace")
+    return text if sep and text.isdigit() else None
+
+
+async def poll_until(
+    predicate: Callable[[], bool], timeout_s: float, *, every_s: float = 0.05
+) -> bool:
+    """Check ``predicate`` every ``every_s`` until it holds (True) or ``timeout_s`` passed.
+
+    For states nothing can wake us on (another process's liveness, counters fed by
+    several tasks).
+    """
+    with trio.move_on_after(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - nothing to wait on but time
+            await trio.sleep(every_s)
+        return True
+    return predicate()
+
+
+@attrs.define
+class Progress:
+    """What the workload knows live (for draining and the verdict line)."""
+
+    sent: int = 0
+    acked: set[str] = attrs.field(factory=set)
+    #: Trio clock of the last ack (-inf before the first).
+    last_ack_s: float = float("-inf")
+    consumed: set[str] = attrs.field(factory=set)
+    deliveries: int = 0
+    failed: int = 0
+    unknown: int = 0
+
+    def missing(self) -> int:
+        return len(self.acked - self.consumed)
+
+
+class Workload:
+    """Producers and consumers of one run; build it with ``open_workload``."""
+
+    def __init__(
+        self, config: WorkloadConfig, namesrv: str, recorder: Recorder, rng: random.Random
+    ) -> None:
+        self.config = config
+        self.namesrv = namesrv
+        self.recorder = recorder
+        self.rng = rng
+        self.progress = Progress()
+        self._values = itertools.count(1)
+        self._stop = trio.Event()
+
+    # --- consumers ---------------------------------------------------------------------
+
+    def listener_for(self, client_id: int) -> Listener:
+        async def listener(messages: list[ReceivedMessage]) -> ConsumeResult:
+            received = now_ms()
+            for message in messages:
+                value = value_of(message.body)
+                if value is None:
+                    continue  # not ours (a stray message on the topic)
+                self.progress.consumed.add(value)
+                self.progress.deliveries += 1
+                self.recorder.record(
+                    Response(
+                        client_id=client_id,
+                        op=DEQUEUE,
+                        outcome=Outcome.SUCCESS,
+                        value=value,
+                        sharding_key=message.properties.get(KEY_PROPERTY) or None,
+                        timestamp_ms=received,
+                        extra=make_extra(
+                            queue=f"{message.queue.broker_name}:{message.queue.queue_id}",
+                            offset=message.queue_offset,
+                            reconsume=message.reconsume_times or None,
+                        ),
+                        e2e_latency_ms=max(-1, received - message.born_timestamp_ms),
+                    )
+                )
+            return ConsumeResult.SUCCESS
+
+        return listener
+
+    # --- producers ---------------------------------------------------------------------
+
+    def stop_producing(self) -> None:
+        self._stop.set()
+
+    async def produce(self, client_id: int, producer: Producer) -> None:
+        """One producer's loop: its share of the rate until stopped or the count is reached."""
+        config = self.config
+        interval_s = config.producers / config.rate_per_s
+        keys = [f"k{client_id}-{j}" for j in range(config.keys_per_producer)]
+        next_s = trio.current_time() + self.rng.random() * interval_s
+        turn = 0
+        while not self._stop.is_set() and self.progress.sent < config.max_messages:
+            next_s = max(next_s + interval_s, trio.current_time() - interval_s)
+            with trio.move_on_at(next_s):
+                await self._stop.wait()
+            if self._stop.is_set():
+                break
+            key = keys[turn % len(keys)] if config.ordered else None
+            turn += 1
+            await self._send_one(client_id, producer, key)
+
+    async def _send_one(self, client_id: int, producer: Producer, key: str | None) -> None:
+        value = str(next(self._values))
+        self.progress.sent += 1
+        message = Message(
+            topic=self.config.topic,
+            body=make_body(value, self.config.body_bytes),
+            keys=(value,),
+            properties={KEY_PROPERTY: key} if key else {},
+        )
+        self.recorder.record(
+            Request(
+                client_id=client_id,
+                op=ENQUEUE,
+                value=value,
+                sharding_key=key,
+                timestamp_ms=now_ms(),
+            )
+        )
+        started = trio.current_time()
+        result: SendResult | None = None
+        error: RocketError | None = None
+        try:
+            result = await producer.send(message, sharding_key=key)
+        except RocketError as exc:
+            error = exc
+        latency_ms = int((trio.current_time() - started) * 1000)
+        if result is not None:
+            outcome = Outcome.SUCCESS
+            self.progress.acked.add(value)
+            self.progress.last_ack_s = trio.current_time()
+            extra = make_extra(
+                status=result.status.value,
+                queue=f"{result.queue.broker_name}:{result.queue.queue_id}",
+                offset=result.queue_offset,
+            )
+        else:
+            assert error is not None
+            outcome = classify(error)
+            if outcome is Outcome.FAILURE:
+                self.progress.failed += 1
+            else:
+                self.progress.unknown += 1
+            extra = make_extra(error=type(error).__name__, detail=str(error)[:120])
+        self.recorder.record(
+            Response(
+                client_id=client_id,
+                op=ENQUEUE,
+                outcome=outcome,
+                value=value,
+                sharding_key=key,
+                timestamp_ms=now_ms(),
+                latency_ms=latency_ms,
+                extra=extra,
+            )
+        )
+
+    async def run_producers(self) -> None:
+        """Every producer until ``stop_producing`` or the count bound."""
+        config = self.config
+        async with trio.open_nursery() as nursery:
+            for i in range(config.producers):
+                nursery.start_soon(self._run_producer, i)
+
+    async def _run_producer(self, client_id: int) -> None:
+        async with open_producer(
+            self.namesrv,
+            group=PRODUCER_GROUP,
+            timeout_s=self.config.send_timeout_s,
+            retries=self.config.send_retries,
+            instance=f"chaos-p{client_id}",
+            rng=random.Random(self.rng.random()),
+        ) as producer:
+            await self.produce(client_id, producer)
+
+    # --- draining ----------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float, *, settle_s: float = 2.0) -> bool:
+        """Wait until every acked value was consumed (True) or ``timeout_s`` passed.
+
+        Waits ``settle_s`` more either way, so late redeliveries make it into the history.
+        """
+        done = await poll_until(lambda: not self.progress.missing(), timeout_s, every_s=0.2)
+        await trio.sleep(settle_s)
+        return done
+
+
+@asynccontextmanager
+async def open_workload(
+    config: WorkloadConfig, namesrv: str, recorder: Recorder, rng: random.Random
+) -> AsyncIterator[Workload]:
+    """A workload whose consumers run for the whole block (producers: ``run_producers``)."""
+    workload = Workload(config, namesrv, recorder, rng)
+    async with trio.open_nursery() as nursery:
+        ready = [trio.Event() for _ in range(config.consumers)]
+        stop = trio.Event()
+        for j in range(config.consumers):
+            nursery.start_soon(_consumer, workload, config.producers + j, ready[j], stop)
+        for event in ready:
+            await event.wait()
+        try:
+            yield workload
+        finally:
+            workload.stop_producing()
+            stop.set()
+
+
+async def _consumer(
+    workload: Workload, client_id: int, ready: trio.Event, stop: trio.Event
+) -> None:
+    config = workload.config
+    async with open_push_consumer(
+        workload.namesrv,
+        group=CONSUMER_GROUP,
+        listener=workload.listener_for(client_id),
+        subscriptions={config.topic: "*"},
+        consume_from=ConsumeFrom.FIRST,
+        orderly=config.ordered,
+        instance=f"chaos-c{client_id}",
+    ):
+        ready.set()
+        await stop.wait()
