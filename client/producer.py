@@ -9,6 +9,10 @@ Guarantees (stated here so users can rely on them):
   one, within the one ``timeout_s`` of the call. Because a lost answer may hide a stored
   message, a retried send may be stored twice: delivery is at least once, and consumers
   de-duplicate by ``msg_id`` when they must.
+- An outcome that is unknown is reported as unknown: when an attempt ended with
+  ``RemotingTimeout`` or ``ConnectionLost`` (the message may be stored) and no later one
+  succeeded, that error is what ``send`` raises, whatever refused the retries after it.
+  Other errors say the broker refused the message or could not be reached.
 - After any failure the topic's route is re-read from the NameServer at once.
 - Every error raised is a ``protocol.errors.RocketError`` whose message says what failed.
 
@@ -38,10 +42,11 @@ from protocol.bodies import HeartbeatData, ProducerData
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import (
+    ConnectionLost,
     NetworkError,
     RemotingTimeout,
     RocketError,
-    ServerError,
+    TopicNotExist,
     error_for_response,
 )
 from protocol.headers import SendMessageRequestHeaderV2, SendMessageResponseHeader
@@ -178,6 +183,9 @@ class Producer:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = trio.current_time() + timeout
         last_error: RocketError | None = None
+        # An attempt whose outcome is unknown (the message may be stored): if nothing
+        # succeeds after it, it is what the caller hears, not a later definite refusal.
+        unknown: RocketError | None = None
         last_broker: str | None = None
         for attempt in range(1 + self.retries):
             remaining = deadline - trio.current_time()
@@ -195,23 +203,28 @@ class Producer:
                 last_error = RemotingTimeout(f"no route for {topic} within {timeout} s")
                 break
             except RocketError as exc:
+                if isinstance(exc, RemotingTimeout | ConnectionLost):
+                    unknown = exc
                 if not exc.retriable or sharding_key is not None or selector is not None:
                     if exc.retriable:
                         self.routes.invalidate(topic)
+                    if unknown is not None and unknown is not exc:
+                        raise unknown from None
                     raise
                 last_error = exc
                 last_broker = getattr(exc, "broker_name", None)
                 self.routes.invalidate(topic)
                 log.debug("send to %s failed (attempt %d): %s", topic, attempt + 1, exc)
-        raise last_error or RemotingTimeout(f"send to {topic} timed out after {timeout} s")
+        raise (
+            unknown or last_error or RemotingTimeout(f"send to {topic} timed out after {timeout} s")
+        )
 
     def _select(self, info: TopicInfo, avoid_broker: str | None) -> MessageQueue:
         queues = info.publish
         if not queues:
-            raise ServerError(
-                f"topic {info.topic} has no writable queue with a live master",
-                code=ResponseCode.TOPIC_NOT_EXIST,
-            )
+            # Retriable: the cached route may predate the new master's registration; the
+            # send loop re-reads it (a plain ServerError kept a stale route for 30 s).
+            raise TopicNotExist(f"topic {info.topic} has no writable queue with a live master")
         now_s = trio.current_time()
         start = next(self._rr)
         for i in range(len(queues)):
@@ -230,10 +243,7 @@ class Producer:
         self, info: TopicInfo, key: str, selector: QueueSelector | None
     ) -> MessageQueue:
         if not info.publish:
-            raise ServerError(
-                f"topic {info.topic} has no writable queue with a live master",
-                code=ResponseCode.TOPIC_NOT_EXIST,
-            )
+            raise TopicNotExist(f"topic {info.topic} has no writable queue with a live master")
         return (selector or hash_selector)(info.publish, key)
 
     def _master(self, info: TopicInfo, queue: MessageQueue) -> str:
