@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from broker.longpoll import PullHoldService
+from broker.store import store as store_module
 from broker.store.metadata import load_document, save_document
 from broker.store.pull import GetMessageStatus
 from protocol.errors import MalformedBody, ServerError
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"
+SCHEDULE_TOPIC = store_module.SCHEDULE_TOPIC
 _KIND = "delay-offsets"
 _VERSION = 1
 _BATCH = 32

@@ -31,13 +31,14 @@ from typing import Any
 import attrs
 
 from broker.store import metadata
+from broker.store import store as store_module
 from protocol.bodies import TopicConfigSerializeWrapper
 from protocol.codes import PERM_INHERIT, PERM_PRIORITY, PERM_READ, PERM_WRITE
 from protocol.errors import InvalidParameter, MalformedBody, StorageError
 from protocol.route import DEFAULT_QUEUE_NUMS, DataVersion, TopicConfig
 
 AUTO_CREATE_TOPIC_KEY_TOPIC = "TBW102"
-SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"
+SCHEDULE_TOPIC = store_module.SCHEDULE_TOPIC
 BENCHMARK_TOPIC = "BenchmarkTest"
 TRANS_HALF_TOPIC = "RMQ_SYS_TRANS_HALF_TOPIC"
 TRANS_OP_HALF_TOPIC = "RMQ_SYS_TRANS_OP_HALF_TOPIC"
