@@ -13,7 +13,8 @@ Rules (reference/rocketmq-controller.md §2.5, §4.2-4.8; DESIGN.md §6):
   A role notice (1008 push, RegisterBroker/ElectMaster/GetReplicaInfo answers) is applied
   only when its master epoch is above the one this broker holds; changes are serialised.
 - Beyond RocketMQ (apache/rocketmq#7017): a master whose last confirmation from the
-  leader is older than ``lease_s`` stops acknowledging writes until it hears again.
+  leader is older than ``lease_s`` stops acknowledging writes until it hears again, unless
+  every ack already waits for other SyncStateSet members (``Broker.lease_holds``).
 """
 
 from __future__ import annotations

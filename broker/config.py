@@ -90,7 +90,8 @@ class BrokerConfig:
     #: the role come from the controller, not from ``broker_id``/``broker_role``.
     controller_addrs: tuple[str, ...] = ()
     #: A master that has not heard the controller leader confirm it for this long stops
-    #: acknowledging writes (apache/rocketmq#7017).
+    #: acknowledging writes (apache/rocketmq#7017), unless allAckInSyncStateSet holds every
+    #: ack for other SyncStateSet members (then a deposal already stops its acks).
     lease_s: float = 6.0
     #: Lower wins among equally up-to-date candidates (``brokerElectionPriority``).
     election_priority: int = 0

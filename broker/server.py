@@ -20,7 +20,8 @@ Rules:
   NameServer registration) and switches role at runtime: each role's HA task (``HAMaster``
   or ``HASlave``) runs in its own cancel scope, stopped before the next one starts. A
   master takes the controller's epoch (``new_epoch``) before it accepts a write, registers
-  as id 0 with ``stateVersion`` = epoch, and acknowledges writes only within its lease.
+  as id 0 with ``stateVersion`` = epoch, and acknowledges writes only within its lease
+  or while every ack waits for other SyncStateSet members (``lease_holds``).
 - Every put (send, batch, send-back, delayed re-put) wakes the HA streamers. A SYNC_MASTER
   refuses a put before storing it while its in-sync set is below ``min_in_sync_replicas``,
   and answers a stored send only once the slaves acked it or ``slave_timeout_s`` passed:
@@ -215,14 +216,33 @@ class Broker:
     def accepts_writes(self) -> bool:
         if self.agent is None:
             return self.config.is_master
-        return self.config.is_master and not self.fenced and self.agent.lease_valid()
+        return self.config.is_master and not self.fenced and self.lease_holds()
+
+    def lease_holds(self) -> bool:
+        """Controller mode: may this master acknowledge writes without the controller?
+
+        Within its lease, yes. Past it (apache/rocketmq#7017), only while every ack already
+        waits for other SyncStateSet members (allAckInSyncStateSet, a set larger than the
+        master): a member the controller elected elsewhere stops acking this master, so no
+        ack can outlive a deposal, and the data path keeps working while the whole quorum
+        is down (reference §1: "controller loss stops failover only"). A master alone in
+        its set, or acking on fewer replicas, stops acknowledging once the lease runs out.
+        """
+        assert self.agent is not None
+        if self.agent.lease_valid():
+            return True
+        master = self.ha_master
+        if master is None or not self.config.all_ack_in_sync_state_set:
+            return False
+        members, _ = master.sync_state_set
+        return bool(members - {self.controller_id})
 
     @property
     def role_description(self) -> str:
         if self.agent is not None:
             if self.fenced:
                 return "fenced: role not known yet"
-            if self.config.is_master and not self.agent.lease_valid():
+            if self.config.is_master and not self.lease_holds():
                 return "master whose controller lease expired"
         return f"role={self.config.broker_role}"
 

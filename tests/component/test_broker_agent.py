@@ -48,6 +48,7 @@ FAST_HA: dict[str, Any] = {
 @attrs.define
 class Group:
     envs: list[BrokerEnv]
+    quorum: Any = None
 
     def running(self) -> list[BrokerEnv]:
         return [e for e in self.envs if e.broker is not None]
@@ -72,7 +73,9 @@ class Group:
 
 
 @asynccontextmanager
-async def controller_group(tmp_path: Path, replicas: int = 3) -> AsyncIterator[Group]:
+async def controller_group(
+    tmp_path: Path, replicas: int = 3, **overrides: Any
+) -> AsyncIterator[Group]:
     async with (
         controller_quorum(tmp_path / "controllers") as quorum,
         trio.open_nursery() as nursery,
@@ -90,10 +93,10 @@ async def controller_group(tmp_path: Path, replicas: int = 3) -> AsyncIterator[G
                     store_dir=tmp_path / f"replica{i}",
                     commitlog_segment_bytes=SEGMENT_BYTES,
                     min_free_disk_bytes=0,
-                    **FAST_HA,
+                    **(FAST_HA | overrides),
                 )
                 envs.append(BrokerEnv(nursery, client, namesrv, namesrv_addr, config))
-            group = Group(envs)
+            group = Group(envs, quorum)
             try:
                 for env in envs:
                     await env.start()
@@ -240,6 +243,28 @@ async def test_a_master_past_its_lease_without_the_leader_stops_acking_writes(
                 finally:
                     await env.stop()
             nursery.cancel_scope.cancel()
+
+
+async def test_whole_quorum_down_an_all_ack_master_with_members_keeps_acking(
+    tmp_path: Path,
+) -> None:
+    """Controller loss stops failover only: past its lease, a master whose every ack waits
+    for other SyncStateSet members keeps serving (a deposal would stop those acks)."""
+    with trio.fail_after(90):
+        async with controller_group(tmp_path, replicas=2, lease_s=1.0) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 2)
+            expect(await master.send(TOPIC, b"with the quorum"), ResponseCode.SUCCESS)
+            quorum = group.quorum
+            for node_id in list(quorum.servers):
+                await quorum.kill(node_id)
+            await trio.sleep(2.5)  # well past the 1 s lease
+            assert master.b.agent is not None and not master.b.agent.lease_valid()
+            assert master.b.accepts_writes
+            for i in range(5):
+                expect(await master.send(TOPIC, b"no quorum %d" % i), ResponseCode.SUCCESS)
+            slave = next(e for e in group.envs if e is not master)
+            assert slave.b.store.max_physical_offset == master.b.store.max_physical_offset
 
 
 async def test_an_identity_file_of_another_group_refuses_to_start(tmp_path: Path) -> None:
