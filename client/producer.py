@@ -4,11 +4,15 @@ Guarantees (stated here so users can rely on them):
 - ``send`` returns only when the broker answered: SEND_OK means stored as durably as the
   broker is configured to (flushed in SYNC_FLUSH, replicated on a SYNC_MASTER); the other
   ``SendStatus`` values mean stored, but not as durable as configured.
-- A retriable failure (connection lost, timeout, broker busy, not master, topic missing on
-  that broker) is retried up to ``retries`` times on another broker group when there is
-  one, within the one ``timeout_s`` of the call. Because a lost answer may hide a stored
-  message, a retried send may be stored twice: delivery is at least once, and consumers
-  de-duplicate by ``msg_id`` when they must.
+- Failover: a send that certainly stored nothing (no connection could be made, the
+  route names no master, a slave or a fenced broker refused it) is tried again, on
+  another broker group when there is one, else on the same group once the route names
+  its new master, until the call's ``timeout_s`` runs out; so a master failover within
+  the timeout is not seen by the caller, and an ordered key stays on its queue. A
+  failure that may hide a stored message (connection lost mid-call, timeout, system
+  error) is retried at most ``retries`` times on another group (never for an ordered
+  send), so a retried send may be stored twice: delivery is at least once, and
+  consumers de-duplicate by ``msg_id`` when they must.
 - An outcome that is unknown is reported as unknown: when an attempt ended with
   ``RemotingTimeout`` or ``ConnectionLost`` (the message may be stored) and no later one
   succeeded, that error is what ``send`` raises, whatever refused the retries after it.
@@ -44,8 +48,11 @@ from protocol.command import RemotingCommand
 from protocol.errors import (
     ConnectionLost,
     NetworkError,
+    NoPermission,
     RemotingTimeout,
     RocketError,
+    ServiceNotAvailable,
+    SystemBusy,
     TopicNotExist,
     error_for_response,
 )
@@ -64,6 +71,10 @@ log = logging.getLogger(__name__)
 
 #: Bodies at least this large are zlib-compressed, as RocketMQ's clients do.
 COMPRESS_OVER_BYTES = 4 * 1024
+#: After every broker group refused a send (nothing stored), wait this long times the
+#: refusals in a row, at most ``REFUSED_PAUSE_MAX_S``, before the next try in the deadline.
+REFUSED_PAUSE_S = 0.02
+REFUSED_PAUSE_MAX_S = 0.2
 _STATUS_BY_CODE: dict[int, SendStatus] = {
     ResponseCode.SUCCESS: SendStatus.SEND_OK,
     ResponseCode.FLUSH_DISK_TIMEOUT: SendStatus.FLUSH_DISK_TIMEOUT,
@@ -182,19 +193,23 @@ class Producer:
     ) -> SendResult:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = trio.current_time() + timeout
+        ordered = sharding_key is not None or selector is not None
         last_error: RocketError | None = None
         # An attempt whose outcome is unknown (the message may be stored): if nothing
         # succeeds after it, it is what the caller hears, not a later definite refusal.
         unknown: RocketError | None = None
         last_broker: str | None = None
-        for attempt in range(1 + self.retries):
-            remaining = deadline - trio.current_time()
-            if remaining <= 0:
-                break
+        retried = 0
+        refused_in_a_row = 0
+        routed = False
+        while (remaining := deadline - trio.current_time()) > 0:
+            groups = 1
             try:
                 with trio.fail_after(remaining):
                     info = await self.routes.get(topic)
-                if sharding_key is not None or selector is not None:
+                routed = True
+                groups = len({q.broker_name for q in info.publish})
+                if ordered:
                     queue = self._select_ordered(info, sharding_key or "", selector)
                 else:
                     queue = self._select(info, last_broker)
@@ -203,21 +218,30 @@ class Producer:
                 last_error = RemotingTimeout(f"no route for {topic} within {timeout} s")
                 break
             except RocketError as exc:
+                if exc.retriable:
+                    self.routes.invalidate(topic)
                 if isinstance(exc, RemotingTimeout | ConnectionLost):
                     unknown = exc
-                if not exc.retriable or sharding_key is not None or selector is not None:
-                    if exc.retriable:
-                        self.routes.invalidate(topic)
-                    if unknown is not None and unknown is not exc:
-                        raise unknown from None
-                    raise
                 last_error = exc
                 last_broker = getattr(exc, "broker_name", None)
-                self.routes.invalidate(topic)
-                log.debug("send to %s failed (attempt %d): %s", topic, attempt + 1, exc)
-        raise (
-            unknown or last_error or RemotingTimeout(f"send to {topic} timed out after {timeout} s")
-        )
+                log.debug("send to %s failed: %s", topic, exc)
+                if not exc.retriable or (isinstance(exc, TopicNotExist) and not routed):
+                    break  # refused for good, or a topic the NameServer never routed
+                if not_stored(exc):
+                    # Nothing was stored: waiting for a (new) master costs no duplicate and
+                    # keeps an ordered key on its queue. Pause once every group refused.
+                    refused_in_a_row += 1
+                    if refused_in_a_row >= max(1, groups):
+                        pause_s = min(REFUSED_PAUSE_MAX_S, REFUSED_PAUSE_S * refused_in_a_row)
+                        await trio.sleep(min(pause_s, max(0.0, deadline - trio.current_time())))
+                    continue
+                refused_in_a_row = 0
+                retried += 1
+                if ordered or retried > self.retries:
+                    break
+        if unknown is not None:
+            raise unknown
+        raise last_error or RemotingTimeout(f"send to {topic} timed out after {timeout} s")
 
     def _select(self, info: TopicInfo, avoid_broker: str | None) -> MessageQueue:
         queues = info.publish
@@ -342,6 +366,17 @@ class Producer:
         while True:
             await trio.sleep(interval_s)
             await self.heartbeat()
+
+
+def not_stored(error: RocketError) -> bool:
+    """Whether a failed send certainly stored nothing: no connection was made, the route
+    named no master, or the broker refused before writing (a slave or a fenced broker,
+    busy, no permission, topic missing there)."""
+    if isinstance(error, ConnectionLost):
+        return False
+    return isinstance(
+        error, NetworkError | ServiceNotAvailable | SystemBusy | NoPermission | TopicNotExist
+    )
 
 
 def attrs_evolve_oneway(request: RemotingCommand) -> RemotingCommand:

@@ -26,6 +26,8 @@ from protocol.errors import (
 )
 from protocol.route import MessageQueue, TopicRouteData
 
+#: Short: a definite refusal is tried again until the send's deadline.
+SEND_TIMEOUT_S = 0.5
 QUEUES = (
     MessageQueue(topic="T", broker_name="broker-a", queue_id=0),
     MessageQueue(topic="T", broker_name="broker-b", queue_id=0),
@@ -58,13 +60,14 @@ def _producer(routes: _Routes, attempts: list[RocketError], retries: int = 2) ->
         routes=routes,  # type: ignore[arg-type]
         group="g",
         client_id="c",
-        timeout_s=3.0,
+        timeout_s=SEND_TIMEOUT_S,
         retries=retries,
         rng=random.Random(1),
     )
 
     async def send_once(*_args: object) -> Any:
-        raise attempts.pop(0)
+        # The last scripted failure repeats: refusals are tried again until the deadline.
+        raise attempts.pop(0) if len(attempts) > 1 else attempts[0]
 
     producer._send_once = send_once  # type: ignore[method-assign]
     return producer
@@ -142,4 +145,31 @@ async def test_no_master_at_all_is_a_retriable_topic_not_exist() -> None:
     with pytest.raises(TopicNotExist) as info:
         await producer.send(Message(topic="T", body=b"x"))
     assert info.value.retriable and "no writable queue" in str(info.value)
-    assert routes.invalidated == 3  # every attempt re-reads the route
+    assert routes.invalidated >= 3  # every attempt re-reads the route
+
+
+async def test_refusals_wait_within_the_deadline_for_the_new_master() -> None:
+    """A failover: the dead master refuses connections, then the route has no master, then
+    the new master takes the send. Nothing was stored before, so the caller sees SEND_OK."""
+    no_master = TopicInfo(topic="T", route=TopicRouteData(), publish=(), subscribe=QUEUES)
+    routes = _Routes([_info(), no_master, no_master, _info()])
+    outcomes: list[RocketError | str] = [NetworkError("connection refused"), "ok"]
+    producer = _producer(routes, [])
+
+    async def send_once(*_args: object) -> Any:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, RocketError):
+            raise outcome
+        return outcome
+
+    producer._send_once = send_once  # type: ignore[method-assign]
+    assert await producer.send(Message(topic="T", body=b"x"), sharding_key="k") == "ok"
+    assert not outcomes
+
+
+async def test_a_topic_never_routed_fails_at_once() -> None:
+    routes = _CountingRoutes([TopicNotExist("No topic route info in name server")])
+    producer = _producer(routes, [])
+    with pytest.raises(TopicNotExist):
+        await producer.send(Message(topic="T", body=b"x"))
+    assert routes.invalidated == 1
