@@ -347,8 +347,11 @@ class Broker:
     async def _wait_replicated(self, master: HAMaster, result: AppendResult) -> int:
         outcome = await master.wait_replicated(result.end_offset, self.config.slave_timeout_s)
         if self.agent is not None and (master is not self.ha_master or not self.accepts_writes):
-            # Deposed or past its lease while waiting: the write may not survive (#7017).
-            return ResponseCode.SERVICE_NOT_AVAILABLE
+            # Deposed or past its lease while waiting (#7017): the write is stored here and
+            # maybe on the member now elected, so its fate is unknown. Not SEND_OK, and not a
+            # refusal either (a client would count a message it may find stored as failed):
+            # "stored, not replicated as required", as RocketMQ answers a slave timeout.
+            return ResponseCode.FLUSH_SLAVE_TIMEOUT
         return _REPLICA_CODES[outcome]
 
     # --- topics ----------------------------------------------------------------------
