@@ -14,6 +14,7 @@ from client.cli.bench_cmds import bench_app
 from client.cli.chaos_cmds import chaos_app
 from client.cli.cluster import cluster_app
 from client.cli.controller_cmds import controller_command, quorum_app
+from client.cli.demo_cmd import demo_command
 from client.cli.output import fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -23,6 +24,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(quorum_app, name="quorum")
 app.add_typer(chaos_app, name="chaos")
 app.command("controller")(controller_command)
+app.command("demo")(demo_command)
 
 
 def _version_callback(value: bool) -> None:

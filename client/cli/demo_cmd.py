@@ -1,0 +1,352 @@
+"""``rmq demo``: a controller-mode cluster loses its master under load, and nothing acked is lost.
+
+What it does, in order (every step real: processes, sockets, files, SIGKILL):
+1. ``rmq cluster up --mode controller`` in a fresh directory: 3 controllers (Raft), a
+   NameServer, broker group ``broker-a`` of 3 replicas with allAckInSyncStateSet on.
+2. Shows the controller leader and the group's master, epochs and SyncStateSet.
+3. Producers and push consumers of the SDK run on one topic at ``--rate`` messages per
+   second; every call is written to ``DIR/history.log`` (OpenChaos format).
+4. After a quarter of ``--seconds`` the master gets SIGKILL; every change the controller
+   makes (the election, the SyncStateSet shrinking and growing back) is printed as it
+   happens, with the time since the kill, and so is the first SEND_OK afterwards.
+5. Half way through, the old master is started again; it rejoins as a slave.
+6. Sends stop, consumers drain, and the OpenChaos checkers read the history: the last line
+   is ``N sent, N acked, N consumed, 0 lost`` from that check, never from counters.
+
+Exit status 0 when nothing acked was lost, 1 otherwise (or when the demo cannot run). The
+cluster is always stopped; its data and logs are removed unless ``--keep-data``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import attrs
+import trio
+import typer
+
+from client import admin as admin_api
+from client.cli.output import err, fail, out
+from protocol.controller_bodies import ReplicasInfo
+from protocol.errors import RocketError
+from protocol.rpc import open_client
+from scenarios.checkers import CheckReport, Expectations, check_history
+from scenarios.harness import HarnessError, LocalCluster, create_topic, local_cluster
+from scenarios.history import (
+    ENQUEUE,
+    Entry,
+    FaultEvent,
+    Outcome,
+    Phase,
+    Request,
+    Response,
+    iter_history,
+    make_extra,
+)
+from scenarios.workload import Recorder, Workload, WorkloadConfig, open_workload
+
+GROUP = "broker-a"
+TOPIC = "DemoTopic"
+#: How often the controller is asked for the group's SyncStateSet.
+WATCH_INTERVAL_S = 0.1
+PROGRESS_INTERVAL_S = 2.0
+#: After the last send, how long the consumers have to receive every acked message.
+DRAIN_TIMEOUT_S = 60.0
+
+
+@attrs.frozen(kw_only=True)
+class GroupView:
+    """What the demo shows of the group: the controller's ReplicasInfo, by node name."""
+
+    master: str | None
+    master_id: int | None
+    master_epoch: int
+    sync_state_set: tuple[str, ...]
+    sync_state_set_epoch: int
+
+    def describe(self) -> str:
+        master = f"{self.master} (id {self.master_id})" if self.master else "no master"
+        members = ", ".join(self.sync_state_set) or "-"
+        return (
+            f"master {master} at epoch {self.master_epoch}; "
+            f"SyncStateSet {{{members}}} (epoch {self.sync_state_set_epoch})"
+        )
+
+
+def group_view(info: ReplicasInfo, names: dict[str, str]) -> GroupView:
+    """``names``: broker address -> node name (an unknown address is shown as it is)."""
+
+    def name(address: str | None) -> str | None:
+        return None if not address else names.get(address, address)
+
+    return GroupView(
+        master=name(info.master_address),
+        master_id=info.master_broker_id,
+        master_epoch=info.master_epoch,
+        sync_state_set=tuple(sorted(name(r.broker_address) or "?" for r in info.in_sync_replicas)),
+        sync_state_set_epoch=info.sync_state_set_epoch,
+    )
+
+
+def summary_line(report: CheckReport) -> str:
+    """The demo's last line, from the checker's counts."""
+    q = report.queue
+    return (
+        f"{q.enqueue_invoked} sent, {q.acked} acked, {q.distinct_dequeued} consumed, "
+        f"{len(q.lost)} lost"
+    )
+
+
+@attrs.frozen(kw_only=True)
+class FailoverFigures:
+    """What producers felt of the kill, read from the history."""
+
+    #: From the kill to the SEND_OK of the first send begun after it (None: none acked).
+    first_ack_after_kill_ms: int | None
+    #: The slowest acked send of the run (the SDK waits for the new master within it).
+    slowest_ack_ms: int
+
+
+def failover_figures(entries: Sequence[Entry]) -> FailoverFigures:
+    kill_ms = next(
+        (e.timestamp_ms for e in entries if isinstance(e, FaultEvent) and e.phase is Phase.START),
+        None,
+    )
+    begun: dict[tuple[int, str | None], int] = {}
+    first: int | None = None
+    slowest = 0
+    for e in entries:
+        if isinstance(e, Request) and e.op == ENQUEUE:
+            begun[(e.client_id, e.value)] = e.timestamp_ms
+        elif isinstance(e, Response) and e.op == ENQUEUE and e.outcome is Outcome.SUCCESS:
+            slowest = max(slowest, e.latency_ms)
+            started = begun.get((e.client_id, e.value))
+            if kill_ms is not None and started is not None and started >= kill_ms:
+                after = e.timestamp_ms - kill_ms
+                first = after if first is None else min(first, after)
+    return FailoverFigures(first_ack_after_kill_ms=first, slowest_ack_ms=slowest)
+
+
+class Demo:
+    """One run: the cluster, the workload and what the watchers saw."""
+
+    def __init__(self, cluster: LocalCluster, workload: Workload, recorder: Recorder) -> None:
+        self.cluster = cluster
+        self.workload = workload
+        self.recorder = recorder
+        self.started_s = trio.current_time()
+        self.killed_s: float | None = None
+        self.view: GroupView | None = None
+
+    def say(self, text: str) -> None:
+        if self.killed_s is None:
+            stamp = f"{trio.current_time() - self.started_s:6.1f} s"
+        else:
+            stamp = f"kill{trio.current_time() - self.killed_s:+6.2f} s"
+        out.print(f"[{stamp}] {text}", markup=False, highlight=False)
+
+    def _names(self) -> dict[str, str]:
+        return {n.address: n.name for n in self.cluster.brokers() if n.address}
+
+    def _controllers(self) -> list[str]:
+        return [c.address for c in self.cluster.controllers() if c.address]
+
+    async def read_view(self) -> GroupView | None:
+        """The group as the controller leader sees it now (None: no leader answered)."""
+        try:
+            async with admin_api.open_admin(self.cluster.namesrv, timeout_s=1.0) as admin:
+                info = await admin.sync_state_set(self._controllers(), broker_name=GROUP)
+        except RocketError:
+            return None
+        replicas = info.replicas_info_table.get(GROUP)
+        return group_view(replicas, self._names()) if replicas is not None else None
+
+    async def watch_controller(self) -> None:
+        """Print every change of the group's master, epochs or SyncStateSet."""
+        while True:
+            view = await self.read_view()
+            if view is not None and view != self.view:
+                before, self.view = self.view, view
+                if before is not None and view.master_epoch > before.master_epoch:
+                    self.say(f"controller elected a new master: {view.describe()}")
+                elif before is not None:
+                    self.say(f"controller changed the SyncStateSet: {view.describe()}")
+            await trio.sleep(WATCH_INTERVAL_S)
+
+    async def show_progress(self) -> None:
+        p = self.workload.progress
+        while True:
+            await trio.sleep(PROGRESS_INTERVAL_S)
+            self.say(
+                f"sent {p.sent}, acked {len(p.acked)}, consumed {len(p.consumed)}, "
+                f"failed {p.failed}, unknown outcome {p.unknown}"
+            )
+
+    async def kill_master(self) -> str:
+        master = await self.cluster.resolve(f"master:{GROUP}")
+        pid = self.cluster.node(master).pid
+        self.recorder.fault("kill", Phase.START, make_extra(target=master))
+        self.killed_s = trio.current_time()
+        self.say(f"SIGKILL {master} (pid {pid}), the master of {GROUP}")
+        await self.cluster.kill(master)
+        return master
+
+    async def restart(self, node: str) -> None:
+        await self.cluster.restart(node)
+        self.recorder.fault("kill", Phase.END, make_extra(target=node))
+        self.say(f"{node} started again on its old ports; it rejoins as a slave")
+
+
+async def run_demo(
+    root: Path, *, seconds: float, rate_per_s: float, seed: int
+) -> tuple[CheckReport, list[Entry]]:
+    rng = random.Random(seed)
+    config = WorkloadConfig(
+        topic=TOPIC,
+        producers=4,
+        consumers=2,
+        rate_per_s=rate_per_s,
+        drain_timeout_s=DRAIN_TIMEOUT_S,
+    )
+    history = root / "history.log"
+    recorder = Recorder(history)
+    err.print(
+        f"starting a controller-mode cluster in {root / 'cluster'}: 3 controllers (Raft), "
+        f"a NameServer, group {GROUP} of 3 replicas (allAckInSyncStateSet)",
+        markup=False,
+    )
+    try:
+        async with local_cluster(root / "cluster", "controller", "ASYNC_FLUSH", rng) as cluster:
+            await _show_cluster(cluster)
+            await create_topic(cluster, config, (GROUP,))
+            async with open_workload(config, cluster.namesrv, recorder, rng) as workload:
+                demo = Demo(cluster, workload, recorder)
+                demo.view = await demo.read_view()
+                await _traffic(demo, seconds)
+                p = workload.progress
+                demo.say(f"sends stopped; consumers draining ({p.missing()} acked not yet seen)")
+                await workload.drain(config.drain_timeout_s, settle_s=1.0)
+    finally:
+        recorder.close()
+    with history.open(encoding="utf-8") as f:
+        entries = list(iter_history(f))
+    return check_history(entries, Expectations(no_loss=True, must_recover=True)), entries
+
+
+async def _show_cluster(cluster: LocalCluster) -> None:
+    for node in cluster.record.nodes:
+        role = node.role if node.kind != "controller" else "controller"
+        out.print(f"  {node.name:<12} {role:<10} {node.address}  pid {node.pid}", markup=False)
+    controllers = [c.address for c in cluster.controllers() if c.address]
+    async with open_client(name="rmq-demo", default_timeout_s=3.0) as client:
+        with trio.fail_after(20):
+            leader = await admin_api.find_controller_leader(client, controllers)
+    out.print(f"  controller leader: {leader}", markup=False)
+
+
+async def _traffic(demo: Demo, seconds: float) -> None:
+    """Traffic for ``seconds``: the kill at a quarter, the restart at a half."""
+    workload = demo.workload
+    async with trio.open_nursery() as watchers:
+        watchers.start_soon(demo.watch_controller)
+        watchers.start_soon(demo.show_progress)
+        if demo.view is not None:
+            demo.say(demo.view.describe())
+        async with trio.open_nursery() as producers:
+            producers.start_soon(workload.run_producers)
+            await trio.sleep(seconds / 4)
+            killed = await demo.kill_master()
+            await trio.sleep_until(max(trio.current_time(), demo.started_s + seconds / 2))
+            await demo.restart(killed)
+            await trio.sleep_until(max(trio.current_time(), demo.started_s + seconds))
+            # Producers finish their sends in flight (each bounded by the send timeout).
+            workload.stop_producing()
+        watchers.cancel_scope.cancel()
+
+
+def _report(report: CheckReport, entries: Sequence[Entry], root: Path) -> None:
+    q = report.queue
+    times = report.recovery.recovery_times_ms()
+    (root / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    out.print(
+        f"checked {root / 'history.log'} with the OpenChaos checkers "
+        f"(report: {root / 'report.json'}):",
+        markup=False,
+    )
+    figures = failover_figures(entries)
+    if figures.first_ack_after_kill_ms is not None:
+        out.print(
+            f"  the first send begun after the kill was acked {figures.first_ack_after_kill_ms} "
+            f"ms after it; the slowest acked send took {figures.slowest_ack_ms} ms",
+            markup=False,
+        )
+    if times and max(times) > 0:
+        out.print(f"  producers saw errors for {max(times)} ms after the kill", markup=False)
+    out.print(
+        f"  {q.duplicate_deliveries} duplicate deliveries (at-least-once), "
+        f"{q.unknown} sends with an unknown outcome ({len(q.recovered)} of them consumed), "
+        f"{q.failed} refused",
+        markup=False,
+    )
+    for reason in report.failures:
+        out.print(f"  FAIL: {reason}", markup=False)
+    out.print(summary_line(report), markup=False)
+
+
+def demo_command(
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Where the cluster, history and report go (default: a new temp dir)."
+        ),
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option(help="Seconds of traffic (the kill at a quarter).")
+    ] = 20.0,
+    rate: Annotated[float, typer.Option(help="Messages per second over all producers.")] = 200.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: from the clock).")] = None,
+    keep_data: Annotated[
+        bool, typer.Option("--keep-data", help="Keep the stopped cluster's data and logs.")
+    ] = False,
+) -> None:
+    """Kill -9 the master of a controller-mode cluster under load; prove nothing acked is lost."""
+    if seconds < 8:
+        raise fail("--seconds must be at least 8 (the kill, the election and the rejoin)")
+    if not 0 < rate <= 5000:
+        raise fail("--rate must be in (0, 5000] messages per second")
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="rmq-demo-"))
+    root = root.absolute()
+    if (root / "history.log").exists() or (root / "cluster").exists():
+        raise fail(f"{root} holds an earlier demo; give a new --dir")
+    root.mkdir(parents=True, exist_ok=True)
+    seed = seed if seed is not None else time.time_ns() % 1_000_000
+    # The SDK's and harness's log lines (a pull that lost its connection, ...) go to a file;
+    # the terminal shows the story.
+    logging.basicConfig(
+        filename=root / "demo.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        report, entries = trio.run(
+            lambda: run_demo(root, seconds=seconds, rate_per_s=rate, seed=seed)
+        )
+    except HarnessError as exc:
+        raise fail(f"the demo could not run: {exc}") from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    _report(report, entries, root)
+    if not keep_data:
+        shutil.rmtree(root / "cluster", ignore_errors=True)
+    if not report.ok:
+        err.print(f"replay with: rmq demo --seed {seed} --seconds {seconds:g} --rate {rate:g}")
+        raise typer.Exit(1)

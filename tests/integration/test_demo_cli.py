@@ -1,0 +1,54 @@
+"""``rmq demo`` as a new user runs it: a real controller-mode cluster, SIGKILL of the
+master under load, the checker's verdict as the last line, everything stopped after."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import rmq_argv, run_command
+
+pytestmark = pytest.mark.integration
+
+SUMMARY = re.compile(r"^(\d+) sent, (\d+) acked, (\d+) consumed, (\d+) lost$")
+
+
+async def test_demo_kills_the_master_and_loses_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    try:
+        done = await run_command(
+            rmq_argv("demo", "--dir", str(root), "--seconds", "10", "--rate", "100", "--seed", "7"),
+            timeout_s=180,
+        )
+    finally:
+        if (root / "cluster" / "cluster.json").exists():  # the demo did not stop it itself
+            await run_command(rmq_argv("cluster", "down", "--dir", str(root / "cluster")))
+    assert done.returncode == 0, done.describe()
+    lines = done.stdout.strip().splitlines()
+    match = SUMMARY.match(lines[-1])
+    assert match, done.describe()
+    sent, acked, consumed, lost = map(int, match.groups())
+    assert lost == 0 and acked > 200 and consumed >= acked and sent >= acked, lines[-1]
+    text = done.stdout
+    assert "SIGKILL broker-a-" in text and "controller elected a new master" in text, text
+    assert "rejoins as a slave" in text, text
+    report = json.loads((root / "report.json").read_text())
+    assert report["verdict"] == "PASS"
+    # Every process is gone and the data removed (no --keep-data).
+    assert not (root / "cluster").exists()
+
+
+async def test_demo_refuses_a_directory_of_an_earlier_demo(tmp_path: Path) -> None:
+    (tmp_path / "history.log").write_text("")
+    done = await run_command(rmq_argv("demo", "--dir", str(tmp_path)), timeout_s=60)
+    assert done.returncode == 1
+    assert "holds an earlier demo" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_readme_first_command_installs_and_runs_the_demo() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    first_block = readme.split("```sh\n", 1)[1].split("```", 1)[0].strip()
+    assert first_block.endswith("rmq demo") and "pip install -e ." in first_block
