@@ -1,0 +1,233 @@
+"""Failover benchmark: how long a controller-mode cluster is without a writable master.
+
+One ``rmq cluster up --mode controller`` cluster of real processes (3 controllers, a
+NameServer, group broker-a of 3 replicas, allAckInSyncStateSet), started and stopped by the
+chaos harness's ``LocalCluster`` (the one process-management code of the project).
+
+(a) master  ``--rounds`` times: SIGKILL the master while one SDK producer sends back to back
+            (send timeout 10 s, so a send begun during the failover waits for the new
+            master instead of failing); the figure is the time from the kill to the SEND_OK
+            of the first send *begun after* the kill. The old master is then started again
+            and the round ends once the controller's SyncStateSet holds all 3 replicas again.
+            Every SEND_OK's message is looked for at the end (pulled by a consumer): the
+            number lost is reported and must be 0.
+(b) leader  ``--leader-rounds`` times: SIGKILL the controller leader; the figure is the time
+            until another controller says it leads and answers GET_SYNC_STATE_DATA as leader
+            (a controller that can serve reads as leader has committed its no-op, so
+            elections are possible again). The killed controller is started again.
+
+Reports p50 / p99 / max per phase (RocketMQ's own figure for (a) is about 10 s: a 10 s
+broker lease plus a 5 s scan, or the TCP close at once; anchors.md §1.2) and, with
+``--out F``, JSON. Numbers from a shared 2-core machine vary; repeat and give the range.
+
+Usage:
+    python -m bench.failover_bench [--rounds 20] [--leader-rounds 10] [--dir D] [--out F.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from client import admin as admin_api
+from client.consumer import ConsumeFrom, ConsumeResult, open_push_consumer
+from client.message import Message, ReceivedMessage
+from client.producer import open_producer
+from protocol.errors import RocketError
+from scenarios.harness import LocalCluster, create_topic, local_cluster
+from scenarios.workload import WorkloadConfig, poll_until
+
+GROUP = "broker-a"
+TOPIC = "FailoverBench"
+SEND_TIMEOUT_S = 10.0
+ROUND_TIMEOUT_S = 60.0
+REJOIN_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 60.0
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def summary(values_s: list[float]) -> dict[str, Any]:
+    ms = [v * 1000 for v in values_s]
+    return {
+        "rounds": len(ms),
+        "p50_ms": round(statistics.median(ms), 1) if ms else None,
+        "p99_ms": round(percentile(ms, 99), 1) if ms else None,
+        "max_ms": round(max(ms), 1) if ms else None,
+        "all_ms": [round(v, 1) for v in ms],
+    }
+
+
+async def sync_state_size(cluster: LocalCluster) -> int:
+    controllers = [c.address for c in cluster.controllers() if c.address]
+    try:
+        async with admin_api.open_admin(cluster.namesrv, timeout_s=2.0) as admin:
+            info = await admin.sync_state_set(controllers, broker_name=GROUP)
+    except RocketError:
+        return 0
+    replicas = info.replicas_info_table.get(GROUP)
+    return len(replicas.in_sync_replicas) if replicas is not None else 0
+
+
+@attrs.define
+class _RoundState:
+    sent: int = 0
+    #: trio clock of the kill of this round (None between rounds).
+    killed_at: float | None = None
+    #: trio clock of the SEND_OK of the first send begun after the kill.
+    first_after: float | None = None
+
+    def arm(self, now: float) -> None:
+        self.killed_at = now
+        self.first_after = None
+
+
+async def master_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
+    acked: set[str] = set()
+    consumed: set[str] = set()
+    times_s: list[float] = []
+    state = _RoundState()
+
+    async def listener(messages: list[ReceivedMessage]) -> ConsumeResult:
+        consumed.update(m.body.decode() for m in messages)
+        return ConsumeResult.SUCCESS
+
+    async def send_forever(producer: Any) -> None:
+        while True:
+            value = f"m{state.sent}"
+            state.sent += 1
+            begun = trio.current_time()
+            try:
+                await producer.send(Message(topic=TOPIC, body=value.encode()))
+            except RocketError:
+                continue
+            acked.add(value)
+            killed_at = state.killed_at
+            if killed_at is not None and begun >= killed_at and state.first_after is None:
+                state.first_after = trio.current_time()
+
+    async with (
+        open_push_consumer(
+            cluster.namesrv,
+            group="failover-bench",
+            listener=listener,
+            subscriptions={TOPIC: "*"},
+            consume_from=ConsumeFrom.FIRST,
+        ),
+        open_producer(
+            cluster.namesrv, group="failover-bench", timeout_s=SEND_TIMEOUT_S
+        ) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(send_forever, producer)
+        for i in range(rounds):
+            with trio.fail_after(ROUND_TIMEOUT_S):
+                master = await cluster.resolve(f"master:{GROUP}")
+                await trio.sleep(0.5)  # steady traffic before the kill
+                state.arm(trio.current_time())
+                await cluster.kill(master)
+                await poll_until(lambda: state.first_after is not None, ROUND_TIMEOUT_S)
+                assert state.first_after is not None and state.killed_at is not None
+                took_s = state.first_after - state.killed_at
+                state.killed_at = None
+                times_s.append(took_s)
+                print(
+                    f"master round {i + 1}: killed {master}, first SEND_OK after {took_s * 1000:.0f} ms"
+                )
+                await cluster.restart(master)
+            with trio.fail_after(REJOIN_TIMEOUT_S):
+                while True:
+                    if await sync_state_size(cluster) >= 3:
+                        break
+                    await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+        await poll_until(lambda: acked <= consumed, DRAIN_TIMEOUT_S)
+    lost = sorted(acked - consumed)
+    return {**summary(times_s), "acked": len(acked), "lost": len(lost), "lost_sample": lost[:10]}
+
+
+async def leader_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
+    times_s: list[float] = []
+    async with admin_api.open_admin(cluster.namesrv, timeout_s=1.0) as admin:
+        for i in range(rounds):
+            with trio.fail_after(ROUND_TIMEOUT_S):
+                leader = await cluster.controller_leader()
+                survivors = [
+                    c.address for c in cluster.controllers() if c.name != leader and c.address
+                ]
+                killed_at = trio.current_time()
+                await cluster.kill(leader)
+                while True:
+                    try:  # answered only by a leader that committed its no-op
+                        await admin.sync_state_set(survivors, broker_name=GROUP)
+                        break
+                    except RocketError:
+                        await trio.sleep(0.02)
+                took_s = trio.current_time() - killed_at
+                times_s.append(took_s)
+                found = await cluster.controller_leader()
+                print(
+                    f"leader round {i + 1}: killed {leader}, new leader {found} serving after {took_s * 1000:.0f} ms"
+                )
+                await cluster.restart(leader)
+                await trio.sleep(2.0)  # the restarted node catches up before the next kill
+    return summary(times_s)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="failover-bench-"))
+    try:
+        async with local_cluster(
+            root / "cluster", "controller", "ASYNC_FLUSH", random.Random(1)
+        ) as cluster:
+            await create_topic(cluster, WorkloadConfig(topic=TOPIC), (GROUP,))
+            result: dict[str, Any] = {}
+            if args.rounds:
+                result["master_kill_to_first_send_ok"] = await master_rounds(cluster, args.rounds)
+            if args.leader_rounds:
+                result["controller_leader_kill_to_serving_leader"] = await leader_rounds(
+                    cluster, args.leader_rounds
+                )
+            return result
+    finally:
+        if not args.dir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=20, help="master kills")
+    parser.add_argument("--leader-rounds", type=int, default=10, help="controller leader kills")
+    parser.add_argument("--dir", help="keep the cluster's data and logs here")
+    parser.add_argument("--out", help="write the figures as JSON")
+    args = parser.parse_args()
+    result = trio.run(main, args)
+    for phase, figures in result.items():
+        extra = f", {figures['acked']} acked, {figures['lost']} lost" if "lost" in figures else ""
+        print(
+            f"{phase}: {figures['rounds']} rounds, p50 {figures['p50_ms']} ms, "
+            f"p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms{extra}"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    master = result.get("master_kill_to_first_send_ok")
+    if master is not None and master["lost"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()
