@@ -224,6 +224,14 @@ def _apply_broker_id(state: ControllerState, c: ApplyBrokerId) -> tuple[Controll
     member = BrokerMember(
         address=_address_of(c.register_check_code), register_check_code=c.register_check_code
     )
+    if c.broker_id < FIRST_BROKER_ID:
+        # Beyond RocketMQ (which stores any long): id 0 means "master" on the NameServer
+        # and negative ids are nobody's; such a broker could never be told apart.
+        return state, _fail(
+            ResponseCode.CONTROLLER_BROKER_ID_INVALID,
+            f"broker id {c.broker_id} is invalid: controller-assigned ids start at "
+            f"{FIRST_BROKER_ID}",
+        )
     if group is None:
         if c.broker_id != FIRST_BROKER_ID:
             return state, _fail(
@@ -388,11 +396,16 @@ def _clean_broker_data(
     brokers = {i: m for i, m in group.brokers.items() if i not in c.broker_ids}
     if not brokers:
         return state.without_group(c.broker_name), Result(broker_name=c.broker_name)
+    master_cleaned = group.master_broker_id in c.broker_ids
     group = attrs.evolve(
         group,
         brokers=brokers,
         sync_state_set=group.sync_state_set - c.broker_ids,
-        master_broker_id=None if group.master_broker_id in c.broker_ids else group.master_broker_id,
+        master_broker_id=None if master_cleaned else group.master_broker_id,
+        # Beyond RocketMQ: a master cleaned while alive (isCleanLivingBroker) sees a newer
+        # epoch without itself as master at its next poll and fences, instead of acking on
+        # at an epoch the controller no longer backs.
+        master_epoch=group.master_epoch + 1 if master_cleaned else group.master_epoch,
     )
     return state.with_group(group), Result(broker_name=c.broker_name)
 

@@ -182,7 +182,7 @@ def check_apply_broker_id(
     if before is None:
         assert r.ok == (c.broker_id == 1)
     else:
-        assert r.ok == (not taken or same_code)
+        assert r.ok == (c.broker_id >= 1 and (not taken or same_code))
     if not r.ok:
         assert r.code == RC.CONTROLLER_BROKER_ID_INVALID
         return
@@ -341,8 +341,10 @@ def check_clean(
     # The master is always a registered SSS member, so cleaning it clears the master.
     kept = before.master_broker_id if before.master_broker_id not in ids else None
     assert after.master_broker_id == kept
+    # Beyond RocketMQ: cleaning the master bumps the master epoch (a living master fences).
+    bumped = before.master_broker_id is not None and kept is None
     assert (after.master_epoch, after.sync_state_set_epoch, after.next_assign_broker_id) == (
-        before.master_epoch,
+        before.master_epoch + bumped,
         before.sync_state_set_epoch,
         before.next_assign_broker_id,
     )

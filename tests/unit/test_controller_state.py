@@ -604,11 +604,12 @@ def test_clean_broker_data_id_lists() -> None:
         clean([3], alive=[1, 2]),
         only(group(1, 2, master=1, master_epoch=1, sss=[1, 2], sss_epoch=2, next_id=4), B),
     )
-    # The dead master: the master goes too (the master is always a registered SSS member).
+    # The dead master: the master goes too (the master is always a registered SSS member),
+    # and (beyond RocketMQ) the master epoch moves on.
     step(
         CLEAN_BASE,
         clean([1], alive=[2, 3]),
-        only(group(2, 3, master_epoch=1, sss=[2, 3], sss_epoch=2, next_id=4), B),
+        only(group(2, 3, master_epoch=2, sss=[2, 3], sss_epoch=2, next_id=4), B),
     )
     # Ids that were never registered: nothing to remove.
     step(CLEAN_BASE, clean([6]), CLEAN_BASE)
@@ -627,7 +628,8 @@ def test_clean_broker_data_clean_living_forces() -> None:
     step(
         CLEAN_BASE,
         clean([1], alive=ALL, living=True),
-        only(group(2, 3, master_epoch=1, sss=[2, 3], sss_epoch=2, next_id=4), B),
+        # Beyond RocketMQ: cleaning the master bumps the master epoch (1 -> 2).
+        only(group(2, 3, master_epoch=2, sss=[2, 3], sss_epoch=2, next_id=4), B),
     )
     step(CLEAN_BASE, clean([1, 2, 3], alive=ALL, living=True, cluster=None), only(B))
 
@@ -839,7 +841,8 @@ def test_clean_broker_data_scenario() -> None:
     invalid = RC.CONTROLLER_INVALID_CLEAN_BROKER_METADATA
     rejected(s, clean([1], alive=ALL), invalid)
     rejected(s, clean(alive=ALL), invalid)
-    step(s, clean([1]), only(group(2, 3, master_epoch=1, sss=[2, 3], sss_epoch=2, next_id=4)))
+    # Upstream keeps master epoch 1 here; we bump it when the master is cleaned.
+    step(s, clean([1]), only(group(2, 3, master_epoch=2, sss=[2, 3], sss_epoch=2, next_id=4)))
     step(s, clean([1, 2, 3]), ControllerState())
     rejected(s, clean([1, 2, 3], living=True, name="broker12"), invalid)
     rejected(s, clean([1, 2, 3], living=True, name="broker12", cluster=None), invalid)
@@ -917,3 +920,10 @@ def test_snapshot_that_is_not_a_map_raises_value_error(payload: Any) -> None:
 def test_snapshot_group_name_must_be_text() -> None:
     with pytest.raises(ValueError, match="group 7"):
         from_payload({7: _good_group()})
+
+
+def test_apply_broker_id_below_the_first_id_is_invalid() -> None:
+    """Beyond RocketMQ: id 0 means "master" to the NameServer; ids start at 1."""
+    s, _ = apply(ControllerState(), apply_id(1))
+    for bad in (0, -1):
+        rejected(s, apply_id(bad, code="127.0.0.1:9999;1"), RC.CONTROLLER_BROKER_ID_INVALID)
