@@ -447,6 +447,7 @@ class BrokerAgent:
             raise ControllerUnavailable(f"GetReplicaInfo: {response.code} {response.remark}")
         notice = _notice_from(response.ext_fields, response.body)
         if notice is None:
+            self._deposed_without_successor(int(response.ext_fields.get("masterEpoch") or 0))
             return
         if notice.master_id == self.broker_id and notice.master_epoch == self.epoch:
             self.lease_renewed_at = sent_at
@@ -461,6 +462,20 @@ class BrokerAgent:
             slave.set_master(notice.master_ha_address, notice.master_epoch)
         if notice.master_epoch > self.epoch and notice.master_address:
             await self.apply(notice)
+
+    def _deposed_without_successor(self, controller_epoch: int) -> None:
+        """The controller has no master at an epoch above ours (our master id was cleaned,
+        or nobody was electable): a master fences itself and asks for an election."""
+        if self.is_master and controller_epoch > self.epoch:
+            log.warning(
+                "%s: the controller has no master at epoch %d (this master holds %d); fenced",
+                self.broker.name,
+                controller_epoch,
+                self.epoch,
+            )
+            self.broker.fenced = True
+            self.master_id = None
+            self.lease_renewed_at = None
 
     # --- role changes --------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import trio
 from broker.agent import IDENTITY_FILE, TEMP_IDENTITY_FILE, IdentityError, read_identity
 from broker.config import BrokerConfig
 from broker.server import Broker
+from client.admin import open_admin
 from namesrv.server import NameServer, NameServerConfig
 from protocol.codes import RequestCode, ResponseCode
 from protocol.controller_bodies import EpochEntryCache
@@ -265,6 +266,33 @@ async def test_whole_quorum_down_an_all_ack_master_with_members_keeps_acking(
                 expect(await master.send(TOPIC, b"no quorum %d" % i), ResponseCode.SUCCESS)
             slave = next(e for e in group.envs if e is not master)
             assert slave.b.store.max_physical_offset == master.b.store.max_physical_offset
+
+
+async def test_a_living_master_cleaned_by_the_admin_fences_and_a_member_takes_over(
+    tmp_path: Path,
+) -> None:
+    """cleanBrokerMetadata -l of the living master: the controller bumps the master epoch
+    with no master; the old master sees it at its next poll, stops acking, and the
+    SyncStateSet member left is elected."""
+    with trio.fail_after(90):
+        async with controller_group(tmp_path, replicas=2, lease_s=3.0) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 2)
+            expect(await master.send(TOPIC, b"before"), ResponseCode.SUCCESS)
+            assert master.b.controller_id is not None
+            async with open_admin("127.0.0.1:1") as admin:
+                await admin.clean_broker_metadata(
+                    group.quorum.addrs,
+                    broker_name=master.config.broker_name,
+                    broker_ids=[master.b.controller_id],
+                    clean_living=True,
+                )
+            await wait_until(
+                lambda: not master.b.accepts_writes, timeout_s=20.0, what="old master fenced"
+            )
+            other = next(e for e in group.envs if e is not master)
+            await wait_until(lambda: other.b.accepts_writes, timeout_s=20.0, what="new master")
+            expect(await other.send(TOPIC, b"after"), ResponseCode.SUCCESS)
 
 
 async def test_an_identity_file_of_another_group_refuses_to_start(tmp_path: Path) -> None:
