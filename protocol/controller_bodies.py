@@ -19,54 +19,18 @@ from typing import Any
 import attrs
 
 from protocol.errors import MalformedBody
-from protocol.route import dumps_json, loads_fastjson
+from protocol.jsonbody import (
+    as_object,
+    dumps_json,
+    int_field,
+    load_json_body,
+    opt_int_field,
+    opt_str_field,
+    str_field,
+)
 
 #: Java's Long.MAX_VALUE: the end offset of the last (open) epoch entry.
 OPEN_END_OFFSET = 2**63 - 1
-
-
-def _load(data: bytes, what: str) -> Any:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedBody(f"{what}: body is not UTF-8") from exc
-    return loads_fastjson(text)
-
-
-def _obj(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise MalformedBody(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _int(obj: Mapping[str, Any], key: str, what: str, default: int | None = None) -> int:
-    value = obj.get(key)
-    if value is None:
-        if default is None:
-            raise MalformedBody(f"{what}: missing {key!r}")
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedBody(f"{what}: {key!r} must be an integer, got {value!r}")
-    return value
-
-
-def _opt_int(obj: Mapping[str, Any], key: str, what: str) -> int | None:
-    return None if obj.get(key) is None else _int(obj, key, what)
-
-
-def _str(obj: Mapping[str, Any], key: str, what: str, default: str | None = None) -> str:
-    value = obj.get(key)
-    if value is None:
-        if default is None:
-            raise MalformedBody(f"{what}: missing {key!r}")
-        return default
-    if not isinstance(value, str):
-        raise MalformedBody(f"{what}: {key!r} must be a string, got {value!r}")
-    return value
-
-
-def _opt_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
-    return None if obj.get(key) is None else _str(obj, key, what)
 
 
 def _ids(obj: Mapping[str, Any], key: str, what: str) -> frozenset[int]:
@@ -115,15 +79,15 @@ class SyncStateSet:
     @classmethod
     def from_json(cls, value: Any) -> SyncStateSet:
         what = "SyncStateSet"
-        obj = _obj(value, what)
+        obj = as_object(value, what)
         return cls(
             sync_state_set=_ids(obj, "syncStateSet", what),
-            sync_state_set_epoch=_int(obj, "syncStateSetEpoch", what),
+            sync_state_set_epoch=int_field(obj, "syncStateSetEpoch", None, what),
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SyncStateSet:
-        return cls.from_json(_load(data, "SyncStateSet"))
+        return cls.from_json(load_json_body(data, "SyncStateSet"))
 
 
 # --- ElectMaster -------------------------------------------------------------------------
@@ -149,8 +113,8 @@ class BrokerMemberGroup:
     @classmethod
     def from_json(cls, value: Any) -> BrokerMemberGroup:
         what = "BrokerMemberGroup"
-        obj = _obj(value, what)
-        raw = _obj(obj.get("brokerAddrs") or {}, f"{what}.brokerAddrs")
+        obj = as_object(value, what)
+        raw = as_object(obj.get("brokerAddrs") or {}, f"{what}.brokerAddrs")
         addrs: dict[int, str] = {}
         for key, addr in raw.items():
             try:
@@ -161,8 +125,8 @@ class BrokerMemberGroup:
                 raise MalformedBody(f"{what}: address of {key} must be a string, got {addr!r}")
             addrs[broker_id] = addr
         return cls(
-            cluster=_str(obj, "cluster", what, ""),
-            broker_name=_str(obj, "brokerName", what, ""),
+            cluster=str_field(obj, "cluster", "", what),
+            broker_name=str_field(obj, "brokerName", "", what),
             broker_addrs=addrs,
         )
 
@@ -185,7 +149,7 @@ class ElectMasterResponseBody:
     @classmethod
     def from_bytes(cls, data: bytes) -> ElectMasterResponseBody:
         what = "ElectMasterResponseBody"
-        obj = _obj(_load(data, what), what)
+        obj = as_object(load_json_body(data, what), what)
         group = obj.get("brokerMemberGroup")
         return cls(
             broker_member_group=None if group is None else BrokerMemberGroup.from_json(group),
@@ -203,7 +167,7 @@ def broker_names_body(names: Iterable[str]) -> bytes:
 
 def parse_broker_names(data: bytes) -> list[str]:
     what = "GetSyncStateData body"
-    value = _load(data, what)
+    value = load_json_body(data, what)
     if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
         raise MalformedBody(f"{what}: expected a JSON array of broker names, got {value!r}")
     return list(dict.fromkeys(value))
@@ -227,14 +191,14 @@ class ReplicaIdentity:
     @classmethod
     def from_json(cls, value: Any) -> ReplicaIdentity:
         what = "ReplicaIdentity"
-        obj = _obj(value, what)
+        obj = as_object(value, what)
         alive = obj.get("alive")
         if not isinstance(alive, bool):
             raise MalformedBody(f"{what}: 'alive' must be true or false, got {alive!r}")
         return cls(
-            broker_name=_str(obj, "brokerName", what, ""),
-            broker_id=_int(obj, "brokerId", what),
-            broker_address=_str(obj, "brokerAddress", what, ""),
+            broker_name=str_field(obj, "brokerName", "", what),
+            broker_id=int_field(obj, "brokerId", None, what),
+            broker_address=str_field(obj, "brokerAddress", "", what),
             alive=alive,
         )
 
@@ -268,12 +232,12 @@ class ReplicasInfo:
     @classmethod
     def from_json(cls, value: Any) -> ReplicasInfo:
         what = "ReplicasInfo"
-        obj = _obj(value, what)
+        obj = as_object(value, what)
         return cls(
-            master_broker_id=_opt_int(obj, "masterBrokerId", what),
-            master_address=_opt_str(obj, "masterAddress", what),
-            master_epoch=_int(obj, "masterEpoch", what, 0),
-            sync_state_set_epoch=_int(obj, "syncStateSetEpoch", what, 0),
+            master_broker_id=opt_int_field(obj, "masterBrokerId", what),
+            master_address=opt_str_field(obj, "masterAddress", what),
+            master_epoch=int_field(obj, "masterEpoch", 0, what),
+            sync_state_set_epoch=int_field(obj, "syncStateSetEpoch", 0, what),
             in_sync_replicas=tuple(
                 ReplicaIdentity.from_json(r) for r in _list(obj, "inSyncReplicas", what)
             ),
@@ -302,8 +266,8 @@ class BrokerReplicasInfo:
     @classmethod
     def from_bytes(cls, data: bytes) -> BrokerReplicasInfo:
         what = "BrokerReplicasInfo"
-        obj = _obj(_load(data, what), what)
-        table = _obj(obj.get("replicasInfoTable") or {}, f"{what}.replicasInfoTable")
+        obj = as_object(load_json_body(data, what), what)
+        table = as_object(obj.get("replicasInfoTable") or {}, f"{what}.replicasInfoTable")
         return cls(
             replicas_info_table={name: ReplicasInfo.from_json(v) for name, v in table.items()}
         )
@@ -324,11 +288,11 @@ class EpochEntry:
     @classmethod
     def from_json(cls, value: Any) -> EpochEntry:
         what = "EpochEntry"
-        obj = _obj(value, what)
+        obj = as_object(value, what)
         return cls(
-            epoch=_int(obj, "epoch", what),
-            start_offset=_int(obj, "startOffset", what),
-            end_offset=_int(obj, "endOffset", what, OPEN_END_OFFSET),
+            epoch=int_field(obj, "epoch", None, what),
+            start_offset=int_field(obj, "startOffset", None, what),
+            end_offset=int_field(obj, "endOffset", OPEN_END_OFFSET, what),
         )
 
     def __str__(self) -> str:
@@ -363,11 +327,11 @@ class EpochEntryCache:
     @classmethod
     def from_bytes(cls, data: bytes) -> EpochEntryCache:
         what = "EpochEntryCache"
-        obj = _obj(_load(data, what), what)
+        obj = as_object(load_json_body(data, what), what)
         return cls(
-            cluster_name=_str(obj, "clusterName", what, ""),
-            broker_name=_str(obj, "brokerName", what, ""),
-            broker_id=_int(obj, "brokerId", what, 0),
+            cluster_name=str_field(obj, "clusterName", "", what),
+            broker_name=str_field(obj, "brokerName", "", what),
+            broker_id=int_field(obj, "brokerId", 0, what),
             epoch_list=tuple(EpochEntry.from_json(e) for e in _list(obj, "epochList", what)),
-            max_offset=_int(obj, "maxOffset", what, 0),
+            max_offset=int_field(obj, "maxOffset", 0, what),
         )

@@ -102,6 +102,10 @@ def int_field(obj: Mapping[str, Any], key: str, default: int | None, what: str) 
     return value
 
 
+def opt_int_field(obj: Mapping[str, Any], key: str, what: str) -> int | None:
+    return None if obj.get(key) is None else int_field(obj, key, None, what)
+
+
 def str_field(obj: Mapping[str, Any], key: str, default: str | None, what: str) -> str:
     value = obj.get(key)
     if value is None:
