@@ -32,14 +32,11 @@ import argparse
 import itertools
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -48,6 +45,7 @@ from typing import Any
 import attrs
 import trio
 
+from bench.servers import BROKER_READY, Server, namesrv_process, rmq_argv, server_process
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError
@@ -73,85 +71,11 @@ CONSUMER_GROUP = "bench-consumer-group"
 PULL_BATCH = 32
 FLAG_SUBSCRIPTION = 0x4
 PERM_READ_WRITE = 6
-_START_TIMEOUT_S = 60.0
-_STOP_TIMEOUT_S = 30.0
-_NAMESRV_READY = re.compile(rb"The Name Server boot success\. address=([0-9.]+:[0-9]+)")
-_BROKER_READY = re.compile(rb"The broker\[[^,\]]+, ([0-9.]+:[0-9]+)\] boot success")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _ALL_PHASES = "a,b,c,d,e"
 
 
 # --- server processes ---------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Server:
-    """A running server process: its name, address and pid."""
-
-    name: str
-    addr: str
-    pid: int
-
-
-def rmq_argv(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("rmq")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "client.cli.app", *args]
-
-
-@asynccontextmanager
-async def server_process(
-    name: str, argv: list[str], ready: re.Pattern[bytes]
-) -> AsyncIterator[Server]:
-    """Start ``argv``, wait for its ready line, yield it; SIGTERM → bounded wait → kill."""
-    process = await trio.lowlevel.open_process(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    stderr_tail: deque[bytes] = deque(maxlen=64)
-    try:
-        async with trio.open_nursery() as nursery:
-            assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(_drain, process.stderr, stderr_tail)
-            addr = await _ready_address(name, process.stdout, ready, stderr_tail)
-            nursery.start_soon(_drain, process.stdout, deque(maxlen=16))
-            yield Server(name=name, addr=addr, pid=process.pid)
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                with trio.move_on_after(_STOP_TIMEOUT_S):
-                    await process.wait()
-            if process.returncode is None:
-                print(f"{name} did not stop in {_STOP_TIMEOUT_S:.0f} s; killing it", flush=True)
-                process.kill()
-                await process.wait()
-
-
-async def _ready_address(
-    name: str, stdout: trio.abc.ReceiveStream, ready: re.Pattern[bytes], tail: deque[bytes]
-) -> str:
-    seen = b""
-    with trio.move_on_after(_START_TIMEOUT_S):
-        while chunk := await stdout.receive_some(4096):
-            seen += chunk
-            if match := ready.search(seen):
-                return match.group(1).decode()
-    raise SystemExit(
-        f"{name} did not print its ready line:\n" + b"".join(tail).decode(errors="replace")
-    )
-
-
-async def _drain(stream: trio.abc.ReceiveStream, tail: deque[bytes]) -> None:
-    while chunk := await stream.receive_some(65536):
-        tail.append(bytes(chunk))
-
-
-def namesrv_process() -> AbstractAsyncContextManager[Server]:
-    return server_process(
-        "namesrv", rmq_argv("namesrv", "--port", "0", "--log-level", "WARNING"), _NAMESRV_READY
-    )
 
 
 def broker_process(
@@ -174,7 +98,7 @@ def broker_process(
     )
     if segment_bytes is not None:
         argv += ["--segment-bytes", str(segment_bytes)]
-    return server_process(name, argv, _BROKER_READY)
+    return server_process(name, argv, BROKER_READY)
 
 
 # --- resource sampling --------------------------------------------------------------------------

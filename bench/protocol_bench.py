@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import signal
-import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +24,7 @@ from typing import Any
 
 import trio
 
+from bench.servers import namesrv_process
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError
@@ -40,9 +37,6 @@ from protocol.headers import (
 from protocol.route import DataVersion, RegisterBrokerBody, TopicConfig
 from protocol.rpc import RemotingClient, open_client
 
-_READY = re.compile(rb"The Name Server boot success\. address=([0-9.]+:[0-9]+)")
-_START_TIMEOUT_S = 30.0
-_STOP_TIMEOUT_S = 10.0
 _CALL_TIMEOUT_S = 10.0
 BENCH_TOPIC = "BenchTopic"
 
@@ -119,60 +113,6 @@ def _rate(fn: Callable[[], object], seconds: float, batch: int = 200) -> float:
 
 
 # --- (b) NameServer round trips ---------------------------------------------------------------
-
-
-def rmq_argv(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("rmq")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "client.cli.app", *args]
-
-
-@asynccontextmanager
-async def namesrv_process() -> AsyncIterator[str]:
-    """``rmq namesrv --port 0`` in its own process; yields its address; SIGTERM → kill."""
-    process = await trio.lowlevel.open_process(
-        rmq_argv("namesrv", "--port", "0", "--log-level", "WARNING"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    stderr_tail: deque[bytes] = deque(maxlen=64)
-    try:
-        async with trio.open_nursery() as nursery:
-            assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(_drain, process.stderr, stderr_tail)
-            addr = await _ready_address(process.stdout, stderr_tail)
-            nursery.start_soon(_drain, process.stdout, deque(maxlen=64))
-            yield addr
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                with trio.move_on_after(_STOP_TIMEOUT_S):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-async def _ready_address(stdout: trio.abc.ReceiveStream, stderr_tail: deque[bytes]) -> str:
-    seen = b""
-    with trio.move_on_after(_START_TIMEOUT_S):
-        while chunk := await stdout.receive_some(4096):
-            seen += chunk
-            if match := _READY.search(seen):
-                return match.group(1).decode()
-    raise SystemExit(
-        "rmq namesrv did not print its ready line:\n"
-        + b"".join(stderr_tail).decode(errors="replace")
-    )
-
-
-async def _drain(stream: trio.abc.ReceiveStream, tail: deque[bytes]) -> None:
-    while chunk := await stream.receive_some(65536):
-        tail.append(bytes(chunk))
 
 
 async def register_bench_broker(client: RemotingClient, addr: str) -> None:
@@ -260,7 +200,7 @@ async def _namesrv(addr: str | None) -> AsyncIterator[str]:
         yield addr
         return
     async with namesrv_process() as spawned:
-        yield spawned
+        yield spawned.addr
 
 
 # --- main -------------------------------------------------------------------------------------

@@ -27,23 +27,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import re
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+from bench.servers import BROKER_READY, NAMESRV_READY, Server, rmq_argv, server_process
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError
@@ -55,10 +49,6 @@ MIB = 1024 * 1024
 TOPIC = "ReplBench"
 QUEUES = 8
 PRODUCER_GROUP = "repl-bench"
-_START_TIMEOUT_S = 60.0
-_STOP_TIMEOUT_S = 30.0
-_NAMESRV_READY = re.compile(rb"The Name Server boot success\. address=([0-9.]+:[0-9]+)")
-_BROKER_READY = re.compile(rb"The broker\[[^,\]]+, ([0-9.]+:[0-9]+)\] boot success")
 #: Timers of the benchmarked brokers (RocketMQ's keys); defaults otherwise.
 _BROKER_TOML = """[broker]
 brokerName = "broker-a"
@@ -68,63 +58,6 @@ slave_register_interval_s = 0.5
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Server:
-    name: str
-    addr: str
-    pid: int
-
-
-def rmq_argv(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("rmq")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "client.cli.app", *args]
-
-
-@asynccontextmanager
-async def server(name: str, argv: list[str], ready: re.Pattern[bytes]) -> AsyncIterator[Server]:
-    """Start ``argv``, wait for its ready line; SIGTERM → bounded wait → SIGKILL at the end."""
-    process = await trio.lowlevel.open_process(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    tail: deque[bytes] = deque(maxlen=64)
-    try:
-        async with trio.open_nursery() as nursery:
-            assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(_drain, process.stderr, tail)
-            addr = await _ready(name, process.stdout, ready, tail)
-            nursery.start_soon(_drain, process.stdout, deque(maxlen=4))
-            yield Server(name, addr, process.pid)
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                with trio.move_on_after(_STOP_TIMEOUT_S):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-async def _ready(
-    name: str, stdout: trio.abc.ReceiveStream, ready: re.Pattern[bytes], tail: deque[bytes]
-) -> str:
-    seen = b""
-    with trio.move_on_after(_START_TIMEOUT_S):
-        while chunk := await stdout.receive_some(4096):
-            seen += chunk
-            if match := ready.search(seen):
-                return match.group(1).decode()
-    raise SystemExit(f"{name} printed no ready line:\n" + b"".join(tail).decode(errors="replace"))
-
-
-async def _drain(stream: trio.abc.ReceiveStream, tail: deque[bytes]) -> None:
-    while chunk := await stream.receive_some(65536):
-        tail.append(bytes(chunk))
 
 
 def broker(namesrv: str, store: Path, role: str, broker_id: int) -> Any:
@@ -148,7 +81,7 @@ def broker(namesrv: str, store: Path, role: str, broker_id: int) -> Any:
         "--log-level",
         "WARNING",
     )
-    return server(f"{store.name} ({role})", argv, _BROKER_READY)
+    return server_process(f"{store.name} ({role})", argv, BROKER_READY)
 
 
 # --- wire ---------------------------------------------------------------------------------------
@@ -412,7 +345,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "rounds": [],
     }
     namesrv_argv = rmq_argv("namesrv", "--port", "0", "--log-level", "WARNING")
-    async with server("namesrv", namesrv_argv, _NAMESRV_READY) as namesrv:
+    async with server_process("namesrv", namesrv_argv, NAMESRV_READY) as namesrv:
         if "a" in args.phases or "b" in args.phases:
             print(
                 f"(a)/(b) {args.size} B messages, {args.concurrency} in flight, "
