@@ -140,7 +140,12 @@ class Connection:
         round_written = self._round_written = trio.Event()
         try:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            await self._write_round()
+            # Shielded from the lock wait on: this round's frames (ours and its waiters')
+            # are queued, and a creator cancelled before it took them would leave them
+            # unwritten and the round marked written, so every later send on the
+            # connection would "succeed" without a byte sent. Bounded by write_timeout_s.
+            with trio.CancelScope(shield=True):
+                await self._write_round()
         finally:
             round_written.set()
 

@@ -694,3 +694,43 @@ async def test_call_to_nobody_is_a_network_error() -> None:
     async with open_client() as client:
         with trio.fail_after(WAIT_S), pytest.raises(NetworkError, match="cannot connect"):
             await client.call(f"127.0.0.1:{port}", echo_request())
+
+
+async def test_a_round_creator_cancelled_while_waiting_for_the_lock_still_writes() -> None:
+    """Found by the SDK failover tests: the task opening a write round was cancelled while
+    another round held the send lock; the round was marked written with its frames still
+    queued, and every later send on that connection returned without sending a byte."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            accepted: list[trio.SocketStream] = []
+
+            async def accept() -> None:
+                accepted.append(await listeners[0].accept())
+
+            nursery.start_soon(accept)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await trio.testing.wait_all_tasks_blocked()
+            conn = Connection(stream, name="t", handlers={}, config=TransportConfig())
+            request = RemotingCommand.request(RequestCode.GET_ROUTEINFO_BY_TOPIC)
+            await conn._send_lock.acquire()  # another round is being written
+            scope = trio.CancelScope()
+
+            async def creator() -> None:
+                with scope:
+                    await conn.send(request)
+
+            nursery.start_soon(creator)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()  # the next round's creator, cancelled while it waits for the lock
+            await trio.testing.wait_all_tasks_blocked()
+            conn._send_lock.release()
+            await conn.send(request)  # a later sender
+            frame = request.encode()
+            received = b""
+            while len(received) < 2 * len(frame):
+                received += await accepted[0].receive_some(65536)
+            assert received == 2 * frame
+            for resource in (stream, accepted[0], listeners[0]):
+                await resource.aclose()
