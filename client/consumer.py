@@ -6,6 +6,25 @@ Guarantees (stated here so users can rely on them):
   least once while its group consumes the topic. Duplicates are possible: after a crash,
   after a queue moves to another consumer while its messages are in flight, after a
   send-back whose answer was lost. De-duplicate by ``ReceivedMessage.msg_id`` when needed.
+- **Position kept through failover.** While a broker group's master is down, its queues
+  stay owned and are pulled from a slave (the route still lists it; a pull that fails at
+  the master is tried at a slave next), and offsets are read from and committed to that
+  slave. A queue is never started at a guessed offset: when no broker of the group
+  answers, or only a slave that has no offset for the group, the queue starts later
+  (the next rebalance round) instead of at 0 or at the end. An offset read from a slave
+  that lags, or from a restarted master that lost recent commits, never puts a queue
+  below the position this consumer itself had for it; a slave behind our position is
+  waited for, not followed backwards. Once the master is back, pulls return to it (the
+  slave says so) and commits reach it (a commit only a slave took is sent again).
+- **Duplicates are bounded** by what was in flight (pulled, not yet settled) plus what
+  was settled since the last commit (``persist_interval_s``; commits also ride on every
+  pull to a master) on the queues that move: at a crash, at a queue moving between
+  consumers, and while consumers disagree on a topic's queues. That disagreement is kept
+  short: a route refresh that finds a subscribed topic's queues or brokers changed starts
+  a rebalance at once (not only NOTIFY_CONSUMER_IDS_CHANGED or the 20 s timer), a lost
+  connection to a broker of the route triggers a refresh within a second, and a degraded
+  route (a group or a master missing) is polled every second until it heals. A change the
+  NameServer alone sees (a broker's link to it cut) waits for ``route_refresh_interval_s``.
 - **Offsets never run ahead of the listener.** A queue's committable offset is the lowest
   offset handed to the listener that has not finished (or, with nothing in flight, the
   next offset to pull). Only that offset is committed: every message before it returned
@@ -64,7 +83,7 @@ import attrs
 import trio
 
 from client.message import ReceivedMessage
-from client.offsets import BrokerOffsetStore, LocalFileOffsetStore, OffsetStore
+from client.offsets import BrokerOffsetStore, LocalFileOffsetStore, OffsetStore, call_replicas
 from client.producer import local_ip
 from client.routes import RouteCache, TopicInfo
 from protocol.bodies import (
@@ -91,6 +110,7 @@ from protocol.errors import (
     NetworkError,
     ProtocolError,
     RocketError,
+    TopicNotExist,
     error_for_response,
 )
 from protocol.headers import (
@@ -128,6 +148,14 @@ PULL_SUBSCRIPTION = 0x4
 #: A client considers its queue lock valid this long after the broker granted it
 #: (RocketMQ's client-side REBALANCE_LOCK_MAX_LIVE_TIME; the broker keeps it 60 s).
 LOCK_VALID_S = 30.0
+
+#: Route poll period while a subscribed topic's route lacks a broker group it had lately,
+#: or a group lacks its master, and for ROUTE_BURST_S after a broker connection was lost.
+FAST_ROUTE_REFRESH_S = 1.0
+#: After a broker hangs up, the NameServer may still list it for a moment: poll fast a while.
+ROUTE_BURST_S = 5.0
+#: A group absent from a topic's route this long is no longer expected back.
+FORGET_GROUP_S = 600.0
 
 
 def retry_topic(group: str) -> str:
@@ -180,6 +208,8 @@ class PullResult:
     max_offset: int
     messages: tuple[ReceivedMessage, ...] = ()
     suggest_which_broker_id: int = MASTER_ID
+    #: The broker of the group that answered (0: the master).
+    broker_id: int = MASTER_ID
 
 
 Listener = Callable[[list[ReceivedMessage]], Awaitable[ConsumeResult]]
@@ -191,8 +221,11 @@ class QueueStatistics:
     committable_offset: int
     inflight: int
     max_inflight_seen: int
+    #: The broker id the next pull asks for (the last answer's suggestWhichBrokerId).
     broker_id: int
     locked: bool
+    #: The broker id that answered the last pull (0: the master).
+    answered_by: int = MASTER_ID
 
 
 @attrs.frozen(kw_only=True)
@@ -419,15 +452,80 @@ def check_pull_offsets(result: PullResult, requested: int) -> None:
         )
 
 
-def pull_target(info: TopicInfo, broker_name: str, suggested_id: int) -> str:
-    """The address to pull from: the suggested broker if routed, else the master, else any."""
+def pull_replica(info: TopicInfo, broker_name: str, suggested_id: int) -> tuple[int, str]:
+    """(broker id, address) to pull from: the suggested broker if routed, else the master,
+    else the slave with the lowest id (findBrokerAddressInSubscribe, onlyThisBroker=false).
+    """
     addrs = info.addresses_of(broker_name)
     for broker_id in (suggested_id, MASTER_ID):
         if broker_id in addrs:
-            return addrs[broker_id]
+            return broker_id, addrs[broker_id]
     if addrs:
-        return addrs[min(addrs)]
+        return min(addrs), addrs[min(addrs)]
     raise NetworkError(f"broker group {broker_name} of {info.topic} has no address in its route")
+
+
+def pull_target(info: TopicInfo, broker_name: str, suggested_id: int) -> str:
+    """The address to pull from: the suggested broker if routed, else the master, else any."""
+    return pull_replica(info, broker_name, suggested_id)[1]
+
+
+def failover_broker_id(info: TopicInfo | None, broker_name: str, failed_id: int) -> int:
+    """Whom to pull from after a pull from ``failed_id`` failed: a slave after the master
+    (the master may be dead while the NameServer still lists it), the master after a slave.
+    """
+    if failed_id != MASTER_ID or info is None:
+        return MASTER_ID
+    slaves = [i for i in info.addresses_of(broker_name) if i != MASTER_ID]
+    return min(slaves) if slaves else MASTER_ID
+
+
+@attrs.define
+class RouteHealth:
+    """What each topic's route had lately. Pure: time comes in as ``now_s``.
+
+    A route is degraded while it lacks a broker group it had within ``forget_s`` (a group
+    without slaves lost its master; the NameServer lost a broker), or a group has had no
+    master for less than ``forget_s``, or the topic vanished. A consumer polls degraded routes fast, so it sees the
+    group or master come back within about a second, as its peers do.
+    """
+
+    forget_s: float = FORGET_GROUP_S
+    #: topic -> (broker name, "group" | "master") -> when last seen.
+    _seen: dict[str, dict[tuple[str, str], float]] = attrs.field(factory=dict)
+    _degraded: set[str] = attrs.field(factory=set)
+
+    def note(self, info: TopicInfo, now_s: float) -> None:
+        seen = self._seen.setdefault(info.topic, {})
+        present = {(d.broker_name, "group") for d in info.route.broker_datas}
+        present |= {
+            (d.broker_name, "master")
+            for d in info.route.broker_datas
+            if MASTER_ID in d.broker_addrs
+        }
+        for key in present:
+            seen[key] = now_s
+        for data in info.route.broker_datas:  # every group is expected to get a master
+            seen.setdefault((data.broker_name, "master"), now_s)
+        for key, at in list(seen.items()):
+            if now_s - at > self.forget_s:
+                del seen[key]
+        if seen.keys() - present:
+            self._degraded.add(info.topic)
+        else:
+            self._degraded.discard(info.topic)
+
+    def vanished(self, topic: str, now_s: float) -> None:
+        """The NameServer has no route of ``topic`` now (TopicNotExist)."""
+        seen = self._seen.get(topic, {})
+        if any(now_s - at <= self.forget_s for at in seen.values()):
+            self._degraded.add(topic)
+        else:
+            self._seen.pop(topic, None)
+            self._degraded.discard(topic)
+
+    def degraded(self) -> bool:
+        return bool(self._degraded)
 
 
 def _chunks(items: Sequence[ReceivedMessage], size: int) -> Iterable[list[ReceivedMessage]]:
@@ -501,7 +599,7 @@ class BrokerApi:
         timeout_s: float | None = None,
     ) -> PullResult:
         info = await self.routes.get(queue.topic)
-        addr = pull_target(info, queue.broker_name, broker_id)
+        target_id, addr = pull_replica(info, queue.broker_name, broker_id)
         header = PullMessageRequestHeader(
             consumer_group=group,
             topic=queue.topic,
@@ -518,30 +616,40 @@ class BrokerApi:
         request = RemotingCommand.request(RequestCode.PULL_MESSAGE, header.to_ext_fields())
         timeout = (self.timeout_s if timeout_s is None else timeout_s) + suspend_s
         response = await self.client.call(addr, request, timeout_s=timeout)
-        return parse_pull_response(response, queue, subscription)
+        result = parse_pull_response(response, queue, subscription)
+        return attrs.evolve(result, broker_id=target_id)
 
     async def _queue_offset(
         self, code: int, queue: MessageQueue, header_ext: dict[str, str]
-    ) -> int:
+    ) -> tuple[int, int]:
+        """(broker id, offset), asked of the master, else (not routed or not answering) of
+        a slave: a slave's answer may lag the master's by what it has not replicated yet."""
         request = RemotingCommand.request(code, header_ext)
-        response = await self.call(await self.master(queue), request)
-        return OffsetResponseHeader.from_ext_fields(response.ext_fields).offset
+        broker_id, response = await call_replicas(
+            self.client, self.routes, queue, request, timeout_s=self.timeout_s
+        )
+        check_success(response)
+        return broker_id, OffsetResponseHeader.from_ext_fields(response.ext_fields).offset
 
-    async def max_offset(self, queue: MessageQueue) -> int:
+    async def max_offset_at(self, queue: MessageQueue) -> tuple[int, int]:
+        """(id of the broker that answered, its max offset of ``queue``)."""
         header = GetMaxOffsetRequestHeader(topic=queue.topic, queue_id=queue.queue_id)
         return await self._queue_offset(RequestCode.GET_MAX_OFFSET, queue, header.to_ext_fields())
 
+    async def max_offset(self, queue: MessageQueue) -> int:
+        return (await self.max_offset_at(queue))[1]
+
     async def min_offset(self, queue: MessageQueue) -> int:
         header = GetMinOffsetRequestHeader(topic=queue.topic, queue_id=queue.queue_id)
-        return await self._queue_offset(RequestCode.GET_MIN_OFFSET, queue, header.to_ext_fields())
+        code = RequestCode.GET_MIN_OFFSET
+        return (await self._queue_offset(code, queue, header.to_ext_fields()))[1]
 
     async def search_offset(self, queue: MessageQueue, timestamp_ms: int) -> int:
         header = SearchOffsetRequestHeader(
             topic=queue.topic, queue_id=queue.queue_id, timestamp=timestamp_ms
         )
-        return await self._queue_offset(
-            RequestCode.SEARCH_OFFSET_BY_TIMESTAMP, queue, header.to_ext_fields()
-        )
+        code = RequestCode.SEARCH_OFFSET_BY_TIMESTAMP
+        return (await self._queue_offset(code, queue, header.to_ext_fields()))[1]
 
     async def consumer_ids(self, group: str, info: TopicInfo) -> list[str]:
         """GET_CONSUMER_LIST_BY_GROUP from the first broker of the route that answers."""
@@ -693,6 +801,9 @@ class _QueueState:
     running: _Gauge = attrs.field(factory=_Gauge)
     space: trio.Event = attrs.field(factory=trio.Event)
     broker_id: int = MASTER_ID
+    answered_by: int = MASTER_ID
+    #: Set while a lagging slave refuses our offset (logged once per episode).
+    waiting_for_replica: bool = False
     lock_valid_until: float = 0.0
     #: Orderly mode: pulled messages waiting for their turn, and a wake-up for the consumer.
     buffer: deque[ReceivedMessage] = attrs.field(factory=deque)
@@ -767,7 +878,15 @@ class _RebalancingConsumer:
         self._services = trio.CancelScope()
         self._stopping = False
         self._running = _Gauge()
+        self._health = RouteHealth()
+        self._route_poke = trio.Event()
+        self._fast_routes_until = -float("inf")
+        self._refresh_now = False
+        self._rescan_connections = trio.Event()
+        routes.add_listener(self._route_refreshed)
         self.rebalances = 0
+        #: Route refreshes that found a subscribed topic's queues or brokers changed.
+        self.route_changes = 0
         self.consumed_ok = 0
         self.sent_back = 0
         self.dead_lettered = 0
@@ -812,6 +931,7 @@ class _RebalancingConsumer:
                     max_inflight_seen=s.tracker.max_count_seen,
                     broker_id=s.broker_id,
                     locked=s.locked(now_s),
+                    answered_by=s.answered_by,
                 )
                 for q, s in sorted(self._queues.items())
             },
@@ -875,7 +995,8 @@ class _RebalancingConsumer:
                 nursery.start_soon(
                     self._every, self.config.persist_interval_s, self.persist_offsets
                 )
-                nursery.start_soon(self.routes.run_refresh_loop)
+                nursery.start_soon(self._route_loop)
+                nursery.start_soon(self._watch_connections)
                 self._start_services(nursery)
 
     def _start_services(self, nursery: trio.Nursery) -> None:
@@ -970,6 +1091,104 @@ class _RebalancingConsumer:
         ok = await self.api.each(addrs, request, f"{self.group}: heartbeat")
         self._heartbeat_needed = ok < len(addrs) or not addrs
 
+    # --- routes ------------------------------------------------------------------------
+
+    def _route_refreshed(self, previous: TopicInfo | None, info: TopicInfo) -> None:
+        """RouteCache listener: a subscribed topic's queues or brokers changed → rebalance.
+
+        Not only on NOTIFY_CONSUMER_IDS_CHANGED or the 20 s timer: while consumers of a
+        group disagree on a topic's queues (one saw a group leave, one did not yet), both
+        pull the queues they disagree on and every message of those is delivered twice.
+        New brokers get our heartbeat first, so they list us and notify us.
+        """
+        if self._stopping or info.topic not in self._balanced_topics():
+            return
+        self._health.note(info, trio.current_time())
+        if self._health.degraded():
+            self._route_poke.set()  # the route loop shortens its wait
+        if previous is None or previous.layout() == info.layout():
+            return
+        log.info(
+            "%s: route of %s changed: %d readable queues on %s",
+            self.client_id,
+            info.topic,
+            len(info.subscribe),
+            sorted({q.broker_name for q in info.subscribe}),
+        )
+        self.route_changes += 1
+        self._heartbeat_needed = True
+        self._rescan_connections.set()
+        self.request_rebalance()
+
+    def _poke_routes(self, *, now: bool) -> None:
+        """Poll the routes fast for a while (and at once when ``now``)."""
+        self._fast_routes_until = trio.current_time() + ROUTE_BURST_S
+        self._refresh_now |= now
+        self._route_poke.set()
+
+    def _route_wait_s(self) -> float:
+        if self._health.degraded() or trio.current_time() < self._fast_routes_until:
+            return min(self.config.route_refresh_interval_s, FAST_ROUTE_REFRESH_S)
+        return self.config.route_refresh_interval_s
+
+    async def _refresh_routes(self) -> None:
+        """Read the routes of the balanced topics now (the listener reacts to changes)."""
+        for topic in self._balanced_topics():
+            try:
+                await self.routes.refresh(topic)
+            except TopicNotExist:
+                self.routes.invalidate(topic)  # rebalances see it gone (and keep the queues)
+                self._health.vanished(topic, trio.current_time())
+            except RocketError as exc:
+                log.debug("%s: route refresh of %s failed: %s", self.group, topic, exc)
+
+    async def _route_loop(self) -> None:
+        """Every ``route_refresh_interval_s``; every FAST_ROUTE_REFRESH_S while a route is
+        degraded (``RouteHealth``) or just after a broker hung up."""
+        last_s = trio.current_time()
+        while True:
+            with trio.move_on_at(last_s + self._route_wait_s()):
+                await self._route_poke.wait()
+            self._route_poke = trio.Event()
+            now, self._refresh_now = self._refresh_now, False
+            if not now and trio.current_time() < last_s + self._route_wait_s():
+                continue  # woken to shorten the wait, not to refresh yet
+            await self._refresh_routes()
+            last_s = trio.current_time()
+
+    async def _watch_connections(self) -> None:
+        """Refresh the routes as soon as a connection to a broker of our routes is lost.
+
+        A killed master closes every client's connection (heartbeats keep one open to each
+        broker), while only the consumers that pull from it see a failed pull: this lets
+        the others see its group leave the route within about a second too, instead of
+        at their next 30 s poll (README: 1494 duplicates in master_kill_multi_master).
+        """
+        while True:
+            wake = self._rescan_connections = trio.Event()
+            lost: list[str] = []
+            async with trio.open_nursery() as nursery:
+                for addr in self._broker_addresses():
+                    nursery.start_soon(self._watch_connection, addr, lost, wake)
+                # Rescan on a route change (new brokers) and now and then (reconnected).
+                with trio.move_on_after(self.config.heartbeat_interval_s):
+                    await wake.wait()
+                nursery.cancel_scope.cancel()
+            if lost and not self._stopping:
+                log.info("%s: connection to %s lost; reading routes again", self.group, lost)
+                self._poke_routes(now=True)
+                await trio.sleep(FAST_ROUTE_REFRESH_S)  # a broker that keeps hanging up
+
+    async def _watch_connection(self, addr: str, lost: list[str], wake: trio.Event) -> None:
+        try:
+            with trio.fail_after(self.config.timeout_s):
+                conn = await self.api.client.connection(addr)
+        except (RocketError, trio.TooSlowError):
+            return  # unreachable now: its failures show elsewhere (pulls, heartbeats)
+        await conn.closed.wait()
+        lost.append(addr)
+        wake.set()
+
     # --- rebalance ---------------------------------------------------------------------
 
     async def _rebalance_loop(self) -> None:
@@ -1052,7 +1271,25 @@ class _RebalancingConsumer:
         self._nursery.start_soon(self._run_queue, state)
 
     async def _start_offset(self, queue: MessageQueue) -> int:
+        """The group's offset (master, else slave); consume_from only when a master says it
+        has none. Raises when no broker of the group answers: a queue starts later rather
+        than at a guessed offset (0 floods duplicates, the end loses messages)."""
         stored = await self.offsets.read_stored(queue)
+        floor = self.offsets.floor(queue)
+        if floor is not None and (stored is None or floor > stored):
+            # Our own last position is above the broker's (a lagging copy, a master that
+            # lost recent commits). It wins unless a master's queue ends below it: a new
+            # store, whose messages we would skip. A slave's end may just lag behind.
+            broker_id, top = await self.api.max_offset_at(queue)
+            if floor <= top or broker_id != MASTER_ID:
+                log.info(
+                    "%s: %s resumes at its own last position %d, not at the stored %s",
+                    self.group,
+                    queue,
+                    floor,
+                    stored,
+                )
+                return floor
         if stored is not None:
             return stored
         is_retry = queue.topic.startswith(RETRY_PREFIX)
@@ -1122,11 +1359,21 @@ class _RebalancingConsumer:
                     result = await self._pull(state, max_nums)
                 except RocketError as exc:
                     log.warning("%s: pull of %s failed: %s", self.group, state.queue, exc)
-                    self.routes.invalidate(state.queue.topic)
-                    state.broker_id = MASTER_ID
+                    self._pull_failed(state)
                     await trio.sleep(config.pull_backoff_s)
                     continue
                 await self._handle_pull(state, result)
+
+    def _pull_failed(self, state: _QueueState) -> None:
+        """Read the route again; after the master failed, try a slave next (it sends us
+        back with suggestWhichBrokerId=0 while it still hears from its master)."""
+        queue = state.queue
+        info = self.routes.cached(queue.topic)
+        failed_id = state.broker_id
+        if info is not None and info.addresses_of(queue.broker_name):
+            failed_id = pull_replica(info, queue.broker_name, state.broker_id)[0]
+        state.broker_id = failover_broker_id(info, queue.broker_name, failed_id)
+        self.routes.invalidate(queue.topic)
 
     async def _pull(self, state: _QueueState, max_nums: int) -> PullResult:
         sys_flag = PULL_SUSPEND | PULL_SUBSCRIPTION
@@ -1154,6 +1401,31 @@ class _RebalancingConsumer:
     async def _handle_pull(self, state: _QueueState, result: PullResult) -> None:
         tracker = state.tracker
         state.broker_id = result.suggest_which_broker_id
+        state.answered_by = result.broker_id
+        self._check_suggestion(state)
+        if (
+            result.status is PullStatus.OFFSET_ILLEGAL
+            and result.broker_id != MASTER_ID
+            and result.next_begin_offset < tracker.next_offset
+        ):
+            # A slave behind us answers OFFSET_MOVED to its own max offset (RocketMQ's
+            # slaves answer PULL_RETRY_IMMEDIATELY, offsetCheckInSlave=false). Going back
+            # would deliver again what we consumed from the master: wait for the slave to
+            # catch up, or for a master (a new one decides where we continue).
+            if not state.waiting_for_replica:
+                log.info(
+                    "%s: slave %d of %s is behind our offset %d (at %d); waiting",
+                    self.group,
+                    result.broker_id,
+                    state.queue,
+                    tracker.next_offset,
+                    result.next_begin_offset,
+                )
+            state.waiting_for_replica = True
+            state.broker_id = MASTER_ID
+            await trio.sleep(self.config.pull_backoff_s)
+            return
+        state.waiting_for_replica = False
         if result.status is PullStatus.OFFSET_ILLEGAL:
             log.warning(
                 "%s: offset %d of %s is illegal; continuing at %d",
@@ -1176,6 +1448,13 @@ class _RebalancingConsumer:
         self._note_committable(state)
         if messages:
             await self._deliver(state, tracker.generation, messages)
+
+    def _check_suggestion(self, state: _QueueState) -> None:
+        """A broker that names a replica our route lacks knows of a master we do not (it
+        came back, or was elected): poll the route fast until we see it."""
+        info = self.routes.cached(state.queue.topic)
+        if info is not None and state.broker_id not in info.addresses_of(state.queue.broker_name):
+            self._poke_routes(now=False)
 
     # --- offsets -----------------------------------------------------------------------
 
@@ -1529,6 +1808,13 @@ class PullConsumer:
     their subscription expression, so no heartbeat is needed. ``commit`` needs the group
     to exist on the broker (UPDATE_CONSUMER_OFFSET refuses unknown groups with
     ``SubscriptionGroupNotExist``); a pull creates it where the broker auto-creates groups.
+
+    Failover: pulls, offset reads (``committed_offset``, ``max_offset``, ...) and commits
+    go to the queue's master, else to a slave of its group (after a failure the route is
+    read again). A slave's answers may lag the master's; ``committed_offset`` raises
+    ``NetworkError`` rather than answer None when only a slave answered and it has no
+    offset. A commit a slave took is overwritten by the master's value once the master is
+    back: commit again then (``commit`` returns True once a master took it).
     """
 
     def __init__(
@@ -1582,11 +1868,14 @@ class PullConsumer:
         """The group's committed offset of ``queue``; None when it has none."""
         return await self._offsets.read_stored(queue)
 
-    async def commit(self, queue: MessageQueue, offset: int) -> None:
-        """Store ``offset`` (the next message to consume) as the group's offset of ``queue``."""
+    async def commit(self, queue: MessageQueue, offset: int) -> bool:
+        """Store ``offset`` (the next message to consume) as the group's offset of ``queue``.
+
+        True when the master took it, False when only a slave could (master down).
+        """
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
-        await self._offsets.commit(queue, offset)
+        return await self._offsets.commit(queue, offset)
 
     async def max_offset(self, queue: MessageQueue) -> int:
         return await self.api.max_offset(queue)
@@ -1796,14 +2085,17 @@ __all__ = [
     "PullStatus",
     "PushConsumer",
     "QueueStatistics",
+    "RouteHealth",
     "accepts",
     "allocate_averagely",
     "dlq_topic",
+    "failover_broker_id",
     "make_consumer_client_id",
     "open_lite_pull_consumer",
     "open_pull_consumer",
     "open_push_consumer",
     "parse_pull_response",
+    "pull_replica",
     "pull_target",
     "retry_topic",
 ]

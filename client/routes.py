@@ -5,6 +5,9 @@ Rules (reference/rocketmq-wire.md §4.2–§4.4):
   is refreshed every ``refresh_interval_s`` (30 s) and at once after any failure that may
   mean it changed (``invalidate``), so a failover is seen in one round trip, not 30 s.
 - Publish queues: writable QueueData whose group has a master; subscribe queues: readable.
+- Listeners (``add_listener``) hear of every successful refresh with the route it
+  replaces, so a consumer can rebalance as soon as a topic's queues or brokers change
+  instead of on its next timer.
 - ``FaultStrategy`` is RocketMQ's MQFaultStrategy table: a broker whose last send took
   long, or failed, is avoided for a while. Pure: time comes in as ``now_s``.
 """
@@ -12,7 +15,7 @@ Rules (reference/rocketmq-wire.md §4.2–§4.4):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
@@ -94,6 +97,24 @@ class TopicInfo:
     def all_addresses(self) -> list[str]:
         return sorted({a for d in self.route.broker_datas for a in d.broker_addrs.values()})
 
+    def replicas_of(self, broker_name: str) -> list[tuple[int, str]]:
+        """The group's (broker id, address) pairs, master (id 0) first, then slaves by id."""
+        return sorted(self.addresses_of(broker_name).items())
+
+    def layout(self) -> tuple[frozenset[MessageQueue], frozenset[MessageQueue], frozenset[object]]:
+        """What a client acts on: subscribe and publish queues, and who serves each group.
+
+        Two routes with equal layouts differ at most in ordering or fields clients ignore.
+        """
+        brokers = frozenset(
+            (d.broker_name, frozenset(d.broker_addrs.items())) for d in self.route.broker_datas
+        )
+        return frozenset(self.subscribe), frozenset(self.publish), brokers
+
+
+#: Called after each successful refresh with the route it replaces (None: first fetch).
+RouteListener = Callable[[TopicInfo | None, TopicInfo], None]
+
 
 class RouteCache:
     """Routes fetched from NameServers, shared by a client's producers and consumers."""
@@ -113,7 +134,18 @@ class RouteCache:
         self._timeout_s = request_timeout_s
         self.refresh_interval_s = refresh_interval_s
         self._topics: dict[str, TopicInfo] = {}
+        #: The last route fetched per topic, kept through ``invalidate`` (listeners compare).
+        self._last: dict[str, TopicInfo] = {}
         self._fetching: dict[str, trio.Event] = {}
+        self._listeners: list[RouteListener] = []
+
+    def add_listener(self, listener: RouteListener) -> None:
+        """Call ``listener(previous, info)`` after every successful refresh.
+
+        ``previous`` is the route fetched before (None the first time), even when it was
+        invalidated since. Listeners run inside ``refresh``: they must not block or raise.
+        """
+        self._listeners.append(listener)
 
     async def get(self, topic: str) -> TopicInfo:
         """The cached route, fetched if unknown; raises TopicNotExist / NetworkError."""
@@ -149,6 +181,10 @@ class RouteCache:
                 subscribe=tuple(subscribe_queues(topic, route)),
             )
             self._topics[topic] = info
+            previous = self._last.get(topic)
+            self._last[topic] = info
+            for listener in list(self._listeners):
+                listener(previous, info)
             return info
         finally:
             if self._fetching.get(topic) is done:
