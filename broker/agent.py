@@ -164,6 +164,9 @@ class BrokerAgent:
         #: trio time of the leader's last confirmation that we are master at our epoch.
         self.lease_renewed_at: float | None = None
         self.role_changes = 0
+        #: The controller's enableElectUncleanMaster, from its last GetReplicaInfo answer
+        #: (None: not heard yet; a master then treats it as on).
+        self.unclean_election: bool | None = None
         self._leader: str | None = None
         self._client: RemotingClient | None = None
         self._role_lock = trio.Lock()
@@ -445,12 +448,15 @@ class BrokerAgent:
             return
         if response.code != ResponseCode.SUCCESS:
             raise ControllerUnavailable(f"GetReplicaInfo: {response.code} {response.remark}")
+        unclean = response.ext_fields.get(ControllerExtFields.UNCLEAN_ELECTION)
+        self.unclean_election = None if unclean is None else unclean == "true"
         notice = _notice_from(response.ext_fields, response.body)
         if notice is None:
             self._deposed_without_successor(int(response.ext_fields.get("masterEpoch") or 0))
             return
         if notice.master_id == self.broker_id and notice.master_epoch == self.epoch:
             self.lease_renewed_at = sent_at
+            self._adopt_sync_state_set(notice)
         slave = self.broker.ha_slave
         if (
             slave is not None
@@ -462,6 +468,49 @@ class BrokerAgent:
             slave.set_master(notice.master_ha_address, notice.master_epoch)
         if notice.master_epoch > self.epoch and notice.master_address:
             await self.apply(notice)
+
+    def _adopt_sync_state_set(self, notice: RoleNotice) -> bool:
+        """Take the controller's SyncStateSet when it is newer than the master's (an
+        AlterSyncStateSet committed but its answer lost; reference §4.8). True if taken."""
+        master = self.broker.ha_master
+        if master is None or not notice.sync_state_set:
+            return False
+        _, epoch = master.sync_state_set
+        if notice.sync_state_set_epoch <= epoch:
+            return False
+        try:
+            master.apply_confirmed(notice.sync_state_set, notice.sync_state_set_epoch)
+        except ValueError as exc:  # a set without this master: a newer role notice follows
+            log.warning("%s: controller's SyncStateSet not taken: %s", self.broker.name, exc)
+            return False
+        log.info(
+            "%s: SyncStateSet %s at epoch %d taken from the controller",
+            self.broker.name,
+            sorted(notice.sync_state_set),
+            notice.sync_state_set_epoch,
+        )
+        return True
+
+    async def _resync_after_refusal(self) -> bool:
+        """Re-read the controller's view after a refused AlterSyncStateSet; True when it
+        held a newer SyncStateSet (the proposal, or another, had been committed)."""
+        try:
+            response = await self.call(
+                RequestCode.CONTROLLER_GET_REPLICA_INFO,
+                GetReplicaInfoRequestHeader(broker_name=self.group).to_ext_fields(),
+            )
+        except RocketError:
+            return False
+        if response.code != ResponseCode.SUCCESS:
+            return False
+        notice = _notice_from(response.ext_fields, response.body)
+        if (
+            notice is None
+            or notice.master_id != self.broker_id
+            or notice.master_epoch != self.epoch
+        ):
+            return False
+        return self._adopt_sync_state_set(notice)
 
     def _deposed_without_successor(self, controller_epoch: int) -> None:
         """The controller has no master at an epoch above ours (our master id was cleaned,
@@ -557,4 +606,7 @@ class BrokerAgent:
                 response.code,
                 response.remark,
             )
-            master.proposal_rejected()
+            # A refusal may follow a commit whose answer was lost (a re-send answered "no
+            # need to update" or "fenced"): take the controller's set if it is newer.
+            if not await self._resync_after_refusal() and master is self.broker.ha_master:
+                master.proposal_rejected()

@@ -223,14 +223,18 @@ class Broker:
 
         Within its lease, yes. Past it (apache/rocketmq#7017), only while every ack already
         waits for other SyncStateSet members (allAckInSyncStateSet, a set larger than the
-        master): a member the controller elected elsewhere stops acking this master, so no
-        ack can outlive a deposal, and the data path keeps working while the whole quorum
-        is down (reference §1: "controller loss stops failover only"). A master alone in
-        its set, or acking on fewer replicas, stops acknowledging once the lease runs out.
+        master) and the controller said it elects only within the set (unclean election
+        off): a member elected elsewhere stops acking this master, so no ack can outlive a
+        deposal, and the data path keeps working while the whole quorum is down (reference
+        §1: "controller loss stops failover only"). A master alone in its set, acking on
+        fewer replicas, or under a controller that may elect unclean, stops
+        acknowledging once the lease runs out.
         """
         assert self.agent is not None
         if self.agent.lease_valid():
             return True
+        if self.agent.unclean_election is not False:
+            return False  # a controller that may elect outside the set: the lease binds
         master = self.ha_master
         if master is None or not self.config.all_ack_in_sync_state_set:
             return False

@@ -577,6 +577,9 @@ class ControllerServer:
             ext_fields={
                 **reply.to_ext_fields(),
                 **self._master_ha_ext(h.broker_name, result.master_broker_id),
+                ControllerExtFields.UNCLEAN_ELECTION: str(
+                    self.config.enable_elect_unclean_master
+                ).lower(),
             },
             body=_sync_state_set_body(result),
         )

@@ -525,10 +525,15 @@ class ControllerExtFields:
     of CONTROLLER_REGISTER_BROKER, CONTROLLER_ELECT_MASTER and CONTROLLER_GET_REPLICA_INFO
     and to NOTIFY_BROKER_ROLE_CHANGED when it knows the (live) master's. RocketMQ ignores
     unknown ext fields, so both directions stay compatible.
+
+    The answer to CONTROLLER_GET_REPLICA_INFO also carries ``enableElectUncleanMaster``
+    ("true"/"false"): a master may skip its lease only when it knows unclean election is
+    off (``Broker.lease_holds``).
     """
 
     HA_ADDRESS = "haAddress"
     MASTER_HA_ADDRESS = "masterHaAddress"
+    UNCLEAN_ELECTION = "enableElectUncleanMaster"
 
 
 @attrs.frozen(kw_only=True)

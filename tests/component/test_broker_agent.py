@@ -25,7 +25,8 @@ from broker.server import Broker
 from client.admin import open_admin
 from namesrv.server import NameServer, NameServerConfig
 from protocol.codes import RequestCode, ResponseCode
-from protocol.controller_bodies import EpochEntryCache
+from protocol.controller_bodies import EpochEntryCache, SyncStateSet
+from protocol.headers import AlterSyncStateSetRequestHeader
 from protocol.rpc import open_client
 from tests.component.broker_fixtures import (
     CALL_TIMEOUT_S,
@@ -75,10 +76,13 @@ class Group:
 
 @asynccontextmanager
 async def controller_group(
-    tmp_path: Path, replicas: int = 3, **overrides: Any
+    tmp_path: Path,
+    replicas: int = 3,
+    controller_overrides: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Group]:
     async with (
-        controller_quorum(tmp_path / "controllers") as quorum,
+        controller_quorum(tmp_path / "controllers", **(controller_overrides or {})) as quorum,
         trio.open_nursery() as nursery,
     ):
         namesrv = NameServer(NameServerConfig(port=0))
@@ -268,6 +272,31 @@ async def test_whole_quorum_down_an_all_ack_master_with_members_keeps_acking(
             assert slave.b.store.max_physical_offset == master.b.store.max_physical_offset
 
 
+async def test_whole_quorum_down_under_unclean_election_the_lease_binds(
+    tmp_path: Path,
+) -> None:
+    """With enableElectUncleanMaster the controller may elect outside the SyncStateSet, so
+    the members' acks no longer fence a deposed master: the lease binds again."""
+    with trio.fail_after(90):
+        async with controller_group(
+            tmp_path,
+            replicas=2,
+            controller_overrides={"enable_elect_unclean_master": True},
+            lease_s=1.0,
+        ) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 2)
+            agent = master.b.agent
+            assert agent is not None
+            await wait_until(lambda: agent.unclean_election is True, what="the flag heard")
+            expect(await master.send(TOPIC, b"with the quorum"), ResponseCode.SUCCESS)
+            for node_id in list(group.quorum.servers):
+                await group.quorum.kill(node_id)
+            await wait_until(lambda: not master.b.accepts_writes, timeout_s=10.0, what="fenced")
+            response = await master.send(TOPIC, b"past the lease")
+            assert response.code == ResponseCode.SERVICE_NOT_AVAILABLE
+
+
 async def test_a_living_master_cleaned_by_the_admin_fences_and_a_member_takes_over(
     tmp_path: Path,
 ) -> None:
@@ -293,6 +322,38 @@ async def test_a_living_master_cleaned_by_the_admin_fences_and_a_member_takes_ov
             other = next(e for e in group.envs if e is not master)
             await wait_until(lambda: other.b.accepts_writes, timeout_s=20.0, what="new master")
             expect(await other.send(TOPIC, b"after"), ResponseCode.SUCCESS)
+
+
+async def test_a_sync_state_set_committed_without_the_masters_knowledge_is_adopted(
+    tmp_path: Path,
+) -> None:
+    """An AlterSyncStateSet committed whose answer the master never saw (reference §4.8):
+    the master takes the controller's newer set at its next poll instead of counting acks
+    over a set the controller no longer holds."""
+    with trio.fail_after(60):
+        async with controller_group(tmp_path, lease_s=3.0) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 3)
+            agent, ha = master.b.agent, master.b.ha_master
+            assert agent is not None and ha is not None and agent.broker_id is not None
+            members, epoch = ha.sync_state_set
+            shrunk = frozenset({agent.broker_id, min(members - {agent.broker_id})})
+            header = AlterSyncStateSetRequestHeader(
+                broker_name=master.config.broker_name,
+                master_broker_id=agent.broker_id,
+                master_epoch=agent.epoch,
+            )
+            body = SyncStateSet(sync_state_set=shrunk, sync_state_set_epoch=epoch)
+            response = await agent.call(
+                RequestCode.CONTROLLER_ALTER_SYNC_STATE_SET, header.to_ext_fields(), body.to_bytes()
+            )
+            expect(response, ResponseCode.SUCCESS)  # committed; the master did not hear it
+            await wait_until(
+                lambda: ha.sync_state_set[1] > epoch, timeout_s=15.0, what="the newer set taken"
+            )
+            # Taken, and then grown back by the master's own check (every member caught up).
+            await group.in_sync(master, 3)
+            expect(await master.send(TOPIC, b"after"), ResponseCode.SUCCESS)
 
 
 async def test_an_identity_file_of_another_group_refuses_to_start(tmp_path: Path) -> None:
