@@ -8,13 +8,15 @@ What it does, in order (every step real: processes, sockets, files, SIGKILL):
    second; every call is written to ``DIR/history.log`` (OpenChaos format).
 4. After a quarter of ``--seconds`` the master gets SIGKILL; every change the controller
    makes (the election, the SyncStateSet shrinking and growing back) is printed as it
-   happens, with the time since the kill, and so is the first SEND_OK afterwards.
+   happens, with the time since the kill; the report gives when the first send begun
+   after the kill was acked.
 5. Half way through, the old master is started again; it rejoins as a slave.
 6. Sends stop, consumers drain, and the OpenChaos checkers read the history: the last line
    is ``N sent, N acked, N consumed, 0 lost`` from that check, never from counters.
 
-Exit status 0 when nothing acked was lost, 1 otherwise (or when the demo cannot run). The
-cluster is always stopped; its data and logs are removed unless ``--keep-data``.
+Exit status 0 when nothing acked was lost, 1 otherwise (or when the demo cannot run), 130
+after a Ctrl-C. The cluster is always stopped; its data and logs are removed after a run
+that passed, unless ``--keep-data``, and kept after one that did not.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 import random
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -97,11 +100,12 @@ def group_view(info: ReplicasInfo, names: dict[str, str]) -> GroupView:
 
 
 def summary_line(report: CheckReport) -> str:
-    """The demo's last line, from the checker's counts."""
+    """The demo's last line, from the checker's counts: acked means SEND_OK (acks with a
+    degraded status, such as FLUSH_SLAVE_TIMEOUT, are reported on the line before)."""
     q = report.queue
     return (
-        f"{q.enqueue_invoked} sent, {q.acked} acked, {q.distinct_dequeued} consumed, "
-        f"{len(q.lost)} lost"
+        f"{q.enqueue_invoked} sent, {q.acked - q.acked_degraded} acked, "
+        f"{q.distinct_dequeued} consumed, {len(q.lost)} lost"
     )
 
 
@@ -207,6 +211,35 @@ class Demo:
 
 async def run_demo(
     root: Path, *, seconds: float, rate_per_s: float, seed: int
+) -> tuple[CheckReport, list[Entry]] | None:
+    """The whole demo; None when a Ctrl-C stopped it (the cluster is stopped either way).
+
+    SIGINT is taken here, not as KeyboardInterrupt: the first one cancels the traffic, and
+    later ones are ignored while the cluster is stopped, so no node is left running.
+    """
+    interrupted = False
+    async with trio.open_nursery() as guard:
+        work = trio.CancelScope()
+
+        async def on_sigint(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal interrupted
+            with trio.open_signal_receiver(signal.SIGINT) as signals:
+                task_status.started()
+                async for _ in signals:
+                    if not interrupted:
+                        interrupted = True
+                        err.print("interrupted: stopping the cluster (Ctrl-C again is ignored)")
+                        work.cancel()
+
+        await guard.start(on_sigint)
+        with work:
+            result = await _run(root, seconds=seconds, rate_per_s=rate_per_s, seed=seed)
+        guard.cancel_scope.cancel()
+    return None if interrupted else result
+
+
+async def _run(
+    root: Path, *, seconds: float, rate_per_s: float, seed: int
 ) -> tuple[CheckReport, list[Entry]]:
     rng = random.Random(seed)
     config = WorkloadConfig(
@@ -290,6 +323,13 @@ def _report(report: CheckReport, entries: Sequence[Entry], root: Path) -> None:
         )
     if times and max(times) > 0:
         out.print(f"  producers saw errors for {max(times)} ms after the kill", markup=False)
+    if q.acked_degraded:
+        out.print(
+            f"  {q.acked_degraded} sends answered with a degraded status (stored, not as "
+            f"durable as configured, e.g. FLUSH_SLAVE_TIMEOUT): {len(q.lost_degraded)} of "
+            "them not consumed",
+            markup=False,
+        )
     out.print(
         f"  {q.duplicate_deliveries} duplicate deliveries (at-least-once), "
         f"{q.unknown} sends with an unknown outcome ({len(q.recovered)} of them consumed), "
@@ -337,16 +377,26 @@ def demo_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        report, entries = trio.run(
-            lambda: run_demo(root, seconds=seconds, rate_per_s=rate, seed=seed)
-        )
-    except HarnessError as exc:
-        raise fail(f"the demo could not run: {exc}") from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        outcome = trio.run(lambda: run_demo(root, seconds=seconds, rate_per_s=rate, seed=seed))
+    except* (HarnessError, RocketError) as group:
+        first = _leaves(group)[0]
+        err.print(f"cluster data and logs kept in {root / 'cluster'}", markup=False)
+        raise fail(f"the demo could not run: {first}") from None
+    if outcome is None:
+        raise typer.Exit(130)
+    report, entries = outcome
     _report(report, entries, root)
-    if not keep_data:
-        shutil.rmtree(root / "cluster", ignore_errors=True)
     if not report.ok:
+        err.print(f"cluster data and logs kept in {root / 'cluster'}", markup=False)
         err.print(f"replay with: rmq demo --seed {seed} --seconds {seconds:g} --rate {rate:g}")
         raise typer.Exit(1)
+    if not keep_data:
+        shutil.rmtree(root / "cluster", ignore_errors=True)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside a (nested) exception group, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
