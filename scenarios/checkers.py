@@ -20,14 +20,30 @@ EndToEndLatencyChecker, Jepsen's ``total-queue``):
   window at its call's start and the next SUCCESS closes it; windows closer than
   ``merge_gap_ms`` merge (OpenChaos merges at 2 s). A window is attributed to the last
   fault that started before its first failure was seen (to none before the first fault):
+  the harness's own probe writes (client ``PROBE_CLIENT``, refused by design) are left out:
   a call in flight when a fault began starts before the fault does. A fault's recovery
   time is from the start of its first window to the end of its last (0: nobody noticed).
   Faults that started at the same moment (several targets hit together) are one fault.
+- Fencing (controller mode; needs the harness's ``master`` lines and ``store=`` in acks):
+  an ack is from a *deposed master* when the call started after the controller was seen
+  naming another broker master at a higher epoch than one at which the acker was master,
+  and the acker was not seen master again up to ``REELECTED_SLACK_MS`` after the ack (a
+  seen-late re-election). Observations are stamped when the answer came, later than the
+  election itself, so a flagged ack is certain. An observation of "no master" deposes
+  nobody (no other broker can ack then). Elections (master epoch changes) and failovers
+  (master address changes) are counted per group.
+- Redelivery: a message delivered again after its first delivery *rewinds* its queue by
+  (the latest first delivery on that queue so far) - (its own first delivery): how far
+  back, in consumption time, the group's position went. Offsets committed every few
+  seconds and copied to the slaves keep it to a few seconds; a restart from 0 (offsets
+  missing on a new master) rewinds to the start of the run.
+- Probes: a harness ``probe`` line with outcome FAILURE fails the verdict.
 - Pure: entries in, frozen results out; no clock, files or randomness.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -38,6 +54,9 @@ import attrs
 from scenarios.history import (
     DEQUEUE,
     ENQUEUE,
+    MASTER,
+    PROBE,
+    PROBE_CLIENT,
     Entry,
     FaultEvent,
     Outcome,
@@ -53,6 +72,8 @@ SEND_OK = "SEND_OK"
 MERGE_GAP_MS = 2000
 #: End-to-end latency bucket upper bounds (ms), as OpenChaos's EndToEndLatencyChecker.
 E2E_BOUNDS_MS = (1, 5, 10, 100, 1000, 3000)
+#: An acker seen elected again this soon after its ack was (probably) master already.
+REELECTED_SLACK_MS = 10_000
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -294,7 +315,11 @@ def unavailability_windows(
     counts as a failure: the window is then "not fully durable", not "down".
     """
     responses = sorted(
-        (e for e in entries if isinstance(e, Response) and e.op == op),
+        (
+            e
+            for e in entries
+            if isinstance(e, Response) and e.op == op and e.client_id != PROBE_CLIENT
+        ),
         key=lambda r: r.timestamp_ms,
     )
     raw: list[Window] = []
@@ -546,7 +571,7 @@ def check_latency(entries: Iterable[Entry]) -> LatencyResult:
         if entry.op == DEQUEUE and entry.e2e_latency_ms >= 0:
             buckets[e2e_bucket(entry.e2e_latency_ms)] += 1
             e2e.append(entry.e2e_latency_ms)
-        elif entry.op == ENQUEUE:
+        elif entry.op == ENQUEUE and entry.client_id != PROBE_CLIENT:
             send.append(entry.latency_ms)
     return LatencyResult(
         e2e_buckets=tuple(buckets),
@@ -555,6 +580,248 @@ def check_latency(entries: Iterable[Entry]) -> LatencyResult:
         send_p50_ms=percentile(send, 50),
         send_p99_ms=percentile(send, 99),
         send_max_ms=max(send) if send else None,
+    )
+
+
+# --- fencing -----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class MasterSeen:
+    """The controller named ``address`` master of ``group`` at ``epoch`` (seen ``at_ms``)."""
+
+    at_ms: int
+    group: str
+    epoch: int
+    #: None: the controller named no master.
+    address: str | None
+
+
+@attrs.frozen(kw_only=True)
+class DeposedAck:
+    value: str
+    #: The broker that acked (stored) the message.
+    store: str
+    status: str
+    started_ms: int
+    acked_ms: int
+    #: Whom the controller had named master when the call started, and at which epoch.
+    master_then: str
+    epoch_then: int
+
+
+@attrs.frozen(kw_only=True)
+class FencingResult:
+    masters: tuple[MasterSeen, ...]
+    #: Acks that could be judged (a master had been seen in their group before them).
+    acks_judged: int
+    #: SEND_OK acks of a deposed master.
+    deposed: tuple[DeposedAck, ...]
+    #: Acks of a deposed master with a degraded status.
+    deposed_degraded: tuple[DeposedAck, ...]
+
+    def elections(self) -> dict[str, int]:
+        """Per group: master epoch changes after the first observation."""
+        out: dict[str, int] = {}
+        for group, seen in _by_group(self.masters).items():
+            out[group] = len({m.epoch for m in seen}) - 1
+        return out
+
+    def failovers(self) -> dict[str, int]:
+        """Per group: changes of the named master's address (no-master gaps skipped)."""
+        out: dict[str, int] = {}
+        for group, seen in _by_group(self.masters).items():
+            named = [m.address for m in seen if m.address is not None]
+            out[group] = sum(a != b for a, b in itertools.pairwise(named))
+        return out
+
+    def to_json(self, *, sample: int = 20) -> dict[str, Any]:
+        def ack(d: DeposedAck) -> dict[str, Any]:
+            return {
+                "value": d.value,
+                "store": d.store,
+                "status": d.status,
+                "startTimestamp": d.started_ms,
+                "ackTimestamp": d.acked_ms,
+                "masterThen": d.master_then,
+                "epochThen": d.epoch_then,
+            }
+
+        return {
+            "mastersSeen": [
+                {"timestamp": m.at_ms, "group": m.group, "epoch": m.epoch, "address": m.address}
+                for m in self.masters
+            ],
+            "elections": self.elections(),
+            "failovers": self.failovers(),
+            "acksJudged": self.acks_judged,
+            "deposedAckCount": len(self.deposed),
+            "deposedAcks": [ack(d) for d in self.deposed[:sample]],
+            "deposedDegradedAckCount": len(self.deposed_degraded),
+            "deposedDegradedAcks": [ack(d) for d in self.deposed_degraded[:sample]],
+        }
+
+
+def _by_group(masters: Iterable[MasterSeen]) -> dict[str, list[MasterSeen]]:
+    out: dict[str, list[MasterSeen]] = {}
+    for m in sorted(masters, key=lambda m: m.at_ms):
+        out.setdefault(m.group, []).append(m)
+    return out
+
+
+def masters_seen(entries: Iterable[Entry]) -> tuple[MasterSeen, ...]:
+    """The harness's ``master`` lines, in time order."""
+    out = []
+    for entry in entries:
+        if isinstance(entry, Response) and entry.op == MASTER and entry.value is not None:
+            extra = extra_fields(entry.extra)
+            broker = extra.get("broker", "none")
+            out.append(
+                MasterSeen(
+                    at_ms=entry.timestamp_ms,
+                    group=extra.get("group", ""),
+                    epoch=int(entry.value),
+                    address=None if broker == "none" else broker,
+                )
+            )
+    return tuple(sorted(out, key=lambda m: m.at_ms))
+
+
+def _deposed_by(
+    seen: Sequence[MasterSeen], store: str, started_ms: int, acked_ms: int
+) -> MasterSeen | None:
+    """The observation that proves ``store`` deposed when a call started (see the rules)."""
+    before = [m for m in seen if m.at_ms <= started_ms and m.address is not None]
+    if not before or before[-1].address == store:
+        return None
+    then = before[-1]
+    if not any(m.address == store and m.epoch < then.epoch for m in before):
+        return None  # never a master before: a new master seen late, not a deposed one
+    if any(
+        m.address == store and m.epoch > then.epoch and m.at_ms <= acked_ms + REELECTED_SLACK_MS
+        for m in seen
+    ):
+        return None  # elected again, seen late
+    return then
+
+
+def check_fencing(entries: Sequence[Entry]) -> FencingResult:
+    """Acks of deposed masters (see the module rules)."""
+    masters = masters_seen(entries)
+    groups = _by_group(masters)
+    judged = 0
+    deposed: list[DeposedAck] = []
+    degraded: list[DeposedAck] = []
+    for entry in entries:
+        if not (
+            isinstance(entry, Response)
+            and entry.op == ENQUEUE
+            and entry.outcome is Outcome.SUCCESS
+            and entry.value is not None
+        ):
+            continue
+        extra = extra_fields(entry.extra)
+        store = extra.get("store")
+        seen = groups.get(extra.get("queue", "").rpartition(":")[0])
+        if store is None or not seen or seen[0].at_ms > entry.started_ms:
+            continue
+        judged += 1
+        then = _deposed_by(seen, store, entry.started_ms, entry.timestamp_ms)
+        if then is None:
+            continue
+        assert then.address is not None
+        status = extra.get("status", SEND_OK)
+        found = DeposedAck(
+            value=entry.value,
+            store=store,
+            status=status,
+            started_ms=entry.started_ms,
+            acked_ms=entry.timestamp_ms,
+            master_then=then.address,
+            epoch_then=then.epoch,
+        )
+        (deposed if status == SEND_OK else degraded).append(found)
+    return FencingResult(
+        masters=masters,
+        acks_judged=judged,
+        deposed=tuple(deposed),
+        deposed_degraded=tuple(degraded),
+    )
+
+
+# --- redelivery --------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RedeliveryResult:
+    redeliveries: int
+    #: Largest rewind (ms) of any redelivery, 0 without any.
+    max_rewind_ms: int
+    #: (value, queue, rewind ms) of the deepest redeliveries, deepest first.
+    deepest: tuple[tuple[str, str, int], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "redeliveries": self.redeliveries,
+            "maxRewindMs": self.max_rewind_ms,
+            "deepest": [{"value": v, "queue": q, "rewindMs": r} for v, q, r in self.deepest],
+        }
+
+
+def check_redelivery(entries: Iterable[Entry], *, sample: int = 10) -> RedeliveryResult:
+    """How far back each redelivery rewound its queue (see the module rules)."""
+    deliveries = sorted(
+        (
+            e
+            for e in entries
+            if isinstance(e, Response)
+            and e.op == DEQUEUE
+            and e.outcome is Outcome.SUCCESS
+            and e.value is not None
+        ),
+        key=lambda e: e.timestamp_ms,
+    )
+    first: dict[str, int] = {}
+    latest: dict[str, int] = {}
+    rewinds: list[tuple[str, str, int]] = []
+    for entry in deliveries:
+        assert entry.value is not None
+        queue = extra_fields(entry.extra).get("queue", "")
+        if entry.value not in first:
+            first[entry.value] = entry.timestamp_ms
+            latest[queue] = entry.timestamp_ms
+            continue
+        rewind = max(0, latest.get(queue, entry.timestamp_ms) - first[entry.value])
+        rewinds.append((entry.value, queue, rewind))
+    deepest = sorted(rewinds, key=lambda r: -r[2])[:sample]
+    return RedeliveryResult(
+        redeliveries=len(rewinds),
+        max_rewind_ms=max((r for _, _, r in rewinds), default=0),
+        deepest=tuple(deepest),
+    )
+
+
+# --- probes --------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ProbeResult:
+    name: str
+    passed: bool
+    at_ms: int
+    extra: str | None
+
+
+def check_probes(entries: Iterable[Entry]) -> tuple[ProbeResult, ...]:
+    return tuple(
+        ProbeResult(
+            name=e.value or "probe",
+            passed=e.outcome is Outcome.SUCCESS,
+            at_ms=e.timestamp_ms,
+            extra=e.extra,
+        )
+        for e in entries
+        if isinstance(e, Response) and e.op == PROBE
     )
 
 
@@ -581,6 +848,12 @@ class Expectations:
     #: A run with fewer acked messages or injected faults proves nothing.
     min_acked: int = 1
     min_faults: int = 1
+    #: No SEND_OK ack may come from a deposed master (judged where masters were seen).
+    no_deposed_acks: bool = True
+    #: At most this many master elections per group (None: not judged).
+    max_elections: int | None = None
+    #: No redelivery may rewind its queue further than this (None: not judged).
+    max_rewind_ms: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -591,6 +864,13 @@ class CheckReport:
     latency: LatencyResult
     #: Why the run failed; empty when it passed.
     failures: tuple[str, ...]
+    fencing: FencingResult = attrs.field(
+        factory=lambda: FencingResult(masters=(), acks_judged=0, deposed=(), deposed_degraded=())
+    )
+    redelivery: RedeliveryResult = attrs.field(
+        factory=lambda: RedeliveryResult(redeliveries=0, max_rewind_ms=0, deepest=())
+    )
+    probes: tuple[ProbeResult, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -604,7 +884,43 @@ class CheckReport:
             "order": self.order.to_json(),
             "recovery": self.recovery.to_json(),
             "latency": self.latency.to_json(),
+            "fencing": self.fencing.to_json(),
+            "redelivery": self.redelivery.to_json(),
+            "probes": [
+                {"name": p.name, "passed": p.passed, "timestamp": p.at_ms, "extra": p.extra}
+                for p in self.probes
+            ],
         }
+
+
+def judge_more(
+    fencing: FencingResult,
+    redelivery: RedeliveryResult,
+    probes: Sequence[ProbeResult],
+    expect: Expectations,
+) -> tuple[str, ...]:
+    """Every way fencing, redelivery and probes break ``expect``."""
+    out: list[str] = []
+    if expect.no_deposed_acks and fencing.deposed:
+        d = fencing.deposed[0]
+        out.append(
+            f"{len(fencing.deposed)} SEND_OK acks from a deposed master, e.g. {d.value} "
+            f"acked by {d.store} after {d.master_then} was master at epoch {d.epoch_then}"
+        )
+    if expect.max_elections is not None:
+        many = {g: n for g, n in fencing.elections().items() if n > expect.max_elections}
+        if many:
+            out.append(f"master elections {many} (at most {expect.max_elections} expected)")
+    if expect.max_rewind_ms is not None and redelivery.max_rewind_ms > expect.max_rewind_ms:
+        value, queue, rewind = redelivery.deepest[0]
+        out.append(
+            f"a redelivery rewound {queue} by {rewind} ms (value {value}; at most "
+            f"{expect.max_rewind_ms} ms expected)"
+        )
+    failed = [p for p in probes if not p.passed]
+    if failed:
+        out.append(f"{len(failed)} probes failed, e.g. {failed[0].name}: {failed[0].extra}")
+    return tuple(out)
 
 
 def judge(
@@ -651,10 +967,17 @@ def check_history(entries: Sequence[Entry], expect: Expectations | None = None) 
     queue = check_queue(entries)
     order = check_order(entries)
     recovery = check_recovery(entries, degraded_unavailable=expect.degraded_unavailable)
+    fencing = check_fencing(entries)
+    redelivery = check_redelivery(entries)
+    probes = check_probes(entries)
     return CheckReport(
         queue=queue,
         order=order,
         recovery=recovery,
         latency=check_latency(entries),
-        failures=judge(queue, order, recovery, expect),
+        failures=judge(queue, order, recovery, expect)
+        + judge_more(fencing, redelivery, probes, expect),
+        fencing=fencing,
+        redelivery=redelivery,
+        probes=probes,
     )

@@ -1,4 +1,5 @@
-"""Faults: kill and restart, pause and resume, a TCP fault proxy, a torn CommitLog tail.
+"""Faults: kill and restart, pause and resume, a TCP fault proxy, a torn CommitLog tail,
+and a fault sequence.
 
 Rules:
 - A fault kind is a frozen value with ``inject`` and ``heal``; it acts on a named node
@@ -16,6 +17,13 @@ Rules:
   per chunk, order kept), ``loss`` (each chunk is held back by TCP-like retransmission
   delays with probability p: late bytes, never missing ones). ``clear`` heals everything.
   Memory is bounded: one chunk in flight per direction and connection.
+- ``ProxyGroup`` switches every proxy on one node's links at once (a broker has one per
+  controller when its controller links are proxied).
+- Sequences and probes act through the harness too: ``ExpandThenKill`` (apache/rocketmq
+  #5663) resolves its nodes step by step from the controller's view and records each
+  step; ``Pause(probe_writes=N)`` writes straight to the resumed node;
+  ``KillRestart(probe_new_master=True)`` compares the old and the new master's metadata
+  (``metadata_kept``, pure). Heal of a sequence: resume and restart whatever is down.
 - A torn tail is written on a *stopped* node only: the first bytes of a record (size,
   magic, then less than that size) right after the last whole record of the newest
   CommitLog segment, as a crash mid-write leaves it. ``corrupt`` flips a byte of the last
@@ -32,6 +40,7 @@ import os
 import random
 import socket
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -56,9 +65,64 @@ class NodeControl(Protocol):
     def pause(self, node: str) -> None: ...
     def resume(self, node: str) -> None: ...
     def store_dir(self, node: str) -> Path: ...
-    def proxy(self, node: str) -> FaultProxy: ...
+    def proxy(self, node: str) -> ProxyGroup: ...
     @property
     def rng(self) -> random.Random: ...
+
+    # For sequences and probes (controller mode).
+    async def resolve(self, target: str) -> str: ...
+    async def in_sync_nodes(self, group: str) -> tuple[str, list[str]] | None:
+        """(master node, in-sync slave nodes) as the controller says now; None: unknown."""
+        ...
+
+    def log_size(self, node: str) -> int: ...
+    async def wait_for_log(self, node: str, pattern: str, since: int, timeout_s: float) -> bool: ...
+    def note(self, step: str, **extra: object) -> None:
+        """Record one step of a fault in the history (a ``step`` line)."""
+        ...
+
+    async def probe_writes(self, node: str, count: int) -> None: ...
+    async def metadata_of(self, node: str) -> BrokerMetadata | None: ...
+    async def probe_new_master(self, old_master: str, before: BrokerMetadata | None) -> None: ...
+    async def heal_all(self) -> None:
+        """Resume every paused node, restart every stopped one."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class BrokerMetadata:
+    """What one broker holds of the workload's topic and consumer group."""
+
+    address: str
+    #: The topic's write queue count there; None: the broker has no such topic.
+    write_queues: int | None
+    #: Queue id -> the group's committed offset there.
+    offsets: Mapping[int, int]
+
+
+def metadata_kept(
+    before: BrokerMetadata | None, after: BrokerMetadata, *, write_queues: int
+) -> tuple[bool, str]:
+    """Whether a new master has the topic (with the queues it was created with) and the
+    group's offsets the old master had (every queue with an offset > 0 there has one > 0
+    here); and a one-line account (how far each offset is behind the old master's)."""
+    problems: list[str] = []
+    if after.write_queues != write_queues:
+        problems.append(f"topic has {after.write_queues} write queues, not {write_queues}")
+    behind = {}
+    if before is not None:
+        for qid, offset in sorted(before.offsets.items()):
+            if offset <= 0:
+                continue
+            now = after.offsets.get(qid, 0)
+            if now <= 0:
+                problems.append(f"queue {qid} offset missing (was {offset})")
+            behind[qid] = offset - now
+    worst = max(behind.values(), default=0)
+    detail = f"queues={after.write_queues} offsets={len(after.offsets)} max_behind={worst}" + (
+        f" problems: {'; '.join(problems)}" if problems else ""
+    )
+    return not problems, detail
 
 
 # --- fault kinds -------------------------------------------------------------------------
@@ -66,16 +130,25 @@ class NodeControl(Protocol):
 
 @attrs.frozen
 class KillRestart:
-    """SIGKILL the node; heal: optionally tear its CommitLog tail, then start it again."""
+    """SIGKILL the node; heal: optionally tear its CommitLog tail, then start it again.
+
+    ``probe_new_master``: after the kill, wait for the group's new master and check that
+    the topic and the consumer offsets are there (itboon/rocketmq-helm#33,
+    apache/rocketmq#8509); the verdict is a ``probe`` line.
+    """
 
     tear_tail: bool = False
+    probe_new_master: bool = False
 
     @property
     def name(self) -> str:
         return "kill-torn-tail" if self.tear_tail else "kill"
 
     async def inject(self, ctl: NodeControl, node: str) -> None:
+        before = await ctl.metadata_of(node) if self.probe_new_master else None
         await ctl.kill(node)
+        if self.probe_new_master:
+            await ctl.probe_new_master(node, before)
 
     async def heal(self, ctl: NodeControl, node: str) -> None:
         if self.tear_tail:
@@ -86,15 +159,69 @@ class KillRestart:
 
 @attrs.frozen
 class Pause:
-    """SIGSTOP the node (it holds its connections and answers nothing); heal: SIGCONT."""
+    """SIGSTOP the node (it holds its connections and answers nothing); heal: SIGCONT.
+
+    ``probe_writes``: right after SIGCONT, send that many messages straight to the resumed
+    node (a producer with a stale route): a deposed master must not ack them.
+    """
 
     name: str = "pause"
+    probe_writes: int = 0
 
     async def inject(self, ctl: NodeControl, node: str) -> None:
         ctl.pause(node)
 
     async def heal(self, ctl: NodeControl, node: str) -> None:
         ctl.resume(node)
+        if self.probe_writes:
+            await ctl.probe_writes(node, self.probe_writes)
+
+
+@attrs.frozen
+class ExpandThenKill:
+    """apache/rocketmq#5663 as a fault sequence on one broker group (target ``group:NAME``).
+
+    1. Kill an in-sync slave S; wait until the controller's SyncStateSet has dropped it.
+    2. Restart S. The moment it took its role from the controller (it then reconnects to
+       the master, catches up, and the master proposes the expansion {M, T} -> {M, S, T}),
+       SIGSTOP the controller leader, so the expansion is not acknowledged.
+    3. ``kill_after_s`` later, kill -9 the master M while the expansion is in flight.
+    Heal: resume the controller, restart M. A new master is elected by the other
+    controllers meanwhile; every write acked before must be on it.
+    """
+
+    kill_after_s: float = 1.0
+    shrink_timeout_s: float = 20.0
+    name: str = "expand-then-kill"
+
+    async def inject(self, ctl: NodeControl, group: str) -> None:
+        nodes = await ctl.in_sync_nodes(group)
+        if nodes is None or not nodes[1]:
+            ctl.note("skipped: the controller names no in-sync slave", group=group)
+            return
+        master, in_sync = nodes
+        slave = ctl.rng.choice(sorted(in_sync))
+        await ctl.kill(slave)
+        ctl.note("killed slave", node=slave)
+        with trio.move_on_after(self.shrink_timeout_s):
+            while True:
+                now = await ctl.in_sync_nodes(group)
+                if now is not None and slave not in now[1]:
+                    break
+                await trio.sleep(0.2)
+        ctl.note("SyncStateSet shrank", node=slave)
+        leader = await ctl.resolve("controller-leader")
+        since = ctl.log_size(slave)
+        await ctl.restart(slave)
+        took_role = await ctl.wait_for_log(slave, "became slave of", since, 15.0)
+        ctl.pause(leader)
+        ctl.note("paused controller leader", node=leader, slave_took_role=took_role)
+        await trio.sleep(self.kill_after_s)
+        await ctl.kill(master)
+        ctl.note("killed master", node=master)
+
+    async def heal(self, ctl: NodeControl, group: str) -> None:
+        await ctl.heal_all()
 
 
 class Cut(enum.Enum):
@@ -148,7 +275,7 @@ class Loss:
         ctl.proxy(node).clear()
 
 
-FaultKind = KillRestart | Pause | Partition | Delay | Loss
+FaultKind = KillRestart | Pause | Partition | Delay | Loss | ExpandThenKill
 
 
 # --- the proxy ---------------------------------------------------------------------------
@@ -293,6 +420,20 @@ class FaultProxy:
         while self._toxics.cut is Cut.DROP:
             await self._changed.wait()
         return self._toxics.cut is not Cut.REFUSE
+
+
+class ProxyGroup:
+    """Every fault proxy on one node's links (NameServer, controllers), switched together."""
+
+    def __init__(self, proxies: list[FaultProxy]) -> None:
+        self.proxies = proxies
+
+    def set(self, toxics: Toxics) -> None:
+        for proxy in self.proxies:
+            proxy.set(toxics)
+
+    def clear(self) -> None:
+        self.set(Toxics())
 
 
 def _reset(stream: trio.SocketStream) -> None:

@@ -12,6 +12,15 @@ Rules:
   pinned to the ports it had), as a restarted server in production does.
 - Everything started is stopped: the cluster by ``rmq cluster down`` (then SIGKILL for any
   recorded pid still alive), proxies and clients with the Trio nursery, children reaped.
+- Layouts are options of ``rmq cluster up`` too: broker settings (``--broker-set``, e.g.
+  an async-replica controller group) and, for faults on the broker -> controller links,
+  a fault proxy per broker and controller started *before* the cluster (on controller
+  ports picked first, ``--controller-base-port``), each broker given its proxies'
+  addresses (``--broker-controller-addrs``).
+- In controller mode a watcher polls the controller for each group's master every
+  ``WATCH_S`` and writes every change into the history (``master`` lines), so checkers can
+  tell an ack of a deposed master; probes (straight writes to a resumed old master, the
+  metadata of a new master) are history lines too: the verdict judges everything.
 - The fault loop is OpenChaos's FaultWorker: wait ``interval_s``, inject, wait the fault's
   duration, heal — until the run's duration is over; then every fault still active is
   healed, producers go on until a send succeeds (at most ``RECOVERY_TAIL_S``, so the last
@@ -23,12 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import random
 import re
 import shlex
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,12 +50,34 @@ import trio
 
 from client import admin as admin_api
 from client.cli import cluster as clusterlib
-from protocol.errors import RocketError
-from protocol.rpc import open_client
+from protocol.bodies import TopicConfigSerializeWrapper
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.controller_bodies import ReplicasInfo
+from protocol.errors import RocketError, error_for_response
+from protocol.rpc import RemotingClient, open_client
 from scenarios.checkers import CheckReport, Expectations, check_history
-from scenarios.faults import FaultKind, FaultProxy
-from scenarios.history import Phase, iter_history, make_extra
-from scenarios.workload import Recorder, WorkloadConfig, open_workload, poll_until
+from scenarios.faults import BrokerMetadata, FaultKind, FaultProxy, ProxyGroup, metadata_kept
+from scenarios.history import (
+    HARNESS_CLIENT,
+    MASTER,
+    PROBE,
+    STEP,
+    Outcome,
+    Phase,
+    Response,
+    iter_history,
+    make_extra,
+)
+from scenarios.workload import (
+    CONSUMER_GROUP,
+    Recorder,
+    Workload,
+    WorkloadConfig,
+    now_ms,
+    open_workload,
+    poll_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +89,10 @@ ROUTE_TIMEOUT_S = 20.0
 #: After the last heal, sends go on at most this long waiting for the first success.
 RECOVERY_TAIL_S = 60.0
 _POLL_S = 0.05
+#: How often the watcher asks the controller who each group's master is.
+WATCH_S = 0.5
+#: How long a probe waits for a group's new master after its old one was killed.
+NEW_MASTER_TIMEOUT_S = 30.0
 CONTROLLER = "controller"
 _HA_READY = re.compile(r"\bha=(?P<host>[0-9.]+):(?P<port>[0-9]+)")
 
@@ -90,8 +127,9 @@ class FaultPlan:
 
     kind: FaultKind
     #: Hit together, each one of: ``master:GROUP``, ``slave:GROUP``, ``any-master``,
-    #: ``any-broker``, ``namesrv``, ``node:NAME``; controller targets
-    #: (``controller-leader``, ``controller-majority``) come with controller mode.
+    #: ``any-broker``, ``namesrv``, ``node:NAME``, ``controller-leader``,
+    #: ``controller-majority`` (a random majority of the controllers, each one hit), and
+    #: ``group:GROUP`` (the group itself, for fault sequences).
     targets: tuple[str, ...]
     #: How long a fault lasts before it is healed (None: the run's interval).
     duration_s: float | None = None
@@ -115,6 +153,11 @@ class Scenario:
     topic_on: tuple[str, ...] = ()
     #: Brokers reach the NameServer through a fault proxy each (``proxy(broker)``).
     proxy_namesrv_links: bool = False
+    #: Controller mode: brokers reach each controller through a fault proxy of their own
+    #: (``proxy(broker)`` switches all of a broker's).
+    proxy_controller_links: bool = False
+    #: ``broker.conf`` settings for every broker (``rmq cluster up --broker-set``).
+    broker_settings: tuple[tuple[str, object], ...] = ()
     #: Something besides the mode that does not exist yet (None: nothing).
     missing: str | None = None
     #: What the results mean, for the report (e.g. why some loss is expected).
@@ -187,18 +230,53 @@ def _gone(node: clusterlib.Node) -> bool:
     return not clusterlib.is_alive(node)
 
 
+def free_port_range(count: int, *, attempts: int = 50) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1 a moment ago, below the
+    kernel's ephemeral range (so a port-0 bind elsewhere does not take one meanwhile)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    picker = random.Random()  # not the run's seeded rng: ports do not change a replay
+    for _ in range(attempts):
+        base = picker.randrange(10_000, max(10_001, low - count))
+        try:
+            for port in range(base, base + count):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise HarnessError(f"no {count} consecutive free ports found below {low}")
+
+
 class LocalCluster:
     """A cluster of real processes under ``root`` that faults can be injected into."""
 
-    def __init__(self, root: Path, mode: str, flush: str, rng: random.Random) -> None:
+    def __init__(
+        self,
+        root: Path,
+        mode: str,
+        flush: str,
+        rng: random.Random,
+        *,
+        recorder: Recorder | None = None,
+        broker_settings: tuple[tuple[str, object], ...] = (),
+    ) -> None:
         self.root = root
         self.mode = mode
         self.flush = flush
+        self.recorder = recorder
+        self.broker_settings = broker_settings
+        #: The run's workload, once it runs (probe writes go through it).
+        self.workload: Workload | None = None
         self._rng = rng
         self._record: clusterlib.Cluster | None = None
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._proxies: dict[str, FaultProxy] = {}
+        self._proxies: dict[str, list[FaultProxy]] = {}
         self._paused: set[str] = set()
+        #: ``rmq cluster up`` options that put proxies in front of the controllers.
+        self._layout_args: list[str] = []
 
     @property
     def rng(self) -> random.Random:
@@ -262,6 +340,9 @@ class LocalCluster:
             "cluster", "up", "--mode", self.mode, "--dir", str(self.root),
             "--namesrv-port", "0", "--flush", self.flush,
         )  # fmt: skip
+        for key, value in self.broker_settings:
+            argv += ["--broker-set", f"{key}={clusterlib.toml_value(value)}"]
+        argv += self._layout_args
         with trio.fail_after(UP_TIMEOUT_S):
             done = await trio.run_process(
                 argv, capture_stdout=True, capture_stderr=True, check=False
@@ -332,13 +413,14 @@ class LocalCluster:
             raise HarnessError(f"{node} is running; its store is touched only while it is down")
         return store
 
-    def proxy(self, node: str) -> FaultProxy:
-        try:
-            return self._proxies[node]
-        except KeyError:
+    def proxy(self, node: str) -> ProxyGroup:
+        proxies = self._proxies.get(node)
+        if not proxies:
             raise HarnessError(
-                f"{node} has no fault proxy (the scenario must set proxy_namesrv_links)"
-            ) from None
+                f"{node} has no fault proxy (the scenario must set proxy_namesrv_links "
+                "or proxy_controller_links)"
+            )
+        return ProxyGroup(proxies)
 
     async def restart(self, node: str) -> None:
         """Start a stopped node again with its old ports; wait for its ready line."""
@@ -409,13 +491,193 @@ class LocalCluster:
                 f"{broker.name}->namesrv", self.namesrv, random.Random(self._rng.random())
             )
             await nursery.start(proxy.serve)
-            self._proxies[broker.name] = proxy
+            self._proxies.setdefault(broker.name, []).append(proxy)
             self._signal(broker.name, signal.SIGTERM)
             if not await poll_until(functools.partial(_gone, broker), READY_TIMEOUT_S):
                 raise HarnessError(f"{broker.name} did not stop on SIGTERM")
             await self._start(broker, _pin(self._pinned_argv(broker), "-n", proxy.address))
 
+    async def proxy_controller_links(self, nursery: trio.Nursery) -> None:
+        """Before ``up``: pick the controllers' ports, start a fault proxy per broker and
+        controller in front of them, and have ``up`` give each broker its proxies."""
+        if self._record is not None:
+            raise HarnessError("controller links are proxied before the cluster is up")
+        if self.mode != CONTROLLER:
+            raise HarnessError(f"mode {self.mode} runs no controllers to proxy")
+        nodes = clusterlib.CONTROLLER_NODES
+        base = free_port_range(2 * nodes)
+        upstreams = [f"127.0.0.1:{base + 2 * i}" for i in range(nodes)]
+        args = ["--controller-base-port", str(base)]
+        for plan in clusterlib.BROKERS_BY_MODE[self.mode]:
+            proxies = []
+            for i, upstream in enumerate(upstreams):
+                proxy = FaultProxy(
+                    f"{plan.name}->n{i}", upstream, random.Random(self._rng.random())
+                )
+                await nursery.start(proxy.serve)
+                proxies.append(proxy)
+            self._proxies.setdefault(plan.name, []).extend(proxies)
+            addrs = ";".join(p.address for p in proxies)
+            args += ["--broker-controller-addrs", f"{plan.name}={addrs}"]
+        self._layout_args = args
+
+    # --- what sequences and probes need (faults.NodeControl) ----------------------------
+
+    def note(self, step: str, **extra: object) -> None:
+        log.info("step: %s %s", step, extra)
+        if self.recorder is not None:
+            self.recorder.record(harness_line(STEP, step, make_extra(**extra)))
+
+    async def in_sync_nodes(self, group: str) -> tuple[str, list[str]] | None:
+        info = await self.replicas(group)
+        if info is None or info.master_address is None:
+            return None
+        try:
+            master = self._by_address(info.master_address)
+            slaves = [
+                self._by_address(r.broker_address)
+                for r in info.in_sync_replicas
+                if r.alive and r.broker_address != info.master_address
+            ]
+        except HarnessError:
+            return None
+        return master, slaves
+
+    async def replicas(
+        self, group: str, admin: admin_api.Admin | None = None
+    ) -> ReplicasInfo | None:
+        """The controller's view of ``group`` now (None: no controller answered)."""
+        if admin is None:
+            async with admin_api.open_admin(self.namesrv, timeout_s=2.0) as own:
+                return await self.replicas(group, own)
+        addrs = [c.address for c in self.controllers() if c.address]
+        with trio.move_on_after(ROUTE_TIMEOUT_S):
+            try:
+                table = await admin.sync_state_set(addrs, broker_name=group)
+                return table.replicas_info_table.get(group)
+            except (RocketError, ValueError) as exc:
+                log.info("no SyncStateSet of %s: %s", group, exc)
+        return None
+
+    def log_size(self, node: str) -> int:
+        try:
+            return self.node(node).log_file.stat().st_size
+        except OSError:
+            return 0
+
+    async def wait_for_log(self, node: str, pattern: str, since: int, timeout_s: float) -> bool:
+        """Whether ``node``'s log says ``pattern`` (a regex) after byte ``since`` in time."""
+        regex = re.compile(pattern)
+        path = self.node(node).log_file
+        with trio.move_on_after(timeout_s):
+            while True:
+                with contextlib.suppress(OSError):
+                    if regex.search(clusterlib.read_output(path, since)):
+                        return True
+                await trio.sleep(0.01)
+        return False
+
+    async def heal_all(self) -> None:
+        for name in sorted(self._paused):
+            self.resume(name)
+        for node in self.record.nodes:
+            if node.state == "stopped" and not clusterlib.is_alive(node):
+                await self.restart(node.name)
+
+    async def probe_writes(self, node: str, count: int) -> None:
+        """Send ``count`` messages straight to ``node``; what it answered goes into the
+        history (the checkers judge it) and into a ``step`` line."""
+        record = self.node(node)
+        if self.workload is None or record.address is None or record.group is None:
+            raise HarnessError(f"cannot probe {node}: no workload or no address")
+        statuses = await self.workload.probe_writes(record.address, record.group, count=count)
+        self.note("probe writes", node=node, answers="/".join(sorted(set(statuses))))
+
+    async def metadata_of(self, node: str) -> BrokerMetadata | None:
+        """The workload's topic and group as ``node`` holds them (None: it did not answer)."""
+        record = self.node(node)
+        if self.workload is None or record.address is None:
+            return None
+        try:
+            return await read_broker_metadata(
+                record.address, self.workload.config.topic, CONSUMER_GROUP
+            )
+        except (RocketError, ValueError, trio.TooSlowError) as exc:
+            log.info("no metadata from %s: %s", node, exc)
+            return None
+
+    async def probe_new_master(self, old_master: str, before: BrokerMetadata | None) -> None:
+        """Wait for the group of ``old_master`` to have another master; check that it has
+        the topic and the offsets ``old_master`` had (a ``probe`` line either way)."""
+        group = self.node(old_master).group or old_master
+        new = None
+        with trio.move_on_after(NEW_MASTER_TIMEOUT_S):
+            while new is None:
+                with contextlib.suppress(RocketError, HarnessError, trio.TooSlowError):
+                    ids = (await self.group_members()).get(group, {})
+                    if ids.get(0) not in (None, old_master):
+                        new = ids[0]
+                        break
+                await trio.sleep(0.2)
+        ok, detail = False, f"no new master of {group} within {NEW_MASTER_TIMEOUT_S:g} s"
+        if new is not None:
+            after = await self.metadata_of(new)
+            if after is None:
+                detail = f"new master {new} did not answer"
+            else:
+                assert self.workload is not None
+                queues = self.workload.config.queues_per_broker
+                ok, detail = metadata_kept(before, after, write_queues=queues)
+        if self.recorder is not None:
+            outcome = Outcome.SUCCESS if ok else Outcome.FAILURE
+            extra = make_extra(old=old_master, new=new, detail=detail)
+            self.recorder.record(harness_line(PROBE, "new-master-metadata", extra, outcome))
+        log.info("probe of the new master %s: %s %s", new, "ok" if ok else "FAILED", detail)
+
+    async def watch_masters(self) -> None:
+        """Forever: record every change of each group's master as the controller names it."""
+        assert self.recorder is not None
+        groups = sorted({b.group for b in self.brokers() if b.group})
+        last: dict[str, tuple[str | None, int]] = {}
+        async with admin_api.open_admin(self.namesrv, timeout_s=2.0) as admin:
+            while True:
+                for group in groups:
+                    await self._watch_one(admin, group, last)
+                await trio.sleep(WATCH_S)
+
+    async def _watch_one(
+        self, admin: admin_api.Admin, group: str, last: dict[str, tuple[str | None, int]]
+    ) -> None:
+        assert self.recorder is not None
+        info = await self.replicas(group, admin)
+        if info is None:
+            return
+        now = (info.master_address, info.master_epoch)
+        if last.get(group) == now:
+            return
+        last[group] = now
+        node = None
+        with contextlib.suppress(HarnessError):
+            node = self._by_address(info.master_address) if info.master_address else None
+        extra = make_extra(
+            group=group, broker=info.master_address or "none", node=node,
+            sss_epoch=info.sync_state_set_epoch,
+        )  # fmt: skip
+        self.recorder.record(harness_line(MASTER, str(info.master_epoch), extra))
+
     # --- targets -------------------------------------------------------------------------
+
+    async def resolve_all(self, target: str) -> list[str]:
+        """Every node (or group, for ``group:``) a target spec means now."""
+        kind, _, arg = target.partition(":")
+        if kind == "group":
+            return [arg]
+        if kind == "controller-majority":
+            names = sorted(c.name for c in self.controllers())
+            if not names:
+                raise HarnessError(f"mode {self.mode} runs no controllers")
+            return sorted(self._rng.sample(names, len(names) // 2 + 1))
+        return [await self.resolve(target)]
 
     async def resolve(self, target: str) -> str:
         """The node a target spec means now (see ``FaultPlan.target``).
@@ -447,13 +709,67 @@ class LocalCluster:
         raise HarnessError(f"fault target {target!r} is not known to the harness yet")
 
 
+async def _broker_body(client: RemotingClient, address: str, code: int) -> bytes:
+    response = await client.call(address, RemotingCommand.request(code))
+    if response.code != ResponseCode.SUCCESS:
+        raise error_for_response(response.code, response.remark)
+    return response.body
+
+
+async def read_broker_metadata(
+    address: str, topic: str, group: str, *, timeout_s: float = 3.0
+) -> BrokerMetadata:
+    """``topic``'s config and ``group``'s offsets of it, as the broker at ``address`` holds
+    them (GET_ALL_TOPIC_CONFIG, GET_ALL_CONSUMER_OFFSET: what a slave copies)."""
+    async with open_client(name="chaos-probe", default_timeout_s=timeout_s) as client:
+        topics = await _broker_body(client, address, RequestCode.GET_ALL_TOPIC_CONFIG)
+        offsets = await _broker_body(client, address, RequestCode.GET_ALL_CONSUMER_OFFSET)
+    config = TopicConfigSerializeWrapper.from_bytes(topics).topic_config_table.get(topic)
+    table = json.loads(offsets).get("offsetTable") or {}
+    raw = table.get(f"{topic}@{group}") or {}
+    return BrokerMetadata(
+        address=address,
+        write_queues=config.write_queue_nums if config is not None else None,
+        offsets={int(q): int(o) for q, o in raw.items()},
+    )
+
+
+def harness_line(
+    op: str, value: str, extra: str | None, outcome: Outcome = Outcome.SUCCESS
+) -> Response:
+    """A history line of the harness itself (``master``, ``step``, ``probe``)."""
+    return Response(
+        client_id=HARNESS_CLIENT,
+        op=op,
+        outcome=outcome,
+        value=value,
+        timestamp_ms=now_ms(),
+        extra=extra,
+    )
+
+
 @asynccontextmanager
 async def local_cluster(
-    root: Path, mode: str, flush: str, rng: random.Random
+    root: Path,
+    mode: str,
+    flush: str,
+    rng: random.Random,
+    *,
+    recorder: Recorder | None = None,
+    broker_settings: tuple[tuple[str, object], ...] = (),
+    controller_proxies: trio.Nursery | None = None,
 ) -> AsyncIterator[LocalCluster]:
-    """A running cluster for the block; every process it started is stopped after it."""
-    cluster = LocalCluster(root, mode, flush, rng)
+    """A running cluster for the block; every process it started is stopped after it.
+
+    With ``controller_proxies`` (a nursery that outlives the block) the brokers reach the
+    controllers through fault proxies served there.
+    """
+    cluster = LocalCluster(
+        root, mode, flush, rng, recorder=recorder, broker_settings=broker_settings
+    )
     try:
+        if controller_proxies is not None:
+            await cluster.proxy_controller_links(controller_proxies)
         await cluster.up()
         yield cluster
     finally:
@@ -526,7 +842,7 @@ async def fault_loop(
         await trio.sleep_until(min(trio.current_time() + interval_s, until_s))
         if trio.current_time() >= until_s:
             return injected
-        targets = [await cluster.resolve(t) for t in plan.targets]
+        targets = [node for t in plan.targets for node in await cluster.resolve_all(t)]
         for target in targets:
             recorder.fault(plan.kind.name, Phase.START, make_extra(target=target))
             active.append((plan.kind, target))
@@ -578,16 +894,29 @@ async def run_scenario(
     injected = 0
     drained = False
     try:
+        # The background nursery (proxies, the master watcher) outlives the cluster, so
+        # proxied links stay up while the brokers stop.
         async with (
-            local_cluster(out / "cluster", mode, scenario.flush, rng) as cluster,
-            trio.open_nursery() as proxies,
+            trio.open_nursery() as background,
+            local_cluster(
+                out / "cluster",
+                mode,
+                scenario.flush,
+                rng,
+                recorder=recorder,
+                broker_settings=scenario.broker_settings,
+                controller_proxies=background if scenario.proxy_controller_links else None,
+            ) as cluster,
         ):
             if scenario.proxy_namesrv_links:
-                await cluster.proxy_namesrv_links(proxies)
+                await cluster.proxy_namesrv_links(background)
             await create_topic(cluster, config, scenario.topic_on)
             progress(f"cluster ({mode}) up: {', '.join(cluster.node_names())}")
+            if cluster.controllers():
+                background.start_soon(cluster.watch_masters)
             active: list[tuple[FaultKind, str]] = []
             async with open_workload(config, cluster.namesrv, recorder, rng) as workload:
+                cluster.workload = workload
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(workload.run_producers)
                     try:
@@ -614,7 +943,7 @@ async def run_scenario(
                     f"sent {p.sent}, acked {len(p.acked)}; draining ({p.missing()} unconsumed)"
                 )
                 drained = await workload.drain(config.drain_timeout_s)
-            proxies.cancel_scope.cancel()
+            background.cancel_scope.cancel()
     finally:
         recorder.close()
     with history.open(encoding="utf-8") as f:

@@ -28,6 +28,17 @@ ENQUEUE = "enqueue"
 DEQUEUE = "dequeue"
 FAULT = "fault"
 NULL = "null"
+#: Harness lines, RESPONSE lines of client ``HARNESS_CLIENT`` that the queue checkers skip:
+#: ``master`` — the controller names a group's master (value: the master epoch; extra
+#: ``group=,broker=ADDR,node=``), as the harness polled it; ``step`` — one step of a fault
+#: sequence (value: what was done); ``probe`` — a check the harness made on a node (SUCCESS
+#: passed, FAILURE found a violation; value: the probe's name, extra: what it saw).
+MASTER = "master"
+STEP = "step"
+PROBE = "probe"
+HARNESS_CLIENT = 999
+#: Sends the harness makes itself, straight to one broker (``probe`` writes).
+PROBE_CLIENT = 900
 
 
 class HistoryError(ValueError):

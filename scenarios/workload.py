@@ -15,6 +15,9 @@ Rules:
   ``drain_timeout_s``. Consumers stop when the block exits.
 - Network: the NameServer address given (127.0.0.1 in every scenario) and the brokers it
   names.
+- An ack's extra info names the broker that stored it (``store=ip:port``, read from the
+  offset message id), so a checker can tell an ack of a deposed master. ``probe_writes``
+  sends straight to one broker (no route, no retry) and records those sends the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import trio
 from client.consumer import ConsumeFrom, ConsumeResult, Listener, open_push_consumer
 from client.message import Message, ReceivedMessage, SendResult
 from client.producer import Producer, open_producer
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
 from protocol.errors import (
     ConnectionLost,
     NetworkError,
@@ -42,9 +47,13 @@ from protocol.errors import (
     ServerError,
     SystemError_,
 )
+from protocol.headers import SendMessageRequestHeaderV2, SendMessageResponseHeader
+from protocol.message import parse_offset_msg_id, properties_to_string
+from protocol.rpc import RemotingClient, open_client
 from scenarios.history import (
     DEQUEUE,
     ENQUEUE,
+    PROBE_CLIENT,
     Entry,
     FaultEvent,
     Outcome,
@@ -61,6 +70,13 @@ log = logging.getLogger(__name__)
 KEY_PROPERTY = "chaosShardingKey"
 PRODUCER_GROUP = "chaos-producer"
 CONSUMER_GROUP = "chaos-consumer"
+#: A probe write's answer codes that say "stored" (the SDK's SendStatus names).
+_PROBE_STATUS: dict[int, str] = {
+    ResponseCode.SUCCESS: "SEND_OK",
+    ResponseCode.FLUSH_DISK_TIMEOUT: "FLUSH_DISK_TIMEOUT",
+    ResponseCode.FLUSH_SLAVE_TIMEOUT: "FLUSH_SLAVE_TIMEOUT",
+    ResponseCode.SLAVE_NOT_AVAILABLE: "SLAVE_NOT_AVAILABLE",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -122,6 +138,16 @@ def classify(error: RocketError) -> Outcome:
     if isinstance(error, NetworkError | ServerError):
         return Outcome.FAILURE
     return Outcome.UNKNOWN
+
+
+def store_address(offset_msg_id: str) -> str | None:
+    """The ``ip:port`` of the broker that stored (and acked) a message, from its offset
+    message id; None when the id does not read as one."""
+    try:
+        ip, port, _ = parse_offset_msg_id(offset_msg_id)
+    except ValueError:
+        return None
+    return f"{ip}:{port}"
 
 
 def make_body(value: str, size: int) -> bytes:
@@ -268,6 +294,7 @@ class Workload:
                 status=result.status.value,
                 queue=f"{result.queue.broker_name}:{result.queue.queue_id}",
                 offset=result.queue_offset,
+                store=store_address(result.offset_msg_id),
             )
         else:
             assert error is not None
@@ -307,6 +334,82 @@ class Workload:
             rng=random.Random(self.rng.random()),
         ) as producer:
             await self.produce(client_id, producer)
+
+    # --- probe writes -------------------------------------------------------------------
+
+    async def probe_writes(
+        self, address: str, broker_name: str, *, count: int, every_s: float = 0.1
+    ) -> list[str]:
+        """Send ``count`` messages straight to the broker at ``address`` (no route, no
+        retry), as a producer with a stale route would: each one recorded like any send
+        (client ``PROBE_CLIENT``), so the checkers judge its answer. The statuses seen."""
+        seen: list[str] = []
+        async with open_client(
+            name="chaos-probe", default_timeout_s=self.config.send_timeout_s
+        ) as client:
+            for i in range(count):
+                if i:
+                    await trio.sleep(every_s)
+                seen.append(await self._probe_one(client, address, broker_name))
+        return seen
+
+    async def _probe_one(self, client: RemotingClient, address: str, broker_name: str) -> str:
+        value = str(next(self._values))
+        self.progress.sent += 1
+        message = Message(
+            topic=self.config.topic, body=make_body(value, self.config.body_bytes), keys=(value,)
+        )
+        uniq = f"{int(value):032X}"  # hex, as a uniq key reads
+        header = SendMessageRequestHeaderV2(
+            a=PRODUCER_GROUP, b=self.config.topic, c="TBW102", d=4, e=0, f=0,
+            g=now_ms(), h=0, i=properties_to_string(message.wire_properties(uniq)),
+            j=0, k=False, m=False, n=broker_name,
+        )  # fmt: skip
+        request = RemotingCommand.request(
+            RequestCode.SEND_MESSAGE_V2, header.to_ext_fields(), body=message.body
+        )
+        self.recorder.record(
+            Request(client_id=PROBE_CLIENT, op=ENQUEUE, value=value, timestamp_ms=now_ms())
+        )
+        started = trio.current_time()
+        extra: str | None
+        try:
+            response = await client.call(address, request)
+        except RocketError as exc:
+            outcome, what = classify(exc), type(exc).__name__
+            extra = make_extra(error=what, detail=str(exc)[:120], store=address)
+        else:
+            status = _PROBE_STATUS.get(response.code)
+            if status is None:
+                outcome, what = Outcome.FAILURE, f"code {response.code}"
+                extra = make_extra(
+                    error=f"code{response.code}",
+                    detail=(response.remark or "")[:120],
+                    store=address,
+                )
+            else:
+                outcome, what = Outcome.SUCCESS, status
+                reply = SendMessageResponseHeader.from_ext_fields(response.ext_fields)
+                if status == "SEND_OK":  # a drain waits for these only
+                    self.progress.acked.add(value)
+                extra = make_extra(
+                    status=status,
+                    queue=f"{broker_name}:{reply.queue_id}",
+                    offset=reply.queue_offset,
+                    store=store_address(reply.msg_id) or address,
+                )
+        self.recorder.record(
+            Response(
+                client_id=PROBE_CLIENT,
+                op=ENQUEUE,
+                outcome=outcome,
+                value=value,
+                timestamp_ms=now_ms(),
+                latency_ms=int((trio.current_time() - started) * 1000),
+                extra=extra,
+            )
+        )
+        return what
 
     # --- draining ----------------------------------------------------------------------
 

@@ -53,13 +53,24 @@ def _ms(value: float | None) -> str:
 def verdict_line(name: str, report: CheckReport, faults: int) -> str:
     q = report.queue
     times = report.recovery.recovery_times_ms()
-    return (
+    line = (
         f"{'PASS' if report.ok else 'FAIL'} {name}: {faults} faults, {q.acked} acked, "
         f"{len(q.lost)} lost, {len(q.lost_degraded)} lost (degraded acks), "
         f"{len(q.duplicated)} duplicated, {len(q.recovered)} recovered (unknown outcome), "
         f"recovery p50 {_ms(percentile(times, 50))} / p99 {_ms(percentile(times, 99))} / "
         f"max {_ms(max(times) if times else None)}"
     )
+    fencing = report.fencing
+    if fencing.masters:  # controller mode: who was master is known, so acks are judged
+        elections = sum(fencing.elections().values())
+        line += (
+            f"; {elections} elections, {len(fencing.deposed)} SEND_OK acks from deposed "
+            f"masters ({len(fencing.deposed_degraded)} degraded)"
+        )
+    if report.probes:
+        passed = sum(p.passed for p in report.probes)
+        line += f"; probes {passed}/{len(report.probes)} passed"
+    return line
 
 
 def _print_failures(report: CheckReport) -> None:

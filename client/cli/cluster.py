@@ -15,6 +15,9 @@ Rules:
 - ``up`` and ``down`` hold ``D/cluster.lock``, so two of them never race on one directory.
 - Errors are one line (``error: ...``) with exit status 1, never a traceback; a node that
   fails to start adds the tail of its log after that line.
+- A mode's layout changes only through ``LayoutOptions`` (``--broker-set``,
+  ``--broker-controller-addrs``, ``--controller-base-port``), checked before anything
+  starts; without them ``up`` starts exactly the mode's table.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +115,98 @@ NAMESRV = "namesrv"
 _POLL_S = 0.05
 _KILL_WAIT_S = 5.0
 _TAIL_LINES = 20
+
+#: Broker settings ``up`` passes as flags itself: ``--broker-set`` may not change them.
+_FLAG_KEYS = frozenset(
+    {
+        "brokerName", "broker_name", "brokerId", "broker_id", "brokerRole", "broker_role",
+        "namesrvAddr", "namesrv_addrs", "listenPort", "listen_port", "storePathRootDir",
+        "store_dir", "flushDiskType", "flush_disk_type", "controllerAddr", "controller_addrs",
+    }
+)  # fmt: skip
+BROKER_CONFIG_NAME = "broker.toml"
+
+
+@attrs.frozen(kw_only=True)
+class LayoutOptions:
+    """What ``up`` may change about a mode's layout; the defaults change nothing.
+
+    - ``broker_settings``: ``broker.conf`` keys and values for every broker, written to
+      ``D/<node>/broker.toml`` and passed with ``--config`` (e.g. ``allAckInSyncStateSet``
+      false for an async-replica controller group).
+    - ``broker_controller_addrs``: per broker node, the controller addresses it is given
+      instead of the quorum's own (fault proxies in front of the controllers).
+    - ``controller_base_port``: controller mode's quorum on ports ``N .. N+5`` (remoting
+      and Raft port of each node) instead of free ones, so proxies can be started first.
+    """
+
+    broker_settings: tuple[tuple[str, Any], ...] = ()
+    broker_controller_addrs: tuple[tuple[str, str], ...] = ()
+    controller_base_port: int | None = None
+
+    def check(self, mode: str) -> None:
+        """Raise ``ClusterError`` when these options do not fit ``mode``."""
+        from broker.config import ConfigError, config_from_mapping
+
+        settings = dict(self.broker_settings)
+        clashing = sorted(k for k in settings if k in _FLAG_KEYS)
+        if clashing:
+            raise ClusterError(
+                f"--broker-set cannot change {', '.join(clashing)}: rmq cluster up sets it"
+            )
+        try:
+            config_from_mapping(settings)
+        except ConfigError as exc:
+            raise ClusterError(f"--broker-set: {exc}") from None
+        controller = mode == "controller"
+        if (self.broker_controller_addrs or self.controller_base_port is not None) and (
+            not controller
+        ):
+            raise ClusterError(
+                "--broker-controller-addrs and --controller-base-port need --mode controller"
+            )
+        names = {plan.name for plan in BROKERS_BY_MODE.get(mode, ())}
+        unknown = sorted(n for n, _ in self.broker_controller_addrs if n not in names)
+        if unknown:
+            raise ClusterError(
+                f"--broker-controller-addrs names no broker of mode {mode}: "
+                f"{', '.join(unknown)} (it has {', '.join(sorted(names))})"
+            )
+        base = self.controller_base_port
+        if base is not None and not 0 < base <= 65535 - 2 * CONTROLLER_NODES:
+            raise ClusterError(f"--controller-base-port {base} leaves no room for 6 ports")
+
+    def controller_addrs_of(self, node: str, default: str) -> str:
+        return dict(self.broker_controller_addrs).get(node, default)
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` → (key, value); the value as TOML reads it (true, 1, 2.5), else text."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ClusterError(f"{text!r} is not KEY=VALUE")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+def write_broker_settings(path: Path, settings: tuple[tuple[str, Any], ...]) -> None:
+    """Write ``settings`` as a ``[broker]`` TOML table (atomically)."""
+    lines = ["[broker]", *(f"{key} = {toml_value(value)}" for key, value in settings)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, ("\n".join(lines) + "\n").encode())
+
 
 NAMESRV_READY = re.compile(
     r"The Name Server boot success\. address=(?P<host>[0-9.]+):(?P<port>[0-9]+)"
@@ -454,10 +550,18 @@ def _plan_namesrv(root: Path, port: int) -> Node:
 
 
 def _plan_broker(
-    root: Path, plan: BrokerPlan, namesrv_addr: str, flush: str, controller_addrs: str = ""
+    root: Path,
+    plan: BrokerPlan,
+    namesrv_addr: str,
+    flush: str,
+    controller_addrs: str = "",
+    *,
+    config_file: Path | None = None,
 ) -> Node:
     node_dir = root / plan.name
     store_dir = node_dir / "store"
+    # Flags win over the file's keys; LayoutOptions.check refuses keys set by flag.
+    config = ["--config", str(config_file)] if config_file is not None else []
     # --port 0: the client port and (on a master) the HA port are picked free; a slave
     # learns its master's HA address from the NameServer (the controller, in controller mode).
     if plan.broker_role == CONTROLLER_ROLE:
@@ -478,6 +582,7 @@ def _plan_broker(
         str(store_dir),
         "--flush",
         flush,
+        *config,
     ]
     return Node(
         name=plan.name,
@@ -521,9 +626,9 @@ def _refuse_running(root: Path) -> None:
         )
 
 
-def _start_controllers(cluster: Cluster, timeout_s: float) -> str:
+def _start_controllers(cluster: Cluster, timeout_s: float, base_port: int | None = None) -> str:
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
-    controllers' addresses as ``a;b;c``."""
+    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given)."""
     # Imported here: controller_cmds builds on this module.
     from client.cli import controller_cmds as cc
     from controller.config import write_toml
@@ -531,7 +636,7 @@ def _start_controllers(cluster: Cluster, timeout_s: float) -> str:
     root = cluster.root
     if sorted(root.glob(f"n*/{cc.CONFIG_NAME}")):
         raise ClusterError(f"{root} already holds a controller quorum; use a fresh --dir")
-    configs = cc.quorum_configs(root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=None)
+    configs = cc.quorum_configs(root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=base_port)
     for config in configs:
         path = root / config.node_id / cc.CONFIG_NAME
         write_toml(path, config)
@@ -542,9 +647,18 @@ def _start_controllers(cluster: Cluster, timeout_s: float) -> str:
 
 
 def cluster_up(
-    root: Path, *, mode: str, namesrv_port: int, flush: str, timeout_s: float, stop_timeout_s: float
+    root: Path,
+    *,
+    mode: str,
+    namesrv_port: int,
+    flush: str,
+    timeout_s: float,
+    stop_timeout_s: float,
+    layout: LayoutOptions | None = None,
 ) -> Cluster:
     """Start the cluster; on any failure stop what was started and raise ``ClusterError``."""
+    layout = layout or LayoutOptions()
+    layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
     with _dir_lock(root):
         _refuse_running(root)
@@ -552,12 +666,21 @@ def cluster_up(
         try:
             controller_addrs = ""
             if mode == "controller":
-                controller_addrs = _start_controllers(cluster, timeout_s)
+                controller_addrs = _start_controllers(
+                    cluster, timeout_s, layout.controller_base_port
+                )
             namesrv = _plan_namesrv(root, namesrv_port)
             _start(cluster, namesrv, NAMESRV_READY, timeout_s)
             assert namesrv.address is not None
             for plan in BROKERS_BY_MODE[mode]:
-                broker = _plan_broker(root, plan, namesrv.address, flush, controller_addrs)
+                config_file = None
+                if layout.broker_settings:
+                    config_file = root / plan.name / BROKER_CONFIG_NAME
+                    write_broker_settings(config_file, layout.broker_settings)
+                addrs = layout.controller_addrs_of(plan.name, controller_addrs)
+                broker = _plan_broker(
+                    root, plan, namesrv.address, flush, addrs, config_file=config_file
+                )
                 _start(cluster, broker, BROKER_READY, timeout_s)
         except BaseException:  # ClusterError, Ctrl-C, anything: leave nothing running
             stop_cluster(cluster, stop_timeout_s)
@@ -664,9 +787,42 @@ def up(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds each node has to print its ready line.")
     ] = 30.0,
+    broker_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--broker-set",
+            metavar="KEY=VALUE",
+            help="A broker.conf setting for every broker (repeatable), e.g. "
+            "allAckInSyncStateSet=false; written to D/<node>/broker.toml.",
+        ),
+    ] = None,
+    broker_controller_addrs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--broker-controller-addrs",
+            metavar="NODE=ADDRS",
+            help="Controller mode: the controller addresses (a:p;b:p;c:p) one broker node is "
+            "given instead of the quorum's, e.g. fault proxies (repeatable).",
+        ),
+    ] = None,
+    controller_base_port: Annotated[
+        int | None,
+        typer.Option(
+            "--controller-base-port",
+            help="Controller mode: the quorum listens on this port and the next 5 "
+            "(default: free ones).",
+        ),
+    ] = None,
 ) -> None:
     """Start a NameServer and the mode's brokers as detached processes; print their addresses."""
     try:
+        layout = LayoutOptions(
+            broker_settings=tuple(parse_setting(s) for s in broker_set or ()),
+            broker_controller_addrs=tuple(
+                _node_addrs(item) for item in broker_controller_addrs or ()
+            ),
+            controller_base_port=controller_base_port,
+        )
         if mode not in BROKERS_BY_MODE:
             known = "mode {!r} is not available yet" if mode in LATER_MODES else "unknown mode {!r}"
             raise ClusterError(
@@ -685,6 +841,7 @@ def up(
             flush=flush.upper(),
             timeout_s=timeout,
             stop_timeout_s=10.0,
+            layout=layout,
         )
     except ClusterError as exc:
         raise _fail(exc) from None
@@ -700,6 +857,13 @@ def up(
         f"stop it with: rmq cluster down --dir {cluster.root}",
         markup=False,
     )
+
+
+def _node_addrs(text: str) -> tuple[str, str]:
+    node, sep, addrs = text.partition("=")
+    if not sep or not node.strip() or not addrs.strip():
+        raise ClusterError(f"--broker-controller-addrs {text!r} is not NODE=a:p;b:p;c:p")
+    return node.strip(), addrs.strip()
 
 
 @cluster_app.command("status")
