@@ -312,6 +312,13 @@ class MessageStore:
         self._master_flushed = ckpt.master_flushed_offset if ckpt else 0
         if ckpt is not None and self.config.dispatch_confirmed_only:
             self._dispatched = min(self._dispatched, max(self._confirm, clog.min_offset))
+            # The ConsumeQueue and index files may hold entries past the checkpoint's
+            # confirm offset (a crash before the next checkpoint): drop them, or their
+            # records would be dispatched twice once confirmed again ("entry for offset N
+            # but the queue ends at M" on the next replicated batch).
+            for cq in self._cqs.values():
+                cq.truncate_from_physical(self._dispatched)
+            self._index.truncate_after(self._dispatched)
         redispatched = self._dispatch_pending(self._dispatch_limit(), recovering=True)
         self._index_skip_below = -1
         self._rebuild_queue_offsets()
