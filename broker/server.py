@@ -223,7 +223,7 @@ class Broker:
 
         Within its lease, yes. Past it (apache/rocketmq#7017), only while every ack already
         waits for other SyncStateSet members (allAckInSyncStateSet, a set larger than the
-        master) and the controller said it elects only within the set (unclean election
+        master, every member connected now) and the controller said it elects only within the set (unclean election
         off): a member elected elsewhere stops acking this master, so no ack can outlive a
         deposal, and the data path keeps working while the whole quorum is down (reference
         §1: "controller loss stops failover only"). A master alone in its set, acking on
@@ -239,7 +239,9 @@ class Broker:
         if master is None or not self.config.all_ack_in_sync_state_set:
             return False
         members, _ = master.sync_state_set
-        return bool(members - {self.controller_id})
+        # A member that is not connected cannot ack, and may be the one elected: refuse
+        # before storing rather than grow a tail no replica holds (chaos row 7).
+        return bool(members - {self.controller_id}) and master.sync_state_set_connected()
 
     @property
     def role_description(self) -> str:
@@ -457,6 +459,11 @@ class Broker:
             store_host=self.store_host,
             delay_levels_s=self.delay_levels_s,
             node_name=self.name,
+            # Controller mode (RocketMQ's readUnCommitted=false): consumers see only what
+            # the SyncStateSet holds (the confirm offset). A deposed or isolated master's
+            # unreplicated tail is then never read, so no consumer commits an offset past
+            # data the new master gives the same ConsumeQueue offsets (#7689).
+            dispatch_confirmed_only=config.controller_mode,
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

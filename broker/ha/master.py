@@ -273,6 +273,12 @@ class HAMaster:
     def confirm_offset(self) -> int:
         return self._core.confirm_offset
 
+    def sync_state_set_connected(self) -> bool:
+        """Every other member of the confirmed SyncStateSet has a live HA connection now."""
+        core = self._core
+        others = core.members - {core.master_id}
+        return all((s := core.slaves.get(m)) is not None and s.live for m in others)
+
     def status(self) -> HAMasterStatus:
         """What ``mqadmin haStatus`` shows."""
         now = _now()
