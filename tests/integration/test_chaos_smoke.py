@@ -165,6 +165,12 @@ RUNNABLE = [
     "master_kill_allack_no_loss",
     "master_and_controller_leader_kill",
     "ordered_messages_through_failover",
+    "master_kill_async_replication_loss",
+    "syncstateset_expand_then_kill",
+    "paused_old_master_fenced",
+    "master_isolated_from_controllers",
+    "controller_majority_down_data_path",
+    "topic_offsets_on_new_master",
 ]
 
 
