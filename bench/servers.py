@@ -40,7 +40,7 @@ def rmq_argv(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("rmq")
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-m", "client.cli.app", *args]
+    return [sys.executable, "-m", "cli.app", *args]
 
 
 @asynccontextmanager

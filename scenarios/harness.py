@@ -4,9 +4,9 @@ Rules:
 - Modes are data: a scenario names the deployment modes it runs in; the cluster is started
   by ``rmq cluster up --mode MODE`` (a real CLI run) and found again through its
   ``cluster.json``. Whether a mode exists is asked of what ``up`` accepts
-  (``client/cli/cluster.py``'s table) at run time; a missing one makes the scenario
+  (``cli/cluster.py``'s table) at run time; a missing one makes the scenario
   unavailable with a reason naming what is missing, never a silent pass.
-- One process-management code: ``client/cli/cluster.py`` (pid checks, spawn, ready lines,
+- One process-management code: ``cli/cluster.py`` (pid checks, spawn, ready lines,
   ``rmq cluster down``). The harness adds only what ``rmq cluster`` has no command for:
   killing, pausing and restarting one node. A restarted node keeps its ports (its argv is
   pinned to the ports it had), as a restarted server in production does.
@@ -48,8 +48,8 @@ from pathlib import Path
 import attrs
 import trio
 
+from cli import cluster as clusterlib
 from client import admin as admin_api
-from client.cli import cluster as clusterlib
 from protocol.bodies import TopicConfigSerializeWrapper
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -113,7 +113,7 @@ def mode_unavailable(mode: str) -> str | None:
     if mode in clusterlib.LATER_MODES:
         return (
             f"deployment mode {mode!r} does not exist yet: `rmq cluster up --mode {mode}` is "
-            f"refused (client/cli/cluster.py starts only: {known})"
+            f"refused (cli/cluster.py starts only: {known})"
         )
     return f"unknown deployment mode {mode!r} (rmq cluster up knows: {known})"
 
@@ -453,7 +453,7 @@ class LocalCluster:
         if node.kind == clusterlib.NAMESRV:
             ready = clusterlib.NAMESRV_READY
         elif node.kind == CONTROLLER:
-            from client.cli.controller_cmds import CONTROLLER_READY  # builds on cluster.py
+            from cli.controller_cmds import CONTROLLER_READY  # builds on cluster.py
 
             ready = CONTROLLER_READY
         node.argv = argv

@@ -24,8 +24,8 @@ from typing import Any
 import attrs
 import trio
 
+from cli.controller_cmds import pick_free_ports
 from client.admin import controller_call, find_controller_leader
-from client.cli.controller_cmds import pick_free_ports
 from controller.config import ControllerConfig, Peer
 from controller.server import ControllerServer
 from protocol.codes import RequestCode, ResponseCode

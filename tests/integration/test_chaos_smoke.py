@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from client.cli import cluster as clusterlib
+from cli import cluster as clusterlib
 from scenarios import SCENARIOS
 from scenarios.harness import RunOptions, RunResult, ScenarioUnavailable, run_scenario
 from scenarios.history import ENQUEUE, FaultEvent, Phase, Response, iter_history

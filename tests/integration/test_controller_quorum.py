@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from cli.controller_cmds import CONTROLLER_READY, quorum_configs
 from client.admin import controller_call, find_controller_leader, get_controller_metadata
-from client.cli.controller_cmds import CONTROLLER_READY, quorum_configs
 from controller.config import write_toml
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand

@@ -52,12 +52,12 @@ class ProcessFailed(AssertionError):
 def rmq_argv(*args: str) -> list[str]:
     """The command line of ``rmq ARGS``: the console script next to this interpreter.
 
-    Falls back to ``python -m client.cli.app`` when the script is not installed.
+    Falls back to ``python -m cli.app`` when the script is not installed.
     """
     script = Path(sys.executable).with_name("rmq")
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-m", "client.cli.app", *args]
+    return [sys.executable, "-m", "cli.app", *args]
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

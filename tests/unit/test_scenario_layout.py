@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from broker.config import load_toml
-from client.cli import cluster as clusterlib
-from client.cli.cluster import (
+from cli import cluster as clusterlib
+from cli.cluster import (
     BROKERS_BY_MODE,
     ClusterError,
     LayoutOptions,

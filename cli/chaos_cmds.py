@@ -23,7 +23,7 @@ import trio
 import typer
 from rich.table import Table
 
-from client.cli.output import err, fail, out
+from cli.output import err, fail, out
 from protocol.errors import RocketError
 from scenarios import SCENARIOS
 from scenarios.checkers import CheckReport, Expectations, check_history, percentile

@@ -25,6 +25,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from cli.output import fail, out
 from client.admin import (
     DEFAULT_CONSUME_COUNT,
     DEFAULT_PERM,
@@ -43,7 +44,6 @@ from client.admin import (
     parse_timestamp,
     perm_to_string,
 )
-from client.cli.output import fail, out
 from client.message import ReceivedMessage
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.controller_bodies import OPEN_END_OFFSET, BrokerReplicasInfo, EpochEntry

@@ -36,8 +36,8 @@ import attrs
 import trio
 import typer
 
+from cli.output import err, fail, out
 from client import admin as admin_api
-from client.cli.output import err, fail, out
 from protocol.controller_bodies import ReplicasInfo
 from protocol.errors import RocketError
 from protocol.rpc import open_client

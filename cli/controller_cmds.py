@@ -7,7 +7,7 @@ Rules:
   ``<data_dir>/logs/controller.log`` and stops cleanly on SIGINT/SIGTERM.
 - ``rmq quorum bootstrap --nodes N --dir D`` writes ``D/n<i>/controller.toml`` for every
   node with one freshly generated shared secret (mode 0600), starts the nodes as detached
-  processes with ``client/cli/cluster.py``'s process management (so ``D/cluster.json``
+  processes with ``cli/cluster.py``'s process management (so ``D/cluster.json``
   records them and ``rmq quorum down`` or ``rmq cluster down`` stops them), waits until
   they agree on a leader, and prints the nodes and the controller list brokers take.
 - Ports: Raft peers must know each other's ports before any of them starts, so without
@@ -32,8 +32,7 @@ import trio
 import typer
 from rich.table import Table
 
-from client.admin import ControllerMetadata, get_controller_metadata
-from client.cli.cluster import (
+from cli.cluster import (
     Cluster,
     ClusterError,
     Node,
@@ -45,7 +44,8 @@ from client.cli.cluster import (
     start_node,
     stop_cluster,
 )
-from client.cli.output import err, fail, out
+from cli.output import err, fail, out
+from client.admin import ControllerMetadata, get_controller_metadata
 from controller.config import ConfigError, ControllerConfig, Peer, load_toml, write_toml
 from protocol.errors import RocketError
 from protocol.rpc import RemotingClient, open_client
@@ -155,7 +155,7 @@ def controller_command(
 
     Without --config: a single-node quorum, for development.
     """
-    from client.cli.serving import configure_logging, run_server, set_node_name
+    from cli.serving import configure_logging, run_server, set_node_name
     from controller.server import ControllerServer
 
     try:

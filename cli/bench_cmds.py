@@ -42,7 +42,7 @@ from bench.runner import (
     run_consume,
     run_produce,
 )
-from client.cli.output import fail
+from cli.output import fail
 from protocol.errors import RocketError
 
 T = TypeVar("T")

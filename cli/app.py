@@ -9,13 +9,13 @@ from typing import Annotated
 import trio
 import typer
 
-from client.cli.admin_cmds import admin_app
-from client.cli.bench_cmds import bench_app
-from client.cli.chaos_cmds import chaos_app
-from client.cli.cluster import cluster_app
-from client.cli.controller_cmds import controller_command, quorum_app
-from client.cli.demo_cmd import demo_command
-from client.cli.output import fail
+from cli.admin_cmds import admin_app
+from cli.bench_cmds import bench_app
+from cli.chaos_cmds import chaos_app
+from cli.cluster import cluster_app
+from cli.controller_cmds import controller_command, quorum_app
+from cli.demo_cmd import demo_command
+from cli.output import fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(admin_app, name="admin")
@@ -68,8 +68,8 @@ def namesrv(
     With --enable-controller it also runs a controller node (its own ports, from
     --controller-config) and prints the controller's ready line too.
     """
-    from client.cli.controller_cmds import ready_line
-    from client.cli.serving import configure_logging, run_server, set_node_name
+    from cli.controller_cmds import ready_line
+    from cli.serving import configure_logging, run_server, set_node_name
     from controller.config import ConfigError, load_toml
     from controller.server import ControllerServer
     from namesrv.server import NameServer, NameServerConfig
@@ -163,7 +163,7 @@ def broker(
     from broker.agent import IdentityError
     from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_toml
     from broker.server import Broker
-    from client.cli.serving import configure_logging, run_server, set_node_name
+    from cli.serving import configure_logging, run_server, set_node_name
     from protocol.errors import StorageError
 
     flags = {

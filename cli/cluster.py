@@ -42,8 +42,8 @@ import trio
 import typer
 from rich.table import Table
 
+from cli.output import err, fail, out
 from client import admin
-from client.cli.output import err, fail, out
 from protocol.errors import RocketError
 from protocol.route import ClusterInfo
 from protocol.rpc import open_client
@@ -414,7 +414,7 @@ def rmq_command() -> list[str]:
     script = Path(sys.executable).with_name("rmq")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "client.cli.app"]
+    return [sys.executable, "-m", "cli.app"]
 
 
 def _child_env() -> dict[str, str]:
@@ -630,7 +630,7 @@ def _start_controllers(cluster: Cluster, timeout_s: float, base_port: int | None
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
     controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given)."""
     # Imported here: controller_cmds builds on this module.
-    from client.cli import controller_cmds as cc
+    from cli import controller_cmds as cc
     from controller.config import write_toml
 
     root = cluster.root
@@ -931,7 +931,7 @@ def down(
         raise _fail(ClusterError(f"{', '.join(stuck)} survived SIGKILL"))
 
 
-# --- shared with ``rmq quorum`` (client/cli/controller_cmds.py) ------------------------------
+# --- shared with ``rmq quorum`` (cli/controller_cmds.py) ------------------------------
 
 start_node = _start
 dir_lock = _dir_lock
