@@ -35,6 +35,9 @@ from broker.store import store as store_module
 from protocol.bodies import TopicConfigSerializeWrapper
 from protocol.codes import PERM_INHERIT, PERM_PRIORITY, PERM_READ, PERM_WRITE
 from protocol.errors import InvalidParameter, MalformedBody, StorageError
+from protocol.group_topics import dlq_topic as dlq_topic  # broker/ imports it from here
+from protocol.group_topics import is_group_topic
+from protocol.group_topics import retry_topic as retry_topic  # broker/ imports it from here
 from protocol.route import DEFAULT_QUEUE_NUMS, DataVersion, TopicConfig
 
 AUTO_CREATE_TOPIC_KEY_TOPIC = "TBW102"
@@ -49,8 +52,6 @@ OFFSET_MOVED_EVENT = "OFFSET_MOVED_EVENT"
 ROCKSDB_OFFSET_TOPIC = "CHECKPOINT_TOPIC"
 SYSTEM_TOPIC_PREFIX = "rmq_sys_"
 REPLY_TOPIC_POSTFIX = "REPLY_TOPIC"
-RETRY_GROUP_TOPIC_PREFIX = "%RETRY%"
-DLQ_GROUP_TOPIC_PREFIX = "%DLQ%"
 
 #: Queues of SCHEDULE_TOPIC_XXXX: one per delay level.
 SCHEDULE_TOPIC_QUEUE_NUMS = 18
@@ -95,16 +96,6 @@ _VALID_NAME = re.compile(r"[%|a-zA-Z0-9_-]+")
 _PERM_ALL = PERM_INHERIT | PERM_READ | PERM_WRITE | PERM_PRIORITY
 
 
-def retry_topic(group: str) -> str:
-    """``%RETRY%<group>`` (MixAll.getRetryTopic)."""
-    return RETRY_GROUP_TOPIC_PREFIX + group
-
-
-def dlq_topic(group: str) -> str:
-    """``%DLQ%<group>`` (MixAll.getDLQTopic)."""
-    return DLQ_GROUP_TOPIC_PREFIX + group
-
-
 def validate_topic(topic: str) -> str | None:
     """Java's remark when ``topic`` is not a legal topic name, else ``None``."""
     if not topic or not topic.strip():
@@ -114,7 +105,7 @@ def validate_topic(topic: str) -> str | None:
             f"The specified topic: {topic}, contains illegal characters, "
             "allowing only ^[%|a-zA-Z0-9_-]+$"
         )
-    if topic.startswith((RETRY_GROUP_TOPIC_PREFIX, DLQ_GROUP_TOPIC_PREFIX)):
+    if is_group_topic(topic):
         if len(topic) > RETRY_OR_DLQ_TOPIC_MAX_LENGTH:
             return (
                 f"The specified topic is DLQ or Retry topic: {topic}, and it's longer than "

@@ -48,6 +48,7 @@ from client.message import ReceivedMessage
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.controller_bodies import OPEN_END_OFFSET, BrokerReplicasInfo, EpochEntry
 from protocol.errors import RocketError
+from protocol.group_topics import is_group_topic
 from protocol.route import TopicConfig, is_readable, is_writeable
 
 T = TypeVar("T")
@@ -396,7 +397,7 @@ def topic_list(
         rows = []
         for cluster in clusters:
             for topic in await admin.topics_of_cluster(cluster):
-                if not topic.startswith(("%RETRY%", "%DLQ%")):
+                if not is_group_topic(topic):
                     rows.append((cluster, topic))
         return rows
 

@@ -113,6 +113,7 @@ from protocol.errors import (
     TopicNotExist,
     error_for_response,
 )
+from protocol.group_topics import dlq_topic, is_group_topic, is_retry_topic, retry_topic
 from protocol.headers import (
     ConsumerSendMsgBackRequestHeader,
     GetConsumerListByGroupRequestHeader,
@@ -137,9 +138,6 @@ from protocol.rpc import (
 
 log = logging.getLogger(__name__)
 
-RETRY_PREFIX = "%RETRY%"
-DLQ_PREFIX = "%DLQ%"
-
 #: PullSysFlag bits (wire.md §2.4).
 PULL_COMMIT_OFFSET = 0x1
 PULL_SUSPEND = 0x2
@@ -156,14 +154,6 @@ FAST_ROUTE_REFRESH_S = 1.0
 ROUTE_BURST_S = 5.0
 #: A group absent from a topic's route this long is no longer expected back.
 FORGET_GROUP_S = 600.0
-
-
-def retry_topic(group: str) -> str:
-    return RETRY_PREFIX + group
-
-
-def dlq_topic(group: str) -> str:
-    return DLQ_PREFIX + group
 
 
 # --- public value types ----------------------------------------------------------------
@@ -286,7 +276,7 @@ class ConsumerConfig:
     instance: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if not self.group or self.group.startswith((RETRY_PREFIX, DLQ_PREFIX)):
+        if not self.group or is_group_topic(self.group):
             raise ValueError(f"consumer group {self.group!r} is empty or reserved")
         if self.max_reconsume_times < 0:
             raise ValueError("max_reconsume_times must be >= 0")
@@ -900,7 +890,7 @@ class _RebalancingConsumer:
 
     def subscribe(self, topic: str, expression: str = "*") -> None:
         """Subscribe to ``topic`` (``"*"`` or ``"TagA || TagB"``); takes effect at once."""
-        if topic.startswith((RETRY_PREFIX, DLQ_PREFIX)):
+        if is_group_topic(topic):
             raise ValueError(f"{topic} is a group topic; subscribe to the original topic")
         self._subscriptions[topic] = parse_subscription(
             expression, topic=topic, sub_version=_now_ms()
@@ -1292,7 +1282,7 @@ class _RebalancingConsumer:
                 return floor
         if stored is not None:
             return stored
-        is_retry = queue.topic.startswith(RETRY_PREFIX)
+        is_retry = is_retry_topic(queue.topic)
         match self.config.consume_from:
             case ConsumeFrom.FIRST:
                 return 0
@@ -1441,7 +1431,7 @@ class _RebalancingConsumer:
                 await self.offsets.persist([state.queue])
             return
         messages = list(result.messages)
-        if messages and state.queue.topic.startswith(RETRY_PREFIX):
+        if messages and is_retry_topic(state.queue.topic):
             messages = [attrs.evolve(m, topic=m.original_topic) for m in messages]
         tracker.add(m.queue_offset for m in messages)
         tracker.advance(result.next_begin_offset)
