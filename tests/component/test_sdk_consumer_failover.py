@@ -30,13 +30,13 @@ from client.consumer import (
     PullStatus,
     PushConsumer,
     RouteHealth,
-    _QueueState,
     failover_broker_id,
     open_lite_pull_consumer,
     open_pull_consumer,
     open_push_consumer,
     pull_replica,
 )
+from client.consumer.rebalancing import _QueueState
 from client.message import Message, ReceivedMessage
 from client.offsets import BrokerOffsetStore
 from client.producer import Producer, open_producer
