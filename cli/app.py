@@ -9,7 +9,7 @@ from typing import Annotated
 import trio
 import typer
 
-from cli.admin_cmds import admin_app
+from cli.admin import admin_app
 from cli.bench_cmds import bench_app
 from cli.chaos_cmds import chaos_app
 from cli.cluster import cluster_app

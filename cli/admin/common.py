@@ -1,0 +1,121 @@
+"""What every ``rmq admin`` command shares: the common options, ``run`` (one ``Admin``
+under the command's deadline, errors as one line) and the table/JSON/time formatting.
+
+Rules: see ``cli.admin``. Table cells are plain ``Text``, never rich markup.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, TypeVar
+
+import trio
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from cli.output import fail, out
+from client.admin import Admin, open_admin
+from protocol.errors import RocketError
+
+T = TypeVar("T")
+
+# Wide enough that no table row ever wraps (rows are parsed by scripts and tests).
+_out = out
+
+#: The whole command may take this many request deadlines.
+DEADLINE_FACTOR = 10
+
+NamesrvOpt = Annotated[
+    str,
+    typer.Option(
+        "-n",
+        "--namesrv",
+        envvar="NAMESRV_ADDR",
+        help="NameServer address(es), host:port[;host:port...].",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Per-request deadline in seconds.")]
+TopicOpt = Annotated[str, typer.Option("-t", "--topic", help="Topic name.")]
+GroupOpt = Annotated[str, typer.Option("-g", "--group", help="Consumer group name.")]
+ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster", help="Cluster name.")]
+BrokerAddrOpt = Annotated[
+    str | None, typer.Option("-b", "--broker-addr", help="Broker address host:port.")
+]
+DEFAULT_NAMESRV = "127.0.0.1:9876"
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+
+def run(namesrv: str, timeout_s: float, fn: Callable[[Admin], Awaitable[T]]) -> T:
+    """Run ``fn`` with an ``Admin`` under the command's deadline; errors become one line."""
+    deadline_s = timeout_s * DEADLINE_FACTOR
+
+    async def main() -> T:
+        with trio.fail_after(deadline_s):
+            async with open_admin(namesrv, timeout_s=timeout_s) as admin:
+                return await fn(admin)
+
+    try:
+        return trio.run(main)
+    except RocketError as exc:
+        raise fail(str(exc)) from None
+    except trio.TooSlowError:
+        raise fail(
+            f"the command did not finish within {deadline_s:g} s; check that the NameServer "
+            "and brokers are up, or raise --timeout"
+        ) from None
+
+
+def _bool(value: str | None, flag: str) -> bool | None:
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text not in ("true", "false"):
+        raise fail(f"{flag} takes true or false, not {value!r}")
+    return text == "true"
+
+
+def _table(*columns: str) -> Table:
+    return Table(*columns, box=None)
+
+
+def _row(table: Table, *cells: object) -> None:
+    table.add_row(*(Text(str(c)) for c in cells))
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _human_ms(ms: int, *, millis: bool = True) -> str:
+    """Local time as mqadmin prints it (``yyyy-MM-dd HH:mm:ss,SSS``); N/A for 0."""
+    if ms <= 0:
+        return "N/A"
+    text = datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text},{ms % 1000:03d}" if millis else text
+
+
+def _java_repr(name: str, obj: Mapping[str, Any]) -> str:
+    """``Name [a=1, b=true]``, Java toString style."""
+    parts = []
+    for key, value in obj.items():
+        text = json.dumps(value) if isinstance(value, bool | dict) else str(value)
+        parts.append(f"{key}={text}")
+    return f"{name} [{', '.join(parts)}]"
+
+
+def _body_text(body: bytes) -> str:
+    return body.decode("utf-8", errors="replace")
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
