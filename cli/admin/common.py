@@ -1,5 +1,6 @@
 """What every ``rmq admin`` command shares: the common options, ``run`` (one ``Admin``
-under the command's deadline, errors as one line) and the table/JSON/time formatting.
+under the command's deadline, errors as one line), the table/JSON/time formatting and
+mqadmin's argument forms (``-s`` timestamps, perm strings).
 
 Rules: see ``cli.admin``. Table cells are plain ``Text``, never rich markup.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
@@ -17,7 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.output import fail, out
-from client.admin import Admin, open_admin
+from client.admin import Admin, AdminError, open_admin
+from protocol.codes import PERM_READ, PERM_WRITE
 from protocol.errors import RocketError
 
 T = TypeVar("T")
@@ -119,3 +122,42 @@ def _one_line(text: str) -> str:
 
 def _or_dash(value: object) -> str:
     return "-" if value is None else str(value)
+
+
+# --- mqadmin's argument forms ------------------------------------------------------------------
+
+
+#: ``-s`` of resetOffsetByTime: ``yyyy-MM-dd#HH:mm:ss:SSS``.
+_DATE_FORMAT = re.compile(r"(\d{4})-(\d{2})-(\d{2})#(\d{2}):(\d{2}):(\d{2}):(\d{3})")
+
+
+def parse_timestamp(text: str, *, now_ms: int) -> int:
+    """mqadmin's ``-s``: ``now``, milliseconds since the epoch, or ``yyyy-MM-dd#HH:mm:ss:SSS``
+    (local time, as Java's SimpleDateFormat reads it)."""
+    value = text.strip()
+    if value == "now":
+        return now_ms
+    if value.isdigit():
+        return int(value)
+    match = _DATE_FORMAT.fullmatch(value)
+    if match is not None:
+        year, month, day, hour, minute, second, millis = (int(g) for g in match.groups())
+        try:
+            local = datetime.datetime(year, month, day, hour, minute, second, millis * 1000)
+        except ValueError:
+            pass  # e.g. month 13: refused below like any other text
+        else:
+            return int(local.astimezone().timestamp() * 1000)
+    raise AdminError(
+        f"bad timestamp {text!r}: give 'now', milliseconds since the epoch, "
+        "or yyyy-MM-dd#HH:mm:ss:SSS (local time), e.g. 2024-05-01#13:30:00:000"
+    )
+
+
+def perm_to_string(perm: int) -> str:
+    """PermName.perm2String: ``RW-`` for 6, ``R--`` for 4, ``RWX`` for 7."""
+    return (
+        ("R" if perm & PERM_READ else "-")
+        + ("W" if perm & PERM_WRITE else "-")
+        + ("X" if perm & 0x1 else "-")
+    )

@@ -17,7 +17,7 @@ from cli.admin.common import (
     run,
 )
 from cli.output import fail
-from client.admin import BrokerEpochs, ControllerMetadata, ElectMasterResult
+from client.controller_admin import BrokerEpochs, ControllerMetadata, ElectMasterResult
 from protocol.controller_bodies import OPEN_END_OFFSET, BrokerReplicasInfo, EpochEntry
 
 app = typer.Typer()

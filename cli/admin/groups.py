@@ -25,10 +25,11 @@ from cli.admin.common import (
     _print_json,
     _row,
     _table,
+    parse_timestamp,
     run,
 )
 from cli.output import fail
-from client.admin import AdminError, parse_timestamp
+from client.admin import AdminError
 from protocol.bodies import SubscriptionGroupConfig
 
 app = typer.Typer()

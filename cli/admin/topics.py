@@ -22,9 +22,10 @@ from cli.admin.common import (
     _print_json,
     _row,
     _table,
+    perm_to_string,
     run,
 )
-from client.admin import DEFAULT_PERM, DEFAULT_QUEUE_NUMS, Admin, perm_to_string
+from client.admin import DEFAULT_PERM, DEFAULT_QUEUE_NUMS, Admin
 from protocol.group_topics import is_group_topic
 from protocol.route import TopicConfig, is_readable, is_writeable
 

@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from cli.controller_cmds import pick_free_ports
-from client.admin import controller_call, find_controller_leader
+from client.controller_admin import controller_call, find_controller_leader
 from controller.config import ControllerConfig, Peer
 from controller.server import ControllerServer
 from protocol.codes import RequestCode, ResponseCode

@@ -8,7 +8,6 @@ NameServer and brokers then answer other clients; broker internals are never tou
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,8 +24,6 @@ from client.admin import (
     MessageNotFound,
     allocate_averagely,
     open_admin,
-    parse_timestamp,
-    perm_to_string,
     read_address,
 )
 from namesrv.server import NameServer, NameServerConfig
@@ -190,17 +187,6 @@ def mq(topic: str, broker: str, queue_id: int) -> MessageQueue:
 # --- pure helpers ----------------------------------------------------------------------------
 
 
-def test_parse_timestamp_accepts_mqadmins_three_forms() -> None:
-    assert parse_timestamp("now", now_ms=1234) == 1234
-    assert parse_timestamp(" 1700000000123 ", now_ms=0) == 1700000000123
-    local = datetime.datetime(2024, 5, 1, 13, 30, 0, 250_000).astimezone()
-    expected = int(local.timestamp() * 1000)
-    assert parse_timestamp("2024-05-01#13:30:00:250", now_ms=0) == expected
-    for bad in ("yesterday", "2024-13-01#00:00:00:000", "2024-05-01 13:30:00", "-5", ""):
-        with pytest.raises(AdminError, match="yyyy-MM-dd#HH:mm:ss:SSS"):
-            parse_timestamp(bad, now_ms=0)
-
-
 def test_allocate_averagely_matches_rocketmqs_strategy() -> None:
     queues = [mq("T", b, i) for b in ("a", "b") for i in range(3)]  # 6 queues
     owners = allocate_averagely(list(reversed(queues)), ["c2", "c1", "c3", "c4"])
@@ -214,12 +200,11 @@ def test_allocate_averagely_matches_rocketmqs_strategy() -> None:
     assert allocate_averagely([], ["c1"]) == {}
 
 
-def test_read_address_prefers_the_master_and_perm_strings() -> None:
+def test_read_address_prefers_the_master() -> None:
     data = BrokerData(cluster="C", broker_name="a", broker_addrs={2: "s2", 0: "m", 1: "s1"})
     assert read_address(data) == "m"
     assert read_address(attrs.evolve(data, broker_addrs={2: "s2", 1: "s1"})) == "s1"
     assert read_address(attrs.evolve(data, broker_addrs={})) is None
-    assert [perm_to_string(p) for p in (2, 4, 6, 7)] == ["-W-", "R--", "RW-", "RWX"]
 
 
 # --- NameServer views and brokers ----------------------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from cli.controller_cmds import CONTROLLER_READY, quorum_configs
-from client.admin import controller_call, find_controller_leader, get_controller_metadata
+from client.controller_admin import controller_call, find_controller_leader, get_controller_metadata
 from controller.config import write_toml
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
