@@ -71,6 +71,7 @@ from client.admin_values import (
     _offset_entries,
     _runtime_table,
 )
+from client.consumer.core import allocate_averagely as queues_of_client
 from client.controller_admin import (
     BrokerEpochs,
     ControllerAdmin,
@@ -121,21 +122,10 @@ def allocate_averagely(
 ) -> dict[MessageQueue, str]:
     """Which client owns each queue under AllocateMessageQueueAveragely (the clustering
     consumers' default): queues and client ids sorted, contiguous blocks, the first
-    ``len(queues) % len(clients)`` clients taking one queue more."""
-    mqs = sorted(set(queues))
+    ``len(queues) % len(clients)`` clients taking one queue more. The consumers' own
+    allocation decides, so the admin shows what they do."""
     cids = sorted(set(client_ids))
-    n, m = len(mqs), len(cids)
-    owners: dict[MessageQueue, str] = {}
-    if n == 0 or m == 0:
-        return owners
-    mod = n % m
-    for index, cid in enumerate(cids):
-        bigger = mod > 0 and index < mod
-        average = 1 if n <= m else n // m + (1 if bigger else 0)
-        start = index * average if bigger else index * average + mod
-        for i in range(min(average, n - start)):
-            owners[mqs[(start + i) % n]] = cid
-    return owners
+    return {q: cid for cid in cids for q in queues_of_client(queues, cids, cid)}
 
 
 def _check_topic_name(topic: str) -> None:
