@@ -63,7 +63,7 @@ Guarantees (stated here so users can rely on them):
 Unlike RocketMQ's default, the broker is asked not to answer "0" on its own for young
 queues (``setZeroIfNotFound=false``), so a new group with LAST really starts at the end.
 
-Where things live (everything above is importable from ``client.consumer``):
+Where things live (every public name is importable from ``client.consumer`` itself):
 ``types`` (enums, ``PullResult``, statistics, ``ConsumerConfig``), ``core`` (the pure
 rebalance/offset core), ``api`` (``BrokerApi``, the broker requests), ``rebalancing``
 (what push and lite pull share), ``push``, ``lite_pull``, ``pull`` (the three consumer
