@@ -5,7 +5,7 @@ Rules:
   progress bar (refreshed by those same ticks: no refresh thread). With ``--json`` the lines
   go to stderr and the result JSON to stdout.
 - At the end a ``[Complete]`` summary and, with ``--out FILE``, the result as JSON with
-  OpenMessaging-Benchmark key names (``bench/runner.py`` says which).
+  OpenMessaging-Benchmark key names (``bench/results.py`` says which).
 - Every run is bounded: ``--duration`` and/or ``--count`` (neither: 10 s).
 - Ctrl-C stops the run, prints the summary so far, writes ``--out`` and exits 130; a second
   Ctrl-C exits at once. A failure is one line on stderr (``error: ...``) and exit status 1.
@@ -32,16 +32,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench.runner import (
+from bench.results import (
     ConsumeConfig,
     ProduceConfig,
     consume_result,
     consume_summary,
     produce_result,
     produce_summary,
-    run_consume,
-    run_produce,
 )
+from bench.runner import run_consume, run_produce
 from cli.output import fail
 from protocol.errors import RocketError
 

@@ -1,158 +1,53 @@
-"""The pure half of ``bench/runner.py``: histogram percentiles against a sorted-list model,
-per-second bucketing, the token bucket under an injected clock, lines and result keys."""
+"""The pure half of ``rmq bench`` (``bench/results.py``, the token bucket of
+``bench/runner.py``): the producer's meter, lines and result keys, the token bucket under
+an injected clock."""
 
 from __future__ import annotations
 
-import math
 import re
-from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.runner import (
+from bench.measure import Meter
+from bench.results import (
     PERCENTILES,
-    SUB_BUCKET_BITS,
     ConsumeMeter,
-    LatencyHistogram,
     ProduceConfig,
-    ProduceMeter,
-    SecondSeries,
-    SendSecond,
-    TokenBucket,
-    bucket_ceiling,
-    bucket_floor,
     consume_line,
-    merged,
     produce_result,
     send_line,
 )
-
-REL_ERROR = 2.0**-SUB_BUCKET_BITS
-latencies = st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=300)
-percentiles = st.sampled_from([0, 1, 25, 50, 75, 90, 95, 99, 99.9, 99.99, 100]) | st.floats(
-    min_value=0, max_value=100, allow_nan=False
-)
+from bench.runner import TokenBucket
 
 
-def naive_percentile(values: list[int], percentile: float) -> int:
-    """Nearest rank: the smallest value with at least p % of the values at or below it."""
-    ordered = sorted(values)
-    rank = math.ceil(Decimal(repr(percentile)) * len(ordered) / 100)
-    return ordered[max(rank, 1) - 1]
-
-
-# --- histogram -------------------------------------------------------------------------
-
-
-@given(st.integers(min_value=0, max_value=2**40))
-def test_bucket_bounds_contain_the_value_within_the_relative_error(value: int) -> None:
-    low, high = bucket_floor(value), bucket_ceiling(value)
-    assert low <= value <= high
-    assert bucket_floor(low) == bucket_floor(high) == low
-    assert bucket_floor(high + 1) == high + 1  # the next bucket starts right after
-    assert high - low <= low * REL_ERROR
-    if value < 2 ** (SUB_BUCKET_BITS + 1):
-        assert low == high == value
-
-
-@given(latencies, percentiles)
-def test_percentile_matches_the_sorted_list_model(values: list[int], percentile: float) -> None:
-    histogram = LatencyHistogram()
-    for value in values:
-        histogram.record(value)
-    got = histogram.value_at(percentile)
-    exact = naive_percentile(values, percentile)
-    assert exact <= got <= exact * (1 + REL_ERROR)
-    assert got == min(bucket_ceiling(exact), max(values))
-
-
-@given(latencies)
-def test_count_mean_min_max_are_exact(values: list[int]) -> None:
-    histogram = LatencyHistogram()
-    for value in values:
-        histogram.record(value)
-    assert histogram.count == len(values)
-    assert histogram.total_us == sum(values)
-    assert histogram.mean_us == pytest.approx(sum(values) / len(values))
-    assert (histogram.min_us, histogram.max_us) == (min(values), max(values))
-    assert histogram.value_at(100) == max(values)
-
-
-@given(latencies, latencies, st.integers(min_value=1, max_value=64))
-def test_merge_and_weights_equal_recording_one_by_one(
-    a: list[int], b: list[int], weight: int
-) -> None:
-    left, right, together = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
-    for value in a:
-        left.record(value, weight)
-    for value in b:
-        right.record(value)
-    for value in a * weight + b:
-        together.record(value)
-    assert merged([left, right]) == together
-
-
-def test_empty_histogram_reports_zeros() -> None:
-    histogram = LatencyHistogram()
-    assert histogram.values_at([50, 99]) == [0, 0]
-    assert (histogram.mean_us, histogram.max_us) == (0.0, 0)
-    with pytest.raises(AssertionError):
-        histogram.record(-1)
-    assert histogram == LatencyHistogram()
-
-
-# --- per-second bucketing ----------------------------------------------------------------
-
-
-def test_events_fall_into_the_second_they_completed_in() -> None:
-    series = SecondSeries(100.0, SendSecond)
-    for now_s in (99.5, 100.0, 100.999, 101.0, 103.2):
-        series.at(now_s).sent += 1
-    assert [s.sent for s in series.buckets] == [3, 1, 0, 1]  # early events count as second 0
-    assert [span for _, span in series.spans(104.4)] == [1.0, 1.0, 1.0, 1.0]
-    spans = series.spans(104.6)
-    assert [span for _, span in spans][:4] == [1.0] * 4
-    assert spans[4][1] == pytest.approx(0.6)  # a partial second of >= 0.5 s is kept
-    assert [span for _, span in series.spans(100.3)] == [pytest.approx(0.3)]  # the only one
-
-
-@given(st.lists(st.floats(min_value=0, max_value=30, allow_nan=False), max_size=200))
-def test_bucketing_matches_flooring(offsets: list[float]) -> None:
-    series = SecondSeries(1000.0, SendSecond)
-    for offset in sorted(offsets):
-        series.at(1000.0 + offset).sent += 1
-    for k, second in enumerate(series.buckets):
-        assert second.sent == sum(1 for o in offsets if math.floor(1000.0 + o - 1000.0) == k)
-
-
-def produce_meter() -> ProduceMeter:
-    meter = ProduceMeter.starting(50.0)
-    meter.record_sent(50.2, 0.004, 1, "SEND_OK")
-    meter.record_sent(50.9, 0.0008, 32, "SEND_OK")  # a batch counts once per message
+def produce_meter() -> Meter:
+    meter = Meter.starting(50.0)
+    meter.record_ok(50.2, 0.004, 1, status="SEND_OK")
+    meter.record_ok(50.9, 0.0008, 32, status="SEND_OK")  # a batch counts once per message
     meter.record_failed(51.1, 1, response=False)
     meter.record_failed(51.2, 2, response=True)
-    meter.record_sent(52.7, 0.010, 1, "FLUSH_DISK_TIMEOUT")
+    meter.record_ok(52.7, 0.010, 1, status="FLUSH_DISK_TIMEOUT")
     meter.finish(52.8)
     return meter
 
 
 def test_produce_meter_counts_messages_per_second_and_in_total() -> None:
     meter = produce_meter()
-    assert [(s.sent, s.send_failed, s.response_failed) for s in meter.seconds.buckets] == [
+    assert [(s.msgs, s.send_failed, s.response_failed) for s in meter.seconds.buckets] == [
         (33, 0, 0),
         (0, 1, 2),
         (1, 0, 0),
     ]
-    assert (meter.sent, meter.failed, meter.requests) == (34, 3, 5)
+    assert (meter.msgs, meter.failed, meter.requests) == (34, 3, 5)
     assert meter.statuses == {"SEND_OK": 33, "FLUSH_DISK_TIMEOUT": 1}
     assert meter.seconds.buckets[0].rt.value_at(50) == 800  # 32 of 33 messages: 0.8 ms
     meter.finish(99.0)  # the first finish wins
     assert meter.elapsed_s() == pytest.approx(2.8)
-    meter.record_sent(53.1, 0.5, 5, "SEND_OK")  # in flight at the end: counted, not in the TPS
-    assert (meter.sent, meter.sent_in_window) == (39, 34)
-    assert meter.send_tps() == pytest.approx(34 / 2.8)
+    meter.record_ok(53.1, 0.5, 5, status="SEND_OK")  # in flight at the end: counted, not in the TPS
+    assert (meter.msgs, meter.msgs_in_window) == (39, 34)
+    assert meter.rate_per_s() == pytest.approx(34 / 2.8)
 
 
 def test_produce_result_has_omb_keys_and_per_second_lists() -> None:
@@ -207,13 +102,13 @@ SEND_LINE = re.compile(
 
 def test_lines_are_worded_as_rocketmq_benchmarks() -> None:
     meter = produce_meter()
-    line = send_line(1_700_000_000_123, meter.seconds.buckets[0], meter)
+    line = send_line(1_700_000_000_123, meter, 0)
     assert SEND_LINE.match(line), line
     assert ",123 | Send TPS: 33 | Max RT(ms): 4 | Average RT(ms):   0.897 |" in line
     assert line.endswith("Send Failed: 1 | Response Failed: 2")
     consume = ConsumeMeter.starting(0.0)
     consume.record(0.1, 2_000.0, born_ms=1_000, store_ms=1_500)
-    text = consume_line(1_700_000_000_000, consume.seconds.buckets[0])
+    text = consume_line(1_700_000_000_000, consume, 0)
     assert text.endswith(
         "| Consume TPS: 1 | AVG(B2C) RT(ms): 1000.000 | AVG(S2C) RT(ms): 500.000 | "
         "MAX(B2C) RT(ms): 1000 | MAX(S2C) RT(ms): 500 | Consume Fail: 0"
