@@ -36,42 +36,46 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+from bench.measure import (
+    CpuTimes,
+    CpuUse,
+    Meter,
+    cpu_between,
+    loadavg_1m,
+    proc_memory,
+    sample_cpu,
+    us_per_msg,
+    us_to_ms,
+)
+from bench.profiling import print_profile, record_profile, summarize_profile
+from bench.runner import report_seconds
 from bench.servers import BROKER_READY, Server, namesrv_process, rmq_argv, server_process
-from protocol.codes import RequestCode, ResponseCode
+from bench.wire import (
+    PULL_BATCH,
+    SendRequests,
+    create_topic,
+    open_clients,
+    pull_request,
+    record_error,
+    runtime_info,
+)
+from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError
-from protocol.headers import (
-    CreateTopicRequestHeader,
-    PullMessageRequestHeader,
-    PullMessageResponseHeader,
-    SendMessageRequestHeaderV2,
-)
-from protocol.message import (
-    BatchItem,
-    decode_batch_body,
-    encode_batch_body,
-    iter_records,
-    properties_to_string,
-)
-from protocol.rpc import RemotingClient, open_client
+from protocol.headers import PullMessageResponseHeader
+from protocol.message import iter_records
+from protocol.rpc import RemotingClient
 
 GIB = 1024**3
 MIB = 1024**2
-PRODUCER_GROUP = "bench-producer-group"
-CONSUMER_GROUP = "bench-consumer-group"
-PULL_BATCH = 32
-FLAG_SUBSCRIPTION = 0x4
-PERM_READ_WRITE = 6
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _ALL_PHASES = "a,b,c,d,e"
 
 
@@ -101,156 +105,7 @@ def broker_process(
     return server_process(name, argv, BROKER_READY)
 
 
-# --- resource sampling --------------------------------------------------------------------------
-
-
-def proc_memory(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM, RssAnon, RssFile, RssShmem of ``pid`` in bytes (from /proc)."""
-    wanted = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in wanted:
-            out[key] = int(value.split()[0]) * 1024
-    return out
-
-
-def _proc_cpu_s(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of ``pid``, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK  # utime, stime
-
-
-def _machine_busy_s() -> float:
-    """Busy CPU seconds of every core together since boot (all but idle and iowait)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / _CLK_TCK
-
-
-@attrs.frozen
-class Usage:
-    """A CPU snapshot of the broker, this client and the whole machine."""
-
-    wall_s: float
-    broker_s: float
-    broker_sys_s: float
-    client_s: float
-    machine_busy_s: float
-
-    @classmethod
-    def sample(cls, broker_pid: int) -> Usage:
-        times = os.times()
-        user, system = _proc_cpu_s(broker_pid)
-        return cls(
-            wall_s=time.perf_counter(),
-            broker_s=user + system,
-            broker_sys_s=system,
-            client_s=times.user + times.system,
-            machine_busy_s=_machine_busy_s(),
-        )
-
-    def since(self, start: Usage) -> dict[str, float]:
-        """CPU use between ``start`` and this snapshot, in % of one core."""
-        wall = max(1e-9, self.wall_s - start.wall_s)
-        broker = 100 * (self.broker_s - start.broker_s) / wall
-        client = 100 * (self.client_s - start.client_s) / wall
-        machine = 100 * (self.machine_busy_s - start.machine_busy_s) / wall
-        return {
-            "broker_cpu_s": round(self.broker_s - start.broker_s, 3),
-            "client_cpu_s": round(self.client_s - start.client_s, 3),
-            "broker_cpu_pct": round(broker, 1),
-            "broker_sys_pct": round(100 * (self.broker_sys_s - start.broker_sys_s) / wall, 1),
-            "client_cpu_pct": round(client, 1),
-            "machine_cpu_pct": round(machine, 1),
-            "other_cpu_pct": round(max(0.0, machine - broker - client), 1),
-            "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0]),
-        }
-
-
-# --- measuring ----------------------------------------------------------------------------------
-
-
-@attrs.define
-class Meter:
-    """Counters of one phase: totals, latencies, and the current one-second interval."""
-
-    msgs: int = 0
-    requests: int = 0
-    nbytes: int = 0
-    send_failed: int = 0
-    response_failed: int = 0
-    first_error: str | None = None
-    latencies: list[float] = attrs.Factory(list)
-    per_second: list[float] = attrs.Factory(list)
-    _i_msgs: int = 0
-    _i_bytes: int = 0
-    _i_rt_sum: float = 0.0
-    _i_rt_max: float = 0.0
-    _i_requests: int = 0
-
-    def ok(self, msgs: int, nbytes: int, rt_s: float) -> None:
-        self.msgs += msgs
-        self.requests += 1
-        self.nbytes += nbytes
-        self.latencies.append(rt_s)
-        self._i_msgs += msgs
-        self._i_bytes += nbytes
-        self._i_requests += 1
-        self._i_rt_sum += rt_s
-        self._i_rt_max = max(self._i_rt_max, rt_s)
-
-    def send_error(self, exc: BaseException) -> None:
-        self.send_failed += 1
-        self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"
-
-    def response_error(self, response: RemotingCommand) -> None:
-        self.response_failed += 1
-        if self.first_error is None:
-            try:
-                name = ResponseCode(response.code).name
-            except ValueError:
-                name = str(response.code)
-            self.first_error = f"response {name}: {response.remark}"
-
-    def tick(self, kind: str, interval_s: float) -> str:
-        """The producer.sh-style line of the interval just ended; starts the next one."""
-        tps = self._i_msgs / interval_s
-        self.per_second.append(tps)
-        avg_ms = 1000 * self._i_rt_sum / self._i_requests if self._i_requests else 0.0
-        mb = f" | MB/s: {self._i_bytes / interval_s / 1e6:7.1f}" if kind == "Pull" else ""
-        line = (
-            f"Current Time: {time.strftime('%H:%M:%S')} | {kind} TPS: {tps:8,.0f}{mb} | "
-            f"Max RT(ms): {1000 * self._i_rt_max:7.1f} | Average RT(ms): {avg_ms:7.3f} | "
-            f"{kind} Failed: {self.send_failed} | Response Failed: {self.response_failed}"
-        )
-        self._i_msgs = self._i_bytes = self._i_requests = 0
-        self._i_rt_sum = self._i_rt_max = 0.0
-        return line
-
-    def summary(self, elapsed_s: float) -> dict[str, Any]:
-        lat = sorted(self.latencies)
-
-        def pct(q: float) -> float | None:
-            return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
-
-        # The last interval is partial; leave it out of the per-second range.
-        full = self.per_second[:-1] or self.per_second
-        return {
-            "elapsed_s": round(elapsed_s, 3),
-            "msgs": self.msgs,
-            "requests": self.requests,
-            "msg_per_s": round(self.msgs / elapsed_s, 1),
-            "mb_per_s": round(self.nbytes / elapsed_s / 1e6, 2),
-            "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99),
-            "max_ms": round(1000 * lat[-1], 3) if lat else None,
-            "avg_ms": round(1000 * sum(lat) / len(lat), 3) if lat else None,
-            "per_second_min": round(min(full), 1) if full else None,
-            "per_second_max": round(max(full), 1) if full else None,
-            "send_failed": self.send_failed,
-            "response_failed": self.response_failed,
-            "first_error": self.first_error,
-        }
+# --- a load and its figures ---------------------------------------------------------------------
 
 
 @attrs.define
@@ -265,16 +120,6 @@ class Stop:
     @property
     def due(self) -> bool:
         return trio.current_time() >= self.at
-
-
-async def _ticker(meter: Meter, label: str, kind: str, extra: Callable[[], str] | None) -> None:
-    last = time.perf_counter()
-    while True:
-        await trio.sleep(1.0)
-        now = time.perf_counter()
-        suffix = f" | {extra()}" if extra is not None else ""
-        print(f"[{label}] {meter.tick(kind, now - last)}{suffix}", flush=True)
-        last = now
 
 
 #: A worker: (client, broker address, meter, stop) → runs until ``stop`` is due.
@@ -295,29 +140,85 @@ class Load:
     until: Callable[[], Awaitable[bool]] | None = None  # polled each second; True stops
 
 
+def second_line(meter: Meter, k: int, kind: str) -> str:
+    """The producer.sh-style line of second ``k`` (latency per request; failures in total)."""
+    second = meter.seconds.get(k)
+    mb = f" | MB/s: {second.nbytes / 1e6:7.1f}" if kind == "Pull" else ""
+    return (
+        f"Current Time: {time.strftime('%H:%M:%S')} | {kind} TPS: {second.msgs:8,.0f}{mb} | "
+        f"Max RT(ms): {second.rt.max_us / 1000:7.1f} | "
+        f"Average RT(ms): {second.rt.mean_us / 1000:7.3f} | "
+        f"{kind} Failed: {meter.send_failed} | Response Failed: {meter.response_failed}"
+    )
+
+
+def figures(meter: Meter) -> dict[str, Any]:
+    """A finished phase's rates, latency percentiles (per request) and failures."""
+    elapsed = meter.elapsed_s()
+    rt = meter.latency()
+    # Whole seconds only: a partial last second would widen the range.
+    per_second = [t.msgs for t in meter.whole_seconds()]
+    return {
+        "elapsed_s": round(elapsed, 3),
+        "msgs": meter.msgs,
+        "requests": meter.requests,
+        "msg_per_s": round(meter.rate_per_s(), 1),
+        "mb_per_s": round(meter.nbytes / elapsed / 1e6, 2) if elapsed > 0 else 0.0,
+        "p50_ms": rt.ms_at(50),
+        "p99_ms": rt.ms_at(99),
+        "max_ms": us_to_ms(rt.max_us) if rt.count else None,
+        "avg_ms": us_to_ms(rt.mean_us) if rt.count else None,
+        "per_second_min": min(per_second, default=None),
+        "per_second_max": max(per_second, default=None),
+        "send_failed": meter.send_failed,
+        "response_failed": meter.response_failed,
+        "first_error": meter.first_error,
+    }
+
+
+def cpu_figures(use: CpuUse, msgs: int) -> dict[str, Any]:
+    """CPU of the broker (the watched process), this client and the rest of the machine, in
+    % of one core, and the broker's and client's CPU µs per message (steadier than msg/s on
+    a shared machine: they do not count the time a core was held by another process)."""
+    broker = use.others or CpuTimes(0.0, 0.0)
+    broker_pct, client_pct = use.pct(broker.total_s), use.pct(use.own.total_s)
+    machine_pct = use.pct(use.machine_busy_s)
+    return {
+        "broker_cpu_s": round(broker.total_s, 3),
+        "client_cpu_s": round(use.own.total_s, 3),
+        "broker_cpu_pct": broker_pct,
+        "broker_sys_pct": use.pct(broker.system_s),
+        "client_cpu_pct": client_pct,
+        "machine_cpu_pct": machine_pct,
+        "other_cpu_pct": round(max(0.0, machine_pct - broker_pct - client_pct), 1),
+        "loadavg_1m": loadavg_1m(),
+        "broker_us_per_msg": us_per_msg(broker.total_s, msgs),
+        "client_us_per_msg": us_per_msg(use.own.total_s, msgs),
+    }
+
+
 async def run_load(load: Load, clients: Sequence[RemotingClient], broker: Server) -> dict[str, Any]:
     """Warm up, then run ``load`` for its duration (or until ``until``); its figures."""
     if load.warmup_s > 0:
-        await _drive(load, clients, broker, Meter(), Stop(trio.current_time() + load.warmup_s))
-    meter = Meter()
-    start = Usage.sample(broker.pid)
+        warmup = Meter.starting(trio.current_time())
+        await _drive(load, clients, broker, warmup, Stop(trio.current_time() + load.warmup_s))
+    meter = Meter.starting(trio.current_time(), latency_per_message=False)
+    start = sample_cpu([broker.pid])
     stop = Stop(trio.current_time() + load.duration_s)
+
+    def emit(k: int) -> None:
+        suffix = f" | {load.extra()}" if load.extra is not None else ""
+        print(f"[{load.label}] {second_line(meter, k, load.kind)}{suffix}", flush=True)
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_ticker, meter, load.label, load.kind, load.extra)
+        nursery.start_soon(report_seconds, meter.start_s, emit)
         if load.until is not None:
             nursery.start_soon(_watch, load.until, stop)
         await _drive(load, clients, broker, meter, stop)
         nursery.cancel_scope.cancel()
-    end = Usage.sample(broker.pid)
-    row = meter.summary(end.wall_s - start.wall_s)
-    row.update(end.since(start))
-    # CPU per message is steadier than msg/s on a shared machine: it does not count the
-    # time the broker waited for a core another process held.
-    msgs = max(1, meter.msgs)
-    row["broker_us_per_msg"] = round(1e6 * row["broker_cpu_s"] / msgs, 2)
-    row["client_us_per_msg"] = round(1e6 * row["client_cpu_s"] / msgs, 2)
-    row["concurrency"] = load.concurrency
-    return row
+    meter.finish(trio.current_time())
+    use = cpu_between(start, sample_cpu([broker.pid]))
+    return figures(meter) | cpu_figures(use, meter.msgs) | {"concurrency": load.concurrency}
 
 
 async def _drive(
@@ -336,91 +237,7 @@ async def _watch(until: Callable[[], Awaitable[bool]], stop: Stop) -> None:
             return
 
 
-# --- requests -----------------------------------------------------------------------------------
-
-
-class SendRequests:
-    """SEND_MESSAGE_V2 / SEND_BATCH_MESSAGE requests as a Java producer builds them.
-
-    Queues round-robin; every message carries a fresh UNIQ_KEY (Java's producer sets one per
-    message, batch items included), ``WAIT=true`` and a tag.
-    """
-
-    def __init__(self, topic: str, size: int, queues: int, batch: int) -> None:
-        self.size = size
-        self.batch = batch
-        self._queues = queues
-        self._seq = itertools.count()
-        self._body = bytes(i % 251 for i in range(size))
-        self._key_prefix = f"7F000001{os.getpid() & 0xFFFF:04X}{int(time.time()) & 0xFFFFFFFF:08X}"
-        header = SendMessageRequestHeaderV2(
-            a=PRODUCER_GROUP,
-            b=topic,
-            c="TBW102",
-            d=4,
-            e=0,
-            f=0,
-            g=0,
-            h=0,
-            i=None,
-            j=0,
-            k=False,
-            m=batch > 1,
-            n=None,
-        )
-        self._ext = header.to_ext_fields()
-        self._batch_props = properties_to_string({"WAIT": "true"})
-        self._item_head, self._item_tail = self._batch_item_template()
-
-    def _uniq_key(self, n: int) -> str:
-        return f"{self._key_prefix}{n:012X}"
-
-    def _batch_item_template(self) -> tuple[bytes, bytes]:
-        """One encoded batch item split around its UNIQ_KEY counter (spliced per item)."""
-        marker = "#" * 12
-        item = BatchItem(
-            body=self._body,
-            properties={"UNIQ_KEY": self._key_prefix + marker, "WAIT": "true", "TAGS": "TagA"},
-        )
-        encoded = encode_batch_body([item])
-        head, sep, tail = encoded.partition(marker.encode())
-        assert sep and marker.encode() not in tail
-        # The splice must give exactly what the library encodes.
-        probe = BatchItem(
-            body=self._body,
-            properties={"UNIQ_KEY": self._uniq_key(7), "WAIT": "true", "TAGS": "TagA"},
-        )
-        assert head + b"%012X" % 7 + tail == encode_batch_body([probe])
-        return head, tail
-
-    def single(self) -> RemotingCommand:
-        n = next(self._seq)
-        ext = dict(self._ext)
-        ext["e"] = str(n % self._queues)
-        ext["g"] = str(int(time.time() * 1000))
-        ext["i"] = properties_to_string(
-            {"UNIQ_KEY": self._uniq_key(n), "WAIT": "true", "TAGS": "TagA"}
-        )
-        return RemotingCommand.request(RequestCode.SEND_MESSAGE_V2, ext, self._body)
-
-    def batched(self) -> RemotingCommand:
-        n = next(self._seq)
-        first = n * self.batch
-        head, tail = self._item_head, self._item_tail
-        body = b"".join(
-            b"".join((head, b"%012X" % k, tail)) for k in range(first, first + self.batch)
-        )
-        ext = dict(self._ext)
-        ext["e"] = str(n % self._queues)
-        ext["g"] = str(int(time.time() * 1000))
-        ext["i"] = self._batch_props
-        return RemotingCommand.request(RequestCode.SEND_BATCH_MESSAGE, ext, body)
-
-    def check_batch(self) -> None:
-        """The batch body decodes into ``batch`` distinct items (run once, up front)."""
-        items = decode_batch_body(self.batched().body)
-        keys = {item.properties["UNIQ_KEY"] for item in items}
-        assert len(items) == self.batch == len(keys), (len(items), len(keys))
+# --- workers ------------------------------------------------------------------------------------
 
 
 def send_worker(
@@ -429,36 +246,20 @@ def send_worker(
     async def worker(client: RemotingClient, addr: str, meter: Meter, stop: Stop) -> None:
         while not stop.due:
             request = make()
-            start = time.perf_counter()
+            start = trio.current_time()
             try:
                 response = await client.call(addr, request, timeout_s=timeout_s)
             except RocketError as exc:  # counted, not fatal: a bench reports what happened
-                meter.send_error(exc)
+                record_error(meter, trio.current_time(), msgs, exc)
                 await trio.sleep(0.01)  # a dead connection must not spin
                 continue
+            now = trio.current_time()
             if response.code == ResponseCode.SUCCESS:
-                meter.ok(msgs, msgs * size, time.perf_counter() - start)
+                meter.record_ok(now, now - start, msgs, msgs * size)
             else:
-                meter.response_error(response)
+                record_error(meter, now, msgs, response)
 
     return worker
-
-
-def pull_request(topic: str, queue_id: int, offset: int) -> RemotingCommand:
-    header = PullMessageRequestHeader(
-        consumer_group=CONSUMER_GROUP,
-        topic=topic,
-        queue_id=queue_id,
-        queue_offset=offset,
-        max_msg_nums=PULL_BATCH,
-        sys_flag=FLAG_SUBSCRIPTION,
-        commit_offset=0,
-        suspend_timeout_millis=0,
-        sub_version=0,
-        subscription="*",
-        expression_type="TAG",
-    )
-    return RemotingCommand.request(RequestCode.PULL_MESSAGE, header.to_ext_fields())
 
 
 def pull_worker(topic: str, queue_ids: Sequence[int], timeout_s: float) -> Worker:
@@ -469,63 +270,29 @@ def pull_worker(topic: str, queue_ids: Sequence[int], timeout_s: float) -> Worke
         for queue_id in queue_ids:
             offset = 0
             while not stop.due:
-                start = time.perf_counter()
+                start = trio.current_time()
                 try:
                     response = await client.call(
                         addr, pull_request(topic, queue_id, offset), timeout_s=timeout_s
                     )
                 except RocketError as exc:
-                    meter.send_error(exc)
+                    record_error(meter, trio.current_time(), 1, exc)
                     return
+                now = trio.current_time()
                 if response.code == ResponseCode.PULL_NOT_FOUND:
                     break  # the end of this queue
                 if response.code != ResponseCode.SUCCESS:
-                    meter.response_error(response)
+                    record_error(meter, now, 1, response)
                     break
                 reply = PullMessageResponseHeader.from_ext_fields(response.ext_fields)
                 count = reply.next_begin_offset - offset
                 if not checked:  # once: the body holds exactly that many good records
                     assert sum(1 for _ in iter_records(response.body)) == count, "bad pull body"
                     checked = True
-                meter.ok(count, len(response.body), time.perf_counter() - start)
+                meter.record_ok(now, now - start, count, len(response.body))
                 offset = reply.next_begin_offset
 
     return worker
-
-
-async def create_topic(client: RemotingClient, broker: Server, topic: str, queues: int) -> None:
-    header = CreateTopicRequestHeader(
-        topic=topic,
-        default_topic="TBW102",
-        read_queue_nums=queues,
-        write_queue_nums=queues,
-        perm=PERM_READ_WRITE,
-        topic_filter_type="SINGLE_TAG",
-    )
-    request = RemotingCommand.request(RequestCode.UPDATE_AND_CREATE_TOPIC, header.to_ext_fields())
-    response = await client.call(broker.addr, request, timeout_s=10.0)
-    if response.code != ResponseCode.SUCCESS:
-        raise SystemExit(f"creating topic {topic} failed: {response.code} {response.remark}")
-
-
-async def runtime_info(client: RemotingClient, broker: Server) -> dict[str, str]:
-    """The broker's GET_BROKER_RUNTIME_INFO table."""
-    request = RemotingCommand.request(RequestCode.GET_BROKER_RUNTIME_INFO)
-    response = await client.call(broker.addr, request, timeout_s=10.0)
-    if response.code != ResponseCode.SUCCESS:
-        raise SystemExit(f"GET_BROKER_RUNTIME_INFO failed: {response.code} {response.remark}")
-    table: dict[str, str] = json.loads(response.body)["table"]
-    return table
-
-
-@asynccontextmanager
-async def open_clients(count: int) -> AsyncIterator[list[RemotingClient]]:
-    """``count`` clients, so ``count`` connections to each broker."""
-    async with AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(open_client(name=f"bench-{i}", default_timeout_s=10.0))
-            for i in range(count)
-        ]
 
 
 # --- disk and syscalls ---------------------------------------------------------------------------
@@ -580,81 +347,6 @@ async def count_syncs(pid: int, seconds: float) -> dict[str, float] | None:
     return {"calls": calls, "mean_ms": round(total_ms / calls, 3), "max_ms": max_ms}
 
 
-# --- profiling -----------------------------------------------------------------------------------
-
-
-def py_spy() -> str | None:
-    local = Path(sys.executable).with_name("py-spy")
-    return str(local) if local.exists() else shutil.which("py-spy")
-
-
-async def record_profile(pid: int, out: Path, seconds: float) -> None:
-    """py-spy record of ``pid`` for ``seconds`` (idle samples included) into ``out``."""
-    exe = py_spy()
-    if exe is None:
-        print("py-spy not found: .venv/bin/pip install py-spy", flush=True)
-        return
-    argv = [exe, "record", "-p", str(pid), "-o", str(out), "--format", "speedscope",
-            "-d", str(max(1, int(seconds))), "-r", "100", "--idle"]  # fmt: skip
-    result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
-    if result.returncode != 0:
-        print(f"py-spy failed: {result.stderr.decode(errors='replace')[-500:]}", flush=True)
-
-
-def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
-        if marker in path:
-            return path.split(marker, 1)[1]
-    return path
-
-
-def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive shares of the busiest thread's samples in a py-spy speedscope file.
-
-    Frames present in (nearly) every sample (the entry point, ``trio.run``) are left out of
-    the inclusive list. ``EpollIOManager.get_events`` self time is the event loop waiting in
-    ``epoll_wait`` (idle, or polling when there is work).
-    """
-    data = json.loads(path.read_text())
-    frames = [f"{f['name']} ({_short(f.get('file', '?'))})" for f in data["shared"]["frames"]]
-    prof = max(data["profiles"], key=lambda p: len(p["samples"]))
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    for stack in prof["samples"]:
-        if stack:
-            own[frames[stack[-1]]] += 1
-        for name in {frames[i] for i in stack}:
-            total[name] += 1
-    samples = max(1, len(prof["samples"]))
-    epoll = sum(n for name, n in own.items() if "get_events" in name)
-
-    def pct(n: int) -> float:
-        return round(100 * n / samples, 1)
-
-    return {
-        "thread": prof.get("name", "?"),
-        "samples": samples,
-        "epoll_wait_pct": pct(epoll),
-        "self": [(k, pct(n)) for k, n in own.most_common(top)],
-        "inclusive": [(k, pct(n)) for k, n in total.most_common() if n < 0.995 * samples][
-            : top + 10
-        ],
-    }
-
-
-def print_profile(title: str, summary: dict[str, Any]) -> None:
-    print(
-        f"\n{title}: {summary['thread']}, {summary['samples']} samples, "
-        f"{summary['epoll_wait_pct']}% in epoll_wait"
-    )
-    print("  self %   function")
-    for name, share in summary["self"]:
-        print(f"  {share:6.1f}   {name}")
-    print("  incl %   function")
-    for name, share in summary["inclusive"]:
-        print(f"  {share:6.1f}   {name}")
-
-
 # --- phases --------------------------------------------------------------------------------------
 
 
@@ -676,7 +368,7 @@ async def phases_async(args: argparse.Namespace, namesrv: Server, parent: Path) 
         ) as broker,
         open_clients(args.connections) as clients,
     ):
-        await create_topic(clients[0], broker, args.topic, args.queues)
+        await create_topic(clients[0], broker.addr, args.topic, args.queues)
         out["rss_boot"] = proc_memory(broker.pid)
         requests = SendRequests(args.topic, args.size, args.queues, 1)
         if "a" in args.phases:
@@ -710,7 +402,7 @@ async def phases_async(args: argparse.Namespace, namesrv: Server, parent: Path) 
         if "d" in args.phases:
             out.update(await _pulls(args, broker, clients))
         out["rss_end"] = proc_memory(broker.pid)
-        out["runtime_info"] = await runtime_info(clients[0], broker)
+        out["runtime_info"] = await runtime_info(clients[0], broker.addr)
     shutil.rmtree(store, ignore_errors=True)
     return out
 
@@ -747,7 +439,7 @@ async def _profiled(
 async def _pulls(
     args: argparse.Namespace, broker: Server, clients: list[RemotingClient]
 ) -> dict[str, Any]:
-    info = await runtime_info(clients[0], broker)
+    info = await runtime_info(clients[0], broker.addr)
     stored = int(info.get("putMessageTimesTotal", "0"))
     queues = list(range(args.queues))
     _header(
@@ -810,7 +502,7 @@ async def phase_sync(args: argparse.Namespace, namesrv: Server, parent: Path) ->
         ) as broker,
         open_clients(args.connections) as clients,
     ):
-        await create_topic(clients[0], broker, args.topic, args.queues)
+        await create_topic(clients[0], broker.addr, args.topic, args.queues)
         requests = SendRequests(args.topic, args.size, args.queues, 1)
         for concurrency in args.sync_concurrency:
             _header(
@@ -840,7 +532,7 @@ async def _sync_run(
     broker: Server,
 ) -> dict[str, Any]:
     syncs: dict[str, Any] = {}
-    info_before = await runtime_info(clients[0], broker)
+    info_before = await runtime_info(clients[0], broker.addr)
 
     async def count_after_warmup() -> None:
         await trio.sleep(load.warmup_s)
@@ -849,7 +541,7 @@ async def _sync_run(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(count_after_warmup)
         row = await _profiled(args, name, broker, load, clients)
-    info_after = await runtime_info(clients[0], broker)
+    info_after = await runtime_info(clients[0], broker.addr)
     flush_keys = sorted(k for k in info_after if "flush" in k.lower() or "fsync" in k.lower())
     row["runtime_info_flush_keys"] = {k: (info_before.get(k), info_after[k]) for k in flush_keys}
     counts = syncs.get("counts")
@@ -889,12 +581,12 @@ async def phase_rss(args: argparse.Namespace, namesrv: Server, parent: Path) -> 
         ) as broker,
         open_clients(args.connections) as clients,
     ):
-        await create_topic(clients[0], broker, args.topic, args.queues)
+        await create_topic(clients[0], broker.addr, args.topic, args.queues)
         out["before"] = proc_memory(broker.pid)
         written = [0]
 
         async def reached() -> bool:
-            info = await runtime_info(clients[0], broker)
+            info = await runtime_info(clients[0], broker.addr)
             written[0] = int(info["commitLogMaxOffset"])
             return written[0] >= target
 
@@ -966,7 +658,7 @@ def print_summary(results: dict[str, Any]) -> None:
             f"{_fmt(r['p50_ms'], '.2f'):>9}{_fmt(r['p99_ms'], '.2f'):>9}"
             f"{_fmt(r['max_ms'], '.1f'):>9}{r['send_failed'] + r['response_failed']:>6}"
             f"{r['broker_cpu_pct']:>9.0f}{r['client_cpu_pct']:>9.0f}{r['other_cpu_pct']:>8.0f}"
-            f"{r['broker_us_per_msg']:>12.1f}{r['client_us_per_msg']:>12.1f}"
+            f"{_fmt(r['broker_us_per_msg'], '.1f'):>12}{_fmt(r['client_us_per_msg'], '.1f'):>12}"
         )
         if r.get("first_error"):
             print(f"{'':<28}first error: {r['first_error']}")

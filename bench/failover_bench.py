@@ -30,7 +30,6 @@ import argparse
 import json
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 import attrs
 import trio
 
+from bench.measure import percentile
 from client import admin as admin_api
 from client.consumer import ConsumeFrom, ConsumeResult, open_push_consumer
 from client.message import Message, ReceivedMessage
@@ -55,18 +55,13 @@ REJOIN_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 60.0
 
 
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
 def summary(values_s: list[float]) -> dict[str, Any]:
     ms = [v * 1000 for v in values_s]
+    p50, p99 = percentile(ms, 50), percentile(ms, 99)
     return {
         "rounds": len(ms),
-        "p50_ms": round(statistics.median(ms), 1) if ms else None,
-        "p99_ms": round(percentile(ms, 99), 1) if ms else None,
+        "p50_ms": round(p50, 1) if p50 is not None else None,
+        "p99_ms": round(p99, 1) if p99 is not None else None,
         "max_ms": round(max(ms), 1) if ms else None,
         "all_ms": [round(v, 1) for v in ms],
     }

@@ -24,7 +24,9 @@ from typing import Any
 
 import trio
 
+from bench.measure import Meter
 from bench.servers import namesrv_process
+from bench.wire import record_error
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError
@@ -143,46 +145,42 @@ async def measure_calls(
         RequestCode.GET_ROUTEINFO_BY_TOPIC,
         GetRouteInfoRequestHeader(topic=BENCH_TOPIC).to_ext_fields(),
     )
-    latencies: list[float] = []
-    errors: list[str] = []
+    meter = Meter.starting(trio.current_time())
     remaining = calls
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            start = time.perf_counter()
+            start = trio.current_time()
             try:
                 response = await client.call(addr, request, timeout_s=_CALL_TIMEOUT_S)
             except RocketError as exc:  # counted, not fatal: a bench reports what happened
-                errors.append(str(exc))
+                record_error(meter, trio.current_time(), 1, exc)
                 continue
-            latencies.append(time.perf_counter() - start)
-            if response.code != ResponseCode.SUCCESS:
-                errors.append(f"code {response.code}: {response.remark}")
+            now = trio.current_time()
+            if response.code == ResponseCode.SUCCESS:
+                meter.record_ok(now, now - start)
+            else:
+                record_error(meter, now, 1, response)
 
-    start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(worker)
-    elapsed = time.perf_counter() - start
-    if not latencies:
-        raise SystemExit(f"every call failed, e.g. {errors[0]}")
-    latencies.sort()
+    meter.finish(trio.current_time())
+    if not meter.msgs:
+        raise SystemExit(f"every call failed, e.g. {meter.first_error}")
+    rt = meter.latency()
     return {
         "concurrency": concurrency,
-        "calls": len(latencies),
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
-        "ops_per_s": len(latencies) / elapsed,
-        "p50_ms": 1000 * _percentile(latencies, 0.50),
-        "p99_ms": 1000 * _percentile(latencies, 0.99),
-        "max_ms": 1000 * latencies[-1],
+        "calls": meter.msgs,
+        "errors": meter.failed,
+        "first_error": meter.first_error,
+        "ops_per_s": meter.rate_per_s(),
+        "p50_ms": rt.value_at(50) / 1000,
+        "p99_ms": rt.value_at(99) / 1000,
+        "max_ms": rt.max_us / 1000,
     }
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 async def bench_rpc(namesrv: str | None, calls: int, concurrency: int) -> dict[str, Any]:

@@ -37,11 +37,13 @@ from typing import Any
 import attrs
 import trio
 
+from bench.measure import Meter, percentile
 from bench.servers import BROKER_READY, NAMESRV_READY, Server, rmq_argv, server_process
+from bench.wire import create_topic, ha_status, record_error
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError
-from protocol.headers import CreateTopicRequestHeader, SendMessageRequestHeaderV2
+from protocol.headers import SendMessageRequestHeaderV2
 from protocol.message import BatchItem, encode_batch_body, properties_to_string
 from protocol.rpc import RemotingClient, check_success, open_client
 
@@ -87,25 +89,6 @@ def broker(namesrv: str, store: Path, role: str, broker_id: int) -> Any:
 # --- wire ---------------------------------------------------------------------------------------
 
 
-async def ha_status(client: RemotingClient, addr: str) -> dict[str, Any]:
-    request = RemotingCommand.request(RequestCode.GET_BROKER_HA_STATUS)
-    doc: dict[str, Any] = json.loads(check_success(await client.call(addr, request)).body)
-    return doc
-
-
-async def create_topic(client: RemotingClient, addr: str) -> None:
-    header = CreateTopicRequestHeader(
-        topic=TOPIC,
-        default_topic="TBW102",
-        read_queue_nums=QUEUES,
-        write_queue_nums=QUEUES,
-        perm=6,
-        topic_filter_type="SINGLE_TAG",
-    )
-    request = RemotingCommand.request(RequestCode.UPDATE_AND_CREATE_TOPIC, header.to_ext_fields())
-    check_success(await client.call(addr, request))
-
-
 def send_request(queue_id: int, body: bytes, *, batch: bool = False) -> RemotingCommand:
     header = SendMessageRequestHeaderV2(
         a=PRODUCER_GROUP,
@@ -133,60 +116,57 @@ async def wait_until(condition: Any, timeout_s: float, what: str) -> None:
     raise SystemExit(f"{what} did not happen within {timeout_s} s")
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 # --- (a)/(b): a send load against a master with its slave -----------------------------------------
 
 
 @attrs.define
 class LoadResult:
     mode: str
-    msgs: int = 0
-    errors: dict[int, int] = attrs.field(factory=dict)
-    latencies_ms: list[float] = attrs.field(factory=list)
+    #: Sends after the warm-up (latency per request: one message each).
+    meter: Meter
     lag_bytes: list[int] = attrs.field(factory=list)
-    seconds: float = 0.0
 
     def row(self, size: int) -> dict[str, Any]:
-        rate = self.msgs / self.seconds if self.seconds else 0.0
-        lag = [float(b) for b in self.lag_bytes]
+        meter = self.meter
+        rate = meter.rate_per_s()
+        rt = meter.latency()
         bytes_per_s = rate * size
+        lag_p99 = percentile(self.lag_bytes, 99) or 0
         return {
             "mode": self.mode,
-            "msgs": self.msgs,
+            "msgs": meter.msgs,
             "msg_per_s": round(rate, 1),
             "MB_per_s": round(bytes_per_s / MIB, 2),
-            "send_p50_ms": round(_pct(self.latencies_ms, 0.50), 2),
-            "send_p99_ms": round(_pct(self.latencies_ms, 0.99), 2),
-            "lag_p50_bytes": int(_pct(lag, 0.50)),
-            "lag_p99_bytes": int(_pct(lag, 0.99)),
-            "lag_max_bytes": int(max(lag, default=0)),
+            "send_p50_ms": round(rt.value_at(50) / 1000, 2),
+            "send_p99_ms": round(rt.value_at(99) / 1000, 2),
+            "lag_p50_bytes": int(percentile(self.lag_bytes, 50) or 0),
+            "lag_p99_bytes": int(lag_p99),
+            "lag_max_bytes": max(self.lag_bytes, default=0),
             # Bytes behind ÷ the write rate: how far behind in time the slave was.
-            "lag_p99_ms_est": round(1000 * _pct(lag, 0.99) / bytes_per_s, 2) if rate else 0.0,
-            "lag_samples": len(lag),
-            "errors": {ResponseCode(c).name: n for c, n in self.errors.items()},
+            "lag_p99_ms_est": round(1000 * lag_p99 / bytes_per_s, 2) if rate else 0.0,
+            "lag_samples": len(self.lag_bytes),
+            "errors": dict(meter.errors),
         }
 
 
 async def run_load(
     client: RemotingClient,
     master: Server,
-    result: LoadResult,
+    mode: str,
     *,
     concurrency: int,
     size: int,
     duration_s: float,
     warmup_s: float,
-) -> None:
+) -> LoadResult:
     body = b"r" * size
     numbers = itertools.count()
-    recording = False
-    deadline = trio.current_time() + warmup_s + duration_s
+    # Recording starts after the warm-up: the meter's seconds count from then.
+    result = LoadResult(mode, Meter.starting(trio.current_time() + warmup_s))
+    deadline = result.meter.start_s + duration_s
+
+    def recording() -> bool:
+        return trio.current_time() >= result.meter.start_s
 
     async def worker() -> None:
         while trio.current_time() < deadline:
@@ -194,21 +174,21 @@ async def run_load(
             started = trio.current_time()
             try:
                 response = await client.call(master.addr, request, timeout_s=10.0)
-            except RocketError:
-                result.errors[-1] = result.errors.get(-1, 0) + 1
+            except RocketError as exc:
+                record_error(result.meter, trio.current_time(), 1, exc)
                 continue
-            if not recording:
+            now = trio.current_time()
+            if not recording():
                 continue
             if response.code == ResponseCode.SUCCESS:
-                result.msgs += 1
-                result.latencies_ms.append(1000 * (trio.current_time() - started))
+                result.meter.record_ok(now, now - started)
             else:
-                result.errors[response.code] = result.errors.get(response.code, 0) + 1
+                record_error(result.meter, now, 1, response)
 
     async def lag_sampler() -> None:
         while trio.current_time() < deadline:
             await trio.sleep(0.05)
-            if not recording:
+            if not recording():
                 continue
             rows = (await ha_status(client, master.addr)).get("haConnectionInfo", [])
             for row in rows:
@@ -219,32 +199,29 @@ async def run_load(
         for _ in range(concurrency):
             nursery.start_soon(worker)
         nursery.start_soon(lag_sampler)
-        await trio.sleep(warmup_s)
-        recording = True
-        started = trio.current_time()
-    result.seconds = trio.current_time() - started
+    result.meter.finish(trio.current_time())
+    return result
 
 
 async def pair_run(
     args: argparse.Namespace, namesrv: Server, root: Path, role: str, label: str
 ) -> dict[str, Any]:
-    result = LoadResult(mode=role)
     async with (
         open_client(name="bench", default_timeout_s=10.0) as client,
         broker(namesrv.addr, root / f"{label}-master", role, 0) as master,
         broker(namesrv.addr, root / f"{label}-slave", "SLAVE", 1) as slave,
     ):
-        await create_topic(client, master.addr)
+        await create_topic(client, master.addr, TOPIC, QUEUES)
 
         async def in_sync() -> bool:
             rows = (await ha_status(client, master.addr)).get("haConnectionInfo", [])
             return any(r["brokerId"] == 1 and r["inSync"] for r in rows)
 
         await wait_until(in_sync, 30.0, "the slave joining the in-sync set")
-        await run_load(
+        result = await run_load(
             client,
             master,
-            result,
+            role,
             concurrency=args.concurrency,
             size=args.size,
             duration_s=args.duration,
@@ -279,7 +256,7 @@ async def catch_up(args: argparse.Namespace, namesrv: Server, root: Path) -> dic
         open_client(name="bench", default_timeout_s=10.0) as client,
         broker(namesrv.addr, root / "catchup-master", "ASYNC_MASTER", 0) as master,
     ):
-        await create_topic(client, master.addr)
+        await create_topic(client, master.addr, TOPIC, QUEUES)
         numbers = itertools.count()
         written = 0
 
