@@ -1,6 +1,6 @@
 """Micro-benchmark of the message store alone (no network): append and read throughput.
 
-Usage: python -m bench.store_bench [--count N] [--size BYTES] [--concurrency K] [--dir D]
+Usage: python -m bench.micro.store_bench [--count N] [--size BYTES] [--concurrency K] [--dir D]
 
 Runs, each on a fresh store directory:
 - ASYNC_FLUSH: N ``put_message`` calls back to back (the background flusher fsyncs every
@@ -14,43 +14,17 @@ Prints msg/s, MB/s and fsync counts per run, and a final JSON line.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
+from bench.micro import common
+from bench.micro.common import QUEUES, TOPIC, store_records
 from broker.store.config import FlushMode, StoreConfig
 from broker.store.pull import GetMessageStatus
 from broker.store.store import MessageStore
-from protocol.message import MessageRecord
-
-QUEUES = 8
-
-
-def _messages(size: int, distinct: int = 1024) -> list[MessageRecord]:
-    # A small pool reused cyclically: a large Python heap slows page-cache writes on some
-    # kernels, which would measure the benchmark, not the store.
-    return [
-        MessageRecord(
-            topic="BenchTopic",
-            body=bytes([i % 256]) * size,
-            queue_id=i % QUEUES,
-            born_timestamp_ms=int(time.time() * 1000),
-            born_host=("127.0.0.1", 50000),
-            store_timestamp_ms=0,
-            store_host=("0.0.0.0", 0),
-            properties={
-                "TAGS": "TagA",
-                "KEYS": f"key-{i}",
-                "UNIQ_KEY": f"7F0000010000ABCDEF01{i:012X}",
-                "WAIT": "true",
-            },
-        )
-        for i in range(distinct)
-    ]
 
 
 def _config(mode: FlushMode) -> StoreConfig:
@@ -77,7 +51,7 @@ def _report(
 
 
 async def bench_async(directory: Path, count: int, size: int) -> dict[str, float]:
-    msgs = _messages(size)
+    msgs = store_records(size)
     store = MessageStore.open(directory, _config(FlushMode.ASYNC_FLUSH))
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
@@ -93,7 +67,7 @@ async def bench_async(directory: Path, count: int, size: int) -> dict[str, float
 
 
 async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -> dict[str, float]:
-    msgs = _messages(size)
+    msgs = store_records(size)
     store = MessageStore.open(directory, _config(FlushMode.SYNC_FLUSH))
     remaining = [count]
     timeouts = [0]
@@ -127,9 +101,7 @@ async def bench_pull(directory: Path) -> dict[str, float]:
     for q in range(QUEUES):
         offset = 0
         while True:
-            res = store.get_messages(
-                "bench", "BenchTopic", q, offset, max_count=32, max_bytes=256 * 1024
-            )
+            res = store.get_messages("bench", TOPIC, q, offset, max_count=32, max_bytes=256 * 1024)
             if res.status is not GetMessageStatus.FOUND:
                 break
             count += res.message_count
@@ -141,28 +113,17 @@ async def bench_pull(directory: Path) -> dict[str, float]:
     return row
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=100_000)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--dir", type=Path, default=None, help="parent of the store dirs")
-    args = parser.parse_args()
-    parent = Path(tempfile.mkdtemp(prefix="store-bench-", dir=args.dir))
-    try:
-        results = {
-            "async": await bench_async(parent / "async", args.count, args.size),
-            "sync": await bench_sync(parent / "sync", args.count, args.size, args.concurrency),
-            "pull": await bench_pull(parent / "async"),
-        }
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
-    print(
-        json.dumps(
-            {"count": args.count, "size": args.size, "concurrency": args.concurrency, **results}
-        )
-    )
+async def _runs(parent: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "async": await bench_async(parent / "async", args.count, args.size),
+        "sync": await bench_sync(parent / "sync", args.count, args.size, args.concurrency),
+        "pull": await bench_pull(parent / "async"),
+    }
+
+
+def main() -> None:
+    common.main(__doc__.splitlines()[0], _runs, prefix="store-bench-", default_count=100_000)
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    main()

@@ -1,6 +1,6 @@
 """Micro-benchmark of replication alone: one master and one slave store in one process.
 
-Usage: python -m bench.ha_bench [--count N] [--size BYTES] [--concurrency K] [--dir D]
+Usage: python -m bench.micro.ha_bench [--count N] [--size BYTES] [--concurrency K] [--dir D]
 
 Runs, each on fresh store directories, HAMaster and HASlave over loopback (default
 HAConfig: 32 KiB batches), both stores ASYNC_FLUSH:
@@ -13,18 +13,18 @@ Prints msg/s, MB/s and latency percentiles of the sync waits, and a final JSON l
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
-from bench.store_bench import _messages
+from bench.measure import LatencyHistogram, to_us, us_to_ms
+from bench.micro import common
+from bench.micro.common import store_records
 from broker.ha import EpochFile, HAConfig, HAMaster, HASlave, ReplicaOutcome
 from broker.store.config import FlushMode, StoreConfig
 from broker.store.store import MessageStore
@@ -73,14 +73,9 @@ async def _pair(directory: Path) -> AsyncIterator[_Pair]:
         await ss.close()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -> dict[str, float]:
-    msgs = _messages(size)
-    latencies: list[float] = []
+    msgs = store_records(size)
+    latencies = LatencyHistogram()
     outcomes: dict[ReplicaOutcome, int] = dict.fromkeys(ReplicaOutcome, 0)
     remaining = [count]
     async with _pair(directory) as p:
@@ -92,7 +87,7 @@ async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -
                 result = p.master_store.put_message(msgs[remaining[0] % len(msgs)])
                 p.master.notify_appended()
                 outcome = await p.master.wait_replicated(result.end_offset, 3.0)
-                latencies.append(time.perf_counter() - began)
+                latencies.record(to_us(time.perf_counter() - began))
                 outcomes[outcome] += 1
 
         start = time.perf_counter()
@@ -105,9 +100,9 @@ async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -
     row = {
         "msg_per_s": count / elapsed,
         "mb_per_s": put_bytes / elapsed / 1e6,
-        "p50_ms": _percentile(latencies, 0.50) * 1000,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
-        "max_ms": max(latencies) * 1000,
+        "p50_ms": us_to_ms(latencies.value_at(50)),
+        "p99_ms": us_to_ms(latencies.value_at(99)),
+        "max_ms": us_to_ms(latencies.max_us),
         "ok": outcomes[ReplicaOutcome.OK],
         "timeouts": outcomes[ReplicaOutcome.TIMEOUT],
         "no_slave": outcomes[ReplicaOutcome.NO_SLAVE],
@@ -121,7 +116,7 @@ async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -
 
 
 async def bench_async(directory: Path, count: int, size: int) -> dict[str, float]:
-    msgs = _messages(size)
+    msgs = store_records(size)
     async with _pair(directory) as p:
         start = time.perf_counter()
         for i in range(count):
@@ -149,27 +144,16 @@ async def bench_async(directory: Path, count: int, size: int) -> dict[str, float
     return row
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=50_000)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--dir", type=Path, default=None, help="parent of the store dirs")
-    args = parser.parse_args()
-    parent = Path(tempfile.mkdtemp(prefix="ha-bench-", dir=args.dir))
-    try:
-        results = {
-            "sync": await bench_sync(parent / "sync", args.count, args.size, args.concurrency),
-            "async": await bench_async(parent / "async", args.count, args.size),
-        }
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
-    print(
-        json.dumps(
-            {"count": args.count, "size": args.size, "concurrency": args.concurrency, **results}
-        )
-    )
+async def _runs(parent: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "sync": await bench_sync(parent / "sync", args.count, args.size, args.concurrency),
+        "async": await bench_async(parent / "async", args.count, args.size),
+    }
+
+
+def main() -> None:
+    common.main(__doc__.splitlines()[0], _runs, prefix="ha-bench-", default_count=50_000)
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    main()
