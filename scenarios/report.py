@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scenarios.checkers import CheckReport, fault_spans, percentile
+from bench.measure import percentile
+from scenarios.checkers import CheckReport, fault_spans
 from scenarios.history import ENQUEUE, Entry, Outcome, Response, extra_fields
 
 _COLOURS = {Outcome.SUCCESS: "tab:blue", Outcome.FAILURE: "tab:red", Outcome.UNKNOWN: "tab:orange"}
