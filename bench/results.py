@@ -11,6 +11,9 @@ Rules:
   plus our own fields. The printed Max RT is the maximum of that second, failure counts
   are run totals. The JSON's per-second lists keep the whole seconds and a last partial
   second of at least ``MIN_PARTIAL_SECOND_S`` (its rate scaled to its length).
+- CPU per message: this client's CPU and the watched brokers' (together, from
+  ``/proc/<pid>/stat``) over the measured span, divided by the messages sent (produce) or
+  consumed (consume); our own keys ``clientCpuUsPerMsg`` and ``brokerCpuUsPerMsg``.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from typing import Any
 import attrs
 
 from bench.measure import (
+    CpuTimes,
+    CpuUse,
     LatencyHistogram,
     Meter,
     SecondSeries,
     merged,
     to_us,
+    us_per_msg,
     us_to_ms,
 )
 from protocol.errors import RocketError
@@ -81,6 +87,9 @@ class ProduceConfig:
     e2e: bool = False
     group: str = "benchmark_producer"
     timeout_s: float = attrs.field(default=3.0, validator=_positive)
+    #: Broker processes whose CPU to read (none: those found listening on the topic's
+    #: loopback broker addresses).
+    broker_pids: tuple[int, ...] = ()
 
     @property
     def bound_s(self) -> float | None:
@@ -98,6 +107,8 @@ class ConsumeConfig:
     idle_timeout_s: float = attrs.field(default=30.0, validator=_positive)
     from_first: bool = True
     timeout_s: float = attrs.field(default=3.0, validator=_positive)
+    #: As ``ProduceConfig.broker_pids``.
+    broker_pids: tuple[int, ...] = ()
 
     @property
     def bound_s(self) -> float | None:
@@ -144,6 +155,55 @@ class ConsumeMeter:
 
     def elapsed_s(self) -> float:
         return self.meter.elapsed_s()
+
+
+# --- CPU per message ---------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class CpuFigures:
+    """CPU used during a run by this client and by the broker processes watched."""
+
+    use: CpuUse
+    #: The brokers' pids: given, or found listening on the topic's loopback broker
+    #: addresses; () when there were none.
+    broker_pids: tuple[int, ...]
+
+    @property
+    def broker(self) -> CpuTimes | None:
+        """The brokers' CPU together; None when none was watched or one could not be read."""
+        return self.use.others
+
+
+def cpu_line(cpu: CpuFigures, msgs: int) -> str:
+    """Client and broker CPU microseconds per message (``-`` where unknown)."""
+    client = us_per_msg(cpu.use.own.total_s, msgs)
+    line = f"CPU(us/msg): client {_us(client)} | broker "
+    pids = ", ".join(str(pid) for pid in cpu.broker_pids)
+    if cpu.broker is not None:
+        return line + f"{_us(us_per_msg(cpu.broker.total_s, msgs))} (pid {pids})"
+    if not cpu.broker_pids:
+        return line + "- (no local broker process found; give --broker-pid)"
+    return line + f"- (cannot read /proc/PID/stat of pid {pids})"
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def cpu_fields(cpu: CpuFigures | None, msgs: int) -> dict[str, Any]:
+    """CPU seconds and microseconds per message of the client and the brokers (None where
+    unknown); empty when unmeasured."""
+    if cpu is None:
+        return {}
+    broker = cpu.broker
+    return {
+        "clientCpuSeconds": round(cpu.use.own.total_s, 3),
+        "clientCpuUsPerMsg": us_per_msg(cpu.use.own.total_s, msgs),
+        "brokerCpuSeconds": round(broker.total_s, 3) if broker is not None else None,
+        "brokerCpuUsPerMsg": us_per_msg(broker.total_s, msgs) if broker is not None else None,
+        "brokerPids": list(cpu.broker_pids),
+    }
 
 
 # --- lines and results --------------------------------------------------------------
@@ -277,6 +337,7 @@ def produce_result(
     partitions: int,
     consume: ConsumeMeter | None = None,
     interrupted: bool = False,
+    cpu: CpuFigures | None = None,
 ) -> dict[str, Any]:
     """The run as OMB's TestResult (plus our own fields)."""
     end_s = meter.end_s
@@ -314,11 +375,16 @@ def produce_result(
         "sendStatusCounts": dict(sorted(meter.statuses.items())),
         "interrupted": interrupted,
     }
-    return result
+    return result | cpu_fields(cpu, meter.msgs)
 
 
 def consume_result(
-    config: ConsumeConfig, meter: ConsumeMeter, *, partitions: int, interrupted: bool = False
+    config: ConsumeConfig,
+    meter: ConsumeMeter,
+    *,
+    partitions: int,
+    interrupted: bool = False,
+    cpu: CpuFigures | None = None,
 ) -> dict[str, Any]:
     end_s = meter.end_s
     assert end_s is not None, "finish() the meter first"
@@ -339,4 +405,4 @@ def consume_result(
         "durationSeconds": round(meter.elapsed_s(), 3),
         "interrupted": interrupted,
     }
-    return result
+    return result | cpu_fields(cpu, meter.consumed)

@@ -8,6 +8,11 @@ Rules:
 - Per-second figures are bucketed by completion time (``bench/measure.py``): second k of a
   run is printed at ``t0 + k + 1``, when no later event can fall into it (the clock is
   monotonic and Trio single-threaded).
+- CPU is sampled when the meter starts and when the run ends: this process's own
+  (``os.times()``) and the brokers' from ``/proc/<pid>/stat``. The brokers are the pids
+  given (``--broker-pid``), else the processes listening on the topic route's loopback
+  broker addresses (``/proc/net/tcp`` and ``/proc/<pid>/fd``); a remote broker is not
+  read, and the figure is then unknown rather than guessed.
 - Every run is bounded (``duration_s``, ``count``; a consumer with only a count also stops
   after ``idle_timeout_s`` without a message) and stops everything it started. At a
   producer's deadline no request starts and those in flight finish (each under its
@@ -23,17 +28,18 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import attrs
 import trio
 
-from bench.measure import Meter
+from bench.measure import CpuSample, Meter, cpu_between, listening_pids, sample_cpu
 from bench.results import (
     BenchError,
     ConsumeConfig,
     ConsumeMeter,
+    CpuFigures,
     ProduceConfig,
     consume_line,
     send_line,
@@ -95,6 +101,7 @@ class ProduceOutcome:
     consume: ConsumeMeter | None
     partitions: int
     interrupted: bool
+    cpu: CpuFigures
 
 
 @attrs.frozen(kw_only=True)
@@ -102,6 +109,41 @@ class ConsumeOutcome:
     meter: ConsumeMeter
     partitions: int
     interrupted: bool
+    cpu: CpuFigures
+
+
+@attrs.frozen(kw_only=True)
+class TopicFacts:
+    partitions: int
+    #: Every broker address in the topic's route (masters and slaves).
+    broker_addrs: tuple[str, ...]
+
+
+@attrs.define
+class _CpuWatch:
+    """CPU of this process and of ``pids`` from ``start`` (a meter's start) to the end."""
+
+    pids: tuple[int, ...]
+    start: CpuSample
+
+    @classmethod
+    def starting(cls, pids: tuple[int, ...]) -> _CpuWatch:
+        return cls(pids, sample_cpu(pids))
+
+    def restart(self) -> None:
+        self.start = sample_cpu(self.pids)
+
+    def figures(self) -> CpuFigures:
+        return CpuFigures(use=cpu_between(self.start, sample_cpu(self.pids)), broker_pids=self.pids)
+
+
+def broker_pids(given: tuple[int, ...], addrs: Iterable[str]) -> tuple[int, ...]:
+    """``given``, else the processes listening on the loopback ones of ``addrs`` (a broker
+    elsewhere cannot be read)."""
+    if given:
+        return given
+    found = {pid for addr in addrs for pid in listening_pids(addr)}
+    return tuple(sorted(found - {os.getpid()}))
 
 
 @attrs.define
@@ -135,8 +177,8 @@ async def _with_sigint(
 
 async def prepare_topic(
     namesrv: str, topic: str, *, create_queues: int | None, timeout_s: float
-) -> int:
-    """Check (or create) ``topic``; the number of its queues. Raises ``BenchError``."""
+) -> TopicFacts:
+    """Check (or create) ``topic``; its queues and brokers. Raises ``BenchError``."""
     async with open_admin(namesrv, timeout_s=timeout_s) as admin:
         if create_queues is not None:
             clusters = sorted((await admin.cluster_info()).cluster_addr_table)
@@ -163,7 +205,12 @@ async def prepare_topic(
                         ) from None
                 else:
                     if publish_queues(topic, route):
-                        return len(subscribe_queues(topic, route))
+                        return TopicFacts(
+                            partitions=len(subscribe_queues(topic, route)),
+                            broker_addrs=tuple(
+                                addr for b in route.broker_datas for addr in b.broker_addrs.values()
+                            ),
+                        )
                 await trio.sleep(0.1)
         raise BenchError(f"topic {topic} has no writable queue with a live master broker")
 
@@ -264,13 +311,14 @@ async def run_produce(
     config: ProduceConfig, sink: Sink, *, handle_sigint: bool = False
 ) -> ProduceOutcome:
     """Send as configured; the figures (also after a Ctrl-C). Raises ``RocketError``."""
-    partitions = await prepare_topic(
+    topic = await prepare_topic(
         config.namesrv,
         config.topic,
         create_queues=config.create_topic_queues,
         timeout_s=config.timeout_s,
     )
     stop = _Stop()
+    cpu = _CpuWatch.starting(broker_pids(config.broker_pids, topic.broker_addrs))
     meter = Meter.starting(trio.current_time())
     consume: ConsumeMeter | None = None
 
@@ -281,6 +329,7 @@ async def run_produce(
         ) as producer:
             if not config.e2e:
                 meter = Meter.starting(trio.current_time())
+                cpu.restart()
                 await _produce(config, producer, meter, None, sink)
                 return
             group = f"benchmark_e2e_{secrets.token_hex(4)}"
@@ -295,6 +344,7 @@ async def run_produce(
                 timeout_s=config.timeout_s,
             ):
                 meter = Meter.starting(trio.current_time())
+                cpu.restart()
                 consume.start_at(meter.start_s)
                 await _produce(config, producer, meter, consume, sink)
                 await _drain(meter, consume, target, config.timeout_s * 3)
@@ -306,7 +356,11 @@ async def run_produce(
         if consume is not None:
             consume.finish(trio.current_time())
     return ProduceOutcome(
-        meter=meter, consume=consume, partitions=partitions, interrupted=stop.interrupted
+        meter=meter,
+        consume=consume,
+        partitions=topic.partitions,
+        interrupted=stop.interrupted,
+        cpu=cpu.figures(),
     )
 
 
@@ -370,10 +424,11 @@ async def run_consume(
     config: ConsumeConfig, sink: Sink, *, handle_sigint: bool = False
 ) -> ConsumeOutcome:
     """Consume as configured; the figures (also after a Ctrl-C). Raises ``RocketError``."""
-    partitions = await prepare_topic(
+    topic = await prepare_topic(
         config.namesrv, config.topic, create_queues=None, timeout_s=config.timeout_s
     )
     stop = _Stop()
+    cpu = _CpuWatch.starting(broker_pids(config.broker_pids, topic.broker_addrs))
     meter = ConsumeMeter.starting(trio.current_time())
     target = _Target(count=config.count)
 
@@ -419,4 +474,6 @@ async def run_consume(
         await _with_sigint(stop, handle_sigint, body)
     finally:
         meter.finish(trio.current_time())
-    return ConsumeOutcome(meter=meter, partitions=partitions, interrupted=stop.interrupted)
+    return ConsumeOutcome(
+        meter=meter, partitions=topic.partitions, interrupted=stop.interrupted, cpu=cpu.figures()
+    )

@@ -4,8 +4,9 @@ Rules:
 - One line a second, worded as RocketMQ's benchmark prints it; on a terminal also a rich
   progress bar (refreshed by those same ticks: no refresh thread). With ``--json`` the lines
   go to stderr and the result JSON to stdout.
-- At the end a ``[Complete]`` summary and, with ``--out FILE``, the result as JSON with
-  OpenMessaging-Benchmark key names (``bench/results.py`` says which).
+- At the end a ``[Complete]`` summary, a ``CPU(us/msg)`` line (this client's CPU and the
+  local brokers', read from /proc, per message) and, with ``--out FILE``, the result as
+  JSON with OpenMessaging-Benchmark key names (``bench/results.py`` says which).
 - Every run is bounded: ``--duration`` and/or ``--count`` (neither: 10 s).
 - Ctrl-C stops the run, prints the summary so far, writes ``--out`` and exits 130; a second
   Ctrl-C exits at once. A failure is one line on stderr (``error: ...``) and exit status 1.
@@ -37,6 +38,7 @@ from bench.results import (
     ProduceConfig,
     consume_result,
     consume_summary,
+    cpu_line,
     produce_result,
     produce_summary,
 )
@@ -71,6 +73,15 @@ JsonOpt = Annotated[
     bool, typer.Option("--json", help="Result JSON on stdout; per-second lines on stderr.")
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Per-request deadline in seconds.")]
+BrokerPidOpt = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--broker-pid",
+        metavar="PID",
+        help="Read this broker process's CPU (repeatable; default: the processes listening "
+        "on the topic's 127.0.0.1 broker addresses).",
+    ),
+]
 DEFAULT_NAMESRV = "127.0.0.1:9876"
 DEFAULT_TOPIC = "BenchmarkTest"
 
@@ -203,6 +214,7 @@ def produce(
     out: OutOpt = None,
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 3.0,
+    broker_pid: BrokerPidOpt = None,
 ) -> None:
     """Send messages as fast as allowed; print Send TPS and RT every second."""
     try:
@@ -220,6 +232,7 @@ def produce(
             e2e=e2e,
             group=group,
             timeout_s=timeout,
+            broker_pids=tuple(broker_pid or ()),
         )
     except ValueError as exc:
         raise fail(str(exc)) from None
@@ -233,10 +246,12 @@ def produce(
         partitions=outcome.partitions,
         consume=outcome.consume,
         interrupted=outcome.interrupted,
+        cpu=outcome.cpu,
     )
     summary = produce_summary(outcome.meter)
     if outcome.consume is not None:
         summary += consume_summary(outcome.consume)
+    summary.append(cpu_line(outcome.cpu, outcome.meter.msgs))
     _finish(summary, result, out, as_json, outcome.interrupted)
 
 
@@ -261,6 +276,7 @@ def consume(
     out: OutOpt = None,
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 3.0,
+    broker_pid: BrokerPidOpt = None,
 ) -> None:
     """Consume with a push consumer; print Consume TPS and B2C/S2C RT every second."""
     if start not in ("first", "last"):
@@ -275,6 +291,7 @@ def consume(
             idle_timeout_s=idle_timeout,
             from_first=start == "first",
             timeout_s=timeout,
+            broker_pids=tuple(broker_pid or ()),
         )
     except ValueError as exc:
         raise fail(str(exc)) from None
@@ -283,6 +300,11 @@ def consume(
         run_consume, config, _ConsoleSink("consume", to_stderr=as_json, total=total, unit=unit)
     )
     result = consume_result(
-        config, outcome.meter, partitions=outcome.partitions, interrupted=outcome.interrupted
+        config,
+        outcome.meter,
+        partitions=outcome.partitions,
+        interrupted=outcome.interrupted,
+        cpu=outcome.cpu,
     )
-    _finish(consume_summary(outcome.meter), result, out, as_json, outcome.interrupted)
+    summary = [*consume_summary(outcome.meter), cpu_line(outcome.cpu, outcome.meter.consumed)]
+    _finish(summary, result, out, as_json, outcome.interrupted)

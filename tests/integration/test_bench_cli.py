@@ -5,11 +5,13 @@ every message sent is consumed, and failures are one line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -56,23 +58,36 @@ OMB_CONSUME_KEYS = {
     *(f"endToEndLatency{s}" for s in ("Avg", "50pct", "99pct", "999pct", "Max")),
     *(f"aggregatedEndToEndLatency{s}" for s in ("Avg", "50pct", "99pct", "999pct", "Max")),
 }
+CPU_LINE = r"CPU\(us/msg\): client \d+\.\d\d \| broker \d+\.\d\d \(pid (?P<pid>\d+)\)"
 COUNT = 2000
 #: Slow enough that the producer runs ~4 s, so both commands print per-second lines.
 RATE = 500
 RUN_TIMEOUT_S = 60.0
 
 
+@attrs.frozen
+class Local:
+    namesrv: str
+    broker_pid: int
+
+
 @pytest.fixture
-async def namesrv(tmp_path: Path) -> AsyncIterator[str]:
-    """A NameServer and one ASYNC_FLUSH broker on free ports; the NameServer's address."""
+async def local(tmp_path: Path) -> AsyncIterator[Local]:
+    """A NameServer and one ASYNC_FLUSH broker on free ports."""
     with trio.fail_after(2 * START_TIMEOUT_S + 10):
         async with namesrv_process() as ns:
             argv = rmq_argv(
                 "broker", "-n", ns.address, "--port", "0", "--cluster", "BenchCluster",
                 "--dir", str(tmp_path / "broker-a"), "--flush", "ASYNC_FLUSH",
             )  # fmt: skip
-            async with managed_process(argv, name="broker", ready=BROKER_READY):
-                yield ns.address
+            async with managed_process(argv, name="broker", ready=BROKER_READY) as broker:
+                yield Local(namesrv=ns.address, broker_pid=broker.pid)
+
+
+@pytest.fixture
+def namesrv(local: Local) -> str:
+    """The NameServer's address."""
+    return local.namesrv
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -80,9 +95,9 @@ def load(path: Path) -> dict[str, Any]:
     return result
 
 
-async def test_everything_produced_is_consumed_and_reported(namesrv: str, tmp_path: Path) -> None:
+async def test_everything_produced_is_consumed_and_reported(local: Local, tmp_path: Path) -> None:
     def bench(*args: str) -> list[str]:
-        return rmq_argv("bench", *args, "-n", namesrv, "-t", "BenchT")
+        return rmq_argv("bench", *args, "-n", local.namesrv, "-t", "BenchT")
 
     with trio.fail_after(RUN_TIMEOUT_S * 2):
         # Create the topic (one message), then consume from its end while COUNT are sent:
@@ -109,6 +124,9 @@ async def test_everything_produced_is_consumed_and_reported(namesrv: str, tmp_pa
         assert per_second, proc.describe("no per-second line")
         assert all(pattern.match(line) for line in per_second), proc.describe("bad lines")
         assert "[Complete]" in out and not proc.stderr.text, proc.describe("no summary")
+        # The broker listens on 127.0.0.1: found through /proc, its CPU read from there.
+        cpu = re.search(rf"^{CPU_LINE}$", out, re.MULTILINE)
+        assert cpu and int(cpu["pid"]) == local.broker_pid, proc.describe("no CPU line")
 
     produced = load(tmp_path / "p.json")
     assert produced.keys() >= OMB_PUBLISH_KEYS
@@ -119,6 +137,25 @@ async def test_everything_produced_is_consumed_and_reported(namesrv: str, tmp_pa
     consumed = load(tmp_path / "c.json")
     assert consumed.keys() >= OMB_CONSUME_KEYS
     assert consumed["consumed"] == COUNT
+    for result in (produced, consumed):
+        assert result["brokerPids"] == [local.broker_pid]
+        assert result["clientCpuUsPerMsg"] > 0 and result["brokerCpuUsPerMsg"] > 0
+        assert result["brokerCpuSeconds"] > 0 and result["clientCpuSeconds"] > 0
+
+
+async def test_a_given_broker_pid_is_read_instead_of_the_one_found(local: Local) -> None:
+    # Any readable process will do: this one (pytest) is not the broker the route names.
+    argv = rmq_argv(
+        "bench", "produce", "-n", local.namesrv, "-t", "PidT", "--create-topic", "2",
+        "--count", "50", "--broker-pid", str(os.getpid()), "--json",
+    )  # fmt: skip
+    done = await run_command(argv, timeout_s=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.describe()
+    result = json.loads(done.stdout)
+    assert result["sent"] == 50 and result["brokerPids"] == [os.getpid()]
+    assert result["brokerCpuUsPerMsg"] is not None
+    cpu = re.search(rf"^{CPU_LINE}$", done.stderr, re.MULTILINE)
+    assert cpu and int(cpu["pid"]) == os.getpid(), done.describe()
 
 
 async def test_unreachable_namesrv_is_one_error_line() -> None:

@@ -10,12 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.measure import Meter
+from bench.measure import CpuTimes, CpuUse, Meter
 from bench.results import (
     PERCENTILES,
     ConsumeMeter,
+    CpuFigures,
     ProduceConfig,
     consume_line,
+    cpu_fields,
+    cpu_line,
     produce_result,
     send_line,
 )
@@ -151,3 +154,38 @@ def test_token_bucket_paces_a_greedy_client_at_the_rate() -> None:
     assert 5000 - 32 <= sent <= 5000 + 2 * 32
     assert bucket.reserve(1, now + 100) == 0.0  # idle time refills, up to the burst only
     assert bucket.tokens == 31
+
+
+# --- CPU per message -----------------------------------------------------------------------
+
+
+def cpu_figures(broker: CpuTimes | None, pids: tuple[int, ...]) -> CpuFigures:
+    use = CpuUse(wall_s=2.0, own=CpuTimes(0.2, 0.08), others=broker, machine_busy_s=1.5)
+    return CpuFigures(use=use, broker_pids=pids)
+
+
+def test_cpu_per_message_of_the_client_and_the_local_brokers() -> None:
+    cpu = cpu_figures(CpuTimes(1.0, 0.4), (4242, 4243))
+    assert cpu_line(cpu, 10_000) == "CPU(us/msg): client 28.00 | broker 140.00 (pid 4242, 4243)"
+    assert cpu_fields(cpu, 10_000) == {
+        "clientCpuSeconds": 0.28,
+        "clientCpuUsPerMsg": 28.0,
+        "brokerCpuSeconds": 1.4,
+        "brokerCpuUsPerMsg": 140.0,
+        "brokerPids": [4242, 4243],
+    }
+    config = ProduceConfig(namesrv="127.0.0.1:9876", topic="T")
+    result = produce_result(config, produce_meter(), partitions=4, cpu=cpu)
+    assert result["clientCpuUsPerMsg"] == pytest.approx(1e6 * 0.28 / 34, abs=0.01)
+    assert cpu_fields(None, 10) == {}  # unmeasured: no keys
+
+
+def test_cpu_line_says_why_the_broker_figure_is_missing() -> None:
+    remote = cpu_figures(None, ())
+    assert cpu_line(remote, 100).endswith(
+        "| broker - (no local broker process found; give --broker-pid)"
+    )
+    assert cpu_fields(remote, 100)["brokerCpuUsPerMsg"] is None
+    gone = cpu_figures(None, (4242,))
+    assert cpu_line(gone, 100).endswith("| broker - (cannot read /proc/PID/stat of pid 4242)")
+    assert cpu_line(remote, 0).startswith("CPU(us/msg): client - |")  # no message: no figure
