@@ -44,7 +44,7 @@ from client.consumer import ConsumeFrom, ConsumeResult, open_push_consumer
 from client.message import Message, ReceivedMessage
 from client.producer import open_producer
 from protocol.errors import RocketError
-from scenarios.harness import LocalCluster, create_topic, local_cluster
+from scenarios.local_cluster import LocalCluster, create_topic, local_cluster
 from scenarios.workload import WorkloadConfig, poll_until
 
 GROUP = "broker-a"

@@ -72,6 +72,7 @@ def namesrv(
     from cli.serving import configure_logging, run_server, set_node_name
     from controller.config import ConfigError, load_toml
     from controller.server import ControllerServer
+    from launcher.ready import namesrv_ready_line
     from namesrv.server import NameServer, NameServerConfig
 
     controller = None
@@ -95,7 +96,7 @@ def namesrv(
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(server.serve)
             set_node_name(f"namesrv {host}:{bound}")
-            line = f"The Name Server boot success. address={host}:{bound}"
+            line = namesrv_ready_line(f"{host}:{bound}")
             if controller is not None:
                 await nursery.start(controller.serve)
                 set_node_name(f"namesrv {host}:{bound} + controller {controller.config.node_id}")
@@ -164,6 +165,7 @@ def broker(
     from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_toml
     from broker.server import Broker
     from cli.serving import configure_logging, run_server, set_node_name
+    from launcher.ready import broker_ready_line
     from protocol.errors import StorageError
 
     flags = {
@@ -197,12 +199,15 @@ def broker(
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             set_node_name(f"{server.name} {server.address}")
-            ha = f" ha={server.ha_address}" if server.ha_address else ""
             role = "controller-assigned" if cfg.controller_mode else cfg.broker_role
-            task_status.started(
-                f"The broker[{cfg.broker_name}, {server.address}] boot success. "
-                f"role={role}{ha} store={cfg.store_dir}"
+            line = broker_ready_line(
+                broker_name=cfg.broker_name,
+                address=server.address,
+                role=role,
+                ha_address=server.ha_address,
+                store_dir=cfg.store_dir,
             )
+            task_status.started(line)
 
     try:
         run_server(serve)

@@ -27,14 +27,9 @@ from cli.output import err, fail, out
 from protocol.errors import RocketError
 from scenarios import SCENARIOS
 from scenarios.checkers import CheckReport, Expectations, check_history, percentile
-from scenarios.harness import (
-    HarnessError,
-    RunOptions,
-    RunResult,
-    replay_command,
-    run_scenario,
-)
+from scenarios.harness import RunOptions, RunResult, replay_command, run_scenario
 from scenarios.history import HistoryError, iter_history
+from scenarios.local_cluster import HarnessError
 from scenarios.report import plot_latency, report_json, summary_row, write_json
 
 #: Exit status after a Ctrl-C (128 + SIGINT), as shells report it.

@@ -1,39 +1,26 @@
 """``rmq cluster up|status|down``: a local cluster of real, detached processes under one directory.
 
 Rules:
-- Every node is a real ``rmq namesrv`` / ``rmq broker`` process in its own session
-  (``start_new_session``), so it outlives ``rmq cluster up`` and a Ctrl-C in its terminal.
-  Its stdout and stderr go to ``D/<node>/stdout.log`` and ``D/<node>/stderr.log`` (appended,
-  each start marked with a header line); the ready line is read from ``stdout.log``.
-- ``D/cluster.json`` is the one record of the cluster. It is replaced atomically (temp file,
-  fsync, rename, fsync dir) after every change, so an interrupted ``up`` still leaves every
-  process it started findable by ``down``.
-- A recorded pid is acted on only while it is still that process: ``/proc/<pid>`` exists, is
-  not a zombie, its start time equals the recorded one and its command line ends with the
-  recorded argv (which runs ``rmq``). A recycled pid is never signalled.
+- The processes, their record ``D/cluster.json``, the directory lock, ready lines and
+  stopping are ``launcher/``'s (its ``detached.py`` states how a node is started, found
+  again and stopped); this module composes them into the commands.
+- ``up`` starts the mode's table (``launcher/plans.py``) in order: controller mode's
+  quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader),
+  then the NameServer, then the brokers. On any failure it stops what it started.
 - Every wait has a deadline: a ready line (30 s by default), a stop (10 s, then SIGKILL).
 - ``up`` and ``down`` hold ``D/cluster.lock``, so two of them never race on one directory.
 - Errors are one line (``error: ...``) with exit status 1, never a traceback; a node that
   fails to start adds the tail of its log after that line.
 - A mode's layout changes only through ``LayoutOptions`` (``--broker-set``,
   ``--broker-controller-addrs``, ``--controller-base-port``), checked before anything
-  starts; without them ``up`` starts exactly the mode's table.
+  starts (broker settings by the broker's own config code); without them ``up`` starts
+  exactly the mode's table.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 import tomllib
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,8 +29,24 @@ import trio
 import typer
 from rich.table import Table
 
-from cli.output import err, fail, out
+from cli.controller_cmds import config_paths, start_controllers, write_quorum
+from cli.output import err, out
+from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
 from client import admin
+from launcher.command import rmq_command
+from launcher.detached import refuse_running, start_node, starting
+from launcher.pids import is_alive
+from launcher.plans import (
+    BROKERS_BY_MODE,
+    CONTROLLER_NODES,
+    FLUSH_TYPES,
+    LATER_MODES,
+    broker_node,
+    namesrv_node,
+    toml_value,
+)
+from launcher.ready import NAMESRV
+from launcher.record import Cluster, ClusterError, atomic_write, dir_lock, load_cluster
 from protocol.errors import RocketError
 from protocol.route import ClusterInfo
 from protocol.rpc import open_client
@@ -54,67 +57,6 @@ cluster_app = typer.Typer(
 
 # Wide enough for the status table when piped.
 _out = out
-
-# The nodes are detached on purpose: their Popen objects are dropped while they run.
-warnings.filterwarnings("ignore", r"subprocess \d+ is still running", ResourceWarning)
-
-FORMAT_VERSION = 1
-
-
-@attrs.frozen
-class BrokerPlan:
-    """One broker process of a mode: node name, broker group, broker id, brokerRole."""
-
-    name: str
-    group: str
-    broker_id: int
-    broker_role: str
-
-    @property
-    def role(self) -> str:
-        """What ``up`` and ``status`` show."""
-        if self.broker_role == CONTROLLER_ROLE:
-            return "replica"
-        return "slave" if self.broker_role == "SLAVE" else "master"
-
-
-#: brokerRole of a controller-mode broker: the controller assigns the id and the role.
-CONTROLLER_ROLE = "CONTROLLER"
-#: Controller mode: nodes of the controller quorum.
-CONTROLLER_NODES = 3
-
-
-def _master_slave(group: str, master_role: str) -> tuple[BrokerPlan, BrokerPlan]:
-    return (
-        BrokerPlan(group, group, 0, master_role),
-        BrokerPlan(f"{group}-s", group, 1, "SLAVE"),
-    )
-
-
-#: Modes ``up`` can start now, and the brokers each one runs, in start order (DESIGN.md §2).
-BROKERS_BY_MODE: dict[str, tuple[BrokerPlan, ...]] = {
-    "single": (BrokerPlan("broker-a", "broker-a", 0, "ASYNC_MASTER"),),
-    "multi-master": (
-        BrokerPlan("broker-a", "broker-a", 0, "ASYNC_MASTER"),
-        BrokerPlan("broker-b", "broker-b", 0, "ASYNC_MASTER"),
-    ),
-    "async": (
-        *_master_slave("broker-a", "ASYNC_MASTER"),
-        *_master_slave("broker-b", "ASYNC_MASTER"),
-    ),
-    "sync": (*_master_slave("broker-a", "SYNC_MASTER"), *_master_slave("broker-b", "SYNC_MASTER")),
-    # DESIGN.md §2 mode 2.5: a controller quorum, one group of three replicas.
-    "controller": tuple(
-        BrokerPlan(f"broker-a-{i}", "broker-a", -1, CONTROLLER_ROLE) for i in range(3)
-    ),
-}
-#: Modes of DESIGN.md §2 that come later.
-LATER_MODES: tuple[str, ...] = ()
-FLUSH_TYPES = ("ASYNC_FLUSH", "SYNC_FLUSH")
-NAMESRV = "namesrv"
-_POLL_S = 0.05
-_KILL_WAIT_S = 5.0
-_TAIL_LINES = 20
 
 #: Broker settings ``up`` passes as flags itself: ``--broker-set`` may not change them.
 _FLAG_KEYS = frozenset(
@@ -193,457 +135,25 @@ def parse_setting(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))  # a TOML basic string is a JSON string
-
-
 def write_broker_settings(path: Path, settings: tuple[tuple[str, Any], ...]) -> None:
     """Write ``settings`` as a ``[broker]`` TOML table (atomically)."""
     lines = ["[broker]", *(f"{key} = {toml_value(value)}" for key, value in settings)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, ("\n".join(lines) + "\n").encode())
-
-
-NAMESRV_READY = re.compile(
-    r"The Name Server boot success\. address=(?P<host>[0-9.]+):(?P<port>[0-9]+)"
-)
-BROKER_READY = re.compile(
-    r"The broker\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\. "
-    r"role=(?P<role>\S+)"
-)
-
-
-class ClusterError(Exception):
-    """Something ``rmq cluster`` reports as one ``error:`` line (and maybe a log tail)."""
-
-    def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.detail = detail
-
-
-# --- the record ----------------------------------------------------------------------------
-
-
-@attrs.define(kw_only=True)
-class Node:
-    """One process of the cluster, as recorded in ``cluster.json``."""
-
-    name: str
-    #: ``namesrv`` or ``broker``.
-    kind: str
-    #: What ``status`` shows: ``namesrv``, ``master`` or ``slave``.
-    role: str
-    argv: list[str]
-    node_dir: Path
-    stdout_file: Path
-    log_file: Path
-    store_dir: Path | None = None
-    broker_role: str | None = None
-    #: A broker's group (brokerName); the node name for records written before slaves.
-    group: str | None = None
-    pid: int = 0
-    #: ``/proc/<pid>/stat`` start time (clock ticks since boot): tells a recycled pid apart.
-    start_ticks: int = 0
-    address: str | None = None
-    #: ``starting``, ``running``, ``failed`` or ``stopped``.
-    state: str = "starting"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "role": self.role,
-            "broker_role": self.broker_role,
-            "group": self.group,
-            "pid": self.pid,
-            "start_ticks": self.start_ticks,
-            "address": self.address,
-            "state": self.state,
-            "node_dir": str(self.node_dir),
-            "log_file": str(self.log_file),
-            "stdout_file": str(self.stdout_file),
-            "store_dir": str(self.store_dir) if self.store_dir is not None else None,
-            "argv": list(self.argv),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Node:
-        store_dir = data.get("store_dir")
-        return cls(
-            name=str(data["name"]),
-            kind=str(data["kind"]),
-            role=str(data["role"]),
-            broker_role=data.get("broker_role"),
-            group=data.get("group"),
-            pid=int(data["pid"]),
-            start_ticks=int(data.get("start_ticks", 0)),
-            address=data.get("address"),
-            state=str(data["state"]),
-            node_dir=Path(data["node_dir"]),
-            log_file=Path(data["log_file"]),
-            stdout_file=Path(data["stdout_file"]),
-            store_dir=Path(store_dir) if store_dir is not None else None,
-            argv=[str(a) for a in data["argv"]],
-        )
-
-
-@attrs.define(kw_only=True)
-class Cluster:
-    """The whole ``cluster.json``."""
-
-    mode: str
-    root: Path
-    state: str = "starting"
-    flush: str = "ASYNC_FLUSH"
-    nodes: list[Node] = attrs.field(factory=list)
-
-    @property
-    def path(self) -> Path:
-        return self.root / "cluster.json"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": FORMAT_VERSION,
-            "mode": self.mode,
-            "dir": str(self.root),
-            "state": self.state,
-            "flush": self.flush,
-            "nodes": [node.to_json() for node in self.nodes],
-        }
-
-    def save(self) -> None:
-        _atomic_write(self.path, json.dumps(self.to_json(), indent=2).encode() + b"\n")
-
-
-def load_cluster(root: Path) -> Cluster | None:
-    """The cluster recorded in ``root`` (None when there is no ``cluster.json``)."""
-    path = root / "cluster.json"
-    try:
-        data = json.loads(path.read_bytes())
-        if not isinstance(data, dict):
-            raise TypeError("not a JSON object")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"format version {data.get('version')!r}, expected {FORMAT_VERSION}")
-        return Cluster(
-            mode=str(data["mode"]),
-            root=root,
-            state=str(data["state"]),
-            flush=str(data.get("flush", "ASYNC_FLUSH")),
-            nodes=[Node.from_json(n) for n in data["nodes"]],
-        )
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ClusterError(f"cannot read {path}: {exc.strerror}") from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ClusterError(f"{path} is not a cluster record ({exc!r}); move it away") from None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-@contextlib.contextmanager
-def _dir_lock(root: Path) -> Iterator[None]:
-    """Hold ``root/cluster.lock`` (one ``up``/``down`` per directory at a time)."""
-    fd = os.open(root / "cluster.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ClusterError(f"another rmq cluster command is working on {root}") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """The start time of a live (non-zombie) ``pid``, or None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name, which is in parentheses and may hold anything.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):  # exited; its parent has not reaped it yet
-        return None
-    return int(fields[19])
-
-
-def _proc_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
-
-
-def is_alive(node: Node) -> bool:
-    """Whether the process recorded for ``node`` is still running (and still that process)."""
-    if node.pid <= 0:
-        return False
-    ticks = _proc_start_ticks(node.pid)
-    if ticks is None or (node.start_ticks and ticks != node.start_ticks):
-        return False
-    cmdline = _proc_cmdline(node.pid)
-    # ``rmq`` is a script: the kernel runs it as ``python .../rmq ARGS``.
-    return cmdline[-len(node.argv) :] == node.argv and any("rmq" in p for p in cmdline)
-
-
-def rmq_command() -> list[str]:
-    """How to run ``rmq``: the console script beside this interpreter, else ``-m``."""
-    script = Path(sys.executable).with_name("rmq")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "cli.app"]
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("FORCE_COLOR", "CLICOLOR_FORCE", "PY_COLORS"):
-        env.pop(name, None)
-    env.update({"NO_COLOR": "1", "PYTHONUNBUFFERED": "1"})
-    return env
-
-
-def _spawn(node: Node) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``node`` detached; return the process and where its new stdout output begins."""
-    node.node_dir.mkdir(parents=True, exist_ok=True)
-    header = f"--- rmq cluster up at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(node.argv)}\n"
-    with node.stdout_file.open("ab") as out, node.log_file.open("ab") as err:
-        err.write(header.encode())
-        err.flush()
-        offset = out.tell()
-        proc = subprocess.Popen(
-            node.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            cwd=node.node_dir,
-            env=_child_env(),
-            start_new_session=True,
-        )
-    node.pid = proc.pid
-    node.start_ticks = _proc_start_ticks(proc.pid) or 0
-    return proc, offset
-
-
-def _read_from(path: Path, offset: int) -> str:
-    with path.open("rb") as f:
-        f.seek(offset)
-        return f.read(1024 * 1024).decode(errors="replace")
-
-
-def _wait_ready(
-    node: Node,
-    proc: subprocess.Popen[bytes],
-    offset: int,
-    pattern: re.Pattern[str],
-    timeout_s: float,
-) -> re.Match[str]:
-    """The node's ready line, read from its stdout file, within ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        exited = proc.poll()
-        match = pattern.search(_read_from(node.stdout_file, offset))
-        if match is not None:
-            return match
-        if exited is not None:
-            raise ClusterError(
-                f"{node.name} exited with status {exited} before it was ready; "
-                f"last lines of {node.log_file}:",
-                _tail(node.log_file),
-            )
-        if time.monotonic() >= deadline:
-            raise ClusterError(
-                f"{node.name} printed no ready line within {timeout_s:g} s; "
-                f"last lines of {node.log_file}:",
-                _tail(node.log_file),
-            )
-        time.sleep(_POLL_S)
-
-
-def _tail(path: Path, lines: int = _TAIL_LINES) -> str:
-    try:
-        text = path.read_bytes()[-64 * 1024 :].decode(errors="replace")
-    except OSError as exc:
-        return f"  (cannot read {path}: {exc.strerror})"
-    return "\n".join(f"  {line}" for line in text.splitlines()[-lines:])
-
-
-def _wait_gone(nodes: list[Node], timeout_s: float) -> list[Node]:
-    """Wait up to ``timeout_s`` for ``nodes`` to exit; the ones still running."""
-    deadline = time.monotonic() + timeout_s
-    left = [n for n in nodes if is_alive(n)]
-    while left and time.monotonic() < deadline:
-        time.sleep(_POLL_S)
-        left = [n for n in left if is_alive(n)]
-    return left
-
-
-def _signal(node: Node, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(node.pid, signum)
-
-
-def stop_nodes(nodes: list[Node], timeout_s: float) -> dict[str, str]:
-    """SIGTERM every live node, wait up to ``timeout_s``, SIGKILL the rest; outcome per name."""
-    outcome = {n.name: "was not running" for n in nodes}
-    live = [n for n in nodes if is_alive(n)]
-    for node in live:
-        _signal(node, signal.SIGTERM)
-    left = _wait_gone(live, timeout_s)
-    for node in live:
-        outcome[node.name] = "stopped"
-    for node in left:
-        _signal(node, signal.SIGKILL)
-        outcome[node.name] = f"killed (no exit within {timeout_s:g} s of SIGTERM)"
-    for node in _wait_gone(left, _KILL_WAIT_S):
-        outcome[node.name] = "STILL RUNNING after SIGKILL"
-    return outcome
-
-
-def stop_cluster(cluster: Cluster, timeout_s: float) -> dict[str, str]:
-    """Brokers first (they unregister from a NameServer that is still there), NameServer last."""
-    brokers = [n for n in cluster.nodes if n.kind != NAMESRV]
-    outcome = stop_nodes(brokers, timeout_s)
-    outcome.update(stop_nodes([n for n in cluster.nodes if n.kind == NAMESRV], timeout_s))
-    for node in cluster.nodes:
-        if node.state != "failed" and outcome[node.name] != "STILL RUNNING after SIGKILL":
-            node.state = "stopped"
-    return outcome
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
 # --- up ----------------------------------------------------------------------------------------
 
 
-def _plan_namesrv(root: Path, port: int) -> Node:
-    node_dir = root / NAMESRV
-    return Node(
-        name=NAMESRV,
-        kind=NAMESRV,
-        role=NAMESRV,
-        argv=[*rmq_command(), "namesrv", "--port", str(port), "--log-dir", str(node_dir)],
-        node_dir=node_dir,
-        stdout_file=node_dir / "stdout.log",
-        log_file=node_dir / "stderr.log",
-    )
-
-
-def _plan_broker(
-    root: Path,
-    plan: BrokerPlan,
-    namesrv_addr: str,
-    flush: str,
-    controller_addrs: str = "",
-    *,
-    config_file: Path | None = None,
-) -> Node:
-    node_dir = root / plan.name
-    store_dir = node_dir / "store"
-    # Flags win over the file's keys; LayoutOptions.check refuses keys set by flag.
-    config = ["--config", str(config_file)] if config_file is not None else []
-    # --port 0: the client port and (on a master) the HA port are picked free; a slave
-    # learns its master's HA address from the NameServer (the controller, in controller mode).
-    if plan.broker_role == CONTROLLER_ROLE:
-        identity = ["--controller-addrs", controller_addrs]
-    else:
-        identity = ["--broker-id", str(plan.broker_id), "--role", plan.broker_role]
-    argv = [
-        *rmq_command(),
-        "broker",
-        "--name",
-        plan.group,
-        *identity,
-        "--port",
-        "0",
-        "-n",
-        namesrv_addr,
-        "--dir",
-        str(store_dir),
-        "--flush",
-        flush,
-        *config,
-    ]
-    return Node(
-        name=plan.name,
-        kind="broker",
-        role=plan.role,
-        broker_role=plan.broker_role,
-        group=plan.group,
-        argv=argv,
-        node_dir=node_dir,
-        stdout_file=node_dir / "stdout.log",
-        log_file=node_dir / "stderr.log",
-        store_dir=store_dir,
-    )
-
-
-def _start(cluster: Cluster, node: Node, pattern: re.Pattern[str], timeout_s: float) -> None:
-    """Start ``node``, record it at once (so ``down`` finds it), wait for its ready line."""
-    cluster.nodes.append(node)
-    proc, offset = _spawn(node)
-    cluster.save()
-    try:
-        match = _wait_ready(node, proc, offset, pattern, timeout_s)
-    except ClusterError:
-        node.state = "failed"
-        raise
-    node.address = f"{match.group('host')}:{match.group('port')}"
-    node.state = "running"
-    cluster.save()
-
-
-def _refuse_running(root: Path) -> None:
-    existing = load_cluster(root)
-    if existing is None:
-        return
-    running = [n for n in existing.nodes if is_alive(n)]
-    if running:
-        pids = ", ".join(f"{n.name} pid {n.pid}" for n in running)
-        raise ClusterError(
-            f"{root} already holds a running cluster ({pids}); "
-            f"stop it first with: rmq cluster down --dir {root}"
-        )
-
-
 def _start_controllers(cluster: Cluster, timeout_s: float, base_port: int | None = None) -> str:
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
     controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given)."""
-    # Imported here: controller_cmds builds on this module.
-    from cli import controller_cmds as cc
-    from controller.config import write_toml
-
     root = cluster.root
-    if sorted(root.glob(f"n*/{cc.CONFIG_NAME}")):
+    if config_paths(root):
         raise ClusterError(f"{root} already holds a controller quorum; use a fresh --dir")
-    configs = cc.quorum_configs(root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=base_port)
-    for config in configs:
-        path = root / config.node_id / cc.CONFIG_NAME
-        write_toml(path, config)
-        _start(cluster, cc._plan_controller(root, path, config), cc.CONTROLLER_READY, timeout_s)
-    addrs = [c.remoting_address for c in configs]
-    cc.wait_for_leader(addrs, timeout_s)
-    return ";".join(addrs)
+    configs = write_quorum(root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=base_port)
+    start_controllers(cluster, configs, timeout_s)
+    return ";".join(config.remoting_address for _, config in configs)
 
 
 def cluster_up(
@@ -660,35 +170,31 @@ def cluster_up(
     layout = layout or LayoutOptions()
     layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
-    with _dir_lock(root):
-        _refuse_running(root)
-        cluster = Cluster(mode=mode, root=root, flush=flush)
-        try:
+    rmq = rmq_command()
+    with dir_lock(root):
+        refuse_running(root)
+        with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
             controller_addrs = ""
             if mode == "controller":
                 controller_addrs = _start_controllers(
                     cluster, timeout_s, layout.controller_base_port
                 )
-            namesrv = _plan_namesrv(root, namesrv_port)
-            _start(cluster, namesrv, NAMESRV_READY, timeout_s)
-            assert namesrv.address is not None
+            namesrv = start_node(cluster, namesrv_node(root, namesrv_port, rmq=rmq), timeout_s)
             for plan in BROKERS_BY_MODE[mode]:
                 config_file = None
                 if layout.broker_settings:
                     config_file = root / plan.name / BROKER_CONFIG_NAME
                     write_broker_settings(config_file, layout.broker_settings)
-                addrs = layout.controller_addrs_of(plan.name, controller_addrs)
-                broker = _plan_broker(
-                    root, plan, namesrv.address, flush, addrs, config_file=config_file
+                broker = broker_node(
+                    root,
+                    plan,
+                    namesrv_addr=namesrv.address,
+                    flush=flush,
+                    controller_addrs=layout.controller_addrs_of(plan.name, controller_addrs),
+                    config_file=config_file,
+                    rmq=rmq,
                 )
-                _start(cluster, broker, BROKER_READY, timeout_s)
-        except BaseException:  # ClusterError, Ctrl-C, anything: leave nothing running
-            stop_cluster(cluster, stop_timeout_s)
-            cluster.state = "failed"
-            cluster.save()
-            raise
-        cluster.state = "running"
-        cluster.save()
+                start_node(cluster, broker, timeout_s)
         return cluster
 
 
@@ -752,10 +258,6 @@ def node_status(cluster: Cluster, *, ping: bool, timeout_s: float) -> list[dict[
 DirOpt = Annotated[
     Path, typer.Option("--dir", help="The cluster's directory (data, logs, cluster.json).")
 ]
-
-
-def _fail(exc: ClusterError) -> typer.Exit:
-    return fail(str(exc), exc.detail)
 
 
 def _load_existing(root: Path) -> Cluster:
@@ -844,9 +346,9 @@ def up(
             layout=layout,
         )
     except ClusterError as exc:
-        raise _fail(exc) from None
+        raise cluster_fail(exc) from None
     except OSError as exc:
-        raise _fail(ClusterError(f"cannot start the cluster in {root}: {exc}")) from None
+        raise cluster_fail(ClusterError(f"cannot start the cluster in {root}: {exc}")) from None
     for node in cluster.nodes:
         if node.kind == NAMESRV:
             print(f"{node.name} {node.address}")
@@ -879,7 +381,7 @@ def status(
     try:
         cluster = _load_existing(root.absolute())
     except ClusterError as exc:
-        raise _fail(exc) from None
+        raise cluster_fail(exc) from None
     rows = node_status(cluster, ping=ping, timeout_s=timeout)
     if as_json:
         doc = {"dir": str(cluster.root), "mode": cluster.mode, "state": cluster.state}
@@ -904,41 +406,12 @@ def status(
 
 
 @cluster_app.command("down")
-def down(
-    root: DirOpt = Path("rmq-cluster"),
-    timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")
-    ] = 10.0,
-) -> None:
+def down(root: DirOpt = Path("rmq-cluster"), timeout: StopTimeoutOpt = 10.0) -> None:
     """Stop every node (brokers first, the NameServer last) and mark the cluster stopped."""
     root = root.absolute()
     try:
-        cluster = _load_existing(root)
-        with _dir_lock(root):
-            cluster = _load_existing(root)  # what an up that held the lock may have written
-            outcome = stop_cluster(cluster, timeout)
-            stuck = [name for name, what in outcome.items() if what.startswith("STILL")]
-            cluster.state = "running" if stuck else "stopped"
-            cluster.save()
+        _load_existing(root)  # "no cluster in D" before any lock file is created there
     except ClusterError as exc:
-        raise _fail(exc) from None
-    except OSError as exc:
-        raise _fail(ClusterError(f"cannot stop the cluster in {root}: {exc}")) from None
-    for node in cluster.nodes:
-        pid = f" (pid {node.pid})" if node.pid else ""
-        print(f"{node.name}{pid}: {outcome[node.name]}")
-    if stuck:
-        raise _fail(ClusterError(f"{', '.join(stuck)} survived SIGKILL"))
-
-
-# --- shared with ``rmq quorum`` (cli/controller_cmds.py) ------------------------------
-
-start_node = _start
-dir_lock = _dir_lock
-refuse_running = _refuse_running
-
-# --- shared with ``rmq chaos`` (scenarios/harness.py restarts single nodes) -----------------
-
-spawn_node = _spawn
-read_output = _read_from
-log_tail = _tail
+        raise cluster_fail(exc) from None
+    # Loaded again under the lock: what an up that held it may have written.
+    down_recorded(root, _load_existing, timeout, "cluster")

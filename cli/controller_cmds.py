@@ -7,9 +7,11 @@ Rules:
   ``<data_dir>/logs/controller.log`` and stops cleanly on SIGINT/SIGTERM.
 - ``rmq quorum bootstrap --nodes N --dir D`` writes ``D/n<i>/controller.toml`` for every
   node with one freshly generated shared secret (mode 0600), starts the nodes as detached
-  processes with ``cli/cluster.py``'s process management (so ``D/cluster.json``
-  records them and ``rmq quorum down`` or ``rmq cluster down`` stops them), waits until
-  they agree on a leader, and prints the nodes and the controller list brokers take.
+  processes with ``launcher/`` (so ``D/cluster.json`` records them and ``rmq quorum
+  down`` or ``rmq cluster down`` stops them), waits until they agree on a leader, and
+  prints the nodes and the controller list brokers take. ``rmq cluster up --mode
+  controller`` starts its quorum with the same functions (``write_quorum``,
+  ``start_controllers``); this module imports nothing of ``cli/cluster.py``.
 - Ports: Raft peers must know each other's ports before any of them starts, so without
   ``--base-port`` free ports are picked by binding port 0 on the host and releasing it.
   Another process can take such a port between the release and the node's own bind: that
@@ -22,9 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import secrets
-import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,21 +32,17 @@ import trio
 import typer
 from rich.table import Table
 
-from cli.cluster import (
-    Cluster,
-    ClusterError,
-    Node,
-    dir_lock,
-    is_alive,
-    load_cluster,
-    refuse_running,
-    rmq_command,
-    start_node,
-    stop_cluster,
-)
 from cli.output import err, fail, out
+from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
 from client.admin import ControllerMetadata, get_controller_metadata
 from controller.config import ConfigError, ControllerConfig, Peer, load_toml, write_toml
+from launcher.command import rmq_command
+from launcher.detached import refuse_running, start_node, starting
+from launcher.pids import is_alive
+from launcher.plans import controller_node, quorum_plan, quorum_ports
+from launcher.ports import pick_free_ports
+from launcher.ready import CONTROLLER, controller_ready_line
+from launcher.record import Cluster, ClusterError, dir_lock, load_cluster
 from protocol.errors import RocketError
 from protocol.rpc import RemotingClient, open_client
 
@@ -54,37 +50,19 @@ quorum_app = typer.Typer(
     no_args_is_help=True, help="Bootstrap, start, inspect and stop a controller quorum."
 )
 
-#: ``rmq controller``'s ready line.
-CONTROLLER_READY = re.compile(
-    r"The controller\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\."
-)
-#: The kind of a controller node in ``cluster.json``.
-CONTROLLER = "controller"
 CONFIG_NAME = "controller.toml"
 #: RocketMQ's default controller port.
 DEFAULT_PORT = 9878
 _LEADER_POLL_S = 0.1
 
 
-def pick_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports that were free on ``host`` a moment ago (see module rules)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def ready_line(config: ControllerConfig) -> str:
-    peers = ";".join(f"{p.node_id}:{p.remoting_address}" for p in config.peers.values())
-    return (
-        f"The controller[{config.node_id}, {config.remoting_address}] boot success. "
-        f"raft={config.raft_address} peers={peers}"
+    peers = {p.node_id: p.remoting_address for p in config.peers.values()}
+    return controller_ready_line(
+        node_id=config.node_id,
+        address=config.remoting_address,
+        raft_address=config.raft_address,
+        peers=peers,
     )
 
 
@@ -93,17 +71,15 @@ def quorum_configs(
 ) -> list[ControllerConfig]:
     """One config per node (n0, n1, ...), sharing a fresh secret; data under ``root/n<i>``."""
     ports = (
-        list(range(base_port, base_port + 2 * nodes))
+        quorum_ports(nodes, base_port)
         if base_port is not None
         else pick_free_ports(2 * nodes, host)
     )
     peers = {
-        f"n{i}": Peer(
-            node_id=f"n{i}",
-            remoting_address=f"{host}:{ports[2 * i]}",
-            raft_address=f"{host}:{ports[2 * i + 1]}",
+        p.node_id: Peer(
+            node_id=p.node_id, remoting_address=p.remoting_address, raft_address=p.raft_address
         )
-        for i in range(nodes)
+        for p in quorum_plan(nodes=nodes, host=host, ports=ports)
     }
     password = secrets.token_urlsafe(32)
     return [
@@ -186,22 +162,21 @@ def controller_command(
 # --- quorum processes ------------------------------------------------------------------------------
 
 
-def _config_paths(root: Path) -> list[Path]:
+def config_paths(root: Path) -> list[Path]:
+    """The node configs of the quorum in ``root`` (n0, n1, ..., n10 in that order)."""
     return sorted(root.glob(f"n*/{CONFIG_NAME}"), key=lambda p: (len(p.parent.name), p.parent.name))
 
 
-def _plan_controller(root: Path, config_path: Path, config: ControllerConfig) -> Node:
-    node_dir = root / config.node_id
-    return Node(
-        name=config.node_id,
-        kind=CONTROLLER,
-        role=CONTROLLER,
-        argv=[*rmq_command(), "controller", "--config", str(config_path)],
-        node_dir=node_dir,
-        stdout_file=node_dir / "stdout.log",
-        log_file=node_dir / "stderr.log",
-        store_dir=config.data_dir,
-    )
+def write_quorum(
+    root: Path, *, nodes: int, host: str, base_port: int | None
+) -> list[tuple[Path, ControllerConfig]]:
+    """Write a new quorum's node configs under ``root``; each config with its path."""
+    written = []
+    for config in quorum_configs(root, nodes=nodes, host=host, base_port=base_port):
+        path = root / config.node_id / CONFIG_NAME
+        write_toml(path, config)
+        written.append((path, config))
+    return written
 
 
 async def _metadata(addrs: list[str], timeout_s: float) -> list[ControllerMetadata | None]:
@@ -243,29 +218,32 @@ def wait_for_leader(addrs: list[str], timeout_s: float) -> ControllerMetadata:
         ) from None
 
 
+def start_controllers(
+    cluster: Cluster, configs: list[tuple[Path, ControllerConfig]], timeout_s: float
+) -> ControllerMetadata:
+    """Start a node per (config file, config) into ``cluster``'s record; wait for a leader."""
+    rmq = rmq_command()
+    for path, config in configs:
+        node = controller_node(
+            cluster.root, config.node_id, config_file=path, data_dir=config.data_dir, rmq=rmq
+        )
+        start_node(cluster, node, timeout_s)
+    return wait_for_leader([c.remoting_address for _, c in configs], timeout_s)
+
+
 def start_quorum(
-    root: Path, config_paths: list[Path], *, timeout_s: float, stop_timeout_s: float
+    root: Path, paths: list[Path], *, timeout_s: float, stop_timeout_s: float
 ) -> tuple[Cluster, list[ControllerConfig], ControllerMetadata]:
-    """Start every node of ``config_paths`` and wait for a leader; on any failure stop what
-    was started (the caller holds the directory lock)."""
+    """Start every node of ``paths`` and wait for a leader; on any failure stop what was
+    started (the caller holds the directory lock)."""
     configs = []
-    for path in config_paths:
+    for path in paths:
         try:
             configs.append(load_toml(path))
         except ConfigError as exc:
             raise ClusterError(str(exc)) from None
-    cluster = Cluster(mode="quorum", root=root)
-    try:
-        for path, config in zip(config_paths, configs, strict=True):
-            start_node(cluster, _plan_controller(root, path, config), CONTROLLER_READY, timeout_s)
-        leader = wait_for_leader([c.remoting_address for c in configs], timeout_s)
-    except BaseException:  # ClusterError, Ctrl-C, anything: leave nothing running
-        stop_cluster(cluster, stop_timeout_s)
-        cluster.state = "failed"
-        cluster.save()
-        raise
-    cluster.state = "running"
-    cluster.save()
+    with starting(Cluster(mode="quorum", root=root), stop_timeout_s) as cluster:
+        leader = start_controllers(cluster, list(zip(paths, configs, strict=True)), timeout_s)
     return cluster, configs, leader
 
 
@@ -282,16 +260,13 @@ def bootstrap_quorum(
     root.mkdir(parents=True, exist_ok=True)
     with dir_lock(root):
         refuse_running(root)
-        if _config_paths(root):
+        if config_paths(root):
             raise ClusterError(
                 f"{root} already holds a controller quorum; start it with: "
                 f"rmq quorum up --dir {root} (or bootstrap into an empty directory)"
             )
-        paths = []
-        for config in quorum_configs(root, nodes=nodes, host=host, base_port=base_port):
-            path = root / config.node_id / CONFIG_NAME
-            write_toml(path, config)
-            paths.append(path)
+        written = write_quorum(root, nodes=nodes, host=host, base_port=base_port)
+        paths = [path for path, _ in written]
         return start_quorum(root, paths, timeout_s=timeout_s, stop_timeout_s=stop_timeout_s)
 
 
@@ -308,10 +283,6 @@ DirOpt = Annotated[Path, typer.Option("--dir", help="The quorum's directory (con
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="Seconds for each node's ready line and the leader.")
 ]
-
-
-def _fail(exc: ClusterError) -> typer.Exit:
-    return fail(str(exc), exc.detail)
 
 
 @quorum_app.command("bootstrap")
@@ -340,9 +311,9 @@ def bootstrap(
             root.absolute(), nodes=nodes, host=host, base_port=base_port, timeout_s=timeout
         )
     except ClusterError as exc:
-        raise _fail(exc) from None
+        raise cluster_fail(exc) from None
     except OSError as exc:
-        raise _fail(ClusterError(f"cannot bootstrap the quorum in {root}: {exc}")) from None
+        raise cluster_fail(ClusterError(f"cannot bootstrap the quorum in {root}: {exc}")) from None
     _print_quorum(configs, leader)
     err.print(
         f"controller quorum ({nodes} nodes) running in {root.absolute()}; leader "
@@ -358,7 +329,7 @@ def up(root: DirOpt = Path("rmq-quorum"), timeout: TimeoutOpt = 30.0) -> None:
     try:
         with dir_lock(root):
             refuse_running(root)
-            paths = _config_paths(root)
+            paths = config_paths(root)
             if not paths:
                 raise ClusterError(
                     f"no controller configs in {root}; create a quorum with: "
@@ -366,9 +337,9 @@ def up(root: DirOpt = Path("rmq-quorum"), timeout: TimeoutOpt = 30.0) -> None:
                 )
             _, configs, leader = start_quorum(root, paths, timeout_s=timeout, stop_timeout_s=10.0)
     except ClusterError as exc:
-        raise _fail(exc) from None
+        raise cluster_fail(exc) from None
     except OSError as exc:
-        raise _fail(ClusterError(f"cannot start the quorum in {root}: {exc}")) from None
+        raise cluster_fail(ClusterError(f"cannot start the quorum in {root}: {exc}")) from None
     _print_quorum(configs, leader)
 
 
@@ -391,7 +362,7 @@ def status(
     try:
         cluster = _load_quorum(root.absolute())
     except ClusterError as exc:
-        raise _fail(exc) from None
+        raise cluster_fail(exc) from None
     nodes = [n for n in cluster.nodes if n.kind == CONTROLLER]
     addrs = [n.address or "" for n in nodes]
     answers = trio.run(_metadata, addrs, timeout)
@@ -424,27 +395,6 @@ def status(
 
 
 @quorum_app.command("down")
-def down(
-    root: DirOpt = Path("rmq-quorum"),
-    timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")
-    ] = 10.0,
-) -> None:
+def down(root: DirOpt = Path("rmq-quorum"), timeout: StopTimeoutOpt = 10.0) -> None:
     """Stop every node of the quorum (its configs and data stay for rmq quorum up)."""
-    root = root.absolute()
-    try:
-        with dir_lock(root):
-            cluster = _load_quorum(root)
-            outcome = stop_cluster(cluster, timeout)
-            stuck = [name for name, what in outcome.items() if what.startswith("STILL")]
-            cluster.state = "running" if stuck else "stopped"
-            cluster.save()
-    except ClusterError as exc:
-        raise _fail(exc) from None
-    except OSError as exc:
-        raise _fail(ClusterError(f"cannot stop the quorum in {root}: {exc}")) from None
-    for node in cluster.nodes:
-        pid = f" (pid {node.pid})" if node.pid else ""
-        print(f"{node.name}{pid}: {outcome[node.name]}")
-    if stuck:
-        raise _fail(ClusterError(f"{', '.join(stuck)} survived SIGKILL"))
+    down_recorded(root.absolute(), _load_quorum, timeout, "quorum")

@@ -42,7 +42,6 @@ from protocol.controller_bodies import ReplicasInfo
 from protocol.errors import RocketError
 from protocol.rpc import open_client
 from scenarios.checkers import CheckReport, Expectations, check_history
-from scenarios.harness import HarnessError, LocalCluster, create_topic, local_cluster
 from scenarios.history import (
     ENQUEUE,
     Entry,
@@ -54,6 +53,7 @@ from scenarios.history import (
     iter_history,
     make_extra,
 )
+from scenarios.local_cluster import HarnessError, LocalCluster, create_topic, local_cluster
 from scenarios.workload import Recorder, Workload, WorkloadConfig, open_workload
 
 GROUP = "broker-a"

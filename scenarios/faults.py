@@ -6,7 +6,7 @@ Rules:
   through ``NodeControl`` (the harness), so kinds are data a scenario lists and a seed
   replays. ``name`` is what the history's ``fault <name> start|end`` lines say.
 - Process faults signal only a pid that is still the recorded process (``is_alive`` of
-  ``cli/cluster.py`` checks start time and command line): a recycled pid is never
+  ``launcher/pids.py`` checks start time and command line): a recycled pid is never
   hit.
 - ``FaultProxy`` is toxiproxy on Trio: it listens on 127.0.0.1 and forwards to one
   upstream ``host:port``. Toxics: ``drop`` (a black hole, as iptables DROP looks above

@@ -24,10 +24,10 @@ from typing import Any
 import attrs
 import trio
 
-from cli.controller_cmds import pick_free_ports
 from client.controller_admin import controller_call, find_controller_leader
 from controller.config import ControllerConfig, Peer
 from controller.server import ControllerServer
+from launcher.ports import pick_free_ports
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import SyncStateSet

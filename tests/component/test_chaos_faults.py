@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from launcher.ports import free_port_range
 from protocol.codes import RequestCode, ResponseCode
 from protocol.headers import UpdateConsumerOffsetRequestHeader
 from scenarios.faults import (
@@ -25,8 +26,8 @@ from scenarios.faults import (
     ProxyGroup,
     Toxics,
 )
-from scenarios.harness import free_port_range, read_broker_metadata
 from scenarios.history import ENQUEUE, PROBE_CLIENT, Outcome, Request, Response, iter_history
+from scenarios.local_cluster import read_broker_metadata
 from scenarios.workload import Recorder, Workload, WorkloadConfig
 from tests.component.broker_fixtures import broker_env, expect
 

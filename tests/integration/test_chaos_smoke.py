@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from cli import cluster as clusterlib
+from launcher.pids import is_alive
+from launcher.record import load_cluster
 from scenarios import SCENARIOS
 from scenarios.harness import RunOptions, RunResult, ScenarioUnavailable, run_scenario
 from scenarios.history import ENQUEUE, FaultEvent, Phase, Response, iter_history
@@ -33,9 +34,9 @@ RUN_DEADLINE_S = 150.0
 
 
 def assert_nothing_left(root: Path) -> None:
-    record = clusterlib.load_cluster(root)
+    record = load_cluster(root)
     assert record is not None, f"no cluster.json in {root}"
-    alive = [n.name for n in record.nodes if clusterlib.is_alive(n)]
+    alive = [n.name for n in record.nodes if is_alive(n)]
     assert not alive, f"still running after the run: {alive}"
 
 
@@ -48,9 +49,9 @@ async def leave_nothing(root: Path) -> AsyncIterator[None]:
         with trio.CancelScope(shield=True), trio.move_on_after(60):
             if (root / "cluster.json").exists():
                 await run_command(rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"))
-                record = clusterlib.load_cluster(root)
+                record = load_cluster(root)
                 for node in record.nodes if record else []:
-                    if clusterlib.is_alive(node):
+                    if is_alive(node):
                         os.kill(node.pid, signal.SIGKILL)
 
 

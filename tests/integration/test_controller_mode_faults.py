@@ -41,11 +41,11 @@ import trio
 
 from broker.agent import IDENTITY_FILE, read_identity
 from broker.config import BrokerConfig
-from cli.cluster import BROKER_READY
-from cli.controller_cmds import CONFIG_NAME, CONTROLLER_READY, quorum_configs
+from cli.controller_cmds import CONFIG_NAME, quorum_configs
 from client.admin import Admin, HAStatus
 from client.controller_admin import find_controller_leader, get_controller_metadata
 from controller.config import write_toml
+from launcher.ready import BROKER_READY, CONTROLLER_READY
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import EpochEntryCache, ReplicasInfo

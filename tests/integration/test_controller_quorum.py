@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from cli.controller_cmds import CONTROLLER_READY, quorum_configs
+from cli.controller_cmds import quorum_configs
 from client.controller_admin import controller_call, find_controller_leader, get_controller_metadata
 from controller.config import write_toml
+from launcher.ready import CONTROLLER_READY
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import SyncStateSet

@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 
 from broker.config import load_toml
-from cli import cluster as clusterlib
-from cli.cluster import (
-    BROKERS_BY_MODE,
-    ClusterError,
-    LayoutOptions,
-    parse_setting,
-    write_broker_settings,
-)
+from cli.cluster import LayoutOptions, parse_setting, write_broker_settings
+from launcher.plans import BROKERS_BY_MODE
+from launcher.record import ClusterError
 from scenarios.faults import BrokerMetadata, metadata_kept
 
 
@@ -87,31 +82,6 @@ def test_broker_settings_round_trip_through_the_brokers_own_toml_reader(tmp_path
     assert config.in_sync_replicas == 1
     assert config.cluster_name == 'Chaos "one"'
     assert config.slave_timeout_s == 2.5
-
-
-def test_a_broker_gets_its_config_file_and_its_own_controller_addresses(tmp_path: Path) -> None:
-    layout = LayoutOptions(broker_controller_addrs=(("broker-a-1", "127.0.0.1:7001"),))
-    layout.check("controller")
-    plans = BROKERS_BY_MODE["controller"]
-    quorum = "127.0.0.1:1;127.0.0.1:2;127.0.0.1:3"
-    nodes = [
-        clusterlib._plan_broker(
-            tmp_path,
-            plan,
-            "127.0.0.1:9876",
-            "SYNC_FLUSH",
-            layout.controller_addrs_of(plan.name, quorum),
-            config_file=tmp_path / plan.name / "broker.toml",
-        )
-        for plan in plans
-    ]
-    addrs = [n.argv[n.argv.index("--controller-addrs") + 1] for n in nodes]
-    assert addrs == [quorum, "127.0.0.1:7001", quorum]
-    for node, plan in zip(nodes, plans, strict=True):
-        assert node.argv[-2:] == ["--config", str(tmp_path / plan.name / "broker.toml")]
-    # Without a config file the argv is what it always was.
-    plain = clusterlib._plan_broker(tmp_path, plans[0], "127.0.0.1:9876", "SYNC_FLUSH", quorum)
-    assert "--config" not in plain.argv and plain.argv[-2:] == ["--flush", "SYNC_FLUSH"]
 
 
 # --- new master metadata ---------------------------------------------------------------------
