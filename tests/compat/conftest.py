@@ -28,6 +28,7 @@ import pytest
 import trio
 
 from client.admin import get_topic_route
+from launcher.ready import BROKER_READY
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import TopicNotExist
@@ -76,9 +77,6 @@ CONSUMER_STOP_TIMEOUT_S = 10.0
 #: How long the broker may take to show a commit ali-ons sent (oneway, every 500 ms).
 COMMIT_TIMEOUT_S = 10.0
 
-BROKER_READY = re.compile(
-    r"The broker\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success"
-)
 _ANY_LINE = re.compile("")
 #: Server log lines that fail a test (the log format is ``time LEVEL [node] logger: text``).
 _SERVER_ERROR = re.compile(r" (ERROR|CRITICAL) |^Traceback ")

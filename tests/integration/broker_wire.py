@@ -6,13 +6,13 @@ reader of the CommitLog files as bytes on disk (no store code), to damage them o
 from __future__ import annotations
 
 import os
-import re
 import time
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import attrs
 
+from launcher.ready import BROKER_READY
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.headers import (
@@ -32,11 +32,6 @@ from protocol.message import (
 from protocol.rpc import RemotingClient, check_success
 from tests.support.processes import START_TIMEOUT_S, ManagedProcess, managed_process, rmq_argv
 
-#: ``rmq broker``'s ready line.
-BROKER_READY = re.compile(
-    r"The broker\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\. "
-    r"role=(?P<role>\S+)"
-)
 PRODUCER_GROUP = "it-producer"
 CHECK_GROUP = "it-check"
 #: PULL sysFlag: the subscription travels in the request (no HEART_BEAT needed).

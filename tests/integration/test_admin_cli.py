@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from client.admin import open_admin
+from launcher.ready import BROKER_READY
 from protocol.errors import TopicNotExist
 from tests.support.processes import (
     START_TIMEOUT_S,
@@ -30,9 +31,6 @@ pytestmark = pytest.mark.integration
 
 #: One CLI run: interpreter start-up plus a few requests, on a slow machine.
 CLI_TIMEOUT_S = 60.0
-BROKER_READY = re.compile(
-    r"The broker\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\."
-)
 CLUSTER = "AdminCluster"
 
 

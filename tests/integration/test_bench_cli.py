@@ -15,6 +15,7 @@ import attrs
 import pytest
 import trio
 
+from launcher.ready import BROKER_READY
 from tests.support.processes import (
     START_TIMEOUT_S,
     managed_process,
@@ -25,9 +26,6 @@ from tests.support.processes import (
 
 pytestmark = pytest.mark.integration
 
-BROKER_READY = re.compile(
-    r"The broker\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\."
-)
 TIME = r"Current Time: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
 SEND_LINE = re.compile(
     rf"^{TIME} \| Send TPS: \d+ \| Max RT\(ms\): \d+ \| Average RT\(ms\): +\d+\.\d{{3}} "

@@ -16,12 +16,12 @@ import attrs
 import pytest
 import trio
 
+from launcher.ready import BROKER_READY
 from protocol.codes import ResponseCode
 from protocol.errors import NetworkError, RemotingTimeout
 from protocol.message import PROPERTY_KEYS, MessageRecord, encode_record
 from protocol.rpc import RemotingClient, open_client
 from tests.integration.broker_wire import (
-    BROKER_READY,
     broker_argv,
     broker_process,
     create_topic,

@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import re
-import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +22,14 @@ import trio
 
 from client import admin
 from protocol.rpc import open_client
-from tests.support.processes import Completed, rmq_argv, run_command
+from tests.support.processes import (
+    Completed,
+    kill_leftovers,
+    recorded_pids,
+    rmq_argv,
+    rmq_running,
+    run_command,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,24 +68,6 @@ def read_record(root: Path) -> dict[str, Any]:
     return data
 
 
-def running(pid: int, root: Path) -> bool:
-    """Whether ``pid`` is a live (not zombie) ``rmq`` process of the cluster in ``root``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    state = stat[stat.rfind(")") + 2 :].split()[0]
-    return state not in ("Z", "X") and b"rmq" in cmdline and str(root).encode() in cmdline
-
-
-def recorded_pids(root: Path) -> list[int]:
-    try:
-        return [int(n["pid"]) for n in read_record(root)["nodes"] if n["pid"]]
-    except (OSError, ValueError, KeyError):
-        return []
-
-
 @asynccontextmanager
 async def cluster_dir(root: Path) -> AsyncIterator[Path]:
     """``root`` for a cluster; whatever it started is stopped when the block ends."""
@@ -89,9 +77,7 @@ async def cluster_dir(root: Path) -> AsyncIterator[Path]:
         with trio.CancelScope(shield=True), trio.move_on_after(CLI_TIMEOUT_S):
             if (root / "cluster.json").exists():
                 await rmq("cluster", "down", "--dir", str(root), "--timeout", "5")
-        for pid in recorded_pids(root):  # the last resort
-            if running(pid, root):
-                os.kill(pid, signal.SIGKILL)
+        kill_leftovers(root)
 
 
 async def up(root: Path, mode: str) -> tuple[str, dict[str, str]]:
@@ -122,7 +108,7 @@ async def test_single_up_status_route_down(tmp_path: Path) -> None:
         assert nodes["broker-a"]["address"] == brokers["broker-a"]
         assert Path(nodes["broker-a"]["store_dir"]).parent == root / "broker-a"
         for node in nodes.values():
-            assert running(node["pid"], root), node
+            assert rmq_running(node["pid"], root), node
             assert Path(node["log_file"]).is_file()
 
         status = assert_ok(await rmq("cluster", "status", "--dir", str(root)))
@@ -149,7 +135,7 @@ async def test_single_up_status_route_down(tmp_path: Path) -> None:
         stopped = assert_ok(await rmq("cluster", "down", "--dir", str(root)))
         for name, node in nodes.items():
             assert f"{name} (pid {node['pid']}): stopped" in stopped, stopped
-            assert not running(node["pid"], root)
+            assert not rmq_running(node["pid"], root)
         assert read_record(root)["state"] == "stopped"
         # The brokers were stopped by SIGTERM, cleanly: their stores closed.
         assert "stopped" in (root / "broker-a" / "stderr.log").read_text()
@@ -164,7 +150,7 @@ async def test_multi_master_cluster_list_refused_double_up_and_down_twice(
 ) -> None:
     async with cluster_dir(tmp_path / "c") as root:
         namesrv, brokers = await up(root, "multi-master")
-        pids = recorded_pids(root)
+        pids = list(recorded_pids(root).values())
         assert len(pids) == 3
 
         listing = assert_ok(await rmq("admin", "clusterList", "-n", namesrv))
@@ -182,12 +168,12 @@ async def test_multi_master_cluster_list_refused_double_up_and_down_twice(
 
         again = await rmq("cluster", "up", "--dir", str(root), "--namesrv-port", "0")
         assert_one_line_error(again, "already holds a running cluster", "rmq cluster down")
-        assert recorded_pids(root) == pids
-        assert all(running(pid, root) for pid in pids)
+        assert list(recorded_pids(root).values()) == pids
+        assert all(rmq_running(pid, root) for pid in pids)
 
         first = assert_ok(await rmq("cluster", "down", "--dir", str(root)))
         assert first.count(": stopped") == 3, first
-        assert not any(running(pid, root) for pid in pids)
+        assert not any(rmq_running(pid, root) for pid in pids)
         second = assert_ok(await rmq("cluster", "down", "--dir", str(root)))
         assert second.count(": was not running") == 3, second
 
@@ -226,7 +212,7 @@ async def test_failed_start_stops_what_was_started(tmp_path: Path) -> None:
         record = read_record(root)
         assert record["state"] == "failed"
         assert [n["state"] for n in record["nodes"]] == ["stopped", "failed"]
-        assert not any(running(pid, root) for pid in recorded_pids(root))
+        assert not any(rmq_running(pid, root) for pid in list(recorded_pids(root).values()))
 
         # The directory is free again: a new up starts.
         await up(root, "single")
@@ -244,7 +230,7 @@ async def test_namesrv_port_taken(tmp_path: Path) -> None:
             assert done.returncode == 1, done.describe()
             assert done.stderr.startswith("error: namesrv exited with status 1"), done.describe()
             assert "Address already in use" in done.stderr, done.describe()
-            assert not any(running(pid, root) for pid in recorded_pids(root))
+            assert not any(rmq_running(pid, root) for pid in list(recorded_pids(root).values()))
 
 
 @pytest.mark.parametrize(

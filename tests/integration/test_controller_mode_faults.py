@@ -45,6 +45,7 @@ from cli.controller_cmds import CONFIG_NAME, quorum_configs
 from client.admin import Admin, HAStatus
 from client.controller_admin import find_controller_leader, get_controller_metadata
 from controller.config import write_toml
+from launcher.pids import proc_start_ticks
 from launcher.ready import BROKER_READY, CONTROLLER_READY
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -198,19 +199,11 @@ def restarted(
 # --- processes -----------------------------------------------------------------------------
 
 
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X")
-
-
 async def kill_and_wait(pid: int, signum: int = signal.SIGKILL) -> None:
     """Send ``signum`` to ``pid`` and wait until it is gone (its ports are free again)."""
     os.kill(pid, signum)
     with trio.fail_after(STEP_TIMEOUT_S):
-        while not _gone(pid):  # noqa: ASYNC110 - another process, seen only through /proc
+        while proc_start_ticks(pid) is not None:  # noqa: ASYNC110 - seen only through /proc
             await trio.sleep(0.02)
 
 

@@ -42,8 +42,11 @@ from protocol.rpc import RemotingClient, open_client
 from tests.support.processes import (
     NAMESRV_READY,
     Completed,
+    kill_leftovers,
     managed_process,
+    recorded_pids,
     rmq_argv,
+    rmq_running,
     run_command,
 )
 
@@ -65,24 +68,6 @@ def assert_ok(done: Completed) -> str:
     return done.stdout
 
 
-def _pids(root: Path) -> dict[str, int]:
-    try:
-        nodes = json.loads((root / "cluster.json").read_text())["nodes"]
-    except (OSError, ValueError, KeyError):
-        return {}
-    return {n["name"]: int(n["pid"]) for n in nodes if n["pid"]}
-
-
-def _running(pid: int, root: Path) -> bool:
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    state = stat_line[stat_line.rfind(")") + 2 :].split()[0]
-    return state not in ("Z", "X") and b"rmq" in cmdline and str(root).encode() in cmdline
-
-
 @asynccontextmanager
 async def quorum_dir(root: Path) -> AsyncIterator[Path]:
     """``root`` for a quorum; whatever it started is stopped when the block ends."""
@@ -92,9 +77,7 @@ async def quorum_dir(root: Path) -> AsyncIterator[Path]:
         with trio.CancelScope(shield=True), trio.move_on_after(CLI_TIMEOUT_S):
             if (root / "cluster.json").exists():
                 await rmq("quorum", "down", "--dir", str(root), "--timeout", "5")
-        for pid in _pids(root).values():  # the last resort
-            if _running(pid, root):
-                os.kill(pid, signal.SIGKILL)
+        kill_leftovers(root)
 
 
 async def _register_master(client: RemotingClient, controllers: list[str]) -> None:
@@ -199,7 +182,7 @@ async def test_bootstrap_kill_the_leader_a_new_one_serves_the_same_state(tmp_pat
                 assert clean.returncode == 1, clean.describe()
                 assert "CONTROLLER_INVALID_CLEAN_BROKER_METADATA" in clean.stderr
 
-                pid = _pids(root)[leaders[0]]
+                pid = recorded_pids(root)[leaders[0]]
                 killed_at = time.monotonic()
                 os.kill(pid, signal.SIGKILL)
                 survivors = [a for n, a in addrs.items() if n != leaders[0]]
@@ -232,7 +215,7 @@ async def test_bootstrap_kill_the_leader_a_new_one_serves_the_same_state(tmp_pat
         stopped = assert_ok(await rmq("quorum", "down", "--dir", str(root)))
         assert stopped.count(": stopped") == 2, stopped
         assert stopped.count(": was not running") == 1, stopped
-        assert not any(_running(pid, root) for pid in _pids(root).values())
+        assert not any(rmq_running(pid, root) for pid in recorded_pids(root).values())
 
 
 async def test_namesrv_with_an_embedded_controller(tmp_path: Path) -> None:

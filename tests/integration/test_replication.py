@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import signal
 import struct
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ import trio
 from broker.ha.wire import Ack, SlaveHandshake
 from client.consumer import ConsumeFrom, ConsumeResult, open_push_consumer
 from client.message import ReceivedMessage
+from launcher.ready import BROKER_READY
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import NetworkError, RemotingTimeout
@@ -50,11 +50,6 @@ pytestmark = pytest.mark.integration
 TOPIC = "ReplTopic"
 QUEUES = 4
 SEGMENT_BYTES = 1024 * 1024
-#: ``rmq broker``'s ready line; a master also names the HA address it listens on.
-READY = re.compile(
-    r"The broker\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\. "
-    r"role=(?P<role>\S+)(?: ha=(?P<ha>\S+))?"
-)
 #: Short HA timers (RocketMQ's keys, milliseconds) and fast slave bookkeeping.
 FAST_HA = {
     "haSendHeartbeatInterval": 200,
@@ -100,7 +95,7 @@ def broker(tmp: Path, namesrv: str, store: Path, role: str, broker_id: int, **ex
         "--dir",
         str(store),
     )
-    return managed_process(argv, name=f"{store.name}:{role}", ready=READY)
+    return managed_process(argv, name=f"{store.name}:{role}", ready=BROKER_READY)
 
 
 # --- wire helpers -------------------------------------------------------------------------------
