@@ -21,7 +21,7 @@ broker lease plus a 5 s scan, or the TCP close at once; anchors.md §1.2) and, w
 ``--out F``, JSON. Numbers from a shared 2-core machine vary; repeat and give the range.
 
 Usage:
-    python -m bench.failover_bench [--rounds 20] [--leader-rounds 10] [--dir D] [--out F.json]
+    python -m scenarios.failover_bench [--rounds 20] [--leader-rounds 10] [--dir D] [--out F.json]
 """
 
 from __future__ import annotations
