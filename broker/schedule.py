@@ -23,9 +23,9 @@ import attrs
 import trio
 
 from broker.longpoll import PullHoldService
-from broker.store import store as store_module
 from broker.store.metadata import load_document, save_document
 from broker.store.pull import GetMessageStatus
+from broker.store.results import SCHEDULE_TOPIC
 from protocol.errors import MalformedBody, ServerError
 from protocol.message import (
     PROPERTY_DELAY,
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEDULE_TOPIC = store_module.SCHEDULE_TOPIC
 _KIND = "delay-offsets"
 _VERSION = 1
 _BATCH = 32

@@ -58,7 +58,8 @@ from broker.processors.send import SendProcessor, store_put_error
 from broker.schedule import ScheduleService
 from broker.slavesync import SlaveSynchronizer
 from broker.store.config import FlushMode, StoreConfig
-from broker.store.store import AppendResult, GetMessageResult, MessageStore
+from broker.store.results import AppendResult, GetMessageResult
+from broker.store.store import MessageStore
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode

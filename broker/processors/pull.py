@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from broker.store.pull import GetMessageStatus
-from broker.store.store import GetMessageResult
+from broker.store.results import GetMessageResult
 from protocol.bodies import parse_subscription
 from protocol.codes import PERM_READ, RequestCode, ResponseCode
 from protocol.command import RemotingCommand

@@ -17,8 +17,7 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from broker.schedule import SCHEDULE_TOPIC
-from broker.store.store import AppendResult, PutStatus
+from broker.store.results import SCHEDULE_TOPIC, AppendResult, PutStatus
 from broker.topics import NOT_ALLOWED_SEND_TOPICS, dlq_topic, retry_topic, validate_topic
 from protocol.codes import PERM_WRITE, VERSION_V3_4_9, RequestCode, ResponseCode
 from protocol.command import RemotingCommand

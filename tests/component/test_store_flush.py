@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-import broker.store.store as store_module
+import broker.store.durability as durability_module
 from broker.store.checkpoint import Checkpoint
 from broker.store.config import FlushMode, StoreConfig
 from broker.store.flush import fsync_fds
@@ -51,7 +51,7 @@ def slow_fsync(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         rounds.append(len(fds))
         return fsync_fds(fds, directory)
 
-    monkeypatch.setattr(store_module, "fsync_fds", slow)
+    monkeypatch.setattr(durability_module, "fsync_fds", slow)
     return rounds
 
 
@@ -168,7 +168,7 @@ async def test_timeouts_are_enforced_while_an_fsync_hangs(
         return fsync_fds(fds, directory)
 
     store = MessageStore.open(tmp_path, CFG)
-    monkeypatch.setattr(store_module, "fsync_fds", stuck)
+    monkeypatch.setattr(durability_module, "fsync_fds", stuck)
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         r = store.put_message(msg(0))

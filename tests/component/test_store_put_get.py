@@ -10,7 +10,8 @@ import pytest
 
 from broker.store.config import StoreConfig
 from broker.store.pull import GetMessageStatus as S
-from broker.store.store import SCHEDULE_TOPIC, MessageStore, PutStatus
+from broker.store.results import SCHEDULE_TOPIC, PutStatus
+from broker.store.store import MessageStore
 from protocol.message import (
     BLANK_MAGIC,
     SYSFLAG_TRANSACTION_PREPARED_TYPE,

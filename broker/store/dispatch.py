@@ -1,0 +1,225 @@
+"""The dispatcher: ConsumeQueue entries and index keys built from CommitLog records.
+
+Rules:
+- ``dispatched_offset`` <= dispatch limit (the write offset, or ``confirm_offset`` with
+  ``dispatch_confirmed_only``) <= write offset. Data past the limit is dispatched by reading
+  it back when the limit moves (``set_confirm_offset``, ``append_raw``); the put path
+  dispatches a record at once from the values in hand when nothing is pending before it.
+- The queue-offset table covers every record in the CommitLog, dispatched or not, so an
+  offset is never handed out twice (apache/rocketmq#7689: reused ConsumeQueue offsets after a
+  restart in controller mode).
+- Prepared and rolled-back transaction records get no ConsumeQueue entry; a SCHEDULE_TOPIC
+  record's tag code is its delivery time.
+- Arrival listeners are called synchronously after each ConsumeQueue append; they must not
+  block (they only wake waiters).
+- Reading back is chunked (``_DISPATCH_CHUNK_BYTES``), so memory stays bounded however far
+  behind dispatch is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from broker.store.consumequeue import ConsumeQueue
+from broker.store.index import index_keys
+from broker.store.results import (
+    SCHEDULE_TOPIC,
+    ArrivalListener,
+)
+from broker.store.state import (
+    NO_DISPATCH,
+    StoreState,
+)
+from protocol.errors import CorruptRecord
+from protocol.message import (
+    BLANK_MAGIC,
+    BLANK_MARKER_BYTES,
+    MIN_RECORD_BYTES,
+    PROPERTY_DELAY,
+    PROPERTY_KEYS,
+    PROPERTY_TAGS,
+    PROPERTY_UNIQ_KEY,
+    SYSFLAG_TRANSACTION_MASK,
+    MessageRecord,
+    decode_record,
+    peek_record_header,
+    tags_code,
+)
+
+_DISPATCH_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _delivery_tags_code(
+    properties: Mapping[str, str], store_ms: int, levels_ms: Sequence[int]
+) -> int | None:
+    """Tag code of a SCHEDULE_TOPIC record: its delivery time (None: no valid DELAY)."""
+    raw = properties.get(PROPERTY_DELAY)
+    if not raw:
+        return None
+    try:
+        level = int(raw)
+    except ValueError:
+        return None
+    if level <= 0 or not levels_ms:
+        return None
+    level = min(level, len(levels_ms))
+    return store_ms + levels_ms[level - 1]
+
+
+class StoreDispatch(StoreState):
+    """The store's dispatch layer (ConsumeQueues, index, arrival listeners)."""
+
+    def add_arrival_listener(self, listener: ArrivalListener) -> None:
+        """Call ``listener(topic, queue_id, queue_offset_end, tags_code)`` after every
+        ConsumeQueue append (synchronously: it must not block)."""
+        self._listeners.append(listener)
+
+    def remove_arrival_listener(self, listener: ArrivalListener) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
+
+    def _consume_queue(self, topic: str, queue_id: int) -> ConsumeQueue:
+        cq = self._cqs.get((topic, queue_id))
+        if cq is None:
+            cq = ConsumeQueue(
+                self.store_dir / "consumequeue" / topic / str(queue_id),
+                topic,
+                queue_id,
+                self.config.cq_entries_per_file,
+            )
+            self._cqs[(topic, queue_id)] = cq
+        return cq
+
+    def _tags_code(self, topic: str, properties: Mapping[str, str], store_ms: int) -> int:
+        if topic == SCHEDULE_TOPIC:
+            due = _delivery_tags_code(properties, store_ms, self._levels_ms)
+            if due is not None:
+                return due
+        return tags_code(properties.get(PROPERTY_TAGS))
+
+    def _dispatch_one(
+        self,
+        topic: str,
+        queue_id: int,
+        queue_offset: int,
+        phys: int,
+        size: int,
+        *,
+        sys_flag: int,
+        properties: Mapping[str, str],
+        store_ms: int,
+        recovering: bool,
+    ) -> bool:
+        """Write the ConsumeQueue entry and index keys of one record; True if anything new."""
+        wrote = False
+        if sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH:
+            code = self._tags_code(topic, properties, store_ms)
+            cq = self._consume_queue(topic, queue_id)
+            if recovering and queue_offset < cq.max_offset:
+                wrote = cq.repair(queue_offset, phys, size, code)
+            else:
+                cq.append(queue_offset, phys, size, code)
+                wrote = True
+                for listener in self._listeners:
+                    listener(topic, queue_id, queue_offset + 1, code)
+        if phys >= self._index_skip_below:
+            keys_value = properties.get(PROPERTY_KEYS)
+            keys = keys_value.split(" ") if keys_value else ()
+            idx_keys = index_keys(topic, sys_flag, properties.get(PROPERTY_UNIQ_KEY), keys)
+            if idx_keys:
+                self._index.put(idx_keys, phys, store_ms, store_ms)
+                wrote = True
+        self._last_dispatch_ms = store_ms
+        return wrote
+
+    def _dispatch_limit(self) -> int:
+        end = self._clog.write_offset
+        if self.config.dispatch_confirmed_only:
+            return max(min(self._confirm, end), self._dispatched)
+        return end
+
+    def _iter_log(self, begin: int, end: int) -> Iterator[tuple[MessageRecord | None, int, int]]:
+        """Yield ``(record, size, offset)`` for the units in [begin, end): records, and blank
+        padding as ``(None, padding size, offset)``. ``begin`` is a unit boundary; stops
+        before a record crossing ``end``. Reads in chunks, so memory stays bounded."""
+        pos = begin
+        clog = self._clog
+        while pos < end:
+            seg = clog.segment_for(pos)
+            if seg is None:
+                return
+            stop = min(end, seg.end)
+            buf = clog.read(pos, min(_DISPATCH_CHUNK_BYTES, stop - pos)) or b""
+            i = 0
+            while len(buf) - i >= BLANK_MARKER_BYTES:
+                size, magic = peek_record_header(buf, i)
+                if magic == BLANK_MAGIC:
+                    assert size == seg.end - (pos + i), "blank marker must reach the segment end"
+                    yield None, size, pos + i
+                    i = seg.end - pos
+                    break
+                if size < MIN_RECORD_BYTES:
+                    raise CorruptRecord(f"{seg.path}: no record at offset {pos + i}")
+                if i + size > len(buf):
+                    if i == 0 and pos + size <= stop:
+                        buf = clog.read(pos, size) or b""
+                        continue
+                    break
+                rec, _ = decode_record(buf, i, check_crc=False, max_size=seg.size)
+                yield rec, size, pos + i
+                i += size
+            if i == 0:
+                return
+            pos += i
+
+    def _dispatch_pending(self, limit: int, *, recovering: bool = False) -> int:
+        """Dispatch records from ``dispatched_offset`` up to ``limit``; return how many had
+        entries (re)written."""
+        count = 0
+        for rec, size, at in self._iter_log(self._dispatched, limit):
+            assert at == self._dispatched, (at, self._dispatched)
+            if rec is not None and self._dispatch_one(
+                rec.topic,
+                rec.queue_id,
+                rec.queue_offset,
+                at,
+                size,
+                sys_flag=rec.sys_flag,
+                properties=rec.properties,
+                store_ms=rec.store_timestamp_ms,
+                recovering=recovering,
+            ):
+                count += 1
+            self._dispatched = at + size
+        return count
+
+    def set_confirm_offset(self, offset: int) -> None:
+        """Record the replicated offset; with ``dispatch_confirmed_only`` dispatch up to it."""
+        self._confirm = max(0, offset)
+        if self.config.dispatch_confirmed_only and not self._closed:
+            self._dispatch_pending(self._dispatch_limit())
+
+    @property
+    def confirm_offset(self) -> int:
+        """The replicated offset (the write offset when not dispatching confirmed data only)."""
+        if self.config.dispatch_confirmed_only:
+            return self._confirm
+        return self._clog.write_offset
+
+    def set_master_flushed_offset(self, offset: int) -> None:
+        """On a slave: the master's flushed offset, kept in the checkpoint."""
+        self._master_flushed = max(0, offset)
+
+    # ======================================================================================
+    def _rebuild_queue_offsets(self) -> None:
+        """Next queue offset per queue: ConsumeQueue maxima, then undispatched records."""
+        self._queue_offsets = {key: cq.max_offset for key, cq in self._cqs.items()}
+        pos = self._dispatched
+        end = self._clog.write_offset
+        for rec, _size, _at in self._iter_log(pos, end):
+            if rec is None or rec.sys_flag & SYSFLAG_TRANSACTION_MASK in NO_DISPATCH:
+                continue
+            key = (rec.topic, rec.queue_id)
+            self._queue_offsets[key] = max(self._queue_offsets.get(key, 0), rec.queue_offset + 1)
+
+    # ======================================================================================

@@ -1,0 +1,268 @@
+"""The put path: a message (or a batch) becomes CommitLog bytes and, at once, queue entries.
+
+Rules:
+- The record is encoded once; QUEUEOFFSET, PHYSICALOFFSET, STORETIMESTAMP and STOREHOST are
+  patched into the bytes (the CRC covers the body only), then appended, and on a master
+  dispatched at once from the values in hand (no read back, no decode).
+- A put is refused before anything is written: closed or truncating store
+  (``StorageError``), too little free disk (``DiskFull``, re-checked every
+  ``disk_check_interval_s``), or a message that cannot be stored (an ``AppendResult`` with
+  MESSAGE_ILLEGAL / PROPERTIES_SIZE_EXCEEDED).
+- A batch goes to one topic and queue, in one segment and one write, with consecutive
+  queue offsets; its bodies together fit ``max_message_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+from broker.store.dispatch import StoreDispatch
+from broker.store.results import (
+    AppendResult,
+    PutStatus,
+)
+from broker.store.state import (
+    NO_DISPATCH,
+    QUEUE_AND_PHYS,
+    QUEUE_OFFSET_POS,
+    STORE_HOST_POS,
+    STORE_TS,
+    STORE_TS_POS,
+)
+from protocol.errors import DiskFull, StorageError
+from protocol.message import (
+    BLANK_MARKER_BYTES,
+    SYSFLAG_TRANSACTION_MASK,
+    MessageRecord,
+    encode_record,
+    offset_msg_id,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StorePut(StoreDispatch):
+    """The store's put layer."""
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StorageError(f"{self.node}: store is closed")
+        if self._truncating:
+            raise StorageError(f"{self.node}: store is truncating its CommitLog")
+        now = time.monotonic()
+        if now >= self._next_disk_check_s:
+            self._next_disk_check_s = now + self.config.disk_check_interval_s
+            st = os.statvfs(self.store_dir)
+            self._free_bytes = st.f_bavail * st.f_frsize
+            full = self._free_bytes < self.config.min_free_disk_bytes
+            if full != self._disk_full:
+                self._disk_full = full
+                if full:
+                    log.error(
+                        "%s: disk full: %d bytes free on %s, below %d; refusing appends",
+                        self.node,
+                        self._free_bytes,
+                        self.store_dir,
+                        self.config.min_free_disk_bytes,
+                    )
+                else:
+                    log.info("%s: disk space back (%d bytes free)", self.node, self._free_bytes)
+        if self._disk_full:
+            raise DiskFull(
+                f"{self.node}: {self._free_bytes} bytes free on {self.store_dir}, below "
+                f"min_free_disk_bytes {self.config.min_free_disk_bytes}; the store is read-only"
+            )
+
+    def _encode_checked(self, msg: MessageRecord) -> bytes | AppendResult:
+        if len(msg.body) > self.config.max_message_bytes:
+            return AppendResult(
+                status=PutStatus.MESSAGE_ILLEGAL,
+                remark=f"body of {len(msg.body)} bytes exceeds {self.config.max_message_bytes}",
+            )
+        try:
+            data = encode_record(msg)
+        except ValueError as exc:
+            status = (
+                PutStatus.PROPERTIES_SIZE_EXCEEDED
+                if "properties of" in str(exc)
+                else PutStatus.MESSAGE_ILLEGAL
+            )
+            return AppendResult(status=status, remark=str(exc))
+        return data
+
+    def put_message(self, msg: MessageRecord) -> AppendResult:
+        """Append one message; queue offset, physical offset and store time/host are assigned
+        here (the values in ``msg`` are ignored).
+
+        Raises ``DiskFull`` (nothing written) and ``StorageError`` (closed store).
+        """
+        self._check_writable()
+        encoded = self._encode_checked(msg)
+        if isinstance(encoded, AppendResult):
+            return encoded
+        size = len(encoded)
+        if size + BLANK_MARKER_BYTES > self.config.segment_bytes:
+            return AppendResult(
+                status=PutStatus.MESSAGE_ILLEGAL,
+                remark=f"{size} bytes do not fit in a {self.config.segment_bytes}-byte segment",
+            )
+        # The single-message case of _append_records, unrolled: it is the send hot path.
+        clog = self._clog
+        key = (msg.topic, msg.queue_id)
+        counted = msg.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
+        queue_offset = self._queue_offsets.get(key, 0) if counted else 0
+        now_ms = self._clock_ms()
+        was_dispatched = self._dispatched == clog.write_offset
+        phys = clog.reserve(size)
+        buf = bytearray(encoded)
+        QUEUE_AND_PHYS.pack_into(buf, QUEUE_OFFSET_POS, queue_offset, phys)
+        STORE_TS.pack_into(buf, STORE_TS_POS, now_ms)
+        buf[STORE_HOST_POS : STORE_HOST_POS + 8] = self._store_host_bytes
+        clog.append(buf)
+        if counted:
+            self._queue_offsets[key] = queue_offset + 1
+        self._last_put_ms = now_ms
+        self._put_messages += 1
+        self._put_bytes += size
+        if was_dispatched and not self.config.dispatch_confirmed_only:
+            self._dispatch_one(
+                msg.topic,
+                msg.queue_id,
+                queue_offset,
+                phys,
+                size,
+                sys_flag=msg.sys_flag,
+                properties=msg.properties,
+                store_ms=now_ms,
+                recovering=False,
+            )
+            self._dispatched = phys + size
+        elif was_dispatched:
+            self._dispatched = phys  # only blank padding lay between
+        return AppendResult(
+            status=PutStatus.PUT_OK,
+            physical_offset=phys,
+            wrote_bytes=size,
+            queue_offset=queue_offset,
+            msg_id=offset_msg_id(self._store_ip, self._store_port, phys),
+            store_timestamp_ms=now_ms,
+            message_count=1,
+        )
+
+    def put_messages(self, msgs: Sequence[MessageRecord]) -> AppendResult:
+        """Append a batch to one topic/queue as consecutive records with consecutive queue
+        offsets, in one segment and one write. The bodies together must fit
+        ``max_message_bytes``."""
+        self._check_writable()
+        if not msgs:
+            return AppendResult(status=PutStatus.MESSAGE_ILLEGAL, remark="empty batch")
+        topic, queue_id = msgs[0].topic, msgs[0].queue_id
+        if any(m.topic != topic or m.queue_id != queue_id for m in msgs):
+            return AppendResult(
+                status=PutStatus.MESSAGE_ILLEGAL, remark="a batch must go to one topic and queue"
+            )
+        body_bytes = sum(len(m.body) for m in msgs)
+        if body_bytes > self.config.max_message_bytes:
+            return AppendResult(
+                status=PutStatus.MESSAGE_ILLEGAL,
+                remark=f"batch of {body_bytes} body bytes exceeds {self.config.max_message_bytes}",
+            )
+        encoded: list[bytes] = []
+        for m in msgs:
+            e = self._encode_checked(m)
+            if isinstance(e, AppendResult):
+                return e
+            encoded.append(e)
+        return self._append_records(topic, queue_id, list(msgs), encoded)
+
+    def _append_records(
+        self, topic: str, queue_id: int, msgs: list[MessageRecord], encoded: list[bytes]
+    ) -> AppendResult:
+        total = sum(len(e) for e in encoded)
+        if total + BLANK_MARKER_BYTES > self.config.segment_bytes:
+            return AppendResult(
+                status=PutStatus.MESSAGE_ILLEGAL,
+                remark=f"{total} bytes do not fit in a {self.config.segment_bytes}-byte segment",
+            )
+        clog = self._clog
+        key = (topic, queue_id)
+        first_queue_offset = self._queue_offsets.get(key, 0)
+        now_ms = self._clock_ms()
+        was_dispatched = self._dispatched == clog.write_offset
+        phys = clog.reserve(total)
+        if was_dispatched:
+            self._dispatched = phys  # the blank padding (if any) holds nothing to dispatch
+        buf = bytearray(b"".join(encoded)) if len(encoded) > 1 else bytearray(encoded[0])
+        pos = 0
+        queue_offset = first_queue_offset
+        store_host = self._store_host_bytes
+        for e, m in zip(encoded, msgs, strict=True):
+            counted = m.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
+            QUEUE_AND_PHYS.pack_into(
+                buf, pos + QUEUE_OFFSET_POS, queue_offset if counted else 0, phys + pos
+            )
+            STORE_TS.pack_into(buf, pos + STORE_TS_POS, now_ms)
+            buf[pos + STORE_HOST_POS : pos + STORE_HOST_POS + 8] = store_host
+            if counted:
+                queue_offset += 1
+            pos += len(e)
+        clog.append(buf)
+        self._queue_offsets[key] = queue_offset
+        self._last_put_ms = now_ms
+        self._put_messages += len(msgs)
+        self._put_bytes += total
+        if was_dispatched and not self.config.dispatch_confirmed_only:
+            self._dispatch_appended(msgs, encoded, first_queue_offset, phys, now_ms)
+        ids = ",".join(
+            offset_msg_id(self._store_ip, self._store_port, phys + off)
+            for off in self._offsets_in(encoded)
+        )
+        return AppendResult(
+            status=PutStatus.PUT_OK,
+            physical_offset=phys,
+            wrote_bytes=total,
+            queue_offset=first_queue_offset,
+            msg_id=ids,
+            store_timestamp_ms=now_ms,
+            message_count=len(msgs),
+        )
+
+    @staticmethod
+    def _offsets_in(encoded: list[bytes]) -> list[int]:
+        out, pos = [], 0
+        for e in encoded:
+            out.append(pos)
+            pos += len(e)
+        return out
+
+    def _dispatch_appended(
+        self,
+        msgs: list[MessageRecord],
+        encoded: list[bytes],
+        first_queue_offset: int,
+        phys: int,
+        store_ms: int,
+    ) -> None:
+        """Dispatch records just appended, from the values in hand."""
+        pos = phys
+        queue_offset = first_queue_offset
+        for m, e in zip(msgs, encoded, strict=True):
+            counted = m.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
+            self._dispatch_one(
+                m.topic,
+                m.queue_id,
+                queue_offset if counted else 0,
+                pos,
+                len(e),
+                sys_flag=m.sys_flag,
+                properties=m.properties,
+                store_ms=store_ms,
+                recovering=False,
+            )
+            if counted:
+                queue_offset += 1
+            pos += len(e)
+        self._dispatched = pos

@@ -1,0 +1,231 @@
+"""Reads and queries: pulls from a ConsumeQueue, records by offset, by key, by time.
+
+Rules:
+- Read-only: nothing here changes the store's state.
+- A pull returns the records exactly as they lie in the CommitLog, at least one when any
+  matches, and scans at most ``max_scan_entries`` past filtered-out ones; the status and
+  next offset follow RocketMQ's GetMessageStatus table (``broker/store/pull.py``).
+- With ``dispatch_confirmed_only`` nothing past the dispatched (confirmed) offset is
+  readable, by queue or by physical offset.
+- A query by key re-checks the key in every record the index names (hash collisions).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from broker.store.consumequeue import BoundaryType, search_offset_by_time
+from broker.store.pull import GetMessageStatus, check_offset, select_entries
+from broker.store.results import (
+    GetMessageResult,
+    QueryResult,
+)
+from broker.store.state import (
+    PHYS_OFFSET_POS,
+    STORE_HOST_POS,
+    STORE_TS,
+    STORE_TS_POS,
+    SYSFLAG_POS,
+    StoreState,
+)
+from protocol.errors import MalformedRecord
+from protocol.message import (
+    MAGIC_V1,
+    MAGIC_V2,
+    MIN_RECORD_BYTES,
+    SYSFLAG_BORNHOST_V6,
+    decode_record,
+    peek_record_header,
+)
+
+
+class StoreReads(StoreState):
+    """The store's read layer."""
+
+    def get_messages(
+        self,
+        group: str,
+        topic: str,
+        queue_id: int,
+        offset: int,
+        *,
+        max_count: int,
+        max_bytes: int,
+        tag_codes: frozenset[int] | None = None,
+    ) -> GetMessageResult:
+        """Read up to ``max_count`` records / ``max_bytes`` from a queue (at least one),
+        skipping those whose tag code is not in ``tag_codes`` (None: all). ``group`` is for
+        the caller's bookkeeping."""
+        del group
+        cq = self._cqs.get((topic, queue_id))
+        min_o, max_o = (cq.min_offset, cq.max_offset) if cq is not None else (0, 0)
+        check = check_offset(offset, min_o, max_o, queue_exists=cq is not None)
+        if check.status is not None or cq is None:
+            assert check.status is not None
+            return GetMessageResult(
+                status=check.status,
+                next_begin_offset=check.next_begin_offset,
+                min_offset=min_o,
+                max_offset=max_o,
+            )
+        # Without a filter every entry read is taken: read no more than can be returned.
+        scan = max_count if tag_codes is None else max(max_count, self.config.max_scan_entries)
+        entries = cq.read_entries(offset, max(1, scan))
+        if not entries:
+            nxt = cq.next_file_offset(offset) if entries is None else offset + 1
+            return GetMessageResult(
+                status=GetMessageStatus.OFFSET_FOUND_NULL,
+                next_begin_offset=min(nxt, max_o),
+                min_offset=min_o,
+                max_offset=max_o,
+            )
+        sel = select_entries(
+            entries,
+            offset=offset,
+            max_count=max(1, max_count),
+            max_bytes=max(1, max_bytes),
+            tag_codes=tag_codes,
+            min_physical_offset=self._clog.min_offset,
+        )
+        records: list[bytes] = []
+        offsets: list[int] = []
+        for e in sel.picked:
+            data = self._clog.read(e.physical_offset, e.size)
+            if data is None or len(data) != e.size:
+                continue
+            records.append(data)
+            offsets.append(e.queue_offset)
+        status = sel.status
+        if status is GetMessageStatus.FOUND and not records:
+            status = GetMessageStatus.MESSAGE_WAS_REMOVING
+        return GetMessageResult(
+            status=status,
+            next_begin_offset=sel.next_begin_offset,
+            min_offset=min_o,
+            max_offset=max_o,
+            records=tuple(records),
+            queue_offsets=tuple(offsets),
+        )
+
+    def read_record(self, physical_offset: int) -> bytes | None:
+        """The record starting at ``physical_offset``; None when none starts there."""
+        clog = self._clog
+        if not clog.min_offset <= physical_offset < self._readable_end():
+            return None
+        head = clog.read(physical_offset, PHYS_OFFSET_POS + 8)
+        if head is None or len(head) < PHYS_OFFSET_POS + 8:
+            return None
+        size, magic = peek_record_header(head, 0)
+        if magic not in (MAGIC_V1, MAGIC_V2) or size < MIN_RECORD_BYTES:
+            return None
+        if int.from_bytes(head[PHYS_OFFSET_POS : PHYS_OFFSET_POS + 8], "big") != physical_offset:
+            return None
+        return clog.read(physical_offset, size)
+
+    def _readable_end(self) -> int:
+        if self.config.dispatch_confirmed_only:
+            return self._dispatched
+        return self._clog.write_offset
+
+    def query_index(
+        self, topic: str, key: str, max_num: int, begin_ms: int, end_ms: int
+    ) -> list[int]:
+        """CommitLog offsets that may hold ``key`` (a KEYS token or UNIQ_KEY) of ``topic``,
+        newest first; the caller must re-check the key in each record."""
+        if max_num <= 0:
+            return []
+        return self._index.query(f"{topic}#{key}", max_num, begin_ms, end_ms)
+
+    def query_messages(
+        self, topic: str, key: str, max_num: int, begin_ms: int, end_ms: int
+    ) -> QueryResult:
+        """Records of ``topic`` whose KEYS or UNIQ_KEY equal ``key`` (re-checked), newest
+        first, with the index freshness fields of a QUERY_MESSAGE response."""
+        records: list[bytes] = []
+        offsets: list[int] = []
+        for phys in self.query_index(topic, key, max_num, begin_ms, end_ms):
+            data = self.read_record(phys)
+            if data is None:
+                continue
+            try:
+                rec, _ = decode_record(data, check_crc=False)
+            except MalformedRecord:
+                continue
+            if rec.topic == topic and (rec.uniq_key == key or key in rec.keys):
+                records.append(data)
+                offsets.append(phys)
+        return QueryResult(
+            records=tuple(records),
+            physical_offsets=tuple(offsets),
+            index_last_update_timestamp_ms=self._index.last_update_timestamp_ms,
+            index_last_update_phy_offset=max(self._index.end_phy_offset, 0),
+        )
+
+    def _store_time(self, phys: int, size: int) -> int:
+        """STORETIMESTAMP of the record at ``phys``; -1 if it cannot be read."""
+        head = self._clog.read(phys, min(size, STORE_HOST_POS))
+        if head is None or len(head) < STORE_HOST_POS:
+            return -1
+        (sys_flag,) = struct.unpack_from(">i", head, SYSFLAG_POS)
+        if sys_flag & SYSFLAG_BORNHOST_V6:
+            data = self._clog.read(phys, size)
+            try:
+                rec, _ = decode_record(data or b"", check_crc=False)
+            except MalformedRecord:
+                return -1
+            return rec.store_timestamp_ms
+        (ts,) = STORE_TS.unpack_from(head, STORE_TS_POS)
+        return int(ts)
+
+    def max_offset(self, topic: str, queue_id: int) -> int:
+        """Next logical offset of a queue (0 for an unknown queue)."""
+        cq = self._cqs.get((topic, queue_id))
+        return cq.max_offset if cq is not None else 0
+
+    def min_offset(self, topic: str, queue_id: int) -> int:
+        """First readable logical offset of a queue (0 for an unknown queue)."""
+        cq = self._cqs.get((topic, queue_id))
+        return cq.min_offset if cq is not None else 0
+
+    def store_time_at(self, topic: str, queue_id: int, queue_offset: int) -> int | None:
+        """Store time of the message at a logical offset, None if there is none."""
+        cq = self._cqs.get((topic, queue_id))
+        entry = cq.entry_at(queue_offset) if cq is not None else None
+        if entry is None or entry.physical_offset < self._clog.min_offset:
+            return None
+        ts = self._store_time(entry.physical_offset, entry.size)
+        return ts if ts >= 0 else None
+
+    def earliest_store_time_ms(self, topic: str, queue_id: int) -> int:
+        """Store time of a queue's first readable message; -1 when there is none."""
+        ts = self.store_time_at(topic, queue_id, self.min_offset(topic, queue_id))
+        return -1 if ts is None else ts
+
+    def offset_by_time(
+        self,
+        topic: str,
+        queue_id: int,
+        timestamp_ms: int,
+        boundary: BoundaryType = BoundaryType.LOWER,
+    ) -> int:
+        """SEARCH_OFFSET_BY_TIMESTAMP (wire §2.7); 0 for an unknown queue."""
+        cq = self._cqs.get((topic, queue_id))
+        if cq is None:
+            return 0
+
+        def time_at(q: int) -> int:
+            ts = self.store_time_at(topic, queue_id, q)
+            return -1 if ts is None else ts
+
+        return search_offset_by_time(cq.min_offset, cq.max_offset, timestamp_ms, boundary, time_at)
+
+    def topics(self) -> dict[str, list[int]]:
+        """Every topic with a ConsumeQueue and its queue ids."""
+        out: dict[str, list[int]] = {}
+        for topic, qid in sorted(self._cqs):
+            out.setdefault(topic, []).append(qid)
+        return out
+
+    def next_queue_offset(self, topic: str, queue_id: int) -> int:
+        """Offset the next put to this queue will get (dispatched or not)."""
+        return self._queue_offsets.get((topic, queue_id), 0)

@@ -1,0 +1,208 @@
+"""Replication I/O: raw CommitLog bytes out to slaves, in from a master, and truncation.
+
+Rules:
+- ``read_raw`` hands out whole units (records, or a blank marker with its padding) from a
+  record boundary within one segment; ``append_raw`` takes exactly such bytes at the write
+  offset and checks every unit (magic, size, CRC, PHYSICALOFFSET = where it lands, blank
+  markers padding exactly to the segment end) before writing any.
+- An empty store takes replicated data at any segment boundary (a slave joining late).
+- ``truncate_to`` cuts at a record boundary (the consistent point with a new master): it
+  writes the lowered checkpoint *before* cutting files, so a crash in between never leaves
+  a checkpoint promising bytes that are gone; puts are refused while it runs, and flush
+  waiters above the cut are failed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from broker.store.checkpoint import write_checkpoint
+from broker.store.put import StorePut
+from broker.store.state import (
+    NO_DISPATCH,
+    PHYS_OFFSET_POS,
+)
+from protocol.errors import CorruptRecord, MalformedRecord, StorageError
+from protocol.message import (
+    BLANK_MAGIC,
+    BLANK_MARKER_BYTES,
+    MAGIC_V1,
+    MAGIC_V2,
+    MIN_RECORD_BYTES,
+    SYSFLAG_TRANSACTION_MASK,
+    MessageRecord,
+    decode_record,
+    peek_record_header,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StoreReplica(StorePut):
+    """The store's replication layer."""
+
+    def append_raw(self, data: bytes, expected_start_offset: int) -> int:
+        """Append CommitLog bytes replicated from a master; return the new write offset.
+
+        ``data`` must start at the write offset and hold whole records (and blank markers
+        padding exactly to segment ends) whose PHYSICALOFFSET fields match where they land.
+        Nothing is written when any check fails (``CorruptRecord``).
+        """
+        self._check_writable()
+        clog = self._clog
+        if not clog.segments and clog.write_offset == clog.min_offset and data:
+            if expected_start_offset % self.config.segment_bytes:
+                raise CorruptRecord(
+                    f"replicated data for an empty store must start at a segment boundary, "
+                    f"not {expected_start_offset}"
+                )
+            clog.reset_empty(expected_start_offset)
+            self._dispatched = self._flushed = expected_start_offset
+        if expected_start_offset != clog.write_offset:
+            raise CorruptRecord(
+                f"replicated data starts at {expected_start_offset}, the log ends at "
+                f"{clog.write_offset}"
+            )
+        records = self._validate_raw(data, expected_start_offset)
+        view = memoryview(data)
+        i = 0
+        seg_bytes = self.config.segment_bytes
+        while i < len(data):
+            at = expected_start_offset + i
+            n = min(len(data) - i, seg_bytes - at % seg_bytes)
+            clog.append_raw_piece(view[i : i + n])
+            i += n
+        for rec in records:
+            if rec.sys_flag & SYSFLAG_TRANSACTION_MASK in NO_DISPATCH:
+                continue
+            key = (rec.topic, rec.queue_id)
+            self._queue_offsets[key] = max(self._queue_offsets.get(key, 0), rec.queue_offset + 1)
+        if records:
+            self._last_put_ms = records[-1].store_timestamp_ms
+        self._dispatch_pending(self._dispatch_limit())
+        return clog.write_offset
+
+    def _validate_raw(self, data: bytes, start: int) -> list[MessageRecord]:
+        """Check replicated bytes (whole records, and blank markers with their padding);
+        return the records."""
+        seg_bytes = self.config.segment_bytes
+        records: list[MessageRecord] = []
+        i = 0
+        while i < len(data):
+            at = start + i
+            seg_end = at - at % seg_bytes + seg_bytes
+            try:
+                size, magic = peek_record_header(data, i)
+            except MalformedRecord as exc:
+                raise CorruptRecord(f"replicated data at offset {at}: {exc}") from None
+            if magic == BLANK_MAGIC:
+                if size != seg_end - at:
+                    raise CorruptRecord(
+                        f"replicated blank marker at {at} is {size} bytes but the segment ends "
+                        f"{seg_end - at} bytes later (do the segment sizes differ?)"
+                    )
+                if i + size > len(data):
+                    raise CorruptRecord(f"replicated data ends inside the padding at {at}")
+                i += size
+                continue
+            if magic not in (MAGIC_V1, MAGIC_V2) or size < MIN_RECORD_BYTES:
+                raise CorruptRecord(f"replicated data at offset {at}: not a record")
+            if at + size + BLANK_MARKER_BYTES > seg_end:
+                raise CorruptRecord(f"replicated record at {at} ({size} bytes) crosses a segment")
+            try:
+                rec, _ = decode_record(data, i, check_crc=self.config.check_crc, max_size=seg_bytes)
+            except MalformedRecord as exc:
+                raise CorruptRecord(f"replicated data at offset {at}: {exc}") from None
+            if rec.physical_offset != at:
+                raise CorruptRecord(
+                    f"replicated record at {at} says it lies at {rec.physical_offset}"
+                )
+            records.append(rec)
+            i += size
+        return records
+
+    def read_raw(self, offset: int, max_bytes: int) -> bytes:
+        """Whole units (records, or a blank marker with its padding) from ``offset`` (a
+        boundary) within one segment, at most ``max_bytes`` unless the first unit is larger;
+        b"" at the write offset. For a master's HA stream; ``append_raw`` takes them."""
+        clog = self._clog
+        end = clog.write_offset
+        seg = clog.segment_for(offset)
+        if offset >= end or seg is None:
+            return b""
+        if not self._is_boundary(offset):
+            raise StorageError(f"cannot read raw data from {offset}: not a record boundary")
+        stop = min(end, seg.end)
+        data = clog.read(offset, min(max(max_bytes, BLANK_MARKER_BYTES), stop - offset)) or b""
+        i = 0
+        while len(data) - i >= BLANK_MARKER_BYTES:
+            size, magic = peek_record_header(data, i)
+            if size <= 0 or (magic == BLANK_MAGIC and size != seg.end - (offset + i)):
+                raise CorruptRecord(f"{seg.path}: no record at offset {offset + i}")
+            if i + size > len(data):
+                if i == 0 and offset + size <= stop:
+                    return clog.read(offset, size) or b""
+                break
+            i += size
+        return data[:i]
+
+    async def truncate_to(self, physical_offset: int) -> None:
+        """Drop every record at or past ``physical_offset`` (a record boundary) and the
+        ConsumeQueue entries and index keys pointing there (replication's consistent point)."""
+        clog = self._clog
+        offset = physical_offset
+        if not clog.min_offset <= offset <= clog.write_offset:
+            raise StorageError(
+                f"cannot truncate to {offset}: the log holds [{clog.min_offset}, {clog.write_offset})"
+            )
+        if not self._is_boundary(offset):
+            raise StorageError(f"cannot truncate to {offset}: not a record boundary")
+        if offset == clog.write_offset:
+            return
+        self._truncating = True
+        try:
+            await self._truncate_locked(offset)
+        finally:
+            self._truncating = False
+
+    async def _truncate_locked(self, offset: int) -> None:
+        clog = self._clog
+        async with self._flush_lock:
+            self._generation += 1
+            self._flushed = min(self._flushed, offset)
+            self._dispatched = min(self._dispatched, offset)
+            self._confirm = min(self._confirm, offset)
+            ckpt = self._checkpoint_value()
+            await trio.to_thread.run_sync(write_checkpoint, self.store_dir / "checkpoint", ckpt)
+            for cq in self._cqs.values():
+                cq.truncate_from_physical(offset)
+            self._index.truncate_after(offset)
+            old_end = clog.write_offset
+            clog.truncate(offset)
+            self._rebuild_queue_offsets()
+            failed = self._group.fail_above(offset)
+        log.info(
+            "%s: CommitLog truncated from %d to %d (%d flush waiters failed)",
+            self.node,
+            old_end,
+            offset,
+            failed,
+        )
+
+    def _is_boundary(self, offset: int) -> bool:
+        clog = self._clog
+        if offset == clog.write_offset or offset % self.config.segment_bytes == 0:
+            return True
+        head = clog.read(offset, PHYS_OFFSET_POS + 8)
+        if head is None or len(head) < BLANK_MARKER_BYTES:
+            return False
+        size, magic = peek_record_header(head, 0)
+        if magic == BLANK_MAGIC:
+            return True
+        if magic not in (MAGIC_V1, MAGIC_V2) or size < MIN_RECORD_BYTES:
+            return False
+        return int.from_bytes(head[PHYS_OFFSET_POS : PHYS_OFFSET_POS + 8], "big") == offset
+
+    # ======================================================================================

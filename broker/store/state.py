@@ -1,0 +1,149 @@
+"""The message store's shared state: the fields every layer of ``MessageStore`` uses.
+
+Rules:
+- ``MessageStore`` is one object built from layers, one file each, each layer calling only
+  what lies below it:
+  ``StoreState`` (here: fields, offsets, the checkpoint value)
+  <- ``StoreDispatch`` (dispatch.py) <- ``StorePut`` (put.py) <- ``StoreReplica`` (replica.py);
+  ``StoreState`` <- ``StoreReads`` (reads.py) <- ``StoreDurability`` (durability.py);
+  ``MessageStore`` (store.py: opening, recovery, statistics) stacks both. Only
+  ``MessageStore`` is ever built (``MessageStore.open``).
+- Single Trio thread. Every mutation (put, append_raw, dispatch, truncation, retention) is a
+  synchronous section, so queue offsets are assigned without a lock (the Trio equivalent of
+  RocketMQ's put lock). Only fsyncs and the checkpoint write go to worker threads, on
+  duplicated descriptors.
+- The byte positions below are those of a record with IPv4 hosts (wire §3.2), the only
+  kind ``encode_record`` writes; the put path patches them, readers peek at them.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from broker.store.checkpoint import Checkpoint
+from broker.store.commitlog import CommitLog
+from broker.store.config import StoreConfig
+from broker.store.consumequeue import ConsumeQueue
+from broker.store.flush import GroupCommit
+from broker.store.index import IndexService
+from broker.store.recovery import RecoveryReport
+from broker.store.results import ArrivalListener
+from protocol.message import SYSFLAG_TRANSACTION_PREPARED_TYPE, SYSFLAG_TRANSACTION_ROLLBACK_TYPE
+
+QUEUE_AND_PHYS = struct.Struct(">qq")
+QUEUE_OFFSET_POS = 20
+PHYS_OFFSET_POS = 28
+SYSFLAG_POS = 36
+STORE_TS = struct.Struct(">q")
+STORE_TS_POS = 56
+STORE_HOST_POS = 64
+#: Transaction types that get no ConsumeQueue entry (and no queue offset).
+NO_DISPATCH = (SYSFLAG_TRANSACTION_PREPARED_TYPE, SYSFLAG_TRANSACTION_ROLLBACK_TYPE)
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StoreState:
+    """Fields and the offsets every layer reads (see the module docstring for the layers)."""
+
+    def __init__(
+        self, store_dir: Path, config: StoreConfig, *, clock_ms: Callable[[], int] | None = None
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        #: Wall clock for store timestamps (tests pass a fake one).
+        self._clock_ms = clock_ms or _wall_clock_ms
+        self.config = config
+        self.node = config.node_name
+        self._clog = CommitLog(self.store_dir / "commitlog", config.segment_bytes)
+        self._index = IndexService(
+            self.store_dir / "index",
+            config.index_slots,
+            config.index_entries,
+            preallocate=config.index_preallocate,
+        )
+        self._cqs: dict[tuple[str, int], ConsumeQueue] = {}
+        self._queue_offsets: dict[tuple[str, int], int] = {}
+        self._listeners: list[ArrivalListener] = []
+        self._group = GroupCommit(config.max_flush_waiters)
+        self._flush_lock = trio.Lock()
+        self._levels_ms = [int(s * 1000) for s in config.delay_levels_s]
+        store_ip, store_port = config.store_host
+        self._store_host_bytes = bytes(int(p) for p in store_ip.split(".")) + store_port.to_bytes(
+            4, "big"
+        )
+        assert len(self._store_host_bytes) == 8, "store_host must be IPv4"
+        self._store_ip = store_ip
+        self._store_port = store_port
+        self._flushed = 0
+        self._dispatched = 0
+        self._confirm = 0
+        self._master_flushed = 0
+        self._generation = 0
+        self._last_put_ms = 0
+        self._last_dispatch_ms = 0
+        self._index_skip_below = -1
+        self._closed = False
+        self._truncating = False
+        self._closing = False
+        self._lock_fd = -1
+        self._run_scope: trio.CancelScope | None = None
+        self._disk_full = False
+        self._free_bytes = 0
+        self._next_disk_check_s = 0.0
+        self._flush_rounds = 0
+        self._fsync_calls = 0
+        self._waiters_refused = 0
+        self._put_messages = 0
+        self._put_bytes = 0
+        self.recovery_report: RecoveryReport | None = None
+
+    @property
+    def max_physical_offset(self) -> int:
+        """CommitLog write offset."""
+        return self._clog.write_offset
+
+    @property
+    def min_physical_offset(self) -> int:
+        """Lowest CommitLog offset still stored."""
+        return self._clog.min_offset
+
+    @property
+    def flushed_offset(self) -> int:
+        """CommitLog bytes below this are fsynced."""
+        return self._flushed
+
+    @property
+    def dispatched_offset(self) -> int:
+        """Records below this are in ConsumeQueues and the index."""
+        return self._dispatched
+
+    @property
+    def master_flushed_offset(self) -> int:
+        """On a slave: the master's flushed offset last reported."""
+        return self._master_flushed
+
+    def _checkpoint_value(self) -> Checkpoint:
+        return Checkpoint(
+            physic_msg_timestamp_ms=self._last_put_ms,
+            logics_msg_timestamp_ms=self._last_dispatch_ms,
+            index_msg_timestamp_ms=self._index.last_update_timestamp_ms,
+            master_flushed_offset=self._master_flushed,
+            confirm_offset=self._confirm,
+            flushed_offset=self._flushed,
+            dispatched_offset=min(self._dispatched, self._flushed),
+            min_physical_offset=self._clog.min_offset,
+        )
+
+    def _take_all_dirty_fds(self) -> list[int]:
+        fds: list[int] = []
+        for cq in self._cqs.values():
+            fds += cq.take_dirty_fds()
+        fds += self._index.take_dirty_fds()
+        return fds
