@@ -20,7 +20,6 @@ Rules (reference/rocketmq-controller.md §2.5, §4.2-4.8; DESIGN.md §6):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from broker.clock import Clock
 from broker.ha.syncstate import SyncStateSetProposed
 from broker.store.metadata import atomic_write_bytes
 from protocol.codes import RequestCode, ResponseCode
@@ -150,8 +150,9 @@ def _notice_from(
 class BrokerAgent:
     """Runs inside ``Broker.serve`` when ``controller_addrs`` is set."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, clock: Clock) -> None:
         self.broker = broker
+        self._clock = clock
         config = broker.config
         self.controllers = tuple(config.controller_addrs)
         self.cluster = config.cluster_name
@@ -183,7 +184,7 @@ class BrokerAgent:
         """A master acknowledges writes only within its lease (apache/rocketmq#7017)."""
         if self.lease_renewed_at is None:
             return False
-        return trio.current_time() - self.lease_renewed_at <= self.lease_s
+        return self._clock.now_s() - self.lease_renewed_at <= self.lease_s
 
     @property
     def client(self) -> RemotingClient:
@@ -323,7 +324,7 @@ class BrokerAgent:
                     cluster_name=self.cluster,
                     broker_name=self.group,
                     broker_id=int(response.ext_fields["nextBrokerId"]),
-                    check_code=f"{self.broker.address};{time.time_ns() // 1_000_000}",
+                    check_code=f"{self.broker.address};{self._clock.wall_ms()}",
                 )
                 atomic_write_bytes(temp_path, temp.encode())
             response = await self.call(
@@ -352,7 +353,7 @@ class BrokerAgent:
         code = (
             identity.check_code
             if identity is not None
-            else f"{self.broker.address};{time.time_ns() // 1_000_000}"
+            else f"{self.broker.address};{self._clock.wall_ms()}"
         )
         response = await self.call(
             RequestCode.CONTROLLER_APPLY_BROKER_ID,
@@ -438,7 +439,7 @@ class BrokerAgent:
                 log.info("%s: controller poll failed: %s", self.broker.name, exc)
 
     async def _poll_once(self) -> None:
-        sent_at = trio.current_time()
+        sent_at = self._clock.now_s()
         response = await self.call(
             RequestCode.CONTROLLER_GET_REPLICA_INFO,
             GetReplicaInfoRequestHeader(broker_name=self.group).to_ext_fields(),
@@ -547,7 +548,7 @@ class BrokerAgent:
             if notice.master_epoch <= self.epoch:
                 return
             assert self.broker_id is not None
-            sent_at = trio.current_time()
+            sent_at = self._clock.now_s()
             if notice.master_id == self.broker_id:
                 members = notice.sync_state_set or frozenset({self.broker_id})
                 await self.broker.become_master(

@@ -15,13 +15,13 @@ Rules (reference/rocketmq-wire.md §3.10; ScheduleMessageService.java):
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
+from broker.clock import Clock
 from broker.longpoll import PullHoldService
 from broker.store.metadata import load_document, save_document
 from broker.store.pull import GetMessageStatus
@@ -45,15 +45,12 @@ _BATCH = 32
 _IDLE_CHECK_S = 1.0
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class ScheduleService:
     """One delivery task per delay level."""
 
-    def __init__(self, broker: Broker, path: Path) -> None:
+    def __init__(self, broker: Broker, path: Path, *, clock: Clock) -> None:
         self.broker = broker
+        self._clock = clock
         self.path = path
         self.offsets: dict[int, int] = {}
         self._dirty = False
@@ -128,7 +125,7 @@ class ScheduleService:
         for raw, queue_offset in zip(result.records, result.queue_offsets, strict=True):
             record, _ = decode_record(raw)
             due_ms = record.store_timestamp_ms + delay_ms
-            now_ms = _now_ms()
+            now_ms = self._clock.wall_ms()
             if due_ms > now_ms:
                 return (due_ms - now_ms) / 1000
             if not self._redeliver(record):

@@ -35,7 +35,6 @@ import functools
 import logging
 import os
 import random
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -44,6 +43,7 @@ import trio
 
 from broker.agent import BrokerAgent
 from broker.clients import ClientManager, Notify
+from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, parse_delay_levels
 from broker.groups import SubscriptionGroupManager
 from broker.ha import EpochFile, HAMaster, HASlave, ReplicaOutcome
@@ -87,10 +87,6 @@ from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, op
 log = logging.getLogger(__name__)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 #: Where a record stores its own CommitLog offset (wire.md §3.2).
 _PHYS_OFFSET_POS = 28
 #: A replication outcome → the send's response code (SendMessageProcessor's mapping).
@@ -120,8 +116,10 @@ class RegistrationResult:
 class Broker:
     """One broker (a member of one broker group)."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, *, clock: Clock | None = None) -> None:
         self.config = config
+        #: Wall time for what RocketMQ stores, Trio's clock for timers; every part shares it.
+        self.clock: Clock = clock or SystemClock()
         # Controller mode: "-?" until the controller (or the identity file) names the id.
         self.name = f"{config.broker_name}-{'?' if config.controller_mode else config.broker_id}"
         self._store: MessageStore | None = None
@@ -142,11 +140,11 @@ class Broker:
         self.locks = RebalanceLockManager()
         self.pull_holds = PullHoldService()
         self.delay_levels_s = parse_delay_levels(config.message_delay_level)
-        self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor")
+        self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor", clock=self.clock)
         self.broker_perm = PERM_READ | PERM_WRITE
         self.listen_port = config.listen_port
         self._uniq = make_uniq_key_generator(
-            config.advertised_ip, os.getpid(), random.Random(), _now_ms()
+            config.advertised_ip, os.getpid(), random.Random(), self.clock.wall_ms()
         )
         self._register_now = trio.Event()
         self._connections: dict[int, Connection] = {}
@@ -159,7 +157,9 @@ class Broker:
         self.master_addr: str | None = None
         self.slave_sync = SlaveSynchronizer(self)
         #: Controller mode: the agent, the id the controller gave us, and the role scope.
-        self.agent: BrokerAgent | None = BrokerAgent(self) if config.controller_mode else None
+        self.agent: BrokerAgent | None = (
+            BrokerAgent(self, clock=self.clock) if config.controller_mode else None
+        )
         self.controller_id: int | None = None
         self.fenced = config.controller_mode
         self._role: tuple[trio.CancelScope, trio.Event] | None = None
@@ -173,10 +173,10 @@ class Broker:
             self._far_behind_bytes = int(_physical_memory_bytes() * ratio)
         self.processors = (
             SendProcessor(self),
-            PullProcessor(self),
+            PullProcessor(self, clock=self.clock),
             OffsetProcessor(self),
-            ClientProcessor(self),
-            AdminProcessor(self),
+            ClientProcessor(self, clock=self.clock),
+            AdminProcessor(self, clock=self.clock),
         )
         handlers: dict[int, Handler] = {}
         for processor in self.processors:
@@ -258,7 +258,7 @@ class Broker:
         return len(self.delay_levels_s)
 
     def next_uniq_key(self) -> str:
-        return self._uniq.next_id(_now_ms())
+        return self._uniq.next_id(self.clock.wall_ms())
 
     @property
     def master_alive(self) -> bool:
@@ -374,7 +374,9 @@ class Broker:
         if existing is not None:
             return existing
         created = self.groups.find_or_create(
-            group, auto_create=self.config.auto_create_subscription_group, now_ms=_now_ms()
+            group,
+            auto_create=self.config.auto_create_subscription_group,
+            now_ms=self.clock.wall_ms(),
         )
         if created is not None:
             self.groups.save(self.groups_path)
@@ -388,7 +390,7 @@ class Broker:
             default_topic,
             queue_nums,
             allow=self.config.auto_create_topic_enable,
-            now_ms=_now_ms(),
+            now_ms=self.clock.wall_ms(),
         )
         if config is not None:
             log.info("%s: auto-created topic %s from %s", self.name, topic, default_topic)
@@ -401,7 +403,7 @@ class Broker:
             return existing
         group_config = self.find_group(group)
         queue_nums = group_config.retry_queue_nums if group_config is not None else 1
-        config = self.topics.create_retry_topic(group, queue_nums, now_ms=_now_ms())
+        config = self.topics.create_retry_topic(group, queue_nums, now_ms=self.clock.wall_ms())
         self.topic_changed()
         return config
 
@@ -409,7 +411,7 @@ class Broker:
         existing = self.topics.get(dlq_topic(group))
         if existing is not None:
             return existing
-        config = self.topics.create_dlq_topic(group, now_ms=_now_ms())
+        config = self.topics.create_dlq_topic(group, now_ms=self.clock.wall_ms())
         self.topic_changed()
         return config
 
@@ -480,7 +482,9 @@ class Broker:
                 await listener.aclose()
             self.server.port = self.listen_port
         self._store = await trio.to_thread.run_sync(
-            MessageStore.open, config.store_dir, self._store_config()
+            functools.partial(
+                MessageStore.open, config.store_dir, self._store_config(), clock=self.clock
+            )
         )
         try:
             self.epochs = await trio.to_thread.run_sync(
@@ -608,7 +612,7 @@ class Broker:
 
         await self._start_role(start)
         self.ha_master = master
-        self.topics.set_state_version(epoch, now_ms=_now_ms())
+        self.topics.set_state_version(epoch, now_ms=self.clock.wall_ms())
         self.fenced = False
         self._register_now.set()
         log.info(
@@ -686,7 +690,7 @@ class Broker:
             self.ha_master = master
             # The NameServer keeps the id-0 claim with the higher stateVersion: the newest
             # mastership of the group wins over a deposed master still registered.
-            self.topics.set_state_version(master.status().epoch, now_ms=_now_ms())
+            self.topics.set_state_version(master.status().epoch, now_ms=self.clock.wall_ms())
             return
         slave = HASlave(
             self.store,
@@ -721,7 +725,7 @@ class Broker:
         """Client expiry (120 s), offset persistence (5 s), lock expiry."""
         while True:
             await trio.sleep(5.0)
-            now = _now_ms()
+            now = self.clock.wall_ms()
             expiry_ms = int(self.config.client_expiry_s * 1000)
             self.notify_consumers(self.clients.scan_expired(now, expiry_ms))
             self.persist_offsets()
@@ -733,7 +737,7 @@ class Broker:
         """Register every ``register_interval_s``, at once on a topic change, and, while a
         slave has no live master, every ``slave_register_interval_s``: the answer names a
         (re)started master's HA address, and the master's new ports with --port 0."""
-        last = trio.current_time()
+        last = self.clock.now_s()
         while True:
             config = self.config
             step_s = config.register_interval_s
@@ -741,7 +745,7 @@ class Broker:
                 step_s = min(step_s, config.slave_register_interval_s)
             with trio.move_on_after(step_s):
                 await self._register_now.wait()
-            now = trio.current_time()
+            now = self.clock.now_s()
             if not (
                 self._register_now.is_set()
                 or now - last >= config.register_interval_s

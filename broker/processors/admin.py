@@ -15,9 +15,9 @@ Rules (reference/rocketmq-wire.md §2.5, §2.15; AdminBrokerProcessor.java):
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
+from broker.clock import Clock
 from broker.store.store import MessageStore
 from protocol.bodies import ConsumerConnection, SubscriptionGroupConfig
 from protocol.codes import PERM_INHERIT, PERM_READ, PERM_WRITE, RequestCode, ResponseCode
@@ -44,18 +44,15 @@ QUERY_MAX_NUM = 32
 _VERSION_DESC = "V5_3_3 (trio-rocketmq)"
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _mq(topic: str, broker_name: str, queue_id: int) -> dict[str, Any]:
     return {"brokerName": broker_name, "queueId": queue_id, "topic": topic}
 
 
 class AdminProcessor:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, clock: Clock) -> None:
         self.broker = broker
-        self._started_ms = _now_ms()
+        self._clock = clock
+        self._started_ms = clock.wall_ms()
 
     @property
     def store(self) -> MessageStore:
@@ -101,13 +98,13 @@ class AdminProcessor:
             topic_sys_flag=h.topic_sys_flag or 0,
             order=h.order,
         )
-        if self.broker.topics.create_or_update(config, now_ms=_now_ms()):
+        if self.broker.topics.create_or_update(config, now_ms=self._clock.wall_ms()):
             self.broker.topic_changed()
         return request.respond()
 
     async def delete_topic(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = DeleteTopicRequestHeader.from_ext_fields(request.ext_fields)
-        if self.broker.topics.delete(h.topic, now_ms=_now_ms()) is not None:
+        if self.broker.topics.delete(h.topic, now_ms=self._clock.wall_ms()) is not None:
             self.broker.offsets.remove_topic(h.topic)
             self.broker.topic_changed()
         return request.respond()
@@ -139,7 +136,7 @@ class AdminProcessor:
             "brokerRole": broker.config.broker_role,
             "brokerActive": "true",
             "bootTimestamp": str(self._started_ms),
-            "runtime": f"{(_now_ms() - self._started_ms) // 1000} s",
+            "runtime": f"{(self._clock.wall_ms() - self._started_ms) // 1000} s",
             "pid": str(os.getpid()),
             "commitLogMinOffset": str(stats.min_physical_offset),
             "commitLogMaxOffset": str(stats.max_physical_offset),
@@ -208,13 +205,13 @@ class AdminProcessor:
 
     async def update_group(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         config = SubscriptionGroupConfig.from_bytes(request.body)
-        if self.broker.groups.update(config, now_ms=_now_ms()):
+        if self.broker.groups.update(config, now_ms=self._clock.wall_ms()):
             self.broker.groups.save(self.broker.groups_path)
         return request.respond()
 
     async def delete_group(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = DeleteSubscriptionGroupRequestHeader.from_ext_fields(request.ext_fields)
-        if self.broker.groups.delete(h.group_name, now_ms=_now_ms()) is not None:
+        if self.broker.groups.delete(h.group_name, now_ms=self._clock.wall_ms()) is not None:
             self.broker.groups.save(self.broker.groups_path)
         if h.clean_offset:
             self.broker.offsets.remove_group(h.group_name)

@@ -13,10 +13,10 @@ Rules (reference/rocketmq-wire.md §2.8–§2.9, §2.12; ClientManageProcessor.j
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from broker.clients import ClientConnection
+from broker.clock import Clock
 from protocol.bodies import (
     BROADCASTING,
     ConsumerListBody,
@@ -37,13 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class ClientProcessor:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, clock: Clock) -> None:
         self.broker = broker
+        self._clock = clock
 
     def handlers(self) -> dict[int, Handler]:
         return {
@@ -65,7 +62,7 @@ class ClientProcessor:
             language=request.language,
             version=request.version,
         )
-        now = _now_ms()
+        now = self._clock.wall_ms()
         changed = False
         for consumer in data.consumer_data_set:
             group = broker.find_group(consumer.group_name)
@@ -121,7 +118,7 @@ class ClientProcessor:
     async def lock_batch(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         body = LockBatchRequestBody.from_bytes(request.body)
         locked = self.broker.locks.lock_batch(
-            body.consumer_group, body.mq_set, body.client_id, _now_ms()
+            body.consumer_group, body.mq_set, body.client_id, self._clock.wall_ms()
         )
         reply = LockBatchResponseBody(lock_ok_mq_set=tuple(sorted(locked)))
         return request.respond(body=reply.to_bytes())

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import trio
-
+from broker.clock import Clock
 from broker.store.pull import GetMessageStatus
 from broker.store.results import GetMessageResult
 from protocol.bodies import parse_subscription
@@ -67,8 +66,9 @@ def response_code(status: GetMessageStatus, request_offset: int) -> int:
 class PullProcessor:
     """Serves pulls from the ConsumeQueue and holds empty ones."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, clock: Clock) -> None:
         self.broker = broker
+        self._clock = clock
 
     def handlers(self) -> dict[int, Handler]:
         return {
@@ -164,10 +164,10 @@ class PullProcessor:
         """Wait for arrivals until the suspend deadline; re-check every interval."""
         broker = self.broker
         suspend_s = min(header.suspend_timeout_millis / 1000, _SUSPEND_CAP_S)
-        deadline = trio.current_time() + suspend_s
+        deadline = self._clock.now_s() + suspend_s
         check_s = broker.config.long_polling_check_interval_s
         while True:
-            remaining = deadline - trio.current_time()
+            remaining = deadline - self._clock.now_s()
             if remaining <= 0:
                 return self._get(header, tag_codes, max_bytes)
             await broker.pull_holds.wait(

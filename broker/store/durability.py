@@ -54,7 +54,7 @@ class StoreDurability(StoreReads):
             return True
         if self._closed or end_offset > self._clog.write_offset:
             return False
-        deadline = trio.current_time() + timeout_s
+        deadline = self._clock.now_s() + timeout_s
         waiter = self._group.add(end_offset, deadline)
         if waiter is None:
             self._waiters_refused += 1
@@ -196,7 +196,7 @@ class StoreDurability(StoreReads):
         while True:
             await self._group.wait_for_work()
             await trio.sleep(_EXPIRY_TICK_S)
-            self._group.expire(trio.current_time())
+            self._group.expire(self._clock.now_s())
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -206,7 +206,7 @@ class StoreDurability(StoreReads):
     async def _retention_loop(self) -> None:
         while True:
             await trio.sleep(self.config.retention_check_interval_s)
-            self.delete_expired(self._clock_ms())
+            self.delete_expired(self._clock.wall_ms())
 
     async def close(self) -> None:
         """Stop ``run``, flush, checkpoint, remove the abort marker and close every file."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
 
 from broker.store.dispatch import StoreDispatch
@@ -52,7 +51,7 @@ class StorePut(StoreDispatch):
             raise StorageError(f"{self.node}: store is closed")
         if self._truncating:
             raise StorageError(f"{self.node}: store is truncating its CommitLog")
-        now = time.monotonic()
+        now = self._clock.now_s()
         if now >= self._next_disk_check_s:
             self._next_disk_check_s = now + self.config.disk_check_interval_s
             st = os.statvfs(self.store_dir)
@@ -114,7 +113,7 @@ class StorePut(StoreDispatch):
         key = (msg.topic, msg.queue_id)
         counted = msg.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
         queue_offset = self._queue_offsets.get(key, 0) if counted else 0
-        now_ms = self._clock_ms()
+        now_ms = self._clock.wall_ms()
         was_dispatched = self._dispatched == clog.write_offset
         phys = clog.reserve(size)
         buf = bytearray(encoded)
@@ -190,7 +189,7 @@ class StorePut(StoreDispatch):
         clog = self._clog
         key = (topic, queue_id)
         first_queue_offset = self._queue_offsets.get(key, 0)
-        now_ms = self._clock_ms()
+        now_ms = self._clock.wall_ms()
         was_dispatched = self._dispatched == clog.write_offset
         phys = clog.reserve(total)
         if was_dispatched:

@@ -19,12 +19,11 @@ Rules:
 from __future__ import annotations
 
 import struct
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
+from broker.clock import Clock, SystemClock
 from broker.store.checkpoint import Checkpoint
 from broker.store.commitlog import CommitLog
 from broker.store.config import StoreConfig
@@ -46,19 +45,13 @@ STORE_HOST_POS = 64
 NO_DISPATCH = (SYSFLAG_TRANSACTION_PREPARED_TYPE, SYSFLAG_TRANSACTION_ROLLBACK_TYPE)
 
 
-def _wall_clock_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class StoreState:
     """Fields and the offsets every layer reads (see the module docstring for the layers)."""
 
-    def __init__(
-        self, store_dir: Path, config: StoreConfig, *, clock_ms: Callable[[], int] | None = None
-    ) -> None:
+    def __init__(self, store_dir: Path, config: StoreConfig, *, clock: Clock | None = None) -> None:
         self.store_dir = Path(store_dir)
-        #: Wall clock for store timestamps (tests pass a fake one).
-        self._clock_ms = clock_ms or _wall_clock_ms
+        #: Wall time for store timestamps and retention, Trio's clock for deadlines.
+        self._clock: Clock = clock or SystemClock()
         self.config = config
         self.node = config.node_name
         self._clog = CommitLog(self.store_dir / "commitlog", config.segment_bytes)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
+from broker.clock import Clock
 from broker.store.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from broker.store.commitlog import CommitLog
 from broker.store.config import StoreConfig
@@ -48,14 +48,14 @@ class MessageStore(StoreReplica, StoreDurability):
         store_dir: Path | str,
         config: StoreConfig | None = None,
         *,
-        clock_ms: Callable[[], int] | None = None,
+        clock: Clock | None = None,
     ) -> MessageStore:
         """Open (creating if needed) and recover the store in ``store_dir``.
 
         Blocking: run it before serving. Raises ``CorruptRecord`` when the CommitLog is
         damaged before its durable point, ``StorageError`` when another process holds it.
         """
-        store = cls(Path(store_dir), config or StoreConfig(), clock_ms=clock_ms)
+        store = cls(Path(store_dir), config or StoreConfig(), clock=clock)
         store.store_dir.mkdir(parents=True, exist_ok=True)
         store._take_lock()
         try:

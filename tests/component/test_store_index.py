@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from broker.clock import ManualClock
 from broker.store.config import StoreConfig
 from broker.store.index import (
     ENTRY_BYTES,
@@ -105,8 +106,7 @@ def _m(i: int, keys: str) -> MessageRecord:
 
 async def test_query_by_key_and_by_uniq_key_through_the_store(tmp_path: Path) -> None:
     cfg = StoreConfig(index_slots=3, index_entries=9, min_free_disk_bytes=0, segment_bytes=1 << 20)
-    clock = iter(range(1_000_000, 10_000_000, 1000))
-    store = MessageStore.open(tmp_path, cfg, clock_ms=lambda: next(clock))
+    store = MessageStore.open(tmp_path, cfg, clock=ManualClock(now_ms=1_000_000, step_ms=1000))
     r = [store.put_message(_m(i, f"order-{i % 4} all")) for i in range(12)]
     res = store.query_messages("Orders", "order-1", 32, 0, 2**62)
     assert res.physical_offsets == tuple(r[i].physical_offset for i in (9, 5, 1))

@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from broker.clock import ManualClock
 from broker.store.config import StoreConfig
 from broker.store.pull import GetMessageStatus as S
 from broker.store.results import SCHEDULE_TOPIC, PutStatus
@@ -50,17 +51,13 @@ def msg(
     )
 
 
-class Clock:
-    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
-        self.now_ms = start_ms
-
-    def __call__(self) -> int:
-        self.now_ms += 1
-        return self.now_ms
+def ticking_clock() -> ManualClock:
+    """A wall clock one millisecond further at every read."""
+    return ManualClock(now_ms=1_700_000_000_001, step_ms=1)
 
 
 async def test_put_get_round_trip_across_segment_rolls(tmp_path: Path) -> None:
-    store = MessageStore.open(tmp_path, CFG, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     results = [store.put_message(msg(i)) for i in range(200)]
     assert all(r.ok for r in results)
     assert [r.queue_offset for r in results] == list(range(200))
@@ -97,7 +94,7 @@ async def test_put_get_round_trip_across_segment_rolls(tmp_path: Path) -> None:
 
 
 async def test_record_bytes_equal_a_full_encode(tmp_path: Path) -> None:
-    store = MessageStore.open(tmp_path, CFG, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     store.put_message(msg(0))
     m = msg(1, queue_id=3)
     r = store.put_message(m)
@@ -118,7 +115,7 @@ async def test_record_bytes_equal_a_full_encode(tmp_path: Path) -> None:
 
 
 async def test_batch_gets_consecutive_queue_offsets(tmp_path: Path) -> None:
-    store = MessageStore.open(tmp_path, CFG, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     store.put_message(msg(0))
     r = store.put_messages([msg(i) for i in range(1, 6)])
     assert r.ok and r.message_count == 5 and r.queue_offset == 1
@@ -137,7 +134,7 @@ async def test_batch_gets_consecutive_queue_offsets(tmp_path: Path) -> None:
 
 
 async def test_batch_rolls_as_one_unit(tmp_path: Path) -> None:
-    store = MessageStore.open(tmp_path, CFG, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     while store.max_physical_offset < SEG - 5000:
         store.put_message(msg(1))
     r = store.put_messages([msg(i) for i in range(8)])
@@ -147,7 +144,7 @@ async def test_batch_rolls_as_one_unit(tmp_path: Path) -> None:
 
 async def test_size_limits(tmp_path: Path) -> None:
     cfg = attrs.evolve(CFG, max_message_bytes=2000)
-    store = MessageStore.open(tmp_path, cfg, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, cfg, clock=ticking_clock())
     assert store.put_message(msg(0, size=2000)).ok
     r = store.put_message(msg(0, size=2001))
     assert r.status is PutStatus.MESSAGE_ILLEGAL and "2001" in r.remark
@@ -157,7 +154,7 @@ async def test_size_limits(tmp_path: Path) -> None:
     )
     big = attrs.evolve(CFG, max_message_bytes=10**6)
     await store.close()
-    store = MessageStore.open(tmp_path, big, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, big, clock=ticking_clock())
     r = store.put_message(msg(0, size=SEG))
     assert r.status is PutStatus.MESSAGE_ILLEGAL
     long_props = attrs.evolve(msg(0), properties={"KEYS": "x" * 40000})
@@ -167,7 +164,7 @@ async def test_size_limits(tmp_path: Path) -> None:
 
 
 async def test_tag_filter_and_statuses(tmp_path: Path) -> None:
-    store = MessageStore.open(tmp_path, CFG, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     for i in range(10):
         store.put_message(msg(i, tags="A" if i % 3 == 0 else "B"))
     only_a = frozenset({tags_code("A")})
@@ -193,7 +190,7 @@ async def test_tag_filter_and_statuses(tmp_path: Path) -> None:
 
 
 async def test_queues_are_independent_and_listeners_hear_arrivals(tmp_path: Path) -> None:
-    store = MessageStore.open(tmp_path, CFG, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     heard: list[tuple[str, int, int, int]] = []
     store.add_arrival_listener(lambda t, q, end, code: heard.append((t, q, end, code)))
     for i in range(6):
@@ -207,7 +204,7 @@ async def test_queues_are_independent_and_listeners_hear_arrivals(tmp_path: Path
 
 
 async def test_prepared_transactions_get_no_queue_entry(tmp_path: Path) -> None:
-    store = MessageStore.open(tmp_path, CFG, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     store.put_message(msg(0))
     half = attrs.evolve(msg(1), sys_flag=SYSFLAG_TRANSACTION_PREPARED_TYPE)
     r = store.put_message(half)
@@ -222,7 +219,7 @@ async def test_prepared_transactions_get_no_queue_entry(tmp_path: Path) -> None:
 
 
 async def test_schedule_topic_tag_code_is_the_delivery_time(tmp_path: Path) -> None:
-    store = MessageStore.open(tmp_path, CFG, clock_ms=Clock())
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     m = attrs.evolve(msg(0, topic=SCHEDULE_TOPIC, queue_id=2), properties={"DELAY": "3"})
     r = store.put_message(m)
     cq = store._cqs[(SCHEDULE_TOPIC, 2)]
@@ -233,8 +230,8 @@ async def test_schedule_topic_tag_code_is_the_delivery_time(tmp_path: Path) -> N
 
 
 async def test_offset_by_time_and_earliest_store_time(tmp_path: Path) -> None:
-    clock = Clock(1_000_000)
-    store = MessageStore.open(tmp_path, CFG, clock_ms=clock)
+    clock = ManualClock(now_ms=1_000_000)
+    store = MessageStore.open(tmp_path, CFG, clock=clock)
     stamps = []
     for i in range(20):
         clock.now_ms = 1_000_000 + (i // 2) * 1000  # two messages per second

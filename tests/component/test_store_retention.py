@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from broker.clock import ManualClock
 from broker.store.config import StoreConfig
 from broker.store.pull import GetMessageStatus as S
 from broker.store.store import MessageStore
@@ -35,16 +36,13 @@ def msg(i: int) -> MessageRecord:
     )
 
 
-class Clock:
-    now_ms = 1_000 * HOUR_MS
-
-    def __call__(self) -> int:
-        return self.now_ms
+def fixed_clock() -> ManualClock:
+    return ManualClock(now_ms=1_000 * HOUR_MS)
 
 
 async def test_old_segments_go_with_their_queue_entries(tmp_path: Path) -> None:
-    clock = Clock()
-    store = MessageStore.open(tmp_path, CFG, clock_ms=clock)
+    clock = fixed_clock()
+    store = MessageStore.open(tmp_path, CFG, clock=clock)
     old = [store.put_message(msg(i)) for i in range(60)]  # about 4 segments, 100 h ago
     clock.now_ms += 28 * HOUR_MS
     young = [store.put_message(msg(i)) for i in range(60, 100)]
@@ -77,14 +75,14 @@ async def test_old_segments_go_with_their_queue_entries(tmp_path: Path) -> None:
     assert store.query_index("T", "k0", 5, 0, 2**62) == []
     assert store.max_offset("T", 0) == 100
     await store.close()
-    store = MessageStore.open(tmp_path, CFG, clock_ms=clock)
+    store = MessageStore.open(tmp_path, CFG, clock=clock)
     assert (store.min_physical_offset, store.min_offset("T", 0)) == (new_min, min_q)
     await store.close()
 
 
 async def test_everything_old_keeps_the_active_segment_and_the_queue_max(tmp_path: Path) -> None:
-    clock = Clock()
-    store = MessageStore.open(tmp_path, CFG, clock_ms=clock)
+    clock = fixed_clock()
+    store = MessageStore.open(tmp_path, CFG, clock=clock)
     for i in range(50):
         store.put_message(msg(i))
     await store.flush()
@@ -94,15 +92,15 @@ async def test_everything_old_keeps_the_active_segment_and_the_queue_max(tmp_pat
     assert store.statistics().segment_count == 1
     assert store.max_offset("T", 0) == 50
     await store.close()
-    store = MessageStore.open(tmp_path, CFG, clock_ms=clock)
+    store = MessageStore.open(tmp_path, CFG, clock=clock)
     assert store.max_offset("T", 0) == 50
     assert store.put_message(msg(50)).queue_offset == 50
     await store.close()
 
 
 async def test_unflushed_segments_are_kept(tmp_path: Path) -> None:
-    clock = Clock()
-    store = MessageStore.open(tmp_path, CFG, clock_ms=clock)
+    clock = fixed_clock()
+    store = MessageStore.open(tmp_path, CFG, clock=clock)
     for i in range(50):
         store.put_message(msg(i))
     assert store.delete_expired(clock.now_ms + 1000 * HOUR_MS) == 0  # nothing fsynced yet
