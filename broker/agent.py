@@ -523,7 +523,7 @@ class BrokerAgent:
                 controller_epoch,
                 self.epoch,
             )
-            self.broker.fenced = True
+            self.broker.role.fenced = True
             self.master_id = None
             self.lease_renewed_at = None
 

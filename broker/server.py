@@ -9,6 +9,9 @@ Rules:
 - Metadata changes (topics, groups) are persisted atomically before they are answered,
   and any topic change is announced to every NameServer at once (and every 30 s).
 - Everything the broker starts runs in ``serve``'s nursery and stops with it.
+- ``config`` is what was configured and is never rewritten; the role the broker holds now
+  (master or slave, SYNC or ASYNC, fenced, the controller's id, the master's address) is
+  ``role`` (``broker/role.py``), changed only by the role transitions below.
 - Replication with static roles (DESIGN.md §2, §5): a master (broker id 0) serves the HA
   port (``HAMaster``) and advertises the port it bound in every registration; a SLAVE
   follows the master's HA address named by the NameServer's registration answer (the
@@ -55,6 +58,7 @@ from broker.processors.clients import ClientProcessor
 from broker.processors.offsets import OffsetProcessor
 from broker.processors.pull import PullProcessor
 from broker.processors.send import SendProcessor, store_put_error
+from broker.role import RoleState
 from broker.schedule import ScheduleService
 from broker.slavesync import SlaveSynchronizer
 from broker.store.config import FlushMode, StoreConfig
@@ -153,19 +157,14 @@ class Broker:
         self.ha_master: HAMaster | None = None
         self.ha_slave: HASlave | None = None
         self.ha_port: int | None = None
-        #: The master's client address, as the NameServer last named it (slaves).
-        self.master_addr: str | None = None
         self.slave_sync = SlaveSynchronizer(self)
-        #: Controller mode: the agent, the id the controller gave us, and the role scope.
+        #: What the broker is now (the config says what it was configured as).
+        self.role = RoleState.from_config(config)
+        #: Controller mode: the agent, and the scope of the current role's HA task.
         self.agent: BrokerAgent | None = (
             BrokerAgent(self, clock=self.clock) if config.controller_mode else None
         )
-        self.controller_id: int | None = None
-        self.fenced = config.controller_mode
-        self._role: tuple[trio.CancelScope, trio.Event] | None = None
-        if config.controller_mode:
-            # Fenced and a slave-shaped config until the controller names the role.
-            self.config = attrs.evolve(config, broker_role="SLAVE")
+        self._role_scope: tuple[trio.CancelScope, trio.Event] | None = None
         if config.slave_read_behind_bytes is not None:
             self._far_behind_bytes = config.slave_read_behind_bytes
         else:
@@ -215,9 +214,10 @@ class Broker:
 
     @property
     def accepts_writes(self) -> bool:
+        role = self.role
         if self.agent is None:
-            return self.config.is_master
-        return self.config.is_master and not self.fenced and self.lease_holds()
+            return role.is_master
+        return role.is_master and not role.fenced and self.lease_holds()
 
     def lease_holds(self) -> bool:
         """Controller mode: may this master acknowledge writes without the controller?
@@ -242,16 +242,16 @@ class Broker:
         members, _ = master.sync_state_set
         # A member that is not connected cannot ack, and may be the one elected: refuse
         # before storing rather than grow a tail no replica holds (chaos row 7).
-        return bool(members - {self.controller_id}) and master.sync_state_set_connected()
+        return bool(members - {self.role.controller_id}) and master.sync_state_set_connected()
 
     @property
     def role_description(self) -> str:
         if self.agent is not None:
-            if self.fenced:
+            if self.role.fenced:
                 return "fenced: role not known yet"
-            if self.config.is_master and not self.lease_holds():
+            if self.role.is_master and not self.lease_holds():
                 return "master whose controller lease expired"
-        return f"role={self.config.broker_role}"
+        return f"role={self.role.broker_role}"
 
     @property
     def max_delay_level(self) -> int:
@@ -284,9 +284,9 @@ class Broker:
         if slowly:
             group = self.groups.get(header.consumer_group)
             return 1 if group is None else group.which_broker_when_consume_slowly
-        if config.is_master or self.master_alive:
+        if self.role.is_master or self.master_alive:
             return MASTER_ID
-        return config.broker_id
+        return self.role.broker_id
 
     # --- store access ----------------------------------------------------------------
 
@@ -298,11 +298,10 @@ class Broker:
         retry on another broker group).
         """
         master = self.ha_master
-        config = self.config
         if (
             master is not None
-            and config.is_sync_master
-            and not master.check_writable(config.min_in_sync_replicas)
+            and self.role.is_sync_master
+            and not master.check_writable(self.config.min_in_sync_replicas)
         ):
             raise SystemError_("in-sync replicas not enough")
         try:
@@ -327,7 +326,7 @@ class Broker:
         if not wait_store:
             return ResponseCode.SUCCESS
         flush = self.config.flush_disk_type == "SYNC_FLUSH"
-        master = self.ha_master if self.config.is_sync_master else None
+        master = self.ha_master if self.role.is_sync_master else None
         if master is None:
             return await self._wait_flushed(result) if flush else ResponseCode.SUCCESS
         if not flush:
@@ -523,7 +522,7 @@ class Broker:
                     # Both idle outside their role (no writes; no master to copy from).
                     await nursery.start(self.schedule.run)
                     await nursery.start(self.slave_sync.run)
-                elif config.is_master:
+                elif self.role.is_master:
                     await nursery.start(self.schedule.run)
                 else:
                     await nursery.start(self.slave_sync.run)
@@ -552,12 +551,12 @@ class Broker:
 
     def controller_id_assigned(self, broker_id: int) -> None:
         """The agent knows our id (identity file or controller)."""
-        self.controller_id = broker_id
+        self.role.controller_id = broker_id
         self.name = f"{self.config.broker_name}-{broker_id}"
         self.server.name = self.name
 
     async def _stop_role(self) -> None:
-        role, self._role = self._role, None
+        role, self._role_scope = self._role_scope, None
         self.ha_master = None
         self.ha_slave = None
         if role is not None:
@@ -582,20 +581,20 @@ class Broker:
                 done.set()
 
         await self._nursery.start(run)
-        self._role = (scope, done)
+        self._role_scope = (scope, done)
 
     async def become_master(self, epoch: int, members: frozenset[int], sss_epoch: int) -> None:
         """Master at ``epoch``: new epoch entry first, then writes and NameServer id 0."""
-        assert self.agent is not None and self.controller_id is not None and self.epochs
-        self.fenced = True
+        role = self.role
+        assert self.agent is not None and role.controller_id is not None and self.epochs
+        role.fenced = True
         await self._stop_role()
-        self.config = attrs.evolve(self.config, broker_role="SYNC_MASTER", broker_id=MASTER_ID)
-        self.master_addr = None
+        role.to_master()
         master = HAMaster(
             self.store,
             self.epochs,
             self.config.ha_config(),
-            broker_id=self.controller_id,
+            broker_id=role.controller_id,
             node_name=self.name,
             host=self.config.host,
             port=self.ha_port or 0,
@@ -613,7 +612,7 @@ class Broker:
         await self._start_role(start)
         self.ha_master = master
         self.topics.set_state_version(epoch, now_ms=self.clock.wall_ms())
-        self.fenced = False
+        role.fenced = False
         self._register_now.set()
         log.info(
             "%s: became master at epoch %d, SyncStateSet %s", self.name, epoch, sorted(members)
@@ -623,16 +622,16 @@ class Broker:
         self, epoch: int, master_ha_addr: str | None, master_addr: str | None
     ) -> None:
         """Slave of the master at ``epoch``: follow its HA address (from the controller)."""
-        assert self.controller_id is not None and self.epochs is not None
-        self.fenced = True
+        role = self.role
+        assert role.controller_id is not None and self.epochs is not None
+        role.fenced = True
         await self._stop_role()
-        self.config = attrs.evolve(self.config, broker_role="SLAVE", broker_id=self.controller_id)
-        self.master_addr = master_addr
+        role.to_slave(master_addr)
         slave = HASlave(
             self.store,
             self.epochs,
             self.config.ha_config(),
-            broker_id=self.controller_id,
+            broker_id=role.controller_id,
             node_name=self.name,
             master_address=master_ha_addr,
             master_epoch=epoch,
@@ -643,7 +642,7 @@ class Broker:
 
         await self._start_role(start)
         self.ha_slave = slave
-        self.fenced = False
+        role.fenced = False
         self._register_now.set()
         log.info(
             "%s: became slave of %s (HA %s) at epoch %d",
@@ -664,9 +663,9 @@ class Broker:
         body = EpochEntryCache(
             cluster_name=self.config.cluster_name,
             broker_name=self.config.broker_name,
-            broker_id=self.controller_id
-            if self.controller_id is not None
-            else self.config.broker_id,
+            broker_id=self.role.controller_id
+            if self.role.controller_id is not None
+            else self.role.broker_id,
             epoch_list=entries,
             max_offset=self.store.max_physical_offset,
         )
@@ -676,7 +675,7 @@ class Broker:
         """A master serves its HA port (a new epoch begins); a slave starts following."""
         config = self.config
         assert self.epochs is not None
-        if config.is_master:
+        if self.role.is_master:
             master = HAMaster(
                 self.store,
                 self.epochs,
@@ -696,7 +695,7 @@ class Broker:
             self.store,
             self.epochs,
             config.ha_config(),
-            broker_id=config.broker_id,
+            broker_id=self.role.broker_id,
             node_name=self.name,
             master_address=config.master_ha_addr,
         )
@@ -764,14 +763,14 @@ class Broker:
             return  # controller mode: the controller names the master
         for result in results:
             if result.ha_server_addr and result.master_addr:
-                if result.master_addr != self.master_addr:
+                if result.master_addr != self.role.master_addr:
                     log.info(
                         "%s: master is %s (HA %s)",
                         self.name,
                         result.master_addr,
                         result.ha_server_addr,
                     )
-                self.master_addr = result.master_addr
+                self.role.master_addr = result.master_addr
                 slave.set_master(result.ha_server_addr)
                 return
 
@@ -785,7 +784,7 @@ class Broker:
             broker_addr=self.address,
             cluster_name=self.config.cluster_name,
             ha_server_addr=self.ha_address,
-            broker_id=self.config.broker_id,
+            broker_id=self.role.broker_id,
             heartbeat_timeout_millis=120_000,
             compressed=False,
             body_crc32=_java_crc32(body),
@@ -807,9 +806,9 @@ class Broker:
         info: dict[str, object] = {
             "master": self.ha_master is not None,
             "brokerName": self.config.broker_name,
-            "brokerId": self.config.broker_id,
+            "brokerId": self.role.broker_id,
             "brokerAddr": self.address,
-            "brokerRole": self.config.broker_role,
+            "brokerRole": self.role.broker_role,
             "haServerAddr": self.ha_address,
             "masterCommitLogMaxOffset": store.max_physical_offset,
             "commitLogMinOffset": store.min_physical_offset,
@@ -844,7 +843,7 @@ class Broker:
             info["masterCommitLogMaxOffset"] = sl.master_max_offset
             info["haClientRuntimeInfo"] = {
                 "masterAddr": sl.master_address,
-                "masterBrokerAddr": self.master_addr,
+                "masterBrokerAddr": self.role.master_addr,
                 "status": sl.state,
                 "isActivated": sl.state == "TRANSFER",
                 "maxOffset": sl.max_offset,
@@ -865,7 +864,7 @@ class Broker:
         """Register with every NameServer concurrently; failures are logged, not raised.
 
         A fenced broker (controller mode, role unknown) does not register."""
-        if self.fenced:
+        if self.role.fenced:
             return []
         request = self._register_request()
         results: list[RegistrationResult] = []
@@ -899,7 +898,7 @@ class Broker:
             broker_name=self.config.broker_name,
             broker_addr=self.address,
             cluster_name=self.config.cluster_name,
-            broker_id=self.config.broker_id,
+            broker_id=self.role.broker_id,
         )
         request = RemotingCommand.request(RequestCode.UNREGISTER_BROKER, header.to_ext_fields())
         assert self._client is not None

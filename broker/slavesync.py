@@ -16,7 +16,7 @@ Rules (reference/rocketmq-controller.md §4.3, §9 #9804):
   commit to the master again once they see it, and a consumer that restarts in between
   consumes some messages twice, never skips one (apache/rocketmq#1094 is this trade-off).
 - Delay offsets: the master's replace ours (the slave delivers nothing itself).
-- Only the master named by the NameServer (``broker.master_addr``) is asked.
+- Only the master named by the NameServer (``RoleState.master_addr``) is asked.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class SlaveSynchronizer:
     async def sync_once(self) -> bool:
         """One round against the current master; False when it could not be done."""
         broker = self.broker
-        master = broker.master_addr
+        master = broker.role.master_addr
         if master is None:
             return False
         try:

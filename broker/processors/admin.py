@@ -133,7 +133,7 @@ class AdminProcessor:
         table = {
             "brokerVersionDesc": _VERSION_DESC,
             "brokerVersion": "479",
-            "brokerRole": broker.config.broker_role,
+            "brokerRole": broker.role.broker_role,
             "brokerActive": "true",
             "bootTimestamp": str(self._started_ms),
             "runtime": f"{(self._clock.wall_ms() - self._started_ms) // 1000} s",

@@ -120,8 +120,13 @@ async def test_first_registration_elects_a_master_and_the_others_replicate(
         async with controller_group(tmp_path) as group:
             master = await group.one_master()
             await group.in_sync(master, 3)
-            ids = sorted(e.b.controller_id or 0 for e in group.envs)
+            ids = sorted(e.b.role.controller_id or 0 for e in group.envs)
             assert ids == [1, 2, 3]
+            for env in group.envs:
+                # The role is runtime state; the config stays what was configured.
+                assert env.b.config is env.config
+                assert env.b.role.is_master == (env is master)
+                assert env.b.role.broker_id == (0 if env is master else env.b.role.controller_id)
             for i in range(20):
                 expect(await master.send(TOPIC, b"m%d" % i), ResponseCode.SUCCESS)
             max_offset = master.b.store.max_physical_offset
@@ -131,13 +136,13 @@ async def test_first_registration_elects_a_master_and_the_others_replicate(
                     refused = await env.send(TOPIC, b"to a slave")
                     assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE
             identity = read_identity(master.config.store_dir / IDENTITY_FILE)
-            assert identity is not None and identity.broker_id == master.b.controller_id
+            assert identity is not None and identity.broker_id == master.b.role.controller_id
             cache = EpochEntryCache.from_bytes(
                 expect(
                     await master.call(RequestCode.GET_BROKER_EPOCH_CACHE), ResponseCode.SUCCESS
                 ).body
             )
-            assert cache.broker_id == master.b.controller_id
+            assert cache.broker_id == master.b.role.controller_id
             assert [e.epoch for e in cache.epoch_list] == [1]
             assert cache.max_offset == max_offset
 
@@ -151,7 +156,7 @@ async def test_master_closed_a_member_takes_over_and_the_old_master_returns_as_s
             await group.in_sync(master, 3)
             for i in range(10):
                 expect(await master.send(TOPIC, b"before %d" % i), ResponseCode.SUCCESS)
-            old_id = master.b.controller_id
+            old_id = master.b.role.controller_id
             old_epoch = master.b.epochs.cache.last_epoch  # type: ignore[union-attr]
             before = master.b.store.max_physical_offset
             killed_at = time.monotonic()
@@ -171,13 +176,13 @@ async def test_master_closed_a_member_takes_over_and_the_old_master_returns_as_s
             assert new_master.b.epochs.cache.last_epoch > old_epoch  # type: ignore[union-attr]
             # The old master returns: same id (identity file), now a slave that catches up.
             await master.start(listen_port=0)
-            assert master.b.controller_id == old_id
+            assert master.b.role.controller_id == old_id
 
             async def follows() -> bool:
                 b = master.b
                 return (
-                    not b.fenced
-                    and not b.config.is_master
+                    not b.role.fenced
+                    and not b.role.is_master
                     and b.store.max_physical_offset == new_master.b.store.max_physical_offset
                 )
 
@@ -205,7 +210,7 @@ async def test_a_broker_without_a_reachable_controller_is_fenced(tmp_path: Path)
                 try:
                     response = await env.send(TOPIC, b"nope")
                     assert response.code == ResponseCode.SERVICE_NOT_AVAILABLE
-                    assert env.b.fenced
+                    assert env.b.role.fenced
                     # Not registered with the NameServer either.
                     assert await env.route(TOPIC) is None
                     assert await env.route("TBW102") is None
@@ -308,12 +313,12 @@ async def test_a_living_master_cleaned_by_the_admin_fences_and_a_member_takes_ov
             master = await group.one_master()
             await group.in_sync(master, 2)
             expect(await master.send(TOPIC, b"before"), ResponseCode.SUCCESS)
-            assert master.b.controller_id is not None
+            assert master.b.role.controller_id is not None
             async with open_admin("127.0.0.1:1") as admin:
                 await admin.clean_broker_metadata(
                     group.quorum.addrs,
                     broker_name=master.config.broker_name,
-                    broker_ids=[master.b.controller_id],
+                    broker_ids=[master.b.role.controller_id],
                     clean_living=True,
                 )
             await wait_until(
@@ -375,7 +380,7 @@ async def test_a_temp_identity_left_by_a_crash_is_applied_and_made_final(tmp_pat
     with trio.fail_after(60):
         async with controller_group(tmp_path, replicas=1) as group:
             env = await group.one_master()
-            assert env.b.controller_id == 1
+            assert env.b.role.controller_id == 1
             identity = read_identity(store_dir / IDENTITY_FILE)
             assert identity is not None
             assert identity.check_code == "127.0.0.1:9;1700000000000"
