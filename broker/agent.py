@@ -22,14 +22,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import trio
 
 from broker.clock import Clock
+from broker.config import BrokerConfig
+from broker.ha.epochfile import EpochFile
+from broker.ha.master import HAMaster
+from broker.ha.slave import HASlave
 from broker.ha.syncstate import SyncStateSetProposed
+from broker.role import RoleState
 from broker.store.metadata import atomic_write_bytes
+from broker.store.store import MessageStore
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import SyncStateSet
@@ -48,9 +54,6 @@ from protocol.headers import (
     RegisterBrokerToControllerRequestHeader,
 )
 from protocol.rpc import Connection, RemotingClient
-
-if TYPE_CHECKING:
-    from broker.server import Broker
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +150,39 @@ def _notice_from(
     )
 
 
+class BrokerForAgent(Protocol):
+    """What ``BrokerAgent`` uses of its broker (``Broker`` satisfies it structurally): facts
+    for registration and heartbeats, and the role transitions the controller orders."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def role(self) -> RoleState: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def ha_address(self) -> str: ...
+    @property
+    def store(self) -> MessageStore: ...
+    @property
+    def epochs(self) -> EpochFile | None: ...
+    @property
+    def ha_master(self) -> HAMaster | None: ...
+    @property
+    def ha_slave(self) -> HASlave | None: ...
+    def controller_id_assigned(self, broker_id: int) -> None: ...
+    async def become_master(self, epoch: int, members: frozenset[int], sss_epoch: int) -> None: ...
+    async def become_slave(
+        self, epoch: int, master_ha_addr: str | None, master_addr: str | None
+    ) -> None: ...
+
+
 class BrokerAgent:
     """Runs inside ``Broker.serve`` when ``controller_addrs`` is set."""
 
-    def __init__(self, broker: Broker, *, clock: Clock) -> None:
+    def __init__(self, broker: BrokerForAgent, *, clock: Clock) -> None:
         self.broker = broker
         self._clock = clock
         config = broker.config

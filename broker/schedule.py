@@ -15,8 +15,9 @@ Rules (reference/rocketmq-wire.md §3.10; ScheduleMessageService.java):
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -25,17 +26,16 @@ from broker.clock import Clock
 from broker.longpoll import PullHoldService
 from broker.store.metadata import load_document, save_document
 from broker.store.pull import GetMessageStatus
-from broker.store.results import SCHEDULE_TOPIC
+from broker.store.results import SCHEDULE_TOPIC, AppendResult
+from broker.store.store import MessageStore
 from protocol.errors import MalformedBody, ServerError
 from protocol.message import (
     PROPERTY_DELAY,
     PROPERTY_REAL_QID,
     PROPERTY_REAL_TOPIC,
+    MessageRecord,
     decode_record,
 )
-
-if TYPE_CHECKING:
-    from broker.server import Broker
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,26 @@ _BATCH = 32
 _IDLE_CHECK_S = 1.0
 
 
+class BrokerForSchedule(Protocol):
+    """What ``ScheduleService`` uses of its broker (``Broker`` satisfies it structurally)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def delay_levels_s(self) -> tuple[float, ...]: ...
+    @property
+    def max_delay_level(self) -> int: ...
+    @property
+    def accepts_writes(self) -> bool: ...
+    @property
+    def store(self) -> MessageStore: ...
+    def store_put(self, records: Sequence[MessageRecord]) -> AppendResult: ...
+
+
 class ScheduleService:
     """One delivery task per delay level."""
 
-    def __init__(self, broker: Broker, path: Path, *, clock: Clock) -> None:
+    def __init__(self, broker: BrokerForSchedule, path: Path, *, clock: Clock) -> None:
         self.broker = broker
         self._clock = clock
         self.path = path

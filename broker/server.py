@@ -9,6 +9,9 @@ Rules:
 - Metadata changes (topics, groups) are persisted atomically before they are answered,
   and any topic change is announced to every NameServer at once (and every 30 s).
 - Everything the broker starts runs in ``serve``'s nursery and stops with it.
+- The parts (processors, ``ScheduleService``, ``SlaveSynchronizer``, ``BrokerAgent``) never
+  see this class: each declares the ``BrokerFor...`` Protocol of what it uses, next to
+  itself, and ``Broker`` satisfies them all structurally (mypy checks it here).
 - ``config`` is what was configured and is never rewritten; the role the broker holds now
   (master or slave, SYNC or ASYNC, fenced, the controller's id, the master's address) is
   ``role`` (``broker/role.py``), changed only by the role transitions below.

@@ -23,20 +23,22 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import trio
 
+from broker.config import BrokerConfig
 from broker.groups import SubscriptionGroupManager
+from broker.offsets import ConsumerOffsetManager
+from broker.role import RoleState
+from broker.schedule import ScheduleService
 from broker.topics import TopicConfigManager
 from protocol.bodies import SubscriptionGroupWrapper, TopicConfigSerializeWrapper
 from protocol.codes import RequestCode
 from protocol.command import RemotingCommand
 from protocol.errors import MalformedBody, RocketError
-from protocol.rpc import check_success
-
-if TYPE_CHECKING:
-    from broker.server import Broker
+from protocol.rpc import RemotingClient, check_success
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +89,36 @@ def parse_delay_offsets(body: bytes) -> dict[int, int]:
     return {_int_key(level, what): _offset(off, what) for level, off in table.items()}
 
 
+class BrokerForSlaveSync(Protocol):
+    """What ``SlaveSynchronizer`` uses of its broker (``Broker`` satisfies it structurally);
+    it replaces the topic and group tables whole, so those two are writable."""
+
+    topics: TopicConfigManager
+    groups: SubscriptionGroupManager
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def role(self) -> RoleState: ...
+    @property
+    def client(self) -> RemotingClient: ...
+    @property
+    def topics_path(self) -> Path: ...
+    @property
+    def groups_path(self) -> Path: ...
+    @property
+    def offsets(self) -> ConsumerOffsetManager: ...
+    @property
+    def schedule(self) -> ScheduleService: ...
+    def persist_offsets(self) -> None: ...
+
+
 class SlaveSynchronizer:
     """Copies topics, groups, consumer and delay offsets from the master to this slave."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: BrokerForSlaveSync) -> None:
         self.broker = broker
         #: Completed rounds, and the last failure ("" after a good round).
         self.rounds = 0

@@ -15,10 +15,19 @@ Rules (reference/rocketmq-wire.md §2.5, §2.15; AdminBrokerProcessor.java):
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from broker.clients import ConsumerManager
 from broker.clock import Clock
+from broker.config import BrokerConfig
+from broker.groups import SubscriptionGroupManager
+from broker.longpoll import PullHoldService
+from broker.offsets import ConsumerOffsetManager
+from broker.role import RoleState
+from broker.schedule import ScheduleService
 from broker.store.store import MessageStore
+from broker.topics import TopicConfigManager
 from protocol.bodies import ConsumerConnection, SubscriptionGroupConfig
 from protocol.codes import PERM_INHERIT, PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -36,9 +45,6 @@ from protocol.headers import (
 from protocol.route import TopicConfig, dumps_json
 from protocol.rpc import Connection, Handler
 
-if TYPE_CHECKING:
-    from broker.server import Broker
-
 #: QUERY_MESSAGE by UNIQ_KEY returns at most this many (RocketMQ defaultQueryMaxNum).
 QUERY_MAX_NUM = 32
 _VERSION_DESC = "V5_3_3 (trio-rocketmq)"
@@ -48,8 +54,35 @@ def _mq(topic: str, broker_name: str, queue_id: int) -> dict[str, Any]:
     return {"brokerName": broker_name, "queueId": queue_id, "topic": topic}
 
 
+class BrokerForAdmin(Protocol):
+    """What ``AdminProcessor`` uses of its broker (``Broker`` satisfies it structurally)."""
+
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def role(self) -> RoleState: ...
+    @property
+    def topics(self) -> TopicConfigManager: ...
+    @property
+    def groups(self) -> SubscriptionGroupManager: ...
+    @property
+    def groups_path(self) -> Path: ...
+    @property
+    def offsets(self) -> ConsumerOffsetManager: ...
+    @property
+    def consumers(self) -> ConsumerManager: ...
+    @property
+    def pull_holds(self) -> PullHoldService: ...
+    @property
+    def schedule(self) -> ScheduleService: ...
+    @property
+    def store(self) -> MessageStore: ...
+    def topic_changed(self) -> None: ...
+    def ha_runtime_body(self) -> bytes: ...
+
+
 class AdminProcessor:
-    def __init__(self, broker: Broker, *, clock: Clock) -> None:
+    def __init__(self, broker: BrokerForAdmin, *, clock: Clock) -> None:
         self.broker = broker
         self._clock = clock
         self._started_ms = clock.wall_ms()

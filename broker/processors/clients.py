@@ -13,32 +13,48 @@ Rules (reference/rocketmq-wire.md §2.8–§2.9, §2.12; ClientManageProcessor.j
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
-from broker.clients import ClientConnection
+from broker.clients import ClientConnection, ClientManager, ConsumerManager, Notify
 from broker.clock import Clock
+from broker.locks import RebalanceLockManager
 from protocol.bodies import (
     BROADCASTING,
     ConsumerListBody,
     HeartbeatData,
     LockBatchRequestBody,
     LockBatchResponseBody,
+    SubscriptionGroupConfig,
     UnlockBatchRequestBody,
 )
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.headers import GetConsumerListByGroupRequestHeader, UnregisterClientRequestHeader
+from protocol.route import TopicConfig
 from protocol.rpc import Connection, Handler
-
-if TYPE_CHECKING:
-    from broker.server import Broker
-
 
 log = logging.getLogger(__name__)
 
 
+class BrokerForClients(Protocol):
+    """What ``ClientProcessor`` uses of its broker (``Broker`` satisfies it structurally)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def clients(self) -> ClientManager: ...
+    @property
+    def consumers(self) -> ConsumerManager: ...
+    @property
+    def locks(self) -> RebalanceLockManager: ...
+    def find_group(self, group: str) -> SubscriptionGroupConfig | None: ...
+    def create_retry_topic(self, group: str) -> TopicConfig: ...
+    def notify_consumers(self, notifications: Sequence[Notify]) -> None: ...
+
+
 class ClientProcessor:
-    def __init__(self, broker: Broker, *, clock: Clock) -> None:
+    def __init__(self, broker: BrokerForClients, *, clock: Clock) -> None:
         self.broker = broker
         self._clock = clock
 

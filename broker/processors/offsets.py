@@ -16,9 +16,13 @@ Rules (reference/rocketmq-wire.md §2.6–§2.7; ConsumerManageProcessor.java):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from broker.groups import SubscriptionGroupManager
+from broker.offsets import ConsumerOffsetManager
 from broker.store.consumequeue import BoundaryType
+from broker.store.store import MessageStore
+from broker.topics import TopicConfigManager
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import QueryNotFound
@@ -34,17 +38,26 @@ from protocol.headers import (
 )
 from protocol.rpc import Connection, Handler
 
-if TYPE_CHECKING:
-    from broker.server import Broker
-    from broker.store.store import MessageStore
-
 
 def _offset_reply(request: RemotingCommand, offset: int) -> RemotingCommand:
     return request.respond(ext_fields=OffsetResponseHeader(offset=offset).to_ext_fields())
 
 
+class BrokerForOffsets(Protocol):
+    """What ``OffsetProcessor`` uses of its broker (``Broker`` satisfies it structurally)."""
+
+    @property
+    def topics(self) -> TopicConfigManager: ...
+    @property
+    def groups(self) -> SubscriptionGroupManager: ...
+    @property
+    def offsets(self) -> ConsumerOffsetManager: ...
+    @property
+    def store(self) -> MessageStore: ...
+
+
 class OffsetProcessor:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: BrokerForOffsets) -> None:
         self.broker = broker
 
     @property

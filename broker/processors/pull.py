@@ -8,19 +8,25 @@ Rules (reference/rocketmq-wire.md §2.4; PullMessageProcessor.java):
 - A pull that finds nothing and carries SUSPEND is held until a message arrives for its
   queue or ``suspendTimeoutMillis`` passes, then evaluated once more without suspension.
 - COMMIT_OFFSET is honoured once, on the first evaluation, and only on a master.
-- ``suggestWhichBrokerId`` is the broker's call (``Broker.suggest_broker_id``): a master
+- ``suggestWhichBrokerId`` is the broker's call (``BrokerForPull.suggest_broker_id``): a master
   sends far-behind consumers to a slave when ``slaveReadEnable``; a slave sends consumers
   back to its master while it is connected to one, and keeps them while it is not.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from broker.clients import ConsumerManager
 from broker.clock import Clock
+from broker.config import BrokerConfig
+from broker.longpoll import PullHoldService
+from broker.offsets import ConsumerOffsetManager
 from broker.store.pull import GetMessageStatus
 from broker.store.results import GetMessageResult
-from protocol.bodies import parse_subscription
+from broker.store.store import MessageStore
+from broker.topics import TopicConfigManager
+from protocol.bodies import SubscriptionGroupConfig, parse_subscription
 from protocol.codes import PERM_READ, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import (
@@ -33,9 +39,6 @@ from protocol.errors import (
 )
 from protocol.headers import PullMessageRequestHeader, PullMessageResponseHeader
 from protocol.rpc import Connection, Handler
-
-if TYPE_CHECKING:
-    from broker.server import Broker
 
 FLAG_COMMIT_OFFSET = 0x1
 FLAG_SUSPEND = 0x2
@@ -63,10 +66,37 @@ def response_code(status: GetMessageStatus, request_offset: int) -> int:
     return ResponseCode.PULL_OFFSET_MOVED
 
 
+class BrokerForPull(Protocol):
+    """What ``PullProcessor`` uses of its broker (``Broker`` satisfies it structurally)."""
+
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def broker_perm(self) -> int: ...
+    @property
+    def accepts_writes(self) -> bool: ...
+    @property
+    def topics(self) -> TopicConfigManager: ...
+    @property
+    def consumers(self) -> ConsumerManager: ...
+    @property
+    def offsets(self) -> ConsumerOffsetManager: ...
+    @property
+    def pull_holds(self) -> PullHoldService: ...
+    @property
+    def store(self) -> MessageStore: ...
+    def find_group(self, group: str) -> SubscriptionGroupConfig | None: ...
+    def suggest_broker_id(
+        self, header: PullMessageRequestHeader, result: GetMessageResult
+    ) -> int: ...
+
+
 class PullProcessor:
     """Serves pulls from the ConsumeQueue and holds empty ones."""
 
-    def __init__(self, broker: Broker, *, clock: Clock) -> None:
+    def __init__(self, broker: BrokerForPull, *, clock: Clock) -> None:
         self.broker = broker
         self._clock = clock
 

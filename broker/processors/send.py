@@ -15,10 +15,20 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
+from broker.config import BrokerConfig
 from broker.store.results import SCHEDULE_TOPIC, AppendResult, PutStatus
-from broker.topics import NOT_ALLOWED_SEND_TOPICS, dlq_topic, retry_topic, validate_topic
+from broker.store.store import MessageStore
+from broker.topics import (
+    NOT_ALLOWED_SEND_TOPICS,
+    TopicConfigManager,
+    dlq_topic,
+    retry_topic,
+    validate_topic,
+)
+from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_WRITE, VERSION_V3_4_9, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import (
@@ -58,9 +68,6 @@ from protocol.message import (
 from protocol.route import TopicConfig
 from protocol.rpc import Connection, Handler
 
-if TYPE_CHECKING:
-    from broker.server import Broker
-
 log = logging.getLogger(__name__)
 
 RETRY_PREFIX = "%RETRY%"
@@ -78,10 +85,42 @@ def peer_host(conn: Connection) -> tuple[str, int]:
     return (str(ip), int(port) if port.isdigit() else 0)
 
 
+class BrokerForSend(Protocol):
+    """What ``SendProcessor`` uses of its broker (``Broker`` satisfies it structurally)."""
+
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def store_host(self) -> tuple[str, int]: ...
+    @property
+    def broker_perm(self) -> int: ...
+    @property
+    def accepts_writes(self) -> bool: ...
+    @property
+    def role_description(self) -> str: ...
+    @property
+    def max_delay_level(self) -> int: ...
+    @property
+    def topics(self) -> TopicConfigManager: ...
+    @property
+    def store(self) -> MessageStore: ...
+    def find_group(self, group: str) -> SubscriptionGroupConfig | None: ...
+    def auto_create_topic(
+        self, topic: str, default_topic: str, queue_nums: int
+    ) -> TopicConfig | None: ...
+    def create_retry_topic(self, group: str) -> TopicConfig: ...
+    def create_dlq_topic(self, group: str) -> TopicConfig: ...
+    def next_uniq_key(self) -> str: ...
+    def store_put(self, records: Sequence[MessageRecord]) -> AppendResult: ...
+    async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int: ...
+
+
 class SendProcessor:
     """Turns send requests into CommitLog appends."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: BrokerForSend) -> None:
         self.broker = broker
         self._rng = random.Random()
 
