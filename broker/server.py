@@ -1,9 +1,10 @@
 """The broker process: store, metadata, client registry and processors behind one server.
 
 Rules:
-- ``Broker.serve`` opens (and recovers) the store before it binds, so a broker that is
-  reachable has a consistent store; a store that refuses to open stops the broker with the
-  store's message.
+- ``Broker.serve`` binds its client port first, once (the store stamps that port into
+  every record), then opens (and recovers) the store, and only then serves: a broker that
+  answers has a consistent store; a store that refuses to open stops the broker with the
+  store's message. No port is bound, closed and bound again (``broker/listeners.py``).
 - Handlers run on the Trio thread and never await between reading and changing shared
   state; the store's put path is synchronous, so appends are ordered without a lock.
 - Metadata changes (topics, groups) are persisted atomically before they are answered,
@@ -53,6 +54,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, parse_delay_levels
 from broker.groups import SubscriptionGroupManager
 from broker.ha import EpochFile, HAMaster, HASlave, ReplicaOutcome
+from broker.listeners import HAListener, ListeningServer, bind, close_all
 from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
@@ -89,7 +91,7 @@ from protocol.headers import (
 )
 from protocol.message import MessageRecord, make_uniq_key_generator
 from protocol.route import MASTER_ID, RegisterBrokerBody, TopicConfig, dumps_json
-from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
+from protocol.rpc import Connection, Handler, RemotingClient, open_client
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,8 @@ class Broker:
         self.ha_master: HAMaster | None = None
         self.ha_slave: HASlave | None = None
         self.ha_port: int | None = None
+        #: Controller mode: the HA port, bound once; each mastership serves it in turn.
+        self._ha_listener: HAListener | None = None
         self.slave_sync = SlaveSynchronizer(self)
         #: What the broker is now (the config says what it was configured as).
         self.role = RoleState.from_config(config)
@@ -184,7 +188,7 @@ class Broker:
         for processor in self.processors:
             handlers.update(processor.handlers())
         handlers[RequestCode.GET_BROKER_EPOCH_CACHE] = self._get_epoch_cache
-        self.server = RemotingServer(
+        self.server = ListeningServer(
             handlers,
             name=self.name,
             host=config.host,
@@ -472,17 +476,26 @@ class Broker:
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover the store, bind, register; report the bound port; run until cancelled."""
-        config = self.config
+        """Bind, recover the store, serve, register; report the bound port; run until
+        cancelled."""
         if self.agent is not None:
             self.agent.load_identity()
-        if self.listen_port == 0:
-            # The store stamps its host into every record: bind first to learn the port.
-            listeners = await trio.open_tcp_listeners(0, host=config.host)
-            self.listen_port = listeners[0].socket.getsockname()[1]
-            for listener in listeners:
-                await listener.aclose()
-            self.server.port = self.listen_port
+        # The store stamps the bound port into every record: bind first, once for good.
+        listeners, self.listen_port = await bind(self.config.host, self.config.listen_port)
+        try:
+            await self._open_store()
+            try:
+                await self._run(listeners, task_status)
+            finally:
+                self._nursery = None
+                with trio.CancelScope(shield=True):
+                    await self._shutdown()
+        finally:
+            await close_all(listeners)
+
+    async def _open_store(self) -> None:
+        """Open (recover) the store and load the metadata beside it; a failure closes it."""
+        config = self.config
         self._store = await trio.to_thread.run_sync(
             functools.partial(
                 MessageStore.open, config.store_dir, self._store_config(), clock=self.clock
@@ -502,54 +515,55 @@ class Broker:
                 await self._store.close()
             raise
         self.store.add_arrival_listener(self.pull_holds.notify)
-        try:
-            async with (
-                open_client(name=self.name, default_timeout_s=config.register_timeout_s) as client,
-                trio.open_nursery() as nursery,
-            ):
-                self._client = client
-                self._nursery = nursery
-                await nursery.start(self.store.run)
-                if self.agent is not None:
-                    await self._serve_controller_mode(nursery)
-                else:
-                    # Replication first: a SYNC_MASTER must never take a send it cannot
-                    # replicate, and the registration advertises the bound HA port.
-                    await self._start_replication(nursery)
-                    await nursery.start(self.server.serve)
-                    self.server.name = self.name
-                    self._apply_registrations(await self.register_all())
-                nursery.start_soon(self._register_loop)
-                nursery.start_soon(self._housekeeping_loop)
-                if self.agent is not None:
-                    # Both idle outside their role (no writes; no master to copy from).
-                    await nursery.start(self.schedule.run)
-                    await nursery.start(self.slave_sync.run)
-                elif self.role.is_master:
-                    await nursery.start(self.schedule.run)
-                else:
-                    await nursery.start(self.slave_sync.run)
-                log.info("%s: serving at %s (%s)", self.name, self.address, self.role_description)
-                task_status.started(self.listen_port)
-        finally:
-            self._nursery = None
-            with trio.CancelScope(shield=True):
-                await self._shutdown()
+
+    async def _run(
+        self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
+    ) -> None:
+        async with (
+            open_client(name=self.name, default_timeout_s=self.config.register_timeout_s) as client,
+            trio.open_nursery() as nursery,
+        ):
+            self._client = client
+            self._nursery = nursery
+            await nursery.start(self.store.run)
+            if self.agent is not None:
+                await self._serve_controller_mode(nursery, listeners)
+            else:
+                # Replication first: a SYNC_MASTER must never take a send it cannot
+                # replicate, and the registration advertises the bound HA port.
+                await self._start_replication(nursery)
+                await nursery.start(self.server.serve_on, listeners)
+                self.server.name = self.name
+                self._apply_registrations(await self.register_all())
+            nursery.start_soon(self._register_loop)
+            nursery.start_soon(self._housekeeping_loop)
+            if self.agent is not None:
+                # Both idle outside their role (no writes; no master to copy from).
+                await nursery.start(self.schedule.run)
+                await nursery.start(self.slave_sync.run)
+            elif self.role.is_master:
+                await nursery.start(self.schedule.run)
+            else:
+                await nursery.start(self.slave_sync.run)
+            log.info("%s: serving at %s (%s)", self.name, self.address, self.role_description)
+            task_status.started(self.listen_port)
 
     # --- controller mode ----------------------------------------------------------------------
 
-    async def _serve_controller_mode(self, nursery: trio.Nursery) -> None:
-        """Fix the HA port (the controller advertises it before we are master), serve
-        clients fenced, and start the agent (it registers in the background)."""
+    async def _serve_controller_mode(
+        self, nursery: trio.Nursery, listeners: list[trio.SocketListener]
+    ) -> None:
+        """Bind the HA port for good (the controller advertises it before we are master;
+        each mastership serves it in turn), serve clients fenced, and start the agent (it
+        registers in the background)."""
         assert self.agent is not None
-        port = self.config.ha_port
-        if not port:
-            listeners = await trio.open_tcp_listeners(self._ha_listen_port(), host=self.config.host)
-            port = listeners[0].socket.getsockname()[1]
-            for listener in listeners:
-                await listener.aclose()
-        self.ha_port = port
-        await nursery.start(self.server.serve)
+        ha_listener = await HAListener.open(
+            self.config.host, self._ha_listen_port(), node_name=self.name
+        )
+        nursery.start_soon(ha_listener.serve)
+        self._ha_listener = ha_listener
+        self.ha_port = ha_listener.port
+        await nursery.start(self.server.serve_on, listeners)
         await nursery.start(self.agent.run)
 
     def controller_id_assigned(self, broker_id: int) -> None:
@@ -600,7 +614,6 @@ class Broker:
             broker_id=role.controller_id,
             node_name=self.name,
             host=self.config.host,
-            port=self.ha_port or 0,
             on_proposal=self.agent.on_proposal,
             sync_state_set=members,
             sync_state_set_epoch=sss_epoch,
@@ -609,8 +622,11 @@ class Broker:
         # The epoch entry comes first: no slave handshakes against the old epoch list.
         await master.new_epoch(epoch)
 
+        ha_listener = self._ha_listener
+        assert ha_listener is not None, "bound when serving began"
+
         async def start(nursery: trio.Nursery) -> None:
-            await nursery.start(master.serve)
+            await nursery.start(functools.partial(master.serve, listener=ha_listener))
 
         await self._start_role(start)
         self.ha_master = master

@@ -14,6 +14,9 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
   empty transfer (heartbeat) goes out after ``heartbeat_interval_s`` without sending.
 - Every mastership has its own epoch: static mode starts one in ``serve``, controller
   mode takes the controller's through ``new_epoch``.
+- The HA port is an ``HAListener`` (``broker/listeners.py``): its own, bound in ``serve``
+  and released when it stops (static mode), or the broker's, bound once and served by each
+  mastership in turn (controller mode). Slave connections run in this master's nursery.
 - A connection silent for ``housekeeping_timeout_s`` is closed. ``new_epoch`` drops and
   re-handshakes every connection (apache/rocketmq#9689: a live connection would keep
   streaming with a stale epoch).
@@ -52,6 +55,7 @@ from broker.ha.wire import (
     encode_transfer_parts,
     handshake_epochs,
 )
+from broker.listeners import HAListener
 from broker.store.store import MessageStore
 from protocol.errors import ProtocolError, RemotingTimeout, RocketError, StorageError
 
@@ -183,6 +187,7 @@ class HAMaster:
         self._abandoned = 0
         self._refused = 0
         self._serving = False
+        self._nursery: trio.Nursery | None = None
 
     # ======================================================================================
     # the broker's API
@@ -321,21 +326,30 @@ class HAMaster:
     # serving
     # ======================================================================================
 
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on the HA port, report it, serve slaves until cancelled.
+    async def serve(
+        self,
+        *,
+        listener: HAListener | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve slaves on the HA port until cancelled; report the port.
 
-        Static mode begins a new epoch here (the last one + 1): a master that restarts
-        after losing an unflushed tail must not let a slave holding that tail take it for
-        the master's own data. Controller mode serves the epoch the broker set with
-        ``new_epoch`` (the controller's), and refuses to start without one.
+        ``listener``: the broker's HA port, bound once for its life (controller mode keeps
+        it across masterships); without one, this master binds ``port`` itself and releases
+        it when it stops. Static mode begins a new epoch here (the last one + 1): a master
+        that restarts after losing an unflushed tail must not let a slave holding that tail
+        take it for the master's own data. Controller mode serves the epoch the broker set
+        with ``new_epoch`` (the controller's), and refuses to start without one.
         """
         last = self._epochs.cache.last
         if not self.config.controller_mode:
             await self.new_epoch(1 if last is None else last.epoch + 1)
         elif last is None:
             raise ValueError("controller mode: call new_epoch(master epoch) before serve()")
-        listeners = await trio.open_tcp_listeners(self.port, host=self._host)
-        self.port = listeners[0].socket.getsockname()[1]
+        owned = listener is None
+        if listener is None:
+            listener = await HAListener.open(self._host, self.port, node_name=self.node)
+        self.port = listener.port
         last = self._epochs.cache.last
         assert last is not None
         try:
@@ -346,7 +360,10 @@ class HAMaster:
                 )
                 self.notify_appended()
                 nursery.start_soon(self._check_loop)
-                nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+                if owned:
+                    nursery.start_soon(listener.serve)
+                self._nursery = nursery
+                listener.attach(self._take_connection)
                 log.info(
                     "%s: HA master listening on %s:%d at epoch %d, SyncStateSet %s",
                     self.node,
@@ -357,12 +374,13 @@ class HAMaster:
                 )
                 task_status.started(self.port)
         finally:
+            listener.detach(self._take_connection)
+            self._nursery = None
             self._serving = False
             self._reset_connections("HA master stopped", self._core.epoch_start_offset)
             self._fail_waiters()
-            for listener in listeners:
-                with trio.CancelScope(shield=True):
-                    await listener.aclose()
+            if owned:
+                await listener.aclose()
             log.info("%s: HA master stopped", self.node)
 
     async def _check_loop(self) -> None:
@@ -374,6 +392,11 @@ class HAMaster:
             if low != trimmed:  # retention deleted segments: forget their epochs
                 await self._epochs.truncate_prefix_by_offset(low)
                 trimmed = low
+
+    def _take_connection(self, stream: trio.SocketStream) -> None:
+        """The HA listener accepted a slave: serve it in this mastership's nursery."""
+        assert self._nursery is not None, "attached only while serving"
+        self._nursery.start_soon(self._handle, stream)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = _Conn(

@@ -312,6 +312,7 @@ async def test_a_living_master_cleaned_by_the_admin_fences_and_a_member_takes_ov
         async with controller_group(tmp_path, replicas=2, lease_s=3.0) as group:
             master = await group.one_master()
             await group.in_sync(master, 2)
+            ha_ports = [env.b.ha_port for env in group.envs]
             expect(await master.send(TOPIC, b"before"), ResponseCode.SUCCESS)
             assert master.b.role.controller_id is not None
             async with open_admin("127.0.0.1:1") as admin:
@@ -327,6 +328,10 @@ async def test_a_living_master_cleaned_by_the_admin_fences_and_a_member_takes_ov
             other = next(e for e in group.envs if e is not master)
             await wait_until(lambda: other.b.accepts_writes, timeout_s=20.0, what="new master")
             expect(await other.send(TOPIC, b"after"), ResponseCode.SUCCESS)
+            # Both kept the HA port bound at start: the new master serves the one it
+            # advertised as a slave, and no port was bound twice.
+            assert [env.b.ha_port for env in group.envs] == ha_ports
+            assert other.b.ha_master is not None and other.b.ha_master.port == other.b.ha_port
 
 
 async def test_a_sync_state_set_committed_without_the_masters_knowledge_is_adopted(
