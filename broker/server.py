@@ -8,9 +8,11 @@ Rules:
 - Handlers run on the Trio thread and never await between reading and changing shared
   state; the store's put path is synchronous, so appends are ordered without a lock.
 - Metadata changes (topics, groups) are persisted atomically before they are answered,
-  and any topic change is announced to every NameServer at once (and every 30 s).
+  and any topic change is announced to every NameServer at once (and every 30 s;
+  ``NameServerRegistrar``, ``broker/registration.py``).
 - Everything the broker starts runs in ``serve``'s nursery and stops with it.
-- The parts (processors, ``ScheduleService``, ``SlaveSynchronizer``, ``BrokerAgent``) never
+- The parts (processors, ``ScheduleService``, ``SlaveSynchronizer``, ``BrokerAgent``,
+  ``NameServerRegistrar``) never
   see this class: each declares the ``BrokerFor...`` Protocol of what it uses, next to
   itself, and ``Broker`` satisfies them all structurally (mypy checks it here).
 - ``config`` is what was configured and is never rewritten; the role the broker holds now
@@ -37,15 +39,12 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import random
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 
-import attrs
 import trio
 
 from broker.agent import BrokerAgent
@@ -63,11 +62,13 @@ from broker.processors.clients import ClientProcessor
 from broker.processors.offsets import OffsetProcessor
 from broker.processors.pull import PullProcessor
 from broker.processors.send import SendProcessor, store_put_error
+from broker.registration import NameServerRegistrar
 from broker.role import RoleState
 from broker.schedule import ScheduleService
 from broker.slavesync import SlaveSynchronizer
 from broker.store.config import FlushMode, StoreConfig
 from broker.store.results import AppendResult, GetMessageResult
+from broker.store.state import PHYS_OFFSET_POS
 from broker.store.store import MessageStore
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from protocol.bodies import SubscriptionGroupConfig
@@ -76,8 +77,6 @@ from protocol.command import RemotingCommand
 from protocol.controller_bodies import EpochEntry as WireEpochEntry
 from protocol.controller_bodies import EpochEntryCache
 from protocol.errors import (
-    NetworkError,
-    RemotingTimeout,
     RocketError,
     StorageError,
     SystemError_,
@@ -85,19 +84,14 @@ from protocol.errors import (
 from protocol.headers import (
     NotifyConsumerIdsChangedRequestHeader,
     PullMessageRequestHeader,
-    RegisterBrokerRequestHeader,
-    RegisterBrokerResponseHeader,
-    UnregisterBrokerRequestHeader,
 )
 from protocol.message import MessageRecord, make_uniq_key_generator
-from protocol.route import MASTER_ID, RegisterBrokerBody, TopicConfig, dumps_json
+from protocol.route import MASTER_ID, TopicConfig, dumps_json
 from protocol.rpc import Connection, Handler, RemotingClient, open_client
 
 log = logging.getLogger(__name__)
 
 
-#: Where a record stores its own CommitLog offset (wire.md §3.2).
-_PHYS_OFFSET_POS = 28
 #: A replication outcome → the send's response code (SendMessageProcessor's mapping).
 _REPLICA_CODES = {
     ReplicaOutcome.OK: ResponseCode.SUCCESS,
@@ -111,15 +105,6 @@ def _physical_memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (OSError, ValueError):
         return 8 << 30
-
-
-@attrs.frozen(kw_only=True)
-class RegistrationResult:
-    """What one NameServer said to our registration."""
-
-    namesrv: str
-    master_addr: str | None
-    ha_server_addr: str | None
 
 
 class Broker:
@@ -155,7 +140,6 @@ class Broker:
         self._uniq = make_uniq_key_generator(
             config.advertised_ip, os.getpid(), random.Random(), self.clock.wall_ms()
         )
-        self._register_now = trio.Event()
         self._connections: dict[int, Connection] = {}
         self._client: RemotingClient | None = None
         self.epochs: EpochFile | None = None
@@ -165,6 +149,7 @@ class Broker:
         #: Controller mode: the HA port, bound once; each mastership serves it in turn.
         self._ha_listener: HAListener | None = None
         self.slave_sync = SlaveSynchronizer(self)
+        self.registrar = NameServerRegistrar(self, clock=self.clock)
         #: What the broker is now (the config says what it was configured as).
         self.role = RoleState.from_config(config)
         #: Controller mode: the agent, and the scope of the current role's HA task.
@@ -285,7 +270,7 @@ class Broker:
         slowly = False
         if config.slave_read_enable and result.records:
             last = result.records[-1]
-            position = int.from_bytes(last[_PHYS_OFFSET_POS : _PHYS_OFFSET_POS + 8], "big")
+            position = int.from_bytes(last[PHYS_OFFSET_POS : PHYS_OFFSET_POS + 8], "big")
             behind = self.store.max_physical_offset - (position + len(last))
             slowly = behind > self._far_behind_bytes
         if slowly:
@@ -372,7 +357,7 @@ class Broker:
     def topic_changed(self) -> None:
         """Persist the topic table and tell the NameServers now."""
         self.topics.save(self.topics_path)
-        self._register_now.set()
+        self.registrar.register_now()
 
     def find_group(self, group: str) -> SubscriptionGroupConfig | None:
         """The group's config, auto-created when the broker allows it (persisted)."""
@@ -534,8 +519,8 @@ class Broker:
                 await self._start_replication(nursery)
                 await nursery.start(self.server.serve_on, listeners)
                 self.server.name = self.name
-                self._apply_registrations(await self.register_all())
-            nursery.start_soon(self._register_loop)
+                await self.registrar.register_once()
+            nursery.start_soon(self.registrar.run)
             nursery.start_soon(self._housekeeping_loop)
             if self.agent is not None:
                 # Both idle outside their role (no writes; no master to copy from).
@@ -632,7 +617,7 @@ class Broker:
         self.ha_master = master
         self.topics.set_state_version(epoch, now_ms=self.clock.wall_ms())
         role.fenced = False
-        self._register_now.set()
+        self.registrar.register_now()
         log.info(
             "%s: became master at epoch %d, SyncStateSet %s", self.name, epoch, sorted(members)
         )
@@ -662,7 +647,7 @@ class Broker:
         await self._start_role(start)
         self.ha_slave = slave
         role.fenced = False
-        self._register_now.set()
+        self.registrar.register_now()
         log.info(
             "%s: became slave of %s (HA %s) at epoch %d",
             self.name,
@@ -749,69 +734,6 @@ class Broker:
             self.persist_offsets()
             self.locks.remove_expired(now)
 
-    # --- NameServer registration -------------------------------------------------------
-
-    async def _register_loop(self) -> None:
-        """Register every ``register_interval_s``, at once on a topic change, and, while a
-        slave has no live master, every ``slave_register_interval_s``: the answer names a
-        (re)started master's HA address, and the master's new ports with --port 0."""
-        last = self.clock.now_s()
-        while True:
-            config = self.config
-            step_s = config.register_interval_s
-            if self.ha_slave is not None:
-                step_s = min(step_s, config.slave_register_interval_s)
-            with trio.move_on_after(step_s):
-                await self._register_now.wait()
-            now = self.clock.now_s()
-            if not (
-                self._register_now.is_set()
-                or now - last >= config.register_interval_s
-                or (self.ha_slave is not None and not self.master_alive)
-            ):
-                continue
-            self._register_now = trio.Event()
-            last = now
-            self._apply_registrations(await self.register_all())
-
-    def _apply_registrations(self, results: Sequence[RegistrationResult]) -> None:
-        """A slave follows the master the NameServers name (RocketMQ keeps the last one
-        when none is named: a master that is down now may come back at the same address)."""
-        slave = self.ha_slave
-        if slave is None or self.agent is not None:
-            return  # controller mode: the controller names the master
-        for result in results:
-            if result.ha_server_addr and result.master_addr:
-                if result.master_addr != self.role.master_addr:
-                    log.info(
-                        "%s: master is %s (HA %s)",
-                        self.name,
-                        result.master_addr,
-                        result.ha_server_addr,
-                    )
-                self.role.master_addr = result.master_addr
-                slave.set_master(result.ha_server_addr)
-                return
-
-    def _register_request(self) -> RemotingCommand:
-        body = RegisterBrokerBody(
-            topic_config_table=self.topics.configs(),
-            data_version=self.topics.data_version,
-        ).encode(compressed=False)
-        header = RegisterBrokerRequestHeader(
-            broker_name=self.config.broker_name,
-            broker_addr=self.address,
-            cluster_name=self.config.cluster_name,
-            ha_server_addr=self.ha_address,
-            broker_id=self.role.broker_id,
-            heartbeat_timeout_millis=120_000,
-            compressed=False,
-            body_crc32=_java_crc32(body),
-        )
-        return RemotingCommand.request(
-            RequestCode.REGISTER_BROKER, header.to_ext_fields(), body=body
-        )
-
     @property
     def ha_address(self) -> str:
         """The HA address this broker listens on; "" when it serves none (a slave)."""
@@ -878,53 +800,3 @@ class Broker:
 
     def ha_runtime_body(self) -> bytes:
         return dumps_json(self.ha_runtime_info())
-
-    async def register_all(self) -> list[RegistrationResult]:
-        """Register with every NameServer concurrently; failures are logged, not raised.
-
-        A fenced broker (controller mode, role unknown) does not register."""
-        if self.role.fenced:
-            return []
-        request = self._register_request()
-        results: list[RegistrationResult] = []
-
-        async def one(addr: str) -> None:
-            assert self._client is not None
-            try:
-                response = await self._client.call(addr, request)
-            except (NetworkError, RemotingTimeout) as exc:
-                log.warning("%s: register to NameServer %s failed: %s", self.name, addr, exc)
-                return
-            if response.code != ResponseCode.SUCCESS:
-                log.warning(
-                    "%s: NameServer %s refused registration: %s", self.name, addr, response.remark
-                )
-                return
-            reply = RegisterBrokerResponseHeader.from_ext_fields(response.ext_fields)
-            results.append(
-                RegistrationResult(
-                    namesrv=addr, master_addr=reply.master_addr, ha_server_addr=reply.ha_server_addr
-                )
-            )
-
-        async with trio.open_nursery() as nursery:
-            for addr in self.config.namesrv_addrs:
-                nursery.start_soon(one, addr)
-        return results
-
-    async def unregister_all(self) -> None:
-        header = UnregisterBrokerRequestHeader(
-            broker_name=self.config.broker_name,
-            broker_addr=self.address,
-            cluster_name=self.config.cluster_name,
-            broker_id=self.role.broker_id,
-        )
-        request = RemotingCommand.request(RequestCode.UNREGISTER_BROKER, header.to_ext_fields())
-        assert self._client is not None
-        for addr in self.config.namesrv_addrs:
-            with contextlib.suppress(NetworkError, RemotingTimeout):
-                await self._client.call(addr, request, timeout_s=1.0)
-
-
-def _java_crc32(data: bytes) -> int:
-    return zlib.crc32(data) & 0x7FFFFFFF

@@ -1,0 +1,205 @@
+"""NameServer registration: the broker announces its address, HA address and topics.
+
+Rules (reference/rocketmq-wire.md §2.16; BrokerController.registerBrokerAll):
+- One round registers with every NameServer concurrently, each call under the broker
+  client's ``register_timeout_s``; a NameServer that fails or refuses is logged and tried
+  again next round, never raised.
+- Rounds run every ``register_interval_s``, at once after ``register_now()`` (a topic or
+  role change), and, while a slave has no live master, every
+  ``slave_register_interval_s``: the answer names a (re)started master's HA address, and
+  the master's new ports with --port 0.
+- A fenced broker (controller mode, role unknown) does not register.
+- Static roles: a slave follows the master the NameServers name, and keeps the last one
+  when none is named (a master that is down now may come back at the same address). In
+  controller mode the controller names the master instead.
+- The body is the topic table with its DataVersion, sent uncompressed, with its CRC32
+  masked to 31 bits as RocketMQ's ``UtilAll.crc32`` computes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import zlib
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from broker.clock import Clock
+from broker.config import BrokerConfig
+from broker.ha.slave import HASlave
+from broker.role import RoleState
+from broker.topics import TopicConfigManager
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import NetworkError, RemotingTimeout
+from protocol.headers import (
+    RegisterBrokerRequestHeader,
+    RegisterBrokerResponseHeader,
+    UnregisterBrokerRequestHeader,
+)
+from protocol.route import RegisterBrokerBody
+from protocol.rpc import RemotingClient
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class RegistrationResult:
+    """What one NameServer said to our registration."""
+
+    namesrv: str
+    master_addr: str | None
+    ha_server_addr: str | None
+
+
+class BrokerForRegistration(Protocol):
+    """What ``NameServerRegistrar`` uses of its broker (``Broker`` satisfies it
+    structurally)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def role(self) -> RoleState: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def ha_address(self) -> str: ...
+    @property
+    def topics(self) -> TopicConfigManager: ...
+    @property
+    def client(self) -> RemotingClient: ...
+    @property
+    def ha_slave(self) -> HASlave | None: ...
+    @property
+    def master_alive(self) -> bool: ...
+
+
+class NameServerRegistrar:
+    """Registers the broker with every NameServer, periodically and on demand."""
+
+    def __init__(self, broker: BrokerForRegistration, *, clock: Clock) -> None:
+        self.broker = broker
+        self._clock = clock
+        self._wanted = trio.Event()
+
+    def register_now(self) -> None:
+        """Register at the next moment (topics or role changed)."""
+        self._wanted.set()
+
+    async def run(self) -> None:
+        """Register every round until cancelled (see the module rules)."""
+        broker = self.broker
+        last = self._clock.now_s()
+        while True:
+            config = broker.config
+            step_s = config.register_interval_s
+            if broker.ha_slave is not None:
+                step_s = min(step_s, config.slave_register_interval_s)
+            with trio.move_on_after(step_s):
+                await self._wanted.wait()
+            now = self._clock.now_s()
+            if not (
+                self._wanted.is_set()
+                or now - last >= config.register_interval_s
+                or (broker.ha_slave is not None and not broker.master_alive)
+            ):
+                continue
+            self._wanted = trio.Event()
+            last = now
+            await self.register_once()
+
+    async def register_once(self) -> None:
+        """One round: register everywhere, then follow the master the answers name."""
+        self._follow(await self.register_all())
+
+    def _follow(self, results: Sequence[RegistrationResult]) -> None:
+        broker = self.broker
+        slave = broker.ha_slave
+        if slave is None or broker.config.controller_mode:
+            return  # controller mode: the controller names the master
+        for result in results:
+            if result.ha_server_addr and result.master_addr:
+                if result.master_addr != broker.role.master_addr:
+                    log.info(
+                        "%s: master is %s (HA %s)",
+                        broker.name,
+                        result.master_addr,
+                        result.ha_server_addr,
+                    )
+                broker.role.master_addr = result.master_addr
+                slave.set_master(result.ha_server_addr)
+                return
+
+    def _register_request(self) -> RemotingCommand:
+        broker = self.broker
+        body = RegisterBrokerBody(
+            topic_config_table=broker.topics.configs(),
+            data_version=broker.topics.data_version,
+        ).encode(compressed=False)
+        header = RegisterBrokerRequestHeader(
+            broker_name=broker.config.broker_name,
+            broker_addr=broker.address,
+            cluster_name=broker.config.cluster_name,
+            ha_server_addr=broker.ha_address,
+            broker_id=broker.role.broker_id,
+            heartbeat_timeout_millis=120_000,
+            compressed=False,
+            body_crc32=_java_crc32(body),
+        )
+        return RemotingCommand.request(
+            RequestCode.REGISTER_BROKER, header.to_ext_fields(), body=body
+        )
+
+    async def register_all(self) -> list[RegistrationResult]:
+        """Register with every NameServer concurrently; failures are logged, not raised."""
+        broker = self.broker
+        if broker.role.fenced:
+            return []
+        request = self._register_request()
+        results: list[RegistrationResult] = []
+
+        async def one(addr: str) -> None:
+            try:
+                response = await broker.client.call(addr, request)
+            except (NetworkError, RemotingTimeout) as exc:
+                log.warning("%s: register to NameServer %s failed: %s", broker.name, addr, exc)
+                return
+            if response.code != ResponseCode.SUCCESS:
+                log.warning(
+                    "%s: NameServer %s refused registration: %s", broker.name, addr, response.remark
+                )
+                return
+            reply = RegisterBrokerResponseHeader.from_ext_fields(response.ext_fields)
+            results.append(
+                RegistrationResult(
+                    namesrv=addr, master_addr=reply.master_addr, ha_server_addr=reply.ha_server_addr
+                )
+            )
+
+        async with trio.open_nursery() as nursery:
+            for addr in broker.config.namesrv_addrs:
+                nursery.start_soon(one, addr)
+        return results
+
+    async def unregister_all(self) -> None:
+        """UNREGISTER_BROKER at every NameServer, best effort (1 s each)."""
+        broker = self.broker
+        header = UnregisterBrokerRequestHeader(
+            broker_name=broker.config.broker_name,
+            broker_addr=broker.address,
+            cluster_name=broker.config.cluster_name,
+            broker_id=broker.role.broker_id,
+        )
+        request = RemotingCommand.request(RequestCode.UNREGISTER_BROKER, header.to_ext_fields())
+        for addr in broker.config.namesrv_addrs:
+            with contextlib.suppress(NetworkError, RemotingTimeout):
+                await broker.client.call(addr, request, timeout_s=1.0)
+
+
+def _java_crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0x7FFFFFFF
