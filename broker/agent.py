@@ -28,12 +28,11 @@ import attrs
 import trio
 
 from broker.clock import Clock
-from broker.config import BrokerConfig
 from broker.ha.epochfile import EpochFile
 from broker.ha.master import HAMaster
 from broker.ha.slave import HASlave
 from broker.ha.syncstate import SyncStateSetProposed
-from broker.role import RoleState
+from broker.role import BrokerIdentity
 from broker.store.metadata import atomic_write_bytes
 from broker.store.store import MessageStore
 from protocol.codes import RequestCode, ResponseCode
@@ -150,16 +149,10 @@ def _notice_from(
     )
 
 
-class BrokerForAgent(Protocol):
+class BrokerForAgent(BrokerIdentity, Protocol):
     """What ``BrokerAgent`` uses of its broker (``Broker`` satisfies it structurally): facts
     for registration and heartbeats, and the role transitions the controller orders."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def config(self) -> BrokerConfig: ...
-    @property
-    def role(self) -> RoleState: ...
     @property
     def address(self) -> str: ...
     @property

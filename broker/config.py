@@ -10,7 +10,8 @@ Rules:
 - Roles as RocketMQ's BrokerStartup enforces them: a master (ASYNC_MASTER, SYNC_MASTER) is
   broker id 0, a SLAVE has an id > 0. A bad combination is a ``ConfigError``, not a guess.
   In controller mode (``controller_addrs`` set) both come from the controller instead and
-  ``brokerId``/``brokerRole`` are ignored.
+  ``brokerId``/``brokerRole`` are ignored. The role the broker holds at runtime is
+  ``broker.role.RoleState``; this value is never rewritten.
 - Pure: ``load_toml`` reads a file; nothing else here does I/O.
 """
 
@@ -179,14 +180,6 @@ class BrokerConfig:
     @property
     def controller_mode(self) -> bool:
         return bool(self.controller_addrs)
-
-    @property
-    def is_master(self) -> bool:
-        return self.broker_role != "SLAVE"
-
-    @property
-    def is_sync_master(self) -> bool:
-        return self.broker_role == "SYNC_MASTER"
 
     def ha_config(self) -> HAConfig:
         """The replication engine's settings (static roles: the master owns its in-sync set;

@@ -28,9 +28,8 @@ import attrs
 import trio
 
 from broker.clock import Clock
-from broker.config import BrokerConfig
 from broker.ha.slave import HASlave
-from broker.role import RoleState
+from broker.role import BrokerIdentity
 from broker.topics import TopicConfigManager
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -55,16 +54,10 @@ class RegistrationResult:
     ha_server_addr: str | None
 
 
-class BrokerForRegistration(Protocol):
+class BrokerForRegistration(BrokerIdentity, Protocol):
     """What ``NameServerRegistrar`` uses of its broker (``Broker`` satisfies it
     structurally)."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def config(self) -> BrokerConfig: ...
-    @property
-    def role(self) -> RoleState: ...
     @property
     def address(self) -> str: ...
     @property

@@ -10,9 +10,13 @@ Rules:
 - Controller mode: starts as a fenced SLAVE (no writes, no NameServer registration) until
   the controller names the role; ``to_master`` and ``to_slave`` are the only transitions,
   and the broker fences itself around each (``Broker.become_master``/``become_slave``).
+- ``BrokerIdentity`` is what every part that logs, reads settings and checks the role
+  sees of its broker; the parts' own ``BrokerFor...`` Protocols extend it.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import attrs
 
@@ -63,3 +67,14 @@ class RoleState:
         self.broker_role = "SLAVE"
         self.broker_id = self.controller_id
         self.master_addr = master_addr
+
+
+class BrokerIdentity(Protocol):
+    """Who a broker is: its name (in logs), its configuration and its role now."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def role(self) -> RoleState: ...

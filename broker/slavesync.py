@@ -28,10 +28,9 @@ from typing import Any, Protocol
 
 import trio
 
-from broker.config import BrokerConfig
 from broker.groups import SubscriptionGroupManager
 from broker.offsets import ConsumerOffsetManager
-from broker.role import RoleState
+from broker.role import BrokerIdentity
 from broker.schedule import ScheduleService
 from broker.topics import TopicConfigManager
 from protocol.bodies import SubscriptionGroupWrapper, TopicConfigSerializeWrapper
@@ -89,19 +88,13 @@ def parse_delay_offsets(body: bytes) -> dict[int, int]:
     return {_int_key(level, what): _offset(off, what) for level, off in table.items()}
 
 
-class BrokerForSlaveSync(Protocol):
+class BrokerForSlaveSync(BrokerIdentity, Protocol):
     """What ``SlaveSynchronizer`` uses of its broker (``Broker`` satisfies it structurally);
     it replaces the topic and group tables whole, so those two are writable."""
 
     topics: TopicConfigManager
     groups: SubscriptionGroupManager
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def config(self) -> BrokerConfig: ...
-    @property
-    def role(self) -> RoleState: ...
     @property
     def client(self) -> RemotingClient: ...
     @property
