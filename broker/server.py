@@ -114,6 +114,8 @@ class Broker:
         self.config = config
         #: Wall time for what RocketMQ stores, Trio's clock for timers; every part shares it.
         self.clock: Clock = clock or SystemClock()
+        #: What the broker is now (the config says what it was configured as).
+        self.role = RoleState.from_config(config)
         # Controller mode: "-?" until the controller (or the identity file) names the id.
         self.name = f"{config.broker_name}-{'?' if config.controller_mode else config.broker_id}"
         self._store: MessageStore | None = None
@@ -150,8 +152,6 @@ class Broker:
         self._ha_listener: HAListener | None = None
         self.slave_sync = SlaveSynchronizer(self)
         self.registrar = NameServerRegistrar(self, clock=self.clock)
-        #: What the broker is now (the config says what it was configured as).
-        self.role = RoleState.from_config(config)
         #: Controller mode: the agent, and the scope of the current role's HA task.
         self.agent: BrokerAgent | None = (
             BrokerAgent(self, clock=self.clock) if config.controller_mode else None
