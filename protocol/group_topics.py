@@ -28,6 +28,12 @@ def is_retry_topic(topic: str) -> bool:
     return topic.startswith(RETRY_GROUP_TOPIC_PREFIX)
 
 
+def group_of_retry_topic(topic: str) -> str:
+    """The group a ``%RETRY%<group>`` topic belongs to (``topic`` must be a retry topic)."""
+    assert is_retry_topic(topic), topic
+    return topic[len(RETRY_GROUP_TOPIC_PREFIX) :]
+
+
 def is_group_topic(topic: str) -> bool:
     """A retry or dead-letter topic: it belongs to a group, not to the application."""
     return topic.startswith((RETRY_GROUP_TOPIC_PREFIX, DLQ_GROUP_TOPIC_PREFIX))

@@ -41,6 +41,7 @@ from protocol.errors import (
     SubscriptionGroupNotExist,
     TopicNotExist,
 )
+from protocol.group_topics import group_of_retry_topic, is_retry_topic
 from protocol.headers import (
     ConsumerSendMsgBackRequestHeader,
     SendMessageRequestHeader,
@@ -69,8 +70,6 @@ from protocol.route import TopicConfig
 from protocol.rpc import Connection, Handler
 
 log = logging.getLogger(__name__)
-
-RETRY_PREFIX = "%RETRY%"
 
 
 def peer_host(conn: Connection) -> tuple[str, int]:
@@ -152,7 +151,7 @@ class SendProcessor:
         properties = properties_from_string(header.properties or "")
         topic = header.topic
         reconsume_times = header.reconsume_times or 0
-        if topic.startswith(RETRY_PREFIX):
+        if is_retry_topic(topic):
             if is_batch:
                 raise MessageIllegal(f"batch messages cannot be sent to retry topic {topic}")
             topic, queue_id = self._retry_or_dlq(header, queue_id, request.version, properties)
@@ -209,8 +208,8 @@ class SendProcessor:
             raise NoPermission(f"Sending message to topic[{header.topic}] is forbidden.")
         config = broker.topics.get(header.topic)
         if config is None:
-            if header.topic.startswith(RETRY_PREFIX):
-                config = broker.create_retry_topic(header.topic[len(RETRY_PREFIX) :])
+            if is_retry_topic(header.topic):
+                config = broker.create_retry_topic(group_of_retry_topic(header.topic))
             else:
                 config = broker.auto_create_topic(
                     header.topic, header.default_topic, header.default_topic_queue_nums
@@ -240,7 +239,7 @@ class SendProcessor:
         properties: dict[str, str],
     ) -> tuple[str, int]:
         """Where a %RETRY% send goes: its retry queue, or the group's DLQ when exhausted."""
-        group = header.topic[len(RETRY_PREFIX) :]
+        group = group_of_retry_topic(header.topic)
         group_config = self.broker.find_group(group)
         if group_config is None:
             raise SubscriptionGroupNotExist(f"subscription group {group} does not exist")
