@@ -25,13 +25,16 @@ from typing import Any
 import attrs
 
 from protocol.errors import MalformedBody
+from protocol.javanum import INT32_RANGE
 from protocol.jsonbody import (
     as_object,
     bool_field,
+    check_int,
     field,
     int_field,
     load_json_body,
     opt_str_field,
+    shown,
     str_field,
 )
 from protocol.message import java_string_hash
@@ -78,7 +81,7 @@ def _list(obj: Mapping[str, Any], key: str, what: str) -> list[Any]:
     """An optional array field: missing or null is empty."""
     value = field(obj, key, [])
     if not isinstance(value, list):
-        raise MalformedBody(f"{what}: {key!r} must be a JSON array, got {value!r}")
+        raise MalformedBody(f"{what}: {key!r} must be a JSON array, got {shown(value)}")
     return value
 
 
@@ -87,7 +90,7 @@ def _enum(
 ) -> str:
     value = str_field(obj, key, default, what)
     if value not in allowed:
-        raise MalformedBody(f"{what}: {key!r} is {value!r}, expected one of {sorted(allowed)}")
+        raise MalformedBody(f"{what}: {key!r} is {shown(value)}, expected one of {sorted(allowed)}")
     return value
 
 
@@ -99,15 +102,14 @@ def _str_items(obj: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
     items = _list(obj, key, what)
     for item in items:
         if not isinstance(item, str):
-            raise MalformedBody(f"{what}: items of {key!r} must be strings, got {item!r}")
+            raise MalformedBody(f"{what}: items of {key!r} must be strings, got {shown(item)}")
     return _unique(items)
 
 
-def _int_items(obj: Mapping[str, Any], key: str, what: str) -> tuple[int, ...]:
+def _int32_items(obj: Mapping[str, Any], key: str, what: str) -> tuple[int, ...]:
     items = _list(obj, key, what)
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise MalformedBody(f"{what}: items of {key!r} must be integers, got {item!r}")
+        check_int(item, f"{what}: items of {key!r}", INT32_RANGE)
     return _unique(items)
 
 
@@ -154,7 +156,7 @@ class SubscriptionData:
             topic=str_field(o, "topic", None, what),
             sub_string=str_field(o, "subString", SUB_ALL, what),
             tags_set=_str_items(o, "tagsSet", what),
-            code_set=_int_items(o, "codeSet", what),
+            code_set=_int32_items(o, "codeSet", what),
             sub_version=int_field(o, "subVersion", 0, what),
             class_filter_mode=bool_field(o, "classFilterMode", False, what),
             expression_type=str_field(o, "expressionType", EXPRESSION_TAG, what),
@@ -200,7 +202,7 @@ def parse_subscription(
         return SubscriptionData(topic=topic, sub_string=SUB_ALL, sub_version=sub_version)
     tags = _unique(tag.strip() for tag in text.split("||") if tag.strip())
     if not tags:
-        raise MalformedBody(f"subscription: no tag in expression {text!r}")
+        raise MalformedBody(f"subscription: no tag in expression {shown(text)}")
     return SubscriptionData(
         topic=topic,
         sub_string=text,
@@ -299,7 +301,7 @@ class HeartbeatData:
             consumer_data_set=_unique(
                 ConsumerData.from_json(c) for c in _list(o, "consumerDataSet", what)
             ),
-            heartbeat_fingerprint=int_field(o, "heartbeatFingerprint", 0, what),
+            heartbeat_fingerprint=int_field(o, "heartbeatFingerprint", 0, what, INT32_RANGE),
             without_sub=without_sub,
         )
 
@@ -533,22 +535,24 @@ class SubscriptionGroupConfig:
         attributes = as_object(o.get("attributes") or {}, what + ".attributes")
         for key, value in attributes.items():
             if not isinstance(value, str):
-                raise MalformedBody(f"{what}: attribute {key!r} must be a string, got {value!r}")
+                raise MalformedBody(
+                    f"{what}: attribute {shown(key)} must be a string, got {shown(value)}"
+                )
         return cls(
             group_name=str_field(o, "groupName", None, what),
             consume_enable=bool_field(o, "consumeEnable", True, what),
             consume_from_min_enable=bool_field(o, "consumeFromMinEnable", True, what),
             consume_broadcast_enable=bool_field(o, "consumeBroadcastEnable", True, what),
             consume_message_orderly=bool_field(o, "consumeMessageOrderly", False, what),
-            retry_queue_nums=int_field(o, "retryQueueNums", 1, what),
-            retry_max_times=int_field(o, "retryMaxTimes", 16, what),
+            retry_queue_nums=int_field(o, "retryQueueNums", 1, what, INT32_RANGE),
+            retry_max_times=int_field(o, "retryMaxTimes", 16, what, INT32_RANGE),
             broker_id=int_field(o, "brokerId", 0, what),
             which_broker_when_consume_slowly=int_field(o, "whichBrokerWhenConsumeSlowly", 1, what),
             notify_consumer_ids_changed_enable=bool_field(
                 o, "notifyConsumerIdsChangedEnable", True, what
             ),
-            group_sys_flag=int_field(o, "groupSysFlag", 0, what),
-            consume_timeout_minute=int_field(o, "consumeTimeoutMinute", 15, what),
+            group_sys_flag=int_field(o, "groupSysFlag", 0, what, INT32_RANGE),
+            consume_timeout_minute=int_field(o, "consumeTimeoutMinute", 15, what, INT32_RANGE),
             attributes=dict(attributes),
         )
 
@@ -647,7 +651,7 @@ class Connection:
             client_id=str_field(o, "clientId", None, what),
             client_addr=str_field(o, "clientAddr", "", what),
             language=str_field(o, "language", "JAVA", what),
-            version=int_field(o, "version", 0, what),
+            version=int_field(o, "version", 0, what, INT32_RANGE),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -13,7 +13,6 @@ Rules (reference/rocketmq-wire.md §1.2–§1.4):
 from __future__ import annotations
 
 import json
-import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -30,14 +29,12 @@ from protocol.codes import (
 )
 from protocol.errors import MalformedHeader
 from protocol.frame import Frame, encode_frame
+from protocol.javanum import INT32_RANGE, in_range, parse_java_int
 
 _BIN_FIXED = struct.Struct(">hbhii")  # code, language, version, opaque, flag
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 _UINT16 = struct.Struct(">H")
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-# Java parses these header fields as ``int``: ASCII digits, at most 10 of them.
-_DECIMAL = re.compile(r"-?[0-9]{1,10}", re.ASCII)
 
 
 def _freeze_ext(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -180,12 +177,14 @@ def coerce_ext_value(value: object) -> str | None:
 
 
 def _int_field(header: Mapping[str, Any], name: str, default: int | None = None) -> int:
+    # Java reads these as ``int``; a numeric string is what fastjson would accept too.
     value = header.get(name, default)
-    if isinstance(value, str) and _DECIMAL.fullmatch(value):
-        value = int(value)
+    if isinstance(value, str) and (parsed := parse_java_int(value, INT32_RANGE)) is not None:
+        value = parsed
     if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedHeader(f"header field {name!r} must be an integer, got {value!r}")
-    if not _INT32_MIN <= value <= _INT32_MAX:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise MalformedHeader(f"header field {name!r} must be an integer, got {shown}")
+    if not in_range(value, INT32_RANGE):
         raise MalformedHeader(f"header field {name!r} = {value} does not fit in an int32")
     return value
 

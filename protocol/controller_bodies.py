@@ -19,13 +19,16 @@ from typing import Any
 import attrs
 
 from protocol.errors import MalformedBody
+from protocol.javanum import INT32_RANGE, INT64_RANGE, parse_java_int
 from protocol.jsonbody import (
     as_object,
+    check_int,
     dumps_json,
     int_field,
     load_json_body,
     opt_int_field,
     opt_str_field,
+    shown,
     str_field,
 )
 
@@ -34,14 +37,13 @@ OPEN_END_OFFSET = 2**63 - 1
 
 
 def _ids(obj: Mapping[str, Any], key: str, what: str) -> frozenset[int]:
+    """A Java ``Set<Long>`` of broker ids."""
     value = obj.get(key)
     if value is None:
         return frozenset()
-    if not isinstance(value, list) or any(
-        isinstance(i, bool) or not isinstance(i, int) for i in value
-    ):
-        raise MalformedBody(f"{what}: {key!r} must be an array of integers, got {value!r}")
-    return frozenset(value)
+    if not isinstance(value, list):
+        raise MalformedBody(f"{what}: {key!r} must be an array of integers, got {shown(value)}")
+    return frozenset(check_int(i, f"{what}: items of {key!r}", INT64_RANGE) for i in value)
 
 
 def _list(obj: Mapping[str, Any], key: str, what: str) -> list[Any]:
@@ -49,7 +51,7 @@ def _list(obj: Mapping[str, Any], key: str, what: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise MalformedBody(f"{what}: {key!r} must be a JSON array, got {value!r}")
+        raise MalformedBody(f"{what}: {key!r} must be a JSON array, got {shown(value)}")
     return value
 
 
@@ -82,7 +84,7 @@ class SyncStateSet:
         obj = as_object(value, what)
         return cls(
             sync_state_set=_ids(obj, "syncStateSet", what),
-            sync_state_set_epoch=int_field(obj, "syncStateSetEpoch", None, what),
+            sync_state_set_epoch=int_field(obj, "syncStateSetEpoch", None, what, INT32_RANGE),
         )
 
     @classmethod
@@ -117,12 +119,13 @@ class BrokerMemberGroup:
         raw = as_object(obj.get("brokerAddrs") or {}, f"{what}.brokerAddrs")
         addrs: dict[int, str] = {}
         for key, addr in raw.items():
-            try:
-                broker_id = int(key)
-            except ValueError:
-                raise MalformedBody(f"{what}: broker id {key!r} is not an integer") from None
+            broker_id = parse_java_int(key.strip(), INT64_RANGE)
+            if broker_id is None:
+                raise MalformedBody(f"{what}: broker id {shown(key)} is not a Java long")
             if not isinstance(addr, str):
-                raise MalformedBody(f"{what}: address of {key} must be a string, got {addr!r}")
+                raise MalformedBody(
+                    f"{what}: address of {broker_id} must be a string, got {shown(addr)}"
+                )
             addrs[broker_id] = addr
         return cls(
             cluster=str_field(obj, "cluster", "", what),
@@ -169,7 +172,7 @@ def parse_broker_names(data: bytes) -> list[str]:
     what = "GetSyncStateData body"
     value = load_json_body(data, what)
     if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
-        raise MalformedBody(f"{what}: expected a JSON array of broker names, got {value!r}")
+        raise MalformedBody(f"{what}: expected a JSON array of broker names, got {shown(value)}")
     return list(dict.fromkeys(value))
 
 
@@ -194,7 +197,7 @@ class ReplicaIdentity:
         obj = as_object(value, what)
         alive = obj.get("alive")
         if not isinstance(alive, bool):
-            raise MalformedBody(f"{what}: 'alive' must be true or false, got {alive!r}")
+            raise MalformedBody(f"{what}: 'alive' must be true or false, got {shown(alive)}")
         return cls(
             broker_name=str_field(obj, "brokerName", "", what),
             broker_id=int_field(obj, "brokerId", None, what),
@@ -236,8 +239,8 @@ class ReplicasInfo:
         return cls(
             master_broker_id=opt_int_field(obj, "masterBrokerId", what),
             master_address=opt_str_field(obj, "masterAddress", what),
-            master_epoch=int_field(obj, "masterEpoch", 0, what),
-            sync_state_set_epoch=int_field(obj, "syncStateSetEpoch", 0, what),
+            master_epoch=int_field(obj, "masterEpoch", 0, what, INT32_RANGE),
+            sync_state_set_epoch=int_field(obj, "syncStateSetEpoch", 0, what, INT32_RANGE),
             in_sync_replicas=tuple(
                 ReplicaIdentity.from_json(r) for r in _list(obj, "inSyncReplicas", what)
             ),
@@ -290,7 +293,7 @@ class EpochEntry:
         what = "EpochEntry"
         obj = as_object(value, what)
         return cls(
-            epoch=int_field(obj, "epoch", None, what),
+            epoch=int_field(obj, "epoch", None, what, INT32_RANGE),
             start_offset=int_field(obj, "startOffset", None, what),
             end_offset=int_field(obj, "endOffset", OPEN_END_OFFSET, what),
         )

@@ -7,6 +7,12 @@ Rules (reference/rocketmq-wire.md §2):
   when it is absent, ``InvalidHeaderField`` when it does not parse as its type.
 - Only ``str``, ``int`` and ``bool`` (optionally ``| None``) fields exist, as on the wire.
   Booleans parse like Java's ``Boolean.parseBoolean`` (only "true", any case, is true).
+- An ``int`` field is a Java ``Integer`` (int32) unless annotated ``Long`` (int64), and a
+  value off the wire must fit its Java type: ASCII digits with an optional sign (Java's
+  ``parseInt``/``parseLong``; surrounding blanks tolerated), never Python's ``1_000`` or
+  non-ASCII digits. Anything else is ``InvalidHeaderField`` naming the field, which the
+  transport answers SYSTEM_ERROR with that remark, as Java answers the NumberFormatException
+  of its header decoding.
 - Unknown ext fields are ignored (5.x clients add ``bname``, ``lo``, ``ns``, ...).
 - Pure.
 """
@@ -16,12 +22,17 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 import attrs
 
 from protocol.codes import RequestCode
 from protocol.errors import InvalidHeaderField, MissingHeaderField
+from protocol.javanum import INT32_RANGE, INT64_RANGE, java_type_name, parse_java_int
+
+#: Marks an ``int`` header field that Java declares ``Long``/``long`` (int64).
+JAVA_LONG = "java.lang.Long"
+Long = Annotated[int, JAVA_LONG]
 
 
 def wire(name: str, **kwargs: Any) -> Any:
@@ -41,15 +52,23 @@ class _FieldSpec:
     wire: str
     kind: type
     required: bool
+    #: Inclusive range of an ``int`` field (its Java type's); None for other kinds.
+    int_range: tuple[int, int] | None = None
 
 
-def _base_type(annotation: Any) -> type:
+def _base_type(annotation: Any) -> tuple[type, tuple[int, int] | None]:
+    """The field's base type and, for ``int``, its Java range (``Long`` or Integer)."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         assert len(args) == 1, annotation
         annotation = args[0]
+    int_range = INT32_RANGE
+    if typing.get_origin(annotation) is Annotated:
+        annotation, *extras = typing.get_args(annotation)
+        assert annotation is int and extras == [JAVA_LONG], f"unsupported {extras!r}"
+        int_range = INT64_RANGE
     assert annotation in (str, int, bool), f"unsupported header field type {annotation!r}"
-    return typing.cast(type, annotation)
+    return typing.cast(type, annotation), int_range if annotation is int else None
 
 
 class Header:
@@ -63,15 +82,17 @@ class Header:
     def _field_specs(cls) -> tuple[_FieldSpec, ...]:
         specs = cls.__dict__.get("_specs")
         if specs is None:
-            hints = typing.get_type_hints(cls)
+            hints = typing.get_type_hints(cls, include_extras=True)
             specs = tuple(
                 _FieldSpec(
                     attr=f.name,
                     wire=f.metadata.get("wire", _camel(f.name)),
-                    kind=_base_type(hints[f.name]),
+                    kind=kind,
                     required=f.default is attrs.NOTHING,
+                    int_range=int_range,
                 )
                 for f in attrs.fields(cls)  # type: ignore[arg-type]
+                for kind, int_range in (_base_type(hints[f.name]),)
             )
             cls._specs = specs
         return specs
@@ -119,12 +140,17 @@ def _parse(raw: str, spec: _FieldSpec, code: int | None) -> object:
         return raw
     if spec.kind is bool:
         return raw.strip().lower() == "true"
-    try:
-        return int(raw.strip())
-    except ValueError:
+    assert spec.int_range is not None
+    value = parse_java_int(raw.strip(), spec.int_range)
+    if value is None:
+        low, high = spec.int_range
+        shown = raw if len(raw) <= 40 else raw[:40] + f"... ({len(raw)} chars)"
         raise InvalidHeaderField(
-            f"header field {spec.wire!r} must be an integer, got {raw!r}{_for_code(code)}"
-        ) from None
+            f"header field {spec.wire!r} must be an integer fitting a Java "
+            f"{java_type_name(spec.int_range)} "
+            f"({low}..{high}), got {shown!r}{_for_code(code)}"
+        )
+    return value
 
 
 # --- NameServer --------------------------------------------------------------------------
@@ -144,8 +170,8 @@ class RegisterBrokerRequestHeader(Header):
     broker_addr: str
     cluster_name: str
     ha_server_addr: str
-    broker_id: int
-    heartbeat_timeout_millis: int | None = None
+    broker_id: Long
+    heartbeat_timeout_millis: Long | None = None
     enable_acting_master: bool | None = None
     compressed: bool = False
     body_crc32: int = 0
@@ -163,7 +189,7 @@ class UnregisterBrokerRequestHeader(Header):
     broker_name: str
     broker_addr: str
     cluster_name: str
-    broker_id: int
+    broker_id: Long
 
 
 @attrs.frozen(kw_only=True)
@@ -172,11 +198,11 @@ class BrokerHeartbeatRequestHeader(Header):
     cluster_name: str
     broker_addr: str
     broker_name: str
-    broker_id: int | None = None
+    broker_id: Long | None = None
     epoch: int | None = None
-    max_offset: int | None = None
-    confirm_offset: int | None = None
-    heartbeat_timeout_mills: int | None = None
+    max_offset: Long | None = None
+    confirm_offset: Long | None = None
+    heartbeat_timeout_mills: Long | None = None
     election_priority: int | None = None
 
 
@@ -229,7 +255,7 @@ class SendMessageRequestHeader(Header):
     default_topic_queue_nums: int
     queue_id: int
     sys_flag: int
-    born_timestamp: int
+    born_timestamp: Long
     flag: int
     properties: str | None = None
     reconsume_times: int | None = None
@@ -251,7 +277,7 @@ class SendMessageRequestHeaderV2(Header):
     d: int  # defaultTopicQueueNums
     e: int  # queueId
     f: int  # sysFlag
-    g: int  # bornTimestamp
+    g: Long  # bornTimestamp
     h: int  # flag
     i: str | None = None  # properties
     j: int | None = None  # reconsumeTimes
@@ -302,7 +328,7 @@ class SendMessageRequestHeaderV2(Header):
 class SendMessageResponseHeader(Header):
     msg_id: str
     queue_id: int
-    queue_offset: int
+    queue_offset: Long
     transaction_id: str | None = None
     batch_uniq_id: str | None = None
 
@@ -316,12 +342,12 @@ class PullMessageRequestHeader(Header):
     consumer_group: str
     topic: str
     queue_id: int
-    queue_offset: int
+    queue_offset: Long
     max_msg_nums: int
     sys_flag: int
-    commit_offset: int
-    suspend_timeout_millis: int
-    sub_version: int
+    commit_offset: Long
+    suspend_timeout_millis: Long
+    sub_version: Long
     subscription: str | None = None
     expression_type: str | None = None
     max_msg_bytes: int | None = None
@@ -329,11 +355,11 @@ class PullMessageRequestHeader(Header):
 
 @attrs.frozen(kw_only=True)
 class PullMessageResponseHeader(Header):
-    suggest_which_broker_id: int
-    next_begin_offset: int
-    min_offset: int
-    max_offset: int
-    offset_delta: int | None = None
+    suggest_which_broker_id: Long
+    next_begin_offset: Long
+    min_offset: Long
+    max_offset: Long
+    offset_delta: Long | None = None
     topic_sys_flag: int | None = None
     group_sys_flag: int | None = None
 
@@ -344,20 +370,20 @@ class QueryMessageRequestHeader(Header):
     topic: str
     key: str
     max_num: int
-    begin_timestamp: int
-    end_timestamp: int
+    begin_timestamp: Long
+    end_timestamp: Long
 
 
 @attrs.frozen(kw_only=True)
 class QueryMessageResponseHeader(Header):
-    index_last_update_timestamp: int
-    index_last_update_phyoffset: int
+    index_last_update_timestamp: Long
+    index_last_update_phyoffset: Long
 
 
 @attrs.frozen(kw_only=True)
 class ViewMessageRequestHeader(Header):
     CODE = RequestCode.VIEW_MESSAGE_BY_ID
-    offset: int
+    offset: Long
     topic: str | None = None
 
 
@@ -376,14 +402,14 @@ class UpdateConsumerOffsetRequestHeader(Header):
     consumer_group: str
     topic: str
     queue_id: int
-    commit_offset: int
+    commit_offset: Long
 
 
 @attrs.frozen(kw_only=True)
 class OffsetResponseHeader(Header):
     """Answer of QUERY_CONSUMER_OFFSET, GET_MAX/MIN_OFFSET and SEARCH_OFFSET_BY_TIMESTAMP."""
 
-    offset: int
+    offset: Long
 
 
 @attrs.frozen(kw_only=True)
@@ -406,7 +432,7 @@ class SearchOffsetRequestHeader(Header):
     CODE = RequestCode.SEARCH_OFFSET_BY_TIMESTAMP
     topic: str
     queue_id: int
-    timestamp: int
+    timestamp: Long
     boundary_type: str | None = None
 
 
@@ -419,7 +445,7 @@ class GetEarliestMsgStoretimeRequestHeader(Header):
 
 @attrs.frozen(kw_only=True)
 class GetEarliestMsgStoretimeResponseHeader(Header):
-    timestamp: int
+    timestamp: Long
 
 
 # --- clients and groups ------------------------------------------------------------------
@@ -448,7 +474,7 @@ class NotifyConsumerIdsChangedRequestHeader(Header):
 @attrs.frozen(kw_only=True)
 class ConsumerSendMsgBackRequestHeader(Header):
     CODE = RequestCode.CONSUMER_SEND_MSG_BACK
-    offset: int
+    offset: Long
     group: str
     delay_level: int
     origin_msg_id: str | None = None
@@ -506,10 +532,10 @@ class ResetOffsetRequestHeader(Header):
     CODE = RequestCode.INVOKE_BROKER_TO_RESET_OFFSET
     topic: str
     group: str
-    timestamp: int
+    timestamp: Long
     is_force: bool = False
     queue_id: int | None = None
-    offset: int | None = None
+    offset: Long | None = None
 
 
 # --- controller (reference/rocketmq-controller.md §5) ---------------------------------------
@@ -540,9 +566,9 @@ class ControllerExtFields:
 class AlterSyncStateSetRequestHeader(Header):
     CODE = RequestCode.CONTROLLER_ALTER_SYNC_STATE_SET
     broker_name: str
-    master_broker_id: int
+    master_broker_id: Long
     master_epoch: int
-    invoke_time: int | None = None
+    invoke_time: Long | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -558,14 +584,14 @@ class ElectMasterRequestHeader(Header):
     CODE = RequestCode.CONTROLLER_ELECT_MASTER
     broker_name: str
     cluster_name: str | None = None
-    broker_id: int | None = None
+    broker_id: Long | None = None
     designate_elect: bool | None = None
-    invoke_time: int | None = None
+    invoke_time: Long | None = None
 
 
 @attrs.frozen(kw_only=True)
 class ElectMasterResponseHeader(Header):
-    master_broker_id: int | None = None
+    master_broker_id: Long | None = None
     master_address: str | None = None
     master_epoch: int | None = None
     sync_state_set_epoch: int | None = None
@@ -576,16 +602,16 @@ class RegisterBrokerToControllerRequestHeader(Header):
     CODE = RequestCode.CONTROLLER_REGISTER_BROKER
     cluster_name: str
     broker_name: str
-    broker_id: int
+    broker_id: Long
     broker_address: str
-    invoke_time: int | None = None
+    invoke_time: Long | None = None
 
 
 @attrs.frozen(kw_only=True)
 class RegisterBrokerToControllerResponseHeader(Header):
     cluster_name: str | None = None
     broker_name: str | None = None
-    master_broker_id: int | None = None
+    master_broker_id: Long | None = None
     master_address: str | None = None
     master_epoch: int | None = None
     sync_state_set_epoch: int | None = None
@@ -599,7 +625,7 @@ class GetReplicaInfoRequestHeader(Header):
 
 @attrs.frozen(kw_only=True)
 class GetReplicaInfoResponseHeader(Header):
-    master_broker_id: int | None = None
+    master_broker_id: Long | None = None
     master_address: str | None = None
     master_epoch: int | None = None
 
@@ -623,7 +649,7 @@ class CleanControllerBrokerDataRequestHeader(Header):
     #: ``"1;2;3"``; absent: the whole broker set.
     broker_controller_ids_to_clean: str | None = None
     is_clean_living_broker: bool = False
-    invoke_time: int | None = None
+    invoke_time: Long | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -637,7 +663,7 @@ class GetNextBrokerIdRequestHeader(Header):
 class GetNextBrokerIdResponseHeader(Header):
     cluster_name: str | None = None
     broker_name: str | None = None
-    next_broker_id: int | None = None
+    next_broker_id: Long | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -645,7 +671,7 @@ class ApplyBrokerIdRequestHeader(Header):
     CODE = RequestCode.CONTROLLER_APPLY_BROKER_ID
     cluster_name: str
     broker_name: str
-    applied_broker_id: int
+    applied_broker_id: Long
     #: ``"<brokerAddr>;<millis>"``: the controller takes the address from before the ';'.
     register_check_code: str
 
@@ -662,7 +688,7 @@ class NotifyBrokerRoleChangedRequestHeader(Header):
     master_address: str | None = None
     master_epoch: int | None = None
     sync_state_set_epoch: int | None = None
-    master_broker_id: int | None = None
+    master_broker_id: Long | None = None
 
 
 #: Every header class, for tests that must cover them all.

@@ -5,6 +5,13 @@ Rules (reference/rocketmq-wire.md §1.6):
 - We parse standard JSON and fastjson's ``{0:"..."}`` integer keys, without eval.
 - The field readers turn every shape error into ``MalformedBody`` naming the body and key;
   a missing optional field takes its default, extra fields are ignored.
+- Every integer is range-checked against its field's Java type where it is read (``long``
+  unless the reader says ``int``); an integer of 4,300+ digits (beyond Python's int/str
+  conversion limit) is a ``MalformedBody`` too, never a ``ValueError``.
+- Cost: a body that is not standard JSON costs one C parse. The fastjson fallback (a
+  pre-pass with a Python call per string literal) runs only when the parse failed exactly
+  at a bare integer key, and only on bodies up to ``MAX_FASTJSON_BODY_CHARS``: everything
+  RocketMQ >= 4.9.4 sends to a client that announces version >= 401 is standard JSON.
 - Pure.
 """
 
@@ -16,6 +23,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from protocol.errors import MalformedBody
+from protocol.javanum import INT64_RANGE, in_range, java_type_name
+
+#: Largest body (in characters) we try to read as fastjson's bare-integer-key variant.
+MAX_FASTJSON_BODY_CHARS = 1024 * 1024
+
+# Where json.loads failed on fastjson text: a bare integer key, then its colon.
+_BARE_KEY_AHEAD = re.compile(r"\s*-?[0-9]+\s*:")
 
 # A string literal (consumed whole, so nothing inside a string is ever rewritten), or a bare
 # integer object key right after "{" or ",": fastjson's form of Map<Long, ...> keys.
@@ -37,6 +51,18 @@ def _reject_constant(name: str) -> Any:
     raise MalformedBody(f"JSON constant {name} is not allowed")
 
 
+def _loads(text: str) -> Any:
+    """``json.loads`` with every failure but a syntax error as ``MalformedBody``."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # e.g. an integer of 4,300+ digits
+        raise MalformedBody(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedBody("JSON nested too deeply") from None
+
+
 def loads_fastjson(text: str) -> Any:
     """Parse standard JSON, or fastjson's variant with bare integer keys (``{0:"a"}``).
 
@@ -44,18 +70,16 @@ def loads_fastjson(text: str) -> Any:
     ``"{0:x}"`` inside a string is left alone. Raises ``MalformedBody`` on anything else.
     """
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError:
-        pass
-    except RecursionError as exc:
-        raise MalformedBody("JSON nested too deeply") from exc
+        return _loads(text)
+    except json.JSONDecodeError as exc:
+        error = exc
+    if len(text) > MAX_FASTJSON_BODY_CHARS or not _BARE_KEY_AHEAD.match(text, error.pos):
+        raise MalformedBody(f"invalid JSON: {error}") from None
     fixed = _STRING_OR_BARE_KEY.sub(_quote_bare_key, text)
     try:
-        return json.loads(fixed, parse_constant=_reject_constant)
+        return _loads(fixed)
     except json.JSONDecodeError as exc:
-        raise MalformedBody(f"invalid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise MalformedBody("JSON nested too deeply") from exc
+        raise MalformedBody(f"invalid JSON: {exc}") from None
 
 
 def dumps_json(obj: Any) -> bytes:
@@ -91,19 +115,43 @@ def as_array(value: Any, what: str) -> list[Any]:
     return value
 
 
-def int_field(obj: Mapping[str, Any], key: str, default: int | None, what: str) -> int:
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to 40 characters, for error messages about peer input."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} chars)"
+
+
+def check_int(value: Any, what: str, int_range: tuple[int, int] = INT64_RANGE) -> int:
+    """``value`` if it is a JSON integer within ``int_range``; ``what`` names it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedBody(f"{what} must be an integer, got {shown(value)}")
+    if not in_range(value, int_range):
+        raise MalformedBody(
+            f"{what} = {shown(value)} does not fit a Java {java_type_name(int_range)}"
+        )
+    return value
+
+
+def int_field(
+    obj: Mapping[str, Any],
+    key: str,
+    default: int | None,
+    what: str,
+    int_range: tuple[int, int] = INT64_RANGE,
+) -> int:
+    """An integer field of Java type ``int_range`` (``long`` unless told ``INT32_RANGE``)."""
     value = obj.get(key)
     if value is None:
         if default is None:
             raise MalformedBody(f"{what}: missing {key!r}")
         return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedBody(f"{what}: {key!r} must be an integer, got {value!r}")
-    return value
+    return check_int(value, f"{what}: {key!r}", int_range)
 
 
-def opt_int_field(obj: Mapping[str, Any], key: str, what: str) -> int | None:
-    return None if obj.get(key) is None else int_field(obj, key, None, what)
+def opt_int_field(
+    obj: Mapping[str, Any], key: str, what: str, int_range: tuple[int, int] = INT64_RANGE
+) -> int | None:
+    return None if obj.get(key) is None else int_field(obj, key, None, what, int_range)
 
 
 def str_field(obj: Mapping[str, Any], key: str, default: str | None, what: str) -> str:
@@ -113,7 +161,7 @@ def str_field(obj: Mapping[str, Any], key: str, default: str | None, what: str) 
             raise MalformedBody(f"{what}: missing {key!r}")
         return default
     if not isinstance(value, str):
-        raise MalformedBody(f"{what}: {key!r} must be a string, got {value!r}")
+        raise MalformedBody(f"{what}: {key!r} must be a string, got {shown(value)}")
     return value
 
 
@@ -128,7 +176,7 @@ def bool_field(obj: Mapping[str, Any], key: str, default: bool, what: str) -> bo
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise MalformedBody(f"{what}: {key!r} must be a boolean, got {value!r}")
+        raise MalformedBody(f"{what}: {key!r} must be a boolean, got {shown(value)}")
     return value
 
 
@@ -136,7 +184,7 @@ def str_map(value: Any, what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, item in as_object(value, what).items():
         if not isinstance(item, str):
-            raise MalformedBody(f"{what}: value of {key!r} must be a string, got {item!r}")
+            raise MalformedBody(f"{what}: value of {key!r} must be a string, got {shown(item)}")
         out[key] = item
     return out
 
@@ -145,5 +193,5 @@ def str_list(value: Any, what: str) -> list[str]:
     items = as_array(value, what)
     for item in items:
         if not isinstance(item, str):
-            raise MalformedBody(f"{what}: items must be strings, got {item!r}")
+            raise MalformedBody(f"{what}: items must be strings, got {shown(item)}")
     return list(items)

@@ -23,7 +23,6 @@ Rules:
 from __future__ import annotations
 
 import json
-import re
 import struct
 import zlib
 from collections.abc import Iterable, Mapping
@@ -33,6 +32,7 @@ import attrs
 
 from protocol.codes import PERM_READ, PERM_WRITE
 from protocol.errors import MalformedBody
+from protocol.javanum import INT32_RANGE, INT64_RANGE, parse_java_int
 from protocol.jsonbody import (
     as_array,
     as_object,
@@ -41,6 +41,7 @@ from protocol.jsonbody import (
     int_field,
     load_json_body,
     opt_str_field,
+    shown,
     str_field,
     str_list,
     str_map,
@@ -62,6 +63,13 @@ TOPIC_FILTER_TYPES = frozenset({"SINGLE_TAG", "MULTI_TAG"})
 #: Cap on the inflated size of a compressed REGISTER_BROKER body (zip-bomb guard).
 MAX_INFLATED_BYTES = 64 * 1024 * 1024
 
+#: Most queues a route may give one broker group for one topic. Java only bounds them by
+#: ``int``, but a client builds one object per queue: a route claiming 2**31 of them (a
+#: hostile or broken broker's registration) would exhaust any client's memory. Brokers cap
+#: their own topics far lower (1,024 by default); this is the ceiling for anything a route
+#: carries, checked by the NameServer on registration and by clients on parsing.
+MAX_QUEUE_NUMS = 65_536
+
 
 def is_readable(perm: int) -> bool:
     """True when ``perm`` has the READ bit (PermName.isReadable)."""
@@ -71,11 +79,6 @@ def is_readable(perm: int) -> bool:
 def is_writeable(perm: int) -> bool:
     """True when ``perm`` has the WRITE bit (PermName.isWriteable)."""
     return perm & PERM_WRITE == PERM_WRITE
-
-
-# --- JSON text ----------------------------------------------------------------------------
-
-_INT_KEY = re.compile(r"-?[0-9]+")
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -103,9 +106,9 @@ class TopicConfig:
         _check_filter_type(filter_type)
         return cls(
             topic_name=str_field(o, "topicName", None, what),
-            read_queue_nums=int_field(o, "readQueueNums", DEFAULT_QUEUE_NUMS, what),
-            write_queue_nums=int_field(o, "writeQueueNums", DEFAULT_QUEUE_NUMS, what),
-            perm=int_field(o, "perm", PERM_READ | PERM_WRITE, what),
+            read_queue_nums=int_field(o, "readQueueNums", DEFAULT_QUEUE_NUMS, what, INT32_RANGE),
+            write_queue_nums=int_field(o, "writeQueueNums", DEFAULT_QUEUE_NUMS, what, INT32_RANGE),
+            perm=int_field(o, "perm", PERM_READ | PERM_WRITE, what, INT32_RANGE),
             topic_filter_type=filter_type,
             topic_sys_flag=_sys_flag(o, what),
             order=bool_field(o, "order", False, what),
@@ -136,17 +139,16 @@ class TopicConfig:
         while parts and not parts[-1]:  # Java's String.split drops trailing empty strings
             parts.pop()
         if len(parts) < 5:
-            raise MalformedBody(f"TopicConfig text needs 5 fields, got {text!r}")
-        try:
-            read_q, write_q, perm = int(parts[1]), int(parts[2]), int(parts[3])
-        except ValueError as exc:
-            raise MalformedBody(f"TopicConfig text has a bad number: {text!r}") from exc
+            raise MalformedBody(f"TopicConfig text needs 5 fields, got {shown(text)}")
+        read_q, write_q, perm = (parse_java_int(p, INT32_RANGE) for p in parts[1:4])
+        if read_q is None or write_q is None or perm is None:
+            raise MalformedBody(f"TopicConfig text has a bad number: {shown(text)}")
         _check_filter_type(parts[4])
         attributes: dict[str, str] = {}
         if len(parts) > 5:
             try:
                 attributes = str_map(json.loads(" ".join(parts[5:])), "attributes")
-            except (ValueError, MalformedBody):
+            except (ValueError, RecursionError, MalformedBody):
                 attributes = {}
         return cls(
             topic_name=parts[0],
@@ -168,13 +170,13 @@ class TopicConfig:
 
 def _check_filter_type(value: str) -> None:
     if value not in TOPIC_FILTER_TYPES:
-        raise MalformedBody(f"unknown topicFilterType {value!r}")
+        raise MalformedBody(f"unknown topicFilterType {shown(value)}")
 
 
 def _sys_flag(obj: Mapping[str, Any], what: str) -> int:
     if obj.get("topicSysFlag") is not None:
-        return int_field(obj, "topicSysFlag", 0, what)
-    return int_field(obj, "topicSynFlag", 0, what)
+        return int_field(obj, "topicSysFlag", 0, what, INT32_RANGE)
+    return int_field(obj, "topicSynFlag", 0, what, INT32_RANGE)
 
 
 @attrs.frozen(kw_only=True)
@@ -241,9 +243,9 @@ class QueueData:
         o = as_object(obj, what)
         return cls(
             broker_name=str_field(o, "brokerName", None, what),
-            read_queue_nums=int_field(o, "readQueueNums", 0, what),
-            write_queue_nums=int_field(o, "writeQueueNums", 0, what),
-            perm=int_field(o, "perm", 0, what),
+            read_queue_nums=_queue_nums(o, "readQueueNums", what),
+            write_queue_nums=_queue_nums(o, "writeQueueNums", what),
+            perm=int_field(o, "perm", 0, what, INT32_RANGE),
             topic_sys_flag=_sys_flag(o, what),
         )
 
@@ -256,6 +258,13 @@ class QueueData:
             "perm": self.perm,
             "topicSysFlag": self.topic_sys_flag,
         }
+
+
+def _queue_nums(obj: Mapping[str, Any], key: str, what: str) -> int:
+    value = int_field(obj, key, 0, what, INT32_RANGE)
+    if value > MAX_QUEUE_NUMS:
+        raise MalformedBody(f"{what}: {key!r} = {value} exceeds {MAX_QUEUE_NUMS} queues")
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -275,9 +284,9 @@ class BrokerData:
         o = as_object(obj, what)
         addrs: dict[int, str] = {}
         for key, addr in as_object(field(o, "brokerAddrs", {}), what + ".brokerAddrs").items():
-            if not _INT_KEY.fullmatch(key):
-                raise MalformedBody(f"{what}: broker id {key!r} is not an integer")
-            broker_id = int(key)
+            broker_id = parse_java_int(key, INT64_RANGE)
+            if broker_id is None:
+                raise MalformedBody(f"{what}: broker id {shown(key)} is not a Java long")
             if not isinstance(addr, str):
                 raise MalformedBody(f"{what}: address of broker {key} must be a string")
             addrs[broker_id] = addr
@@ -553,7 +562,7 @@ class MessageQueue:
         return cls(
             topic=str_field(o, "topic", None, what),
             broker_name=str_field(o, "brokerName", None, what),
-            queue_id=int_field(o, "queueId", None, what),
+            queue_id=int_field(o, "queueId", None, what, INT32_RANGE),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -574,10 +583,11 @@ def publish_queues(topic: str, route: TopicRouteData) -> list[MessageQueue]:
     if route.order_topic_conf:
         out: list[MessageQueue] = []
         for item in route.order_topic_conf.split(";"):
-            name, sep, count = item.partition(":")
-            if not sep or not count.isdigit():
-                raise MalformedBody(f"bad orderTopicConf entry {item!r}")
-            out.extend(_queues(topic, name, int(count)))
+            name, sep, count_text = item.partition(":")
+            count = parse_java_int(count_text) if sep else None
+            if count is None or not 0 <= count <= MAX_QUEUE_NUMS:
+                raise MalformedBody(f"bad orderTopicConf entry {shown(item)}")
+            out.extend(_queues(topic, name, count))
         return out
     masters = {b.broker_name for b in route.broker_datas if master_address(b) is not None}
     out = []

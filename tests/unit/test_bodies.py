@@ -215,7 +215,7 @@ MALFORMED_HEARTBEATS: list[tuple[bytes, str]] = [
     (
         b'{"clientID":"c","consumerDataSet":[{"groupName":"g","subscriptionDataSet":'
         b'[{"topic":"t","codeSet":["1"]}]}]}',
-        "items of 'codeSet' must be integers",
+        "items of 'codeSet' must be an integer",
     ),
     (
         b'{"clientID":"c","consumerDataSet":[{"groupName":"g","subscriptionDataSet":'

@@ -18,9 +18,15 @@ from protocol.frame import FrameDecoder
 
 _BASE_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     str: st.text(),
-    int: st.integers(-(2**63), 2**63 - 1),  # Java Integer and Long
     bool: st.booleans(),
 }
+
+
+def _int_range(cls: type[h.Header], name: str) -> tuple[int, int]:
+    """The Java range of an int field: Integer unless the header declares it ``Long``."""
+    (spec,) = [s for s in cls._field_specs() if s.attr == name]
+    assert spec.int_range is not None
+    return spec.int_range
 
 
 def _base_and_optional(annotation: Any) -> tuple[type, bool]:
@@ -49,7 +55,10 @@ def _fields(cls: type) -> list[tuple[attrs.Attribute[Any], type, bool]]:
 def header_strategy(cls: type[h.Header]) -> st.SearchStrategy[h.Header]:
     kwargs = {}
     for field, base, optional in _fields(cls):
-        strategy = _BASE_STRATEGIES[base]  # KeyError: a new field type this test ignores
+        if base is int:
+            strategy = st.integers(*_int_range(cls, field.name))
+        else:
+            strategy = _BASE_STRATEGIES[base]  # KeyError: a new field type this test ignores
         kwargs[field.name] = st.none() | strategy if optional else strategy
     return st.builds(cls, **kwargs)
 
@@ -255,18 +264,60 @@ def test_non_integer_is_invalid(cls: type[h.Header], name: str) -> None:
     assert "12abc" in str(info.value)
 
 
-@pytest.mark.parametrize("raw", ["", " ", "1.5", "abc", "0x10", "true", "1e3"])
+@pytest.mark.parametrize(
+    "raw",
+    # Python's int() takes "1_000", non-ASCII digits and 4,300-digit strings (ValueError);
+    # Java's parseInt takes none of them.
+    ["", " ", "1.5", "abc", "0x10", "true", "1e3", "1_000", "\u0661", "--1", "+-1", "9" * 5000],
+)
 def test_integer_parsing_refuses(raw: str) -> None:
-    with pytest.raises(InvalidHeaderField, match=r"'queueId' must be an integer.*GET_MIN_OFFSET"):
+    with pytest.raises(
+        InvalidHeaderField, match=r"'queueId' must be an integer fitting a Java int.*GET_MIN_OFFSET"
+    ):
         h.GetMinOffsetRequestHeader.from_ext_fields({"topic": "T", "queueId": raw})
 
 
 @pytest.mark.parametrize(
-    ("raw", "value"), [("0", 0), ("-1", -1), ("9223372036854775807", 2**63 - 1)]
+    ("raw", "value"),
+    [
+        ("0", 0),
+        ("-1", -1),
+        ("+7", 7),
+        (" 12 ", 12),
+        ("0" * 5000 + "3", 3),
+        ("-2147483648", -(2**31)),
+    ],
 )
 def test_integer_parsing_accepts(raw: str, value: int) -> None:
     header = h.GetMinOffsetRequestHeader.from_ext_fields({"topic": "T", "queueId": raw})
     assert header.queue_id == value
+
+
+@pytest.mark.parametrize(
+    ("cls", "name"), INT_FIELDS, ids=[f"{c.__name__}.{n}" for c, n in INT_FIELDS]
+)
+def test_integer_fields_are_range_checked_by_their_java_type(
+    cls: type[h.Header], name: str
+) -> None:
+    """Every int field takes exactly its Java type's range: int32, or int64 for ``Long``."""
+    wire = _wire_name(attrs.fields_dict(cls)[name])
+    low, high = _int_range(cls, name)
+    assert (low, high) in (h.INT32_RANGE, h.INT64_RANGE)
+    for edge in (low, high):
+        header = cls.from_ext_fields({**_example(cls).to_ext_fields(), wire: str(edge)})
+        assert getattr(header, name) == edge
+    for beyond in (low - 1, high + 1, 10**20, -(10**20)):
+        with pytest.raises(InvalidHeaderField, match=f"'{wire}' must be an integer fitting a Java"):
+            cls.from_ext_fields({**_example(cls).to_ext_fields(), wire: str(beyond)})
+
+
+def test_long_fields_are_the_java_longs() -> None:
+    """Spot checks against the Java header classes: offsets and timestamps are Long."""
+    assert _int_range(h.PullMessageRequestHeader, "queue_offset") == h.INT64_RANGE
+    assert _int_range(h.PullMessageRequestHeader, "queue_id") == h.INT32_RANGE
+    assert _int_range(h.SendMessageRequestHeaderV2, "g") == h.INT64_RANGE  # bornTimestamp
+    assert _int_range(h.CreateTopicRequestHeader, "write_queue_nums") == h.INT32_RANGE
+    assert _int_range(h.RegisterBrokerRequestHeader, "broker_id") == h.INT64_RANGE
 
 
 @pytest.mark.parametrize(

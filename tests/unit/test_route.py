@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from protocol.errors import MalformedBody
 from protocol.route import (
+    MAX_QUEUE_NUMS,
     BrokerData,
     ClusterInfo,
     DataVersion,
@@ -58,11 +59,12 @@ def topic_configs(draw: st.DrawFn, *, text_safe: bool = False) -> TopicConfig:
 
 
 data_versions = st.builds(DataVersion, counter=longs, state_version=longs, timestamp_ms=longs)
+queue_nums = st.integers(min_value=-(2**31), max_value=MAX_QUEUE_NUMS)
 queue_datas = st.builds(
     QueueData,
     broker_name=names,
-    read_queue_nums=ints,
-    write_queue_nums=ints,
+    read_queue_nums=queue_nums,
+    write_queue_nums=queue_nums,
     perm=st.integers(0, 15),
     topic_sys_flag=ints,
 )
