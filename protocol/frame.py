@@ -32,6 +32,11 @@ class Frame:
     header: bytes
     body: bytes
 
+    @property
+    def size_bytes(self) -> int:
+        """The bytes this frame took on the wire, its length prefix included."""
+        return 8 + len(self.header) + len(self.body)
+
 
 def encode_frame(header: bytes, body: bytes = b"", *, serialize_type: int = 0) -> bytes:
     """Return the wire bytes of one frame."""
@@ -59,6 +64,14 @@ class FrameDecoder:
     def buffered_bytes(self) -> int:
         """Bytes held that do not yet form a complete frame."""
         return len(self._buffer)
+
+    @property
+    def pending_frame_bytes(self) -> int | None:
+        """Wire size the partial frame announced, once its length prefix has arrived."""
+        if len(self._buffer) < 4:
+            return None
+        (length,) = _INT32.unpack_from(self._buffer, 0)
+        return 4 + int(length)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add ``data`` and return every frame it completed, in order."""

@@ -11,14 +11,27 @@ Rules:
   ``RemotingTimeout`` at its deadline, or ``ConnectionLost`` when the connection dies.
 - A malformed or oversize frame closes that connection (logged with the reason); nobody
   else is affected. A request whose handler fails gets an error response, never silence.
+- Hostile peers (limits in protocol/limits.py): a server refuses connections past its
+  global and per-peer caps right after accept, logged at most once per interval with a
+  count; EMFILE at accept backs off and retries, it never ends the server. A frame must be
+  complete ``frame_timeout_s`` after its first byte (our own back-pressure pauses that
+  clock, a full server budget does not). Bytes held for a connection (partial frame plus
+  requests being handled) are budgeted per connection and per server: a connection over
+  budget is not read until handlers finish. A read is granted its bytes only once the
+  socket is readable, so idle connections reserve nothing.
 - Connections are symmetric: a server can send requests to a client (e.g.
   NOTIFY_CONSUMER_IDS_CHANGED) and a client serves them with its own handler table.
 """
 
 from __future__ import annotations
 
+import collections
+import errno
 import itertools
 import logging
+import math
+import os
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
@@ -36,7 +49,8 @@ from protocol.errors import (
     ServerError,
     error_for_response,
 )
-from protocol.frame import DEFAULT_MAX_FRAME_BYTES, FrameDecoder
+from protocol.frame import Frame, FrameDecoder
+from protocol.limits import BufferBudget, LogThrottle, TransportConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +61,46 @@ _MAX_OPAQUE = 2**31 - 1
 _connection_ids = itertools.count(1)
 
 
-@attrs.frozen(kw_only=True)
-class TransportConfig:
-    """Knobs shared by servers and clients."""
+# accept(2) errors that mean "out of descriptors or memory": back off, never give up.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_BACKOFF_S = 0.1
 
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
-    max_requests_in_flight: int = 4096
-    write_timeout_s: float = 30.0
-    connect_timeout_s: float = 3.0
+
+def fd_soft_limit() -> int:
+    """The process's soft RLIMIT_NOFILE (-1 when unlimited)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class ByteBudget:
+    """The pure ``BufferBudget`` of one server or client, and where its readers wait."""
+
+    def __init__(self, config: TransportConfig) -> None:
+        self.ledger = BufferBudget(
+            limit_bytes=config.max_buffered_bytes,
+            connection_limit_bytes=config.max_connection_buffered_bytes,
+        )
+        self.lot = trio.lowlevel.ParkingLot()
+
+    def release(self, size_bytes: int) -> None:
+        if size_bytes:
+            self.ledger.release(size_bytes)
+            self.lot.unpark_all()
+
+
+class ThrottledLog:
+    """A warning logged at most once per interval, with the count of those left out."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._throttle = LogThrottle(interval_s)
+
+    def warning(self, message: str, *args: object) -> None:
+        suppressed = self._throttle.admit(trio.current_time())
+        if suppressed is None:
+            return
+        if suppressed:
+            message += " (%d more like it not logged)"
+            args = (*args, suppressed)
+        log.warning(message, *args)
 
 
 def request_name(code: int) -> str:
@@ -83,12 +129,22 @@ class Connection:
         name: str,
         handlers: Mapping[int, Handler],
         config: TransportConfig,
+        budget: ByteBudget | None = None,
+        warnings: ThrottledLog | None = None,
     ) -> None:
         self.id = next(_connection_ids)
         self.name = name
         self._stream = stream
         self._handlers = handlers
         self._config = config
+        self._budget = budget or ByteBudget(config)
+        self._warnings = warnings or ThrottledLog(config.log_interval_s)
+        #: Bytes of this connection counted in the budget: its partial frame, and the
+        #: frames of its requests whose handlers still run.
+        self._partial_bytes = 0
+        self._request_bytes = 0
+        #: When the first byte of the partial frame arrived (None: no partial frame).
+        self._partial_since_s: float | None = None
         self._send_lock = trio.Lock()
         self._outbox: list[bytes] = []
         self._round_written: trio.Event | None = None
@@ -111,6 +167,11 @@ class Connection:
     @property
     def requests_in_flight(self) -> int:
         return int(self._limiter.borrowed_tokens)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for this peer: its partial frame and its requests being handled."""
+        return self._partial_bytes + self._request_bytes
 
     # --- sending ---------------------------------------------------------------------
 
@@ -214,28 +275,27 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self._mark_closed(self._close_reason or "closed")
+            # Every request task has ended: what is left was never handed to one.
+            self._budget.release(self._partial_bytes + self._request_bytes)
+            self._partial_bytes = self._request_bytes = 0
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()
 
     async def _read_loop(self, decoder: FrameDecoder, nursery: trio.Nursery) -> None:
-        while True:
+        while (data := await self._receive(decoder)) is not None:
             try:
-                data = await self._stream.receive_some(_READ_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._close_reason = f"read failed: {exc!r}"
-                return
-            if not data:
-                self._close_reason = "peer closed the connection"
-                return
-            try:
-                frames = decoder.feed(data)
-                commands = [RemotingCommand.from_frame(frame) for frame in frames]
+                frames = self._feed(decoder, data)
+                commands = [(RemotingCommand.from_frame(f), f.size_bytes) for f in frames]
             except ProtocolError as exc:
                 self._close_reason = f"protocol error: {exc}"
-                log.warning("%s: closing connection from %s: %s", self.name, self.peer, exc)
+                self._warnings.warning(
+                    "%s: closing connection from %s: %s", self.name, self.peer, exc
+                )
                 return
-            for command in commands:
+            for command, size_bytes in commands:
                 if command.is_response:
+                    self._budget.release(size_bytes)  # the caller owns it now
+                    self._request_bytes -= size_bytes
                     self._complete(command)
                 else:
                     # A CapacityLimiter token belongs to its borrower; the request's own
@@ -248,7 +308,93 @@ class Connection:
                         self._limiter.acquire_on_behalf_of_nowait(token)
                     except trio.WouldBlock:
                         await self._limiter.acquire_on_behalf_of(token)
-                    nursery.start_soon(self._serve_request, command, token)
+                    nursery.start_soon(self._serve_request, command, token, size_bytes)
+
+    def _feed(self, decoder: FrameDecoder, data: bytes) -> list[Frame]:
+        """Decode ``data``; the frames' bytes move from the partial count to the requests'.
+
+        Every completed frame is counted as a request's until the caller sorts out the
+        responses (released at once). A frame left partial starts its clock now unless it
+        had started before this read.
+        """
+        had_partial = decoder.buffered_bytes > 0
+        frames = decoder.feed(data)
+        self._request_bytes += sum(f.size_bytes for f in frames)
+        self._partial_bytes = decoder.buffered_bytes
+        if not self._partial_bytes:
+            self._partial_since_s = None
+        elif frames or not had_partial:
+            self._partial_since_s = trio.current_time()
+        return frames
+
+    async def _receive(self, decoder: FrameDecoder) -> bytes | None:
+        """The next bytes from the peer within the budget; None once the connection ends
+        (``_close_reason`` says why).
+
+        Waits for the socket to be readable before asking the budget, so idle connections
+        reserve nothing. A frame left partial must be completed ``frame_timeout_s`` after
+        its first byte; time spent waiting for this connection's own handlers (its budget)
+        does not count, time waiting for the server's budget does.
+        """
+        while not self.closed.is_set():  # else closed locally (aclose, a write timeout)
+            deadline = math.inf
+            if self._partial_since_s is not None:
+                deadline = self._partial_since_s + self._config.frame_timeout_s
+            try:
+                with trio.move_on_at(deadline):
+                    await trio.lowlevel.wait_readable(self._stream.socket)
+                if trio.current_time() < deadline:
+                    granted = self._budget.ledger.grant(self.buffered_bytes, _READ_BYTES)
+                    if granted:
+                        return await self._read_granted(granted)
+                    if await self._wait_for_budget(deadline):
+                        continue
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._close_reason = f"read failed: {exc!r}"
+                return None
+            self._frame_timed_out(decoder)
+            return None
+        return None
+
+    async def _wait_for_budget(self, deadline: float) -> bool:
+        """Wait for released bytes; False when the frame deadline passed meanwhile."""
+        if self.buffered_bytes >= self._config.max_connection_buffered_bytes:
+            # Our own back-pressure, not the peer's slowness: the frame clock stands still.
+            waited_since = trio.current_time()
+            await self._budget.lot.park()
+            if self._partial_since_s is not None:
+                self._partial_since_s += trio.current_time() - waited_since
+            return True
+        with trio.move_on_at(deadline):
+            await self._budget.lot.park()
+            return True
+        return False
+
+    async def _read_granted(self, granted: int) -> bytes | None:
+        try:
+            data = await self._stream.receive_some(granted)
+        except BaseException:
+            self._budget.ledger.settle(granted, 0)
+            raise
+        if not data:
+            self._budget.ledger.settle(granted, 0)
+            self._close_reason = "peer closed the connection"
+            return None
+        # Held as partial-frame bytes until _feed sorts them into frames.
+        self._budget.ledger.settle(granted, len(data))
+        self._partial_bytes += len(data)
+        return data
+
+    def _frame_timed_out(self, decoder: FrameDecoder) -> None:
+        announced = decoder.pending_frame_bytes
+        what = "a frame" if announced is None else f"a frame of {announced} bytes"
+        self._close_reason = (
+            f"{what} was not completed within {self._config.frame_timeout_s} s "
+            f"({decoder.buffered_bytes} bytes received)"
+        )
+        self._warnings.warning(
+            "%s: closing connection from %s: %s", self.name, self.peer, self._close_reason
+        )
 
     def _complete(self, response: RemotingCommand) -> None:
         pending = self._pending.get(response.opaque)
@@ -258,7 +404,9 @@ class Connection:
         pending.response = response
         pending.done.set()
 
-    async def _serve_request(self, request: RemotingCommand, token: object) -> None:
+    async def _serve_request(
+        self, request: RemotingCommand, token: object, size_bytes: int
+    ) -> None:
         try:
             response = await self._handle(request)
             if response is not None and not request.is_oneway:
@@ -267,6 +415,8 @@ class Connection:
             pass  # the reader notices and closes; the peer will never see this answer
         finally:
             self._limiter.release_on_behalf_of(token)
+            self._request_bytes -= size_bytes
+            self._budget.release(size_bytes)
 
     def _encode_response(self, request: RemotingCommand, response: RemotingCommand) -> bytes:
         """The response frame; one the handler built badly becomes a SYSTEM_ERROR answer."""
@@ -349,27 +499,111 @@ class RemotingServer:
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self.connections: dict[int, Connection] = {}
+        #: The connection cap in force (fixed when ``serve`` starts, from the fd limit).
+        self.max_connections = self.config.connection_cap(fd_soft_limit())
+        #: Connections refused at accept since start (caps reached).
+        self.refused_connections = 0
+        self._per_peer: collections.Counter[str] = collections.Counter()
+        self._admitted = 0  # connections accepted and not yet ended
+        self._budget = ByteBudget(self.config)
+        self._refusal_log = ThrottledLog(self.config.log_interval_s)
+        self._accept_log = ThrottledLog(self.config.log_interval_s)
+        self._connection_log = ThrottledLog(self.config.log_interval_s)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for all peers: partial frames and requests being handled."""
+        return self._budget.ledger.held_bytes
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report the bound port through ``task_status``, serve until cancelled."""
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
+        self.max_connections = self.config.connection_cap(fd_soft_limit())
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
             task_status.started(self.port)
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        conn = Connection(stream, name=self.name, handlers=self.handlers, config=self.config)
-        self.connections[conn.id] = conn
-        log.debug("%s: connection from %s", self.name, conn.peer)
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept forever: refuse past the caps, back off when out of descriptors."""
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    # Out of descriptors or memory: the pending connection waits in the
+                    # backlog until some close. Never fatal (issue 13 row 3).
+                    self._accept_log.warning(
+                        "%s: accept failed: %s (%s); retrying every %s s",
+                        self.name,
+                        errno.errorcode.get(exc.errno or 0, "?"),
+                        os.strerror(exc.errno or 0),
+                        _ACCEPT_BACKOFF_S,
+                    )
+                    await trio.sleep(_ACCEPT_BACKOFF_S)
+                    continue
+                peer_ip = _peer_ip(stream)
+                refusal = self._refusal(peer_ip)
+                if refusal is not None:
+                    self.refused_connections += 1
+                    self._refusal_log.warning(
+                        "%s: refused a connection from %s: %s", self.name, peer_ip, refusal
+                    )
+                    await trio.aclose_forcefully(stream)
+                    continue
+                self._admitted += 1
+                self._per_peer[peer_ip] += 1
+                nursery.start_soon(self._serve_connection, stream, peer_ip)
+
+    def _refusal(self, peer_ip: str) -> str | None:
+        if self._admitted >= self.max_connections:
+            return (
+                f"{self._admitted} connections open, the cap "
+                f"(max_connections={self.max_connections})"
+            )
+        if self._per_peer[peer_ip] >= self.config.max_connections_per_peer:
+            return (
+                f"{self._per_peer[peer_ip]} connections open from that address, the cap "
+                f"(max_connections_per_peer={self.config.max_connections_per_peer})"
+            )
+        return None
+
+    async def _serve_connection(self, stream: trio.SocketStream, peer_ip: str) -> None:
         try:
-            if self._on_connect is not None:
-                self._on_connect(conn)
-            await conn.run()
+            conn = Connection(
+                stream,
+                name=self.name,
+                handlers=self.handlers,
+                config=self.config,
+                budget=self._budget,
+                warnings=self._connection_log,
+            )
+            self.connections[conn.id] = conn
+            log.debug("%s: connection from %s", self.name, conn.peer)
+            try:
+                if self._on_connect is not None:
+                    self._on_connect(conn)
+                await conn.run()
+            finally:
+                del self.connections[conn.id]
+                if self._on_disconnect is not None:
+                    self._on_disconnect(conn)
         finally:
-            del self.connections[conn.id]
-            if self._on_disconnect is not None:
-                self._on_disconnect(conn)
+            self._admitted -= 1
+            self._per_peer[peer_ip] -= 1
+            if not self._per_peer[peer_ip]:
+                del self._per_peer[peer_ip]
+            await trio.aclose_forcefully(stream)
+
+
+def _peer_ip(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"  # already reset by the peer; it is closed right after
 
 
 # --- client ------------------------------------------------------------------------------
@@ -403,6 +637,8 @@ class RemotingClient:
         self._connections: dict[str, Connection] = {}
         self._connect_locks: dict[str, trio.Lock] = {}
         self._closed = False
+        self._budget = ByteBudget(self._config)
+        self._warnings = ThrottledLog(self._config.log_interval_s)
 
     async def connection(self, addr: str) -> Connection:
         """The live connection to ``addr``, connecting if needed (under the connect timeout)."""
@@ -427,7 +663,14 @@ class RemotingClient:
                 raise NetworkError(
                     f"cannot connect to {addr}: no answer in {self._config.connect_timeout_s} s"
                 )
-            conn = Connection(stream, name=self.name, handlers=self._handlers, config=self._config)
+            conn = Connection(
+                stream,
+                name=self.name,
+                handlers=self._handlers,
+                config=self._config,
+                budget=self._budget,
+                warnings=self._warnings,
+            )
             self._connections[addr] = conn
             self._nursery.start_soon(self._run_connection, addr, conn)
             return conn
