@@ -3,7 +3,7 @@
 Rules:
 - Pure: no I/O, no clock. Time arrives as ``now_ms``; a channel is any opaque ``channel_id``
   the server compares with ``==``. The server logs and answers; this module only decides.
-- Tables: topic -> broker name -> QueueData; broker name -> BrokerData (ids -> addresses);
+- Tables: topic -> broker name -> queues; broker name -> BrokerData (ids -> addresses);
   broker address -> LiveBroker. Invariant (``check_invariants``): every address in a
   BrokerData has exactly one LiveBroker naming that group and id, and vice versa; every
   QueueData's group exists; no topic, group or cluster is left empty.
@@ -29,18 +29,33 @@ Rules:
 - Removing a broker removes its address from its BrokerData; a group left without addresses
   disappears from the cluster table and from every topic, and topics left without queue
   data disappear.
-- Every mutating call either applies fully or, when it rejects, changes nothing.
+- Every mutating call either applies fully or, when it rejects, changes nothing. The
+  one exception is by design: ``register_steps`` applies a master's topic configs in
+  slices of ``STEP_ITEMS`` (protocol/steps.py) so a registration of 100,000 topics never
+  stalls route lookups. Between slices the table is consistent (the group exists before
+  its first QueueData; each topic's route is complete) and shows part of the new configs.
+  A newer registration of the same address, or the broker's removal, stops the older one
+  at its next slice; a master's configs count as applied (``applied_version``) only once
+  every slice ran, so an interrupted registration is re-applied in full by the next.
+- Limits (``RegistryLimits``) bound memory and the work of one registration: brokers per
+  cluster and in all, topics per broker group, (topic, group) entries in all, queues per
+  topic and topic name length. A registration over a limit is rejected with a reason
+  naming it, before anything changes; room for its new entries is reserved while it is
+  applied, so registrations in flight together cannot overshoot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
 from protocol.codes import PERM_WRITE
+from protocol.register_body import TopicQueues, topic_queues
 from protocol.route import (
     MASTER_ID,
+    MAX_QUEUE_NUMS,
     BrokerData,
     ClusterInfo,
     DataVersion,
@@ -48,9 +63,30 @@ from protocol.route import (
     TopicConfig,
     TopicRouteData,
 )
+from protocol.steps import STEP_ITEMS, Steps, finish
 
 #: Java's DEFAULT_BROKER_CHANNEL_EXPIRED_TIME.
 DEFAULT_HEARTBEAT_TIMEOUT_MS = 120_000
+
+
+@attrs.frozen(kw_only=True)
+class RegistryLimits:
+    """What one NameServer holds at most. Defaults are generous for real clusters; each
+    bound is what keeps a hostile or broken broker from exhausting the NameServer."""
+
+    #: Topics one broker group may publish (RocketMQ has no cap; large real brokers hold
+    #: tens of thousands). A lookup costs the same whatever the count: a dict access.
+    max_topics_per_broker: int = 100_000
+    #: Broker addresses (masters and slaves) registered under one cluster name.
+    max_brokers_per_cluster: int = 1_024
+    #: Broker addresses registered in all clusters together.
+    max_brokers: int = 4_096
+    #: (topic, broker group) pairs in all: about 250 bytes of memory each.
+    max_queue_datas: int = 1_000_000
+    #: Read or write queues per topic and group (protocol.route.MAX_QUEUE_NUMS).
+    max_queue_nums: int = MAX_QUEUE_NUMS
+    #: Longest topic name (TopicValidator: 127, and 255 for %RETRY%/%DLQ% topics).
+    max_topic_name_chars: int = 255
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +102,10 @@ class LiveBroker:
     channel_id: object | None
     last_update_ms: int
     heartbeat_timeout_ms: int
+    #: Which registration wrote this entry; a newer one stops the older's topic slices.
+    registration: int = 0
+    #: The data version whose topic configs were applied in full (a master's).
+    applied_version: DataVersion | None = None
 
     def expired(self, now_ms: int) -> bool:
         """True once the broker has been silent for longer than its heartbeat timeout."""
@@ -92,13 +132,39 @@ class RegisterResult:
         return self.rejected_reason is None
 
 
+#: (read queue nums, write queue nums, perm, topic sys flag) of one group for one topic.
+_Queues = tuple[int, int, int, int]
+
+
+def _queue_data(broker_name: str, queues: _Queues) -> QueueData:
+    read, write, perm, sys_flag = queues
+    return QueueData(
+        broker_name=broker_name,
+        read_queue_nums=read,
+        write_queue_nums=write,
+        perm=perm,
+        topic_sys_flag=sys_flag,
+    )
+
+
 @attrs.define
 class RouteRegistry:
     """The route table of one NameServer."""
 
-    _topics: dict[str, dict[str, QueueData]] = attrs.field(factory=dict, init=False)
+    limits: RegistryLimits = attrs.field(factory=RegistryLimits)
+    #: topic -> broker name -> its QueueData's numbers. Plain tuples of ints, shared
+    #: between topics: neither they nor the per-topic dicts holding only them are tracked
+    #: by Python's cyclic GC, so a table of a million routes adds nothing to its pauses.
+    _topics: dict[str, dict[str, _Queues]] = attrs.field(factory=dict, init=False)
     _groups: dict[str, BrokerData] = attrs.field(factory=dict, init=False)
     _live: dict[str, LiveBroker] = attrs.field(factory=dict, init=False)
+    #: Broker group -> the topics holding its QueueData (so removals and perm changes
+    #: touch only that group's topics, and its topic count is known).
+    _group_topics: dict[str, set[str]] = attrs.field(factory=dict, init=False)
+    _queue_data_count: int = attrs.field(default=0, init=False)
+    #: Entries promised to registrations still being applied.
+    _reserved: int = attrs.field(default=0, init=False)
+    _registrations: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
 
     # --- broker membership --------------------------------------------------------------
 
@@ -118,18 +184,158 @@ class RouteRegistry:
         enable_acting_master: bool = False,
         now_ms: int,
     ) -> RegisterResult:
-        """Apply a REGISTER_BROKER (wire.md §2.16), or reject it and change nothing."""
-        reason = self._refusal(
+        """Apply a REGISTER_BROKER (wire.md §2.16) at once, or reject it and change nothing."""
+        queues = None
+        if topic_configs is not None:
+            queues = {name: topic_queues(config) for name, config in topic_configs.items()}
+        return finish(
+            self.register_steps(
+                cluster=cluster,
+                broker_name=broker_name,
+                broker_addr=broker_addr,
+                broker_id=broker_id,
+                ha_server_addr=ha_server_addr,
+                data_version=data_version,
+                topic_queues=queues,
+                channel_id=channel_id,
+                heartbeat_timeout_ms=heartbeat_timeout_ms,
+                zone_name=zone_name,
+                enable_acting_master=enable_acting_master,
+                now_ms=now_ms,
+            )
+        )
+
+    def register_steps(
+        self,
+        *,
+        cluster: str,
+        broker_name: str,
+        broker_addr: str,
+        broker_id: int,
+        ha_server_addr: str,
+        data_version: DataVersion,
+        topic_queues: Mapping[str, TopicQueues] | None,
+        channel_id: object | None,
+        heartbeat_timeout_ms: int = DEFAULT_HEARTBEAT_TIMEOUT_MS,
+        zone_name: str | None = None,
+        enable_acting_master: bool = False,
+        now_ms: int,
+    ) -> Steps[RegisterResult]:
+        """``register_broker`` in slices: checks (nothing changes), then the membership
+        (one step), then the topics ``STEP_ITEMS`` at a time. Topics come as
+        ``TopicQueues`` tuples (protocol/register_body.py), which the GC does not track."""
+        configs = list(topic_queues.values()) if broker_id == MASTER_ID and topic_queues else []
+        topic_reason, new_entries = yield from self._check_topics(broker_name, configs)
+        reason = (
+            self._refusal(
+                cluster=cluster,
+                broker_name=broker_name,
+                broker_addr=broker_addr,
+                broker_id=broker_id,
+                data_version=data_version,
+                heartbeat_timeout_ms=heartbeat_timeout_ms,
+            )
+            or self._id_conflict(broker_name, broker_addr, broker_id, data_version, now_ms)
+            or self._capacity(cluster, broker_addr)
+            or topic_reason
+            or self._entries_room(new_entries)
+        )
+        if reason is not None:
+            return RegisterResult(rejected_reason=reason)
+        previous, result = self._join(
             cluster=cluster,
             broker_name=broker_name,
             broker_addr=broker_addr,
             broker_id=broker_id,
+            zone_name=zone_name,
+            enable_acting_master=enable_acting_master,
+        )
+        live = LiveBroker(
+            cluster=cluster,
+            broker_name=broker_name,
+            broker_id=broker_id,
+            broker_addr=broker_addr,
+            ha_server_addr=ha_server_addr,
             data_version=data_version,
+            channel_id=channel_id,
+            last_update_ms=now_ms,
             heartbeat_timeout_ms=heartbeat_timeout_ms,
-        ) or self._id_conflict(broker_name, broker_addr, broker_id, data_version, now_ms)
-        if reason is not None:
-            return RegisterResult(rejected_reason=reason)
+            registration=next(self._registrations),
+            applied_version=None if previous is None else previous.applied_version,
+        )
+        self._live[broker_addr] = live
+        if broker_id == MASTER_ID and topic_queues is not None:
+            fresh = (
+                previous is None
+                or previous.broker_id != broker_id
+                or previous.applied_version != data_version
+            )
+            yield from self._apply_steps(live, configs, new_entries, fresh=fresh)
+        return result
 
+    def _check_topics(
+        self, broker_name: str, configs: Sequence[TopicQueues]
+    ) -> Steps[tuple[str | None, int]]:
+        """(refusal or None, entries new to the table), checked in slices."""
+        limits = self.limits
+        known = self._group_topics.get(broker_name, set())
+        new_entries = 0
+        for start in range(0, len(configs), STEP_ITEMS):
+            if start:
+                yield
+            for name, read, write, _, _ in configs[start : start + STEP_ITEMS]:
+                if not name or len(name) > limits.max_topic_name_chars:
+                    return (
+                        f"topic name of {len(name)} characters (1 to {limits.max_topic_name_chars} allowed)",
+                        0,
+                    )
+                if not (0 <= read <= limits.max_queue_nums and 0 <= write <= limits.max_queue_nums):
+                    return (
+                        f"topic {name}: {read} read / "
+                        f"{write} write queues (0 to {limits.max_queue_nums} "
+                        "allowed)"
+                    ), 0
+                new_entries += name not in known
+        if len(known) + new_entries > limits.max_topics_per_broker:
+            return (
+                f"{broker_name} would publish {len(known) + new_entries} topics, over the "
+                f"limit of {limits.max_topics_per_broker} (max_topics_per_broker)"
+            ), 0
+        return None, new_entries
+
+    def _capacity(self, cluster: str, broker_addr: str) -> str | None:
+        if broker_addr in self._live:
+            return None  # re-registration, or a move: no new address
+        if len(self._live) >= self.limits.max_brokers:
+            return f"{len(self._live)} brokers registered, the limit (max_brokers)"
+        in_cluster = sum(1 for live in self._live.values() if live.cluster == cluster)
+        if in_cluster >= self.limits.max_brokers_per_cluster:
+            return (
+                f"cluster {cluster} has {in_cluster} brokers, the limit "
+                f"(max_brokers_per_cluster={self.limits.max_brokers_per_cluster})"
+            )
+        return None
+
+    def _entries_room(self, new_entries: int) -> str | None:
+        total = self._queue_data_count + self._reserved + new_entries
+        if total > self.limits.max_queue_datas:
+            return (
+                f"{total} topic routes would be held, over the limit of "
+                f"{self.limits.max_queue_datas} (max_queue_datas)"
+            )
+        return None
+
+    def _join(
+        self,
+        *,
+        cluster: str,
+        broker_name: str,
+        broker_addr: str,
+        broker_id: int,
+        zone_name: str | None,
+        enable_acting_master: bool,
+    ) -> tuple[LiveBroker | None, RegisterResult]:
+        """Put the address into its group's slot; the caller records the LiveBroker."""
         previous = self._live.get(broker_addr)
         if previous is not None and previous.broker_name != broker_name:
             self._remove(broker_addr)  # the address moved to another group
@@ -151,32 +357,37 @@ class RouteRegistry:
             enable_acting_master=enable_acting_master,
             zone_name=zone_name,
         )
-        if broker_id == MASTER_ID and topic_configs is not None:
-            fresh = (
-                previous is None
-                or previous.broker_id != broker_id
-                or previous.data_version != data_version
-            )
-            self._apply_topic_configs(broker_name, topic_configs.values(), fresh=fresh)
-        self._live[broker_addr] = LiveBroker(
-            cluster=cluster,
-            broker_name=broker_name,
-            broker_id=broker_id,
-            broker_addr=broker_addr,
-            ha_server_addr=ha_server_addr,
-            data_version=data_version,
-            channel_id=channel_id,
-            last_update_ms=now_ms,
-            heartbeat_timeout_ms=heartbeat_timeout_ms,
-        )
         master_addr = ha_addr = None
         if broker_id != MASTER_ID:
             master = self._live.get(addrs.get(MASTER_ID, ""))
             if master is not None:
                 master_addr, ha_addr = master.broker_addr, master.ha_server_addr
-        return RegisterResult(
+        result = RegisterResult(
             master_addr=master_addr, ha_server_addr=ha_addr, displaced_addr=displaced
         )
+        return previous, result
+
+    def _apply_steps(
+        self, live: LiveBroker, configs: Sequence[TopicQueues], reserved: int, *, fresh: bool
+    ) -> Steps[None]:
+        """Apply a master's configs in slices while its registration is the current one."""
+        self._reserved += reserved
+        try:
+            for start in range(0, len(configs), STEP_ITEMS):
+                if start:
+                    yield
+                if self._live.get(live.broker_addr) is not live:
+                    return  # superseded or removed: the newer registration applies its own
+                added = self._apply_topic_configs(
+                    live.broker_name, configs[start : start + STEP_ITEMS], fresh=fresh
+                )
+                taken = min(added, reserved)
+                self._reserved -= taken
+                reserved -= taken
+            if self._live.get(live.broker_addr) is live:
+                self._live[live.broker_addr] = attrs.evolve(live, applied_version=live.data_version)
+        finally:
+            self._reserved -= reserved
 
     @staticmethod
     def _refusal(
@@ -222,12 +433,28 @@ class RouteRegistry:
         )
 
     def _apply_topic_configs(
-        self, broker_name: str, configs: Iterable[TopicConfig], *, fresh: bool
-    ) -> None:
-        for config in configs:
-            by_broker = self._topics.setdefault(config.topic_name, {})
+        self, broker_name: str, configs: Iterable[TopicQueues], *, fresh: bool
+    ) -> int:
+        """Set the group's queues of each topic; return how many entries are new.
+
+        Equal tuples are shared (most topics of a broker look alike), so 100,000 topics
+        cost 100,000 dict slots, not 100,000 objects.
+        """
+        shared: dict[_Queues, _Queues] = {}
+        known = self._group_topics.setdefault(broker_name, set())
+        added = 0
+        for topic, *numbers in configs:
+            by_broker = self._topics.setdefault(topic, {})
             if fresh or broker_name not in by_broker:
-                by_broker[broker_name] = QueueData.from_topic_config(broker_name, config)
+                read, write, perm, sys_flag = numbers
+                queues = (read, write, perm, sys_flag)
+                queues = shared.setdefault(queues, queues)
+                if broker_name not in by_broker:
+                    added += 1
+                    known.add(topic)
+                by_broker[broker_name] = queues
+        self._queue_data_count += added
+        return added
 
     def unregister_broker(
         self, *, cluster: str, broker_name: str, broker_addr: str, broker_id: int
@@ -286,13 +513,18 @@ class RouteRegistry:
             self._groups[live.broker_name] = attrs.evolve(group, broker_addrs=addrs)
             return
         del self._groups[live.broker_name]
-        for topic in list(self._topics):
+        for topic in list(self._group_topics.get(live.broker_name, ())):
             self._drop_queue_data(topic, live.broker_name)
 
     def _drop_queue_data(self, topic: str, broker_name: str) -> bool:
         by_broker = self._topics[topic]
         if by_broker.pop(broker_name, None) is None:
             return False
+        self._queue_data_count -= 1
+        known = self._group_topics[broker_name]
+        known.discard(topic)
+        if not known:
+            del self._group_topics[broker_name]
         if not by_broker:
             del self._topics[topic]
         return True
@@ -307,7 +539,8 @@ class RouteRegistry:
         if topic not in self._topics:
             return False
         if cluster is None:
-            del self._topics[topic]
+            for name in list(self._topics[topic]):
+                self._drop_queue_data(topic, name)
             return True
         removed = False
         for name in self._cluster_members(cluster):
@@ -328,13 +561,17 @@ class RouteRegistry:
         return self._update_perm(broker_name, lambda perm: perm | PERM_WRITE)
 
     def _update_perm(self, broker_name: str, change: Callable[[int], int]) -> int:
-        count = 0
-        for by_broker in self._topics.values():
-            qd = by_broker.get(broker_name)
-            if qd is not None:
-                by_broker[broker_name] = attrs.evolve(qd, perm=change(qd.perm))
-                count += 1
-        return count
+        changed: dict[_Queues, _Queues] = {}  # keeps equal tuples shared
+        topics = self._group_topics.get(broker_name, ())
+        for topic in topics:
+            by_broker = self._topics[topic]
+            queues = by_broker[broker_name]
+            new = changed.get(queues)
+            if new is None:
+                read, write, perm, sys_flag = queues
+                new = changed[queues] = (read, write, change(perm), sys_flag)
+            by_broker[broker_name] = new
+        return len(topics)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -348,7 +585,7 @@ class RouteRegistry:
         if not brokers:
             return None
         return TopicRouteData(
-            queue_datas=[by_broker[name] for name in names],
+            queue_datas=[_queue_data(name, by_broker[name]) for name in names],
             broker_datas=brokers,
         )
 
@@ -368,8 +605,10 @@ class RouteRegistry:
 
     def topics_by_cluster(self, cluster: str) -> list[str]:
         """Topics with queue data on any group of ``cluster``, sorted."""
-        members = set(self._cluster_members(cluster))
-        return sorted(t for t, by_broker in self._topics.items() if members & by_broker.keys())
+        found: set[str] = set()
+        for name in self._cluster_members(cluster):
+            found.update(self._group_topics.get(name, ()))
+        return sorted(found)
 
     def broker_data(self, broker_name: str) -> BrokerData | None:
         """The group ``broker_name``, or None."""
@@ -393,7 +632,12 @@ class RouteRegistry:
         assert held.keys() == self._live.keys(), (sorted(held), sorted(self._live))
         for addr, live in self._live.items():
             assert held[addr] == (live.broker_name, live.broker_id), addr
+        index: dict[str, set[str]] = {}
         for topic, by_broker in self._topics.items():
             assert by_broker, topic
-            for name, qd in by_broker.items():
-                assert qd.broker_name == name and name in self._groups, (topic, name)
+            for name in by_broker:
+                assert name in self._groups, (topic, name)
+                index.setdefault(name, set()).add(topic)
+        assert index == self._group_topics, "group topic index out of date"
+        assert self._queue_data_count == sum(len(t) for t in index.values())
+        assert self._reserved >= 0, self._reserved

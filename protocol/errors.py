@@ -49,6 +49,10 @@ class MalformedBody(ProtocolError):
     """A JSON or CBOR body that does not have the expected shape or version."""
 
 
+class LimitExceeded(ProtocolError):
+    """A well-formed request over a configured limit (topics, queues, items, bytes)."""
+
+
 # --- transport ----------------------------------------------------------------------------
 
 

@@ -12,7 +12,8 @@ Rules:
   ``topicSysFlag``, and ``loads_fastjson`` accepts fastjson's bare integer keys
   (``{0:"a"}``). Anything of the wrong type raises ``MalformedBody``.
 - ``RegisterBrokerBody`` speaks both REGISTER_BROKER body forms (wire.md §2.16): the JSON
-  form and the zlib-compressed length-prefixed form of RegisterBrokerBody.java. The
+  form and the zlib-compressed length-prefixed form of RegisterBrokerBody.java (decoded
+  in bounded steps by protocol/register_body.py, which servers drive). The
   compressed form carries topic configs in TopicConfig.java's text encoding
   ``name readQ writeQ perm filterType attributesJSON``, which has no topicSysFlag and no
   order flag: those two decode as 0 / false, as they do in Java.
@@ -50,6 +51,7 @@ from protocol.jsonbody import (
 # Re-exported: most callers meet these with the route bodies.
 from protocol.jsonbody import dumps_json as dumps_json
 from protocol.jsonbody import loads_fastjson as loads_fastjson
+from protocol.steps import finish
 
 #: Broker id of a group's master in ``BrokerData.broker_addrs`` (MixAll.MASTER_ID).
 MASTER_ID = 0
@@ -59,9 +61,6 @@ DEFAULT_QUEUE_NUMS = 16
 
 #: Values of TopicFilterType.java, sent by name.
 TOPIC_FILTER_TYPES = frozenset({"SINGLE_TAG", "MULTI_TAG"})
-
-#: Cap on the inflated size of a compressed REGISTER_BROKER body (zip-bomb guard).
-MAX_INFLATED_BYTES = 64 * 1024 * 1024
 
 #: Most queues a route may give one broker group for one topic. Java only bounds them by
 #: ``int``, but a client builds one object per queue: a route claiming 2**31 of them (a
@@ -145,7 +144,7 @@ class TopicConfig:
             raise MalformedBody(f"TopicConfig text has a bad number: {shown(text)}")
         _check_filter_type(parts[4])
         attributes: dict[str, str] = {}
-        if len(parts) > 5:
+        if len(parts) > 5 and parts[5:] != ["{}"]:  # the usual case, without json.loads
             try:
                 attributes = str_map(json.loads(" ".join(parts[5:])), "attributes")
             except (ValueError, RecursionError, MalformedBody):
@@ -420,21 +419,9 @@ class RegisterBrokerBody:
     @classmethod
     def from_json(cls, obj: Any) -> RegisterBrokerBody:
         """Parse the JSON form ``{"topicConfigSerializeWrapper":{...},"filterServerList":[]}``."""
-        what = "RegisterBrokerBody"
-        o = as_object(obj, what)
-        wrapper = as_object(field(o, "topicConfigSerializeWrapper", {}), what + ".wrapper")
-        table: dict[str, TopicConfig] = {}
-        raw_table = as_object(field(wrapper, "topicConfigTable", {}), what + ".topicConfigTable")
-        for name, raw in raw_table.items():
-            fields = dict(as_object(raw, "TopicConfig"))
-            fields.setdefault("topicName", name)
-            table[name] = TopicConfig.from_json(fields)
-        version = wrapper.get("dataVersion")
-        return cls(
-            topic_config_table=table,
-            data_version=DataVersion() if version is None else DataVersion.from_json(version),
-            filter_server_list=str_list(field(o, "filterServerList", []), what),
-        )
+        from protocol.register_body import from_json_steps  # it builds this class
+
+        return finish(from_json_steps(obj))
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form as a Java broker sends it (empty static-topic mapping)."""
@@ -451,12 +438,16 @@ class RegisterBrokerBody:
 
     @classmethod
     def decode(
-        cls, body: bytes, compressed: bool, *, max_inflated_bytes: int = MAX_INFLATED_BYTES
+        cls, body: bytes, compressed: bool, *, max_inflated_bytes: int | None = None
     ) -> RegisterBrokerBody:
-        """Decode either body form; ``compressed`` is the request header's flag."""
-        if not compressed:
-            return cls.from_json(load_json_body(body, "RegisterBrokerBody"))
-        return _decode_compressed(_inflate(body, max_inflated_bytes))
+        """Decode either body form at once; ``compressed`` is the request header's flag.
+
+        Servers decode with ``protocol.register_body.decode_steps`` (in steps, limited).
+        """
+        from protocol.register_body import MAX_INFLATED_BYTES, decode_steps
+
+        inflated = MAX_INFLATED_BYTES if max_inflated_bytes is None else max_inflated_bytes
+        return finish(decode_steps(body, compressed, max_inflated_bytes=inflated))
 
     def encode(self, compressed: bool) -> bytes:
         """Encode either body form (compressed: zlib level 9, as Deflater.BEST_COMPRESSION)."""
@@ -473,74 +464,6 @@ class RegisterBrokerBody:
 
 def _prefixed(data: bytes) -> bytes:
     return struct.pack(">i", len(data)) + data
-
-
-def _inflate(body: bytes, max_bytes: int) -> bytes:
-    inflater = zlib.decompressobj()
-    try:
-        data = inflater.decompress(body, max_bytes)
-    except zlib.error as exc:
-        raise MalformedBody(f"compressed RegisterBrokerBody: {exc}") from exc
-    if inflater.unconsumed_tail:
-        raise MalformedBody(f"compressed RegisterBrokerBody inflates past {max_bytes} bytes")
-    if not inflater.eof:
-        raise MalformedBody("compressed RegisterBrokerBody: truncated zlib stream")
-    return data
-
-
-class _Reader:
-    """Big-endian int32-length-prefixed chunks out of an inflated body."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def int32(self, what: str) -> int:
-        if self.remaining() < 4:
-            raise MalformedBody(f"compressed RegisterBrokerBody: truncated at {what}")
-        (value,) = struct.unpack_from(">i", self._data, self._pos)
-        self._pos += 4
-        if value < 0:
-            raise MalformedBody(f"compressed RegisterBrokerBody: negative {what} {value}")
-        return int(value)
-
-    def chunk(self, what: str) -> bytes:
-        size = self.int32(what + " length")
-        if self.remaining() < size:
-            raise MalformedBody(f"compressed RegisterBrokerBody: truncated {what}")
-        data = self._data[self._pos : self._pos + size]
-        self._pos += size
-        return data
-
-
-def _decode_compressed(data: bytes) -> RegisterBrokerBody:
-    reader = _Reader(data)
-    version = DataVersion.from_json(load_json_body(reader.chunk("dataVersion"), "DataVersion"))
-    table: dict[str, TopicConfig] = {}
-    for _ in range(reader.int32("topic count")):
-        raw = reader.chunk("topic config")
-        try:
-            config = TopicConfig.from_text(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise MalformedBody("compressed RegisterBrokerBody: topic config not UTF-8") from exc
-        table[config.topic_name] = config
-    filter_servers = load_json_body(reader.chunk("filter server list"), "filterServerList")
-    # Brokers >= 5.0 append static-topic mappings; 4.x brokers end here. We skip them.
-    if reader.remaining():
-        for _ in range(reader.int32("mapping count")):
-            reader.chunk("topic queue mapping")
-    if reader.remaining():
-        raise MalformedBody(f"compressed RegisterBrokerBody: {reader.remaining()} extra bytes")
-    return RegisterBrokerBody(
-        topic_config_table=table,
-        data_version=version,
-        filter_server_list=str_list(
-            [] if filter_servers is None else filter_servers, "filterServerList"
-        ),
-    )
 
 
 # --- client views ---------------------------------------------------------------------------

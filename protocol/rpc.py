@@ -37,6 +37,7 @@ from contextlib import asynccontextmanager
 
 import attrs
 import trio
+import trio.lowlevel
 
 from protocol.codes import FLAG_ONEWAY, FLAG_RESPONSE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -51,6 +52,7 @@ from protocol.errors import (
 )
 from protocol.frame import Frame, FrameDecoder
 from protocol.limits import BufferBudget, LogThrottle, TransportConfig
+from protocol.steps import Steps, T
 
 log = logging.getLogger(__name__)
 
@@ -759,6 +761,24 @@ async def open_client(
                 await client.aclose()
 
 
+async def run_steps(steps: Steps[T]) -> T:
+    """Drive a ``Steps`` generator to its result, letting other tasks run between slices.
+
+    One large request's work (a registration of 100,000 topics) thus never stalls the
+    event loop for more than one slice. If we are cancelled, the generator is closed, so
+    its ``finally`` blocks release what it held.
+    """
+    try:
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            await trio.lowlevel.checkpoint()
+    finally:
+        steps.close()
+
+
 def check_success(response: RemotingCommand) -> RemotingCommand:
     """Return ``response`` if it is SUCCESS, else raise the mapped ``ServerError``."""
     if response.code != ResponseCode.SUCCESS:
@@ -775,5 +795,6 @@ __all__ = [
     "background_nursery",
     "check_success",
     "open_client",
+    "run_steps",
     "split_address",
 ]

@@ -572,6 +572,8 @@ def test_registration_records_liveness_fields() -> None:
         "channel_id": f"ch-{A0}",
         "last_update_ms": T0,
         "heartbeat_timeout_ms": 30_000,
+        "registration": 0,
+        "applied_version": None,  # no topic configs came with it
     }
     broker_a = r.broker_data("broker-a")
     assert broker_a is not None and broker_a.zone_name == "z"

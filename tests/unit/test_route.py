@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.errors import MalformedBody
+from protocol.errors import LimitExceeded, MalformedBody
 from protocol.route import (
     MAX_QUEUE_NUMS,
     BrokerData,
@@ -525,7 +525,7 @@ def test_bad_compressed_bodies_raise_malformed_body(body: bytes) -> None:
 
 def test_compressed_body_inflation_is_capped() -> None:
     bomb = zlib.compress(b"\x00" * 1_000_000)
-    with pytest.raises(MalformedBody, match="inflates past"):
+    with pytest.raises(LimitExceeded, match="inflates past 100000 bytes"):
         RegisterBrokerBody.decode(bomb, compressed=True, max_inflated_bytes=100_000)
 
 
