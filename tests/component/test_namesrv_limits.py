@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -115,3 +116,25 @@ async def test_json_register_body_size_and_inflated_size_are_bounded(
         await big.register(client, addr, compressed=True)  # ~8 KB inflated: fine
         bigger = broker_with(1_000, name="broker-bigger")
         await assert_refused(client, addr, bigger, "inflates past 20000 bytes", compressed=True)
+
+
+async def test_bad_numbers_get_a_clear_error_and_no_traceback(
+    nursery: trio.Nursery, client: RemotingClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Row 12 at a server: a header number beyond its Java type and a 4,300-digit JSON
+    integer are answered SYSTEM_ERROR naming the problem (what Java answers for a header
+    that fails to decode); nothing is logged as an internal error."""
+    _, addr = await start(nursery)
+    with trio.fail_after(DEADLINE_S), caplog.at_level(logging.DEBUG):
+        request = MASTER_A.register_request()
+        bad_id = attrs.evolve(request, ext_fields={**request.ext_fields, "brokerId": str(2**63)})
+        response = await client.call(addr, bad_id)
+        assert response.code == ResponseCode.SYSTEM_ERROR
+        assert "'brokerId' must be an integer fitting a Java long" in (response.remark or "")
+        huge = MASTER_A.register_request(body=b'{"filterServerList":' + b"9" * 5000 + b"}")
+        response = await client.call(addr, huge)
+        assert response.code == ResponseCode.SYSTEM_ERROR
+        assert "bad register body" in (response.remark or "")
+        await MASTER_A.register(client, addr)  # the connection and server live on
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
