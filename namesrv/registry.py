@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -169,41 +170,16 @@ class RouteRegistry:
     # --- broker membership --------------------------------------------------------------
 
     def register_broker(
-        self,
-        *,
-        cluster: str,
-        broker_name: str,
-        broker_addr: str,
-        broker_id: int,
-        ha_server_addr: str,
-        data_version: DataVersion,
-        topic_configs: Mapping[str, TopicConfig] | None,
-        channel_id: object | None,
-        heartbeat_timeout_ms: int = DEFAULT_HEARTBEAT_TIMEOUT_MS,
-        zone_name: str | None = None,
-        enable_acting_master: bool = False,
-        now_ms: int,
+        self, *, topic_configs: Mapping[str, TopicConfig] | None, **registration: Any
     ) -> RegisterResult:
-        """Apply a REGISTER_BROKER (wire.md §2.16) at once, or reject it and change nothing."""
+        """Apply a REGISTER_BROKER (wire.md §2.16) at once, or reject it and change nothing.
+
+        ``registration`` holds ``register_steps``'s other keyword arguments.
+        """
         queues = None
         if topic_configs is not None:
             queues = {name: topic_queues(config) for name, config in topic_configs.items()}
-        return finish(
-            self.register_steps(
-                cluster=cluster,
-                broker_name=broker_name,
-                broker_addr=broker_addr,
-                broker_id=broker_id,
-                ha_server_addr=ha_server_addr,
-                data_version=data_version,
-                topic_queues=queues,
-                channel_id=channel_id,
-                heartbeat_timeout_ms=heartbeat_timeout_ms,
-                zone_name=zone_name,
-                enable_acting_master=enable_acting_master,
-                now_ms=now_ms,
-            )
-        )
+        return finish(self.register_steps(topic_queues=queues, **registration))
 
     def register_steps(
         self,

@@ -379,6 +379,18 @@ BODY_SEEDS: dict[str, tuple[Callable[[bytes], object], list[bytes]]] = {
 }
 
 
+def body_classes() -> set[str]:
+    """Names of the classes in protocol/ that parse a body with their own ``from_bytes``."""
+    return {
+        name
+        for module in (bodies, route, controller_bodies)
+        for name, value in vars(module).items()
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and "from_bytes" in vars(value)
+    }
+
+
 def _route_views(parsed: route.TopicRouteData) -> None:
     """What the SDK does with a route next: its publish and subscribe queue lists."""
     route.publish_queues("T", parsed)

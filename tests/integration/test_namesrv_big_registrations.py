@@ -13,8 +13,11 @@ import functools
 import gc
 import json
 import sys
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -66,7 +69,15 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def child(limits: dict[str, int]) -> object:
+@attrs.frozen(kw_only=True)
+class Run:
+    proc: ManagedProcess
+    client: RemotingClient
+    answers: list[RemotingCommand]
+    rss_growth: int
+
+
+def child(limits: dict[str, int]) -> AbstractAsyncContextManager[ManagedProcess]:
     return managed_process(
         [sys.executable, str(CHILD), json.dumps(limits)],
         name="namesrv",
@@ -110,46 +121,44 @@ def assert_lookups_kept_their_latency(latencies: list[float]) -> None:
     assert p95 < LOOKUP_P95_S and ordered[-1] < LOOKUP_MAX_S, (len(ordered), p95, ordered[-5:])
 
 
+@asynccontextmanager
+async def three_big_registrations(limits: dict[str, int]) -> AsyncIterator[Run]:
+    """A NameServer process with ``limits``: one small broker registered, then the big
+    one three times at once while another client looks routes up."""
+    async with (
+        child(limits) as proc,
+        open_client(default_timeout_s=10.0) as client,
+        open_client(default_timeout_s=60.0) as broker,
+    ):
+        await SMALL.register(client, proc.address)
+        rss_before = rss_bytes(proc.pid)
+        answers, latencies, peak_rss = await register_three_times_while_looking_up(
+            proc, broker, client
+        )
+        assert_lookups_kept_their_latency(latencies)
+        yield Run(proc=proc, client=client, answers=answers, rss_growth=peak_rss - rss_before)
+        assert proc.returncode is None
+
+
 async def test_oversized_registrations_are_refused_without_stalling_lookups() -> None:
     with trio.fail_after(DEADLINE_S):
-        async with (
-            child({}) as proc,
-            open_client(default_timeout_s=10.0) as client,
-            open_client(default_timeout_s=60.0) as broker,
-        ):
-            await SMALL.register(client, proc.address)
-            rss_before = rss_bytes(proc.pid)
-            answers, latencies, peak_rss = await register_three_times_while_looking_up(
-                proc, broker, client
-            )
-            for answer in answers:
+        async with three_big_registrations({}) as run:
+            for answer in run.answers:
                 assert answer.code == ResponseCode.SYSTEM_ERROR
                 assert "150000 topics exceed the limit of 100000" in (answer.remark or "")
-            assert_lookups_kept_their_latency(latencies)
-            assert peak_rss - rss_before < 64 * 1024 * 1024, (peak_rss - rss_before) >> 20
-            routes = await client.call(proc.address, route_request("topic-000001"))
+            assert run.rss_growth < 64 * 1024 * 1024, run.rss_growth >> 20
+            routes = await run.client.call(run.proc.address, route_request("topic-000001"))
             assert routes.code == ResponseCode.TOPIC_NOT_EXIST
-            assert proc.returncode is None
-    assert "rejected registration of broker-big" in proc.stderr.text
+    assert "rejected registration of broker-big" in run.proc.stderr.text
 
 
 async def test_large_registrations_are_applied_in_slices() -> None:
     with trio.fail_after(DEADLINE_S):
-        async with (
-            child({"max_topics_per_broker": 200_000}) as proc,
-            open_client(default_timeout_s=10.0) as client,
-            open_client(default_timeout_s=60.0) as broker,
-        ):
-            await SMALL.register(client, proc.address)
-            rss_before = rss_bytes(proc.pid)
-            answers, latencies, peak_rss = await register_three_times_while_looking_up(
-                proc, broker, client
-            )
-            assert [a.code for a in answers] == [ResponseCode.SUCCESS] * 3, answers[0].remark
-            assert_lookups_kept_their_latency(latencies)
+        async with three_big_registrations({"max_topics_per_broker": 200_000}) as run:
+            assert [a.code for a in run.answers] == [ResponseCode.SUCCESS] * 3
             # 150,000 routes, and decodes in flight: well under 200 MB.
-            assert peak_rss - rss_before < 200 * 1024 * 1024, (peak_rss - rss_before) >> 20
-            route = await client.call(proc.address, route_request(f"topic-{TOPICS - 1:06d}"))
+            assert run.rss_growth < 200 * 1024 * 1024, run.rss_growth >> 20
+            last = route_request(f"topic-{TOPICS - 1:06d}")
+            route = await run.client.call(run.proc.address, last)
             assert route.code == ResponseCode.SUCCESS
             assert json.loads(route.body)["queueDatas"][0]["writeQueueNums"] == 8
-            assert proc.returncode is None
