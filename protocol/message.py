@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
-from protocol.errors import MalformedRecord
+from protocol.errors import LimitExceeded, MalformedRecord
 
 # --- constants ---------------------------------------------------------------------------
 
@@ -761,14 +761,18 @@ def encode_batch_body(items: Iterable[BatchItem]) -> bytes:
     return b"".join(parts)
 
 
-def decode_batch_body(body: bytes | bytearray | memoryview) -> list[BatchItem]:
+def decode_batch_body(
+    body: bytes | bytearray | memoryview, *, max_items: int | None = None
+) -> list[BatchItem]:
     """Decode a SEND_BATCH_MESSAGE body into its items (an empty body gives no items).
 
     The magic and CRC fields are ignored, as the Java broker ignores them; totalSize must
-    match the item's fields exactly (Java clients always write it so).
+    match the item's fields exactly (Java clients always write it so). ``max_items``
+    stops the decoding at the first item past it (11 MB of empty items are 520,000 of them).
 
     Raises:
         MalformedRecord: naming the offset of the bad item and what is wrong.
+        LimitExceeded: the body holds more than ``max_items`` items.
     """
     items: list[BatchItem] = []
     pos = 0
@@ -776,6 +780,8 @@ def decode_batch_body(body: bytes | bytearray | memoryview) -> list[BatchItem]:
     head_size = _BATCH_ITEM_HEAD.size
     while pos < end:
         where = f"batch item at offset {pos}"
+        if max_items is not None and len(items) >= max_items:
+            raise LimitExceeded(f"batch holds more than {max_items} messages")
         if end - pos < head_size + 2:
             raise MalformedRecord(f"{where}: only {end - pos} bytes left, need {head_size + 2}")
         total, _, _, flag, body_len = _BATCH_ITEM_HEAD.unpack_from(body, pos)

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import MalformedRecord
+from protocol.errors import LimitExceeded, MalformedRecord
 from protocol.message import (
     BLANK_MAGIC,
     MAGIC_V1,
@@ -913,3 +913,11 @@ def test_ali_ons_decodes_our_records() -> None:
     assert answer["ids"] == [
         [f"{r.store_host[0]}:{r.store_host[1]}", str(r.physical_offset)] for r in recs
     ]
+
+
+def test_decode_batch_body_stops_past_max_items() -> None:
+    """Issue 13 row 4: the item count is bounded while decoding, not after."""
+    body = encode_batch_body([BatchItem(body=b"")] * 1000)
+    assert len(decode_batch_body(body, max_items=1000)) == 1000
+    with pytest.raises(LimitExceeded, match="more than 999 messages"):
+        decode_batch_body(body, max_items=999)
