@@ -5,7 +5,7 @@ Rules:
   one and the port is read from that same socket. Nothing binds a port, closes it and binds
   it again (another process could take it in between).
 - The client port is bound before the store opens, because the store stamps the bound
-  port into every record (STOREHOST); ``ListeningServer`` then serves on those listeners.
+  port into every record (STOREHOST); ``RemotingServer.serve(listeners)`` then serves on them.
   Connections made before it serves wait in the kernel's backlog.
 - The HA port (``HAListener``) outlives any one mastership: in controller mode the broker
   advertises it before it is master and keeps it across role changes. Whichever
@@ -23,8 +23,6 @@ import logging
 from collections.abc import Callable, Sequence
 
 import trio
-
-from protocol.rpc import RemotingServer
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +55,6 @@ async def close_all(listeners: Sequence[trio.SocketListener]) -> None:
     with trio.CancelScope(shield=True):
         for listener in listeners:
             await listener.aclose()
-
-
-class ListeningServer(RemotingServer):
-    """A ``RemotingServer`` that serves listeners bound beforehand (``serve_on``)."""
-
-    async def serve_on(
-        self,
-        listeners: list[trio.SocketListener],
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve on ``listeners`` (closed when this stops), report the port, run until
-        cancelled."""
-        self.port = port_of(listeners)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, self._serve_connection, listeners)
-            task_status.started(self.port)
 
 
 class HAListener:

@@ -53,7 +53,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, parse_delay_levels
 from broker.groups import SubscriptionGroupManager
 from broker.ha import EpochFile, HAMaster, HASlave, ReplicaOutcome
-from broker.listeners import HAListener, ListeningServer, bind, close_all
+from broker.listeners import HAListener, bind, close_all
 from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
@@ -87,7 +87,7 @@ from protocol.headers import (
 )
 from protocol.message import MessageRecord, make_uniq_key_generator
 from protocol.route import MASTER_ID, TopicConfig, dumps_json
-from protocol.rpc import Connection, Handler, RemotingClient, open_client
+from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Broker:
         for processor in self.processors:
             handlers.update(processor.handlers())
         handlers[RequestCode.GET_BROKER_EPOCH_CACHE] = self._get_epoch_cache
-        self.server = ListeningServer(
+        self.server = RemotingServer(
             handlers,
             name=self.name,
             host=config.host,
@@ -517,7 +517,7 @@ class Broker:
                 # Replication first: a SYNC_MASTER must never take a send it cannot
                 # replicate, and the registration advertises the bound HA port.
                 await self._start_replication(nursery)
-                await nursery.start(self.server.serve_on, listeners)
+                await nursery.start(self.server.serve, listeners)
                 self.server.name = self.name
                 await self.registrar.register_once()
             nursery.start_soon(self.registrar.run)
@@ -548,7 +548,7 @@ class Broker:
         nursery.start_soon(ha_listener.serve)
         self._ha_listener = ha_listener
         self.ha_port = ha_listener.port
-        await nursery.start(self.server.serve_on, listeners)
+        await nursery.start(self.server.serve, listeners)
         await nursery.start(self.agent.run)
 
     def controller_id_assigned(self, broker_id: int) -> None:

@@ -517,9 +517,16 @@ class RemotingServer:
         """Bytes held for all peers: partial frames and requests being handled."""
         return self._budget.ledger.held_bytes
 
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Bind, report the bound port through ``task_status``, serve until cancelled."""
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener] | None = None,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Bind (or take ``listeners`` bound beforehand, closed when this stops), report
+        the bound port through ``task_status``, serve until cancelled."""
+        if listeners is None:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
         self.max_connections = self.config.connection_cap(fd_soft_limit())
         async with trio.open_nursery() as nursery:
