@@ -196,8 +196,12 @@ async def test_half_sent_16_mib_frames_are_closed_after_the_deadline() -> None:
     """Row 9: 20 peers announce 16 MiB frames and send half. Each is closed after the
     frame deadline with a logged reason; the bytes held never pass the server budget; a
     normal client is served throughout; the server lives on."""
-    peers, budget_bytes = 20, 96 * MiB
-    config = TransportConfig(frame_timeout_s=1.5, max_buffered_bytes=budget_bytes)
+    peers, budget_bytes = 20, 32 * MiB
+    config = TransportConfig(
+        frame_timeout_s=1.5,
+        max_buffered_bytes=budget_bytes,
+        max_connection_buffered_bytes=budget_bytes,
+    )
     half = b"\0" * (DEFAULT_MAX_FRAME_BYTES // 2)
     prefix = struct.pack(">iI", DEFAULT_MAX_FRAME_BYTES - 4, 2) + b"{}"
     rss_before = rss_bytes()
@@ -238,8 +242,9 @@ async def test_half_sent_16_mib_frames_are_closed_after_the_deadline() -> None:
             assert len(server.connections) == 1  # the normal client's
             await timed_echo(client, addr)
     assert peak_held <= budget_bytes + peers * SMALL_READ_BYTES, peak_held
-    # Unbounded, the server would hold 20 x 8 MiB = 160 MiB here.
-    assert peak_rss - rss_before < budget_bytes + 48 * MiB, (peak_rss - rss_before) / MiB
+    # Unbounded, the server would hold 20 x 8 MiB = 160 MiB here; the slack covers the
+    # attackers' and the allocator's share of this one process's RSS on a busy machine.
+    assert peak_rss - rss_before < budget_bytes + 64 * MiB, (peak_rss - rss_before) / MiB
     assert min(closed_after) >= config.frame_timeout_s * 0.9
     assert max(latencies) < NORMAL_LATENCY_S, max(latencies)
     reasons = [m for m in warnings if "was not completed within 1.5 s" in m]
