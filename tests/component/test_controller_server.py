@@ -7,6 +7,7 @@ CleanBrokerData and bad input (reference/rocketmq-controller.md §2.3, §5).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
 import trio
@@ -207,12 +208,20 @@ async def test_get_metadata_from_every_node(tmp_path: Path) -> None:
             leader = await quorum.leader()
             peers = "".join(f"{c.node_id}:{c.remoting_address};" for c in quorum.configs)
             for server in quorum.running:
-                response = await client.call(
-                    server.config.remoting_address,
-                    RemotingCommand.request(RequestCode.CONTROLLER_GET_METADATA_INFO),
+
+                async def metadata(address: str) -> GetMetaDataResponseHeader:
+                    response = await client.call(
+                        address, RemotingCommand.request(RequestCode.CONTROLLER_GET_METADATA_INFO)
+                    )
+                    assert response.code == ResponseCode.SUCCESS
+                    return GetMetaDataResponseHeader.from_ext_fields(response.ext_fields)
+
+                # A follower learns the leader from the leader's first append: poll for it.
+                await wait_until(
+                    lambda s=server: _knows_leader(metadata(s.config.remoting_address)),
+                    what=f"{server.config.node_id} knows the leader",
                 )
-                assert response.code == ResponseCode.SUCCESS
-                meta = GetMetaDataResponseHeader.from_ext_fields(response.ext_fields)
+                meta = await metadata(server.config.remoting_address)
                 assert meta == GetMetaDataResponseHeader(
                     group="trio-rocketmq-controller",
                     controller_leader_id=leader.config.node_id,
@@ -220,6 +229,10 @@ async def test_get_metadata_from_every_node(tmp_path: Path) -> None:
                     is_leader=server is leader,
                     peers=peers,
                 )
+
+
+async def _knows_leader(meta: Awaitable[GetMetaDataResponseHeader]) -> bool:
+    return bool((await meta).controller_leader_address)
 
 
 async def test_get_sync_state_data(tmp_path: Path) -> None:
