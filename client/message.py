@@ -6,6 +6,9 @@ Rules:
 - ``ReceivedMessage`` is one record of a pull body as the user sees it: body decompressed,
   ``msg_id`` = the client id (UNIQ_KEY) when present, else the broker's offset id, as the
   Java client reports it.
+- A compressed body is inflated by ``inflate`` only, never past ``max_body_bytes``
+  (RocketMQ's maxMessageSize, 4 MiB by default): a 200 KiB zlib bomb costs at most that
+  much memory, and any body that does not inflate cleanly is a ``MalformedRecord``.
 - Pure.
 """
 
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from protocol.errors import MalformedRecord
 from protocol.message import (
     PROPERTY_DELAY,
     PROPERTY_KEYS,
@@ -26,15 +30,60 @@ from protocol.message import (
     PROPERTY_UNIQ_KEY,
     PROPERTY_WAIT,
     SYSFLAG_COMPRESSED,
+    SYSFLAG_COMPRESSION_MASK,
+    SYSFLAG_COMPRESSION_ZLIB,
     MessageRecord,
     offset_msg_id,
 )
 from protocol.route import MessageQueue
 
+#: RocketMQ's maxMessageSize: no body a consumer accepts inflates past this by default.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: ``inflate`` produces at most this much output per step.
+INFLATE_STEP_BYTES = 256 * 1024
+
 #: Property names the SDK sets itself; user properties may not use them.
 RESERVED_PROPERTIES = frozenset(
     {PROPERTY_TAGS, PROPERTY_KEYS, PROPERTY_UNIQ_KEY, PROPERTY_DELAY, PROPERTY_WAIT}
 )
+
+
+def inflate(body: bytes, sys_flag: int, max_body_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+    """The stored ``body`` as sent: inflated when ``sys_flag`` says it is compressed.
+
+    Inflates in steps (``decompressobj`` with ``max_length``) and stops as soon as the
+    output passes ``max_body_bytes``, however far the input would inflate.
+
+    Raises:
+        MalformedRecord: not zlib, truncated, inflating past ``max_body_bytes``, or
+            compressed with LZ4 / ZSTD (RocketMQ 5's other types), which we cannot read.
+    """
+    if not sys_flag & SYSFLAG_COMPRESSED:
+        return body
+    kind = sys_flag & SYSFLAG_COMPRESSION_MASK
+    if kind not in (0, SYSFLAG_COMPRESSION_ZLIB):  # 0: written before 5.x named the type
+        raise MalformedRecord(f"body compressed with type 0x{kind >> 8:X}; only zlib is read")
+    inflater = zlib.decompressobj()
+    parts: list[bytes] = []
+    inflated = 0
+    data = body
+    try:
+        while not inflater.eof:
+            # In steps, so a bomb is refused holding at most the limit plus one step.
+            part = inflater.decompress(data, INFLATE_STEP_BYTES)
+            data = inflater.unconsumed_tail
+            inflated += len(part)
+            if inflated > max_body_bytes:
+                raise MalformedRecord(
+                    f"compressed body of {len(body)} bytes inflates past the "
+                    f"{max_body_bytes}-byte limit"
+                )
+            if not part and not data:
+                raise MalformedRecord(f"compressed body of {len(body)} bytes is truncated")
+            parts.append(part)
+    except zlib.error as exc:
+        raise MalformedRecord(f"compressed body does not inflate: {exc}") from None
+    return b"".join(parts)
 
 
 def _freeze_props(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -132,10 +181,11 @@ class ReceivedMessage:
         return self.properties.get(PROPERTY_RETRY_TOPIC, self.topic)
 
     @classmethod
-    def from_record(cls, record: MessageRecord, broker_name: str) -> ReceivedMessage:
-        body = record.body
-        if record.sys_flag & SYSFLAG_COMPRESSED:
-            body = zlib.decompress(body)
+    def from_record(
+        cls, record: MessageRecord, broker_name: str, max_body_bytes: int = MAX_MESSAGE_BYTES
+    ) -> ReceivedMessage:
+        """Raises ``MalformedRecord`` when the body does not inflate (see ``inflate``)."""
+        body = inflate(record.body, record.sys_flag, max_body_bytes)
         props = dict(record.properties)
         offset_id = offset_msg_id(
             record.store_host[0], record.store_host[1], record.physical_offset

@@ -50,6 +50,14 @@ Guarantees (stated here so users can rely on them):
   ``lock_interval_s``) before anything of it is consumed. A failed message is redelivered
   locally after ``orderly_suspend_s`` (``reconsume_times`` + 1) and nothing after it runs
   until it succeeds; after ``max_reconsume_times`` it goes to the DLQ.
+- **A bad record never stops a queue.** A record that cannot be decoded (bad CRC,
+  properties or sizes, a body that is not zlib, or inflates past ``max_message_bytes``,
+  RocketMQ's maxMessageSize, 4 MiB by default) is skipped with a log line and counted
+  (``ConsumerStatistics.skipped_records``); the other messages of the same pull are
+  delivered. In clustering it is sent to ``%DLQ%<group>`` (CONSUMER_SEND_MSG_BACK: a
+  retry could never decode it either); when it cannot be (its CommitLog offset is
+  unreadable, or the broker refuses), or in broadcasting, its offset is committed past
+  with a logged reason. Inflating never holds more than ``max_message_bytes``.
 - **Flow control.** A queue never has more than ``max_inflight_per_queue`` messages pulled
   and not finished; its puller waits for the listener.
 - **Shutdown** (leaving the ``async with``): pulling stops, listener calls in progress get
@@ -79,6 +87,7 @@ from client.consumer.core import (
     accepts,
     allocate_averagely,
     check_pull_offsets,
+    decode_pull_body,
     failover_broker_id,
     parse_pull_response,
     pull_replica,
@@ -103,6 +112,7 @@ from client.consumer.types import (
     PullResult,
     PullStatus,
     QueueStatistics,
+    SkippedRecord,
 )
 from protocol.group_topics import dlq_topic, retry_topic
 
@@ -122,9 +132,11 @@ __all__ = [
     "PushConsumer",
     "QueueStatistics",
     "RouteHealth",
+    "SkippedRecord",
     "accepts",
     "allocate_averagely",
     "check_pull_offsets",
+    "decode_pull_body",
     "dlq_topic",
     "failover_broker_id",
     "make_consumer_client_id",

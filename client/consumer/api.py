@@ -19,9 +19,9 @@ from collections.abc import Iterable
 import attrs
 import trio
 
-from client.consumer.core import parse_pull_response, pull_replica
-from client.consumer.types import PullResult
-from client.message import ReceivedMessage
+from client.consumer.core import PULL_SUSPEND, parse_pull_response, pull_replica
+from client.consumer.types import PullResult, SkippedRecord
+from client.message import MAX_MESSAGE_BYTES
 from client.offsets import call_replicas
 from client.routes import RouteCache, TopicInfo
 from protocol.bodies import (
@@ -48,6 +48,9 @@ from protocol.rpc import RemotingClient, check_success
 
 log = logging.getLogger(__name__)
 
+#: Tries to put a skipped (undecodable) record in the DLQ before committing past it.
+DEAD_LETTER_TRIES = 3
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -63,10 +66,18 @@ def _by_broker(queues: Iterable[MessageQueue]) -> dict[str, list[MessageQueue]]:
 class BrokerApi:
     """The broker requests consumers make, each under a deadline."""
 
-    def __init__(self, client: RemotingClient, routes: RouteCache, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: RemotingClient,
+        routes: RouteCache,
+        timeout_s: float,
+        *,
+        max_body_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self.client = client
         self.routes = routes
         self.timeout_s = timeout_s
+        self.max_body_bytes = max_body_bytes
 
     async def master(self, queue: MessageQueue) -> str:
         info = await self.routes.get(queue.topic)
@@ -111,11 +122,40 @@ class BrokerApi:
             subscription=subscription.sub_string,
             expression_type=subscription.expression_type,
         )
-        request = RemotingCommand.request(RequestCode.PULL_MESSAGE, header.to_ext_fields())
         timeout = (self.timeout_s if timeout_s is None else timeout_s) + suspend_s
-        response = await self.client.call(addr, request, timeout_s=timeout)
-        result = parse_pull_response(response, queue, subscription)
+        result = await self._pull_once(addr, queue, header, subscription, timeout)
+        if result.resync:
+            # The answer's first record is unreadable: one message names its offset.
+            single = attrs.evolve(header, max_msg_nums=1, sys_flag=sys_flag & ~PULL_SUSPEND)
+            result = await self._pull_once(addr, queue, single, subscription, self.timeout_s)
+        for skipped in result.skipped:
+            log.warning(
+                "%s: skipped record %s of %s: %s",
+                group,
+                skipped.queue_offset,
+                queue,
+                skipped.reason,
+            )
         return attrs.evolve(result, broker_id=target_id)
+
+    async def _pull_once(
+        self,
+        addr: str,
+        queue: MessageQueue,
+        header: PullMessageRequestHeader,
+        subscription: SubscriptionData,
+        timeout_s: float,
+    ) -> PullResult:
+        request = RemotingCommand.request(RequestCode.PULL_MESSAGE, header.to_ext_fields())
+        response = await self.client.call(addr, request, timeout_s=timeout_s)
+        return parse_pull_response(
+            response,
+            queue,
+            subscription,
+            requested=header.queue_offset,
+            max_nums=header.max_msg_nums,
+            max_body_bytes=self.max_body_bytes,
+        )
 
     async def _queue_offset(
         self, code: int, queue: MessageQueue, header_ext: dict[str, str]
@@ -172,25 +212,65 @@ class BrokerApi:
     async def send_back(
         self,
         queue: MessageQueue,
-        message: ReceivedMessage,
         *,
+        commit_log_offset: int,
+        msg_id: str,
+        original_topic: str,
         group: str,
         delay_level: int,
         max_reconsume_times: int,
     ) -> None:
-        """CONSUMER_SEND_MSG_BACK to the master of the queue the message was pulled from."""
+        """CONSUMER_SEND_MSG_BACK to the master of the queue the message was pulled from.
+
+        ``delay_level`` -1 sends it to the group's DLQ at once, 0 lets the broker choose.
+        """
         header = ConsumerSendMsgBackRequestHeader(
-            offset=message.commit_log_offset,
+            offset=commit_log_offset,
             group=group,
             delay_level=delay_level,
-            origin_msg_id=message.msg_id,
-            origin_topic=message.original_topic,
+            origin_msg_id=msg_id,
+            origin_topic=original_topic,
             max_reconsume_times=max_reconsume_times,
         )
         request = RemotingCommand.request(
             RequestCode.CONSUMER_SEND_MSG_BACK, header.to_ext_fields()
         )
         await self.call(await self.master(queue), request)
+
+    async def dead_letter(
+        self,
+        record: SkippedRecord,
+        *,
+        group: str,
+        max_reconsume_times: int,
+        backoff_s: float,
+        stopped: trio.Event,
+    ) -> bool:
+        """Send a skipped record to ``group``'s DLQ (up to DEAD_LETTER_TRIES times while
+        ``stopped`` is not set); False when the broker refused or could not be told."""
+        assert record.commit_log_offset is not None
+        for attempt in range(DEAD_LETTER_TRIES):
+            if attempt:
+                with trio.move_on_after(backoff_s):
+                    await stopped.wait()
+            if stopped.is_set():
+                return False
+            try:
+                await self.send_back(
+                    record.queue,
+                    commit_log_offset=record.commit_log_offset,
+                    msg_id=record.msg_id,
+                    original_topic=record.original_topic,
+                    group=group,
+                    delay_level=-1,
+                    max_reconsume_times=max_reconsume_times,
+                )
+                return True
+            except RocketError as exc:
+                log.info("%s: DLQ send-back of a skipped record failed: %s", group, exc)
+                if not exc.retriable:
+                    return False
+        return False
 
     async def lock(
         self, group: str, client_id: str, queues: Iterable[MessageQueue]

@@ -8,12 +8,16 @@ Rules:
 - ``InflightOffsets`` decides what may be committed: never past an unfinished message.
 - ``parse_pull_response`` / ``check_pull_offsets`` turn a PULL_MESSAGE answer into a
   ``PullResult`` and refuse offsets a sane broker cannot give (``ProtocolError``).
+- ``decode_pull_body``: one bad record never stops a queue. Records that fail a check
+  are skipped and listed (``SkippedRecord``) while the good ones of the same answer are
+  delivered; the answer always moves the queue forward (issue 13, rows 5 and 6).
 - ``pull_replica`` / ``failover_broker_id`` choose the broker of a group to pull from
   (findBrokerAddressInSubscribe); ``RouteHealth`` tells when a route looks degraded.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -21,14 +25,23 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from client.consumer.types import PullResult, PullStatus
-from client.message import ReceivedMessage
+from client.consumer.types import PullResult, PullStatus, SkippedRecord
+from client.message import MAX_MESSAGE_BYTES, ReceivedMessage
 from protocol.bodies import SubscriptionData
 from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import MalformedRecord, NetworkError, ProtocolError, error_for_response
 from protocol.headers import PullMessageResponseHeader
-from protocol.message import iter_records
+from protocol.message import (
+    BLANK_MARKER_BYTES,
+    MAGIC_V1,
+    MAGIC_V2,
+    MIN_RECORD_BYTES,
+    PROPERTY_RETRY_TOPIC,
+    MessageRecord,
+    decode_record,
+    peek_record_header,
+)
 from protocol.route import MASTER_ID, MessageQueue
 
 if TYPE_CHECKING:  # a value the route cache holds; this module stays free of trio
@@ -131,15 +144,29 @@ class InflightOffsets:
 
 def accepts(subscription: SubscriptionData, message: ReceivedMessage) -> bool:
     """The client-side tag re-filter: the broker matched tag hash codes only."""
+    return _accepts_tags(subscription, message.tags)
+
+
+def _accepts_tags(subscription: SubscriptionData, tags: str | None) -> bool:
     if subscription.is_sub_all:
         return True
-    return message.tags is not None and message.tags in subscription.tags_set
+    return tags is not None and tags in subscription.tags_set
 
 
 def parse_pull_response(
-    response: RemotingCommand, queue: MessageQueue, subscription: SubscriptionData
+    response: RemotingCommand,
+    queue: MessageQueue,
+    subscription: SubscriptionData,
+    *,
+    requested: int = 0,
+    max_nums: int = 32,
+    max_body_bytes: int = MAX_MESSAGE_BYTES,
 ) -> PullResult:
-    """A PULL_MESSAGE response as a ``PullResult``; other codes raise their ``ServerError``."""
+    """A PULL_MESSAGE response as a ``PullResult``; other codes raise their ``ServerError``.
+
+    ``requested`` and ``max_nums`` are the pull's offset and count; bad records are
+    skipped as ``decode_pull_body`` says.
+    """
     statuses: dict[int, PullStatus] = {
         ResponseCode.SUCCESS: PullStatus.FOUND,
         ResponseCode.PULL_NOT_FOUND: PullStatus.NO_NEW_MSG,
@@ -150,27 +177,192 @@ def parse_pull_response(
     if status is None:
         raise error_for_response(response.code, response.remark)
     header = PullMessageResponseHeader.from_ext_fields(response.ext_fields)
-    messages: tuple[ReceivedMessage, ...] = ()
-    if status is PullStatus.FOUND:
-        try:
-            decoded = [
-                ReceivedMessage.from_record(record, queue.broker_name)
-                for record in iter_records(response.body)
-            ]
-        except zlib.error as exc:
-            raise MalformedRecord(
-                f"a compressed body from {queue} does not inflate: {exc}"
-            ) from None
-        messages = tuple(m for m in decoded if accepts(subscription, m))
-        if not messages:
-            status = PullStatus.NO_MATCHED_MSG
-    return PullResult(
+    result = PullResult(
         status=status,
         next_begin_offset=header.next_begin_offset,
         min_offset=header.min_offset,
         max_offset=header.max_offset,
-        messages=messages,
         suggest_which_broker_id=header.suggest_which_broker_id,
+    )
+    if status is not PullStatus.FOUND:
+        return result
+    body = decode_pull_body(
+        response.body,
+        queue,
+        subscription,
+        requested=requested,
+        next_begin_offset=header.next_begin_offset,
+        max_nums=max_nums,
+        max_body_bytes=max_body_bytes,
+    )
+    return attrs.evolve(
+        result,
+        status=PullStatus.FOUND if body.messages else PullStatus.NO_MATCHED_MSG,
+        messages=body.messages,
+        skipped=body.skipped,
+        next_begin_offset=body.next_begin_offset,
+        resync=body.resync,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class PullBody:
+    """What ``decode_pull_body`` made of a FOUND answer's body."""
+
+    messages: tuple[ReceivedMessage, ...]
+    skipped: tuple[SkippedRecord, ...]
+    #: Where the next pull starts: the broker's ``nextBeginOffset``, or just past the last
+    #: record read when the framing broke (the rest is pulled again).
+    next_begin_offset: int
+    resync: bool = False
+
+
+#: The fixed fields up to SYSFLAG (wire.md §3.2): size, magic, body CRC, queue id, flag,
+#: queue offset, physical offset, sys flag. A record whose framing holds has all of them.
+_RECORD_IDS = struct.Struct(">iiiiiqqi")
+_RECORD_MAGICS = (MAGIC_V1, MAGIC_V2)
+_CRC_MASK = 0x7FFFFFFF
+
+
+def _framed_size(buf: bytes, pos: int) -> int | None:
+    """The size of the record at ``pos`` when its magic and size are sane, else None."""
+    if len(buf) - pos < MIN_RECORD_BYTES:
+        return None
+    size, magic = peek_record_header(buf, pos)
+    if magic not in _RECORD_MAGICS or not MIN_RECORD_BYTES <= size <= len(buf) - pos:
+        return None
+    return size
+
+
+def _record_starts(buf: bytes, pos: int) -> bool:
+    """Whether ``pos`` is the end of ``buf`` or holds a record magic."""
+    left = len(buf) - pos
+    return left == 0 or (
+        left >= BLANK_MARKER_BYTES and peek_record_header(buf, pos)[1] in _RECORD_MAGICS
+    )
+
+
+@attrs.define
+class _BodyWalk:
+    """``decode_pull_body``'s state: what was read so far and the last sane offset."""
+
+    queue: MessageQueue
+    requested: int
+    next_begin_offset: int
+    messages: list[ReceivedMessage] = attrs.field(factory=list)
+    skipped: list[SkippedRecord] = attrs.field(factory=list)
+    last: int = -1
+
+    def done(self) -> PullBody:
+        return PullBody(
+            messages=tuple(self.messages),
+            skipped=tuple(self.skipped),
+            next_begin_offset=self.next_begin_offset,
+        )
+
+    def broken(self, pos: int, max_nums: int) -> PullBody:
+        """The framing broke at ``pos``: keep what was read, say where to go on."""
+        if self.last >= self.requested:  # records were read: pull again just past them
+            return attrs.evolve(self.done(), next_begin_offset=self.last + 1)
+        if max_nums > 1:
+            return PullBody(messages=(), skipped=(), next_begin_offset=self.requested, resync=True)
+        # A pull of one: the broker's next offset is just past the one record it sent.
+        offset = self.next_begin_offset - 1
+        unreadable = SkippedRecord(
+            queue=self.queue,
+            queue_offset=offset if offset >= self.requested else None,
+            commit_log_offset=None,
+            msg_id="",
+            original_topic=self.queue.topic,
+            reason=f"unreadable record at body offset {pos} (bad magic or size)",
+        )
+        return PullBody(
+            messages=(), skipped=(unreadable,), next_begin_offset=self.next_begin_offset
+        )
+
+
+def decode_pull_body(
+    buf: bytes,
+    queue: MessageQueue,
+    subscription: SubscriptionData,
+    *,
+    requested: int,
+    next_begin_offset: int,
+    max_nums: int,
+    max_body_bytes: int = MAX_MESSAGE_BYTES,
+) -> PullBody:
+    """Decode a FOUND body; one bad record never costs the others (issue 13, row 5).
+
+    A record that fails a check (CRC, properties, sizes, a body that does not inflate
+    within ``max_body_bytes``) is skipped and listed when its framing holds (sane magic
+    and size, and its fields agree with the size or the next record starts after it),
+    with its offsets when they are sane (after the previous record, before
+    ``next_begin_offset``). Records whose tags the subscription rejects are dropped
+    quietly, as always. Where the framing breaks the rest cannot be read: the next pull
+    starts just past the last record read; when the very first record is unreadable, a
+    pull of one message (``max_nums`` 1) names it (the broker's next offset is just past
+    it), else ``resync`` asks for that.
+    """
+    walk = _BodyWalk(queue=queue, requested=requested, next_begin_offset=next_begin_offset)
+    walk.last = requested - 1
+    pos = 0
+    while pos < len(buf):
+        size = _framed_size(buf, pos)
+        if size is None:
+            return walk.broken(pos, max_nums)
+        _, _, crc, _, _, queue_offset, commit_offset, _ = _RECORD_IDS.unpack_from(buf, pos)
+        sane = walk.last < queue_offset < next_begin_offset
+        try:
+            record, _ = decode_record(buf, pos, check_crc=False)
+        except MalformedRecord as exc:
+            if not _record_starts(buf, pos + size):  # its size cannot be trusted either
+                return walk.broken(pos, max_nums)
+            walk.skipped.append(
+                SkippedRecord(
+                    queue=queue,
+                    queue_offset=queue_offset if sane else None,
+                    commit_log_offset=commit_offset if sane else None,
+                    msg_id="",
+                    original_topic=queue.topic,
+                    reason=str(exc),
+                )
+            )
+        else:
+            if _accepts_tags(subscription, record.tags):
+                reason = _decode_into(walk.messages, record, queue, crc, max_body_bytes)
+                if reason is not None:
+                    walk.skipped.append(_skipped(queue, record, sane, reason))
+        if sane:
+            walk.last = queue_offset
+        pos += size
+    return walk.done()
+
+
+def _decode_into(
+    out: list[ReceivedMessage],
+    record: MessageRecord,
+    queue: MessageQueue,
+    stored_crc: int,
+    max_body_bytes: int,
+) -> str | None:
+    """Append ``record`` as a message; the reason it cannot be one instead."""
+    if (crc := zlib.crc32(record.body) & _CRC_MASK) != stored_crc:
+        return f"body CRC mismatch, stored 0x{stored_crc & 0xFFFFFFFF:08X}, computed 0x{crc:08X}"
+    try:
+        out.append(ReceivedMessage.from_record(record, queue.broker_name, max_body_bytes))
+    except MalformedRecord as exc:
+        return str(exc)
+    return None
+
+
+def _skipped(queue: MessageQueue, record: MessageRecord, sane: bool, reason: str) -> SkippedRecord:
+    return SkippedRecord(
+        queue=queue,
+        queue_offset=record.queue_offset if sane else None,
+        commit_log_offset=record.physical_offset if sane else None,
+        msg_id=record.uniq_key or record.msg_id,
+        original_topic=record.properties.get(PROPERTY_RETRY_TOPIC, record.topic),
+        reason=reason,
     )
 
 
@@ -186,6 +378,9 @@ def check_pull_offsets(result: PullResult, requested: int) -> None:
             raise ProtocolError(f"pull answer moves to negative offset {result.next_begin_offset}")
         return
     previous = requested - 1
+    skipped = {s.queue_offset for s in result.skipped if s.queue_offset is not None}
+    if offsets := skipped & {m.queue_offset for m in result.messages}:
+        raise ProtocolError(f"pull from {requested} returned offsets {sorted(offsets)} twice")
     for message in result.messages:
         if message.queue_offset <= previous:
             raise ProtocolError(

@@ -24,6 +24,7 @@ from client.consumer.pull import PullConsumer
 from client.consumer.push import PushConsumer
 from client.consumer.rebalancing import _RebalancingConsumer
 from client.consumer.types import ConsumeFrom, ConsumerConfig, Listener, MessageModel
+from client.message import MAX_MESSAGE_BYTES
 from client.producer import local_ip
 from client.routes import RouteCache
 from protocol.codes import RequestCode
@@ -220,9 +221,15 @@ async def open_pull_consumer(
     *,
     group: str,
     timeout_s: float = 3.0,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> AsyncIterator[PullConsumer]:
-    """An explicit pull consumer (no rebalance, no background tasks but routes)."""
+    """An explicit pull consumer (no rebalance, no background tasks but routes).
+
+    A compressed body inflating past ``max_message_bytes`` is skipped, unread.
+    """
     addrs = _namesrv_list(namesrv)
     async with open_client(name=f"pull consumer {group}", default_timeout_s=timeout_s) as client:
         routes = RouteCache(client, addrs, request_timeout_s=timeout_s)
-        yield PullConsumer(client, routes, group=group, timeout_s=timeout_s)
+        yield PullConsumer(
+            client, routes, group=group, timeout_s=timeout_s, max_message_bytes=max_message_bytes
+        )

@@ -5,6 +5,8 @@ Rules:
 - Every call runs under a deadline (``timeout_s``, plus ``long_poll_s`` for a long poll).
 - Pulls, offset reads and commits go to the queue's master, else to a slave of its group;
   a failed pull makes the route be read again.
+- A record that cannot be decoded is skipped (``PullResult.skipped``), never raised:
+  the offsets are the caller's, so sending it anywhere is the caller's choice too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from client.consumer.api import BrokerApi, _now_ms
 from client.consumer.core import PULL_SUBSCRIPTION, PULL_SUSPEND
 from client.consumer.types import PullResult
+from client.message import MAX_MESSAGE_BYTES
 from client.offsets import BrokerOffsetStore
 from client.routes import RouteCache
 from protocol.bodies import parse_subscription
@@ -37,12 +40,20 @@ class PullConsumer:
     """
 
     def __init__(
-        self, client: RemotingClient, routes: RouteCache, *, group: str, timeout_s: float
+        self,
+        client: RemotingClient,
+        routes: RouteCache,
+        *,
+        group: str,
+        timeout_s: float,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.group = group
         self.timeout_s = timeout_s
         self.routes = routes
-        self.api = BrokerApi(client, routes, timeout_s)
+        self.api = BrokerApi(client, routes, timeout_s, max_body_bytes=max_message_bytes)
+        #: Undecodable or poisoned records skipped by ``pull`` (each also in its result).
+        self.skipped_records = 0
         self._offsets = BrokerOffsetStore(client, routes, group=group, timeout_s=timeout_s)
 
     async def fetch_subscribe_queues(self, topic: str) -> list[MessageQueue]:
@@ -62,14 +73,16 @@ class PullConsumer:
     ) -> PullResult:
         """Up to ``max_nums`` messages from ``offset``; ``long_poll_s`` > 0 waits for arrivals.
 
-        The whole call has the deadline ``timeout_s`` (+ ``long_poll_s``).
+        The whole call has the deadline ``timeout_s`` (+ ``long_poll_s``). Records that
+        cannot be decoded are left out, logged and listed in ``PullResult.skipped``;
+        ``next_begin_offset`` is past them, so pulling on from it never meets them again.
         """
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
         subscription = parse_subscription(expression, topic=queue.topic, sub_version=_now_ms())
         flag = PULL_SUBSCRIPTION | (PULL_SUSPEND if long_poll_s > 0 else 0)
         try:
-            return await self.api.pull(
+            result = await self.api.pull(
                 queue,
                 group=self.group,
                 offset=offset,
@@ -82,6 +95,8 @@ class PullConsumer:
         except RocketError:
             self.routes.invalidate(queue.topic)
             raise
+        self.skipped_records += len(result.skipped)
+        return result
 
     async def committed_offset(self, queue: MessageQueue) -> int | None:
         """The group's committed offset of ``queue``; None when it has none."""

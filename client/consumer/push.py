@@ -97,7 +97,9 @@ class PushConsumer(_RebalancingConsumer):
         try:
             await self.api.send_back(
                 state.queue,
-                message,
+                commit_log_offset=message.commit_log_offset,
+                msg_id=message.msg_id,
+                original_topic=message.original_topic,
                 group=self.group,
                 delay_level=-1 if dlq else 0,
                 max_reconsume_times=self.config.max_reconsume_times,

@@ -42,6 +42,7 @@ from client.consumer.types import (
     PullResult,
     PullStatus,
     QueueStatistics,
+    SkippedRecord,
 )
 from client.message import ReceivedMessage
 from client.offsets import BrokerOffsetStore, LocalFileOffsetStore, OffsetStore
@@ -187,7 +188,9 @@ class _RebalancingConsumer:
         self.group = config.group
         self.client_id = client_id
         self.routes = routes
-        self.api = BrokerApi(client, routes, config.timeout_s)
+        self.api = BrokerApi(
+            client, routes, config.timeout_s, max_body_bytes=config.max_message_bytes
+        )
         self.offsets: OffsetStore
         if config.message_model is MessageModel.BROADCASTING:
             base = config.offset_store_dir or Path.home() / ".rmq_offsets"
@@ -221,6 +224,7 @@ class _RebalancingConsumer:
         self.sent_back = 0
         self.dead_lettered = 0
         self.redelivered_locally = 0
+        self.skipped_records = 0
 
     # --- public ------------------------------------------------------------------------
 
@@ -272,6 +276,7 @@ class _RebalancingConsumer:
             sent_back=self.sent_back,
             dead_lettered=self.dead_lettered,
             redelivered_locally=self.redelivered_locally,
+            skipped_records=self.skipped_records,
         )
 
     async def persist_offsets(self) -> None:
@@ -773,11 +778,47 @@ class _RebalancingConsumer:
         messages = list(result.messages)
         if messages and is_retry_topic(state.queue.topic):
             messages = [attrs.evolve(m, topic=m.original_topic) for m in messages]
-        tracker.add(m.queue_offset for m in messages)
+        # Skipped records whose offset is known stay in flight until they are settled.
+        skipped = [s for s in result.skipped if s.queue_offset is not None]
+        self.skipped_records += len(result.skipped)
+        offsets = [m.queue_offset for m in messages]
+        tracker.add(
+            sorted(offsets + [s.queue_offset for s in skipped if s.queue_offset is not None])
+        )
         tracker.advance(result.next_begin_offset)
         self._note_committable(state)
         if messages:
             await self._deliver(state, tracker.generation, messages)
+        if skipped:
+            self._nursery.start_soon(self._settle_skipped, state, tracker.generation, skipped)
+
+    async def _settle_skipped(
+        self, state: _QueueState, generation: int, records: list[SkippedRecord]
+    ) -> None:
+        """Send each skipped record to the DLQ (retrying it is pointless: it will never
+        decode), else log that its offset is committed past; the queue moves on either way."""
+        for record in records:
+            assert record.queue_offset is not None
+            where = f"{state.queue} offset {record.queue_offset}"
+            if not self.clustering or record.commit_log_offset is None:
+                why = (
+                    "broadcasting" if not self.clustering else "its CommitLog offset is unreadable"
+                )
+                log.warning("%s: record at %s is committed past (%s)", self.group, where, why)
+            elif await self.api.dead_letter(
+                record,
+                group=self.group,
+                max_reconsume_times=self.config.max_reconsume_times,
+                backoff_s=self.config.retry_backoff_s,
+                stopped=state.stopped,
+            ):
+                self.dead_lettered += 1
+                log.warning("%s: record at %s sent to the DLQ", self.group, where)
+            elif state.active:
+                log.warning("%s: record at %s (DLQ refused) is committed past", self.group, where)
+            else:
+                return  # dropped: the queue's next owner meets it again
+            self._finish_offsets(state, generation, [record.queue_offset])
 
     def _check_suggestion(self, state: _QueueState) -> None:
         """A broker that names a replica our route lacks knows of a master we do not (it
@@ -795,9 +836,12 @@ class _RebalancingConsumer:
     def _finish(
         self, state: _QueueState, generation: int, messages: Iterable[ReceivedMessage]
     ) -> None:
+        self._finish_offsets(state, generation, [m.queue_offset for m in messages])
+
+    def _finish_offsets(self, state: _QueueState, generation: int, offsets: list[int]) -> None:
         tracker = state.tracker
-        for message in messages:
-            tracker.finish(message.queue_offset, generation)
+        for offset in offsets:
+            tracker.finish(offset, generation)
         self._note_committable(state)
         if tracker.count < self.config.max_inflight_per_queue:
             state.space.set()

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from client.message import ReceivedMessage
+from client.message import MAX_MESSAGE_BYTES, ReceivedMessage
 from protocol.bodies import (
     BROADCASTING,
     CLUSTERING,
@@ -58,8 +58,30 @@ class PullStatus(enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
+class SkippedRecord:
+    """A record of a pull answer that could not be handed out: undecodable or poisoned
+    (bad CRC, properties or sizes, a body that does not inflate or inflates too far)."""
+
+    queue: MessageQueue
+    #: Its queue offset; None when the record is too damaged to tell where it lies.
+    queue_offset: int | None
+    #: Its CommitLog offset, what CONSUMER_SEND_MSG_BACK names; None when not readable.
+    commit_log_offset: int | None
+    #: UNIQ_KEY when its properties could be read, else the broker's offset id ("" if unknown).
+    msg_id: str
+    #: The topic it was first sent to (RETRY_TOPIC when readable, else the record's topic).
+    original_topic: str
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
 class PullResult:
-    """One PULL_MESSAGE answer: messages already decoded and re-filtered by tag."""
+    """One PULL_MESSAGE answer: messages already decoded and re-filtered by tag.
+
+    ``skipped`` lists the records that could not be decoded; ``next_begin_offset`` is past
+    them. ``resync`` (internal) says the answer's first record was unreadable and its
+    offset unknown: the pull is asked again for one message, which names it.
+    """
 
     status: PullStatus
     next_begin_offset: int
@@ -69,6 +91,8 @@ class PullResult:
     suggest_which_broker_id: int = MASTER_ID
     #: The broker of the group that answered (0: the master).
     broker_id: int = MASTER_ID
+    skipped: tuple[SkippedRecord, ...] = ()
+    resync: bool = False
 
 
 Listener = Callable[[list[ReceivedMessage]], Awaitable[ConsumeResult]]
@@ -101,6 +125,8 @@ class ConsumerStatistics:
     sent_back: int
     dead_lettered: int
     redelivered_locally: int
+    #: Undecodable or poisoned records skipped (each logged; sent to the DLQ when possible).
+    skipped_records: int = 0
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -136,6 +162,8 @@ class ConsumerConfig:
     #: Wait before consuming again a message whose send-back failed.
     retry_backoff_s: float = attrs.field(default=1.0, validator=_positive)
     orderly_suspend_s: float = attrs.field(default=1.0, validator=_positive)
+    #: RocketMQ's maxMessageSize: a compressed body inflating past it is skipped, unread.
+    max_message_bytes: int = attrs.field(default=MAX_MESSAGE_BYTES, validator=_positive)
     lock_interval_s: float = attrs.field(default=20.0, validator=_positive)
     #: Listener calls in progress get this long to finish at shutdown (and at a drop).
     shutdown_timeout_s: float = attrs.field(default=10.0, validator=_positive)
