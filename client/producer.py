@@ -19,6 +19,17 @@ Guarantees (stated here so users can rely on them):
   Other errors say the broker refused the message or could not be reached.
 - After any failure the topic's route is re-read from the NameServer at once.
 - Every error raised is a ``protocol.errors.RocketError`` whose message says what failed.
+- A message keeps its ``msg_id`` (UNIQ_KEY) through every attempt, so the copies a
+  retry may store share it and consumers can de-duplicate by it.
+- Natural batching (``auto_batch``, on by default; RocketMQ 5.1's autoBatch without its
+  wait, ``client.batching``): concurrent ``send`` calls for one topic and broker that
+  queue up while a request to it is in flight leave together as one SEND_BATCH_MESSAGE.
+  Nothing waits for company: a lone send leaves at once as before. Each caller still gets
+  its own ``SendResult`` (its msg_id, the batch's queue, its own queue offset) or, when
+  the request fails, the error a single send would have got, with the same retries;
+  ordered sends batch only with sends to the same queue and keep their order. Delayed,
+  compressed (>= 4 KiB), ``wait_store=False``, transactional and group-topic messages
+  always go alone. ``statistics()`` counts requests, batch requests and what waits.
 
 Queue selection is round robin over writable queues, skipping brokers that failed or were
 slow recently (RocketMQ's MQFaultStrategy); ``send(..., sharding_key=...)`` pins a key to
@@ -35,11 +46,19 @@ import random
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
+import attrs
 import trio
 
+from client.batching import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_COUNT,
+    TOTAL_BATCH_MAX_BYTES,
+    BatchConfig,
+    Batcher,
+)
 from client.message import Message, SendResult, SendStatus
 from client.routes import FaultStrategy, RouteCache, TopicInfo
 from protocol.bodies import HeartbeatData, ProducerData
@@ -56,8 +75,12 @@ from protocol.errors import (
     TopicNotExist,
     error_for_response,
 )
+from protocol.group_topics import is_group_topic
 from protocol.headers import SendMessageRequestHeaderV2, SendMessageResponseHeader
 from protocol.message import (
+    MAX_PROPERTIES_BYTES,
+    PROPERTY_PGROUP,
+    PROPERTY_TRAN_MSG,
     SYSFLAG_COMPRESSED,
     BatchItem,
     encode_batch_body,
@@ -81,6 +104,7 @@ _STATUS_BY_CODE: dict[int, SendStatus] = {
     ResponseCode.FLUSH_SLAVE_TIMEOUT: SendStatus.FLUSH_SLAVE_TIMEOUT,
     ResponseCode.SLAVE_NOT_AVAILABLE: SendStatus.SLAVE_NOT_AVAILABLE,
 }
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Queue selector for ordered sends: (queues, key) → queue.
 QueueSelector = Callable[[Sequence[MessageQueue], str], MessageQueue]
 
@@ -104,6 +128,41 @@ def hash_selector(queues: Sequence[MessageQueue], key: str) -> MessageQueue:
     return queues[int.from_bytes(digest[:4], "big") % len(queues)]
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class _Outgoing:
+    """A message made ready to send once, whatever the attempts: its id, wire properties
+    and (compressed) body stay the same on every retry."""
+
+    message: Message
+    uniq_key: str
+    #: The wire properties (UNIQ_KEY included), as a mapping and encoded.
+    wire_properties: Mapping[str, str]
+    properties: str
+    body: bytes
+    sys_flag: int
+    #: May share a SEND_BATCH_MESSAGE with others (client.batching).
+    batchable: bool
+
+    @property
+    def batch_bytes(self) -> int:
+        """About what it adds to a batch body (item head 20 + properties length 2)."""
+        return len(self.body) + len(self.properties) + 22
+
+
+@attrs.frozen(kw_only=True)
+class ProducerStatistics:
+    """Counters of one producer's send requests (``Producer.statistics``)."""
+
+    #: SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE requests made (every attempt counts).
+    requests: int
+    #: Of those, SEND_BATCH_MESSAGE ones (natural batching and ``send_batch``).
+    batch_requests: int
+    #: Messages carried by the batch requests.
+    batched_messages: int
+    #: Messages waiting in natural-batching lanes now.
+    waiting_messages: int
+
+
 class Producer:
     """Sends messages; build it with ``open_producer``."""
 
@@ -117,6 +176,7 @@ class Producer:
         timeout_s: float,
         retries: int,
         rng: random.Random,
+        batching: tuple[trio.Nursery, BatchConfig] | None = None,
     ) -> None:
         self.group = group
         self.client_id = client_id
@@ -127,6 +187,12 @@ class Producer:
         self.faults = FaultStrategy()
         self._rr = itertools.count(rng.randrange(1 << 16))
         self._uniq = make_uniq_key_generator("127.0.0.1", os.getpid(), rng, int(time.time() * 1000))
+        self._batcher: Batcher[_Outgoing] | None = None
+        if batching is not None:
+            self._batcher = Batcher(batching[0], self._exchange, batching[1])
+        self._requests = 0
+        self._batch_requests = 0
+        self._batched_messages = 0
 
     # --- public API ------------------------------------------------------------------
 
@@ -141,7 +207,7 @@ class Producer:
         """Send and wait for the broker's answer (see the module docstring)."""
         return await self._send_items(
             message.topic,
-            [message],
+            [self._prepare(message, batch=False)],
             timeout_s=timeout_s,
             sharding_key=sharding_key,
             selector=selector,
@@ -150,7 +216,10 @@ class Producer:
     async def send_batch(
         self, messages: Sequence[Message], *, timeout_s: float | None = None
     ) -> SendResult:
-        """Send messages of one topic as one request; they get consecutive queue offsets."""
+        """Send messages of one topic as one request; they get consecutive queue offsets.
+
+        The result's ``msg_id`` and ``offset_msg_id`` are the messages' ids, comma-joined.
+        """
         if not messages:
             raise ValueError("send_batch needs at least one message")
         topics = {m.topic for m in messages}
@@ -158,7 +227,8 @@ class Producer:
             raise ValueError(f"a batch goes to one topic, got {sorted(topics)}")
         if any(m.delay_level for m in messages):
             raise ValueError("delayed messages cannot be sent in a batch")
-        return await self._send_items(messages[0].topic, list(messages), timeout_s=timeout_s)
+        items = [self._prepare(m, batch=True) for m in messages]
+        return await self._send_items(messages[0].topic, items, timeout_s=timeout_s)
 
     async def send_oneway(self, message: Message) -> None:
         """Send without waiting for an answer: fastest, and nothing tells you it was stored.
@@ -170,7 +240,7 @@ class Producer:
                 info = await self.routes.get(message.topic)
                 queue = self._select(info, None)
                 addr = self._master(info, queue)
-                request, _ = self._request(queue, [message])
+                request = self._request(queue, [self._prepare(message, batch=False)])
                 await self._client.oneway(addr, attrs_evolve_oneway(request))
         except trio.TooSlowError:
             raise RemotingTimeout(
@@ -180,12 +250,43 @@ class Producer:
             self.routes.invalidate(message.topic)
             raise
 
+    def statistics(self) -> ProducerStatistics:
+        batcher = self._batcher
+        return ProducerStatistics(
+            requests=self._requests,
+            batch_requests=self._batch_requests,
+            batched_messages=self._batched_messages,
+            waiting_messages=batcher.waiting_messages() if batcher is not None else 0,
+        )
+
     # --- the send loop ---------------------------------------------------------------
+
+    def _prepare(self, message: Message, *, batch: bool) -> _Outgoing:
+        """Id, wire properties and body, once per message (a ``ValueError`` if invalid).
+
+        Bodies of single sends over COMPRESS_OVER_BYTES are compressed; a batch's never
+        are (RocketMQ's clients do the same: one sysFlag covers a whole batch).
+        """
+        uniq_key = self._uniq.next_id(int(time.time() * 1000))
+        wire = message.wire_properties(uniq_key)
+        properties = properties_to_string(wire)
+        body, sys_flag = message.body, 0
+        if not batch and len(body) >= COMPRESS_OVER_BYTES:
+            body, sys_flag = _zlib(body), SYSFLAG_COMPRESSED
+        return _Outgoing(
+            message=message,
+            uniq_key=uniq_key,
+            wire_properties=wire,
+            properties=properties,
+            body=body,
+            sys_flag=sys_flag,
+            batchable=not batch and not sys_flag and _batchable(message, properties),
+        )
 
     async def _send_items(
         self,
         topic: str,
-        messages: list[Message],
+        items: list[_Outgoing],
         *,
         timeout_s: float | None,
         sharding_key: str | None = None,
@@ -203,17 +304,17 @@ class Producer:
         refused_in_a_row = 0
         routed = False
         while (remaining := deadline - trio.current_time()) > 0:
-            groups = 1
+            info = self.routes.cached(topic)
             try:
-                with trio.fail_after(remaining):
-                    info = await self.routes.get(topic)
+                if info is None:
+                    with trio.fail_after(remaining):
+                        info = await self.routes.get(topic)
                 routed = True
-                groups = len({q.broker_name for q in info.publish})
                 if ordered:
                     queue = self._select_ordered(info, sharding_key or "", selector)
                 else:
                     queue = self._select(info, last_broker)
-                return await self._send_once(info, queue, messages, deadline)
+                return await self._send_once(info, queue, items, deadline, ordered)
             except trio.TooSlowError:
                 last_error = RemotingTimeout(f"no route for {topic} within {timeout} s")
                 break
@@ -231,6 +332,7 @@ class Producer:
                     # Nothing was stored: waiting for a (new) master costs no duplicate and
                     # keeps an ordered key on its queue. Pause once every group refused.
                     refused_in_a_row += 1
+                    groups = len({q.broker_name for q in info.publish}) if info else 1
                     if refused_in_a_row >= max(1, groups):
                         pause_s = min(REFUSED_PAUSE_MAX_S, REFUSED_PAUSE_S * refused_in_a_row)
                         await trio.sleep(min(pause_s, max(0.0, deadline - trio.current_time())))
@@ -276,48 +378,67 @@ class Producer:
             raise NetworkError(f"broker group {queue.broker_name} has no master now")
         return addr
 
-    def _request(
-        self, queue: MessageQueue, messages: list[Message]
-    ) -> tuple[RemotingCommand, list[str]]:
-        uniq_keys = [self._uniq.next_id(int(time.time() * 1000)) for _ in messages]
-        batch = len(messages) > 1
-        first = messages[0]
-        sys_flag = 0
+    def _request(self, queue: MessageQueue, items: list[_Outgoing]) -> RemotingCommand:
+        batch = len(items) > 1
+        first = items[0]
         if batch:
             body = encode_batch_body(
-                BatchItem(body=m.body, flag=m.flag, properties=m.wire_properties(k))
-                for m, k in zip(messages, uniq_keys, strict=True)
+                BatchItem(body=i.body, flag=i.message.flag, properties=i.wire_properties)
+                for i in items
             )
-            properties = ""
         else:
             body = first.body
-            if len(body) >= COMPRESS_OVER_BYTES:
-                body = _zlib(body)
-                sys_flag |= SYSFLAG_COMPRESSED
-            properties = properties_to_string(first.wire_properties(uniq_keys[0]))
         header = SendMessageRequestHeaderV2(
             a=self.group,
             b=queue.topic,
             c="TBW102",
             d=4,
             e=queue.queue_id,
-            f=sys_flag,
+            f=0 if batch else first.sys_flag,
             g=int(time.time() * 1000),
-            h=first.flag if not batch else 0,
-            i=properties,
+            h=0 if batch else first.message.flag,
+            i="" if batch else first.properties,
             j=0,
             k=False,
             m=batch,
             n=queue.broker_name,
         )
         code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
-        return RemotingCommand.request(code, header.to_ext_fields(), body=body), uniq_keys
+        return RemotingCommand.request(code, header.to_ext_fields(), body=body)
 
     async def _send_once(
-        self, info: TopicInfo, queue: MessageQueue, messages: list[Message], deadline: float
+        self,
+        info: TopicInfo,
+        queue: MessageQueue,
+        items: list[_Outgoing],
+        deadline: float,
+        ordered: bool = False,
     ) -> SendResult:
+        """One attempt: alone, through a batching lane, or as the caller's own batch."""
         addr = self._master(info, queue)
-        request, uniq_keys = self._request(queue, messages)
+        if self._batcher is not None and len(items) == 1 and items[0].batchable:
+            item = items[0]
+            return await self._batcher.send(
+                addr, queue, item, item.batch_bytes, deadline, ordered=ordered
+            )
+        results = await self._exchange(addr, queue, items, deadline)
+        if len(results) == 1:
+            return results[0]
+        return attrs.evolve(
+            results[0],
+            msg_id=",".join(r.msg_id for r in results),
+            offset_msg_id=",".join(r.offset_msg_id for r in results),
+        )
+
+    async def _exchange(
+        self, addr: str, queue: MessageQueue, items: list[_Outgoing], deadline: float
+    ) -> list[SendResult]:
+        """One request carrying ``items`` and a result per item; errors name the broker."""
+        request = self._request(queue, items)
+        self._requests += 1
+        if len(items) > 1:
+            self._batch_requests += 1
+            self._batched_messages += len(items)
         started = trio.current_time()
         try:
             response = await self._client.call(
@@ -327,26 +448,19 @@ class Producer:
             self.faults.record(queue.broker_name, 0, failed=True, now_s=trio.current_time())
             exc.broker_name = queue.broker_name  # type: ignore[attr-defined]
             raise
-        latency_ms = (trio.current_time() - started) * 1000
+        now_s = trio.current_time()
+        latency_ms = (now_s - started) * 1000
         status = _STATUS_BY_CODE.get(response.code)
         if status is None:
             error = error_for_response(response.code, response.remark)
-            self.faults.record(
-                queue.broker_name, latency_ms, failed=error.retriable, now_s=trio.current_time()
-            )
+            self.faults.record(queue.broker_name, latency_ms, failed=error.retriable, now_s=now_s)
             error.broker_name = queue.broker_name  # type: ignore[attr-defined]
             raise error
-        self.faults.record(queue.broker_name, latency_ms, failed=False, now_s=trio.current_time())
+        self.faults.record(queue.broker_name, latency_ms, failed=False, now_s=now_s)
         reply = SendMessageResponseHeader.from_ext_fields(response.ext_fields)
-        return SendResult(
-            status=status,
-            msg_id=",".join(uniq_keys),
-            offset_msg_id=reply.msg_id,
-            queue=MessageQueue(
-                topic=queue.topic, broker_name=queue.broker_name, queue_id=reply.queue_id
-            ),
-            queue_offset=reply.queue_offset,
-        )
+        if reply.queue_id != queue.queue_id:
+            queue = attrs.evolve(queue, queue_id=reply.queue_id)
+        return _split_results(status, reply, queue, items)
 
     # --- heartbeats ------------------------------------------------------------------
 
@@ -379,6 +493,50 @@ def not_stored(error: RocketError) -> bool:
     )
 
 
+def _batchable(message: Message, properties: str) -> bool:
+    """Whether a message may share a SEND_BATCH_MESSAGE: the broker applies delay, WAIT
+    and transaction handling per request, and refuses batches to group topics (so does
+    RocketMQ's canBatch). One the batch encoder would refuse (a flag or properties out of
+    range) goes alone, where the broker's answer reaches its own caller."""
+    props = message.properties
+    return (
+        _INT32_MIN <= message.flag <= _INT32_MAX
+        and (
+            len(properties) * 4 <= MAX_PROPERTIES_BYTES
+            or len(properties.encode()) <= MAX_PROPERTIES_BYTES
+        )
+        and not message.delay_level
+        and message.wait_store
+        and not is_group_topic(message.topic)
+        and PROPERTY_TRAN_MSG not in props
+        and PROPERTY_PGROUP not in props
+    )
+
+
+def _split_results(
+    status: SendStatus,
+    reply: SendMessageResponseHeader,
+    queue: MessageQueue,
+    items: list[_Outgoing],
+) -> list[SendResult]:
+    """A result per item: a batch's records have consecutive offsets from the reply's,
+    and the reply's msgId lists their offset ids in order (Java's splitSendResults)."""
+    offset_ids = reply.msg_id.split(",") if len(items) > 1 else [reply.msg_id]
+    if len(offset_ids) != len(items):
+        log.warning("a batch of %d got %d offset ids back", len(items), len(offset_ids))
+        offset_ids = [reply.msg_id] * len(items)
+    return [
+        SendResult(
+            status=status,
+            msg_id=item.uniq_key,
+            offset_msg_id=offset_id,
+            queue=queue,
+            queue_offset=reply.queue_offset + i,
+        )
+        for i, (item, offset_id) in enumerate(zip(items, offset_ids, strict=True))
+    ]
+
+
 def attrs_evolve_oneway(request: RemotingCommand) -> RemotingCommand:
     return RemotingCommand.request(request.code, request.ext_fields, request.body, oneway=True)
 
@@ -397,25 +555,37 @@ async def open_producer(
     instance: str = "DEFAULT",
     heartbeat_interval_s: float = 30.0,
     route_refresh_interval_s: float = 30.0,
+    auto_batch: bool = True,
+    batch_max_count: int = BATCH_MAX_COUNT,
+    batch_max_bytes: int = BATCH_MAX_BYTES,
+    total_batch_max_bytes: int = TOTAL_BATCH_MAX_BYTES,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Producer]:
-    """A started producer; everything it runs stops when the block exits."""
+    """A started producer; everything it runs stops when the block exits.
+
+    ``auto_batch`` turns natural batching on (module docstring); ``batch_max_count`` and
+    ``batch_max_bytes`` bound one batch, ``total_batch_max_bytes`` what may wait for one.
+    """
     addrs = [namesrv] if isinstance(namesrv, str) else list(namesrv)
     addrs = [a for part in addrs for a in part.replace(",", ";").split(";") if a.strip()]
+    batch = BatchConfig(
+        max_count=batch_max_count, max_bytes=batch_max_bytes, total_max_bytes=total_batch_max_bytes
+    )
     async with open_client(name=f"producer {group}", default_timeout_s=timeout_s) as client:
         routes = RouteCache(
             client, addrs, request_timeout_s=timeout_s, refresh_interval_s=route_refresh_interval_s
         )
-        producer = Producer(
-            client,
-            routes,
-            group=group,
-            client_id=make_client_id(instance),
-            timeout_s=timeout_s,
-            retries=retries,
-            rng=rng or random.Random(),
-        )
         async with background_nursery() as nursery:
+            producer = Producer(
+                client,
+                routes,
+                group=group,
+                client_id=make_client_id(instance),
+                timeout_s=timeout_s,
+                retries=retries,
+                rng=rng or random.Random(),
+                batching=(nursery, batch) if auto_batch else None,
+            )
             nursery.start_soon(routes.run_refresh_loop)
             nursery.start_soon(producer._heartbeat_loop, heartbeat_interval_s)
             yield producer

@@ -1,0 +1,249 @@
+"""Natural batching of concurrent sends: RocketMQ 5.1's producer autoBatch, minus its wait.
+
+Rules:
+- Sends that may share a request meet in a lane: one per (broker address, topic) for
+  unordered sends, one per (broker address, queue) for ordered ones.
+- No added delay. A send to a lane with nothing in flight or queued leaves at once, alone
+  (the SEND_MESSAGE_V2 it would be without batching). Sends that arrive while a request
+  of their lane is in flight queue up and leave together, as one SEND_BATCH_MESSAGE, as
+  soon as it returns; or at once when a full batch (``max_count`` messages or
+  ``max_bytes``) is queued, for unordered lanes, which may have several requests in
+  flight. An ordered lane never has more than one, so its messages are stored in the
+  order they entered it.
+- At most ``total_max_bytes`` queue over all lanes; past that an unordered send leaves
+  alone at once (RocketMQ's totalBatchMaxBytes).
+- Every caller waits for its own outcome under its own deadline. A caller cancelled (or
+  past its deadline) while its message still queues takes the message out: it is never
+  sent. Once its message left, the request goes on for the others; the caller learns
+  nothing more (``RemotingTimeout`` past the deadline: the outcome is unknown).
+- A request's outcome is each caller's: its own result, or the request's error (each
+  caller gets its own copy). A batch the broker refused for good (not retriable) may have
+  been refused for being a batch: each of its callers then sends alone, and hears what a
+  single send hears.
+- What sends a request and splits its answer is the producer's ``exchange``; this module
+  only decides who goes together, and when.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import attrs
+import trio
+
+from client.message import SendResult
+from protocol.errors import ConnectionLost, RemotingTimeout, RocketError
+from protocol.route import MessageQueue
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: Sends ``items`` to ``addr`` as one request on ``queue`` before ``deadline``: a result
+#: per item, in order, or a ``RocketError`` for all of them.
+Exchange = Callable[[str, MessageQueue, list[T], float], Awaitable[list[SendResult]]]
+#: Idle lanes are forgotten once there are more than this many.
+MAX_IDLE_LANES = 1024
+#: Defaults of ``BatchConfig``: messages and bytes of one batch (RocketMQ 5.1's
+#: batchMaxBytes), bytes waiting over all lanes (its totalBatchMaxBytes).
+BATCH_MAX_COUNT = 256
+BATCH_MAX_BYTES = 32 * 1024
+TOTAL_BATCH_MAX_BYTES = 32 * 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class BatchConfig:
+    """Bounds of one automatic batch (defaults: RocketMQ 5.1's batchMaxBytes and
+    totalBatchMaxBytes; no batchMaxDelayMs: a batch never waits for company)."""
+
+    max_count: int = BATCH_MAX_COUNT
+    max_bytes: int = BATCH_MAX_BYTES
+    total_max_bytes: int = TOTAL_BATCH_MAX_BYTES
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_count < 2 or self.max_bytes <= 0 or self.total_max_bytes <= 0:
+            raise ValueError(f"batch bounds must be positive (max_count >= 2): {self}")
+
+
+@attrs.define(eq=False)
+class _Waiter(Generic[T]):
+    """One caller's message in a lane, and its outcome once known."""
+
+    item: T
+    queue: MessageQueue
+    size: int
+    deadline: float
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: SendResult | None = None
+    error: RocketError | None = None
+    #: Refused as part of a batch: the caller sends it alone.
+    alone: bool = False
+    #: Left in a request (no longer the caller's to withdraw).
+    taken: bool = False
+
+
+@attrs.define(eq=False)
+class _Lane(Generic[T]):
+    addr: str
+    ordered: bool
+    waiting: deque[_Waiter[T]] = attrs.field(factory=deque)
+    waiting_bytes: int = 0
+    in_flight: int = 0
+    flushing: bool = False
+    wake: trio.Event = attrs.field(factory=trio.Event)
+
+    def idle(self) -> bool:
+        return not self.in_flight and not self.waiting
+
+    def full(self, config: BatchConfig) -> bool:
+        return len(self.waiting) >= config.max_count or self.waiting_bytes >= config.max_bytes
+
+    def may_send(self, config: BatchConfig) -> bool:
+        """Whether what waits may leave now (see the module rules)."""
+        if not self.waiting:
+            return False
+        return not self.in_flight or (not self.ordered and self.full(config))
+
+    def take(self, config: BatchConfig) -> list[_Waiter[T]]:
+        """The next batch: queue order, at least one, within the count and byte bounds."""
+        batch: list[_Waiter[T]] = []
+        size = 0
+        while self.waiting and len(batch) < config.max_count:
+            waiter = self.waiting[0]
+            if batch and size + waiter.size > config.max_bytes:
+                break
+            self.waiting.popleft()
+            waiter.taken = True
+            size += waiter.size
+            batch.append(waiter)
+        self.waiting_bytes -= size
+        return batch
+
+
+def _copy_error(error: RocketError) -> RocketError:
+    """The same error for another caller: same class, message and attributes, its own
+    traceback (one instance raised in many tasks would chain their tracebacks)."""
+    copy = error.__class__.__new__(error.__class__)
+    copy.args = error.args
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
+class Batcher(Generic[T]):
+    """The lanes of one producer; ``send`` is what its send path calls per attempt."""
+
+    def __init__(self, nursery: trio.Nursery, exchange: Exchange[T], config: BatchConfig) -> None:
+        self.config = config
+        self._nursery = nursery
+        self._exchange = exchange
+        self._lanes: dict[tuple[str, str, int], _Lane[T]] = {}
+        self.waiting_bytes = 0
+
+    def waiting_messages(self) -> int:
+        return sum(len(lane.waiting) for lane in self._lanes.values())
+
+    async def send(
+        self, addr: str, queue: MessageQueue, item: T, size: int, deadline: float, *, ordered: bool
+    ) -> SendResult:
+        """Send ``item`` to ``queue`` at ``addr``, alone or with others (module rules)."""
+        lane = self._lane(addr, queue, ordered)
+        over = self.waiting_bytes + size > self.config.total_max_bytes
+        if lane.idle() or (over and not ordered):
+            return await self._alone(lane, queue, item, deadline)
+        waiter = _Waiter(item=item, queue=queue, size=size, deadline=deadline)
+        lane.waiting.append(waiter)
+        lane.waiting_bytes += size
+        self.waiting_bytes += size
+        self._kick(lane)
+        try:
+            with trio.move_on_at(deadline):
+                await waiter.done.wait()
+        finally:
+            if not waiter.taken:  # cancelled or past its deadline: never sent
+                lane.waiting.remove(waiter)
+                lane.waiting_bytes -= size
+                self.waiting_bytes -= size
+        if waiter.alone:
+            return await self._alone(lane, queue, item, deadline)
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.result is None:
+            raise RemotingTimeout(f"send to {queue.topic} at {addr} got no answer in time")
+        return waiter.result
+
+    def _lane(self, addr: str, queue: MessageQueue, ordered: bool) -> _Lane[T]:
+        key = (addr, queue.topic, queue.queue_id if ordered else -1)
+        lane = self._lanes.get(key)
+        if lane is None:
+            if len(self._lanes) >= MAX_IDLE_LANES:
+                self._lanes = {k: v for k, v in self._lanes.items() if not v.idle()}
+            lane = self._lanes[key] = _Lane(addr=addr, ordered=ordered)
+        return lane
+
+    async def _alone(
+        self, lane: _Lane[T], queue: MessageQueue, item: T, deadline: float
+    ) -> SendResult:
+        """Send one item at once, in the caller's task (counted as in flight on its lane)."""
+        lane.in_flight += 1
+        try:
+            (result,) = await self._exchange(lane.addr, queue, [item], deadline)
+            return result
+        finally:
+            self._landed(lane)
+
+    def _landed(self, lane: _Lane[T]) -> None:
+        lane.in_flight -= 1
+        self._kick(lane)
+
+    def _kick(self, lane: _Lane[T]) -> None:
+        """Make what waits in ``lane`` leave when it may."""
+        if lane.flushing:
+            lane.wake.set()
+        elif lane.may_send(self.config):
+            lane.flushing = True
+            self._nursery.start_soon(self._flush, lane)
+
+    async def _flush(self, lane: _Lane[T]) -> None:
+        """Send the lane's waiting messages, batch after batch, while any wait."""
+        try:
+            while lane.waiting:
+                if not lane.may_send(self.config):
+                    lane.wake = trio.Event()
+                    await lane.wake.wait()
+                    continue
+                batch = lane.take(self.config)
+                self.waiting_bytes -= sum(w.size for w in batch)
+                lane.in_flight += 1
+                if lane.ordered:
+                    await self._request(lane, batch)
+                else:
+                    self._nursery.start_soon(self._request, lane, batch)
+        finally:
+            lane.flushing = False
+
+    async def _request(self, lane: _Lane[T], batch: list[_Waiter[T]]) -> None:
+        deadline = max(w.deadline for w in batch)
+        try:
+            results = await self._exchange(
+                lane.addr, batch[0].queue, [w.item for w in batch], deadline
+            )
+        except RocketError as exc:
+            alone = len(batch) > 1 and not exc.retriable
+            if alone:
+                log.info("a batch of %d was refused (%s); each is sent alone", len(batch), exc)
+            for waiter in batch:
+                waiter.alone = alone
+                waiter.error = _copy_error(exc)
+                waiter.done.set()
+        else:
+            for waiter, result in zip(batch, results, strict=True):
+                waiter.result = result
+                waiter.done.set()
+        finally:
+            for waiter in batch:
+                if not waiter.done.is_set():  # cancelled: the producer is closing
+                    waiter.error = ConnectionLost("the producer closed with this send in flight")
+                    waiter.done.set()
+            self._landed(lane)
