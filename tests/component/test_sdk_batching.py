@@ -443,3 +443,39 @@ async def test_ordered_sends_keep_their_order_while_batched(tmp_path: Path) -> N
                 in_queue = [m.body.decode() for m in stored[queues.pop()]]
                 mine = [b for b in in_queue if b.startswith(f"{key}-")]
                 assert mine == [f"{key}-{i:03d}" for i in range(per_key)], key
+
+
+async def test_batched_sends_fail_over_and_duplicates_keep_their_msg_id(tmp_path: Path) -> None:
+    """Multi-master: broker-b stops while 300 sends are under way. Every send succeeds
+    (on broker-a after a refusal or a lost connection, or on broker-b before it went),
+    every result names its record, and a message stored twice (its first outcome was
+    unknown) has one msg_id in both copies, so consumers can de-duplicate it."""
+    with trio.fail_after(DEADLINE_S):
+        async with (
+            sdk_cluster(tmp_path, brokers=("broker-a", "broker-b")) as c,
+            open_producer(c.namesrv, timeout_s=10.0) as producer,
+        ):
+            await c.create_topic("Failover", 2)
+            messages = [Message(topic="Failover", body=b"f%03d" % i) for i in range(300)]
+            results: list[SendResult | RocketError] = []
+
+            async def send() -> None:
+                results.extend(await send_concurrently(producer, messages))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await wait_until(lambda: producer.statistics().requests > 0, what="sending")
+                await c.stop_broker("broker-b")
+            assert producer.statistics().requests > 2  # some went to broker-b, then again
+            await c.start_broker("broker-b")  # to read what it stored before it stopped
+            await c.wait_route("Failover", {"broker-a": 2, "broker-b": 2})
+            stored = await read_all(c, "Failover")
+            for message, result in zip(messages, results, strict=True):
+                assert isinstance(result, SendResult), result
+                got = stored[result.queue][result.queue_offset]
+                assert (got.body, got.msg_id) == (message.body, result.msg_id)
+            copies: dict[bytes, set[str]] = {}
+            for got in (m for ms in stored.values() for m in ms):
+                copies.setdefault(got.body, set()).add(got.msg_id)
+            assert sorted(copies) == sorted(m.body for m in messages)
+            assert all(len(ids) == 1 for ids in copies.values()), copies
