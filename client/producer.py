@@ -316,7 +316,11 @@ class Producer:
                     queue = self._select(info, last_broker)
                 return await self._send_once(info, queue, items, deadline, ordered)
             except trio.TooSlowError:
-                last_error = RemotingTimeout(f"no route for {topic} within {timeout} s")
+                # The deadline ran out while the route was read again: what refused the
+                # message before (nothing stored) says more than this timeout.
+                last_error = last_error or RemotingTimeout(
+                    f"no route for {topic} within {timeout} s"
+                )
                 break
             except RocketError as exc:
                 if exc.retriable:

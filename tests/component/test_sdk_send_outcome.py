@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 import pytest
+import trio
 
 from client.message import Message
 from client.producer import Producer
@@ -19,6 +20,7 @@ from client.routes import TopicInfo
 from protocol.errors import (
     ConnectionLost,
     NetworkError,
+    NoPermission,
     RemotingTimeout,
     RocketError,
     ServiceNotAvailable,
@@ -176,3 +178,24 @@ async def test_a_topic_never_routed_fails_at_once() -> None:
     with pytest.raises(TopicNotExist):
         await producer.send(Message(topic="T", body=b"x"))
     assert routes.invalidated == 1
+
+
+class _RoutesThatHang(_Routes):
+    """The first lookup answers; every later one hangs (a NameServer gone slow)."""
+
+    async def get(self, topic: str) -> TopicInfo:
+        if self.answers:
+            answer = self.answers.pop(0)
+            assert isinstance(answer, TopicInfo)
+            return answer
+        await trio.sleep_forever()
+
+
+async def test_a_deadline_spent_reading_the_route_again_keeps_the_refusal() -> None:
+    """A refusal that stored nothing, then the deadline runs out while the route is read
+    again: the caller hears the refusal (not stored), not a bare timeout (which would
+    read as an unknown outcome)."""
+    refusal = NoPermission("the broker[b] sending message is forbidden")
+    producer = _producer(_RoutesThatHang([_info()]), [refusal])
+    with pytest.raises(NoPermission):
+        await producer.send(Message(topic="T", body=b"x"))
