@@ -28,12 +28,14 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import trio
 
 from client.admin_messages import (
     DEFAULT_CONSUME_COUNT,
@@ -110,6 +112,9 @@ DEFAULT_QUEUE_NUMS = 8
 DEFAULT_PERM = PERM_READ | PERM_WRITE
 #: The template topic updateTopic names as ``defaultTopic``.
 TEMPLATE_TOPIC = "TBW102"
+#: How long ``create_topic`` waits, at least, for the NameServer to route a new topic.
+_ROUTE_WAIT_S = 10.0
+_ROUTE_POLL_S = 0.05
 
 _TOPIC_NAME = re.compile(r"[%|a-zA-Z0-9_-]{1,127}")
 
@@ -220,7 +225,38 @@ class Admin(ControllerAdmin, MessageAdmin):
         )
         results = await self._gather(addrs, lambda a: self._broker_call(a, request))
         self._all_ok(addrs, results, f"topic {topic} created")
+        await self._wait_routed(topic, addrs, read_queue_nums, write_queue_nums)
         return addrs
+
+    async def _wait_routed(
+        self, topic: str, addrs: Sequence[str], read_queue_nums: int, write_queue_nums: int
+    ) -> None:
+        """Return once the NameServer routes ``topic`` to every broker in ``addrs`` with
+        these queue numbers, so a send right after ``create_topic`` finds its route (the
+        brokers register the change on their own, shortly after answering)."""
+        wanted = set(addrs)
+        with trio.move_on_after(max(self.timeout_s, _ROUTE_WAIT_S)):
+            while True:
+                with contextlib.suppress(RocketError):
+                    route = await self.topic_route(topic)
+                    nums = {
+                        q.broker_name: (q.read_queue_nums, q.write_queue_nums)
+                        for q in route.queue_datas
+                    }
+                    routed = {
+                        addr
+                        for group in route.broker_datas
+                        if nums.get(group.broker_name) == (read_queue_nums, write_queue_nums)
+                        for addr in group.broker_addrs.values()
+                    }
+                    if wanted <= routed:
+                        return
+                await trio.sleep(_ROUTE_POLL_S)
+        raise AdminError(
+            f"topic {topic} was created on {', '.join(sorted(wanted))}, but no NameServer "
+            f"routes it there yet after {max(self.timeout_s, _ROUTE_WAIT_S):g} s; check that "
+            "the brokers reach the NameServers (rmq admin clusterList)"
+        )
 
     async def delete_topic(self, topic: str, *, cluster: str | None = None) -> TopicDeleted:
         """Delete ``topic`` on every broker hosting it (of ``cluster``: every broker of that
