@@ -49,6 +49,9 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
 #: Percentiles written to ``aggregated…Quantiles``.
 QUANTILES: tuple[float, ...] = (1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100)
 DEFAULT_DURATION_S = 10.0
+#: The topic ``rmq bench`` uses unless told another. RocketMQ's benchmark tools default to
+#: ``BenchmarkTest``, a system topic: it cannot be created or changed (``--create-topic``).
+BENCH_TOPIC = "rmq-bench"
 
 
 class BenchError(RocketError):

@@ -48,7 +48,7 @@ from client.admin import open_admin
 from client.consumer import ConsumeFrom, ConsumeResult, Listener, open_push_consumer
 from client.message import Message, ReceivedMessage
 from client.producer import Producer, open_producer
-from protocol.errors import RocketError, ServerError, TopicNotExist
+from protocol.errors import InvalidParameter, RocketError, ServerError, TopicNotExist
 from protocol.route import publish_queues, subscribe_queues
 
 #: A worker whose send failed waits this long before the next (producer.sh waits 3 s).
@@ -185,12 +185,15 @@ async def prepare_topic(
             if not clusters:
                 raise BenchError(f"no broker is registered with the NameServer at {namesrv}")
             for cluster in clusters:
-                await admin.create_topic(
-                    topic,
-                    cluster=cluster,
-                    read_queue_nums=create_queues,
-                    write_queue_nums=create_queues,
-                )
+                try:
+                    await admin.create_topic(
+                        topic,
+                        cluster=cluster,
+                        read_queue_nums=create_queues,
+                        write_queue_nums=create_queues,
+                    )
+                except InvalidParameter as exc:  # a system topic, an illegal name
+                    raise BenchError(f"{exc}; name another topic with -t") from None
         # The brokers register a new topic at once; give the NameServer a moment anyway.
         with trio.move_on_after(timeout_s):
             while True:

@@ -34,6 +34,7 @@ from rich.progress import (
 )
 
 from bench.results import (
+    BENCH_TOPIC,
     ConsumeConfig,
     ProduceConfig,
     consume_result,
@@ -83,7 +84,9 @@ BrokerPidOpt = Annotated[
     ),
 ]
 DEFAULT_NAMESRV = "127.0.0.1:9876"
-DEFAULT_TOPIC = "BenchmarkTest"
+#: Not RocketMQ's ``BenchmarkTest``: that one is a system topic (1024 queues on every
+#: broker) which no client may create or change, so ``--create-topic`` would be refused.
+DEFAULT_TOPIC = BENCH_TOPIC
 
 
 class _ConsoleSink:

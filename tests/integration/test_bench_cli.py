@@ -176,3 +176,31 @@ async def test_missing_topic_says_how_to_create_it(namesrv: str) -> None:
     assert done.returncode == 1, done.describe()
     assert done.stderr.count("\n") == 1, done.describe()
     assert "rmq admin updateTopic" in done.stderr and "--create-topic" in done.stderr
+
+
+async def test_the_default_topic_can_be_created_and_consumed(namesrv: str) -> None:
+    # No -t: the default topic is not a system topic, so --create-topic works, and
+    # `rmq bench consume` reads the same default topic.
+    with trio.fail_after(RUN_TIMEOUT_S * 2):
+        produced = await run_command(
+            rmq_argv("bench", "produce", "-n", namesrv, "--create-topic", "2", "--count", "20")
+        )
+        assert produced.returncode == 0, produced.describe()
+        assert "Send Total: 20 |" in produced.stdout, produced.describe()
+        consumed = await run_command(
+            rmq_argv("bench", "consume", "-n", namesrv, "--count", "20", "--json")
+        )
+    assert consumed.returncode == 0, consumed.describe()
+    assert json.loads(consumed.stdout)["consumed"] == 20
+
+
+async def test_a_system_topic_cannot_be_created_and_the_error_says_so(namesrv: str) -> None:
+    # RocketMQ's benchmark topic: on every broker already, refused by updateTopic.
+    argv = rmq_argv(
+        "bench", "produce", "-n", namesrv, "-t", "BenchmarkTest", "--create-topic", "2",
+        "--count", "1",
+    )  # fmt: skip
+    done = await run_command(argv, timeout_s=RUN_TIMEOUT_S)
+    assert done.returncode == 1, done.describe()
+    assert done.stderr.count("\n") == 1, done.describe()
+    assert "conflict with system topic" in done.stderr and "-t" in done.stderr, done.describe()
