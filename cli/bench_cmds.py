@@ -1,4 +1,5 @@
-"""``rmq bench produce|consume``: RocketMQ's ``producer.sh`` / ``consumer.sh`` on our SDK.
+"""``rmq bench produce|consume``: RocketMQ's ``producer.sh`` / ``consumer.sh`` on our SDK;
+``rmq bench matrix``: every deployment and the peer in one run (``bench/matrix.py``).
 
 Rules:
 - One line a second, worded as RocketMQ's benchmark prints it; on a terminal also a rich
@@ -10,6 +11,8 @@ Rules:
 - Every run is bounded: ``--duration`` and/or ``--count`` (neither: 10 s).
 - Ctrl-C stops the run, prints the summary so far, writes ``--out`` and exits 130; a second
   Ctrl-C exits at once. A failure is one line on stderr (``error: ...``) and exit status 1.
+- ``matrix`` prints a line per cell and the table; exit status 1 when a cell failed, 130
+  after a Ctrl-C (``matrix.json`` and ``matrix.png`` are written either way).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from bench.matrix import run_matrix
+from bench.matrix_cells import MatrixConfig
 from bench.results import (
     BENCH_TOPIC,
     ConsumeConfig,
@@ -311,3 +316,78 @@ def consume(
     )
     summary = [*consume_summary(outcome.meter), cpu_line(outcome.cpu, outcome.meter.consumed)]
     _finish(summary, result, out, as_json, outcome.interrupted)
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise fail(f"{option} takes numbers separated by commas, not {text!r}") from None
+
+
+@bench_app.command("matrix")
+def matrix(
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for matrix.json and matrix.png.")
+    ] = Path("bench-matrix"),
+    duration: Annotated[
+        float, typer.Option("--duration", help="Seconds each cell measures.")
+    ] = 5.0,
+    inflight: Annotated[
+        str, typer.Option("--inflight", help="Produce cells: requests in flight, e.g. 1,64,256.")
+    ] = "1,64,256",
+    deployments: Annotated[
+        str,
+        typer.Option(
+            "--deployments",
+            help="Our deployments: single (rmq cluster up --mode single) and/or controller "
+            "(the default cluster: 3 replicas, allAckInSyncStateSet).",
+        ),
+    ] = "single,controller",
+    peer: Annotated[
+        str,
+        typer.Option(
+            "--peer",
+            metavar="auto|nats|none",
+            help="NATS JetStream in the same run (auto: when nats-server and nats-py are "
+            "installed, else its cells are skipped with the reason).",
+        ),
+    ] = "auto",
+    peer_replicas: Annotated[
+        str, typer.Option("--peer-replicas", help="JetStream deployments: R1 and/or R3.")
+    ] = "1,3",
+    size: Annotated[int, typer.Option("--size", "-s", help="Message body bytes.")] = 1024,
+    consume: Annotated[
+        bool, typer.Option("--consume/--no-consume", help="The push and pull drain cells.")
+    ] = True,
+) -> None:
+    """Start each deployment (ours, then the peer's), measure every cell, stop it; write
+    DIR/matrix.json and DIR/matrix.png and print the table."""
+    try:
+        config = MatrixConfig(
+            duration_s=duration,
+            inflights=_int_list(inflight, "--inflight"),
+            deployments=tuple(d.strip() for d in deployments.split(",") if d.strip()),
+            peer=peer,
+            peer_replicas=_int_list(peer_replicas, "--peer-replicas"),
+            size_bytes=size,
+            consume=consume,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        doc = trio.run(run_matrix, config, out, say)
+    except RocketError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is not None:
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        raise
+    if doc["failedCells"]:
+        raise typer.Exit(code=1)
