@@ -333,3 +333,30 @@ def test_a_cluster_member_routes_to_the_others(tmp_path: Path) -> None:
         "  routes: [nats://127.0.0.1:6001, nats://127.0.0.1:6003]\n}\n"
     )
     assert "listen: 127.0.0.1:-1" in conf and "server_name: n2" in conf
+
+
+# --- the command's options ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--inflight", "1,x"], "--inflight takes numbers"),
+        (["--inflight", "64,64"], "inflights must be positive (and distinct)"),
+        (["--deployments", "sync"], "deployments"),
+        (["--peer", "kafka"], "peer"),
+        (["--peer-replicas", "5"], "peer_replicas"),
+        (["--deployments", "", "--peer", "none"], "nothing to run"),
+    ],
+)
+def test_the_matrix_command_refuses_bad_options_before_starting_anything(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    result = CliRunner().invoke(app, ["bench", "matrix", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 1, result.output
+    assert "error: " in result.output and says in result.output, result.output
+    assert not (tmp_path / "o").exists()
