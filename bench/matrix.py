@@ -259,7 +259,7 @@ async def rmq_cluster(root: Path, deployment: Deployment) -> AsyncIterator[RmqCl
             await _cluster_down(root)
 
 
-def _rmq_bench(run: Run, cluster: RmqCluster, *args: str) -> list[str]:
+def _rmq_bench(cluster: RmqCluster, *args: str) -> list[str]:
     return [
         *rmq_argv("bench", *args, "-n", cluster.namesrv, "-t", TOPIC, "--json"),
         *cluster.pid_args(),
@@ -272,7 +272,7 @@ def _client_timeout(run: Run) -> float:
 
 async def _rmq_produce(run: Run, cluster: RmqCluster, cell: Cell) -> Figures:
     argv = _rmq_bench(
-        run, cluster, "produce", "-w", str(cell.inflight), "--size", str(run.config.size_bytes),
+        cluster, "produce", "-w", str(cell.inflight), "--size", str(run.config.size_bytes),
         "--duration", run.duration,
     )  # fmt: skip
     return from_produce(await client_json(argv, "rmq bench produce", _client_timeout(run)))
@@ -296,12 +296,12 @@ async def _rmq_push(run: Run, cluster: RmqCluster) -> tuple[Figures, tuple[str, 
         raise CellFailed("the produce cells left nothing to consume")
     group = f"matrix_push_{secrets.token_hex(4)}"
     argv = _rmq_bench(
-        run, cluster, "consume", "-g", group, "--from", "first", "--count", str(backlog),
+        cluster, "consume", "-g", group, "--from", "first", "--count", str(backlog),
         "--duration", run.duration,
     )  # fmt: skip
     drain = from_consume(await client_json(argv, "rmq bench consume", _client_timeout(run)))
     argv = _rmq_bench(
-        run, cluster, "produce", "--e2e", "-w", "1", "--size", str(run.config.size_bytes),
+        cluster, "produce", "--e2e", "-w", "1", "--size", str(run.config.size_bytes),
         "--duration", run.duration,
     )  # fmt: skip
     e2e = await client_json(argv, "rmq bench produce --e2e", _client_timeout(run))
@@ -320,7 +320,7 @@ async def _rmq_pull(run: Run, cluster: RmqCluster) -> Figures:
 async def rmq_deployment(run: Run, deployment: Deployment, root: Path, cells: list[Cell]) -> None:
     async with rmq_cluster(root, deployment) as cluster:
         warmup = _rmq_bench(
-            run, cluster, "produce", "--create-topic", str(run.config.queues),
+            cluster, "produce", "--create-topic", str(run.config.queues),
             "--count", str(WARMUP_MSGS), "--size", str(run.config.size_bytes),
         )  # fmt: skip
         await client_json(warmup, "rmq bench produce (warm-up)", _client_timeout(run))
