@@ -26,8 +26,9 @@ import contextlib
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import attrs
 import trio
 import typer
 from rich.table import Table
@@ -45,6 +46,9 @@ from launcher.ready import CONTROLLER, controller_ready_line
 from launcher.record import Cluster, ClusterError, dir_lock, load_cluster
 from protocol.errors import RocketError
 from protocol.rpc import RemotingClient, open_client
+
+if TYPE_CHECKING:
+    from controller.server import ControllerServer
 
 quorum_app = typer.Typer(
     no_args_is_help=True, help="Bootstrap, start, inspect and stop a controller quorum."
@@ -126,6 +130,14 @@ def controller_command(
         typer.Option("--raft-port", help="Without --config: Raft port (default: a free one)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics on this port (0: a free one); overrides the "
+            "config's metricsExporterType / metricsPromExporterPort.",
+        ),
+    ] = None,
 ) -> None:
     """Run a controller node (prints one ready line; stops cleanly on SIGINT/SIGTERM).
 
@@ -139,6 +151,10 @@ def controller_command(
             config = load_toml(config_file)
         else:
             config = _single_node_config(data_dir.absolute(), host, port, raft_port)
+        if metrics_port is not None:
+            config = attrs.evolve(
+                config, metrics_exporter_type="PROM", metrics_prom_exporter_port=metrics_port
+            )
     except ConfigError as exc:
         raise fail(str(exc)) from None
     node = f"controller {config.node_id} {config.remoting_address}"
@@ -151,12 +167,26 @@ def controller_command(
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             set_node_name(node)
-            task_status.started(ready_line(config))
+            task_status.started(
+                ready_line(config) + await start_controller_exporter(nursery, server)
+            )
 
     try:
         run_server(serve)
     except OSError as exc:
         raise fail(f"cannot start controller {config.node_id}: {exc.strerror or exc}") from None
+
+
+async def start_controller_exporter(nursery: trio.Nursery, server: ControllerServer) -> str:
+    """Serve the node's metrics when its config says PROM: "\n" + the metrics line, else ""."""
+    from cli.metrics_http import start_exporter
+
+    config = server.config
+    if config.metrics_exporter_type != "PROM":
+        return ""
+    host = config.remoting_address.rpartition(":")[0]
+    port = config.metrics_prom_exporter_port
+    return "\n" + await start_exporter(nursery, server.metrics.registry, host=host, port=port)
 
 
 # --- quorum processes ------------------------------------------------------------------------------

@@ -98,6 +98,11 @@ class ControllerConfig:
     connection_retry_s: float = 0.5
     leader_fallback_timeout_s: float = 2.0
     log_compaction_min_entries: int = 1000
+    # --- metrics (RocketMQ's exporter keys; rmq controller serves them) -----------------
+    #: ``PROM`` serves Prometheus' text format on ``metrics_prom_exporter_port`` (0: a free
+    #: port) at the remoting address's host; ``DISABLE``, RocketMQ's default, serves none.
+    metrics_exporter_type: str = "DISABLE"
+    metrics_prom_exporter_port: int = 5557
 
     def __attrs_post_init__(self) -> None:
         if not self.node_id:
@@ -118,6 +123,10 @@ class ControllerConfig:
                 if addr in seen:
                     raise ConfigError(f"address {addr} is used twice ({seen[addr]}, {node_id})")
                 seen[addr] = node_id
+        if self.metrics_exporter_type not in ("DISABLE", "PROM"):
+            raise ConfigError(
+                f"metrics_exporter_type must be DISABLE or PROM, not {self.metrics_exporter_type!r}"
+            )
         if self.elect_master_max_retry_count < 1:
             raise ConfigError("elect_master_max_retry_count must be at least 1")
 
@@ -173,6 +182,8 @@ _ALIASES = {
     "enableElectUncleanMaster": "enable_elect_unclean_master",
     "notifyBrokerRoleChanged": "notify_broker_role_changed",
     "electMasterMaxRetryCount": "elect_master_max_retry_count",
+    "metricsExporterType": "metrics_exporter_type",
+    "metricsPromExporterPort": "metrics_prom_exporter_port",
 }
 #: RocketMQ keys in milliseconds → our fields in seconds.
 _MILLIS = {

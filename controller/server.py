@@ -46,6 +46,7 @@ from controller import state as sm
 from controller.config import ControllerConfig, Peer
 from controller.election import LiveInfo, elect
 from controller.liveness import BrokerKey, LivenessTable
+from controller.metrics import KEEP_CURRENT_MASTER, NO_MASTER_ELECTED, ControllerMetrics
 from controller.raft import RaftNode
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -121,6 +122,17 @@ class ControllerServer:
         self.liveness = LivenessTable()
         self.raft = RaftNode(config.raft_address, config.partners, config.raft_config())
         self._peer_by_raft: dict[str, Peer] = {p.raft_address: p for p in config.peers.values()}
+        self.metrics = ControllerMetrics(
+            address=config.remoting_address,
+            group=config.group,
+            peer_id=config.node_id,
+            now_s=trio.current_time,
+        )
+        self.metrics.watch(
+            is_leader=lambda: self.is_serving,
+            state=lambda: self.raft.state,
+            live=self.liveness.entries,
+        )
         handlers: dict[int, Handler] = {
             RequestCode.CONTROLLER_GET_NEXT_BROKER_ID: self._get_next_broker_id,
             RequestCode.CONTROLLER_APPLY_BROKER_ID: self._apply_broker_id,
@@ -135,7 +147,7 @@ class ControllerServer:
         }
         host, port = split_address(config.remoting_address)
         self.server = RemotingServer(
-            handlers,
+            self.metrics.requests.instrument(handlers),
             name=self.name,
             host=host,
             port=port,
@@ -259,6 +271,7 @@ class ControllerServer:
             and group is not None
             and group.master_broker_id == key.broker_id
         ):
+            self.metrics.master_lost(key.broker_name, trio.current_time())
             self._nursery.start_soon(
                 self._controller_elect, key.broker_name, f"master {key} is inactive"
             )
@@ -274,6 +287,7 @@ class ControllerServer:
                 if group.master_broker_id in live:
                     continue
                 why = f"master {name}-{group.master_broker_id} is not alive"
+                self.metrics.master_lost(name, now_s)
             elif group.master_epoch > 0 and self._electable(group, live):
                 why = f"{name} has no master and a replica that can take over"
             else:
@@ -329,7 +343,9 @@ class ControllerServer:
     def _report_election(self, broker_name: str, result: sm.Result, why: str) -> None:
         if result.code == ResponseCode.SUCCESS:
             self._elected(broker_name, result, why)
-        elif result.code == ResponseCode.CONTROLLER_MASTER_NOT_AVAILABLE:
+            return
+        self._count_unelected(result)
+        if result.code == ResponseCode.CONTROLLER_MASTER_NOT_AVAILABLE:
             log.warning(
                 "%s: %s has no master now (epoch %s): no alive replica can take over (%s)",
                 self.name,
@@ -340,8 +356,17 @@ class ControllerServer:
         elif result.code != ResponseCode.CONTROLLER_MASTER_STILL_EXIST:
             log.warning("%s: election for %s refused: %s", self.name, broker_name, result.remark)
 
+    def _count_unelected(self, result: sm.Result) -> None:
+        if result.code == ResponseCode.CONTROLLER_MASTER_NOT_AVAILABLE:
+            self.metrics.not_elected(NO_MASTER_ELECTED)
+        elif result.code == ResponseCode.CONTROLLER_MASTER_STILL_EXIST:
+            self.metrics.not_elected(KEEP_CURRENT_MASTER)
+
     def _elected(self, broker_name: str, result: sm.Result, why: str) -> None:
         self.elections += 1
+        group = self.raft.state.groups.get(broker_name)
+        cluster = group.cluster_name if group is not None else ""
+        self.metrics.elected(cluster, broker_name, trio.current_time())
         log.info(
             "%s: %s-%s became master of %s at epoch %s, SyncStateSet %s (%s)",
             self.name,
@@ -500,6 +525,8 @@ class ControllerServer:
         if result.code == ResponseCode.SUCCESS:
             who = "admin" if h.designate_elect else f"broker {broker_id}"
             self._elected(h.broker_name, result, f"asked by {who}")
+        else:
+            self._count_unelected(result)
         group = self.raft.state.groups.get(h.broker_name)
         addrs = result.broker_addrs
         if addrs is None and group is not None:

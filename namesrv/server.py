@@ -25,6 +25,7 @@ import zlib
 import attrs
 import trio
 
+from namesrv.metrics import NameServerMetrics
 from namesrv.registry import DEFAULT_HEARTBEAT_TIMEOUT_MS, RegistryLimits, RouteRegistry
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -84,6 +85,7 @@ class NameServer:
     def __init__(self, config: NameServerConfig | None = None) -> None:
         self.config = config or NameServerConfig()
         self.registry = RouteRegistry(limits=self.config.limits)
+        self.metrics = NameServerMetrics(self.registry, now_s=trio.current_time)
         self.name = f"namesrv:{self.config.port}"
         self._registrations = trio.CapacityLimiter(self.config.max_concurrent_registrations)
         self._refusals = ThrottledLog(self.config.transport.log_interval_s)
@@ -100,7 +102,7 @@ class NameServer:
             RequestCode.ADD_WRITE_PERM_OF_BROKER: self._add_write_perm,
         }
         self.server = RemotingServer(
-            handlers,
+            self.metrics.requests.instrument(handlers),
             name=self.name,
             host=self.config.host,
             port=self.config.port,

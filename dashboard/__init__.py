@@ -1,0 +1,1 @@
+"""rmq dashboard: the cluster, its controllers and its traffic in a browser."""
