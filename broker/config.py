@@ -138,6 +138,16 @@ class BrokerConfig:
     #: A slave copies topics, groups, consumer and delay offsets from its master this often.
     slave_sync_interval_s: float = 3.0
 
+    # --- metrics (RocketMQ 5's exporter keys; cli/metrics_http.py serves them) -----------
+    #: ``PROM`` serves Prometheus' text format on ``metricsPromExporterPort``; ``DISABLE``
+    #: (RocketMQ's default) serves nothing. ``rmq broker --metrics-port P`` sets both.
+    metrics_exporter_type: str = attrs.field(
+        default="DISABLE", validator=_one_of(("DISABLE", "PROM"))
+    )
+    metrics_prom_exporter_port: int = 5557
+    #: Address the exporter binds ("": the broker's ``host``).
+    metrics_prom_exporter_host: str = ""
+
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
             pass  # the controller assigns the id and the role
@@ -232,6 +242,9 @@ _ALIASES = {
     "maxReconsumeTimes": "max_reconsume_times",
     "controllerAddr": "controller_addrs",
     "brokerElectionPriority": "election_priority",
+    "metricsExporterType": "metrics_exporter_type",
+    "metricsPromExporterPort": "metrics_prom_exporter_port",
+    "metricsPromExporterHost": "metrics_prom_exporter_host",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.
@@ -334,3 +347,29 @@ def parse_delay_levels(text: str) -> tuple[float, ...]:
     if not delays:
         raise ConfigError("messageDelayLevel is empty")
     return tuple(delays)
+
+
+def field_name(key: str) -> str:
+    """The field a RocketMQ or snake_case key sets (an unknown key names itself)."""
+    return _MILLIS.get(key) or _ALIASES.get(key, key)
+
+
+def config_properties(config: BrokerConfig) -> dict[str, str]:
+    """Every setting as GET_BROKER_CONFIG lists it: RocketMQ's key (snake_case where it has
+    none) → the value as text, milliseconds for RocketMQ's millisecond keys."""
+    names = {field: key for key, field in _ALIASES.items()}
+    millis = {field: key for key, field in _MILLIS.items()}
+    out: dict[str, str] = {}
+    for field in attrs.fields(BrokerConfig):
+        value = getattr(config, field.name)
+        if field.name in millis:
+            out[millis[field.name]] = str(round(value * 1000))
+            continue
+        if isinstance(value, tuple):
+            text = ";".join(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = "" if value is None else str(value)
+        out[names.get(field.name, field.name)] = text
+    return dict(sorted(out.items()))

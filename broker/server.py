@@ -15,7 +15,8 @@ Rules:
   ``NameServerRegistrar``) never
   see this class: each declares the ``BrokerFor...`` Protocol of what it uses, next to
   itself, and ``Broker`` satisfies them all structurally (mypy checks it here).
-- ``config`` is what was configured and is never rewritten; the role the broker holds now
+- ``config`` is what was configured, rewritten only by UPDATE_BROKER_CONFIG for the keys
+  read at each use (``processors/stats.py`` RUNTIME_KEYS); the role the broker holds now
   (master or slave, SYNC or ASYNC, fenced, the controller's id, the master's address) is
   ``role`` (``broker/role.py``), changed only by the role transitions below.
 - Replication with static roles (DESIGN.md §2, §5): a master (broker id 0) serves the HA
@@ -62,10 +63,12 @@ from broker.processors.clients import ClientProcessor
 from broker.processors.offsets import OffsetProcessor
 from broker.processors.pull import PullProcessor
 from broker.processors.send import SendProcessor, store_put_error
+from broker.processors.stats import StatsProcessor
 from broker.registration import NameServerRegistrar
 from broker.role import RoleState
 from broker.schedule import ScheduleService
 from broker.slavesync import SlaveSynchronizer
+from broker.stats import BrokerStats
 from broker.store.config import FlushMode, StoreConfig
 from broker.store.results import AppendResult, GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
@@ -135,6 +138,7 @@ class Broker:
         self.consumers = self.clients.consumers
         self.locks = RebalanceLockManager()
         self.pull_holds = PullHoldService()
+        self.stats = BrokerStats(config.cluster_name, store_puts=self._store_puts)
         self.delay_levels_s = parse_delay_levels(config.message_delay_level)
         self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor", clock=self.clock)
         self.broker_perm = PERM_READ | PERM_WRITE
@@ -168,6 +172,7 @@ class Broker:
             OffsetProcessor(self),
             ClientProcessor(self, clock=self.clock),
             AdminProcessor(self, clock=self.clock),
+            StatsProcessor(self, clock=self.clock),
         )
         handlers: dict[int, Handler] = {}
         for processor in self.processors:
@@ -189,6 +194,14 @@ class Broker:
         """The open store (only while ``serve`` runs)."""
         assert self._store is not None, "the store is opened by serve()"
         return self._store
+
+    @property
+    def serving(self) -> bool:
+        """Whether ``serve`` runs with the store open (metrics read nothing otherwise)."""
+        return self._nursery is not None and self._store is not None
+
+    def _store_puts(self) -> int:
+        return self._store.statistics().put_messages if self._store is not None else 0
 
     @property
     def client(self) -> RemotingClient:
@@ -522,6 +535,7 @@ class Broker:
                 await self.registrar.register_once()
             nursery.start_soon(self.registrar.run)
             nursery.start_soon(self._housekeeping_loop)
+            nursery.start_soon(self.stats.run, self.clock.now_s, self.clock.wall_ms)
             if self.agent is not None:
                 # Both idle outside their role (no writes; no master to copy from).
                 await nursery.start(self.schedule.run)

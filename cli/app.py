@@ -17,6 +17,15 @@ from cli.controller_cmds import controller_command, quorum_app
 from cli.demo_cmd import demo_command
 from cli.output import fail
 
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve Prometheus metrics on this port (RocketMQ's metricsPromExporterPort, "
+        "5557 by convention; 0 picks a free one). Off by default, as in RocketMQ.",
+    ),
+]
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(admin_app, name="admin")
 app.add_typer(cluster_app, name="cluster")
@@ -62,13 +71,15 @@ def namesrv(
         Path | None,
         typer.Option("--controller-config", help="The embedded controller's config (TOML)."),
     ] = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run a NameServer (prints one ready line with its address; stops on SIGINT/SIGTERM).
 
     With --enable-controller it also runs a controller node (its own ports, from
     --controller-config) and prints the controller's ready line too.
     """
-    from cli.controller_cmds import ready_line
+    from cli.controller_cmds import ready_line, start_controller_exporter
+    from cli.metrics_http import start_exporter
     from cli.serving import configure_logging, run_server, set_node_name
     from controller.config import ConfigError, load_toml
     from controller.server import ControllerServer
@@ -97,10 +108,14 @@ def namesrv(
             bound = await nursery.start(server.serve)
             set_node_name(f"namesrv {host}:{bound}")
             line = namesrv_ready_line(f"{host}:{bound}")
+            if metrics_port is not None:
+                registry = server.metrics.registry
+                line += "\n" + await start_exporter(nursery, registry, host=host, port=metrics_port)
             if controller is not None:
                 await nursery.start(controller.serve)
                 set_node_name(f"namesrv {host}:{bound} + controller {controller.config.node_id}")
                 line += "\n" + ready_line(controller.config)
+                line += await start_controller_exporter(nursery, controller)
             task_status.started(line)
 
     try:
@@ -159,11 +174,14 @@ def broker(
         bool | None, typer.Option("--auto-create-topic/--no-auto-create-topic")
     ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run a broker (prints one ready line; stops cleanly on SIGINT/SIGTERM)."""
     from broker.agent import IdentityError
     from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_toml
+    from broker.metrics import broker_registry
     from broker.server import Broker
+    from cli.metrics_http import start_exporter
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import broker_ready_line
     from protocol.errors import StorageError
@@ -185,6 +203,8 @@ def broker(
         "flush_disk_type": flush,
         "commitlog_segment_bytes": segment_bytes,
         "auto_create_topic_enable": auto_create_topic,
+        "metrics_exporter_type": "PROM" if metrics_port is not None else None,
+        "metrics_prom_exporter_port": metrics_port,
     }
     try:
         base = load_toml(config) if config is not None else BrokerConfig()
@@ -207,6 +227,11 @@ def broker(
                 ha_address=server.ha_address,
                 store_dir=cfg.store_dir,
             )
+            if cfg.metrics_exporter_type == "PROM":
+                host = cfg.metrics_prom_exporter_host or cfg.host
+                registry = broker_registry(server)
+                port = cfg.metrics_prom_exporter_port
+                line += "\n" + await start_exporter(nursery, registry, host=host, port=port)
             task_status.started(line)
 
     try:

@@ -14,7 +14,6 @@ Rules (reference/rocketmq-wire.md §2.5, §2.15; AdminBrokerProcessor.java):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ from broker.config import BrokerConfig
 from broker.groups import SubscriptionGroupManager
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
+from broker.processors.stats import consume_stats_json
 from broker.role import RoleState
 from broker.schedule import ScheduleService
 from broker.store.store import MessageStore
@@ -47,7 +47,6 @@ from protocol.rpc import Connection, Handler
 
 #: QUERY_MESSAGE by UNIQ_KEY returns at most this many (RocketMQ defaultQueryMaxNum).
 QUERY_MAX_NUM = 32
-_VERSION_DESC = "V5_3_3 (trio-rocketmq)"
 
 
 def _mq(topic: str, broker_name: str, queue_id: int) -> dict[str, Any]:
@@ -85,7 +84,6 @@ class AdminProcessor:
     def __init__(self, broker: BrokerForAdmin, *, clock: Clock) -> None:
         self.broker = broker
         self._clock = clock
-        self._started_ms = clock.wall_ms()
 
     @property
     def store(self) -> MessageStore:
@@ -99,7 +97,6 @@ class AdminProcessor:
             RequestCode.GET_ALL_CONSUMER_OFFSET: self.all_consumer_offsets,
             RequestCode.GET_ALL_DELAY_OFFSET: self.all_delay_offsets,
             RequestCode.GET_BROKER_HA_STATUS: self.ha_status,
-            RequestCode.GET_BROKER_RUNTIME_INFO: self.runtime_info,
             RequestCode.GET_TOPIC_STATS_INFO: self.topic_stats,
             RequestCode.GET_CONSUME_STATS: self.consume_stats,
             RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: self.update_group,
@@ -160,31 +157,6 @@ class AdminProcessor:
 
     # --- stats -----------------------------------------------------------------------
 
-    async def runtime_info(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
-        stats = self.store.statistics()
-        broker = self.broker
-        table = {
-            "brokerVersionDesc": _VERSION_DESC,
-            "brokerVersion": "479",
-            "brokerRole": broker.role.broker_role,
-            "brokerActive": "true",
-            "bootTimestamp": str(self._started_ms),
-            "runtime": f"{(self._clock.wall_ms() - self._started_ms) // 1000} s",
-            "pid": str(os.getpid()),
-            "commitLogMinOffset": str(stats.min_physical_offset),
-            "commitLogMaxOffset": str(stats.max_physical_offset),
-            "flushedOffset": str(stats.flushed_offset),
-            "dispatchBehindBytes": str(stats.dispatch_lag_bytes),
-            "msgPutTotalTodayNow": str(stats.put_messages),
-            "putMessageTimesTotal": str(stats.put_messages),
-            "putMessageSizeTotal": str(stats.put_bytes),
-            "commitLogDirCapacity": f"free {stats.free_disk_bytes} bytes",
-            "diskFull": "true" if stats.disk_full else "false",
-            "heldPulls": str(broker.pull_holds.held_pulls),
-            "scheduleDelivered": str(broker.schedule.delivered),
-        }
-        return request.respond(body=dumps_json({"table": table}))
-
     async def topic_stats(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = GetTopicStatsInfoRequestHeader.from_ext_fields(request.ext_fields)
         config = self.broker.topics.get(h.topic)
@@ -210,28 +182,10 @@ class AdminProcessor:
         h = GetConsumeStatsRequestHeader.from_ext_fields(request.ext_fields)
         broker = self.broker
         topics = [h.topic] if h.topic else broker.offsets.topics_of_group(h.consumer_group)
-        entries = []
+        entries: list[dict[str, Any]] = []
         for topic in topics:
-            config = broker.topics.get(topic)
-            if config is None:
-                continue
-            committed = broker.offsets.offsets(topic, h.consumer_group)
-            for queue_id in range(config.read_queue_nums):
-                consumer_offset = committed.get(queue_id, 0)
-                last = (
-                    self.store.store_time_at(topic, queue_id, consumer_offset - 1)
-                    if consumer_offset > 0
-                    else None
-                )
-                entries.append(
-                    {
-                        "messageQueue": _mq(topic, broker.config.broker_name, queue_id),
-                        "brokerOffset": self.store.max_offset(topic, queue_id),
-                        "consumerOffset": consumer_offset,
-                        "pullOffset": consumer_offset,
-                        "lastTimestamp": last or 0,
-                    }
-                )
+            stats = consume_stats_json(broker, h.consumer_group, topic, consume_tps=0.0)
+            entries += stats["offsetTable"] if stats is not None else []
         return request.respond(body=dumps_json({"consumeTps": 0.0, "offsetTable": entries}))
 
     # --- subscription groups -----------------------------------------------------------

@@ -1,0 +1,236 @@
+"""A broker's Prometheus metrics, computed on scrape from its state (no hot-path code).
+
+Rules:
+- One collector reads the broker when scraped, on the Trio thread that serves the scrape
+  (``cli/metrics_http.py``): the send and pull paths change nothing for metrics beyond the
+  counters of ``broker/stats.py`` (``on_put`` / ``on_get``).
+- RocketMQ 5's names (BrokerMetricsConstant, ``rocketmq_`` prefix) and labels ``cluster``,
+  ``node_type`` (``broker``), ``node_id`` (the broker name, as RocketMQ sets it), plus
+  ``topic`` / ``consumer_group``: ``rocketmq_messages_in_total``,
+  ``rocketmq_throughput_in_total`` (bytes), ``rocketmq_messages_out_total``,
+  ``rocketmq_throughput_out_total``, ``rocketmq_topic_number``,
+  ``rocketmq_consumer_group_number``, ``rocketmq_storage_size`` (CommitLog bytes kept),
+  ``rocketmq_consumer_lag_messages`` (committed offsets behind the queues' ends).
+- Beyond RocketMQ (labels ``cluster``, ``node_type``, ``node_id``, ``broker_id``):
+  ``rocketmq_broker_role`` (1 master, 0 slave or fenced), ``rocketmq_broker_accepts_writes``,
+  ``rocketmq_broker_lease_valid`` (controller mode only), ``rocketmq_broker_master_epoch``,
+  and on a master, from its HA status: ``rocketmq_sync_state_set_size``,
+  ``rocketmq_confirm_offset``, and per replica ``rocketmq_replica_lag_bytes{replica_id}``
+  (master max offset minus the replica's ack) and ``rocketmq_replica_in_sync{replica_id}``.
+- Only what exists is exported: a broker without a controller has no lease series, a
+  slave no replica series; nothing is invented as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from broker.agent import BrokerAgent
+from broker.config import BrokerConfig
+from broker.groups import SubscriptionGroupManager
+from broker.ha import HAMaster, HASlave
+from broker.offsets import ConsumerOffsetManager
+from broker.role import RoleState
+from broker.stats import BrokerStats
+from broker.store.store import MessageStore
+from broker.topics import TopicConfigManager
+from protocol.metrics import new_registry
+
+NODE_TYPE = "broker"
+
+
+class BrokerForMetrics(Protocol):
+    """What the collector reads of its broker (``Broker`` satisfies it structurally)."""
+
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def role(self) -> RoleState: ...
+    @property
+    def topics(self) -> TopicConfigManager: ...
+    @property
+    def groups(self) -> SubscriptionGroupManager: ...
+    @property
+    def offsets(self) -> ConsumerOffsetManager: ...
+    @property
+    def stats(self) -> BrokerStats: ...
+    @property
+    def store(self) -> MessageStore: ...
+    @property
+    def agent(self) -> BrokerAgent | None: ...
+    @property
+    def ha_master(self) -> HAMaster | None: ...
+    @property
+    def ha_slave(self) -> HASlave | None: ...
+    @property
+    def accepts_writes(self) -> bool: ...
+    @property
+    def serving(self) -> bool: ...
+
+
+class _BrokerCollector(Collector):
+    def __init__(self, broker: BrokerForMetrics) -> None:
+        self._broker = broker
+
+    def _node(self) -> list[str]:
+        config = self._broker.config
+        return [config.cluster_name, NODE_TYPE, config.broker_name]
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # read only when scraped, never at registration
+
+    def collect(self) -> Iterator[Metric]:
+        if not self._broker.serving:
+            return  # the store is not open yet (or any more): nothing to read
+        yield from self._traffic()
+        yield from self._metadata()
+        yield from self._role()
+        yield from self._replicas()
+
+    def _traffic(self) -> Iterator[Metric]:
+        node, labels = self._node(), ["cluster", "node_type", "node_id", "topic"]
+        stats = self._broker.stats
+        msgs_in = CounterMetricFamily(
+            "rocketmq_messages_in", "Messages stored by sends, per topic.", labels=labels
+        )
+        bytes_in = CounterMetricFamily(
+            "rocketmq_throughput_in", "Bytes stored by sends, per topic.", labels=labels
+        )
+        for topic, (messages, size) in sorted(stats.topic_puts().items()):
+            msgs_in.add_metric([*node, topic], float(messages))
+            bytes_in.add_metric([*node, topic], float(size))
+        out_labels = [*labels, "consumer_group"]
+        msgs_out = CounterMetricFamily(
+            "rocketmq_messages_out", "Messages handed to consumers.", labels=out_labels
+        )
+        bytes_out = CounterMetricFamily(
+            "rocketmq_throughput_out", "Bytes handed to consumers.", labels=out_labels
+        )
+        for (topic, group), (messages, size) in sorted(stats.group_gets().items()):
+            msgs_out.add_metric([*node, topic, group], float(messages))
+            bytes_out.add_metric([*node, topic, group], float(size))
+        yield from (msgs_in, bytes_in, msgs_out, bytes_out)
+
+    def _metadata(self) -> Iterator[Metric]:
+        broker, node = self._broker, self._node()
+        labels = ["cluster", "node_type", "node_id"]
+        topics = GaugeMetricFamily("rocketmq_topic_number", "Topics.", labels=labels)
+        topics.add_metric(node, float(len(broker.topics.topics())))
+        groups = GaugeMetricFamily(
+            "rocketmq_consumer_group_number", "Subscription groups.", labels=labels
+        )
+        groups.add_metric(node, float(len(broker.groups.groups())))
+        stats = broker.store.statistics()
+        storage = GaugeMetricFamily(
+            "rocketmq_storage_size", "CommitLog bytes kept on disk.", labels=labels
+        )
+        storage.add_metric(node, float(stats.max_physical_offset - stats.min_physical_offset))
+        lag = GaugeMetricFamily(
+            "rocketmq_consumer_lag_messages",
+            "Messages past the group's committed offsets.",
+            labels=[*labels, "topic", "consumer_group"],
+        )
+        store = broker.store
+        for topic, by_group in sorted(_offsets_by_topic(broker.offsets).items()):
+            for group, committed in sorted(by_group.items()):
+                behind = sum(
+                    max(0, store.max_offset(topic, queue_id) - offset)
+                    for queue_id, offset in committed.items()
+                )
+                lag.add_metric([*node, topic, group], float(behind))
+        yield from (topics, groups, storage, lag)
+
+    def _role(self) -> Iterator[Metric]:
+        broker = self._broker
+        role = broker.role
+        labels = ["cluster", "node_type", "node_id", "broker_id"]
+        node = [*self._node(), str(_broker_id(role))]
+        master = GaugeMetricFamily(
+            "rocketmq_broker_role", "1 while this broker is the master, else 0.", labels=labels
+        )
+        master.add_metric(node, float(role.is_master and not role.fenced))
+        writes = GaugeMetricFamily(
+            "rocketmq_broker_accepts_writes", "1 while sends are acknowledged.", labels=labels
+        )
+        writes.add_metric(node, float(broker.accepts_writes))
+        yield from (master, writes)
+        agent = broker.agent
+        if agent is not None:
+            lease = GaugeMetricFamily(
+                "rocketmq_broker_lease_valid",
+                "Controller mode: 1 while the controller leader confirmed this broker recently.",
+                labels=labels,
+            )
+            lease.add_metric(node, float(agent.lease_valid()))
+            yield lease
+        epoch = _epoch(broker)
+        if epoch is not None:
+            family = GaugeMetricFamily(
+                "rocketmq_broker_master_epoch",
+                "The master epoch this broker follows.",
+                labels=labels,
+            )
+            family.add_metric(node, float(epoch))
+            yield family
+
+    def _replicas(self) -> Iterator[Metric]:
+        master = self._broker.ha_master
+        if master is None:
+            return
+        status = master.status()
+        labels = ["cluster", "node_type", "node_id", "broker_id"]
+        node = [*self._node(), str(_broker_id(self._broker.role))]
+        size = GaugeMetricFamily(
+            "rocketmq_sync_state_set_size", "Members of this master's SyncStateSet.", labels=labels
+        )
+        size.add_metric(node, float(len(status.sync_state_set)))
+        confirm = GaugeMetricFamily(
+            "rocketmq_confirm_offset", "The SyncStateSet's confirm offset.", labels=labels
+        )
+        confirm.add_metric(node, float(status.confirm_offset))
+        lag = GaugeMetricFamily(
+            "rocketmq_replica_lag_bytes",
+            "CommitLog bytes a replica has not acknowledged yet.",
+            labels=[*labels, "replica_id"],
+        )
+        in_sync = GaugeMetricFamily(
+            "rocketmq_replica_in_sync",
+            "1 while the replica is in the SyncStateSet.",
+            labels=[*labels, "replica_id"],
+        )
+        for slave in status.slaves:
+            lag.add_metric([*node, str(slave.broker_id)], float(slave.diff_bytes))
+            in_sync.add_metric([*node, str(slave.broker_id)], float(slave.in_sync))
+        yield from (size, confirm, lag, in_sync)
+
+
+def _broker_id(role: RoleState) -> int:
+    return role.controller_id if role.controller_id is not None else role.broker_id
+
+
+def _epoch(broker: BrokerForMetrics) -> int | None:
+    if broker.ha_master is not None:
+        return broker.ha_master.status().epoch
+    if broker.ha_slave is not None:
+        return broker.ha_slave.status().last_epoch
+    return None
+
+
+def _offsets_by_topic(offsets: ConsumerOffsetManager) -> dict[str, dict[str, dict[int, int]]]:
+    """topic → group → queue id → committed offset."""
+    out: dict[str, dict[str, dict[int, int]]] = {}
+    for key, committed in offsets.offset_table().items():
+        topic, _, group = key.partition("@")
+        out.setdefault(topic, {})[group] = committed
+    return out
+
+
+def broker_registry(broker: BrokerForMetrics) -> CollectorRegistry:
+    """A registry whose one collector reads ``broker`` when scraped."""
+    registry = new_registry()
+    registry.register(_BrokerCollector(broker))
+    return registry

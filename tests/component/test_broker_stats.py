@@ -1,0 +1,178 @@
+"""The broker's stats codes (28, 315, 317, 204, 25, 26) and its scrape-time metrics."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import trio
+
+from broker.metrics import broker_registry
+from broker.processors.stats import UNTRACKED_RUNTIME_KEYS
+from broker.stats import TOPIC_PUT_NUMS
+from cli.metrics_http import serve_metrics
+from protocol.codes import RequestCode, ResponseCode
+from tests.component.broker_fixtures import broker_env, expect
+from tests.support.scrape import samples, scrape_text, value
+
+TEST_DEADLINE_S = 30.0
+#: Every key rocketmq-exporter's BrokerRuntimeStats parses (it fails on a missing one).
+EXPORTER_KEYS = (
+    "msgPutTotalTodayNow", "putMessageDistributeTime", "putTps", "getMissTps",
+    "getTransferredTps", "getTotalTps", "getFoundTps", "commitLogDirCapacity",
+    "sendThreadPoolQueueHeadWaitTimeMills", "queryThreadPoolQueueHeadWaitTimeMills",
+    "remainHowManyDataToFlush", "msgGetTotalTodayNow", "queryThreadPoolQueueSize",
+    "bootTimestamp", "msgPutTotalYesterdayMorning", "msgGetTotalYesterdayMorning",
+    "pullThreadPoolQueueSize", "commitLogMinOffset", "pullThreadPoolQueueHeadWaitTimeMills",
+    "runtime", "dispatchMaxBuffer", "brokerVersion", "consumeQueueDiskRatio",
+    "pageCacheLockTimeMills", "commitLogDiskRatio", "commitLogMaxOffset",
+    "getMessageEntireTimeMax", "msgPutTotalTodayMorning", "putMessageTimesTotal",
+    "msgGetTotalTodayMorning", "brokerVersionDesc", "sendThreadPoolQueueSize",
+    "startAcceptSendRequestTimeStamp", "putMessageEntireTimeMax", "earliestMessageTimeStamp",
+    "remainTransientStoreBufferNumbs", "queryThreadPoolQueueCapacity", "putMessageAverageSize",
+    "dispatchBehindBytes", "putMessageSizeTotal", "sendThreadPoolQueueCapacity",
+    "pullThreadPoolQueueCapacity", "putLatency99", "putLatency999",
+)  # fmt: skip
+
+
+async def test_runtime_info_has_every_key_the_exporter_parses_in_its_format(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=1)
+            for _ in range(3):
+                await env.send_ok("T", b"abc")
+            table = await env.runtime_info()
+            assert [k for k in EXPORTER_KEYS if k not in table] == []
+            # The parses rocketmq-exporter does, on our values.
+            for key in ("putTps", "getTotalTps", "getFoundTps", "getTransferredTps"):
+                assert len([float(x) for x in table[key].split(" ")]) == 3, table[key]
+            cap = table["commitLogDirCapacity"].split(" ")
+            assert cap[0:2] == ["Total", ":"] and cap[4:6] == ["Free", ":"], cap
+            float(cap[2]), float(cap[6])
+            assert re.fullmatch(r"[KMGTPE]iB,|B,", cap[3]) and cap[7].endswith(".")
+            assert float(table["remainHowManyDataToFlush"].split(" ")[0]) >= 0
+            assert 0 <= float(table["commitLogDiskRatio"]) <= 1
+            float(table["putMessageAverageSize"])
+            assert table["msgPutTotalTodayNow"] == table["putMessageTimesTotal"] == "3"
+            assert int(table["earliestMessageTimeStamp"]) > 0
+            assert re.fullmatch(r"\[ 0 days, 0 hours, 0 minutes, \d+ seconds \]", table["runtime"])
+            for key, untracked in UNTRACKED_RUNTIME_KEYS.items():
+                assert table[key] == untracked
+            schedule = [v for k, v in table.items() if k.startswith("scheduleMessageOffset_")]
+            assert all(re.fullmatch(r"-?\d+,-?\d+", v) for v in schedule), schedule
+
+
+async def test_view_broker_stats_data_and_broker_consume_stats(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=2)
+            missing = await env.call(
+                RequestCode.VIEW_BROKER_STATS_DATA, {"statsName": TOPIC_PUT_NUMS, "statsKey": "T"}
+            )
+            assert missing.code == ResponseCode.SYSTEM_ERROR
+            assert missing.remark == f"The stats <{TOPIC_PUT_NUMS}> <T> not exist"
+            env.b.stats.sample(trio.current_time(), env.b.clock.wall_ms())
+            env.b.stats.on_put("T", 5, 500)  # what the send path's call site does
+            found = expect(
+                await env.call(
+                    RequestCode.VIEW_BROKER_STATS_DATA,
+                    {"statsName": TOPIC_PUT_NUMS, "statsKey": "T"},
+                ),
+                ResponseCode.SUCCESS,
+            )
+            body = json.loads(found.body)
+            assert set(body) == {"statsMinute", "statsHour", "statsDay"}
+            assert body["statsMinute"]["sum"] == 5 and body["statsMinute"]["avgpt"] == 5.0
+
+            sent = [await env.send_ok("T", b"x") for _ in range(4)]
+            await env.heartbeat("c1", group="G", topics={"T": "*"})
+            queue = sent[0].queue_id
+            await env.call(
+                RequestCode.UPDATE_CONSUMER_OFFSET,
+                {"consumerGroup": "G", "topic": "T", "queueId": str(queue), "commitOffset": "1"},
+            )
+            stats = expect(
+                await env.call(RequestCode.GET_BROKER_CONSUME_STATS, {"isOrder": "false"}),
+                ResponseCode.SUCCESS,
+            )
+            listing = json.loads(stats.body)
+            assert listing["brokerAddr"] == env.addr
+            groups = {g: v for entry in listing["consumeStatsList"] for g, v in entry.items()}
+            (consume,) = groups["G"]
+            behind = sum(e["brokerOffset"] - e["consumerOffset"] for e in consume["offsetTable"])
+            assert listing["totalDiff"] == behind == 3
+
+
+async def test_producer_connections_and_broker_config(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            gone = await env.call(RequestCode.GET_PRODUCER_CONNECTION_LIST, {"producerGroup": "P"})
+            assert gone.code == ResponseCode.SYSTEM_ERROR
+            await env.heartbeat("p1", producer_group="P")
+            listing = expect(
+                await env.call(RequestCode.GET_PRODUCER_CONNECTION_LIST, {"producerGroup": "P"}),
+                ResponseCode.SUCCESS,
+            )
+            assert [c["clientId"] for c in json.loads(listing.body)["connectionSet"]] == ["p1"]
+
+            config = expect(await env.call(RequestCode.GET_BROKER_CONFIG), ResponseCode.SUCCESS)
+            lines = dict(line.split("=", 1) for line in config.body.decode().splitlines())
+            assert lines["brokerName"] == "broker-a" and lines["slaveTimeout"] == "3000"
+            assert lines["autoCreateTopicEnable"] == "true"
+            update = await env.call(
+                RequestCode.UPDATE_BROKER_CONFIG,
+                None,
+                b"slaveTimeout=1500\nautoCreateTopicEnable=false\n",
+            )
+            assert update.code == ResponseCode.SUCCESS, update.remark
+            assert env.b.config.slave_timeout_s == 1.5
+            assert env.b.config.auto_create_topic_enable is False
+            refused = await env.call(RequestCode.UPDATE_BROKER_CONFIG, None, b"brokerName=b\n")
+            assert refused.code == ResponseCode.NO_PERMISSION
+            assert "brokerName" in (refused.remark or "")
+            assert env.b.config.broker_name == "broker-a"
+
+
+async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env, trio.open_nursery() as nursery:
+            port = await nursery.start(
+                functools.partial(serve_metrics, broker_registry(env.b), host="127.0.0.1", port=0)
+            )
+            address = f"127.0.0.1:{port}"
+            before = samples(await scrape_text(address))
+            await env.create_topic("T", queues=1)
+            for _ in range(3):
+                sent = await env.send_ok("T", b"abcd")
+                env.b.stats.on_put("T", 1, 4)  # the send path's call site, not wired yet
+            await env.heartbeat("c1", group="G", topics={"T": "*"})
+            await env.call(
+                RequestCode.UPDATE_CONSUMER_OFFSET,
+                {
+                    "consumerGroup": "G",
+                    "topic": "T",
+                    "queueId": str(sent.queue_id),
+                    "commitOffset": "1",
+                },
+            )
+            after = samples(await scrape_text(address))
+            node = {"cluster": "DefaultCluster", "node_type": "broker", "node_id": "broker-a"}
+            topics = len(env.b.topics.topics())
+            assert value(before, "rocketmq_topic_number", **node) < topics
+            assert value(after, "rocketmq_topic_number", **node) == topics
+            assert value(after, "rocketmq_messages_in_total", topic="T", **node) == 3
+            assert value(after, "rocketmq_throughput_in_total", topic="T", **node) == 12
+            assert (
+                value(
+                    after, "rocketmq_consumer_lag_messages", topic="T", consumer_group="G", **node
+                )
+                == 2
+            )
+            assert value(after, "rocketmq_storage_size", **node) > 0
+            assert value(after, "rocketmq_broker_role", **node) == 1
+            assert value(after, "rocketmq_broker_accepts_writes", **node) == 1
+            nursery.cancel_scope.cancel()

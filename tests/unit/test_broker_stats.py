@@ -1,0 +1,73 @@
+"""broker/stats.py: counters, the minute / hour / day windows, the TPS and morning totals."""
+
+from __future__ import annotations
+
+import time
+
+from broker.stats import (
+    BROKER_GET_NUMS,
+    BROKER_PUT_NUMS,
+    DAY_S,
+    GROUP_GET_NUMS,
+    MINUTE_S,
+    STORE_PUT_NUMS,
+    TOPIC_PUT_NUMS,
+    TOPIC_PUT_SIZE,
+    BrokerStats,
+    Snapshot,
+)
+
+NOON_MS = int(time.mktime((2024, 5, 1, 12, 0, 0, 0, 0, -1)) * 1000)
+
+
+def test_counters_and_totals() -> None:
+    stats = BrokerStats("C", store_puts=lambda: 7)
+    stats.on_put("T", 3, 300)
+    stats.on_put("T", 1, 100)
+    stats.on_get("G", "T", 2, 200)
+    totals = stats.totals()
+    assert totals[TOPIC_PUT_NUMS, "T"] == (4, 2)
+    assert totals[TOPIC_PUT_SIZE, "T"] == (400, 2)
+    assert totals[GROUP_GET_NUMS, "T@G"] == (2, 1)
+    assert totals[BROKER_PUT_NUMS, "C"] == (4, 2)
+    assert totals[BROKER_GET_NUMS, "C"] == (2, 1)
+    assert totals[STORE_PUT_NUMS, ""] == (7, 7)
+    assert stats.topic_puts() == {"T": (4, 400)}
+    assert stats.group_gets() == {("T", "G"): (2, 200)}
+    assert stats.exists(TOPIC_PUT_NUMS, "T") and stats.exists(BROKER_PUT_NUMS, "C")
+    assert not stats.exists(TOPIC_PUT_NUMS, "nope") and not stats.exists(BROKER_PUT_NUMS, "X")
+
+
+def test_minute_window_is_the_growth_since_the_sample_a_minute_old() -> None:
+    stats = BrokerStats("C")
+    for step in range(13):  # a sample every 10 s for two minutes, 10 messages each time
+        stats.sample(step * 10.0, NOON_MS + step * 10_000)
+        stats.on_put("T", 10, 1000)
+    # now = 120 s; the sample taken at 60 s held 60 messages, 130 now.
+    assert stats.window(TOPIC_PUT_NUMS, "T", MINUTE_S, 120.0) == Snapshot(
+        sum=70, tps=70 / 60, avgpt=10.0
+    )
+    # The day window has only its first sample (at 0 s): everything since then.
+    assert stats.window(TOPIC_PUT_NUMS, "T", DAY_S, 120.0).sum == 130
+    assert stats.tps(BROKER_PUT_NUMS, 60.0, 120.0) == 70 / 60
+
+
+def test_young_broker_windows_cover_what_was_sampled() -> None:
+    stats = BrokerStats("C")
+    assert stats.window(TOPIC_PUT_NUMS, "T", MINUTE_S, 5.0) == Snapshot(sum=0, tps=0.0, avgpt=0.0)
+    stats.sample(0.0, NOON_MS)
+    stats.on_put("T", 5, 50)
+    assert stats.window(TOPIC_PUT_NUMS, "T", MINUTE_S, 5.0) == Snapshot(sum=5, tps=1.0, avgpt=5.0)
+
+
+def test_morning_totals_roll_at_local_midnight() -> None:
+    puts = [0]
+    stats = BrokerStats("C", store_puts=lambda: puts[0])
+    day_ms = 86_400_000
+    stats.sample(0.0, NOON_MS)
+    puts[0] = 10
+    stats.sample(10.0, NOON_MS + day_ms)  # the next day
+    assert stats.morning_totals(STORE_PUT_NUMS) == (0, 10)
+    puts[0] = 25
+    stats.sample(20.0, NOON_MS + 2 * day_ms)
+    assert stats.morning_totals(STORE_PUT_NUMS) == (10, 25)
