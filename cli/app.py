@@ -14,6 +14,7 @@ from cli.bench_cmds import bench_app
 from cli.chaos_cmds import chaos_app
 from cli.cluster import cluster_app
 from cli.controller_cmds import controller_command, quorum_app
+from cli.dashboard_cmd import dashboard_command
 from cli.demo_cmd import demo_command
 from cli.output import fail
 
@@ -34,6 +35,7 @@ app.add_typer(quorum_app, name="quorum")
 app.add_typer(chaos_app, name="chaos")
 app.command("controller")(controller_command)
 app.command("demo")(demo_command)
+app.command("dashboard")(dashboard_command)
 
 
 def _version_callback(value: bool) -> None:

@@ -58,6 +58,7 @@ from client.admin_session import (
     parse_namesrv_list,
     read_address,
 )
+from client.admin_stats import StatsAdmin
 from client.admin_values import (
     BrokerRuntime,
     ConsumerProgress,
@@ -143,7 +144,7 @@ def _check_topic_name(topic: str) -> None:
 # --- the admin -------------------------------------------------------------------------------
 
 
-class Admin(ControllerAdmin, MessageAdmin):
+class Admin(ControllerAdmin, MessageAdmin, StatsAdmin):
     """Administration of one RocketMQ deployment; build it with ``open_admin``."""
 
     # --- brokers ---------------------------------------------------------------------

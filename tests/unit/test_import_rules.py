@@ -4,6 +4,7 @@
   protocol/ imports none of the project's packages;
 - launcher/ starts and stops processes and imports no server code;
 - cli/ is the one package that imports everything;
+- dashboard/ (rmq dashboard) uses the SDK and protocol/ only;
 - scenarios/ and bench/ use the SDK, launcher/ and real processes, never server internals
   or the CLI; the micro-benchmarks under bench/micro/ are the documented exception;
 - no cycle between packages (scenarios/ may use bench/measure.py, so bench/ never imports
@@ -29,6 +30,7 @@ PACKAGES = (
     "cli",
     "scenarios",
     "bench",
+    "dashboard",
 )
 #: Per package: the project packages it may import (besides itself).
 ALLOWED: dict[str, frozenset[str]] = {
@@ -41,6 +43,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cli": frozenset(PACKAGES) - {"cli"},
     "scenarios": frozenset({"protocol", "client", "launcher", "bench"}),
     "bench": frozenset({"protocol", "client", "launcher"}),
+    # The web dashboard sees the cluster over the wire, as any admin tool would.
+    "dashboard": frozenset({"protocol", "client"}),
 }
 #: Micro-benchmarks of one component (bench/micro/README): may also import that component.
 MICRO_BENCH_EXTRA = frozenset({"broker", "controller", "namesrv"})

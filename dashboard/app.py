@@ -1,0 +1,139 @@
+"""The dashboard's ASGI app: the page, its JSON, and the admin actions behind a key.
+
+Rules:
+- Plain ASGI 3 (no framework: three routes and two actions do not need one), served by
+  hypercorn's Trio worker (``server.py``); every handler runs on the Trio thread.
+- ``GET /`` the page, ``GET /static/<file>`` its script and style (files of
+  ``static/`` only, by name), ``GET /api/state`` the latest ``Dashboard.state()``.
+- Read-only unless the app was given an admin key: then ``POST /api/topic``
+  (``{"topic", "queues"}``) and ``POST /api/elect`` (``{"brokerName", "brokerId"}``) act
+  through the SDK, and only for a request whose ``X-Admin-Key`` header matches (compared in
+  constant time). Without a key both answer 403; with a wrong one 401. Bodies over
+  ``MAX_BODY_BYTES`` are refused (413).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any
+
+from dashboard.model import Dashboard
+
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: An admin action: the request's JSON object in, a JSON-ready result out.
+Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+MAX_BODY_BYTES = 64 * 1024
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+def _static(name: str) -> bytes | None:
+    if "/" in name or name.startswith("."):
+        return None
+    path = resources.files("dashboard") / "static" / name
+    return path.read_bytes() if path.is_file() else None
+
+
+class DashboardApp:
+    """ASGI callable over a ``Dashboard`` and the admin actions (None: read-only)."""
+
+    def __init__(
+        self,
+        dashboard: Dashboard,
+        *,
+        admin_key: str | None = None,
+        actions: Mapping[str, Action] | None = None,
+    ) -> None:
+        self.dashboard = dashboard
+        self._admin_key = admin_key
+        self._actions = dict(actions or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "GET" and path == "/":
+            await _reply(send, 200, _static("index.html") or b"", "text/html")
+        elif method == "GET" and path.startswith("/static/"):
+            name = path.removeprefix("/static/")
+            body = _static(name)
+            kind = _TYPES.get(name[name.rfind(".") :], "application/octet-stream")
+            await _reply(send, 200 if body else 404, body or b"not found\n", kind)
+        elif method == "GET" and path == "/api/state":
+            state = {**self.dashboard.state(), "admin": self._admin_key is not None}
+            await _json(send, 200, state)
+        elif method == "POST" and path.startswith("/api/") and path[5:] in self._actions:
+            await self._act(scope, receive, send, path[5:])
+        else:
+            await _reply(send, 404, b"not found\n", "text/plain")
+
+    async def _act(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        if self._admin_key is None:
+            await _json(send, 403, {"error": "read-only dashboard: start it with --admin-key"})
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-admin-key", b"")
+        if not hmac.compare_digest(given, self._admin_key.encode()):
+            await _json(send, 401, {"error": "wrong or missing X-Admin-Key"})
+            return
+        body = await _body(receive)
+        if body is None:
+            await _json(send, 413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+            return
+        try:
+            args = json.loads(body or b"{}")
+            if not isinstance(args, dict):
+                raise ValueError("expected a JSON object")
+            result = await self._actions[name](args)
+        except (ValueError, KeyError, TypeError) as exc:
+            await _json(send, 400, {"error": str(exc)})
+            return
+        await _json(send, 200, result)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _body(receive: Receive) -> bytes | None:
+    data = b""
+    while True:
+        message = await receive()
+        chunk: bytes = message.get("body", b"")
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            return None
+        if not message.get("more_body"):
+            return data
+
+
+async def _reply(send: Send, status: int, body: bytes, content_type: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send: Send, status: int, doc: Any) -> None:
+    await _reply(send, status, json.dumps(doc).encode(), "application/json")
