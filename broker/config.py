@@ -27,6 +27,10 @@ import attrs
 from broker.ha.config import HAConfig
 
 ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
+#: Highest ``maxTopicQueueNums``: what one topic may declare in a NameServer route.
+MAX_QUEUE_NUMS_CEILING = 65_536
+#: Highest ``maxBatchMessageNums``: a batch's answer lists 33 bytes of msgId per message.
+MAX_BATCH_MESSAGE_NUMS_CEILING = 100_000
 FLUSH_TYPES = ("ASYNC_FLUSH", "SYNC_FLUSH")
 
 
@@ -148,6 +152,29 @@ class BrokerConfig:
     #: Address the exporter binds ("": the broker's ``host``).
     metrics_prom_exporter_host: str = ""
 
+    # --- limits on what a request may ask (issue 13; README "Limits") ----------------------
+    #: Read or write queues of one topic (``maxTopicQueueNums``; RocketMQ has no such cap):
+    #: UPDATE_AND_CREATE_TOPIC, auto-created and retry topics and a group's retryQueueNums
+    #: are refused past it, and a topic file holding more is served with this many.
+    max_topic_queue_nums: int = 1024
+    #: Messages in one SEND_BATCH_MESSAGE, counted before any is decoded
+    #: (``maxBatchMessageNums``); the batch body itself must fit ``max_message_bytes``.
+    max_batch_message_nums: int = 10_000
+    #: Long polling: pulls held at once (``maxHeldPullNums``) and the request bytes they
+    #: hold (``maxHeldPullBytes``); a pull past either is answered SYSTEM_BUSY at once.
+    max_held_pull_nums: int = 10_000
+    max_held_pull_bytes: int = 32 * 1024 * 1024
+    #: QUERY_MESSAGE answers at most this many records (``maxMsgsNumBatch``).
+    max_msgs_num_batch: int = 64
+    #: Characters of a PULL's subscription expression (``maxSubscriptionLength``).
+    max_subscription_length: int = 65_536
+    #: Message queues in one LOCK_BATCH_MQ / UNLOCK_BATCH_MQ body (``maxLockBatchQueues``).
+    max_lock_batch_queues: int = 8192
+    #: Consumer plus producer groups, and subscriptions, in one HEART_BEAT
+    #: (``maxHeartbeatGroups``, ``maxHeartbeatSubscriptions``).
+    max_heartbeat_groups: int = 1024
+    max_heartbeat_subscriptions: int = 8192
+
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
             pass  # the controller assigns the id and the role
@@ -170,10 +197,12 @@ class BrokerConfig:
             "min_in_sync_replicas": self.min_in_sync_replicas,
             "in_sync_replicas": self.in_sync_replicas,
             "lease_s": self.lease_s,
+            **self._limits(),
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, not {value}")
+        self._check_ceilings()
         if self.ha_send_heartbeat_interval_s >= self.ha_housekeeping_interval_s:
             raise ConfigError(
                 "haSendHeartbeatInterval must be shorter than haHousekeepingInterval "
@@ -182,6 +211,37 @@ class BrokerConfig:
             )
         if not 0 < self.access_message_in_memory_max_ratio <= 100:
             raise ConfigError("accessMessageInMemoryMaxRatio must be a percentage in (0, 100]")
+
+    def _limits(self) -> dict[str, float]:
+        """The request limits and intervals by their key names (all must be > 0)."""
+        return {
+            "maxTopicQueueNums": self.max_topic_queue_nums,
+            "maxBatchMessageNums": self.max_batch_message_nums,
+            "maxHeldPullNums": self.max_held_pull_nums,
+            "maxHeldPullBytes": self.max_held_pull_bytes,
+            "maxMsgsNumBatch": self.max_msgs_num_batch,
+            "maxSubscriptionLength": self.max_subscription_length,
+            "maxLockBatchQueues": self.max_lock_batch_queues,
+            "maxHeartbeatGroups": self.max_heartbeat_groups,
+            "maxHeartbeatSubscriptions": self.max_heartbeat_subscriptions,
+        }
+
+    def _check_ceilings(self) -> None:
+        if self.max_topic_queue_nums > MAX_QUEUE_NUMS_CEILING:
+            raise ConfigError(
+                f"maxTopicQueueNums must be <= {MAX_QUEUE_NUMS_CEILING}, "
+                f"not {self.max_topic_queue_nums}"
+            )
+        if self.max_batch_message_nums > MAX_BATCH_MESSAGE_NUMS_CEILING:
+            raise ConfigError(
+                f"maxBatchMessageNums must be <= {MAX_BATCH_MESSAGE_NUMS_CEILING} (the answer "
+                f"lists every message id in one frame), not {self.max_batch_message_nums}"
+            )
+        if not 0 < self.default_topic_queue_nums <= self.max_topic_queue_nums:
+            raise ConfigError(
+                f"defaultTopicQueueNums must be in 1..maxTopicQueueNums "
+                f"({self.max_topic_queue_nums}), not {self.default_topic_queue_nums}"
+            )
 
     @property
     def address(self) -> str:
@@ -245,6 +305,15 @@ _ALIASES = {
     "metricsExporterType": "metrics_exporter_type",
     "metricsPromExporterPort": "metrics_prom_exporter_port",
     "metricsPromExporterHost": "metrics_prom_exporter_host",
+    "maxTopicQueueNums": "max_topic_queue_nums",
+    "maxBatchMessageNums": "max_batch_message_nums",
+    "maxHeldPullNums": "max_held_pull_nums",
+    "maxHeldPullBytes": "max_held_pull_bytes",
+    "maxMsgsNumBatch": "max_msgs_num_batch",
+    "maxSubscriptionLength": "max_subscription_length",
+    "maxLockBatchQueues": "max_lock_batch_queues",
+    "maxHeartbeatGroups": "max_heartbeat_groups",
+    "maxHeartbeatSubscriptions": "max_heartbeat_subscriptions",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.

@@ -10,7 +10,9 @@ Rules:
   ``create_sys_group`` is on (Java's enableCreateSysGroup), and only if its name is legal
   (``^[%|a-zA-Z0-9_-]+$``, at most 120 characters); otherwise it answers ``None`` and the
   caller replies SUBSCRIPTION_GROUP_NOT_EXIST.
-- ``update`` with an illegal name raises ``InvalidParameter`` and changes nothing.
+- ``update`` with an illegal name, or retry settings out of range (``retryQueueNums``
+  above ``max_queue_nums``, the broker's ``maxTopicQueueNums``), raises
+  ``InvalidParameter`` and changes nothing.
 - Loading merges the file over the predefined groups and adopts the file's data version.
 """
 
@@ -90,6 +92,8 @@ class SubscriptionGroupManager:
     """Group name → SubscriptionGroupConfig, with a data version."""
 
     data_version: DataVersion = attrs.field(factory=DataVersion)
+    #: Most queues a group's retry topic may have (BrokerConfig.max_topic_queue_nums).
+    max_queue_nums: int = 1024
     _table: dict[str, SubscriptionGroupConfig] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -152,10 +156,11 @@ class SubscriptionGroupManager:
         problem = validate_group(config.group_name)
         if problem is not None:
             raise InvalidParameter(problem)
-        if config.retry_queue_nums < 0 or config.retry_max_times < -1:
+        if not 0 <= config.retry_queue_nums <= self.max_queue_nums or config.retry_max_times < -1:
             raise InvalidParameter(
-                f"group {config.group_name}: retryQueueNums must be >= 0 and "
-                f"retryMaxTimes >= -1, got {config.retry_queue_nums} / {config.retry_max_times}"
+                f"group {config.group_name}: retryQueueNums must be in 0..{self.max_queue_nums} "
+                f"(maxTopicQueueNums) and retryMaxTimes >= -1, got {config.retry_queue_nums} / "
+                f"{config.retry_max_times}"
             )
         if self._table.get(config.group_name) == config:
             return False

@@ -123,6 +123,22 @@ class ConsumerOffsetManager:
         """Drop ``group``'s offsets on ``topic``."""
         return self._remove([(topic, group)] if (topic, group) in self._table else [])
 
+    def retain_queues_below(self, limit: int) -> int:
+        """Drop offsets of queue ids ``>= limit`` (no topic has them: a file written before
+        queue ids were checked); returns how many were dropped."""
+        dropped = 0
+        for key in list(self._table):
+            queues = self._table[key]
+            bad = [q for q in queues if q >= limit]
+            for q in bad:
+                del queues[q]
+            dropped += len(bad)
+            if not queues:
+                del self._table[key]
+        if dropped:
+            self.dirty = True
+        return dropped
+
     def _remove(self, keys: list[tuple[str, str]]) -> bool:
         for key in keys:
             del self._table[key]

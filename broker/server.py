@@ -131,13 +131,16 @@ class Broker:
             broker_name=config.broker_name,
             auto_create_topic_enable=config.auto_create_topic_enable,
             default_topic_queue_nums=config.default_topic_queue_nums,
+            max_queue_nums=config.max_topic_queue_nums,
         )
-        self.groups = SubscriptionGroupManager()
+        self.groups = SubscriptionGroupManager(max_queue_nums=config.max_topic_queue_nums)
         self.offsets = ConsumerOffsetManager()
         self.clients = ClientManager()
         self.consumers = self.clients.consumers
         self.locks = RebalanceLockManager()
-        self.pull_holds = PullHoldService()
+        self.pull_holds = PullHoldService(
+            max_held=config.max_held_pull_nums, max_held_bytes=config.max_held_pull_bytes
+        )
         self.stats = BrokerStats(config.cluster_name, store_puts=self._store_puts)
         self.delay_levels_s = parse_delay_levels(config.message_delay_level)
         self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor", clock=self.clock)
@@ -507,6 +510,7 @@ class Broker:
             self.topics.load(self.topics_path)
             self.groups.load(self.groups_path)
             self.offsets.load(self.offsets_path)
+            self._drop_impossible_offsets()
             self.schedule.load()
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -726,6 +730,18 @@ class Broker:
             return port
         # --port 0 asks for free ports: listen_port + 1 may well be taken.
         return 0 if self.config.listen_port == 0 else self.listen_port + 1
+
+    def _drop_impossible_offsets(self) -> None:
+        """Offsets of queue ids no topic may have (committed before queue ids were checked,
+        issue 13 row 11) are dropped at load, so none is served or written again."""
+        dropped = self.offsets.retain_queues_below(self.config.max_topic_queue_nums)
+        if dropped:
+            log.warning(
+                "%s: dropped %d consumer offsets of queue ids >= maxTopicQueueNums (%d)",
+                self.name,
+                dropped,
+                self.config.max_topic_queue_nums,
+            )
 
     def persist_offsets(self) -> None:
         if self.offsets.dirty:

@@ -170,6 +170,7 @@ class SlaveSynchronizer:
             broker_name=old.broker_name,
             auto_create_topic_enable=old.auto_create_topic_enable,
             default_topic_queue_nums=old.default_topic_queue_nums,
+            max_queue_nums=old.max_queue_nums,
         )
         new.restore(
             {
@@ -190,7 +191,7 @@ class SlaveSynchronizer:
         broker = self.broker
         if wrapper.data_version == broker.groups.data_version:
             return
-        new = SubscriptionGroupManager()
+        new = SubscriptionGroupManager(max_queue_nums=broker.groups.max_queue_nums)
         new.restore(
             {
                 "groups": [c.to_json() for c in wrapper.subscription_group_table.values()],

@@ -17,12 +17,19 @@ Rules:
   and the template's perm without INHERIT.
 - Retry and DLQ topics follow createTopicInSendMessageBackMethod: perm RW; DLQ has 1 queue.
   (RocketMQ 5.x creates DLQs readable; 4.x made them write-only.)
+- Queue counts are capped (``max_queue_nums``, the broker's ``maxTopicQueueNums``): a
+  create, update or auto-creation asking for more raises ``InvalidParameter``; retry topics
+  are created with at most that many; a loaded (or copied) topic declaring more is kept
+  with that many and named by ``restore`` (a file written before the cap existed, or by a
+  broker with a higher one, must not make every per-queue loop run 10^20 times). System
+  topics keep at least the queues the broker gives them (SCHEDULE_TOPIC_XXXX has 18).
 - Loading merges the file over the system topics (Java's ``putAll``), so a persisted change
   to a system topic survives restarts; the file's data version is adopted.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +46,8 @@ from protocol.group_topics import dlq_topic as dlq_topic  # broker/ imports it f
 from protocol.group_topics import is_group_topic
 from protocol.group_topics import retry_topic as retry_topic  # broker/ imports it from here
 from protocol.route import DEFAULT_QUEUE_NUMS, DataVersion, TopicConfig
+
+log = logging.getLogger(__name__)
 
 AUTO_CREATE_TOPIC_KEY_TOPIC = "TBW102"
 SCHEDULE_TOPIC = store_module.SCHEDULE_TOPIC
@@ -59,6 +68,8 @@ SCHEDULE_TOPIC_QUEUE_NUMS = 18
 DLQ_QUEUE_NUMS = 1
 TOPIC_MAX_LENGTH = 127
 RETRY_OR_DLQ_TOPIC_MAX_LENGTH = 255
+#: Default of ``TopicConfigManager.max_queue_nums`` (BrokerConfig.max_topic_queue_nums).
+MAX_QUEUE_NUMS = 1024
 
 #: TopicValidator's SYSTEM_TOPIC_SET before any broker adds its own names.
 SYSTEM_TOPICS = frozenset(
@@ -94,6 +105,8 @@ FILE_VERSION = 1
 
 _VALID_NAME = re.compile(r"[%|a-zA-Z0-9_-]+")
 _PERM_ALL = PERM_INHERIT | PERM_READ | PERM_WRITE | PERM_PRIORITY
+#: TopicSysFlag: FLAG_UNIT (1) and FLAG_UNIT_SUB (2), nothing else.
+_TOPIC_SYS_FLAGS = 0x3
 
 
 def validate_topic(topic: str) -> str | None:
@@ -122,16 +135,38 @@ def _system_config(name: str, queue_nums: int, perm: int = PERM_READ | PERM_WRIT
     )
 
 
-def _check_config(config: TopicConfig) -> None:
+def _check_config(config: TopicConfig, max_queue_nums: int) -> None:
     """Raise ``InvalidParameter`` for values no broker should store."""
     for what, value in (
         ("readQueueNums", config.read_queue_nums),
         ("writeQueueNums", config.write_queue_nums),
     ):
-        if value < 0:
-            raise InvalidParameter(f"{what} of topic {config.topic_name} must be >= 0, got {value}")
+        if not 0 <= value <= max_queue_nums:
+            raise InvalidParameter(
+                f"{what} of topic {config.topic_name} must be in 0..{max_queue_nums} "
+                f"(maxTopicQueueNums), got {value}"
+            )
     if config.perm & ~_PERM_ALL:
         raise InvalidParameter(f"perm of topic {config.topic_name} is invalid: {config.perm}")
+    if config.topic_sys_flag & ~_TOPIC_SYS_FLAGS:
+        raise InvalidParameter(
+            f"topicSysFlag of topic {config.topic_name} is invalid: {config.topic_sys_flag}"
+        )
+
+
+def _queue_count(config: TopicConfig) -> int:
+    return max(config.read_queue_nums, config.write_queue_nums)
+
+
+def _capped(config: TopicConfig, max_queue_nums: int) -> TopicConfig:
+    """``config`` with its queue counts cut to ``max_queue_nums`` (loading, copying)."""
+    if _queue_count(config) <= max_queue_nums:
+        return config
+    return attrs.evolve(
+        config,
+        read_queue_nums=min(config.read_queue_nums, max_queue_nums),
+        write_queue_nums=min(config.write_queue_nums, max_queue_nums),
+    )
 
 
 @attrs.define
@@ -147,14 +182,20 @@ class TopicConfigManager:
     broker_topic_enable: bool = True
     trace_topic_enable: bool = False
     trace_topic_name: str = TRACE_TOPIC
+    #: Most read or write queues a topic may have (BrokerConfig.max_topic_queue_nums).
+    max_queue_nums: int = MAX_QUEUE_NUMS
     data_version: DataVersion = attrs.field(factory=DataVersion)
     _table: dict[str, TopicConfig] = attrs.field(init=False, factory=dict)
     _system: set[str] = attrs.field(init=False, factory=set)
+    #: The system topics as this broker creates them (their own queue counts, e.g. 18
+    #: SCHEDULE_TOPIC_XXXX queues, are never capped).
+    _builtin: dict[str, TopicConfig] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         for config in self._system_configs():
             self._table[config.topic_name] = config
             self._system.add(config.topic_name)
+            self._builtin[config.topic_name] = config
 
     def _system_configs(self) -> Iterator[TopicConfig]:
         # Same order and values as TopicConfigManager.init(). Skipped: the POP revive topic,
@@ -248,11 +289,11 @@ class TopicConfigManager:
     def create_or_update(self, config: TopicConfig, *, now_ms: int) -> bool:
         """UPDATE_AND_CREATE_TOPIC: store ``config``; False when it was already stored as is.
 
-        Raises ``InvalidParameter`` (table unchanged) for an illegal or system topic name or
-        negative queue counts.
+        Raises ``InvalidParameter`` (table unchanged) for an illegal or system topic name,
+        queue counts outside ``0..max_queue_nums`` or unknown perm / sys flag bits.
         """
         self._check_user_topic(config.topic_name)
-        _check_config(config)
+        _check_config(config, self.max_queue_nums)
         return self._put(config, now_ms)
 
     def delete(self, topic: str, *, now_ms: int) -> TopicConfig | None:
@@ -284,7 +325,7 @@ class TopicConfigManager:
         Returns the existing config; else, when ``allow`` and the template exists with
         PERM_INHERIT, a new config with min(requested, template write queues) queues, the
         template's perm minus INHERIT and its filter type; else ``None``. An illegal or
-        system topic name raises ``InvalidParameter``.
+        system topic name, or fewer than one requested queue, raises ``InvalidParameter``.
         """
         existing = self._table.get(topic)
         if existing is not None:
@@ -295,7 +336,12 @@ class TopicConfigManager:
         template = self._table.get(default_topic)
         if template is None or not template.perm & PERM_INHERIT:
             return None
-        queue_nums = max(0, min(default_queue_nums, template.write_queue_nums))
+        if default_queue_nums < 1:
+            raise InvalidParameter(
+                f"defaultTopicQueueNums must be >= 1 to create topic {topic}, "
+                f"got {default_queue_nums}"
+            )
+        queue_nums = min(default_queue_nums, template.write_queue_nums, self.max_queue_nums)
         config = TopicConfig(
             topic_name=topic,
             read_queue_nums=queue_nums,
@@ -319,6 +365,7 @@ class TopicConfigManager:
                 existing = attrs.evolve(existing, order=order)
                 self._put(existing, now_ms)
             return existing
+        queue_nums = max(0, min(queue_nums, self.max_queue_nums))
         config = TopicConfig(
             topic_name=topic,
             read_queue_nums=queue_nums,
@@ -339,7 +386,8 @@ class TopicConfigManager:
         order: bool = False,
         topic_sys_flag: int = 0,
     ) -> TopicConfig:
-        """``%RETRY%<group>`` with ``queue_nums`` queues, perm RW (heartbeat, send-back).
+        """``%RETRY%<group>`` with ``queue_nums`` queues (at most ``max_queue_nums``), perm RW
+        (heartbeat, send-back).
 
         An existing retry topic is kept, except that its ``order`` flag follows ``order`` as
         Java does when a group subscribes to an order topic.
@@ -370,15 +418,23 @@ class TopicConfigManager:
             "dataVersion": self.data_version.to_json(),
         }
 
-    def restore(self, payload: Any) -> None:
+    def restore(self, payload: Any) -> list[str]:
         """Merge a payload from ``to_payload`` over the table; raises ``MalformedBody``.
 
-        The payload is checked whole before anything changes.
+        The payload is checked whole before anything changes. Returns the topics that
+        declared more than ``max_queue_nums`` queues: they are kept with that many.
         """
         configs, version = _parse_payload(payload)
+        capped: list[str] = []
+        builtin = {name: _queue_count(self._builtin[name]) for name in self._system}
         for config in configs:
-            self._table[config.topic_name] = config
+            limit = max(self.max_queue_nums, builtin.get(config.topic_name, 0))
+            kept = _capped(config, limit)
+            if kept is not config:
+                capped.append(config.topic_name)
+            self._table[config.topic_name] = kept
         self.data_version = version
+        return capped
 
     def save(self, path: Path) -> None:
         """Write the table atomically as a versioned CBOR document."""
@@ -396,9 +452,19 @@ class TopicConfigManager:
             document = metadata.load_document(path, kind=FILE_KIND, max_version=FILE_VERSION)
             if document is None:
                 return False
-            self.restore(document[1])
+            capped = self.restore(document[1])
         except MalformedBody as exc:
             raise StorageError(f"cannot load topic configs from {path}: {exc}") from exc
+        if capped:
+            log.warning(
+                "%s: %d topic(s) declare more than maxTopicQueueNums (%d) queues and are "
+                "served with %d: %s",
+                path,
+                len(capped),
+                self.max_queue_nums,
+                self.max_queue_nums,
+                ", ".join(capped[:10]) + (" ..." if len(capped) > 10 else ""),
+            )
         return True
 
 

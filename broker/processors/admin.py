@@ -6,7 +6,10 @@ Rules (reference/rocketmq-wire.md §2.5, §2.15; AdminBrokerProcessor.java):
 - Bodies RocketMQ keys by MessageQueue objects (TopicStatsTable, ConsumeStats) cannot be
   standard JSON; we send them as lists of ``{"messageQueue": {...}, ...}`` entries, which
   our SDK reads (documented deviation: Java's mqadmin cannot parse these two bodies).
-- QUERY_MESSAGE answers the records byte for byte; nothing found is QUERY_NOT_FOUND.
+- QUERY_MESSAGE answers the records byte for byte, at most ``maxMsgsNumBatch`` (32 by
+  UNIQ_KEY, ``defaultQueryMaxNum``); nothing found is QUERY_NOT_FOUND.
+- Per-queue loops (stats) run over the topic's queues, at most ``maxTopicQueueNums``;
+  queue counts are checked where topics are created (``broker/topics.py``).
 - GET_ALL_CONSUMER_OFFSET / GET_ALL_DELAY_OFFSET are what a slave copies from its master
   (``broker/slavesync.py``): standard JSON, integer keys as strings. GET_BROKER_HA_STATUS
   (907) answers RocketMQ's HARuntimeInfo field names (``mqadmin haStatus``).
@@ -236,7 +239,7 @@ class AdminProcessor:
 
     async def query_message(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = QueryMessageRequestHeader.from_ext_fields(request.ext_fields)
-        max_num = h.max_num
+        max_num = min(h.max_num, self.broker.config.max_msgs_num_batch)
         if request.ext_fields.get("_UNIQUE_KEY_QUERY") == "true":
             max_num = min(max_num, QUERY_MAX_NUM)
         result = self.store.query_messages(

@@ -8,6 +8,11 @@ Rules (reference/rocketmq-wire.md §2.8–§2.9, §2.12; ClientManageProcessor.j
   and may not be created is skipped, the rest of the heartbeat still succeeds (as Java).
 - Broadcasting consumers get no retry topic (their failures are not retried by the broker).
 - GET_CONSUMER_LIST_BY_GROUP with no live member answers SYSTEM_ERROR, as RocketMQ does.
+- Sizes are bounded before anything is registered or locked: a heartbeat with more than
+  ``maxHeartbeatGroups`` groups or ``maxHeartbeatSubscriptions`` subscriptions, and a lock
+  or unlock body with more than ``maxLockBatchQueues`` queues, are INVALID_PARAMETER. A
+  lock names queues of topics this broker has: a queue id the topic does not have is
+  INVALID_PARAMETER, a topic it does not have is not locked (not in ``lockOKMQSet``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from typing import Protocol
 
 from broker.clients import ClientConnection, ClientManager, ConsumerManager, Notify
 from broker.clock import Clock
+from broker.config import BrokerConfig
 from broker.locks import RebalanceLockManager
+from broker.processors.checks import check_count, check_queue_id
+from broker.topics import TopicConfigManager
 from protocol.bodies import (
     BROADCASTING,
     ConsumerListBody,
@@ -30,8 +38,9 @@ from protocol.bodies import (
 )
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
+from protocol.errors import InvalidParameter
 from protocol.headers import GetConsumerListByGroupRequestHeader, UnregisterClientRequestHeader
-from protocol.route import TopicConfig
+from protocol.route import MessageQueue, TopicConfig
 from protocol.rpc import Connection, Handler
 
 log = logging.getLogger(__name__)
@@ -42,6 +51,10 @@ class BrokerForClients(Protocol):
 
     @property
     def name(self) -> str: ...
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def topics(self) -> TopicConfigManager: ...
     @property
     def clients(self) -> ClientManager: ...
     @property
@@ -71,6 +84,7 @@ class ClientProcessor:
     async def heartbeat(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         broker = self.broker
         data = HeartbeatData.from_bytes(request.body)
+        self._check_heartbeat_size(data)
         client = ClientConnection(
             client_id=data.client_id,
             channel_id=conn.id,
@@ -113,6 +127,39 @@ class ClientProcessor:
             }
         )
 
+    def _check_heartbeat_size(self, data: HeartbeatData) -> None:
+        config = self.broker.config
+        groups = len(data.consumer_data_set) + len(data.producer_data_set)
+        check_count(
+            "groups in a heartbeat", groups, config.max_heartbeat_groups, "maxHeartbeatGroups"
+        )
+        subscriptions = sum(len(c.subscription_data_set) for c in data.consumer_data_set)
+        check_count(
+            "subscriptions in a heartbeat",
+            subscriptions,
+            config.max_heartbeat_subscriptions,
+            "maxHeartbeatSubscriptions",
+        )
+
+    def _check_mq_count(self, mq_set: tuple[MessageQueue, ...]) -> None:
+        limit = self.broker.config.max_lock_batch_queues
+        check_count("message queues", len(mq_set), limit, "maxLockBatchQueues")
+
+    def _lockable(self, mq_set: tuple[MessageQueue, ...]) -> list[MessageQueue]:
+        """The queues of ``mq_set`` that may be locked (see the module rules)."""
+        broker = self.broker
+        self._check_mq_count(mq_set)
+        lockable: list[MessageQueue] = []
+        for mq in mq_set:
+            config = broker.topics.get(mq.topic)
+            if config is None:
+                continue
+            check_queue_id(
+                mq.topic, config, mq.queue_id, max_queue_nums=broker.config.max_topic_queue_nums
+            )
+            lockable.append(mq)
+        return lockable
+
     async def unregister_client(
         self, request: RemotingCommand, conn: Connection
     ) -> RemotingCommand:
@@ -133,14 +180,17 @@ class ClientProcessor:
 
     async def lock_batch(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         body = LockBatchRequestBody.from_bytes(request.body)
+        if not body.client_id:
+            raise InvalidParameter("LOCK_BATCH_MQ needs a clientId")
         locked = self.broker.locks.lock_batch(
-            body.consumer_group, body.mq_set, body.client_id, self._clock.wall_ms()
+            body.consumer_group, self._lockable(body.mq_set), body.client_id, self._clock.wall_ms()
         )
         reply = LockBatchResponseBody(lock_ok_mq_set=tuple(sorted(locked)))
         return request.respond(body=reply.to_bytes())
 
     async def unlock_batch(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         body = UnlockBatchRequestBody.from_bytes(request.body)
+        self._check_mq_count(body.mq_set)
         self.broker.locks.unlock_batch(body.consumer_group, body.mq_set, body.client_id)
         return request.respond()
 

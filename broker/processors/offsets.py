@@ -6,7 +6,11 @@ Rules (reference/rocketmq-wire.md §2.6–§2.7; ConsumerManageProcessor.java):
   the beginning); otherwise QUERY_NOT_FOUND and the client applies its consumeFromWhere.
 - UPDATE_CONSUMER_OFFSET needs a known group (26) and topic (17), and ignores negative
   commits (ali-ons sends -1 for idle queues).
-- Offsets of unknown queues are 0, as RocketMQ answers.
+- Every queue id is checked against its topic (``broker/processors/checks.py``): a queue
+  the topic does not have (and that holds no messages: a shrunk topic's old queues are
+  still committed to while consumers drain them) is INVALID_PARAMETER, and an update for
+  one stores nothing.
+  Read-only queries on a topic this broker does not have answer 0, as RocketMQ does.
 - A slave answers QUERY_CONSUMER_OFFSET from the table it copies from its master, and
   takes UPDATE_CONSUMER_OFFSET as RocketMQ's slaves do: clients that commit to a slave
   while the master is gone keep their progress there. The master's values overwrite such
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from broker.config import BrokerConfig
 from broker.groups import SubscriptionGroupManager
 from broker.offsets import ConsumerOffsetManager
+from broker.processors.checks import check_queue_id
 from broker.store.consumequeue import BoundaryType
 from broker.store.store import MessageStore
 from broker.topics import TopicConfigManager
@@ -47,6 +53,8 @@ class BrokerForOffsets(Protocol):
     """What ``OffsetProcessor`` uses of its broker (``Broker`` satisfies it structurally)."""
 
     @property
+    def config(self) -> BrokerConfig: ...
+    @property
     def topics(self) -> TopicConfigManager: ...
     @property
     def groups(self) -> SubscriptionGroupManager: ...
@@ -64,6 +72,16 @@ class OffsetProcessor:
     def store(self) -> MessageStore:
         return self.broker.store
 
+    def _check_queue(self, topic: str, queue_id: int) -> None:
+        broker = self.broker
+        check_queue_id(
+            topic,
+            broker.topics.get(topic),
+            queue_id,
+            max_queue_nums=broker.config.max_topic_queue_nums,
+            retained=self.store.max_offset(topic, queue_id) > 0,
+        )
+
     def handlers(self) -> dict[int, Handler]:
         return {
             RequestCode.QUERY_CONSUMER_OFFSET: self.query_consumer_offset,
@@ -78,6 +96,7 @@ class OffsetProcessor:
         self, request: RemotingCommand, conn: Connection
     ) -> RemotingCommand:
         h = QueryConsumerOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        self._check_queue(h.topic, h.queue_id)
         stored = self.broker.offsets.query(h.topic, h.consumer_group, h.queue_id)
         if stored is not None and stored >= 0:
             return _offset_reply(request, stored)
@@ -107,20 +126,24 @@ class OffsetProcessor:
             return request.respond(
                 ResponseCode.TOPIC_NOT_EXIST, f"topic[{h.topic}] not exist, apply first please!"
             )
+        self._check_queue(h.topic, h.queue_id)
         if h.commit_offset >= 0:
             self.broker.offsets.commit(h.topic, h.consumer_group, h.queue_id, h.commit_offset)
         return request.respond()
 
     async def get_max_offset(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = GetMaxOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        self._check_queue(h.topic, h.queue_id)
         return _offset_reply(request, self.store.max_offset(h.topic, h.queue_id))
 
     async def get_min_offset(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = GetMinOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        self._check_queue(h.topic, h.queue_id)
         return _offset_reply(request, self.store.min_offset(h.topic, h.queue_id))
 
     async def search_offset(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = SearchOffsetRequestHeader.from_ext_fields(request.ext_fields)
+        self._check_queue(h.topic, h.queue_id)
         boundary = (
             BoundaryType.UPPER if (h.boundary_type or "").lower() == "upper" else BoundaryType.LOWER
         )
@@ -131,6 +154,7 @@ class OffsetProcessor:
         self, request: RemotingCommand, conn: Connection
     ) -> RemotingCommand:
         h = GetEarliestMsgStoretimeRequestHeader.from_ext_fields(request.ext_fields)
+        self._check_queue(h.topic, h.queue_id)
         timestamp = self.store.earliest_store_time_ms(h.topic, h.queue_id)
         reply = GetEarliestMsgStoretimeResponseHeader(timestamp=max(timestamp, 0))
         return request.respond(ext_fields=reply.to_ext_fields())

@@ -7,6 +7,9 @@ Rules (reference/rocketmq-wire.md §2.4; PullMessageProcessor.java):
 - The body of a FOUND answer is the records exactly as they lie in the CommitLog.
 - A pull that finds nothing and carries SUSPEND is held until a message arrives for its
   queue or ``suspendTimeoutMillis`` passes, then evaluated once more without suspension.
+  Past the broker's hold budget (``maxHeldPullNums`` pulls, ``maxHeldPullBytes`` bytes of
+  requests) it is answered SYSTEM_BUSY at once: clients pull again after a pause (Java
+  waits 3 s) instead of holding memory the broker does not have.
 - COMMIT_OFFSET is honoured once, on the first evaluation, and only on a master.
 - ``suggestWhichBrokerId`` is the broker's call (``BrokerForPull.suggest_broker_id``): a master
   sends far-behind consumers to a slave when ``slaveReadEnable``; a slave sends consumers
@@ -35,6 +38,7 @@ from protocol.errors import (
     NoPermission,
     ServerError,
     SubscriptionGroupNotExist,
+    SystemBusy,
     TopicNotExist,
 )
 from protocol.headers import PullMessageRequestHeader, PullMessageResponseHeader
@@ -48,6 +52,11 @@ FLAG_SUBSCRIPTION = 0x4
 MAX_PULL_BYTES = 256 * 1024
 #: A held pull is answered this long before the client's own timeout would fire.
 _SUSPEND_CAP_S = 25.0
+
+
+def request_bytes(request: RemotingCommand) -> int:
+    """What a held request keeps in memory, roughly: its body and its ext fields."""
+    return len(request.body) + sum(len(k) + len(v) for k, v in request.ext_fields.items())
 
 
 def response_code(status: GetMessageStatus, request_offset: int) -> int:
@@ -121,7 +130,19 @@ class PullProcessor:
         result = self._get(header, tag_codes, max_bytes)
         code = response_code(result.status, header.queue_offset)
         if code == ResponseCode.PULL_NOT_FOUND and header.sys_flag & FLAG_SUSPEND:
-            result = await self._hold(header, tag_codes, max_bytes)
+            holds = broker.pull_holds
+            size = request_bytes(request)
+            if not holds.reserve(size):
+                busy = SystemBusy(
+                    f"too many pulls held ({holds.reserved} pulls, {holds.reserved_bytes} "
+                    f"bytes; maxHeldPullNums {holds.max_held}, maxHeldPullBytes "
+                    f"{holds.max_held_bytes}); pull again later"
+                )
+                return self._refuse(request, header, busy)
+            try:
+                result = await self._hold(header, tag_codes, max_bytes)
+            finally:
+                holds.release(size)
             code = response_code(result.status, header.queue_offset)
         return self._respond(request, header, result, code)
 
@@ -150,6 +171,13 @@ class PullProcessor:
                 f"consumer:[{header.consumer_group}]"
             )
         if header.sys_flag & FLAG_SUBSCRIPTION or header.subscription:
+            limit = broker.config.max_subscription_length
+            if len(header.subscription or "") > limit:
+                raise ServerError(
+                    f"subscription of {len(header.subscription or '')} characters exceeds the "
+                    f"maximum of {limit} (maxSubscriptionLength)",
+                    code=ResponseCode.SUBSCRIPTION_PARSE_FAILED,
+                )
             if (header.expression_type or "TAG").upper() != "TAG":
                 raise ServerError(
                     f"expression type {header.expression_type} is not supported; use TAG",

@@ -270,6 +270,8 @@ class StatsProcessor:
             "flushedOffset": str(st.flushed_offset),
             "diskFull": "true" if st.disk_full else "false",
             "heldPulls": str(broker.pull_holds.held_pulls),
+            "heldPullBytes": str(broker.pull_holds.reserved_bytes),
+            "heldPullsRefused": str(broker.pull_holds.refused),
             "scheduleDelivered": str(broker.schedule.delivered),
             "acceptsWrites": "true" if broker.accepts_writes else "false",
         }

@@ -190,6 +190,7 @@ async def test_lock_and_unlock_batch(tmp_path: Path) -> None:
 
     with trio.fail_after(TEST_DEADLINE_S):
         async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=3)
             assert await lock(env, "a@1", mqs[:2]) == {0, 1}
             # Another client gets only the free queue; a renewal keeps the owner's.
             assert await lock(env, "b@2", mqs) == {2}

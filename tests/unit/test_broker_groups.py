@@ -251,3 +251,12 @@ def test_corrupt_file_raises_naming_the_file(tmp_path: Path) -> None:
             m.load(path)
         assert str(path) in str(info.value)
         assert (m.configs(), m.data_version) == before
+
+
+def test_retry_queue_nums_are_capped() -> None:
+    m = SubscriptionGroupManager(max_queue_nums=16)
+    assert m.update(SubscriptionGroupConfig(group_name="G", retry_queue_nums=16), now_ms=T0)
+    with pytest.raises(InvalidParameter, match=r"retryQueueNums must be in 0\.\.16"):
+        m.update(SubscriptionGroupConfig(group_name="G", retry_queue_nums=10**6), now_ms=T0 + 1)
+    config = m.get("G")
+    assert config is not None and config.retry_queue_nums == 16

@@ -124,8 +124,16 @@ LIFECYCLE = [
     Step("rmq_sys_ prefix", create(tc("rmq_sys_x", 1), T0 + 3), (RAISES, "conflict")),
     Step("128 characters", create(tc("t" * 128, 1), T0 + 3), (RAISES, "max length: 127")),
     Step("256-character DLQ", create(tc(TOO_LONG_DLQ, 1), T0 + 3), (RAISES, "max length: 255")),
-    Step("negative queues", create(tc("Neg", -1), T0 + 3), (RAISES, "must be >= 0")),
+    Step("negative queues", create(tc("Neg", -1), T0 + 3), (RAISES, r"must be in 0\.\.1024")),
+    # Issue 13 row 1: 10^6 (and 10^20) queues were stored, and every per-queue loop ran them.
+    Step("queues over the cap", create(tc("Huge", 1025), T0 + 3), (RAISES, "maxTopicQueueNums")),
+    Step("10^20 queues", create(tc("Huge", 10**20), T0 + 3), (RAISES, "maxTopicQueueNums")),
     Step("perm out of range", create(tc("P", 1, perm=16), T0 + 3), (RAISES, "perm")),
+    Step(
+        "unknown topicSysFlag bits",
+        create(attrs.evolve(tc("F", 1), topic_sys_flag=4), T0 + 3),
+        (RAISES, "topicSysFlag"),
+    ),
     Step(
         "127 characters and a 207-character retry topic are fine",
         lambda m: [m.create_or_update(tc(n, 1), now_ms=T0 + 4) for n in ("t" * 127, LONG_RETRY)],
@@ -452,3 +460,30 @@ def test_wrong_kind_or_shape_raises(tmp_path: Path) -> None:
     metadata.save_document(newer, kind="broker.topics", version=2, payload={"topics": []})
     with pytest.raises(StorageError, match="newer than supported"):
         manager().load(newer)
+
+
+def test_queue_counts_are_capped_on_every_way_in(tmp_path: Path) -> None:
+    """Issue 13 row 1: no way in leaves a topic with more than ``max_queue_nums`` queues."""
+    m = manager(max_queue_nums=16)
+    assert m.create_or_update(tc("Sixteen", 16), now_ms=T0) is True
+    with pytest.raises(InvalidParameter, match=r"must be in 0\.\.16 \(maxTopicQueueNums\)"):
+        m.create_or_update(tc("Sixteen", 17), now_ms=T0 + 1)
+    assert m.get("Sixteen") == tc("Sixteen", 16)
+    # Auto-creation takes min(requested, template, cap); a retry topic at most the cap.
+    big = m.auto_create_for_send("Auto", AUTO_CREATE_TOPIC_KEY_TOPIC, 10**6, allow=True, now_ms=T0)
+    assert big is not None and big.write_queue_nums == 8
+    with pytest.raises(InvalidParameter, match="defaultTopicQueueNums must be >= 1"):
+        m.auto_create_for_send("None", AUTO_CREATE_TOPIC_KEY_TOPIC, 0, allow=True, now_ms=T0)
+    assert m.get("None") is None
+    assert m.create_retry_topic("g", 10**6, now_ms=T0).write_queue_nums == 16
+    # A file written before the cap (or by a broker with a higher one) is served capped.
+    path = tmp_path / "topics.cbor"
+    unbounded = manager(max_queue_nums=2**70)
+    unbounded.create_or_update(tc("Huge", 10**20), now_ms=T0)
+    unbounded.create_or_update(tc("Fine", 4), now_ms=T0)
+    unbounded.save(path)
+    loaded = manager(max_queue_nums=16)
+    assert loaded.load(path) is True
+    assert loaded.get("Huge") == tc("Huge", 16)
+    assert loaded.get("Fine") == tc("Fine", 4)
+    assert manager(max_queue_nums=16).restore(unbounded.to_payload()) == ["Huge"]

@@ -184,3 +184,18 @@ def test_corrupt_file_raises_naming_the_file(tmp_path: Path) -> None:
             target.load(path)
         assert str(path) in str(info.value)
         assert state(target) == ({"U@g": {1: 1}}, True)
+
+
+def test_offsets_of_impossible_queue_ids_are_dropped_at_load(tmp_path: Path) -> None:
+    """Issue 13 row 11: a file holding commits for queue ids up to 10^20 is cleaned."""
+    m = ConsumerOffsetManager()
+    for qid in (0, 1, 1023, 1024, 10**20):
+        m.commit("T", "g", qid, 5)
+    m.commit("U", "g", 10**20, 5)
+    path = tmp_path / "offsets.cbor"
+    m.save(path)
+    loaded = ConsumerOffsetManager()
+    loaded.load(path)
+    assert loaded.retain_queues_below(1024) == 3
+    assert state(loaded) == ({"T@g": {0: 5, 1: 5, 1023: 5}}, True)
+    assert loaded.retain_queues_below(1024) == 0
