@@ -152,7 +152,7 @@ class BrokerConfig:
     #: Address the exporter binds ("": the broker's ``host``).
     metrics_prom_exporter_host: str = ""
 
-    # --- limits on what a request may ask (issue 13; README "Limits") ----------------------
+    # --- limits on what a request may ask, and metadata writes (issue 13; README "Limits") --
     #: Read or write queues of one topic (``maxTopicQueueNums``; RocketMQ has no such cap):
     #: UPDATE_AND_CREATE_TOPIC, auto-created and retry topics and a group's retryQueueNums
     #: are refused past it, and a topic file holding more is served with this many.
@@ -174,6 +174,14 @@ class BrokerConfig:
     #: (``maxHeartbeatGroups``, ``maxHeartbeatSubscriptions``).
     max_heartbeat_groups: int = 1024
     max_heartbeat_subscriptions: int = 8192
+    #: Consumer offsets are written at most this often (``flushConsumerOffsetInterval``).
+    flush_consumer_offset_interval_s: float = 5.0
+    #: Topic and group changes no request waits for (auto-created topics and groups, retry
+    #: topics, a slave's copies) are written at most this often (``flushMetadataInterval``).
+    flush_metadata_interval_s: float = 1.0
+    #: Topic changes are announced to the NameServers at most this often: a burst of
+    #: creates is one registration (``registerMinInterval``).
+    register_min_interval_s: float = 1.0
 
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
@@ -224,6 +232,9 @@ class BrokerConfig:
             "maxLockBatchQueues": self.max_lock_batch_queues,
             "maxHeartbeatGroups": self.max_heartbeat_groups,
             "maxHeartbeatSubscriptions": self.max_heartbeat_subscriptions,
+            "flushConsumerOffsetInterval": self.flush_consumer_offset_interval_s,
+            "flushMetadataInterval": self.flush_metadata_interval_s,
+            "registerMinInterval": self.register_min_interval_s,
         }
 
     def _check_ceilings(self) -> None:
@@ -325,6 +336,9 @@ _MILLIS = {
     "haMaxTimeSlaveNotCatchup": "ha_max_time_slave_not_catchup_s",
     "checkSyncStateSetPeriod": "check_sync_state_set_period_s",
     "registerNameServerPeriod": "register_interval_s",
+    "flushConsumerOffsetInterval": "flush_consumer_offset_interval_s",
+    "flushMetadataInterval": "flush_metadata_interval_s",
+    "registerMinInterval": "register_min_interval_s",
 }
 
 

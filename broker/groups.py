@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,10 +189,12 @@ class SubscriptionGroupManager:
 
     def to_payload(self) -> dict[str, Any]:
         """The CBOR payload ``save`` writes."""
-        return {
-            "groups": [self._table[name].to_json() for name in sorted(self._table)],
-            "dataVersion": self.data_version.to_json(),
-        }
+        return self.payload_snapshot()()
+
+    def payload_snapshot(self) -> Callable[[], dict[str, Any]]:
+        """The table as it is now, as a function that builds ``to_payload``'s value later
+        (in a worker thread)."""
+        return metadata.table_snapshot("groups", self._table, self.data_version)
 
     def restore(self, payload: Any) -> None:
         """Merge a payload from ``to_payload``; checked whole first (``MalformedBody``)."""

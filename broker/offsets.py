@@ -15,7 +15,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +150,19 @@ class ConsumerOffsetManager:
 
     def to_payload(self) -> dict[str, Any]:
         """The CBOR payload: ``{"offsets": [[topic, group, {queueId: offset}], ...]}``."""
-        return {
-            "offsets": [
-                [t, g, dict(sorted(q.items()))] for (t, g), q in sorted(self._table.items())
-            ]
-        }
+        return self.payload_snapshot()()
+
+    def payload_snapshot(self) -> Callable[[], dict[str, Any]]:
+        """The table as it is now, as a function that builds ``to_payload``'s value later
+        (in a worker thread)."""
+        table = {key: dict(queues) for key, queues in self._table.items()}
+
+        def payload() -> dict[str, Any]:
+            return {
+                "offsets": [[t, g, dict(sorted(q.items()))] for (t, g), q in sorted(table.items())]
+            }
+
+        return payload
 
     def restore(self, payload: Any) -> None:
         """Replace the table with a payload from ``to_payload``; checked whole first."""

@@ -15,7 +15,7 @@ Rules (reference/rocketmq-wire.md §3.10; ScheduleMessageService.java):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +24,7 @@ import trio
 
 from broker.clock import Clock
 from broker.longpoll import PullHoldService
-from broker.store.metadata import load_document, save_document
+from broker.store.metadata import load_document
 from broker.store.pull import GetMessageStatus
 from broker.store.results import SCHEDULE_TOPIC, AppendResult
 from broker.store.store import MessageStore
@@ -39,8 +39,9 @@ from protocol.message import (
 
 log = logging.getLogger(__name__)
 
-_KIND = "delay-offsets"
-_VERSION = 1
+#: Kind and schema version of the delay offsets file.
+FILE_KIND = "delay-offsets"
+FILE_VERSION = 1
 _BATCH = 32
 _IDLE_CHECK_S = 1.0
 
@@ -76,7 +77,7 @@ class ScheduleService:
         self._arrivals = PullHoldService()
 
     def load(self) -> None:
-        found = load_document(self.path, kind=_KIND, max_version=_VERSION)
+        found = load_document(self.path, kind=FILE_KIND, max_version=FILE_VERSION)
         if found is None:
             return
         _, payload = found
@@ -86,10 +87,16 @@ class ScheduleService:
             raise MalformedBody(f"{self.path}: delay offsets must map level to offset")
         self.offsets = dict(payload)
 
-    def save(self) -> None:
-        if self._dirty:
-            save_document(self.path, kind=_KIND, version=_VERSION, payload=dict(self.offsets))
-            self._dirty = False
+    def take_dirty(self) -> bool:
+        """Whether the offsets changed since the last call."""
+        dirty, self._dirty = self._dirty, False
+        return dirty
+
+    def payload_snapshot(self) -> Callable[[], dict[int, int]]:
+        """The offsets as they are now, as a function returning the file's payload (the
+        background writer, ``broker/persistence.py``, writes it)."""
+        offsets = dict(self.offsets)
+        return lambda: offsets
 
     def offset_table_json(self) -> dict[str, Any]:
         """GET_ALL_DELAY_OFFSET's body: ``{"offsetTable": {"1": 5}}`` (standard JSON keys)."""

@@ -7,8 +7,10 @@ Rules:
   store's message. No port is bound, closed and bound again (``broker/listeners.py``).
 - Handlers run on the Trio thread and never await between reading and changing shared
   state; the store's put path is synchronous, so appends are ordered without a lock.
-- Metadata changes (topics, groups) are persisted atomically before they are answered,
-  and any topic change is announced to every NameServer at once (and every 30 s;
+- Metadata files are written off the event loop, coalesced (``MetadataFiles``,
+  ``broker/persistence.py``): an admin change is on disk before it is answered, the rest
+  within an interval. A topic change is announced to every NameServer by the next
+  registration round, at most one per ``register_min_interval_s`` (and every 30 s;
   ``NameServerRegistrar``, ``broker/registration.py``).
 - Everything the broker starts runs in ``serve``'s nursery and stops with it.
 - The parts (processors, ``ScheduleService``, ``SlaveSynchronizer``, ``BrokerAgent``,
@@ -58,6 +60,7 @@ from broker.listeners import HAListener, bind, close_all
 from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
+from broker.persistence import MetadataFiles
 from broker.processors.admin import AdminProcessor
 from broker.processors.clients import ClientProcessor
 from broker.processors.offsets import OffsetProcessor
@@ -123,9 +126,6 @@ class Broker:
         self.name = f"{config.broker_name}-{'?' if config.controller_mode else config.broker_id}"
         self._store: MessageStore | None = None
         config_dir = config.store_dir / "config"
-        self.topics_path = config_dir / "topics.cbor"
-        self.groups_path = config_dir / "subscriptionGroup.cbor"
-        self.offsets_path = config_dir / "consumerOffset.cbor"
         self.topics = TopicConfigManager(
             cluster_name=config.cluster_name,
             broker_name=config.broker_name,
@@ -144,6 +144,7 @@ class Broker:
         self.stats = BrokerStats(config.cluster_name, store_puts=self._store_puts)
         self.delay_levels_s = parse_delay_levels(config.message_delay_level)
         self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor", clock=self.clock)
+        self.metadata = MetadataFiles(self, config_dir)
         self.broker_perm = PERM_READ | PERM_WRITE
         self.listen_port = config.listen_port
         self._uniq = make_uniq_key_generator(
@@ -371,8 +372,9 @@ class Broker:
     # --- topics ----------------------------------------------------------------------
 
     def topic_changed(self) -> None:
-        """Persist the topic table and tell the NameServers now."""
-        self.topics.save(self.topics_path)
+        """Have the topic table written and announced to the NameServers (both coalesced:
+        ``broker/persistence.py``, ``broker/registration.py``)."""
+        self.metadata.topics.changed()
         self.registrar.register_now()
 
     def find_group(self, group: str) -> SubscriptionGroupConfig | None:
@@ -386,7 +388,7 @@ class Broker:
             now_ms=self.clock.wall_ms(),
         )
         if created is not None:
-            self.groups.save(self.groups_path)
+            self.metadata.groups.changed()
         return created
 
     def auto_create_topic(
@@ -506,10 +508,11 @@ class Broker:
             self.epochs = await trio.to_thread.run_sync(
                 functools.partial(EpochFile.load, config.store_dir, node_name=self.name)
             )
-            self.topics_path.parent.mkdir(parents=True, exist_ok=True)
-            self.topics.load(self.topics_path)
-            self.groups.load(self.groups_path)
-            self.offsets.load(self.offsets_path)
+            metadata = self.metadata
+            metadata.topics_path.parent.mkdir(parents=True, exist_ok=True)
+            self.topics.load(metadata.topics_path)
+            self.groups.load(metadata.groups_path)
+            self.offsets.load(metadata.offsets_path)
             self._drop_impossible_offsets()
             self.schedule.load()
         except BaseException:
@@ -528,6 +531,7 @@ class Broker:
             self._client = client
             self._nursery = nursery
             await nursery.start(self.store.run)
+            await nursery.start(self.metadata.run)
             if self.agent is not None:
                 await self._serve_controller_mode(nursery, listeners)
             else:
@@ -743,25 +747,19 @@ class Broker:
                 self.config.max_topic_queue_nums,
             )
 
-    def persist_offsets(self) -> None:
-        if self.offsets.dirty:
-            self.offsets.save(self.offsets_path)
-        self.schedule.save()
-
     async def _shutdown(self) -> None:
-        self.persist_offsets()
+        await self.metadata.close()
         if self._store is not None:
             await self._store.close()
         log.info("%s: stopped", self.name)
 
     async def _housekeeping_loop(self) -> None:
-        """Client expiry (120 s), offset persistence (5 s), lock expiry."""
+        """Client expiry (120 s), lock expiry, every 5 s."""
         while True:
             await trio.sleep(5.0)
             now = self.clock.wall_ms()
             expiry_ms = int(self.config.client_expiry_s * 1000)
             self.notify_consumers(self.clients.scan_expired(now, expiry_ms))
-            self.persist_offsets()
             self.locks.remove_expired(now)
 
     @property

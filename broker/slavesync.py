@@ -8,8 +8,9 @@ Rules (reference/rocketmq-controller.md §4.3, §9 #9804):
   logged once per outage and retried next round; nothing is installed from a bad body.
 - Topics and groups: the master's table replaces ours whole when its DataVersion differs
   (RocketMQ clears and refills), so a topic deleted on the master goes from the slave too.
-  Each change is persisted at once, so a slave restarted as master serves the topics its
-  master had (apache/rocketmq#9804: metadata reaches slaves only through this copy).
+  Each change is written within ``flushMetadataInterval`` (``broker/persistence.py``), so
+  a slave restarted as master serves the topics its master had (apache/rocketmq#9804:
+  metadata reaches slaves only through this copy).
 - Consumer offsets: the master's entries overwrite ours queue by queue; entries the master
   does not have stay (RocketMQ's ``putAll``). Commits a client made to this slave while the
   master was down are therefore replaced by the master's values when it returns: clients
@@ -23,13 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
 from broker.groups import SubscriptionGroupManager
 from broker.offsets import ConsumerOffsetManager
+from broker.persistence import MetadataFiles
 from broker.role import BrokerIdentity
 from broker.schedule import ScheduleService
 from broker.topics import TopicConfigManager
@@ -98,14 +99,11 @@ class BrokerForSlaveSync(BrokerIdentity, Protocol):
     @property
     def client(self) -> RemotingClient: ...
     @property
-    def topics_path(self) -> Path: ...
-    @property
-    def groups_path(self) -> Path: ...
+    def metadata(self) -> MetadataFiles: ...
     @property
     def offsets(self) -> ConsumerOffsetManager: ...
     @property
     def schedule(self) -> ScheduleService: ...
-    def persist_offsets(self) -> None: ...
 
 
 class SlaveSynchronizer:
@@ -138,8 +136,8 @@ class SlaveSynchronizer:
             self._install_topics(TopicConfigSerializeWrapper.from_bytes(topics))
             self._install_groups(SubscriptionGroupWrapper.from_bytes(groups))
             self._install_offsets(parse_consumer_offsets(offsets))
-            if broker.schedule.install_offsets(parse_delay_offsets(delays)):
-                broker.schedule.save()
+            broker.schedule.install_offsets(parse_delay_offsets(delays))
+            broker.metadata.offsets_changed()
         except RocketError as exc:
             if not self.last_error:
                 log.warning("%s: metadata sync from master %s failed: %s", broker.name, master, exc)
@@ -179,7 +177,7 @@ class SlaveSynchronizer:
             }
         )
         broker.topics = new
-        new.save(broker.topics_path)
+        broker.metadata.topics.changed()
         log.info(
             "%s: %d topic configs copied from the master (version %d)",
             broker.name,
@@ -199,7 +197,7 @@ class SlaveSynchronizer:
             }
         )
         broker.groups = new
-        new.save(broker.groups_path)
+        broker.metadata.groups.changed()
 
     def _install_offsets(self, table: dict[tuple[str, str], dict[int, int]]) -> None:
         offsets = self.broker.offsets
@@ -208,5 +206,3 @@ class SlaveSynchronizer:
             changed = {q: o for q, o in queues.items() if mine.get(q) != o}
             if changed:
                 offsets.reset_to(topic, group, changed)
-        if offsets.dirty:
-            self.broker.persist_offsets()

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -413,10 +413,12 @@ class TopicConfigManager:
 
     def to_payload(self) -> dict[str, Any]:
         """The CBOR payload ``save`` writes."""
-        return {
-            "topics": [self._table[name].to_json() for name in sorted(self._table)],
-            "dataVersion": self.data_version.to_json(),
-        }
+        return self.payload_snapshot()()
+
+    def payload_snapshot(self) -> Callable[[], dict[str, Any]]:
+        """The table as it is now, as a function that builds ``to_payload``'s value later
+        (in a worker thread)."""
+        return metadata.table_snapshot("topics", self._table, self.data_version)
 
     def restore(self, payload: Any) -> list[str]:
         """Merge a payload from ``to_payload`` over the table; raises ``MalformedBody``.

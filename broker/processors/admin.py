@@ -1,8 +1,11 @@
 """Administration and queries: topics, subscription groups, stats, QUERY_MESSAGE, VIEW_MESSAGE_BY_ID.
 
 Rules (reference/rocketmq-wire.md §2.5, §2.15; AdminBrokerProcessor.java):
-- Topic and group changes are persisted before they are answered; topic changes are
-  announced to the NameServers at once.
+- Topic and group changes are persisted before they are answered (concurrent ones share
+  one write, off the event loop: ``broker/persistence.py``), and topic changes are
+  announced to the NameServers first too (one registration round serves a burst:
+  ``broker/registration.py``; a NameServer that does not answer in time delays nothing
+  past ``request_timeout_s``, the round goes on).
 - Bodies RocketMQ keys by MessageQueue objects (TopicStatsTable, ConsumeStats) cannot be
   standard JSON; we send them as lists of ``{"messageQueue": {...}, ...}`` entries, which
   our SDK reads (documented deviation: Java's mqadmin cannot parse these two bodies).
@@ -17,8 +20,9 @@ Rules (reference/rocketmq-wire.md §2.5, §2.15; AdminBrokerProcessor.java):
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
+
+import trio
 
 from broker.clients import ConsumerManager
 from broker.clock import Clock
@@ -26,7 +30,9 @@ from broker.config import BrokerConfig
 from broker.groups import SubscriptionGroupManager
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
+from broker.persistence import MetadataFiles
 from broker.processors.stats import consume_stats_json
+from broker.registration import NameServerRegistrar
 from broker.role import RoleState
 from broker.schedule import ScheduleService
 from broker.store.store import MessageStore
@@ -68,7 +74,9 @@ class BrokerForAdmin(Protocol):
     @property
     def groups(self) -> SubscriptionGroupManager: ...
     @property
-    def groups_path(self) -> Path: ...
+    def metadata(self) -> MetadataFiles: ...
+    @property
+    def registrar(self) -> NameServerRegistrar: ...
     @property
     def offsets(self) -> ConsumerOffsetManager: ...
     @property
@@ -131,16 +139,30 @@ class AdminProcessor:
             topic_sys_flag=h.topic_sys_flag or 0,
             order=h.order,
         )
-        if self.broker.topics.create_or_update(config, now_ms=self._clock.wall_ms()):
+        changed = self.broker.topics.create_or_update(config, now_ms=self._clock.wall_ms())
+        if changed:
             self.broker.topic_changed()
+        await self._topics_persisted(announce=changed)
         return request.respond()
 
     async def delete_topic(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = DeleteTopicRequestHeader.from_ext_fields(request.ext_fields)
-        if self.broker.topics.delete(h.topic, now_ms=self._clock.wall_ms()) is not None:
+        deleted = self.broker.topics.delete(h.topic, now_ms=self._clock.wall_ms()) is not None
+        if deleted:
             self.broker.offsets.remove_topic(h.topic)
             self.broker.topic_changed()
+        await self._topics_persisted(announce=deleted)
         return request.respond()
+
+    async def _topics_persisted(self, *, announce: bool) -> None:
+        """The topic table is on disk and, after a change of this request, announced
+        (waiting at most ``request_timeout_s`` for the NameServers)."""
+        broker = self.broker
+        round_number = broker.registrar.next_round()  # taken before anything awaits
+        await broker.metadata.persisted(broker.metadata.topics)
+        if announce:
+            with trio.move_on_after(broker.config.request_timeout_s):
+                await broker.registrar.announced(round_number)
 
     async def all_topic_config(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         return request.respond(body=self.broker.topics.snapshot().to_bytes())
@@ -196,16 +218,22 @@ class AdminProcessor:
     async def update_group(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         config = SubscriptionGroupConfig.from_bytes(request.body)
         if self.broker.groups.update(config, now_ms=self._clock.wall_ms()):
-            self.broker.groups.save(self.broker.groups_path)
+            self.broker.metadata.groups.changed()
+        await self._groups_persisted()
         return request.respond()
 
     async def delete_group(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         h = DeleteSubscriptionGroupRequestHeader.from_ext_fields(request.ext_fields)
         if self.broker.groups.delete(h.group_name, now_ms=self._clock.wall_ms()) is not None:
-            self.broker.groups.save(self.broker.groups_path)
+            self.broker.metadata.groups.changed()
         if h.clean_offset:
             self.broker.offsets.remove_group(h.group_name)
+        await self._groups_persisted()
         return request.respond()
+
+    async def _groups_persisted(self) -> None:
+        metadata = self.broker.metadata
+        await metadata.persisted(metadata.groups)
 
     async def get_group(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         """GET_SUBSCRIPTIONGROUP_CONFIG (352). Unlike Java, asking never auto-creates."""

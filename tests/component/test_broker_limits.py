@@ -27,6 +27,7 @@ from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.frame import FrameDecoder
 from protocol.headers import (
+    CreateTopicRequestHeader,
     GetTopicStatsInfoRequestHeader,
     PullMessageRequestHeader,
     SendMessageRequestHeaderV2,
@@ -268,6 +269,44 @@ async def test_a_batch_of_520k_empty_items_is_refused_before_anything_is_stored(
             )
             assert len(sent.ext_fields["msgId"].split(",")) == 100
             assert await max_offset(env, "T") == 100
+
+
+# --- row 7: topic creates ----------------------------------------------------------------
+
+
+async def test_6000_pipelined_topic_creates_share_writes_and_registrations(env: BrokerEnv) -> None:
+    """Row 7: each create rewrote and fsynced the whole topic file on the event loop and
+    re-registered with the NameServers: another client's send waited 41.9 s. Now
+    concurrent creates share one write off the loop, and one registration per interval
+    announces a burst; each create is still on disk and announced before it is answered."""
+    count = 6000
+    creates = [
+        request(
+            RequestCode.UPDATE_AND_CREATE_TOPIC,
+            CreateTopicRequestHeader(
+                topic=f"X{i}",
+                default_topic="TBW102",
+                read_queue_nums=4,
+                write_queue_nums=4,
+                perm=PERM_RW,
+                topic_filter_type="SINGLE_TAG",
+            ).to_ext_fields(),
+        )
+        for i in range(count)
+    ]
+    with trio.fail_after(DEADLINE_S):
+        async with probing(env):
+            answers = await pipelined(env.addr, creates)
+        assert {a.code for a in answers} == {ResponseCode.SUCCESS}
+        # Persisted before answered: the file holds every topic now, before any stop.
+        on_disk = TopicConfigManager(cluster_name="DefaultCluster", broker_name="broker-a")
+        on_disk.load(env.config.store_dir / "config" / "topics.cbor")
+        assert all(f"X{i}" in on_disk for i in range(count))
+        # Announced before answered too: the NameServer routes the last one already.
+        assert await env.route(f"X{count - 1}") is not None
+        await env.restart()
+        table = await topic_table(env)
+        assert all(f"X{i}" in table for i in range(count))
 
 
 # --- row 9: held pulls -------------------------------------------------------------------------

@@ -81,7 +81,8 @@ def test_limit_keys_take_rocketmq_names(tmp_path: Path) -> None:
         "maxTopicQueueNums = 64\nmaxBatchMessageNums = 500\nmaxHeldPullNums = 7\n"
         "maxHeldPullBytes = 1048576\nmaxMsgsNumBatch = 16\nmaxLockBatchQueues = 128\n"
         "maxHeartbeatGroups = 8\nmaxHeartbeatSubscriptions = 32\nmaxSubscriptionLength = 99\n"
-        "defaultTopicQueueNums = 4\n"
+        "flushConsumerOffsetInterval = 2000\nflushMetadataInterval = 250\n"
+        "registerMinInterval = 500\ndefaultTopicQueueNums = 4\n"
     )
     config = load_toml(path)
     assert (config.max_topic_queue_nums, config.max_batch_message_nums) == (64, 500)
@@ -89,6 +90,9 @@ def test_limit_keys_take_rocketmq_names(tmp_path: Path) -> None:
     assert (config.max_msgs_num_batch, config.max_lock_batch_queues) == (16, 128)
     assert (config.max_heartbeat_groups, config.max_heartbeat_subscriptions) == (8, 32)
     assert config.max_subscription_length == 99
+    assert config.flush_consumer_offset_interval_s == 2.0
+    assert config.flush_metadata_interval_s == 0.25
+    assert config.register_min_interval_s == 0.5
     defaults = BrokerConfig()
     assert (defaults.max_topic_queue_nums, defaults.max_batch_message_nums) == (1024, 10_000)
 
@@ -101,6 +105,7 @@ def test_limit_keys_take_rocketmq_names(tmp_path: Path) -> None:
         ({"maxHeldPullBytes": -1}, "maxHeldPullBytes must be > 0"),
         ({"maxBatchMessageNums": 200_000}, "maxBatchMessageNums must be <= 100000"),
         ({"maxTopicQueueNums": 4, "defaultTopicQueueNums": 8}, "defaultTopicQueueNums must be in"),
+        ({"flushMetadataInterval": 0}, "flushMetadataInterval must be > 0"),
     ],
 )
 def test_bad_limits_are_config_errors(values: dict[str, int], problem: str) -> None:
