@@ -182,6 +182,8 @@ class BrokerConfig:
     #: Topic changes are announced to the NameServers at most this often: a burst of
     #: creates is one registration (``registerMinInterval``).
     register_min_interval_s: float = 1.0
+    #: A background task that runs out of file descriptors retries after this long.
+    fd_exhausted_retry_s: float = 1.0
 
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
@@ -235,6 +237,7 @@ class BrokerConfig:
             "flushConsumerOffsetInterval": self.flush_consumer_offset_interval_s,
             "flushMetadataInterval": self.flush_metadata_interval_s,
             "registerMinInterval": self.register_min_interval_s,
+            "fd_exhausted_retry_s": self.fd_exhausted_retry_s,
         }
 
     def _check_ceilings(self) -> None:

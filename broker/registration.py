@@ -104,8 +104,9 @@ class NameServerRegistrar:
             ended = self._round_ended
             await ended.wait()
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Register every round until cancelled (see the module rules)."""
+        task_status.started()
         broker = self.broker
         last = self._clock.now_s()
         last_change = -float("inf")

@@ -12,6 +12,8 @@ Rules:
   within an interval. A topic change is announced to every NameServer by the next
   registration round, at most one per ``register_min_interval_s`` (and every 30 s;
   ``NameServerRegistrar``, ``broker/registration.py``).
+- Every background task that opens files or sockets is started again when the process
+  runs out of descriptors (``broker/background.py``), never ending the broker.
 - Everything the broker starts runs in ``serve``'s nursery and stops with it.
 - The parts (processors, ``ScheduleService``, ``SlaveSynchronizer``, ``BrokerAgent``,
   ``NameServerRegistrar``) never
@@ -51,6 +53,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from broker.agent import BrokerAgent
+from broker.background import Task, keep_alive
 from broker.clients import ClientManager, Notify
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, parse_delay_levels
@@ -530,8 +533,8 @@ class Broker:
         ):
             self._client = client
             self._nursery = nursery
-            await nursery.start(self.store.run)
-            await nursery.start(self.metadata.run)
+            await nursery.start(self._keep_alive(self.store.run, "the store's flush tasks"))
+            await nursery.start(self._keep_alive(self.metadata.run, "the metadata writers"))
             if self.agent is not None:
                 await self._serve_controller_mode(nursery, listeners)
             else:
@@ -541,17 +544,19 @@ class Broker:
                 await nursery.start(self.server.serve, listeners)
                 self.server.name = self.name
                 await self.registrar.register_once()
-            nursery.start_soon(self.registrar.run)
-            nursery.start_soon(self._housekeeping_loop)
+            await nursery.start(self._keep_alive(self.registrar.run, "NameServer registration"))
+            await nursery.start(self._keep_alive(self._housekeeping_loop, "client housekeeping"))
             nursery.start_soon(self.stats.run, self.clock.now_s, self.clock.wall_ms)
+            schedule = self._keep_alive(self.schedule.run, "delayed delivery")
+            slave_sync = self._keep_alive(self.slave_sync.run, "the metadata copy from the master")
             if self.agent is not None:
                 # Both idle outside their role (no writes; no master to copy from).
-                await nursery.start(self.schedule.run)
-                await nursery.start(self.slave_sync.run)
+                await nursery.start(schedule)
+                await nursery.start(slave_sync)
             elif self.role.is_master:
-                await nursery.start(self.schedule.run)
+                await nursery.start(schedule)
             else:
-                await nursery.start(self.slave_sync.run)
+                await nursery.start(slave_sync)
             log.info("%s: serving at %s (%s)", self.name, self.address, self.role_description)
             task_status.started(self.listen_port)
 
@@ -571,7 +576,7 @@ class Broker:
         self._ha_listener = ha_listener
         self.ha_port = ha_listener.port
         await nursery.start(self.server.serve, listeners)
-        await nursery.start(self.agent.run)
+        await nursery.start(self._keep_alive(self.agent.run, "the controller agent"))
 
     def controller_id_assigned(self, broker_id: int) -> None:
         """The agent knows our id (identity file or controller)."""
@@ -664,7 +669,7 @@ class Broker:
         )
 
         async def start(nursery: trio.Nursery) -> None:
-            await nursery.start(slave.run)
+            await nursery.start(self._keep_alive(slave.run, "replication from the master"))
 
         await self._start_role(start)
         self.ha_slave = slave
@@ -725,8 +730,20 @@ class Broker:
             node_name=self.name,
             master_address=config.master_ha_addr,
         )
-        await nursery.start(slave.run)
+        await nursery.start(self._keep_alive(slave.run, "replication from the master"))
         self.ha_slave = slave
+
+    def _keep_alive(self, run: Task, what: str) -> Task:
+        """``run`` as a task started again when it runs out of file descriptors (issue 13
+        row 3; ``broker/background.py``). HAMaster.serve is not wrapped: it binds its port
+        and begins an epoch; its own loops survive EMFILE instead."""
+        return functools.partial(
+            keep_alive,
+            run,
+            what=what,
+            node=lambda: self.name,
+            retry_s=self.config.fd_exhausted_retry_s,
+        )
 
     def _ha_listen_port(self) -> int:
         port = self.config.ha_port
@@ -753,8 +770,11 @@ class Broker:
             await self._store.close()
         log.info("%s: stopped", self.name)
 
-    async def _housekeeping_loop(self) -> None:
+    async def _housekeeping_loop(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Client expiry (120 s), lock expiry, every 5 s."""
+        task_status.started()
         while True:
             await trio.sleep(5.0)
             now = self.clock.wall_ms()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import attrs
 
+from broker.store.flush import collect_fds
 from protocol.errors import CorruptRecord, DiskFull, StorageError
 from protocol.message import BLANK_MARKER_BYTES, blank_marker
 
@@ -256,11 +257,11 @@ class CommitLog:
     def dup_fds(self, begin: int, end: int) -> tuple[list[int], bool]:
         """Duplicated fds of the segments overlapping [begin, end), and whether the directory
         must be fsynced too (a segment was created since). The caller closes the fds."""
-        fds: list[int] = []
+        fds = collect_fds(
+            os.dup(seg.fd) for seg in self.segments if seg.end > begin and seg.start < end
+        )
         need_dir = False
         for seg in self.segments:
-            if seg.end > begin and seg.start < end:
-                fds.append(os.dup(seg.fd))
             if not seg.dir_synced:
                 need_dir = True
                 seg.dir_synced = True

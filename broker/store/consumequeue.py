@@ -26,6 +26,7 @@ from pathlib import Path
 
 import attrs
 
+from broker.store.flush import collect_fds
 from protocol.errors import CorruptRecord
 
 log = logging.getLogger(__name__)
@@ -375,11 +376,14 @@ class ConsumeQueue:
 
     # -- durability ------------------------------------------------------------------------------
 
-    def take_dirty_fds(self) -> list[int]:
-        """Duplicated fds of files written since the last call (the caller fsyncs and closes)."""
-        fds = [os.dup(f.fd) for f in self._files if f.first_offset in self._dirty]
+    def dirty_fds(self) -> list[int]:
+        """Duplicated fds of files written since ``clear_dirty`` (the caller fsyncs and
+        closes them); all or none (``collect_fds``)."""
+        return collect_fds(os.dup(f.fd) for f in self._files if f.first_offset in self._dirty)
+
+    def clear_dirty(self) -> None:
+        """The files ``dirty_fds`` named are being fsynced."""
         self._dirty.clear()
-        return fds
 
     @property
     def file_count(self) -> int:

@@ -11,11 +11,14 @@ Rules (DESIGN.md §4, RocketMQ ``GroupCommitService``):
   rest of the wait). A waiter whose caller was cancelled marks itself abandoned; the next
   release drops it.
 - Truncation below a waiter's end fails it (its record is gone).
+- Descriptors for worker-thread fsyncs are duplicated all or nothing (``collect_fds``):
+  out of descriptors (EMFILE), none is leaked and no file is dropped from the next round.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
@@ -118,6 +121,20 @@ class GroupCommit:
             w.ok = False
             w.event.set()
         self._waiters = []
+
+
+def collect_fds(fds: Iterable[int]) -> list[int]:
+    """Every descriptor ``fds`` yields (typically ``os.dup`` calls), or none: when one fails
+    the ones made are closed and the error is raised."""
+    out: list[int] = []
+    try:
+        for fd in fds:
+            out.append(fd)
+    except BaseException:
+        for fd in out:
+            os.close(fd)
+        raise
+    return out
 
 
 def fsync_fds(fds: list[int], directory: Path | None = None) -> int:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import attrs
 
+from broker.store.flush import collect_fds
 from protocol.errors import DiskFull
 from protocol.message import (
     SYSFLAG_TRANSACTION_MASK,
@@ -497,11 +498,14 @@ class IndexService:
         f.close()
         f.path.unlink(missing_ok=True)
 
-    def take_dirty_fds(self) -> list[int]:
-        """Duplicated fds of files written since the last call (caller fsyncs and closes)."""
-        fds = [f.dup_fd() for f in self._dirty.values()]
+    def dirty_fds(self) -> list[int]:
+        """Duplicated fds of files written since ``clear_dirty`` (the caller fsyncs and
+        closes them); all or none (``collect_fds``)."""
+        return collect_fds(f.dup_fd() for f in self._dirty.values())
+
+    def clear_dirty(self) -> None:
+        """The files ``dirty_fds`` named are being fsynced."""
         self._dirty.clear()
-        return fds
 
     def close(self) -> None:
         """Unmap and close every file."""

@@ -1,9 +1,11 @@
-"""Background machinery of the broker under failure: metadata writers coalesce, write off
-the loop and survive failing writes (``broker/store/metadata.py``). Issue 13 row 7."""
+"""Background machinery of the broker under failure: tasks that run out of descriptors are
+started again (``broker/background.py``), and metadata writers coalesce, write off the loop
+and survive failing writes (``broker/store/metadata.py``). Issue 13 rows 3 and 7."""
 
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from broker.background import fd_exhausted, keep_alive
 from broker.store import metadata
 from broker.store.metadata import DocumentWriter
 from protocol.errors import StorageError
@@ -21,6 +24,64 @@ DEADLINE_S = 30.0
 
 def emfile() -> OSError:
     return OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+def test_fd_exhausted() -> None:
+    assert fd_exhausted(emfile())
+    assert fd_exhausted(OSError(errno.ENFILE, "table full"))
+    assert fd_exhausted(BaseExceptionGroup("g", [emfile(), ExceptionGroup("h", [emfile()])]))
+    assert not fd_exhausted(BaseExceptionGroup("g", [emfile(), ValueError()]))
+    assert not fd_exhausted(OSError(errno.ENOSPC, "disk full"))
+    assert not fd_exhausted(ValueError())
+
+
+async def test_keep_alive_restarts_a_task_out_of_descriptors(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs: list[float] = []
+    started = 0
+
+    async def task(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        runs.append(trio.current_time())
+        if len(runs) == 1:
+            raise emfile()  # before started(): the caller keeps waiting for a run that starts
+        task_status.started()
+        if len(runs) < 4:
+            async with trio.open_nursery() as nursery:  # errors from a task's nursery count
+                nursery.start_soon(_raise, emfile())
+                await trio.sleep_forever()
+        await trio.sleep_forever()
+
+    with trio.fail_after(DEADLINE_S), caplog.at_level(logging.INFO, "broker.background"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: keep_alive(
+                    task,
+                    what="the test task",
+                    node=lambda: "b-0",
+                    retry_s=2.0,
+                    task_status=task_status,
+                )
+            )
+            started += 1
+            await trio.sleep(7)
+            nursery.cancel_scope.cancel()
+    assert started == 1
+    assert len(runs) == 4 and [round(b - a) for a, b in itertools.pairwise(runs)] == [2, 2, 2]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "the test task ran out of file descriptors" in errors[0].message
+
+
+async def test_keep_alive_lets_other_errors_through() -> None:
+    async def task(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        raise OSError(errno.ENOSPC, "disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        await keep_alive(task, what="t", node=lambda: "b-0", retry_s=1.0)
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def writer(path: Path, table: dict[str, int], interval_s: float = 1.0) -> DocumentWriter:
