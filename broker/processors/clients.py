@@ -7,6 +7,11 @@ Rules (reference/rocketmq-wire.md §2.8–§2.9, §2.12; ClientManageProcessor.j
   NOTIFY_CONSUMER_IDS_CHANGED to every member. A consumer of a group that does not exist
   and may not be created is skipped, the rest of the heartbeat still succeeds (as Java).
 - Broadcasting consumers get no retry topic (their failures are not retried by the broker).
+- A heartbeat that created a retry topic is answered once a registration round announced
+  it (waiting at most ``request_timeout_s``), as Java's heartbeat registers the new topic
+  before it returns: clients look ``%RETRY%<group>`` up right after their heartbeat, and
+  the NameServer registrations of a burst of changes are spaced out
+  (``broker/registration.py``).
 - GET_CONSUMER_LIST_BY_GROUP with no live member answers SYSTEM_ERROR, as RocketMQ does.
 - Sizes are bounded before anything is registered or locked: a heartbeat with more than
   ``maxHeartbeatGroups`` groups or ``maxHeartbeatSubscriptions`` subscriptions, and a lock
@@ -21,11 +26,14 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+import trio
+
 from broker.clients import ClientConnection, ClientManager, ConsumerManager, Notify
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.locks import RebalanceLockManager
 from broker.processors.checks import check_count, check_queue_id
+from broker.registration import NameServerRegistrar
 from broker.topics import TopicConfigManager
 from protocol.bodies import (
     BROADCASTING,
@@ -55,6 +63,8 @@ class BrokerForClients(Protocol):
     def config(self) -> BrokerConfig: ...
     @property
     def topics(self) -> TopicConfigManager: ...
+    @property
+    def registrar(self) -> NameServerRegistrar: ...
     @property
     def clients(self) -> ClientManager: ...
     @property
@@ -94,6 +104,8 @@ class ClientProcessor:
         )
         now = self._clock.wall_ms()
         changed = False
+        round_number = broker.registrar.next_round()  # taken before anything awaits
+        topics_version = broker.topics.data_version
         for consumer in data.consumer_data_set:
             group = broker.find_group(consumer.group_name)
             if group is None:
@@ -120,6 +132,9 @@ class ClientProcessor:
             changed = changed or registered.fingerprint_changed or registered.changed
             broker.notify_consumers(registered.notifies)
         broker.clients.register_producers(data, client, now_ms=now)
+        if broker.topics.data_version != topics_version:
+            with trio.move_on_after(broker.config.request_timeout_s):
+                await broker.registrar.announced(round_number)
         return request.respond(
             ext_fields={
                 "IS_SUPPORT_HEART_BEAT_V2": "true",

@@ -222,3 +222,17 @@ async def _wait_route_at(env: BrokerEnv, namesrv: str, topic: str) -> None:
         return response.code == ResponseCode.SUCCESS
 
     await wait_until(routed, what=f"route of {topic} at {namesrv}")
+
+
+async def test_a_new_groups_retry_topic_is_routed_once_its_heartbeat_is_answered(
+    tmp_path: Path,
+) -> None:
+    """Clients look ``%RETRY%<group>`` up right after their heartbeat: the heartbeat that
+    created it is answered once the NameServer has it, even right after another change
+    (whose registration round makes the next one wait ``register_min_interval_s``)."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path, register_interval_s=30.0) as env:
+            await env.create_topic("T", queues=1)
+            await env.heartbeat("c@1", group="G", topics={"T": "*"})
+            route = await env.route("%RETRY%G")
+            assert route is not None and route["queueDatas"][0]["brokerName"] == "broker-a"
