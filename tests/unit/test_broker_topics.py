@@ -479,7 +479,7 @@ def test_queue_counts_are_capped_on_every_way_in(tmp_path: Path) -> None:
     # A file written before the cap (or by a broker with a higher one) is served capped.
     path = tmp_path / "topics.cbor"
     unbounded = manager(max_queue_nums=2**70)
-    unbounded.create_or_update(tc("Huge", 10**20), now_ms=T0)
+    unbounded.create_or_update(tc("Huge", 10**6), now_ms=T0)
     unbounded.create_or_update(tc("Fine", 4), now_ms=T0)
     unbounded.save(path)
     loaded = manager(max_queue_nums=16)
@@ -487,3 +487,8 @@ def test_queue_counts_are_capped_on_every_way_in(tmp_path: Path) -> None:
     assert loaded.get("Huge") == tc("Huge", 16)
     assert loaded.get("Fine") == tc("Fine", 4)
     assert manager(max_queue_nums=16).restore(unbounded.to_payload()) == ["Huge"]
+    # A count no Java int can hold is not a topic config at all: the file is refused, named.
+    unbounded.create_or_update(tc("Garbage", 10**20), now_ms=T0)
+    unbounded.save(path)
+    with pytest.raises(StorageError, match=r"topics\.cbor.*does not fit a Java int"):
+        manager(max_queue_nums=16).load(path)
