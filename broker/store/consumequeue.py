@@ -12,6 +12,9 @@ Rules (reference/rocketmq-wire.md §3.7):
 - Entries are appended in CommitLog order, so physical offsets increase along a queue; the
   minimum logical offset is the first non-blank entry at or past the CommitLog minimum.
 - The last file is never deleted by retention: it remembers the queue's max offset.
+- A queue computes its own directory from the ConsumeQueue root, its topic and queue id
+  (``paths.queue_path``): a name that would lead outside the root raises ``UnsafeName``
+  before anything is created, whoever asks.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 import attrs
 
 from broker.store.flush import collect_fds
+from broker.store.paths import queue_path
 from protocol.errors import CorruptRecord
 
 log = logging.getLogger(__name__)
@@ -136,10 +140,11 @@ def _file_name(byte_offset: int) -> str:
 class ConsumeQueue:
     """One topic/queue's entries under ``<store>/consumequeue/<topic>/<queueId>/``."""
 
-    def __init__(self, directory: Path, topic: str, queue_id: int, entries_per_file: int) -> None:
+    def __init__(self, root: Path, topic: str, queue_id: int, entries_per_file: int) -> None:
+        """A queue under ``root`` (``<store>/consumequeue``); raises ``UnsafeName``."""
         self.topic = topic
         self.queue_id = queue_id
-        self.directory = directory
+        self.directory = queue_path(root, topic, queue_id)
         self.entries_per_file = entries_per_file
         self._files: list[_CqFile] = []
         #: First logical offset still readable.
@@ -153,10 +158,11 @@ class ConsumeQueue:
 
     @classmethod
     def open(
-        cls, directory: Path, topic: str, queue_id: int, entries_per_file: int, min_physical: int
+        cls, root: Path, topic: str, queue_id: int, entries_per_file: int, min_physical: int
     ) -> ConsumeQueue:
         """Open an existing queue directory (or an absent one: an empty queue)."""
-        cq = cls(directory, topic, queue_id, entries_per_file)
+        cq = cls(root, topic, queue_id, entries_per_file)
+        directory = cq.directory
         file_bytes = entries_per_file * CQ_ENTRY_BYTES
         names = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
         names = [n for n in names if len(n) == 20 and n.isdigit()]

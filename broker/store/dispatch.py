@@ -14,14 +14,20 @@ Rules:
   block (they only wake waiters).
 - Reading back is chunked (``_DISPATCH_CHUNK_BYTES``), so memory stays bounded however far
   behind dispatch is.
+- A record whose topic or queue id cannot name a directory under the store
+  (``paths.UnsafeName``) gets no ConsumeQueue entry: it stays in the CommitLog, unreachable
+  by queue, and is logged. The put path refuses such names before writing; only a log
+  written by an older version can hold them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 
 from broker.store.consumequeue import ConsumeQueue
 from broker.store.index import index_keys
+from broker.store.paths import UnsafeName, queue_path
 from broker.store.results import (
     SCHEDULE_TOPIC,
     ArrivalListener,
@@ -46,7 +52,11 @@ from protocol.message import (
     tags_code,
 )
 
+log = logging.getLogger(__name__)
+
 _DISPATCH_CHUNK_BYTES = 4 * 1024 * 1024
+#: Records skipped for an unsafe name that are logged one by one (then only counted).
+_UNSAFE_LOGGED = 10
 
 
 def _delivery_tags_code(
@@ -78,17 +88,34 @@ class StoreDispatch(StoreState):
         """Stop calling ``listener``."""
         self._listeners.remove(listener)
 
-    def _consume_queue(self, topic: str, queue_id: int) -> ConsumeQueue:
+    def _consume_queue(self, topic: str, queue_id: int) -> ConsumeQueue | None:
+        """The queue's ConsumeQueue, created on first use; None for an unsafe name."""
         cq = self._cqs.get((topic, queue_id))
         if cq is None:
-            cq = ConsumeQueue(
-                self.store_dir / "consumequeue" / topic / str(queue_id),
-                topic,
-                queue_id,
-                self.config.cq_entries_per_file,
-            )
+            try:
+                cq = ConsumeQueue(
+                    self.store_dir / "consumequeue",
+                    topic,
+                    queue_id,
+                    self.config.cq_entries_per_file,
+                )
+            except UnsafeName as exc:
+                self._unsafe_skipped += 1
+                if self._unsafe_skipped <= _UNSAFE_LOGGED:
+                    log.warning("%s: record not dispatched: %s", self.node, exc)
+                return None
             self._cqs[(topic, queue_id)] = cq
         return cq
+
+    def _queue_name_problem(self, topic: str, queue_id: int) -> str | None:
+        """Why ``topic``/``queue_id`` cannot name a ConsumeQueue directory, or None."""
+        if (topic, queue_id) in self._cqs:
+            return None
+        try:
+            queue_path(self.store_dir / "consumequeue", topic, queue_id)
+        except UnsafeName as exc:
+            return str(exc)
+        return None
 
     def _tags_code(self, topic: str, properties: Mapping[str, str], store_ms: int) -> int:
         if topic == SCHEDULE_TOPIC:
@@ -112,9 +139,10 @@ class StoreDispatch(StoreState):
     ) -> bool:
         """Write the ConsumeQueue entry and index keys of one record; True if anything new."""
         wrote = False
-        if sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH:
+        counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
+        cq = self._consume_queue(topic, queue_id) if counted else None
+        if cq is not None:
             code = self._tags_code(topic, properties, store_ms)
-            cq = self._consume_queue(topic, queue_id)
             if recovering and queue_offset < cq.max_offset:
                 wrote = cq.repair(queue_offset, phys, size, code)
             else:

@@ -7,7 +7,8 @@ Rules:
 - A put is refused before anything is written: closed or truncating store
   (``StorageError``), too little free disk (``DiskFull``, re-checked every
   ``disk_check_interval_s``), or a message that cannot be stored (an ``AppendResult`` with
-  MESSAGE_ILLEGAL / PROPERTIES_SIZE_EXCEEDED).
+  MESSAGE_ILLEGAL / PROPERTIES_SIZE_EXCEEDED), including a topic or queue id that could
+  not name a ConsumeQueue directory under the store (``paths.queue_path``).
 - A batch goes to one topic and queue, in one segment and one write, with consecutive
   queue offsets; its bodies together fit ``max_message_bytes``.
 """
@@ -75,6 +76,13 @@ class StorePut(StoreDispatch):
                 f"min_free_disk_bytes {self.config.min_free_disk_bytes}; the store is read-only"
             )
 
+    def _unsafe_name(self, topic: str, queue_id: int) -> AppendResult | None:
+        """MESSAGE_ILLEGAL for a topic/queue id that cannot name a ConsumeQueue directory."""
+        problem = self._queue_name_problem(topic, queue_id)
+        if problem is None:
+            return None
+        return AppendResult(status=PutStatus.MESSAGE_ILLEGAL, remark=problem)
+
     def _encode_checked(self, msg: MessageRecord) -> bytes | AppendResult:
         if len(msg.body) > self.config.max_message_bytes:
             return AppendResult(
@@ -99,6 +107,9 @@ class StorePut(StoreDispatch):
         Raises ``DiskFull`` (nothing written) and ``StorageError`` (closed store).
         """
         self._check_writable()
+        refused = self._unsafe_name(msg.topic, msg.queue_id)
+        if refused is not None:
+            return refused
         encoded = self._encode_checked(msg)
         if isinstance(encoded, AppendResult):
             return encoded
@@ -163,6 +174,9 @@ class StorePut(StoreDispatch):
             return AppendResult(
                 status=PutStatus.MESSAGE_ILLEGAL, remark="a batch must go to one topic and queue"
             )
+        refused = self._unsafe_name(topic, queue_id)
+        if refused is not None:
+            return refused
         body_bytes = sum(len(m.body) for m in msgs)
         if body_bytes > self.config.max_message_bytes:
             return AppendResult(

@@ -82,6 +82,8 @@ class StoreState:
         self._last_put_ms = 0
         self._last_dispatch_ms = 0
         self._index_skip_below = -1
+        #: Records whose topic/queue id could not name a ConsumeQueue directory.
+        self._unsafe_skipped = 0
         self._closed = False
         self._truncating = False
         self._closing = False

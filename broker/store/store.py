@@ -30,6 +30,7 @@ from broker.store.durability import StoreDurability
 from broker.store.flush import fsync_fds
 from broker.store.index import IndexService
 from broker.store.metadata import fsync_dir
+from broker.store.paths import UnsafeName
 from broker.store.recovery import RecoveryReport, recover_commitlog
 from broker.store.replica import StoreReplica
 from broker.store.results import SCHEDULE_TOPIC as SCHEDULE_TOPIC
@@ -199,16 +200,23 @@ class MessageStore(StoreReplica, StoreDurability):
             if not topic_dir.is_dir():
                 continue
             for qdir in sorted(topic_dir.iterdir()):
-                if not (qdir.is_dir() and qdir.name.isdigit()):
+                name = qdir.name
+                if not (qdir.is_dir() and name.isascii() and name.isdigit()):
                     continue
-                cq = ConsumeQueue.open(
-                    qdir,
-                    topic_dir.name,
-                    int(qdir.name),
-                    self.config.cq_entries_per_file,
-                    self._clog.min_offset,
-                )
-                self._cqs[(topic_dir.name, int(qdir.name))] = cq
+                if str(int(name)) != name:
+                    continue
+                try:
+                    cq = ConsumeQueue.open(
+                        root,
+                        topic_dir.name,
+                        int(name),
+                        self.config.cq_entries_per_file,
+                        self._clog.min_offset,
+                    )
+                except UnsafeName as exc:
+                    log.warning("%s: consume queue %s skipped: %s", self.node, qdir, exc)
+                    continue
+                self._cqs[(topic_dir.name, int(name))] = cq
 
     def _redispatch_start(self, ckpt: Checkpoint | None, end: int, *, rebuild_all: bool) -> int:
         """Where re-dispatch starts: a record boundary below which ConsumeQueues and index are

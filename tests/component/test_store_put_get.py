@@ -268,3 +268,43 @@ async def test_closed_store_refuses_puts(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         store.put_message(msg(0))
     assert await store.wait_flushed(10, 0.1) is False
+
+
+@pytest.mark.parametrize("topic", ["../escaped", "a/b", "..", "x" * 256])
+async def test_a_name_that_is_no_directory_is_refused_before_writing(
+    tmp_path: Path, topic: str
+) -> None:
+    store = MessageStore.open(tmp_path / "store", CFG)
+    try:
+        for put in (store.put_message, lambda m: store.put_messages([m, m])):
+            result = put(msg(0, topic=topic))  # type: ignore[operator]
+            assert result.status is PutStatus.MESSAGE_ILLEGAL, result
+            assert "refusing" in result.remark
+        assert store.put_message(msg(1, queue_id=-1)).status is PutStatus.MESSAGE_ILLEGAL
+        assert store.max_physical_offset == 0
+    finally:
+        await store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+async def test_a_logged_record_with_an_unsafe_topic_gets_no_queue(tmp_path: Path) -> None:
+    """An older version could store such a record: recovery keeps it in the CommitLog but
+    creates no directory for it."""
+    store_dir = tmp_path / "store"
+    store = MessageStore.open(store_dir, CFG)
+    store.put_message(msg(0))
+    end = store.max_physical_offset
+    await store.close()
+    bad = encode_record(attrs.evolve(msg(1, topic="../../escaped"), physical_offset=end))
+    segment = store_dir / "commitlog" / f"{0:020d}"
+    with segment.open("r+b") as f:
+        f.seek(end)
+        f.write(bad)
+    (store_dir / "checkpoint").unlink()  # recover from the oldest segment
+    store = MessageStore.open(store_dir, CFG)
+    try:
+        assert store.max_physical_offset == end + len(bad)
+        assert store.topics() == {"T": [0]}
+    finally:
+        await store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
