@@ -185,6 +185,13 @@ class BrokerConfig:
     #: A background task that runs out of file descriptors retries after this long.
     fd_exhausted_retry_s: float = 1.0
 
+    # --- untrusted replication and recovery (issue 13) -----------------------------------
+    #: A slave refuses to cut its CommitLog more than this many bytes below the highest
+    #: offset it held since it started, whatever its master asks (``haMaxTruncateBytes``).
+    ha_max_truncate_bytes: int = attrs.field(
+        default=1024 * 1024 * 1024, validator=attrs.validators.ge(0)
+    )
+
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
             pass  # the controller assigns the id and the role
@@ -284,6 +291,7 @@ class BrokerConfig:
             reconnect_backoff_max_s=min(5.0, heartbeat_s),
             reconnect_backoff_min_s=min(0.1, heartbeat_s),
             inconsistent_retry_s=min(2.0, heartbeat_s),
+            max_truncate_bytes=self.ha_max_truncate_bytes,
         )
 
 
@@ -328,6 +336,7 @@ _ALIASES = {
     "maxLockBatchQueues": "max_lock_batch_queues",
     "maxHeartbeatGroups": "max_heartbeat_groups",
     "maxHeartbeatSubscriptions": "max_heartbeat_subscriptions",
+    "haMaxTruncateBytes": "ha_max_truncate_bytes",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.

@@ -14,6 +14,11 @@ def _positive_int(_inst: object, attribute: attrs.Attribute[int], value: int) ->
         raise ValueError(f"{attribute.name} must be > 0, got {value}")
 
 
+def _non_negative(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
 def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value}")
@@ -55,8 +60,25 @@ class HAConfig:
     reconnect_backoff_max_s: float = attrs.field(default=5.0, validator=_positive)
     #: Slave wait before retrying a master whose log shares no epoch with ours.
     inconsistent_retry_s: float = attrs.field(default=2.0, validator=_positive)
-    #: At most this many slave connections; more are closed at once.
+    #: At most this many handshaken slave connections; more are closed at once, except that a
+    #: known slave (a SyncStateSet member, or an id already served) takes the place of an
+    #: unknown one (``haMaxConnections``).
     max_connections: int = attrs.field(default=16, validator=_positive_int)
+    #: A connection must send its handshake within this, or it is closed
+    #: (``haHandshakeTimeout``; issue 13: idle sockets held every slot).
+    handshake_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    #: At most this many connections waiting for their handshake; a new one closes the
+    #: oldest (``haMaxPendingConnections``).
+    max_pending_connections: int = attrs.field(default=16, validator=_positive_int)
+    #: A slave refuses a consistent point more than this many bytes below the highest
+    #: CommitLog offset its store held since it opened, and retries later
+    #: (``haMaxTruncateBytes``): whatever master it follows, it throws away at most this.
+    #: The cut a failover needs is the deposed master's unreplicated tail (seconds of
+    #: writes); an unclean election may need more.
+    max_truncate_bytes: int = attrs.field(default=1024 * 1024 * 1024, validator=_non_negative)
+    #: A replicated record's queue id must lie in [0, this): the broker's cap on a topic's
+    #: queue count.
+    max_queue_nums: int = attrs.field(default=1024, validator=_positive_int)
     #: At most this many ``wait_replicated`` callers parked; more get TIMEOUT at once.
     max_waiters: int = attrs.field(default=65_536, validator=_positive_int)
     #: Window of the per-slave transfer speed shown by ``status()``.

@@ -18,6 +18,12 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
   no byte on disk is ever without its epoch. An older epoch, or the same epoch with another
   start, ends the connection.
 - The local confirm offset is min(header confirm, local max), never lowered by the master.
+- The master is not trusted (issue 13): every replicated record must carry a legal topic
+  (the send path's ``validate_topic``) and a queue id below ``max_queue_nums`` besides the
+  store's own checks (``MessageStore.append_raw``), and a consistent point more than
+  ``max_truncate_bytes`` below the highest offset the store held since it opened is not
+  obeyed. Either is logged as an error; the connection drops and is retried after
+  ``inconsistent_retry_s``, with nothing written or cut.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from broker.ha.epochfile import EpochFile
 from broker.ha.stream import RateMeter, connect, receive_until, send_all
 from broker.ha.wire import Ack, HAState, MasterHandshake, SlaveHandshake, SlaveSideDecoder, Transfer
 from broker.store.store import MessageStore
-from protocol.errors import ProtocolError, RemotingTimeout, RocketError
+from broker.topics import validate_topic
+from protocol.errors import CorruptRecord, ProtocolError, RemotingTimeout, RocketError
+from protocol.message import MessageRecord
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,18 @@ class HASlaveStatus:
 
 
 class _Inconsistent(RocketError):
-    """The master's log cannot be followed from ours (no common epoch, stale master)."""
+    """The master's log cannot be followed from ours (no common epoch, stale master, a cut
+    too deep, records we refuse)."""
+
+
+def replicated_record_problem(rec: MessageRecord, *, max_queue_nums: int) -> str | None:
+    """Why a record from a master is refused beyond the store's checks, or None."""
+    problem = validate_topic(rec.topic)
+    if problem is not None:
+        return f"topic {rec.topic!r} is not a legal topic: {problem}"
+    if not 0 <= rec.queue_id < max_queue_nums:
+        return f"queue id {rec.queue_id} is outside [0, {max_queue_nums})"
+    return None
 
 
 class HASlave:
@@ -251,6 +270,7 @@ class HASlave:
             raise _Inconsistent(
                 f"no common epoch: ours {local.pairs()[-5:]}, theirs {theirs.pairs()[-5:]}"
             )
+        self._check_cut(point, what)
         if point < store.max_physical_offset:
             log.warning(
                 "%s: truncating the CommitLog from %d to %d, the consistent point with %s",
@@ -264,6 +284,17 @@ class HASlave:
         await self._epochs.truncate_suffix_by_offset(point)
         await self._epochs.truncate_prefix_by_offset(store.min_physical_offset)
         return point
+
+    def _check_cut(self, point: int, what: str) -> None:
+        """Refuse a consistent point that throws away more than ``max_truncate_bytes``."""
+        high = self._store.high_water_offset
+        limit = self.config.max_truncate_bytes
+        if high - point > limit:
+            raise _Inconsistent(
+                f"{what} asks to cut the CommitLog to {point}, {high - point} bytes below the "
+                f"highest offset {high} held; refusing more than max_truncate_bytes {limit} "
+                "(haMaxTruncateBytes)"
+            )
 
     async def _transfer_loop(
         self,
@@ -330,10 +361,16 @@ class HASlave:
                 f"batch of epoch {batch.epoch}@{batch.epoch_start_offset} after our epoch "
                 f"{last.epoch}@{last.start_offset}"
             )
-        store.append_raw(batch.data, batch.offset)
+        try:
+            store.append_raw(batch.data, batch.offset, check=self._check_record)
+        except CorruptRecord as exc:
+            raise _Inconsistent(str(exc)) from None
         self._streamed = True
         self._meter.record(trio.current_time(), len(batch.data))
         self._update_confirm(batch.confirm_offset)
+
+    def _check_record(self, rec: MessageRecord) -> str | None:
+        return replicated_record_problem(rec, max_queue_nums=self.config.max_queue_nums)
 
     def _update_confirm(self, master_confirm: int) -> None:
         value = min(master_confirm, self._store.max_physical_offset)

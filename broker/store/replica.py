@@ -3,18 +3,23 @@
 Rules:
 - ``read_raw`` hands out whole units (records, or a blank marker with its padding) from a
   record boundary within one segment; ``append_raw`` takes exactly such bytes at the write
-  offset and checks every unit (magic, size, CRC, PHYSICALOFFSET = where it lands, blank
-  markers padding exactly to the segment end) before writing any.
+  offset and checks every unit before writing any: magic, size, CRC, PHYSICALOFFSET = where
+  it lands, blank markers padding exactly to the segment end, a body within
+  ``max_message_bytes``, a topic and queue id that name a directory under the store
+  (``paths.queue_path``), and whatever the caller's ``check`` refuses (the HA slave's
+  topic rules). Replicated bytes come from another process: they are untrusted input.
 - An empty store takes replicated data at any segment boundary (a slave joining late).
 - ``truncate_to`` cuts at a record boundary (the consistent point with a new master): it
   writes the lowered checkpoint *before* cutting files, so a crash in between never leaves
   a checkpoint promising bytes that are gone; puts are refused while it runs, and flush
-  waiters above the cut are failed.
+  waiters above the cut are failed. ``high_water_offset`` remembers the highest end held
+  since opening, so a caller can bound what successive cuts throw away.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -39,16 +44,22 @@ from protocol.message import (
 
 log = logging.getLogger(__name__)
 
+#: A caller's extra check of each replicated record: why it is refused, or None.
+RecordCheck = Callable[[MessageRecord], "str | None"]
+
 
 class StoreReplica(StorePut):
     """The store's replication layer."""
 
-    def append_raw(self, data: bytes, expected_start_offset: int) -> int:
+    def append_raw(
+        self, data: bytes, expected_start_offset: int, *, check: RecordCheck | None = None
+    ) -> int:
         """Append CommitLog bytes replicated from a master; return the new write offset.
 
         ``data`` must start at the write offset and hold whole records (and blank markers
-        padding exactly to segment ends) whose PHYSICALOFFSET fields match where they land.
-        Nothing is written when any check fails (``CorruptRecord``).
+        padding exactly to segment ends) whose PHYSICALOFFSET fields match where they land,
+        each one acceptable to ``check`` too. Nothing is written when any check fails
+        (``CorruptRecord``).
         """
         self._check_writable()
         clog = self._clog
@@ -65,7 +76,7 @@ class StoreReplica(StorePut):
                 f"replicated data starts at {expected_start_offset}, the log ends at "
                 f"{clog.write_offset}"
             )
-        records = self._validate_raw(data, expected_start_offset)
+        records = self._validate_raw(data, expected_start_offset, check)
         view = memoryview(data)
         i = 0
         seg_bytes = self.config.segment_bytes
@@ -84,7 +95,9 @@ class StoreReplica(StorePut):
         self._dispatch_pending(self._dispatch_limit())
         return clog.write_offset
 
-    def _validate_raw(self, data: bytes, start: int) -> list[MessageRecord]:
+    def _validate_raw(
+        self, data: bytes, start: int, check: RecordCheck | None
+    ) -> list[MessageRecord]:
         """Check replicated bytes (whole records, and blank markers with their padding);
         return the records."""
         seg_bytes = self.config.segment_bytes
@@ -119,9 +132,21 @@ class StoreReplica(StorePut):
                 raise CorruptRecord(
                     f"replicated record at {at} says it lies at {rec.physical_offset}"
                 )
+            problem = self._replicated_record_problem(rec, check)
+            if problem is not None:
+                raise CorruptRecord(f"replicated record at {at} refused: {problem}")
             records.append(rec)
             i += size
         return records
+
+    def _replicated_record_problem(
+        self, rec: MessageRecord, check: RecordCheck | None
+    ) -> str | None:
+        limit = self.config.max_message_bytes
+        if len(rec.body) > limit:
+            return f"body of {len(rec.body)} bytes exceeds max_message_bytes {limit}"
+        problem = check(rec) if check is not None else None
+        return problem or self._queue_name_problem(rec.topic, rec.queue_id)
 
     def read_raw(self, offset: int, max_bytes: int) -> bytes:
         """Whole units (records, or a blank marker with its padding) from ``offset`` (a
@@ -180,6 +205,7 @@ class StoreReplica(StorePut):
                 cq.truncate_from_physical(offset)
             self._index.truncate_after(offset)
             old_end = clog.write_offset
+            self._high_water = max(self._high_water, old_end)
             clog.truncate(offset)
             self._rebuild_queue_offsets()
             failed = self._group.fail_above(offset)

@@ -75,6 +75,8 @@ class StoreState:
         self._store_ip = store_ip
         self._store_port = store_port
         self._flushed = 0
+        #: Highest write offset held since the store opened (truncation lowers the other).
+        self._high_water = 0
         self._dispatched = 0
         self._confirm = 0
         self._master_flushed = 0
@@ -108,6 +110,11 @@ class StoreState:
     def min_physical_offset(self) -> int:
         """Lowest CommitLog offset still stored."""
         return self._clog.min_offset
+
+    @property
+    def high_water_offset(self) -> int:
+        """The highest CommitLog write offset this store held since it opened."""
+        return max(self._high_water, self._clog.write_offset)
 
     @property
     def flushed_offset(self) -> int:
