@@ -191,6 +191,14 @@ class BrokerConfig:
     ha_max_truncate_bytes: int = attrs.field(
         default=1024 * 1024 * 1024, validator=attrs.validators.ge(0)
     )
+    #: A master serves at most this many slaves on its HA port; a SyncStateSet member takes
+    #: the slot of a slave never in sync (``haMaxConnections``).
+    ha_max_connections: int = attrs.field(default=16, validator=attrs.validators.gt(0))
+    #: ...and keeps at most this many connections waiting for their handshake, closing the
+    #: oldest for a new one (``haMaxPendingConnections``)...
+    ha_max_pending_connections: int = attrs.field(default=16, validator=attrs.validators.gt(0))
+    #: ...each for at most this long (``haHandshakeTimeout``, milliseconds in TOML).
+    ha_handshake_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
@@ -292,6 +300,9 @@ class BrokerConfig:
             reconnect_backoff_min_s=min(0.1, heartbeat_s),
             inconsistent_retry_s=min(2.0, heartbeat_s),
             max_truncate_bytes=self.ha_max_truncate_bytes,
+            max_connections=self.ha_max_connections,
+            max_pending_connections=self.ha_max_pending_connections,
+            handshake_timeout_s=self.ha_handshake_timeout_s,
         )
 
 
@@ -337,6 +348,8 @@ _ALIASES = {
     "maxHeartbeatGroups": "max_heartbeat_groups",
     "maxHeartbeatSubscriptions": "max_heartbeat_subscriptions",
     "haMaxTruncateBytes": "ha_max_truncate_bytes",
+    "haMaxConnections": "ha_max_connections",
+    "haMaxPendingConnections": "ha_max_pending_connections",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.
@@ -351,6 +364,7 @@ _MILLIS = {
     "flushConsumerOffsetInterval": "flush_consumer_offset_interval_s",
     "flushMetadataInterval": "flush_metadata_interval_s",
     "registerMinInterval": "register_min_interval_s",
+    "haHandshakeTimeout": "ha_handshake_timeout_s",
 }
 
 

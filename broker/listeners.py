@@ -11,7 +11,8 @@ Rules:
   advertises it before it is master and keeps it across role changes. Whichever
   ``HAMaster`` is serving takes each connection into its own nursery (so it ends with that
   mastership); while none serves, a connection is closed at once, and the slave retries
-  as it would after a refused connect.
+  as it would after a refused connect. What a served connection must do to stay (a
+  handshake in time, a free slot) is the master's admission rule (``broker/ha/master.py``).
 - A failing ``accept`` for lack of descriptors or memory is logged and retried after
   ``ACCEPT_RETRY_S``, as ``trio.serve_listeners`` does; any other error ends serving.
 """

@@ -61,8 +61,8 @@ class HAConfig:
     #: Slave wait before retrying a master whose log shares no epoch with ours.
     inconsistent_retry_s: float = attrs.field(default=2.0, validator=_positive)
     #: At most this many handshaken slave connections; more are closed at once, except that a
-    #: known slave (a SyncStateSet member, or an id already served) takes the place of an
-    #: unknown one (``haMaxConnections``).
+    #: known slave (a SyncStateSet member now or before) takes the place of one never in
+    #: sync (``haMaxConnections``).
     max_connections: int = attrs.field(default=16, validator=_positive_int)
     #: A connection must send its handshake within this, or it is closed
     #: (``haHandshakeTimeout``; issue 13: idle sockets held every slot).

@@ -20,6 +20,14 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
 - A connection silent for ``housekeeping_timeout_s`` is closed. ``new_epoch`` drops and
   re-handshakes every connection (apache/rocketmq#9689: a live connection would keep
   streaming with a stale epoch).
+- Admission (issue 13: 16 idle sockets held every slot and locked real slaves out): a
+  connection must handshake within ``handshake_timeout_s``; at most
+  ``max_pending_connections`` wait for their handshake (a new one closes the oldest, so a
+  real slave, which handshakes at once, always gets through); at most ``max_connections``
+  handshaken slaves, where a known slave (a SyncStateSet member now or earlier under this
+  master) takes the place of one never in sync. A connection closed before it became
+  a slave is logged with its reason (at most ``_REFUSALS_LOGGED_PER_S`` lines a second,
+  the rest counted).
 - ``wait_replicated`` is pipelined: waiters sit in a heap by end offset; each ack computes
   the replicated offset once and completes every waiter at or below it, lowest first. No
   waiter holds a connection or a lock; a waiter's own deadline ends it.
@@ -103,6 +111,10 @@ class HAMasterStatus:
     waiters: int
     waiters_refused: int
     slaves: tuple[SlaveStatus, ...]
+    #: Connections waiting for their handshake.
+    pending_connections: int = 0
+    #: Connections closed before they became slaves (no or a bad handshake, no slot).
+    refused_connections: int = 0
 
 
 @attrs.define(eq=False)
@@ -134,6 +146,10 @@ class _Conn:
 
 class _Dropped(RocketError):
     """The master refuses to serve this slave (reason in the message)."""
+
+
+#: Refusal log lines per second at most (a flood of sockets must not flood the log).
+_REFUSALS_LOGGED_PER_S = 10
 
 
 class HAMaster:
@@ -182,6 +198,14 @@ class HAMaster:
         )
         self._conns: dict[int, _Conn] = {}  # handshaken, by slave broker id
         self._all_conns: set[_Conn] = set()
+        #: Connections waiting for their handshake, oldest first.
+        self._pending: dict[_Conn, None] = {}
+        #: Slave ids that were SyncStateSet members under this master: each keeps a slot
+        #: against ids never in sync (anyone can claim an id; only a replica gets in sync).
+        self._known: set[int] = set(self._core.members)
+        self._refused_connections = 0
+        self._refusal_window_s = -1.0
+        self._refusals_in_window = 0
         self._lot = trio.lowlevel.ParkingLot()
         self._waiters: list[tuple[int, int, _Waiter]] = []
         self._seq = itertools.count()
@@ -292,7 +316,8 @@ class HAMaster:
         max_offset = self._store.max_physical_offset
         last = self._epochs.cache.last
         slaves = []
-        for conn in sorted(self._all_conns, key=lambda c: (c.broker_id, c.address)):
+        handshaken = (c for c in self._all_conns if c.broker_id >= 0)
+        for conn in sorted(handshaken, key=lambda c: (c.broker_id, c.address)):
             progress = core.slaves.get(conn.broker_id)
             ack = -1 if progress is None else progress.ack_offset
             caught = None if progress is None else progress.caught_up_s
@@ -321,6 +346,8 @@ class HAMaster:
             waiters=len(self._waiters) - self._abandoned,
             waiters_refused=self._refused,
             slaves=tuple(slaves),
+            pending_connections=len(self._pending),
+            refused_connections=self._refused_connections,
         )
 
     # ======================================================================================
@@ -414,9 +441,7 @@ class HAMaster:
             last_send_s=_now(),
         )
         async with stream:
-            if len(self._all_conns) >= self.config.max_connections:
-                log.warning("%s: HA connection from %s refused: too many", self.node, conn.address)
-                return
+            self._admit_pending(conn)
             self._all_conns.add(conn)
             try:
                 with conn.scope:
@@ -425,7 +450,11 @@ class HAMaster:
                 conn.reason = str(exc)
             finally:
                 self._all_conns.discard(conn)
+                self._pending.pop(conn, None)
                 self._unregister(conn)
+            if conn.broker_id < 0:
+                self._log_unadmitted(conn)
+                return
             log.info(
                 "%s: HA connection from slave %d at %s closed: %s",
                 self.node,
@@ -439,8 +468,12 @@ class HAMaster:
         decoder = MasterSideDecoder()
         events: list[SlaveHandshake | Ack] = []
         what = f"HA slave {conn.address}"
-        while not events:
-            events = await self._receive(stream, decoder, what)
+        with trio.move_on_after(cfg.handshake_timeout_s):
+            while not events:
+                events = await self._receive(stream, decoder, what)
+        if not events:
+            raise _Dropped(f"no handshake within {cfg.handshake_timeout_s:.1f} s")
+        self._pending.pop(conn, None)
         hello = events.pop(0)
         if not isinstance(hello, SlaveHandshake):
             raise ProtocolError(f"{what} did not handshake")
@@ -492,10 +525,61 @@ class HAMaster:
             raise RemotingTimeout(f"{what} silent for {timeout_s:.1f} s")
         return decoder.feed(data)
 
+    def _admit_pending(self, conn: _Conn) -> None:
+        """Take ``conn`` as waiting for its handshake; close the oldest waiting when full."""
+        while len(self._pending) >= self.config.max_pending_connections:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            oldest.reason = (
+                f"{self.config.max_pending_connections} newer connections are waiting "
+                "for their handshake"
+            )
+            oldest.scope.cancel()
+        self._pending[conn] = None
+
+    def _make_room(self, broker_id: int) -> None:
+        """Before a new slave id joins: refuse it when every slot is taken, unless it is
+        known and an unknown one can leave."""
+        if broker_id in self._conns or len(self._conns) < self.config.max_connections:
+            return
+        known = self._core.members | self._known
+        if broker_id not in known:
+            raise _Dropped(f"{self.config.max_connections} slaves connected already")
+        unknown = [c for c in self._conns.values() if c.broker_id not in known]
+        if not unknown:
+            raise _Dropped(f"{self.config.max_connections} known slaves connected already")
+        victim = unknown[-1]
+        victim.reason = f"its slot went to known slave {broker_id}"
+        victim.scope.cancel()
+        self._unregister(victim)
+
+    def _log_unadmitted(self, conn: _Conn) -> None:
+        """One WARNING line per connection closed before it became a slave (no handshake,
+        a bad one, no slot), at most ``_REFUSALS_LOGGED_PER_S`` a second."""
+        self._refused_connections += 1
+        now = _now()
+        if now - self._refusal_window_s >= 1.0:
+            if self._refusals_in_window > _REFUSALS_LOGGED_PER_S:
+                log.warning(
+                    "%s: %d more HA connections refused in the last second",
+                    self.node,
+                    self._refusals_in_window - _REFUSALS_LOGGED_PER_S,
+                )
+            self._refusal_window_s, self._refusals_in_window = now, 0
+        self._refusals_in_window += 1
+        if self._refusals_in_window <= _REFUSALS_LOGGED_PER_S:
+            log.warning(
+                "%s: HA connection from %s closed before serving it: %s",
+                self.node,
+                conn.address,
+                conn.reason,
+            )
+
     def _register(self, conn: _Conn, hello: SlaveHandshake) -> None:
         broker_id = hello.slave_broker_id
         if broker_id == self.broker_id:
             raise _Dropped(f"slave at {conn.address} claims the master's broker id {broker_id}")
+        self._make_room(broker_id)
         old = self._conns.get(broker_id)
         if old is not None:  # the slave reconnected before we noticed the old one died
             old.reason = "replaced by a new connection from the same slave"
@@ -622,6 +706,7 @@ class HAMaster:
                 self._store.set_confirm_offset(action.offset)
                 self._lot.unpark_all()  # idle slaves learn it from a heartbeat
             elif isinstance(action, SyncStateSetChanged):
+                self._known |= action.members
                 log.info(
                     "%s: SyncStateSet is now %s at epoch %d",
                     self.node,
