@@ -8,7 +8,7 @@ Rules (reference/rocketmq-controller.md §2.5, §4.2-4.8; DESIGN.md §6):
   taken, drop the temp file and retry; the same check code is idempotent after a crash) →
   final ``brokerIdentity`` (atomic) → RegisterBroker. A final file skips straight to
   RegisterBroker and keeps its id even on a new port; a file naming another cluster or
-  group refuses to start.
+  group refuses to start, and so does one that cannot be parsed (``UnreadableFile``).
 - The broker stays fenced (no writes, no NameServer registration) until a role is known.
   A role notice (1008 push, RegisterBroker/ElectMaster/GetReplicaInfo answers) is applied
   only when its master epoch is above the one this broker holds; changes are serialised.
@@ -33,6 +33,7 @@ from broker.ha.master import HAMaster
 from broker.ha.slave import HASlave
 from broker.ha.syncstate import SyncStateSetProposed
 from broker.role import BrokerIdentity
+from broker.store.files import reading
 from broker.store.metadata import atomic_write_bytes
 from broker.store.store import MessageStore
 from protocol.codes import RequestCode, ResponseCode
@@ -102,10 +103,11 @@ class Identity:
         return f"{self.cluster_name}#{self.broker_name}#{self.broker_id}#{self.check_code}".encode()
 
     @classmethod
-    def decode(cls, data: bytes, what: str) -> Identity:
-        parts = data.decode().strip().split("#")
-        if len(parts) != 4 or not parts[2].isdigit():
-            raise IdentityError(f"{what} is not cluster#name#id#checkCode: {data[:80]!r}")
+    def decode(cls, data: bytes) -> Identity:
+        """Parse ``cluster#name#id#checkCode``; ``ValueError`` says what is wrong."""
+        parts = data.decode("utf-8", "replace").strip().split("#")
+        if len(parts) != 4 or not (parts[2].isascii() and parts[2].isdigit()):
+            raise ValueError(f"not cluster#name#id#checkCode: {data[:40]!r}")
         return cls(
             cluster_name=parts[0],
             broker_name=parts[1],
@@ -115,11 +117,13 @@ class Identity:
 
 
 def read_identity(path: Path) -> Identity | None:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    return Identity.decode(data, str(path))
+    """The identity in ``path``; None when there is none; ``UnreadableFile`` when damaged."""
+    with reading(path):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return Identity.decode(data)
 
 
 def _notice_from(

@@ -389,17 +389,21 @@ def config_from_mapping(
 
 
 def load_toml(path: Path, base: BrokerConfig | None = None) -> BrokerConfig:
+    """The config in ``path`` over ``base``; every error starts with the path."""
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except OSError as exc:
-        raise ConfigError(f"cannot read broker config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"broker config {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     section = data.get("broker", data)
     if not isinstance(section, dict):
-        raise ConfigError(f"broker config {path}: [broker] must be a table")
-    return config_from_mapping(section, base)
+        raise ConfigError(f"{path}: [broker] must be a table")
+    try:
+        return config_from_mapping(section, base)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _number(key: str, value: Any) -> float:

@@ -76,6 +76,7 @@ from broker.schedule import ScheduleService
 from broker.slavesync import SlaveSynchronizer
 from broker.stats import BrokerStats
 from broker.store.config import FlushMode, StoreConfig
+from broker.store.files import reading
 from broker.store.results import AppendResult, GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
 from broker.store.store import MessageStore
@@ -513,11 +514,15 @@ class Broker:
             )
             metadata = self.metadata
             metadata.topics_path.parent.mkdir(parents=True, exist_ok=True)
-            self.topics.load(metadata.topics_path)
-            self.groups.load(metadata.groups_path)
-            self.offsets.load(metadata.offsets_path)
+            with reading(metadata.topics_path):  # a damaged file: one line naming it
+                self.topics.load(metadata.topics_path)
+            with reading(metadata.groups_path):
+                self.groups.load(metadata.groups_path)
+            with reading(metadata.offsets_path):
+                self.offsets.load(metadata.offsets_path)
             self._drop_impossible_offsets()
-            self.schedule.load()
+            with reading(self.schedule.path):
+                self.schedule.load()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._store.close()

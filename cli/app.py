@@ -183,6 +183,7 @@ def broker(
     from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_toml
     from broker.metrics import broker_registry
     from broker.server import Broker
+    from broker.store.files import UnreadableFile
     from cli.metrics_http import start_exporter
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import broker_ready_line
@@ -238,12 +239,13 @@ def broker(
 
     try:
         run_server(serve)
-    except IdentityError as exc:
-        raise fail(str(exc)) from None
+    except (IdentityError, UnreadableFile) as exc:
+        raise fail(str(exc)) from None  # "<file>: <what is wrong>"
     except StorageError as exc:
         raise fail(f"the store in {cfg.store_dir} cannot be opened: {exc}") from None
     except OSError as exc:
-        raise fail(f"cannot start the broker: {exc.strerror or exc}") from None
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise fail(f"cannot start the broker: {where}{exc.strerror or exc}") from None
 
 
 def main() -> None:

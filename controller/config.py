@@ -263,7 +263,7 @@ def load_toml(path: Path) -> ControllerConfig:
             data = tomllib.load(f)
     except OSError as exc:
         raise ConfigError(f"cannot read controller config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"controller config {path} is not valid TOML: {exc}") from None
     section = data.get("controller", data)
     if not isinstance(section, dict):

@@ -42,6 +42,7 @@ import logging
 import os
 import pickle
 import socket
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,39 @@ def _fsync_path(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _check_journal_header(path: str) -> None:
+    """ValueError unless ``path`` is absent, empty, or starts with pysyncobj's header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(pysyncobj_journal.FIRST_RECORD_OFFSET)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return
+    if not head:
+        return
+    name = pysyncobj_journal.APP_NAME.ljust(pysyncobj_journal.NAME_SIZE, b"\0")
+    if len(head) < len(name) + 16 or head[: len(name)] != name:
+        raise ValueError(f"no pysyncobj journal header (starts {head[:16]!r})")
+    form, last = struct.unpack_from("<II", head, pysyncobj_journal.NAME_SIZE + 8)
+    if form != pysyncobj_journal.JOURNAL_FORMAT_VERSION:
+        raise ValueError(
+            f"journal format {form}, expected {pysyncobj_journal.JOURNAL_FORMAT_VERSION}"
+        )
+    if not pysyncobj_journal.FIRST_RECORD_OFFSET <= last <= size:
+        raise ValueError(f"last record offset {last} outside the {size}-byte file")
+
+
 class DurableFileJournal(pysyncobj_journal.FileJournal):  # type: ignore[misc]
     """pysyncobj's FileJournal with fsync after every change (see the module rules)."""
 
     def __init__(self, journal_file: str) -> None:
         self._path = journal_file
-        super().__init__(journal_file)
+        try:
+            _check_journal_header(journal_file)
+            super().__init__(journal_file)  # parses every entry of an existing file
+        except (struct.error, ValueError) as exc:
+            # pysyncobj would take garbage for an empty journal, or fail on a short read.
+            raise OSError(f"Raft journal {journal_file} is corrupt: {exc}") from None
 
     def _sync(self) -> None:
         self.flush()  # msync of the mmap

@@ -141,17 +141,21 @@ class EpochCache:
         return _HEADER.pack(_MAGIC, len(self.entries), zlib.crc32(body)) + body
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, what: str = "epoch file") -> EpochCache:
+    def from_bytes(cls, data: bytes) -> EpochCache:
+        """Parse epoch file bytes; ``MalformedBody`` says what is wrong with them."""
         if len(data) < _HEADER.size:
-            raise MalformedBody(f"{what} is truncated ({len(data)} bytes)")
+            raise MalformedBody(f"not an epoch file: {len(data)} bytes, a header is 12")
         magic, count, crc = _HEADER.unpack_from(data, 0)
         body = data[_HEADER.size :]
         if magic != _MAGIC:
-            raise MalformedBody(f"{what} has a bad magic {magic!r}")
+            raise MalformedBody(f"not an epoch file: magic {magic!r}, expected {_MAGIC!r}")
         if len(body) != count * _ENTRY.size or zlib.crc32(body) != crc:
-            raise MalformedBody(f"{what} fails its length or CRC check; it is corrupt")
+            raise MalformedBody(
+                f"epoch file fails its length or CRC check ({count} entries announced, "
+                f"{len(body)} bytes after the header): it is corrupt"
+            )
         pairs = [_ENTRY.unpack_from(body, i * _ENTRY.size) for i in range(count)]
         try:
             return cls.of(pairs)
         except ValueError as exc:
-            raise MalformedBody(f"{what}: {exc}") from None
+            raise MalformedBody(f"epoch file entries out of order: {exc}") from None

@@ -4,8 +4,9 @@ Rules (reference/rocketmq-controller.md §4.1):
 - The bytes are ``EpochCache.to_bytes`` (magic, count, CRC, entries); every change replaces
   the file atomically (temp, fsync, rename, fsync dir), so a crash leaves the old or the
   new list, never a mix; RocketMQ's ``.bak`` copy is not needed.
-- A corrupt file refuses to load (``MalformedBody``): guessing epochs could pair a
-  divergent tail with the wrong master. A missing file is an empty list (a fresh replica).
+- A corrupt file refuses to load (``UnreadableFile``: ``<path>: <what is wrong>``, one line
+  for ``rmq broker``): guessing epochs could pair a divergent tail with the wrong master.
+  A missing file is an empty list (a fresh replica).
 - Changes are serialised by one lock and the in-memory cache is updated only after the
   write succeeded, so readers never see an epoch the disk does not have.
 - Truncating to an empty list writes an empty file (RocketMQ skips the write and keeps
@@ -21,6 +22,7 @@ from pathlib import Path
 import trio
 
 from broker.ha.epoch import EpochCache
+from broker.store.files import reading
 from broker.store.metadata import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,12 @@ class EpochFile:
     def load(cls, store_dir: Path | str, *, node_name: str = "broker") -> EpochFile:
         """Read ``<store_dir>/epochFileCheckpoint`` (blocking; call it before serving)."""
         path = Path(store_dir) / FILE_NAME
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return cls(path, EpochCache(), node_name=node_name)
-        return cls(path, EpochCache.from_bytes(data, what=str(path)), node_name=node_name)
+        with reading(path):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return cls(path, EpochCache(), node_name=node_name)
+            return cls(path, EpochCache.from_bytes(data), node_name=node_name)
 
     @property
     def cache(self) -> EpochCache:

@@ -80,7 +80,13 @@ class MessageStore(StoreReplica, StoreDurability):
         abnormal = abort_path.exists()
         ckpt, ckpt_existed = read_checkpoint(self.store_dir / "checkpoint")
         if ckpt_existed and ckpt is None:
-            log.warning("%s: checkpoint is torn; recovering from the oldest segment", self.node)
+            # Unlike other damaged files this one is derived data: the walk from the oldest
+            # segment rebuilds what it promised (and still refuses a corrupt CommitLog).
+            log.warning(
+                "%s: %s is torn or not a checkpoint; recovering from the oldest segment",
+                self.node,
+                self.store_dir / "checkpoint",
+            )
         cq_dir_existed = (self.store_dir / "consumequeue").is_dir()
         index_dir_existed = (self.store_dir / "index").is_dir()
         start, end, cut, broken = self._recover_commitlog(ckpt)

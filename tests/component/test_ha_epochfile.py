@@ -9,7 +9,7 @@ import trio
 
 from broker.ha.epoch import EpochCache
 from broker.ha.epochfile import FILE_NAME, EpochFile
-from protocol.errors import MalformedBody
+from broker.store.files import UnreadableFile
 
 
 async def test_missing_file_is_an_empty_list_and_changes_persist(tmp_path: Path) -> None:
@@ -58,5 +58,6 @@ async def test_concurrent_changes_are_serialised(tmp_path: Path) -> None:
 def test_a_corrupt_file_refuses_to_load(tmp_path: Path) -> None:
     data = EpochCache.of([(1, 0), (2, 10)]).to_bytes()
     (tmp_path / FILE_NAME).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    with pytest.raises(MalformedBody, match="corrupt"):
+    with pytest.raises(UnreadableFile, match="corrupt") as info:
         EpochFile.load(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / FILE_NAME}: epoch file fails its length")
