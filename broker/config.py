@@ -199,6 +199,14 @@ class BrokerConfig:
     ha_max_pending_connections: int = attrs.field(default=16, validator=attrs.validators.gt(0))
     #: ...each for at most this long (``haHandshakeTimeout``, milliseconds in TOML).
     ha_handshake_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    #: Damaged CommitLog bytes found at start refuse it unless this is set; then each damaged
+    #: range is logged with its file and offset and never served (``skipDamagedSegments``,
+    #: ``rmq broker --skip-damaged-segments``).
+    skip_damaged_segments: bool = False
+    #: At start, walk every CommitLog segment older than the three re-verified ones
+    #: (record headers and body CRCs, about 250 MB/s), so damage there is found at start
+    #: (``checkOldSegmentsOnStart``); false trusts them, as RocketMQ does.
+    check_old_segments_on_start: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
@@ -350,6 +358,8 @@ _ALIASES = {
     "haMaxTruncateBytes": "ha_max_truncate_bytes",
     "haMaxConnections": "ha_max_connections",
     "haMaxPendingConnections": "ha_max_pending_connections",
+    "skipDamagedSegments": "skip_damaged_segments",
+    "checkOldSegmentsOnStart": "check_old_segments_on_start",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.

@@ -480,6 +480,8 @@ class Broker:
             # unreplicated tail is then never read, so no consumer commits an offset past
             # data the new master gives the same ConsumeQueue offsets (#7689).
             dispatch_confirmed_only=config.controller_mode,
+            skip_damaged_segments=config.skip_damaged_segments,
+            check_old_segments_on_open=config.check_old_segments_on_start,
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

@@ -175,6 +175,14 @@ def broker(
     auto_create_topic: Annotated[
         bool | None, typer.Option("--auto-create-topic/--no-auto-create-topic")
     ] = None,
+    skip_damaged_segments: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-damaged-segments",
+            help="Start even when CommitLog files hold damaged bytes: skip them (logged), "
+            "never serve them.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
     metrics_port: MetricsPortOpt = None,
 ) -> None:
@@ -208,6 +216,7 @@ def broker(
         "auto_create_topic_enable": auto_create_topic,
         "metrics_exporter_type": "PROM" if metrics_port is not None else None,
         "metrics_prom_exporter_port": metrics_port,
+        "skip_damaged_segments": skip_damaged_segments,
     }
     try:
         base = load_toml(config) if config is not None else BrokerConfig()

@@ -12,6 +12,11 @@ Rules (reference/rocketmq-wire.md §3.7):
 - Entries are appended in CommitLog order, so physical offsets increase along a queue; the
   minimum logical offset is the first non-blank entry at or past the CommitLog minimum.
 - The last file is never deleted by retention: it remembers the queue's max offset.
+- ``open`` never refuses a queue: a gap in its files, a short file or entries after its end
+  are noted in ``damage`` (files after a gap are deleted); ``first_bad_entry`` (pure) says
+  where entries stop making sense. The store rebuilds such a queue from the CommitLog
+  (``repair.py``); records lost in skipped damaged bytes get entries pointing at those
+  bytes (``fill``), so queue offsets stay dense and those are never served.
 - A queue computes its own directory from the ConsumeQueue root, its topic and queue id
   (``paths.queue_path``): a name that would lead outside the root raises ``UnsafeName``
   before anything is created, whoever asks.
@@ -24,7 +29,7 @@ import enum
 import logging
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -41,6 +46,8 @@ CQ_ENTRY_BYTES = CQ_ENTRY.size
 BLANK_SIZE = 0x7FFFFFFF
 _BLANK_ENTRY = CQ_ENTRY.pack(0, BLANK_SIZE, 0)
 assert CQ_ENTRY_BYTES == 20
+#: How far past a queue's last entry ``open`` looks for entries that should not be there.
+_AFTER_END_BYTES = 64 * 1024
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -89,6 +96,27 @@ def decode_entries(data: bytes, first_queue_offset: int) -> list[CqEntry]:
             )
         )
     return out
+
+
+def first_bad_entry(
+    entries: Sequence[tuple[int, int, int]], *, first_real: bool, end_physical: int, max_size: int
+) -> int | None:
+    """Index of the first entry of ``entries`` (raw ``(phys, size, tags)`` in queue order,
+    zeros included) that cannot be right, or None.
+
+    Blank pre-fill entries may only come first (``first_real``: none may), sizes lie in
+    (0, ``max_size``], records end by ``end_physical``, physical offsets never decrease.
+    """
+    last_phys = 0
+    blanks_allowed = not first_real
+    for i, (phys, size, _tags) in enumerate(entries):
+        if size == BLANK_SIZE and blanks_allowed and phys == 0:
+            continue
+        blanks_allowed = False
+        if not 0 < size <= max_size or phys < last_phys or phys + size > end_physical:
+            return i
+        last_phys = phys
+    return None
 
 
 def first_true(lo: int, hi: int, pred: Callable[[int], bool]) -> int:
@@ -153,6 +181,8 @@ class ConsumeQueue:
         self.max_offset = 0
         self._dirty: set[int] = set()  # indexes into _files' first_offset values
         self._repairs_logged = False
+        #: Why ``open`` found this queue damaged (None: nothing seen); the store rebuilds it.
+        self.damage: str | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -160,24 +190,31 @@ class ConsumeQueue:
     def open(
         cls, root: Path, topic: str, queue_id: int, entries_per_file: int, min_physical: int
     ) -> ConsumeQueue:
-        """Open an existing queue directory (or an absent one: an empty queue)."""
+        """Open an existing queue directory (or an absent one: an empty queue).
+
+        Damage seen here (a file missing in the sequence or misnamed, a file shorter than
+        its size, entries after the end) is noted in ``damage``, never raised: the store
+        checks the entries and rebuilds the queue from the CommitLog. Files after a gap are
+        deleted (derived data, rebuilt).
+        """
         cq = cls(root, topic, queue_id, entries_per_file)
         directory = cq.directory
         file_bytes = entries_per_file * CQ_ENTRY_BYTES
         names = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
-        names = [n for n in names if len(n) == 20 and n.isdigit()]
-        previous: int | None = None
-        for name in names:
+        names = [n for n in names if len(n) == 20 and n.isascii() and n.isdigit()]
+        for i, name in enumerate(names):
             start = int(name)
+            previous = cq._files[-1].first_offset * CQ_ENTRY_BYTES if cq._files else None
             if start % file_bytes != 0 or (previous is not None and start != previous + file_bytes):
-                raise CorruptRecord(
-                    f"consume queue file {directory / name} does not follow "
-                    f"{_file_name(previous or 0)} with {file_bytes}-byte files"
-                )
-            previous = start
+                cq.damage = f"file {name} does not follow with {file_bytes}-byte files"
+                for later in names[i:]:
+                    (directory / later).unlink()
+                break
             path = directory / name
             fd = os.open(path, os.O_RDWR)
-            if os.fstat(fd).st_size < file_bytes:
+            size = os.fstat(fd).st_size
+            if size < file_bytes:
+                cq.damage = cq.damage or f"file {name} is {size} bytes, not {file_bytes}"
                 os.ftruncate(fd, file_bytes)
             cq._files.append(_CqFile(start // CQ_ENTRY_BYTES, path, fd))
         if not cq._files:
@@ -186,8 +223,17 @@ class ConsumeQueue:
         written = first_true(0, entries_per_file, lambda i: cq._read_raw(last, i).size <= 0)
         cq.max_offset = last.first_offset + written
         cq.min_offset = cq._files[0].first_offset
+        if cq.damage is None and cq._bytes_after_end(last, written):
+            cq.damage = f"entries follow unwritten ones in file {last.path.name}"
         cq.advance_min(min_physical)
         return cq
+
+    def _bytes_after_end(self, last: _CqFile, written: int) -> bool:
+        """Whether non-zero bytes lie in the ``_AFTER_END_BYTES`` after the last entry (a
+        zeroed stretch made the bisection stop early)."""
+        start = written * CQ_ENTRY_BYTES
+        tail = os.pread(last.fd, _AFTER_END_BYTES, start)
+        return bool(tail.strip(b"\0"))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -239,6 +285,22 @@ class ConsumeQueue:
         data = os.pread(f.fd, count * CQ_ENTRY_BYTES, index * CQ_ENTRY_BYTES)
         usable = len(data) - len(data) % CQ_ENTRY_BYTES
         return decode_entries(data[:usable], queue_offset)
+
+    def raw_entries(self, begin: int, end: int) -> list[tuple[int, int, int]]:
+        """Raw ``(phys, size, tags)`` of logical offsets [begin, end), zeros included."""
+        out: list[tuple[int, int, int]] = []
+        q = begin
+        while q < end:
+            f = self._file_for(q)
+            if f is None:
+                break
+            index = q - f.first_offset
+            count = min(end - q, self.entries_per_file - index)
+            data = os.pread(f.fd, count * CQ_ENTRY_BYTES, index * CQ_ENTRY_BYTES)
+            data = data.ljust(count * CQ_ENTRY_BYTES, b"\0")
+            out += CQ_ENTRY.iter_unpack(data)
+            q += count
+        return out
 
     def next_file_offset(self, queue_offset: int) -> int:
         """Logical offset where the file after the one holding ``queue_offset`` starts."""
@@ -297,6 +359,13 @@ class ConsumeQueue:
         )
         self._dirty.add(f.first_offset)
         self.max_offset = queue_offset + 1
+
+    def fill(self, until_offset: int, physical_offset: int, size: int) -> None:
+        """Append entries up to ``until_offset`` for records lost in damaged CommitLog bytes:
+        they point at those bytes (``physical_offset``, ``size``), which are never served."""
+        size = min(size, BLANK_SIZE - 1)
+        while self.max_offset < until_offset:
+            self.append(self.max_offset, physical_offset, size, 0)
 
     def _start_at(self, queue_offset: int) -> None:
         """Make an empty queue begin at ``queue_offset`` (RocketMQ ``fillPreBlank``)."""
@@ -359,6 +428,16 @@ class ConsumeQueue:
             self._dirty.add(f.first_offset)
         self.max_offset = queue_offset
         self.min_offset = min(self.min_offset, queue_offset)
+
+    def clear_after_end(self) -> None:
+        """Zero whatever the last file holds past the last entry (found there by ``open``)."""
+        if not self._files:
+            return
+        f = self._files[-1]
+        pos = max(0, self.max_offset - f.first_offset) * CQ_ENTRY_BYTES
+        os.ftruncate(f.fd, pos)
+        os.ftruncate(f.fd, self.entries_per_file * CQ_ENTRY_BYTES)
+        self._dirty.add(f.first_offset)
 
     def truncate_from_physical(self, physical_offset: int) -> None:
         """Drop every entry pointing at or past ``physical_offset`` (they are at the end)."""

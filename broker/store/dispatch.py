@@ -146,6 +146,8 @@ class StoreDispatch(StoreState):
             if recovering and queue_offset < cq.max_offset:
                 wrote = cq.repair(queue_offset, phys, size, code)
             else:
+                if cq.min_offset < cq.max_offset < queue_offset:
+                    self._fill_lost(cq, queue_offset, phys)
                 cq.append(queue_offset, phys, size, code)
                 wrote = True
                 for listener in self._listeners:
@@ -160,6 +162,24 @@ class StoreDispatch(StoreState):
         self._last_dispatch_ms = store_ms
         return wrote
 
+    def _fill_lost(self, cq: ConsumeQueue, queue_offset: int, phys: int) -> None:
+        """Queue offsets skipped before ``phys`` belong to records lost in a damaged range
+        skipped at open: give them entries pointing there (never served). Without such a
+        range the gap is left for ``ConsumeQueue.append`` to refuse."""
+        damage = self._damage.last_before(phys) if self._damage else None
+        if damage is None or damage.offset < cq.last_physical_end:
+            return
+        log.warning(
+            "%s: consume queue %s/%d: offsets %d..%d lost in %s",
+            self.node,
+            cq.topic,
+            cq.queue_id,
+            cq.max_offset,
+            queue_offset - 1,
+            damage.describe(),
+        )
+        cq.fill(queue_offset, damage.offset, damage.end_offset - damage.offset)
+
     def _dispatch_limit(self) -> int:
         end = self._clog.write_offset
         if self.config.dispatch_confirmed_only:
@@ -168,15 +188,21 @@ class StoreDispatch(StoreState):
 
     def _iter_log(self, begin: int, end: int) -> Iterator[tuple[MessageRecord | None, int, int]]:
         """Yield ``(record, size, offset)`` for the units in [begin, end): records, and blank
-        padding as ``(None, padding size, offset)``. ``begin`` is a unit boundary; stops
-        before a record crossing ``end``. Reads in chunks, so memory stays bounded."""
+        padding or a skipped damaged range as ``(None, size, offset)``. ``begin`` is a unit
+        boundary; stops before a record crossing ``end``. Reads in chunks, so memory stays
+        bounded."""
         pos = begin
         clog = self._clog
         while pos < end:
+            damage = self._damage.next_at_or_after(pos) if self._damage else None
+            if damage is not None and damage.offset <= pos:
+                yield None, damage.end_offset - pos, pos
+                pos = damage.end_offset
+                continue
             seg = clog.segment_for(pos)
             if seg is None:
                 return
-            stop = min(end, seg.end)
+            stop = min(end, seg.end, damage.offset if damage is not None else end)
             buf = clog.read(pos, min(_DISPATCH_CHUNK_BYTES, stop - pos)) or b""
             i = 0
             while len(buf) - i >= BLANK_MARKER_BYTES:

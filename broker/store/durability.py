@@ -133,6 +133,7 @@ class StoreDurability(StoreReads):
         removed = clog.delete_head(count)
         new_min = clog.min_offset
         self._dispatched = max(self._dispatched, new_min)
+        self._damage = self._damage.above(new_min)
         cq_files = sum(cq.advance_min(new_min) for cq in self._cqs.values())
         index_files = self._index.delete_below(new_min)
         log.info(

@@ -8,10 +8,15 @@ Rules:
 - With ``dispatch_confirmed_only`` nothing past the dispatched (confirmed) offset is
   readable, by queue or by physical offset.
 - A query by key re-checks the key in every record the index names (hash collisions).
+- Nothing but a record is served: an entry whose bytes overlap a damaged range skipped at
+  open, or do not start with a record of that size lying at that offset (magic, TOTALSIZE,
+  PHYSICALOFFSET), is left out and logged (issue 13 row 8: zeroed CommitLog bytes reached
+  consumers as undecodable records); the pull's next offset still moves past it.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 
 from broker.store.consumequeue import BoundaryType, search_offset_by_time
@@ -37,6 +42,12 @@ from protocol.message import (
     decode_record,
     peek_record_header,
 )
+
+log = logging.getLogger(__name__)
+
+#: Unservable reads logged one by one; later ones only every ``_UNSERVABLE_LOG_EVERY``.
+_UNSERVABLE_LOGGED = 10
+_UNSERVABLE_LOG_EVERY = 1000
 
 
 class StoreReads(StoreState):
@@ -93,6 +104,9 @@ class StoreReads(StoreState):
             data = self._clog.read(e.physical_offset, e.size)
             if data is None or len(data) != e.size:
                 continue
+            if not self._servable(e.physical_offset, data):
+                self._refuse_read(f"{topic}/{queue_id} offset {e.queue_offset}", e.physical_offset)
+                continue
             records.append(data)
             offsets.append(e.queue_offset)
         status = sel.status
@@ -107,6 +121,28 @@ class StoreReads(StoreState):
             queue_offsets=tuple(offsets),
         )
 
+    def _servable(self, physical_offset: int, data: bytes) -> bool:
+        """Whether ``data`` read at ``physical_offset`` is one whole record lying there."""
+        if self._damage and self._damage.overlapping(physical_offset, len(data)):
+            return False
+        if len(data) < PHYS_OFFSET_POS + 8:
+            return False
+        size, magic = peek_record_header(data, 0)
+        lies_at = int.from_bytes(data[PHYS_OFFSET_POS : PHYS_OFFSET_POS + 8], "big")
+        return size == len(data) and magic in (MAGIC_V1, MAGIC_V2) and lies_at == physical_offset
+
+    def _refuse_read(self, what: str, physical_offset: int) -> None:
+        self._unservable_reads += 1
+        n = self._unservable_reads
+        if n <= _UNSERVABLE_LOGGED or n % _UNSERVABLE_LOG_EVERY == 0:
+            log.warning(
+                "%s: not serving %s: no record at CommitLog offset %d (damaged; %d refused so far)",
+                self.node,
+                what,
+                physical_offset,
+                n,
+            )
+
     def read_record(self, physical_offset: int) -> bytes | None:
         """The record starting at ``physical_offset``; None when none starts there."""
         clog = self._clog
@@ -119,6 +155,8 @@ class StoreReads(StoreState):
         if magic not in (MAGIC_V1, MAGIC_V2) or size < MIN_RECORD_BYTES:
             return None
         if int.from_bytes(head[PHYS_OFFSET_POS : PHYS_OFFSET_POS + 8], "big") != physical_offset:
+            return None
+        if self._damage and self._damage.overlapping(physical_offset, size):
             return None
         return clog.read(physical_offset, size)
 
@@ -163,6 +201,8 @@ class StoreReads(StoreState):
 
     def _store_time(self, phys: int, size: int) -> int:
         """STORETIMESTAMP of the record at ``phys``; -1 if it cannot be read."""
+        if self._damage and self._damage.overlapping(phys, size):
+            return -1
         head = self._clog.read(phys, min(size, STORE_HOST_POS))
         if head is None or len(head) < STORE_HOST_POS:
             return -1

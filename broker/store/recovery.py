@@ -12,7 +12,14 @@ Rules (DESIGN.md §4 "Recovery", reference/rocketmq-wire.md §3.9; etcd WAL's to
   * otherwise, non-zero bytes after it -> a torn tail: those bytes are copied to
     ``<segment>.broken`` and cut off (one log line);
   * otherwise -> the clean end.
-- Corruption raises ``CorruptRecord`` naming the file and the offset; the store does not open.
+- Corruption raises ``DamagedSegment`` (a ``CorruptRecord`` and an ``UnreadableFile``:
+  ``<segment>: damaged at offset N (file position P) ...``); the store does not open.
+- Segments below the re-verified ones are walked too (``scan_old_segments``: size, magic,
+  PHYSICALOFFSET and body CRC of each record, no decode), so damage anywhere refuses
+  start (issue 13 row 8). With ``skip_damaged_segments`` each damaged range (to the next
+  valid record of its segment, or the segment's end) is logged with its file and offset
+  and returned as a ``Damage`` instead; the walk goes on past it, and data ending below the
+  fsynced offset is cut like a torn tail.
 - A "valid record after" is found by searching the bytes for a record magic whose
   PHYSICALOFFSET field equals its position and that decodes (with CRC): random bytes do not
   pass that by accident. Holes in sparse files are skipped with SEEK_DATA.
@@ -23,12 +30,16 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 
 from broker.store.commitlog import CommitLog, Segment
+from broker.store.damage import Damage
+from broker.store.files import UnreadableFile
 from protocol.errors import CorruptRecord, MalformedRecord
 from protocol.message import (
     BLANK_MAGIC,
@@ -36,6 +47,8 @@ from protocol.message import (
     MAGIC_V1,
     MAGIC_V2,
     MIN_RECORD_BYTES,
+    SYSFLAG_BORNHOST_V6,
+    SYSFLAG_STOREHOST_V6,
     decode_record,
     peek_record_header,
 )
@@ -43,7 +56,13 @@ from protocol.message import (
 log = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 4 * 1024 * 1024
+_BODY_CRC_POS = 8
 _PHYS_FIELD_POS = 28
+_SYSFLAG_POS = 36
+_BORN_HOST_POS = 48
+_CRC_MASK = 0x7FFFFFFF
+_INT32 = struct.Struct(">i")
+_INT64 = struct.Struct(">q")
 _MAGICS = (MAGIC_V1.to_bytes(4, "big", signed=True), MAGIC_V2.to_bytes(4, "big", signed=True))
 
 
@@ -68,6 +87,10 @@ class RecoveryReport:
     #: The abort marker was present (the previous run did not close the store).
     abnormal_shutdown: bool
     checkpoint_valid: bool
+    #: ConsumeQueues found damaged and rebuilt from the CommitLog ("topic/queueId").
+    rebuilt_queues: tuple[str, ...] = ()
+    #: Damaged CommitLog ranges skipped (``skip_damaged_segments``).
+    skipped_damage: tuple[Damage, ...] = ()
 
 
 class TailVerdict(enum.Enum):
@@ -118,7 +141,10 @@ def walk_records(clog: CommitLog, start: int, *, check_crc: bool) -> WalkEnd:
         pos = seg.end
 
 
-def _walk_segment(seg: Segment, start: int, *, check_crc: bool) -> WalkEnd:
+def _walk_segment(seg: Segment, start: int, *, check_crc: bool, light: bool = False) -> WalkEnd:
+    """Walk one segment from ``start``; ``light`` checks size, magic, the PHYSICALOFFSET
+    field and the body CRC of each record without decoding it (the old-segment scan, at
+    several times the speed of a full decode)."""
     pos = start
     while pos < seg.end:
         want = min(_CHUNK_BYTES, seg.end - pos)
@@ -151,6 +177,14 @@ def _walk_segment(seg: Segment, start: int, *, check_crc: bool) -> WalkEnd:
                         return WalkEnd(offset=where, reason="record cut by the end of the file")
                 else:
                     break
+            if light:
+                (lies_at,) = _INT64.unpack_from(buf, i + _PHYS_FIELD_POS)
+                if lies_at != where:
+                    return WalkEnd(offset=where, reason=f"record says it lies at {lies_at}")
+                if check_crc and not _body_crc_matches(buf, i, size):
+                    return WalkEnd(offset=where, reason="record body fails its CRC")
+                i += size
+                continue
             try:
                 rec, _ = decode_record(buf, i, check_crc=check_crc, max_size=seg.size)
             except MalformedRecord as exc:
@@ -165,6 +199,21 @@ def _walk_segment(seg: Segment, start: int, *, check_crc: bool) -> WalkEnd:
             i += size
         pos += i
     return WalkEnd(offset=seg.end, reason=None)
+
+
+def _body_crc_matches(buf: bytes, i: int, size: int) -> bool:
+    """Whether the body of the record at ``buf[i:i + size]`` matches its BODYCRC field
+    (record layout, wire §3.2: host fields are 8 bytes, or 20 with their IPv6 flag)."""
+    (sys_flag,) = _INT32.unpack_from(buf, i + _SYSFLAG_POS)
+    born = 20 if sys_flag & SYSFLAG_BORNHOST_V6 else 8
+    store = 20 if sys_flag & SYSFLAG_STOREHOST_V6 else 8
+    at = i + _BORN_HOST_POS + born + 8 + store + 12  # + store time, reconsume, prepared
+    (body_len,) = _INT32.unpack_from(buf, at)
+    if body_len < 0 or at + 4 + body_len > i + size:
+        return False
+    crc = zlib.crc32(memoryview(buf)[at + 4 : at + 4 + body_len]) & _CRC_MASK
+    (stored,) = _INT32.unpack_from(buf, i + _BODY_CRC_POS)
+    return bool(crc == stored)
 
 
 def _data_chunks(fd: int, begin: int, end: int) -> Iterator[tuple[int, bytes]]:
@@ -210,28 +259,39 @@ def _is_record_at(seg: Segment, file_pos: int, *, check_crc: bool) -> bool:
     return True
 
 
+def _valid_record_in(seg: Segment, begin: int, *, check_crc: bool) -> int | None:
+    """File position of the first valid record at or after file position ``begin``."""
+    carry = b""
+    carry_pos = begin
+    for chunk_pos, data in _data_chunks(seg.fd, begin, seg.size):
+        if chunk_pos != carry_pos + len(carry):
+            carry = b""
+        window = carry + data
+        base = chunk_pos - len(carry)
+        candidates = sorted(c for m in _MAGICS for c in _candidates(window, m, base))
+        for cand in candidates:  # in position order: the first valid one is the answer
+            if cand >= begin and _is_record_at(seg, cand, check_crc=check_crc):
+                return cand
+        carry = window[-3:]
+        carry_pos = chunk_pos + len(data) - len(carry)
+    return None
+
+
+def _candidates(window: bytes, magic: bytes, base: int) -> Iterator[int]:
+    j = window.find(magic)
+    while j != -1:
+        yield base + j - 4
+        j = window.find(magic, j + 1)
+
+
 def find_valid_record_after(clog: CommitLog, offset: int, *, check_crc: bool = True) -> int | None:
     """Offset of the first valid record lying after ``offset`` (exclusive), or None."""
     for seg in clog.segments:
         if seg.end <= offset + 1:
             continue
-        begin = max(offset + 1, seg.start) - seg.start
-        carry = b""
-        carry_pos = begin
-        for chunk_pos, data in _data_chunks(seg.fd, begin, seg.size):
-            if chunk_pos != carry_pos + len(carry):
-                carry = b""
-            window = carry + data
-            base = chunk_pos - len(carry)
-            for magic in _MAGICS:
-                j = window.find(magic)
-                while j != -1:
-                    cand = base + j - 4
-                    if cand >= begin and _is_record_at(seg, cand, check_crc=check_crc):
-                        return seg.start + cand
-                    j = window.find(magic, j + 1)
-            carry = window[-3:]
-            carry_pos = chunk_pos + len(data) - len(carry)
+        found = _valid_record_in(seg, max(offset + 1, seg.start) - seg.start, check_crc=check_crc)
+        if found is not None:
+            return seg.start + found
     return None
 
 
@@ -321,12 +381,69 @@ def _cut_at(clog: CommitLog, end_offset: int) -> None:
         os.fsync(seg.fd)
 
 
-def describe(clog: CommitLog, offset: int) -> str:
-    """``<file> (file position N)`` for error messages."""
+class DamagedSegment(UnreadableFile, CorruptRecord):
+    """A CommitLog segment holds bytes that are no record where records must be."""
+
+
+#: What a refusal tells the operator to do.
+_REMEDY = (
+    "refusing to start: restore the file, or start with --skip-damaged-segments "
+    "(skipDamagedSegments = true) to serve everything else and never the damaged bytes"
+)
+
+
+@attrs.frozen(kw_only=True)
+class LogRecovery:
+    """What ``recover_commitlog`` found and did."""
+
+    end_offset: int
+    #: Non-zero bytes cut off a torn tail, and the copy kept of them.
+    cut_bytes: int
+    broken_file: Path | None
+    #: Ranges skipped (``skip_damaged``), oldest first.
+    damages: tuple[Damage, ...]
+
+
+def _damage_at(clog: CommitLog, offset: int, end_offset: int, reason: str) -> Damage:
     seg = clog.segment_for(offset)
-    if seg is None:
-        return f"{clog.directory} (offset {offset}, beyond the last file)"
-    return f"{seg.path} at file position {offset - seg.start}"
+    assert seg is not None
+    return Damage(
+        path=seg.path,
+        offset=offset,
+        end_offset=min(end_offset, seg.end),
+        reason=reason,
+        segment_start=seg.start,
+    )
+
+
+def _refuse_or_keep(damage: Damage, *, skip: bool, node: str) -> Damage:
+    if not skip:
+        raise DamagedSegment(damage.path, f"{damage.problem()}; {_REMEDY}")
+    log.error("%s: skipping damaged CommitLog bytes: %s", node, damage.describe())
+    return damage
+
+
+def scan_old_segments(clog: CommitLog, below: int, *, skip: bool, node: str) -> list[Damage]:
+    """Walk the record headers of every segment ending at or below ``below`` (those the
+    checkpoint walk does not re-verify); each damaged range refuses start, or is logged
+    and returned when ``skip``."""
+    damages: list[Damage] = []
+    for seg in clog.segments:
+        if seg.end > below:
+            break
+        pos = seg.start
+        while pos < seg.end:
+            stop = _walk_segment(seg, pos, check_crc=True, light=True)
+            if stop.offset >= seg.end:
+                break
+            found = _valid_record_in(seg, stop.offset + 1 - seg.start, check_crc=True)
+            resume = seg.end if found is None else seg.start + found
+            reason = stop.reason or "zeros where a record or the end marker should be"
+            damages.append(
+                _refuse_or_keep(_damage_at(clog, stop.offset, resume, reason), skip=skip, node=node)
+            )
+            pos = resume
+    return damages
 
 
 def recover_commitlog(
@@ -336,10 +453,13 @@ def recover_commitlog(
     durable_offset: int,
     check_crc: bool,
     node: str,
-) -> tuple[int, int, Path | None]:
-    """Walk from ``start``, judge the end, repair or refuse.
+    skip_damaged: bool = False,
+) -> LogRecovery:
+    """Walk from ``start``, judge the end, repair or refuse; with ``skip_damaged`` a
+    damaged range followed by valid records is logged, kept aside and walked past, and
+    data ending below the durable offset is cut like a torn tail.
 
-    Returns (end offset, bytes cut, broken copy). Raises ``CorruptRecord``.
+    Raises ``CorruptRecord`` (``DamagedSegment`` when a file holds the damage).
     """
     last_end = clog.segments[-1].end if clog.segments else clog.min_offset
     if durable_offset > last_end:
@@ -347,27 +467,39 @@ def recover_commitlog(
             f"{clog.directory}: the checkpoint says data was fsynced up to offset "
             f"{durable_offset} but the CommitLog files end at {last_end}"
         )
-    stop = walk_records(clog, start, check_crc=check_crc)
-    end = stop.offset
-    valid_after = find_valid_record_after(clog, end, check_crc=check_crc)
-    garbage = garbage_extent(clog, end) + sum(
-        seg.size for seg in later_segments_with_data(clog, end)
-    )
-    verdict, why = judge_tail(
-        end_offset=end,
-        durable_offset=durable_offset,
-        valid_after=valid_after,
-        garbage_bytes=garbage,
-    )
-    detail = f"{why}; {stop.reason}" if stop.reason else why
-    if verdict is TailVerdict.CORRUPT:
-        raise CorruptRecord(
-            f"CommitLog corrupt at offset {end}: {describe(clog, end)}: {detail}; "
-            "refusing to start (move the damaged files away or restore them)"
+    damages: list[Damage] = []
+    pos = start
+    while True:
+        stop = walk_records(clog, pos, check_crc=check_crc)
+        end = stop.offset
+        valid_after = find_valid_record_after(clog, end, check_crc=check_crc)
+        garbage = garbage_extent(clog, end) + sum(
+            seg.size for seg in later_segments_with_data(clog, end)
         )
-    if verdict is TailVerdict.TORN:
-        cut, broken = cut_tail(clog, end, node=node, reason=detail)
-        return end, cut, broken
-    _cut_at(clog, end)
-    clog.write_offset = end
-    return end, 0, None
+        verdict, why = judge_tail(
+            end_offset=end,
+            durable_offset=durable_offset,
+            valid_after=valid_after,
+            garbage_bytes=garbage,
+        )
+        detail = f"{why}; {stop.reason}" if stop.reason else why
+        if verdict is TailVerdict.CORRUPT and valid_after is not None:
+            damage = _damage_at(clog, end, valid_after, detail)
+            damages.append(_refuse_or_keep(damage, skip=skip_damaged, node=node))
+            pos = damage.end_offset
+            continue
+        if verdict is TailVerdict.CORRUPT:
+            seg = clog.segment_for(end)
+            if seg is None or not skip_damaged:
+                where = seg.path if seg is not None else clog.directory
+                at = f"file position {end - seg.start}" if seg is not None else "past the files"
+                raise DamagedSegment(where, f"damaged at offset {end} ({at}): {detail}; {_REMEDY}")
+            log.error("%s: %s: %s; cutting there (skipDamagedSegments)", node, seg.path, detail)
+        if verdict is not TailVerdict.CLEAN:
+            cut, broken = cut_tail(clog, end, node=node, reason=detail)
+            return LogRecovery(
+                end_offset=end, cut_bytes=cut, broken_file=broken, damages=tuple(damages)
+            )
+        _cut_at(clog, end)
+        clog.write_offset = end
+        return LogRecovery(end_offset=end, cut_bytes=0, broken_file=None, damages=tuple(damages))

@@ -157,9 +157,17 @@ class StoreReplica(StorePut):
         seg = clog.segment_for(offset)
         if offset >= end or seg is None:
             return b""
+        stop = min(end, seg.end)
+        damage = self._damage.next_at_or_after(offset) if self._damage else None
+        if damage is not None and damage.offset < stop:
+            if damage.offset <= offset:
+                raise StorageError(
+                    f"cannot replicate {damage.describe()} (skipped at start): a slave can "
+                    "only copy records"
+                )
+            stop = damage.offset
         if not self._is_boundary(offset):
             raise StorageError(f"cannot read raw data from {offset}: not a record boundary")
-        stop = min(end, seg.end)
         data = clog.read(offset, min(max(max_bytes, BLANK_MARKER_BYTES), stop - offset)) or b""
         i = 0
         while len(data) - i >= BLANK_MARKER_BYTES:

@@ -5,8 +5,9 @@ Rules:
   what lies below it:
   ``StoreState`` (here: fields, offsets, the checkpoint value)
   <- ``StoreDispatch`` (dispatch.py) <- ``StorePut`` (put.py) <- ``StoreReplica`` (replica.py);
+  ``StoreDispatch`` <- ``StoreRepair`` (repair.py: ConsumeQueue checks at open);
   ``StoreState`` <- ``StoreReads`` (reads.py) <- ``StoreDurability`` (durability.py);
-  ``MessageStore`` (store.py: opening, recovery, statistics) stacks both. Only
+  ``MessageStore`` (store.py: opening, recovery, statistics) stacks them all. Only
   ``MessageStore`` is ever built (``MessageStore.open``).
 - Single Trio thread. Every mutation (put, append_raw, dispatch, truncation, retention) is a
   synchronous section, so queue offsets are assigned without a lock (the Trio equivalent of
@@ -28,6 +29,7 @@ from broker.store.checkpoint import Checkpoint
 from broker.store.commitlog import CommitLog
 from broker.store.config import StoreConfig
 from broker.store.consumequeue import ConsumeQueue
+from broker.store.damage import DamageMap
 from broker.store.flush import GroupCommit, collect_fds
 from broker.store.index import IndexService
 from broker.store.recovery import RecoveryReport
@@ -86,6 +88,10 @@ class StoreState:
         self._index_skip_below = -1
         #: Records whose topic/queue id could not name a ConsumeQueue directory.
         self._unsafe_skipped = 0
+        #: Damaged CommitLog ranges skipped at open (``skip_damaged_segments``).
+        self._damage = DamageMap()
+        #: Reads refused because the entry did not lead to a record (damage).
+        self._unservable_reads = 0
         self._closed = False
         self._truncating = False
         self._closing = False

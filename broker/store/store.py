@@ -6,10 +6,12 @@ Rules:
   path, dispatch, replication, reads and durability; this file holds opening, recovery
   glue and statistics.
 - Recovery: scan from the lower of the checkpoint's flushed and dispatched offsets (and
-  re-verify ``verify_segments_on_open`` segments below it), cut a torn tail, drop queue and
-  index entries past the end (and, with ``dispatch_confirmed_only``, past the confirm
-  offset), re-dispatch the rest, then fsync everything and write a checkpoint before any
-  new write is taken.
+  re-verify ``verify_segments_on_open`` segments below it; walk the older ones with
+  ``check_old_segments_on_open``), refuse damage or, with ``skip_damaged_segments``, keep
+  it aside; cut a torn tail, drop queue and index entries past the end (and, with
+  ``dispatch_confirmed_only``, past the confirm offset), check each ConsumeQueue's newest
+  entries and rebuild the damaged ones (``repair.py``), re-dispatch the rest, then fsync
+  everything and write a checkpoint before any new write is taken.
 - An abort marker exists while the store is open: found at open, the last shutdown was
   abnormal.
 """
@@ -26,12 +28,14 @@ from broker.store.checkpoint import Checkpoint, read_checkpoint, write_checkpoin
 from broker.store.commitlog import CommitLog
 from broker.store.config import StoreConfig
 from broker.store.consumequeue import ConsumeQueue
+from broker.store.damage import Damage, DamageMap
 from broker.store.durability import StoreDurability
 from broker.store.flush import fsync_fds
 from broker.store.index import IndexService
 from broker.store.metadata import fsync_dir
 from broker.store.paths import UnsafeName
-from broker.store.recovery import RecoveryReport, recover_commitlog
+from broker.store.recovery import RecoveryReport, recover_commitlog, scan_old_segments
+from broker.store.repair import StoreRepair
 from broker.store.replica import StoreReplica
 from broker.store.results import SCHEDULE_TOPIC as SCHEDULE_TOPIC
 from broker.store.results import StoreStatistics
@@ -40,7 +44,7 @@ from protocol.errors import StorageError
 log = logging.getLogger(__name__)
 
 
-class MessageStore(StoreReplica, StoreDurability):
+class MessageStore(StoreRepair, StoreReplica, StoreDurability):
     """The broker's storage engine. Build it with ``MessageStore.open``."""
 
     @classmethod
@@ -91,6 +95,7 @@ class MessageStore(StoreReplica, StoreDurability):
         index_dir_existed = (self.store_dir / "index").is_dir()
         start, end, cut, broken = self._recover_commitlog(ckpt)
         dropped_cq, dropped_index, index_reset = self._open_derived(end, index_dir_existed)
+        damaged_queues = self._check_consume_queues()
         clog = self._clog
         rebuild_all = end > clog.min_offset and (ckpt is None or not cq_dir_existed or index_reset)
         self._dispatched = self._redispatch_start(ckpt, end, rebuild_all=rebuild_all)
@@ -105,6 +110,7 @@ class MessageStore(StoreReplica, StoreDurability):
             for cq in self._cqs.values():
                 cq.truncate_from_physical(self._dispatched)
             self._index.truncate_after(self._dispatched)
+        self._rebuild_queues(damaged_queues, self._dispatched)
         redispatched = self._dispatch_pending(self._dispatch_limit(), recovering=True)
         self._index_skip_below = -1
         self._rebuild_queue_offsets()
@@ -127,6 +133,8 @@ class MessageStore(StoreReplica, StoreDurability):
             dropped_index_entries=dropped_index,
             abnormal_shutdown=abnormal,
             checkpoint_valid=ckpt is not None,
+            rebuilt_queues=tuple(sorted(f"{t}/{q}" for t, q in damaged_queues)),
+            skipped_damage=self._damage.ranges,
         )
         log.info(
             "%s: store opened at %s: offsets [%d, %d), %s shutdown, %d records re-dispatched",
@@ -152,14 +160,21 @@ class MessageStore(StoreReplica, StoreDurability):
         if clog.segments and start > clog.segments[-1].end:
             start = clog.segments[-1].end  # recover_commitlog reports the missing bytes
         start = min(start, self._verify_from(start))
-        end, cut, broken = recover_commitlog(
+        cfg = self.config
+        skip = cfg.skip_damaged_segments
+        old: list[Damage] = []
+        if cfg.check_old_segments_on_open:
+            old = scan_old_segments(clog, start, skip=skip, node=self.node)
+        found = recover_commitlog(
             clog,
             start=start,
             durable_offset=durable if clog.segments else 0,
-            check_crc=self.config.check_crc,
+            check_crc=cfg.check_crc,
             node=self.node,
+            skip_damaged=skip,
         )
-        return start, end, cut, broken
+        self._damage = DamageMap.of([*old, *found.damages])
+        return start, found.end_offset, found.cut_bytes, found.broken_file
 
     def _verify_from(self, start: int) -> int:
         """Start of the oldest segment to re-verify below ``start`` (a record boundary)."""
