@@ -22,6 +22,7 @@ from tests.component.ha_fixtures import (
 )
 
 CFG = attrs.evolve(HA_CFG, handshake_timeout_s=0.5, max_pending_connections=4, max_connections=2)
+SLOW_HOUSEKEEPING = attrs.evolve(CFG, housekeeping_timeout_s=5.0)
 
 
 async def hold_idle(port: int, count: int, opened: list[int]) -> None:
@@ -48,13 +49,14 @@ async def test_idle_sockets_do_not_lock_a_slave_out(
 ) -> None:
     opened: list[int] = []
     with caplog.at_level(logging.WARNING):
-        async with nodes(tmp_path, "m", "s") as (m, s), cluster(m, CFG) as c:
+        async with nodes(tmp_path, "m", "s") as (m, s), cluster(m, SLOW_HOUSEKEEPING) as c:
             c.append(20)
             c.nursery.start_soon(hold_idle, c.port, 16, opened)
             await until(lambda: len(opened) >= 16)
-            await c.add_slave(s, 1, CFG)
-            # Far sooner than the 1 s housekeeping timeout that used to free a slot.
-            await until(caught_up(m, s), 0.9)
+            await c.add_slave(s, 1, SLOW_HOUSEKEEPING)
+            # Far sooner than the 5 s housekeeping timeout that used to free a slot (for
+            # a moment: the idle sockets took it back first).
+            await until(caught_up(m, s), 3.0)
             await until(lambda: len(opened) >= 40)  # the idle ones keep being closed
             status = c.master.status()
             assert [x.broker_id for x in status.slaves] == [1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import struct
 
@@ -87,3 +88,23 @@ def test_wrong_state_and_oversize_are_refused() -> None:
         slave.feed(struct.pack(">iiqiqq", 2, 11, 0, 1, 0, 0))
     with pytest.raises(ProtocolError, match="epoch list"):
         SlaveSideDecoder().feed(struct.pack(">iiqi", 1, 13, 0, 0))
+
+
+# Fuzz (issue 13): any bytes, split anywhere, after a valid handshake or not, end either in
+# messages or in ProtocolError, never in another exception.
+_PREFIXES = st.sampled_from(
+    [
+        b"",
+        SlaveHandshake(slave_broker_id=1).encode(),
+        MasterHandshake(max_offset=10, last_epoch=1, epochs=((1, 0),)).encode(),
+    ]
+)
+
+
+@given(prefix=_PREFIXES, data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 700)))
+def test_fuzz_decoders_raise_only_protocol_errors(
+    prefix: bytes, data: bytes, cuts: list[int]
+) -> None:
+    for decoder in (MasterSideDecoder(), SlaveSideDecoder(max_body_bytes=256)):
+        with contextlib.suppress(ProtocolError):
+            feed_in_pieces(decoder, prefix + data, cuts)
