@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import struct
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol import command as command_module
 from protocol.codes import (
     FLAG_ONEWAY,
     FLAG_RESPONSE,
@@ -17,7 +19,7 @@ from protocol.codes import (
     RequestCode,
     ResponseCode,
 )
-from protocol.command import RemotingCommand, coerce_ext_value
+from protocol.command import RemotingCommand, coerce_ext_value, dumps_ascii
 from protocol.errors import MalformedHeader
 from protocol.frame import Frame, FrameDecoder
 
@@ -443,3 +445,127 @@ def test_respond_to_binary_request_answers_in_json() -> None:
     decoded = _decode(wire)
     assert decoded.opaque == 42
     assert decoded.is_response
+
+
+# --- the orjson fast paths give the stdlib codec's results -----------------------------------
+
+# Every code point, lone surrogates included (a peer's "\ud800" escape decodes to one).
+ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None))
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63 - 2, max_value=2**64 + 2)
+    | st.integers(min_value=-(2**63) - 2, max_value=-(2**63) + 2)
+    | ANY_TEXT
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _stdlib_header(raw: bytes) -> object:
+    """What the stdlib decoder alone makes of ``raw``: the fields, or the error text."""
+    try:
+        return command_module._header_fields(command_module._stdlib_loads(raw), float_reparse=False)
+    except MalformedHeader as exc:
+        return f"MalformedHeader: {exc}"
+
+
+def _fast_header(raw: bytes) -> object:
+    try:
+        return command_module._decode_json_header(raw)
+    except MalformedHeader as exc:
+        return f"MalformedHeader: {exc}"
+
+
+@settings(deadline=None, max_examples=500)
+@given(value=JSON_VALUES)
+def test_dumps_ascii_is_the_stdlib_encoding(value: object) -> None:
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode()
+    assert dumps_ascii(value) == expected
+
+
+HEADER_NUMBERS = (
+    INT32
+    | st.integers()
+    | st.integers(min_value=2**63 - 2, max_value=2**64 + 2)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["7", " 7", "x", "1_0", "٣"])
+    | st.booleans()
+    | st.none()
+)
+EXT_VALUES = (
+    ANY_TEXT
+    | st.integers()
+    | st.integers(min_value=2**63 - 2, max_value=2**64 + 2)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.none()
+    | st.lists(st.integers(), max_size=2)
+)
+
+
+@st.composite
+def raw_headers(draw: st.DrawFn) -> bytes:
+    header: dict[str, object] = {}
+    for name in ("code", "language", "version", "opaque", "flag", "remark"):
+        if draw(st.booleans()):
+            header[name] = draw(
+                HEADER_NUMBERS if name not in ("language", "remark") else JSON_VALUES
+            )
+    if draw(st.booleans()):
+        header["extFields"] = draw(st.dictionaries(ANY_TEXT, EXT_VALUES, max_size=6))
+    raw = json.dumps(header, ensure_ascii=draw(st.booleans()), allow_nan=True)
+    data = raw.encode("utf-8", "surrogatepass")
+    if draw(st.booleans()) and data:  # and the header some bytes away from valid
+        pos = draw(st.integers(0, len(data) - 1))
+        data = data[:pos] + draw(st.binary(max_size=3)) + data[pos + 1 :]
+    return data
+
+
+@settings(deadline=None, max_examples=1000)
+@given(raw=raw_headers())
+def test_json_header_decoding_is_the_stdlib_decoding(raw: bytes) -> None:
+    assert _fast_header(raw) == _stdlib_header(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"code":1,"opaque":18446744073709551616}',  # orjson: a float; the stdlib: an int
+        b'{"code":1,"extFields":{"a":123456789012345678901234567890}}',
+        b'{"code":1,"extFields":{"a":NaN,"b":Infinity}}',  # only the stdlib reads these
+        b'{"code":1,"remark":"\\ud800"}',
+        b'{"code":1.0}',
+        b'{"code":1,"extFields":{"a":1.5,"b":true,"c":null,"d":7}}',
+    ],
+)
+def test_json_headers_orjson_reads_differently_get_the_stdlib_reading(raw: bytes) -> None:
+    assert _fast_header(raw) == _stdlib_header(raw)
+
+
+def test_fast_construction_equals_attrs_construction() -> None:
+    request = RemotingCommand.request(RequestCode.SEND_MESSAGE_V2, {"a": "b"}, b"x", opaque=3)
+    assert request == RemotingCommand(
+        code=RequestCode.SEND_MESSAGE_V2, opaque=3, ext_fields={"a": "b"}, body=b"x"
+    )
+    ext = {"k": "v"}
+    answer = request.respond(ResponseCode.SUCCESS, "r", ext_fields=ext)
+    ext["k"] = "changed"  # the command holds its own copy, as attrs' converter made it
+    assert answer.ext_fields == {"k": "v"}
+    assert answer.with_opaque(9, FLAG_RESPONSE) == attrs.evolve(answer, opaque=9)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        answer.code = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "tab\t nl\n \x00 \x1f", "del \x7f", "café", "\u2028", "😀", "\ud800", "\udfff x"],
+)
+def test_dumps_ascii_escapes_what_the_stdlib_escapes(text: str) -> None:
+    value = {"remark": text, "extFields": {text: text}}
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode()
+    assert dumps_ascii(value) == expected
