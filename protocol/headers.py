@@ -14,6 +14,11 @@ Rules (reference/rocketmq-wire.md §2):
   transport answers SYSTEM_ERROR with that remark, as Java answers the NumberFormatException
   of its header decoding.
 - Unknown ext fields are ignored (5.x clients add ``bname``, ``lo``, ``ns``, ...).
+- Every request pays for its header, so each class gets its own ``from_ext_fields`` /
+  ``to_ext_fields`` pair generated from its field specs on first use (one straight line
+  per field, as attrs generates ``__init__``), with a fast path for plain decimal digits
+  that cannot leave the Java range; anything else goes through the one general parser
+  (``_parse``), which decides and words every error.
 - Pure.
 """
 
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Self
 
 import attrs
@@ -100,30 +105,116 @@ class Header:
     @classmethod
     def from_ext_fields(cls, ext: Mapping[str, str]) -> Self:
         """Parse ``ext`` (already coerced to strings) into this header."""
-        values: dict[str, Any] = {}
-        for spec in cls._field_specs():
-            raw = ext.get(spec.wire)
-            if raw is None:
-                if spec.required:
-                    raise MissingHeaderField(
-                        f"required header field {spec.wire!r} is missing{_for_code(cls.CODE)}"
-                    )
-                continue
-            values[spec.attr] = _parse(raw, spec, cls.CODE)
-        return cls(**values)
+        codec = _CODECS.get(cls) or _compile_codec(cls)
+        return codec.parse(ext)  # type: ignore[no-any-return]
 
     def to_ext_fields(self) -> dict[str, str]:
         """The ext fields to send: every non-None field as a string."""
-        ext: dict[str, str] = {}
-        for spec in self._field_specs():
-            value = getattr(self, spec.attr)
-            if value is None:
-                continue
-            if isinstance(value, bool):
-                ext[spec.wire] = "true" if value else "false"
-            else:
-                ext[spec.wire] = str(value)
-        return ext
+        codec = _CODECS.get(type(self)) or _compile_codec(type(self))
+        return codec.emit(self)
+
+    @classmethod
+    def _make(cls, *values: Any) -> Self:
+        """``cls(**fields)`` from every field's value in declaration order, without the
+        cost of attrs' ``__init__`` (these classes have no validators or converters)."""
+        codec = _CODECS.get(cls) or _compile_codec(cls)
+        return codec.make(*values)  # type: ignore[no-any-return]
+
+
+@attrs.frozen
+class _Codec:
+    """A header class's generated functions."""
+
+    parse: Callable[[Mapping[str, str]], Any]
+    emit: Callable[[Any], dict[str, str]]
+    make: Callable[..., Any]
+
+
+_CODECS: dict[type[Header], _Codec] = {}
+
+#: Longest digit string that always fits an int (2**31 - 1 has 10 digits) or a long (19).
+_SAFE_DIGITS = {INT32_RANGE: 9, INT64_RANGE: 18}
+
+
+def _text(value: object) -> str:
+    """A field value's ext-field text (Java's ``toString``; booleans in lower case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _compile_codec(cls: type[Header]) -> _Codec:
+    """Generate ``cls``'s functions, one straight line of code per field, as attrs does.
+
+    ``make`` sets the frozen instance's slots directly, which is what attrs' ``__init__``
+    does for fields without validators, converters or factories (asserted here). ``parse``
+    reads each field, refuses a missing required one with the message the general path
+    words, takes ``int(raw)`` for plain ASCII digits short enough to fit the field's Java
+    type and hands anything else to ``_parse``. Names in the source are the field specs'
+    own (Python identifiers) or ``repr`` literals, never peer input.
+    """
+    specs = cls._field_specs()
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
+    assert not hasattr(cls, "__attrs_post_init__"), cls
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "code": cls.CODE,
+        "specs": specs,
+        "_parse": _parse,
+        "_text": _text,
+        "_new": object.__new__,
+        "MissingHeaderField": MissingHeaderField,
+    }
+    vars_ = [f"v{n}" for n in range(len(specs))]
+    make = [f"def make({', '.join(vars_)}):", "    self = _new(cls)"]
+    parse = ["def parse(ext):", "    get = ext.get"]
+    emit = ["def emit(self):", "    ext = {}"]
+    for n, (spec, field) in enumerate(zip(specs, fields, strict=True)):
+        assert field.validator is None and field.converter is None and field.init, field
+        namespace[f"set{n}"] = cls.__dict__[spec.attr].__set__
+        make.append(f"    set{n}(self, v{n})")
+        parse += _parse_lines(n, spec, field.default, cls.CODE)
+        emit += [
+            f"    v{n} = self.{spec.attr}",
+            f"    if v{n} is not None:",
+            f"        ext[{spec.wire!r}] = v{n} if type(v{n}) is str else _text(v{n})",
+        ]
+    make.append("    return self")
+    parse.append(f"    return make({', '.join(vars_)})")
+    emit.append("    return ext")
+    source = "\n".join([*make, "", *parse, "", *emit, ""])
+    exec(compile(source, f"<header codec {cls.__name__}>", "exec"), namespace)
+    codec = _Codec(parse=namespace["parse"], emit=namespace["emit"], make=namespace["make"])
+    _CODECS[cls] = codec
+    return codec
+
+
+def _parse_lines(n: int, spec: _FieldSpec, default: object, code: int | None) -> list[str]:
+    """Source lines that leave field ``n``'s value in ``v<n>``."""
+    var = f"v{n}"
+    convert: list[str] = []
+    if spec.kind is int:
+        assert spec.int_range is not None
+        digits = _SAFE_DIGITS[spec.int_range]
+        convert = [
+            f"if {var}.isascii() and {var}.isdigit() and len({var}) <= {digits}:",
+            f"    {var} = int({var})",
+            "else:",
+            f"    {var} = _parse({var}, specs[{n}], code)",
+        ]
+    elif spec.kind is bool:
+        convert = [f"{var} = {var}.strip().lower() == 'true'"]
+    lines = [f"    {var} = get({spec.wire!r})", f"    if {var} is None:"]
+    if spec.required:
+        missing = f"required header field {spec.wire!r} is missing{_for_code(code)}"
+        lines.append(f"        raise MissingHeaderField({missing!r})")
+        lines += [f"    {line}" for line in convert]
+    else:
+        assert default is None or type(default) in (bool, int), (spec, default)
+        lines.append(f"        {var} = {default!r}")
+        if convert:
+            lines += ["    else:", *(f"        {line}" for line in convert)]
+    return lines
 
 
 def _for_code(code: int | None) -> str:
@@ -287,22 +378,11 @@ class SendMessageRequestHeaderV2(Header):
     n: str | None = None  # brokerName
 
     def to_v1(self) -> SendMessageRequestHeader:
-        return SendMessageRequestHeader(
-            producer_group=self.a,
-            topic=self.b,
-            default_topic=self.c,
-            default_topic_queue_nums=self.d,
-            queue_id=self.e,
-            sys_flag=self.f,
-            born_timestamp=self.g,
-            flag=self.h,
-            properties=self.i,
-            reconsume_times=self.j,
-            unit_mode=self.k,
-            max_reconsume_times=self.l,
-            batch=self.m,
-            broker_name=self.n,
-        )
+        # Positional in SendMessageRequestHeader's field order (note batch / max times).
+        return SendMessageRequestHeader._make(
+            self.a, self.b, self.c, self.d, self.e, self.f, self.g, self.h,
+            self.i, self.j, self.k, self.m, self.l, self.n,
+        )  # fmt: skip
 
     @classmethod
     def from_v1(cls, v1: SendMessageRequestHeader) -> SendMessageRequestHeaderV2:
