@@ -1,12 +1,15 @@
 """Remoting transport on Trio: a server, a client, and the connection both are made of.
 
 Rules:
-- One reader task per connection decodes frames; every request runs in its own task, so a
-  long-polling pull never delays another request of the same connection. A per-connection
-  limit bounds the requests in flight; when it is reached the reader stops reading
-  (back-pressure on that client only).
-- One writer at a time per connection, behind a ``trio.Lock``; every write has a deadline,
-  and a peer that does not read for that long is disconnected.
+- One task at a time reads a connection and decodes its frames. A request runs in that
+  reader until its handler first waits; then the request goes on in the task that ran it
+  and the reading in a new task, so a long-polling pull never delays another request of
+  the same connection and a request that never waits costs no task of its own (see
+  ``Connection._read_loop``). A per-connection limit bounds the requests in flight; when it
+  is reached the reader stops reading (back-pressure on that client only).
+- One writer at a time per connection, behind a ``trio.Lock``; frames queued meanwhile
+  leave together in the next write. Every write has a deadline, and a peer that does not
+  read for that long is disconnected. The reader never waits for a write.
 - Responses are matched to calls by ``opaque`` only. A call always ends: with the response,
   ``RemotingTimeout`` at its deadline, or ``ConnectionLost`` when the connection dies.
 - A malformed or oversize frame closes that connection (logged with the reason); nobody
@@ -26,16 +29,18 @@ Rules:
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import itertools
 import logging
 import math
 import os
 import resource
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
-import attrs
 import trio
 import trio.lowlevel
 
@@ -110,6 +115,31 @@ def request_name(code: int) -> str:
         return RequestCode(code).name
     except ValueError:
         return f"code {code}"
+
+
+@types.coroutine
+def _go_on_awaiting(coro: Coroutine[Any, Any, T], waits_on: Any) -> Generator[Any, Any, T]:
+    """Await ``coro`` from where it stands: its first ``send(None)`` yielded ``waits_on``.
+
+    ``yield from`` for a coroutine already started (PEP 380's expansion): what Trio sends
+    or throws into this task goes on to ``coro``, what it yields goes on to Trio.
+    """
+    while True:
+        try:
+            sent = yield waits_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # thrown in by Trio: handed on, never swallowed
+            try:
+                waits_on = coro.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                waits_on = coro.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
 
 class _Pending:
@@ -203,27 +233,50 @@ class Connection:
         round_written = self._round_written = trio.Event()
         try:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            # Shielded from the lock wait on: this round's frames (ours and its waiters')
-            # are queued, and a creator cancelled before it took them would leave them
-            # unwritten and the round marked written, so every later send on the
-            # connection would "succeed" without a byte sent. Bounded by write_timeout_s.
-            with trio.CancelScope(shield=True):
-                await self._write_round()
+            await self._write_round()
+        finally:
+            round_written.set()
+
+    def _post(self, data: bytes, nursery: trio.Nursery) -> None:
+        """Queue one frame without waiting for it to be written (the reader's answers).
+
+        When no round is open, a task is started to write one: it runs after every task
+        runnable now, so their frames join it, as with ``_send_bytes``. The reader never
+        waits for a write, so a peer that reads slowly costs it nothing but that task.
+        """
+        if self.closed.is_set():
+            return  # the peer will never see it, as with a task's answer
+        self._outbox.append(data)
+        if self._round_written is None:
+            round_written = self._round_written = trio.Event()
+            nursery.start_soon(self._write_posted_round, round_written)
+
+    async def _write_posted_round(self, round_written: trio.Event) -> None:
+        try:
+            await self._write_round()
+        except ConnectionLost:
+            pass  # the reader notices and closes
         finally:
             round_written.set()
 
     async def _write_round(self) -> None:
-        async with self._send_lock:
-            frames, self._outbox = self._outbox, []
-            self._round_written = None  # later frames start the next round
-            data = frames[0] if len(frames) == 1 else b"".join(frames)
-            # Shielded: a frame cut short by a caller's deadline would desynchronise the
-            # peer's decoder for every later frame. A peer that does not read is handled by
-            # write_timeout_s alone, which closes the connection.
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(self._config.write_timeout_s) as scope,
-            ):
+        """Write every queued frame; a round's creator calls it, once.
+
+        Shielded from the lock wait on: this round's frames (ours and its waiters') are
+        queued, and a creator cancelled before it took them would leave them unwritten and
+        the round marked written, so every later send on the connection would "succeed"
+        without a byte sent. The write itself is shielded too: a frame cut short by a
+        caller's deadline would desynchronise the peer's decoder for every later frame. A
+        peer that does not read is handled by write_timeout_s alone (from the moment the
+        lock is ours), which closes the connection. One cancel scope does all this: they
+        cost microseconds each, per round.
+        """
+        with trio.CancelScope(shield=True) as scope:
+            async with self._send_lock:
+                frames, self._outbox = self._outbox, []
+                self._round_written = None  # later frames start the next round
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                scope.deadline = trio.current_time() + self._config.write_timeout_s
                 try:
                     await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -241,9 +294,7 @@ class Connection:
         self._pending[opaque] = pending
         try:
             with trio.move_on_after(timeout_s):
-                await self.send(
-                    attrs.evolve(request, opaque=opaque, flag=request.flag & ~FLAG_ONEWAY)
-                )
+                await self.send(request.with_opaque(opaque, request.flag & ~FLAG_ONEWAY))
                 await pending.done.wait()
             if pending.error is not None:
                 raise pending.error
@@ -256,9 +307,7 @@ class Connection:
             self._pending.pop(opaque, None)
 
     async def oneway(self, request: RemotingCommand) -> None:
-        await self.send(
-            attrs.evolve(request, opaque=self._next_opaque(), flag=request.flag | FLAG_ONEWAY)
-        )
+        await self.send(request.with_opaque(self._next_opaque(), request.flag | FLAG_ONEWAY))
 
     def _next_opaque(self) -> int:
         opaque = next(self._opaques)
@@ -273,8 +322,7 @@ class Connection:
         decoder = FrameDecoder(max_frame_bytes=self._config.max_frame_bytes)
         try:
             async with trio.open_nursery() as nursery:
-                await self._read_loop(decoder, nursery)
-                nursery.cancel_scope.cancel()
+                await self._read_loop(decoder, nursery, collections.deque())
         finally:
             self._mark_closed(self._close_reason or "closed")
             # Every request task has ended: what is left was never handed to one.
@@ -283,34 +331,65 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()
 
-    async def _read_loop(self, decoder: FrameDecoder, nursery: trio.Nursery) -> None:
-        while (data := await self._receive(decoder)) is not None:
+    async def _read_loop(
+        self,
+        decoder: FrameDecoder,
+        nursery: trio.Nursery,
+        commands: collections.deque[tuple[RemotingCommand, int]],
+    ) -> None:
+        """Read, decode and serve until reading ends; then cancel the requests that wait.
+
+        Requests run here, in the reader, until their handler first waits (most never
+        do: a send to an ASYNC_FLUSH broker, a route lookup), so they cost no task; their
+        answers are queued as they come and written together (``_post``). A handler that
+        waits has already tied what it waits for to this task (Trio's traps name the
+        current task), so it cannot move to another: this task finishes that request
+        instead, and the reading, with the rest of this read's requests, goes on in a new
+        task. Exactly one task reads at any time; every request still ends in this
+        connection's nursery, cancelled when reading ends.
+        """
+        while True:
+            while commands:
+                command, size_bytes = commands.popleft()
+                if command.is_response:
+                    self._budget.release(size_bytes)  # the caller owns it now
+                    self._request_bytes -= size_bytes
+                    self._complete(command)
+                    continue
+                # A CapacityLimiter token belongs to its borrower; the request releases it
+                # wherever it ends, so borrow on behalf of a per-request token. No
+                # checkpoint per request while tokens are free, so every request of one
+                # read is served before the reader yields (their answers share a round).
+                token = object()
+                try:
+                    self._limiter.acquire_on_behalf_of_nowait(token)
+                except trio.WouldBlock:
+                    await self._limiter.acquire_on_behalf_of(token)
+                serving = self._serve_request(command, token, size_bytes)
+                try:
+                    waits_on = serving.send(None)
+                except StopIteration as served:
+                    if served.value is not None:
+                        self._post(served.value, nursery)
+                    continue
+                nursery.start_soon(self._read_loop, decoder, nursery, commands)
+                answer = await _go_on_awaiting(serving, waits_on)
+                if answer is not None:
+                    with contextlib.suppress(ConnectionLost):
+                        await self._send_bytes(answer)  # the reader notices a loss
+                return
+            if (data := await self._receive(decoder)) is None:
+                break
             try:
                 frames = self._feed(decoder, data)
-                commands = [(RemotingCommand.from_frame(f), f.size_bytes) for f in frames]
+                commands.extend((RemotingCommand.from_frame(f), f.size_bytes) for f in frames)
             except ProtocolError as exc:
                 self._close_reason = f"protocol error: {exc}"
                 self._warnings.warning(
                     "%s: closing connection from %s: %s", self.name, self.peer, exc
                 )
-                return
-            for command, size_bytes in commands:
-                if command.is_response:
-                    self._budget.release(size_bytes)  # the caller owns it now
-                    self._request_bytes -= size_bytes
-                    self._complete(command)
-                else:
-                    # A CapacityLimiter token belongs to its borrower; the request's own
-                    # task releases it, so borrow on behalf of a per-request token.
-                    token = object()
-                    # No checkpoint per request while tokens are free, so every request of
-                    # one read starts in the same scheduler batch (and their answers share
-                    # one write round).
-                    try:
-                        self._limiter.acquire_on_behalf_of_nowait(token)
-                    except trio.WouldBlock:
-                        await self._limiter.acquire_on_behalf_of(token)
-                    nursery.start_soon(self._serve_request, command, token, size_bytes)
+                break
+        nursery.cancel_scope.cancel()
 
     def _feed(self, decoder: FrameDecoder, data: bytes) -> list[Frame]:
         """Decode ``data``; the frames' bytes move from the partial count to the requests'.
@@ -343,8 +422,11 @@ class Connection:
             if self._partial_since_s is not None:
                 deadline = self._partial_since_s + self._config.frame_timeout_s
             try:
-                with trio.move_on_at(deadline):
+                if deadline == math.inf:  # no partial frame: no clock (a scope costs µs)
                     await trio.lowlevel.wait_readable(self._stream.socket)
+                else:
+                    with trio.move_on_at(deadline):
+                        await trio.lowlevel.wait_readable(self._stream.socket)
                 if trio.current_time() < deadline:
                     granted = self._budget.ledger.grant(self.buffered_bytes, _READ_BYTES)
                     if granted:
@@ -408,13 +490,13 @@ class Connection:
 
     async def _serve_request(
         self, request: RemotingCommand, token: object, size_bytes: int
-    ) -> None:
+    ) -> bytes | None:
+        """Run the handler; the answer's frame (None for a oneway request or no answer)."""
         try:
             response = await self._handle(request)
-            if response is not None and not request.is_oneway:
-                await self._send_bytes(self._encode_response(request, response))
-        except ConnectionLost:
-            pass  # the reader notices and closes; the peer will never see this answer
+            if response is None or request.is_oneway:
+                return None
+            return self._encode_response(request, response)
         finally:
             self._limiter.release_on_behalf_of(token)
             self._request_bytes -= size_bytes
@@ -422,7 +504,8 @@ class Connection:
 
     def _encode_response(self, request: RemotingCommand, response: RemotingCommand) -> bytes:
         """The response frame; one the handler built badly becomes a SYSTEM_ERROR answer."""
-        response = attrs.evolve(response, opaque=request.opaque, flag=response.flag | FLAG_RESPONSE)
+        if response.opaque != request.opaque or not response.flag & FLAG_RESPONSE:
+            response = response.with_opaque(request.opaque, response.flag | FLAG_RESPONSE)
         try:
             return response.encode()
         except Exception as exc:  # e.g. non-str ext values, a header over the cap

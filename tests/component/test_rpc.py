@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -734,3 +735,126 @@ async def test_a_round_creator_cancelled_while_waiting_for_the_lock_still_writes
             assert received == 2 * frame
             for resource in (stream, accepted[0], listeners[0]):
                 await resource.aclose()
+
+
+# --- requests served in the reader until their handler waits --------------------------------
+
+
+class _SpawnCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+
+async def test_requests_that_never_wait_cost_no_task_each() -> None:
+    """100 requests in one write: served in the reader, answered in a few write rounds."""
+    n = 100
+    counter = _SpawnCounter()
+    async with serving({ECHO: echo}) as (_, addr):
+        with trio.fail_after(WAIT_S):
+            async with await raw_connect(addr) as stream:
+                wire = b"".join(
+                    RemotingCommand.request(ECHO, {"x": str(i)}, opaque=i + 1).encode()
+                    for i in range(n)
+                )
+                trio.lowlevel.add_instrument(counter)
+                try:
+                    await stream.send_all(wire)
+                    answers = await read_commands(stream, FrameDecoder(), n)
+                finally:
+                    trio.lowlevel.remove_instrument(counter)
+    assert sorted(a.opaque for a in answers) == list(range(1, n + 1))
+    assert all(a.ext_fields == {"echo": str(a.opaque - 1)} for a in answers)
+    # One task per write round the reader opens (a read brings many frames), not per request.
+    assert counter.spawned <= 10, counter.spawned
+
+
+async def test_a_handler_that_waits_goes_on_in_the_task_that_started_it() -> None:
+    """Trio ties what a handler waits for to the task that ran it; the reader moves on."""
+    release = trio.Event()
+    tasks: list[tuple[trio.lowlevel.Task, trio.lowlevel.Task]] = []
+    entered = trio.Event()
+
+    async def wait_then_answer(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        before = trio.lowlevel.current_task()
+        with trio.move_on_after(WAIT_S):  # a scope entered before the first wait
+            entered.set()
+            await release.wait()
+        tasks.append((before, trio.lowlevel.current_task()))
+        return request.respond(body=b"waited:" + request.body)
+
+    async with (
+        serving({SLOW: wait_then_answer, ECHO: echo}) as (_, addr),
+        open_client() as client,
+    ):
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+
+                async def slow_call() -> None:
+                    response = await client.call(addr, RemotingCommand.request(SLOW, body=b"1"))
+                    assert response.body == b"waited:1"
+
+                nursery.start_soon(slow_call)
+                await entered.wait()
+                # The connection is read and served while that request waits.
+                await assert_echo(client, addr, b"meanwhile")
+                release.set()
+    ((before, after),) = tasks
+    assert before is after
+
+
+async def test_a_handler_failing_after_its_first_wait_gets_an_error_answer() -> None:
+    async def fail_later(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        await trio.lowlevel.checkpoint()
+        raise TopicNotExist("no such topic: T")
+
+    async with serving({SLOW: fail_later}) as (_, addr), open_client() as client:
+        with trio.fail_after(WAIT_S):
+            response = await client.call(addr, RemotingCommand.request(SLOW))
+    assert (response.code, response.remark) == (ResponseCode.TOPIC_NOT_EXIST, "no such topic: T")
+
+
+async def test_what_trio_throws_into_a_waiting_handler_reaches_it() -> None:
+    """Trio answers a foreign yield by throwing TypeError into the task: it must arrive in
+    the handler through the reader's frames (the throw path of _go_on_awaiting)."""
+
+    @types.coroutine
+    def foreign_yield() -> Generator[str, None, None]:
+        yield "not a trio trap"
+
+    async def confused(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        try:
+            await foreign_yield()
+        except TypeError as exc:
+            return request.respond(body=str(exc).encode()[:40])
+        raise AssertionError("unreachable")
+
+    async with serving({SLOW: confused}) as (_, addr), open_client() as client:
+        with trio.fail_after(WAIT_S):
+            response = await client.call(addr, RemotingCommand.request(SLOW))
+    assert response.body.startswith(b"trio.run received unrecognized yield")
+
+
+async def test_a_waiting_handler_is_cancelled_when_its_connection_ends() -> None:
+    waiting = trio.Event()
+    cleaned_up = trio.Event()
+
+    async def hold(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        try:
+            waiting.set()
+            await trio.sleep_forever()
+        finally:
+            cleaned_up.set()
+        raise AssertionError("unreachable")
+
+    gone = trio.Event()
+    async with serving({SLOW: hold}, on_disconnect=lambda _: gone.set()) as (server, addr):
+        with trio.fail_after(WAIT_S):
+            async with await raw_connect(addr) as stream:
+                await stream.send_all(RemotingCommand.request(SLOW, opaque=1).encode())
+                await waiting.wait()
+            await cleaned_up.wait()  # the peer closed: reading ended, the request cancelled
+            await gone.wait()
+            assert server.buffered_bytes == 0
