@@ -4,7 +4,9 @@ Rules (reference/rocketmq-wire.md §1.1):
 - All integers are big-endian. ``length`` counts everything after itself.
 - The decoder is incremental and pure: feed it bytes split anywhere, it returns every frame
   that is complete. It never allocates for a frame before checking its length against the
-  cap, and it never holds more than one partial frame plus one read's worth of bytes.
+  cap, and it never holds more than one partial frame plus one read's worth of bytes. When
+  it holds nothing (the usual case) frames are cut from the read itself: only the tail of
+  a partial frame is copied.
 - A length below 4, a header length beyond the frame or a length over the cap is a
   ``ProtocolError``; after one the decoder is poisoned (the stream has lost sync) and the
   connection must be closed.
@@ -77,23 +79,30 @@ class FrameDecoder:
         """Add ``data`` and return every frame it completed, in order."""
         if self._poisoned:
             raise ProtocolError("decoder already failed; the connection must be closed")
-        self._buffer += data
+        # Nothing held (the usual case): cut the frames out of ``data`` itself and keep
+        # only its incomplete tail, instead of copying the whole read into the buffer.
+        buf: bytes | bytearray = data
+        if self._buffer:
+            self._buffer += data
+            buf = self._buffer
         frames: list[Frame] = []
         pos = 0
         try:
-            while (found := self._frame_at(pos)) is not None:
+            while (found := self._frame_at(buf, pos)) is not None:
                 frame, pos = found
                 frames.append(frame)
         except ProtocolError:
             self._poisoned = True
             self._buffer.clear()
             raise
-        # One compaction per feed keeps many small frames in one read linear, not quadratic.
-        del self._buffer[:pos]
+        # One cut per feed keeps many small frames in one read linear, not quadratic.
+        if buf is self._buffer:
+            del self._buffer[:pos]
+        elif pos < len(data):
+            self._buffer += data[pos:]
         return frames
 
-    def _frame_at(self, pos: int) -> tuple[Frame, int] | None:
-        buf = self._buffer
+    def _frame_at(self, buf: bytes | bytearray, pos: int) -> tuple[Frame, int] | None:
         if len(buf) - pos < 4:
             return None
         (length,) = _INT32.unpack_from(buf, pos)
@@ -116,6 +125,19 @@ class FrameDecoder:
         end = pos + 4 + length
         if len(buf) < end:
             return None
-        header = bytes(buf[pos + 8 : pos + 8 + header_len])
-        body = bytes(buf[pos + 8 + header_len : end])
-        return Frame(serialize_type=serialize_type, header=header, body=body), end
+        body_at = pos + 8 + header_len
+        return _new_frame(
+            serialize_type, bytes(buf[pos + 8 : body_at]), bytes(buf[body_at:end])
+        ), end
+
+
+# attrs' __init__ costs a bound setattr per field; a read of small frames makes many.
+_set_type, _set_header, _set_body = (Frame.__dict__[f.name].__set__ for f in attrs.fields(Frame))
+
+
+def _new_frame(serialize_type: int, header: bytes, body: bytes) -> Frame:
+    frame: Frame = object.__new__(Frame)
+    _set_type(frame, serialize_type)
+    _set_header(frame, header)
+    _set_body(frame, body)
+    return frame
