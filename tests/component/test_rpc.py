@@ -479,6 +479,44 @@ async def test_write_to_a_peer_that_does_not_read_times_out() -> None:
         stop.set()
 
 
+async def test_calls_queued_behind_a_stuck_write_end_at_their_deadline() -> None:
+    """A call whose frame waits in the outbox (the write before it cannot finish) ends
+    with RemotingTimeout at its own deadline; the stuck write ends the connection at
+    write_timeout_s, and every call still pending hears ConnectionLost."""
+    stop = trio.Event()
+
+    async def never_read(stream: trio.SocketStream) -> None:
+        await stop.wait()
+
+    config = TransportConfig(write_timeout_s=2.0)
+    outcomes: list[str] = []
+    async with raw_server(never_read, rcvbuf_bytes=64 * 1024) as addr:
+        async with open_client(config=config) as client:
+            with trio.fail_after(WAIT_S):
+                conn = await client.connection(addr)
+
+                async def call(body_bytes: int, timeout_s: float) -> None:
+                    request = RemotingCommand.request(ECHO, body=bytes(body_bytes))
+                    t0 = trio.current_time()
+                    try:
+                        await client.call(addr, request, timeout_s=timeout_s)
+                    except RemotingTimeout:
+                        outcomes.append(f"timeout after {trio.current_time() - t0:.1f} s")
+                    except ConnectionLost:
+                        outcomes.append("lost")
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(call, 16 << 20, WAIT_S)  # writes, and blocks
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(call, 10, WAIT_S)  # opens the next round
+                    await trio.testing.wait_all_tasks_blocked()
+                    for _ in range(3):
+                        nursery.start_soon(call, 10, 0.2)  # join that round
+                assert conn.closed.is_set()
+        stop.set()
+    assert sorted(outcomes) == ["lost", "lost"] + ["timeout after 0.2 s"] * 3
+
+
 async def test_deadline_never_cuts_a_frame_in_half() -> None:
     """A call whose deadline passes mid-write must not leave half a frame on the wire.
 
