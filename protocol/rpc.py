@@ -273,8 +273,7 @@ class Connection:
         without a byte sent. The write itself is shielded too: a frame cut short by a
         caller's deadline would desynchronise the peer's decoder for every later frame. A
         peer that does not read is handled by write_timeout_s alone (from the moment the
-        lock is ours), which closes the connection. One cancel scope does all this: they
-        cost microseconds each, per round.
+        lock is ours), which closes the connection. One cancel scope (µs each) does all this.
         """
         with trio.CancelScope(shield=True) as scope:
             async with self._send_lock:
@@ -388,7 +387,8 @@ class Connection:
                 break
             try:
                 frames = self._feed(decoder, data)
-                commands.extend((RemotingCommand.from_frame(f), f.size_bytes) for f in frames)
+                # All decoded first: a bad frame closes the connection before any is served.
+                commands.extend([(RemotingCommand.from_frame(f), f.size_bytes) for f in frames])
             except ProtocolError as exc:
                 self._close_reason = f"protocol error: {exc}"
                 self._warnings.warning(
