@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from broker.ha.config import HAConfig
+from protocol.limits import TransportConfig
 
 ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
 #: Highest ``maxTopicQueueNums``: what one topic may declare in a NameServer route.
@@ -207,6 +208,13 @@ class BrokerConfig:
     #: (record headers and body CRCs, about 250 MB/s), so damage there is found at start
     #: (``checkOldSegmentsOnStart``); false trusts them, as RocketMQ does.
     check_old_segments_on_start: bool = True
+    #: Client connections the remoting port keeps at once; 0: half the process's
+    #: descriptor limit, at most 10,000 (``serverMaxConnections``). More are refused.
+    server_max_connections: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: ...and from one remote IP (``serverMaxConnectionsPerPeer``).
+    server_max_connections_per_peer: int = attrs.field(
+        default=1_000, validator=attrs.validators.gt(0)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
@@ -311,6 +319,15 @@ class BrokerConfig:
             max_connections=self.ha_max_connections,
             max_pending_connections=self.ha_max_pending_connections,
             handshake_timeout_s=self.ha_handshake_timeout_s,
+            max_queue_nums=self.max_topic_queue_nums,
+        )
+
+    @property
+    def transport(self) -> TransportConfig:
+        """The remoting server's limits (the rest keep the transport's defaults)."""
+        return TransportConfig(
+            max_connections=self.server_max_connections or None,
+            max_connections_per_peer=self.server_max_connections_per_peer,
         )
 
 
@@ -360,6 +377,8 @@ _ALIASES = {
     "haMaxPendingConnections": "ha_max_pending_connections",
     "skipDamagedSegments": "skip_damaged_segments",
     "checkOldSegmentsOnStart": "check_old_segments_on_start",
+    "serverMaxConnections": "server_max_connections",
+    "serverMaxConnectionsPerPeer": "server_max_connections_per_peer",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.

@@ -191,6 +191,7 @@ class Broker:
             name=self.name,
             host=config.host,
             port=config.listen_port,
+            config=config.transport,
             on_connect=self._connected,
             on_disconnect=self._disconnected,
         )

@@ -2,9 +2,12 @@
 
 20,000 idle TCP connections once ended a broker: a background task (the checkpoint write)
 got EMFILE and the process exited "Too many open files". Here the broker runs with a
-small descriptor limit and the test holds more idle connections than it has left; its
-background tasks fail and start again (logged), sends on an open connection still work,
-and once the connections go, everything does again: nothing lost, clean stop.
+small descriptor limit and the test holds more idle connections than it has left.
+
+By default the broker's connection cap (half its descriptor limit) refuses the excess
+before it runs out. Set above the limit (``serverMaxConnections``), the descriptors do run
+out: its background tasks fail and start again (logged), sends on an open connection still
+work, and once the connections go, everything does again: nothing lost, clean stop.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def idle_connections(stack: ExitStack, addr: str, count: int) -> None:
 
 async def test_broker_survives_running_out_of_descriptors(tmp_path: Path) -> None:
     store = tmp_path / "store"
+    conf = tmp_path / "broker.toml"
+    conf.write_text(f"serverMaxConnections = {10 * FD_LIMIT}\n")
     with trio.fail_after(TEST_TIMEOUT_S):
         async with namesrv_process() as namesrv:
             argv = [
@@ -56,7 +61,7 @@ async def test_broker_survives_running_out_of_descriptors(tmp_path: Path) -> Non
                 "-c",
                 _WITH_FD_LIMIT,
                 str(FD_LIMIT),
-                *broker_argv(namesrv.address, store),
+                *broker_argv(namesrv.address, store, "-c", str(conf)),
             ]
             async with (
                 managed_process(argv, name="broker", ready=BROKER_READY) as broker,
@@ -90,3 +95,29 @@ async def test_broker_survives_running_out_of_descriptors(tmp_path: Path) -> Non
             ):
                 records = (await pull_all(client, again.address, "T", 1))[0]
                 assert [r.body for r in records] == [b"before", b"during", b"after"]
+
+
+async def test_broker_connection_cap_refuses_before_descriptors_run_out(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with namesrv_process() as namesrv:
+            argv = [
+                sys.executable,
+                "-c",
+                _WITH_FD_LIMIT,
+                str(FD_LIMIT),
+                *broker_argv(namesrv.address, tmp_path / "store"),
+            ]
+            async with (
+                managed_process(argv, name="broker", ready=BROKER_READY) as broker,
+                open_client(name="fd-cap-test", default_timeout_s=10.0) as client,
+            ):
+                addr = broker.address
+                await create_topic(client, addr, "T", 1)
+                with ExitStack() as stack:
+                    idle_connections(stack, addr, IDLE_CONNECTIONS)
+                    await broker.wait_for_line("refused a connection", timeout_s=30.0)
+                    sent = await send_message(client, addr, "T", 0, "m", b"m")
+                    assert sent.code == ResponseCode.SUCCESS, sent.remark
+                    assert "ran out of file descriptors" not in broker.stderr.text
+                broker.send_signal(signal.SIGTERM)
+                assert await broker.wait() == 0, broker.describe("unclean stop")
