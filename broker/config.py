@@ -165,6 +165,9 @@ class BrokerConfig:
     #: hold (``maxHeldPullBytes``); a pull past either is answered SYSTEM_BUSY at once.
     max_held_pull_nums: int = 10_000
     max_held_pull_bytes: int = 32 * 1024 * 1024
+    #: Pop consumption: queues of the revive log ``rmq_sys_REVIVE_LOG_<cluster>``
+    #: (``reviveQueueNum``; ``broker/pop/``).
+    revive_queue_num: int = 8
     #: QUERY_MESSAGE answers at most this many records (``maxMsgsNumBatch``).
     max_msgs_num_batch: int = 64
     #: Characters of a PULL's subscription expression (``maxSubscriptionLength``).
@@ -260,6 +263,7 @@ class BrokerConfig:
             "maxBatchMessageNums": self.max_batch_message_nums,
             "maxHeldPullNums": self.max_held_pull_nums,
             "maxHeldPullBytes": self.max_held_pull_bytes,
+            "reviveQueueNum": self.revive_queue_num,
             "maxMsgsNumBatch": self.max_msgs_num_batch,
             "maxSubscriptionLength": self.max_subscription_length,
             "maxLockBatchQueues": self.max_lock_batch_queues,
@@ -367,6 +371,7 @@ _ALIASES = {
     "maxBatchMessageNums": "max_batch_message_nums",
     "maxHeldPullNums": "max_held_pull_nums",
     "maxHeldPullBytes": "max_held_pull_bytes",
+    "reviveQueueNum": "revive_queue_num",
     "maxMsgsNumBatch": "max_msgs_num_batch",
     "maxSubscriptionLength": "max_subscription_length",
     "maxLockBatchQueues": "max_lock_batch_queues",

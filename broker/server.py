@@ -64,6 +64,8 @@ from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
 from broker.persistence import MetadataFiles
+from broker.pop.processor import PopProcessor
+from broker.pop.service import ReviveService
 from broker.processors.admin import AdminProcessor
 from broker.processors.clients import ClientProcessor
 from broker.processors.offsets import OffsetProcessor
@@ -96,6 +98,7 @@ from protocol.headers import (
     PullMessageRequestHeader,
 )
 from protocol.message import MessageRecord, make_uniq_key_generator
+from protocol.pop import revive_topic
 from protocol.route import MASTER_ID, TopicConfig, dumps_json
 from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
 
@@ -174,7 +177,17 @@ class Broker:
         else:
             ratio = config.access_message_in_memory_max_ratio / 100
             self._far_behind_bytes = int(_physical_memory_bytes() * ratio)
+        self.revive = ReviveService(
+            self,
+            topic=revive_topic(config.cluster_name),
+            queue_nums=config.revive_queue_num,
+            clock=self.clock,
+        )
+        self.pop = PopProcessor(
+            self, clock=self.clock, revive=self.revive, max_held=config.max_held_pull_nums
+        )
         self.processors = (
+            self.pop,
             SendProcessor(self),
             PullProcessor(self, clock=self.clock),
             OffsetProcessor(self),
@@ -531,6 +544,7 @@ class Broker:
                 await self._store.close()
             raise
         self.store.add_arrival_listener(self.pull_holds.notify)
+        self.store.add_arrival_listener(self.pop.arrivals.notify)
 
     async def _run(
         self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
@@ -556,6 +570,8 @@ class Broker:
             await nursery.start(self._keep_alive(self._housekeeping_loop, "client housekeeping"))
             nursery.start_soon(self.stats.run, self.clock.now_s, self.clock.wall_ms)
             schedule = self._keep_alive(self.schedule.run, "delayed delivery")
+            # Idle unless the broker accepts writes (it reads the revive log as master).
+            await nursery.start(self._keep_alive(self.revive.run, "pop revive"))
             slave_sync = self._keep_alive(self.slave_sync.run, "the metadata copy from the master")
             if self.agent is not None:
                 # Both idle outside their role (no writes; no master to copy from).

@@ -102,6 +102,7 @@ from client.consumer.lifecycle import (
 from client.consumer.lite_pull import LitePullConsumer
 from client.consumer.pull import PullConsumer
 from client.consumer.push import PushConsumer
+from client.consumer.simple import PoppedMessage, SimpleConsumer, open_simple_consumer
 from client.consumer.types import (
     ConsumeFrom,
     ConsumerConfig,
@@ -126,12 +127,14 @@ __all__ = [
     "Listener",
     "LitePullConsumer",
     "MessageModel",
+    "PoppedMessage",
     "PullConsumer",
     "PullResult",
     "PullStatus",
     "PushConsumer",
     "QueueStatistics",
     "RouteHealth",
+    "SimpleConsumer",
     "SkippedRecord",
     "accepts",
     "allocate_averagely",
@@ -143,6 +146,7 @@ __all__ = [
     "open_lite_pull_consumer",
     "open_pull_consumer",
     "open_push_consumer",
+    "open_simple_consumer",
     "parse_pull_response",
     "pull_replica",
     "pull_target",

@@ -1,0 +1,218 @@
+"""Pop consumption (POP_MESSAGE, ACK_MESSAGE, CHANGE_MESSAGE_INVISIBLETIME) through the SDK's
+SimpleConsumer against a NameServer and a real broker in this process (port 0).
+
+Invisible times are one second (the broker's minimum), so a message not acked comes back
+through ``%RETRY%<group>_<topic>`` about a second later; every wait is under a deadline.
+Messages are told apart by body, so a loss or an extra delivery is visible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from client.consumer import PoppedMessage, SimpleConsumer, open_pull_consumer, open_simple_consumer
+from client.message import Message
+from client.producer import open_producer
+from protocol.bodies import SubscriptionGroupConfig
+from protocol.codes import RequestCode, ResponseCode
+from protocol.errors import ServerError
+from protocol.pop import AckMessageRequestHeader, pop_retry_topic
+from protocol.route import MessageQueue
+from tests.component.sdk_fixtures import SdkCluster, sdk_cluster
+
+DEADLINE_S = 25.0
+TOPIC = "PopT"
+GROUP = "PopG"
+
+
+async def receive_until(
+    consumer: SimpleConsumer,
+    want: int,
+    *,
+    invisible_s: float = 1.0,
+    timeout_s: float = 10.0,
+    order: bool = False,
+) -> list[PoppedMessage]:
+    """Receive until ``want`` messages came (or fail after ``timeout_s``)."""
+    got: list[PoppedMessage] = []
+    with trio.fail_after(timeout_s):
+        while len(got) < want:
+            got += await consumer.receive(
+                TOPIC, max_nums=32, invisible_s=invisible_s, long_poll_s=0.5, order=order
+            )
+    return got
+
+
+async def send_bodies(
+    namesrv: str, bodies: list[bytes], *, sharding_key: str | None = None
+) -> None:
+    async with open_producer(namesrv, auto_batch=False) as producer:
+        for body in bodies:
+            await producer.send(Message(topic=TOPIC, body=body), sharding_key=sharding_key)
+
+
+async def set_group(c: SdkCluster, **fields: object) -> None:
+    config = SubscriptionGroupConfig(group_name=GROUP, **fields)  # type: ignore[arg-type]
+    response = await c.call(
+        c.addr("broker-a"), RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, {}, config.to_bytes()
+    )
+    assert response.code == ResponseCode.SUCCESS, response.remark
+
+
+async def test_acked_messages_stay_acked_and_the_rest_come_back(tmp_path: Path) -> None:
+    """Of four popped messages two are acked: only the other two come again, through the
+    group's pop retry topic, with the same message id and delivery attempt 2."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 2)
+            await send_bodies(c.namesrv, [b"m0", b"m1", b"m2", b"m3"])
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                first = await receive_until(consumer, 4, invisible_s=1.0)
+                assert sorted(p.message.body for p in first) == [b"m0", b"m1", b"m2", b"m3"]
+                assert all(p.delivery_attempt == 1 for p in first)
+                by_body = {p.message.body: p for p in first}
+                await consumer.ack(by_body[b"m0"])
+                await consumer.ack(by_body[b"m2"])
+                again = await receive_until(consumer, 2, timeout_s=10.0)
+                assert sorted(p.message.body for p in again) == [b"m1", b"m3"]
+                assert all(p.delivery_attempt == 2 for p in again)
+                assert {p.message.topic for p in again} == {pop_retry_topic(TOPIC, GROUP)}
+                for p in again:
+                    assert p.message.msg_id == by_body[p.message.body].message.msg_id
+                    await consumer.ack(p)
+                # Acked everywhere: nothing more within two invisible times.
+                assert await consumer.receive(TOPIC, invisible_s=1.0, long_poll_s=2.5) == []
+
+
+async def test_change_invisible_time_extends_and_nacks(tmp_path: Path) -> None:
+    """Extending keeps a message away past its first invisible time; a nack (0 s) brings
+    one back at once; the new handle acks it."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 1)
+            await send_bodies(c.namesrv, [b"keep", b"nack"])
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                got = {p.message.body: p for p in await receive_until(consumer, 2)}
+                kept = await consumer.change_invisible(got[b"keep"], 8.0)
+                assert kept.handle.pop_time_ms >= got[b"keep"].handle.pop_time_ms
+                await consumer.change_invisible(got[b"nack"], 0.0)
+                (back,) = await receive_until(consumer, 1, timeout_s=5.0)
+                assert back.message.body == b"nack" and back.delivery_attempt == 2
+                await consumer.ack(back)
+                # "keep" would have been due a second after the pop: not seen in 2.5 s.
+                assert await consumer.receive(TOPIC, invisible_s=1.0, long_poll_s=2.5) == []
+                await consumer.ack(kept)
+
+
+async def test_attempts_past_the_groups_max_go_to_the_dlq(tmp_path: Path) -> None:
+    """With retryMaxTimes 1 a message never acked is delivered twice, then lands in
+    %DLQ%<group> with reconsumeTimes 2."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 1)
+            await set_group(c, retry_max_times=1)
+            await send_bodies(c.namesrv, [b"poison"])
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                attempts = []
+                for _ in range(2):
+                    (p,) = await receive_until(consumer, 1, timeout_s=8.0)
+                    attempts.append(p.delivery_attempt)
+                assert attempts == [1, 2]
+                assert await consumer.receive(TOPIC, invisible_s=1.0, long_poll_s=2.5) == []
+            async with open_pull_consumer(c.namesrv, group="reader") as reader:
+                dlq = MessageQueue(topic=f"%DLQ%{GROUP}", broker_name="broker-a", queue_id=0)
+                with trio.fail_after(5):
+                    while True:
+                        try:
+                            result = await reader.pull(dlq, 0, long_poll_s=0.5)
+                        except ServerError:
+                            await trio.sleep(0.2)  # the DLQ topic's route is on its way
+                            continue
+                        if result.messages:
+                            break
+                (dead,) = result.messages
+                assert dead.body == b"poison" and dead.reconsume_times == 2
+
+
+async def test_a_restart_forgets_no_ack_and_loses_no_checkpoint(tmp_path: Path) -> None:
+    """Pop three, ack one, restart the broker before the invisible time lapses: after the
+    restart exactly the two unacked messages come back (the revive log is re-read)."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path, flush_disk_type="SYNC_FLUSH") as c:
+            await c.create_topic(TOPIC, 1)
+            await send_bodies(c.namesrv, [b"a", b"b", b"c"])
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                got = {p.message.body: p for p in await receive_until(consumer, 3, invisible_s=3.0)}
+                await consumer.ack(got[b"b"])
+            await c.stop_broker("broker-a")
+            await c.start_broker("broker-a")
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                again = await receive_until(consumer, 2, timeout_s=12.0)
+                assert sorted(p.message.body for p in again) == [b"a", b"c"]
+                for p in again:
+                    await consumer.ack(p)
+                assert await consumer.receive(TOPIC, invisible_s=1.0, long_poll_s=2.0) == []
+
+
+async def test_order_pop_holds_the_queue_until_acked(tmp_path: Path) -> None:
+    """An order pop holds its queue: nothing more of it while the batch is out; acked, the
+    next messages come in order; not acked, the same batch comes again with attempt 2."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 1)
+            await send_bodies(c.namesrv, [b"o0", b"o1", b"o2"], sharding_key="k")
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                batch = await consumer.receive(TOPIC, max_nums=2, invisible_s=1.0, order=True)
+                assert [p.message.body for p in batch] == [b"o0", b"o1"]
+                assert await consumer.receive(TOPIC, max_nums=2, order=True) == []
+                # Not acked: the same two again once the invisible time lapsed.
+                await trio.sleep(1.1)
+                again = await consumer.receive(TOPIC, max_nums=2, invisible_s=5.0, order=True)
+                assert [p.message.body for p in again] == [b"o0", b"o1"]
+                assert [p.delivery_attempt for p in again] == [2, 2]
+                for p in again:
+                    await consumer.ack(p)
+                rest = await consumer.receive(TOPIC, max_nums=2, invisible_s=5.0, order=True)
+                assert [p.message.body for p in rest] == [b"o2"]
+                assert rest[0].delivery_attempt == 1
+
+
+async def test_a_malformed_handle_is_refused_with_invalid_parameter(tmp_path: Path) -> None:
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 1)
+            for extra in ("", "1 2 3", "x 1 1000 0 0 broker-a 0 5", "0 1 1000 0 7 broker-a 0 5"):
+                header = AckMessageRequestHeader(
+                    consumer_group=GROUP, topic=TOPIC, queue_id=0, extra_info=extra, offset=5
+                )
+                response = await c.call(
+                    c.addr("broker-a"), RequestCode.ACK_MESSAGE, header.to_ext_fields()
+                )
+                assert response.code == ResponseCode.INVALID_PARAMETER, (extra, response.remark)
+                assert response.remark
+
+
+@pytest.mark.parametrize("invisible_ms", [0, 999, 12 * 3600 * 1000 + 1])
+async def test_pop_refuses_invisible_times_out_of_range(tmp_path: Path, invisible_ms: int) -> None:
+    from protocol.pop import PopMessageRequestHeader
+
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 1)
+            header = PopMessageRequestHeader(
+                consumer_group=GROUP,
+                topic=TOPIC,
+                queue_id=-1,
+                max_msg_nums=1,
+                invisible_time=invisible_ms,
+                poll_time=0,
+                born_time=0,
+                init_mode=0,
+            )
+            response = await c.call(
+                c.addr("broker-a"), RequestCode.POP_MESSAGE, header.to_ext_fields()
+            )
+            assert response.code == ResponseCode.INVALID_PARAMETER, response.remark
