@@ -17,6 +17,7 @@ from cli.controller_cmds import controller_command, quorum_app
 from cli.dashboard_cmd import dashboard_command
 from cli.demo_cmd import demo_command
 from cli.output import fail
+from cli.proxy_cmd import proxy_command
 
 MetricsPortOpt = Annotated[
     int | None,
@@ -36,6 +37,7 @@ app.add_typer(chaos_app, name="chaos")
 app.command("controller")(controller_command)
 app.command("demo")(demo_command)
 app.command("dashboard")(dashboard_command)
+app.command("proxy")(proxy_command)
 
 
 def _version_callback(value: bool) -> None:

@@ -111,6 +111,9 @@ class Message:
     flag: int = 0
     #: Wait for the configured durability (flush / replication) before answering.
     wait_store: bool = True
+    #: The message id (UNIQ_KEY) to send with; None: the producer makes one. A gateway
+    #: (the gRPC proxy) passes on the id its client chose.
+    msg_id: str | None = None
 
     def __attrs_post_init__(self) -> None:
         clash = RESERVED_PROPERTIES & set(self.properties)

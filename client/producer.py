@@ -267,7 +267,7 @@ class Producer:
         Bodies of single sends over COMPRESS_OVER_BYTES are compressed; a batch's never
         are (RocketMQ's clients do the same: one sysFlag covers a whole batch).
         """
-        uniq_key = self._uniq.next_id(int(time.time() * 1000))
+        uniq_key = message.msg_id or self._uniq.next_id(int(time.time() * 1000))
         wire = message.wire_properties(uniq_key)
         properties = properties_to_string(wire)
         body, sys_flag = message.body, 0

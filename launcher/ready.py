@@ -26,6 +26,7 @@ import attrs
 NAMESRV = "namesrv"
 BROKER = "broker"
 CONTROLLER = "controller"
+PROXY = "proxy"
 
 NAMESRV_READY = re.compile(
     r"The Name Server boot success\. address=(?P<host>[0-9.]+):(?P<port>[0-9]+)"
@@ -38,10 +39,14 @@ CONTROLLER_READY = re.compile(
     r"The controller\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\."
     r"(?: raft=(?P<raft>\S+))?"
 )
+PROXY_READY = re.compile(
+    r"The proxy\[(?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\. mode=cluster"
+)
 READY_BY_KIND: Mapping[str, re.Pattern[str]] = {
     NAMESRV: NAMESRV_READY,
     BROKER: BROKER_READY,
     CONTROLLER: CONTROLLER_READY,
+    PROXY: PROXY_READY,
 }
 
 
@@ -55,6 +60,11 @@ def broker_ready_line(
     """``role``: the brokerRole, or ``controller-assigned`` in controller mode."""
     ha = f" ha={ha_address}" if ha_address else ""
     return f"The broker[{broker_name}, {address}] boot success. role={role}{ha} store={store_dir}"
+
+
+def proxy_ready_line(*, address: str, namesrv: str) -> str:
+    """The gRPC proxy (cluster mode): its gRPC address and the NameServers it reads."""
+    return f"The proxy[{address}] boot success. mode=cluster namesrv={namesrv}"
 
 
 def controller_ready_line(

@@ -29,6 +29,7 @@ from client.routes import RouteCache
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import MalformedRecord, NetworkError, error_for_response
+from protocol.headers import ConsumerSendMsgBackRequestHeader
 from protocol.message import iter_records
 from protocol.pop import (
     INIT_MODE_MAX,
@@ -100,13 +101,18 @@ class SimpleConsumer:
         expression: str = "*",
         long_poll_s: float = 0.0,
         order: bool = False,
+        broker_name: str | None = None,
     ) -> list[PoppedMessage]:
-        """Up to ``max_nums`` messages, invisible to the group for ``invisible_s``."""
-        info = await self.routes.get(topic)
-        names = sorted({q.broker_name for q in info.subscribe})
-        if not names:
-            raise NetworkError(f"topic {topic} has no readable queue")
-        name = names[next(self._turn) % len(names)]
+        """Up to ``max_nums`` messages, invisible to the group for ``invisible_s``, from
+        ``broker_name`` (default: the next broker group of the topic in turn)."""
+        if broker_name is None:
+            info = await self.routes.get(topic)
+            names = sorted({q.broker_name for q in info.subscribe})
+            if not names:
+                raise NetworkError(f"topic {topic} has no readable queue")
+            name = names[next(self._turn) % len(names)]
+        else:
+            name = broker_name
         addr = await self._broker_addr(topic, name)
         header = PopMessageRequestHeader(
             consumer_group=self.group,
@@ -173,11 +179,20 @@ class SimpleConsumer:
 
     async def ack(self, popped: PoppedMessage) -> None:
         """The message is consumed: it is not delivered again."""
-        handle = popped.handle
-        addr = await self._broker_addr(popped.topic, handle.broker_name)
+        await self.ack_handle(popped.topic, popped.handle)
+
+    async def change_invisible(self, popped: PoppedMessage, invisible_s: float) -> PoppedMessage:
+        """Make the message visible again ``invisible_s`` from now (0: at once, a nack);
+        the returned message carries the new handle."""
+        handle = await self.change_invisible_handle(popped.topic, popped.handle, invisible_s)
+        return attrs.evolve(popped, handle=handle)
+
+    async def ack_handle(self, topic: str, handle: ReceiptHandle) -> None:
+        """``ack`` by topic and handle alone (a gateway keeps no message)."""
+        addr = await self._broker_addr(topic, handle.broker_name)
         header = AckMessageRequestHeader(
             consumer_group=self.group,
-            topic=popped.topic,
+            topic=topic,
             queue_id=handle.queue_id,
             extra_info=handle.encode(),
             offset=handle.queue_offset,
@@ -187,14 +202,14 @@ class SimpleConsumer:
         if response.code != ResponseCode.SUCCESS:
             raise error_for_response(response.code, response.remark)
 
-    async def change_invisible(self, popped: PoppedMessage, invisible_s: float) -> PoppedMessage:
-        """Make the message visible again ``invisible_s`` from now (0: at once, a nack);
-        the returned message carries the new handle."""
-        handle = popped.handle
-        addr = await self._broker_addr(popped.topic, handle.broker_name)
+    async def change_invisible_handle(
+        self, topic: str, handle: ReceiptHandle, invisible_s: float
+    ) -> ReceiptHandle:
+        """``change_invisible`` by topic and handle alone; the new handle."""
+        addr = await self._broker_addr(topic, handle.broker_name)
         header = ChangeInvisibleTimeRequestHeader(
             consumer_group=self.group,
-            topic=popped.topic,
+            topic=topic,
             queue_id=handle.queue_id,
             extra_info=handle.encode(),
             offset=handle.queue_offset,
@@ -207,14 +222,40 @@ class SimpleConsumer:
         if response.code != ResponseCode.SUCCESS:
             raise error_for_response(response.code, response.remark)
         reply = ChangeInvisibleTimeResponseHeader.from_ext_fields(response.ext_fields)
-        new = attrs.evolve(
+        return attrs.evolve(
             handle,
             ck_offset=handle.ck_offset if handle.is_order else handle.queue_offset,
             pop_time_ms=reply.pop_time,
             invisible_time_ms=reply.invisible_time,
             revive_qid=reply.revive_qid,
         )
-        return attrs.evolve(popped, handle=new)
+
+    async def dead_letter(
+        self,
+        topic: str,
+        handle: ReceiptHandle,
+        *,
+        commit_log_offset: int,
+        msg_id: str,
+        max_reconsume_times: int,
+    ) -> None:
+        """Put the message in ``%DLQ%<group>`` now (CONSUMER_SEND_MSG_BACK, delay level -1);
+        ack it afterwards."""
+        addr = await self._broker_addr(topic, handle.broker_name)
+        header = ConsumerSendMsgBackRequestHeader(
+            offset=commit_log_offset,
+            group=self.group,
+            delay_level=-1,
+            origin_msg_id=msg_id,
+            origin_topic=topic,
+            max_reconsume_times=max_reconsume_times,
+        )
+        request = RemotingCommand.request(
+            RequestCode.CONSUMER_SEND_MSG_BACK, header.to_ext_fields()
+        )
+        response = await self.client.call(addr, request, timeout_s=self.timeout_s)
+        if response.code != ResponseCode.SUCCESS:
+            raise error_for_response(response.code, response.remark)
 
 
 @asynccontextmanager

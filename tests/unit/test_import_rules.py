@@ -31,6 +31,7 @@ PACKAGES = (
     "scenarios",
     "bench",
     "dashboard",
+    "proxy",
 )
 #: Per package: the project packages it may import (besides itself).
 ALLOWED: dict[str, frozenset[str]] = {
@@ -45,6 +46,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "bench": frozenset({"protocol", "client", "launcher"}),
     # The web dashboard sees the cluster over the wire, as any admin tool would.
     "dashboard": frozenset({"protocol", "client"}),
+    # The gRPC proxy is one more client of the cluster: the SDK and the wire only.
+    "proxy": frozenset({"protocol", "client"}),
 }
 #: Micro-benchmarks of one component (bench/micro/README): may also import that component.
 MICRO_BENCH_EXTRA = frozenset({"broker", "controller", "namesrv"})

@@ -1,0 +1,195 @@
+"""What the proxy does for each gRPC request, on the Trio side, through the SDK.
+
+Rules:
+- The proxy is a client of the cluster like any other: routes from the NameServers
+  (``RouteCache``), sends through one SDK ``Producer``, pop consumption through one SDK
+  ``SimpleConsumer`` per group, all over remoting. It keeps no message state of its own:
+  receipt handles carry everything an ack needs, so any proxy serves any ack.
+- Routes answer with the proxy's own endpoint for every queue (cluster mode): clients
+  talk to the proxy only; which broker group a queue lives in is the queue's broker name.
+- Every call runs under the SDK's deadlines; a receive waits at most its long-polling
+  time (capped at ``max_long_poll_s``).
+- Groups' consumer objects are created on first use and capped (``max_groups``).
+"""
+
+from __future__ import annotations
+
+import attrs
+from rocketmq.grpc_protocol import definition_pb2 as pb
+
+from client.consumer.simple import PoppedMessage, SimpleConsumer
+from client.producer import Producer
+from client.routes import RouteCache
+from protocol.codes import PERM_READ, PERM_WRITE
+from protocol.errors import SystemBusy
+from protocol.route import MASTER_ID
+from protocol.rpc import RemotingClient
+from proxy.convert import parse_receipt_handle, send_status_code, to_sdk_message
+
+#: Message types a topic accepts (topic message types are not checked yet).
+ACCEPTED_TYPES = (pb.NORMAL, pb.FIFO, pb.DELAY, pb.TRANSACTION)
+
+
+@attrs.frozen(kw_only=True)
+class ProxyConfig:
+    host: str = "127.0.0.1"
+    port: int = 8081
+    #: The host clients are told to connect to (QueryRoute's endpoints).
+    advertised_host: str = "127.0.0.1"
+    namesrv: tuple[str, ...] = ("127.0.0.1:9876",)
+    timeout_s: float = 3.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_long_poll_s: float = 20.0
+    max_in_flight: int = 10_000
+    max_groups: int = 10_000
+    #: Delivery attempts a consumer group gets (RocketMQ: retryMaxTimes 16 + 1).
+    max_delivery_attempts: int = 17
+
+
+@attrs.frozen(kw_only=True)
+class SentEntry:
+    code: int
+    message: str
+    message_id: str
+    offset: int
+
+
+class ProxyCore:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        client: RemotingClient,
+        routes: RouteCache,
+        producer: Producer,
+        port: int,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.routes = routes
+        self.producer = producer
+        self.port = port
+        self._consumers: dict[str, SimpleConsumer] = {}
+
+    def consumer(self, group: str) -> SimpleConsumer:
+        found = self._consumers.get(group)
+        if found is None:
+            if len(self._consumers) >= self.config.max_groups:
+                raise SystemBusy(f"the proxy serves {self.config.max_groups} groups already")
+            found = SimpleConsumer(
+                self.client,
+                self.routes,
+                group=group,
+                timeout_s=self.config.timeout_s,
+                max_message_bytes=self.config.max_body_bytes,
+            )
+            self._consumers[group] = found
+        return found
+
+    def endpoints(self) -> pb.Endpoints:
+        out = pb.Endpoints(scheme=pb.IPv4)
+        out.addresses.add(host=self.config.advertised_host, port=self.port)
+        return out
+
+    async def query_route(self, topic: str, namespace: str) -> list[pb.MessageQueue]:
+        info = await self.routes.refresh(topic)
+        endpoints = self.endpoints()
+        out = []
+        for data in sorted(info.route.queue_datas, key=lambda d: d.broker_name):
+            if info.master_of(data.broker_name) is None:
+                continue
+            for queue_id in range(max(data.read_queue_nums, data.write_queue_nums)):
+                readable = queue_id < data.read_queue_nums and data.perm & PERM_READ
+                writable = queue_id < data.write_queue_nums and data.perm & PERM_WRITE
+                permission = (
+                    pb.READ_WRITE
+                    if readable and writable
+                    else pb.READ
+                    if readable
+                    else pb.WRITE
+                    if writable
+                    else pb.NONE
+                )
+                queue = pb.MessageQueue(id=queue_id, permission=permission)
+                queue.topic.name = topic
+                queue.topic.resource_namespace = namespace
+                queue.broker.name = data.broker_name
+                queue.broker.id = MASTER_ID
+                queue.broker.endpoints.CopyFrom(endpoints)
+                queue.accept_message_types.extend(ACCEPTED_TYPES)
+                out.append(queue)
+        return out
+
+    async def assignments(self, topic: str, namespace: str) -> list[pb.MessageQueue]:
+        """QueryAssignment: one readable queue per broker group (the broker picks among its
+        queues on each pop, RocketMQ proxy's cluster mode)."""
+        queues = await self.query_route(topic, namespace)
+        seen: dict[str, pb.MessageQueue] = {}
+        for queue in queues:
+            if queue.permission in (pb.READ, pb.READ_WRITE):
+                seen.setdefault(queue.broker.name, queue)
+        return list(seen.values())
+
+    async def send(self, messages: list[pb.Message]) -> list[SentEntry]:
+        out = []
+        for message in messages:
+            sdk, group = to_sdk_message(message, max_body_bytes=self.config.max_body_bytes)
+            result = await self.producer.send(sdk, sharding_key=group)
+            out.append(
+                SentEntry(
+                    code=send_status_code(result.status),
+                    message=result.status.name,
+                    message_id=result.msg_id,
+                    offset=result.queue_offset,
+                )
+            )
+        return out
+
+    async def receive(
+        self,
+        *,
+        group: str,
+        topic: str,
+        broker_name: str | None,
+        batch: int,
+        invisible_s: float,
+        long_poll_s: float,
+        expression: str,
+        fifo: bool,
+    ) -> list[PoppedMessage]:
+        consumer = self.consumer(group)
+        return await consumer.receive(
+            topic,
+            max_nums=max(1, min(batch, 32)),
+            invisible_s=invisible_s,
+            expression=expression,
+            long_poll_s=max(0.0, min(long_poll_s, self.config.max_long_poll_s)),
+            order=fifo,
+            broker_name=broker_name or None,
+        )
+
+    async def ack(self, group: str, topic: str, handle_text: str) -> None:
+        handle, _ = parse_receipt_handle(handle_text)
+        await self.consumer(group).ack_handle(topic, handle)
+
+    async def change_invisible(
+        self, group: str, topic: str, handle_text: str, invisible_s: float
+    ) -> str:
+        handle, commit_log_offset = parse_receipt_handle(handle_text)
+        changed = await self.consumer(group).change_invisible_handle(topic, handle, invisible_s)
+        return f"{changed.encode()}|{commit_log_offset}"
+
+    async def forward_to_dlq(
+        self, group: str, topic: str, handle_text: str, message_id: str, max_attempts: int
+    ) -> None:
+        """The client gave up on the message: to ``%DLQ%<group>`` at once, then acked."""
+        handle, commit_log_offset = parse_receipt_handle(handle_text)
+        consumer = self.consumer(group)
+        await consumer.dead_letter(
+            topic,
+            handle,
+            commit_log_offset=commit_log_offset,
+            msg_id=message_id,
+            max_reconsume_times=max(0, max_attempts - 1),
+        )
+        await consumer.ack_handle(topic, handle)

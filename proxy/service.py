@@ -1,0 +1,234 @@
+"""apache.rocketmq.v2.MessagingService on the asyncio side: decode, hand to Trio, answer.
+
+Rules (apache/rocketmq-apis service.proto; RocketMQ proxy's GrpcMessagingApplication):
+- Each RPC runs its work on the Trio loop through the ``TrioPortal`` and answers with a
+  ``Status`` (``proxy/convert.py`` maps our errors to the API's codes); an RPC never fails
+  at the gRPC level for a request the API can answer, so clients read the right error.
+- Telemetry answers each ``Settings`` the client sends with the settings it will work
+  with: the client's own, completed with the server's (retry policy, request timeout,
+  body limit, long-polling time). Clients block at start until that answer comes.
+- ReceiveMessage streams the messages, then the status (OK, or MESSAGE_NOT_FOUND when
+  nothing came within the long-polling time), then the delivery timestamp.
+- Transactions are answered NOT_IMPLEMENTED for now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from rocketmq.grpc_protocol import definition_pb2 as pb
+from rocketmq.grpc_protocol import service_pb2 as sv
+from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
+
+from proxy.bridge import TrioPortal
+from proxy.convert import Code, status_for, to_pb_message
+from proxy.core import ProxyCore
+
+log = logging.getLogger(__name__)
+
+#: Invisible time of a receive that names none (a push consumer's auto-renew receive).
+DEFAULT_INVISIBLE_S = 30.0
+
+
+def _status(code: int = Code.OK, message: str = "OK") -> pb.Status:
+    return pb.Status(code=code, message=message)
+
+
+def _failed(exc: Exception) -> pb.Status:
+    code, message = status_for(exc)
+    return _status(code, message[:1000])
+
+
+def _duration_s(duration: Any) -> float:
+    return float(duration.seconds) + float(duration.nanos) / 1e9
+
+
+class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
+    def __init__(self, portal: TrioPortal, core: ProxyCore) -> None:
+        self.portal = portal
+        self.core = core
+
+    async def QueryRoute(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            queues = await self.portal.run(
+                self.core.query_route, request.topic.name, request.topic.resource_namespace
+            )
+        except Exception as exc:
+            return sv.QueryRouteResponse(status=_failed(exc))
+        return sv.QueryRouteResponse(status=_status(), message_queues=queues)
+
+    async def Heartbeat(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return sv.HeartbeatResponse(status=_status())
+
+    async def NotifyClientTermination(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return sv.NotifyClientTerminationResponse(status=_status())
+
+    async def QueryAssignment(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            queues = await self.portal.run(
+                self.core.assignments, request.topic.name, request.topic.resource_namespace
+            )
+        except Exception as exc:
+            return sv.QueryAssignmentResponse(status=_failed(exc))
+        return sv.QueryAssignmentResponse(
+            status=_status(), assignments=[pb.Assignment(message_queue=q) for q in queues]
+        )
+
+    async def SendMessage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if not request.messages:
+            return sv.SendMessageResponse(status=_status(Code.BAD_REQUEST, "no message to send"))
+        for message in request.messages:
+            if message.system_properties.message_type == pb.TRANSACTION:
+                return sv.SendMessageResponse(
+                    status=_status(Code.NOT_IMPLEMENTED, "transactional messages: not yet")
+                )
+        try:
+            sent = await self.portal.run(self.core.send, list(request.messages))
+        except Exception as exc:
+            code, message = status_for(exc)
+            code = getattr(exc, "api_code", code)
+            return sv.SendMessageResponse(status=_status(code, message[:1000]))
+        entries = [
+            sv.SendResultEntry(
+                status=_status(e.code, e.message), message_id=e.message_id, offset=e.offset
+            )
+            for e in sent
+        ]
+        first_bad = next((e for e in sent if e.code != Code.OK), None)
+        status = _status() if first_bad is None else _status(first_bad.code, first_bad.message)
+        return sv.SendMessageResponse(status=status, entries=entries)
+
+    async def ReceiveMessage(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        invisible_s = _duration_s(request.invisible_duration) or DEFAULT_INVISIBLE_S
+        expression = request.filter_expression
+        if expression.type == pb.SQL:
+            yield sv.ReceiveMessageResponse(
+                status=_status(Code.ILLEGAL_FILTER_EXPRESSION, "SQL92 filters: not yet")
+            )
+            return
+        queue = request.message_queue
+        try:
+            popped = await self.portal.run(
+                lambda: self.core.receive(
+                    group=request.group.name,
+                    topic=queue.topic.name,
+                    broker_name=queue.broker.name,
+                    batch=request.batch_size or 32,
+                    invisible_s=invisible_s,
+                    long_poll_s=_duration_s(request.long_polling_timeout),
+                    expression=expression.expression or "*",
+                    fifo=False,
+                )
+            )
+        except Exception as exc:
+            yield sv.ReceiveMessageResponse(status=_failed(exc))
+            return
+        for message in popped:
+            yield sv.ReceiveMessageResponse(
+                message=to_pb_message(
+                    message,
+                    namespace=queue.topic.resource_namespace,
+                    invisible_s=invisible_s,
+                    fifo=False,
+                )
+            )
+        if popped:
+            yield sv.ReceiveMessageResponse(status=_status())
+        else:
+            yield sv.ReceiveMessageResponse(
+                status=_status(Code.MESSAGE_NOT_FOUND, "no new message")
+            )
+        now = Timestamp()
+        now.GetCurrentTime()
+        yield sv.ReceiveMessageResponse(delivery_timestamp=now)
+
+    async def AckMessage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        entries = []
+        first_bad: pb.Status | None = None
+        for entry in request.entries:
+            try:
+                await self.portal.run(
+                    self.core.ack, request.group.name, request.topic.name, entry.receipt_handle
+                )
+                status = _status()
+            except Exception as exc:
+                status = _failed(exc)
+                first_bad = first_bad or status
+            entries.append(
+                sv.AckMessageResultEntry(
+                    message_id=entry.message_id, receipt_handle=entry.receipt_handle, status=status
+                )
+            )
+        return sv.AckMessageResponse(status=first_bad or _status(), entries=entries)
+
+    async def ChangeInvisibleDuration(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            handle = await self.portal.run(
+                self.core.change_invisible,
+                request.group.name,
+                request.topic.name,
+                request.receipt_handle,
+                _duration_s(request.invisible_duration),
+            )
+        except Exception as exc:
+            return sv.ChangeInvisibleDurationResponse(status=_failed(exc))
+        return sv.ChangeInvisibleDurationResponse(status=_status(), receipt_handle=handle)
+
+    async def ForwardMessageToDeadLetterQueue(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        try:
+            await self.portal.run(
+                self.core.forward_to_dlq,
+                request.group.name,
+                request.topic.name,
+                request.receipt_handle,
+                request.message_id,
+                request.max_delivery_attempts,
+            )
+        except Exception as exc:
+            return sv.ForwardMessageToDeadLetterQueueResponse(status=_failed(exc))
+        return sv.ForwardMessageToDeadLetterQueueResponse(status=_status())
+
+    async def EndTransaction(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return sv.EndTransactionResponse(
+            status=_status(Code.NOT_IMPLEMENTED, "transactional messages: not yet")
+        )
+
+    async def Telemetry(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async for command in request_iterator:
+            if command.HasField("settings"):
+                yield sv.TelemetryCommand(
+                    status=_status(), settings=self.reply_settings(command.settings)
+                )
+
+    def reply_settings(self, client: Any) -> Any:
+        config = self.core.config
+        settings = pb.Settings()
+        settings.CopyFrom(client)
+        settings.request_timeout.FromMilliseconds(int(config.timeout_s * 1000))
+        backoff = settings.backoff_policy
+        if client.client_type == pb.PRODUCER:
+            backoff.max_attempts = 3
+            settings.publishing.max_body_size = config.max_body_bytes
+            settings.publishing.validate_message_type = False
+        else:
+            backoff.max_attempts = config.max_delivery_attempts
+            sub = settings.subscription
+            sub.fifo = False
+            sub.receive_batch_size = 32
+            if not sub.long_polling_timeout.seconds:
+                sub.long_polling_timeout.seconds = int(config.max_long_poll_s)
+        backoff.exponential_backoff.initial.FromMilliseconds(1000)
+        backoff.exponential_backoff.max.FromMilliseconds(60_000)
+        backoff.exponential_backoff.multiplier = 2.0
+        settings.metric.on = False
+        return settings
