@@ -1,0 +1,157 @@
+"""Drives the official RocketMQ 5 Python client (``rocketmq-python-client``) against a proxy.
+
+Run as ``python rocketmq5_client_child.py SCENARIO PROXY_ADDR TOPIC GROUP``; prints one JSON
+line per event (``{"event": ..., ...}``) and exits 0 when the scenario ran to its end. The
+test reads the events and decides; this script only drives the client, in its own process
+(the client starts threads and an asyncio loop of its own). Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+from rocketmq import (
+    ClientConfiguration,
+    ConsumeResult,
+    Credentials,
+    FilterExpression,
+    Message,
+    Producer,
+    PushConsumer,
+    SimpleConsumer,
+)
+from rocketmq.v5.consumer.push import MessageListener
+
+DEADLINE_S = 30.0
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def send(config: ClientConfiguration, topic: str, bodies: list[str]) -> None:
+    producer = Producer(config, (topic,))
+    producer.startup()
+    try:
+        for i, body in enumerate(bodies):
+            message = Message()
+            message.topic = topic
+            message.body = body.encode()
+            message.tag = "TagA" if i % 2 == 0 else "TagB"
+            message.keys = f"key-{body}"
+            message.add_property("n", str(i))
+            receipt = producer.send(message)
+            emit("sent", body=body, message_id=receipt.message_id)
+    finally:
+        producer.shutdown()
+
+
+def receive_until(consumer: SimpleConsumer, count: int, invisible_s: int) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(got) < count and time.monotonic() < deadline:
+        got += consumer.receive(16, invisible_s)
+    return got
+
+
+def describe(message: Any) -> dict[str, Any]:
+    return {
+        "body": message.body.decode(),
+        "message_id": message.message_id,
+        "tag": message.tag,
+        "keys": sorted(message.keys),
+        "properties": dict(message.properties),
+        "attempt": message.delivery_attempt,
+        "topic": message.topic,
+    }
+
+
+def simple(config: ClientConfiguration, topic: str, group: str) -> None:
+    """Send four; receive them; ack two, extend one, nack one; the nacked comes again."""
+    bodies = ["a", "b", "c", "d"]
+    send(config, topic, bodies)
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=5)
+    consumer.startup()
+    try:
+        got = receive_until(consumer, 4, invisible_s=20)
+        for message in got:
+            emit("received", **describe(message))
+        by_body = {m.body.decode(): m for m in got}
+        consumer.ack(by_body["a"])
+        consumer.ack(by_body["b"])
+        consumer.change_invisible_duration(by_body["c"], 25)
+        consumer.change_invisible_duration(by_body["d"], 1)
+        emit("settled")
+        again = receive_until(consumer, 1, invisible_s=20)
+        for message in again:
+            emit("again", **describe(message))
+            consumer.ack(message)
+        consumer.ack(by_body["c"])  # the extended handle
+        emit("acked_extended")
+        # Everything acked: nothing more comes.
+        emit("quiet", count=len(consumer.receive(16, 20)))
+    finally:
+        consumer.shutdown()
+
+
+def filtered(config: ClientConfiguration, topic: str, group: str) -> None:
+    """A tag filter: only TagA messages (even indexes) are received."""
+    send(config, topic, ["f0", "f1", "f2", "f3"])
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression("TagA")}, await_duration=3)
+    consumer.startup()
+    try:
+        got = receive_until(consumer, 2, invisible_s=20)
+        for message in got:
+            emit("received", **describe(message))
+            consumer.ack(message)
+        emit("quiet", count=len(consumer.receive(16, 20)))
+    finally:
+        consumer.shutdown()
+
+
+class Failing(MessageListener):  # type: ignore[misc]
+    """Fails each message's first delivery, then succeeds."""
+
+    def __init__(self, want: int) -> None:
+        self.seen: dict[str, int] = {}
+        self.done = threading.Event()
+        self.want = want
+        self.lock = threading.Lock()
+
+    def consume(self, message: Any) -> Any:
+        body = message.body.decode()
+        with self.lock:
+            self.seen[body] = self.seen.get(body, 0) + 1
+            emit("consumed", body=body, attempt=message.delivery_attempt)
+            if self.seen[body] == 1:
+                return ConsumeResult.FAILURE
+            if len([b for b, n in self.seen.items() if n >= 2]) >= self.want:
+                self.done.set()
+            return ConsumeResult.SUCCESS
+
+
+def push(config: ClientConfiguration, topic: str, group: str) -> None:
+    bodies = ["p0", "p1", "p2"]
+    send(config, topic, bodies)
+    listener = Failing(len(bodies))
+    consumer = PushConsumer(config, group, listener, {topic: FilterExpression("*")})
+    consumer.startup()
+    try:
+        emit("done", ok=listener.done.wait(DEADLINE_S))
+    finally:
+        consumer.shutdown()
+
+
+def main() -> None:
+    scenario, proxy, topic, group = sys.argv[1:5]
+    config = ClientConfiguration(proxy, Credentials(), request_timeout=5)
+    {"simple": simple, "filtered": filtered, "push": push}[scenario](config, topic, group)
+    emit("end")
+
+
+if __name__ == "__main__":
+    main()

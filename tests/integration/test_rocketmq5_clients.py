@@ -1,0 +1,121 @@
+"""The official RocketMQ 5 Python client (``rocketmq-python-client``) against ``rmq proxy``.
+
+Real processes: ``rmq namesrv``, ``rmq broker``, ``rmq proxy --port 0``, and the client in
+its own Python process (``rocketmq5_client_child.py``), which prints what it saw as JSON
+lines; the assertions are here. Messages are told apart by body.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from client.admin import open_admin
+from launcher.ready import BROKER_READY, PROXY_READY
+from tests.support.processes import (
+    START_TIMEOUT_S,
+    managed_process,
+    namesrv_process,
+    rmq_argv,
+    run_command,
+)
+
+pytest.importorskip("rocketmq.v5", reason="the official client is a dev dependency")
+
+pytestmark = pytest.mark.integration
+
+CHILD = Path(__file__).with_name("rocketmq5_client_child.py")
+#: The client process: interpreter and client start-up plus the scenario's waits.
+CLIENT_TIMEOUT_S = 90.0
+
+
+@attrs.frozen(kw_only=True)
+class Cluster:
+    namesrv: str
+    proxy: str
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """A NameServer, broker-a and a proxy, all on free ports."""
+    with trio.fail_after(3 * START_TIMEOUT_S + 10):
+        async with namesrv_process() as ns:
+            broker_argv = rmq_argv(
+                "broker", "-n", ns.address, "--port", "0", "--dir", str(tmp_path / "broker-a")
+            )
+            async with managed_process(broker_argv, name="broker", ready=BROKER_READY):
+                proxy_argv = rmq_argv("proxy", "-n", ns.address, "--port", "0")
+                async with managed_process(proxy_argv, name="proxy", ready=PROXY_READY) as proxy:
+                    yield Cluster(namesrv=ns.address, proxy=proxy.address)
+
+
+async def create_topic(cluster: Cluster, topic: str) -> None:
+    with trio.fail_after(20):
+        async with open_admin(cluster.namesrv) as admin:
+            await admin.create_topic(
+                topic, cluster="DefaultCluster", read_queue_nums=4, write_queue_nums=4
+            )
+
+
+async def drive(cluster: Cluster, scenario: str, topic: str, group: str) -> list[dict[str, Any]]:
+    argv = [sys.executable, str(CHILD), scenario, cluster.proxy, topic, group]
+    done = await run_command(argv, timeout_s=CLIENT_TIMEOUT_S)
+    assert done.returncode == 0, f"client failed:\n{done.stdout}\n{done.stderr[-4000:]}"
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert events and events[-1]["event"] == "end", done.stdout
+    return events
+
+
+def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] == kind]
+
+
+async def test_simple_consumer_receive_ack_change_invisible(cluster: Cluster) -> None:
+    await create_topic(cluster, "G5Simple")
+    events = await drive(cluster, "simple", "G5Simple", "G5SimpleGroup")
+    sent = {e["body"]: e["message_id"] for e in of(events, "sent")}
+    received = of(events, "received")
+    assert sorted(e["body"] for e in received) == ["a", "b", "c", "d"]
+    for e in received:
+        assert e["message_id"] == sent[e["body"]]  # the producer's id, end to end
+        assert e["attempt"] == 1 and e["topic"] == "G5Simple"
+        assert e["keys"] == [f"key-{e['body']}"]
+        assert e["properties"] == {"n": str("abcd".index(e["body"]))}
+    assert [e["tag"] for e in sorted(received, key=lambda e: e["body"])] == [
+        "TagA",
+        "TagB",
+        "TagA",
+        "TagB",
+    ]
+    # The nacked message (invisible 1 s) came again with attempt 2; the extended one not.
+    (again,) = of(events, "again")
+    assert again["body"] == "d" and again["attempt"] == 2
+    assert again["message_id"] == sent["d"]
+    assert of(events, "acked_extended")
+    assert of(events, "quiet") == [{"event": "quiet", "count": 0}]
+
+
+async def test_simple_consumer_tag_filter(cluster: Cluster) -> None:
+    await create_topic(cluster, "G5Tags")
+    events = await drive(cluster, "filtered", "G5Tags", "G5TagsGroup")
+    assert sorted(e["body"] for e in of(events, "received")) == ["f0", "f2"]
+    assert of(events, "quiet") == [{"event": "quiet", "count": 0}]
+
+
+async def test_push_consumer_failing_listener_gets_each_message_again(cluster: Cluster) -> None:
+    await create_topic(cluster, "G5Push")
+    events = await drive(cluster, "push", "G5Push", "G5PushGroup")
+    assert of(events, "done") == [{"event": "done", "ok": True}]
+    attempts: dict[str, list[int]] = {}
+    for e in of(events, "consumed"):
+        attempts.setdefault(e["body"], []).append(e["attempt"])
+    assert sorted(attempts) == ["p0", "p1", "p2"]
+    for body, seen in attempts.items():
+        assert seen[:2] == [1, 2], (body, seen)
