@@ -201,9 +201,7 @@ def _timestamp(ms: int) -> Timestamp:
     return stamp
 
 
-def to_pb_message(
-    popped: PoppedMessage, *, namespace: str, invisible_s: float, fifo: bool
-) -> pb.Message:
+def to_pb_message(popped: PoppedMessage, *, namespace: str, invisible_s: float) -> pb.Message:
     """A received message as the gRPC client reads it."""
     m = popped.message
     out = pb.Message()
@@ -232,7 +230,6 @@ def to_pb_message(
     sp.queue_offset = m.queue_offset
     sp.invisible_duration.FromMilliseconds(int(invisible_s * 1000))
     sp.delivery_attempt = m.reconsume_times + 1
-    del fifo
     return out
 
 

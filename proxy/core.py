@@ -14,18 +14,27 @@ Rules:
 
 from __future__ import annotations
 
+import logging
+
 import attrs
+import trio
 from rocketmq.grpc_protocol import definition_pb2 as pb
 
 from client.consumer.simple import PoppedMessage, SimpleConsumer
 from client.producer import Producer
 from client.routes import RouteCache
-from protocol.codes import PERM_READ, PERM_WRITE
-from protocol.errors import SystemBusy
+from protocol.bodies import SubscriptionGroupConfig
+from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import RocketError, SystemBusy
 from protocol.route import MASTER_ID
 from protocol.rpc import RemotingClient
 from proxy.convert import parse_receipt_handle, send_status_code, to_sdk_message
 
+log = logging.getLogger(__name__)
+
+#: How long a group's config (FIFO or not, retries) is used before it is read again.
+_GROUP_TTL_S = 10.0
 #: Message types a topic accepts (topic message types are not checked yet).
 ACCEPTED_TYPES = (pb.NORMAL, pb.FIFO, pb.DELAY, pb.TRANSACTION)
 
@@ -70,6 +79,7 @@ class ProxyCore:
         self.producer = producer
         self.port = port
         self._consumers: dict[str, SimpleConsumer] = {}
+        self._groups: dict[str, tuple[float, SubscriptionGroupConfig]] = {}
 
     def consumer(self, group: str) -> SimpleConsumer:
         found = self._consumers.get(group)
@@ -130,6 +140,39 @@ class ProxyCore:
                 seen.setdefault(queue.broker.name, queue)
         return list(seen.values())
 
+    async def group_config(self, group: str, topic: str) -> SubscriptionGroupConfig:
+        """The group's config on the topic's first broker group (cached ``_GROUP_TTL_S``);
+        the defaults when no broker has it yet (pops create it)."""
+        now = trio.current_time()
+        cached = self._groups.get(group)
+        if cached is not None and now - cached[0] < _GROUP_TTL_S:
+            return cached[1]
+        config = SubscriptionGroupConfig(group_name=group)
+        try:
+            info = await self.routes.get(topic)
+            names = sorted({q.broker_name for q in info.subscribe})
+            addr = info.master_of(names[0]) if names else None
+            if addr is not None:
+                request = RemotingCommand.request(
+                    RequestCode.GET_SUBSCRIPTIONGROUP_CONFIG, {"group": group}
+                )
+                response = await self.client.call(addr, request, timeout_s=self.config.timeout_s)
+                if response.code == ResponseCode.SUCCESS:
+                    config = SubscriptionGroupConfig.from_bytes(response.body)
+        except RocketError as exc:
+            log.info("proxy: config of group %s not read (%s); defaults", group, exc)
+        if len(self._groups) >= self.config.max_groups:
+            self._groups.clear()
+        self._groups[group] = (now, config)
+        return config
+
+    async def consumer_settings(self, group: str, topics: list[str]) -> tuple[bool, int]:
+        """(fifo, max delivery attempts) of a consumer group, for Telemetry's answer."""
+        if not topics:
+            return False, self.config.max_delivery_attempts
+        config = await self.group_config(group, topics[0])
+        return config.consume_message_orderly, config.retry_max_times + 1
+
     async def send(self, messages: list[pb.Message]) -> list[SentEntry]:
         out = []
         for message in messages:
@@ -155,9 +198,9 @@ class ProxyCore:
         invisible_s: float,
         long_poll_s: float,
         expression: str,
-        fifo: bool,
     ) -> list[PoppedMessage]:
         consumer = self.consumer(group)
+        fifo = (await self.group_config(group, topic)).consume_message_orderly
         return await consumer.receive(
             topic,
             max_nums=max(1, min(batch, 32)),

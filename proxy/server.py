@@ -31,6 +31,8 @@ class ProxyServer:
         self.config = config
         self.core: ProxyCore | None = None
         self.port: int | None = None
+        #: The bridge to the gRPC thread, while serving (``in_flight`` for tests and stats).
+        self.portal: TrioPortal | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -45,6 +47,7 @@ class ProxyServer:
             portal = TrioPortal(
                 trio.lowlevel.current_trio_token(), nursery, max_in_flight=config.max_in_flight
             )
+            self.portal = portal
             holder: dict[str, ProxyCore] = {}
 
             def register(server: grpc.aio.Server) -> None:

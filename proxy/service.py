@@ -123,7 +123,6 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
                     invisible_s=invisible_s,
                     long_poll_s=_duration_s(request.long_polling_timeout),
                     expression=expression.expression or "*",
-                    fifo=False,
                 )
             )
         except Exception as exc:
@@ -135,7 +134,6 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
                     message,
                     namespace=queue.topic.resource_namespace,
                     invisible_s=invisible_s,
-                    fifo=False,
                 )
             )
         if popped:
@@ -205,12 +203,24 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         async for command in request_iterator:
-            if command.HasField("settings"):
-                yield sv.TelemetryCommand(
-                    status=_status(), settings=self.reply_settings(command.settings)
-                )
+            if not command.HasField("settings"):
+                continue
+            client = command.settings
+            fifo, attempts = False, self.core.config.max_delivery_attempts
+            if client.client_type != pb.PRODUCER:
+                topics = [s.topic.name for s in client.subscription.subscriptions]
+                try:
+                    fifo, attempts = await self.portal.run(
+                        self.core.consumer_settings, client.subscription.group.name, topics
+                    )
+                except Exception as exc:
+                    yield sv.TelemetryCommand(status=_failed(exc))
+                    continue
+            yield sv.TelemetryCommand(
+                status=_status(), settings=self.reply_settings(client, fifo, attempts)
+            )
 
-    def reply_settings(self, client: Any) -> Any:
+    def reply_settings(self, client: Any, fifo: bool, max_attempts: int) -> Any:
         config = self.core.config
         settings = pb.Settings()
         settings.CopyFrom(client)
@@ -221,9 +231,9 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
             settings.publishing.max_body_size = config.max_body_bytes
             settings.publishing.validate_message_type = False
         else:
-            backoff.max_attempts = config.max_delivery_attempts
+            backoff.max_attempts = max_attempts
             sub = settings.subscription
-            sub.fifo = False
+            sub.fifo = fifo
             sub.receive_batch_size = 32
             if not sub.long_polling_timeout.seconds:
                 sub.long_polling_timeout.seconds = int(config.max_long_poll_s)

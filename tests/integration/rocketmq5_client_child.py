@@ -33,7 +33,9 @@ def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-def send(config: ClientConfiguration, topic: str, bodies: list[str]) -> None:
+def send(
+    config: ClientConfiguration, topic: str, bodies: list[str], message_group: str | None = None
+) -> None:
     producer = Producer(config, (topic,))
     producer.startup()
     try:
@@ -44,17 +46,21 @@ def send(config: ClientConfiguration, topic: str, bodies: list[str]) -> None:
             message.tag = "TagA" if i % 2 == 0 else "TagB"
             message.keys = f"key-{body}"
             message.add_property("n", str(i))
+            if message_group is not None:
+                message.message_group = message_group
             receipt = producer.send(message)
             emit("sent", body=body, message_id=receipt.message_id)
     finally:
         producer.shutdown()
 
 
-def receive_until(consumer: SimpleConsumer, count: int, invisible_s: int) -> list[Any]:
+def receive_until(
+    consumer: SimpleConsumer, count: int, invisible_s: int, *, batch: int = 16
+) -> list[Any]:
     got: list[Any] = []
     deadline = time.monotonic() + DEADLINE_S
     while len(got) < count and time.monotonic() < deadline:
-        got += consumer.receive(16, invisible_s)
+        got += consumer.receive(batch, invisible_s)
     return got
 
 
@@ -113,6 +119,33 @@ def filtered(config: ClientConfiguration, topic: str, group: str) -> None:
         consumer.shutdown()
 
 
+def fifo(config: ClientConfiguration, topic: str, group: str) -> None:
+    """An orderly group: a message group's next message waits until the one before is
+    acked; one not acked comes again (attempt 2) before the next."""
+    send(config, topic, ["q0", "q1", "q2"], message_group="order-1")
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer.startup()
+    try:
+        steps: list[list[Any]] = []
+        first = receive_until(consumer, 1, invisible_s=20, batch=1)
+        steps.append(first)
+        steps.append(consumer.receive(1, 20))  # held: q0 is out
+        consumer.ack(first[0])
+        second = receive_until(consumer, 1, invisible_s=2, batch=1)  # q1, not acked
+        steps.append(second)
+        again = receive_until(consumer, 1, invisible_s=20, batch=1)  # q1 again after 2 s
+        steps.append(again)
+        consumer.ack(again[0])
+        steps.append(receive_until(consumer, 1, invisible_s=20, batch=1))
+        for i, step in enumerate(steps):
+            emit("step", index=i, got=[describe(m) for m in step])
+            if i == 4:
+                for m in step:
+                    consumer.ack(m)
+    finally:
+        consumer.shutdown()
+
+
 class Failing(MessageListener):  # type: ignore[misc]
     """Fails each message's first delivery, then succeeds."""
 
@@ -149,7 +182,9 @@ def push(config: ClientConfiguration, topic: str, group: str) -> None:
 def main() -> None:
     scenario, proxy, topic, group = sys.argv[1:5]
     config = ClientConfiguration(proxy, Credentials(), request_timeout=5)
-    {"simple": simple, "filtered": filtered, "push": push}[scenario](config, topic, group)
+    {"simple": simple, "filtered": filtered, "push": push, "fifo": fifo}[scenario](
+        config, topic, group
+    )
     emit("end")
 
 

@@ -119,3 +119,21 @@ async def test_push_consumer_failing_listener_gets_each_message_again(cluster: C
     assert sorted(attempts) == ["p0", "p1", "p2"]
     for body, seen in attempts.items():
         assert seen[:2] == [1, 2], (body, seen)
+
+
+async def test_fifo_simple_consumer_holds_a_message_group_until_acked(cluster: Cluster) -> None:
+    await create_topic(cluster, "G5Fifo")
+    with trio.fail_after(20):
+        async with open_admin(cluster.namesrv) as admin:
+            await admin.update_subscription_group(
+                "G5FifoGroup", cluster="DefaultCluster", consume_message_orderly=True
+            )
+    events = await drive(cluster, "fifo", "G5Fifo", "G5FifoGroup")
+    steps = [[(m["body"], m["attempt"]) for m in e["got"]] for e in of(events, "step")]
+    assert steps == [
+        [("q0", 1)],
+        [],  # q0 is out: the group's queue is held
+        [("q1", 1)],
+        [("q1", 2)],  # not acked within its invisible time: again, before q2
+        [("q2", 1)],
+    ]

@@ -1,0 +1,156 @@
+"""rmq proxy's answers to bad requests, in-process: a NameServer, a broker and a
+``ProxyServer`` in this Trio process, called over gRPC (grpcio's blocking stub on a worker
+thread, so the Trio loop keeps serving). Each answer must carry the apache.rocketmq.v2
+code the official clients turn into the right exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import grpc
+import pytest
+import trio
+
+pytest.importorskip("rocketmq.grpc_protocol")
+
+from rocketmq.grpc_protocol import definition_pb2 as pb
+from rocketmq.grpc_protocol import service_pb2 as sv
+from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
+
+from proxy.core import ProxyConfig
+from proxy.server import ProxyServer
+from tests.component.sdk_fixtures import SdkCluster, sdk_cluster, wait_until
+
+DEADLINE_S = 25.0
+Code = pb.Code
+
+
+@asynccontextmanager
+async def proxied(
+    tmp_path: Path, **config: Any
+) -> AsyncIterator[tuple[SdkCluster, sv_grpc.MessagingServiceStub, ProxyServer]]:
+    async with sdk_cluster(tmp_path) as c, trio.open_nursery() as nursery:
+        server = ProxyServer(ProxyConfig(port=0, namesrv=(c.namesrv,), **config))
+        port = await nursery.start(server.serve)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            yield c, sv_grpc.MessagingServiceStub(channel), server
+        finally:
+            channel.close()
+            nursery.cancel_scope.cancel()
+
+
+async def call(fn: Callable[..., Any], request: Any) -> Any:
+    return await trio.to_thread.run_sync(lambda: fn(request, timeout=10))
+
+
+def message(topic: str, body: bytes = b"x", **system: Any) -> pb.Message:
+    out = pb.Message(body=body)
+    out.topic.name = topic
+    out.system_properties.message_id = "01ABC"
+    for key, value in system.items():
+        setattr(out.system_properties, key, value)
+    return out
+
+
+async def test_bad_requests_get_the_apis_codes(tmp_path: Path) -> None:
+    with trio.fail_after(DEADLINE_S):
+        async with proxied(tmp_path) as (c, stub, _):
+            await c.create_topic("PxT", 2)
+            route = await call(stub.QueryRoute, sv.QueryRouteRequest(topic={"name": "Nope"}))
+            assert route.status.code == Code.TOPIC_NOT_FOUND, route.status
+            route = await call(stub.QueryRoute, sv.QueryRouteRequest(topic={"name": "PxT"}))
+            assert route.status.code == Code.OK
+            assert [(q.broker.name, q.id, q.permission) for q in route.message_queues] == [
+                ("broker-a", 0, pb.READ_WRITE),
+                ("broker-a", 1, pb.READ_WRITE),
+            ]
+
+            sent = await call(
+                stub.SendMessage, sv.SendMessageRequest(messages=[message("PxT", body=b"")])
+            )
+            assert sent.status.code == Code.MESSAGE_BODY_EMPTY, sent.status
+            reserved = message("PxT")
+            reserved.user_properties["UNIQ_KEY"] = "mine"
+            sent = await call(stub.SendMessage, sv.SendMessageRequest(messages=[reserved]))
+            assert sent.status.code == Code.ILLEGAL_MESSAGE_PROPERTY_KEY, sent.status
+            tx = message("PxT", message_type=pb.TRANSACTION)
+            sent = await call(stub.SendMessage, sv.SendMessageRequest(messages=[tx]))
+            assert sent.status.code == Code.NOT_IMPLEMENTED
+            sent = await call(stub.SendMessage, sv.SendMessageRequest(messages=[message("PxT")]))
+            assert sent.status.code == Code.OK and sent.entries[0].message_id == "01ABC"
+
+            for handle in ("", "garbage", "1 2 3|4", "1 2 3 4 0 broker-a 0 5|x"):
+                acked = await call(
+                    stub.AckMessage,
+                    sv.AckMessageRequest(
+                        group={"name": "G"},
+                        topic={"name": "PxT"},
+                        entries=[sv.AckMessageEntry(message_id="m", receipt_handle=handle)],
+                    ),
+                )
+                assert acked.status.code == Code.INVALID_RECEIPT_HANDLE, (handle, acked.status)
+            changed = await call(
+                stub.ChangeInvisibleDuration,
+                sv.ChangeInvisibleDurationRequest(
+                    group={"name": "G"}, topic={"name": "PxT"}, receipt_handle="nope"
+                ),
+            )
+            assert changed.status.code == Code.INVALID_RECEIPT_HANDLE
+
+            receive = sv.ReceiveMessageRequest(
+                group={"name": "G"},
+                message_queue=route.message_queues[0],
+                filter_expression=pb.FilterExpression(type=pb.SQL, expression="a > 1"),
+                batch_size=1,
+            )
+            (answer,) = await call(
+                lambda r, timeout: list(stub.ReceiveMessage(r, timeout=timeout)), receive
+            )
+            assert answer.status.code == Code.ILLEGAL_FILTER_EXPRESSION
+
+
+@attrs.frozen
+class Held:
+    answers: list[Any]
+
+
+async def test_requests_past_the_in_flight_cap_are_told_to_retry(tmp_path: Path) -> None:
+    """With one request allowed in flight, a second while a receive long-polls is
+    TOO_MANY_REQUESTS at once; the long poll then ends with MESSAGE_NOT_FOUND."""
+    with trio.fail_after(DEADLINE_S):
+        async with proxied(tmp_path, max_in_flight=1) as (c, stub, server):
+            await c.create_topic("PxT", 1)
+            route = await call(stub.QueryRoute, sv.QueryRouteRequest(topic={"name": "PxT"}))
+            receive = sv.ReceiveMessageRequest(
+                group={"name": "G"},
+                message_queue=route.message_queues[0],
+                batch_size=1,
+                invisible_duration={"seconds": 10},
+                long_polling_timeout={"seconds": 3},
+            )
+            held = Held(answers=[])
+
+            async def long_poll() -> None:
+                held.answers.extend(
+                    await call(
+                        lambda r, timeout: list(stub.ReceiveMessage(r, timeout=timeout)), receive
+                    )
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(long_poll)
+                portal = server.portal
+                assert portal is not None
+                await wait_until(lambda: portal.in_flight == 1, what="the receive in flight")
+                sent = await call(
+                    stub.SendMessage, sv.SendMessageRequest(messages=[message("PxT")])
+                )
+                assert sent.status.code == Code.TOO_MANY_REQUESTS, sent.status
+            statuses = [a.status.code for a in held.answers if a.HasField("status")]
+            assert statuses == [Code.MESSAGE_NOT_FOUND]
