@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 _READ_BATCH = 256
 _READ_BYTES = 4 << 20
+#: Revive records read per queue in one round (one synchronous step of the event loop).
+_READ_BUDGET = 8192
 #: Longest sleep between rounds (a new checkpoint may be due sooner than the last known).
 _ROUND_S = 0.5
 
@@ -183,7 +185,11 @@ class ReviveService:
         now_ms = self._clock.wall_ms()
         next_due: int | None = None
         for qid, queue in enumerate(self._queues):
-            self._read(qid, queue)
+            if not self._read(qid, queue):
+                # Not at the end yet (a long log after a restart): acks may follow, so no
+                # decision before the rest is read, next round (each round is one step).
+                next_due = now_ms
+                continue
             for point in queue.due(now_ms):
                 if not self._revive(point):
                     break
@@ -196,9 +202,11 @@ class ReviveService:
             return _ROUND_S
         return min(_ROUND_S, max(0.0, (next_due - now_ms) / 1000))
 
-    def _read(self, qid: int, queue: ReviveQueue) -> None:
+    def _read(self, qid: int, queue: ReviveQueue) -> bool:
+        """Read the queue on, at most ``_READ_BUDGET`` records; True when at its end."""
         store = self.broker.store
-        while True:
+        budget = _READ_BUDGET
+        while budget > 0:
             result = store.get_messages(
                 REVIVE_GROUP,
                 self.topic,
@@ -208,7 +216,7 @@ class ReviveService:
                 max_bytes=_READ_BYTES,
             )
             if result.status is not GetMessageStatus.FOUND:
-                if result.status in (
+                if result.next_begin_offset != queue.read_offset and result.status in (
                     GetMessageStatus.OFFSET_TOO_SMALL,
                     GetMessageStatus.OFFSET_OVERFLOW_BADLY,
                 ):
@@ -221,12 +229,13 @@ class ReviveService:
                     )
                     queue.read_offset = result.next_begin_offset
                     continue
-                return
+                return True
             for raw, offset in zip(result.records, result.queue_offsets, strict=True):
                 self._apply(queue, offset, raw)
-            if result.next_begin_offset <= queue.read_offset:
-                return
-            queue.skip(result.next_begin_offset - 1)
+            budget -= len(result.records)
+            if result.next_begin_offset > queue.read_offset:
+                queue.skip(result.next_begin_offset - 1)
+        return False
 
     def _apply(self, queue: ReviveQueue, offset: int, raw: bytes) -> None:
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from broker.pop import service as revive_service
 from client.consumer import PoppedMessage, SimpleConsumer, open_pull_consumer, open_simple_consumer
 from client.message import Message
 from client.producer import open_producer
@@ -137,9 +138,14 @@ async def test_attempts_past_the_groups_max_go_to_the_dlq(tmp_path: Path) -> Non
                 assert dead.body == b"poison" and dead.reconsume_times == 2
 
 
-async def test_a_restart_forgets_no_ack_and_loses_no_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_budget", [8192, 1])
+async def test_a_restart_forgets_no_ack_and_loses_no_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_budget: int
+) -> None:
     """Pop three, ack one, restart the broker before the invisible time lapses: after the
-    restart exactly the two unacked messages come back (the revive log is re-read)."""
+    restart exactly the two unacked messages come back (the revive log is re-read, also
+    when a round may read only one record of it and must not decide before the end)."""
+    monkeypatch.setattr(revive_service, "_READ_BUDGET", read_budget)
     with trio.fail_after(DEADLINE_S):
         async with sdk_cluster(tmp_path, flush_disk_type="SYNC_FLUSH") as c:
             await c.create_topic(TOPIC, 1)
