@@ -43,9 +43,10 @@ from launcher.plans import (
     LATER_MODES,
     broker_node,
     namesrv_node,
+    proxy_node,
     toml_value,
 )
-from launcher.ready import NAMESRV
+from launcher.ready import NAMESRV, PROXY
 from launcher.record import Cluster, ClusterError, atomic_write, dir_lock, load_cluster
 from protocol.errors import RocketError
 from protocol.route import ClusterInfo
@@ -85,6 +86,8 @@ class LayoutOptions:
     broker_settings: tuple[tuple[str, Any], ...] = ()
     broker_controller_addrs: tuple[tuple[str, str], ...] = ()
     controller_base_port: int | None = None
+    #: Also start ``rmq proxy`` (gRPC for RocketMQ 5 clients) on this port (0: a free one).
+    proxy_port: int | None = None
 
     def check(self, mode: str) -> None:
         """Raise ``ClusterError`` when these options do not fit ``mode``."""
@@ -114,6 +117,8 @@ class LayoutOptions:
                 f"--broker-controller-addrs names no broker of mode {mode}: "
                 f"{', '.join(unknown)} (it has {', '.join(sorted(names))})"
             )
+        if self.proxy_port is not None and not 0 <= self.proxy_port <= 65535:
+            raise ClusterError(f"--proxy-port {self.proxy_port} is not a port (0..65535)")
         base = self.controller_base_port
         if base is not None and not 0 < base <= 65535 - 2 * CONTROLLER_NODES:
             raise ClusterError(f"--controller-base-port {base} leaves no room for 6 ports")
@@ -195,6 +200,9 @@ def cluster_up(
                     rmq=rmq,
                 )
                 start_node(cluster, broker, timeout_s)
+            if layout.proxy_port is not None:
+                proxy = proxy_node(root, layout.proxy_port, namesrv_addr=namesrv.address, rmq=rmq)
+                start_node(cluster, proxy, timeout_s)
         return cluster
 
 
@@ -227,7 +235,7 @@ def _serving(cluster: Cluster, alive: dict[str, bool], timeout_s: float) -> dict
     if info is None:
         return serving
     for node in cluster.nodes:
-        if node.kind != NAMESRV:
+        if node.kind not in (NAMESRV, PROXY):
             data = info.broker_addr_table.get(node.group or node.name)
             serving[node.name] = bool(data and node.address in data.broker_addrs.values())
     return serving
@@ -315,6 +323,14 @@ def up(
             "(default: free ones).",
         ),
     ] = None,
+    proxy_port: Annotated[
+        int | None,
+        typer.Option(
+            "--proxy-port",
+            help="Also start rmq proxy (gRPC for RocketMQ 5 clients, 8081 by convention; "
+            "0 picks a free port).",
+        ),
+    ] = None,
 ) -> None:
     """Start a NameServer and the mode's brokers as detached processes; print their addresses."""
     try:
@@ -324,6 +340,7 @@ def up(
                 _node_addrs(item) for item in broker_controller_addrs or ()
             ),
             controller_base_port=controller_base_port,
+            proxy_port=proxy_port,
         )
         if mode not in BROKERS_BY_MODE:
             known = "mode {!r} is not available yet" if mode in LATER_MODES else "unknown mode {!r}"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from launcher.ready import BROKER, CONTROLLER, NAMESRV
+from launcher.ready import BROKER, CONTROLLER, NAMESRV, PROXY
 from launcher.record import Node
 
 #: brokerRole of a controller-mode broker: the controller assigns the id and the role.
@@ -175,6 +175,12 @@ def broker_node(
         argv=argv,
         store_dir=store_dir,
     )
+
+
+def proxy_node(root: Path, port: int, *, namesrv_addr: str, rmq: Sequence[str]) -> Node:
+    """The gRPC proxy (cluster mode) for RocketMQ 5 clients, in front of the NameServer."""
+    argv = [*rmq, "proxy", "--port", str(port), "-n", namesrv_addr]
+    return _node(root, PROXY, kind=PROXY, role=PROXY, argv=argv)
 
 
 def controller_node(

@@ -21,6 +21,7 @@ from client.admin import open_admin
 from launcher.ready import BROKER_READY, PROXY_READY
 from tests.support.processes import (
     START_TIMEOUT_S,
+    kill_leftovers,
     managed_process,
     namesrv_process,
     rmq_argv,
@@ -137,3 +138,32 @@ async def test_fifo_simple_consumer_holds_a_message_group_until_acked(cluster: C
         [("q1", 2)],  # not acked within its invisible time: again, before q2
         [("q2", 1)],
     ]
+
+
+@pytest.mark.slow  # ~30 s: a detached cluster up and down around the client's run
+async def test_cluster_up_starts_a_proxy_the_client_uses(tmp_path: Path) -> None:
+    """``rmq cluster up --proxy-port 0`` prints the proxy's address; the official client
+    sends and receives through it; ``rmq cluster down`` stops it with the rest."""
+    root = tmp_path / "cluster"
+    try:
+        done = await run_command(
+            rmq_argv(
+                "cluster", "up", "--mode", "single", "--dir", str(root),
+                "--namesrv-port", "0", "--proxy-port", "0",
+            ),
+            timeout_s=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.describe()
+        lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+        proxy = lines["proxy"].split()[-1]
+        started = Cluster(namesrv=lines["namesrv"], proxy=proxy)
+        await create_topic(started, "G5Up")
+        events = await drive(started, "filtered", "G5Up", "G5UpGroup")
+        assert sorted(e["body"] for e in of(events, "received")) == ["f0", "f2"]
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(60):
+            if (root / "cluster.json").exists():
+                await run_command(
+                    rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"), timeout_s=60
+                )
+        kill_leftovers(root)
