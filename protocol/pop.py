@@ -20,12 +20,14 @@ ChangeInvisibleTimeRequestHeader, ExtraInfoUtil, KeyBuilder, PopAckConstants):
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping, Sequence
 
 import attrs
 
 from protocol.codes import RequestCode
-from protocol.errors import InvalidParameter
+from protocol.errors import InvalidParameter, MalformedBody
 from protocol.group_topics import RETRY_GROUP_TOPIC_PREFIX
 from protocol.headers import Header, Long
 from protocol.javanum import INT32_RANGE, INT64_RANGE, parse_java_int
@@ -37,6 +39,7 @@ REVIVE_GROUP = "CID_RMQ_SYS_REVIVE_GROUP"
 REVIVE_TOPIC_PREFIX = "rmq_sys_REVIVE_LOG_"
 CK_TAG = "ck"
 ACK_TAG = "ack"
+BATCH_ACK_TAG = "bAck"
 #: Message property holding the receipt handle (MessageConst.PROPERTY_POP_CK).
 PROPERTY_POP_CK = "POP_CK"
 PROPERTY_FIRST_POP_TIME = "1ST_POP_TIME"
@@ -236,6 +239,122 @@ def order_counts(text: str | None) -> Mapping[str, int]:
     for mark, key, value in _split_info(text, "orderCountInfo"):
         out[f"{mark}@{key}"] = _int(value, "order count")
     return out
+
+
+# --- BATCH_ACK_MESSAGE body ------------------------------------------------------------------
+
+#: Entries in one BATCH_ACK_MESSAGE body, and offsets one entry may ack.
+MAX_BATCH_ACK_ENTRIES = 1024
+MAX_BATCH_ACK_BITS = 1024
+
+
+@attrs.frozen(kw_only=True)
+class BatchAckEntry:
+    """Acks of messages of one pop of one queue (``BatchAck``: ``c t r so q rq pt it b``;
+    ``b`` is a Java ``BitSet`` of ``offset - so``, its ``toByteArray`` in base64)."""
+
+    group: str
+    topic: str
+    retry: str
+    start_offset: int
+    queue_id: int
+    revive_qid: int
+    pop_time_ms: int
+    invisible_time_ms: int
+    offsets: tuple[int, ...]
+
+    def to_json(self) -> dict[str, object]:
+        bits = 0
+        for offset in self.offsets:
+            bits |= 1 << (offset - self.start_offset)
+        raw = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
+        return {
+            "c": self.group,
+            "t": self.topic,
+            "r": self.retry,
+            "so": self.start_offset,
+            "q": self.queue_id,
+            "rq": self.revive_qid,
+            "pt": self.pop_time_ms,
+            "it": self.invisible_time_ms,
+            "b": base64.b64encode(raw).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> BatchAckEntry:
+        what = "BatchAck"
+        if not isinstance(obj, dict):
+            raise MalformedBody(f"{what} is not a JSON object")
+
+        def num(key: str, bounds: tuple[int, int]) -> int:
+            value = obj.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise MalformedBody(f"{what}: {key!r} is not a number >= 0")
+            if not bounds[0] <= value <= bounds[1]:
+                raise MalformedBody(f"{what}: {key!r} is out of range")
+            return value
+
+        def text(key: str) -> str:
+            value = obj.get(key)
+            if not isinstance(value, str) or not value:
+                raise MalformedBody(f"{what}: {key!r} is not a string")
+            return value
+
+        raw_bits = obj.get("b")
+        if isinstance(raw_bits, str):
+            try:
+                raw = base64.b64decode(raw_bits, validate=True)
+            except ValueError:
+                raise MalformedBody(f"{what}: 'b' is not base64") from None
+        elif isinstance(raw_bits, list) and all(
+            isinstance(b, int) and -128 <= b <= 255 for b in raw_bits
+        ):
+            raw = bytes(b & 0xFF for b in raw_bits)
+        else:
+            raise MalformedBody(f"{what}: 'b' is not a bit set")
+        if len(raw) * 8 > MAX_BATCH_ACK_BITS:
+            raise MalformedBody(f"{what}: 'b' names more than {MAX_BATCH_ACK_BITS} offsets")
+        start = num("so", INT64_RANGE)
+        bits = int.from_bytes(raw, "little")
+        offsets = tuple(start + i for i in range(bits.bit_length()) if bits >> i & 1)
+        retry = text("r")
+        if retry not in (RETRY_NONE, RETRY_V1, RETRY_V2):
+            raise MalformedBody(f"{what}: retry mark {retry[:10]!r} is not 0, 1 or 2")
+        return cls(
+            group=text("c"),
+            topic=text("t"),
+            retry=retry,
+            start_offset=start,
+            queue_id=num("q", INT32_RANGE),
+            revive_qid=num("rq", INT32_RANGE),
+            pop_time_ms=num("pt", INT64_RANGE),
+            invisible_time_ms=num("it", INT64_RANGE),
+            offsets=offsets,
+        )
+
+
+def encode_batch_ack_body(broker_name: str, entries: Sequence[BatchAckEntry]) -> bytes:
+    return json.dumps(
+        {"brokerName": broker_name, "acks": [e.to_json() for e in entries]},
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_batch_ack_body(body: bytes) -> tuple[str, list[BatchAckEntry]]:
+    """(broker name, entries) of a BATCH_ACK_MESSAGE body; ``MalformedBody`` if bad."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"batch ack body is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedBody("batch ack body is not a JSON object")
+    acks = obj.get("acks")
+    if acks is None:
+        acks = []
+    if not isinstance(acks, list) or len(acks) > MAX_BATCH_ACK_ENTRIES:
+        raise MalformedBody(f"'acks' must list at most {MAX_BATCH_ACK_ENTRIES} entries")
+    name = obj.get("brokerName")
+    return (name if isinstance(name, str) else ""), [BatchAckEntry.from_json(a) for a in acks]
 
 
 # --- headers -------------------------------------------------------------------------------

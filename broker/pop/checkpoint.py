@@ -24,7 +24,7 @@ Rules (apache/rocketmq PopCheckPoint, AckMsg, PopReviveService):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -203,6 +203,72 @@ class Ack:
         )
 
 
+@attrs.frozen(kw_only=True)
+class AckBatch:
+    """Several messages of one checkpoint acknowledged (BATCH_ACK_MESSAGE; tag ``bAck``)."""
+
+    group: str
+    topic: str
+    queue_id: int
+    start_offset: int
+    pop_time_ms: int
+    ack_offsets: tuple[int, ...]
+    broker_name: str = ""
+
+    def acks(self) -> list[Ack]:
+        return [
+            Ack(
+                group=self.group,
+                topic=self.topic,
+                queue_id=self.queue_id,
+                start_offset=self.start_offset,
+                pop_time_ms=self.pop_time_ms,
+                ack_offset=o,
+                broker_name=self.broker_name,
+            )
+            for o in self.ack_offsets
+        ]
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "aol": list(self.ack_offsets),
+                "so": self.start_offset,
+                "c": self.group,
+                "t": self.topic,
+                "q": self.queue_id,
+                "pt": self.pop_time_ms,
+                "bn": self.broker_name,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> AckBatch:
+        what = "pop batch ack"
+        obj = _object(body, what)
+        offsets = obj.get("aol")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) > MAX_BATCH_ACK_OFFSETS
+            or not all(isinstance(o, int) and 0 <= o < 2**63 for o in offsets)
+        ):
+            raise MalformedBody(f"{what}: 'aol' must list at most {MAX_BATCH_ACK_OFFSETS} offsets")
+        return cls(
+            group=_str(obj, "c", what),
+            topic=_str(obj, "t", what),
+            queue_id=_int(obj, "q", what, INT32_RANGE),
+            start_offset=_int(obj, "so", what),
+            pop_time_ms=_int(obj, "pt", what),
+            ack_offsets=tuple(offsets),
+            broker_name=_opt_str(obj, "bn"),
+        )
+
+
+#: Offsets one batch-ack record may name (a checkpoint names at most 1024 messages).
+MAX_BATCH_ACK_OFFSETS = 1024
+
+
 @attrs.define
 class OpenCheckPoint:
     ck: CheckPoint
@@ -232,15 +298,20 @@ class ReviveQueue:
             self.open[ck.key] = OpenCheckPoint(ck=ck, revive_offset=revive_offset)
 
     def add_ack(self, revive_offset: int, ack: Ack) -> None:
+        self.add_acks(revive_offset, (ack,))
+
+    def add_acks(self, revive_offset: int, acks: Iterable[Ack]) -> None:
+        """One ACK (or batch-ack) record at ``revive_offset``."""
         assert revive_offset >= self.read_offset, (revive_offset, self.read_offset)
         self.read_offset = revive_offset + 1
-        point = self.open.get(ack.key)
-        if point is None or ack.ack_offset not in point.ck.offsets:
-            return
-        point.acked.add(ack.ack_offset)
-        if not point.unacked:
-            del self.open[ack.key]
-            self.closed_acked += 1
+        for ack in acks:
+            point = self.open.get(ack.key)
+            if point is None or ack.ack_offset not in point.ck.offsets:
+                continue
+            point.acked.add(ack.ack_offset)
+            if not point.unacked:
+                del self.open[ack.key]
+                self.closed_acked += 1
 
     def skip(self, revive_offset: int) -> None:
         """A revive record that is neither (or not readable): read past it."""

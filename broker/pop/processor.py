@@ -33,7 +33,7 @@ from typing import Protocol
 
 from broker.clock import Clock
 from broker.config import BrokerConfig
-from broker.pop.checkpoint import Ack, CheckPoint
+from broker.pop.checkpoint import Ack, AckBatch, CheckPoint
 from broker.pop.orderly import OrderTable
 from broker.pop.service import BrokerForPop, PopArrivals, ReviveService, revive_record
 from broker.store.pull import GetMessageStatus
@@ -53,6 +53,7 @@ from protocol.errors import (
 )
 from protocol.pop import (
     ACK_TAG,
+    BATCH_ACK_TAG,
     CK_TAG,
     INIT_MODE_MIN,
     ORDER_REVIVE_QID,
@@ -62,6 +63,7 @@ from protocol.pop import (
     PopMessageRequestHeader,
     PopMessageResponseHeader,
     ReceiptHandle,
+    decode_batch_ack_body,
     encode_msg_offsets,
     encode_start_offsets,
     pop_retry_topic,
@@ -116,6 +118,7 @@ class PopProcessor:
         return {
             RequestCode.POP_MESSAGE: self.pop,
             RequestCode.ACK_MESSAGE: self.ack,
+            RequestCode.BATCH_ACK_MESSAGE: self.batch_ack,
             RequestCode.CHANGE_MESSAGE_INVISIBLETIME: self.change_invisible_time,
         }
 
@@ -375,6 +378,45 @@ class PopProcessor:
             return request.respond()
         result = self._ack_record(header.consumer_group, stored, handle)
         await self.broker.wait_durable(result, wait_store=True)
+        return request.respond()
+
+    async def batch_ack(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        """BATCH_ACK_MESSAGE (200151): one batch-ack record per entry (one pop of a queue)."""
+        del conn
+        self._check_master()
+        _, entries = decode_batch_ack_body(request.body)
+        if not entries:
+            return request.respond(ResponseCode.NO_MESSAGE, "no ack in the body")
+        last: AppendResult | None = None
+        now_ms = self._clock.wall_ms()
+        for entry in entries:
+            self._check_group_topic(entry.group, entry.topic)
+            stored = real_topic(entry.topic, entry.group, entry.retry)
+            order = entry.revive_qid == ORDER_REVIVE_QID
+            if not order and not 0 <= entry.revive_qid < self.revive.queue_nums:
+                raise InvalidParameter(f"reviveQid {entry.revive_qid} is not a revive queue")
+            if not entry.offsets:
+                continue
+            if order:
+                for offset in entry.offsets:
+                    moved = self.orders.ack(
+                        (entry.group, stored, entry.queue_id), offset, entry.pop_time_ms
+                    )
+                    if moved is not None:
+                        self.broker.offsets.commit(stored, entry.group, entry.queue_id, moved)
+                continue
+            batch = AckBatch(
+                group=entry.group,
+                topic=stored,
+                queue_id=entry.queue_id,
+                start_offset=entry.start_offset,
+                pop_time_ms=entry.pop_time_ms,
+                ack_offsets=entry.offsets,
+                broker_name=self.broker.config.broker_name,
+            )
+            last = self._append(entry.revive_qid, BATCH_ACK_TAG, batch.to_json(), now_ms)
+        if last is not None:
+            await self.broker.wait_durable(last, wait_store=True)
         return request.respond()
 
     def _ack_order(self, group: str, stored: str, handle: ReceiptHandle) -> None:

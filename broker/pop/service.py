@@ -29,7 +29,7 @@ import trio
 
 from broker.clock import Clock
 from broker.offsets import ConsumerOffsetManager
-from broker.pop.checkpoint import Ack, CheckPoint, OpenCheckPoint, ReviveQueue
+from broker.pop.checkpoint import Ack, AckBatch, CheckPoint, OpenCheckPoint, ReviveQueue
 from broker.store.pull import GetMessageStatus
 from broker.store.results import AppendResult
 from broker.store.store import MessageStore
@@ -44,7 +44,14 @@ from protocol.message import (
     MessageRecord,
     decode_record,
 )
-from protocol.pop import ACK_TAG, CK_TAG, PROPERTY_FIRST_POP_TIME, REVIVE_GROUP, pop_retry_topic
+from protocol.pop import (
+    ACK_TAG,
+    BATCH_ACK_TAG,
+    CK_TAG,
+    PROPERTY_FIRST_POP_TIME,
+    REVIVE_GROUP,
+    pop_retry_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +252,9 @@ class ReviveService:
                 return
             if record.tags == ACK_TAG:
                 queue.add_ack(offset, Ack.from_json(record.body))
+                return
+            if record.tags == BATCH_ACK_TAG:
+                queue.add_acks(offset, AckBatch.from_json(record.body).acks())
                 return
             reason = f"tag {record.tags!r}"
         except (MalformedRecord, MalformedBody) as exc:

@@ -35,11 +35,13 @@ from protocol.pop import (
     INIT_MODE_MAX,
     PROPERTY_POP_CK,
     AckMessageRequestHeader,
+    BatchAckEntry,
     ChangeInvisibleTimeRequestHeader,
     ChangeInvisibleTimeResponseHeader,
     PopMessageRequestHeader,
     PopMessageResponseHeader,
     ReceiptHandle,
+    encode_batch_ack_body,
     handles_for,
     order_counts,
     retry_mark,
@@ -180,6 +182,45 @@ class SimpleConsumer:
     async def ack(self, popped: PoppedMessage) -> None:
         """The message is consumed: it is not delivered again."""
         await self.ack_handle(popped.topic, popped.handle)
+
+    async def ack_many(self, popped: Sequence[PoppedMessage]) -> None:
+        """Ack several messages with one BATCH_ACK_MESSAGE per broker group."""
+        by_broker: dict[tuple[str, str], dict[tuple[str, int, int, int, int, int], list[int]]] = {}
+        for p in popped:
+            h = p.handle
+            key = (
+                h.retry,
+                h.queue_id,
+                h.ck_offset,
+                h.revive_qid,
+                h.pop_time_ms,
+                h.invisible_time_ms,
+            )
+            entries = by_broker.setdefault((h.broker_name, p.topic), {})
+            entries.setdefault(key, []).append(h.queue_offset)
+        for (broker_name, topic), entries in by_broker.items():
+            body = encode_batch_ack_body(
+                broker_name,
+                [
+                    BatchAckEntry(
+                        group=self.group,
+                        topic=topic,
+                        retry=retry,
+                        start_offset=start,
+                        queue_id=qid,
+                        revive_qid=rqid,
+                        pop_time_ms=pop_time,
+                        invisible_time_ms=invisible,
+                        offsets=tuple(sorted(offsets)),
+                    )
+                    for (retry, qid, start, rqid, pop_time, invisible), offsets in entries.items()
+                ],
+            )
+            addr = await self._broker_addr(topic, broker_name)
+            request = RemotingCommand.request(RequestCode.BATCH_ACK_MESSAGE, {}, body)
+            response = await self.client.call(addr, request, timeout_s=self.timeout_s)
+            if response.code != ResponseCode.SUCCESS:
+                raise error_for_response(response.code, response.remark)
 
     async def change_invisible(self, popped: PoppedMessage, invisible_s: float) -> PoppedMessage:
         """Make the message visible again ``invisible_s`` from now (0: at once, a nack);

@@ -222,3 +222,20 @@ async def test_pop_refuses_invisible_times_out_of_range(tmp_path: Path, invisibl
                 c.addr("broker-a"), RequestCode.POP_MESSAGE, header.to_ext_fields()
             )
             assert response.code == ResponseCode.INVALID_PARAMETER, response.remark
+
+
+async def test_batch_ack_acks_several_messages_in_one_request(tmp_path: Path) -> None:
+    """BATCH_ACK_MESSAGE (the SDK's ack_many): three of four acked in one request, from two
+    queues; only the fourth comes back."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 2)
+            await send_bodies(c.namesrv, [b"b0", b"b1", b"b2", b"b3"])
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                got = {p.message.body: p for p in await receive_until(consumer, 4)}
+                assert len({p.handle.queue_id for p in got.values()}) == 2
+                await consumer.ack_many([got[b"b0"], got[b"b1"], got[b"b3"]])
+                (back,) = await receive_until(consumer, 1, timeout_s=8.0)
+                assert back.message.body == b"b2" and back.delivery_attempt == 2
+                await consumer.ack_many([back])
+                assert await consumer.receive(TOPIC, invisible_s=1.0, long_poll_s=2.5) == []

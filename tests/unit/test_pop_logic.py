@@ -7,13 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.pop.checkpoint import Ack, CheckPoint, ReviveQueue
+from broker.pop.checkpoint import Ack, AckBatch, CheckPoint, ReviveQueue
 from broker.pop.orderly import OrderTable
 from protocol.errors import MalformedBody
 from protocol.pop import (
+    MAX_BATCH_ACK_BITS,
+    BatchAckEntry,
     MalformedHandle,
     PopMessageResponseHeader,
     ReceiptHandle,
+    decode_batch_ack_body,
+    encode_batch_ack_body,
     encode_msg_offsets,
     encode_start_offsets,
     handles_for,
@@ -189,3 +193,61 @@ def test_order_table_holds_until_acked_and_counts_attempts() -> None:
     t.popped(key, [6], next_offset=7, pop_time_ms=200, invisible_time_ms=10)
     assert t.change_invisible(key, 6, 200, now_ms=205, invisible_ms=100)
     assert t.held(key, 300) and not t.held(key, 305)
+
+
+@given(
+    st.integers(0, 2**40),
+    st.sets(st.integers(0, MAX_BATCH_ACK_BITS - 1), max_size=40),
+    st.sampled_from(["0", "1", "2"]),
+)
+def test_batch_ack_body_round_trips(start: int, diffs: set[int], retry: str) -> None:
+    entry = BatchAckEntry(
+        group="G",
+        topic="T",
+        retry=retry,
+        start_offset=start,
+        queue_id=3,
+        revive_qid=2,
+        pop_time_ms=1000,
+        invisible_time_ms=30000,
+        offsets=tuple(sorted(start + d for d in diffs)),
+    )
+    assert decode_batch_ack_body(encode_batch_ack_body("broker-a", [entry])) == (
+        "broker-a",
+        [entry],
+    )
+
+
+def test_batch_ack_bits_as_java_writes_them() -> None:
+    # BitSet {0, 2, 9}.toByteArray() = [0x05, 0x02], base64 "BQI=".
+    body = (
+        b'{"brokerName":"b","acks":[{"c":"G","t":"T","r":"0","so":10,"q":0,"rq":1,'
+        b'"pt":5,"it":6,"b":"BQI="}]}'
+    )
+    (_, [entry]) = decode_batch_ack_body(body)
+    assert entry.offsets == (10, 12, 19)
+    for bad in (
+        b"[]",
+        b'{"acks":[{"c":"G"}]}',
+        b'{"acks":[{"c":"G","t":"T","r":"0","so":1,"q":0,"rq":1,"pt":5,"it":6,"b":"!!"}]}',
+        b'{"acks":[{"c":"G","t":"T","r":"9","so":1,"q":0,"rq":1,"pt":5,"it":6,"b":"AQ=="}]}',
+        b'{"acks":[{"c":"G","t":"T","r":"0","so":1,"q":0,"rq":1,"pt":5,"it":6,"b":"'
+        + b"A" * 400
+        + b'"}]}',
+    ):
+        with pytest.raises(MalformedBody):
+            decode_batch_ack_body(bad)
+
+
+def test_batch_ack_record_closes_the_checkpoint() -> None:
+    q = ReviveQueue()
+    point = ck([4, 5, 6])
+    q.add_checkpoint(0, point)
+    batch = AckBatch(
+        group="G", topic="T", queue_id=0, start_offset=4, pop_time_ms=1000, ack_offsets=(4, 6)
+    )
+    assert AckBatch.from_json(batch.to_json()) == batch
+    q.add_acks(1, batch.acks())
+    assert q.open[point.key].unacked == (5,)
+    q.add_ack(2, ack(point, 5))
+    assert q.open == {} and q.closed_acked == 1
