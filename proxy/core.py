@@ -51,6 +51,8 @@ class ProxyConfig:
     max_long_poll_s: float = 20.0
     max_in_flight: int = 10_000
     max_groups: int = 10_000
+    #: How often cached routes are read again (a failed request also drops its route).
+    route_refresh_s: float = 5.0
     #: Delivery attempts a consumer group gets (RocketMQ: retryMaxTimes 16 + 1).
     max_delivery_attempts: int = 17
 

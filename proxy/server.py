@@ -43,7 +43,13 @@ class ProxyServer:
             ) as producer,
             trio.open_nursery() as nursery,
         ):
-            routes = RouteCache(client, list(config.namesrv), request_timeout_s=config.timeout_s)
+            routes = RouteCache(
+                client,
+                list(config.namesrv),
+                request_timeout_s=config.timeout_s,
+                refresh_interval_s=config.route_refresh_s,
+            )
+            nursery.start_soon(routes.run_refresh_loop)
             portal = TrioPortal(
                 trio.lowlevel.current_trio_token(), nursery, max_in_flight=config.max_in_flight
             )

@@ -28,7 +28,7 @@ from client.message import MAX_MESSAGE_BYTES, ReceivedMessage
 from client.routes import RouteCache
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
-from protocol.errors import MalformedRecord, NetworkError, error_for_response
+from protocol.errors import MalformedRecord, NetworkError, RocketError, error_for_response
 from protocol.headers import ConsumerSendMsgBackRequestHeader
 from protocol.message import iter_records
 from protocol.pop import (
@@ -94,6 +94,20 @@ class SimpleConsumer:
             raise NetworkError(f"broker group {broker_name} has no master now")
         return addr
 
+    async def _call(
+        self, topic: str, addr: str, request: RemotingCommand, timeout_s: float
+    ) -> RemotingCommand:
+        """One request; a failed one, or a broker that no longer takes writes (a deposed
+        master), makes the route be read again, so the next call finds the new master."""
+        try:
+            response = await self.client.call(addr, request, timeout_s=timeout_s)
+        except RocketError:
+            self.routes.invalidate(topic)
+            raise
+        if response.code == ResponseCode.SERVICE_NOT_AVAILABLE:
+            self.routes.invalidate(topic)
+        return response
+
     async def receive(
         self,
         topic: str,
@@ -130,7 +144,7 @@ class SimpleConsumer:
             order=order,
         )
         request = RemotingCommand.request(RequestCode.POP_MESSAGE, header.to_ext_fields())
-        response = await self.client.call(addr, request, timeout_s=self.timeout_s + long_poll_s)
+        response = await self._call(topic, addr, request, self.timeout_s + long_poll_s)
         if response.code in (
             ResponseCode.PULL_NOT_FOUND,
             ResponseCode.POLLING_TIMEOUT,
@@ -218,7 +232,7 @@ class SimpleConsumer:
             )
             addr = await self._broker_addr(topic, broker_name)
             request = RemotingCommand.request(RequestCode.BATCH_ACK_MESSAGE, {}, body)
-            response = await self.client.call(addr, request, timeout_s=self.timeout_s)
+            response = await self._call(topic, addr, request, self.timeout_s)
             if response.code != ResponseCode.SUCCESS:
                 raise error_for_response(response.code, response.remark)
 
@@ -239,7 +253,7 @@ class SimpleConsumer:
             offset=handle.queue_offset,
         )
         request = RemotingCommand.request(RequestCode.ACK_MESSAGE, header.to_ext_fields())
-        response = await self.client.call(addr, request, timeout_s=self.timeout_s)
+        response = await self._call(topic, addr, request, self.timeout_s)
         if response.code != ResponseCode.SUCCESS:
             raise error_for_response(response.code, response.remark)
 
@@ -259,7 +273,7 @@ class SimpleConsumer:
         request = RemotingCommand.request(
             RequestCode.CHANGE_MESSAGE_INVISIBLETIME, header.to_ext_fields()
         )
-        response = await self.client.call(addr, request, timeout_s=self.timeout_s)
+        response = await self._call(topic, addr, request, self.timeout_s)
         if response.code != ResponseCode.SUCCESS:
             raise error_for_response(response.code, response.remark)
         reply = ChangeInvisibleTimeResponseHeader.from_ext_fields(response.ext_fields)
@@ -294,7 +308,7 @@ class SimpleConsumer:
         request = RemotingCommand.request(
             RequestCode.CONSUMER_SEND_MSG_BACK, header.to_ext_fields()
         )
-        response = await self.client.call(addr, request, timeout_s=self.timeout_s)
+        response = await self._call(topic, addr, request, self.timeout_s)
         if response.code != ResponseCode.SUCCESS:
             raise error_for_response(response.code, response.remark)
 

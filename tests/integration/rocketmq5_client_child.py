@@ -146,6 +146,46 @@ def fifo(config: ClientConfiguration, topic: str, group: str) -> None:
         consumer.shutdown()
 
 
+def before_kill(config: ClientConfiguration, topic: str, group: str) -> None:
+    """Send 20; receive them all (invisible 8 s); ack the even ones."""
+    send(config, topic, [f"s{i}" for i in range(20)])
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer.startup()
+    try:
+        for message in receive_until(consumer, 20, invisible_s=8):
+            body = message.body.decode()
+            if int(body[1:]) % 2 == 0:
+                consumer.ack(message)
+                emit("acked", body=body)
+            else:
+                emit("left", body=body)
+    finally:
+        consumer.shutdown()
+
+
+def after_kill(config: ClientConfiguration, topic: str, group: str) -> None:
+    """Receive (and ack) until every odd message came back, or the deadline."""
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer.startup()
+    try:
+        wanted = {f"s{i}" for i in range(1, 20, 2)}
+        deadline = time.monotonic() + 60
+        while wanted and time.monotonic() < deadline:
+            try:
+                messages = consumer.receive(16, 20)
+            except Exception as exc:  # the failover: brokers refuse or vanish for a while
+                emit("error", text=str(exc)[:200])
+                time.sleep(0.5)
+                continue
+            for message in messages:
+                body = message.body.decode()
+                wanted.discard(body)
+                emit("received", body=body, attempt=message.delivery_attempt)
+                consumer.ack(message)
+    finally:
+        consumer.shutdown()
+
+
 class Failing(MessageListener):  # type: ignore[misc]
     """Fails each message's first delivery, then succeeds."""
 
@@ -182,9 +222,14 @@ def push(config: ClientConfiguration, topic: str, group: str) -> None:
 def main() -> None:
     scenario, proxy, topic, group = sys.argv[1:5]
     config = ClientConfiguration(proxy, Credentials(), request_timeout=5)
-    {"simple": simple, "filtered": filtered, "push": push, "fifo": fifo}[scenario](
-        config, topic, group
-    )
+    {
+        "simple": simple,
+        "filtered": filtered,
+        "push": push,
+        "fifo": fifo,
+        "before_kill": before_kill,
+        "after_kill": after_kill,
+    }[scenario](config, topic, group)
     emit("end")
 
 
