@@ -295,11 +295,6 @@ class PopProcessor:
                     broker.offsets.commit(topic, group, queue_id, result.next_begin_offset)
                 continue
             got = list(result.queue_offsets)
-            records.extend(result.records)
-            size += result.total_bytes
-            starts.append((topic, queue_id, got[0]))
-            offsets_info.append((topic, queue_id, got))
-            rest += max(0, result.max_offset - result.next_begin_offset)
             if header.order:
                 attempts = self.orders.popped(
                     key,
@@ -309,18 +304,31 @@ class PopProcessor:
                     invisible_time_ms=header.invisible_time,
                 )
                 counts.extend((topic, queue_id, attempts[o] - 1) for o in got)
-                continue
-            broker.offsets.commit(topic, group, queue_id, result.next_begin_offset)
-            ck = CheckPoint.of(
-                group=group,
-                topic=topic,
-                queue_id=queue_id,
-                offsets=got,
-                pop_time_ms=now_ms,
-                invisible_time_ms=header.invisible_time,
-                broker_name=broker.config.broker_name,
-            )
-            last = self._append(revive_qid, CK_TAG, ck.to_json(), now_ms) or last
+            else:
+                ck = CheckPoint.of(
+                    group=group,
+                    topic=topic,
+                    queue_id=queue_id,
+                    offsets=got,
+                    pop_time_ms=now_ms,
+                    invisible_time_ms=header.invisible_time,
+                    broker_name=broker.config.broker_name,
+                )
+                # The checkpoint first: if the revive log refuses it, this queue's offset
+                # stays and its messages are not handed out (none popped without a way
+                # back); what earlier queues gave is answered.
+                try:
+                    last = self._append(revive_qid, CK_TAG, ck.to_json(), now_ms)
+                except ServerError:
+                    if records:
+                        break
+                    raise
+                broker.offsets.commit(topic, group, queue_id, result.next_begin_offset)
+            records.extend(result.records)
+            size += result.total_bytes
+            starts.append((topic, queue_id, got[0]))
+            offsets_info.append((topic, queue_id, got))
+            rest += max(0, result.max_offset - result.next_begin_offset)
         if not records:
             return None
         if not header.order and header.invisible_time <= 1000 * 5:

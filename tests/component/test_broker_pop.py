@@ -239,3 +239,28 @@ async def test_batch_ack_acks_several_messages_in_one_request(tmp_path: Path) ->
                 assert back.message.body == b"b2" and back.delivery_attempt == 2
                 await consumer.ack_many([back])
                 assert await consumer.receive(TOPIC, invisible_s=1.0, long_poll_s=2.5) == []
+
+
+async def test_a_refused_checkpoint_hands_nothing_out_and_moves_no_offset(tmp_path: Path) -> None:
+    """A SYNC_MASTER whose in-sync set falls below minInSyncReplicas refuses every write,
+    checkpoints included: the pop fails and keeps the offset, so once writes are taken
+    again the same messages are handed out (none was popped without a checkpoint)."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path, broker_role="SYNC_MASTER", slave_timeout_s=0.3) as c:
+            await c.create_topic(TOPIC, 1)
+            await send_bodies(c.namesrv, [b"k0", b"k1"])  # stored (SLAVE_NOT_AVAILABLE)
+            addr = c.addr("broker-a")
+
+            async def min_in_sync(n: int) -> None:
+                body = f"minInSyncReplicas={n}\n".encode()
+                response = await c.call(addr, RequestCode.UPDATE_BROKER_CONFIG, {}, body)
+                assert response.code == ResponseCode.SUCCESS, response.remark
+
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                await min_in_sync(2)
+                with pytest.raises(ServerError, match="in-sync replicas"):
+                    await consumer.receive(TOPIC, invisible_s=1.0)
+                await min_in_sync(1)
+                got = await receive_until(consumer, 2, invisible_s=10.0)
+                assert sorted(p.message.body for p in got) == [b"k0", b"k1"]
+                assert all(p.delivery_attempt == 1 for p in got)
