@@ -24,7 +24,7 @@ Rules (apache/rocketmq PopCheckPoint, AckMsg, PopReviveService):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -160,24 +160,32 @@ class CheckPoint:
 
 @attrs.frozen(kw_only=True)
 class Ack:
-    """One message of a checkpoint acknowledged."""
+    """Messages of one checkpoint acknowledged: an ACK record (tag ``ack``, ``ao``) for one,
+    a batch-ack record (tag ``bAck``, ``aol``; BATCH_ACK_MESSAGE) for several."""
 
     group: str
     topic: str
     queue_id: int
     start_offset: int
     pop_time_ms: int
-    ack_offset: int
+    ack_offsets: tuple[int, ...]
     broker_name: str = ""
 
     @property
     def key(self) -> CkKey:
         return (self.group, self.topic, self.queue_id, self.start_offset, self.pop_time_ms)
 
+    @property
+    def is_batch(self) -> bool:
+        return len(self.ack_offsets) != 1
+
     def to_json(self) -> bytes:
+        offsets: dict[str, Any] = (
+            {"aol": list(self.ack_offsets)} if self.is_batch else {"ao": self.ack_offsets[0]}
+        )
         return json.dumps(
             {
-                "ao": self.ack_offset,
+                **offsets,
                 "so": self.start_offset,
                 "c": self.group,
                 "t": self.topic,
@@ -190,77 +198,29 @@ class Ack:
 
     @classmethod
     def from_json(cls, body: bytes) -> Ack:
+        """An ACK (``ao``) or batch-ack (``aol``) record's body."""
         what = "pop ack"
         obj = _object(body, what)
+        if "aol" in obj:
+            offsets = obj["aol"]
+            if (
+                not isinstance(offsets, list)
+                or len(offsets) > MAX_BATCH_ACK_OFFSETS
+                or not all(isinstance(o, int) and 0 <= o < 2**63 for o in offsets)
+            ):
+                raise MalformedBody(
+                    f"{what}: 'aol' must list at most {MAX_BATCH_ACK_OFFSETS} offsets"
+                )
+            ack_offsets = tuple(offsets)
+        else:
+            ack_offsets = (_int(obj, "ao", what),)
         return cls(
             group=_str(obj, "c", what),
             topic=_str(obj, "t", what),
             queue_id=_int(obj, "q", what, INT32_RANGE),
             start_offset=_int(obj, "so", what),
             pop_time_ms=_int(obj, "pt", what),
-            ack_offset=_int(obj, "ao", what),
-            broker_name=_opt_str(obj, "bn"),
-        )
-
-
-@attrs.frozen(kw_only=True)
-class AckBatch:
-    """Several messages of one checkpoint acknowledged (BATCH_ACK_MESSAGE; tag ``bAck``)."""
-
-    group: str
-    topic: str
-    queue_id: int
-    start_offset: int
-    pop_time_ms: int
-    ack_offsets: tuple[int, ...]
-    broker_name: str = ""
-
-    def acks(self) -> list[Ack]:
-        return [
-            Ack(
-                group=self.group,
-                topic=self.topic,
-                queue_id=self.queue_id,
-                start_offset=self.start_offset,
-                pop_time_ms=self.pop_time_ms,
-                ack_offset=o,
-                broker_name=self.broker_name,
-            )
-            for o in self.ack_offsets
-        ]
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "aol": list(self.ack_offsets),
-                "so": self.start_offset,
-                "c": self.group,
-                "t": self.topic,
-                "q": self.queue_id,
-                "pt": self.pop_time_ms,
-                "bn": self.broker_name,
-            },
-            separators=(",", ":"),
-        ).encode()
-
-    @classmethod
-    def from_json(cls, body: bytes) -> AckBatch:
-        what = "pop batch ack"
-        obj = _object(body, what)
-        offsets = obj.get("aol")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) > MAX_BATCH_ACK_OFFSETS
-            or not all(isinstance(o, int) and 0 <= o < 2**63 for o in offsets)
-        ):
-            raise MalformedBody(f"{what}: 'aol' must list at most {MAX_BATCH_ACK_OFFSETS} offsets")
-        return cls(
-            group=_str(obj, "c", what),
-            topic=_str(obj, "t", what),
-            queue_id=_int(obj, "q", what, INT32_RANGE),
-            start_offset=_int(obj, "so", what),
-            pop_time_ms=_int(obj, "pt", what),
-            ack_offsets=tuple(offsets),
+            ack_offsets=ack_offsets,
             broker_name=_opt_str(obj, "bn"),
         )
 
@@ -298,20 +258,16 @@ class ReviveQueue:
             self.open[ck.key] = OpenCheckPoint(ck=ck, revive_offset=revive_offset)
 
     def add_ack(self, revive_offset: int, ack: Ack) -> None:
-        self.add_acks(revive_offset, (ack,))
-
-    def add_acks(self, revive_offset: int, acks: Iterable[Ack]) -> None:
-        """One ACK (or batch-ack) record at ``revive_offset``."""
+        """An ACK or batch-ack record at ``revive_offset``."""
         assert revive_offset >= self.read_offset, (revive_offset, self.read_offset)
         self.read_offset = revive_offset + 1
-        for ack in acks:
-            point = self.open.get(ack.key)
-            if point is None or ack.ack_offset not in point.ck.offsets:
-                continue
-            point.acked.add(ack.ack_offset)
-            if not point.unacked:
-                del self.open[ack.key]
-                self.closed_acked += 1
+        point = self.open.get(ack.key)
+        if point is None:
+            return
+        point.acked.update(o for o in ack.ack_offsets if o in point.ck.offsets)
+        if not point.unacked:
+            del self.open[ack.key]
+            self.closed_acked += 1
 
     def skip(self, revive_offset: int) -> None:
         """A revive record that is neither (or not readable): read past it."""

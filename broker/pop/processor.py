@@ -33,7 +33,7 @@ from typing import Protocol
 
 from broker.clock import Clock
 from broker.config import BrokerConfig
-from broker.pop.checkpoint import Ack, AckBatch, CheckPoint
+from broker.pop.checkpoint import Ack, CheckPoint
 from broker.pop.orderly import OrderTable
 from broker.pop.service import BrokerForPop, PopArrivals, ReviveService, revive_record
 from broker.store.pull import GetMessageStatus
@@ -413,7 +413,7 @@ class PopProcessor:
                     if moved is not None:
                         self.broker.offsets.commit(stored, entry.group, entry.queue_id, moved)
                 continue
-            batch = AckBatch(
+            acks = Ack(
                 group=entry.group,
                 topic=stored,
                 queue_id=entry.queue_id,
@@ -422,7 +422,8 @@ class PopProcessor:
                 ack_offsets=entry.offsets,
                 broker_name=self.broker.config.broker_name,
             )
-            last = self._append(entry.revive_qid, BATCH_ACK_TAG, batch.to_json(), now_ms)
+            tag = BATCH_ACK_TAG if acks.is_batch else ACK_TAG
+            last = self._append(entry.revive_qid, tag, acks.to_json(), now_ms)
         if last is not None:
             await self.broker.wait_durable(last, wait_store=True)
         return request.respond()
@@ -440,7 +441,7 @@ class PopProcessor:
             queue_id=handle.queue_id,
             start_offset=handle.ck_offset,
             pop_time_ms=handle.pop_time_ms,
-            ack_offset=handle.queue_offset,
+            ack_offsets=(handle.queue_offset,),
             broker_name=handle.broker_name,
         )
         return self._append(handle.revive_qid, ACK_TAG, ack.to_json(), self._clock.wall_ms())

@@ -29,7 +29,7 @@ import trio
 
 from broker.clock import Clock
 from broker.offsets import ConsumerOffsetManager
-from broker.pop.checkpoint import Ack, AckBatch, CheckPoint, OpenCheckPoint, ReviveQueue
+from broker.pop.checkpoint import Ack, CheckPoint, OpenCheckPoint, ReviveQueue
 from broker.store.pull import GetMessageStatus
 from broker.store.results import AppendResult
 from broker.store.store import MessageStore
@@ -250,11 +250,8 @@ class ReviveService:
             if record.tags == CK_TAG:
                 queue.add_checkpoint(offset, CheckPoint.from_json(record.body))
                 return
-            if record.tags == ACK_TAG:
+            if record.tags in (ACK_TAG, BATCH_ACK_TAG):
                 queue.add_ack(offset, Ack.from_json(record.body))
-                return
-            if record.tags == BATCH_ACK_TAG:
-                queue.add_acks(offset, AckBatch.from_json(record.body).acks())
                 return
             reason = f"tag {record.tags!r}"
         except (MalformedRecord, MalformedBody) as exc:

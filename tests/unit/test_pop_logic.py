@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.pop.checkpoint import Ack, AckBatch, CheckPoint, ReviveQueue
+from broker.pop.checkpoint import Ack, CheckPoint, ReviveQueue
 from broker.pop.orderly import OrderTable
 from protocol.errors import MalformedBody
 from protocol.pop import (
@@ -111,7 +111,7 @@ def ack(point: CheckPoint, offset: int) -> Ack:
         queue_id=point.queue_id,
         start_offset=point.start_offset,
         pop_time_ms=point.pop_time_ms,
-        ack_offset=offset,
+        ack_offsets=(offset,),
     )
 
 
@@ -243,11 +243,11 @@ def test_batch_ack_record_closes_the_checkpoint() -> None:
     q = ReviveQueue()
     point = ck([4, 5, 6])
     q.add_checkpoint(0, point)
-    batch = AckBatch(
+    batch = Ack(
         group="G", topic="T", queue_id=0, start_offset=4, pop_time_ms=1000, ack_offsets=(4, 6)
     )
-    assert AckBatch.from_json(batch.to_json()) == batch
-    q.add_acks(1, batch.acks())
+    assert Ack.from_json(batch.to_json()) == batch and b'"aol":[4,6]' in batch.to_json()
+    q.add_ack(1, batch)
     assert q.open[point.key].unacked == (5,)
     q.add_ack(2, ack(point, 5))
     assert q.open == {} and q.closed_acked == 1
