@@ -30,6 +30,27 @@ from proxy.core import ProxyCore
 
 log = logging.getLogger(__name__)
 
+#: A consumer group's retry delays (RocketMQ's delay levels 1s .. 2h).
+RETRY_DELAYS_S = (
+    1,
+    5,
+    10,
+    30,
+    60,
+    120,
+    180,
+    240,
+    300,
+    360,
+    420,
+    480,
+    540,
+    600,
+    1200,
+    1800,
+    3600,
+    7200,
+)
 #: Invisible time of a receive that names none (a push consumer's auto-renew receive).
 DEFAULT_INVISIBLE_S = 30.0
 
@@ -228,17 +249,22 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
         backoff = settings.backoff_policy
         if client.client_type == pb.PRODUCER:
             backoff.max_attempts = 3
+            backoff.exponential_backoff.initial.FromMilliseconds(1000)
+            backoff.exponential_backoff.max.FromMilliseconds(60_000)
+            backoff.exponential_backoff.multiplier = 2.0
             settings.publishing.max_body_size = config.max_body_bytes
             settings.publishing.validate_message_type = False
         else:
+            # A group's retry policy as RocketMQ 5 sends it: the delay levels, customized
+            # (push consumers read only this kind; FIFO ones retry locally with it).
             backoff.max_attempts = max_attempts
+            backoff.customized_backoff.Clear()
+            for seconds in RETRY_DELAYS_S:
+                backoff.customized_backoff.next.add().FromSeconds(seconds)
             sub = settings.subscription
             sub.fifo = fifo
             sub.receive_batch_size = 32
             if not sub.long_polling_timeout.seconds:
                 sub.long_polling_timeout.seconds = int(config.max_long_poll_s)
-        backoff.exponential_backoff.initial.FromMilliseconds(1000)
-        backoff.exponential_backoff.max.FromMilliseconds(60_000)
-        backoff.exponential_backoff.multiplier = 2.0
         settings.metric.on = False
         return settings

@@ -207,6 +207,23 @@ class Failing(MessageListener):  # type: ignore[misc]
             return ConsumeResult.SUCCESS
 
 
+class AlwaysFailing(MessageListener):  # type: ignore[misc]
+    def consume(self, message: Any) -> Any:
+        emit("consumed", body=message.body.decode(), attempt=message.delivery_attempt)
+        return ConsumeResult.FAILURE
+
+
+def push_dlq(config: ClientConfiguration, topic: str, group: str) -> None:
+    """A listener that always fails, for 8 s: the message runs out of attempts."""
+    send(config, topic, ["dead"], message_group="dlq-group")
+    consumer = PushConsumer(config, group, AlwaysFailing(), {topic: FilterExpression("*")})
+    consumer.startup()
+    try:
+        time.sleep(8)
+    finally:
+        consumer.shutdown()
+
+
 def push(config: ClientConfiguration, topic: str, group: str) -> None:
     bodies = ["p0", "p1", "p2"]
     send(config, topic, bodies)
@@ -227,6 +244,7 @@ def main() -> None:
         "filtered": filtered,
         "push": push,
         "fifo": fifo,
+        "push_dlq": push_dlq,
         "before_kill": before_kill,
         "after_kill": after_kill,
     }[scenario](config, topic, group)

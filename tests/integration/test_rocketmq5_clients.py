@@ -20,7 +20,9 @@ import pytest
 import trio
 
 from client.admin import open_admin
+from client.consumer import open_pull_consumer
 from launcher.ready import BROKER_READY, PROXY_READY
+from protocol.route import MessageQueue
 from tests.support.processes import (
     START_TIMEOUT_S,
     kill_leftovers,
@@ -217,3 +219,29 @@ async def test_controller_failover_loses_no_popped_message(tmp_path: Path) -> No
                     rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"), timeout_s=60
                 )
         kill_leftovers(root)
+
+
+@pytest.mark.parametrize("orderly", [False, True], ids=["concurrent", "fifo"])
+async def test_push_consumer_out_of_attempts_lands_in_the_dlq(
+    cluster: Cluster, orderly: bool
+) -> None:
+    """retryMaxTimes 1 (two attempts), a listener that always fails: the message ends in
+    %DLQ%<group> once. Concurrent: the client nacks and the broker dead-letters at revive;
+    FIFO: the client gives up and calls ForwardMessageToDeadLetterQueue."""
+    topic, group = f"G5Dlq{orderly}", f"G5DlqGroup{orderly}"
+    await create_topic(cluster, topic)
+    with trio.fail_after(20):
+        async with open_admin(cluster.namesrv) as admin:
+            await admin.update_subscription_group(
+                group, cluster="DefaultCluster", consume_message_orderly=orderly, retry_max_times=1
+            )
+    events = await drive(cluster, "push_dlq", topic, group)
+    attempts = [e["attempt"] for e in of(events, "consumed")]
+    # Concurrent: each attempt is a delivery. FIFO: the client retries locally (the
+    # delivery attempt stays 1), then forwards the message.
+    assert attempts == ([1, 1] if orderly else [1, 2]), attempts
+    async with open_pull_consumer(cluster.namesrv, group="dlq-reader") as reader:
+        dlq = MessageQueue(topic=f"%DLQ%{group}", broker_name="broker-a", queue_id=0)
+        with trio.fail_after(10):
+            result = await reader.pull(dlq, 0, long_poll_s=1.0)
+        assert [m.body for m in result.messages] == [b"dead"]
