@@ -199,9 +199,11 @@ class Admin(ControllerAdmin, MessageAdmin, StatsAdmin):
         write_queue_nums: int = DEFAULT_QUEUE_NUMS,
         perm: int = DEFAULT_PERM,
         order: bool = False,
+        attributes: str | None = None,
     ) -> list[str]:
         """Create or update ``topic`` on every master of ``cluster`` or on ``broker_addr``;
-        the addresses changed. The brokers announce it to the NameServers at once."""
+        the addresses changed. The brokers announce it to the NameServers at once.
+        ``attributes``: RocketMQ 5's ``+key=value,-key`` (``+message.type=FIFO``)."""
         _check_topic_name(topic)
         if read_queue_nums < 1 or write_queue_nums < 1:
             raise AdminError(
@@ -220,6 +222,7 @@ class Admin(ControllerAdmin, MessageAdmin, StatsAdmin):
             topic_filter_type="SINGLE_TAG",
             topic_sys_flag=0,
             order=order,
+            attributes=attributes,
         )
         request = RemotingCommand.request(
             RequestCode.UPDATE_AND_CREATE_TOPIC, header.to_ext_fields()

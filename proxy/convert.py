@@ -183,6 +183,19 @@ def to_sdk_message(message: pb.Message, *, max_body_bytes: int) -> tuple[Message
     return sdk, group
 
 
+def sent_message_type(message: pb.Message) -> str:
+    """What a sent message is, from its content (TopicMessageType.parseFromMessageProperty):
+    TRANSACTION, DELAY (a delivery time), FIFO (a message group) or NORMAL."""
+    props = message.system_properties
+    if props.message_type == pb.TRANSACTION:
+        return "TRANSACTION"
+    if props.HasField("delivery_timestamp") and props.delivery_timestamp.ToMilliseconds() > 0:
+        return "DELAY"
+    if props.message_group:
+        return "FIFO"
+    return "NORMAL"
+
+
 def receipt_handle(popped: PoppedMessage) -> str:
     return f"{popped.handle.encode()}|{popped.message.commit_log_offset}"
 

@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import logging
 
 import attrs
@@ -27,9 +28,16 @@ from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError, SystemBusy
-from protocol.route import MASTER_ID
+from protocol.route import MASTER_ID, TopicConfig
 from protocol.rpc import RemotingClient
-from proxy.convert import parse_receipt_handle, send_status_code, to_sdk_message
+from protocol.topic_attributes import message_type
+from proxy.convert import (
+    BadMessage,
+    parse_receipt_handle,
+    send_status_code,
+    sent_message_type,
+    to_sdk_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,7 @@ class ProxyCore:
         self.port = port
         self._consumers: dict[str, SimpleConsumer] = {}
         self._groups: dict[str, tuple[float, SubscriptionGroupConfig]] = {}
+        self._topic_types: dict[str, tuple[float, str]] = {}
 
     def consumer(self, group: str) -> SimpleConsumer:
         found = self._consumers.get(group)
@@ -105,6 +114,8 @@ class ProxyCore:
 
     async def query_route(self, topic: str, namespace: str) -> list[pb.MessageQueue]:
         info = await self.routes.refresh(topic)
+        kind = await self.topic_message_type(topic)
+        accepted = ACCEPTED_TYPES if kind == "MIXED" else (pb.MessageType.Value(kind),)
         endpoints = self.endpoints()
         out = []
         for data in sorted(info.route.queue_datas, key=lambda d: d.broker_name):
@@ -128,7 +139,7 @@ class ProxyCore:
                 queue.broker.name = data.broker_name
                 queue.broker.id = MASTER_ID
                 queue.broker.endpoints.CopyFrom(endpoints)
-                queue.accept_message_types.extend(ACCEPTED_TYPES)
+                queue.accept_message_types.extend(accepted)
                 out.append(queue)
         return out
 
@@ -168,6 +179,32 @@ class ProxyCore:
         self._groups[group] = (now, config)
         return config
 
+    async def topic_message_type(self, topic: str) -> str:
+        """The topic's ``message.type`` attribute (NORMAL when unset; cached
+        ``_GROUP_TTL_S``); MIXED (anything goes) when no broker could say."""
+        now = trio.current_time()
+        cached = self._topic_types.get(topic)
+        if cached is not None and now - cached[0] < _GROUP_TTL_S:
+            return cached[1]
+        info = await self.routes.get(topic)
+        kind = "MIXED"
+        names = sorted(
+            {q.broker_name for q in info.publish} | {q.broker_name for q in info.subscribe}
+        )
+        addr = info.master_of(names[0]) if names else None
+        if addr is not None:
+            request = RemotingCommand.request(RequestCode.GET_TOPIC_CONFIG, {"topic": topic})
+            try:
+                response = await self.client.call(addr, request, timeout_s=self.config.timeout_s)
+                if response.code == ResponseCode.SUCCESS:
+                    kind = message_type(TopicConfig.from_json(json.loads(response.body)).attributes)
+            except (RocketError, ValueError) as exc:
+                log.info("proxy: type of topic %s not read (%s)", topic, exc)
+        if len(self._topic_types) >= self.config.max_groups:
+            self._topic_types.clear()
+        self._topic_types[topic] = (now, kind)
+        return kind
+
     async def consumer_settings(self, group: str, topics: list[str]) -> tuple[bool, int]:
         """(fifo, max delivery attempts) of a consumer group, for Telemetry's answer."""
         if not topics:
@@ -179,6 +216,14 @@ class ProxyCore:
         out = []
         for message in messages:
             sdk, group = to_sdk_message(message, max_body_bytes=self.config.max_body_bytes)
+            kind = await self.topic_message_type(sdk.topic)
+            sent_kind = sent_message_type(message)
+            if kind not in ("MIXED", sent_kind):
+                raise BadMessage(
+                    f"current message type {sent_kind} does not match the accepted message "
+                    f"types of topic {sdk.topic}: [{kind}]",
+                    api_code=pb.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE,
+                )
             result = await self.producer.send(sdk, sharding_key=group)
             out.append(
                 SentEntry(

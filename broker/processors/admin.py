@@ -53,6 +53,7 @@ from protocol.headers import (
 )
 from protocol.route import TopicConfig, dumps_json
 from protocol.rpc import Connection, Handler
+from protocol.topic_attributes import AttributeError_, apply_changes
 
 #: QUERY_MESSAGE by UNIQ_KEY returns at most this many (RocketMQ defaultQueryMaxNum).
 QUERY_MAX_NUM = 32
@@ -113,6 +114,7 @@ class AdminProcessor:
             RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: self.update_group,
             RequestCode.DELETE_SUBSCRIPTIONGROUP: self.delete_group,
             RequestCode.GET_SUBSCRIPTIONGROUP_CONFIG: self.get_group,
+            RequestCode.GET_TOPIC_CONFIG: self.get_topic_config,
             RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG: self.all_groups,
             RequestCode.GET_CONSUMER_CONNECTION_LIST: self.consumer_connections,
             RequestCode.QUERY_MESSAGE: self.query_message,
@@ -130,6 +132,11 @@ class AdminProcessor:
             )
         if h.perm & ~(PERM_READ | PERM_WRITE | PERM_INHERIT | 0x8):
             raise InvalidParameter(f"perm {h.perm} has unknown bits")
+        existing = self.broker.topics.get(h.topic)
+        try:
+            attributes = apply_changes(existing.attributes if existing else {}, h.attributes)
+        except AttributeError_ as exc:
+            raise InvalidParameter(str(exc)) from None
         config = TopicConfig(
             topic_name=h.topic,
             read_queue_nums=h.read_queue_nums,
@@ -138,6 +145,7 @@ class AdminProcessor:
             topic_filter_type=h.topic_filter_type or "SINGLE_TAG",
             topic_sys_flag=h.topic_sys_flag or 0,
             order=h.order,
+            attributes=attributes,
         )
         changed = self.broker.topics.create_or_update(config, now_ms=self._clock.wall_ms())
         if changed:
@@ -163,6 +171,16 @@ class AdminProcessor:
         if announce:
             with trio.move_on_after(broker.config.request_timeout_s):
                 await broker.registrar.announced(round_number)
+
+    async def get_topic_config(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        """GET_TOPIC_CONFIG (351): one topic's config (its attributes: message types)."""
+        topic = request.ext_fields.get("topic")
+        if not topic:
+            raise MissingHeaderField("required header field 'topic' is missing")
+        config = self.broker.topics.get(topic)
+        if config is None:
+            raise TopicNotExist(f"No topic {topic} in this broker")
+        return request.respond(body=dumps_json(config.to_json()))
 
     async def all_topic_config(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         return request.respond(body=self.broker.topics.snapshot().to_bytes())

@@ -156,6 +156,15 @@ def update_topic(
     order: Annotated[
         str, typer.Option("-o", "--order", metavar="true|false", help="Ordered topic.")
     ] = "false",
+    attributes: Annotated[
+        str | None,
+        typer.Option(
+            "-a",
+            "--attributes",
+            help="RocketMQ 5 topic attributes, e.g. +message.type=FIFO (NORMAL, FIFO, "
+            "DELAY, TRANSACTION, MIXED).",
+        ),
+    ] = None,
     namesrv: NamesrvOpt = DEFAULT_NAMESRV,
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 3.0,
@@ -173,6 +182,7 @@ def update_topic(
             write_queue_nums=write_queues,
             perm=perm,
             order=is_order,
+            attributes=attributes,
         ),
     )
     config = TopicConfig(

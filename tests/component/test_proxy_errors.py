@@ -16,6 +16,9 @@ import grpc
 import pytest
 import trio
 
+from client.admin import open_admin
+from protocol.errors import ServerError
+
 pytest.importorskip("rocketmq.grpc_protocol")
 
 from rocketmq.grpc_protocol import definition_pb2 as pb
@@ -154,3 +157,33 @@ async def test_requests_past_the_in_flight_cap_are_told_to_retry(tmp_path: Path)
                 assert sent.status.code == Code.TOO_MANY_REQUESTS, sent.status
             statuses = [a.status.code for a in held.answers if a.HasField("status")]
             assert statuses == [Code.MESSAGE_NOT_FOUND]
+
+
+async def test_topic_message_types_are_checked_as_rocketmq_5_does(tmp_path: Path) -> None:
+    """A topic's +message.type attribute (NORMAL when unset) is what QueryRoute accepts and
+    what SendMessage takes: a FIFO message to a NORMAL topic, or a normal one to a FIFO
+    topic, is MESSAGE_PROPERTY_CONFLICT_WITH_TYPE."""
+    with trio.fail_after(DEADLINE_S):
+        async with proxied(tmp_path) as (c, stub, _):
+            async with open_admin(c.namesrv) as admin:
+                await admin.create_topic("PxNormal", cluster="DefaultCluster")
+                await admin.create_topic(
+                    "PxFifo", cluster="DefaultCluster", attributes="+message.type=FIFO"
+                )
+                with pytest.raises(ServerError, match=r"message\.type"):
+                    await admin.create_topic(
+                        "PxBad", cluster="DefaultCluster", attributes="+message.type=NOPE"
+                    )
+            for topic, accepted in (("PxNormal", [pb.NORMAL]), ("PxFifo", [pb.FIFO])):
+                route = await call(stub.QueryRoute, sv.QueryRouteRequest(topic={"name": topic}))
+                assert {tuple(q.accept_message_types) for q in route.message_queues} == {
+                    tuple(accepted)
+                }
+            fifo = message("PxNormal", message_type=pb.FIFO, message_group="g")
+            normal = message("PxFifo", message_type=pb.NORMAL)
+            for wrong in (fifo, normal):
+                sent = await call(stub.SendMessage, sv.SendMessageRequest(messages=[wrong]))
+                assert sent.status.code == Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, sent.status
+            right = message("PxFifo", message_type=pb.FIFO, message_group="g")
+            sent = await call(stub.SendMessage, sv.SendMessageRequest(messages=[right]))
+            assert sent.status.code == Code.OK, sent.status

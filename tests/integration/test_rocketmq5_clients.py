@@ -61,11 +61,15 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                     yield Cluster(namesrv=ns.address, proxy=proxy.address)
 
 
-async def create_topic(cluster: Cluster, topic: str) -> None:
+async def create_topic(cluster: Cluster, topic: str, *, message_type: str = "NORMAL") -> None:
     with trio.fail_after(20):
         async with open_admin(cluster.namesrv) as admin:
             await admin.create_topic(
-                topic, cluster="DefaultCluster", read_queue_nums=4, write_queue_nums=4
+                topic,
+                cluster="DefaultCluster",
+                read_queue_nums=4,
+                write_queue_nums=4,
+                attributes=f"+message.type={message_type}",
             )
 
 
@@ -127,7 +131,7 @@ async def test_push_consumer_failing_listener_gets_each_message_again(cluster: C
 
 
 async def test_fifo_simple_consumer_holds_a_message_group_until_acked(cluster: Cluster) -> None:
-    await create_topic(cluster, "G5Fifo")
+    await create_topic(cluster, "G5Fifo", message_type="FIFO")
     with trio.fail_after(20):
         async with open_admin(cluster.namesrv) as admin:
             await admin.update_subscription_group(
@@ -229,7 +233,7 @@ async def test_push_consumer_out_of_attempts_lands_in_the_dlq(
     %DLQ%<group> once. Concurrent: the client nacks and the broker dead-letters at revive;
     FIFO: the client gives up and calls ForwardMessageToDeadLetterQueue."""
     topic, group = f"G5Dlq{orderly}", f"G5DlqGroup{orderly}"
-    await create_topic(cluster, topic)
+    await create_topic(cluster, topic, message_type="FIFO")
     with trio.fail_after(20):
         async with open_admin(cluster.namesrv) as admin:
             await admin.update_subscription_group(
