@@ -54,6 +54,12 @@ class OrderTable:
         """Times ``offset`` was handed out before (0 for a first delivery)."""
         return self.attempts.get(key, {}).get(offset, 0)
 
+    def forget(self, key: OrderKey, offset: int) -> None:
+        """``offset`` left the queue (dead-lettered): its attempt count goes."""
+        counts = self.attempts.get(key)
+        if counts is not None:
+            counts.pop(offset, None)
+
     def popped(
         self,
         key: OrderKey,

@@ -34,7 +34,7 @@ from typing import Protocol
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.pop.checkpoint import Ack, CheckPoint
-from broker.pop.orderly import OrderTable
+from broker.pop.orderly import OrderKey, OrderTable
 from broker.pop.service import BrokerForPop, PopArrivals, ReviveService, revive_record
 from broker.store.pull import GetMessageStatus
 from broker.store.results import AppendResult
@@ -45,12 +45,14 @@ from protocol.command import RemotingCommand
 from protocol.errors import (
     InvalidParameter,
     MalformedBody,
+    MalformedRecord,
     NoPermission,
     ServerError,
     ServiceNotAvailable,
     SubscriptionGroupNotExist,
     TopicNotExist,
 )
+from protocol.message import decode_record
 from protocol.pop import (
     ACK_TAG,
     BATCH_ACK_TAG,
@@ -295,7 +297,13 @@ class PopProcessor:
                     broker.offsets.commit(topic, group, queue_id, result.next_begin_offset)
                 continue
             got = list(result.queue_offsets)
+            raws = list(result.records)
             if header.order:
+                self._dead_letter_leading(key, got, raws)
+                if not got:
+                    broker.offsets.commit(topic, group, queue_id, result.next_begin_offset)
+                    continue
+                broker.offsets.commit(topic, group, queue_id, got[0])
                 attempts = self.orders.popped(
                     key,
                     got,
@@ -324,8 +332,8 @@ class PopProcessor:
                         break
                     raise
                 broker.offsets.commit(topic, group, queue_id, result.next_begin_offset)
-            records.extend(result.records)
-            size += result.total_bytes
+            records.extend(raws)
+            size += sum(len(r) for r in raws)
             starts.append((topic, queue_id, got[0]))
             offsets_info.append((topic, queue_id, got))
             rest += max(0, result.max_offset - result.next_begin_offset)
@@ -343,6 +351,33 @@ class PopProcessor:
             order_count_info=_order_count_info(counts, offsets_info) if header.order else None,
         )
         return reply, b"".join(records), last
+
+    def _dead_letter_leading(self, key: OrderKey, offsets: list[int], raws: list[bytes]) -> None:
+        """Order pops: messages at the head of the queue already delivered more than the
+        group's ``retryMaxTimes`` + 1 times go to ``%DLQ%<group>`` instead (removed from
+        ``offsets`` / ``raws``), so the queue moves on. A refused DLQ put stops here: the
+        message is handed out once more, never dropped."""
+        group, _, _ = key
+        config = self.broker.find_group(group)
+        max_times = config.retry_max_times if config is not None else 16
+        while offsets and self.orders.attempts_of(key, offsets[0]) > max_times:
+            try:
+                record, _ = decode_record(raws[0])
+            except MalformedRecord:
+                record = None
+            if record is not None:
+                dead = self.revive.dead_letter_record(
+                    group, record, reconsume_times=self.orders.attempts_of(key, offsets[0])
+                )
+                try:
+                    result = self.broker.store_put([dead])
+                except ServerError:
+                    return
+                if not result.ok:
+                    return
+                self.revive.dead_lettered += 1
+            self.orders.forget(key, offsets[0])
+            del offsets[0], raws[0]
 
     def _append(self, revive_qid: int, tag: str, body: bytes, now_ms: int) -> AppendResult:
         broker = self.broker

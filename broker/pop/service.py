@@ -276,8 +276,6 @@ class ReviveService:
                 )
                 continue
             record, dead = self._again(ck, original, max_times)
-            if dead:
-                self.broker.create_dlq_topic(ck.group)
             try:
                 result = self.broker.store_put([record])
             except ServerError as exc:
@@ -310,6 +308,23 @@ class ReviveService:
             return None
         return record
 
+    def dead_letter_record(
+        self, group: str, original: MessageRecord, *, reconsume_times: int
+    ) -> MessageRecord:
+        """``original`` as it goes to ``%DLQ%<group>`` (the DLQ topic is created)."""
+        properties = dict(original.properties)
+        properties.setdefault(PROPERTY_RETRY_TOPIC, original.topic)
+        properties.setdefault(PROPERTY_ORIGIN_MESSAGE_ID, original.uniq_key or original.msg_id)
+        self.broker.create_dlq_topic(group)
+        return attrs.evolve(
+            original,
+            topic=dlq_topic(group),
+            queue_id=0,
+            reconsume_times=reconsume_times,
+            properties=properties,
+            store_host=self.broker.store_host,
+        )
+
     def _again(
         self, ck: CheckPoint, original: MessageRecord, max_times: int
     ) -> tuple[MessageRecord, bool]:
@@ -322,11 +337,8 @@ class ReviveService:
         reconsume = original.reconsume_times + 1
         dead = reconsume > max_times
         if dead:
-            topic = dlq_topic(ck.group)
-        elif is_retry:
-            topic = ck.topic
-        else:
-            topic = pop_retry_topic(ck.topic, ck.group)
+            return self.dead_letter_record(ck.group, original, reconsume_times=reconsume), True
+        topic = ck.topic if is_retry else pop_retry_topic(ck.topic, ck.group)
         record = attrs.evolve(
             original,
             topic=topic,

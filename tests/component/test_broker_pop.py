@@ -264,3 +264,45 @@ async def test_a_refused_checkpoint_hands_nothing_out_and_moves_no_offset(tmp_pa
                 got = await receive_until(consumer, 2, invisible_s=10.0)
                 assert sorted(p.message.body for p in got) == [b"k0", b"k1"]
                 assert all(p.delivery_attempt == 1 for p in got)
+
+
+async def test_order_pop_dead_letters_a_message_out_of_attempts(tmp_path: Path) -> None:
+    """Order pops, retryMaxTimes 1: a head message delivered twice and never acked goes
+    to %DLQ%<group> on the next pop, and the queue moves on to the message after it."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 1)
+            await set_group(c, retry_max_times=1)
+            await send_bodies(c.namesrv, [b"stuck", b"next"], sharding_key="k")
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                seen = []
+                for _ in range(2):
+                    with trio.fail_after(5):
+                        while not (
+                            got := await consumer.receive(
+                                TOPIC, max_nums=1, invisible_s=1.0, order=True, long_poll_s=0.5
+                            )
+                        ):
+                            pass
+                    seen.append((got[0].message.body, got[0].delivery_attempt))
+                assert seen == [(b"stuck", 1), (b"stuck", 2)]
+                with trio.fail_after(5):
+                    while not (
+                        got := await consumer.receive(
+                            TOPIC, max_nums=1, invisible_s=5.0, order=True, long_poll_s=0.5
+                        )
+                    ):
+                        pass
+                assert [(p.message.body, p.delivery_attempt) for p in got] == [(b"next", 1)]
+            async with open_pull_consumer(c.namesrv, group="reader") as reader:
+                dlq = MessageQueue(topic=f"%DLQ%{GROUP}", broker_name="broker-a", queue_id=0)
+                with trio.fail_after(5):
+                    while True:
+                        try:
+                            result = await reader.pull(dlq, 0, long_poll_s=0.5)
+                        except ServerError:
+                            await trio.sleep(0.2)
+                            continue
+                        if result.messages:
+                            break
+                assert [(m.body, m.reconsume_times) for m in result.messages] == [(b"stuck", 2)]
