@@ -35,7 +35,7 @@ def proxy_command(
         raise fail(
             f"rmq proxy needs the 'proxy' extra (pip install trio-rocketmq[proxy]): {exc}"
         ) from None
-    from cli.serving import configure_logging, run_server
+    from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import proxy_ready_line
 
     addrs = tuple(a.strip() for a in namesrv.replace(",", ";").split(";") if a.strip())
@@ -56,6 +56,7 @@ def proxy_command(
     async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(server.serve)
+            set_node_name(f"proxy {host}:{bound}")
             line = proxy_ready_line(address=f"{config.advertised_host}:{bound}", namesrv=namesrv)
             task_status.started(line)
 
