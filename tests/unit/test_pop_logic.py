@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from broker.pop.checkpoint import Ack, CheckPoint, ReviveQueue
 from broker.pop.orderly import OrderTable
@@ -251,3 +252,69 @@ def test_batch_ack_record_closes_the_checkpoint() -> None:
     assert q.open[point.key].unacked == (5,)
     q.add_ack(2, ack(point, 5))
     assert q.open == {} and q.closed_acked == 1
+
+
+class ReviveLogMachine(RuleBasedStateMachine):
+    """ReviveQueue against its log: checkpoints, acks, revive rounds and restarts (a new
+    queue read from the committed offset). Nothing open is ever forgotten by a restart,
+    no acked offset is ever due, and a checkpoint is due only after its invisible time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[CheckPoint | Ack] = []
+        self.queue = ReviveQueue()
+        self.now_ms = 0
+        self.acked: dict[tuple[object, ...], set[int]] = {}
+        self.next_offset = 0
+
+    def _feed(self, queue: ReviveQueue, start: int) -> None:
+        for i, item in enumerate(self.log[start:], start=start):
+            if isinstance(item, CheckPoint):
+                queue.add_checkpoint(i, item)
+            else:
+                queue.add_ack(i, item)
+
+    @rule(count=st.integers(1, 4), invisible_ms=st.integers(1, 50))
+    def pop(self, count: int, invisible_ms: int) -> None:
+        offsets = list(range(self.next_offset, self.next_offset + count))
+        self.next_offset += count
+        point = ck(offsets, pop=self.now_ms, inv=invisible_ms)
+        self.log.append(point)
+        self.queue.add_checkpoint(len(self.log) - 1, point)
+
+    @rule(data=st.data())
+    def ack_one(self, data: st.DataObject) -> None:
+        if not self.queue.open:
+            return
+        key = data.draw(st.sampled_from(sorted(self.queue.open)))
+        point = self.queue.open[key]
+        offset = data.draw(st.sampled_from(point.ck.offsets))
+        item = ack(point.ck, offset)
+        self.log.append(item)
+        self.acked.setdefault(key, set()).add(offset)
+        self.queue.add_ack(len(self.log) - 1, item)
+
+    @rule(step_ms=st.integers(0, 30))
+    def revive_round(self, step_ms: int) -> None:
+        self.now_ms += step_ms
+        for point in self.queue.due(self.now_ms):
+            assert point.ck.revive_time_ms <= self.now_ms
+            assert not set(point.unacked) & self.acked.get(point.ck.key, set())
+            self.queue.finish(point.ck.key)
+
+    @rule()
+    def restart(self) -> None:
+        again = ReviveQueue(read_offset=self.queue.commit_offset())
+        self._feed(again, again.read_offset)
+        for key, point in self.queue.open.items():
+            assert key in again.open, "an open checkpoint was forgotten"
+            assert again.open[key].unacked == point.unacked, "an ack was forgotten"
+        self.queue = again
+
+    @invariant()
+    def commit_offset_never_passes_an_open_checkpoint(self) -> None:
+        for point in self.queue.open.values():
+            assert self.queue.commit_offset() <= point.revive_offset
+
+
+TestReviveLog = ReviveLogMachine.TestCase
