@@ -210,6 +210,9 @@ class BrokerConfig:
     check_old_segments_on_start: bool = True
     #: Client connections the remoting port keeps at once; 0: half the process's
     #: descriptor limit, at most 10,000 (``serverMaxConnections``). More are refused.
+    #: Register with the NameServers in RocketMQ's compressed form always
+    #: (``compressedRegister``); otherwise only when the JSON form passes 1 MiB.
+    compressed_register: bool = False
     server_max_connections: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: ...and from one remote IP (``serverMaxConnectionsPerPeer``).
     server_max_connections_per_peer: int = attrs.field(
@@ -377,6 +380,7 @@ _ALIASES = {
     "haMaxPendingConnections": "ha_max_pending_connections",
     "skipDamagedSegments": "skip_damaged_segments",
     "checkOldSegmentsOnStart": "check_old_segments_on_start",
+    "compressedRegister": "compressed_register",
     "serverMaxConnections": "server_max_connections",
     "serverMaxConnectionsPerPeer": "server_max_connections_per_peer",
 }
