@@ -51,12 +51,11 @@ import trio
 from bench.measure import percentile
 from client import admin as admin_api
 from client.consumer import ConsumeFrom, ConsumeResult, open_push_consumer
-from client.message import Message, ReceivedMessage, SendResult, SendStatus
+from client.message import Message, ReceivedMessage, SendStatus
 from client.producer import open_producer
 from protocol.errors import RocketError
-from protocol.message import parse_offset_msg_id
 from scenarios.local_cluster import LocalCluster, create_topic, local_cluster
-from scenarios.workload import WorkloadConfig, poll_until
+from scenarios.workload import WorkloadConfig, poll_until, store_address
 
 GROUP = "broker-a"
 TOPIC = "FailoverBench"
@@ -175,12 +174,6 @@ async def master_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
     return {**summary(times_s), "acked": len(acked), "lost": len(lost), "lost_sample": lost[:10]}
 
 
-def stored_by(result: SendResult) -> str:
-    """``host:port`` of the broker that stored a message (from its offset msgId)."""
-    host, port, _ = parse_offset_msg_id(result.offset_msg_id)
-    return f"{host}:{port}"
-
-
 async def wait_rejoined(cluster: LocalCluster) -> None:
     with trio.fail_after(REJOIN_TIMEOUT_S):
         while True:
@@ -215,7 +208,10 @@ async def silent_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
             degraded.add(value)
             return
         acked.add(value)
-        if armed.get("old") not in (None, stored_by(result)) and "first" not in armed:
+        if (
+            armed.get("old") not in (None, store_address(result.offset_msg_id))
+            and "first" not in armed
+        ):
             armed["first"] = trio.current_time()
 
     async def probe(producer: Any, nursery: trio.Nursery) -> None:
