@@ -24,6 +24,11 @@ Rules:
   step; ``Pause(probe_writes=N)`` writes straight to the resumed node;
   ``KillRestart(probe_new_master=True)`` compares the old and the new master's metadata
   (``metadata_kept``, pure). Heal of a sequence: resume and restart whatever is down.
+- ``LinkCut`` acts on the real links of separate hosts (``launcher/netns.py``; the
+  scenario sets ``netns``): packets a node sends (``out``), receives (``in``) or both are
+  dropped, to and from every peer or one set of them (``controllers``, its ``group``,
+  ``clients``, ``node:NAME``), always (a partition: no FIN, no RST, as a cut cable) or
+  with a probability (loss; TCP retransmits). Its heal lifts exactly its own drops.
 - A torn tail is written on a *stopped* node only: the first bytes of a record (size,
   magic, then less than that size) right after the last whole record of the newest
   CommitLog segment, as a crash mid-write leaves it. ``corrupt`` flips a byte of the last
@@ -47,6 +52,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from launcher.netns import IN, OUT, Drop
 from protocol.message import BLANK_MAGIC, MAGIC_V1, MAGIC_V2, MIN_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,11 @@ class NodeControl(Protocol):
     def proxy(self, node: str) -> ProxyGroup: ...
     @property
     def rng(self) -> random.Random: ...
+
+    # Link faults (separate hosts only).
+    def peer_addresses(self, node: str, peers: str) -> list[str] | None: ...
+    def drop_packets(self, key: str, node: str, drops: list[Drop]) -> None: ...
+    def heal_packets(self, key: str, node: str) -> None: ...
 
     # For sequences and probes (controller mode).
     async def resolve(self, target: str) -> str: ...
@@ -275,7 +286,49 @@ class Loss:
         ctl.proxy(node).clear()
 
 
-FaultKind = KillRestart | Pause | Partition | Delay | Loss | ExpandThenKill
+DIRECTIONS = ("both", OUT, IN)
+
+
+def link_drops(
+    node: str, direction: str, peers: list[str] | None, probability: float
+) -> list[Drop]:
+    """The drops of a link fault on ``node``: each direction it names, to or from each
+    peer address (``None``: every peer)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
+    ways = (OUT, IN) if direction == "both" else (direction,)
+    targets: list[str | None] = list(peers) if peers is not None else [None]
+    return [
+        Drop(node=node, direction=way, peer=peer, probability=probability)
+        for way in ways
+        for peer in targets
+    ]
+
+
+@attrs.frozen
+class LinkCut:
+    """Drop the target node's packets on its own link (separate hosts only): to and from
+    ``peers``, in ``direction``, each with ``probability`` (1: a partition)."""
+
+    peers: str = "all"
+    direction: str = attrs.field(default="both", validator=attrs.validators.in_(DIRECTIONS))
+    probability: float = 1.0
+
+    @property
+    def name(self) -> str:
+        what = "netsplit" if self.probability >= 1.0 else f"netloss{self.probability * 100:g}"
+        way = "" if self.direction == "both" else f"-{self.direction}"
+        return f"{what}-{self.peers.replace(':', '-')}{way}"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        peers = ctl.peer_addresses(node, self.peers)
+        ctl.drop_packets(self.name, node, link_drops(node, self.direction, peers, self.probability))
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        ctl.heal_packets(self.name, node)
+
+
+FaultKind = KillRestart | Pause | Partition | Delay | Loss | ExpandThenKill | LinkCut
 
 
 # --- the proxy ---------------------------------------------------------------------------

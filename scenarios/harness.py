@@ -13,7 +13,8 @@ Rules:
   duration, heal — until the run's duration is over; then every fault still active is
   healed, producers go on until a send succeeds (at most ``RECOVERY_TAIL_S``, so the last
   fault's window can close), stop, consumers drain (bounded), and the history is checked.
-- Every wait has a deadline; network traffic goes to 127.0.0.1 only.
+- Every wait has a deadline; network traffic stays on this machine (loopback, or the
+  private bridge of separate hosts, ``Scenario.netns``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from pathlib import Path
 import attrs
 import trio
 
+from launcher.netns import netns_unavailable
 from launcher.plans import BROKERS_BY_MODE, LATER_MODES
 from scenarios.checkers import CheckReport, Expectations, check_history
-from scenarios.faults import FaultKind
+from scenarios.faults import FaultKind, LinkCut
 from scenarios.history import Phase, iter_history, make_extra
 from scenarios.local_cluster import (
     READY_TIMEOUT_S,
@@ -101,6 +103,10 @@ class Scenario:
     proxy_controller_links: bool = False
     #: ``broker.conf`` settings for every broker (``rmq cluster up --broker-set``).
     broker_settings: tuple[tuple[str, object], ...] = ()
+    #: Every node on its own network host (``rmq cluster up --netns``). Without network
+    #: namespaces here the run falls back to loopback, saying so, unless its faults act
+    #: on links (``LinkCut``): then it is unavailable, with the reason.
+    netns: bool = False
     #: Something besides the mode that does not exist yet (None: nothing).
     missing: str | None = None
     #: What the results mean, for the report (e.g. why some loss is expected).
@@ -109,7 +115,14 @@ class Scenario:
     def unavailable(self, mode: str) -> str | None:
         if mode not in self.modes:
             return f"scenario {self.name} runs in modes {', '.join(self.modes)}, not {mode!r}"
-        return mode_unavailable(mode) or self.missing
+        return mode_unavailable(mode) or self.missing or self.hosts_unavailable()
+
+    def hosts_unavailable(self) -> str | None:
+        """Why this scenario's link faults cannot run here (None: they can, or it has none)."""
+        if not isinstance(self.faults.kind, LinkCut):
+            return None
+        reason = netns_unavailable()
+        return None if reason is None else f"its link faults need separate hosts: {reason}"
 
 
 @attrs.frozen(kw_only=True)
@@ -250,8 +263,11 @@ async def run_scenario(
                 recorder=recorder,
                 broker_settings=scenario.broker_settings,
                 controller_proxies=background if scenario.proxy_controller_links else None,
+                netns=scenario.netns,
             ) as cluster,
         ):
+            if cluster.fallback is not None:
+                progress(f"separate hosts unavailable ({cluster.fallback}): running on loopback")
             if scenario.proxy_namesrv_links:
                 await cluster.proxy_namesrv_links(background)
             await create_topic(cluster, config, scenario.topic_on)

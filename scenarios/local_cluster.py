@@ -20,7 +20,14 @@ Rules:
   metadata of a new master) are history lines too: the verdict judges everything.
 - Fault targets (``master:GROUP``, ``controller-leader``, ...) are resolved here, from
   what the NameServer routes and the controller says now.
-- Every wait has a deadline; network traffic goes to 127.0.0.1 only.
+- Separate hosts (``netns=True``): ``rmq cluster up --netns`` puts every node in its own
+  network namespace on a bridge this process (the clients) shares; when namespaces cannot
+  be made here (not root) the cluster runs on loopback and ``fallback`` says why. Link
+  faults (``drop_packets``) are tc rules on the nodes' links (``launcher.netns.Shaper``),
+  named by fault and node so each heal lifts exactly its own; all are lifted by ``down``,
+  and ``rmq cluster down`` (then ``launcher.netns.teardown`` once more) removes the hosts.
+- Every wait has a deadline; network traffic stays on this machine (loopback, or the
+  private bridge of ``launcher/netns.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,15 @@ import trio
 from client import admin as admin_api
 from launcher.command import rmq_argv
 from launcher.detached import read_output, spawn_recorded, wait_ready
+from launcher.netns import (
+    Drop,
+    NetnsError,
+    NetPlan,
+    Shaper,
+    load_plan,
+    netns_unavailable,
+)
+from launcher.netns import teardown as netns_teardown
 from launcher.pids import is_alive
 from launcher.plans import (
     BROKERS_BY_MODE,
@@ -111,12 +127,20 @@ class LocalCluster:
         *,
         recorder: Recorder | None = None,
         broker_settings: tuple[tuple[str, object], ...] = (),
+        netns: bool = False,
     ) -> None:
         self.root = root
         self.mode = mode
         self.flush = flush
         self.recorder = recorder
         self.broker_settings = broker_settings
+        #: Why separate hosts were asked for but not made (None: made, or not asked for).
+        self.fallback: str | None = netns_unavailable() if netns else None
+        self.netns = netns and self.fallback is None
+        #: The nodes' hosts and the drops on their links, once up on separate hosts.
+        self.hosts: NetPlan | None = None
+        self._shaper: Shaper | None = None
+        self._link_faults: dict[tuple[str, str], int] = {}
         #: The run's workload, once it runs (probe writes go through it).
         self.workload: Workload | None = None
         self._rng = rng
@@ -192,6 +216,8 @@ class LocalCluster:
         for key, value in self.broker_settings:
             argv += ["--broker-set", f"{key}={toml_value(value)}"]
         argv += self._layout_args
+        if self.netns:
+            argv.append("--netns")
         with trio.fail_after(UP_TIMEOUT_S):
             done = await trio.run_process(
                 argv, capture_stdout=True, capture_stderr=True, check=False
@@ -202,12 +228,20 @@ class LocalCluster:
                 f"`{shlex.join(argv)}` failed (exit {done.returncode}):\n"
                 + done.stderr.decode(errors="replace")
             )
+        if self.netns:
+            self.hosts = load_plan(self.root)
+            assert self.hosts is not None, "rmq cluster up --netns recorded no hosts"
+            self._shaper = Shaper(self.hosts)
         log.info("cluster (%s) up in %s: %s", self.mode, self.root, self.node_names())
 
     async def down(self) -> None:
         """Stop everything: ``rmq cluster down``, then SIGKILL what survived; reap children."""
         for name in list(self._paused):
             self.resume(name)
+        if self._shaper is not None:
+            with contextlib.suppress(NetnsError):
+                self._shaper.clear()
+            self._link_faults.clear()
         if (self.root / "cluster.json").exists():
             argv = rmq_argv("cluster", "down", "--dir", str(self.root), "--timeout", "5")
             with trio.move_on_after(DOWN_TIMEOUT_S):
@@ -223,6 +257,8 @@ class LocalCluster:
                     os.kill(node.pid, signal.SIGKILL)
         for proc in self._children.values():
             await poll_until(functools.partial(_exited, proc), KILL_WAIT_S)
+        if self.netns:  # what rmq cluster down left (a node that survived it, say)
+            await trio.to_thread.run_sync(netns_teardown, self.root)
 
     # --- process faults (faults.NodeControl) --------------------------------------------
 
@@ -306,6 +342,49 @@ class LocalCluster:
             raise HarnessError(f"{exc}\n{exc.detail}") from None
         log.info("%s started at %s (pid %d)", node.name, node.address, node.pid)
 
+    # --- link faults (faults.NodeControl) ---------------------------------------------------
+
+    def peer_addresses(self, node: str, peers: str) -> list[str] | None:
+        """The addresses ``peers`` means for ``node`` (None: every peer): ``controllers``,
+        ``group`` (the other members of its broker group), ``clients`` (this process's
+        host), ``node:NAME``, ``all``."""
+        if peers == "all":
+            return None
+        hosts = self._hosts()
+        if peers == "controllers":
+            names = [c.name for c in self.controllers()]
+        elif peers == "group":
+            group = self.node(node).group
+            names = [b.name for b in self.brokers() if b.group == group and b.name != node]
+        elif peers == "clients":
+            return [hosts.gateway]
+        elif peers.startswith("node:"):
+            names = [self.node(peers.partition(":")[2]).name]
+        else:
+            raise HarnessError(
+                f"unknown peers {peers!r} (all, controllers, group, clients, node:X)"
+            )
+        return [hosts.host(name).address for name in names]
+
+    def drop_packets(self, key: str, node: str, drops: list[Drop]) -> None:
+        """Start dropping ``drops`` on ``node``'s link, as fault ``key``."""
+        shaper = self._shaper
+        if shaper is None:
+            raise HarnessError("link faults need separate hosts (the scenario's netns)")
+        self.heal_packets(key, node)
+        self._link_faults[(key, node)] = shaper.add(drops)
+        log.info("%s: %s on %s", key, ", ".join(map(str, drops)), node)
+
+    def heal_packets(self, key: str, node: str) -> None:
+        token = self._link_faults.pop((key, node), None)
+        if token is not None and self._shaper is not None:
+            self._shaper.remove(token)
+
+    def _hosts(self) -> NetPlan:
+        if self.hosts is None:
+            raise HarnessError("link faults need separate hosts (the scenario's netns)")
+        return self.hosts
+
     # --- proxies -----------------------------------------------------------------------
 
     async def proxy_namesrv_links(self, nursery: trio.Nursery) -> None:
@@ -326,6 +405,8 @@ class LocalCluster:
         controller in front of them, and have ``up`` give each broker its proxies."""
         if self._record is not None:
             raise HarnessError("controller links are proxied before the cluster is up")
+        if self.netns:
+            raise HarnessError("separate hosts cut links with LinkCut, not with proxies")
         if self.mode != CONTROLLER:
             raise HarnessError(f"mode {self.mode} runs no controllers to proxy")
         base = free_port_range(2 * CONTROLLER_NODES)
@@ -585,6 +666,7 @@ async def local_cluster(
     recorder: Recorder | None = None,
     broker_settings: tuple[tuple[str, object], ...] = (),
     controller_proxies: trio.Nursery | None = None,
+    netns: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """A running cluster for the block; every process it started is stopped after it.
 
@@ -592,7 +674,7 @@ async def local_cluster(
     controllers through fault proxies served there.
     """
     cluster = LocalCluster(
-        root, mode, flush, rng, recorder=recorder, broker_settings=broker_settings
+        root, mode, flush, rng, recorder=recorder, broker_settings=broker_settings, netns=netns
     )
     try:
         if controller_proxies is not None:
