@@ -29,6 +29,10 @@ Rules:
   dropped, to and from every peer or one set of them (``controllers``, its ``group``,
   ``clients``, ``node:NAME``), always (a partition: no FIN, no RST, as a cut cable) or
   with a probability (loss; TCP retransmits). Its heal lifts exactly its own drops.
+- ``PowerLoss`` cuts the power of a broker (or of every broker of a group at once): SIGKILL,
+  then its store (a powerfs mount, ``Scenario.power_store``) loses every write no fsync
+  covered; heal: power on (mount what survived) and start it again (a group's brokers
+  together). What each node lost is a ``step`` line of the history.
 - A torn tail is written on a *stopped* node only: the first bytes of a record (size,
   magic, then less than that size) right after the last whole record of the newest
   CommitLog segment, as a crash mid-write leaves it. ``corrupt`` flips a byte of the last
@@ -74,6 +78,11 @@ class NodeControl(Protocol):
     def proxy(self, node: str) -> ProxyGroup: ...
     @property
     def rng(self) -> random.Random: ...
+
+    # Power (a powerfs store only).
+    async def power_off(self, node: str) -> dict[str, object]: ...
+    async def power_on(self, node: str) -> None: ...
+    def group_nodes(self, group: str) -> list[str]: ...
 
     # Link faults (separate hosts only).
     def peer_addresses(self, node: str, peers: str) -> list[str] | None: ...
@@ -328,7 +337,40 @@ class LinkCut:
         ctl.heal_packets(self.name, node)
 
 
-FaultKind = KillRestart | Pause | Partition | Delay | Loss | ExpandThenKill | LinkCut
+@attrs.frozen
+class PowerLoss:
+    """Power off the target broker (``scope`` node) or every broker of the target group
+    (``scope`` group, target ``group:NAME``): what no fsync covered is lost. Heal: power
+    on and start again."""
+
+    scope: str = attrs.field(default="node", validator=attrs.validators.in_(("node", "group")))
+
+    @property
+    def name(self) -> str:
+        return "power-loss" if self.scope == "node" else "group-power-loss"
+
+    def _nodes(self, ctl: NodeControl, target: str) -> list[str]:
+        return ctl.group_nodes(target) if self.scope == "group" else [target]
+
+    async def inject(self, ctl: NodeControl, target: str) -> None:
+        nodes = self._nodes(ctl, target)
+        async with trio.open_nursery() as nursery:  # one power cut: all at once
+            for node in nodes:
+                nursery.start_soon(ctl.kill, node)
+        for node in nodes:
+            lost = await ctl.power_off(node)
+            ctl.note("power off", node=node, unsynced_bytes_lost=lost.get("bytes"))
+
+    async def heal(self, ctl: NodeControl, target: str) -> None:
+        nodes = self._nodes(ctl, target)
+        for node in nodes:
+            await ctl.power_on(node)
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(ctl.restart, node)
+
+
+FaultKind = KillRestart | Pause | Partition | Delay | Loss | ExpandThenKill | LinkCut | PowerLoss
 
 
 # --- the proxy ---------------------------------------------------------------------------

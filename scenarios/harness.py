@@ -40,6 +40,7 @@ from scenarios.local_cluster import (
     create_topic,
     local_cluster,
 )
+from scenarios.powerfs import powerfs_unavailable
 from scenarios.workload import Recorder, WorkloadConfig, open_workload, poll_until
 
 #: After the last heal, sends go on at most this long waiting for the first success.
@@ -107,6 +108,8 @@ class Scenario:
     #: namespaces here the run falls back to loopback, saying so, unless its faults act
     #: on links (``LinkCut``): then it is unavailable, with the reason.
     netns: bool = False
+    #: Every broker's store on a powerfs mount (``PowerLoss`` faults need it; root only).
+    power_store: bool = False
     #: Something besides the mode that does not exist yet (None: nothing).
     missing: str | None = None
     #: What the results mean, for the report (e.g. why some loss is expected).
@@ -118,11 +121,14 @@ class Scenario:
         return mode_unavailable(mode) or self.missing or self.hosts_unavailable()
 
     def hosts_unavailable(self) -> str | None:
-        """Why this scenario's link faults cannot run here (None: they can, or it has none)."""
-        if not isinstance(self.faults.kind, LinkCut):
-            return None
-        reason = netns_unavailable()
-        return None if reason is None else f"its link faults need separate hosts: {reason}"
+        """Why this scenario's link or power faults cannot run here (None: they can)."""
+        if isinstance(self.faults.kind, LinkCut):
+            reason = netns_unavailable()
+            return None if reason is None else f"its link faults need separate hosts: {reason}"
+        if self.power_store:
+            reason = powerfs_unavailable()
+            return None if reason is None else f"its power faults need powerfs: {reason}"
+        return None
 
 
 @attrs.frozen(kw_only=True)
@@ -264,6 +270,7 @@ async def run_scenario(
                 broker_settings=scenario.broker_settings,
                 controller_proxies=background if scenario.proxy_controller_links else None,
                 netns=scenario.netns,
+                power_store=scenario.power_store,
             ) as cluster,
         ):
             if cluster.fallback is not None:

@@ -26,6 +26,11 @@ Rules:
   faults (``drop_packets``) are tc rules on the nodes' links (``launcher.netns.Shaper``),
   named by fault and node so each heal lifts exactly its own; all are lifted by ``down``,
   and ``rmq cluster down`` (then ``launcher.netns.teardown`` once more) removes the hosts.
+- Power loss (``power_store=True``): each broker's store directory is a powerfs mount
+  (``scenarios/powerfs.py``: a FUSE passthrough that sees every fsync) made before the
+  cluster starts; ``power_off`` tells it to lose every write no fsync covered (the broker
+  already SIGKILLed), ``power_on`` mounts what survived again. Mounts are removed by
+  ``down`` whatever happened.
 - Every wait has a deadline; network traffic stays on this machine (loopback, or the
   private bridge of ``launcher/netns.py``).
 """
@@ -42,6 +47,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,7 +55,7 @@ from pathlib import Path
 import trio
 
 from client import admin as admin_api
-from launcher.command import rmq_argv
+from launcher.command import child_env, rmq_argv
 from launcher.detached import read_output, spawn_recorded, wait_ready
 from launcher.netns import (
     Drop,
@@ -128,8 +134,12 @@ class LocalCluster:
         recorder: Recorder | None = None,
         broker_settings: tuple[tuple[str, object], ...] = (),
         netns: bool = False,
+        power_store: bool = False,
     ) -> None:
         self.root = root
+        self.power_store = power_store
+        #: Broker node -> its powerfs process (power_store only).
+        self._power: dict[str, trio.Process] = {}
         self.mode = mode
         self.flush = flush
         self.recorder = recorder
@@ -209,6 +219,9 @@ class LocalCluster:
     # --- up and down -----------------------------------------------------------------
 
     async def up(self) -> None:
+        if self.power_store:
+            for plan in BROKERS_BY_MODE[self.mode]:
+                await self.power_on(plan.name)
         argv = rmq_argv(
             "cluster", "up", "--mode", self.mode, "--dir", str(self.root),
             "--namesrv-port", "0", "--flush", self.flush,
@@ -259,6 +272,8 @@ class LocalCluster:
             await poll_until(functools.partial(_exited, proc), KILL_WAIT_S)
         if self.netns:  # what rmq cluster down left (a node that survived it, say)
             await trio.to_thread.run_sync(netns_teardown, self.root)
+        for name in list(self._power):
+            await self._stop_power(name, signal.SIGTERM)
 
     # --- process faults (faults.NodeControl) --------------------------------------------
 
@@ -341,6 +356,69 @@ class LocalCluster:
             spawned.proc.kill()  # nothing when it already exited
             raise HarnessError(f"{exc}\n{exc.detail}") from None
         log.info("%s started at %s (pid %d)", node.name, node.address, node.pid)
+
+    # --- power (faults.NodeControl) ----------------------------------------------------------
+
+    def group_nodes(self, group: str) -> list[str]:
+        nodes = [b.name for b in self.brokers() if b.group == group]
+        if not nodes:
+            raise HarnessError(f"no broker of group {group!r}")
+        return nodes
+
+    def _store_paths(self, node: str) -> tuple[Path, Path]:
+        """(the disk behind a broker's store, the store mount) of ``node``."""
+        store = self.root / node / "store"
+        return store.with_name("store.disk"), store
+
+    async def power_on(self, node: str) -> None:
+        """Mount ``node``'s store (a powerfs over what its disk holds now)."""
+        if node in self._power:
+            return
+        disk, store = self._store_paths(node)
+        store.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "scenarios.powerfs", str(disk), str(store)]
+        proc = await trio.lowlevel.open_process(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env()
+        )
+        self._power[node] = proc
+        assert proc.stdout is not None
+        with trio.move_on_after(READY_TIMEOUT_S):
+            if b"powerfs ready" in await proc.stdout.receive_some(4096):
+                return
+        await self._stop_power(node, signal.SIGKILL)
+        raise HarnessError(f"powerfs for {node} did not mount {store}")
+
+    async def power_off(self, node: str) -> dict[str, object]:
+        """``node`` (already killed) loses what was not fsynced; what it lost."""
+        if is_alive(self.node(node)):
+            raise HarnessError(f"{node} still runs: kill it before its power goes")
+        await self._stop_power(node, signal.SIGUSR1)
+        disk, _ = self._store_paths(node)
+        report = disk.with_name(f"powerfs-{disk.name}.json")
+        try:
+            lost: dict[str, object] = json.loads(report.read_text())
+        except (OSError, ValueError):
+            return {"bytes": None}
+        report.unlink()
+        return lost
+
+    async def _stop_power(self, node: str, signum: int) -> None:
+        proc = self._power.pop(node, None)
+        if proc is None:
+            return
+        if proc.returncode is None:
+            proc.send_signal(signum)
+        with trio.move_on_after(KILL_WAIT_S):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        with contextlib.suppress(OSError):
+            if proc.stdout is not None:
+                await proc.stdout.aclose()
+        _, store = self._store_paths(node)
+        if os.path.ismount(store):  # a daemon that died before its own unmount
+            subprocess.run(["umount", "-l", str(store)], check=False, capture_output=True)
 
     # --- link faults (faults.NodeControl) ---------------------------------------------------
 
@@ -667,6 +745,7 @@ async def local_cluster(
     broker_settings: tuple[tuple[str, object], ...] = (),
     controller_proxies: trio.Nursery | None = None,
     netns: bool = False,
+    power_store: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """A running cluster for the block; every process it started is stopped after it.
 
@@ -674,7 +753,14 @@ async def local_cluster(
     controllers through fault proxies served there.
     """
     cluster = LocalCluster(
-        root, mode, flush, rng, recorder=recorder, broker_settings=broker_settings, netns=netns
+        root,
+        mode,
+        flush,
+        rng,
+        recorder=recorder,
+        broker_settings=broker_settings,
+        netns=netns,
+        power_store=power_store,
     )
     try:
         if controller_proxies is not None:
