@@ -20,6 +20,9 @@ chaos harness's ``LocalCluster`` (the one process-management code of the project
             store address in its offset msgId). The old master then gets SIGCONT, learns
             it was deposed and rejoins as a slave; the round ends once the SyncStateSet
             holds all 3 again. Targets (issue 19): p50 <= 2 s, max <= 3 s.
+            With ``--partition`` (root: every node on its own host, ``--netns``) the master
+            is cut off the network instead (every packet to and from its host dropped);
+            the heal lets its packets through again.
 (b) leader  ``--leader-rounds`` times: SIGKILL the controller leader; the figure is the time
             until another controller says it leads and answers GET_SYNC_STATE_DATA as leader
             (a controller that can serve reads as leader has committed its no-op, so
@@ -54,6 +57,7 @@ from client.consumer import ConsumeFrom, ConsumeResult, open_push_consumer
 from client.message import Message, ReceivedMessage, SendStatus
 from client.producer import open_producer
 from protocol.errors import RocketError
+from scenarios.faults import link_drops
 from scenarios.local_cluster import LocalCluster, create_topic, local_cluster
 from scenarios.workload import WorkloadConfig, poll_until, store_address
 
@@ -182,8 +186,25 @@ async def wait_rejoined(cluster: LocalCluster) -> None:
             await trio.sleep(0.2)
 
 
-async def silent_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
-    """(s): SIGSTOP the master; time to the first SEND_OK stored by another broker."""
+def go_silent(cluster: LocalCluster, node: str, partition: bool) -> None:
+    if partition:
+        cluster.drop_packets("bench-netsplit", node, link_drops(node, "both", None, 1.0))
+    else:
+        cluster.pause(node)
+
+
+def come_back(cluster: LocalCluster, node: str, partition: bool) -> None:
+    if partition:
+        cluster.heal_packets("bench-netsplit", node)
+    else:
+        cluster.resume(node)
+
+
+async def silent_rounds(
+    cluster: LocalCluster, rounds: int, *, partition: bool = False
+) -> dict[str, Any]:
+    """(s): SIGSTOP (or cut off) the master; time to the first SEND_OK stored by another
+    broker."""
     acked: set[str] = set()
     consumed: set[str] = set()
     times_s: list[float] = []
@@ -246,17 +267,18 @@ async def silent_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
                 armed.clear()
                 armed["old"] = address
                 paused_at = trio.current_time()
-                cluster.pause(master)
+                go_silent(cluster, master, partition)
                 try:
                     await poll_until(lambda: "first" in armed, ROUND_TIMEOUT_S)
                     await trio.sleep(PAUSE_AFTER_S)
                 finally:
-                    cluster.resume(master)
+                    come_back(cluster, master, partition)
                 took_s = armed["first"] - paused_at
                 armed.clear()
                 times_s.append(took_s)
                 print(
-                    f"silent round {i + 1}: paused {master}, first SEND_OK on another broker "
+                    f"silent round {i + 1}: {'cut off' if partition else 'paused'} {master}, "
+                    "first SEND_OK on another broker "
                     f"after {took_s * 1000:.0f} ms"
                 )
             await wait_rejoined(cluster)
@@ -305,11 +327,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="failover-bench-"))
     try:
         async with local_cluster(
-            root / "cluster", "controller", "ASYNC_FLUSH", random.Random(1)
+            root / "cluster", "controller", "ASYNC_FLUSH", random.Random(1), netns=args.partition
         ) as cluster:
+            if args.partition and not cluster.netns:
+                raise SystemExit(f"--partition needs separate hosts: {cluster.fallback}")
             await create_topic(cluster, WorkloadConfig(topic=TOPIC), (GROUP,))
             result: dict[str, Any] = {}
-            if args.rounds and args.silent:
+            if args.rounds and args.partition:
+                result["master_netsplit_to_first_send_ok"] = await silent_rounds(
+                    cluster, args.rounds, partition=True
+                )
+            elif args.rounds and args.silent:
                 result["master_sigstop_to_first_send_ok"] = await silent_rounds(
                     cluster, args.rounds
                 )
@@ -332,6 +360,11 @@ def cli() -> None:
     parser.add_argument(
         "--silent", action="store_true", help="SIGSTOP the master instead of SIGKILL (rounds)"
     )
+    parser.add_argument(
+        "--partition",
+        action="store_true",
+        help="cut the master off the network instead (separate hosts; root)",
+    )
     parser.add_argument("--dir", help="keep the cluster's data and logs here")
     parser.add_argument("--out", help="write the figures as JSON")
     args = parser.parse_args()
@@ -345,7 +378,12 @@ def cli() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     masters = [
-        result.get(k) for k in ("master_kill_to_first_send_ok", "master_sigstop_to_first_send_ok")
+        result.get(k)
+        for k in (
+            "master_kill_to_first_send_ok",
+            "master_sigstop_to_first_send_ok",
+            "master_netsplit_to_first_send_ok",
+        )
     ]
     if any(m is not None and m["lost"] for m in masters):
         sys.exit(1)
