@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import shutil
 import signal
@@ -303,11 +302,8 @@ async def _run(
         drain_timeout_s=DRAIN_TIMEOUT_S,
     )
     if silent:
-        per_timeout = config.send_timeout_s * rate_per_s / PRODUCERS
         config = attrs.evolve(
-            config,
-            in_flight=math.ceil(per_timeout) + 1,
-            route_refresh_interval_s=SILENT_ROUTE_POLL_S,
+            config.at_rate(rate_per_s), route_refresh_interval_s=SILENT_ROUTE_POLL_S
         )
     history = root / "history.log"
     recorder = Recorder(history)

@@ -139,10 +139,16 @@ class RunOptions:
     mode: str | None = None
     out_dir: Path = Path("chaos-out")
     drain_timeout_s: float | None = None
+    #: The load: messages per second over all producers (None: the scenario's).
+    rate_per_s: float | None = None
+    #: Every node on its own network host, whatever the scenario says.
+    netns: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.duration_s <= 0 or self.interval_s <= 0:
             raise ValueError("duration and interval must be positive")
+        if self.rate_per_s is not None and self.rate_per_s <= 0:
+            raise ValueError("the rate must be positive")
 
 
 def replay_command(scenario: Scenario, options: RunOptions, mode: str) -> str:
@@ -163,6 +169,8 @@ def replay_command(scenario: Scenario, options: RunOptions, mode: str) -> str:
             mode,
             "--out",
             str(options.out_dir),
+            *(["--rate", f"{options.rate_per_s:g}"] if options.rate_per_s else []),
+            *(["--netns"] if options.netns else []),
         ]
     )
 
@@ -251,6 +259,10 @@ async def run_scenario(
         raise HarnessError(f"{history} exists; give another --out")
     rng = random.Random(options.seed)
     config = scenario.workload
+    if options.rate_per_s is not None:
+        config = config.at_rate(options.rate_per_s)
+    if options.netns:
+        scenario = attrs.evolve(scenario, netns=True)
     if options.drain_timeout_s is not None:
         config = attrs.evolve(config, drain_timeout_s=options.drain_timeout_s)
     recorder = Recorder(history)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -102,6 +103,14 @@ class WorkloadConfig:
     drain_timeout_s: float = 60.0
     #: Write queues created per master.
     queues_per_broker: int = 4
+
+    def at_rate(self, rate_per_s: float) -> WorkloadConfig:
+        """This workload at ``rate_per_s``, each producer keeping as many sends in flight as
+        its share starts within a send timeout (a hung broker then holds up nothing else;
+        ordered workloads still send one at a time)."""
+        per_timeout = self.send_timeout_s * rate_per_s / self.producers
+        in_flight = max(self.in_flight, math.ceil(per_timeout) + 1)
+        return attrs.evolve(self, rate_per_s=rate_per_s, in_flight=in_flight)
 
     def __attrs_post_init__(self) -> None:
         assert self.producers > 0 and self.consumers > 0, self
