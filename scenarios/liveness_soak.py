@@ -74,7 +74,12 @@ async def keep_running(procs: list[subprocess.Popen[bytes]], command: str | None
 
 async def soak(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     config = WorkloadConfig(
-        topic="LivenessSoak", producers=4, consumers=2, rate_per_s=args.rate, in_flight=16
+        topic="LivenessSoak",
+        producers=4,
+        consumers=2,
+        rate_per_s=args.rate,
+        in_flight=16,
+        max_messages=int(args.rate * args.minutes * 60) + 1000,  # traffic the whole run
     )
     history = root / "history.log"
     recorder = Recorder(history)
