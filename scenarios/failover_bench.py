@@ -45,6 +45,7 @@ import random
 import shutil
 import sys
 import tempfile
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,31 @@ async def sync_state_size(cluster: LocalCluster) -> int:
     return len(replicas.in_sync_replicas) if replicas is not None else 0
 
 
+def bench_consumer(cluster: LocalCluster, consumed: set[str]) -> AbstractAsyncContextManager[Any]:
+    """A push consumer of the bench topic that adds every body it receives to ``consumed``."""
+
+    async def listener(messages: list[ReceivedMessage]) -> ConsumeResult:
+        consumed.update(m.body.decode() for m in messages)
+        return ConsumeResult.SUCCESS
+
+    return open_push_consumer(
+        cluster.namesrv,
+        group="failover-bench",
+        listener=listener,
+        subscriptions={TOPIC: "*"},
+        consume_from=ConsumeFrom.FIRST,
+    )
+
+
+async def wait_rejoined(cluster: LocalCluster) -> None:
+    """Until the controller's SyncStateSet holds all 3 replicas again."""
+    with trio.fail_after(REJOIN_TIMEOUT_S):
+        while True:
+            if await sync_state_size(cluster) >= 3:
+                return
+            await trio.sleep(0.2)
+
+
 @attrs.define
 class _RoundState:
     sent: int = 0
@@ -120,10 +146,6 @@ async def master_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
     times_s: list[float] = []
     state = _RoundState()
 
-    async def listener(messages: list[ReceivedMessage]) -> ConsumeResult:
-        consumed.update(m.body.decode() for m in messages)
-        return ConsumeResult.SUCCESS
-
     async def send_forever(producer: Any) -> None:
         while True:
             value = f"m{state.sent}"
@@ -139,13 +161,7 @@ async def master_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
                 state.first_after = trio.current_time()
 
     async with (
-        open_push_consumer(
-            cluster.namesrv,
-            group="failover-bench",
-            listener=listener,
-            subscriptions={TOPIC: "*"},
-            consume_from=ConsumeFrom.FIRST,
-        ),
+        bench_consumer(cluster, consumed),
         open_producer(
             cluster.namesrv, group="failover-bench", timeout_s=SEND_TIMEOUT_S
         ) as producer,
@@ -167,23 +183,11 @@ async def master_rounds(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
                     f"master round {i + 1}: killed {master}, first SEND_OK after {took_s * 1000:.0f} ms"
                 )
                 await cluster.restart(master)
-            with trio.fail_after(REJOIN_TIMEOUT_S):
-                while True:
-                    if await sync_state_size(cluster) >= 3:
-                        break
-                    await trio.sleep(0.2)
+            await wait_rejoined(cluster)
         nursery.cancel_scope.cancel()
         await poll_until(lambda: acked <= consumed, DRAIN_TIMEOUT_S)
     lost = sorted(acked - consumed)
     return {**summary(times_s), "acked": len(acked), "lost": len(lost), "lost_sample": lost[:10]}
-
-
-async def wait_rejoined(cluster: LocalCluster) -> None:
-    with trio.fail_after(REJOIN_TIMEOUT_S):
-        while True:
-            if await sync_state_size(cluster) >= 3:
-                return
-            await trio.sleep(0.2)
 
 
 def go_silent(cluster: LocalCluster, node: str, partition: bool) -> None:
@@ -214,10 +218,6 @@ async def silent_rounds(
     #: stored elsewhere lands in ``first``.
     armed: dict[str, Any] = {}
 
-    async def listener(messages: list[ReceivedMessage]) -> ConsumeResult:
-        consumed.update(m.body.decode() for m in messages)
-        return ConsumeResult.SUCCESS
-
     async def send_one(producer: Any, value: str) -> None:
         try:
             result = await producer.send(Message(topic=TOPIC, body=value.encode()))
@@ -243,13 +243,7 @@ async def silent_rounds(
             await trio.sleep(PROBE_INTERVAL_S)
 
     async with (
-        open_push_consumer(
-            cluster.namesrv,
-            group="failover-bench",
-            listener=listener,
-            subscriptions={TOPIC: "*"},
-            consume_from=ConsumeFrom.FIRST,
-        ),
+        bench_consumer(cluster, consumed),
         open_producer(
             cluster.namesrv,
             group="failover-bench",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from scenarios.checkers import Expectations
 from scenarios.faults import LinkCut
 from scenarios.harness import FaultPlan, Scenario
-from scenarios.workload import WorkloadConfig
+from scenarios.workload import PARTITION_WORKLOAD
 
 SCENARIO = Scenario(
     name="master_cut_from_controllers",
@@ -24,9 +24,7 @@ SCENARIO = Scenario(
     modes=("controller",),
     flush="SYNC_FLUSH",
     netns=True,
-    workload=WorkloadConfig(
-        producers=4, consumers=2, rate_per_s=40, in_flight=16, route_refresh_interval_s=1.0
-    ),
+    workload=PARTITION_WORKLOAD,
     faults=FaultPlan(kind=LinkCut(peers="controllers"), targets=("master:broker-a",)),
     expect=Expectations(no_loss=True),
     notes="The master keeps its clients and slaves; only its controller links are cut.",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from scenarios.checkers import Expectations
 from scenarios.faults import LinkCut
 from scenarios.harness import FaultPlan, Scenario
-from scenarios.workload import WorkloadConfig
+from scenarios.workload import PARTITION_WORKLOAD
 
 SCENARIO = Scenario(
     name="master_netsplit_no_loss",
@@ -27,9 +27,7 @@ SCENARIO = Scenario(
     modes=("controller",),
     flush="SYNC_FLUSH",
     netns=True,
-    workload=WorkloadConfig(
-        producers=4, consumers=2, rate_per_s=40, in_flight=16, route_refresh_interval_s=1.0
-    ),
+    workload=PARTITION_WORKLOAD,
     faults=FaultPlan(kind=LinkCut(peers="all"), targets=("master:broker-a",)),
     expect=Expectations(no_loss=True),
     notes="A partition, not a crash: the old master lives on, cut off, and rejoins at heal.",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from scenarios.checkers import Expectations
 from scenarios.faults import PowerLoss
 from scenarios.harness import FaultPlan, Scenario
+from scenarios.powerfs import POWERFS_BROKER_SETTINGS
 from scenarios.workload import WorkloadConfig
 
 SCENARIO = Scenario(
@@ -22,9 +23,7 @@ SCENARIO = Scenario(
     modes=("single",),
     flush="SYNC_FLUSH",
     power_store=True,
-    # Small segments: powerfs serves every read from Python, and recovery reads a whole
-    # segment (a 1 GiB default one takes half a minute through it).
-    broker_settings=(("mappedFileSizeCommitLog", 64 * 1024 * 1024),),
+    broker_settings=POWERFS_BROKER_SETTINGS,
     workload=WorkloadConfig(producers=4, consumers=2, rate_per_s=40),
     faults=FaultPlan(kind=PowerLoss(), targets=("master:broker-a",)),
     expect=Expectations(no_loss=True),

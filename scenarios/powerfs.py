@@ -42,6 +42,12 @@ import attrs
 from scenarios import fuse_wire as fw
 from scenarios.fuse_wire import Op
 
+#: Broker settings of scenarios on powerfs: small CommitLog segments, since powerfs
+#: serves every read from Python and recovery reads a whole segment (a 1 GiB default one
+#: takes half a minute through it).
+POWERFS_BROKER_SETTINGS: tuple[tuple[str, object], ...] = (
+    ("mappedFileSizeCommitLog", 64 * 1024 * 1024),
+)
 MNT_DETACH = 2
 GETATTR_FH = 1
 #: A truncation that cuts more data than this is not undone (and said so).

@@ -119,6 +119,13 @@ class WorkloadConfig:
         assert self.in_flight >= 1 and self.route_refresh_interval_s > 0, self
 
 
+#: Scenarios that cut a master off: each producer keeps sends in flight while some wait
+#: on the cut master, and re-reads its route every second.
+PARTITION_WORKLOAD = WorkloadConfig(
+    producers=4, consumers=2, rate_per_s=40, in_flight=16, route_refresh_interval_s=1.0
+)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
