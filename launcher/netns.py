@@ -23,13 +23,19 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fcntl
 import functools
 import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -274,7 +280,8 @@ def teardown(root: Path) -> list[str]:
         if host.namespace in present:
             run(["ip", "netns", "del", host.namespace])
             removed.append(f"netns {host.namespace}")
-    for name in [h.root_if for h in plan.hosts] + [plan.bridge]:
+    ours = [n for n in links() if n.startswith(f"rmq{plan.index}-") and n != plan.bridge]
+    for name in [*ours, plan.bridge]:  # root ends, delay wires, then the bridge
         # A deleted namespace takes its veth pairs with it, but asynchronously: a root end
         # listed a moment ago may be gone by now.
         if name in links():
@@ -428,3 +435,113 @@ class Shaper:
                 for argv in cmds:
                     run(argv)
         self._ends = wanted
+
+
+# --- delayed links: a userspace wire between a node and the bridge --------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Wire:
+    """The re-plumbing that puts a delaying forwarder on ``node``'s link: its root end
+    leaves the bridge, a new veth pair joins it, the forwarder copies frames between the
+    root end (``node_side``) and the new pair's free end (``bridge_side``)."""
+
+    node: str
+    node_side: str
+    bridge_side: str
+    #: The new pair's end that is a bridge port.
+    port: str
+    bridge: str
+
+    @classmethod
+    def of(cls, plan: NetPlan, node: str) -> Wire:
+        host = plan.host(node)
+        i = host.root_if.rpartition("-v")[2]
+        return cls(
+            node=node,
+            node_side=host.root_if,
+            bridge_side=f"rmq{plan.index}-w{i}",
+            port=f"rmq{plan.index}-d{i}",
+            bridge=plan.bridge,
+        )
+
+    def prepare_commands(self) -> list[list[str]]:
+        """Before the forwarder starts: the new pair, not yet a bridge port."""
+        return [
+            ["ip", "link", "add", self.port, "type", "veth", "peer", "name", self.bridge_side],
+            ["ip", "link", "set", self.bridge_side, "promisc", "on", "up"],
+        ]
+
+    def switch_commands(self) -> list[list[str]]:
+        """Once the forwarder runs: the node's end off the bridge, the new port on it (the
+        link is cut only for as long as these three commands take)."""
+        return [
+            ["ip", "link", "set", self.node_side, "nomaster", "promisc", "on"],
+            ["ip", "link", "set", self.port, "master", self.bridge, "up"],
+        ]
+
+    def restore_commands(self) -> list[list[str]]:
+        """Before the forwarder stops: the node's end back on the bridge, the port off."""
+        return [
+            ["ip", "link", "set", self.port, "nomaster"],
+            ["ip", "link", "set", self.node_side, "promisc", "off", "master", self.bridge],
+        ]
+
+    def cleanup_commands(self) -> list[list[str]]:
+        return [["ip", "link", "del", self.port]]
+
+
+# --- offloads ----------------------------------------------------------------------------------
+#
+# A veth hands frames on with their TCP/UDP checksum left to "the hardware" (checksum
+# offload) and as 64 KiB segments (TSO/GSO): fine inside one kernel, but a userspace wire
+# that copies frames with raw sockets would pass on bad checksums and oversized frames.
+# So before a wire is put on a link, every interface of the plan stops offloading (the
+# ethtool ioctls; no ethtool binary here). The kernel then computes checksums in software.
+
+_SIOCETHTOOL = 0x8946
+#: ETHTOOL_STXCSUM, ETHTOOL_SSG, ETHTOOL_STSO, ETHTOOL_SGSO, ETHTOOL_SGRO.
+_OFFLOAD_SETTERS = (0x17, 0x19, 0x1F, 0x24, 0x2C)
+_CLONE_NEWNET = 0x40000000
+
+
+def _offloads_off_here(interfaces: Sequence[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for name in interfaces:
+            for cmd in _OFFLOAD_SETTERS:
+                value = ctypes.create_string_buffer(struct.pack("II", cmd, 0))
+                ifreq = struct.pack("16sP", name.encode(), ctypes.addressof(value))
+                with contextlib.suppress(OSError):  # not every device has every offload
+                    fcntl.ioctl(sock, _SIOCETHTOOL, ifreq)
+
+
+def _in_namespace(namespace: str, interfaces: Sequence[str]) -> None:
+    """``_offloads_off_here`` in ``namespace``, on a thread of its own (setns(2) moves only
+    the calling thread, which then ends with it)."""
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            fd = os.open(f"/var/run/netns/{namespace}", os.O_RDONLY)
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {namespace}")
+            finally:
+                os.close(fd)
+            _offloads_off_here(interfaces)
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name=f"offloads {namespace}")
+    thread.start()
+    thread.join(COMMAND_TIMEOUT_S)
+    if failure:
+        raise NetnsError(f"offloads in {namespace}: {failure[0]}")
+
+
+def offloads_off(plan: NetPlan) -> None:
+    """Every interface of ``plan`` checksums and segments in software (a wire's need)."""
+    _offloads_off_here([plan.bridge, *(h.root_if for h in plan.hosts)])
+    for host in plan.hosts:
+        _in_namespace(host.namespace, [host.node_if])

@@ -32,6 +32,7 @@ _MODULES = (
     "master_cut_from_slaves",
     "master_one_way_silent",
     "master_link_loss",
+    "master_link_delay",
     "power_loss_single_flush",
     "power_loss_single_async_flush",
     "power_loss_master",

@@ -29,6 +29,7 @@ Rules:
   dropped, to and from every peer or one set of them (``controllers``, its ``group``,
   ``clients``, ``node:NAME``), always (a partition: no FIN, no RST, as a cut cable) or
   with a probability (loss; TCP retransmits). Its heal lifts exactly its own drops.
+  ``LinkDelay`` holds every frame of a node's link for a latency plus jitter.
 - ``PowerLoss`` cuts the power of a broker (or of every broker of a group at once): SIGKILL,
   then its store (a powerfs mount, ``Scenario.power_store``) loses every write no fsync
   covered; heal: power on (mount what survived) and start it again (a group's brokers
@@ -88,6 +89,8 @@ class NodeControl(Protocol):
     def peer_addresses(self, node: str, peers: str) -> list[str] | None: ...
     def drop_packets(self, key: str, node: str, drops: list[Drop]) -> None: ...
     def heal_packets(self, key: str, node: str) -> None: ...
+    async def delay_link(self, key: str, node: str, latency_s: float, jitter_s: float) -> None: ...
+    async def heal_delay(self, key: str, node: str) -> None: ...
 
     # For sequences and probes (controller mode).
     async def resolve(self, target: str) -> str: ...
@@ -338,6 +341,26 @@ class LinkCut:
 
 
 @attrs.frozen
+class LinkDelay:
+    """Delay every frame to and from the target node by ``latency_s`` plus a uniform
+    ``0..jitter_s`` on its own link (separate hosts only; a userspace wire,
+    ``scenarios/netdelay.py``, since this kernel has no netem)."""
+
+    latency_s: float = 0.2
+    jitter_s: float = 0.05
+
+    @property
+    def name(self) -> str:
+        return f"netdelay{self.latency_s * 1000:g}ms"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        await ctl.delay_link(self.name, node, self.latency_s, self.jitter_s)
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        await ctl.heal_delay(self.name, node)
+
+
+@attrs.frozen
 class PowerLoss:
     """Power off the target broker (``scope`` node) or every broker of the target group
     (``scope`` group, target ``group:NAME``): what no fsync covered is lost. Heal: power
@@ -370,7 +393,17 @@ class PowerLoss:
                 nursery.start_soon(ctl.restart, node)
 
 
-FaultKind = KillRestart | Pause | Partition | Delay | Loss | ExpandThenKill | LinkCut | PowerLoss
+FaultKind = (
+    KillRestart
+    | Pause
+    | Partition
+    | Delay
+    | Loss
+    | ExpandThenKill
+    | LinkCut
+    | LinkDelay
+    | PowerLoss
+)
 
 
 # --- the proxy ---------------------------------------------------------------------------

@@ -62,9 +62,12 @@ from launcher.netns import (
     NetnsError,
     NetPlan,
     Shaper,
+    Wire,
     load_plan,
     netns_unavailable,
+    offloads_off,
 )
+from launcher.netns import run as run_net
 from launcher.netns import teardown as netns_teardown
 from launcher.pids import is_alive
 from launcher.plans import (
@@ -151,6 +154,8 @@ class LocalCluster:
         self.hosts: NetPlan | None = None
         self._shaper: Shaper | None = None
         self._link_faults: dict[tuple[str, str], int] = {}
+        #: Delayed links: (fault, node) -> the wire and its forwarder.
+        self._wires: dict[tuple[str, str], tuple[Wire, trio.Process]] = {}
         #: The run's workload, once it runs (probe writes go through it).
         self.workload: Workload | None = None
         self._rng = rng
@@ -251,6 +256,9 @@ class LocalCluster:
         """Stop everything: ``rmq cluster down``, then SIGKILL what survived; reap children."""
         for name in list(self._paused):
             self.resume(name)
+        for key, name in list(self._wires):
+            with contextlib.suppress(NetnsError):
+                await self.heal_delay(key, name)
         if self._shaper is not None:
             with contextlib.suppress(NetnsError):
                 self._shaper.clear()
@@ -457,6 +465,53 @@ class LocalCluster:
         token = self._link_faults.pop((key, node), None)
         if token is not None and self._shaper is not None:
             self._shaper.remove(token)
+
+    async def delay_link(self, key: str, node: str, latency_s: float, jitter_s: float) -> None:
+        """Put a delaying wire (``scenarios/netdelay.py``) on ``node``'s link, as fault
+        ``key``: every frame to and from it waits ``latency_s`` + up to ``jitter_s``."""
+        hosts = self._hosts()
+        wire = Wire.of(hosts, node)
+        await self.heal_delay(key, node)
+        if not self._wires:
+            await trio.to_thread.run_sync(offloads_off, hosts)
+        for argv in wire.prepare_commands():
+            run_net(argv)
+        argv = [
+            sys.executable, "-m", "scenarios.netdelay", wire.node_side, wire.bridge_side,
+            "--latency-ms", f"{latency_s * 1000:g}", "--jitter-ms", f"{jitter_s * 1000:g}",
+            "--seed", str(self._rng.randrange(1 << 30)),
+        ]  # fmt: skip
+        proc = await trio.lowlevel.open_process(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env()
+        )
+        self._wires[(key, node)] = (wire, proc)
+        assert proc.stdout is not None
+        with trio.move_on_after(READY_TIMEOUT_S):
+            if b"netdelay ready" in await proc.stdout.receive_some(4096):
+                for argv in wire.switch_commands():
+                    run_net(argv)
+                log.info("%s: %s ms (+%s) on %s", key, latency_s * 1000, jitter_s * 1000, node)
+                return
+        await self.heal_delay(key, node)
+        raise HarnessError(f"netdelay on {node}'s link did not start")
+
+    async def heal_delay(self, key: str, node: str) -> None:
+        entry = self._wires.pop((key, node), None)
+        if entry is None:
+            return
+        wire, proc = entry
+        for argv in wire.restore_commands():
+            run_net(argv, check=False)
+        proc.terminate()
+        with trio.move_on_after(KILL_WAIT_S):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if proc.stdout is not None:
+            await proc.stdout.aclose()
+        for argv in wire.cleanup_commands():
+            run_net(argv, check=False)
 
     def _hosts(self) -> NetPlan:
         if self.hosts is None:

@@ -113,6 +113,7 @@ async def test_master_netsplit_smoke_loses_no_send_ok(tmp_path: Path) -> None:
         "master_cut_from_slaves",
         "master_one_way_silent",
         "master_link_loss",
+        "master_link_delay",
     ],
 )
 async def test_partition_scenarios_lose_no_send_ok(name: str, tmp_path: Path) -> None:

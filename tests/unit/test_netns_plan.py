@@ -18,6 +18,7 @@ from launcher.netns import (
     PRIVATE_RANGE,
     Drop,
     NetPlan,
+    Wire,
     clear_command,
     free_index,
     loss_bytecode,
@@ -27,6 +28,7 @@ from launcher.netns import (
 from launcher.plans import node_names, quorum_plan
 from launcher.record import ClusterError
 from scenarios.faults import LinkCut, link_drops
+from scenarios.netdelay import due_s
 
 NODES = ["n0", "n1", "n2", "namesrv", "broker-a-0", "broker-a-1", "broker-a-2"]
 
@@ -211,3 +213,23 @@ def test_without_root_there_are_no_separate_hosts_and_up_says_why(
         assert not (tmp_path / "cluster.json").exists() and not (tmp_path / "netns.json").exists()
     finally:
         netns_unavailable.cache_clear()
+
+
+def test_a_delay_wire_moves_the_node_end_off_the_bridge_and_back() -> None:
+    plan = NetPlan.make(4, ["a", "b"])
+    wire = Wire.of(plan, "b")
+    assert (wire.node_side, wire.bridge_side, wire.port) == ("rmq4-v1", "rmq4-w1", "rmq4-d1")
+    assert wire.prepare_commands()[0] == [
+        "ip", "link", "add", "rmq4-d1", "type", "veth", "peer", "name", "rmq4-w1",
+    ]  # fmt: skip
+    assert ["ip", "link", "set", "rmq4-v1", "nomaster", "promisc", "on"] in wire.switch_commands()
+    assert wire.restore_commands()[-1][-2:] == ["master", "rmq4-br"]
+    assert wire.cleanup_commands() == [["ip", "link", "del", "rmq4-d1"]]
+    assert all(len(n) <= 15 for n in (wire.port, wire.bridge_side))
+
+
+def test_netdelay_holds_each_frame_for_latency_plus_jitter() -> None:
+    rng = random.Random(3)
+    dues = [due_s(10.0, 0.2, 0.05, rng) for _ in range(1000)]
+    assert all(10.2 <= d <= 10.25 for d in dues)
+    assert due_s(10.0, 0.2, 0.0, rng) == pytest.approx(10.2)
