@@ -81,6 +81,7 @@ from broker.store.results import AppendResult, GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
 from broker.store.store import MessageStore
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
+from broker.transaction.service import TransactionService
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -148,6 +149,7 @@ class Broker:
         self.stats = BrokerStats(config.cluster_name, store_puts=self._store_puts)
         self.delay_levels_s = parse_delay_levels(config.message_delay_level)
         self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor", clock=self.clock)
+        self.transactions = TransactionService(self, clock=self.clock)
         self.metadata = MetadataFiles(self, config_dir)
         self.broker_perm = PERM_READ | PERM_WRITE
         self.listen_port = config.listen_port
@@ -185,6 +187,7 @@ class Broker:
         handlers: dict[int, Handler] = {}
         for processor in self.processors:
             handlers.update(processor.handlers())
+        handlers.update(self.transactions.handlers())
         handlers[RequestCode.GET_BROKER_EPOCH_CACHE] = self._get_epoch_cache
         self.server = RemotingServer(
             handlers,
@@ -453,6 +456,14 @@ class Broker:
                 if conn is not None:
                     self._nursery.start_soon(self._send_oneway, conn, request)
 
+    def oneway_to_channel(self, channel_id: int, request: RemotingCommand) -> bool:
+        """Send ``request`` (oneway, in the background) on a client connection, if open."""
+        conn = self._connections.get(channel_id)
+        if conn is None or self._nursery is None:
+            return False
+        self._nursery.start_soon(self._send_oneway, conn, request)
+        return True
+
     async def _send_oneway(self, conn: Connection, request: RemotingCommand) -> None:
         with trio.move_on_after(self.config.request_timeout_s):
             try:
@@ -556,6 +567,8 @@ class Broker:
             await nursery.start(self._keep_alive(self._housekeeping_loop, "client housekeeping"))
             nursery.start_soon(self.stats.run, self.clock.now_s, self.clock.wall_ms)
             schedule = self._keep_alive(self.schedule.run, "delayed delivery")
+            # Idle while not master; (re)builds its state on each mastership.
+            await nursery.start(self._keep_alive(self.transactions.run, "transaction checks"))
             slave_sync = self._keep_alive(self.slave_sync.run, "the metadata copy from the master")
             if self.agent is not None:
                 # Both idle outside their role (no writes; no master to copy from).

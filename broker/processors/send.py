@@ -33,6 +33,7 @@ from broker.topics import (
     retry_topic,
     validate_topic,
 )
+from broker.transaction.state import half_record, is_half_request
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_WRITE, VERSION_V3_4_9, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -166,10 +167,16 @@ class SendProcessor:
                 raise MessageIllegal(f"batch messages cannot be sent to retry topic {topic}")
             topic, queue_id = self._retry_or_dlq(header, queue_id, request.version, properties)
         born_host = peer_host(conn)
+        # Transactions (broker/transaction/): a half message is parked, never batched.
+        half = is_half_request(header.sys_flag, properties)
         if is_batch:
+            if half:
+                raise MessageIllegal("transaction (half) messages cannot be sent in a batch")
             records = self._batch_records(header, topic, queue_id, request.body, born_host)
             result = self.broker.store_put(records)
         else:
+            if half:
+                properties.pop(PROPERTY_DELAY, None)  # as RocketMQ's producer drops it
             record = self._record(
                 topic=topic,
                 queue_id=queue_id,
@@ -181,6 +188,8 @@ class SendProcessor:
                 body=request.body,
                 properties=properties,
             )
+            if half:
+                record = half_record(record, header.producer_group)
             result = self.broker.store_put([record])
         return await self._answer(
             request,
@@ -366,6 +375,8 @@ class SendProcessor:
             properties = dict(item.properties)
             if properties.get(PROPERTY_DELAY, "0") not in ("", "0"):
                 raise MessageIllegal("delayed messages cannot be sent in a batch")
+            if is_half_request(0, properties):
+                raise MessageIllegal("transaction (half) messages cannot be sent in a batch")
             records.append(
                 self._record(
                     topic=topic,
