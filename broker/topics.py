@@ -409,6 +409,12 @@ class TopicConfigManager:
             dlq_topic(group), DLQ_QUEUE_NUMS, order=False, topic_sys_flag=0, now_ms=now_ms
         )
 
+    def create_check_max_time_topic(self, *, now_ms: int) -> TopicConfig:
+        """TRANS_CHECK_MAX_TIME_TOPIC (createTopicOfTranCheckMaxTime): 1 queue, perm RW."""
+        return self._create_if_absent(
+            TRANS_CHECK_MAX_TIME_TOPIC, 1, order=False, topic_sys_flag=0, now_ms=now_ms
+        )
+
     # --- persistence --------------------------------------------------------------------
 
     def to_payload(self) -> dict[str, Any]:

@@ -46,8 +46,10 @@ from broker.offsets import ConsumerOffsetManager
 from broker.store.pull import GetMessageStatus
 from broker.store.results import AppendResult
 from broker.store.store import MessageStore
+from broker.topics import TopicConfigManager
 from broker.transaction.state import (
     CHECK_GROUP,
+    CHECK_MAX_TIME_TOPIC,
     CHECK_TAG,
     HALF_TOPIC,
     OP_TOPIC,
@@ -128,6 +130,9 @@ class BrokerForTransactions(Protocol):
     def clients(self) -> ClientManager: ...
     @property
     def offsets(self) -> ConsumerOffsetManager: ...
+    @property
+    def topics(self) -> TopicConfigManager: ...
+    def topic_changed(self) -> None: ...
     def store_put(self, records: Sequence[MessageRecord]) -> AppendResult: ...
     async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int: ...
     def oneway_to_channel(self, channel_id: int, request: RemotingCommand) -> bool: ...
@@ -198,9 +203,8 @@ class TransactionService:
         prior = state.decision_of(half.queue_offset)
         if prior is not None:
             if prior is decision:
-                return request.respond(
-                    remark=f"transaction already {decision.value.lower()}ed; nothing written"
-                )
+                done = "committed" if decision is Decision.COMMIT else "rolled back"
+                return request.respond(remark=f"transaction already {done}; nothing written")
             raise SystemError_(
                 f"transaction of half message {half.queue_offset} was already resolved "
                 f"({prior.value}); {decision.value} refused"
@@ -433,6 +437,7 @@ class TransactionService:
             self._discard_missing(half_info)
             return
         if isinstance(due, DiscardDue):
+            self._create_check_max_topic()
             self._put(discard_record(half))
             self._write_op(half, REMOVE_TAG, Decision.DISCARD)
             self.discarded += 1
@@ -448,6 +453,14 @@ class TransactionService:
             return
         self._write_op(half, CHECK_TAG, None)
         self._send_check(half, due.checks)
+
+    def _create_check_max_topic(self) -> None:
+        """createTopicOfTranCheckMaxTime: 1 queue, read-write, on first use."""
+        broker = self.broker
+        if broker.topics.get(CHECK_MAX_TIME_TOPIC) is not None:
+            return
+        broker.topics.create_check_max_time_topic(now_ms=self._clock.wall_ms())
+        broker.topic_changed()
 
     def _discard_missing(self, half_info: HalfInfo) -> None:
         state = self.state
