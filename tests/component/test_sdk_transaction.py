@@ -1,0 +1,102 @@
+"""The SDK's transactional producer against real in-process brokers over real sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from client.consumer import PullConsumer, PullStatus, open_pull_consumer
+from client.message import Message, ReceivedMessage, SendResult, SendStatus
+from client.transaction import LocalTransactionState, open_transaction_producer
+from protocol.route import MessageQueue
+from tests.component.sdk_fixtures import sdk_cluster, wait_until
+
+DEADLINE_S = 30.0
+FAST_CHECKS = {"transaction_timeout_s": 0.3, "transaction_check_interval_s": 0.3}
+
+
+async def messages_of(reader: PullConsumer, topic: str, queues: int = 4) -> list[ReceivedMessage]:
+    out: list[ReceivedMessage] = []
+    for qid in range(queues):
+        queue = MessageQueue(topic=topic, broker_name="broker-a", queue_id=qid)
+        pulled = await reader.pull(queue, 0, 32)
+        if pulled.status is PullStatus.FOUND:
+            out.extend(pulled.messages)
+    return out
+
+
+async def test_commit_rollback_and_a_checked_transaction(tmp_path: Path) -> None:
+    checked: list[ReceivedMessage] = []
+    decisions = {"later": LocalTransactionState.COMMIT_MESSAGE}
+
+    async def checker(message: ReceivedMessage) -> LocalTransactionState:
+        checked.append(message)
+        return decisions.get(message.body.decode(), LocalTransactionState.UNKNOW)
+
+    def local(message: Message, result: SendResult) -> LocalTransactionState:
+        assert result.status is SendStatus.SEND_OK
+        return {
+            b"yes": LocalTransactionState.COMMIT_MESSAGE,
+            b"no": LocalTransactionState.ROLLBACK_MESSAGE,
+        }.get(message.body, LocalTransactionState.UNKNOW)
+
+    with trio.fail_after(DEADLINE_S):
+        async with (
+            sdk_cluster(tmp_path, **FAST_CHECKS) as c,
+            open_transaction_producer(c.namesrv, group="TXG", checker=checker) as producer,
+            open_pull_consumer(c.namesrv, group="reader") as reader,
+        ):
+            await c.create_topic("Orders")
+            committed = await producer.send_in_transaction(
+                Message(topic="Orders", body=b"yes", tags="t"), local
+            )
+            assert committed.local_state is LocalTransactionState.COMMIT_MESSAGE
+            assert committed.end_error is None
+            rolled = await producer.send_in_transaction(Message(topic="Orders", body=b"no"), local)
+            assert rolled.local_state is LocalTransactionState.ROLLBACK_MESSAGE
+            assert rolled.end_error is None
+            open_one = await producer.send_in_transaction(
+                Message(topic="Orders", body=b"later"), local
+            )
+            assert open_one.local_state is LocalTransactionState.UNKNOW
+
+            async def later_committed() -> bool:
+                bodies = sorted(m.body for m in await messages_of(reader, "Orders"))
+                return bodies == [b"later", b"yes"]
+
+            await wait_until(later_committed, what="the checked transaction committed")
+            assert [m.body for m in checked] == [b"later"]
+            assert checked[0].topic == "Orders"
+            assert checked[0].msg_id == open_one.send_result.msg_id
+            assert producer.checks_answered == 1
+            (yes,) = [m for m in await messages_of(reader, "Orders") if m.body == b"yes"]
+            assert yes.msg_id == committed.send_result.msg_id
+            assert yes.tags == "t"
+            await trio.sleep(1.0)  # more check rounds: nothing changes
+            assert len(await messages_of(reader, "Orders")) == 2
+            assert len(checked) == 1
+
+
+async def test_a_failing_local_transaction_is_checked_then_rolled_back(tmp_path: Path) -> None:
+    async def checker(message: ReceivedMessage) -> LocalTransactionState:
+        return LocalTransactionState.ROLLBACK_MESSAGE
+
+    async def local(message: Message, result: SendResult) -> LocalTransactionState:
+        raise RuntimeError("database down")
+
+    with trio.fail_after(DEADLINE_S):
+        async with (
+            sdk_cluster(tmp_path, **FAST_CHECKS) as c,
+            open_transaction_producer(c.namesrv, group="TXG", checker=checker) as producer,
+            open_pull_consumer(c.namesrv, group="reader") as reader,
+        ):
+            await c.create_topic("Orders")
+            result = await producer.send_in_transaction(Message(topic="Orders", body=b"x"), local)
+            assert result.local_state is LocalTransactionState.UNKNOW
+            await wait_until(lambda: producer.checks_answered >= 1, what="a check answered")
+            broker = c.broker("broker-a")
+            await wait_until(
+                lambda: broker.transactions.open_halves() == 0, what="the half rolled back"
+            )
+            assert await messages_of(reader, "Orders") == []
