@@ -146,6 +146,17 @@ def transaction_config(config: BrokerConfig) -> TransactionConfig:
     )
 
 
+def transaction_stats(service: TransactionService) -> dict[str, str]:
+    """GET_BROKER_RUNTIME_INFO entries (ours): open halves ("-1" where no state is kept,
+    a slave or a master still rebuilding), checks sent, halves discarded."""
+    open_halves = service.open_halves()
+    return {
+        "transactionHalfOpenNums": str(-1 if open_halves is None else open_halves),
+        "transactionChecksSent": str(service.checks_sent),
+        "transactionHalfDiscarded": str(service.discarded),
+    }
+
+
 class TransactionService:
     """END_TRANSACTION and the check loop of one broker."""
 

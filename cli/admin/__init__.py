@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import typer
 
-from cli.admin import cluster, controller, groups, messages, topics
+from cli.admin import cluster, controller, groups, messages, topics, transactions
 
 admin_app = typer.Typer(no_args_is_help=True, help="mqadmin-style administration commands.")
 for _section in (cluster, topics, groups, messages, controller):
     admin_app.add_typer(_section.app)
+admin_app.add_typer(transactions.app)
 
 __all__ = ["admin_app"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import trio
 
+from client.admin import open_admin
 from client.consumer import PullConsumer, PullStatus, open_pull_consumer
 from client.message import Message, ReceivedMessage, SendResult, SendStatus
 from client.transaction import LocalTransactionState, open_transaction_producer
@@ -90,13 +91,16 @@ async def test_a_failing_local_transaction_is_checked_then_rolled_back(tmp_path:
             sdk_cluster(tmp_path, **FAST_CHECKS) as c,
             open_transaction_producer(c.namesrv, group="TXG", checker=checker) as producer,
             open_pull_consumer(c.namesrv, group="reader") as reader,
+            open_admin(c.namesrv) as admin,
         ):
             await c.create_topic("Orders")
             result = await producer.send_in_transaction(Message(topic="Orders", body=b"x"), local)
             assert result.local_state is LocalTransactionState.UNKNOW
             await wait_until(lambda: producer.checks_answered >= 1, what="a check answered")
-            broker = c.broker("broker-a")
-            await wait_until(
-                lambda: broker.transactions.open_halves() == 0, what="the half rolled back"
-            )
+
+            async def rolled_back() -> bool:
+                (b,) = await admin.cluster_list()
+                return b.table is not None and b.table["transactionHalfOpenNums"] == "0"
+
+            await wait_until(rolled_back, what="the half rolled back")
             assert await messages_of(reader, "Orders") == []
