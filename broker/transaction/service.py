@@ -72,7 +72,7 @@ from protocol.command import RemotingCommand
 from protocol.errors import (
     InvalidParameter,
     MalformedRecord,
-    ServerError,
+    RocketError,
     ServiceNotAvailable,
     SystemBusy,
     SystemError_,
@@ -144,6 +144,13 @@ def transaction_config(config: BrokerConfig) -> TransactionConfig:
         check_interval_ms=int(config.transaction_check_interval_s * 1000),
         check_max=config.transaction_check_max,
     )
+
+
+def _decoded(raw: bytes) -> MessageRecord | None:
+    try:
+        return decode_record(raw)[0]
+    except MalformedRecord:
+        return None
 
 
 def transaction_stats(service: TransactionService) -> dict[str, str]:
@@ -313,7 +320,7 @@ class TransactionService:
         while True:
             try:
                 self._tick()
-            except (ServerError, ServiceNotAvailable) as exc:
+            except RocketError as exc:  # store refusing writes, a record it cannot read
                 log.warning("%s: transaction check paused: %s", self.broker.name, exc)
             await trio.sleep(_TICK_S)
 
@@ -385,17 +392,16 @@ class TransactionService:
                     state.op_read = result.next_begin_offset
                     continue
                 return
-            for raw in result.records:
-                record, _ = decode_record(raw)
-                op = Op.from_record(record)
+            for raw, queue_offset in zip(result.records, result.queue_offsets, strict=True):
+                record = _decoded(raw)
+                op = None if record is None else Op.from_record(record)
                 if op is None:
                     log.warning(
-                        "%s: op %d is not one we understand (tag %r); skipped",
+                        "%s: op %d is not one we understand; skipped",
                         self.broker.name,
-                        record.queue_offset,
-                        record.tags,
+                        queue_offset,
                     )
-                    state.op_read = max(state.op_read, record.queue_offset + 1)
+                    state.op_read = max(state.op_read, queue_offset + 1)
                     continue
                 state.apply_op(op)
             state.op_read = max(state.op_read, result.next_begin_offset)
@@ -420,8 +426,16 @@ class TransactionService:
                     state.skip_to(result.next_begin_offset)
                     continue
                 return
-            for raw in result.records:
-                record, _ = decode_record(raw)
+            for raw, queue_offset in zip(result.records, result.queue_offsets, strict=True):
+                record = _decoded(raw)
+                if record is None:
+                    log.warning(
+                        "%s: half message %d is unreadable; never checked",
+                        self.broker.name,
+                        queue_offset,
+                    )
+                    state.mark_absent(queue_offset)
+                    continue
                 half = HalfInfo.from_record(record, config.timeout_ms)
                 if half.queue_offset in state.resolved:
                     state.add_half(half)
@@ -438,7 +452,7 @@ class TransactionService:
         broker = self.broker
         half_info = due.half
         raw = broker.store.read_record(half_info.physical_offset)
-        half = decode_record(raw)[0] if raw is not None else None
+        half = _decoded(raw) if raw is not None else None
         if half is None or half.queue_offset != half_info.queue_offset:
             log.warning(
                 "%s: half message %d is gone from the CommitLog; resolved as discarded",

@@ -381,6 +381,12 @@ class TransactionState:
             self.pending[h] = Pending(half=half, checks=count, last_check_ms=last)
         self._advance()
 
+    def mark_absent(self, half_offset: int) -> None:
+        """Nothing checkable lies at ``half_offset`` (an unreadable record)."""
+        if half_offset >= self.half_read:
+            self.half_read = half_offset + 1
+            self._advance()
+
     def skip_to(self, half_offset: int) -> None:
         """The half queue holds nothing below ``half_offset`` any more (retention)."""
         for h in [h for h in self.pending if h < half_offset]:

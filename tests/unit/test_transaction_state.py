@@ -196,6 +196,15 @@ def test_skip_to_drops_halves_retention_removed() -> None:
     assert s.decision_of(0) is Decision.RESOLVED
 
 
+def test_an_absent_half_resolves_only_itself() -> None:
+    s = TransactionState(CONFIG, half_start=0, op_start=0)
+    s.add_half(half(0))
+    s.mark_absent(1)
+    assert s.half_read == 2 and list(s.pending) == [0] and s.half_done == 0
+    s.apply_op(op(0, 0))
+    assert s.half_done == 2
+
+
 def test_max_pending_and_remembered_decisions_are_bounded() -> None:
     config = TransactionConfig(max_pending=2, keep_decisions=2)
     s = TransactionState(config, half_start=0, op_start=0)
