@@ -10,6 +10,7 @@ from client.admin import open_admin
 from client.consumer import PullConsumer, PullStatus, open_pull_consumer
 from client.message import Message, ReceivedMessage, SendResult, SendStatus
 from client.transaction import LocalTransactionState, open_transaction_producer
+from protocol.errors import RocketError
 from protocol.route import MessageQueue
 from tests.component.sdk_fixtures import sdk_cluster, wait_until
 
@@ -104,3 +105,14 @@ async def test_a_failing_local_transaction_is_checked_then_rolled_back(tmp_path:
 
             await wait_until(rolled_back, what="the half rolled back")
             assert await messages_of(reader, "Orders") == []
+
+            async def progress_saved() -> bool:
+                try:
+                    progress = await admin.consumer_progress("CID_RMQ_SYS_TRANS")
+                except RocketError:
+                    return False  # no offsets committed yet
+                half = [q for q in progress.queues if q.queue.topic == "RMQ_SYS_TRANS_HALF_TOPIC"]
+                return len(half) == 1 and half[0].consumer_offset == half[0].broker_offset == 1
+
+            # The check progress shows as RocketMQ keeps it: CID_RMQ_SYS_TRANS's offsets.
+            await wait_until(progress_saved, what="the check progress in consumerProgress")
