@@ -199,11 +199,7 @@ class TransactionService:
             raise InvalidParameter(
                 f"commitOrRollback must be 0 (unknown), 8 (commit) or 12 (rollback), not {value}"
             )
-        if not broker.accepts_writes:
-            raise ServiceNotAvailable(
-                f"broker {broker.config.broker_name} does not end transactions now "
-                f"({broker.role_description}); send END_TRANSACTION to the master"
-            )
+        self._check_master()
         if value == SYSFLAG_TRANSACTION_NOT_TYPE:
             log.info(
                 "%s: producer %s left transaction %s open (commitLogOffset %d); it is checked later",
@@ -214,6 +210,7 @@ class TransactionService:
             )
             return request.respond(remark="transaction state unknown: it will be checked")
         state = await self._ready_state()
+        self._check_master()  # again: the role may have changed while we waited
         half = self._half_named_by(header)
         decision = (
             Decision.COMMIT if value == SYSFLAG_TRANSACTION_COMMIT_TYPE else Decision.ROLLBACK
@@ -245,6 +242,14 @@ class TransactionService:
         if code not in _STORED_CODES:
             return request.respond(code, remark)
         return request.respond(ResponseCode.SUCCESS, remark)
+
+    def _check_master(self) -> None:
+        broker = self.broker
+        if not broker.accepts_writes:
+            raise ServiceNotAvailable(
+                f"broker {broker.config.broker_name} does not end transactions now "
+                f"({broker.role_description}); send END_TRANSACTION to the master"
+            )
 
     async def _ready_state(self) -> TransactionState:
         with trio.move_on_after(self.broker.config.request_timeout_s):
