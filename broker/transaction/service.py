@@ -252,6 +252,11 @@ class TransactionService:
             )
 
     async def _ready_state(self) -> TransactionState:
+        state = self.state
+        if state is not None and self._ready.is_set():
+            # No checkpoint when ready: a handler that never waits costs no task of its
+            # own (protocol/rpc.py), and END_TRANSACTION is on every transaction's path.
+            return state
         with trio.move_on_after(self.broker.config.request_timeout_s):
             await self._ready.wait()
         state = self.state
