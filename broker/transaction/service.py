@@ -556,8 +556,12 @@ class TransactionService:
 
     def _save_progress(self, state: TransactionState) -> None:
         offsets = self.broker.offsets
+        progress = state.op_progress()
+        if (state.half_done, progress) == (0, 0) and offsets.query(
+            HALF_TOPIC, CHECK_GROUP, 0
+        ) is None:
+            return  # no transaction ever: no CID_RMQ_SYS_TRANS offsets to show
         if offsets.query(HALF_TOPIC, CHECK_GROUP, 0) != state.half_done:
             offsets.commit(HALF_TOPIC, CHECK_GROUP, 0, state.half_done)
-        progress = state.op_progress()
         if offsets.query(OP_TOPIC, CHECK_GROUP, 0) != progress:
             offsets.commit(OP_TOPIC, CHECK_GROUP, 0, progress)
