@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from broker.transaction.state import (
     CHECK_TAG,
@@ -221,3 +223,52 @@ def test_max_pending_and_remembered_decisions_are_bounded() -> None:
     assert s.decision_of(4) is Decision.COMMIT
     assert s.decision_of(0) is Decision.RESOLVED  # forgotten, still known resolved
     assert len(s._history) == 2
+
+
+_EVENTS = st.lists(
+    st.one_of(
+        st.tuples(st.just("read"), st.just(0), st.just(Decision.COMMIT)),
+        st.tuples(
+            st.just("op"),
+            st.integers(min_value=0, max_value=19),
+            st.sampled_from([Decision.COMMIT, Decision.ROLLBACK, Decision.DISCARD]),
+        ),
+        st.tuples(
+            st.just("check"), st.integers(min_value=0, max_value=19), st.just(Decision.COMMIT)
+        ),
+    ),
+    max_size=80,
+)
+
+
+@given(_EVENTS)
+def test_state_agrees_with_a_naive_model(events: list[tuple[str, int, Decision]]) -> None:
+    """Against a model that remembers every op: decisions, open counts, pending halves."""
+    stored = 20
+    s = TransactionState(TransactionConfig(check_max=100), half_start=0, op_start=0)
+    decided: dict[int, Decision] = {}
+    checks: dict[int, int] = {}
+    read: set[int] = set()
+    op_offset = 0
+    for kind, h, decision in events:
+        if kind == "read":
+            nxt = s.next_half_to_read()
+            if nxt < stored:
+                s.add_half(half(nxt))
+                read.add(nxt)
+            continue
+        tag = REMOVE_TAG if kind == "op" else CHECK_TAG
+        s.apply_op(op(op_offset, h, tag=tag, decision=decision, store_ms=op_offset))
+        op_offset += 1
+        if kind == "op":
+            decided.setdefault(h, decision)
+        elif h not in decided:
+            checks[h] = checks.get(h, 0) + 1
+        for offset in range(stored):
+            got = s.decision_of(offset)
+            assert got == decided.get(offset), (offset, got, decided)
+        assert s.open_count(stored) == stored - len(decided)
+        assert set(s.pending) == read - set(decided)
+        for offset, p in s.pending.items():
+            assert p.checks == checks.get(offset, 0)
+        assert all(h in decided for h in range(s.half_done))
