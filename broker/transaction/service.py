@@ -14,8 +14,11 @@ and their bookkeeping are ``broker/transaction/state.py``'s):
   written then. A repeated decision is answered SUCCESS and writes nothing; a contrary
   one is refused.
 - A commit writes the message to its real topic, then the op, in one step (no await
-  between): a crash between them can only lead to a second check, never to a lost
-  commit. The answer waits until both are as durable as a send would be.
+  between): a crash or failover between them leaves a commit without its op, never an
+  op without its commit. Such a half is checked again; before committing a half stored
+  before this mastership, the real topic's index is searched for its commit (UNIQ_KEY,
+  COMMIT type, prepared offset = the half's), and only the op is written when found.
+  The answer waits until both are as durable as a send would be.
 - The check loop runs every ``_TICK_S``: reads new ops, reads halves whose first check
   is due, and for each due half writes a check op (the count survives restarts and
   failovers) and sends CHECK_TRANSACTION_STATE (oneway) on the freshest connection of its
@@ -81,6 +84,7 @@ from protocol.message import (
     PROPERTY_PGROUP,
     PROPERTY_UNIQ_KEY,
     SYSFLAG_TRANSACTION_COMMIT_TYPE,
+    SYSFLAG_TRANSACTION_MASK,
     SYSFLAG_TRANSACTION_NOT_TYPE,
     MessageRecord,
     decode_record,
@@ -174,6 +178,8 @@ class TransactionService:
         #: The HA master object the state was built under (a new one: rebuild).
         self._built_for: HAMaster | None = None
         self._ready = trio.Event()
+        #: The CommitLog's end when the state was built (``_committed_before``).
+        self._built_at_offset = 0
         self.checks_sent = 0
         self.discarded = 0
 
@@ -224,11 +230,9 @@ class TransactionService:
                 f"transaction of half message {half.queue_offset} was already resolved "
                 f"({prior.value}); {decision.value} refused"
             )
-        results = []
-        if decision is Decision.COMMIT:
-            results.append(self._put(commit_record(half)))
+        if decision is Decision.COMMIT and not self._committed_before(half):
+            self._put(commit_record(half))
         op_result = self._write_op(half, REMOVE_TAG, decision)
-        results.append(op_result)
         if header.from_transaction_check:
             log.info(
                 "%s: producer %s answered the check of %s: %s",
@@ -300,6 +304,32 @@ class TransactionService:
         if real_destination(half) is None:
             raise SystemError_(f"the half message at commitLogOffset {offset} names no real topic")
         return half
+
+    def _committed_before(self, half: MessageRecord) -> bool:
+        """Whether the real topic already holds this half's commit without its op: a
+        crash or failover fell between the two records. Only a half stored before this
+        mastership can be in that state; its commit is found by UNIQ_KEY in the index."""
+        uniq = half.properties.get(PROPERTY_UNIQ_KEY)
+        destination = real_destination(half)
+        if half.physical_offset >= self._built_at_offset or not uniq or destination is None:
+            return False
+        store = self.broker.store
+        end_ms = self._clock.wall_ms() + 60_000
+        for phys in store.query_index(destination[0], uniq, 64, half.store_timestamp_ms, end_ms):
+            record = _decoded(store.read_record(phys) or b"")
+            if (
+                record is not None
+                and record.sys_flag & SYSFLAG_TRANSACTION_MASK == SYSFLAG_TRANSACTION_COMMIT_TYPE
+                and record.prepared_transaction_offset == half.physical_offset
+            ):
+                log.warning(
+                    "%s: half message %d was committed before its op was written; "
+                    "only the op is written now",
+                    self.broker.name,
+                    half.queue_offset,
+                )
+                return True
+        return False
 
     def _put(self, record: MessageRecord) -> AppendResult:
         result = self.broker.store_put([record])
@@ -374,6 +404,7 @@ class TransactionService:
             transaction_config(broker.config), half_start=half_start, op_start=op_start
         )
         self._built_for = broker.ha_master
+        self._built_at_offset = store.max_physical_offset
         self._ready = trio.Event()
         log.info(
             "%s: rebuilding transaction state from half offset %d, op offset %d",

@@ -12,6 +12,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from broker.transaction.state import commit_record
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.headers import SendMessageRequestHeaderV2
@@ -327,3 +328,23 @@ async def test_a_pending_half_is_checked_after_a_restart(tmp_path: Path) -> None
             )
             assert "already" in (again.remark or "")
             assert env.b.transactions.open_halves() == 0
+
+
+async def test_a_commit_whose_op_was_lost_is_not_written_twice(tmp_path: Path) -> None:
+    """A crash between the commit record and its op (simulated: the broker stores the
+    commit record alone, then restarts): the next commit writes only the op."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=2)
+            sent = await send_half(env, "T", b"once")
+            offset = parse_offset_msg_id(sent.msg_id)[2]
+            raw = env.b.store.read_record(offset)
+            assert raw is not None
+            half, _ = decode_record(raw)
+            env.b.store_put([commit_record(half)])  # the commit, and no op: the torn state
+            await env.restart()
+            assert [m.body for m in await visible(env, "T")] == [b"once"]
+            expect(await end(env, end_header(sent, SYSFLAG_TRANSACTION_COMMIT_TYPE)), 0)
+            assert [m.body for m in await visible(env, "T")] == [b"once"]
+            (op,) = await env.pull_all(OP, 0, group="TOOLS_CONSUMER")
+            assert op.properties["TRAN_OP"] == "COMMIT"
