@@ -315,7 +315,8 @@ class TransactionService:
             return False
         store = self.broker.store
         end_ms = self._clock.wall_ms() + 60_000
-        for phys in store.query_index(destination[0], uniq, 64, half.store_timestamp_ms, end_ms):
+        # From time 0: the index keeps store times in whole seconds past its file start.
+        for phys in store.query_index(destination[0], uniq, 64, 0, end_ms):
             record = _decoded(store.read_record(phys) or b"")
             if (
                 record is not None
@@ -516,6 +517,9 @@ class TransactionService:
                 half_info.producer_group,
                 due.checks,
             )
+            return
+        if self._committed_before(half):  # its op was lost: resolve it without asking
+            self._write_op(half, REMOVE_TAG, Decision.COMMIT)
             return
         self._write_op(half, CHECK_TAG, None)
         self._send_check(half, due.checks)

@@ -332,9 +332,18 @@ async def test_a_pending_half_is_checked_after_a_restart(tmp_path: Path) -> None
 
 async def test_a_commit_whose_op_was_lost_is_not_written_twice(tmp_path: Path) -> None:
     """A crash between the commit record and its op (simulated: the broker stores the
-    commit record alone, then restarts): the next commit writes only the op."""
+    commit record alone, then restarts): the next commit writes only the op, and a due
+    check resolves such a half without asking the producer."""
+    checker = Checker()
+    handlers = {RequestCode.CHECK_TRANSACTION_STATE: checker.handle}
     with trio.fail_after(TEST_DEADLINE_S):
-        async with broker_env(tmp_path) as env:
+        async with broker_env(
+            tmp_path,
+            client_handlers=handlers,
+            transaction_timeout_s=2.0,  # the restart comes before the first check is due
+            transaction_check_interval_s=0.3,
+        ) as env:
+            await env.heartbeat("producer-1", producer_group="PG")
             await env.create_topic("T", queues=2)
             sent = await send_half(env, "T", b"once")
             offset = parse_offset_msg_id(sent.msg_id)[2]
@@ -346,5 +355,19 @@ async def test_a_commit_whose_op_was_lost_is_not_written_twice(tmp_path: Path) -
             assert [m.body for m in await visible(env, "T")] == [b"once"]
             expect(await end(env, end_header(sent, SYSFLAG_TRANSACTION_COMMIT_TYPE)), 0)
             assert [m.body for m in await visible(env, "T")] == [b"once"]
-            (op,) = await env.pull_all(OP, 0, group="TOOLS_CONSUMER")
-            assert op.properties["TRAN_OP"] == "COMMIT"
+            ops = await env.pull_all(OP, 0, group="TOOLS_CONSUMER")
+            assert [(o.tags, o.properties.get("TRAN_OP")) for o in ops] == [("d", "COMMIT")]
+
+            checked = await send_half(env, "T", b"checked")
+            raw = env.b.store.read_record(parse_offset_msg_id(checked.msg_id)[2])
+            assert raw is not None
+            env.b.store_put([commit_record(decode_record(raw)[0])])
+            await env.restart()
+            await env.heartbeat("producer-1", producer_group="PG")
+
+            async def resolved() -> bool:
+                return len(await env.pull_all(OP, 0, group="TOOLS_CONSUMER")) == 2
+
+            await wait_until(resolved, what="the torn half resolved by its due check")
+            assert sorted(m.body for m in await visible(env, "T")) == [b"checked", b"once"]
+            assert checker.checks.items == []
