@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broker.config import BrokerConfig, ConfigError, config_from_mapping
+from broker.transaction.service import transaction_config
 from broker.transaction.state import (
     CHECK_TAG,
     HALF_TOPIC,
@@ -272,3 +274,22 @@ def test_state_agrees_with_a_naive_model(events: list[tuple[str, int, Decision]]
         for offset, p in s.pending.items():
             assert p.checks == checks.get(offset, 0)
         assert all(h in decided for h in range(s.half_done))
+
+
+def test_broker_config_takes_rocketmqs_transaction_keys() -> None:
+    config = config_from_mapping(
+        {"transactionTimeOut": 1500, "transactionCheckInterval": 60_000, "transactionCheckMax": 5}
+    )
+    assert transaction_config(config) == TransactionConfig(
+        timeout_ms=1500, check_interval_ms=60_000, check_max=5
+    )
+    defaults = transaction_config(BrokerConfig())
+    assert (defaults.timeout_ms, defaults.check_interval_ms, defaults.check_max) == (
+        6_000,
+        30_000,
+        15,
+    )
+    with pytest.raises(ConfigError):
+        config_from_mapping({"transactionTimeOut": 0})
+    with pytest.raises(ConfigError):
+        config_from_mapping({"transactionCheckMax": -1})
