@@ -180,6 +180,8 @@ class TransactionService:
         self._ready = trio.Event()
         #: The CommitLog's end when the state was built (``_committed_before``).
         self._built_at_offset = 0
+        #: Halves whose commit was stored and whose op could not be (a refused put).
+        self._unsure: set[int] = set()
         self.checks_sent = 0
         self.discarded = 0
 
@@ -232,7 +234,10 @@ class TransactionService:
             )
         if decision is Decision.COMMIT and not self._committed_before(half):
             self._put(commit_record(half))
+            # Until its op is stored, this half's commit is looked up before another.
+            self._unsure.add(half.physical_offset)
         op_result = self._write_op(half, REMOVE_TAG, decision)
+        self._unsure.discard(half.physical_offset)
         if header.from_transaction_check:
             log.info(
                 "%s: producer %s answered the check of %s: %s",
@@ -308,10 +313,13 @@ class TransactionService:
     def _committed_before(self, half: MessageRecord) -> bool:
         """Whether the real topic already holds this half's commit without its op: a
         crash or failover fell between the two records. Only a half stored before this
-        mastership can be in that state; its commit is found by UNIQ_KEY in the index."""
+        mastership, or one whose op was refused here, can be in that state; its commit is found by UNIQ_KEY in the index."""
         uniq = half.properties.get(PROPERTY_UNIQ_KEY)
         destination = real_destination(half)
-        if half.physical_offset >= self._built_at_offset or not uniq or destination is None:
+        unsure = (
+            half.physical_offset < self._built_at_offset or half.physical_offset in self._unsure
+        )
+        if not unsure or not uniq or destination is None:
             return False
         store = self.broker.store
         end_ms = self._clock.wall_ms() + 60_000
@@ -406,6 +414,7 @@ class TransactionService:
         )
         self._built_for = broker.ha_master
         self._built_at_offset = store.max_physical_offset
+        self._unsure.clear()  # all below the new start: looked up anyway
         self._ready = trio.Event()
         log.info(
             "%s: rebuilding transaction state from half offset %d, op offset %d",
