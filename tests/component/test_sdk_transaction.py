@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import trio
@@ -10,9 +11,18 @@ from client.admin import open_admin
 from client.consumer import PullConsumer, PullStatus, open_pull_consumer
 from client.message import Message, ReceivedMessage, SendResult, SendStatus
 from client.transaction import LocalTransactionState, open_transaction_producer
+from protocol.codes import RequestCode, ResponseCode
 from protocol.errors import RocketError
+from protocol.message import parse_offset_msg_id
 from protocol.route import MessageQueue
-from tests.component.sdk_fixtures import sdk_cluster, wait_until
+from protocol.transaction import EndTransactionRequestHeader
+from tests.component.sdk_fixtures import SdkCluster, sdk_cluster, wait_until
+from tests.component.test_sdk_consumer_failover import (
+    SLAVE,
+    TOPIC,
+    master_and_slave,
+    wait_replicated,
+)
 
 DEADLINE_S = 30.0
 FAST_CHECKS = {"transaction_timeout_s": 0.3, "transaction_check_interval_s": 0.3}
@@ -116,3 +126,44 @@ async def test_a_failing_local_transaction_is_checked_then_rolled_back(tmp_path:
 
             # The check progress shows as RocketMQ keeps it: CID_RMQ_SYS_TRANS's offsets.
             await wait_until(progress_saved, what="the check progress in consumerProgress")
+
+
+async def test_a_slave_keeps_no_state_refuses_end_transaction_and_never_checks(
+    tmp_path: Path,
+) -> None:
+    def unknown(message: Message, result: SendResult) -> LocalTransactionState:
+        return LocalTransactionState.UNKNOW
+
+    async def runtime(c: SdkCluster, addr: str) -> dict[str, str]:
+        response = await c.call(addr, RequestCode.GET_BROKER_RUNTIME_INFO, {})
+        table: dict[str, str] = json.loads(response.body)["table"]
+        return table
+
+    with trio.fail_after(DEADLINE_S):
+        async with (
+            master_and_slave(tmp_path, **FAST_CHECKS) as c,
+            open_transaction_producer(
+                c.namesrv, group="TXG", checker=lambda m: LocalTransactionState.UNKNOW
+            ) as producer,
+        ):
+            sent = await producer.send_in_transaction(Message(topic=TOPIC, body=b"x"), unknown)
+            slave = c.addr(SLAVE)
+            await wait_replicated(c, c.addr("broker-a"), slave, TOPIC, 2)
+            header = EndTransactionRequestHeader(
+                producer_group="TXG",
+                tran_state_table_offset=sent.send_result.queue_offset,
+                commit_log_offset=parse_offset_msg_id(sent.send_result.offset_msg_id)[2],
+                commit_or_rollback=LocalTransactionState.COMMIT_MESSAGE.wire_value,
+                msg_id=sent.send_result.msg_id,
+            )
+            refused = await c.call(slave, RequestCode.END_TRANSACTION, header.to_ext_fields())
+            assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE
+            assert "send END_TRANSACTION to the master" in (refused.remark or "")
+
+            async def checked_by_master() -> bool:
+                return (await runtime(c, c.addr("broker-a")))["transactionChecksSent"] != "0"
+
+            await wait_until(checked_by_master, what="the master checks the open half")
+            on_slave = await runtime(c, slave)
+            assert on_slave["transactionHalfOpenNums"] == "-1"
+            assert on_slave["transactionChecksSent"] == "0"
