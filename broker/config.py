@@ -97,6 +97,14 @@ class BrokerConfig:
     #: ``messageDelayLevel``: delay of each level, 1-based.
     message_delay_level: str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
     max_reconsume_times: int = 16
+    #: Timer messages (broker/timers.py): off → a timer message is refused
+    #: (``timerWheelEnable``); the longest delay accepted (``timerMaxDelaySec``); pending
+    #: timers held in memory at most (the rest stay on disk in the timer ConsumeQueue).
+    timer_wheel_enable: bool = True
+    timer_max_delay_s: int = attrs.field(default=3 * 24 * 3600, validator=attrs.validators.gt(0))
+    timer_index_capacity: int = attrs.field(default=100_000, validator=attrs.validators.gt(0))
+    #: SQL92 subscriptions are served (``enablePropertyFilter``); off → refused.
+    enable_property_filter: bool = True
     request_timeout_s: float = 3.0
 
     # --- controller mode (reference/rocketmq-controller.md §4; DESIGN.md §6) ---------------
@@ -400,6 +408,9 @@ _ALIASES = {
     "defaultTopicQueueNums": "default_topic_queue_nums",
     "messageDelayLevel": "message_delay_level",
     "maxReconsumeTimes": "max_reconsume_times",
+    "timerWheelEnable": "timer_wheel_enable",
+    "timerMaxDelaySec": "timer_max_delay_s",
+    "enablePropertyFilter": "enable_property_filter",
     "controllerAddr": "controller_addrs",
     "brokerElectionPriority": "election_priority",
     "metricsExporterType": "metrics_exporter_type",

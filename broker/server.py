@@ -80,6 +80,7 @@ from broker.store.files import reading
 from broker.store.results import AppendResult, GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
 from broker.store.store import MessageStore
+from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from broker.transaction.service import TransactionService
 from protocol.bodies import SubscriptionGroupConfig
@@ -150,6 +151,7 @@ class Broker:
         self.delay_levels_s = parse_delay_levels(config.message_delay_level)
         self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor", clock=self.clock)
         self.transactions = TransactionService(self, clock=self.clock)
+        self.timers = TimerService(self, config_dir / "timerCheckpoint.cbor", clock=self.clock)
         self.metadata = MetadataFiles(self, config_dir)
         self.broker_perm = PERM_READ | PERM_WRITE
         self.listen_port = config.listen_port
@@ -183,6 +185,7 @@ class Broker:
             ClientProcessor(self, clock=self.clock),
             AdminProcessor(self, clock=self.clock),
             StatsProcessor(self, clock=self.clock),
+            self.timers,
         )
         handlers: dict[int, Handler] = {}
         for processor in self.processors:
@@ -537,6 +540,8 @@ class Broker:
             self._drop_impossible_offsets()
             with reading(self.schedule.path):
                 self.schedule.load()
+            with reading(self.timers.path):
+                self.timers.load()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._store.close()
@@ -569,6 +574,9 @@ class Broker:
             schedule = self._keep_alive(self.schedule.run, "delayed delivery")
             # Idle while not master; (re)builds its state on each mastership.
             await nursery.start(self._keep_alive(self.transactions.run, "transaction checks"))
+
+            # Idle unless this broker accepts writes; it follows role changes by itself.
+            await nursery.start(self._keep_alive(self.timers.run, "timer delivery"))
             slave_sync = self._keep_alive(self.slave_sync.run, "the metadata copy from the master")
             if self.agent is not None:
                 # Both idle outside their role (no writes; no master to copy from).

@@ -222,6 +222,19 @@ class StoreReads(StoreState):
         cq = self._cqs.get((topic, queue_id))
         return cq.max_offset if cq is not None else 0
 
+    def queue_entries(
+        self, topic: str, queue_id: int, begin: int, max_count: int
+    ) -> list[tuple[int, int, int, int]]:
+        """``(queue_offset, phys, size, tags_code)`` of up to ``max_count`` entries from
+        ``begin`` (clamped to the queue's readable range; holes skipped)."""
+        cq = self._cqs.get((topic, queue_id))
+        if cq is None:
+            return []
+        start = max(begin, cq.min_offset)
+        end = min(start + max_count, cq.max_offset)
+        raw = cq.raw_entries(start, end) if start < end else []
+        return [(start + i, p, n, t) for i, (p, n, t) in enumerate(raw) if n > 0]
+
     def min_offset(self, topic: str, queue_id: int) -> int:
         """First readable logical offset of a queue (0 for an unknown queue)."""
         cq = self._cqs.get((topic, queue_id))
