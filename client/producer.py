@@ -231,7 +231,7 @@ class Producer:
         topics = {m.topic for m in messages}
         if len(topics) != 1:
             raise ValueError(f"a batch goes to one topic, got {sorted(topics)}")
-        if any(m.delay_level for m in messages):
+        if any(m.is_delayed for m in messages):
             raise ValueError("delayed messages cannot be sent in a batch")
         items = [self._prepare(m, batch=True) for m in messages]
         return await self._send_items(messages[0].topic, items, timeout_s=timeout_s)
@@ -517,7 +517,7 @@ def _batchable(message: Message, properties: str) -> bool:
             len(properties) * 4 <= MAX_PROPERTIES_BYTES
             or len(properties.encode()) <= MAX_PROPERTIES_BYTES
         )
-        and not message.delay_level
+        and not message.is_delayed
         and message.wait_store
         and not is_group_topic(message.topic)
         and PROPERTY_TRAN_MSG not in props
