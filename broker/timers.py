@@ -53,6 +53,9 @@ TIMER_PROPERTIES = (
     PROPERTY_START_DELIVER_TIME,
 )
 _MAX = 1 << 62
+#: Pending timers due within this of now are held in memory; later ones are counted and
+#: found again by a rescan when their time comes near.
+HORIZON_MS = 60_000
 _NO_KEY = (_MAX, _MAX)
 
 
@@ -239,14 +242,16 @@ class TimerIndex:
         """An entry whose due time the progress already covers: deliver it before ``add``."""
         return entry.key <= self.through
 
-    def add(self, entry: TimerEntry, now_ms: int) -> None:
+    def add(self, entry: TimerEntry, now_ms: int, horizon_ms: int = HORIZON_MS) -> None:
         """Take the next ConsumeQueue entry (at ``enqueued`` or past a hole); a late one must
-        have been delivered first."""
+        have been delivered first. Only entries due within ``horizon_ms`` go in memory."""
         assert entry.queue_offset >= self.enqueued, (entry.queue_offset, self.enqueued)
         self.enqueued = entry.queue_offset + 1
         if self.is_late(entry):
             self.advance(now_ms)
             return
+        if entry.key <= self.window_key and entry.due_ms > now_ms + horizon_ms:
+            self._limit_window((now_ms + horizon_ms, _MAX))
         if entry.key <= self.window_key:
             heapq.heappush(
                 self._heap, (entry.due_ms, entry.queue_offset, entry.physical_offset, entry.size)
@@ -259,6 +264,17 @@ class TimerIndex:
     def _count_beyond(self, key: tuple[int, int]) -> None:
         self.beyond_min = key if not self.beyond else min(self.beyond_min, key)
         self.beyond += 1
+
+    def _limit_window(self, key: tuple[int, int]) -> None:
+        """Lower the window to ``key``: what the heap holds past it is counted beyond."""
+        self.window_key = min(self.window_key, key)
+        out = [item for item in self._heap if (item[0], item[1]) > self.window_key]
+        if out:
+            self._heap = [item for item in self._heap if (item[0], item[1]) <= self.window_key]
+            heapq.heapify(self._heap)
+            first_out = min((item[0], item[1]) for item in out)
+            self.beyond_min = first_out if not self.beyond else min(self.beyond_min, first_out)
+            self.beyond += len(out)
 
     def _shrink_window(self) -> None:
         """Over capacity: keep the smaller half, count the rest as beyond the window."""

@@ -38,6 +38,7 @@ from broker.store.metadata import DocumentWriter, load_document
 from broker.store.results import TIMER_TOPIC, AppendResult
 from broker.store.store import MessageStore
 from broker.timers import (
+    HORIZON_MS,
     TimerCheckpoint,
     TimerEntry,
     TimerIllegal,
@@ -75,8 +76,6 @@ FILE_VERSION = 1
 _CHUNK = 4096
 _MAX_DELIVER_PER_STEP = 2048
 _IDLE_CHECK_S = 1.0
-#: Entries due within this of now are loaded into memory by a rescan.
-_HORIZON_MS = 60_000
 #: A rescan starts this long before the first entry beyond the window comes due.
 _LOOKAHEAD_MS = 2_000
 
@@ -245,7 +244,7 @@ class TimerService:
         return TimerIndex.restore(checkpoint, capacity=self.broker.config.timer_index_capacity)
 
     async def _rescan(self, index: TimerIndex) -> None:
-        scan = index.start_rescan(self._clock.wall_ms(), _HORIZON_MS)
+        scan = index.start_rescan(self._clock.wall_ms(), HORIZON_MS)
         store = self.broker.store
         pos, end = index.scan_from, index.enqueued
         while pos < end:

@@ -61,6 +61,7 @@ from broker.stats import (
 from broker.store.results import SCHEDULE_TOPIC
 from broker.store.state import STORE_TS, STORE_TS_POS
 from broker.store.store import MessageStore
+from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager
 from broker.transaction.service import TransactionService, transaction_stats
 from protocol.codes import RequestCode, ResponseCode
@@ -133,6 +134,8 @@ class BrokerForStats(Protocol):
     def schedule(self) -> ScheduleService: ...
     @property
     def transactions(self) -> TransactionService: ...
+    @property
+    def timers(self) -> TimerService: ...
     @property
     def store(self) -> MessageStore: ...
     @property
@@ -277,6 +280,7 @@ class StatsProcessor:
             "heldPullsRefused": str(broker.pull_holds.refused),
             "scheduleDelivered": str(broker.schedule.delivered),
             **transaction_stats(broker.transactions),
+            **{key: str(value) for key, value in broker.timers.statistics().items()},
             "acceptsWrites": "true" if broker.accepts_writes else "false",
         }
         role = broker.role

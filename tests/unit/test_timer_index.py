@@ -140,7 +140,7 @@ def test_index_against_a_naive_model(
             e = entry(q, due)
             if index.is_late(e):
                 delivered.append(q)
-            index.add(e, now)
+            index.add(e, now, horizon_ms=50)
             arrived += 1
         if index.needs_scan(now, 10):
             scan(index, now)
