@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.filtering import FilterCache
+from broker.slavesync import parse_timer_checkpoint
 from broker.timers import (
     TIMER_TOPIC,
     TimerCheckpoint,
@@ -16,6 +20,8 @@ from broker.timers import (
     park_due_ms,
     requested_due_ms,
 )
+from protocol.codes import ResponseCode
+from protocol.errors import MalformedBody, ServerError
 
 NOW = 1_700_000_000_000
 MAX_S = 3 * 24 * 3600
@@ -162,3 +168,28 @@ def test_index_against_a_naive_model(
             index = TimerIndex.restore(cp, capacity=capacity)
     assert sorted(delivered) == list(range(len(dues)))
     assert len(set(delivered)) == len(delivered)
+
+
+def test_slave_copy_of_the_checkpoint_is_checked() -> None:
+    cp = TimerCheckpoint(scan_from=1, enqueued=4, delivered_through_ms=NOW)
+    assert parse_timer_checkpoint(json.dumps(cp.to_json()).encode()) == cp
+    for bad in (b"[]", b"not json", b'{"scanFrom": 9, "enqueued": 2}', b'{"enqueued": true}'):
+        with pytest.raises(MalformedBody):
+            parse_timer_checkpoint(bad)
+
+
+def test_filter_cache_is_bounded_and_reports_parse_errors() -> None:
+    cache = FilterCache(max_entries=2)
+    first = cache.compile("SQL92", "a > 1", enabled=True)
+    assert cache.compile("sql92", "a > 1", enabled=True) is first
+    cache.compile("SQL92", "b > 1", enabled=True)
+    cache.compile("SQL92", "c > 1", enabled=True)
+    assert len(cache) == 2
+    assert cache.compile("SQL92", "a > 1", enabled=True) is not first  # evicted, compiled again
+    with pytest.raises(ServerError, match=r"a > AND") as bad:
+        cache.compile("SQL92", "a > AND", enabled=True)
+    assert bad.value.code == ResponseCode.SUBSCRIPTION_PARSE_FAILED
+    with pytest.raises(ServerError, match="does not support consumer to filter message by SQL92"):
+        cache.compile("SQL92", "a > 1", enabled=False)
+    with pytest.raises(ServerError, match="by CLASS"):
+        cache.compile("CLASS", "x", enabled=True)
