@@ -320,8 +320,10 @@ class TimerIndex:
         return max(0, self._heap[0][0] - now_ms)
 
     def needs_scan(self, now_ms: int, lookahead_ms: int) -> bool:
-        """Whether entries beyond the window may come due within ``lookahead_ms``."""
-        return self.beyond > 0 and self.beyond_min[0] <= now_ms + lookahead_ms
+        """Whether entries beyond the window may come due within ``lookahead_ms``. Only
+        once the window is delivered: everything beyond it is due after everything in it,
+        so a rescan earlier would only read the log again."""
+        return self.beyond > 0 and not self._heap and self.beyond_min[0] <= now_ms + lookahead_ms
 
     def skip_to(self, queue_offset: int) -> None:
         """Entries before ``queue_offset`` are holes (blank or removed): nothing to take."""
