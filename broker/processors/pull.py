@@ -194,7 +194,7 @@ class PullProcessor:
                 subscription = parse_subscription(
                     header.subscription,
                     topic=header.topic,
-                    expression_type=header.expression_type,
+                    expression_type=(header.expression_type or EXPRESSION_TAG).upper(),
                 )
             except MalformedBody as exc:
                 raise ServerError(
