@@ -15,9 +15,9 @@ Rules (HookUtils.checkIfTimerMessage / transformTimerMessage, TimerMessageStore)
 - ``TimerIndex`` keeps the delivery progress in a few numbers (``TimerCheckpoint``):
   every entry below ``scan_from`` is delivered; every entry in [scan_from, enqueued) whose
   key (due time, queue offset) is <= ``through`` is delivered; the rest are pending. Only the
-  pending entries of a window are in memory (at most ``capacity``, ordered by (due,
-  queue offset)); the others are counted and found again by rescanning [scan_from,
-  enqueued) when the window runs out. Memory is bounded however many timers are pending;
+  pending entries of a window are in memory: those due within ``HORIZON_MS`` (60 s), at
+  most ``capacity``, ordered by (due, queue offset); the others are counted and found again
+  by rescanning [scan_from, enqueued) once the window is delivered and they come near. Memory is bounded however many timers are pending;
   a rescan costs one pass over the pending part of the ConsumeQueue (20 bytes an entry).
 - ``through`` never passes the wall clock, so an entry that shows up late
   (its due time already covered, e.g. dispatch held back until replicas confirmed it) is
