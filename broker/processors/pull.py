@@ -10,6 +10,10 @@ Rules (reference/rocketmq-wire.md §2.4; PullMessageProcessor.java):
   Past the broker's hold budget (``maxHeldPullNums`` pulls, ``maxHeldPullBytes`` bytes of
   requests) it is answered SYSTEM_BUSY at once: clients pull again after a pause (Java
   waits 3 s) instead of holding memory the broker does not have.
+- A SQL92 subscription (the pull's own, or the group's from its heartbeat) is evaluated
+  on each stored record (``broker/filtering.py``); records it refuses are stepped over
+  (PULL_RETRY_IMMEDIATELY past them when none matched), and a held SQL92 pull is answered
+  only for a match or at its deadline.
 - COMMIT_OFFSET is honoured once, on the first evaluation, and only on a master.
 - ``suggestWhichBrokerId`` is the broker's call (``BrokerForPull.suggest_broker_id``): a master
   sends far-behind consumers to a slave when ``slaveReadEnable``; a slave sends consumers
