@@ -222,8 +222,9 @@ class TimerService:
             if blocked:
                 await trio.sleep(_IDLE_CHECK_S)
                 continue
-            wait_ms = index.wait_ms(self._clock.wall_ms())
-            if wait_ms == 0:
+            now_ms = self._clock.wall_ms()
+            wait_ms = index.wait_ms(now_ms)
+            if wait_ms == 0 or index.needs_scan(now_ms, _LOOKAHEAD_MS):
                 await trio.lowlevel.checkpoint()
                 continue
             timeout_s = _IDLE_CHECK_S if wait_ms is None else min(wait_ms / 1000, _IDLE_CHECK_S)
