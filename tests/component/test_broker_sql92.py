@@ -67,6 +67,10 @@ async def test_check_client_config_reports_the_parse_error(tmp_path: Path) -> No
             bad = await check_config(env, "a > AND b")
             expect(bad, ResponseCode.SUBSCRIPTION_PARSE_FAILED)
             assert "a > AND b" in (bad.remark or "") and "failed" in (bad.remark or "")
+            for body, words in ((b"", "invalid JSON"), (b'{"subscriptionData": 5}', "object")):
+                broken = await env.call(RequestCode.CHECK_CLIENT_CONFIG, None, body)
+                expect(broken, ResponseCode.SYSTEM_ERROR)
+                assert words in (broken.remark or "")
             await env.create_topic("T", queues=1)
             refused = await pull_sql(env, 0, "a >")
             expect(refused.response, ResponseCode.SUBSCRIPTION_PARSE_FAILED)
