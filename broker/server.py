@@ -83,6 +83,7 @@ from broker.store.store import MessageStore
 from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from broker.transaction.service import TransactionService
+from protocol.acl_guard import open_guard, warn_if_exposed
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -99,7 +100,8 @@ from protocol.headers import (
 )
 from protocol.message import MessageRecord, make_uniq_key_generator
 from protocol.route import MASTER_ID, TopicConfig, dumps_json
-from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
+from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer
+from protocol.signed_client import open_client
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +194,9 @@ class Broker:
             handlers.update(processor.handlers())
         handlers.update(self.transactions.handlers())
         handlers[RequestCode.GET_BROKER_EPOCH_CACHE] = self._get_epoch_cache
+        self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
+        if self.acl is not None:
+            handlers = self.acl.protect(handlers)
         self.server = RemotingServer(
             handlers,
             name=self.name,
@@ -552,7 +557,11 @@ class Broker:
         self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
     ) -> None:
         async with (
-            open_client(name=self.name, default_timeout_s=self.config.register_timeout_s) as client,
+            open_client(
+                name=self.name,
+                default_timeout_s=self.config.register_timeout_s,
+                credentials=self.config.credentials,
+            ) as client,
             trio.open_nursery() as nursery,
         ):
             self._client = client
@@ -571,6 +580,9 @@ class Broker:
             await nursery.start(self._keep_alive(self.registrar.run, "NameServer registration"))
             await nursery.start(self._keep_alive(self._housekeeping_loop, "client housekeeping"))
             nursery.start_soon(self.stats.run, self.clock.now_s, self.clock.wall_ms)
+            if self.acl is not None:
+                nursery.start_soon(self.acl.watch)
+            warn_if_exposed(self.config.host, self.acl, name=self.name)
             schedule = self._keep_alive(self.schedule.run, "delayed delivery")
             # Idle while not master; (re)builds its state on each mastership.
             await nursery.start(self._keep_alive(self.transactions.run, "transaction checks"))

@@ -74,6 +74,13 @@ def namesrv(
         typer.Option("--controller-config", help="The embedded controller's config (TOML)."),
     ] = None,
     metrics_port: MetricsPortOpt = None,
+    acl_enable: Annotated[
+        bool,
+        typer.Option("--acl-enable", help="ACL 1.0: refuse requests not signed by an account."),
+    ] = False,
+    acl_file: Annotated[
+        Path | None, typer.Option("--acl-file", help="ACL accounts (RocketMQ's plain_acl.yml).")
+    ] = None,
 ) -> None:
     """Run a NameServer (prints one ready line with its address; stops on SIGINT/SIGTERM).
 
@@ -87,6 +94,7 @@ def namesrv(
     from controller.server import ControllerServer
     from launcher.ready import namesrv_ready_line
     from namesrv.server import NameServer, NameServerConfig
+    from protocol.acl import AclConfigError
 
     controller = None
     if enable_controller or controller_config is not None:
@@ -94,7 +102,7 @@ def namesrv(
             raise fail("--enable-controller needs --controller-config FILE")
         try:
             controller = ControllerServer(load_toml(controller_config))
-        except ConfigError as exc:
+        except (ConfigError, AclConfigError) as exc:
             raise fail(str(exc)) from None
     if log_dir is None and controller is not None:
         log_dir = controller.config.data_dir / "logs"
@@ -103,7 +111,12 @@ def namesrv(
         log_file=log_dir / "namesrv.log" if log_dir else None,
         level=log_level,
     )
-    server = NameServer(NameServerConfig(host=host, port=port))
+    try:
+        acl_path = str(acl_file) if acl_file else None
+        config = NameServerConfig(host=host, port=port, acl_enable=acl_enable, acl_file=acl_path)
+        server = NameServer(config)
+    except AclConfigError as exc:
+        raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -195,6 +208,7 @@ def broker(
     from cli.metrics_http import start_exporter
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import broker_ready_line
+    from protocol.acl import AclConfigError
     from protocol.errors import StorageError
 
     flags = {
@@ -225,7 +239,10 @@ def broker(
         raise fail(str(exc)) from None
     node = f"{cfg.broker_name}-{'?' if cfg.controller_mode else cfg.broker_id}"
     configure_logging(node=node, log_file=cfg.store_dir / "logs" / "broker.log", level=log_level)
-    server = Broker(cfg)
+    try:
+        server = Broker(cfg)
+    except AclConfigError as exc:
+        raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

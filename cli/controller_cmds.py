@@ -149,6 +149,7 @@ def controller_command(
     """
     from cli.serving import configure_logging, run_server, set_node_name
     from controller.server import ControllerServer
+    from protocol.acl import AclConfigError
 
     try:
         if config_file is not None:
@@ -165,7 +166,10 @@ def controller_command(
     configure_logging(
         node=node, log_file=config.data_dir / "logs" / "controller.log", level=log_level
     )
-    server = ControllerServer(config)
+    try:
+        server = ControllerServer(config)
+    except AclConfigError as exc:
+        raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

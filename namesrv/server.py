@@ -27,6 +27,7 @@ import trio
 
 from namesrv.metrics import NameServerMetrics
 from namesrv.registry import DEFAULT_HEARTBEAT_TIMEOUT_MS, RegistryLimits, RouteRegistry
+from protocol.acl_guard import open_guard, warn_if_exposed
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import LimitExceeded, MalformedBody, TopicNotExist
@@ -73,6 +74,10 @@ class NameServerConfig:
     max_register_inflated_bytes: int = 32 * 1024 * 1024
     #: Registrations decoded and applied at once; later ones wait their turn.
     max_concurrent_registrations: int = 2
+    #: ACL 1.0 (protocol/acl.py): every request must be signed by an account of the
+    #: plain-access file ``acl_file`` (``rmq namesrv --acl-enable --acl-file FILE``).
+    acl_enable: bool = False
+    acl_file: str | None = None
 
 
 def _now_ms() -> int:
@@ -101,6 +106,9 @@ class NameServer:
             RequestCode.WIPE_WRITE_PERM_OF_BROKER: self._wipe_write_perm,
             RequestCode.ADD_WRITE_PERM_OF_BROKER: self._add_write_perm,
         }
+        self.acl = open_guard(self.config.acl_enable, self.config.acl_file, name=self.name)
+        if self.acl is not None:
+            handlers = self.acl.protect(handlers)
         self.server = RemotingServer(
             self.metrics.requests.instrument(handlers),
             name=self.name,
@@ -115,6 +123,9 @@ class NameServer:
             port = await nursery.start(self.server.serve)
             self.name = self.server.name = f"namesrv:{port}"
             nursery.start_soon(self._scan_expired_brokers)
+            if self.acl is not None:
+                nursery.start_soon(self.acl.watch)
+            warn_if_exposed(self.config.host, self.acl, name=self.name)
             log.info("%s: serving on %s:%d", self.name, self.config.host, port)
             task_status.started(port)
 

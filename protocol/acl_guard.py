@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -169,4 +170,36 @@ def open_guard(enabled: bool, path: str | Path | None, *, name: str) -> AclGuard
     return guard
 
 
-__all__ = ["POLL_INTERVAL_S", "AclGuard", "load_acl_file", "open_guard"]
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a port on this machine (names other than
+    ``localhost`` count as reachable: what they resolve to may change)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(host: str, guard: AclGuard | None, *, name: str) -> bool:
+    """Log a warning when ``host`` is not loopback and ACL is off (issue 16 part 4); True
+    when it warned."""
+    if guard is not None or is_loopback(host):
+        return False
+    log.warning(
+        "%s: listening on %s without ACL: anyone who reaches this port can use it "
+        "(turn ACL on with aclEnable and a plain-access file, or bind 127.0.0.1)",
+        name,
+        host or "every interface",
+    )
+    return True
+
+
+__all__ = [
+    "POLL_INTERVAL_S",
+    "AclGuard",
+    "is_loopback",
+    "load_acl_file",
+    "open_guard",
+    "warn_if_exposed",
+]
