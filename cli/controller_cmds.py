@@ -142,6 +142,12 @@ def controller_command(
             "config's metricsExporterType / metricsPromExporterPort.",
         ),
     ] = None,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--acl-file", help="Turn ACL 1.0 on with these accounts (overrides aclFilePath)."
+        ),
+    ] = None,
 ) -> None:
     """Run a controller node (prints one ready line; stops cleanly on SIGINT/SIGTERM).
 
@@ -160,6 +166,8 @@ def controller_command(
             config = attrs.evolve(
                 config, metrics_exporter_type="PROM", metrics_prom_exporter_port=metrics_port
             )
+        if acl_file is not None:
+            config = attrs.evolve(config, acl_enable=True, acl_file_path=str(acl_file.absolute()))
     except ConfigError as exc:
         raise fail(str(exc)) from None
     node = f"controller {config.node_id} {config.remoting_address}"

@@ -9,8 +9,9 @@ Rules:
   logs one line per change seen; a good one logs one line with the account count.
 - ``protect`` wraps each handler of a table with the check; the table is untouched when
   ACL is off, so that costs nothing per request. A refused request gets NO_PERMISSION (16)
-  with the reason as its remark and is logged (at most once per interval per server, with
-  a count of those left out: a flood of bad requests must not flood the log).
+  with the reason as its remark and is logged (at most once per second per request code,
+  with a count of those left out: a flood of bad requests must not flood the log, and
+  each kind of refused request still shows).
 - The decision itself is ``protocol.acl.decide`` on the config in force: pure, no await.
 """
 
@@ -80,7 +81,8 @@ class AclGuard:
         self.config = load_acl_file(path)
         self.refused = 0
         self.reloads = 0
-        self._refusal_throttle = LogThrottle(_REFUSAL_LOG_INTERVAL_S)
+        #: One per request code refused so far (bounded: codes are 16-bit on the wire).
+        self._refusal_throttles: dict[int, LogThrottle] = {}
 
     def check(self, request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
         """None when ``request`` may pass, else the NO_PERMISSION answer (and a log line)."""
@@ -90,7 +92,10 @@ class AclGuard:
         if decision.reason is None:
             return None
         self.refused += 1
-        suppressed = self._refusal_throttle.admit(trio.current_time())
+        throttle = self._refusal_throttles.get(request.code)
+        if throttle is None:
+            throttle = self._refusal_throttles[request.code] = LogThrottle(_REFUSAL_LOG_INTERVAL_S)
+        suppressed = throttle.admit(trio.current_time())
         if suppressed is not None:
             log.warning(
                 "%s: refused %s from %s: %s%s",

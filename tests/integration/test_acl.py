@@ -1,0 +1,223 @@
+"""ACL 1.0 with real processes: a NameServer and a broker with ``aclEnable``, and a
+controller with ``--acl-file``; the SDK, ``rmq admin`` and raw remoting requests as an
+attacker would send them (issue 16)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from client.consumer.lifecycle import open_pull_consumer
+from client.message import Message
+from client.producer import open_producer
+from launcher.ready import BROKER_READY, CONTROLLER_READY
+from protocol.acl_sign import Credentials
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import NoPermission, RocketError
+from protocol.signed_client import open_client
+from tests.support.processes import (
+    START_TIMEOUT_S,
+    Completed,
+    managed_process,
+    namesrv_process,
+    rmq_argv,
+    run_command,
+)
+
+pytestmark = pytest.mark.integration
+
+CLI_TIMEOUT_S = 60.0
+CLUSTER = "AclCluster"
+TOPIC = "TopicAcl"
+ADMIN = Credentials(access_key="rmq_admin", secret_key="admin_secret_1")
+USER = Credentials(access_key="rmq_user", secret_key="user_secret_1")
+PUB_ONLY = Credentials(access_key="rmq_pub_only", secret_key="pub_secret_1")
+PLAIN_ACL = f"""
+globalWhiteRemoteAddresses: []
+accounts:
+  - accessKey: {ADMIN.access_key}
+    secretKey: {ADMIN.secret_key}
+    admin: true
+  - accessKey: {USER.access_key}
+    secretKey: {USER.secret_key}
+    defaultTopicPerm: DENY
+    defaultGroupPerm: SUB
+    topicPerms: ["{TOPIC}=PUB|SUB"]
+  - accessKey: {PUB_ONLY.access_key}
+    secretKey: {PUB_ONLY.secret_key}
+    defaultGroupPerm: SUB
+    topicPerms: ["{TOPIC}=PUB"]
+"""
+
+
+@attrs.frozen(kw_only=True)
+class Cluster:
+    namesrv: str
+    broker: str
+    namesrv_log: Path
+    broker_dir: Path
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """A NameServer and a broker, both with ACL on; the broker signs as the admin."""
+    acl_file = tmp_path / "plain_acl.yml"
+    acl_file.write_text(PLAIN_ACL)
+    broker_conf = tmp_path / "broker.toml"
+    broker_conf.write_text(
+        f'aclEnable = true\naclFilePath = "{acl_file}"\n'
+        f'accessKey = "{ADMIN.access_key}"\nsecretKey = "{ADMIN.secret_key}"\n'
+    )
+    log_dir = tmp_path / "ns-logs"
+    with trio.fail_after(2 * START_TIMEOUT_S + 10):
+        async with namesrv_process(
+            "--acl-enable", "--acl-file", str(acl_file), "--log-dir", str(log_dir)
+        ) as ns:
+            argv = rmq_argv(
+                "broker", "-c", str(broker_conf), "-n", ns.address, "--port", "0",
+                "--cluster", CLUSTER, "--name", "broker-a", "--dir", str(tmp_path / "broker-a"),
+            )  # fmt: skip
+            async with managed_process(argv, name="broker", ready=BROKER_READY) as broker:
+                yield Cluster(
+                    namesrv=ns.address,
+                    broker=broker.address,
+                    namesrv_log=log_dir / "namesrv.log",
+                    broker_dir=tmp_path / "broker-a",
+                )
+
+
+async def admin_cli(cluster: Cluster, creds: Credentials | None, *args: str) -> Completed:
+    """``rmq admin [--access-key AK] ARGS -n NS``, the secret passed in the environment."""
+    env = dict(os.environ)
+    env.pop("RMQ_ACCESS_KEY", None)
+    env.pop("RMQ_SECRET_KEY", None)
+    account: list[str] = []
+    if creds is not None:
+        account = ["--access-key", creds.access_key]
+        env["RMQ_SECRET_KEY"] = creds.secret_key
+    argv = rmq_argv("admin", *account, *args, "-n", cluster.namesrv)
+    return await run_command(argv, timeout_s=CLI_TIMEOUT_S, env=env)
+
+
+async def raw_call(
+    addr: str, code: int, ext: dict[str, str], creds: Credentials | None
+) -> RemotingCommand:
+    async with open_client(name="attacker", default_timeout_s=5.0, credentials=creds) as client:
+        return await client.call(addr, RemotingCommand.request(code, ext))
+
+
+async def wait_for_line(path: Path, text: str, timeout_s: float = 10.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not (path.exists() and text in path.read_text()):  # noqa: ASYNC110 (a file)
+            await trio.sleep(0.1)
+
+
+async def test_acl_cluster_end_to_end(cluster: Cluster) -> None:
+    with trio.fail_after(240):
+        # rmq admin with the admin account creates the topic (broker + NameServer).
+        done = await admin_cli(cluster, ADMIN, "updateTopic", "-t", TOPIC, "-c", CLUSTER)
+        assert done.returncode == 0, done.describe()
+        assert ADMIN.secret_key not in done.stdout + done.stderr
+        # Without keys rmq admin gets NO_PERMISSION, in one line.
+        done = await admin_cli(cluster, None, "topicRoute", "-t", TOPIC)
+        assert done.returncode == 1, done.describe()
+        assert "no AccessKey" in done.stderr and "Traceback" not in done.stderr
+        # A non-admin account cannot delete the topic.
+        done = await admin_cli(cluster, USER, "deleteTopic", "-t", TOPIC, "-c", CLUSTER)
+        assert done.returncode == 1, done.describe()
+        assert "needs an admin account" in done.stderr
+
+        # The SDK with an account that may publish: sends go through.
+        async with open_producer(cluster.namesrv, group="PID_acl", credentials=USER) as producer:
+            for i in range(3):
+                result = await producer.send(Message(topic=TOPIC, body=b"m%d" % i))
+                assert result.status.name == "SEND_OK"
+        # ... and it may read them back.
+        await _pull_all(cluster, USER, expect=3)
+        # A PUB-only account cannot subscribe.
+        with pytest.raises(NoPermission, match="may not subscribe to topic TopicAcl"):
+            await _pull_all(cluster, PUB_ONLY, expect=3)
+        # Unsigned and wrongly signed SDK clients get NO_PERMISSION.
+        forged = Credentials(access_key=USER.access_key, secret_key="not_the_secret")
+        for creds in (None, forged):
+            with pytest.raises(RocketError, match=r"NO_PERMISSION|AccessKey|signature"):
+                async with open_producer(
+                    cluster.namesrv, group="PID_acl2", credentials=creds, retries=0, timeout_s=2.0
+                ) as producer:
+                    await producer.send(Message(topic=TOPIC, body=b"x"))
+
+        await _attacks_refused(cluster)
+
+
+async def _pull_all(cluster: Cluster, creds: Credentials, *, expect: int) -> None:
+    async with open_pull_consumer(cluster.namesrv, group="GID_acl", credentials=creds) as c:
+        total = 0
+        for queue in await c.fetch_subscribe_queues(TOPIC):
+            page = await c.pull(queue, 0, 32)
+            total += len(page.messages)
+        assert total == expect
+
+
+async def _attacks_refused(cluster: Cluster) -> None:
+    """Issue 16's attacks at the NameServer, without keys and with a non-admin account."""
+    fake_registration = {
+        "brokerName": "broker-a",
+        "brokerAddr": "127.0.0.1:1",
+        "clusterName": CLUSTER,
+        "haServerAddr": "127.0.0.1:2",
+        "brokerId": "0",
+        "compressed": "false",
+        "bodyCrc32": "0",
+    }
+    attacks = [
+        (RequestCode.REGISTER_BROKER, fake_registration),
+        (RequestCode.DELETE_TOPIC_IN_NAMESRV, {"topic": TOPIC}),
+        (RequestCode.WIPE_WRITE_PERM_OF_BROKER, {"brokerName": "broker-a"}),
+    ]
+    for code, ext in attacks:
+        for creds in (None, USER):
+            response = await raw_call(cluster.namesrv, code, ext, creds)
+            assert response.code == ResponseCode.NO_PERMISSION, (code, creds, response.remark)
+    await wait_for_line(cluster.namesrv_log, "refused REGISTER_BROKER from 127.0.0.1")
+    # The cluster still works: the route is intact and writable.
+    async with open_producer(cluster.namesrv, group="PID_acl3", credentials=USER) as producer:
+        result = await producer.send(Message(topic=TOPIC, body=b"after the attacks"))
+        assert result.status.name == "SEND_OK"
+    # The broker refuses deletes from a non-admin too.
+    response = await raw_call(
+        cluster.broker, RequestCode.DELETE_TOPIC_IN_BROKER, {"topic": TOPIC}, USER
+    )
+    assert response.code == ResponseCode.NO_PERMISSION
+    assert response.remark is not None and "needs an admin account" in response.remark
+
+
+async def test_controller_refuses_unsigned_and_non_admin(tmp_path: Path) -> None:
+    acl_file = tmp_path / "plain_acl.yml"
+    acl_file.write_text(PLAIN_ACL)
+    argv = rmq_argv(
+        "controller", "--dir", str(tmp_path / "ctl"), "--port", "0", "--acl-file", str(acl_file)
+    )
+    with trio.fail_after(2 * START_TIMEOUT_S + 60):
+        async with managed_process(argv, name="controller", ready=CONTROLLER_READY) as ctl:
+            clean = {"brokerName": "broker-a", "brokerControllerIdsToClean": "0",
+                     "isCleanLivingBroker": "true", "clusterName": CLUSTER}  # fmt: skip
+            elect = {"clusterName": CLUSTER, "brokerName": "broker-a", "brokerId": "0",
+                     "designateElect": "true", "invokeTime": "0"}  # fmt: skip
+            for code, ext in (
+                (RequestCode.CLEAN_BROKER_DATA, clean),
+                (RequestCode.CONTROLLER_ELECT_MASTER, elect),
+            ):
+                for creds in (None, USER):
+                    response = await raw_call(ctl.address, code, ext, creds)
+                    assert response.code == ResponseCode.NO_PERMISSION, response.remark
+                # The admin account passes the ACL (the controller then judges the request).
+                response = await raw_call(ctl.address, code, ext, ADMIN)
+                assert response.code != ResponseCode.NO_PERMISSION, response.remark
+            log_file = tmp_path / "ctl" / "logs" / "controller.log"
+            await wait_for_line(log_file, "refused CLEAN_BROKER_DATA from 127.0.0.1")
