@@ -20,6 +20,8 @@ Rules (RocketMQ 4.x PlainAccessValidator / PlainPermissionManager, acl module):
 - Address patterns as RocketMQ writes them: ``*``; an exact address; ``a,b,c``;
   ``192.168.0.{1,2}``; segments with ``*`` or ``lo-hi`` (``192.168.1-10.*``); and, beyond
   RocketMQ, CIDR (``10.0.0.0/8``).
+- Beyond RocketMQ too: lite pull, pop, peek, ack, change invisible time and pop
+  notification need SUB on the topic and the group, as a pull does.
 - Pure: the document comes in already parsed (the YAML shell is protocol/acl_guard.py).
 """
 
@@ -282,7 +284,7 @@ def resources(code: int, ext: Mapping[str, str], body: bytes) -> list[tuple[str,
         return [(ext.get("topic", ""), PUB)]
     if code == RequestCode.CONSUMER_SEND_MSG_BACK:
         return [(retry_topic(ext.get("group", "")), SUB)]
-    if code == RequestCode.PULL_MESSAGE:
+    if code in _CONSUMING_CODES:
         return [(ext.get("topic", ""), SUB), (retry_topic(ext.get("consumerGroup", "")), SUB)]
     if code == RequestCode.QUERY_MESSAGE:
         return [(ext.get("topic", ""), SUB)]
@@ -295,6 +297,23 @@ def resources(code: int, ext: Mapping[str, str], body: bytes) -> list[tuple[str,
     if code == RequestCode.UPDATE_CONSUMER_OFFSET:
         return [(retry_topic(ext.get("consumerGroup", "")), SUB), (ext.get("topic", ""), SUB)]
     return []
+
+
+#: Requests that read a topic for a group: RocketMQ maps PULL_MESSAGE; the others (lite
+#: pull, pop, peek, ack, change invisible time, pop notification) read or settle messages
+#: the same way, so a PUB-only account must not send them either (RocketMQ's remoting
+#: ACL leaves them unchecked).
+_CONSUMING_CODES = frozenset(
+    {
+        RequestCode.PULL_MESSAGE,
+        RequestCode.LITE_PULL_MESSAGE,
+        RequestCode.POP_MESSAGE,
+        RequestCode.PEEK_MESSAGE,
+        RequestCode.ACK_MESSAGE,
+        RequestCode.CHANGE_MESSAGE_INVISIBLETIME,
+        RequestCode.NOTIFICATION,
+    }
+)
 
 
 def _send_resource(topic: str) -> tuple[str, int]:

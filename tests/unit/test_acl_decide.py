@@ -246,3 +246,26 @@ def test_retry_send_needs_group_sub() -> None:
     assert resources(RequestCode.SEND_MESSAGE_V2, {"b": "%RETRY%g"}, b"") == [("%RETRY%g", SUB)]
     assert _decide(RequestCode.SEND_MESSAGE_V2, {"b": "%RETRY%groupA"}) is not None
     assert _decide(RequestCode.CONSUMER_SEND_MSG_BACK, {"group": "groupC"}) is None
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        RequestCode.LITE_PULL_MESSAGE,
+        RequestCode.POP_MESSAGE,
+        RequestCode.PEEK_MESSAGE,
+        RequestCode.ACK_MESSAGE,
+        RequestCode.CHANGE_MESSAGE_INVISIBLETIME,
+        RequestCode.NOTIFICATION,
+    ],
+)
+def test_pop_and_lite_pull_need_sub_like_pull(code: int) -> None:
+    assert _decide(code, {"topic": "topicB", "consumerGroup": "groupB"}) is None
+    assert _decide(code, {"topic": "topicP", "consumerGroup": "groupB"}) is not None
+    assert _decide(code, {"topic": "topicB", "consumerGroup": "groupA"}) is not None
+
+
+def test_unregister_without_a_group_needs_nothing() -> None:
+    assert resources(RequestCode.UNREGISTER_CLIENT, {"producerGroup": "P"}, b"") == []
+    assert _decide(RequestCode.UNREGISTER_CLIENT, {"producerGroup": "P"}) is None
+    assert _decide(RequestCode.UNREGISTER_CLIENT, {"consumerGroup": "groupA"}) is not None
