@@ -5,6 +5,7 @@ attacker would send them (issue 16)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import attrs
 import pytest
 import trio
 
+from client.admin import open_admin
 from client.consumer.lifecycle import open_pull_consumer
 from client.message import Message
 from client.producer import open_producer
@@ -189,35 +191,101 @@ async def _attacks_refused(cluster: Cluster) -> None:
     async with open_producer(cluster.namesrv, group="PID_acl3", credentials=USER) as producer:
         result = await producer.send(Message(topic=TOPIC, body=b"after the attacks"))
         assert result.status.name == "SEND_OK"
-    # The broker refuses deletes from a non-admin too.
-    response = await raw_call(
-        cluster.broker, RequestCode.DELETE_TOPIC_IN_BROKER, {"topic": TOPIC}, USER
-    )
-    assert response.code == ResponseCode.NO_PERMISSION
-    assert response.remark is not None and "needs an admin account" in response.remark
+    # The broker refuses a non-admin's deletes and perm changes too (perm=0: no reads or
+    # writes on the topic).
+    perm_zero = {"topic": TOPIC, "defaultTopic": "TBW102", "readQueueNums": "8",
+                 "writeQueueNums": "8", "perm": "0", "topicFilterType": "SINGLE_TAG"}  # fmt: skip
+    for code, ext in (
+        (RequestCode.DELETE_TOPIC_IN_BROKER, {"topic": TOPIC}),
+        (RequestCode.UPDATE_AND_CREATE_TOPIC, perm_zero),
+        (RequestCode.DELETE_SUBSCRIPTIONGROUP, {"groupName": "GID_acl"}),
+    ):
+        response = await raw_call(cluster.broker, code, ext, USER)
+        assert response.code == ResponseCode.NO_PERMISSION, (code, response.remark)
+        assert response.remark is not None and "needs an admin account" in response.remark
 
 
-async def test_controller_refuses_unsigned_and_non_admin(tmp_path: Path) -> None:
+async def test_non_loopback_bind_without_acl_warns() -> None:
+    """Issue 16 part 4: a NameServer bound to every interface without ACL says so at start;
+    with ACL, or on loopback, it does not."""
+    with trio.fail_after(START_TIMEOUT_S + 10):
+        async with namesrv_process("--host", "0.0.0.0") as ns:
+            await ns.wait_for_line(re.compile("without ACL"), stream="stderr", timeout_s=10.0)
+        async with namesrv_process() as ns:
+            pass
+    assert "without ACL" not in ns.stderr.text
+
+
+@pytest.mark.slow
+async def test_controller_mode_cluster_with_acl(tmp_path: Path) -> None:
+    """NameServer, controller and a controller-mode broker, all with ACL on: the broker
+    registers with its admin account; CLEAN_BROKER_DATA, ELECT_MASTER, a broker
+    registration and heartbeat from anyone else are refused and logged; sends still work
+    past the 5 s after which the unguarded attack stopped every write."""
     acl_file = tmp_path / "plain_acl.yml"
     acl_file.write_text(PLAIN_ACL)
-    argv = rmq_argv(
+    broker_conf = tmp_path / "broker.toml"
+    broker_conf.write_text(
+        f'aclEnable = true\naclFilePath = "{acl_file}"\n'
+        f'accessKey = "{ADMIN.access_key}"\nsecretKey = "{ADMIN.secret_key}"\n'
+    )
+    ctl_argv = rmq_argv(
         "controller", "--dir", str(tmp_path / "ctl"), "--port", "0", "--acl-file", str(acl_file)
     )
-    with trio.fail_after(2 * START_TIMEOUT_S + 60):
-        async with managed_process(argv, name="controller", ready=CONTROLLER_READY) as ctl:
-            clean = {"brokerName": "broker-a", "brokerControllerIdsToClean": "0",
-                     "isCleanLivingBroker": "true", "clusterName": CLUSTER}  # fmt: skip
-            elect = {"clusterName": CLUSTER, "brokerName": "broker-a", "brokerId": "0",
-                     "designateElect": "true", "invokeTime": "0"}  # fmt: skip
-            for code, ext in (
-                (RequestCode.CLEAN_BROKER_DATA, clean),
-                (RequestCode.CONTROLLER_ELECT_MASTER, elect),
-            ):
-                for creds in (None, USER):
-                    response = await raw_call(ctl.address, code, ext, creds)
-                    assert response.code == ResponseCode.NO_PERMISSION, response.remark
-                # The admin account passes the ACL (the controller then judges the request).
-                response = await raw_call(ctl.address, code, ext, ADMIN)
-                assert response.code != ResponseCode.NO_PERMISSION, response.remark
-            log_file = tmp_path / "ctl" / "logs" / "controller.log"
-            await wait_for_line(log_file, "refused CLEAN_BROKER_DATA from 127.0.0.1")
+    with trio.fail_after(3 * START_TIMEOUT_S + 90):
+        async with (
+            namesrv_process("--acl-enable", "--acl-file", str(acl_file)) as ns,
+            managed_process(ctl_argv, name="controller", ready=CONTROLLER_READY) as ctl,
+        ):
+            argv = rmq_argv(
+                "broker", "-c", str(broker_conf), "-n", ns.address, "--port", "0",
+                "--cluster", CLUSTER, "--name", "broker-a", "--dir", str(tmp_path / "b"),
+                "--controller-addrs", ctl.address,
+            )  # fmt: skip
+            async with managed_process(argv, name="broker", ready=BROKER_READY):
+                await _create_topic_when_master(ns.address)
+                await _controller_attacks_refused(ctl.address)
+                await wait_for_line(
+                    tmp_path / "ctl" / "logs" / "controller.log",
+                    "refused CLEAN_BROKER_DATA from 127.0.0.1",
+                )
+                await trio.sleep(6.0)  # the unguarded CLEAN_BROKER_DATA bit from 5 s on
+                async with open_producer(ns.address, group="PID_ctl", credentials=USER) as p:
+                    for i in range(3):
+                        result = await p.send(Message(topic=TOPIC, body=b"after %d" % i))
+                        assert result.status.name == "SEND_OK"
+
+
+async def _create_topic_when_master(namesrv: str) -> None:
+    """Create the topic once the controller made the broker master (retried until then)."""
+    async with open_admin(namesrv, credentials=ADMIN) as admin:
+        while True:
+            try:
+                if await admin.create_topic(TOPIC, cluster=CLUSTER):
+                    return
+            except RocketError:
+                pass  # no master yet, or no route to one yet
+            await trio.sleep(0.2)
+
+
+async def _controller_attacks_refused(controller: str) -> None:
+    clean = {"brokerName": "broker-a", "brokerControllerIdsToClean": "1",
+             "isCleanLivingBroker": "true", "clusterName": CLUSTER}  # fmt: skip
+    elect = {"clusterName": CLUSTER, "brokerName": "broker-a", "brokerId": "2",
+             "designateElect": "true", "invokeTime": "0"}  # fmt: skip
+    register = {"clusterName": CLUSTER, "brokerName": "broker-a", "brokerAddress": "127.0.0.1:1",
+                "brokerId": "2"}  # fmt: skip
+    attacks = [
+        (RequestCode.CLEAN_BROKER_DATA, clean),
+        (RequestCode.CONTROLLER_ELECT_MASTER, elect),
+        (RequestCode.CONTROLLER_REGISTER_BROKER, register),
+        (RequestCode.BROKER_HEARTBEAT, register),
+    ]
+    for code, ext in attacks:
+        for creds in (None, USER):
+            response = await raw_call(controller, code, ext, creds)
+            assert response.code == ResponseCode.NO_PERMISSION, (code, creds, response.remark)
+    # The admin account passes the ACL; the controller then judges the request itself
+    # (broker id 2 is not in the SyncStateSet: no election happens).
+    response = await raw_call(controller, RequestCode.CONTROLLER_ELECT_MASTER, elect, ADMIN)
+    assert response.code != ResponseCode.NO_PERMISSION, response.remark
