@@ -15,7 +15,6 @@ Rules:
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from collections.abc import Mapping
 
@@ -62,16 +61,17 @@ def _utf16_order(key: str) -> bytes:
 def signed_content(ext_fields: Mapping[str, str], body: bytes) -> bytes:
     """What the signature covers: sorted ext field values (minus Signature), then the body."""
     keys = sorted(ext_fields)
-    if not all(key.isascii() for key in keys):
+    if not "".join(keys).isascii():
         # Code point order and UTF-16 order differ only past U+FFFF; Java's is UTF-16.
         keys.sort(key=_utf16_order)
-    text = "".join(ext_fields[key] for key in keys if key != SIGNATURE)
+    text = "".join([ext_fields[key] for key in keys if key != SIGNATURE])
     return text.encode("utf-8", "surrogatepass") + body
 
 
 def signature(secret_key: str, content: bytes) -> str:
     """base64(HMAC-SHA1(secret_key, content)), AclUtils.calSignature's result."""
-    digest = hmac.new(secret_key.encode("utf-8"), content, hashlib.sha1).digest()
+    # hmac.digest: OpenSSL's one-shot HMAC, a sixth of hmac.new's cost per request.
+    digest = hmac.digest(secret_key.encode("utf-8"), content, "sha1")
     return base64.b64encode(digest).decode("ascii")
 
 
