@@ -122,6 +122,11 @@ async def wait_for_line(path: Path, text: str, timeout_s: float = 10.0) -> None:
 
 async def test_acl_cluster_end_to_end(cluster: Cluster) -> None:
     with trio.fail_after(240):
+        # The broker's own secret never leaves it (GET_BROKER_CONFIG lists its key only).
+        async with open_admin(cluster.namesrv, credentials=ADMIN) as admin:
+            settings = await admin.broker_config(cluster.broker)
+        assert settings["accessKey"] == ADMIN.access_key and settings["aclEnable"] == "true"
+        assert ADMIN.secret_key not in "".join(settings.values()) and "secretKey" not in settings
         # rmq admin with the admin account creates the topic (broker + NameServer).
         done = await admin_cli(cluster, ADMIN, "updateTopic", "-t", TOPIC, "-c", CLUSTER)
         assert done.returncode == 0, done.describe()
