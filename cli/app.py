@@ -209,6 +209,7 @@ def broker(
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import broker_ready_line
     from protocol.acl import AclConfigError
+    from protocol.acl_guard import warn_if_readable_by_others
     from protocol.errors import StorageError
 
     flags = {
@@ -239,6 +240,8 @@ def broker(
         raise fail(str(exc)) from None
     node = f"{cfg.broker_name}-{'?' if cfg.controller_mode else cfg.broker_id}"
     configure_logging(node=node, log_file=cfg.store_dir / "logs" / "broker.log", level=log_level)
+    if config is not None and cfg.secret_key:
+        warn_if_readable_by_others(config, what="broker config", name=node)
     try:
         server = Broker(cfg)
     except AclConfigError as exc:

@@ -13,6 +13,8 @@ Rules:
   with a count of those left out: a flood of bad requests must not flood the log, and
   each kind of refused request still shows).
 - The decision itself is ``protocol.acl.decide`` on the config in force: pure, no await.
+- Files that hold secrets (the plain-access file, a broker config with ``secretKey``) are
+  checked at start: readable by group or others gets a warning naming the mode.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class AclGuard:
         self.poll_interval_s = poll_interval_s
         self._stamp = _file_stamp(path)
         self.config = load_acl_file(path)
+        warn_if_readable_by_others(path, what="ACL file", name=name)
         self.refused = 0
         self.reloads = 0
         #: One per request code refused so far (bounded: codes are 16-bit on the wire).
@@ -175,6 +178,25 @@ def open_guard(enabled: bool, path: str | Path | None, *, name: str) -> AclGuard
     return guard
 
 
+def warn_if_readable_by_others(path: Path, *, what: str, name: str) -> bool:
+    """Log a warning when ``path`` (which holds secrets) is readable by group or others;
+    True when it warned."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    if not mode & 0o077:
+        return False
+    log.warning(
+        "%s: %s %s holds secret keys and is readable by other users (mode %03o); chmod 600 it",
+        name,
+        what,
+        path,
+        mode & 0o777,
+    )
+    return True
+
+
 def is_loopback(host: str) -> bool:
     """Whether binding ``host`` keeps a port on this machine (names other than
     ``localhost`` count as reachable: what they resolve to may change)."""
@@ -207,4 +229,5 @@ __all__ = [
     "load_acl_file",
     "open_guard",
     "warn_if_exposed",
+    "warn_if_readable_by_others",
 ]

@@ -10,7 +10,13 @@ import pytest
 import trio
 
 from protocol.acl import AclConfigError
-from protocol.acl_guard import AclGuard, is_loopback, open_guard, warn_if_exposed
+from protocol.acl_guard import (
+    AclGuard,
+    is_loopback,
+    open_guard,
+    warn_if_exposed,
+    warn_if_readable_by_others,
+)
 
 ONE = "accounts:\n  - {accessKey: first_key, secretKey: first_secret}\n"
 TWO = ONE + "  - {accessKey: second_key, secretKey: second_secret, admin: true}\n"
@@ -78,6 +84,7 @@ def test_warning_for_a_non_loopback_bind_without_acl(
     assert not is_loopback("0.0.0.0") and not is_loopback("") and not is_loopback("example.com")
     path = tmp_path / "plain_acl.yml"
     path.write_text(ONE)
+    path.chmod(0o600)
     guard = AclGuard(path, name="test")
     with caplog.at_level(logging.WARNING):
         assert not warn_if_exposed("127.0.0.1", None, name="ns")
@@ -85,3 +92,19 @@ def test_warning_for_a_non_loopback_bind_without_acl(
         assert warn_if_exposed("0.0.0.0", None, name="ns")
     [record] = caplog.records
     assert "listening on 0.0.0.0 without ACL" in record.getMessage()
+
+
+def test_warning_for_a_secret_file_others_can_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "plain_acl.yml"
+    path.write_text(ONE)
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING):
+        AclGuard(path, name="test")
+        assert not caplog.records
+        path.chmod(0o644)
+        AclGuard(path, name="test")
+    [record] = caplog.records
+    assert "readable by other users (mode 644); chmod 600 it" in record.getMessage()
+    assert not warn_if_readable_by_others(tmp_path / "gone", what="x", name="test")
