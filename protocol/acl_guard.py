@@ -166,7 +166,9 @@ def open_guard(enabled: bool, path: str | Path | None, *, name: str) -> AclGuard
     if not enabled:
         return None
     if not path:
-        raise AclConfigError("ACL is enabled but no plain-access file is given (aclFilePath)")
+        raise AclConfigError(
+            "ACL is enabled but no plain-access file is given (aclFilePath, --acl-file)"
+        )
     guard = AclGuard(Path(path), name=name)
     log.info(
         "%s: ACL enabled with %s: %d accounts, %d global white-list entries",
