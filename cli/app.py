@@ -79,7 +79,8 @@ def namesrv(
         typer.Option("--acl-enable", help="ACL 1.0: refuse requests not signed by an account."),
     ] = False,
     acl_file: Annotated[
-        Path | None, typer.Option("--acl-file", help="ACL accounts (RocketMQ's plain_acl.yml).")
+        Path | None,
+        typer.Option("--acl-file", help="ACL accounts (RocketMQ's plain_acl.yml); turns ACL on."),
     ] = None,
 ) -> None:
     """Run a NameServer (prints one ready line with its address; stops on SIGINT/SIGTERM).
@@ -113,7 +114,9 @@ def namesrv(
     )
     try:
         acl_path = str(acl_file) if acl_file else None
-        config = NameServerConfig(host=host, port=port, acl_enable=acl_enable, acl_file=acl_path)
+        config = NameServerConfig(
+            host=host, port=port, acl_enable=acl_enable or bool(acl_path), acl_file=acl_path
+        )
         server = NameServer(config)
     except AclConfigError as exc:
         raise fail(str(exc)) from None
