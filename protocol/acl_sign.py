@@ -8,6 +8,11 @@ Rules:
 - A client adds ``AccessKey`` (and ``SecurityToken`` when it has one) before it computes the
   content, so both are signed; so is anything else it puts in the ext fields (ali-ons adds
   ``OnsChannel``). A verifier therefore signs whatever ext fields arrived, minus Signature.
+- Only the values are signed, not the keys: a request whose values concatenate the same
+  way (a field added with an empty value, a boundary moved between neighbours) carries
+  the same signature. That is RocketMQ's scheme, kept for compatibility; the checks that
+  follow read each field by name, and a signature carries no time, so run TLS where
+  requests could be captured.
 - Signatures are compared in constant time (``hmac.compare_digest``).
 - Pure: no I/O; ``Credentials.from_env`` reads the mapping it is given.
 """
