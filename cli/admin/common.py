@@ -22,7 +22,7 @@ from cli.output import fail, out
 from client.admin import Admin, AdminError, open_admin
 from protocol.acl_sign import Credentials
 from protocol.codes import PERM_READ, PERM_WRITE
-from protocol.errors import RocketError
+from protocol.errors import NoPermission, RocketError
 
 T = TypeVar("T")
 
@@ -81,6 +81,9 @@ def run(namesrv: str, timeout_s: float, fn: Callable[[Admin], Awaitable[T]]) -> 
 
     try:
         return trio.run(main)
+    except NoPermission as exc:
+        hint = "" if _credentials else " (rmq admin --access-key AK, with $RMQ_SECRET_KEY set)"
+        raise fail(f"{exc}{hint}") from None
     except RocketError as exc:
         raise fail(str(exc)) from None
     except trio.TooSlowError:

@@ -134,7 +134,8 @@ async def test_acl_cluster_end_to_end(cluster: Cluster) -> None:
         # Without keys rmq admin gets NO_PERMISSION, in one line.
         done = await admin_cli(cluster, None, "topicRoute", "-t", TOPIC)
         assert done.returncode == 1, done.describe()
-        assert "no AccessKey" in done.stderr and "Traceback" not in done.stderr
+        assert "no AccessKey" in done.stderr and "rmq admin --access-key AK" in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
         # A non-admin account cannot delete the topic.
         done = await admin_cli(cluster, USER, "deleteTopic", "-t", TOPIC, "-c", CLUSTER)
         assert done.returncode == 1, done.describe()
