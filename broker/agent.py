@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 import trio
@@ -61,7 +61,7 @@ from protocol.headers import (
     RegisterBrokerToControllerRequestHeader,
 )
 from protocol.rpc import Connection, RemotingClient
-from protocol.signed_client import SignedClient
+from protocol.signed_client import sign_requests
 
 log = logging.getLogger(__name__)
 
@@ -237,17 +237,14 @@ class BrokerAgent:
         """Register (retrying until the quorum answers), then heartbeat and poll forever."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            credentials = self.broker.config.credentials
-            options: dict[str, Any] = {
-                "name": f"{self.broker.name} agent",
-                "handlers": {RequestCode.NOTIFY_BROKER_ROLE_CHANGED: self._on_role_changed},
-                "default_timeout_s": CALL_TIMEOUT_S,
-            }
-            self._client = (
-                SignedClient(nursery, credentials=credentials, **options)
-                if credentials is not None
-                else RemotingClient(nursery, **options)
+            self._client = RemotingClient(
+                nursery,
+                name=f"{self.broker.name} agent",
+                handlers={RequestCode.NOTIFY_BROKER_ROLE_CHANGED: self._on_role_changed},
+                default_timeout_s=CALL_TIMEOUT_S,
             )
+            if (credentials := self.broker.config.credentials) is not None:
+                sign_requests(self._client, credentials)  # ACL 1.0: the broker's account
             task_status.started()
             await self._register_until_done()
             nursery.start_soon(self._heartbeat_loop)

@@ -1,11 +1,13 @@
-"""A remoting client that signs every request with an ACL 1.0 account.
+"""Remoting clients that sign every request with an ACL 1.0 account.
 
 Rules:
-- ``SignedClient`` is a ``RemotingClient`` whose ``call`` and ``oneway`` sign the request
-  (protocol/acl_sign.py) before it is sent; opaque and flag are set afterwards by the
-  transport and are not signed, as in RocketMQ.
-- ``open_client(credentials=None, ...)`` is ``protocol.rpc.open_client`` when there are no
-  credentials (nothing changes, nothing costs), else the same with a ``SignedClient``.
+- ``sign_requests(client, credentials)`` makes that ``RemotingClient`` sign each request
+  its ``call`` and ``oneway`` send (protocol/acl_sign.py). Opaque and flag are set later by
+  the transport and are not signed, as in RocketMQ. The client is otherwise untouched:
+  however it was built (transport limits, handlers, TLS) stays as it was, so this composes
+  with every option of ``protocol.rpc`` without repeating any of them.
+- ``open_client(credentials=None, **options)`` is ``protocol.rpc.open_client(**options)``,
+  signing when ``credentials`` are given; without them nothing changes and nothing costs.
 - The secret stays in ``Credentials`` (hidden from ``repr``); nothing here logs it.
 """
 
@@ -15,46 +17,40 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import trio
-
 from protocol import rpc
 from protocol.acl_sign import Credentials, sign_request
 from protocol.command import RemotingCommand
 
 
-class SignedClient(rpc.RemotingClient):
-    """Signs each request it sends with ``credentials``."""
+def sign_requests(client: rpc.RemotingClient, credentials: Credentials) -> rpc.RemotingClient:
+    """``client``, signing from now on every request it sends with ``credentials``.
 
-    def __init__(self, nursery: trio.Nursery, *, credentials: Credentials, **kwargs: Any):
-        super().__init__(nursery, **kwargs)
-        self.credentials = credentials
+    The two sending methods are replaced on this instance only (its class and every other
+    client are unchanged); the originals do the sending.
+    """
+    plain_call, plain_oneway = client.call, client.oneway
 
     async def call(
-        self, addr: str, request: RemotingCommand, *, timeout_s: float | None = None
+        addr: str, request: RemotingCommand, *, timeout_s: float | None = None
     ) -> RemotingCommand:
-        signed = sign_request(request, self.credentials)
-        return await super().call(addr, signed, timeout_s=timeout_s)
+        return await plain_call(addr, sign_request(request, credentials), timeout_s=timeout_s)
 
-    async def oneway(self, addr: str, request: RemotingCommand) -> None:
-        await super().oneway(addr, sign_request(request, self.credentials))
+    async def oneway(addr: str, request: RemotingCommand) -> None:
+        await plain_oneway(addr, sign_request(request, credentials))
+
+    client.call = call  # type: ignore[method-assign]
+    client.oneway = oneway  # type: ignore[method-assign]
+    return client
 
 
 @asynccontextmanager
 async def open_client(
-    *, credentials: Credentials | None = None, **kwargs: Any
+    *, credentials: Credentials | None = None, **options: Any
 ) -> AsyncIterator[rpc.RemotingClient]:
-    """``protocol.rpc.open_client``, signing every request when ``credentials`` are given."""
-    if credentials is None:
-        async with rpc.open_client(**kwargs) as plain:
-            yield plain
-        return
-    async with rpc.background_nursery() as nursery:
-        client = SignedClient(nursery, credentials=credentials, **kwargs)
-        try:
-            yield client
-        finally:
-            with trio.CancelScope(shield=True):
-                await client.aclose()
+    """``protocol.rpc.open_client(**options)``, signing every request when ``credentials``
+    are given."""
+    async with rpc.open_client(**options) as client:
+        yield client if credentials is None else sign_requests(client, credentials)
 
 
-__all__ = ["SignedClient", "open_client"]
+__all__ = ["open_client", "sign_requests"]

@@ -1,5 +1,5 @@
 """The SDK's push consumer and producer with ACL credentials, against an in-process
-NameServer and broker with ACL on (the guard and the SignedClient in one process)."""
+NameServer and broker with ACL on (the guard and the signing client in one process)."""
 
 from __future__ import annotations
 
