@@ -404,6 +404,10 @@ _ALIASES = {
     "brokerId": "broker_id",
     "brokerRole": "broker_role",
     "namesrvAddr": "namesrv_addrs",
+    "aclEnable": "acl_enable",
+    "aclFilePath": "acl_file_path",
+    "accessKey": "access_key",
+    "secretKey": "secret_key",
     "brokerIP1": "advertised_ip",
     "listenPort": "listen_port",
     "haListenPort": "ha_port",
@@ -450,10 +454,6 @@ _ALIASES = {
     "compressedRegister": "compressed_register",
     "serverMaxConnections": "server_max_connections",
     "serverMaxConnectionsPerPeer": "server_max_connections_per_peer",
-    "aclEnable": "acl_enable",
-    "aclFilePath": "acl_file_path",
-    "accessKey": "access_key",
-    "secretKey": "secret_key",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.

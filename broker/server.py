@@ -100,8 +100,8 @@ from protocol.headers import (
 )
 from protocol.message import MessageRecord, make_uniq_key_generator
 from protocol.route import MASTER_ID, TopicConfig, dumps_json
-from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer
-from protocol.signed_client import open_client
+from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
+from protocol.signed_client import sign_requests
 
 log = logging.getLogger(__name__)
 
@@ -557,14 +557,12 @@ class Broker:
         self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
     ) -> None:
         async with (
-            open_client(
-                name=self.name,
-                default_timeout_s=self.config.register_timeout_s,
-                credentials=self.config.credentials,
-            ) as client,
+            open_client(name=self.name, default_timeout_s=self.config.register_timeout_s) as client,
             trio.open_nursery() as nursery,
         ):
             self._client = client
+            if (credentials := self.config.credentials) is not None:
+                sign_requests(client, credentials)  # ACL 1.0: the broker's own account
             self._nursery = nursery
             await nursery.start(self._keep_alive(self.store.run, "the store's flush tasks"))
             await nursery.start(self._keep_alive(self.metadata.run, "the metadata writers"))

@@ -61,6 +61,14 @@ def _root(
 def namesrv(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 9876,
+    acl_enable: Annotated[
+        bool,
+        typer.Option("--acl-enable", help="ACL 1.0: refuse requests not signed by an account."),
+    ] = False,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option("--acl-file", help="ACL accounts (RocketMQ's plain_acl.yml); turns ACL on."),
+    ] = None,
     log_dir: Annotated[
         Path | None, typer.Option("--log-dir", help="Also log to LOG_DIR/namesrv.log.")
     ] = None,
@@ -74,14 +82,6 @@ def namesrv(
         typer.Option("--controller-config", help="The embedded controller's config (TOML)."),
     ] = None,
     metrics_port: MetricsPortOpt = None,
-    acl_enable: Annotated[
-        bool,
-        typer.Option("--acl-enable", help="ACL 1.0: refuse requests not signed by an account."),
-    ] = False,
-    acl_file: Annotated[
-        Path | None,
-        typer.Option("--acl-file", help="ACL accounts (RocketMQ's plain_acl.yml); turns ACL on."),
-    ] = None,
 ) -> None:
     """Run a NameServer (prints one ready line with its address; stops on SIGINT/SIGTERM).
 

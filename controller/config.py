@@ -71,6 +71,12 @@ class ControllerConfig:
     password: str = attrs.field(repr=False)
     data_dir: Path
     group: str = DEFAULT_GROUP
+    # --- ACL 1.0 (protocol/acl.py; ``aclEnable``, ``aclFilePath``) ----------------------
+    #: Every remoting request must be signed by an account of the plain-access file; the
+    #: codes that change the cluster (elect, clean broker data, register...) by an admin.
+    acl_enable: bool = False
+    #: The plain-access file (RocketMQ's plain_acl.yml format); relative to the config file.
+    acl_file_path: str = ""
     # --- liveness and elections (reference §2.4, §6) ----------------------------------
     #: Silent brokers are expired the moment their timeout ends (the scan sleeps until the
     #: earliest deadline); this is the longest the scan sleeps when none is due sooner
@@ -110,12 +116,6 @@ class ControllerConfig:
     #: port) at the remoting address's host; ``DISABLE``, RocketMQ's default, serves none.
     metrics_exporter_type: str = "DISABLE"
     metrics_prom_exporter_port: int = 5557
-    # --- ACL 1.0 (protocol/acl.py; ``aclEnable``, ``aclFilePath``) ----------------------
-    #: Every remoting request must be signed by an account of the plain-access file; the
-    #: codes that change the cluster (elect, clean broker data, register...) by an admin.
-    acl_enable: bool = False
-    #: The plain-access file (RocketMQ's plain_acl.yml format); relative to the config file.
-    acl_file_path: str = ""
 
     def __attrs_post_init__(self) -> None:
         if not self.node_id:

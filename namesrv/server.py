@@ -27,7 +27,7 @@ import trio
 
 from namesrv.metrics import NameServerMetrics
 from namesrv.registry import DEFAULT_HEARTBEAT_TIMEOUT_MS, RegistryLimits, RouteRegistry
-from protocol.acl_guard import open_guard, warn_if_exposed
+from protocol.acl_guard import open_guard, protect, warn_if_exposed
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import LimitExceeded, MalformedBody, TopicNotExist
@@ -64,6 +64,10 @@ class NameServerConfig:
     host: str = "127.0.0.1"
     port: int = 9876
     scan_interval_s: float = 5.0
+    #: ACL 1.0 (protocol/acl.py): every request must be signed by an account of the
+    #: plain-access file ``acl_file`` (``rmq namesrv --acl-enable --acl-file FILE``).
+    acl_enable: bool = False
+    acl_file: str | None = None
     transport: TransportConfig = attrs.field(factory=TransportConfig)
     limits: RegistryLimits = attrs.field(factory=RegistryLimits)
     #: Largest uncompressed (JSON) REGISTER_BROKER body. It is parsed in one call, so this
@@ -74,10 +78,6 @@ class NameServerConfig:
     max_register_inflated_bytes: int = 32 * 1024 * 1024
     #: Registrations decoded and applied at once; later ones wait their turn.
     max_concurrent_registrations: int = 2
-    #: ACL 1.0 (protocol/acl.py): every request must be signed by an account of the
-    #: plain-access file ``acl_file`` (``rmq namesrv --acl-enable --acl-file FILE``).
-    acl_enable: bool = False
-    acl_file: str | None = None
 
 
 def _now_ms() -> int:
@@ -94,6 +94,7 @@ class NameServer:
         self.name = f"namesrv:{self.config.port}"
         self._registrations = trio.CapacityLimiter(self.config.max_concurrent_registrations)
         self._refusals = ThrottledLog(self.config.transport.log_interval_s)
+        self.acl = open_guard(self.config.acl_enable, self.config.acl_file, name=self.name)
         handlers: dict[int, Handler] = {
             RequestCode.REGISTER_BROKER: self._register_broker,
             RequestCode.UNREGISTER_BROKER: self._unregister_broker,
@@ -106,11 +107,8 @@ class NameServer:
             RequestCode.WIPE_WRITE_PERM_OF_BROKER: self._wipe_write_perm,
             RequestCode.ADD_WRITE_PERM_OF_BROKER: self._add_write_perm,
         }
-        self.acl = open_guard(self.config.acl_enable, self.config.acl_file, name=self.name)
-        if self.acl is not None:
-            handlers = self.acl.protect(handlers)
         self.server = RemotingServer(
-            self.metrics.requests.instrument(handlers),
+            self.metrics.requests.instrument(protect(self.acl, handlers)),
             name=self.name,
             host=self.config.host,
             port=self.config.port,

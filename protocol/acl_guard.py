@@ -199,6 +199,11 @@ def warn_if_readable_by_others(path: Path, *, what: str, name: str) -> bool:
     return True
 
 
+def protect(guard: AclGuard | None, handlers: Mapping[int, Handler]) -> Mapping[int, Handler]:
+    """``handlers`` guarded by ``guard``; the very same table when ACL is off."""
+    return handlers if guard is None else guard.protect(handlers)
+
+
 def is_loopback(host: str) -> bool:
     """Whether binding ``host`` keeps a port on this machine (names other than
     ``localhost`` count as reachable: what they resolve to may change)."""
@@ -230,6 +235,7 @@ __all__ = [
     "is_loopback",
     "load_acl_file",
     "open_guard",
+    "protect",
     "warn_if_exposed",
     "warn_if_readable_by_others",
 ]
