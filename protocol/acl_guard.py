@@ -84,7 +84,7 @@ class AclGuard:
         warn_if_readable_by_others(path, what="ACL file", name=name)
         self.refused = 0
         self.reloads = 0
-        #: One per request code refused so far (bounded: codes are 16-bit on the wire).
+        #: One per request code refused so far (bounded: only codes with a handler get here).
         self._refusal_throttles: dict[int, LogThrottle] = {}
 
     def check(self, request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
