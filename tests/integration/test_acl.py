@@ -223,6 +223,31 @@ async def test_non_loopback_bind_without_acl_warns() -> None:
     assert "without ACL" not in ns.stderr.text
 
 
+async def test_namesrv_reloads_the_acl_file(tmp_path: Path) -> None:
+    """A running NameServer takes a new account within its 2 s poll, and keeps it when the
+    file then goes bad (one log line)."""
+    acl_file = tmp_path / "plain_acl.yml"
+    acl_file.write_text(PLAIN_ACL)
+    acl_file.chmod(0o600)
+    newcomer = Credentials(access_key="rmq_newcomer", secret_key="newcomer_secret")
+    info = RequestCode.GET_BROKER_CLUSTER_INFO
+    log_dir = tmp_path / "logs"
+    with trio.fail_after(START_TIMEOUT_S + 30):
+        async with namesrv_process("--acl-file", str(acl_file), "--log-dir", str(log_dir)) as ns:
+            response = await raw_call(ns.address, info, {}, newcomer)
+            assert response.code == ResponseCode.NO_PERMISSION
+            assert response.remark == "ACL: no account for AccessKey rmq_newcomer"
+            acl_file.write_text(
+                PLAIN_ACL
+                + f"  - {{accessKey: {newcomer.access_key}, secretKey: {newcomer.secret_key}}}\n"
+            )
+            while (await raw_call(ns.address, info, {}, newcomer)).code != ResponseCode.SUCCESS:  # noqa: ASYNC110
+                await trio.sleep(0.2)
+            acl_file.write_text("accounts: [ {accessKey: broken")
+            await wait_for_line(log_dir / "namesrv.log", "ACL file not reloaded")
+            assert (await raw_call(ns.address, info, {}, newcomer)).code == ResponseCode.SUCCESS
+
+
 @pytest.mark.slow
 async def test_controller_mode_cluster_with_acl(tmp_path: Path) -> None:
     """NameServer, controller and a controller-mode broker, all with ACL on: the broker
