@@ -21,7 +21,9 @@ Rules (RocketMQ 4.x PlainAccessValidator / PlainPermissionManager, acl module):
   ``192.168.0.{1,2}``; segments with ``*`` or ``lo-hi`` (``192.168.1-10.*``); and, beyond
   RocketMQ, CIDR (``10.0.0.0/8``).
 - Beyond RocketMQ too: lite pull, pop, peek, ack, change invisible time and pop
-  notification need SUB on the topic and the group, as a pull does.
+  notification need SUB on the topic and the group, as a pull does; so do LOCK_BATCH_MQ
+  and UNLOCK_BATCH_MQ on the group and the queues' topics (another group's orderly
+  consumers could be locked out otherwise).
 - Pure: the document comes in already parsed (the YAML shell is protocol/acl_guard.py).
 """
 
@@ -34,7 +36,7 @@ from typing import Any
 import attrs
 
 from protocol.acl_sign import ACCESS_KEY, signature_matches
-from protocol.bodies import HeartbeatData
+from protocol.bodies import HeartbeatData, LockBatchRequestBody
 from protocol.codes import RequestCode
 from protocol.errors import ProtocolError
 from protocol.group_topics import is_retry_topic, retry_topic
@@ -290,6 +292,10 @@ def resources(code: int, ext: Mapping[str, str], body: bytes) -> list[tuple[str,
         return [(ext.get("topic", ""), SUB)]
     if code == RequestCode.HEART_BEAT:
         return _heartbeat_resources(HeartbeatData.from_bytes(body))
+    if code in (RequestCode.LOCK_BATCH_MQ, RequestCode.UNLOCK_BATCH_MQ):
+        locks = LockBatchRequestBody.from_bytes(body)
+        topics = sorted({queue.topic for queue in locks.mq_set})
+        return [(retry_topic(locks.consumer_group), SUB)] + [(t, SUB) for t in topics]
     if code == RequestCode.UNREGISTER_CLIENT and not ext.get("consumerGroup"):
         return []  # a producer leaving (RocketMQ would check group "null")
     if code in (RequestCode.UNREGISTER_CLIENT, RequestCode.GET_CONSUMER_LIST_BY_GROUP):

@@ -299,3 +299,16 @@ def test_signature_roundtrip_and_tamper(
     if key == "Signature" or signed_content(tampered, body) == signed_content(signed, body):
         return  # RocketMQ's scheme signs the values in key order, not the keys (module doc)
     assert not decide(CONFIG, RequestCode.GET_ROUTEINFO_BY_TOPIC, tampered, body, HERE).allowed
+
+
+def test_queue_locks_need_sub_on_group_and_topics() -> None:
+    def body(group: str, topic: str) -> bytes:
+        mq = {"topic": topic, "brokerName": "broker-a", "queueId": 0}
+        return json.dumps({"consumerGroup": group, "clientId": "c1", "mqSet": [mq]}).encode()
+
+    for code in (RequestCode.LOCK_BATCH_MQ, RequestCode.UNLOCK_BATCH_MQ):
+        assert _decide(code, {}, body("groupB", "topicB")) is None
+        reason = _decide(code, {}, body("groupA", "topicB"))
+        assert reason == "ACL: AccessKey RocketMQ may not subscribe to group groupA"
+        assert _decide(code, {}, body("groupB", "topicP")) is not None
+        assert _decide(code, {}, b"[]") is not None
