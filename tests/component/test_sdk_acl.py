@@ -63,12 +63,16 @@ async def test_push_consumer_with_credentials(
             await nursery.start(broker.serve)
             async with open_admin(ns, credentials=ADMIN) as admin:
                 await admin.create_topic(TOPIC, broker_addr=broker.address)
-            got, refused = Collector(), Collector()
+            got, ordered, refused = Collector(), Collector(), Collector()
             async with (
                 open_producer(ns, group="PID_acl", credentials=USER) as producer,
                 open_push_consumer(
                     ns, group="GID_acl", listener=got, subscriptions={TOPIC: "*"},
                     credentials=USER, **FAST,
+                ),
+                open_push_consumer(
+                    ns, group="GID_acl_orderly", listener=ordered, subscriptions={TOPIC: "*"},
+                    credentials=USER, orderly=True, **FAST,
                 ),
                 open_push_consumer(
                     ns, group="GID_pub_only", listener=refused, subscriptions={TOPIC: "*"},
@@ -80,6 +84,8 @@ async def test_push_consumer_with_credentials(
                     await producer.send(Message(topic=TOPIC, body=body))
                 await wait_until(lambda: got.count() == 5, timeout_s=20, what="5 consumed")
                 assert sorted(got.bodies) == sorted(bodies)
+                # An orderly consumer locks its queues (LOCK_BATCH_MQ) with the same account.
+                await wait_until(lambda: ordered.count() == 5, timeout_s=20, what="5 in order")
             # The PUB-only consumer got nothing: its heartbeats and pulls were refused.
             assert refused.count() == 0
             assert broker.acl is not None and broker.acl.refused > 0
