@@ -31,9 +31,9 @@ import trio
 from bench.broker_bench import Load, run_load, send_worker
 from bench.servers import BROKER_READY, NAMESRV_READY, Server, rmq_argv, server_process
 from bench.wire import CALL_TIMEOUT_S, SendRequests, create_topic
+from protocol.acl_client import open_client
 from protocol.acl_sign import Credentials
 from protocol.rpc import RemotingClient
-from protocol.signed_client import open_client
 
 TOPIC = "BenchAcl"
 ADMIN = Credentials(access_key="bench_admin", secret_key="bench_admin_secret")

@@ -43,6 +43,7 @@ from broker.role import BrokerIdentity
 from broker.store.files import reading
 from broker.store.metadata import atomic_write_bytes
 from broker.store.store import MessageStore
+from protocol.acl_client import sign_requests
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import SyncStateSet
@@ -61,7 +62,6 @@ from protocol.headers import (
     RegisterBrokerToControllerRequestHeader,
 )
 from protocol.rpc import Connection, RemotingClient
-from protocol.signed_client import sign_requests
 
 log = logging.getLogger(__name__)
 

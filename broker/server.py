@@ -83,7 +83,8 @@ from broker.store.store import MessageStore
 from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from broker.transaction.service import TransactionService
-from protocol.acl_guard import open_guard, warn_if_exposed
+from protocol.acl_client import sign_requests
+from protocol.acl_guard import open_guard, protect, warn_if_exposed
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -101,7 +102,6 @@ from protocol.headers import (
 from protocol.message import MessageRecord, make_uniq_key_generator
 from protocol.route import MASTER_ID, TopicConfig, dumps_json
 from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
-from protocol.signed_client import sign_requests
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,6 @@ class Broker:
             handlers.update(processor.handlers())
         handlers.update(self.transactions.handlers())
         handlers[RequestCode.GET_BROKER_EPOCH_CACHE] = self._get_epoch_cache
-        self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
-        if self.acl is not None:
-            handlers = self.acl.protect(handlers)
         self.server = RemotingServer(
             handlers,
             name=self.name,
@@ -206,6 +203,9 @@ class Broker:
             on_connect=self._connected,
             on_disconnect=self._disconnected,
         )
+        # ACL 1.0: every handler behind the check (the very same table when ACL is off).
+        self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
+        self.server.handlers = protect(self.acl, self.server.handlers)
 
     # --- facts processors ask for --------------------------------------------------
 

@@ -85,6 +85,7 @@ from client.controller_admin import (
     get_controller_metadata,
     parse_controller_list,
 )
+from protocol.acl_client import open_client
 from protocol.acl_sign import Credentials
 from protocol.bodies import (
     BROADCASTING,
@@ -107,7 +108,6 @@ from protocol.headers import (
     UpdateConsumerOffsetRequestHeader,
 )
 from protocol.route import MessageQueue, master_address, subscribe_queues
-from protocol.signed_client import open_client
 
 #: mqadmin's defaults for updateTopic (-r/-w 8, -p 6).
 DEFAULT_QUEUE_NUMS = 8

@@ -61,6 +61,7 @@ from client.batching import (
 )
 from client.message import Message, SendResult, SendStatus
 from client.routes import FaultStrategy, RouteCache, TopicInfo
+from protocol.acl_client import sign_requests
 from protocol.acl_sign import Credentials
 from protocol.bodies import HeartbeatData, ProducerData
 from protocol.codes import RequestCode, ResponseCode
@@ -90,8 +91,7 @@ from protocol.message import (
     properties_to_string,
 )
 from protocol.route import MessageQueue
-from protocol.rpc import Handler, RemotingClient, background_nursery
-from protocol.signed_client import open_client
+from protocol.rpc import Handler, RemotingClient, background_nursery, open_client
 
 log = logging.getLogger(__name__)
 
@@ -565,6 +565,7 @@ async def open_producer(
     *,
     group: str = "DEFAULT_PRODUCER",
     timeout_s: float = 3.0,
+    credentials: Credentials | None = None,
     retries: int = 2,
     instance: str = "DEFAULT",
     heartbeat_interval_s: float = 30.0,
@@ -575,14 +576,13 @@ async def open_producer(
     total_batch_max_bytes: int = TOTAL_BATCH_MAX_BYTES,
     rng: random.Random | None = None,
     handlers: Mapping[int, Handler] | None = None,
-    credentials: Credentials | None = None,
 ) -> AsyncIterator[Producer]:
-    """A started producer; everything it runs stops when the block exits.
+    """A started producer (every request signed with ``credentials``, ACL 1.0, when given);
+    everything it runs stops when the block exits.
 
     ``auto_batch`` turns natural batching on (module docstring); ``batch_max_count`` and
     ``batch_max_bytes`` bound one batch, ``total_batch_max_bytes`` what may wait for one.
     ``handlers`` serve requests brokers push (CHECK_TRANSACTION_STATE: client/transaction.py).
-    With ``credentials`` every request is signed (ACL 1.0).
     """
     addrs = [namesrv] if isinstance(namesrv, str) else list(namesrv)
     addrs = [a for part in addrs for a in part.replace(",", ";").split(";") if a.strip()]
@@ -590,14 +590,13 @@ async def open_producer(
         max_count=batch_max_count, max_bytes=batch_max_bytes, total_max_bytes=total_batch_max_bytes
     )
     async with open_client(
-        name=f"producer {group}",
-        handlers=handlers,
-        default_timeout_s=timeout_s,
-        credentials=credentials,
+        name=f"producer {group}", handlers=handlers, default_timeout_s=timeout_s
     ) as client:
         routes = RouteCache(
             client, addrs, request_timeout_s=timeout_s, refresh_interval_s=route_refresh_interval_s
         )
+        if credentials is not None:
+            sign_requests(client, credentials)
         async with background_nursery() as nursery:
             producer = Producer(
                 client,

@@ -33,11 +33,11 @@ from client.consumer.types import (
 from client.message import MAX_MESSAGE_BYTES
 from client.producer import local_ip
 from client.routes import RouteCache
+from protocol.acl_client import open_client
 from protocol.acl_sign import Credentials
 from protocol.codes import RequestCode
 from protocol.command import RemotingCommand
 from protocol.rpc import Connection, Handler, RemotingClient, background_nursery
-from protocol.signed_client import open_client
 
 log = logging.getLogger(__name__)
 

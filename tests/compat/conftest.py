@@ -29,6 +29,7 @@ import trio
 
 from client.admin import get_topic_route
 from launcher.ready import BROKER_READY
+from protocol.acl_client import open_client as open_signed_client
 from protocol.acl_sign import Credentials
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -39,7 +40,6 @@ from protocol.headers import (
     QueryConsumerOffsetRequestHeader,
 )
 from protocol.rpc import RemotingClient
-from protocol.signed_client import open_client as open_signed_client
 from tests.support.processes import (
     ManagedProcess,
     ProcessFailed,

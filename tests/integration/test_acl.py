@@ -18,11 +18,11 @@ from client.consumer.lifecycle import open_pull_consumer
 from client.message import Message
 from client.producer import open_producer
 from launcher.ready import BROKER_READY, CONTROLLER_READY
+from protocol.acl_client import open_client
 from protocol.acl_sign import Credentials
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import NoPermission, RocketError
-from protocol.signed_client import open_client
 from tests.support.processes import (
     START_TIMEOUT_S,
     Completed,
