@@ -82,7 +82,11 @@ from broker.store.files import reading
 from broker.store.results import AppendResult, GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
 from broker.store.store import MessageStore
+from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
+from broker.transaction.service import TransactionService
+from protocol.acl_client import sign_requests
+from protocol.acl_guard import open_guard, protect, warn_if_exposed
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -151,6 +155,8 @@ class Broker:
         self.stats = BrokerStats(config.cluster_name, store_puts=self._store_puts)
         self.delay_levels_s = parse_delay_levels(config.message_delay_level)
         self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor", clock=self.clock)
+        self.transactions = TransactionService(self, clock=self.clock)
+        self.timers = TimerService(self, config_dir / "timerCheckpoint.cbor", clock=self.clock)
         self.metadata = MetadataFiles(self, config_dir)
         self.broker_perm = PERM_READ | PERM_WRITE
         self.listen_port = config.listen_port
@@ -194,10 +200,12 @@ class Broker:
             ClientProcessor(self, clock=self.clock),
             AdminProcessor(self, clock=self.clock),
             StatsProcessor(self, clock=self.clock),
+            self.timers,
         )
         handlers: dict[int, Handler] = {}
         for processor in self.processors:
             handlers.update(processor.handlers())
+        handlers.update(self.transactions.handlers())
         handlers[RequestCode.GET_BROKER_EPOCH_CACHE] = self._get_epoch_cache
         self.server = RemotingServer(
             handlers,
@@ -208,6 +216,9 @@ class Broker:
             on_connect=self._connected,
             on_disconnect=self._disconnected,
         )
+        # ACL 1.0: every handler behind the check (the very same table when ACL is off).
+        self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
+        self.server.handlers = protect(self.acl, self.server.handlers)
 
     # --- facts processors ask for --------------------------------------------------
 
@@ -466,6 +477,14 @@ class Broker:
                 if conn is not None:
                     self._nursery.start_soon(self._send_oneway, conn, request)
 
+    def oneway_to_channel(self, channel_id: int, request: RemotingCommand) -> bool:
+        """Send ``request`` (oneway, in the background) on a client connection, if open."""
+        conn = self._connections.get(channel_id)
+        if conn is None or self._nursery is None:
+            return False
+        self._nursery.start_soon(self._send_oneway, conn, request)
+        return True
+
     async def _send_oneway(self, conn: Connection, request: RemotingCommand) -> None:
         with trio.move_on_after(self.config.request_timeout_s):
             try:
@@ -539,6 +558,8 @@ class Broker:
             self._drop_impossible_offsets()
             with reading(self.schedule.path):
                 self.schedule.load()
+            with reading(self.timers.path):
+                self.timers.load()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._store.close()
@@ -554,6 +575,8 @@ class Broker:
             trio.open_nursery() as nursery,
         ):
             self._client = client
+            if (credentials := self.config.credentials) is not None:
+                sign_requests(client, credentials)  # ACL 1.0: the broker's own account
             self._nursery = nursery
             await nursery.start(self._keep_alive(self.store.run, "the store's flush tasks"))
             await nursery.start(self._keep_alive(self.metadata.run, "the metadata writers"))
@@ -569,7 +592,15 @@ class Broker:
             await nursery.start(self._keep_alive(self.registrar.run, "NameServer registration"))
             await nursery.start(self._keep_alive(self._housekeeping_loop, "client housekeeping"))
             nursery.start_soon(self.stats.run, self.clock.now_s, self.clock.wall_ms)
+            if self.acl is not None:
+                nursery.start_soon(self.acl.watch)
+            warn_if_exposed(self.config.host, self.acl, name=self.name)
             schedule = self._keep_alive(self.schedule.run, "delayed delivery")
+            # Idle while not master; (re)builds its state on each mastership.
+            await nursery.start(self._keep_alive(self.transactions.run, "transaction checks"))
+
+            # Idle unless this broker accepts writes; it follows role changes by itself.
+            await nursery.start(self._keep_alive(self.timers.run, "timer delivery"))
             # Idle unless the broker accepts writes (it reads the revive log as master).
             await nursery.start(self._keep_alive(self.revive.run, "pop revive"))
             slave_sync = self._keep_alive(self.slave_sync.run, "the metadata copy from the master")

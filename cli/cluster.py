@@ -12,9 +12,14 @@ Rules:
 - Errors are one line (``error: ...``) with exit status 1, never a traceback; a node that
   fails to start adds the tail of its log after that line.
 - A mode's layout changes only through ``LayoutOptions`` (``--broker-set``,
-  ``--broker-controller-addrs``, ``--controller-base-port``), checked before anything
-  starts (broker settings by the broker's own config code); without them ``up`` starts
-  exactly the mode's table.
+  ``--broker-controller-addrs``, ``--controller-base-port``, ``--netns``), checked before
+  anything starts (broker settings by the broker's own config code); without them ``up``
+  starts exactly the mode's table.
+- ``--netns`` (root only; one ``error:`` line otherwise): every node on its own network
+  host (``launcher/netns.py``: a namespace and an address on a bridge the root namespace
+  shares), binding and advertising that address (brokerIP1), controllers peering by
+  address on RocketMQ's fixed ports. The namespaces, links and bridge are recorded in
+  ``D/netns.json`` before they are made and removed by a failed ``up`` and by ``down``.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from cli.controller_cmds import config_paths, start_controllers, write_quorum
 from cli.output import err, out
 from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
 from client import admin
+from launcher import netns
 from launcher.command import rmq_command
 from launcher.detached import refuse_running, start_node, starting
+from launcher.netns import NetPlan
 from launcher.pids import is_alive
 from launcher.plans import (
     BROKERS_BY_MODE,
@@ -43,11 +50,12 @@ from launcher.plans import (
     LATER_MODES,
     broker_node,
     namesrv_node,
+    node_names,
     proxy_node,
     toml_value,
 )
 from launcher.ready import NAMESRV, PROXY
-from launcher.record import Cluster, ClusterError, atomic_write, dir_lock, load_cluster
+from launcher.record import Cluster, ClusterError, Node, atomic_write, dir_lock, load_cluster
 from protocol.errors import RocketError
 from protocol.route import ClusterInfo
 from protocol.rpc import open_client
@@ -86,6 +94,7 @@ class LayoutOptions:
     broker_settings: tuple[tuple[str, Any], ...] = ()
     broker_controller_addrs: tuple[tuple[str, str], ...] = ()
     controller_base_port: int | None = None
+    netns: bool = False
     #: Also start ``rmq proxy`` (gRPC for RocketMQ 5 clients) on this port (0: a free one).
     proxy_port: int | None = None
 
@@ -150,15 +159,32 @@ def write_broker_settings(path: Path, settings: tuple[tuple[str, Any], ...]) -> 
 # --- up ----------------------------------------------------------------------------------------
 
 
-def _start_controllers(cluster: Cluster, timeout_s: float, base_port: int | None = None) -> str:
+def _start_controllers(
+    cluster: Cluster, timeout_s: float, base_port: int | None, hosts: NetPlan | None
+) -> str:
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
-    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given)."""
+    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given; each on its
+    own host of ``hosts`` when given)."""
     root = cluster.root
     if config_paths(root):
         raise ClusterError(f"{root} already holds a controller quorum; use a fresh --dir")
-    configs = write_quorum(root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=base_port)
-    start_controllers(cluster, configs, timeout_s)
+    ids = [f"n{i}" for i in range(CONTROLLER_NODES)]
+    configs = write_quorum(
+        root,
+        nodes=CONTROLLER_NODES,
+        host="127.0.0.1",
+        base_port=base_port,
+        hosts=[hosts.host(i).address for i in ids] if hosts else (),
+    )
+    netns_of = {i: hosts.host(i).namespace for i in ids} if hosts else None
+    start_controllers(cluster, configs, timeout_s, netns_of)
     return ";".join(config.remoting_address for _, config in configs)
+
+
+def _on_host(node: Node, hosts: NetPlan | None) -> Node:
+    if hosts is not None:
+        node.netns = hosts.host(node.name).namespace
+    return node
 
 
 def cluster_up(
@@ -175,35 +201,67 @@ def cluster_up(
     layout = layout or LayoutOptions()
     layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
-    rmq = rmq_command()
     with dir_lock(root):
         refuse_running(root)
-        with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
-            controller_addrs = ""
-            if mode == "controller":
-                controller_addrs = _start_controllers(
-                    cluster, timeout_s, layout.controller_base_port
-                )
-            namesrv = start_node(cluster, namesrv_node(root, namesrv_port, rmq=rmq), timeout_s)
-            for plan in BROKERS_BY_MODE[mode]:
-                config_file = None
-                if layout.broker_settings:
-                    config_file = root / plan.name / BROKER_CONFIG_NAME
-                    write_broker_settings(config_file, layout.broker_settings)
-                broker = broker_node(
-                    root,
-                    plan,
-                    namesrv_addr=namesrv.address,
-                    flush=flush,
-                    controller_addrs=layout.controller_addrs_of(plan.name, controller_addrs),
-                    config_file=config_file,
-                    rmq=rmq,
-                )
-                start_node(cluster, broker, timeout_s)
-            if layout.proxy_port is not None:
-                proxy = proxy_node(root, layout.proxy_port, namesrv_addr=namesrv.address, rmq=rmq)
-                start_node(cluster, proxy, timeout_s)
-        return cluster
+        hosts = _make_hosts(root, mode) if layout.netns else None
+        try:
+            return _start_all(
+                root, mode, namesrv_port, flush, timeout_s, stop_timeout_s, layout, hosts
+            )
+        except BaseException:
+            if hosts is not None:
+                netns.teardown(root)
+            raise
+
+
+def _make_hosts(root: Path, mode: str) -> NetPlan:
+    try:
+        return netns.setup(root, node_names(mode))
+    except netns.NetnsError as exc:
+        raise ClusterError(f"--netns: {exc}") from None
+
+
+def _start_all(
+    root: Path,
+    mode: str,
+    namesrv_port: int,
+    flush: str,
+    timeout_s: float,
+    stop_timeout_s: float,
+    layout: LayoutOptions,
+    hosts: NetPlan | None,
+) -> Cluster:
+    """``cluster_up``'s starts, under its lock (and on ``hosts`` when given)."""
+    rmq = rmq_command()
+    with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
+        controller_addrs = ""
+        if mode == "controller":
+            controller_addrs = _start_controllers(
+                cluster, timeout_s, layout.controller_base_port, hosts
+            )
+        ip = hosts.host(NAMESRV).address if hosts else None
+        namesrv = namesrv_node(root, namesrv_port, rmq=rmq, host=ip)
+        namesrv_ready = start_node(cluster, _on_host(namesrv, hosts), timeout_s)
+        for plan in BROKERS_BY_MODE[mode]:
+            config_file = None
+            if layout.broker_settings:
+                config_file = root / plan.name / BROKER_CONFIG_NAME
+                write_broker_settings(config_file, layout.broker_settings)
+            broker = broker_node(
+                root,
+                plan,
+                namesrv_addr=namesrv_ready.address,
+                flush=flush,
+                controller_addrs=layout.controller_addrs_of(plan.name, controller_addrs),
+                config_file=config_file,
+                rmq=rmq,
+                host=hosts.host(plan.name).address if hosts else None,
+            )
+            start_node(cluster, _on_host(broker, hosts), timeout_s)
+        if layout.proxy_port is not None:
+            proxy = proxy_node(root, layout.proxy_port, namesrv_addr=namesrv_ready.address, rmq=rmq)
+            start_node(cluster, proxy, timeout_s)
+    return cluster
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -323,6 +381,15 @@ def up(
             "(default: free ones).",
         ),
     ] = None,
+    use_netns: Annotated[
+        bool,
+        typer.Option(
+            "--netns",
+            help="Root only: each node on its own network host (a network namespace with "
+            "its own 10.213.N.x address on a bridge the root namespace shares); "
+            "rmq cluster down removes them.",
+        ),
+    ] = False,
     proxy_port: Annotated[
         int | None,
         typer.Option(
@@ -340,6 +407,7 @@ def up(
                 _node_addrs(item) for item in broker_controller_addrs or ()
             ),
             controller_base_port=controller_base_port,
+            netns=use_netns,
             proxy_port=proxy_port,
         )
         if mode not in BROKERS_BY_MODE:

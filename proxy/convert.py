@@ -6,8 +6,8 @@ GrpcConverter and ResponseBuilder):
   ships (``rocketmq.grpc_protocol``): one copy of the protocol, the same the client speaks.
 - A message sent keeps the client's message id as its UNIQ_KEY, its tag, keys and user
   properties; a FIFO message's group becomes the sharding key (and ``__SHARDINGKEY``), a
-  delivery timestamp becomes ``TIMER_DELIVER_MS``. A gzip body is inflated, never past the
-  body limit.
+  delivery timestamp the SDK's ``deliver_at_ms`` (TIMER_DELIVER_MS: the timer store).
+  A gzip body is inflated, never past the body limit.
 - A message received carries the topic asked for (not the retry topic), the broker's
   record facts (store time and host, queue id and offset), a CRC32 body digest in the
   client's spelling (8 upper-case hex digits), ``delivery_attempt`` = reconsume times + 1,
@@ -48,7 +48,6 @@ from protocol.message import (
     PROPERTY_KEYS,
     PROPERTY_SHARDING_KEY,
     PROPERTY_TAGS,
-    PROPERTY_TIMER_DELIVER_MS,
     PROPERTY_UNIQ_KEY,
 )
 from protocol.pop import MalformedHandle, ReceiptHandle
@@ -168,10 +167,9 @@ def to_sdk_message(message: pb.Message, *, max_body_bytes: int) -> tuple[Message
     group = props.message_group or None
     if group is not None:
         user[PROPERTY_SHARDING_KEY] = group
+    deliver_at_ms: int | None = None
     if props.HasField("delivery_timestamp"):
-        deliver_ms = props.delivery_timestamp.ToMilliseconds()
-        if deliver_ms > 0:
-            user[PROPERTY_TIMER_DELIVER_MS] = str(deliver_ms)
+        deliver_at_ms = props.delivery_timestamp.ToMilliseconds() or None
     sdk = Message(
         topic=message.topic.name,
         body=body,
@@ -179,6 +177,7 @@ def to_sdk_message(message: pb.Message, *, max_body_bytes: int) -> tuple[Message
         keys=tuple(props.keys),
         properties=user,
         msg_id=props.message_id or None,
+        deliver_at_ms=deliver_at_ms,
     )
     return sdk, group
 

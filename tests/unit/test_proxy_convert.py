@@ -66,7 +66,7 @@ def test_fifo_group_gzip_body_and_delivery_time() -> None:
     sdk, group = to_sdk_message(m, max_body_bytes=100)
     assert group == "g1" and sdk.body == b"z" * 50
     assert sdk.properties["__SHARDINGKEY"] == "g1"
-    assert sdk.properties["TIMER_DELIVER_MS"] == "1700000000123"
+    assert sdk.deliver_at_ms == 1_700_000_000_123
 
 
 @pytest.mark.parametrize(
