@@ -245,6 +245,7 @@ class ProxyCore:
         invisible_s: float,
         long_poll_s: float,
         expression: str,
+        expression_type: str = "TAG",
     ) -> list[PoppedMessage]:
         consumer = self.consumer(group)
         fifo = (await self.group_config(group, topic)).consume_message_orderly
@@ -253,6 +254,7 @@ class ProxyCore:
             max_nums=max(1, min(batch, 32)),
             invisible_s=invisible_s,
             expression=expression,
+            expression_type=expression_type,
             long_poll_s=max(0.0, min(long_poll_s, self.config.max_long_poll_s)),
             order=fifo,
             broker_name=broker_name or None,

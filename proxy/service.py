@@ -128,11 +128,6 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[Any]:
         invisible_s = _duration_s(request.invisible_duration) or DEFAULT_INVISIBLE_S
         expression = request.filter_expression
-        if expression.type == pb.SQL:
-            yield sv.ReceiveMessageResponse(
-                status=_status(Code.ILLEGAL_FILTER_EXPRESSION, "SQL92 filters: not yet")
-            )
-            return
         queue = request.message_queue
         try:
             popped = await self.portal.run(
@@ -144,6 +139,7 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
                     invisible_s=invisible_s,
                     long_poll_s=_duration_s(request.long_polling_timeout),
                     expression=expression.expression or "*",
+                    expression_type="SQL92" if expression.type == pb.SQL else "TAG",
                 )
             )
         except Exception as exc:

@@ -33,13 +33,14 @@ from typing import Protocol
 
 from broker.clock import Clock
 from broker.config import BrokerConfig
+from broker.filtering import FilterCache, RecordFilter, record_filter
 from broker.pop.checkpoint import Ack, CheckPoint
 from broker.pop.orderly import OrderKey, OrderTable
 from broker.pop.service import BrokerForPop, PopArrivals, ReviveService, revive_record
 from broker.store.pull import GetMessageStatus
 from broker.store.results import AppendResult
 from broker.topics import TopicConfigManager
-from protocol.bodies import SubscriptionGroupConfig, parse_subscription
+from protocol.bodies import EXPRESSION_TAG, SubscriptionGroupConfig, parse_subscription
 from protocol.codes import PERM_READ, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import (
@@ -114,6 +115,7 @@ class PopProcessor:
         self.orders = OrderTable()
         self.arrivals = PopArrivals()
         self.max_held = max_held
+        self.filters = FilterCache()
         self._rng = rng or random.Random()
 
     def handlers(self) -> dict[int, Handler]:
@@ -159,12 +161,18 @@ class PopProcessor:
                 f"{MAX_INVISIBLE_MS} ms"
             )
 
-    def _tag_codes(self, header: PopMessageRequestHeader) -> frozenset[int] | None:
-        if (header.exp_type or "TAG").upper() != "TAG":
-            raise ServerError(
-                f"expression type {header.exp_type} is not supported; use TAG",
-                code=ResponseCode.SUBSCRIPTION_PARSE_FAILED,
+    def _wanted(
+        self, header: PopMessageRequestHeader
+    ) -> tuple[frozenset[int] | None, RecordFilter | None]:
+        """The tag codes to match (None: every tag) and a SQL92 record filter (or None)."""
+        kind = (header.exp_type or EXPRESSION_TAG).upper()
+        if kind != EXPRESSION_TAG:
+            selector = self.filters.compile(
+                header.exp_type,
+                header.exp or "",
+                enabled=self.broker.config.enable_property_filter,
             )
+            return None, record_filter(selector)
         try:
             subscription = parse_subscription(header.exp or "*", topic=header.topic)
         except MalformedBody as exc:
@@ -172,7 +180,9 @@ class PopProcessor:
                 f"parse the consumer's subscription failed: {exc}",
                 code=ResponseCode.SUBSCRIPTION_PARSE_FAILED,
             ) from None
-        return None if subscription.is_sub_all else frozenset(subscription.code_set)
+        if subscription.is_sub_all:
+            return None, None
+        return frozenset(subscription.code_set), None
 
     # --- pop -------------------------------------------------------------------------
 
@@ -191,10 +201,10 @@ class PopProcessor:
         self._check_invisible(header.invisible_time)
         if header.poll_time < 0:
             raise InvalidParameter(f"pollTime {header.poll_time} < 0")
-        tag_codes = self._tag_codes(header)
+        wanted = self._wanted(header)
         deadline = self._clock.now_s() + min(header.poll_time / 1000, _POLL_CAP_S)
         while True:
-            found = self._pop_once(header, queue_nums, tag_codes)
+            found = self._pop_once(header, queue_nums, wanted)
             if found is not None:
                 reply, body, last = found
                 if last is not None:
@@ -249,10 +259,11 @@ class PopProcessor:
         self,
         header: PopMessageRequestHeader,
         queue_nums: int,
-        tag_codes: frozenset[int] | None,
+        wanted: tuple[frozenset[int] | None, RecordFilter | None],
     ) -> tuple[PopMessageResponseHeader, bytes, AppendResult | None] | None:
         """Hand out what there is (no await inside); None when nothing was found."""
         broker = self.broker
+        tag_codes, sql_filter = wanted
         group = header.consumer_group
         now_ms = self._clock.wall_ms()
         revive_qid = (
@@ -285,6 +296,7 @@ class PopProcessor:
                 max_count=want,
                 max_bytes=max(1, MAX_POP_BYTES - size),
                 tag_codes=tag_codes,
+                record_filter=sql_filter,
             )
             if result.status is not GetMessageStatus.FOUND:
                 # Past trimmed or filtered-out entries (an order pop moves only on acks,

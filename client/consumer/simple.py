@@ -115,6 +115,7 @@ class SimpleConsumer:
         max_nums: int = 16,
         invisible_s: float = 30.0,
         expression: str = "*",
+        expression_type: str = "TAG",
         long_poll_s: float = 0.0,
         order: bool = False,
         broker_name: str | None = None,
@@ -139,7 +140,7 @@ class SimpleConsumer:
             poll_time=int(long_poll_s * 1000),
             born_time=0,
             init_mode=INIT_MODE_MAX,
-            exp_type="TAG",
+            exp_type=expression_type,
             exp=expression,
             order=order,
         )

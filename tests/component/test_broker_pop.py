@@ -306,3 +306,29 @@ async def test_order_pop_dead_letters_a_message_out_of_attempts(tmp_path: Path) 
                         if result.messages:
                             break
                 assert [(m.body, m.reconsume_times) for m in result.messages] == [(b"stuck", 2)]
+
+
+async def test_sql92_pops_hand_out_only_matching_messages(tmp_path: Path) -> None:
+    """A SQL92 pop hands out the messages whose properties match; the others are stepped
+    over for the group (never handed out later); a bad expression is refused."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 1)
+            async with open_producer(c.namesrv, auto_batch=False) as producer:
+                for i in range(1, 5):
+                    await producer.send(
+                        Message(topic=TOPIC, body=b"n%d" % i, properties={"n": str(i)})
+                    )
+            async with open_simple_consumer(c.namesrv, group=GROUP) as consumer:
+                got = []
+                with trio.fail_after(5):
+                    while len(got) < 2:
+                        got += await consumer.receive(
+                            TOPIC, expression="n > 2", expression_type="SQL92", long_poll_s=0.5
+                        )
+                assert sorted(p.message.body for p in got) == [b"n3", b"n4"]
+                await consumer.ack_many(got)
+                assert await consumer.receive(TOPIC, invisible_s=1.0, long_poll_s=1.0) == []
+                with pytest.raises(ServerError) as refused:
+                    await consumer.receive(TOPIC, expression="n >>> 2", expression_type="SQL92")
+                assert refused.value.code == ResponseCode.SUBSCRIPTION_PARSE_FAILED

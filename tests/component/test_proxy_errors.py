@@ -109,7 +109,7 @@ async def test_bad_requests_get_the_apis_codes(tmp_path: Path) -> None:
             receive = sv.ReceiveMessageRequest(
                 group={"name": "G"},
                 message_queue=route.message_queues[0],
-                filter_expression=pb.FilterExpression(type=pb.SQL, expression="a > 1"),
+                filter_expression=pb.FilterExpression(type=pb.SQL, expression="a >>> 1"),
                 batch_size=1,
             )
             (answer,) = await call(
