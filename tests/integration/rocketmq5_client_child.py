@@ -24,6 +24,7 @@ from rocketmq import (
     PushConsumer,
     SimpleConsumer,
 )
+from rocketmq.grpc_protocol import FilterType
 from rocketmq.v5.consumer.push import MessageListener
 
 DEADLINE_S = 30.0
@@ -207,6 +208,45 @@ class Failing(MessageListener):  # type: ignore[misc]
             return ConsumeResult.SUCCESS
 
 
+def sql(config: ClientConfiguration, topic: str, group: str) -> None:
+    """A SQL92 filter on the user property ``n`` (0..3): only n > 1 is received."""
+    send(config, topic, ["q0", "q1", "q2", "q3"])
+    expression = FilterExpression("n > 1", FilterType.SQL)
+    consumer = SimpleConsumer(config, group, {topic: expression}, await_duration=3)
+    consumer.startup()
+    try:
+        for message in receive_until(consumer, 2, invisible_s=20):
+            emit("received", **describe(message))
+            consumer.ack(message)
+        emit("quiet", count=len(consumer.receive(16, 20)))
+    finally:
+        consumer.shutdown()
+
+
+def delay(config: ClientConfiguration, topic: str, group: str) -> None:
+    """A message with a delivery time 3 s ahead is not received before it."""
+    producer = Producer(config, (topic,))
+    producer.startup()
+    try:
+        message = Message()
+        message.topic = topic
+        message.body = b"later"
+        sent_at = time.time()
+        # The client sends this value as the Timestamp's seconds.
+        message.delivery_timestamp = int(sent_at) + 3
+        producer.send(message)
+    finally:
+        producer.shutdown()
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer.startup()
+    try:
+        for message in receive_until(consumer, 1, invisible_s=20):
+            emit("received", body=message.body.decode(), after_s=time.time() - sent_at)
+            consumer.ack(message)
+    finally:
+        consumer.shutdown()
+
+
 class AlwaysFailing(MessageListener):  # type: ignore[misc]
     def consume(self, message: Any) -> Any:
         emit("consumed", body=message.body.decode(), attempt=message.delivery_attempt)
@@ -245,6 +285,8 @@ def main() -> None:
         "push": push,
         "fifo": fifo,
         "push_dlq": push_dlq,
+        "sql": sql,
+        "delay": delay,
         "before_kill": before_kill,
         "after_kill": after_kill,
     }[scenario](config, topic, group)

@@ -267,3 +267,18 @@ async def test_push_consumer_out_of_attempts_lands_in_the_dlq(
         with trio.fail_after(10):
             result = await reader.pull(dlq, 0, long_poll_s=1.0)
         assert [m.body for m in result.messages] == [b"dead"]
+
+
+async def test_simple_consumer_sql92_filter(cluster: Cluster) -> None:
+    await create_topic(cluster, "G5Sql")
+    events = await drive(cluster, "sql", "G5Sql", "G5SqlGroup")
+    assert sorted(e["body"] for e in of(events, "received")) == ["q2", "q3"]
+    assert of(events, "quiet") == [{"event": "quiet", "count": 0}]
+
+
+async def test_a_delay_message_comes_at_its_delivery_time(cluster: Cluster) -> None:
+    await create_topic(cluster, "G5Delay", message_type="DELAY")
+    events = await drive(cluster, "delay", "G5Delay", "G5DelayGroup")
+    (got,) = of(events, "received")
+    # Due 2..3 s after the send (whole seconds on the wire); not handed out before.
+    assert got["body"] == "later" and got["after_s"] >= 1.9, got
