@@ -326,8 +326,12 @@ class Broker:
         except StorageError as exc:
             log.warning("%s: append refused: %s", self.name, exc)
             raise store_put_error(exc) from None
-        if master is not None and result.ok:
-            master.notify_appended()
+        if result.ok:
+            # Per-topic put counters (RocketMQ's incTopicPutNums / incTopicPutSize with the
+            # stored bytes): one call per put, not per message.
+            self.stats.on_put(records[0].topic, len(records), result.wrote_bytes)
+            if master is not None:
+                master.notify_appended()
         return result
 
     async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int:

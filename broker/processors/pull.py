@@ -25,6 +25,7 @@ from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
+from broker.stats import BrokerStats
 from broker.store.pull import GetMessageStatus
 from broker.store.results import GetMessageResult
 from broker.store.store import MessageStore
@@ -96,6 +97,8 @@ class BrokerForPull(Protocol):
     def pull_holds(self) -> PullHoldService: ...
     @property
     def store(self) -> MessageStore: ...
+    @property
+    def stats(self) -> BrokerStats: ...
     def find_group(self, group: str) -> SubscriptionGroupConfig | None: ...
     def suggest_broker_id(
         self, header: PullMessageRequestHeader, result: GetMessageResult
@@ -262,7 +265,13 @@ class PullProcessor:
             min_offset=result.min_offset,
             max_offset=result.max_offset,
         )
-        body = result.body if code == ResponseCode.SUCCESS else b""
+        body = b""
+        if code == ResponseCode.SUCCESS:
+            body = result.body
+            # Per-group get counters (incGroupGetNums / incGroupGetSize): one call per pull.
+            self.broker.stats.on_get(
+                header.consumer_group, header.topic, len(result.records), len(body)
+            )
         return request.respond(
             code, result.status.value, ext_fields=reply.to_ext_fields(), body=body
         )

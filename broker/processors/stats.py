@@ -11,8 +11,9 @@ Rules (AdminBrokerProcessor#prepareRuntimeInfo, #ViewBrokerStatsData,
   lists those keys. Our own keys (``brokerRole``, ``brokerId``, ``diskFull``,
   ``heldPulls``, ``controllerLeaseValid`` ...) come on top.
 - Counting is ``broker/stats.py``'s: store-level puts are counted by the store (so
-  ``putTps`` and ``msgPutTotal*`` follow every stored message); per-topic puts and
-  per-group gets only once the send and pull paths call ``stats.on_put`` / ``on_get``.
+  ``putTps`` and ``msgPutTotal*`` follow every stored message); per-topic puts by
+  ``Broker.store_put`` (sends, send-backs, delayed deliveries: every ``stats.on_put``)
+  and per-group gets by the pull path (``stats.on_get`` for each pull that found messages).
 - VIEW_BROKER_STATS_DATA (315): BrokerStatsData (``statsMinute`` / ``statsHour`` /
   ``statsDay``, each ``{"sum", "tps", "avgpt"}``) of one item; an unknown item is
   SYSTEM_ERROR "The stats <name> <key> not exist", as RocketMQ answers.

@@ -148,7 +148,6 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
             await env.create_topic("T", queues=1)
             for _ in range(3):
                 sent = await env.send_ok("T", b"abcd")
-                env.b.stats.on_put("T", 1, 4)  # the send path's call site, not wired yet
             await env.heartbeat("c1", group="G", topics={"T": "*"})
             await env.call(
                 RequestCode.UPDATE_CONSUMER_OFFSET,
@@ -165,7 +164,10 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
             assert value(before, "rocketmq_topic_number", **node) < topics
             assert value(after, "rocketmq_topic_number", **node) == topics
             assert value(after, "rocketmq_messages_in_total", topic="T", **node) == 3
-            assert value(after, "rocketmq_throughput_in_total", topic="T", **node) == 12
+            # Stored bytes (RocketMQ's wroteBytes): the whole records, as the store counts them.
+            stored = int((await env.runtime_info())["putMessageSizeTotal"])
+            assert stored > 12
+            assert value(after, "rocketmq_throughput_in_total", topic="T", **node) == stored
             assert (
                 value(
                     after, "rocketmq_consumer_lag_messages", topic="T", consumer_group="G", **node
@@ -175,4 +177,38 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
             assert value(after, "rocketmq_storage_size", **node) > 0
             assert value(after, "rocketmq_broker_role", **node) == 1
             assert value(after, "rocketmq_broker_accepts_writes", **node) == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_thousand_sends_add_a_thousand_to_their_topic_and_pulls_to_their_group(
+    tmp_path: Path,
+) -> None:
+    """rocketmq_messages_in_total follows the send path (issue 18's "metric values follow
+    what was done"), on the topic's own label only; messages_out follows the pull path."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env, trio.open_nursery() as nursery:
+            port = await nursery.start(
+                functools.partial(serve_metrics, broker_registry(env.b), host="127.0.0.1", port=0)
+            )
+            address = f"127.0.0.1:{port}"
+            await env.create_topic("Hot", queues=1)
+            await env.create_topic("Cold", queues=1)
+            await env.send_ok("Cold", b"x")
+            node = {"cluster": "DefaultCluster", "node_type": "broker", "node_id": "broker-a"}
+            before = samples(await scrape_text(address))
+            for _ in range(1000):
+                await env.send_ok("Hot", b"0123456789")
+            after = samples(await scrape_text(address))
+            grown = value(after, "rocketmq_messages_in_total", topic="Hot", **node) - value(
+                before, "rocketmq_messages_in_total", topic="Hot", **node
+            )
+            assert grown == 1000
+            assert value(after, "rocketmq_messages_in_total", topic="Cold", **node) == 1
+            assert value(before, "rocketmq_messages_out_total", topic="Hot", **node) == 0
+            pulled = await env.pull_all("Hot", group="CG")
+            assert len(pulled) == 1000
+            read = samples(await scrape_text(address))
+            out = functools.partial(value, read, topic="Hot", consumer_group="CG", **node)
+            assert out("rocketmq_messages_out_total") == 1000
+            assert out("rocketmq_throughput_out_total") > 1000 * 10
             nursery.cancel_scope.cancel()
