@@ -9,8 +9,8 @@ Rules:
 - ``-n/--namesrv`` defaults to ``$NAMESRV_ADDR``, then 127.0.0.1:9876, as mqadmin does.
 - A failure is one line on stderr (``error: ...``, saying what to do) and exit status 1,
   never a traceback.
-- One module per mqadmin section (``cluster``, ``topics``, ``groups``, ``messages``,
-  ``controller``), each with its own typer app; they are merged here in mqadmin's order,
+- One module per mqadmin section (``cluster``, ``broker``, ``topics``, ``groups``,
+  ``connection``, ``messages``, ``stats``, ``controller``), each with its own typer app; they are merged here in mqadmin's order,
   which is the order ``rmq admin --help`` lists them in.
 """
 
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import typer
 
-from cli.admin import cluster, controller, groups, messages, topics
+from cli.admin import broker, cluster, connection, controller, groups, messages, stats, topics
 
 admin_app = typer.Typer(no_args_is_help=True, help="mqadmin-style administration commands.")
-for _section in (cluster, topics, groups, messages, controller):
+for _section in (cluster, broker, topics, groups, connection, messages, stats, controller):
     admin_app.add_typer(_section.app)
 
 __all__ = ["admin_app"]

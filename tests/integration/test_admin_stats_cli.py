@@ -1,0 +1,175 @@
+"""``rmq admin`` statistics and settings commands (statsAll, brokerConsumeStats,
+consumerConnection, producerConnection, getBrokerConfig, updateBrokerConfig) against a
+real ``rmq namesrv`` and ``rmq broker`` carrying real SDK traffic."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from client.consumer import ConsumeFrom, ConsumeResult, open_push_consumer
+from client.message import Message, ReceivedMessage
+from client.producer import open_producer
+from launcher.ready import BROKER_READY
+from tests.support.processes import (
+    START_TIMEOUT_S,
+    Completed,
+    managed_process,
+    namesrv_process,
+    rmq_argv,
+    run_command,
+)
+
+pytestmark = pytest.mark.integration
+
+CLI_TIMEOUT_S = 60.0
+TEST_TIMEOUT_S = 120.0
+CLUSTER = "StatsCluster"
+TOPIC = "StatsTopic"
+SENT = 7
+
+
+@attrs.frozen(kw_only=True)
+class Cluster:
+    namesrv: str
+    broker: str
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    with trio.fail_after(2 * START_TIMEOUT_S + 10):
+        async with namesrv_process() as ns:
+            argv = rmq_argv(
+                "broker", "-n", ns.address, "--port", "0", "--cluster", CLUSTER,
+                "--name", "broker-a", "--dir", str(tmp_path / "broker-a"),
+            )  # fmt: skip
+            async with managed_process(argv, name="broker", ready=BROKER_READY) as broker:
+                yield Cluster(namesrv=ns.address, broker=broker.address)
+
+
+async def rmq(cluster: Cluster, *args: str) -> Completed:
+    return await run_command(
+        rmq_argv("admin", *args, "-n", cluster.namesrv), timeout_s=CLI_TIMEOUT_S
+    )
+
+
+def ok(done: Completed) -> str:
+    assert done.returncode == 0, done.describe()
+    assert "Traceback" not in done.stderr, done.describe()
+    return done.stdout
+
+
+def refused(done: Completed, *needles: str) -> None:
+    assert done.returncode == 1, done.describe()
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.describe()
+    for needle in needles:
+        assert needle in lines[0], done.describe()
+
+
+def words(stdout: str) -> list[list[str]]:
+    return [line.split() for line in stdout.splitlines() if line.strip()]
+
+
+async def test_stats_and_connections_follow_real_traffic(cluster: Cluster) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        ok(await rmq(cluster, "updateTopic", "-t", TOPIC, "-c", CLUSTER, "-r", "1", "-w", "1"))
+        consumed: list[ReceivedMessage] = []
+        done = trio.Event()
+
+        async def listener(messages: list[ReceivedMessage]) -> ConsumeResult:
+            consumed.extend(messages)
+            if len(consumed) >= SENT:
+                done.set()
+            return ConsumeResult.SUCCESS
+
+        async with (
+            open_producer(cluster.namesrv, group="StatsProducer", heartbeat_interval_s=1.0) as p,
+            open_push_consumer(
+                cluster.namesrv,
+                group="StatsGroup",
+                listener=listener,
+                subscriptions={TOPIC: "*"},
+                consume_from=ConsumeFrom.FIRST,
+                rebalance_interval_s=1.0,
+                heartbeat_interval_s=1.0,
+                persist_interval_s=0.5,
+                suspend_timeout_s=1.0,
+            ),
+        ):
+            for i in range(SENT):
+                await p.send(Message(topic=TOPIC, body=f"m{i}".encode()))
+            await done.wait()
+            await trio.sleep(1.5)  # the consumer commits its offsets (every 0.5 s)
+
+            stats = words(ok(await rmq(cluster, "statsAll", "-t", TOPIC)))
+            assert stats[0] == ["#Topic", "#Consumer", "Group", "#Accumulation", "#InTPS",
+                                "#OutTPS", "#InMsg24Hour", "#OutMsg24Hour"]  # fmt: skip
+            (row,) = stats[1:]
+            assert row[0:3] == [TOPIC, "StatsGroup", "0"], row
+            assert float(row[3]) > 0 and float(row[4]) > 0, row
+            assert row[5:] == [str(SENT), str(SENT)], row
+
+            lag = ok(await rmq(cluster, "brokerConsumeStats", "-b", cluster.broker))
+            table = words(lag)
+            assert table[0][:2] == ["#Topic", "#Group"]
+            mine = [r for r in table if r[0] == TOPIC]
+            assert [r[:7] for r in mine] == [
+                [TOPIC, "StatsGroup", "broker-a", "0", str(SENT), str(SENT), "0"]
+            ]
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d", mine[0][7])
+            assert table[-1] == ["Diff", "Total:", "0"]
+
+            consumers = ok(await rmq(cluster, "consumerConnection", "-g", "StatsGroup"))
+            first = consumers.splitlines()[0].split()
+            assert first[0] == "001" and first[2].startswith("127.0.0.1:"), consumers
+            assert re.fullmatch(r"V\d+_\d+_\d+", first[4]), consumers
+            # The group's retry topic is subscribed too, as RocketMQ's clients do.
+            assert re.search(rf"^\d{{3}}  Topic: {TOPIC} +SubExpression: \*$", consumers, re.M)
+            assert "MessageModel: CLUSTERING" in consumers
+
+            producers = ok(
+                await rmq(cluster, "producerConnection", "-g", "StatsProducer", "-t", TOPIC)
+            )
+            (line,) = producers.splitlines()
+            assert line.split()[0] == "0001" and "127.0.0.1:" in line, producers
+        refused(await rmq(cluster, "producerConnection", "-g", "NobodyHere"), "NobodyHere")
+
+
+async def test_broker_config_is_read_and_changed_live(cluster: Cluster) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+
+        async def setting(key: str) -> str:
+            out = ok(await rmq(cluster, "getBrokerConfig", "-b", cluster.broker))
+            assert out.splitlines()[0] == f"============{cluster.broker}============"
+            found = [v for k, _, v in (line.partition("=  ") for line in out.splitlines())
+                     if k.strip() == key]  # fmt: skip
+            assert len(found) == 1, (key, out)
+            return found[0]
+
+        assert await setting("brokerName") == "broker-a"
+        assert await setting("brokerClusterName") == CLUSTER
+        assert await setting("slaveReadEnable") == "false"
+        out = ok(
+            await rmq(
+                cluster, "updateBrokerConfig", "-b", cluster.broker,
+                "-k", "slaveReadEnable", "-v", "true",
+            )
+        )  # fmt: skip
+        assert out == f"update broker config success, {cluster.broker}\n"
+        assert await setting("slaveReadEnable") == "true"  # the running broker's own value
+        by_cluster = ok(await rmq(cluster, "getBrokerConfig", "-c", CLUSTER)).splitlines()[0]
+        assert by_cluster == f"============Master: {cluster.broker}============"
+
+        update = ("updateBrokerConfig", "-b", cluster.broker)
+        refused(await rmq(cluster, *update, "-k", "brokerName", "-v", "b"), "brokerName", "restart")
+        refused(await rmq(cluster, *update, "-k", "noSuchKey", "-v", "1"), "noSuchKey")
+        refused(await rmq(cluster, *update, "-k", "slaveTimeout", "-v", "soon"), "slaveTimeout")
+        refused(await rmq(cluster, "updateBrokerConfig", "-k", "a", "-v", "b"), "-b", "-c")
+        assert await setting("brokerName") == "broker-a"
+        assert await setting("slaveTimeout") == "3000"
