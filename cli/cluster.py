@@ -5,8 +5,10 @@ Rules:
   stopping are ``launcher/``'s (its ``detached.py`` states how a node is started, found
   again and stopped); this module composes them into the commands.
 - ``up`` starts the mode's table (``launcher/plans.py``) in order: controller mode's
-  quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader),
-  then the NameServer, then the brokers. On any failure it stops what it started.
+  quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader;
+  each node exports its metrics on a free port), then the NameServer, then the brokers,
+  then ``rmq dashboard`` (node ``dashboard``; ``--no-dashboard`` skips it), whose URL is
+  the last line printed. On any failure it stops what it started.
 - Every wait has a deadline: a ready line (30 s by default), a stop (10 s, then SIGKILL).
 - ``up`` and ``down`` hold ``D/cluster.lock``, so two of them never race on one directory.
 - Errors are one line (``error: ...``) with exit status 1, never a traceback; a node that
@@ -33,20 +35,23 @@ from cli.controller_cmds import config_paths, start_controllers, write_quorum
 from cli.output import err, out
 from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
 from client import admin
+from controller.config import write_toml
 from launcher.command import rmq_command
-from launcher.detached import refuse_running, start_node, starting
+from launcher.detached import read_output, refuse_running, start_node, starting
 from launcher.pids import is_alive
 from launcher.plans import (
     BROKERS_BY_MODE,
     CONTROLLER_NODES,
+    DASHBOARD_PORT,
     FLUSH_TYPES,
     LATER_MODES,
     broker_node,
+    dashboard_node,
     namesrv_node,
     toml_value,
 )
-from launcher.ready import NAMESRV
-from launcher.record import Cluster, ClusterError, atomic_write, dir_lock, load_cluster
+from launcher.ready import CONTROLLER, DASHBOARD, NAMESRV, parse_metrics_address
+from launcher.record import Cluster, ClusterError, Node, atomic_write, dir_lock, load_cluster
 from protocol.errors import RocketError
 from protocol.route import ClusterInfo
 from protocol.rpc import open_client
@@ -147,13 +152,52 @@ def write_broker_settings(path: Path, settings: tuple[tuple[str, Any], ...]) -> 
 
 def _start_controllers(cluster: Cluster, timeout_s: float, base_port: int | None = None) -> str:
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
-    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given)."""
+    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given). Each node
+    serves its metrics on a free port, for the dashboard."""
     root = cluster.root
     if config_paths(root):
         raise ClusterError(f"{root} already holds a controller quorum; use a fresh --dir")
-    configs = write_quorum(root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=base_port)
+    configs = []
+    for path, written in write_quorum(
+        root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=base_port
+    ):
+        config = attrs.evolve(written, metrics_exporter_type="PROM", metrics_prom_exporter_port=0)
+        write_toml(path, config)
+        configs.append((path, config))
     start_controllers(cluster, configs, timeout_s)
     return ";".join(config.remoting_address for _, config in configs)
+
+
+def _metrics_addresses(nodes: list[Node]) -> list[str]:
+    """The metrics address each node printed after its ready line (empty when one did not)."""
+    found = []
+    for node in nodes:
+        address = parse_metrics_address(read_output(node.stdout_file, 0))
+        if address is None:
+            return []
+        found.append(address)
+    return found
+
+
+def _start_dashboard(
+    cluster: Cluster, port: int, namesrv: str, controller_addrs: str, timeout_s: float
+) -> None:
+    controllers = [n for n in cluster.nodes if n.kind == CONTROLLER]
+    node = dashboard_node(
+        cluster.root,
+        port=port,
+        namesrv_addr=namesrv,
+        controllers=[a for a in controller_addrs.split(";") if a],
+        controller_metrics=_metrics_addresses(controllers),
+        rmq=rmq_command(),
+    )
+    try:
+        start_node(cluster, node, timeout_s)
+    except ClusterError as exc:
+        raise ClusterError(
+            f"{exc} (--dashboard-port 0 picks a free port; --no-dashboard starts none)",
+            exc.detail,
+        ) from None
 
 
 def cluster_up(
@@ -165,8 +209,10 @@ def cluster_up(
     timeout_s: float,
     stop_timeout_s: float,
     layout: LayoutOptions | None = None,
+    dashboard_port: int | None = None,
 ) -> Cluster:
-    """Start the cluster; on any failure stop what was started and raise ``ClusterError``."""
+    """Start the cluster (and ``rmq dashboard`` on ``dashboard_port``, unless None); on any
+    failure stop what was started and raise ``ClusterError``."""
     layout = layout or LayoutOptions()
     layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
@@ -195,6 +241,10 @@ def cluster_up(
                     rmq=rmq,
                 )
                 start_node(cluster, broker, timeout_s)
+            if dashboard_port is not None:
+                _start_dashboard(
+                    cluster, dashboard_port, namesrv.address, controller_addrs, timeout_s
+                )
         return cluster
 
 
@@ -227,7 +277,7 @@ def _serving(cluster: Cluster, alive: dict[str, bool], timeout_s: float) -> dict
     if info is None:
         return serving
     for node in cluster.nodes:
-        if node.kind != NAMESRV:
+        if node.kind not in (NAMESRV, DASHBOARD):
             data = info.broker_addr_table.get(node.group or node.name)
             serving[node.name] = bool(data and node.address in data.broker_addrs.values())
     return serving
@@ -315,6 +365,17 @@ def up(
             "(default: free ones).",
         ),
     ] = None,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            "--dashboard-port",
+            help=f"Port of the cluster's web dashboard (default {DASHBOARD_PORT}, or a free "
+            "one with --namesrv-port 0; 0 picks a free one).",
+        ),
+    ] = None,
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Start no dashboard.")
+    ] = False,
 ) -> None:
     """Start a NameServer and the mode's brokers as detached processes; print their addresses."""
     try:
@@ -336,6 +397,10 @@ def up(
             raise ClusterError(f"--namesrv-port {namesrv_port} is not a port (0..65535)")
         if timeout <= 0:
             raise ClusterError("--timeout must be positive")
+        if dashboard_port is None:
+            dashboard_port = 0 if namesrv_port == 0 else DASHBOARD_PORT
+        if not 0 <= dashboard_port <= 65535:
+            raise ClusterError(f"--dashboard-port {dashboard_port} is not a port (0..65535)")
         cluster = cluster_up(
             root.absolute(),
             mode=mode,
@@ -344,6 +409,7 @@ def up(
             timeout_s=timeout,
             stop_timeout_s=10.0,
             layout=layout,
+            dashboard_port=None if no_dashboard else dashboard_port,
         )
     except ClusterError as exc:
         raise cluster_fail(exc) from None
@@ -352,6 +418,8 @@ def up(
     for node in cluster.nodes:
         if node.kind == NAMESRV:
             print(f"{node.name} {node.address}")
+        elif node.kind == DASHBOARD:
+            print(f"{node.name} http://{node.address}/")
         else:
             print(f"{node.name} {node.role} {node.address}")
     err.print(

@@ -8,6 +8,7 @@ the controller for an election, each request carrying that key.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import trio
@@ -46,6 +47,14 @@ def dashboard_command(
         ),
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between two reads.")] = 1.0,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--snapshot",
+            help="Also save the page to this HTML file (opens without a server) whenever "
+            "the timeline grows and at exit.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "WARNING",
 ) -> None:
     """Serve the dashboard of a cluster: brokers, controllers, SyncStateSets, traffic."""
@@ -67,6 +76,7 @@ def dashboard_command(
                     port=port,
                     admin_key=admin_key,
                     interval_s=interval,
+                    snapshot=snapshot,
                     task_status=task_status,
                 )
             )

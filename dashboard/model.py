@@ -153,12 +153,15 @@ class Dashboard:
     timeline: deque[dict[str, Any]] = attrs.field(factory=lambda: deque(maxlen=MAX_TIMELINE))
     points: deque[dict[str, Any]] = attrs.field(factory=lambda: deque(maxlen=MAX_POINTS))
     _last: Observation | None = None
+    #: Timeline events recorded since the start (the bounded timeline drops old ones).
+    events: int = 0
 
     def update(self, obs: Observation) -> None:
         last, self._last = self._last, obs
         if last is not None:
             for text in changes(last, obs):
                 self.timeline.append({"t": obs.now_ms, "text": text})
+                self.events += 1
             point = throughput(last, obs)
             if point is not None:
                 self.points.append(point)
