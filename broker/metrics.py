@@ -10,7 +10,10 @@ Rules:
   ``rocketmq_throughput_in_total`` (bytes), ``rocketmq_messages_out_total``,
   ``rocketmq_throughput_out_total``, ``rocketmq_topic_number``,
   ``rocketmq_consumer_group_number``, ``rocketmq_storage_size`` (CommitLog bytes kept),
-  ``rocketmq_consumer_lag_messages`` (committed offsets behind the queues' ends).
+  ``rocketmq_consumer_lag_messages`` (committed offsets behind the queues' ends),
+  ``rocketmq_consumer_lag_latency`` (ms since the oldest unconsumed message was stored),
+  ``rocketmq_message_size`` (histogram of each put's average message size, RocketMQ's
+  buckets 1 KiB .. 4 MiB).
 - Beyond RocketMQ (labels ``cluster``, ``node_type``, ``node_id``, ``broker_id``):
   ``rocketmq_broker_role`` (1 master, 0 slave or fenced), ``rocketmq_broker_accepts_writes``,
   ``rocketmq_broker_lease_valid`` (controller mode only), ``rocketmq_broker_master_epoch``,
@@ -23,19 +26,26 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from broker.agent import BrokerAgent
+from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.groups import SubscriptionGroupManager
 from broker.ha import HAMaster, HASlave
 from broker.offsets import ConsumerOffsetManager
 from broker.role import RoleState
-from broker.stats import BrokerStats
+from broker.stats import MESSAGE_SIZE_BUCKETS_BYTES, BrokerStats
 from broker.store.store import MessageStore
 from broker.topics import TopicConfigManager
 from protocol.metrics import new_registry
@@ -70,6 +80,8 @@ class BrokerForMetrics(Protocol):
     def accepts_writes(self) -> bool: ...
     @property
     def serving(self) -> bool: ...
+    @property
+    def clock(self) -> Clock: ...
 
 
 class _BrokerCollector(Collector):
@@ -100,9 +112,24 @@ class _BrokerCollector(Collector):
         bytes_in = CounterMetricFamily(
             "rocketmq_throughput_in", "Bytes stored by sends, per topic.", labels=labels
         )
+        sizes = HistogramMetricFamily(
+            "rocketmq_message_size",
+            "Average message size of each put, in bytes.",
+            labels=labels,
+        )
+        by_size = stats.message_sizes()
         for topic, (messages, size) in sorted(stats.topic_puts().items()):
             msgs_in.add_metric([*node, topic], float(messages))
             bytes_in.add_metric([*node, topic], float(size))
+            if topic in by_size:
+                counts, observed = by_size[topic]
+                bounds = [*map(str, map(float, MESSAGE_SIZE_BUCKETS_BYTES)), "+Inf"]
+                cumulative = map(float, itertools.accumulate(counts))
+                sizes.add_metric(
+                    [*node, topic],
+                    buckets=list(zip(bounds, cumulative, strict=True)),
+                    sum_value=float(observed),
+                )
         out_labels = [*labels, "consumer_group"]
         msgs_out = CounterMetricFamily(
             "rocketmq_messages_out", "Messages handed to consumers.", labels=out_labels
@@ -113,7 +140,7 @@ class _BrokerCollector(Collector):
         for (topic, group), (messages, size) in sorted(stats.group_gets().items()):
             msgs_out.add_metric([*node, topic, group], float(messages))
             bytes_out.add_metric([*node, topic, group], float(size))
-        yield from (msgs_in, bytes_in, msgs_out, bytes_out)
+        yield from (msgs_in, bytes_in, sizes, msgs_out, bytes_out)
 
     def _metadata(self) -> Iterator[Metric]:
         broker, node = self._broker, self._node()
@@ -134,7 +161,13 @@ class _BrokerCollector(Collector):
             "Messages past the group's committed offsets.",
             labels=[*labels, "topic", "consumer_group"],
         )
-        store = broker.store
+        latency = GaugeMetricFamily(
+            "rocketmq_consumer_lag_latency",
+            "Milliseconds since the oldest message past the group's committed offsets was "
+            "stored (0 when caught up).",
+            labels=[*labels, "topic", "consumer_group"],
+        )
+        store, now_ms = broker.store, broker.clock.wall_ms()
         for topic, by_group in sorted(_offsets_by_topic(broker.offsets).items()):
             for group, committed in sorted(by_group.items()):
                 behind = sum(
@@ -142,7 +175,23 @@ class _BrokerCollector(Collector):
                     for queue_id, offset in committed.items()
                 )
                 lag.add_metric([*node, topic, group], float(behind))
-        yield from (topics, groups, storage, lag)
+                oldest = self._oldest_unconsumed_ms(topic, committed)
+                latency.add_metric(
+                    [*node, topic, group],
+                    float(max(0, now_ms - oldest)) if oldest is not None else 0.0,
+                )
+        yield from (topics, groups, storage, lag, latency)
+
+    def _oldest_unconsumed_ms(self, topic: str, committed: dict[int, int]) -> int | None:
+        """Store time of the oldest message past the group's committed offsets (None: the
+        group is caught up, or those messages are gone)."""
+        store, oldest = self._broker.store, None
+        for queue_id, offset in committed.items():
+            if offset < store.max_offset(topic, queue_id):
+                at = store.store_time_at(topic, queue_id, offset)
+                if at is not None and (oldest is None or at < oldest):
+                    oldest = at
+        return oldest
 
     def _role(self) -> Iterator[Metric]:
         broker = self._broker

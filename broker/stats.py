@@ -1,8 +1,9 @@
 """Broker statistics: per-topic put and per-group get counters, read as RocketMQ's stats.
 
 Rules (RocketMQ's BrokerStatsManager, StatsItem, StoreStatsService, BrokerStats):
-- Counting is cheap: ``on_put`` / ``on_get`` do one dict look-up and three int adds, on
-  the Trio thread; everything else is computed when read. Nothing else mutates counters.
+- Counting is cheap: ``on_put`` / ``on_get`` do one dict look-up and three int adds (a put
+  also one bisect over the six message-size bounds), on the Trio thread; everything else
+  is computed when read. Nothing else mutates counters.
 - Items have BrokerStatsManager's names and keys: ``TOPIC_PUT_NUMS`` / ``TOPIC_PUT_SIZE``
   keyed by topic, ``GROUP_GET_NUMS`` / ``GROUP_GET_SIZE`` keyed by ``topic@group``,
   ``BROKER_PUT_NUMS`` / ``BROKER_GET_NUMS`` keyed by the cluster name (sums over topics /
@@ -20,6 +21,7 @@ Rules (RocketMQ's BrokerStatsManager, StatsItem, StoreStatsService, BrokerStats)
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -40,6 +42,8 @@ STATS_NAMES = (
     BROKER_GET_NUMS, STORE_PUT_NUMS,
 )  # fmt: skip
 SAMPLE_INTERVAL_S = 10.0
+#: rocketmq_message_size's buckets (BrokerMetricsManager: 1 KiB .. 4 MiB).
+MESSAGE_SIZE_BUCKETS_BYTES = (1024, 4096, 512 * 1024, 1024 * 1024, 2048 * 1024, 4096 * 1024)
 MINUTE_S, HOUR_S, DAY_S = 60.0, 3600.0, 86400.0
 
 #: (stats name, stats key)
@@ -102,6 +106,9 @@ class BrokerStats:
         self._puts: dict[str, list[int]] = {}
         #: "topic@group" → [messages, bytes, calls]
         self._gets: dict[str, list[int]] = {}
+        #: topic → puts per message-size bucket (then one past every bound, then the sum
+        #: of the observed sizes)
+        self._sizes: dict[str, list[int]] = {}
         self._rings = {
             MINUTE_S: _Ring(SAMPLE_INTERVAL_S, 7),
             HOUR_S: _Ring(600.0, 7),
@@ -120,9 +127,15 @@ class BrokerStats:
         item = self._puts.get(topic)
         if item is None:
             item = self._puts[topic] = [0, 0, 0]
+            self._sizes[topic] = [0] * (len(MESSAGE_SIZE_BUCKETS_BYTES) + 2)
         item[0] += messages
         item[1] += size_bytes
         item[2] += 1
+        # One observation per put of its average message size, as RocketMQ records it.
+        average = size_bytes // messages if messages > 0 else 0
+        sizes = self._sizes[topic]
+        sizes[bisect.bisect_left(MESSAGE_SIZE_BUCKETS_BYTES, average)] += 1
+        sizes[-1] += average
 
     def on_get(self, group: str, topic: str, messages: int, size_bytes: int) -> None:
         """Messages of ``topic`` handed to ``group`` by one pull (incGroupGetNums/Size)."""
@@ -139,6 +152,11 @@ class BrokerStats:
     def topic_puts(self) -> dict[str, tuple[int, int]]:
         """topic → (messages, bytes) stored since boot."""
         return {t: (v[0], v[1]) for t, v in self._puts.items()}
+
+    def message_sizes(self) -> dict[str, tuple[tuple[int, ...], int]]:
+        """topic → (puts per ``MESSAGE_SIZE_BUCKETS_BYTES`` bucket, not cumulative, then the
+        puts past every bound; the sum of the observed sizes)."""
+        return {t: (tuple(v[:-1]), v[-1]) for t, v in self._sizes.items()}
 
     def group_gets(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(topic, group) → (messages, bytes) handed out since boot."""

@@ -158,6 +158,7 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
                     "commitOffset": "1",
                 },
             )
+            await trio.sleep(0.05)  # the oldest unconsumed message is at least this old
             after = samples(await scrape_text(address))
             node = {"cluster": "DefaultCluster", "node_type": "broker", "node_id": "broker-a"}
             topics = len(env.b.topics.topics())
@@ -174,6 +175,14 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
                 )
                 == 2
             )
+            group_t = {"topic": "T", "consumer_group": "G", **node}
+            assert 50 <= value(after, "rocketmq_consumer_lag_latency", **group_t) < 30_000
+            # Three puts of small messages: all in the first size bucket (1 KiB).
+            size = functools.partial(value, after, topic="T", **node)
+            assert size("rocketmq_message_size_bucket", le="1024.0") == 3
+            assert size("rocketmq_message_size_bucket", le="+Inf") == 3
+            assert size("rocketmq_message_size_count") == 3
+            assert size("rocketmq_message_size_sum") == stored  # single messages: sum = bytes
             assert value(after, "rocketmq_storage_size", **node) > 0
             assert value(after, "rocketmq_broker_role", **node) == 1
             assert value(after, "rocketmq_broker_accepts_writes", **node) == 1

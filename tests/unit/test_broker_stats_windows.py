@@ -71,3 +71,18 @@ def test_morning_totals_roll_at_local_midnight() -> None:
     puts[0] = 25
     stats.sample(20.0, NOON_MS + 2 * day_ms)
     assert stats.morning_totals(STORE_PUT_NUMS) == (10, 25)
+
+
+def test_message_sizes_fall_in_rocketmq_buckets_by_each_puts_average() -> None:
+    from broker.stats import MESSAGE_SIZE_BUCKETS_BYTES
+
+    stats = BrokerStats("C")
+    stats.on_put("T", 1, 1024)  # on the first bound: in it (le="1024")
+    stats.on_put("T", 1, 1025)
+    stats.on_put("T", 4, 4 * 4096)  # a batch of four: one observation of its average
+    stats.on_put("T", 1, 5 * 1024 * 1024)  # past every bound
+    counts, observed = stats.message_sizes()["T"]
+    assert len(counts) == len(MESSAGE_SIZE_BUCKETS_BYTES) + 1
+    assert counts == (1, 2, 0, 0, 0, 0, 1)
+    assert observed == 1024 + 1025 + 4096 + 5 * 1024 * 1024
+    assert stats.topic_puts()["T"] == (7, 1024 + 1025 + 4 * 4096 + 5 * 1024 * 1024)
