@@ -55,6 +55,7 @@ function renderChart(points) {
 
 function render(s) {
   $("#updated").textContent = "updated " + new Date(s.updatedMs).toLocaleTimeString();
+  $("#namesrv").textContent = "NameServer " + (s.namesrv || []).join(";");
   renderControllers(s);
   renderGroups(s);
   renderBrokers(s);

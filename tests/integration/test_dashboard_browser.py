@@ -118,6 +118,7 @@ def test_the_page_shows_the_new_master_and_sync_state_set_after_a_kill(
             before = _group(page)
             assert before["master"] in ("1", "2", "3"), before
             assert page.locator("#controllers tbody tr").count() == 3
+            assert re.fullmatch(r"NameServer 127\.0\.0\.1:\d+", page.inner_text("#namesrv"))
             roles = page.inner_text("#brokers tbody")
             assert roles.count("broker-a") == 3, roles
             page.screenshot(path=str(tmp_path / "dashboard-before.png"), full_page=True)
