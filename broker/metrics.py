@@ -12,6 +12,8 @@ Rules:
   ``rocketmq_consumer_group_number``, ``rocketmq_storage_size`` (CommitLog bytes kept),
   ``rocketmq_consumer_lag_messages`` (committed offsets behind the queues' ends),
   ``rocketmq_consumer_lag_latency`` (ms since the oldest unconsumed message was stored),
+  ``rocketmq_consumer_inflight_messages`` (pulled past the committed offsets: the pull
+  path records each found pull's next offset),
   ``rocketmq_message_size`` (histogram of each put's average message size, RocketMQ's
   buckets 1 KiB .. 4 MiB).
 - Beyond RocketMQ (labels ``cluster``, ``node_type``, ``node_id``, ``broker_id``):
@@ -151,11 +153,20 @@ class _BrokerCollector(Collector):
             "rocketmq_consumer_group_number", "Subscription groups.", labels=labels
         )
         groups.add_metric(node, float(len(broker.groups.groups())))
-        stats = broker.store.statistics()
+        store_stats = broker.store.statistics()
         storage = GaugeMetricFamily(
             "rocketmq_storage_size", "CommitLog bytes kept on disk.", labels=labels
         )
-        storage.add_metric(node, float(stats.max_physical_offset - stats.min_physical_offset))
+        storage.add_metric(
+            node, float(store_stats.max_physical_offset - store_stats.min_physical_offset)
+        )
+        yield from (topics, groups, storage)
+        yield from self._consumers()
+
+    def _consumers(self) -> Iterator[Metric]:
+        """Lag, lag latency and in-flight messages of each group on each topic."""
+        broker = self._broker
+        node, labels = self._node(), ["cluster", "node_type", "node_id"]
         lag = GaugeMetricFamily(
             "rocketmq_consumer_lag_messages",
             "Messages past the group's committed offsets.",
@@ -167,7 +178,12 @@ class _BrokerCollector(Collector):
             "stored (0 when caught up).",
             labels=[*labels, "topic", "consumer_group"],
         )
-        store, now_ms = broker.store, broker.clock.wall_ms()
+        inflight = GaugeMetricFamily(
+            "rocketmq_consumer_inflight_messages",
+            "Messages pulled by the group past its committed offsets.",
+            labels=[*labels, "topic", "consumer_group"],
+        )
+        store, stats, now_ms = broker.store, broker.stats, broker.clock.wall_ms()
         for topic, by_group in sorted(_offsets_by_topic(broker.offsets).items()):
             for group, committed in sorted(by_group.items()):
                 behind = sum(
@@ -175,12 +191,17 @@ class _BrokerCollector(Collector):
                     for queue_id, offset in committed.items()
                 )
                 lag.add_metric([*node, topic, group], float(behind))
+                pulled = stats.pull_offsets(topic, group)
+                inflight.add_metric(
+                    [*node, topic, group],
+                    float(sum(max(0, pulled.get(q, o) - o) for q, o in committed.items())),
+                )
                 oldest = self._oldest_unconsumed_ms(topic, committed)
                 latency.add_metric(
                     [*node, topic, group],
                     float(max(0, now_ms - oldest)) if oldest is not None else 0.0,
                 )
-        yield from (topics, groups, storage, lag, latency)
+        yield from (lag, latency, inflight)
 
     def _oldest_unconsumed_ms(self, topic: str, committed: dict[int, int]) -> int | None:
         """Store time of the oldest message past the group's committed offsets (None: the

@@ -106,6 +106,8 @@ class BrokerStats:
         self._puts: dict[str, list[int]] = {}
         #: "topic@group" → [messages, bytes, calls]
         self._gets: dict[str, list[int]] = {}
+        #: "topic@group" → queue id → the next offset of the group's last pull
+        self._pulled: dict[str, dict[int, int]] = {}
         #: topic → puts per message-size bucket (then one past every bound, then the sum
         #: of the observed sizes)
         self._sizes: dict[str, list[int]] = {}
@@ -137,15 +139,29 @@ class BrokerStats:
         sizes[bisect.bisect_left(MESSAGE_SIZE_BUCKETS_BYTES, average)] += 1
         sizes[-1] += average
 
-    def on_get(self, group: str, topic: str, messages: int, size_bytes: int) -> None:
-        """Messages of ``topic`` handed to ``group`` by one pull (incGroupGetNums/Size)."""
+    def on_get(
+        self,
+        group: str,
+        topic: str,
+        messages: int,
+        size_bytes: int,
+        *,
+        queue_id: int | None = None,
+        next_offset: int | None = None,
+    ) -> None:
+        """Messages of ``topic`` handed to ``group`` by one pull (incGroupGetNums/Size);
+        with ``queue_id`` and ``next_offset``, where the group's pulls of that queue have
+        got to (ConsumerOffsetManager's pull offset: in flight = pulled - committed)."""
         key = f"{topic}@{group}"
         item = self._gets.get(key)
         if item is None:
             item = self._gets[key] = [0, 0, 0]
+            self._pulled[key] = {}
         item[0] += messages
         item[1] += size_bytes
         item[2] += 1
+        if queue_id is not None and next_offset is not None:
+            self._pulled[key][queue_id] = next_offset
 
     # --- reading ------------------------------------------------------------------------
 
@@ -157,6 +173,10 @@ class BrokerStats:
         """topic → (puts per ``MESSAGE_SIZE_BUCKETS_BYTES`` bucket, not cumulative, then the
         puts past every bound; the sum of the observed sizes)."""
         return {t: (tuple(v[:-1]), v[-1]) for t, v in self._sizes.items()}
+
+    def pull_offsets(self, topic: str, group: str) -> dict[int, int]:
+        """queue id → the next offset of ``group``'s last pull of it that found messages."""
+        return dict(self._pulled.get(f"{topic}@{group}", {}))
 
     def group_gets(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(topic, group) → (messages, bytes) handed out since boot."""

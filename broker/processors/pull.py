@@ -270,7 +270,12 @@ class PullProcessor:
             body = result.body
             # Per-group get counters (incGroupGetNums / incGroupGetSize): one call per pull.
             self.broker.stats.on_get(
-                header.consumer_group, header.topic, len(result.records), len(body)
+                header.consumer_group,
+                header.topic,
+                len(result.records),
+                len(body),
+                queue_id=header.queue_id,
+                next_offset=result.next_begin_offset,
             )
         return request.respond(
             code, result.status.value, ext_fields=reply.to_ext_fields(), body=body

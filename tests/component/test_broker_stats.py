@@ -149,6 +149,8 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
             for _ in range(3):
                 sent = await env.send_ok("T", b"abcd")
             await env.heartbeat("c1", group="G", topics={"T": "*"})
+            pulled = await env.pull("T", sent.queue_id, 0, group="G")
+            assert len(pulled.records) == 3
             await env.call(
                 RequestCode.UPDATE_CONSUMER_OFFSET,
                 {
@@ -177,6 +179,8 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
             )
             group_t = {"topic": "T", "consumer_group": "G", **node}
             assert 50 <= value(after, "rocketmq_consumer_lag_latency", **group_t) < 30_000
+            # Pulled up to 3, committed 1: two messages in flight.
+            assert value(after, "rocketmq_consumer_inflight_messages", **group_t) == 2
             # Three puts of small messages: all in the first size bucket (1 KiB).
             size = functools.partial(value, after, topic="T", **node)
             assert size("rocketmq_message_size_bucket", le="1024.0") == 3
