@@ -1,11 +1,11 @@
 """Admin calls for broker statistics and settings (mqadmin statsAll, brokerConsumeStats,
-producerConnection, getBrokerConfig, updateBrokerConfig).
+producerConnection, getBrokerConfig, updateBrokerConfig, queryTopicConsumeByWho).
 
 Rules:
 - Codes and bodies as RocketMQ's: VIEW_BROKER_STATS_DATA (315) answers BrokerStatsData,
   GET_BROKER_CONSUME_STATS (317) ConsumeStatsList, GET_PRODUCER_CONNECTION_LIST (204)
   ProducerConnection, GET_BROKER_CONFIG (26) ``key=value`` lines; UPDATE_BROKER_CONFIG (25)
-  takes such lines. ConsumeStats entries come in our list form (README's deviation).
+  takes such lines; QUERY_TOPIC_CONSUME_BY_WHO (300) answers GroupList. ConsumeStats entries come in our list form (README's deviation).
 - Values are frozen; a malformed body is ``MalformedBody``, an error answer the
   ``ServerError`` its code maps to (``AdminSession._broker_call``).
 """
@@ -176,6 +176,15 @@ class StatsAdmin(AdminSession):
     async def cluster_groups(self, cluster: str | None = None) -> list[BrokerData]:
         """The broker groups of ``cluster`` (None: of every cluster), by name."""
         return await self._cluster_groups(cluster)
+
+    async def consumed_by(self, addr: str, topic: str) -> list[str]:
+        """QUERY_TOPIC_CONSUME_BY_WHO: the groups one broker knows to consume ``topic``."""
+        request = RemotingCommand.request(RequestCode.QUERY_TOPIC_CONSUME_BY_WHO, {"topic": topic})
+        body = _json_body((await self._broker_call(addr, request)).body, "GroupList")
+        groups = body.get("groupList") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise MalformedBody("GroupList: groupList must be a list of names")
+        return sorted(groups)
 
     async def masters_of(self, cluster: str) -> list[str]:
         """Every master address of ``cluster`` (``AdminError`` when it has none)."""

@@ -22,6 +22,8 @@ Rules (AdminBrokerProcessor#prepareRuntimeInfo, #ViewBrokerStatsData,
   bodies use the same list-of-entries form as GET_CONSUME_STATS (README's deviation).
 - GET_PRODUCER_CONNECTION_LIST (204): the group's producers; none online is SYSTEM_ERROR
   "the producer group[G] not exist", as RocketMQ.
+- QUERY_TOPIC_CONSUME_BY_WHO (300): GroupList (``{"groupList": [...]}``) of the groups
+  online with a subscription to the topic, and of those holding offsets of it.
 - GET_BROKER_CONFIG (26) lists every setting as ``key=value`` lines (RocketMQ's keys);
   UPDATE_BROKER_CONFIG (25) takes such lines and applies those in ``RUNTIME_KEYS`` (the
   settings the broker reads at each use), validated by the config's own checks, without
@@ -214,6 +216,7 @@ class StatsProcessor:
             RequestCode.VIEW_BROKER_STATS_DATA: self.view_stats,
             RequestCode.GET_BROKER_CONSUME_STATS: self.broker_consume_stats,
             RequestCode.GET_PRODUCER_CONNECTION_LIST: self.producer_connections,
+            RequestCode.QUERY_TOPIC_CONSUME_BY_WHO: self.consumed_by,
             RequestCode.GET_BROKER_CONFIG: self.get_config,
             RequestCode.UPDATE_BROKER_CONFIG: self.update_config,
         }
@@ -366,6 +369,13 @@ class StatsProcessor:
                 ResponseCode.SYSTEM_ERROR, f"the producer group[{group}] not exist"
             )
         return request.respond(body=listing.to_bytes())
+
+    async def consumed_by(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        """The groups online with a subscription to the topic or holding offsets of it."""
+        topic = request.ext_fields.get("topic", "")
+        groups = set(self.broker.clients.consumers.groups_subscribing(topic))
+        groups.update(self.broker.offsets.groups_of_topic(topic))
+        return request.respond(body=dumps_json({"groupList": sorted(groups)}))
 
     # --- broker config --------------------------------------------------------------------------
 

@@ -6,11 +6,13 @@ GROUP_GET_NUMS ``topic@group`` of each master (VIEW_BROKER_STATS_DATA, 315), the
 TPS and the 24-hour sum (the day's, else the hour's, else the minute's); a master without
 the item counts 0. Accumulation is the group's lag on the topic. A topic nobody consumes
 has one row ``NO_CONSUMER``. ``-a`` keeps only topics with traffic in 24 hours. The groups
-of a topic are those the masters' GET_BROKER_CONSUME_STATS (317) list for it.
+of a topic are those its masters name (QUERY_TOPIC_CONSUME_BY_WHO, 300), lag from their
+GET_BROKER_CONSUME_STATS (317).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import attrs
@@ -78,6 +80,9 @@ async def stats_all(admin: Admin, topic: str | None, active_only: bool) -> list[
                     continue
         in_tps, in_24h = await _item(admin, masters, TOPIC_PUT_NUMS, name)
         lag: dict[str, int] = {}
+        for addr in masters:
+            with contextlib.suppress(RocketError):  # as mqadmin: a broker that fails adds none
+                lag.update(dict.fromkeys(await admin.consumed_by(addr, name), 0))
         for addr in masters:
             for group, per_topic in consume[addr].groups.items() if addr in consume else ():
                 for t in per_topic:

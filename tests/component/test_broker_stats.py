@@ -225,3 +225,31 @@ async def test_a_thousand_sends_add_a_thousand_to_their_topic_and_pulls_to_their
             assert out("rocketmq_messages_out_total") == 1000
             assert out("rocketmq_throughput_out_total") > 1000 * 10
             nursery.cancel_scope.cancel()
+
+
+async def test_query_topic_consume_by_who_names_subscribers_and_offset_holders(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=1)
+            await env.heartbeat("c1", group="Online", topics={"T": "*"})
+            await env.send_ok("T", b"x")
+            # A group that subscribes elsewhere now, but holds an offset of T.
+            await env.heartbeat("c2", group="Offline", topics={"Other": "*"})
+            committed = await env.call(
+                RequestCode.UPDATE_CONSUMER_OFFSET,
+                {"consumerGroup": "Offline", "topic": "T", "queueId": "0", "commitOffset": "1"},
+            )
+            expect(committed, ResponseCode.SUCCESS)
+
+            async def who(topic: str) -> list[str]:
+                answer = expect(
+                    await env.call(RequestCode.QUERY_TOPIC_CONSUME_BY_WHO, {"topic": topic}),
+                    ResponseCode.SUCCESS,
+                )
+                groups: list[str] = json.loads(answer.body)["groupList"]
+                return groups
+
+            assert await who("T") == ["Offline", "Online"]
+            assert await who("Nobody") == []
