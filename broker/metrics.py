@@ -3,7 +3,7 @@
 Rules:
 - One collector reads the broker when scraped, on the Trio thread that serves the scrape
   (``cli/metrics_http.py``): the send and pull paths change nothing for metrics beyond the
-  counters of ``broker/stats.py`` (``on_put`` / ``on_get``).
+  counters of ``broker/stats.py`` (``on_put`` / ``on_get``, ``RpcLatency.record``).
 - RocketMQ 5's names (BrokerMetricsConstant, ``rocketmq_`` prefix) and labels ``cluster``,
   ``node_type`` (``broker``), ``node_id`` (the broker name, as RocketMQ sets it), plus
   ``topic`` / ``consumer_group``: ``rocketmq_messages_in_total``,
@@ -11,6 +11,9 @@ Rules:
   ``rocketmq_throughput_out_total``, ``rocketmq_topic_number``,
   ``rocketmq_consumer_group_number``, ``rocketmq_storage_size`` (CommitLog bytes kept),
   ``rocketmq_consumer_lag_messages`` (committed offsets behind the queues' ends),
+  ``rocketmq_rpc_latency`` (histogram in ms, labels ``protocol_type`` ``remoting``,
+  ``request_code``, ``response_code``; counted by ``broker/stats.py``'s ``RpcLatency``
+  around every handler),
   ``rocketmq_consumer_lag_latency`` (ms since the oldest unconsumed message was stored),
   ``rocketmq_consumer_inflight_messages`` (pulled past the committed offsets: the pull
   path records each found pull's next offset),
@@ -47,7 +50,12 @@ from broker.groups import SubscriptionGroupManager
 from broker.ha import HAMaster, HASlave
 from broker.offsets import ConsumerOffsetManager
 from broker.role import RoleState
-from broker.stats import MESSAGE_SIZE_BUCKETS_BYTES, BrokerStats
+from broker.stats import (
+    MESSAGE_SIZE_BUCKETS_BYTES,
+    RPC_LATENCY_BUCKETS_MS,
+    BrokerStats,
+    RpcLatency,
+)
 from broker.store.store import MessageStore
 from broker.topics import TopicConfigManager
 from protocol.metrics import new_registry
@@ -84,6 +92,8 @@ class BrokerForMetrics(Protocol):
     def serving(self) -> bool: ...
     @property
     def clock(self) -> Clock: ...
+    @property
+    def rpc_latency(self) -> RpcLatency: ...
 
 
 class _BrokerCollector(Collector):
@@ -101,6 +111,7 @@ class _BrokerCollector(Collector):
         if not self._broker.serving:
             return  # the store is not open yet (or any more): nothing to read
         yield from self._traffic()
+        yield self._rpc_latency()
         yield from self._metadata()
         yield from self._role()
         yield from self._replicas()
@@ -143,6 +154,25 @@ class _BrokerCollector(Collector):
             msgs_out.add_metric([*node, topic, group], float(messages))
             bytes_out.add_metric([*node, topic, group], float(size))
         yield from (msgs_in, bytes_in, sizes, msgs_out, bytes_out)
+
+    def _rpc_latency(self) -> Metric:
+        labels = ["cluster", "node_type", "node_id", "protocol_type", "request_code"]
+        family = HistogramMetricFamily(
+            "rocketmq_rpc_latency",
+            "Time to answer a request, in milliseconds.",
+            labels=[*labels, "response_code"],
+        )
+        bounds = [*map(str, RPC_LATENCY_BUCKETS_MS), "+Inf"]
+        for (request, response), (counts, total_ms) in sorted(
+            self._broker.rpc_latency.table().items()
+        ):
+            cumulative = map(float, itertools.accumulate(counts))
+            family.add_metric(
+                [*self._node(), "remoting", str(request), str(response)],
+                buckets=list(zip(bounds, cumulative, strict=True)),
+                sum_value=total_ms,
+            )
+        return family
 
     def _metadata(self) -> Iterator[Metric]:
         broker, node = self._broker, self._node()

@@ -187,6 +187,11 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
             assert size("rocketmq_message_size_bucket", le="+Inf") == 3
             assert size("rocketmq_message_size_count") == 3
             assert size("rocketmq_message_size_sum") == stored  # single messages: sum = bytes
+            # Every request is timed, by request and response code (the three sends: 310).
+            sends = {"request_code": "310", "response_code": "0", "protocol_type": "remoting"}
+            assert value(after, "rocketmq_rpc_latency_count", **sends, **node) == 3
+            assert value(after, "rocketmq_rpc_latency_bucket", le="+Inf", **sends, **node) == 3
+            assert 0 < value(after, "rocketmq_rpc_latency_sum", **sends, **node) < 3 * 10_000
             assert value(after, "rocketmq_storage_size", **node) > 0
             assert value(after, "rocketmq_broker_role", **node) == 1
             assert value(after, "rocketmq_broker_accepts_writes", **node) == 1
