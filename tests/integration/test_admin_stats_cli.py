@@ -5,78 +5,36 @@ real ``rmq namesrv`` and ``rmq broker`` carrying real SDK traffic."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import attrs
 import pytest
 import trio
 
 from client.consumer import ConsumeFrom, ConsumeResult, open_push_consumer
 from client.message import Message, ReceivedMessage
 from client.producer import open_producer
-from launcher.ready import BROKER_READY
-from tests.support.processes import (
-    START_TIMEOUT_S,
-    Completed,
-    managed_process,
-    namesrv_process,
-    rmq_argv,
-    run_command,
+
+# The live NameServer + broker fixture and the CLI helpers of the other admin tests.
+from tests.integration.test_admin_cli import (
+    CLUSTER,
+    Cluster,
+    cluster,  # noqa: F401 (a fixture)
+    ok,
+    rmq,
 )
+from tests.integration.test_admin_cli import one_line_error as refused
 
 pytestmark = pytest.mark.integration
 
-CLI_TIMEOUT_S = 60.0
 TEST_TIMEOUT_S = 120.0
-CLUSTER = "StatsCluster"
 TOPIC = "StatsTopic"
 SENT = 7
-
-
-@attrs.frozen(kw_only=True)
-class Cluster:
-    namesrv: str
-    broker: str
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    with trio.fail_after(2 * START_TIMEOUT_S + 10):
-        async with namesrv_process() as ns:
-            argv = rmq_argv(
-                "broker", "-n", ns.address, "--port", "0", "--cluster", CLUSTER,
-                "--name", "broker-a", "--dir", str(tmp_path / "broker-a"),
-            )  # fmt: skip
-            async with managed_process(argv, name="broker", ready=BROKER_READY) as broker:
-                yield Cluster(namesrv=ns.address, broker=broker.address)
-
-
-async def rmq(cluster: Cluster, *args: str) -> Completed:
-    return await run_command(
-        rmq_argv("admin", *args, "-n", cluster.namesrv), timeout_s=CLI_TIMEOUT_S
-    )
-
-
-def ok(done: Completed) -> str:
-    assert done.returncode == 0, done.describe()
-    assert "Traceback" not in done.stderr, done.describe()
-    return done.stdout
-
-
-def refused(done: Completed, *needles: str) -> None:
-    assert done.returncode == 1, done.describe()
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.describe()
-    for needle in needles:
-        assert needle in lines[0], done.describe()
 
 
 def words(stdout: str) -> list[list[str]]:
     return [line.split() for line in stdout.splitlines() if line.strip()]
 
 
-async def test_stats_and_connections_follow_real_traffic(cluster: Cluster) -> None:
+async def test_stats_and_connections_follow_real_traffic(cluster: Cluster) -> None:  # noqa: F811
     with trio.fail_after(TEST_TIMEOUT_S):
         ok(await rmq(cluster, "updateTopic", "-t", TOPIC, "-c", CLUSTER, "-r", "1", "-w", "1"))
         consumed: list[ReceivedMessage] = []
@@ -141,7 +99,7 @@ async def test_stats_and_connections_follow_real_traffic(cluster: Cluster) -> No
         refused(await rmq(cluster, "producerConnection", "-g", "NobodyHere"), "NobodyHere")
 
 
-async def test_broker_config_is_read_and_changed_live(cluster: Cluster) -> None:
+async def test_broker_config_is_read_and_changed_live(cluster: Cluster) -> None:  # noqa: F811
     with trio.fail_after(TEST_TIMEOUT_S):
 
         async def setting(key: str) -> str:
