@@ -95,10 +95,19 @@ class BrokerConfig:
     #: Controller remoting addresses; non-empty enables controller mode: the broker id and
     #: the role come from the controller, not from ``broker_id``/``broker_role``.
     controller_addrs: tuple[str, ...] = ()
+    #: How often the broker heartbeats every controller (``brokerHeartbeatInterval``).
+    heartbeat_interval_s: float = 0.3
+    #: The silence after which the controllers take this broker for dead, sent with every
+    #: heartbeat (``controllerHeartBeatTimeoutMills``; RocketMQ's default is 10 s).
+    controller_heartbeat_timeout_s: float = 1.2
+    #: Deadline of one heartbeat write to one controller (``sendHeartbeatTimeoutMillis``).
+    send_heartbeat_timeout_s: float = 1.0
     #: A master that has not heard the controller leader confirm it for this long stops
     #: acknowledging writes (apache/rocketmq#7017), unless allAckInSyncStateSet holds every
-    #: ack for other SyncStateSet members (then a deposal already stops its acks).
-    lease_s: float = 6.0
+    #: ack for other SyncStateSet members (then a deposal already stops its acks). Shorter
+    #: than ``controller_heartbeat_timeout_s``: the lease runs out before any controller
+    #: may take this master for dead (README, "the lease").
+    lease_s: float = 1.0
     #: Lower wins among equally up-to-date candidates (``brokerElectionPriority``).
     election_priority: int = 0
 
@@ -210,6 +219,9 @@ class BrokerConfig:
     check_old_segments_on_start: bool = True
     #: Client connections the remoting port keeps at once; 0: half the process's
     #: descriptor limit, at most 10,000 (``serverMaxConnections``). More are refused.
+    #: Register with the NameServers in RocketMQ's compressed form always
+    #: (``compressedRegister``); otherwise only when the JSON form passes 1 MiB.
+    compressed_register: bool = False
     server_max_connections: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: ...and from one remote IP (``serverMaxConnectionsPerPeer``).
     server_max_connections_per_peer: int = attrs.field(
@@ -239,11 +251,15 @@ class BrokerConfig:
             "in_sync_replicas": self.in_sync_replicas,
             "lease_s": self.lease_s,
             **self._limits(),
+            "heartbeat_interval_s": self.heartbeat_interval_s,
+            "controller_heartbeat_timeout_s": self.controller_heartbeat_timeout_s,
+            "send_heartbeat_timeout_s": self.send_heartbeat_timeout_s,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, not {value}")
         self._check_ceilings()
+        self._check_liveness_timing()
         if self.ha_send_heartbeat_interval_s >= self.ha_housekeeping_interval_s:
             raise ConfigError(
                 "haSendHeartbeatInterval must be shorter than haHousekeepingInterval "
@@ -286,6 +302,23 @@ class BrokerConfig:
             raise ConfigError(
                 f"defaultTopicQueueNums must be in 1..maxTopicQueueNums "
                 f"({self.max_topic_queue_nums}), not {self.default_topic_queue_nums}"
+            )
+
+    def _check_liveness_timing(self) -> None:
+        """The lease must run out before the controllers may take the master for dead,
+        and heartbeats must come several times within that timeout."""
+        timeout_s = self.controller_heartbeat_timeout_s
+        if self.lease_s >= timeout_s:
+            raise ConfigError(
+                f"lease_s ({self.lease_s} s) must be shorter than "
+                f"controllerHeartBeatTimeoutMills ({timeout_s} s): a deposed master could "
+                "otherwise still acknowledge writes after another was elected"
+            )
+        if 2 * self.heartbeat_interval_s > timeout_s:
+            raise ConfigError(
+                f"brokerHeartbeatInterval ({self.heartbeat_interval_s} s) must be at most half "
+                f"of controllerHeartBeatTimeoutMills ({timeout_s} s): one late heartbeat "
+                "would otherwise look like a dead broker"
             )
 
     @property
@@ -377,6 +410,7 @@ _ALIASES = {
     "haMaxPendingConnections": "ha_max_pending_connections",
     "skipDamagedSegments": "skip_damaged_segments",
     "checkOldSegmentsOnStart": "check_old_segments_on_start",
+    "compressedRegister": "compressed_register",
     "serverMaxConnections": "server_max_connections",
     "serverMaxConnectionsPerPeer": "server_max_connections_per_peer",
 }
@@ -394,6 +428,9 @@ _MILLIS = {
     "flushMetadataInterval": "flush_metadata_interval_s",
     "registerMinInterval": "register_min_interval_s",
     "haHandshakeTimeout": "ha_handshake_timeout_s",
+    "brokerHeartbeatInterval": "heartbeat_interval_s",
+    "controllerHeartBeatTimeoutMills": "controller_heartbeat_timeout_s",
+    "sendHeartbeatTimeoutMillis": "send_heartbeat_timeout_s",
 }
 
 

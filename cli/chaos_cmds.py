@@ -150,15 +150,31 @@ def run(
         Path | None, typer.Option("--out", help="Output directory (default ./chaos-NAME-SEED).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json too.")] = False,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", help="Messages per second over all producers (the load)."),
+    ] = None,
+    use_netns: Annotated[
+        bool,
+        typer.Option("--netns", help="Every node on its own network host (root only)."),
+    ] = False,
 ) -> None:
     """Run a scenario: cluster up, load, faults every INTERVAL s, heal, drain, check."""
     scenario = _scenario_or_fail(scenario_name)
     if duration <= 0 or interval <= 0:
         raise fail("--duration and --interval must be positive")
+    if rate is not None and rate <= 0:
+        raise fail("--rate must be positive")
     seed = secrets.randbelow(2**31) if seed is None else seed
     directory = (out_dir or Path(f"chaos-{scenario.name}-{seed}")).absolute()
     options = RunOptions(
-        duration_s=duration, interval_s=interval, seed=seed, mode=mode, out_dir=directory
+        duration_s=duration,
+        interval_s=interval,
+        seed=seed,
+        mode=mode,
+        out_dir=directory,
+        rate_per_s=rate,
+        netns=use_netns,
     )
     reason = scenario.unavailable(mode or scenario.modes[0])
     if reason is not None:

@@ -7,16 +7,21 @@ Rules:
 - ``up`` starts the mode's table (``launcher/plans.py``) in order: controller mode's
   quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader;
   each node exports its metrics on a free port), then the NameServer, then the brokers,
-  then ``rmq dashboard`` (node ``dashboard``; ``--no-dashboard`` skips it), whose URL is
-  the last line printed. On any failure it stops what it started.
+  then ``rmq dashboard`` (node ``dashboard``, in the root namespace; ``--no-dashboard``
+  skips it), whose URL is the last line printed. On any failure it stops what it started.
 - Every wait has a deadline: a ready line (30 s by default), a stop (10 s, then SIGKILL).
 - ``up`` and ``down`` hold ``D/cluster.lock``, so two of them never race on one directory.
 - Errors are one line (``error: ...``) with exit status 1, never a traceback; a node that
   fails to start adds the tail of its log after that line.
 - A mode's layout changes only through ``LayoutOptions`` (``--broker-set``,
-  ``--broker-controller-addrs``, ``--controller-base-port``), checked before anything
-  starts (broker settings by the broker's own config code); without them ``up`` starts
-  exactly the mode's table.
+  ``--broker-controller-addrs``, ``--controller-base-port``, ``--netns``), checked before
+  anything starts (broker settings by the broker's own config code); without them ``up``
+  starts exactly the mode's table.
+- ``--netns`` (root only; one ``error:`` line otherwise): every node on its own network
+  host (``launcher/netns.py``: a namespace and an address on a bridge the root namespace
+  shares), binding and advertising that address (brokerIP1), controllers peering by
+  address on RocketMQ's fixed ports. The namespaces, links and bridge are recorded in
+  ``D/netns.json`` before they are made and removed by a failed ``up`` and by ``down``.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from cli.output import err, out
 from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
 from client import admin
 from controller.config import write_toml
+from launcher import netns
 from launcher.command import rmq_command
 from launcher.detached import read_output, refuse_running, start_node, starting
+from launcher.netns import NetPlan
 from launcher.pids import is_alive
 from launcher.plans import (
     BROKERS_BY_MODE,
@@ -48,6 +55,7 @@ from launcher.plans import (
     broker_node,
     dashboard_node,
     namesrv_node,
+    node_names,
     toml_value,
 )
 from launcher.ready import CONTROLLER, DASHBOARD, NAMESRV, parse_metrics_address
@@ -90,6 +98,7 @@ class LayoutOptions:
     broker_settings: tuple[tuple[str, Any], ...] = ()
     broker_controller_addrs: tuple[tuple[str, str], ...] = ()
     controller_base_port: int | None = None
+    netns: bool = False
 
     def check(self, mode: str) -> None:
         """Raise ``ClusterError`` when these options do not fit ``mode``."""
@@ -150,21 +159,31 @@ def write_broker_settings(path: Path, settings: tuple[tuple[str, Any], ...]) -> 
 # --- up ----------------------------------------------------------------------------------------
 
 
-def _start_controllers(cluster: Cluster, timeout_s: float, base_port: int | None = None) -> str:
+def _start_controllers(
+    cluster: Cluster, timeout_s: float, base_port: int | None, hosts: NetPlan | None
+) -> str:
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
-    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given). Each node
-    serves its metrics on a free port, for the dashboard."""
+    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given; each on its
+    own host of ``hosts`` when given)."""
     root = cluster.root
     if config_paths(root):
         raise ClusterError(f"{root} already holds a controller quorum; use a fresh --dir")
-    configs = []
-    for path, written in write_quorum(
-        root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=base_port
-    ):
+    ids = [f"n{i}" for i in range(CONTROLLER_NODES)]
+    configs = write_quorum(
+        root,
+        nodes=CONTROLLER_NODES,
+        host="127.0.0.1",
+        base_port=base_port,
+        hosts=[hosts.host(i).address for i in ids] if hosts else (),
+    )
+    # Each node serves its metrics on a free port (its ready output names it): the
+    # dashboard reads elections and failovers there.
+    for i, (path, written) in enumerate(configs):
         config = attrs.evolve(written, metrics_exporter_type="PROM", metrics_prom_exporter_port=0)
         write_toml(path, config)
-        configs.append((path, config))
-    start_controllers(cluster, configs, timeout_s)
+        configs[i] = (path, config)
+    netns_of = {i: hosts.host(i).namespace for i in ids} if hosts else None
+    start_controllers(cluster, configs, timeout_s, netns_of)
     return ";".join(config.remoting_address for _, config in configs)
 
 
@@ -200,6 +219,12 @@ def _start_dashboard(
         ) from None
 
 
+def _on_host(node: Node, hosts: NetPlan | None) -> Node:
+    if hosts is not None:
+        node.netns = hosts.host(node.name).namespace
+    return node
+
+
 def cluster_up(
     root: Path,
     *,
@@ -216,36 +241,71 @@ def cluster_up(
     layout = layout or LayoutOptions()
     layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
-    rmq = rmq_command()
     with dir_lock(root):
         refuse_running(root)
-        with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
-            controller_addrs = ""
-            if mode == "controller":
-                controller_addrs = _start_controllers(
-                    cluster, timeout_s, layout.controller_base_port
-                )
-            namesrv = start_node(cluster, namesrv_node(root, namesrv_port, rmq=rmq), timeout_s)
-            for plan in BROKERS_BY_MODE[mode]:
-                config_file = None
-                if layout.broker_settings:
-                    config_file = root / plan.name / BROKER_CONFIG_NAME
-                    write_broker_settings(config_file, layout.broker_settings)
-                broker = broker_node(
-                    root,
-                    plan,
-                    namesrv_addr=namesrv.address,
-                    flush=flush,
-                    controller_addrs=layout.controller_addrs_of(plan.name, controller_addrs),
-                    config_file=config_file,
-                    rmq=rmq,
-                )
-                start_node(cluster, broker, timeout_s)
-            if dashboard_port is not None:
-                _start_dashboard(
-                    cluster, dashboard_port, namesrv.address, controller_addrs, timeout_s
-                )
-        return cluster
+        hosts = _make_hosts(root, mode) if layout.netns else None
+        try:
+            return _start_all(
+                root, mode, namesrv_port, flush, timeout_s, stop_timeout_s, layout, hosts,
+                dashboard_port=dashboard_port,
+            )  # fmt: skip
+        except BaseException:
+            if hosts is not None:
+                netns.teardown(root)
+            raise
+
+
+def _make_hosts(root: Path, mode: str) -> NetPlan:
+    try:
+        return netns.setup(root, node_names(mode))
+    except netns.NetnsError as exc:
+        raise ClusterError(f"--netns: {exc}") from None
+
+
+def _start_all(
+    root: Path,
+    mode: str,
+    namesrv_port: int,
+    flush: str,
+    timeout_s: float,
+    stop_timeout_s: float,
+    layout: LayoutOptions,
+    hosts: NetPlan | None,
+    *,
+    dashboard_port: int | None = None,
+) -> Cluster:
+    """``cluster_up``'s starts, under its lock (and on ``hosts`` when given)."""
+    rmq = rmq_command()
+    with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
+        controller_addrs = ""
+        if mode == "controller":
+            controller_addrs = _start_controllers(
+                cluster, timeout_s, layout.controller_base_port, hosts
+            )
+        ip = hosts.host(NAMESRV).address if hosts else None
+        namesrv = namesrv_node(root, namesrv_port, rmq=rmq, host=ip)
+        namesrv_ready = start_node(cluster, _on_host(namesrv, hosts), timeout_s)
+        for plan in BROKERS_BY_MODE[mode]:
+            config_file = None
+            if layout.broker_settings:
+                config_file = root / plan.name / BROKER_CONFIG_NAME
+                write_broker_settings(config_file, layout.broker_settings)
+            broker = broker_node(
+                root,
+                plan,
+                namesrv_addr=namesrv_ready.address,
+                flush=flush,
+                controller_addrs=layout.controller_addrs_of(plan.name, controller_addrs),
+                config_file=config_file,
+                rmq=rmq,
+                host=hosts.host(plan.name).address if hosts else None,
+            )
+            start_node(cluster, _on_host(broker, hosts), timeout_s)
+        if dashboard_port is not None:
+            _start_dashboard(
+                cluster, dashboard_port, namesrv_ready.address, controller_addrs, timeout_s
+            )
+    return cluster
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -365,6 +425,15 @@ def up(
             "(default: free ones).",
         ),
     ] = None,
+    use_netns: Annotated[
+        bool,
+        typer.Option(
+            "--netns",
+            help="Root only: each node on its own network host (a network namespace with "
+            "its own 10.213.N.x address on a bridge the root namespace shares); "
+            "rmq cluster down removes them.",
+        ),
+    ] = False,
     dashboard_port: Annotated[
         int | None,
         typer.Option(
@@ -385,6 +454,7 @@ def up(
                 _node_addrs(item) for item in broker_controller_addrs or ()
             ),
             controller_base_port=controller_base_port,
+            netns=use_netns,
         )
         if mode not in BROKERS_BY_MODE:
             known = "mode {!r} is not available yet" if mode in LATER_MODES else "unknown mode {!r}"

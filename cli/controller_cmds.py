@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -71,19 +72,22 @@ def ready_line(config: ControllerConfig) -> str:
 
 
 def quorum_configs(
-    root: Path, *, nodes: int, host: str, base_port: int | None
+    root: Path, *, nodes: int, host: str, base_port: int | None, hosts: Sequence[str] = ()
 ) -> list[ControllerConfig]:
-    """One config per node (n0, n1, ...), sharing a fresh secret; data under ``root/n<i>``."""
-    ports = (
-        quorum_ports(nodes, base_port)
-        if base_port is not None
-        else pick_free_ports(2 * nodes, host)
-    )
+    """One config per node (n0, n1, ...), sharing a fresh secret; data under ``root/n<i>``.
+    ``hosts``: an address per node (each on its own host, all on ``base_port`` and the
+    next, RocketMQ's 9878 by default: no port of another host can be probed from here)."""
+    if hosts:  # each host has its own ports: all listen on the same two
+        ports = [base_port or DEFAULT_PORT, (base_port or DEFAULT_PORT) + 1] * nodes
+    elif base_port is not None:
+        ports = quorum_ports(nodes, base_port)
+    else:
+        ports = pick_free_ports(2 * nodes, host)
     peers = {
         p.node_id: Peer(
             node_id=p.node_id, remoting_address=p.remoting_address, raft_address=p.raft_address
         )
-        for p in quorum_plan(nodes=nodes, host=host, ports=ports)
+        for p in quorum_plan(nodes=nodes, host=host, ports=ports, hosts=hosts)
     }
     password = secrets.token_urlsafe(32)
     return [
@@ -198,11 +202,11 @@ def config_paths(root: Path) -> list[Path]:
 
 
 def write_quorum(
-    root: Path, *, nodes: int, host: str, base_port: int | None
+    root: Path, *, nodes: int, host: str, base_port: int | None, hosts: Sequence[str] = ()
 ) -> list[tuple[Path, ControllerConfig]]:
     """Write a new quorum's node configs under ``root``; each config with its path."""
     written = []
-    for config in quorum_configs(root, nodes=nodes, host=host, base_port=base_port):
+    for config in quorum_configs(root, nodes=nodes, host=host, base_port=base_port, hosts=hosts):
         path = root / config.node_id / CONFIG_NAME
         write_toml(path, config)
         written.append((path, config))
@@ -249,14 +253,19 @@ def wait_for_leader(addrs: list[str], timeout_s: float) -> ControllerMetadata:
 
 
 def start_controllers(
-    cluster: Cluster, configs: list[tuple[Path, ControllerConfig]], timeout_s: float
+    cluster: Cluster,
+    configs: list[tuple[Path, ControllerConfig]],
+    timeout_s: float,
+    netns_of: Mapping[str, str] | None = None,
 ) -> ControllerMetadata:
-    """Start a node per (config file, config) into ``cluster``'s record; wait for a leader."""
+    """Start a node per (config file, config) into ``cluster``'s record; wait for a leader.
+    ``netns_of``: node id -> the network namespace it runs in."""
     rmq = rmq_command()
     for path, config in configs:
         node = controller_node(
             cluster.root, config.node_id, config_file=path, data_dir=config.data_dir, rmq=rmq
         )
+        node.netns = (netns_of or {}).get(config.node_id)
         start_node(cluster, node, timeout_s)
     return wait_for_leader([c.remoting_address for _, c in configs], timeout_s)
 

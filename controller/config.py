@@ -72,8 +72,15 @@ class ControllerConfig:
     data_dir: Path
     group: str = DEFAULT_GROUP
     # --- liveness and elections (reference §2.4, §6) ----------------------------------
-    #: How often silent brokers are expired (scanNotActiveBrokerInterval).
+    #: Silent brokers are expired the moment their timeout ends (the scan sleeps until the
+    #: earliest deadline); this is the longest the scan sleeps when none is due sooner
+    #: (scanNotActiveBrokerInterval, RocketMQ's fixed scan period).
     scan_not_active_broker_interval_s: float = attrs.field(default=5.0, validator=_positive)
+    #: A scan that wakes this much later than it meant to means this node itself did not
+    #: run (CPU starvation, a pause): its sockets hold heartbeats it has not read yet...
+    stall_tolerance_s: float = attrs.field(default=0.2, validator=_positive)
+    #: ...so silence-based elections wait this long after such a wake-up.
+    stall_settle_s: float = attrs.field(default=0.5, validator=_positive)
     #: How often the leader looks for groups with a dead master (scanInactiveMasterInterval).
     scan_inactive_master_interval_s: float = attrs.field(default=5.0, validator=_positive)
     #: A node that has just started has heard no heartbeats yet: it looks for dead masters

@@ -247,6 +247,38 @@ class StoreDispatch(StoreState):
             self._dispatched = at + size
         return count
 
+    def catch_up_dispatch(self) -> bool:
+        """Dispatch what an earlier failure left behind; True when nothing is left.
+
+        A ConsumeQueue or index file that could not be opened (EMFILE) leaves its record
+        stored but not yet visible; this runs before the next put and from the store's
+        flush loop, so it becomes visible once descriptors are free again. Entries already
+        written are repaired in place, never appended twice.
+        """
+        try:
+            self._dispatch_pending(self._dispatch_limit(), recovering=True)
+        except OSError as exc:
+            self._dispatch_failed(exc)
+            return False
+        return self._dispatched >= self._dispatch_limit()
+
+    def _on_flush_tick(self) -> None:
+        if self._dispatched < self._dispatch_limit():
+            self.catch_up_dispatch()
+
+    def _dispatch_failed(self, exc: OSError) -> None:
+        self._dispatch_failures += 1
+        n = self._dispatch_failures
+        if n == 1 or n % 1000 == 0:
+            log.warning(
+                "%s: ConsumeQueue/index update failed at CommitLog offset %d (%s; %d so far); "
+                "the message is stored and becomes visible when it succeeds",
+                self.node,
+                self._dispatched,
+                exc.strerror or exc,
+                n,
+            )
+
     def set_confirm_offset(self, offset: int) -> None:
         """Record the replicated offset; with ``dispatch_confirmed_only`` dispatch up to it."""
         self._confirm = max(0, offset)

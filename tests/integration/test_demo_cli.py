@@ -48,6 +48,28 @@ async def test_demo_kills_the_master_and_loses_nothing(tmp_path: Path) -> None:
     assert not (root / "cluster").exists()
 
 
+FIRST_ON_NEW_MASTER = re.compile(r"first SEND_OK stored by the new master came (\d+) ms after")
+
+
+async def test_demo_silent_master_is_replaced_in_under_two_seconds(tmp_path: Path) -> None:
+    """``--silent``: SIGSTOP, no connection closes; the new master acks within 2 s."""
+    root = tmp_path / "demo"
+    argv = ["demo", "--silent", "--dir", str(root), "--seconds", "10", "--rate", "100"]
+    try:
+        done = await run_command(rmq_argv(*argv, "--seed", "8"), timeout_s=180)
+    finally:
+        if (root / "cluster" / "cluster.json").exists():
+            await run_command(rmq_argv("cluster", "down", "--dir", str(root / "cluster")))
+    assert done.returncode == 0, done.describe()
+    text = done.stdout
+    assert "SIGSTOP broker-a-" in text and "SIGCONT broker-a-" in text, text
+    match = FIRST_ON_NEW_MASTER.search(text)
+    assert match, text
+    assert int(match.group(1)) < 2000, text
+    last = SUMMARY.match(text.strip().splitlines()[-1])
+    assert last and last.group(4) == "0", text
+
+
 async def test_demo_refuses_a_directory_of_an_earlier_demo(tmp_path: Path) -> None:
     (tmp_path / "history.log").write_text("")
     done = await run_command(rmq_argv("demo", "--dir", str(tmp_path)), timeout_s=60)
