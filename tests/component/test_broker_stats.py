@@ -131,6 +131,10 @@ async def test_producer_connections_and_broker_config(tmp_path: Path) -> None:
             assert update.code == ResponseCode.SUCCESS, update.remark
             assert env.b.config.slave_timeout_s == 1.5
             assert env.b.config.auto_create_topic_enable is False
+            # The running broker acts on it: a send to a new topic no longer creates it.
+            fresh = await env.send("FreshTopic")
+            assert fresh.code == ResponseCode.TOPIC_NOT_EXIST, (fresh.code, fresh.remark)
+            assert env.b.topics.get("FreshTopic") is None
             refused = await env.call(RequestCode.UPDATE_BROKER_CONFIG, None, b"brokerName=b\n")
             assert refused.code == ResponseCode.NO_PERMISSION
             assert "brokerName" in (refused.remark or "")
