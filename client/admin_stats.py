@@ -5,7 +5,8 @@ Rules:
 - Codes and bodies as RocketMQ's: VIEW_BROKER_STATS_DATA (315) answers BrokerStatsData,
   GET_BROKER_CONSUME_STATS (317) ConsumeStatsList, GET_PRODUCER_CONNECTION_LIST (204)
   ProducerConnection, GET_BROKER_CONFIG (26) ``key=value`` lines; UPDATE_BROKER_CONFIG (25)
-  takes such lines; QUERY_TOPIC_CONSUME_BY_WHO (300) answers GroupList. ConsumeStats entries come in our list form (README's deviation).
+  takes such lines; QUERY_TOPIC_CONSUME_BY_WHO (300) answers GroupList. ConsumeStats
+  entries come in our list form (README's deviation).
 - Values are frozen; a malformed body is ``MalformedBody``, an error answer the
   ``ServerError`` its code maps to (``AdminSession._broker_call``).
 """

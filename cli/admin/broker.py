@@ -141,11 +141,10 @@ def update_broker_config(
     if not name or any(c in name for c in "=:\n\r#!") or "\n" in text or "\r" in text:
         raise fail(f"bad key or value {key!r}={value!r}: one broker.conf key and a one-line value")
 
-    async def apply(admin: Admin) -> list[str]:
+    async def apply(admin: Admin) -> None:
         addrs = [broker_addr] if broker_addr is not None else await admin.masters_of(cluster or "")
-        for addr in addrs:  # one at a time: the first refusal stops the rest
-            await admin.update_broker_config(addr, {name: text})
-        return addrs
+        for addr in addrs:  # one at a time: the first refusal stops the rest, named after
+            await admin.update_broker_config(addr, {name: text})  # those already changed
+            print(f"update broker config success, {addr}", flush=True)
 
-    for addr in run(namesrv, timeout, apply):
-        print(f"update broker config success, {addr}")
+    run(namesrv, timeout, apply)
