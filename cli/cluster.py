@@ -214,7 +214,8 @@ def _start_dashboard(
         start_node(cluster, node, timeout_s)
     except ClusterError as exc:
         raise ClusterError(
-            f"{exc} (--dashboard-port 0 picks a free port; --no-dashboard starts none)",
+            "the dashboard did not start (--dashboard-port 0 picks a free port, "
+            f"--no-dashboard starts none): {exc}",
             exc.detail,
         ) from None
 
