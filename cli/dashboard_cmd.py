@@ -63,6 +63,15 @@ def dashboard_command(
 
     if interval <= 0:
         raise fail("--interval must be positive")
+    if snapshot is not None:
+        try:
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(
+                f"--snapshot {snapshot}: cannot make its directory: {exc.strerror}"
+            ) from None
+        if snapshot.is_dir():
+            raise fail(f"--snapshot {snapshot} is a directory; give a file name")
     configure_logging(node=f"dashboard {host}:{port}", log_file=None, level=log_level)
 
     async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:

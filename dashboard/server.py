@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ from dashboard.app import Action, DashboardApp
 from dashboard.model import Dashboard
 from dashboard.snapshot import write_snapshot
 from dashboard.sources import Sources
+
+log = logging.getLogger(__name__)
 
 #: The ready line, worded as the other servers'.
 READY = "The dashboard boot success. url={url}"
@@ -43,11 +46,19 @@ async def poll(
             dashboard.update(await sources.observe(int(time.time() * 1000)))
             if snapshot is not None and dashboard.events != saved:
                 saved = dashboard.events
-                write_snapshot(snapshot, dashboard.state())
+                save(snapshot, dashboard)
             await trio.sleep(interval_s)
     finally:
         if snapshot is not None and dashboard.view:
-            write_snapshot(snapshot, dashboard.state())
+            save(snapshot, dashboard)
+
+
+def save(snapshot: Path, dashboard: Dashboard) -> None:
+    """Write the snapshot; a failure (disk full, say) is logged, and the page still served."""
+    try:
+        write_snapshot(snapshot, dashboard.state())
+    except OSError as exc:
+        log.warning("cannot save the dashboard to %s: %s", snapshot, exc.strerror or exc)
 
 
 def admin_actions(admin: Admin, controllers: Sequence[str]) -> dict[str, Action]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
+
+import pytest
 
 from dashboard.model import Dashboard, GroupRow, Observation, ReplicaRow
 from dashboard.server import READY
@@ -61,3 +64,17 @@ def test_the_dashboard_ready_line_is_what_rmq_cluster_up_reads(tmp_path: Path) -
     assert node.argv[:6] == ["rmq", "dashboard", "-n", "127.0.0.1:9876", "--port", "0"]
     assert "--controllers" in node.argv
     assert "--controller-metrics" not in node.argv  # one per controller, or none
+
+
+def test_a_snapshot_that_cannot_be_written_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dashboard.server import save
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    dashboard = Dashboard()
+    dashboard.update(Observation(now_ms=1, namesrv=("127.0.0.1:9876",)))
+    with caplog.at_level(logging.WARNING, logger="dashboard.server"):
+        save(blocker / DASHBOARD_SNAPSHOT, dashboard)
+    assert "cannot save the dashboard" in caplog.text
