@@ -86,9 +86,25 @@ class BrokerConfig:
     #: Long polling: re-check held pulls this often even without arrivals.
     long_polling_check_interval_s: float = 5.0
     client_expiry_s: float = 120.0
+    #: Transactions (broker/transaction/): a half message is first checked this long after
+    #: it was stored (``transactionTimeOut``, ms in TOML), then every
+    #: ``transactionCheckInterval``, at most ``transactionCheckMax`` times.
+    transaction_timeout_s: float = attrs.field(default=6.0, validator=attrs.validators.gt(0))
+    transaction_check_interval_s: float = attrs.field(
+        default=30.0, validator=attrs.validators.gt(0)
+    )
+    transaction_check_max: int = attrs.field(default=15, validator=attrs.validators.ge(0))
     #: ``messageDelayLevel``: delay of each level, 1-based.
     message_delay_level: str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
     max_reconsume_times: int = 16
+    #: Timer messages (broker/timers.py): off → a timer message is refused
+    #: (``timerWheelEnable``); the longest delay accepted (``timerMaxDelaySec``); pending
+    #: timers held in memory at most (the rest stay on disk in the timer ConsumeQueue).
+    timer_wheel_enable: bool = True
+    timer_max_delay_s: int = attrs.field(default=3 * 24 * 3600, validator=attrs.validators.gt(0))
+    timer_index_capacity: int = attrs.field(default=100_000, validator=attrs.validators.gt(0))
+    #: SQL92 subscriptions are served (``enablePropertyFilter``); off → refused.
+    enable_property_filter: bool = True
     request_timeout_s: float = 3.0
 
     # --- controller mode (reference/rocketmq-controller.md §4; DESIGN.md §6) ---------------
@@ -388,9 +404,13 @@ _ALIASES = {
     "fileReservedTime": "file_reserved_time_h",
     "autoCreateTopicEnable": "auto_create_topic_enable",
     "autoCreateSubscriptionGroup": "auto_create_subscription_group",
+    "transactionCheckMax": "transaction_check_max",
     "defaultTopicQueueNums": "default_topic_queue_nums",
     "messageDelayLevel": "message_delay_level",
     "maxReconsumeTimes": "max_reconsume_times",
+    "timerWheelEnable": "timer_wheel_enable",
+    "timerMaxDelaySec": "timer_max_delay_s",
+    "enablePropertyFilter": "enable_property_filter",
     "controllerAddr": "controller_addrs",
     "brokerElectionPriority": "election_priority",
     "metricsExporterType": "metrics_exporter_type",
@@ -419,6 +439,8 @@ _ALIASES = {
 _MILLIS = {
     "syncFlushTimeout": "sync_flush_timeout_s",
     "slaveTimeout": "slave_timeout_s",
+    "transactionTimeOut": "transaction_timeout_s",
+    "transactionCheckInterval": "transaction_check_interval_s",
     "haSendHeartbeatInterval": "ha_send_heartbeat_interval_s",
     "haHousekeepingInterval": "ha_housekeeping_interval_s",
     "haMaxTimeSlaveNotCatchup": "ha_max_time_slave_not_catchup_s",

@@ -81,7 +81,9 @@ from broker.store.files import reading
 from broker.store.results import AppendResult, GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
 from broker.store.store import MessageStore
+from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
+from broker.transaction.service import TransactionService
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -149,6 +151,8 @@ class Broker:
         self.stats = BrokerStats(config.cluster_name, store_puts=self._store_puts)
         self.delay_levels_s = parse_delay_levels(config.message_delay_level)
         self.schedule = ScheduleService(self, config_dir / "delayOffset.cbor", clock=self.clock)
+        self.transactions = TransactionService(self, clock=self.clock)
+        self.timers = TimerService(self, config_dir / "timerCheckpoint.cbor", clock=self.clock)
         self.metadata = MetadataFiles(self, config_dir)
         self.broker_perm = PERM_READ | PERM_WRITE
         self.listen_port = config.listen_port
@@ -182,10 +186,12 @@ class Broker:
             ClientProcessor(self, clock=self.clock),
             AdminProcessor(self, clock=self.clock),
             StatsProcessor(self, clock=self.clock),
+            self.timers,
         )
         handlers: dict[int, Handler] = {}
         for processor in self.processors:
             handlers.update(processor.handlers())
+        handlers.update(self.transactions.handlers())
         handlers[RequestCode.GET_BROKER_EPOCH_CACHE] = self._get_epoch_cache
         # perf_counter, not Trio's clock: a tenth of its cost on every request, and latency
         # is real elapsed time even under a test's autojump clock.
@@ -461,6 +467,14 @@ class Broker:
                 if conn is not None:
                     self._nursery.start_soon(self._send_oneway, conn, request)
 
+    def oneway_to_channel(self, channel_id: int, request: RemotingCommand) -> bool:
+        """Send ``request`` (oneway, in the background) on a client connection, if open."""
+        conn = self._connections.get(channel_id)
+        if conn is None or self._nursery is None:
+            return False
+        self._nursery.start_soon(self._send_oneway, conn, request)
+        return True
+
     async def _send_oneway(self, conn: Connection, request: RemotingCommand) -> None:
         with trio.move_on_after(self.config.request_timeout_s):
             try:
@@ -534,6 +548,8 @@ class Broker:
             self._drop_impossible_offsets()
             with reading(self.schedule.path):
                 self.schedule.load()
+            with reading(self.timers.path):
+                self.timers.load()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._store.close()
@@ -564,6 +580,11 @@ class Broker:
             await nursery.start(self._keep_alive(self._housekeeping_loop, "client housekeeping"))
             nursery.start_soon(self.stats.run, self.clock.now_s, self.clock.wall_ms)
             schedule = self._keep_alive(self.schedule.run, "delayed delivery")
+            # Idle while not master; (re)builds its state on each mastership.
+            await nursery.start(self._keep_alive(self.transactions.run, "transaction checks"))
+
+            # Idle unless this broker accepts writes; it follows role changes by itself.
+            await nursery.start(self._keep_alive(self.timers.run, "timer delivery"))
             slave_sync = self._keep_alive(self.slave_sync.run, "the metadata copy from the master")
             if self.agent is not None:
                 # Both idle outside their role (no writes; no master to copy from).

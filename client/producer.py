@@ -82,13 +82,14 @@ from protocol.message import (
     PROPERTY_PGROUP,
     PROPERTY_TRAN_MSG,
     SYSFLAG_COMPRESSED,
+    SYSFLAG_TRANSACTION_PREPARED_TYPE,
     BatchItem,
     encode_batch_body,
     make_uniq_key_generator,
     properties_to_string,
 )
 from protocol.route import MessageQueue
-from protocol.rpc import RemotingClient, background_nursery, open_client
+from protocol.rpc import Handler, RemotingClient, background_nursery, open_client
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,11 @@ class Producer:
         self._batch_requests = 0
         self._batched_messages = 0
 
+    @property
+    def client(self) -> RemotingClient:
+        """The producer's connections (client/transaction.py ends transactions on them)."""
+        return self._client
+
     # --- public API ------------------------------------------------------------------
 
     async def send(
@@ -225,7 +231,7 @@ class Producer:
         topics = {m.topic for m in messages}
         if len(topics) != 1:
             raise ValueError(f"a batch goes to one topic, got {sorted(topics)}")
-        if any(m.delay_level for m in messages):
+        if any(m.is_delayed for m in messages):
             raise ValueError("delayed messages cannot be sent in a batch")
         items = [self._prepare(m, batch=True) for m in messages]
         return await self._send_items(messages[0].topic, items, timeout_s=timeout_s)
@@ -273,6 +279,8 @@ class Producer:
         body, sys_flag = message.body, 0
         if not batch and len(body) >= COMPRESS_OVER_BYTES:
             body, sys_flag = _zlib(body), SYSFLAG_COMPRESSED
+        if wire.get(PROPERTY_TRAN_MSG) == "true":  # a half message (client/transaction.py)
+            sys_flag |= SYSFLAG_TRANSACTION_PREPARED_TYPE
         return _Outgoing(
             message=message,
             uniq_key=uniq_key,
@@ -509,7 +517,7 @@ def _batchable(message: Message, properties: str) -> bool:
             len(properties) * 4 <= MAX_PROPERTIES_BYTES
             or len(properties.encode()) <= MAX_PROPERTIES_BYTES
         )
-        and not message.delay_level
+        and not message.is_delayed
         and message.wait_store
         and not is_group_topic(message.topic)
         and PROPERTY_TRAN_MSG not in props
@@ -564,18 +572,22 @@ async def open_producer(
     batch_max_bytes: int = BATCH_MAX_BYTES,
     total_batch_max_bytes: int = TOTAL_BATCH_MAX_BYTES,
     rng: random.Random | None = None,
+    handlers: Mapping[int, Handler] | None = None,
 ) -> AsyncIterator[Producer]:
     """A started producer; everything it runs stops when the block exits.
 
     ``auto_batch`` turns natural batching on (module docstring); ``batch_max_count`` and
     ``batch_max_bytes`` bound one batch, ``total_batch_max_bytes`` what may wait for one.
+    ``handlers`` serve requests brokers push (CHECK_TRANSACTION_STATE: client/transaction.py).
     """
     addrs = [namesrv] if isinstance(namesrv, str) else list(namesrv)
     addrs = [a for part in addrs for a in part.replace(",", ";").split(";") if a.strip()]
     batch = BatchConfig(
         max_count=batch_max_count, max_bytes=batch_max_bytes, total_max_bytes=total_batch_max_bytes
     )
-    async with open_client(name=f"producer {group}", default_timeout_s=timeout_s) as client:
+    async with open_client(
+        name=f"producer {group}", handlers=handlers, default_timeout_s=timeout_s
+    ) as client:
         routes = RouteCache(
             client, addrs, request_timeout_s=timeout_s, refresh_interval_s=route_refresh_interval_s
         )

@@ -64,7 +64,9 @@ from broker.stats import (
 from broker.store.results import SCHEDULE_TOPIC
 from broker.store.state import STORE_TS, STORE_TS_POS
 from broker.store.store import MessageStore
+from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager
+from broker.transaction.service import TransactionService, transaction_stats
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.route import dumps_json
@@ -133,6 +135,10 @@ class BrokerForStats(Protocol):
     def pull_holds(self) -> PullHoldService: ...
     @property
     def schedule(self) -> ScheduleService: ...
+    @property
+    def transactions(self) -> TransactionService: ...
+    @property
+    def timers(self) -> TimerService: ...
     @property
     def store(self) -> MessageStore: ...
     @property
@@ -277,6 +283,8 @@ class StatsProcessor:
             "heldPullBytes": str(broker.pull_holds.reserved_bytes),
             "heldPullsRefused": str(broker.pull_holds.refused),
             "scheduleDelivered": str(broker.schedule.delivered),
+            **transaction_stats(broker.transactions),
+            **{key: str(value) for key, value in broker.timers.statistics().items()},
             "acceptsWrites": "true" if broker.accepts_writes else "false",
         }
         role = broker.role

@@ -18,10 +18,21 @@ from __future__ import annotations
 
 import typer
 
-from cli.admin import broker, cluster, connection, controller, groups, messages, stats, topics
+from cli.admin import (
+    broker,
+    cluster,
+    connection,
+    controller,
+    groups,
+    messages,
+    stats,
+    topics,
+    transactions,
+)
 
 admin_app = typer.Typer(no_args_is_help=True, help="mqadmin-style administration commands.")
 for _section in (cluster, broker, topics, groups, connection, messages, stats, controller):
     admin_app.add_typer(_section.app)
+admin_app.add_typer(transactions.app)
 
 __all__ = ["admin_app"]

@@ -23,7 +23,13 @@ from client.consumer.lite_pull import LitePullConsumer
 from client.consumer.pull import PullConsumer
 from client.consumer.push import PushConsumer
 from client.consumer.rebalancing import _RebalancingConsumer
-from client.consumer.types import ConsumeFrom, ConsumerConfig, Listener, MessageModel
+from client.consumer.types import (
+    ConsumeFrom,
+    ConsumerConfig,
+    Listener,
+    MessageModel,
+    MessageSelector,
+)
 from client.message import MAX_MESSAGE_BYTES
 from client.producer import local_ip
 from client.routes import RouteCache
@@ -74,7 +80,7 @@ class _NotifySignal:
 async def _running(
     namesrv: str | Sequence[str],
     config: ConsumerConfig,
-    subscriptions: Mapping[str, str] | None,
+    subscriptions: Mapping[str, str | MessageSelector] | None,
     build: Callable[[RemotingClient, RouteCache, str, trio.Nursery], _RebalancingConsumer],
 ) -> AsyncIterator[_RebalancingConsumer]:
     addrs = _namesrv_list(namesrv)
@@ -118,7 +124,7 @@ async def open_push_consumer(
     *,
     group: str,
     listener: Listener,
-    subscriptions: Mapping[str, str] | None = None,
+    subscriptions: Mapping[str, str | MessageSelector] | None = None,
     message_model: MessageModel = MessageModel.CLUSTERING,
     consume_from: ConsumeFrom = ConsumeFrom.LAST,
     consume_timestamp_ms: int | None = None,
@@ -174,7 +180,7 @@ async def open_lite_pull_consumer(
     namesrv: str | Sequence[str] = "127.0.0.1:9876",
     *,
     group: str,
-    subscriptions: Mapping[str, str] | None = None,
+    subscriptions: Mapping[str, str | MessageSelector] | None = None,
     message_model: MessageModel = MessageModel.CLUSTERING,
     consume_from: ConsumeFrom = ConsumeFrom.LAST,
     poll_batch_size: int = 10,
