@@ -43,6 +43,7 @@ from broker.role import BrokerIdentity
 from broker.store.files import reading
 from broker.store.metadata import atomic_write_bytes
 from broker.store.store import MessageStore
+from protocol.acl_client import sign_requests
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import SyncStateSet
@@ -242,6 +243,8 @@ class BrokerAgent:
                 handlers={RequestCode.NOTIFY_BROKER_ROLE_CHANGED: self._on_role_changed},
                 default_timeout_s=CALL_TIMEOUT_S,
             )
+            if (credentials := self.broker.config.credentials) is not None:
+                sign_requests(self._client, credentials)  # ACL 1.0: the broker's account
             task_status.started()
             await self._register_until_done()
             nursery.start_soon(self._heartbeat_loop)

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from broker.ha.config import HAConfig
+from protocol.acl_sign import Credentials
 from protocol.limits import TransportConfig
 
 ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
@@ -243,6 +244,15 @@ class BrokerConfig:
     server_max_connections_per_peer: int = attrs.field(
         default=1_000, validator=attrs.validators.gt(0)
     )
+    #: ACL 1.0 (protocol/acl.py): every request must be signed by an account of the
+    #: plain-access file ``acl_file_path`` (``aclEnable``, ``aclFilePath``).
+    acl_enable: bool = False
+    acl_file_path: str = ""
+    #: The account this broker signs its own requests with (NameServers, controllers, its
+    #: master); with ACL on there it must be an admin account (``accessKey``, ``secretKey``).
+    #: The secret is never listed by GET_BROKER_CONFIG nor shown in ``repr``.
+    access_key: str = ""
+    secret_key: str = attrs.field(default="", repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
@@ -342,6 +352,13 @@ class BrokerConfig:
         return f"{self.advertised_ip}:{self.listen_port}"
 
     @property
+    def credentials(self) -> Credentials | None:
+        """The broker's own ACL account, when both keys are set."""
+        if not self.access_key or not self.secret_key:
+            return None
+        return Credentials(access_key=self.access_key, secret_key=self.secret_key)
+
+    @property
     def controller_mode(self) -> bool:
         return bool(self.controller_addrs)
 
@@ -387,6 +404,10 @@ _ALIASES = {
     "brokerId": "broker_id",
     "brokerRole": "broker_role",
     "namesrvAddr": "namesrv_addrs",
+    "aclEnable": "acl_enable",
+    "aclFilePath": "acl_file_path",
+    "accessKey": "access_key",
+    "secretKey": "secret_key",
     "brokerIP1": "advertised_ip",
     "listenPort": "listen_port",
     "haListenPort": "ha_port",
@@ -562,6 +583,8 @@ def config_properties(config: BrokerConfig) -> dict[str, str]:
     millis = {field: key for key, field in _MILLIS.items()}
     out: dict[str, str] = {}
     for field in attrs.fields(BrokerConfig):
+        if field.name == "secret_key":
+            continue  # a credential, not a setting to show
         value = getattr(config, field.name)
         if field.name in millis:
             out[millis[field.name]] = str(round(value * 1000))

@@ -84,6 +84,8 @@ from broker.store.store import MessageStore
 from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from broker.transaction.service import TransactionService
+from protocol.acl_client import sign_requests
+from protocol.acl_guard import open_guard, protect, warn_if_exposed
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -205,6 +207,9 @@ class Broker:
             on_connect=self._connected,
             on_disconnect=self._disconnected,
         )
+        # ACL 1.0: every handler behind the check (the very same table when ACL is off).
+        self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
+        self.server.handlers = protect(self.acl, self.server.handlers)
 
     # --- facts processors ask for --------------------------------------------------
 
@@ -564,6 +569,8 @@ class Broker:
             trio.open_nursery() as nursery,
         ):
             self._client = client
+            if (credentials := self.config.credentials) is not None:
+                sign_requests(client, credentials)  # ACL 1.0: the broker's own account
             self._nursery = nursery
             await nursery.start(self._keep_alive(self.store.run, "the store's flush tasks"))
             await nursery.start(self._keep_alive(self.metadata.run, "the metadata writers"))
@@ -579,6 +586,9 @@ class Broker:
             await nursery.start(self._keep_alive(self.registrar.run, "NameServer registration"))
             await nursery.start(self._keep_alive(self._housekeeping_loop, "client housekeeping"))
             nursery.start_soon(self.stats.run, self.clock.now_s, self.clock.wall_ms)
+            if self.acl is not None:
+                nursery.start_soon(self.acl.watch)
+            warn_if_exposed(self.config.host, self.acl, name=self.name)
             schedule = self._keep_alive(self.schedule.run, "delayed delivery")
             # Idle while not master; (re)builds its state on each mastership.
             await nursery.start(self._keep_alive(self.transactions.run, "transaction checks"))

@@ -61,6 +61,14 @@ def _root(
 def namesrv(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 9876,
+    acl_enable: Annotated[
+        bool,
+        typer.Option("--acl-enable", help="ACL 1.0: refuse requests not signed by an account."),
+    ] = False,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option("--acl-file", help="ACL accounts (RocketMQ's plain_acl.yml); turns ACL on."),
+    ] = None,
     log_dir: Annotated[
         Path | None, typer.Option("--log-dir", help="Also log to LOG_DIR/namesrv.log.")
     ] = None,
@@ -87,6 +95,7 @@ def namesrv(
     from controller.server import ControllerServer
     from launcher.ready import namesrv_ready_line
     from namesrv.server import NameServer, NameServerConfig
+    from protocol.acl import AclConfigError
 
     controller = None
     if enable_controller or controller_config is not None:
@@ -94,7 +103,7 @@ def namesrv(
             raise fail("--enable-controller needs --controller-config FILE")
         try:
             controller = ControllerServer(load_toml(controller_config))
-        except ConfigError as exc:
+        except (ConfigError, AclConfigError) as exc:
             raise fail(str(exc)) from None
     if log_dir is None and controller is not None:
         log_dir = controller.config.data_dir / "logs"
@@ -103,7 +112,14 @@ def namesrv(
         log_file=log_dir / "namesrv.log" if log_dir else None,
         level=log_level,
     )
-    server = NameServer(NameServerConfig(host=host, port=port))
+    try:
+        acl_path = str(acl_file) if acl_file else None
+        config = NameServerConfig(
+            host=host, port=port, acl_enable=acl_enable or bool(acl_path), acl_file=acl_path
+        )
+        server = NameServer(config)
+    except AclConfigError as exc:
+        raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -195,6 +211,8 @@ def broker(
     from cli.metrics_http import start_exporter
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import broker_ready_line
+    from protocol.acl import AclConfigError
+    from protocol.acl_guard import warn_if_readable_by_others
     from protocol.errors import StorageError
 
     flags = {
@@ -225,7 +243,12 @@ def broker(
         raise fail(str(exc)) from None
     node = f"{cfg.broker_name}-{'?' if cfg.controller_mode else cfg.broker_id}"
     configure_logging(node=node, log_file=cfg.store_dir / "logs" / "broker.log", level=log_level)
-    server = Broker(cfg)
+    if config is not None and cfg.secret_key:
+        warn_if_readable_by_others(config, what="broker config", name=node)
+    try:
+        server = Broker(cfg)
+    except AclConfigError as exc:
+        raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

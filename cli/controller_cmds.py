@@ -142,6 +142,12 @@ def controller_command(
             "config's metricsExporterType / metricsPromExporterPort.",
         ),
     ] = None,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--acl-file", help="Turn ACL 1.0 on with these accounts (overrides aclFilePath)."
+        ),
+    ] = None,
 ) -> None:
     """Run a controller node (prints one ready line; stops cleanly on SIGINT/SIGTERM).
 
@@ -149,6 +155,7 @@ def controller_command(
     """
     from cli.serving import configure_logging, run_server, set_node_name
     from controller.server import ControllerServer
+    from protocol.acl import AclConfigError
 
     try:
         if config_file is not None:
@@ -159,13 +166,18 @@ def controller_command(
             config = attrs.evolve(
                 config, metrics_exporter_type="PROM", metrics_prom_exporter_port=metrics_port
             )
+        if acl_file is not None:
+            config = attrs.evolve(config, acl_enable=True, acl_file_path=str(acl_file.absolute()))
     except ConfigError as exc:
         raise fail(str(exc)) from None
     node = f"controller {config.node_id} {config.remoting_address}"
     configure_logging(
         node=node, log_file=config.data_dir / "logs" / "controller.log", level=log_level
     )
-    server = ControllerServer(config)
+    try:
+        server = ControllerServer(config)
+    except AclConfigError as exc:
+        raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

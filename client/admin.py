@@ -85,6 +85,8 @@ from client.controller_admin import (
     get_controller_metadata,
     parse_controller_list,
 )
+from protocol.acl_client import open_client
+from protocol.acl_sign import Credentials
 from protocol.bodies import (
     BROADCASTING,
     ConsumerConnection,
@@ -106,7 +108,6 @@ from protocol.headers import (
     UpdateConsumerOffsetRequestHeader,
 )
 from protocol.route import MessageQueue, master_address, subscribe_queues
-from protocol.rpc import open_client
 
 #: mqadmin's defaults for updateTopic (-r/-w 8, -p 6).
 DEFAULT_QUEUE_NUMS = 8
@@ -548,9 +549,14 @@ class Admin(ControllerAdmin, MessageAdmin, StatsAdmin):
 
 @asynccontextmanager
 async def open_admin(
-    namesrv: str | Sequence[str] = "127.0.0.1:9876", *, timeout_s: float = 3.0
+    namesrv: str | Sequence[str] = "127.0.0.1:9876",
+    *,
+    timeout_s: float = 3.0,
+    credentials: Credentials | None = None,
 ) -> AsyncIterator[Admin]:
     """An ``Admin`` whose connections live exactly as long as this block.
+
+    With ``credentials`` every request is signed (ACL 1.0, protocol/acl_sign.py).
 
     Raises ``AdminError`` at once when the NameServer list is empty or malformed.
     """
@@ -561,7 +567,9 @@ async def open_admin(
         raise AdminError(f"{exc}; pass -n host:port") from None
     for addr in addrs:
         _check_address(addr, "NameServer address")
-    async with open_client(name="rmq-admin", default_timeout_s=timeout_s) as client:
+    async with open_client(
+        name="rmq-admin", default_timeout_s=timeout_s, credentials=credentials
+    ) as client:
         yield Admin(client, addrs, timeout_s=timeout_s)
 
 

@@ -61,6 +61,8 @@ from client.batching import (
 )
 from client.message import Message, SendResult, SendStatus
 from client.routes import FaultStrategy, RouteCache, TopicInfo
+from protocol.acl_client import sign_requests
+from protocol.acl_sign import Credentials
 from protocol.bodies import HeartbeatData, ProducerData
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -563,6 +565,7 @@ async def open_producer(
     *,
     group: str = "DEFAULT_PRODUCER",
     timeout_s: float = 3.0,
+    credentials: Credentials | None = None,
     retries: int = 2,
     instance: str = "DEFAULT",
     heartbeat_interval_s: float = 30.0,
@@ -574,7 +577,8 @@ async def open_producer(
     rng: random.Random | None = None,
     handlers: Mapping[int, Handler] | None = None,
 ) -> AsyncIterator[Producer]:
-    """A started producer; everything it runs stops when the block exits.
+    """A started producer (every request signed with ``credentials``, ACL 1.0, when given);
+    everything it runs stops when the block exits.
 
     ``auto_batch`` turns natural batching on (module docstring); ``batch_max_count`` and
     ``batch_max_bytes`` bound one batch, ``total_batch_max_bytes`` what may wait for one.
@@ -591,6 +595,8 @@ async def open_producer(
         routes = RouteCache(
             client, addrs, request_timeout_s=timeout_s, refresh_interval_s=route_refresh_interval_s
         )
+        if credentials is not None:
+            sign_requests(client, credentials)
         async with background_nursery() as nursery:
             producer = Producer(
                 client,

@@ -71,6 +71,12 @@ class ControllerConfig:
     password: str = attrs.field(repr=False)
     data_dir: Path
     group: str = DEFAULT_GROUP
+    # --- ACL 1.0 (protocol/acl.py; ``aclEnable``, ``aclFilePath``) ----------------------
+    #: Every remoting request must be signed by an account of the plain-access file; the
+    #: codes that change the cluster (elect, clean broker data, register...) by an admin.
+    acl_enable: bool = False
+    #: The plain-access file (RocketMQ's plain_acl.yml format); relative to the config file.
+    acl_file_path: str = ""
     # --- liveness and elections (reference §2.4, §6) ----------------------------------
     #: Silent brokers are expired the moment their timeout ends (the scan sleeps until the
     #: earliest deadline); this is the longest the scan sleeps when none is due sooner
@@ -191,6 +197,8 @@ _ALIASES = {
     "electMasterMaxRetryCount": "elect_master_max_retry_count",
     "metricsExporterType": "metrics_exporter_type",
     "metricsPromExporterPort": "metrics_prom_exporter_port",
+    "aclEnable": "acl_enable",
+    "aclFilePath": "acl_file_path",
 }
 #: RocketMQ keys in milliseconds → our fields in seconds.
 _MILLIS = {
@@ -206,6 +214,8 @@ def _coerce(key: str, field: attrs.Attribute[Any], value: Any, base_dir: Path) -
             raise ConfigError(f"controller config key {key!r} must be a path string")
         path = Path(value).expanduser()
         return path if path.is_absolute() else base_dir / path
+    if field.name == "acl_file_path" and isinstance(value, str) and value:
+        return str(base_dir / Path(value).expanduser())  # an absolute one stays as it is
     default = field.default
     if isinstance(default, bool):
         if not isinstance(value, bool):

@@ -57,6 +57,7 @@ from controller.election import LiveInfo, elect
 from controller.liveness import DEFAULT_HEARTBEAT_TIMEOUT_S, BrokerKey, LivenessTable, StallGuard
 from controller.metrics import KEEP_CURRENT_MASTER, NO_MASTER_ELECTED, ControllerMetrics
 from controller.raft import RaftNode
+from protocol.acl_guard import open_guard, warn_if_exposed
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import (
@@ -157,6 +158,9 @@ class ControllerServer:
             RequestCode.BROKER_HEARTBEAT: self._heartbeat,
         }
         host, port = split_address(config.remoting_address)
+        self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
+        if self.acl is not None:
+            handlers = self.acl.protect(handlers)
         self.server = RemotingServer(
             self.metrics.requests.instrument(handlers),
             name=self.name,
@@ -194,6 +198,9 @@ class ControllerServer:
                 self._started_s = trio.current_time()
                 nursery.start_soon(self._scan_brokers_loop)
                 nursery.start_soon(self._leader_loop)
+                if self.acl is not None:
+                    nursery.start_soon(self.acl.watch)
+                warn_if_exposed(self.server.host, self.acl, name=self.name)
                 log.info(
                     "%s: serving on %s (raft %s, peers %s)",
                     self.name,

@@ -7,14 +7,20 @@ Rules:
   prints them); ``--json`` prints the same data as JSON for scripts. Data cells are plain
   text, never rich markup: a message body may well contain ``[red]``.
 - ``-n/--namesrv`` defaults to ``$NAMESRV_ADDR``, then 127.0.0.1:9876, as mqadmin does.
+- ``--access-key`` / ``--secret-key`` (before the command; or ``$RMQ_ACCESS_KEY`` /
+  ``$RMQ_SECRET_KEY``, which keep the secret out of the process list) sign every request
+  with an ACL 1.0 account. The secret is never printed.
 - A failure is one line on stderr (``error: ...``, saying what to do) and exit status 1,
   never a traceback.
 - One module per mqadmin section (``cluster``, ``broker``, ``topics``, ``groups``,
-  ``connection``, ``messages``, ``stats``, ``controller``), each with its own typer app; they are merged here in mqadmin's order,
-  which is the order ``rmq admin --help`` lists them in.
+  ``connection``, ``messages``, ``stats``, ``controller``), each with its own typer app;
+  they are merged here in mqadmin's order, which is the order ``rmq admin --help`` lists
+  them in.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -29,8 +35,33 @@ from cli.admin import (
     topics,
     transactions,
 )
+from cli.admin.common import set_credentials
+from protocol.acl_sign import ENV_ACCESS_KEY, ENV_SECRET_KEY
 
 admin_app = typer.Typer(no_args_is_help=True, help="mqadmin-style administration commands.")
+
+
+@admin_app.callback()
+def _account(
+    access_key: Annotated[
+        str | None,
+        typer.Option(
+            "--access-key", envvar=ENV_ACCESS_KEY, help="ACL account: sign every request."
+        ),
+    ] = None,
+    secret_key: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-key",
+            envvar=ENV_SECRET_KEY,
+            help="The account's secret (prefer the environment variable: argv is public).",
+        ),
+    ] = None,
+) -> None:
+    """mqadmin-style administration commands."""
+    set_credentials(access_key, secret_key)
+
+
 for _section in (cluster, broker, topics, groups, connection, messages, stats, controller):
     admin_app.add_typer(_section.app)
 admin_app.add_typer(transactions.app)

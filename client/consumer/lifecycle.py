@@ -33,9 +33,11 @@ from client.consumer.types import (
 from client.message import MAX_MESSAGE_BYTES
 from client.producer import local_ip
 from client.routes import RouteCache
+from protocol.acl_client import open_client
+from protocol.acl_sign import Credentials
 from protocol.codes import RequestCode
 from protocol.command import RemotingCommand
-from protocol.rpc import Connection, Handler, RemotingClient, background_nursery, open_client
+from protocol.rpc import Connection, Handler, RemotingClient, background_nursery
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,10 @@ async def _running(
     signal = _NotifySignal()
     handlers: dict[int, Handler] = {RequestCode.NOTIFY_CONSUMER_IDS_CHANGED: signal.handle}
     async with open_client(
-        name=f"consumer {config.group}", handlers=handlers, default_timeout_s=config.timeout_s
+        name=f"consumer {config.group}",
+        handlers=handlers,
+        default_timeout_s=config.timeout_s,
+        credentials=config.credentials,
     ) as client:
         routes = RouteCache(
             client,
@@ -228,13 +233,16 @@ async def open_pull_consumer(
     group: str,
     timeout_s: float = 3.0,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    credentials: Credentials | None = None,
 ) -> AsyncIterator[PullConsumer]:
     """An explicit pull consumer (no rebalance, no background tasks but routes).
 
     A compressed body inflating past ``max_message_bytes`` is skipped, unread.
     """
     addrs = _namesrv_list(namesrv)
-    async with open_client(name=f"pull consumer {group}", default_timeout_s=timeout_s) as client:
+    async with open_client(
+        name=f"pull consumer {group}", default_timeout_s=timeout_s, credentials=credentials
+    ) as client:
         routes = RouteCache(client, addrs, request_timeout_s=timeout_s)
         yield PullConsumer(
             client, routes, group=group, timeout_s=timeout_s, max_message_bytes=max_message_bytes

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from client.message import MAX_MESSAGE_BYTES, ReceivedMessage
+from protocol.acl_sign import Credentials
 from protocol.bodies import (
     BROADCASTING,
     CLUSTERING,
@@ -175,6 +176,8 @@ class ConsumerConfig:
     buffered_batches: int = attrs.field(default=256, validator=_positive)
     offset_store_dir: Path | None = None
     instance: str | None = None
+    #: ACL 1.0: the account every request is signed with (None: unsigned).
+    credentials: Credentials | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.group or is_group_topic(self.group):
