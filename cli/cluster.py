@@ -5,8 +5,10 @@ Rules:
   stopping are ``launcher/``'s (its ``detached.py`` states how a node is started, found
   again and stopped); this module composes them into the commands.
 - ``up`` starts the mode's table (``launcher/plans.py``) in order: controller mode's
-  quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader),
-  then the NameServer, then the brokers. On any failure it stops what it started.
+  quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader;
+  each node exports its metrics on a free port), then the NameServer, then the brokers,
+  then ``rmq dashboard`` (node ``dashboard``, in the root namespace; ``--no-dashboard``
+  skips it), whose URL is the last line printed. On any failure it stops what it started.
 - Every wait has a deadline: a ready line (30 s by default), a stop (10 s, then SIGKILL).
 - ``up`` and ``down`` hold ``D/cluster.lock``, so two of them never race on one directory.
 - Errors are one line (``error: ...``) with exit status 1, never a traceback; a node that
@@ -38,23 +40,26 @@ from cli.controller_cmds import config_paths, start_controllers, write_quorum
 from cli.output import err, out
 from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
 from client import admin
+from controller.config import write_toml
 from launcher import netns
 from launcher.command import rmq_command
-from launcher.detached import refuse_running, start_node, starting
+from launcher.detached import read_output, refuse_running, start_node, starting
 from launcher.netns import NetPlan
 from launcher.pids import is_alive
 from launcher.plans import (
     BROKERS_BY_MODE,
     CONTROLLER_NODES,
+    DASHBOARD_PORT,
     FLUSH_TYPES,
     LATER_MODES,
     broker_node,
+    dashboard_node,
     namesrv_node,
     node_names,
     proxy_node,
     toml_value,
 )
-from launcher.ready import NAMESRV, PROXY
+from launcher.ready import CONTROLLER, DASHBOARD, NAMESRV, PROXY, parse_metrics_address
 from launcher.record import Cluster, ClusterError, Node, atomic_write, dir_lock, load_cluster
 from protocol.errors import RocketError
 from protocol.route import ClusterInfo
@@ -176,9 +181,48 @@ def _start_controllers(
         base_port=base_port,
         hosts=[hosts.host(i).address for i in ids] if hosts else (),
     )
+    # Each node serves its metrics on a free port (its ready output names it): the
+    # dashboard reads elections and failovers there.
+    for i, (path, written) in enumerate(configs):
+        config = attrs.evolve(written, metrics_exporter_type="PROM", metrics_prom_exporter_port=0)
+        write_toml(path, config)
+        configs[i] = (path, config)
     netns_of = {i: hosts.host(i).namespace for i in ids} if hosts else None
     start_controllers(cluster, configs, timeout_s, netns_of)
     return ";".join(config.remoting_address for _, config in configs)
+
+
+def _metrics_addresses(nodes: list[Node]) -> list[str]:
+    """The metrics address each node printed after its ready line (empty when one did not)."""
+    found = []
+    for node in nodes:
+        address = parse_metrics_address(read_output(node.stdout_file, 0))
+        if address is None:
+            return []
+        found.append(address)
+    return found
+
+
+def _start_dashboard(
+    cluster: Cluster, port: int, namesrv: str, controller_addrs: str, timeout_s: float
+) -> None:
+    controllers = [n for n in cluster.nodes if n.kind == CONTROLLER]
+    node = dashboard_node(
+        cluster.root,
+        port=port,
+        namesrv_addr=namesrv,
+        controllers=[a for a in controller_addrs.split(";") if a],
+        controller_metrics=_metrics_addresses(controllers),
+        rmq=rmq_command(),
+    )
+    try:
+        start_node(cluster, node, timeout_s)
+    except ClusterError as exc:
+        raise ClusterError(
+            "the dashboard did not start (--dashboard-port 0 picks a free port, "
+            f"--no-dashboard starts none): {exc}",
+            exc.detail,
+        ) from None
 
 
 def _on_host(node: Node, hosts: NetPlan | None) -> Node:
@@ -196,8 +240,10 @@ def cluster_up(
     timeout_s: float,
     stop_timeout_s: float,
     layout: LayoutOptions | None = None,
+    dashboard_port: int | None = None,
 ) -> Cluster:
-    """Start the cluster; on any failure stop what was started and raise ``ClusterError``."""
+    """Start the cluster (and ``rmq dashboard`` on ``dashboard_port``, unless None); on any
+    failure stop what was started and raise ``ClusterError``."""
     layout = layout or LayoutOptions()
     layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
@@ -206,8 +252,9 @@ def cluster_up(
         hosts = _make_hosts(root, mode) if layout.netns else None
         try:
             return _start_all(
-                root, mode, namesrv_port, flush, timeout_s, stop_timeout_s, layout, hosts
-            )
+                root, mode, namesrv_port, flush, timeout_s, stop_timeout_s, layout, hosts,
+                dashboard_port=dashboard_port,
+            )  # fmt: skip
         except BaseException:
             if hosts is not None:
                 netns.teardown(root)
@@ -230,6 +277,8 @@ def _start_all(
     stop_timeout_s: float,
     layout: LayoutOptions,
     hosts: NetPlan | None,
+    *,
+    dashboard_port: int | None = None,
 ) -> Cluster:
     """``cluster_up``'s starts, under its lock (and on ``hosts`` when given)."""
     rmq = rmq_command()
@@ -258,6 +307,10 @@ def _start_all(
                 host=hosts.host(plan.name).address if hosts else None,
             )
             start_node(cluster, _on_host(broker, hosts), timeout_s)
+        if dashboard_port is not None:
+            _start_dashboard(
+                cluster, dashboard_port, namesrv_ready.address, controller_addrs, timeout_s
+            )
         if layout.proxy_port is not None:
             proxy = proxy_node(root, layout.proxy_port, namesrv_addr=namesrv_ready.address, rmq=rmq)
             start_node(cluster, proxy, timeout_s)
@@ -293,7 +346,7 @@ def _serving(cluster: Cluster, alive: dict[str, bool], timeout_s: float) -> dict
     if info is None:
         return serving
     for node in cluster.nodes:
-        if node.kind not in (NAMESRV, PROXY):
+        if node.kind not in (NAMESRV, DASHBOARD, PROXY):
             data = info.broker_addr_table.get(node.group or node.name)
             serving[node.name] = bool(data and node.address in data.broker_addrs.values())
     return serving
@@ -390,6 +443,17 @@ def up(
             "rmq cluster down removes them.",
         ),
     ] = False,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            "--dashboard-port",
+            help=f"Port of the cluster's web dashboard (default {DASHBOARD_PORT}, or a free "
+            "one with --namesrv-port 0; 0 picks a free one).",
+        ),
+    ] = None,
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Start no dashboard.")
+    ] = False,
     proxy_port: Annotated[
         int | None,
         typer.Option(
@@ -421,6 +485,10 @@ def up(
             raise ClusterError(f"--namesrv-port {namesrv_port} is not a port (0..65535)")
         if timeout <= 0:
             raise ClusterError("--timeout must be positive")
+        if dashboard_port is None:
+            dashboard_port = 0 if namesrv_port == 0 else DASHBOARD_PORT
+        if not 0 <= dashboard_port <= 65535:
+            raise ClusterError(f"--dashboard-port {dashboard_port} is not a port (0..65535)")
         cluster = cluster_up(
             root.absolute(),
             mode=mode,
@@ -429,6 +497,7 @@ def up(
             timeout_s=timeout,
             stop_timeout_s=10.0,
             layout=layout,
+            dashboard_port=None if no_dashboard else dashboard_port,
         )
     except ClusterError as exc:
         raise cluster_fail(exc) from None
@@ -437,6 +506,8 @@ def up(
     for node in cluster.nodes:
         if node.kind == NAMESRV:
             print(f"{node.name} {node.address}")
+        elif node.kind == DASHBOARD:
+            print(f"{node.name} http://{node.address}/")
         else:
             print(f"{node.name} {node.role} {node.address}")
     err.print(

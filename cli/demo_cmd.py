@@ -17,7 +17,9 @@ What it does, in order (every step real: processes, sockets, files, SIGKILL):
    happens, with the time since the kill; the report gives when the first send begun
    after the kill was acked.
 5. Half way through, the old master is started again (SIGCONT with ``--silent``); it
-   rejoins as a slave.
+   rejoins as a slave. The cluster's dashboard (its URL is printed at the start) shows all
+   of it; the page it saved is kept as ``DIR/dashboard.html`` and the report links its
+   failover timeline.
 6. Sends stop, consumers drain, and the OpenChaos checkers read the history: the last line
    is ``N sent, N acked, N consumed, 0 lost`` from that check, never from counters.
 
@@ -45,6 +47,7 @@ import typer
 
 from cli.output import err, fail, out
 from client import admin as admin_api
+from launcher.ready import DASHBOARD
 from protocol.controller_bodies import ReplicasInfo
 from protocol.errors import RocketError
 from protocol.rpc import open_client
@@ -63,6 +66,7 @@ from scenarios.history import (
     make_extra,
 )
 from scenarios.local_cluster import HarnessError, LocalCluster, create_topic, local_cluster
+from scenarios.report import keep_dashboard, timeline_link
 from scenarios.workload import Recorder, Workload, WorkloadConfig, open_workload
 
 GROUP = "broker-a"
@@ -340,6 +344,10 @@ async def _show_cluster(cluster: LocalCluster) -> None:
         with trio.fail_after(20):
             leader = await admin_api.find_controller_leader(client, controllers)
     out.print(f"  controller leader: {leader}", markup=False)
+    dashboard = next((n for n in cluster.record.nodes if n.kind == DASHBOARD), None)
+    if dashboard is not None and dashboard.address:
+        url = f"http://{dashboard.address}/"
+        out.print(f"  dashboard: {url} (the failover's timeline: {url}#timeline)", markup=False)
 
 
 async def _traffic(demo: Demo, seconds: float) -> None:
@@ -367,12 +375,21 @@ def _report(
 ) -> None:
     q = report.queue
     times = report.recovery.recovery_times_ms()
-    (root / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    doc = report.to_json()
+    dashboard = keep_dashboard(root, root / "cluster")
+    if dashboard is not None:
+        doc["dashboard"] = timeline_link(dashboard)
+    (root / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
     out.print(
         f"checked {root / 'history.log'} with the OpenChaos checkers "
         f"(report: {root / 'report.json'}):",
         markup=False,
     )
+    if dashboard is not None:
+        out.print(
+            f"  the dashboard's timeline of the failover: {timeline_link(dashboard)}",
+            markup=False,
+        )
     figures = failover_figures(entries, old_address)
     if figures.first_ok_elsewhere_ms is not None:
         out.print(

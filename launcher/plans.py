@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from launcher.ready import BROKER, CONTROLLER, NAMESRV, PROXY
+from launcher.ready import BROKER, CONTROLLER, DASHBOARD, NAMESRV, PROXY
 from launcher.record import Node
 
 #: brokerRole of a controller-mode broker: the controller assigns the id and the role.
@@ -30,6 +30,10 @@ CONTROLLER_NODES = 3
 FLUSH_TYPES = ("ASYNC_FLUSH", "SYNC_FLUSH")
 STDOUT_NAME = "stdout.log"
 STDERR_NAME = "stderr.log"
+#: ``rmq cluster up``'s dashboard: its port by default (``rmq dashboard``'s), and the page
+#: it saves as ``D/dashboard/dashboard.html`` for reports to link after the run.
+DASHBOARD_PORT = 8080
+DASHBOARD_SNAPSHOT = "dashboard.html"
 
 
 @attrs.frozen
@@ -205,6 +209,27 @@ def controller_node(
     """Controller ``node_id`` of a quorum, run from its ``config_file`` (TOML)."""
     argv = [*rmq, "controller", "--config", str(config_file)]
     return _node(root, node_id, kind=CONTROLLER, role=CONTROLLER, argv=argv, store_dir=data_dir)
+
+
+def dashboard_node(
+    root: Path,
+    *,
+    port: int,
+    namesrv_addr: str,
+    controllers: Sequence[str] = (),
+    controller_metrics: Sequence[str] = (),
+    rmq: Sequence[str],
+) -> Node:
+    """``rmq dashboard`` of the cluster; it saves its page to ``D/dashboard/dashboard.html``."""
+    argv = [
+        *rmq, "dashboard", "-n", namesrv_addr, "--port", str(port),
+        "--snapshot", str(root / DASHBOARD / DASHBOARD_SNAPSHOT),
+    ]  # fmt: skip
+    if controllers:
+        argv += ["--controllers", ";".join(controllers)]
+    if controller_metrics and len(controller_metrics) == len(controllers):
+        argv += ["--controller-metrics", ";".join(controller_metrics)]
+    return _node(root, DASHBOARD, kind=DASHBOARD, role=DASHBOARD, argv=argv)
 
 
 # --- restarts and settings -----------------------------------------------------------------

@@ -32,6 +32,7 @@ from broker.config import BrokerConfig
 from broker.filtering import FilterCache, RecordFilter, record_filter
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
+from broker.stats import BrokerStats
 from broker.store.pull import GetMessageStatus
 from broker.store.results import GetMessageResult
 from broker.store.store import MessageStore
@@ -110,6 +111,8 @@ class BrokerForPull(Protocol):
     def pull_holds(self) -> PullHoldService: ...
     @property
     def store(self) -> MessageStore: ...
+    @property
+    def stats(self) -> BrokerStats: ...
     def find_group(self, group: str) -> SubscriptionGroupConfig | None: ...
     def suggest_broker_id(
         self, header: PullMessageRequestHeader, result: GetMessageResult
@@ -294,7 +297,18 @@ class PullProcessor:
             min_offset=result.min_offset,
             max_offset=result.max_offset,
         )
-        body = result.body if code == ResponseCode.SUCCESS else b""
+        body = b""
+        if code == ResponseCode.SUCCESS:
+            body = result.body
+            # Per-group get counters (incGroupGetNums / incGroupGetSize): one call per pull.
+            self.broker.stats.on_get(
+                header.consumer_group,
+                header.topic,
+                len(result.records),
+                len(body),
+                queue_id=header.queue_id,
+                next_offset=result.next_begin_offset,
+            )
         return request.respond(
             code, result.status.value, ext_fields=reply.to_ext_fields(), body=body
         )

@@ -12,9 +12,10 @@ Rules:
   with an ACL 1.0 account. The secret is never printed.
 - A failure is one line on stderr (``error: ...``, saying what to do) and exit status 1,
   never a traceback.
-- One module per mqadmin section (``cluster``, ``topics``, ``groups``, ``messages``,
-  ``controller``), each with its own typer app; they are merged here in mqadmin's order,
-  which is the order ``rmq admin --help`` lists them in.
+- One module per mqadmin section (``cluster``, ``broker``, ``topics``, ``groups``,
+  ``connection``, ``messages``, ``stats``, ``controller``), each with its own typer app;
+  they are merged here in mqadmin's order, which is the order ``rmq admin --help`` lists
+  them in.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ from typing import Annotated
 
 import typer
 
-from cli.admin import cluster, controller, groups, messages, topics, transactions
+from cli.admin import (
+    broker,
+    cluster,
+    connection,
+    controller,
+    groups,
+    messages,
+    stats,
+    topics,
+    transactions,
+)
 from cli.admin.common import set_credentials
 from protocol.acl_sign import ENV_ACCESS_KEY, ENV_SECRET_KEY
 
@@ -51,7 +62,7 @@ def _account(
     set_credentials(access_key, secret_key)
 
 
-for _section in (cluster, topics, groups, messages, controller):
+for _section in (cluster, broker, topics, groups, connection, messages, stats, controller):
     admin_app.add_typer(_section.app)
 admin_app.add_typer(transactions.app)
 

@@ -37,6 +37,13 @@ async def test_demo_kills_the_master_and_loses_nothing(tmp_path: Path) -> None:
     assert "rejoins as a slave" in text, text
     report = json.loads((root / "report.json").read_text())
     assert report["verdict"] == "PASS"
+    # The cluster's dashboard: its URL at the start, its saved page with the failover's
+    # timeline linked from the report, kept after the cluster's data is removed.
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ ", text), text
+    page = root / "dashboard.html"
+    assert report["dashboard"] == f"{page.as_uri()}#timeline"
+    assert f"the dashboard's timeline of the failover: {page.as_uri()}#timeline" in text
+    assert "became master of broker-a" in page.read_text()
     # Every process is gone and the data removed (no --keep-data).
     assert not (root / "cluster").exists()
 
