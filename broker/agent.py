@@ -231,6 +231,7 @@ class BrokerAgent:
                 name=f"{self.broker.name} agent",
                 handlers={RequestCode.NOTIFY_BROKER_ROLE_CHANGED: self._on_role_changed},
                 default_timeout_s=CALL_TIMEOUT_S,
+                tls=self.broker.security.client_tls,
             )
             task_status.started()
             await self._register_until_done()
@@ -289,7 +290,7 @@ class BrokerAgent:
 
     async def call(self, code: int, ext: Mapping[str, str], body: bytes = b"") -> RemotingCommand:
         """Send to the leader, following CONTROLLER_NOT_LEADER; the answer, any code."""
-        request = RemotingCommand.request(code, dict(ext), body)
+        request = self.broker.security.sign(RemotingCommand.request(code, dict(ext), body))
         for _ in range(3):
             if self._leader is None:
                 self._leader = await self._find_leader()
@@ -438,6 +439,7 @@ class BrokerAgent:
         )
         ext = {**header.to_ext_fields(), ControllerExtFields.HA_ADDRESS: broker.ha_address}
         request = RemotingCommand.request(RequestCode.BROKER_HEARTBEAT, ext, oneway=True)
+        request = broker.security.sign(request)
 
         async def one(addr: str) -> None:
             with trio.move_on_after(CALL_TIMEOUT_S):

@@ -73,6 +73,7 @@ from broker.processors.stats import StatsProcessor
 from broker.registration import NameServerRegistrar
 from broker.role import RoleState
 from broker.schedule import ScheduleService
+from broker.security import BrokerSecurity
 from broker.slavesync import SlaveSynchronizer
 from broker.stats import BrokerStats
 from broker.store.config import FlushMode, StoreConfig
@@ -156,6 +157,8 @@ class Broker:
         )
         self._connections: dict[int, Connection] = {}
         self._client: RemotingClient | None = None
+        #: Cluster secret and TLS (issue 16); raises SecurityError for a bad file.
+        self.security = BrokerSecurity(config)
         self.epochs: EpochFile | None = None
         self.ha_master: HAMaster | None = None
         self.ha_slave: HASlave | None = None
@@ -194,6 +197,7 @@ class Broker:
             config=config.transport,
             on_connect=self._connected,
             on_disconnect=self._disconnected,
+            tls=self.security.server_tls,
         )
 
     # --- facts processors ask for --------------------------------------------------
@@ -536,7 +540,11 @@ class Broker:
         self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
     ) -> None:
         async with (
-            open_client(name=self.name, default_timeout_s=self.config.register_timeout_s) as client,
+            open_client(
+                name=self.name,
+                default_timeout_s=self.config.register_timeout_s,
+                tls=self.security.client_tls or False,  # never $RMQ_TLS: its own config
+            ) as client,
             trio.open_nursery() as nursery,
         ):
             self._client = client
@@ -630,7 +638,7 @@ class Broker:
         master = HAMaster(
             self.store,
             self.epochs,
-            self.config.ha_config(),
+            self.security.ha_config(self.config.ha_config()),
             broker_id=role.controller_id,
             node_name=self.name,
             host=self.config.host,
@@ -669,7 +677,7 @@ class Broker:
         slave = HASlave(
             self.store,
             self.epochs,
-            self.config.ha_config(),
+            self.security.ha_config(self.config.ha_config()),
             broker_id=role.controller_id,
             node_name=self.name,
             master_address=master_ha_addr,
@@ -718,7 +726,7 @@ class Broker:
             master = HAMaster(
                 self.store,
                 self.epochs,
-                config.ha_config(),
+                self.security.ha_config(config.ha_config()),
                 broker_id=MASTER_ID,
                 node_name=self.name,
                 host=config.host,
@@ -733,7 +741,7 @@ class Broker:
         slave = HASlave(
             self.store,
             self.epochs,
-            config.ha_config(),
+            self.security.ha_config(config.ha_config()),
             broker_id=self.role.broker_id,
             node_name=self.name,
             master_address=config.master_ha_addr,

@@ -74,6 +74,25 @@ def namesrv(
         typer.Option("--controller-config", help="The embedded controller's config (TOML)."),
     ] = None,
     metrics_port: MetricsPortOpt = None,
+    cluster_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster-secret-file",
+            help="Brokers must sign REGISTER_BROKER/UNREGISTER_BROKER with this secret.",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="TLS only: certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="TLS: private key (PEM).")
+    ] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", help="TLS: CA (PEM) client certificates chain to.")
+    ] = None,
+    tls_verify_client: Annotated[
+        bool, typer.Option("--tls-verify-client", help="TLS: refuse clients without a cert.")
+    ] = False,
 ) -> None:
     """Run a NameServer (prints one ready line with its address; stops on SIGINT/SIGTERM).
 
@@ -82,11 +101,14 @@ def namesrv(
     """
     from cli.controller_cmds import ready_line, start_controller_exporter
     from cli.metrics_http import start_exporter
+    from cli.security import namesrv_security, warn_if_others_read
     from cli.serving import configure_logging, run_server, set_node_name
     from controller.config import ConfigError, load_toml
     from controller.server import ControllerServer
     from launcher.ready import namesrv_ready_line
     from namesrv.server import NameServer, NameServerConfig
+    from protocol.tls import TlsError
+    from protocol.trust import SecretError
 
     controller = None
     if enable_controller or controller_config is not None:
@@ -94,7 +116,7 @@ def namesrv(
             raise fail("--enable-controller needs --controller-config FILE")
         try:
             controller = ControllerServer(load_toml(controller_config))
-        except ConfigError as exc:
+        except (ConfigError, SecretError, TlsError) as exc:
             raise fail(str(exc)) from None
     if log_dir is None and controller is not None:
         log_dir = controller.config.data_dir / "logs"
@@ -103,7 +125,10 @@ def namesrv(
         log_file=log_dir / "namesrv.log" if log_dir else None,
         level=log_level,
     )
-    server = NameServer(NameServerConfig(host=host, port=port))
+    if controller_config is not None:
+        warn_if_others_read(controller_config, "it holds the quorum's secret")
+    security = namesrv_security(cluster_secret_file, tls_cert, tls_key, tls_ca, tls_verify_client)
+    server = NameServer(NameServerConfig(host=host, port=port, **security))
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -190,6 +215,7 @@ def broker(
     from broker.agent import IdentityError
     from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_toml
     from broker.metrics import broker_registry
+    from broker.security import SecurityError
     from broker.server import Broker
     from broker.store.files import UnreadableFile
     from cli.metrics_http import start_exporter
@@ -225,7 +251,10 @@ def broker(
         raise fail(str(exc)) from None
     node = f"{cfg.broker_name}-{'?' if cfg.controller_mode else cfg.broker_id}"
     configure_logging(node=node, log_file=cfg.store_dir / "logs" / "broker.log", level=log_level)
-    server = Broker(cfg)
+    try:
+        server = Broker(cfg)
+    except SecurityError as exc:
+        raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -19,7 +19,9 @@ Rules:
 
 from __future__ import annotations
 
+import datetime
 import json
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +34,7 @@ from rich.table import Table
 from cli.controller_cmds import config_paths, start_controllers, write_quorum
 from cli.output import err, out
 from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
+from cli.security import ClusterSecurity
 from client import admin
 from launcher.command import rmq_command
 from launcher.detached import refuse_running, start_node, starting
@@ -145,14 +148,22 @@ def write_broker_settings(path: Path, settings: tuple[tuple[str, Any], ...]) -> 
 # --- up ----------------------------------------------------------------------------------------
 
 
-def _start_controllers(cluster: Cluster, timeout_s: float, base_port: int | None = None) -> str:
+def _start_controllers(
+    cluster: Cluster, timeout_s: float, base_port: int | None, security: ClusterSecurity
+) -> str:
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
     controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given)."""
     root = cluster.root
     if config_paths(root):
         raise ClusterError(f"{root} already holds a controller quorum; use a fresh --dir")
-    configs = write_quorum(root, nodes=CONTROLLER_NODES, host="127.0.0.1", base_port=base_port)
-    start_controllers(cluster, configs, timeout_s)
+    configs = write_quorum(
+        root,
+        nodes=CONTROLLER_NODES,
+        host="127.0.0.1",
+        base_port=base_port,
+        extra=security.controller_fields(),
+    )
+    start_controllers(cluster, configs, timeout_s, security.client_tls())
     return ";".join(config.remoting_address for _, config in configs)
 
 
@@ -165,26 +176,36 @@ def cluster_up(
     timeout_s: float,
     stop_timeout_s: float,
     layout: LayoutOptions | None = None,
+    secret: bool = True,
+    tls: bool = False,
 ) -> Cluster:
-    """Start the cluster; on any failure stop what was started and raise ``ClusterError``."""
+    """Start the cluster; on any failure stop what was started and raise ``ClusterError``.
+
+    ``secret``: a fresh cluster secret in ``D/cluster.secret`` that every node uses;
+    ``tls``: a test CA and certificates in ``D/tls/``, every port TLS only."""
     layout = layout or LayoutOptions()
     layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
     rmq = rmq_command()
     with dir_lock(root):
         refuse_running(root)
+        now = datetime.datetime.now(datetime.UTC)
+        security = ClusterSecurity.create(root, secret=secret, tls=tls, now=now)
+        settings = layout.broker_settings + security.broker_settings()
         with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
             controller_addrs = ""
             if mode == "controller":
                 controller_addrs = _start_controllers(
-                    cluster, timeout_s, layout.controller_base_port
+                    cluster, timeout_s, layout.controller_base_port, security
                 )
-            namesrv = start_node(cluster, namesrv_node(root, namesrv_port, rmq=rmq), timeout_s)
+            namesrv_plan = namesrv_node(root, namesrv_port, rmq=rmq)
+            namesrv_plan.argv += security.namesrv_args()
+            namesrv = start_node(cluster, namesrv_plan, timeout_s)
             for plan in BROKERS_BY_MODE[mode]:
                 config_file = None
-                if layout.broker_settings:
+                if settings:
                     config_file = root / plan.name / BROKER_CONFIG_NAME
-                    write_broker_settings(config_file, layout.broker_settings)
+                    write_broker_settings(config_file, settings)
                 broker = broker_node(
                     root,
                     plan,
@@ -201,12 +222,16 @@ def cluster_up(
 # --- status ------------------------------------------------------------------------------------
 
 
-def _ping_namesrv(address: str, timeout_s: float) -> ClusterInfo | None:
+def _ping_namesrv(
+    address: str, timeout_s: float, tls: ssl.SSLContext | None = None
+) -> ClusterInfo | None:
     """GET_BROKER_CLUSTER_INFO from the NameServer, or None when it does not answer in time."""
 
     async def ask() -> ClusterInfo | None:
         with trio.move_on_after(timeout_s):
-            async with open_client(name="rmq-cluster", default_timeout_s=timeout_s) as client:
+            async with open_client(
+                name="rmq-cluster", default_timeout_s=timeout_s, tls=tls or False
+            ) as client:
                 return await admin.get_cluster_info(client, [address])
         return None
 
@@ -222,7 +247,7 @@ def _serving(cluster: Cluster, alive: dict[str, bool], timeout_s: float) -> dict
     namesrv = next((n for n in cluster.nodes if n.kind == NAMESRV), None)
     if namesrv is None or namesrv.address is None or not alive[namesrv.name]:
         return serving
-    info = _ping_namesrv(namesrv.address, timeout_s)
+    info = _ping_namesrv(namesrv.address, timeout_s, ClusterSecurity.of(cluster.root).client_tls())
     serving[namesrv.name] = info is not None
     if info is None:
         return serving
@@ -315,6 +340,22 @@ def up(
             "(default: free ones).",
         ),
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Make a test CA and certificates in D/tls/ and run every port TLS only "
+            "(clients: RMQ_TLS=1 RMQ_TLS_CA_FILE=D/tls/ca.pem).",
+        ),
+    ] = False,
+    cluster_secret: Annotated[
+        bool,
+        typer.Option(
+            "--cluster-secret/--no-cluster-secret",
+            help="Brokers authenticate to NameServers, controllers and each other with a "
+            "fresh secret in D/cluster.secret (mode 0600).",
+        ),
+    ] = True,
 ) -> None:
     """Start a NameServer and the mode's brokers as detached processes; print their addresses."""
     try:
@@ -344,6 +385,8 @@ def up(
             timeout_s=timeout,
             stop_timeout_s=10.0,
             layout=layout,
+            secret=cluster_secret,
+            tls=tls,
         )
     except ClusterError as exc:
         raise cluster_fail(exc) from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import signal
@@ -37,6 +38,7 @@ import trio
 import typer
 
 from cli.output import err, fail, out
+from cli.security import ClusterSecurity
 from client import admin as admin_api
 from protocol.controller_bodies import ReplicasInfo
 from protocol.errors import RocketError
@@ -210,7 +212,7 @@ class Demo:
 
 
 async def run_demo(
-    root: Path, *, seconds: float, rate_per_s: float, seed: int
+    root: Path, *, seconds: float, rate_per_s: float, seed: int, tls: bool = False
 ) -> tuple[CheckReport, list[Entry]] | None:
     """The whole demo; None when a Ctrl-C stopped it (the cluster is stopped either way).
 
@@ -233,13 +235,13 @@ async def run_demo(
 
         await guard.start(on_sigint)
         with work:
-            result = await _run(root, seconds=seconds, rate_per_s=rate_per_s, seed=seed)
+            result = await _run(root, seconds=seconds, rate_per_s=rate_per_s, seed=seed, tls=tls)
         guard.cancel_scope.cancel()
     return None if interrupted else result
 
 
 async def _run(
-    root: Path, *, seconds: float, rate_per_s: float, seed: int
+    root: Path, *, seconds: float, rate_per_s: float, seed: int, tls: bool
 ) -> tuple[CheckReport, list[Entry]]:
     rng = random.Random(seed)
     config = WorkloadConfig(
@@ -257,7 +259,11 @@ async def _run(
         markup=False,
     )
     try:
-        async with local_cluster(root / "cluster", "controller", "ASYNC_FLUSH", rng) as cluster:
+        cluster_dir = root / "cluster"
+        async with local_cluster(cluster_dir, "controller", "ASYNC_FLUSH", rng, tls=tls) as cluster:
+            # The SDK, the admin calls and the harness connect as $RMQ_TLS* say (plain
+            # unless --tls: then the cluster's CA and client certificate).
+            os.environ.update(ClusterSecurity.of(cluster_dir).client_env())
             await _show_cluster(cluster)
             await create_topic(cluster, config, (GROUP,))
             async with open_workload(config, cluster.namesrv, recorder, rng) as workload:
@@ -356,6 +362,9 @@ def demo_command(
     keep_data: Annotated[
         bool, typer.Option("--keep-data", help="Keep the stopped cluster's data and logs.")
     ] = False,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Every port TLS only (a test CA made for the run).")
+    ] = False,
 ) -> None:
     """Kill -9 the master of a controller-mode cluster under load; prove nothing acked is lost."""
     if seconds < 8:
@@ -377,7 +386,9 @@ def demo_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        outcome = trio.run(lambda: run_demo(root, seconds=seconds, rate_per_s=rate, seed=seed))
+        outcome = trio.run(
+            lambda: run_demo(root, seconds=seconds, rate_per_s=rate, seed=seed, tls=tls)
+        )
     except* (HarnessError, RocketError) as group:
         first = _leaves(group)[0]
         err.print(f"cluster data and logs kept in {root / 'cluster'}", markup=False)

@@ -37,7 +37,9 @@ Rules (DESIGN §6, reference/rocketmq-controller.md §2.3–§2.5, §5, §7):
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
@@ -48,6 +50,7 @@ from controller.election import LiveInfo, elect
 from controller.liveness import BrokerKey, LivenessTable
 from controller.metrics import KEEP_CURRENT_MASTER, NO_MASTER_ELECTED, ControllerMetrics
 from controller.raft import RaftNode
+from protocol import trust
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import (
@@ -87,7 +90,15 @@ from protocol.headers import (
     RegisterBrokerToControllerRequestHeader,
     RegisterBrokerToControllerResponseHeader,
 )
-from protocol.rpc import Connection, Handler, RemotingServer, TransportConfig, split_address
+from protocol.rpc import (
+    Connection,
+    Handler,
+    RemotingServer,
+    ThrottledLog,
+    TransportConfig,
+    split_address,
+)
+from protocol.tls import TlsFiles, server_context
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +118,19 @@ def _parse(cls: type[H], request: RemotingCommand) -> H:
         return cls.from_ext_fields(request.ext_fields)
     except ProtocolError as exc:
         raise _invalid(str(exc)) from None
+
+
+def server_tls(config: ControllerConfig) -> ssl.SSLContext | None:
+    """The remoting port's TLS context (None: plain); ``TlsError`` names a bad file."""
+    files = TlsFiles(
+        cert_file=config.tls_cert_file,
+        key_file=config.tls_key_file,
+        ca_file=config.tls_ca_file,
+        verify_client=config.tls_verify_client,
+    )
+    if not (files.enabled or files.ca_file or files.verify_client):
+        return None
+    return server_context(files)
 
 
 def _failed(request: RemotingCommand, result: sm.Result) -> RemotingCommand:
@@ -145,6 +169,15 @@ class ControllerServer:
             RequestCode.CLEAN_BROKER_DATA: self._clean_broker_data,
             RequestCode.BROKER_HEARTBEAT: self._heartbeat,
         }
+        if config.cluster_secret_file:
+            handlers = trust.guard_handlers(
+                handlers,
+                trust.CONTROLLER_INTERNAL_CODES,
+                node=self.name,
+                secret=trust.load_secret_warned(Path(config.cluster_secret_file), log.warning),
+                now_ms=trust.wall_ms,
+                warn=ThrottledLog(10.0).warning,
+            )
         host, port = split_address(config.remoting_address)
         self.server = RemotingServer(
             self.metrics.requests.instrument(handlers),
@@ -153,6 +186,7 @@ class ControllerServer:
             port=port,
             config=transport,
             on_disconnect=self._connection_closed,
+            tls=server_tls(config),
         )
         self._nursery: trio.Nursery | None = None
         self._started_s = 0.0

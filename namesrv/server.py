@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import ssl
 import zlib
 
 import attrs
@@ -27,6 +28,7 @@ import trio
 
 from namesrv.metrics import NameServerMetrics
 from namesrv.registry import DEFAULT_HEARTBEAT_TIMEOUT_MS, RegistryLimits, RouteRegistry
+from protocol import trust
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import LimitExceeded, MalformedBody, TopicNotExist
@@ -73,6 +75,11 @@ class NameServerConfig:
     max_register_inflated_bytes: int = 32 * 1024 * 1024
     #: Registrations decoded and applied at once; later ones wait their turn.
     max_concurrent_registrations: int = 2
+    #: The cluster secret (``--cluster-secret-file``): when set, REGISTER_BROKER,
+    #: UNREGISTER_BROKER and BROKER_HEARTBEAT need its signature (protocol/trust.py).
+    cluster_secret: bytes | None = attrs.field(default=None, repr=False)
+    #: TLS server context (``--tls-cert``/``--tls-key``): every client must speak TLS.
+    tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def _now_ms() -> int:
@@ -101,6 +108,15 @@ class NameServer:
             RequestCode.WIPE_WRITE_PERM_OF_BROKER: self._wipe_write_perm,
             RequestCode.ADD_WRITE_PERM_OF_BROKER: self._add_write_perm,
         }
+        if self.config.cluster_secret is not None:
+            handlers = trust.guard_handlers(
+                handlers,
+                trust.NAMESRV_INTERNAL_CODES,
+                node="namesrv",
+                secret=self.config.cluster_secret,
+                now_ms=trust.wall_ms,
+                warn=self._refusals.warning,
+            )
         self.server = RemotingServer(
             self.metrics.requests.instrument(handlers),
             name=self.name,
@@ -108,6 +124,7 @@ class NameServer:
             port=self.config.port,
             config=self.config.transport,
             on_disconnect=self._connection_closed,
+            tls=self.config.tls,
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

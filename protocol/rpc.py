@@ -44,7 +44,7 @@ import ssl
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import trio
 import trio.lowlevel
@@ -64,7 +64,13 @@ from protocol.frame import Frame, FrameDecoder
 from protocol.limits import BufferBudget, LogThrottle, TransportConfig
 from protocol.steps import T
 from protocol.tasks import background_nursery, run_steps
-from protocol.tls import TlsRefused, TlsStream, tls_accept, tls_connect
+from protocol.tls import (
+    TlsRefused,
+    TlsStream,
+    client_context_from_env,
+    tls_accept,
+    tls_connect,
+)
 
 log = logging.getLogger(__name__)
 
@@ -849,9 +855,12 @@ async def open_client(
     handlers: Mapping[int, Handler] | None = None,
     config: TransportConfig | None = None,
     default_timeout_s: float = 3.0,
-    tls: ssl.SSLContext | None = None,
+    tls: ssl.SSLContext | Literal[False] | None = None,
 ) -> AsyncIterator[RemotingClient]:
-    """A ``RemotingClient`` whose connections live exactly as long as this block."""
+    """A ``RemotingClient`` whose connections live exactly as long as this block.
+
+    ``tls``: connect with this context; False: plain TCP; None: as ``$RMQ_TLS`` and
+    ``$RMQ_TLS_CA_FILE`` say (plain when unset; protocol/tls.py)."""
     async with background_nursery() as nursery:
         client = RemotingClient(
             nursery,
@@ -859,7 +868,7 @@ async def open_client(
             handlers=handlers,
             config=config,
             default_timeout_s=default_timeout_s,
-            tls=tls,
+            tls=client_context_from_env() if tls is None else tls or None,
         )
         try:
             yield client

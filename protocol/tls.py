@@ -20,12 +20,21 @@ Rules (issue 16 part 3):
 
 from __future__ import annotations
 
+import functools
+import os
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
 import trio
 
+#: SDK and ``rmq admin`` without an explicit choice: TLS when ``$RMQ_TLS`` is 1/true/yes/on
+#: or ``$RMQ_TLS_CA_FILE`` is set; the other two name a client certificate and key.
+ENV_TLS = "RMQ_TLS"
+ENV_TLS_CA_FILE = "RMQ_TLS_CA_FILE"
+ENV_TLS_CERT_FILE = "RMQ_TLS_CERT_FILE"
+ENV_TLS_KEY_FILE = "RMQ_TLS_KEY_FILE"
 #: Deadline of one TLS handshake (either side).
 HANDSHAKE_TIMEOUT_S = 10.0
 #: How long a closing TLS connection may spend sending close_notify.
@@ -95,6 +104,24 @@ def client_context(
         _load_chain(ctx, cert_file, key_file)
     ctx.check_hostname = check_hostname
     return ctx
+
+
+def client_context_from_env(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
+    """The client context ``$RMQ_TLS*`` ask for, or None (plain TCP) when they are unset.
+    One context per distinct setting (building one reads files and costs milliseconds)."""
+    env = os.environ if environ is None else environ
+    on = env.get(ENV_TLS, "").strip().lower() in ("1", "true", "yes", "on")
+    ca_file = env.get(ENV_TLS_CA_FILE, "")
+    if not (on or ca_file):
+        return None
+    return _cached_client_context(
+        ca_file, env.get(ENV_TLS_CERT_FILE, ""), env.get(ENV_TLS_KEY_FILE, "")
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_client_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
+    return client_context(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
 
 
 def _load_chain(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
@@ -216,6 +243,7 @@ __all__ = [
     "TlsRefused",
     "TlsStream",
     "client_context",
+    "client_context_from_env",
     "server_context",
     "tls_accept",
     "tls_connect",

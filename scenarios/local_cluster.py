@@ -111,12 +111,15 @@ class LocalCluster:
         *,
         recorder: Recorder | None = None,
         broker_settings: tuple[tuple[str, object], ...] = (),
+        tls: bool = False,
     ) -> None:
         self.root = root
         self.mode = mode
         self.flush = flush
         self.recorder = recorder
         self.broker_settings = broker_settings
+        #: ``rmq cluster up --tls``: every port TLS only (clients: ``$RMQ_TLS*``).
+        self.tls = tls
         #: The run's workload, once it runs (probe writes go through it).
         self.workload: Workload | None = None
         self._rng = rng
@@ -192,6 +195,7 @@ class LocalCluster:
         for key, value in self.broker_settings:
             argv += ["--broker-set", f"{key}={toml_value(value)}"]
         argv += self._layout_args
+        argv += ["--tls"] if self.tls else []
         with trio.fail_after(UP_TIMEOUT_S):
             done = await trio.run_process(
                 argv, capture_stdout=True, capture_stderr=True, check=False
@@ -585,6 +589,7 @@ async def local_cluster(
     recorder: Recorder | None = None,
     broker_settings: tuple[tuple[str, object], ...] = (),
     controller_proxies: trio.Nursery | None = None,
+    tls: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """A running cluster for the block; every process it started is stopped after it.
 
@@ -592,7 +597,7 @@ async def local_cluster(
     controllers through fault proxies served there.
     """
     cluster = LocalCluster(
-        root, mode, flush, rng, recorder=recorder, broker_settings=broker_settings
+        root, mode, flush, rng, recorder=recorder, broker_settings=broker_settings, tls=tls
     )
     try:
         if controller_proxies is not None:
