@@ -195,3 +195,26 @@ def test_half_set_configuration_is_refused(pki_dir: Path) -> None:
         )
     with pytest.raises(TlsError, match="not found"):
         client_context(ca_file=str(pki_dir / "missing.pem"))
+
+
+async def test_open_client_follows_the_environment(pki_dir: Path) -> None:
+    """``open_client()`` without ``tls`` connects as $RMQ_TLS* say; ``tls=False`` never."""
+    from protocol.tls import client_context_from_env
+
+    assert client_context_from_env({}) is None
+    assert client_context_from_env({"RMQ_TLS": "0"}) is None
+    env = {"RMQ_TLS": "1", "RMQ_TLS_CA_FILE": str(pki_dir / CA_CERT)}
+    ctx = client_context_from_env(env)
+    assert ctx is not None and ctx is client_context_from_env(dict(env))  # cached
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with trio.fail_after(WAIT_S):
+            async with (
+                serving(server_context(server_files(pki_dir))) as (_server, addr),
+                open_client() as client,
+            ):
+                got = await client.call(addr, RemotingCommand.request(ECHO, body=b"env"))
+                assert got.body == b"env"
+            async with open_client(tls=False) as plain:
+                assert plain.tls is None
