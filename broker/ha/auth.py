@@ -82,7 +82,7 @@ async def secure_accept(stream: trio.SocketStream, config: HAConfig, what: str) 
     """Master side: ``stream`` as the slave will speak it (TLS when configured)."""
     if config.server_tls is None:
         return stream
-    try:
+    try:  # the caller's handshake deadline bounds this too
         return await tls_accept(stream, config.server_tls, timeout_s=config.handshake_timeout_s)
     except TlsRefused as exc:
         raise ProtocolError(f"{what}: {exc}") from None

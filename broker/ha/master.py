@@ -21,7 +21,8 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
   re-handshakes every connection (apache/rocketmq#9689: a live connection would keep
   streaming with a stale epoch).
 - Admission (issue 13: 16 idle sockets held every slot and locked real slaves out): a
-  connection must handshake within ``handshake_timeout_s``; at most
+  connection must handshake within ``handshake_timeout_s`` (TLS and the cluster-secret
+  challenge included, when configured: broker/ha/auth.py); at most
   ``max_pending_connections`` wait for their handshake (a new one closes the oldest, so a
   real slave, which handshakes at once, always gets through); at most ``max_connections``
   handshaken slaves, where a known slave (a SyncStateSet member now or earlier under this
@@ -469,8 +470,10 @@ class HAMaster:
         decoder = MasterSideDecoder()
         events: list[SlaveHandshake | Ack] = []
         what = f"HA slave {conn.address}"
-        stream = await secure_accept(raw, cfg, what)
+        stream: trio.abc.Stream = raw
+        # One deadline for TLS, the cluster challenge and the handshake: a pending slot.
         with trio.move_on_after(cfg.handshake_timeout_s) as scope:
+            stream = await secure_accept(raw, cfg, what)
             if cfg.cluster_secret is not None:
                 answered = await challenge_slave(
                     stream,
