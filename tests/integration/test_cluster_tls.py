@@ -78,12 +78,12 @@ async def test_sdk_and_admin_over_tls_through_a_failover(
         controllers = ";".join(
             n["address"] for n in read_record(root)["nodes"] if n["kind"] == "controller"
         )
-        for name, value in _tls_env(root).items():
-            monkeypatch.setenv(name, value)
-
         # Plain TCP to the NameServer: refused, one line.
         plain = await run_command(rmq_argv("admin", "clusterList", "-n", ns, "--timeout", "2"))
         assert plain.returncode == 1, plain.describe()
+        assert plain.stderr.startswith("error: ") and len(plain.stderr.splitlines()) == 1
+        for name, value in _tls_env(root).items():
+            monkeypatch.setenv(name, value)
         code, _out, err = await _admin(
             root, "updateTopic", "-t", TOPIC, "-c", "DefaultCluster", "-n", ns
         )
