@@ -31,6 +31,10 @@ Rules (DESIGN §6, reference/rocketmq-controller.md §2.3–§2.5, §5, §7):
   kept in the liveness table, not replicated: it is heartbeat data every node receives
   every second, only a live master's is useful, and replicating it would cost a Raft
   commit per broker restart for nothing a new leader does not already have.
+- Trust (issue 16, protocol/trust.py): with ``cluster_secret_file`` the broker codes
+  (register, broker ids, heartbeat, alter SyncStateSet, elect, clean broker data) need
+  the cluster signature, else NO_PERMISSION and a throttled log line; reads stay open.
+  With ``tls_cert_file``/``tls_key_file`` the remoting port speaks TLS only.
 - Threads live only in ``controller.raft``; this module is plain Trio.
 """
 

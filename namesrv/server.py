@@ -15,6 +15,9 @@ Rules:
 - A broker is forgotten when its connection closes or after its heartbeat timeout
   (120 s by default), checked every ``scan_interval_s``.
 - NameServers never talk to each other: each holds every route its brokers register.
+- Trust (issue 16, protocol/trust.py): with ``cluster_secret`` set, REGISTER_BROKER,
+  UNREGISTER_BROKER and BROKER_HEARTBEAT need the cluster signature (else NO_PERMISSION,
+  logged); with ``tls`` every connection speaks TLS (protocol/tls.py).
 """
 
 from __future__ import annotations
