@@ -64,13 +64,7 @@ from protocol.frame import Frame, FrameDecoder
 from protocol.limits import BufferBudget, LogThrottle, TransportConfig
 from protocol.steps import T
 from protocol.tasks import background_nursery, run_steps
-from protocol.tls import (
-    TlsRefused,
-    TlsStream,
-    client_context_from_env,
-    tls_accept,
-    tls_connect,
-)
+from protocol.tls import TlsRefused, TlsStream, client_context_from_env, tls_accept, tls_connect
 
 log = logging.getLogger(__name__)
 
