@@ -402,6 +402,9 @@ def up(
         f"stop it with: rmq cluster down --dir {cluster.root}",
         markup=False,
     )
+    if tls:
+        ca = cluster.root / "tls" / "ca.pem"
+        err.print(f"every port is TLS only; clients: RMQ_TLS=1 RMQ_TLS_CA_FILE={ca}", markup=False)
 
 
 def _node_addrs(text: str) -> tuple[str, str]:
