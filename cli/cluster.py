@@ -67,6 +67,9 @@ _FLAG_KEYS = frozenset(
         "brokerName", "broker_name", "brokerId", "broker_id", "brokerRole", "broker_role",
         "namesrvAddr", "namesrv_addrs", "listenPort", "listen_port", "storePathRootDir",
         "store_dir", "flushDiskType", "flush_disk_type", "controllerAddr", "controller_addrs",
+        # --cluster-secret and --tls set these (cli/security.py)
+        "clusterSecretFile", "cluster_secret_file", "tlsServerCertPath", "tls_cert_file",
+        "tlsServerKeyPath", "tls_key_file", "tlsServerTrustCertPath", "tls_ca_file",
     }
 )  # fmt: skip
 BROKER_CONFIG_NAME = "broker.toml"
