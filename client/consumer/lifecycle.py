@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
@@ -82,7 +83,10 @@ async def _running(
     signal = _NotifySignal()
     handlers: dict[int, Handler] = {RequestCode.NOTIFY_CONSUMER_IDS_CHANGED: signal.handle}
     async with open_client(
-        name=f"consumer {config.group}", handlers=handlers, default_timeout_s=config.timeout_s
+        name=f"consumer {config.group}",
+        handlers=handlers,
+        default_timeout_s=config.timeout_s,
+        tls=config.tls,
     ) as client:
         routes = RouteCache(
             client,
@@ -222,13 +226,17 @@ async def open_pull_consumer(
     group: str,
     timeout_s: float = 3.0,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[PullConsumer]:
     """An explicit pull consumer (no rebalance, no background tasks but routes).
 
-    A compressed body inflating past ``max_message_bytes`` is skipped, unread.
+    A compressed body inflating past ``max_message_bytes`` is skipped, unread. ``tls``: a
+    context to connect with (None: as ``$RMQ_TLS*`` say).
     """
     addrs = _namesrv_list(namesrv)
-    async with open_client(name=f"pull consumer {group}", default_timeout_s=timeout_s) as client:
+    async with open_client(
+        name=f"pull consumer {group}", default_timeout_s=timeout_s, tls=tls
+    ) as client:
         routes = RouteCache(client, addrs, request_timeout_s=timeout_s)
         yield PullConsumer(
             client, routes, group=group, timeout_s=timeout_s, max_message_bytes=max_message_bytes

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from client.admin import open_admin
 from launcher.certs import CA_CERT, NODE_CERT, NODE_KEY, make_test_pki, write_test_pki
 from protocol import trust
+from protocol.tls import client_context
 from tests.integration.broker_wire import broker_process
 from tests.support.processes import namesrv_process, rmq_argv, run_command
 
@@ -51,6 +53,11 @@ async def test_tls_namesrv_and_broker(tmp_path: Path) -> None:
             to_broker = await run_command(rmq_argv("admin", *admin, *topic))
             assert to_broker.returncode == 0, to_broker.describe()
             await ns.wait_for_line("refused a connection: TLS handshake", timeout_s=10)
+            # The SDK with an explicit context (no $RMQ_TLS in this process).
+            sdk_tls = client_context(ca_file=str(pki / CA_CERT))
+            async with open_admin(ns.address, tls=sdk_tls) as sdk:
+                info = await sdk.cluster_info()
+            assert info.broker_addr_table["broker-a"].broker_addrs[0] == broker.address
     refusals = [line for line in ns.stderr.lines if "refused a connection" in line]
     assert len(refusals) == 1, refusals  # three plain clients, one line (throttled)
     assert "t" * 32 not in ns.stderr.text + broker.stderr.text
