@@ -232,8 +232,9 @@ async def _cluster_down(root: Path) -> None:
 async def rmq_cluster(root: Path, deployment: Deployment) -> AsyncIterator[RmqCluster]:
     """``rmq cluster up --mode MODE`` under ``root``, ready to measure; down at the end."""
     argv = rmq_argv(
-        "cluster", "up", "--mode", deployment.mode, "--dir", str(root), "--namesrv-port", "0"
-    )
+        "cluster", "up", "--mode", deployment.mode, "--dir", str(root), "--namesrv-port", "0",
+        "--no-dashboard",  # measured processes only
+    )  # fmt: skip
     try:
         with trio.move_on_after(UP_TIMEOUT_S) as up:
             done = await trio.run_process(

@@ -12,9 +12,16 @@ Rules (reference/rocketmq-controller.md §2.5, §4.2-4.8; DESIGN.md §6):
 - The broker stays fenced (no writes, no NameServer registration) until a role is known.
   A role notice (1008 push, RegisterBroker/ElectMaster/GetReplicaInfo answers) is applied
   only when its master epoch is above the one this broker holds; changes are serialised.
+- Heartbeats go to every controller every ``heartbeat_interval_s`` on a fixed cadence,
+  one loop per controller (an unreachable one delays no other), advertising
+  ``controller_heartbeat_timeout_s``.
 - Beyond RocketMQ (apache/rocketmq#7017): a master whose last confirmation from the
   leader is older than ``lease_s`` stops acknowledging writes until it hears again, unless
-  every ack already waits for other SyncStateSet members (``Broker.lease_holds``).
+  every ack already waits for other SyncStateSet members (``Broker.lease_holds``). The
+  confirmation is a GetReplicaInfo answer naming it master at its epoch; the lease counts
+  from when that poll was *sent*, and the poll carries the broker's id so the leader
+  counts it as a heartbeat: the leader that confirmed it cannot take it for dead before
+  that moment plus the heartbeat timeout, which is longer than the lease (config).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from broker.role import BrokerIdentity
 from broker.store.files import reading
 from broker.store.metadata import atomic_write_bytes
 from broker.store.store import MessageStore
+from protocol.acl_client import sign_requests
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import SyncStateSet
@@ -61,9 +69,12 @@ IDENTITY_FILE = "brokerIdentity"
 TEMP_IDENTITY_FILE = "brokerIdentity-temp"
 #: Deadline of one controller request.
 CALL_TIMEOUT_S = 3.0
-HEARTBEAT_INTERVAL_S = 1.0
-HEARTBEAT_TIMEOUT_MS = 10_000
 POLL_INTERVAL_S = 5.0
+#: A replica that is not master polls at least this often (a lost role notice costs this).
+REPLICA_POLL_MAX_S = 1.0
+#: Added to GetReplicaInfo: the leader counts the poll as a heartbeat of this broker (see
+#: ``_poll_once``). RocketMQ's controllers ignore unknown ext fields.
+POLL_BROKER_ID = "brokerId"
 #: Wait between attempts when the quorum cannot answer (no leader, election failed).
 RETRY_S = 0.5
 
@@ -233,6 +244,8 @@ class BrokerAgent:
                 default_timeout_s=CALL_TIMEOUT_S,
                 tls=self.broker.security.client_tls,
             )
+            if (credentials := self.broker.config.credentials) is not None:
+                sign_requests(self._client, credentials)  # ACL 1.0: the broker's account
             task_status.started()
             await self._register_until_done()
             nursery.start_soon(self._heartbeat_loop)
@@ -417,7 +430,7 @@ class BrokerAgent:
 
     # --- periodic work -----------------------------------------------------------------------
 
-    async def _heartbeat_once(self) -> None:
+    def _heartbeat_request(self) -> RemotingCommand:
         assert self.broker_id is not None
         broker = self.broker
         store = broker.store
@@ -434,34 +447,56 @@ class BrokerAgent:
             epoch=broker.epochs.cache.last_epoch if broker.epochs is not None else 0,
             max_offset=store.max_physical_offset,
             confirm_offset=confirm,
-            heartbeat_timeout_mills=HEARTBEAT_TIMEOUT_MS,
+            heartbeat_timeout_mills=round(broker.config.controller_heartbeat_timeout_s * 1000),
             election_priority=broker.config.election_priority,
         )
         ext = {**header.to_ext_fields(), ControllerExtFields.HA_ADDRESS: broker.ha_address}
         request = RemotingCommand.request(RequestCode.BROKER_HEARTBEAT, ext, oneway=True)
-        request = broker.security.sign(request)
+        return broker.security.sign(request)
 
-        async def one(addr: str) -> None:
-            with trio.move_on_after(CALL_TIMEOUT_S):
-                try:
-                    await self.client.oneway(addr, request)
-                except RocketError as exc:
-                    log.debug("%s: heartbeat to %s failed: %s", broker.name, addr, exc)
+    async def _heartbeat_to(self, addr: str) -> None:
+        """One heartbeat to one controller, within ``send_heartbeat_timeout_s``."""
+        request = self._heartbeat_request()
+        with trio.move_on_after(self.broker.config.send_heartbeat_timeout_s):
+            try:
+                await self.client.oneway(addr, request)
+            except RocketError as exc:
+                log.debug("%s: heartbeat to %s failed: %s", self.broker.name, addr, exc)
 
-        # Side by side: an unreachable controller must not delay the others' heartbeats.
+    async def _heartbeat_once(self) -> None:
         async with trio.open_nursery() as nursery:
             for addr in self.controllers:
-                nursery.start_soon(one, addr)
+                nursery.start_soon(self._heartbeat_to, addr)
 
     async def _heartbeat_loop(self) -> None:
+        # One loop per controller: a controller that cannot be reached (a connect hanging
+        # in a partition) must not delay the others' heartbeats, or a live master would
+        # look silent to a leader it can reach.
+        async with trio.open_nursery() as nursery:
+            for addr in self.controllers:
+                nursery.start_soon(self._heartbeat_forever, addr)
+
+    async def _heartbeat_forever(self, addr: str) -> None:
+        interval_s = self.broker.config.heartbeat_interval_s
+        next_s = self._clock.now_s()
         while True:
-            await trio.sleep(HEARTBEAT_INTERVAL_S)
-            await self._heartbeat_once()
+            # On a fixed cadence, not "interval after the last one ended": a slow write
+            # does not stretch the gap the controller sees.
+            next_s = max(next_s + interval_s, self._clock.now_s())
+            await trio.sleep_until(next_s)
+            await self._heartbeat_to(addr)
 
     async def _poll_loop(self) -> None:
-        interval_s = min(POLL_INTERVAL_S, self.lease_s / 3)
         while True:
-            await trio.sleep(interval_s if self.master_id is not None else RETRY_S)
+            # A master renews its lease with every answered poll, three times per lease;
+            # other replicas poll for role changes whose notice got lost.
+            if self.is_master:
+                interval_s = min(POLL_INTERVAL_S, self.lease_s / 3)
+            elif self.master_id is not None:
+                interval_s = min(POLL_INTERVAL_S, REPLICA_POLL_MAX_S)
+            else:
+                interval_s = RETRY_S
+            await trio.sleep(interval_s)
             try:
                 await self._poll_once()
                 if self.master_id is None:
@@ -471,10 +506,12 @@ class BrokerAgent:
 
     async def _poll_once(self) -> None:
         sent_at = self._clock.now_s()
-        response = await self.call(
-            RequestCode.CONTROLLER_GET_REPLICA_INFO,
-            GetReplicaInfoRequestHeader(broker_name=self.group).to_ext_fields(),
-        )
+        ext = GetReplicaInfoRequestHeader(broker_name=self.group).to_ext_fields()
+        if self.broker_id is not None:
+            # The leader takes the poll for a heartbeat: a lease renewed by this answer
+            # (sent at ``sent_at``) then always ends before that leader's silence timer.
+            ext[POLL_BROKER_ID] = str(self.broker_id)
+        response = await self.call(RequestCode.CONTROLLER_GET_REPLICA_INFO, ext)
         if response.code == ResponseCode.CONTROLLER_BROKER_METADATA_NOT_EXIST:
             await self._register()
             return

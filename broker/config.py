@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from broker.ha.config import HAConfig
+from protocol.acl_sign import Credentials
 from protocol.limits import TransportConfig
 
 ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
@@ -86,19 +87,44 @@ class BrokerConfig:
     #: Long polling: re-check held pulls this often even without arrivals.
     long_polling_check_interval_s: float = 5.0
     client_expiry_s: float = 120.0
+    #: Transactions (broker/transaction/): a half message is first checked this long after
+    #: it was stored (``transactionTimeOut``, ms in TOML), then every
+    #: ``transactionCheckInterval``, at most ``transactionCheckMax`` times.
+    transaction_timeout_s: float = attrs.field(default=6.0, validator=attrs.validators.gt(0))
+    transaction_check_interval_s: float = attrs.field(
+        default=30.0, validator=attrs.validators.gt(0)
+    )
+    transaction_check_max: int = attrs.field(default=15, validator=attrs.validators.ge(0))
     #: ``messageDelayLevel``: delay of each level, 1-based.
     message_delay_level: str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
     max_reconsume_times: int = 16
+    #: Timer messages (broker/timers.py): off → a timer message is refused
+    #: (``timerWheelEnable``); the longest delay accepted (``timerMaxDelaySec``); pending
+    #: timers held in memory at most (the rest stay on disk in the timer ConsumeQueue).
+    timer_wheel_enable: bool = True
+    timer_max_delay_s: int = attrs.field(default=3 * 24 * 3600, validator=attrs.validators.gt(0))
+    timer_index_capacity: int = attrs.field(default=100_000, validator=attrs.validators.gt(0))
+    #: SQL92 subscriptions are served (``enablePropertyFilter``); off → refused.
+    enable_property_filter: bool = True
     request_timeout_s: float = 3.0
 
     # --- controller mode (reference/rocketmq-controller.md §4; DESIGN.md §6) ---------------
     #: Controller remoting addresses; non-empty enables controller mode: the broker id and
     #: the role come from the controller, not from ``broker_id``/``broker_role``.
     controller_addrs: tuple[str, ...] = ()
+    #: How often the broker heartbeats every controller (``brokerHeartbeatInterval``).
+    heartbeat_interval_s: float = 0.3
+    #: The silence after which the controllers take this broker for dead, sent with every
+    #: heartbeat (``controllerHeartBeatTimeoutMills``; RocketMQ's default is 10 s).
+    controller_heartbeat_timeout_s: float = 1.2
+    #: Deadline of one heartbeat write to one controller (``sendHeartbeatTimeoutMillis``).
+    send_heartbeat_timeout_s: float = 1.0
     #: A master that has not heard the controller leader confirm it for this long stops
     #: acknowledging writes (apache/rocketmq#7017), unless allAckInSyncStateSet holds every
-    #: ack for other SyncStateSet members (then a deposal already stops its acks).
-    lease_s: float = 6.0
+    #: ack for other SyncStateSet members (then a deposal already stops its acks). Shorter
+    #: than ``controller_heartbeat_timeout_s``: the lease runs out before any controller
+    #: may take this master for dead (README, "the lease").
+    lease_s: float = 1.0
     #: Lower wins among equally up-to-date candidates (``brokerElectionPriority``).
     election_priority: int = 0
 
@@ -210,11 +236,23 @@ class BrokerConfig:
     check_old_segments_on_start: bool = True
     #: Client connections the remoting port keeps at once; 0: half the process's
     #: descriptor limit, at most 10,000 (``serverMaxConnections``). More are refused.
+    #: Register with the NameServers in RocketMQ's compressed form always
+    #: (``compressedRegister``); otherwise only when the JSON form passes 1 MiB.
+    compressed_register: bool = False
     server_max_connections: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: ...and from one remote IP (``serverMaxConnectionsPerPeer``).
     server_max_connections_per_peer: int = attrs.field(
         default=1_000, validator=attrs.validators.gt(0)
     )
+    #: ACL 1.0 (protocol/acl.py): every request must be signed by an account of the
+    #: plain-access file ``acl_file_path`` (``aclEnable``, ``aclFilePath``).
+    acl_enable: bool = False
+    acl_file_path: str = ""
+    #: The account this broker signs its own requests with (NameServers, controllers, its
+    #: master); with ACL on there it must be an admin account (``accessKey``, ``secretKey``).
+    #: The secret is never listed by GET_BROKER_CONFIG nor shown in ``repr``.
+    access_key: str = ""
+    secret_key: str = attrs.field(default="", repr=False)
 
     # --- cluster trust and TLS (issue 16; README "TLS and cluster secrets") -------------
     #: File holding the cluster secret: registrations, controller calls and the HA
@@ -253,11 +291,15 @@ class BrokerConfig:
             "in_sync_replicas": self.in_sync_replicas,
             "lease_s": self.lease_s,
             **self._limits(),
+            "heartbeat_interval_s": self.heartbeat_interval_s,
+            "controller_heartbeat_timeout_s": self.controller_heartbeat_timeout_s,
+            "send_heartbeat_timeout_s": self.send_heartbeat_timeout_s,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, not {value}")
         self._check_ceilings()
+        self._check_liveness_timing()
         if self.ha_send_heartbeat_interval_s >= self.ha_housekeeping_interval_s:
             raise ConfigError(
                 "haSendHeartbeatInterval must be shorter than haHousekeepingInterval "
@@ -302,9 +344,33 @@ class BrokerConfig:
                 f"({self.max_topic_queue_nums}), not {self.default_topic_queue_nums}"
             )
 
+    def _check_liveness_timing(self) -> None:
+        """The lease must run out before the controllers may take the master for dead,
+        and heartbeats must come several times within that timeout."""
+        timeout_s = self.controller_heartbeat_timeout_s
+        if self.lease_s >= timeout_s:
+            raise ConfigError(
+                f"lease_s ({self.lease_s} s) must be shorter than "
+                f"controllerHeartBeatTimeoutMills ({timeout_s} s): a deposed master could "
+                "otherwise still acknowledge writes after another was elected"
+            )
+        if 2 * self.heartbeat_interval_s > timeout_s:
+            raise ConfigError(
+                f"brokerHeartbeatInterval ({self.heartbeat_interval_s} s) must be at most half "
+                f"of controllerHeartBeatTimeoutMills ({timeout_s} s): one late heartbeat "
+                "would otherwise look like a dead broker"
+            )
+
     @property
     def address(self) -> str:
         return f"{self.advertised_ip}:{self.listen_port}"
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The broker's own ACL account, when both keys are set."""
+        if not self.access_key or not self.secret_key:
+            return None
+        return Credentials(access_key=self.access_key, secret_key=self.secret_key)
 
     @property
     def controller_mode(self) -> bool:
@@ -352,6 +418,10 @@ _ALIASES = {
     "brokerId": "broker_id",
     "brokerRole": "broker_role",
     "namesrvAddr": "namesrv_addrs",
+    "aclEnable": "acl_enable",
+    "aclFilePath": "acl_file_path",
+    "accessKey": "access_key",
+    "secretKey": "secret_key",
     "brokerIP1": "advertised_ip",
     "listenPort": "listen_port",
     "haListenPort": "ha_port",
@@ -369,9 +439,13 @@ _ALIASES = {
     "fileReservedTime": "file_reserved_time_h",
     "autoCreateTopicEnable": "auto_create_topic_enable",
     "autoCreateSubscriptionGroup": "auto_create_subscription_group",
+    "transactionCheckMax": "transaction_check_max",
     "defaultTopicQueueNums": "default_topic_queue_nums",
     "messageDelayLevel": "message_delay_level",
     "maxReconsumeTimes": "max_reconsume_times",
+    "timerWheelEnable": "timer_wheel_enable",
+    "timerMaxDelaySec": "timer_max_delay_s",
+    "enablePropertyFilter": "enable_property_filter",
     "controllerAddr": "controller_addrs",
     "brokerElectionPriority": "election_priority",
     "metricsExporterType": "metrics_exporter_type",
@@ -391,6 +465,7 @@ _ALIASES = {
     "haMaxPendingConnections": "ha_max_pending_connections",
     "skipDamagedSegments": "skip_damaged_segments",
     "checkOldSegmentsOnStart": "check_old_segments_on_start",
+    "compressedRegister": "compressed_register",
     "serverMaxConnections": "server_max_connections",
     "serverMaxConnectionsPerPeer": "server_max_connections_per_peer",
     "clusterSecretFile": "cluster_secret_file",
@@ -404,6 +479,8 @@ _ALIASES = {
 _MILLIS = {
     "syncFlushTimeout": "sync_flush_timeout_s",
     "slaveTimeout": "slave_timeout_s",
+    "transactionTimeOut": "transaction_timeout_s",
+    "transactionCheckInterval": "transaction_check_interval_s",
     "haSendHeartbeatInterval": "ha_send_heartbeat_interval_s",
     "haHousekeepingInterval": "ha_housekeeping_interval_s",
     "haMaxTimeSlaveNotCatchup": "ha_max_time_slave_not_catchup_s",
@@ -413,6 +490,9 @@ _MILLIS = {
     "flushMetadataInterval": "flush_metadata_interval_s",
     "registerMinInterval": "register_min_interval_s",
     "haHandshakeTimeout": "ha_handshake_timeout_s",
+    "brokerHeartbeatInterval": "heartbeat_interval_s",
+    "controllerHeartBeatTimeoutMills": "controller_heartbeat_timeout_s",
+    "sendHeartbeatTimeoutMillis": "send_heartbeat_timeout_s",
 }
 
 
@@ -522,6 +602,8 @@ def config_properties(config: BrokerConfig) -> dict[str, str]:
     millis = {field: key for key, field in _MILLIS.items()}
     out: dict[str, str] = {}
     for field in attrs.fields(BrokerConfig):
+        if field.name == "secret_key":
+            continue  # a credential, not a setting to show
         value = getattr(config, field.name)
         if field.name in millis:
             out[millis[field.name]] = str(round(value * 1000))

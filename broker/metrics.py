@@ -3,14 +3,22 @@
 Rules:
 - One collector reads the broker when scraped, on the Trio thread that serves the scrape
   (``cli/metrics_http.py``): the send and pull paths change nothing for metrics beyond the
-  counters of ``broker/stats.py`` (``on_put`` / ``on_get``).
+  counters of ``broker/stats.py`` (``on_put`` / ``on_get``, ``RpcLatency.record``).
 - RocketMQ 5's names (BrokerMetricsConstant, ``rocketmq_`` prefix) and labels ``cluster``,
   ``node_type`` (``broker``), ``node_id`` (the broker name, as RocketMQ sets it), plus
   ``topic`` / ``consumer_group``: ``rocketmq_messages_in_total``,
   ``rocketmq_throughput_in_total`` (bytes), ``rocketmq_messages_out_total``,
   ``rocketmq_throughput_out_total``, ``rocketmq_topic_number``,
   ``rocketmq_consumer_group_number``, ``rocketmq_storage_size`` (CommitLog bytes kept),
-  ``rocketmq_consumer_lag_messages`` (committed offsets behind the queues' ends).
+  ``rocketmq_consumer_lag_messages`` (committed offsets behind the queues' ends),
+  ``rocketmq_rpc_latency`` (histogram in ms, labels ``protocol_type`` ``remoting``,
+  ``request_code``, ``response_code``; counted by ``broker/stats.py``'s ``RpcLatency``
+  around every handler),
+  ``rocketmq_consumer_lag_latency`` (ms since the oldest unconsumed message was stored),
+  ``rocketmq_consumer_inflight_messages`` (pulled past the committed offsets: the pull
+  path records each found pull's next offset),
+  ``rocketmq_message_size`` (histogram of each put's average message size, RocketMQ's
+  buckets 1 KiB .. 4 MiB).
 - Beyond RocketMQ (labels ``cluster``, ``node_type``, ``node_id``, ``broker_id``):
   ``rocketmq_broker_role`` (1 master, 0 slave or fenced), ``rocketmq_broker_accepts_writes``,
   ``rocketmq_broker_lease_valid`` (controller mode only), ``rocketmq_broker_master_epoch``,
@@ -23,19 +31,31 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from broker.agent import BrokerAgent
+from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.groups import SubscriptionGroupManager
 from broker.ha import HAMaster, HASlave
 from broker.offsets import ConsumerOffsetManager
 from broker.role import RoleState
-from broker.stats import BrokerStats
+from broker.stats import (
+    MESSAGE_SIZE_BUCKETS_BYTES,
+    RPC_LATENCY_BUCKETS_MS,
+    BrokerStats,
+    RpcLatency,
+)
 from broker.store.store import MessageStore
 from broker.topics import TopicConfigManager
 from protocol.metrics import new_registry
@@ -70,6 +90,10 @@ class BrokerForMetrics(Protocol):
     def accepts_writes(self) -> bool: ...
     @property
     def serving(self) -> bool: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def rpc_latency(self) -> RpcLatency: ...
 
 
 class _BrokerCollector(Collector):
@@ -87,6 +111,7 @@ class _BrokerCollector(Collector):
         if not self._broker.serving:
             return  # the store is not open yet (or any more): nothing to read
         yield from self._traffic()
+        yield self._rpc_latency()
         yield from self._metadata()
         yield from self._role()
         yield from self._replicas()
@@ -100,9 +125,24 @@ class _BrokerCollector(Collector):
         bytes_in = CounterMetricFamily(
             "rocketmq_throughput_in", "Bytes stored by sends, per topic.", labels=labels
         )
+        sizes = HistogramMetricFamily(
+            "rocketmq_message_size",
+            "Average message size of each put, in bytes.",
+            labels=labels,
+        )
+        by_size = stats.message_sizes()
         for topic, (messages, size) in sorted(stats.topic_puts().items()):
             msgs_in.add_metric([*node, topic], float(messages))
             bytes_in.add_metric([*node, topic], float(size))
+            if topic in by_size:
+                counts, observed = by_size[topic]
+                bounds = [*map(str, map(float, MESSAGE_SIZE_BUCKETS_BYTES)), "+Inf"]
+                cumulative = map(float, itertools.accumulate(counts))
+                sizes.add_metric(
+                    [*node, topic],
+                    buckets=list(zip(bounds, cumulative, strict=True)),
+                    sum_value=float(observed),
+                )
         out_labels = [*labels, "consumer_group"]
         msgs_out = CounterMetricFamily(
             "rocketmq_messages_out", "Messages handed to consumers.", labels=out_labels
@@ -113,7 +153,26 @@ class _BrokerCollector(Collector):
         for (topic, group), (messages, size) in sorted(stats.group_gets().items()):
             msgs_out.add_metric([*node, topic, group], float(messages))
             bytes_out.add_metric([*node, topic, group], float(size))
-        yield from (msgs_in, bytes_in, msgs_out, bytes_out)
+        yield from (msgs_in, bytes_in, sizes, msgs_out, bytes_out)
+
+    def _rpc_latency(self) -> Metric:
+        labels = ["cluster", "node_type", "node_id", "protocol_type", "request_code"]
+        family = HistogramMetricFamily(
+            "rocketmq_rpc_latency",
+            "Time to answer a request, in milliseconds.",
+            labels=[*labels, "response_code"],
+        )
+        bounds = [*map(str, RPC_LATENCY_BUCKETS_MS), "+Inf"]
+        for (request, response), (counts, total_ms) in sorted(
+            self._broker.rpc_latency.table().items()
+        ):
+            cumulative = map(float, itertools.accumulate(counts))
+            family.add_metric(
+                [*self._node(), "remoting", str(request), str(response)],
+                buckets=list(zip(bounds, cumulative, strict=True)),
+                sum_value=total_ms,
+            )
+        return family
 
     def _metadata(self) -> Iterator[Metric]:
         broker, node = self._broker, self._node()
@@ -124,17 +183,37 @@ class _BrokerCollector(Collector):
             "rocketmq_consumer_group_number", "Subscription groups.", labels=labels
         )
         groups.add_metric(node, float(len(broker.groups.groups())))
-        stats = broker.store.statistics()
+        store_stats = broker.store.statistics()
         storage = GaugeMetricFamily(
             "rocketmq_storage_size", "CommitLog bytes kept on disk.", labels=labels
         )
-        storage.add_metric(node, float(stats.max_physical_offset - stats.min_physical_offset))
+        storage.add_metric(
+            node, float(store_stats.max_physical_offset - store_stats.min_physical_offset)
+        )
+        yield from (topics, groups, storage)
+        yield from self._consumers()
+
+    def _consumers(self) -> Iterator[Metric]:
+        """Lag, lag latency and in-flight messages of each group on each topic."""
+        broker = self._broker
+        node, labels = self._node(), ["cluster", "node_type", "node_id"]
         lag = GaugeMetricFamily(
             "rocketmq_consumer_lag_messages",
             "Messages past the group's committed offsets.",
             labels=[*labels, "topic", "consumer_group"],
         )
-        store = broker.store
+        latency = GaugeMetricFamily(
+            "rocketmq_consumer_lag_latency",
+            "Milliseconds since the oldest message past the group's committed offsets was "
+            "stored (0 when caught up).",
+            labels=[*labels, "topic", "consumer_group"],
+        )
+        inflight = GaugeMetricFamily(
+            "rocketmq_consumer_inflight_messages",
+            "Messages pulled by the group past its committed offsets.",
+            labels=[*labels, "topic", "consumer_group"],
+        )
+        store, stats, now_ms = broker.store, broker.stats, broker.clock.wall_ms()
         for topic, by_group in sorted(_offsets_by_topic(broker.offsets).items()):
             for group, committed in sorted(by_group.items()):
                 behind = sum(
@@ -142,7 +221,28 @@ class _BrokerCollector(Collector):
                     for queue_id, offset in committed.items()
                 )
                 lag.add_metric([*node, topic, group], float(behind))
-        yield from (topics, groups, storage, lag)
+                pulled = stats.pull_offsets(topic, group)
+                inflight.add_metric(
+                    [*node, topic, group],
+                    float(sum(max(0, pulled.get(q, o) - o) for q, o in committed.items())),
+                )
+                oldest = self._oldest_unconsumed_ms(topic, committed)
+                latency.add_metric(
+                    [*node, topic, group],
+                    float(max(0, now_ms - oldest)) if oldest is not None else 0.0,
+                )
+        yield from (lag, latency, inflight)
+
+    def _oldest_unconsumed_ms(self, topic: str, committed: dict[int, int]) -> int | None:
+        """Store time of the oldest message past the group's committed offsets (None: the
+        group is caught up, or those messages are gone)."""
+        store, oldest = self._broker.store, None
+        for queue_id, offset in committed.items():
+            if offset < store.max_offset(topic, queue_id):
+                at = store.store_time_at(topic, queue_id, offset)
+                if at is not None and (oldest is None or at < oldest):
+                    oldest = at
+        return oldest
 
     def _role(self) -> Iterator[Metric]:
         broker = self._broker

@@ -17,8 +17,12 @@ Rules (reference/rocketmq-wire.md §2.16; BrokerController.registerBrokerAll):
 - Static roles: a slave follows the master the NameServers name, and keeps the last one
   when none is named (a master that is down now may come back at the same address). In
   controller mode the controller names the master instead.
-- The body is the topic table with its DataVersion, sent uncompressed, with its CRC32
-  masked to 31 bits as RocketMQ's ``UtilAll.crc32`` computes it.
+- The body is the topic table with its DataVersion, with its CRC32 masked to 31 bits as
+  RocketMQ's ``UtilAll.crc32`` computes it. It is sent compressed (RocketMQ's compressed
+  form) when ``compressedRegister`` is set or its JSON form passes
+  ``COMPRESS_ABOVE_JSON_BYTES``: NameServers parse a JSON body in one call and cap it
+  (4 MiB, ~24,000 topics), while a compressed one is decoded in slices. A large body is
+  built off the event loop.
 """
 
 from __future__ import annotations
@@ -48,6 +52,21 @@ from protocol.route import RegisterBrokerBody
 from protocol.rpc import RemotingClient
 
 log = logging.getLogger(__name__)
+
+
+#: A JSON body past this is sent compressed instead (NameServers cap JSON bodies at 4 MiB).
+COMPRESS_ABOVE_JSON_BYTES = 1024 * 1024
+#: Topic tables larger than this are encoded on a worker thread.
+OFF_LOOP_ABOVE_TOPICS = 2_000
+
+
+def register_body_bytes(table: RegisterBrokerBody, always_compress: bool) -> tuple[bool, bytes]:
+    """(compressed?, body): RocketMQ's compressed form when asked or when the JSON is large."""
+    if not always_compress:
+        body = table.encode(compressed=False)
+        if len(body) <= COMPRESS_ABOVE_JSON_BYTES:
+            return False, body
+    return True, table.encode(compressed=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -165,12 +184,18 @@ class NameServerRegistrar:
                 slave.set_master(result.ha_server_addr)
                 return
 
-    def _register_request(self) -> RemotingCommand:
+    async def _register_request(self) -> RemotingCommand:
         broker = self.broker
-        body = RegisterBrokerBody(
+        table = RegisterBrokerBody(
             topic_config_table=broker.topics.configs(),
             data_version=broker.topics.data_version,
-        ).encode(compressed=False)
+        )
+        if len(table.topic_config_table) > OFF_LOOP_ABOVE_TOPICS:
+            compressed, body = await trio.to_thread.run_sync(
+                register_body_bytes, table, broker.config.compressed_register
+            )
+        else:
+            compressed, body = register_body_bytes(table, broker.config.compressed_register)
         header = RegisterBrokerRequestHeader(
             broker_name=broker.config.broker_name,
             broker_addr=broker.address,
@@ -178,7 +203,7 @@ class NameServerRegistrar:
             ha_server_addr=broker.ha_address,
             broker_id=broker.role.broker_id,
             heartbeat_timeout_millis=120_000,
-            compressed=False,
+            compressed=compressed,
             body_crc32=_java_crc32(body),
         )
         return broker.security.sign(
@@ -190,7 +215,7 @@ class NameServerRegistrar:
         broker = self.broker
         if broker.role.fenced:
             return []
-        request = self._register_request()
+        request = await self._register_request()
         results: list[RegistrationResult] = []
 
         async def one(addr: str) -> None:

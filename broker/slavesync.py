@@ -16,7 +16,8 @@ Rules (reference/rocketmq-controller.md §4.3, §9 #9804):
   master was down are therefore replaced by the master's values when it returns: clients
   commit to the master again once they see it, and a consumer that restarts in between
   consumes some messages twice, never skips one (apache/rocketmq#1094 is this trade-off).
-- Delay offsets: the master's replace ours (the slave delivers nothing itself).
+- Delay offsets and the timer checkpoint (GET_TIMER_CHECK_POINT): the master's replace
+  ours (the slave delivers nothing itself).
 - Only the master named by the NameServer (``RoleState.master_addr``) is asked.
 """
 
@@ -33,6 +34,8 @@ from broker.offsets import ConsumerOffsetManager
 from broker.persistence import MetadataFiles
 from broker.role import BrokerIdentity
 from broker.schedule import ScheduleService
+from broker.timers import TimerCheckpoint
+from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager
 from protocol.bodies import SubscriptionGroupWrapper, TopicConfigSerializeWrapper
 from protocol.codes import RequestCode
@@ -89,6 +92,14 @@ def parse_delay_offsets(body: bytes) -> dict[int, int]:
     return {_int_key(level, what): _offset(off, what) for level, off in table.items()}
 
 
+def parse_timer_checkpoint(body: bytes) -> TimerCheckpoint:
+    """GET_TIMER_CHECK_POINT: ``{"scanFrom": 0, "enqueued": 5, "deliveredThroughMs": 1}``."""
+    try:
+        return TimerCheckpoint.from_json(_json_object(body, "timer checkpoint"))
+    except ValueError as exc:
+        raise MalformedBody(str(exc)) from None
+
+
 class BrokerForSlaveSync(BrokerIdentity, Protocol):
     """What ``SlaveSynchronizer`` uses of its broker (``Broker`` satisfies it structurally);
     it replaces the topic and group tables whole, so those two are writable."""
@@ -104,6 +115,8 @@ class BrokerForSlaveSync(BrokerIdentity, Protocol):
     def offsets(self) -> ConsumerOffsetManager: ...
     @property
     def schedule(self) -> ScheduleService: ...
+    @property
+    def timers(self) -> TimerService: ...
 
 
 class SlaveSynchronizer:
@@ -133,10 +146,12 @@ class SlaveSynchronizer:
             groups = await self._fetch(master, RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG)
             offsets = await self._fetch(master, RequestCode.GET_ALL_CONSUMER_OFFSET)
             delays = await self._fetch(master, RequestCode.GET_ALL_DELAY_OFFSET)
+            timers = await self._fetch(master, RequestCode.GET_TIMER_CHECK_POINT)
             self._install_topics(TopicConfigSerializeWrapper.from_bytes(topics))
             self._install_groups(SubscriptionGroupWrapper.from_bytes(groups))
             self._install_offsets(parse_consumer_offsets(offsets))
             broker.schedule.install_offsets(parse_delay_offsets(delays))
+            broker.timers.install_checkpoint(parse_timer_checkpoint(timers))
             broker.metadata.offsets_changed()
         except RocketError as exc:
             if not self.last_error:

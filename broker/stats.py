@@ -1,8 +1,9 @@
 """Broker statistics: per-topic put and per-group get counters, read as RocketMQ's stats.
 
 Rules (RocketMQ's BrokerStatsManager, StatsItem, StoreStatsService, BrokerStats):
-- Counting is cheap: ``on_put`` / ``on_get`` do one dict look-up and three int adds, on
-  the Trio thread; everything else is computed when read. Nothing else mutates counters.
+- Counting is cheap: ``on_put`` / ``on_get`` do one dict look-up and three int adds (a put
+  also one bisect over the six message-size bounds), on the Trio thread; everything else
+  is computed when read. Nothing else mutates counters.
 - Items have BrokerStatsManager's names and keys: ``TOPIC_PUT_NUMS`` / ``TOPIC_PUT_SIZE``
   keyed by topic, ``GROUP_GET_NUMS`` / ``GROUP_GET_SIZE`` keyed by ``topic@group``,
   ``BROKER_PUT_NUMS`` / ``BROKER_GET_NUMS`` keyed by the cluster name (sums over topics /
@@ -20,12 +21,18 @@ Rules (RocketMQ's BrokerStatsManager, StatsItem, StoreStatsService, BrokerStats)
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
 import attrs
 import trio
+
+from protocol.codes import ResponseCode
+from protocol.command import RemotingCommand
+from protocol.errors import ServerError
+from protocol.rpc import Connection, Handler
 
 TOPIC_PUT_NUMS = "TOPIC_PUT_NUMS"
 TOPIC_PUT_SIZE = "TOPIC_PUT_SIZE"
@@ -40,6 +47,8 @@ STATS_NAMES = (
     BROKER_GET_NUMS, STORE_PUT_NUMS,
 )  # fmt: skip
 SAMPLE_INTERVAL_S = 10.0
+#: rocketmq_message_size's buckets (BrokerMetricsManager: 1 KiB .. 4 MiB).
+MESSAGE_SIZE_BUCKETS_BYTES = (1024, 4096, 512 * 1024, 1024 * 1024, 2048 * 1024, 4096 * 1024)
 MINUTE_S, HOUR_S, DAY_S = 60.0, 3600.0, 86400.0
 
 #: (stats name, stats key)
@@ -102,6 +111,11 @@ class BrokerStats:
         self._puts: dict[str, list[int]] = {}
         #: "topic@group" → [messages, bytes, calls]
         self._gets: dict[str, list[int]] = {}
+        #: "topic@group" → queue id → the next offset of the group's last pull
+        self._pulled: dict[str, dict[int, int]] = {}
+        #: topic → puts per message-size bucket (then one past every bound, then the sum
+        #: of the observed sizes)
+        self._sizes: dict[str, list[int]] = {}
         self._rings = {
             MINUTE_S: _Ring(SAMPLE_INTERVAL_S, 7),
             HOUR_S: _Ring(600.0, 7),
@@ -120,25 +134,54 @@ class BrokerStats:
         item = self._puts.get(topic)
         if item is None:
             item = self._puts[topic] = [0, 0, 0]
+            self._sizes[topic] = [0] * (len(MESSAGE_SIZE_BUCKETS_BYTES) + 2)
         item[0] += messages
         item[1] += size_bytes
         item[2] += 1
+        # One observation per put of its average message size, as RocketMQ records it.
+        average = size_bytes // messages if messages > 0 else 0
+        sizes = self._sizes[topic]
+        sizes[bisect.bisect_left(MESSAGE_SIZE_BUCKETS_BYTES, average)] += 1
+        sizes[-1] += average
 
-    def on_get(self, group: str, topic: str, messages: int, size_bytes: int) -> None:
-        """Messages of ``topic`` handed to ``group`` by one pull (incGroupGetNums/Size)."""
+    def on_get(
+        self,
+        group: str,
+        topic: str,
+        messages: int,
+        size_bytes: int,
+        *,
+        queue_id: int | None = None,
+        next_offset: int | None = None,
+    ) -> None:
+        """Messages of ``topic`` handed to ``group`` by one pull (incGroupGetNums/Size);
+        with ``queue_id`` and ``next_offset``, where the group's pulls of that queue have
+        got to (ConsumerOffsetManager's pull offset: in flight = pulled - committed)."""
         key = f"{topic}@{group}"
         item = self._gets.get(key)
         if item is None:
             item = self._gets[key] = [0, 0, 0]
+            self._pulled[key] = {}
         item[0] += messages
         item[1] += size_bytes
         item[2] += 1
+        if queue_id is not None and next_offset is not None:
+            self._pulled[key][queue_id] = next_offset
 
     # --- reading ------------------------------------------------------------------------
 
     def topic_puts(self) -> dict[str, tuple[int, int]]:
         """topic → (messages, bytes) stored since boot."""
         return {t: (v[0], v[1]) for t, v in self._puts.items()}
+
+    def message_sizes(self) -> dict[str, tuple[tuple[int, ...], int]]:
+        """topic → (puts per ``MESSAGE_SIZE_BUCKETS_BYTES`` bucket, not cumulative, then the
+        puts past every bound; the sum of the observed sizes)."""
+        return {t: (tuple(v[:-1]), v[-1]) for t, v in self._sizes.items()}
+
+    def pull_offsets(self, topic: str, group: str) -> dict[int, int]:
+        """queue id → the next offset of ``group``'s last pull of it that found messages."""
+        return dict(self._pulled.get(f"{topic}@{group}", {}))
 
     def group_gets(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(topic, group) → (messages, bytes) handed out since boot."""
@@ -226,3 +269,64 @@ def _snapshot(
         tps=grown / elapsed_s if elapsed_s > 0 else 0.0,
         avgpt=grown / calls if calls > 0 else 0.0,
     )
+
+
+# --- rocketmq_rpc_latency ----------------------------------------------------------------
+
+#: rocketmq_rpc_latency's buckets in milliseconds (RocketMQ's RemotingMetricsManager).
+RPC_LATENCY_BUCKETS_MS = (1.0, 3.0, 5.0, 7.0, 10.0, 100.0, 1000.0, 2000.0, 3000.0)
+
+
+class RpcLatency:
+    """How long the broker took to answer each request, per request and response code.
+
+    Counted with plain ints on the Trio thread (one bisect and two adds per request) and
+    exported when scraped (``broker/metrics.py``). A held pull counts its hold time, as
+    the client waits it. ``instrument`` wraps every handler once, at construction.
+    """
+
+    def __init__(self, now_s: Callable[[], float]) -> None:
+        self._now_s = now_s
+        #: request code → response code → counts per bucket, past every bound, sum of ms
+        self._table: dict[int, dict[int, list[float]]] = {}
+
+    def record(self, request_code: int, response_code: int, elapsed_ms: float) -> None:
+        _record(self._table.setdefault(request_code, {}), response_code, elapsed_ms)
+
+    def table(self) -> dict[tuple[int, int], tuple[tuple[int, ...], float]]:
+        """(request code, response code) → (counts per bucket, not cumulative, then past
+        every bound; the sum of the latencies in ms)."""
+        return {
+            (request, response): (tuple(int(c) for c in row[:-1]), row[-1])
+            for request, rows in self._table.items()
+            for response, row in list(rows.items())
+        }
+
+    def instrument(self, handlers: Mapping[int, Handler]) -> dict[int, Handler]:
+        return {code: self._timed(code, handler) for code, handler in handlers.items()}
+
+    def _timed(self, code: int, handler: Handler) -> Handler:
+        now_s, rows = self._now_s, self._table.setdefault(code, {})
+
+        async def timed(request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
+            start = now_s()
+            answered: int = ResponseCode.SYSTEM_ERROR  # the answer to an exception
+            try:
+                response = await handler(request, conn)
+                answered = ResponseCode.SUCCESS if response is None else response.code
+                return response
+            except ServerError as exc:
+                answered = exc.code
+                raise
+            finally:
+                _record(rows, answered, (now_s() - start) * 1000.0)
+
+        return timed
+
+
+def _record(rows: dict[int, list[float]], response_code: int, elapsed_ms: float) -> None:
+    row = rows.get(response_code)
+    if row is None:
+        row = rows[response_code] = [0.0] * (len(RPC_LATENCY_BUCKETS_MS) + 2)
+    row[bisect.bisect_left(RPC_LATENCY_BUCKETS_MS, elapsed_ms)] += 1
+    row[-1] += elapsed_ms

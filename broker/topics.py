@@ -38,6 +38,7 @@ from typing import Any
 import attrs
 
 from broker.store import metadata
+from broker.store import results as results_module
 from broker.store import store as store_module
 from protocol.bodies import TopicConfigSerializeWrapper
 from protocol.codes import PERM_INHERIT, PERM_PRIORITY, PERM_READ, PERM_WRITE
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 AUTO_CREATE_TOPIC_KEY_TOPIC = "TBW102"
 SCHEDULE_TOPIC = store_module.SCHEDULE_TOPIC
+TIMER_TOPIC = results_module.TIMER_TOPIC
 BENCHMARK_TOPIC = "BenchmarkTest"
 TRANS_HALF_TOPIC = "RMQ_SYS_TRANS_HALF_TOPIC"
 TRANS_OP_HALF_TOPIC = "RMQ_SYS_TRANS_OP_HALF_TOPIC"
@@ -76,6 +78,7 @@ SYSTEM_TOPICS = frozenset(
     {
         AUTO_CREATE_TOPIC_KEY_TOPIC,
         SCHEDULE_TOPIC,
+        TIMER_TOPIC,
         BENCHMARK_TOPIC,
         TRANS_HALF_TOPIC,
         TRACE_TOPIC,
@@ -91,6 +94,7 @@ SYSTEM_TOPICS = frozenset(
 NOT_ALLOWED_SEND_TOPICS = frozenset(
     {
         SCHEDULE_TOPIC,
+        TIMER_TOPIC,
         TRANS_HALF_TOPIC,
         TRANS_OP_HALF_TOPIC,
         TRANS_CHECK_MAX_TIME_TOPIC,
@@ -213,6 +217,7 @@ class TopicConfigManager:
         yield _system_config(self.broker_name, 1, broker_perm)
         yield _system_config(OFFSET_MOVED_EVENT, 1)
         yield _system_config(SCHEDULE_TOPIC, SCHEDULE_TOPIC_QUEUE_NUMS)
+        yield _system_config(TIMER_TOPIC, 1)
         if self.trace_topic_enable:
             yield _system_config(self.trace_topic_name, 1)
         yield _system_config(f"{self.cluster_name}_{REPLY_TOPIC_POSTFIX}", 1)
@@ -407,6 +412,12 @@ class TopicConfigManager:
             return existing
         return self._create_if_absent(
             dlq_topic(group), DLQ_QUEUE_NUMS, order=False, topic_sys_flag=0, now_ms=now_ms
+        )
+
+    def create_check_max_time_topic(self, *, now_ms: int) -> TopicConfig:
+        """TRANS_CHECK_MAX_TIME_TOPIC (createTopicOfTranCheckMaxTime): 1 queue, perm RW."""
+        return self._create_if_absent(
+            TRANS_CHECK_MAX_TIME_TOPIC, 1, order=False, topic_sys_flag=0, now_ms=now_ms
         )
 
     # --- persistence --------------------------------------------------------------------

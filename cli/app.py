@@ -61,6 +61,14 @@ def _root(
 def namesrv(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 9876,
+    acl_enable: Annotated[
+        bool,
+        typer.Option("--acl-enable", help="ACL 1.0: refuse requests not signed by an account."),
+    ] = False,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option("--acl-file", help="ACL accounts (RocketMQ's plain_acl.yml); turns ACL on."),
+    ] = None,
     log_dir: Annotated[
         Path | None, typer.Option("--log-dir", help="Also log to LOG_DIR/namesrv.log.")
     ] = None,
@@ -107,6 +115,7 @@ def namesrv(
     from controller.server import ControllerServer
     from launcher.ready import namesrv_ready_line
     from namesrv.server import NameServer, NameServerConfig
+    from protocol.acl import AclConfigError
     from protocol.tls import TlsError
     from protocol.trust import SecretError
 
@@ -116,7 +125,7 @@ def namesrv(
             raise fail("--enable-controller needs --controller-config FILE")
         try:
             controller = ControllerServer(load_toml(controller_config))
-        except (ConfigError, SecretError, TlsError) as exc:
+        except (ConfigError, AclConfigError, SecretError, TlsError) as exc:
             raise fail(str(exc)) from None
     if log_dir is None and controller is not None:
         log_dir = controller.config.data_dir / "logs"
@@ -128,7 +137,18 @@ def namesrv(
     if controller_config is not None:
         warn_if_others_read(controller_config, "it holds the quorum's secret")
     security = namesrv_security(cluster_secret_file, tls_cert, tls_key, tls_ca, tls_verify_client)
-    server = NameServer(NameServerConfig(host=host, port=port, **security))
+    try:
+        acl_path = str(acl_file) if acl_file else None
+        config = NameServerConfig(
+            host=host,
+            port=port,
+            acl_enable=acl_enable or bool(acl_path),
+            acl_file=acl_path,
+            **security,
+        )
+        server = NameServer(config)
+    except AclConfigError as exc:
+        raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -221,6 +241,8 @@ def broker(
     from cli.metrics_http import start_exporter
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import broker_ready_line
+    from protocol.acl import AclConfigError
+    from protocol.acl_guard import warn_if_readable_by_others
     from protocol.errors import StorageError
 
     flags = {
@@ -251,9 +273,11 @@ def broker(
         raise fail(str(exc)) from None
     node = f"{cfg.broker_name}-{'?' if cfg.controller_mode else cfg.broker_id}"
     configure_logging(node=node, log_file=cfg.store_dir / "logs" / "broker.log", level=log_level)
+    if config is not None and cfg.secret_key:
+        warn_if_readable_by_others(config, what="broker config", name=node)
     try:
         server = Broker(cfg)
-    except SecurityError as exc:
+    except (SecurityError, AclConfigError) as exc:
         raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:

@@ -2,7 +2,8 @@
 
 Rules:
 - ``run`` writes ``DIR/history.log`` (OpenChaos format), ``DIR/report.json``,
-  ``DIR/latency.png`` and ``DIR/harness.log``, the cluster's data and logs under
+  ``DIR/latency.png``, ``DIR/harness.log`` and ``DIR/dashboard.html`` (the cluster's
+  dashboard as it last saw it; the report links its timeline), the cluster's data and logs under
   ``DIR/cluster``; it prints one verdict line. A failing run also prints why, its seed and
   the exact command that replays it. Exit status: 0 pass, 1 fail or cannot run, 130 after
   a Ctrl-C (the cluster is stopped first).
@@ -30,7 +31,14 @@ from scenarios.checkers import CheckReport, Expectations, check_history, percent
 from scenarios.harness import RunOptions, RunResult, replay_command, run_scenario
 from scenarios.history import HistoryError, iter_history
 from scenarios.local_cluster import HarnessError
-from scenarios.report import plot_latency, report_json, summary_row, write_json
+from scenarios.report import (
+    keep_dashboard,
+    plot_latency,
+    report_json,
+    summary_row,
+    timeline_link,
+    write_json,
+)
 
 #: Exit status after a Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -142,15 +150,31 @@ def run(
         Path | None, typer.Option("--out", help="Output directory (default ./chaos-NAME-SEED).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json too.")] = False,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", help="Messages per second over all producers (the load)."),
+    ] = None,
+    use_netns: Annotated[
+        bool,
+        typer.Option("--netns", help="Every node on its own network host (root only)."),
+    ] = False,
 ) -> None:
     """Run a scenario: cluster up, load, faults every INTERVAL s, heal, drain, check."""
     scenario = _scenario_or_fail(scenario_name)
     if duration <= 0 or interval <= 0:
         raise fail("--duration and --interval must be positive")
+    if rate is not None and rate <= 0:
+        raise fail("--rate must be positive")
     seed = secrets.randbelow(2**31) if seed is None else seed
     directory = (out_dir or Path(f"chaos-{scenario.name}-{seed}")).absolute()
     options = RunOptions(
-        duration_s=duration, interval_s=interval, seed=seed, mode=mode, out_dir=directory
+        duration_s=duration,
+        interval_s=interval,
+        seed=seed,
+        mode=mode,
+        out_dir=directory,
+        rate_per_s=rate,
+        netns=use_netns,
     )
     reason = scenario.unavailable(mode or scenario.modes[0])
     if reason is not None:
@@ -204,6 +228,9 @@ def _finish(result: RunResult, directory: Path, as_json: bool) -> None:
         "drained": result.drained,
         "summary": summary_row(result.scenario, result.report, result.faults_injected),
     }
+    dashboard = keep_dashboard(directory, directory / "cluster")
+    if dashboard is not None:
+        facts["dashboard"] = timeline_link(dashboard)
     data = report_json(result.report, facts)
     write_json(directory / "report.json", data)
     plot_latency(
@@ -221,6 +248,8 @@ def _finish(result: RunResult, directory: Path, as_json: bool) -> None:
         )
     )
     print(f"wrote {directory}/history.log, report.json, latency.png")
+    if dashboard is not None:
+        print(f"the dashboard's timeline of the faults: {timeline_link(dashboard)}")
     if not result.ok:
         _print_failures(result.report)
         if not result.drained:

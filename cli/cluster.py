@@ -5,16 +5,23 @@ Rules:
   stopping are ``launcher/``'s (its ``detached.py`` states how a node is started, found
   again and stopped); this module composes them into the commands.
 - ``up`` starts the mode's table (``launcher/plans.py``) in order: controller mode's
-  quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader),
-  then the NameServer, then the brokers. On any failure it stops what it started.
+  quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader;
+  each node exports its metrics on a free port), then the NameServer, then the brokers,
+  then ``rmq dashboard`` (node ``dashboard``, in the root namespace; ``--no-dashboard``
+  skips it), whose URL is the last line printed. On any failure it stops what it started.
 - Every wait has a deadline: a ready line (30 s by default), a stop (10 s, then SIGKILL).
 - ``up`` and ``down`` hold ``D/cluster.lock``, so two of them never race on one directory.
 - Errors are one line (``error: ...``) with exit status 1, never a traceback; a node that
   fails to start adds the tail of its log after that line.
 - A mode's layout changes only through ``LayoutOptions`` (``--broker-set``,
-  ``--broker-controller-addrs``, ``--controller-base-port``), checked before anything
-  starts (broker settings by the broker's own config code); without them ``up`` starts
-  exactly the mode's table.
+  ``--broker-controller-addrs``, ``--controller-base-port``, ``--netns``), checked before
+  anything starts (broker settings by the broker's own config code); without them ``up``
+  starts exactly the mode's table.
+- ``--netns`` (root only; one ``error:`` line otherwise): every node on its own network
+  host (``launcher/netns.py``: a namespace and an address on a bridge the root namespace
+  shares), binding and advertising that address (brokerIP1), controllers peering by
+  address on RocketMQ's fixed ports. The namespaces, links and bridge are recorded in
+  ``D/netns.json`` before they are made and removed by a failed ``up`` and by ``down``.
 """
 
 from __future__ import annotations
@@ -36,20 +43,26 @@ from cli.output import err, out
 from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
 from cli.security import ClusterSecurity
 from client import admin
+from controller.config import write_toml
+from launcher import netns
 from launcher.command import rmq_command
-from launcher.detached import refuse_running, start_node, starting
+from launcher.detached import read_output, refuse_running, start_node, starting
+from launcher.netns import NetPlan
 from launcher.pids import is_alive
 from launcher.plans import (
     BROKERS_BY_MODE,
     CONTROLLER_NODES,
+    DASHBOARD_PORT,
     FLUSH_TYPES,
     LATER_MODES,
     broker_node,
+    dashboard_node,
     namesrv_node,
+    node_names,
     toml_value,
 )
-from launcher.ready import NAMESRV
-from launcher.record import Cluster, ClusterError, atomic_write, dir_lock, load_cluster
+from launcher.ready import CONTROLLER, DASHBOARD, NAMESRV, parse_metrics_address
+from launcher.record import Cluster, ClusterError, Node, atomic_write, dir_lock, load_cluster
 from protocol.errors import RocketError
 from protocol.route import ClusterInfo
 from protocol.rpc import open_client
@@ -91,6 +104,7 @@ class LayoutOptions:
     broker_settings: tuple[tuple[str, Any], ...] = ()
     broker_controller_addrs: tuple[tuple[str, str], ...] = ()
     controller_base_port: int | None = None
+    netns: bool = False
 
     def check(self, mode: str) -> None:
         """Raise ``ClusterError`` when these options do not fit ``mode``."""
@@ -152,22 +166,75 @@ def write_broker_settings(path: Path, settings: tuple[tuple[str, Any], ...]) -> 
 
 
 def _start_controllers(
-    cluster: Cluster, timeout_s: float, base_port: int | None, security: ClusterSecurity
+    cluster: Cluster,
+    timeout_s: float,
+    base_port: int | None,
+    hosts: NetPlan | None,
+    security: ClusterSecurity,
 ) -> str:
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
-    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given)."""
+    controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given; each on its
+    own host of ``hosts`` when given)."""
     root = cluster.root
     if config_paths(root):
         raise ClusterError(f"{root} already holds a controller quorum; use a fresh --dir")
+    ids = [f"n{i}" for i in range(CONTROLLER_NODES)]
     configs = write_quorum(
         root,
         nodes=CONTROLLER_NODES,
         host="127.0.0.1",
         base_port=base_port,
+        hosts=[hosts.host(i).address for i in ids] if hosts else (),
         extra=security.controller_fields(),
     )
-    start_controllers(cluster, configs, timeout_s, security.client_tls())
+    # Each node serves its metrics on a free port (its ready output names it): the
+    # dashboard reads elections and failovers there.
+    for i, (path, written) in enumerate(configs):
+        config = attrs.evolve(written, metrics_exporter_type="PROM", metrics_prom_exporter_port=0)
+        write_toml(path, config)
+        configs[i] = (path, config)
+    netns_of = {i: hosts.host(i).namespace for i in ids} if hosts else None
+    start_controllers(cluster, configs, timeout_s, security.client_tls(), netns_of)
     return ";".join(config.remoting_address for _, config in configs)
+
+
+def _metrics_addresses(nodes: list[Node]) -> list[str]:
+    """The metrics address each node printed after its ready line (empty when one did not)."""
+    found = []
+    for node in nodes:
+        address = parse_metrics_address(read_output(node.stdout_file, 0))
+        if address is None:
+            return []
+        found.append(address)
+    return found
+
+
+def _start_dashboard(
+    cluster: Cluster, port: int, namesrv: str, controller_addrs: str, timeout_s: float
+) -> None:
+    controllers = [n for n in cluster.nodes if n.kind == CONTROLLER]
+    node = dashboard_node(
+        cluster.root,
+        port=port,
+        namesrv_addr=namesrv,
+        controllers=[a for a in controller_addrs.split(";") if a],
+        controller_metrics=_metrics_addresses(controllers),
+        rmq=rmq_command(),
+    )
+    try:
+        start_node(cluster, node, timeout_s)
+    except ClusterError as exc:
+        raise ClusterError(
+            "the dashboard did not start (--dashboard-port 0 picks a free port, "
+            f"--no-dashboard starts none): {exc}",
+            exc.detail,
+        ) from None
+
+
+def _on_host(node: Node, hosts: NetPlan | None) -> Node:
+    if hosts is not None:
+        node.netns = hosts.host(node.name).namespace
+    return node
 
 
 def cluster_up(
@@ -179,47 +246,93 @@ def cluster_up(
     timeout_s: float,
     stop_timeout_s: float,
     layout: LayoutOptions | None = None,
+    dashboard_port: int | None = None,
     secret: bool = True,
     tls: bool = False,
 ) -> Cluster:
-    """Start the cluster; on any failure stop what was started and raise ``ClusterError``.
+    """Start the cluster (and ``rmq dashboard`` on ``dashboard_port``, unless None); on any
+    failure stop what was started and raise ``ClusterError``.
 
     ``secret``: a fresh cluster secret in ``D/cluster.secret`` that every node uses;
-    ``tls``: a test CA and certificates in ``D/tls/``, every port TLS only."""
+    ``tls``: a test CA and certificates in ``D/tls/``, every port TLS only (no dashboard:
+    it would need the client certificate settings too)."""
     layout = layout or LayoutOptions()
     layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
-    rmq = rmq_command()
     with dir_lock(root):
         refuse_running(root)
+        if tls and layout.netns:
+            raise ClusterError(
+                "--tls with --netns is not supported yet (the test certificates name 127.0.0.1)"
+            )
         now = datetime.datetime.now(datetime.UTC)
         security = ClusterSecurity.create(root, secret=secret, tls=tls, now=now)
-        settings = layout.broker_settings + security.broker_settings()
-        with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
-            controller_addrs = ""
-            if mode == "controller":
-                controller_addrs = _start_controllers(
-                    cluster, timeout_s, layout.controller_base_port, security
-                )
-            namesrv_plan = namesrv_node(root, namesrv_port, rmq=rmq)
-            namesrv_plan.argv += security.namesrv_args()
-            namesrv = start_node(cluster, namesrv_plan, timeout_s)
-            for plan in BROKERS_BY_MODE[mode]:
-                config_file = None
-                if settings:
-                    config_file = root / plan.name / BROKER_CONFIG_NAME
-                    write_broker_settings(config_file, settings)
-                broker = broker_node(
-                    root,
-                    plan,
-                    namesrv_addr=namesrv.address,
-                    flush=flush,
-                    controller_addrs=layout.controller_addrs_of(plan.name, controller_addrs),
-                    config_file=config_file,
-                    rmq=rmq,
-                )
-                start_node(cluster, broker, timeout_s)
-        return cluster
+        hosts = _make_hosts(root, mode) if layout.netns else None
+        try:
+            return _start_all(
+                root, mode, namesrv_port, flush, timeout_s, stop_timeout_s, layout, hosts,
+                security, dashboard_port=dashboard_port,
+            )  # fmt: skip
+        except BaseException:
+            if hosts is not None:
+                netns.teardown(root)
+            raise
+
+
+def _make_hosts(root: Path, mode: str) -> NetPlan:
+    try:
+        return netns.setup(root, node_names(mode))
+    except netns.NetnsError as exc:
+        raise ClusterError(f"--netns: {exc}") from None
+
+
+def _start_all(
+    root: Path,
+    mode: str,
+    namesrv_port: int,
+    flush: str,
+    timeout_s: float,
+    stop_timeout_s: float,
+    layout: LayoutOptions,
+    hosts: NetPlan | None,
+    security: ClusterSecurity,
+    *,
+    dashboard_port: int | None = None,
+) -> Cluster:
+    """``cluster_up``'s starts, under its lock (and on ``hosts`` when given)."""
+    rmq = rmq_command()
+    settings = layout.broker_settings + security.broker_settings()
+    with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
+        controller_addrs = ""
+        if mode == "controller":
+            controller_addrs = _start_controllers(
+                cluster, timeout_s, layout.controller_base_port, hosts, security
+            )
+        ip = hosts.host(NAMESRV).address if hosts else None
+        namesrv = namesrv_node(root, namesrv_port, rmq=rmq, host=ip)
+        namesrv.argv += security.namesrv_args()
+        namesrv_ready = start_node(cluster, _on_host(namesrv, hosts), timeout_s)
+        for plan in BROKERS_BY_MODE[mode]:
+            config_file = None
+            if settings:
+                config_file = root / plan.name / BROKER_CONFIG_NAME
+                write_broker_settings(config_file, settings)
+            broker = broker_node(
+                root,
+                plan,
+                namesrv_addr=namesrv_ready.address,
+                flush=flush,
+                controller_addrs=layout.controller_addrs_of(plan.name, controller_addrs),
+                config_file=config_file,
+                rmq=rmq,
+                host=hosts.host(plan.name).address if hosts else None,
+            )
+            start_node(cluster, _on_host(broker, hosts), timeout_s)
+        if dashboard_port is not None:
+            _start_dashboard(
+                cluster, dashboard_port, namesrv_ready.address, controller_addrs, timeout_s
+            )
+    return cluster
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -255,7 +368,7 @@ def _serving(cluster: Cluster, alive: dict[str, bool], timeout_s: float) -> dict
     if info is None:
         return serving
     for node in cluster.nodes:
-        if node.kind != NAMESRV:
+        if node.kind not in (NAMESRV, DASHBOARD):
             data = info.broker_addr_table.get(node.group or node.name)
             serving[node.name] = bool(data and node.address in data.broker_addrs.values())
     return serving
@@ -359,6 +472,26 @@ def up(
             "fresh secret in D/cluster.secret (mode 0600).",
         ),
     ] = True,
+    use_netns: Annotated[
+        bool,
+        typer.Option(
+            "--netns",
+            help="Root only: each node on its own network host (a network namespace with "
+            "its own 10.213.N.x address on a bridge the root namespace shares); "
+            "rmq cluster down removes them.",
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            "--dashboard-port",
+            help=f"Port of the cluster's web dashboard (default {DASHBOARD_PORT}, or a free "
+            "one with --namesrv-port 0; 0 picks a free one).",
+        ),
+    ] = None,
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Start no dashboard.")
+    ] = False,
 ) -> None:
     """Start a NameServer and the mode's brokers as detached processes; print their addresses."""
     try:
@@ -368,6 +501,7 @@ def up(
                 _node_addrs(item) for item in broker_controller_addrs or ()
             ),
             controller_base_port=controller_base_port,
+            netns=use_netns,
         )
         if mode not in BROKERS_BY_MODE:
             known = "mode {!r} is not available yet" if mode in LATER_MODES else "unknown mode {!r}"
@@ -380,6 +514,10 @@ def up(
             raise ClusterError(f"--namesrv-port {namesrv_port} is not a port (0..65535)")
         if timeout <= 0:
             raise ClusterError("--timeout must be positive")
+        if dashboard_port is None:
+            dashboard_port = 0 if namesrv_port == 0 else DASHBOARD_PORT
+        if not 0 <= dashboard_port <= 65535:
+            raise ClusterError(f"--dashboard-port {dashboard_port} is not a port (0..65535)")
         cluster = cluster_up(
             root.absolute(),
             mode=mode,
@@ -388,6 +526,7 @@ def up(
             timeout_s=timeout,
             stop_timeout_s=10.0,
             layout=layout,
+            dashboard_port=None if no_dashboard or tls else dashboard_port,
             secret=cluster_secret,
             tls=tls,
         )
@@ -398,6 +537,8 @@ def up(
     for node in cluster.nodes:
         if node.kind == NAMESRV:
             print(f"{node.name} {node.address}")
+        elif node.kind == DASHBOARD:
+            print(f"{node.name} http://{node.address}/")
         else:
             print(f"{node.name} {node.role} {node.address}")
     err.print(

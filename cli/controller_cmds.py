@@ -26,7 +26,7 @@ import contextlib
 import json
 import secrets
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -78,19 +78,23 @@ def quorum_configs(
     nodes: int,
     host: str,
     base_port: int | None,
+    hosts: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> list[ControllerConfig]:
-    """One config per node (n0, n1, ...), sharing a fresh secret; data under ``root/n<i>``."""
-    ports = (
-        quorum_ports(nodes, base_port)
-        if base_port is not None
-        else pick_free_ports(2 * nodes, host)
-    )
+    """One config per node (n0, n1, ...), sharing a fresh secret; data under ``root/n<i>``.
+    ``hosts``: an address per node (each on its own host, all on ``base_port`` and the
+    next, RocketMQ's 9878 by default: no port of another host can be probed from here)."""
+    if hosts:  # each host has its own ports: all listen on the same two
+        ports = [base_port or DEFAULT_PORT, (base_port or DEFAULT_PORT) + 1] * nodes
+    elif base_port is not None:
+        ports = quorum_ports(nodes, base_port)
+    else:
+        ports = pick_free_ports(2 * nodes, host)
     peers = {
         p.node_id: Peer(
             node_id=p.node_id, remoting_address=p.remoting_address, raft_address=p.raft_address
         )
-        for p in quorum_plan(nodes=nodes, host=host, ports=ports)
+        for p in quorum_plan(nodes=nodes, host=host, ports=ports, hosts=hosts)
     }
     password = secrets.token_urlsafe(32)
     return [
@@ -149,6 +153,12 @@ def controller_command(
             "config's metricsExporterType / metricsPromExporterPort.",
         ),
     ] = None,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--acl-file", help="Turn ACL 1.0 on with these accounts (overrides aclFilePath)."
+        ),
+    ] = None,
 ) -> None:
     """Run a controller node (prints one ready line; stops cleanly on SIGINT/SIGTERM).
 
@@ -157,6 +167,7 @@ def controller_command(
     from cli.security import warn_if_others_read
     from cli.serving import configure_logging, run_server, set_node_name
     from controller.server import ControllerServer
+    from protocol.acl import AclConfigError
     from protocol.tls import TlsError
     from protocol.trust import SecretError
 
@@ -169,6 +180,8 @@ def controller_command(
             config = attrs.evolve(
                 config, metrics_exporter_type="PROM", metrics_prom_exporter_port=metrics_port
             )
+        if acl_file is not None:
+            config = attrs.evolve(config, acl_enable=True, acl_file_path=str(acl_file.absolute()))
     except ConfigError as exc:
         raise fail(str(exc)) from None
     node = f"controller {config.node_id} {config.remoting_address}"
@@ -179,7 +192,7 @@ def controller_command(
         warn_if_others_read(config_file, "it holds the quorum's secret")
     try:
         server = ControllerServer(config)
-    except (SecretError, TlsError) as exc:
+    except (SecretError, TlsError, AclConfigError) as exc:
         raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -222,11 +235,14 @@ def write_quorum(
     nodes: int,
     host: str,
     base_port: int | None,
+    hosts: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> list[tuple[Path, ControllerConfig]]:
     """Write a new quorum's node configs under ``root``; each config with its path."""
     written = []
-    configs = quorum_configs(root, nodes=nodes, host=host, base_port=base_port, extra=extra)
+    configs = quorum_configs(
+        root, nodes=nodes, host=host, base_port=base_port, hosts=hosts, extra=extra
+    )
     for config in configs:
         path = root / config.node_id / CONFIG_NAME
         write_toml(path, config)
@@ -282,13 +298,16 @@ def start_controllers(
     configs: list[tuple[Path, ControllerConfig]],
     timeout_s: float,
     tls: ssl.SSLContext | None = None,
+    netns_of: Mapping[str, str] | None = None,
 ) -> ControllerMetadata:
-    """Start a node per (config file, config) into ``cluster``'s record; wait for a leader."""
+    """Start a node per (config file, config) into ``cluster``'s record; wait for a leader.
+    ``netns_of``: node id -> the network namespace it runs in."""
     rmq = rmq_command()
     for path, config in configs:
         node = controller_node(
             cluster.root, config.node_id, config_file=path, data_dir=config.data_dir, rmq=rmq
         )
+        node.netns = (netns_of or {}).get(config.node_id)
         start_node(cluster, node, timeout_s)
     return wait_for_leader([c.remoting_address for _, c in configs], timeout_s, tls)
 

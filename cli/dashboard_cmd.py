@@ -8,6 +8,7 @@ the controller for an election, each request carrying that key.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import trio
@@ -46,6 +47,14 @@ def dashboard_command(
         ),
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between two reads.")] = 1.0,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--snapshot",
+            help="Also save the page to this HTML file (opens without a server) whenever "
+            "the timeline grows and at exit.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "WARNING",
 ) -> None:
     """Serve the dashboard of a cluster: brokers, controllers, SyncStateSets, traffic."""
@@ -54,6 +63,15 @@ def dashboard_command(
 
     if interval <= 0:
         raise fail("--interval must be positive")
+    if snapshot is not None:
+        try:
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(
+                f"--snapshot {snapshot}: cannot make its directory: {exc.strerror}"
+            ) from None
+        if snapshot.is_dir():
+            raise fail(f"--snapshot {snapshot} is a directory; give a file name")
     configure_logging(node=f"dashboard {host}:{port}", log_file=None, level=log_level)
 
     async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -67,6 +85,7 @@ def dashboard_command(
                     port=port,
                     admin_key=admin_key,
                     interval_s=interval,
+                    snapshot=snapshot,
                     task_status=task_status,
                 )
             )

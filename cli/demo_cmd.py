@@ -1,16 +1,25 @@
 """``rmq demo``: a controller-mode cluster loses its master under load, and nothing acked is lost.
 
+``--silent``: the master is frozen with SIGSTOP (a hung host: no connection closes, the
+controllers only stop hearing its heartbeats) instead of killed; the demo shows the
+controller electing another master about 1.2 s later and the first SEND_OK the new master
+stores, then SIGCONT: the old master learns it was deposed and rejoins as a slave.
+
 What it does, in order (every step real: processes, sockets, files, SIGKILL):
 1. ``rmq cluster up --mode controller`` in a fresh directory: 3 controllers (Raft), a
    NameServer, broker group ``broker-a`` of 3 replicas with allAckInSyncStateSet on.
 2. Shows the controller leader and the group's master, epochs and SyncStateSet.
 3. Producers and push consumers of the SDK run on one topic at ``--rate`` messages per
    second; every call is written to ``DIR/history.log`` (OpenChaos format).
-4. After a quarter of ``--seconds`` the master gets SIGKILL; every change the controller
+4. After a quarter of ``--seconds`` the master gets SIGKILL (SIGSTOP with ``--silent``);
+   every change the controller
    makes (the election, the SyncStateSet shrinking and growing back) is printed as it
    happens, with the time since the kill; the report gives when the first send begun
    after the kill was acked.
-5. Half way through, the old master is started again; it rejoins as a slave.
+5. Half way through, the old master is started again (SIGCONT with ``--silent``); it
+   rejoins as a slave. The cluster's dashboard (its URL is printed at the start) shows all
+   of it; the page it saved is kept as ``DIR/dashboard.html`` and the report links its
+   failover timeline.
 6. Sends stop, consumers drain, and the OpenChaos checkers read the history: the last line
    is ``N sent, N acked, N consumed, 0 lost`` from that check, never from counters.
 
@@ -40,10 +49,12 @@ import typer
 from cli.output import err, fail, out
 from cli.security import ClusterSecurity
 from client import admin as admin_api
+from launcher.ready import DASHBOARD
 from protocol.controller_bodies import ReplicasInfo
 from protocol.errors import RocketError
 from protocol.rpc import open_client
 from scenarios.checkers import CheckReport, Expectations, check_history
+from scenarios.checkers.queue import SEND_OK
 from scenarios.history import (
     ENQUEUE,
     Entry,
@@ -52,10 +63,12 @@ from scenarios.history import (
     Phase,
     Request,
     Response,
+    extra_fields,
     iter_history,
     make_extra,
 )
 from scenarios.local_cluster import HarnessError, LocalCluster, create_topic, local_cluster
+from scenarios.report import keep_dashboard, timeline_link
 from scenarios.workload import Recorder, Workload, WorkloadConfig, open_workload
 
 GROUP = "broker-a"
@@ -65,6 +78,12 @@ WATCH_INTERVAL_S = 0.1
 PROGRESS_INTERVAL_S = 2.0
 #: After the last send, how long the consumers have to receive every acked message.
 DRAIN_TIMEOUT_S = 60.0
+#: ``--silent``: how often producers re-read the route (pollNameServerInterval, 30 s by
+#: default, would hide the failover behind the route). Each producer also keeps as many
+#: sends in flight as its rate starts within a send timeout, so those the frozen master
+#: holds do not hold up the sends after them.
+SILENT_ROUTE_POLL_S = 0.2
+PRODUCERS = 4
 
 
 @attrs.frozen(kw_only=True)
@@ -119,15 +138,19 @@ class FailoverFigures:
     first_ack_after_kill_ms: int | None
     #: The slowest acked send of the run (the SDK waits for the new master within it).
     slowest_ack_ms: int
+    #: From the fault to the first SEND_OK stored by another broker than ``old_address``
+    #: (None: none, or no old address given).
+    first_ok_elsewhere_ms: int | None = None
 
 
-def failover_figures(entries: Sequence[Entry]) -> FailoverFigures:
+def failover_figures(entries: Sequence[Entry], old_address: str | None = None) -> FailoverFigures:
     kill_ms = next(
         (e.timestamp_ms for e in entries if isinstance(e, FaultEvent) and e.phase is Phase.START),
         None,
     )
     begun: dict[tuple[int, str | None], int] = {}
     first: int | None = None
+    elsewhere: int | None = None
     slowest = 0
     for e in entries:
         if isinstance(e, Request) and e.op == ENQUEUE:
@@ -138,18 +161,36 @@ def failover_figures(entries: Sequence[Entry]) -> FailoverFigures:
             if kill_ms is not None and started is not None and started >= kill_ms:
                 after = e.timestamp_ms - kill_ms
                 first = after if first is None else min(first, after)
-    return FailoverFigures(first_ack_after_kill_ms=first, slowest_ack_ms=slowest)
+            fields = extra_fields(e.extra)
+            if (
+                kill_ms is not None
+                and old_address is not None
+                and e.timestamp_ms >= kill_ms
+                and fields.get("status", SEND_OK) == SEND_OK
+                and fields.get("store") not in (None, old_address)
+            ):
+                after = e.timestamp_ms - kill_ms
+                elsewhere = after if elsewhere is None else min(elsewhere, after)
+    return FailoverFigures(
+        first_ack_after_kill_ms=first, slowest_ack_ms=slowest, first_ok_elsewhere_ms=elsewhere
+    )
 
 
 class Demo:
     """One run: the cluster, the workload and what the watchers saw."""
 
-    def __init__(self, cluster: LocalCluster, workload: Workload, recorder: Recorder) -> None:
+    def __init__(
+        self, cluster: LocalCluster, workload: Workload, recorder: Recorder, *, silent: bool
+    ) -> None:
         self.cluster = cluster
         self.workload = workload
         self.recorder = recorder
+        self.silent = silent
+        self.fault = "pause" if silent else "kill"
         self.started_s = trio.current_time()
         self.killed_s: float | None = None
+        #: The client address of the master the fault hit.
+        self.old_address: str | None = None
         self.view: GroupView | None = None
 
     def say(self, text: str) -> None:
@@ -198,22 +239,41 @@ class Demo:
 
     async def kill_master(self) -> str:
         master = await self.cluster.resolve(f"master:{GROUP}")
-        pid = self.cluster.node(master).pid
-        self.recorder.fault("kill", Phase.START, make_extra(target=master))
+        node = self.cluster.node(master)
+        self.old_address = node.address
+        self.recorder.fault(self.fault, Phase.START, make_extra(target=master))
         self.killed_s = trio.current_time()
-        self.say(f"SIGKILL {master} (pid {pid}), the master of {GROUP}")
-        await self.cluster.kill(master)
+        if self.silent:
+            self.say(
+                f"SIGSTOP {master} (pid {node.pid}), the master of {GROUP}: it hangs with "
+                "its connections open; the controllers only stop hearing its heartbeats"
+            )
+            self.cluster.pause(master)
+        else:
+            self.say(f"SIGKILL {master} (pid {node.pid}), the master of {GROUP}")
+            await self.cluster.kill(master)
         return master
 
     async def restart(self, node: str) -> None:
+        if self.silent:
+            self.cluster.resume(node)
+            self.recorder.fault(self.fault, Phase.END, make_extra(target=node))
+            self.say(f"SIGCONT {node}: it learns it was deposed and rejoins as a slave")
+            return
         await self.cluster.restart(node)
-        self.recorder.fault("kill", Phase.END, make_extra(target=node))
+        self.recorder.fault(self.fault, Phase.END, make_extra(target=node))
         self.say(f"{node} started again on its old ports; it rejoins as a slave")
 
 
 async def run_demo(
-    root: Path, *, seconds: float, rate_per_s: float, seed: int, tls: bool = False
-) -> tuple[CheckReport, list[Entry]] | None:
+    root: Path,
+    *,
+    seconds: float,
+    rate_per_s: float,
+    seed: int,
+    silent: bool = False,
+    tls: bool = False,
+) -> tuple[CheckReport, list[Entry], str | None] | None:
     """The whole demo; None when a Ctrl-C stopped it (the cluster is stopped either way).
 
     SIGINT is taken here, not as KeyboardInterrupt: the first one cancels the traffic, and
@@ -235,22 +295,28 @@ async def run_demo(
 
         await guard.start(on_sigint)
         with work:
-            result = await _run(root, seconds=seconds, rate_per_s=rate_per_s, seed=seed, tls=tls)
+            result = await _run(
+                root, seconds=seconds, rate_per_s=rate_per_s, seed=seed, silent=silent, tls=tls
+            )
         guard.cancel_scope.cancel()
     return None if interrupted else result
 
 
 async def _run(
-    root: Path, *, seconds: float, rate_per_s: float, seed: int, tls: bool
-) -> tuple[CheckReport, list[Entry]]:
+    root: Path, *, seconds: float, rate_per_s: float, seed: int, silent: bool, tls: bool
+) -> tuple[CheckReport, list[Entry], str | None]:
     rng = random.Random(seed)
     config = WorkloadConfig(
         topic=TOPIC,
-        producers=4,
+        producers=PRODUCERS,
         consumers=2,
         rate_per_s=rate_per_s,
         drain_timeout_s=DRAIN_TIMEOUT_S,
     )
+    if silent:
+        config = attrs.evolve(
+            config.at_rate(rate_per_s), route_refresh_interval_s=SILENT_ROUTE_POLL_S
+        )
     history = root / "history.log"
     recorder = Recorder(history)
     err.print(
@@ -267,7 +333,7 @@ async def _run(
             await _show_cluster(cluster)
             await create_topic(cluster, config, (GROUP,))
             async with open_workload(config, cluster.namesrv, recorder, rng) as workload:
-                demo = Demo(cluster, workload, recorder)
+                demo = Demo(cluster, workload, recorder, silent=silent)
                 demo.view = await demo.read_view()
                 await _traffic(demo, seconds)
                 p = workload.progress
@@ -277,7 +343,8 @@ async def _run(
         recorder.close()
     with history.open(encoding="utf-8") as f:
         entries = list(iter_history(f))
-    return check_history(entries, Expectations(no_loss=True, must_recover=True)), entries
+    report = check_history(entries, Expectations(no_loss=True, must_recover=True))
+    return report, entries, demo.old_address
 
 
 async def _show_cluster(cluster: LocalCluster) -> None:
@@ -289,6 +356,10 @@ async def _show_cluster(cluster: LocalCluster) -> None:
         with trio.fail_after(20):
             leader = await admin_api.find_controller_leader(client, controllers)
     out.print(f"  controller leader: {leader}", markup=False)
+    dashboard = next((n for n in cluster.record.nodes if n.kind == DASHBOARD), None)
+    if dashboard is not None and dashboard.address:
+        url = f"http://{dashboard.address}/"
+        out.print(f"  dashboard: {url} (the failover's timeline: {url}#timeline)", markup=False)
 
 
 async def _traffic(demo: Demo, seconds: float) -> None:
@@ -311,16 +382,33 @@ async def _traffic(demo: Demo, seconds: float) -> None:
         watchers.cancel_scope.cancel()
 
 
-def _report(report: CheckReport, entries: Sequence[Entry], root: Path) -> None:
+def _report(
+    report: CheckReport, entries: Sequence[Entry], root: Path, old_address: str | None = None
+) -> None:
     q = report.queue
     times = report.recovery.recovery_times_ms()
-    (root / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    doc = report.to_json()
+    dashboard = keep_dashboard(root, root / "cluster")
+    if dashboard is not None:
+        doc["dashboard"] = timeline_link(dashboard)
+    (root / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
     out.print(
         f"checked {root / 'history.log'} with the OpenChaos checkers "
         f"(report: {root / 'report.json'}):",
         markup=False,
     )
-    figures = failover_figures(entries)
+    if dashboard is not None:
+        out.print(
+            f"  the dashboard's timeline of the failover: {timeline_link(dashboard)}",
+            markup=False,
+        )
+    figures = failover_figures(entries, old_address)
+    if figures.first_ok_elsewhere_ms is not None:
+        out.print(
+            f"  the first SEND_OK stored by the new master came {figures.first_ok_elsewhere_ms} "
+            "ms after the fault",
+            markup=False,
+        )
     if figures.first_ack_after_kill_ms is not None:
         out.print(
             f"  the first send begun after the kill was acked {figures.first_ack_after_kill_ms} "
@@ -362,6 +450,14 @@ def demo_command(
     keep_data: Annotated[
         bool, typer.Option("--keep-data", help="Keep the stopped cluster's data and logs.")
     ] = False,
+    silent: Annotated[
+        bool,
+        typer.Option(
+            "--silent",
+            help="Freeze the master with SIGSTOP (a hung host) instead of killing it: the "
+            "controllers replace it in under 2 s without any connection closing.",
+        ),
+    ] = False,
     tls: Annotated[
         bool, typer.Option("--tls", help="Every port TLS only (a test CA made for the run).")
     ] = False,
@@ -387,7 +483,9 @@ def demo_command(
     )
     try:
         outcome = trio.run(
-            lambda: run_demo(root, seconds=seconds, rate_per_s=rate, seed=seed, tls=tls)
+            lambda: run_demo(
+                root, seconds=seconds, rate_per_s=rate, seed=seed, silent=silent, tls=tls
+            )
         )
     except* (HarnessError, RocketError) as group:
         first = _leaves(group)[0]
@@ -395,11 +493,14 @@ def demo_command(
         raise fail(f"the demo could not run: {first}") from None
     if outcome is None:
         raise typer.Exit(130)
-    report, entries = outcome
-    _report(report, entries, root)
+    report, entries, old_address = outcome
+    _report(report, entries, root, old_address)
     if not report.ok:
         err.print(f"cluster data and logs kept in {root / 'cluster'}", markup=False)
-        err.print(f"replay with: rmq demo --seed {seed} --seconds {seconds:g} --rate {rate:g}")
+        again = " --silent" if silent else ""
+        err.print(
+            f"replay with: rmq demo --seed {seed} --seconds {seconds:g} --rate {rate:g}{again}"
+        )
         raise typer.Exit(1)
     if not keep_data:
         shutil.rmtree(root / "cluster", ignore_errors=True)

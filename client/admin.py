@@ -86,6 +86,8 @@ from client.controller_admin import (
     get_controller_metadata,
     parse_controller_list,
 )
+from protocol.acl_client import open_client
+from protocol.acl_sign import Credentials
 from protocol.bodies import (
     BROADCASTING,
     ConsumerConnection,
@@ -107,7 +109,6 @@ from protocol.headers import (
     UpdateConsumerOffsetRequestHeader,
 )
 from protocol.route import MessageQueue, master_address, subscribe_queues
-from protocol.rpc import open_client
 
 #: mqadmin's defaults for updateTopic (-r/-w 8, -p 6).
 DEFAULT_QUEUE_NUMS = 8
@@ -553,10 +554,12 @@ async def open_admin(
     *,
     timeout_s: float = 3.0,
     tls: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
 ) -> AsyncIterator[Admin]:
     """An ``Admin`` whose connections live exactly as long as this block.
 
     ``tls``: a context to connect with; None: as ``$RMQ_TLS*`` say (plain when unset).
+    With ``credentials`` every request is signed (ACL 1.0, protocol/acl_sign.py).
 
     Raises ``AdminError`` at once when the NameServer list is empty or malformed.
     """
@@ -567,7 +570,9 @@ async def open_admin(
         raise AdminError(f"{exc}; pass -n host:port") from None
     for addr in addrs:
         _check_address(addr, "NameServer address")
-    async with open_client(name="rmq-admin", default_timeout_s=timeout_s, tls=tls) as client:
+    async with open_client(
+        name="rmq-admin", default_timeout_s=timeout_s, tls=tls, credentials=credentials
+    ) as client:
         yield Admin(client, addrs, timeout_s=timeout_s)
 
 

@@ -320,11 +320,15 @@ class MessageAdmin(AdminSession):
         tags: str | None = None,
         broker_name: str | None = None,
         queue_id: int | None = None,
+        delay_s: float | None = None,
     ) -> SendResult:
-        """Send one message (to one queue when ``broker_name`` and ``queue_id`` are given)."""
+        """Send one message (to one queue when ``broker_name`` and ``queue_id`` are given;
+        a timer message delivered ``delay_s`` after it is stored when given)."""
         from client.producer import open_producer  # the producer pulls in more than admin needs
 
-        message = Message(topic=topic, body=body, keys=tuple(keys), tags=tags or None)
+        message = Message(
+            topic=topic, body=body, keys=tuple(keys), tags=tags or None, delay_s=delay_s
+        )
 
         def pick(queues: Sequence[MessageQueue], _key: str) -> MessageQueue:
             for q in queues:

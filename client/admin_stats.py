@@ -1,11 +1,12 @@
 """Admin calls for broker statistics and settings (mqadmin statsAll, brokerConsumeStats,
-producerConnection, getBrokerConfig, updateBrokerConfig).
+producerConnection, getBrokerConfig, updateBrokerConfig, queryTopicConsumeByWho).
 
 Rules:
 - Codes and bodies as RocketMQ's: VIEW_BROKER_STATS_DATA (315) answers BrokerStatsData,
   GET_BROKER_CONSUME_STATS (317) ConsumeStatsList, GET_PRODUCER_CONNECTION_LIST (204)
   ProducerConnection, GET_BROKER_CONFIG (26) ``key=value`` lines; UPDATE_BROKER_CONFIG (25)
-  takes such lines. ConsumeStats entries come in our list form (README's deviation).
+  takes such lines; QUERY_TOPIC_CONSUME_BY_WHO (300) answers GroupList. ConsumeStats
+  entries come in our list form (README's deviation).
 - Values are frozen; a malformed body is ``MalformedBody``, an error answer the
   ``ServerError`` its code maps to (``AdminSession._broker_call``).
 """
@@ -22,6 +23,7 @@ from protocol.bodies import ProducerConnection
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import MalformedBody, RocketError
+from protocol.route import BrokerData
 
 #: BrokerStatsManager's item names (statsAll reads the first and the third).
 TOPIC_PUT_NUMS = "TOPIC_PUT_NUMS"
@@ -58,12 +60,29 @@ class BrokerStatsData:
 
 
 @attrs.frozen(kw_only=True)
+class QueueConsume:
+    """One queue of a ConsumeStats (OffsetWrapper): where the broker and the group are."""
+
+    topic: str
+    broker_name: str
+    queue_id: int
+    broker_offset: int
+    consumer_offset: int
+    last_timestamp_ms: int
+
+    @property
+    def diff(self) -> int:
+        return self.broker_offset - self.consumer_offset
+
+
+@attrs.frozen(kw_only=True)
 class TopicConsumeStats:
     """One ConsumeStats of a group on a topic of one broker."""
 
     topic: str
     consume_tps: float
     diff: int
+    queues: tuple[QueueConsume, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -87,17 +106,30 @@ def _window(obj: object, what: str) -> StatsWindow:
 def _consume_stats(obj: object, what: str) -> TopicConsumeStats:
     if not isinstance(obj, dict) or not isinstance(obj.get("offsetTable") or [], list):
         raise MalformedBody(f"{what}: ConsumeStats must be an object with an offsetTable list")
-    topics, diff = set(), 0
+    queues = []
     for entry in obj.get("offsetTable") or []:
         mq = entry.get("messageQueue") if isinstance(entry, dict) else None
         if not isinstance(mq, dict):
             raise MalformedBody(f"{what}: offsetTable entries need a messageQueue")
-        topics.add(str(mq.get("topic")))
-        diff += _int_of(entry, "brokerOffset", what) - _int_of(entry, "consumerOffset", what)
+        queues.append(
+            QueueConsume(
+                topic=str(mq.get("topic")),
+                broker_name=str(mq.get("brokerName", "")),
+                queue_id=_int_of(mq, "queueId", what),
+                broker_offset=_int_of(entry, "brokerOffset", what),
+                consumer_offset=_int_of(entry, "consumerOffset", what),
+                last_timestamp_ms=_int_of(entry, "lastTimestamp", what),
+            )
+        )
     tps = obj.get("consumeTps") or 0.0
     if not isinstance(tps, int | float):
         raise MalformedBody(f"{what}: consumeTps must be a number")
-    return TopicConsumeStats(topic=",".join(sorted(topics)), consume_tps=float(tps), diff=diff)
+    return TopicConsumeStats(
+        topic=",".join(sorted({q.topic for q in queues})),
+        consume_tps=float(tps),
+        diff=sum(q.diff for q in queues),
+        queues=tuple(sorted(queues, key=lambda q: (q.topic, q.queue_id))),
+    )
 
 
 class StatsAdmin(AdminSession):
@@ -141,6 +173,23 @@ class StatsAdmin(AdminSession):
             total_diff=_int_of(body, "totalDiff", "broker consume stats"),
             groups=groups,
         )
+
+    async def cluster_groups(self, cluster: str | None = None) -> list[BrokerData]:
+        """The broker groups of ``cluster`` (None: of every cluster), by name."""
+        return await self._cluster_groups(cluster)
+
+    async def consumed_by(self, addr: str, topic: str) -> list[str]:
+        """QUERY_TOPIC_CONSUME_BY_WHO: the groups one broker knows to consume ``topic``."""
+        request = RemotingCommand.request(RequestCode.QUERY_TOPIC_CONSUME_BY_WHO, {"topic": topic})
+        body = _json_body((await self._broker_call(addr, request)).body, "GroupList")
+        groups = body.get("groupList") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise MalformedBody("GroupList: groupList must be a list of names")
+        return sorted(groups)
+
+    async def masters_of(self, cluster: str) -> list[str]:
+        """Every master address of ``cluster`` (``AdminError`` when it has none)."""
+        return await self._masters(cluster)
 
     async def producer_connection(self, group: str) -> ProducerConnection | None:
         """The group's live producers as every reachable master knows them (merged); None

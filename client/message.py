@@ -27,6 +27,8 @@ from protocol.message import (
     PROPERTY_RECONSUME_TIME,
     PROPERTY_RETRY_TOPIC,
     PROPERTY_TAGS,
+    PROPERTY_TIMER_DELAY_MS,
+    PROPERTY_TIMER_DELIVER_MS,
     PROPERTY_UNIQ_KEY,
     PROPERTY_WAIT,
     SYSFLAG_COMPRESSED,
@@ -44,7 +46,15 @@ INFLATE_STEP_BYTES = 256 * 1024
 
 #: Property names the SDK sets itself; user properties may not use them.
 RESERVED_PROPERTIES = frozenset(
-    {PROPERTY_TAGS, PROPERTY_KEYS, PROPERTY_UNIQ_KEY, PROPERTY_DELAY, PROPERTY_WAIT}
+    {
+        PROPERTY_TAGS,
+        PROPERTY_KEYS,
+        PROPERTY_UNIQ_KEY,
+        PROPERTY_DELAY,
+        PROPERTY_WAIT,
+        PROPERTY_TIMER_DELAY_MS,
+        PROPERTY_TIMER_DELIVER_MS,
+    }
 )
 
 
@@ -107,6 +117,12 @@ class Message:
     properties: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_props)
     #: RocketMQ delay level (1..18: 1 s .. 2 h); 0 delivers at once.
     delay_level: int = 0
+    #: Timer message (RocketMQ 5.x, any time up to the broker's timerMaxDelaySec, 3 days by
+    #: default): deliver at this epoch time in ms (TIMER_DELIVER_MS), or this many seconds
+    #: after the broker stores it (TIMER_DELAY_MS). At most one of the two, and not with
+    #: ``delay_level``.
+    deliver_at_ms: int | None = None
+    delay_s: float | None = None
     #: User flag stored verbatim in the record.
     flag: int = 0
     #: Wait for the configured durability (flush / replication) before answering.
@@ -118,6 +134,20 @@ class Message:
             raise ValueError(f"properties {sorted(clash)} are set by the SDK; use the fields")
         if not 0 <= self.delay_level <= 18:
             raise ValueError(f"delay_level must be 0..18, not {self.delay_level}")
+        timers = (
+            (self.delay_level != 0) + (self.deliver_at_ms is not None) + (self.delay_s is not None)
+        )
+        if timers > 1:
+            raise ValueError("set one of delay_level, deliver_at_ms and delay_s")
+        if self.delay_s is not None and not 0 <= self.delay_s < 1e12:
+            raise ValueError(f"delay_s must be >= 0, not {self.delay_s}")
+        if self.deliver_at_ms is not None and not 0 <= self.deliver_at_ms < 1 << 62:
+            raise ValueError(f"deliver_at_ms must be an epoch time in ms, not {self.deliver_at_ms}")
+
+    @property
+    def is_delayed(self) -> bool:
+        """Whether the broker holds the message back (a delay level or a timer)."""
+        return bool(self.delay_level) or self.deliver_at_ms is not None or self.delay_s is not None
 
     def wire_properties(self, uniq_key: str) -> dict[str, str]:
         props = dict(self.properties)
@@ -127,6 +157,10 @@ class Message:
             props[PROPERTY_KEYS] = " ".join(self.keys)
         if self.delay_level:
             props[PROPERTY_DELAY] = str(self.delay_level)
+        if self.deliver_at_ms is not None:
+            props[PROPERTY_TIMER_DELIVER_MS] = str(self.deliver_at_ms)
+        if self.delay_s is not None:
+            props[PROPERTY_TIMER_DELAY_MS] = str(round(self.delay_s * 1000))
         if not self.wait_store:
             props[PROPERTY_WAIT] = "false"
         props[PROPERTY_UNIQ_KEY] = uniq_key

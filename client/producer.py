@@ -62,6 +62,8 @@ from client.batching import (
 )
 from client.message import Message, SendResult, SendStatus
 from client.routes import FaultStrategy, RouteCache, TopicInfo
+from protocol.acl_client import sign_requests
+from protocol.acl_sign import Credentials
 from protocol.bodies import HeartbeatData, ProducerData
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -83,13 +85,14 @@ from protocol.message import (
     PROPERTY_PGROUP,
     PROPERTY_TRAN_MSG,
     SYSFLAG_COMPRESSED,
+    SYSFLAG_TRANSACTION_PREPARED_TYPE,
     BatchItem,
     encode_batch_body,
     make_uniq_key_generator,
     properties_to_string,
 )
 from protocol.route import MessageQueue
-from protocol.rpc import RemotingClient, background_nursery, open_client
+from protocol.rpc import Handler, RemotingClient, background_nursery, open_client
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +198,11 @@ class Producer:
         self._batch_requests = 0
         self._batched_messages = 0
 
+    @property
+    def client(self) -> RemotingClient:
+        """The producer's connections (client/transaction.py ends transactions on them)."""
+        return self._client
+
     # --- public API ------------------------------------------------------------------
 
     async def send(
@@ -226,7 +234,7 @@ class Producer:
         topics = {m.topic for m in messages}
         if len(topics) != 1:
             raise ValueError(f"a batch goes to one topic, got {sorted(topics)}")
-        if any(m.delay_level for m in messages):
+        if any(m.is_delayed for m in messages):
             raise ValueError("delayed messages cannot be sent in a batch")
         items = [self._prepare(m, batch=True) for m in messages]
         return await self._send_items(messages[0].topic, items, timeout_s=timeout_s)
@@ -274,6 +282,8 @@ class Producer:
         body, sys_flag = message.body, 0
         if not batch and len(body) >= COMPRESS_OVER_BYTES:
             body, sys_flag = _zlib(body), SYSFLAG_COMPRESSED
+        if wire.get(PROPERTY_TRAN_MSG) == "true":  # a half message (client/transaction.py)
+            sys_flag |= SYSFLAG_TRANSACTION_PREPARED_TYPE
         return _Outgoing(
             message=message,
             uniq_key=uniq_key,
@@ -510,7 +520,7 @@ def _batchable(message: Message, properties: str) -> bool:
             len(properties) * 4 <= MAX_PROPERTIES_BYTES
             or len(properties.encode()) <= MAX_PROPERTIES_BYTES
         )
-        and not message.delay_level
+        and not message.is_delayed
         and message.wait_store
         and not is_group_topic(message.topic)
         and PROPERTY_TRAN_MSG not in props
@@ -556,6 +566,7 @@ async def open_producer(
     *,
     group: str = "DEFAULT_PRODUCER",
     timeout_s: float = 3.0,
+    credentials: Credentials | None = None,
     retries: int = 2,
     instance: str = "DEFAULT",
     heartbeat_interval_s: float = 30.0,
@@ -566,14 +577,17 @@ async def open_producer(
     total_batch_max_bytes: int = TOTAL_BATCH_MAX_BYTES,
     rng: random.Random | None = None,
     tls: ssl.SSLContext | None = None,
+    handlers: Mapping[int, Handler] | None = None,
 ) -> AsyncIterator[Producer]:
-    """A started producer; everything it runs stops when the block exits.
+    """A started producer (every request signed with ``credentials``, ACL 1.0, when given);
+    everything it runs stops when the block exits.
 
     ``tls``: a context to connect with (``protocol.tls.client_context``); None: TLS as
     ``$RMQ_TLS``/``$RMQ_TLS_CA_FILE`` say, plain when they are unset.
 
     ``auto_batch`` turns natural batching on (module docstring); ``batch_max_count`` and
     ``batch_max_bytes`` bound one batch, ``total_batch_max_bytes`` what may wait for one.
+    ``handlers`` serve requests brokers push (CHECK_TRANSACTION_STATE: client/transaction.py).
     """
     addrs = [namesrv] if isinstance(namesrv, str) else list(namesrv)
     addrs = [a for part in addrs for a in part.replace(",", ";").split(";") if a.strip()]
@@ -581,11 +595,13 @@ async def open_producer(
         max_count=batch_max_count, max_bytes=batch_max_bytes, total_max_bytes=total_batch_max_bytes
     )
     async with open_client(
-        name=f"producer {group}", default_timeout_s=timeout_s, tls=tls
+        name=f"producer {group}", handlers=handlers, default_timeout_s=timeout_s, tls=tls
     ) as client:
         routes = RouteCache(
             client, addrs, request_timeout_s=timeout_s, refresh_interval_s=route_refresh_interval_s
         )
+        if credentials is not None:
+            sign_requests(client, credentials)
         async with background_nursery() as nursery:
             producer = Producer(
                 client,

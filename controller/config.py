@@ -71,9 +71,22 @@ class ControllerConfig:
     password: str = attrs.field(repr=False)
     data_dir: Path
     group: str = DEFAULT_GROUP
+    # --- ACL 1.0 (protocol/acl.py; ``aclEnable``, ``aclFilePath``) ----------------------
+    #: Every remoting request must be signed by an account of the plain-access file; the
+    #: codes that change the cluster (elect, clean broker data, register...) by an admin.
+    acl_enable: bool = False
+    #: The plain-access file (RocketMQ's plain_acl.yml format); relative to the config file.
+    acl_file_path: str = ""
     # --- liveness and elections (reference §2.4, §6) ----------------------------------
-    #: How often silent brokers are expired (scanNotActiveBrokerInterval).
+    #: Silent brokers are expired the moment their timeout ends (the scan sleeps until the
+    #: earliest deadline); this is the longest the scan sleeps when none is due sooner
+    #: (scanNotActiveBrokerInterval, RocketMQ's fixed scan period).
     scan_not_active_broker_interval_s: float = attrs.field(default=5.0, validator=_positive)
+    #: A scan that wakes this much later than it meant to means this node itself did not
+    #: run (CPU starvation, a pause): its sockets hold heartbeats it has not read yet...
+    stall_tolerance_s: float = attrs.field(default=0.2, validator=_positive)
+    #: ...so silence-based elections wait this long after such a wake-up.
+    stall_settle_s: float = attrs.field(default=0.5, validator=_positive)
     #: How often the leader looks for groups with a dead master (scanInactiveMasterInterval).
     scan_inactive_master_interval_s: float = attrs.field(default=5.0, validator=_positive)
     #: A node that has just started has heard no heartbeats yet: it looks for dead masters
@@ -195,6 +208,8 @@ _ALIASES = {
     "electMasterMaxRetryCount": "elect_master_max_retry_count",
     "metricsExporterType": "metrics_exporter_type",
     "metricsPromExporterPort": "metrics_prom_exporter_port",
+    "aclEnable": "acl_enable",
+    "aclFilePath": "acl_file_path",
 }
 #: RocketMQ keys in milliseconds → our fields in seconds.
 _MILLIS = {
@@ -210,6 +225,8 @@ def _coerce(key: str, field: attrs.Attribute[Any], value: Any, base_dir: Path) -
             raise ConfigError(f"controller config key {key!r} must be a path string")
         path = Path(value).expanduser()
         return path if path.is_absolute() else base_dir / path
+    if field.name == "acl_file_path" and isinstance(value, str) and value:
+        return str(base_dir / Path(value).expanduser())  # an absolute one stays as it is
     default = field.default
     if isinstance(default, bool):
         if not isinstance(value, bool):

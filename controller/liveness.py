@@ -16,6 +16,17 @@ Rules (reference/rocketmq-controller.md §2.3 "Heartbeat", §2.4; DESIGN §6):
   refreshed on counts: a late close of an older connection removes nothing.
 - ``alive_ids``/``live_info`` see only entries not yet expired at ``now_s`` (when given),
   so a silent broker stops counting as alive before the next scan removes it.
+- A poll (GetReplicaInfo naming the broker's id) proves the broker alive as well as a
+  heartbeat does: ``touch`` refreshes the time of an entry the table has, nothing else
+  (its offsets come only with heartbeats). The broker's lease argument needs it (README,
+  "the lease"): the leader that answered a poll sent at ``s`` takes that broker for dead
+  no earlier than ``s`` + its timeout, whatever happened to its heartbeats.
+- Expiry is event-driven: ``next_expiry_s`` is the earliest moment an entry can expire,
+  so the caller sleeps until then rather than scanning on a fixed 5 s period.
+- ``StallGuard``: a controller whose own event loop did not run for a while (CPU
+  starvation, a pause) has unread heartbeats in its sockets; it must not take that
+  silence for the brokers'. After a wake-up later than ``tolerance_s`` past its target,
+  silence-based decisions wait ``settle_s`` (the readers drain the backlog meanwhile).
 - A broker's HA address (``host:haPort``, DESIGN §6 "beyond RocketMQ": a slave learns its
   new master's from the controller, never from a 30 s NameServer round) is heartbeat data
   like the offsets: kept on the entry (a heartbeat without one keeps the last one) and
@@ -140,6 +151,25 @@ class LivenessTable:
                 return entry.ha_address
         return None
 
+    def touch(self, broker_name: str, broker_id: int, now_s: float) -> bool:
+        """Refresh the heartbeat time of a broker the table holds (a poll from it);
+        False when it holds none (its next heartbeat brings it)."""
+        found = False
+        for key, entry in self._entries.items():
+            if key.broker_name == broker_name and key.broker_id == broker_id:
+                if now_s > entry.last_heartbeat_s:
+                    self._entries[key] = attrs.evolve(entry, last_heartbeat_s=now_s)
+                found = True
+        return found
+
+    def next_expiry_s(self) -> float | None:
+        """The earliest moment an entry can expire (None: the table is empty)."""
+        return min((e.last_heartbeat_s + e.timeout_s for e in self._entries.values()), default=None)
+
+    def max_timeout_s(self, default_s: float) -> float:
+        """The longest heartbeat timeout any broker advertised (``default_s`` if none)."""
+        return max((e.timeout_s for e in self._entries.values()), default=default_s)
+
     def channel_closed(self, channel_id: int) -> list[BrokerKey]:
         """The connection ``channel_id`` closed: remove (and return) the brokers on it."""
         gone = sorted(k for k, e in self._entries.items() if e.channel_id == channel_id)
@@ -177,3 +207,24 @@ class LivenessTable:
 
     def entries(self) -> list[BrokerLive]:
         return sorted(self._entries.values(), key=lambda e: e.key)
+
+
+@attrs.define
+class StallGuard:
+    """Whether silence-based decisions may be taken now, given this node's own stalls."""
+
+    tolerance_s: float
+    settle_s: float
+    _settle_until_s: float = -1.0
+
+    def woke(self, target_s: float, now_s: float) -> None:
+        """A timer meant for ``target_s`` fired at ``now_s``."""
+        if now_s - target_s > self.tolerance_s:
+            self._settle_until_s = max(self._settle_until_s, now_s + self.settle_s)
+
+    def allows(self, now_s: float) -> bool:
+        return now_s >= self._settle_until_s
+
+    def settled_at_s(self) -> float:
+        """When the last stall's settling ends (in the past when none is pending)."""
+        return self._settle_until_s

@@ -12,11 +12,20 @@ Rules (DESIGN §6, reference/rocketmq-controller.md §2.3–§2.5, §5, §7):
   (the alive ids, the live info for elections); apply reads no clock and no table.
 - Liveness is per node and not replicated (``controller.liveness``): brokers heartbeat
   every controller (BROKER_HEARTBEAT 904); a broker is inactive at once when its
-  connection closes and after its timeout of silence at the next scan
-  (``scan_not_active_broker_interval_s``). When the master of a group goes inactive and
-  this node leads, it elects (controller-triggered ElectMaster); every
-  ``scan_inactive_master_interval_s`` the leader also elects for groups whose master is
-  not alive while a member is (this covers masters that died while there was no leader).
+  connection closes and the moment its advertised timeout of silence ends (the scan
+  sleeps until the earliest deadline, at most ``scan_not_active_broker_interval_s``). A
+  poll (GetReplicaInfo with the broker's id) counts as a heartbeat. When the master of a
+  group goes inactive and this node leads, it elects (controller-triggered ElectMaster);
+  every ``scan_inactive_master_interval_s`` the leader also elects for groups whose
+  master is not alive while a member is (this covers masters that died while there was
+  no leader).
+- Silence is judged only while this node itself ran: after a wake-up later than
+  ``stall_tolerance_s``, silence-based elections wait ``stall_settle_s`` while the
+  heartbeats that queued up in the sockets are read (``liveness.StallGuard``).
+- A new leader deposes no master during its first heartbeat timeout (the longest a
+  broker advertised): a master's lease was renewed, at the latest, by a poll the old
+  leader answered, sent before this node won its election, and the lease is shorter
+  than the timeout (README, "the lease"). Meanwhile the group's master counts as alive.
 - A failed controller-triggered election commits "no master" (masterEpoch + 1) once; it
   is retried only when it did not commit (no quorum, lost leadership), not when it was
   decided: RocketMQ retries decided failures three times, bumping masterEpoch by 3 each
@@ -51,10 +60,11 @@ import trio
 from controller import state as sm
 from controller.config import ControllerConfig, Peer
 from controller.election import LiveInfo, elect
-from controller.liveness import BrokerKey, LivenessTable
+from controller.liveness import DEFAULT_HEARTBEAT_TIMEOUT_S, BrokerKey, LivenessTable, StallGuard
 from controller.metrics import KEEP_CURRENT_MASTER, NO_MASTER_ELECTED, ControllerMetrics
 from controller.raft import RaftNode
 from protocol import trust
+from protocol.acl_guard import open_guard, warn_if_exposed
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import (
@@ -106,6 +116,8 @@ from protocol.tls import TlsFiles, server_context
 
 log = logging.getLogger(__name__)
 
+#: A GetReplicaInfo ext field beyond RocketMQ's header: the polling broker's id.
+POLL_BROKER_ID = "brokerId"
 #: Responses whose header and body carry the (new or current) master.
 _ELECT_ANSWERED = (ResponseCode.SUCCESS, ResponseCode.CONTROLLER_MASTER_STILL_EXIST)
 
@@ -183,6 +195,9 @@ class ControllerServer:
                 warn=ThrottledLog(10.0).warning,
             )
         host, port = split_address(config.remoting_address)
+        self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
+        if self.acl is not None:
+            handlers = self.acl.protect(handlers)
         self.server = RemotingServer(
             self.metrics.requests.instrument(handlers),
             name=self.name,
@@ -194,6 +209,13 @@ class ControllerServer:
         )
         self._nursery: trio.Nursery | None = None
         self._started_s = 0.0
+        #: trio time this node last became a serving leader.
+        self._led_since_s = 0.0
+        self._stalls = StallGuard(
+            tolerance_s=config.stall_tolerance_s, settle_s=config.stall_settle_s
+        )
+        #: Set when a broker enters the table: its deadline may be the next one.
+        self._liveness_changed = trio.Event()
         self._ready_lock = trio.Lock()
         self._led_term: int | None = None
         self._electing: set[str] = set()
@@ -214,6 +236,9 @@ class ControllerServer:
                 self._started_s = trio.current_time()
                 nursery.start_soon(self._scan_brokers_loop)
                 nursery.start_soon(self._leader_loop)
+                if self.acl is not None:
+                    nursery.start_soon(self.acl.watch)
+                warn_if_exposed(self.server.host, self.acl, name=self.name)
                 log.info(
                     "%s: serving on %s (raft %s, peers %s)",
                     self.name,
@@ -269,7 +294,9 @@ class ControllerServer:
         """Notice leadership changes; while leading, rescan for groups with a dead master."""
         next_rescan_s = 0.0
         while True:
-            await trio.sleep(self.config.leader_poll_interval_s)
+            target = trio.current_time() + self.config.leader_poll_interval_s
+            await trio.sleep_until(target)
+            self._stalls.woke(target, trio.current_time())
             if not self.raft.is_leader:
                 if self._led_term is not None:
                     log.info("%s: is no longer the controller leader", self.name)
@@ -280,27 +307,51 @@ class ControllerServer:
             term = self.raft.term
             if self._led_term != term:
                 self._led_term = term
+                self._led_since_s = trio.current_time()
                 log.info("%s: became the controller leader (term %d)", self.name, term)
                 next_rescan_s = 0.0
             now = trio.current_time()
             warm = now - self._started_s >= self.config.election_warmup_s
-            if warm and now >= next_rescan_s:
+            judging = not self._in_grace(now) and self._stalls.allows(now)
+            if warm and judging and now >= next_rescan_s:
                 next_rescan_s = now + self.config.scan_inactive_master_interval_s
                 self._rescan_masters(now)
 
     # --- liveness --------------------------------------------------------------------------
 
+    def _in_grace(self, now_s: float) -> bool:
+        """Whether this leader is within its first heartbeat timeout (no deposals yet)."""
+        grace_s = self.liveness.max_timeout_s(DEFAULT_HEARTBEAT_TIMEOUT_S)
+        return now_s < self._led_since_s + grace_s
+
     async def _scan_brokers_loop(self) -> None:
+        """Expire each silent broker when its deadline passes (not on a fixed period)."""
         while True:
-            await trio.sleep(self.config.scan_not_active_broker_interval_s)
+            now = trio.current_time()
+            target = now + self.config.scan_not_active_broker_interval_s
+            expiry = self.liveness.next_expiry_s()
+            if expiry is not None:
+                # ``expired`` is strict (> timeout): wake just past the deadline.
+                target = max(now, min(target, expiry + 0.001))
+            with trio.move_on_at(target):
+                await self._liveness_changed.wait()
+            if self._liveness_changed.is_set():  # a new broker: its deadline may be sooner
+                self._liveness_changed = trio.Event()
+                continue
+            self._stalls.woke(target, trio.current_time())
+            if not self._stalls.allows(trio.current_time()):
+                await trio.sleep_until(self._stalls.settled_at_s())
             for key in self.liveness.scan(trio.current_time()):
-                self._broker_inactive(key, "no heartbeat within its timeout")
+                self._broker_inactive(key, "no heartbeat within its timeout", closed=False)
 
     def _connection_closed(self, conn: Connection) -> None:
         for key in self.liveness.channel_closed(conn.id):
-            self._broker_inactive(key, "its connection closed")
+            self._broker_inactive(key, "its connection closed", closed=True)
 
-    def _broker_inactive(self, key: BrokerKey, why: str) -> None:
+    def _broker_inactive(self, key: BrokerKey, why: str, *, closed: bool) -> None:
+        """``closed``: its connection closed, which its own kernel does when the process
+        is gone (taken at once, as RocketMQ does, also within a new leader's grace);
+        otherwise silence, judged only outside the grace (the rescan after it elects)."""
         log.info("%s: broker %s is inactive: %s", self.name, key, why)
         group = self.raft.state.groups.get(key.broker_name)
         if (
@@ -308,11 +359,34 @@ class ControllerServer:
             and self.raft.is_leader
             and group is not None
             and group.master_broker_id == key.broker_id
+            and (closed or not self._in_grace(trio.current_time()))
         ):
             self.metrics.master_lost(key.broker_name, trio.current_time())
             self._nursery.start_soon(
-                self._controller_elect, key.broker_name, f"master {key} is inactive"
+                self._controller_elect, key.broker_name, f"master {key} is inactive", closed
             )
+
+    def _live_for_election(
+        self, broker_name: str, now_s: float, *, master_closed: bool = False
+    ) -> dict[int, LiveInfo]:
+        """Alive broker id → live info, as an ElectMaster is stamped with. Within a new
+        leader's grace the group's master counts as alive whatever this node heard,
+        unless its connection closed."""
+        live = self.liveness.live_info(broker_name, now_s=now_s)
+        group = self.raft.state.groups.get(broker_name)
+        master = group.master_broker_id if group is not None else None
+        if (
+            master is not None
+            and master not in live
+            and not master_closed
+            and self._in_grace(now_s)
+        ):
+            entry = next(
+                (e for e in self.liveness.members(broker_name) if e.key.broker_id == master),
+                None,
+            )
+            live[master] = entry.live_info() if entry is not None else LiveInfo()
+        return live
 
     def _rescan_masters(self, now_s: float) -> None:
         """Elect for every group whose master is not alive while some member is."""
@@ -343,7 +417,9 @@ class ControllerServer:
         )
         return candidate is not None
 
-    async def _controller_elect(self, broker_name: str, why: str) -> None:
+    async def _controller_elect(
+        self, broker_name: str, why: str, master_closed: bool = False
+    ) -> None:
         """A controller-triggered ElectMaster, retried while it does not commit."""
         if broker_name in self._electing:
             return
@@ -356,7 +432,9 @@ class ControllerServer:
                 command = sm.ElectMaster(
                     cluster_name=group.cluster_name,
                     broker_name=broker_name,
-                    live=self.liveness.live_info(broker_name, now_s=trio.current_time()),
+                    live=self._live_for_election(
+                        broker_name, trio.current_time(), master_closed=master_closed
+                    ),
                     unclean=self.config.enable_elect_unclean_master,
                 )
                 try:
@@ -554,7 +632,7 @@ class ControllerServer:
                 broker_name=h.broker_name,
                 broker_id=broker_id,
                 designate=bool(h.designate_elect),
-                live=self.liveness.live_info(h.broker_name, now_s=trio.current_time()),
+                live=self._live_for_election(h.broker_name, trio.current_time()),
                 unclean=self.config.enable_elect_unclean_master,
             )
         )
@@ -630,6 +708,9 @@ class ControllerServer:
 
     async def _get_replica_info(self, request: RemotingCommand, _: Connection) -> RemotingCommand:
         h = _parse(GetReplicaInfoRequestHeader, request)
+        polled_by = request.ext_fields.get(POLL_BROKER_ID, "")
+        if polled_by.isdigit():  # the broker's own poll proves it alive (module rules)
+            self.liveness.touch(h.broker_name, int(polled_by), trio.current_time())
         result = await self._submit(sm.GetReplicaInfo(broker_name=h.broker_name))
         if not result.ok:
             return _failed(request, result)
@@ -755,6 +836,7 @@ class ControllerServer:
         )
         if new:
             log.info("%s: broker %s (%s) is alive", self.name, key, h.broker_addr)
+            self._liveness_changed.set()
         return None if request.is_oneway else request.respond()
 
     # --- introspection ----------------------------------------------------------------------------

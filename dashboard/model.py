@@ -9,7 +9,9 @@ Rules:
   epoch, a SyncStateSet change, a broker going silent or coming back), and throughput
   points (messages in and out per second, from the brokers' put / get totals).
 - Bounded: ``MAX_TIMELINE`` events and ``MAX_POINTS`` throughput points are kept.
-- Each event says what happened in plain words ("broker-a-2 became master at epoch 3").
+- Each event says what happened in plain words, naming a replica by its broker set, its
+  controller-assigned broker id and its address ("broker-a-2 (127.0.0.1:10911) became
+  master of broker-a at epoch 3"): the address tells which process it is.
 """
 
 from __future__ import annotations
@@ -153,12 +155,15 @@ class Dashboard:
     timeline: deque[dict[str, Any]] = attrs.field(factory=lambda: deque(maxlen=MAX_TIMELINE))
     points: deque[dict[str, Any]] = attrs.field(factory=lambda: deque(maxlen=MAX_POINTS))
     _last: Observation | None = None
+    #: Timeline events recorded since the start (the bounded timeline drops old ones).
+    events: int = 0
 
     def update(self, obs: Observation) -> None:
         last, self._last = self._last, obs
         if last is not None:
             for text in changes(last, obs):
                 self.timeline.append({"t": obs.now_ms, "text": text})
+                self.events += 1
             point = throughput(last, obs)
             if point is not None:
                 self.points.append(point)
@@ -198,7 +203,11 @@ def changes(before: Observation, after: Observation) -> list[str]:
         if old is None:
             continue
         if (old.master_id, old.master_epoch) != (group.master_id, group.master_epoch):
-            who = "nobody" if group.master_id is None else f"{name}-{group.master_id}"
+            who = (
+                "nobody"
+                if group.master_id is None
+                else f"{name}-{group.master_id} ({group.master_address})"
+            )
             out.append(f"{who} became master of {name} at epoch {group.master_epoch}")
         old_sss = {r.broker_id for r in old.replicas if r.in_sync}
         new_sss = {r.broker_id for r in group.replicas if r.in_sync}
@@ -211,7 +220,7 @@ def changes(before: Observation, after: Observation) -> list[str]:
             was = old_alive.get(replica.broker_id)
             if was is not None and was != replica.alive:
                 state = "is alive again" if replica.alive else "stopped heartbeating"
-                out.append(f"{name}-{replica.broker_id} {state}")
+                out.append(f"{name}-{replica.broker_id} ({replica.address}) {state}")
     return out
 
 

@@ -7,12 +7,16 @@ Rules:
   bound URL through ``task_status`` once the socket is bound.
 - The admin actions (create a topic, elect a master) exist only with an admin key, and
   go through the SDK like ``rmq admin updateTopic`` / ``electMaster``.
+- With ``snapshot`` the page is also saved to that file (``snapshot.py``) whenever the
+  timeline grows and when the server stops: reports link it after the cluster is gone.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -22,17 +26,39 @@ from hypercorn.trio import serve as hypercorn_serve
 from client.admin import Admin, open_admin
 from dashboard.app import Action, DashboardApp
 from dashboard.model import Dashboard
+from dashboard.snapshot import write_snapshot
 from dashboard.sources import Sources
+
+log = logging.getLogger(__name__)
 
 #: The ready line, worded as the other servers'.
 READY = "The dashboard boot success. url={url}"
 
 
-async def poll(sources: Sources, dashboard: Dashboard, interval_s: float) -> None:
-    """Read the cluster every ``interval_s`` until cancelled."""
-    while True:
-        dashboard.update(await sources.observe(int(time.time() * 1000)))
-        await trio.sleep(interval_s)
+async def poll(
+    sources: Sources, dashboard: Dashboard, interval_s: float, snapshot: Path | None = None
+) -> None:
+    """Read the cluster every ``interval_s`` until cancelled; with ``snapshot``, save the
+    page there whenever the timeline grew, and once more when cancelled."""
+    saved = -1
+    try:
+        while True:
+            dashboard.update(await sources.observe(int(time.time() * 1000)))
+            if snapshot is not None and dashboard.events != saved:
+                saved = dashboard.events
+                save(snapshot, dashboard)
+            await trio.sleep(interval_s)
+    finally:
+        if snapshot is not None and dashboard.view:
+            save(snapshot, dashboard)
+
+
+def save(snapshot: Path, dashboard: Dashboard) -> None:
+    """Write the snapshot; a failure (disk full, say) is logged, and the page still served."""
+    try:
+        write_snapshot(snapshot, dashboard.state())
+    except OSError as exc:
+        log.warning("cannot save the dashboard to %s: %s", snapshot, exc.strerror or exc)
 
 
 def admin_actions(admin: Admin, controllers: Sequence[str]) -> dict[str, Action]:
@@ -72,6 +98,7 @@ async def serve(
     admin_key: str | None = None,
     interval_s: float = 1.0,
     timeout_s: float = 2.0,
+    snapshot: Path | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Poll and serve until cancelled; report the page's URL."""
@@ -92,6 +119,6 @@ async def serve(
         config.graceful_timeout = 1.0
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(hypercorn_serve, app, config)
-            nursery.start_soon(poll, sources, dashboard, interval_s)
+            nursery.start_soon(poll, sources, dashboard, interval_s, snapshot)
             bound = binds[0].removeprefix("http://")
             task_status.started(f"http://{bound}/")

@@ -15,6 +15,9 @@ What lives where:
 - ``child.py``: a Trio-managed child with drained pipes, stopped when its block ends
   (tests, benchmarks).
 - ``ports.py``: free ports, for layouts that must know them before anything starts.
+- ``netns.py``: separate hosts on one machine (root): the pure address plan, setup and
+  teardown of namespaces, veth pairs and a bridge (recorded in ``D/netns.json``), and the
+  tc rules that drop packets on those links (link faults).
 
 Rules:
 - launcher/ imports no server code (``broker/``, ``controller/``, ``namesrv/``) and nothing

@@ -3,7 +3,8 @@
 Rules:
 - Every node is a real ``rmq namesrv|broker|controller`` process in its own session
   (``start_new_session``), so it outlives the command that started it and a Ctrl-C in its
-  terminal. Its stdout and stderr go to ``D/<node>/stdout.log`` and ``stderr.log``
+  terminal; a node with a ``netns`` starts inside that namespace (``ip netns exec``, which
+  execs in place: the recorded pid and argv are the node's own). Its stdout and stderr go to ``D/<node>/stdout.log`` and ``stderr.log``
   (appended, each start marked with a header line in ``stderr.log``); the ready line is
   read from ``stdout.log`` past what an earlier start wrote.
 - A node is in ``cluster.json`` (with its pid and start time) before anything waits for
@@ -30,6 +31,7 @@ import attrs
 import trio
 
 from launcher.command import child_env
+from launcher.netns import exec_prefix
 from launcher.pids import is_alive, proc_start_ticks, signal_node
 from launcher.ready import NAMESRV, Ready, parse_ready
 from launcher.record import Cluster, ClusterError, Node, load_cluster
@@ -111,8 +113,9 @@ def spawn_recorded(cluster: Cluster, node: Node) -> Spawned:
         err.write(header.encode())
         err.flush()
         offset = out.tell()
+        prefix = exec_prefix(node.netns) if node.netns else []
         proc = subprocess.Popen(
-            node.argv,
+            [*prefix, *node.argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from launcher.ready import BROKER, CONTROLLER, NAMESRV
+from launcher.ready import BROKER, CONTROLLER, DASHBOARD, NAMESRV
 from launcher.record import Node
 
 #: brokerRole of a controller-mode broker: the controller assigns the id and the role.
@@ -30,6 +30,10 @@ CONTROLLER_NODES = 3
 FLUSH_TYPES = ("ASYNC_FLUSH", "SYNC_FLUSH")
 STDOUT_NAME = "stdout.log"
 STDERR_NAME = "stderr.log"
+#: ``rmq cluster up``'s dashboard: its port by default (``rmq dashboard``'s), and the page
+#: it saves as ``D/dashboard/dashboard.html`` for reports to link after the run.
+DASHBOARD_PORT = 8080
+DASHBOARD_SNAPSHOT = "dashboard.html"
 
 
 @attrs.frozen
@@ -94,17 +98,27 @@ def quorum_ports(nodes: int, base_port: int) -> list[int]:
     return list(range(base_port, base_port + 2 * nodes))
 
 
-def quorum_plan(*, nodes: int, host: str, ports: Sequence[int]) -> tuple[ControllerPlan, ...]:
-    """Node ``n<i>`` listens on ``ports[2i]`` (remoting) and ``ports[2i+1]`` (Raft)."""
+def quorum_plan(
+    *, nodes: int, host: str, ports: Sequence[int], hosts: Sequence[str] = ()
+) -> tuple[ControllerPlan, ...]:
+    """Node ``n<i>`` listens on ``ports[2i]`` (remoting) and ``ports[2i+1]`` (Raft), on
+    ``hosts[i]`` when given (a host per node: network namespaces), else on ``host``."""
     assert len(ports) == 2 * nodes, (nodes, ports)
+    assert not hosts or len(hosts) == nodes, (nodes, hosts)
     return tuple(
         ControllerPlan(
             node_id=f"n{i}",
-            remoting_address=f"{host}:{ports[2 * i]}",
-            raft_address=f"{host}:{ports[2 * i + 1]}",
+            remoting_address=f"{hosts[i] if hosts else host}:{ports[2 * i]}",
+            raft_address=f"{hosts[i] if hosts else host}:{ports[2 * i + 1]}",
         )
         for i in range(nodes)
     )
+
+
+def node_names(mode: str) -> list[str]:
+    """Every node of ``mode`` in start order: the controllers, the NameServer, the brokers."""
+    controllers = [f"n{i}" for i in range(CONTROLLER_NODES)] if mode == CONTROLLER else []
+    return [*controllers, NAMESRV, *(plan.name for plan in BROKERS_BY_MODE[mode])]
 
 
 # --- nodes ---------------------------------------------------------------------------------
@@ -136,8 +150,10 @@ def _node(
     )
 
 
-def namesrv_node(root: Path, port: int, *, rmq: Sequence[str]) -> Node:
-    argv = [*rmq, "namesrv", "--port", str(port), "--log-dir", str(root / NAMESRV)]
+def namesrv_node(root: Path, port: int, *, rmq: Sequence[str], host: str | None = None) -> Node:
+    """The NameServer; ``host``: the address it binds (its own host's), else loopback."""
+    bind = ["--host", host] if host is not None else []
+    argv = [*rmq, "namesrv", "--port", str(port), *bind, "--log-dir", str(root / NAMESRV)]
     return _node(root, NAMESRV, kind=NAMESRV, role=NAMESRV, argv=argv)
 
 
@@ -150,8 +166,11 @@ def broker_node(
     controller_addrs: str = "",
     config_file: Path | None = None,
     rmq: Sequence[str],
+    host: str | None = None,
 ) -> Node:
-    """``plan``'s broker; ``config_file`` (broker.conf keys) is passed with ``--config``."""
+    """``plan``'s broker; ``config_file`` (broker.conf keys) is passed with ``--config``;
+    ``host``: the address it binds and advertises (brokerIP1; its own host's), else
+    loopback."""
     store_dir = root / plan.name / "store"
     # Flags win over the file's keys; the caller refuses file keys that a flag sets.
     config = ["--config", str(config_file)] if config_file is not None else []
@@ -161,9 +180,10 @@ def broker_node(
         identity = ["--controller-addrs", controller_addrs]
     else:
         identity = ["--broker-id", str(plan.broker_id), "--role", plan.broker_role]
+    bind = ["--host", host, "--ip", host] if host is not None else []
     argv = [
-        *rmq, "broker", "--name", plan.group, *identity, "--port", "0", "-n", namesrv_addr,
-        "--dir", str(store_dir), "--flush", flush, *config,
+        *rmq, "broker", "--name", plan.group, *identity, "--port", "0", *bind,
+        "-n", namesrv_addr, "--dir", str(store_dir), "--flush", flush, *config,
     ]  # fmt: skip
     return _node(
         root,
@@ -183,6 +203,27 @@ def controller_node(
     """Controller ``node_id`` of a quorum, run from its ``config_file`` (TOML)."""
     argv = [*rmq, "controller", "--config", str(config_file)]
     return _node(root, node_id, kind=CONTROLLER, role=CONTROLLER, argv=argv, store_dir=data_dir)
+
+
+def dashboard_node(
+    root: Path,
+    *,
+    port: int,
+    namesrv_addr: str,
+    controllers: Sequence[str] = (),
+    controller_metrics: Sequence[str] = (),
+    rmq: Sequence[str],
+) -> Node:
+    """``rmq dashboard`` of the cluster; it saves its page to ``D/dashboard/dashboard.html``."""
+    argv = [
+        *rmq, "dashboard", "-n", namesrv_addr, "--port", str(port),
+        "--snapshot", str(root / DASHBOARD / DASHBOARD_SNAPSHOT),
+    ]  # fmt: skip
+    if controllers:
+        argv += ["--controllers", ";".join(controllers)]
+    if controller_metrics and len(controller_metrics) == len(controllers):
+        argv += ["--controller-metrics", ";".join(controller_metrics)]
+    return _node(root, DASHBOARD, kind=DASHBOARD, role=DASHBOARD, argv=argv)
 
 
 # --- restarts and settings -----------------------------------------------------------------

@@ -5,7 +5,8 @@ Rules:
   worded as RocketMQ's so its users recognise it, with the bound addresses (``--port 0``
   works): ``The Name Server boot success. address=127.0.0.1:9876``,
   ``The broker[broker-a, 127.0.0.1:10911] boot success. role=SYNC_MASTER ha=... store=...``,
-  ``The controller[n0, 127.0.0.1:9878] boot success. raft=... peers=...``.
+  ``The controller[n0, 127.0.0.1:9878] boot success. raft=... peers=...``,
+  ``The dashboard boot success. url=http://127.0.0.1:8080/``.
 - The formatters here are the only place that spells a ready line and the patterns the
   only place that reads one: ``rmq`` (cli/) prints with the first, ``rmq cluster``, the
   chaos harness, benchmarks and tests wait with the second.
@@ -26,6 +27,7 @@ import attrs
 NAMESRV = "namesrv"
 BROKER = "broker"
 CONTROLLER = "controller"
+DASHBOARD = "dashboard"
 
 NAMESRV_READY = re.compile(
     r"The Name Server boot success\. address=(?P<host>[0-9.]+):(?P<port>[0-9]+)"
@@ -38,10 +40,17 @@ CONTROLLER_READY = re.compile(
     r"The controller\[(?P<name>[^,\]]+), (?P<host>[0-9.]+):(?P<port>[0-9]+)\] boot success\."
     r"(?: raft=(?P<raft>\S+))?"
 )
+#: ``rmq dashboard``'s line (``dashboard/server.py`` READY): the page's URL.
+DASHBOARD_READY = re.compile(
+    r"The dashboard boot success\. url=http://(?P<host>[0-9.]+):(?P<port>[0-9]+)/"
+)
+#: The line a server with ``--metrics-port`` prints after its ready line.
+METRICS_LINE = re.compile(r"^metrics: http://(?P<address>[0-9.]+:[0-9]+)/metrics$", re.M)
 READY_BY_KIND: Mapping[str, re.Pattern[str]] = {
     NAMESRV: NAMESRV_READY,
     BROKER: BROKER_READY,
     CONTROLLER: CONTROLLER_READY,
+    DASHBOARD: DASHBOARD_READY,
 }
 
 
@@ -108,3 +117,9 @@ def parse_ready(kind: str, text: str) -> Ready | None:
 def parse_all_ready(kind: str, text: str) -> list[Ready]:
     """Every ready line of a ``kind`` server in ``text``, in order (one per start)."""
     return [Ready.from_match(kind, m) for m in READY_BY_KIND[kind].finditer(text)]
+
+
+def parse_metrics_address(text: str) -> str | None:
+    """The ``host:port`` of the last metrics line in ``text`` (None: none printed)."""
+    found = METRICS_LINE.findall(text)
+    return found[-1] if found else None

@@ -60,6 +60,8 @@ class Node:
     address: str | None = None
     #: ``starting``, ``running``, ``failed`` or ``stopped``.
     state: str = "starting"
+    #: The network namespace it runs in (``launcher/netns.py``; None: the root one).
+    netns: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class Node:
             "start_ticks": self.start_ticks,
             "address": self.address,
             "state": self.state,
+            "netns": self.netns,
             "node_dir": str(self.node_dir),
             "log_file": str(self.log_file),
             "stdout_file": str(self.stdout_file),
@@ -92,6 +95,7 @@ class Node:
             start_ticks=int(data.get("start_ticks", 0)),
             address=data.get("address"),
             state=str(data["state"]),
+            netns=data.get("netns"),
             node_dir=Path(data["node_dir"]),
             log_file=Path(data["log_file"]),
             stdout_file=Path(data["stdout_file"]),

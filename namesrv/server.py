@@ -32,6 +32,7 @@ import trio
 from namesrv.metrics import NameServerMetrics
 from namesrv.registry import DEFAULT_HEARTBEAT_TIMEOUT_MS, RegistryLimits, RouteRegistry
 from protocol import trust
+from protocol.acl_guard import open_guard, protect, warn_if_exposed
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import LimitExceeded, MalformedBody, TopicNotExist
@@ -68,6 +69,10 @@ class NameServerConfig:
     host: str = "127.0.0.1"
     port: int = 9876
     scan_interval_s: float = 5.0
+    #: ACL 1.0 (protocol/acl.py): every request must be signed by an account of the
+    #: plain-access file ``acl_file`` (``rmq namesrv --acl-enable --acl-file FILE``).
+    acl_enable: bool = False
+    acl_file: str | None = None
     transport: TransportConfig = attrs.field(factory=TransportConfig)
     limits: RegistryLimits = attrs.field(factory=RegistryLimits)
     #: Largest uncompressed (JSON) REGISTER_BROKER body. It is parsed in one call, so this
@@ -99,6 +104,7 @@ class NameServer:
         self.name = f"namesrv:{self.config.port}"
         self._registrations = trio.CapacityLimiter(self.config.max_concurrent_registrations)
         self._refusals = ThrottledLog(self.config.transport.log_interval_s)
+        self.acl = open_guard(self.config.acl_enable, self.config.acl_file, name=self.name)
         handlers: dict[int, Handler] = {
             RequestCode.REGISTER_BROKER: self._register_broker,
             RequestCode.UNREGISTER_BROKER: self._unregister_broker,
@@ -121,7 +127,7 @@ class NameServer:
                 warn=self._refusals.warning,
             )
         self.server = RemotingServer(
-            self.metrics.requests.instrument(handlers),
+            self.metrics.requests.instrument(protect(self.acl, handlers)),
             name=self.name,
             host=self.config.host,
             port=self.config.port,
@@ -135,6 +141,9 @@ class NameServer:
             port = await nursery.start(self.server.serve)
             self.name = self.server.name = f"namesrv:{port}"
             nursery.start_soon(self._scan_expired_brokers)
+            if self.acl is not None:
+                nursery.start_soon(self.acl.watch)
+            warn_if_exposed(self.config.host, self.acl, name=self.name)
             log.info("%s: serving on %s:%d", self.name, self.config.host, port)
             task_status.started(port)
 

@@ -744,3 +744,36 @@ class ProducerConnection:
     def to_bytes(self) -> bytes:
         """The body bytes."""
         return dumps_json(self.to_json())
+
+
+@attrs.frozen(kw_only=True)
+class CheckClientRequestBody:
+    """CHECK_CLIENT_CONFIG's body (CheckClientRequestBody.java): a subscription to vet."""
+
+    client_id: str = ""
+    group: str = ""
+    subscription_data: SubscriptionData | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> CheckClientRequestBody:
+        what = "CheckClientRequestBody"
+        o = as_object(obj, what)
+        sub = o.get("subscriptionData")
+        return cls(
+            client_id=str_field(o, "clientId", "", what),
+            group=str_field(o, "group", "", what),
+            subscription_data=None if sub is None else SubscriptionData.from_json(sub),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"clientId": self.client_id, "group": self.group}
+        if self.subscription_data is not None:
+            out["subscriptionData"] = self.subscription_data.to_json()
+        return out
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CheckClientRequestBody:
+        return cls.from_json(load_json_body(data, "CheckClientRequestBody"))
+
+    def to_bytes(self) -> bytes:
+        return dumps_json(self.to_json())

@@ -27,6 +27,16 @@ _MODULES = (
     "controller_majority_down_data_path",
     "ordered_messages_through_failover",
     "topic_offsets_on_new_master",
+    "master_netsplit_no_loss",
+    "master_cut_from_controllers",
+    "master_cut_from_slaves",
+    "master_one_way_silent",
+    "master_link_loss",
+    "master_link_delay",
+    "power_loss_single_flush",
+    "power_loss_single_async_flush",
+    "power_loss_master",
+    "power_loss_group",
 )
 
 

@@ -24,6 +24,16 @@ Rules:
   step; ``Pause(probe_writes=N)`` writes straight to the resumed node;
   ``KillRestart(probe_new_master=True)`` compares the old and the new master's metadata
   (``metadata_kept``, pure). Heal of a sequence: resume and restart whatever is down.
+- ``LinkCut`` acts on the real links of separate hosts (``launcher/netns.py``; the
+  scenario sets ``netns``): packets a node sends (``out``), receives (``in``) or both are
+  dropped, to and from every peer or one set of them (``controllers``, its ``group``,
+  ``clients``, ``node:NAME``), always (a partition: no FIN, no RST, as a cut cable) or
+  with a probability (loss; TCP retransmits). Its heal lifts exactly its own drops.
+  ``LinkDelay`` holds every frame of a node's link for a latency plus jitter.
+- ``PowerLoss`` cuts the power of a broker (or of every broker of a group at once): SIGKILL,
+  then its store (a powerfs mount, ``Scenario.power_store``) loses every write no fsync
+  covered; heal: power on (mount what survived) and start it again (a group's brokers
+  together). What each node lost is a ``step`` line of the history.
 - A torn tail is written on a *stopped* node only: the first bytes of a record (size,
   magic, then less than that size) right after the last whole record of the newest
   CommitLog segment, as a crash mid-write leaves it. ``corrupt`` flips a byte of the last
@@ -47,6 +57,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from launcher.netns import IN, OUT, Drop
 from protocol.message import BLANK_MAGIC, MAGIC_V1, MAGIC_V2, MIN_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -68,6 +79,18 @@ class NodeControl(Protocol):
     def proxy(self, node: str) -> ProxyGroup: ...
     @property
     def rng(self) -> random.Random: ...
+
+    # Power (a powerfs store only).
+    async def power_off(self, node: str) -> dict[str, object]: ...
+    async def power_on(self, node: str) -> None: ...
+    def group_nodes(self, group: str) -> list[str]: ...
+
+    # Link faults (separate hosts only).
+    def peer_addresses(self, node: str, peers: str) -> list[str] | None: ...
+    def drop_packets(self, key: str, node: str, drops: list[Drop]) -> None: ...
+    def heal_packets(self, key: str, node: str) -> None: ...
+    async def delay_link(self, key: str, node: str, latency_s: float, jitter_s: float) -> None: ...
+    async def heal_delay(self, key: str, node: str) -> None: ...
 
     # For sequences and probes (controller mode).
     async def resolve(self, target: str) -> str: ...
@@ -275,7 +298,112 @@ class Loss:
         ctl.proxy(node).clear()
 
 
-FaultKind = KillRestart | Pause | Partition | Delay | Loss | ExpandThenKill
+DIRECTIONS = ("both", OUT, IN)
+
+
+def link_drops(
+    node: str, direction: str, peers: list[str] | None, probability: float
+) -> list[Drop]:
+    """The drops of a link fault on ``node``: each direction it names, to or from each
+    peer address (``None``: every peer)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
+    ways = (OUT, IN) if direction == "both" else (direction,)
+    targets: list[str | None] = list(peers) if peers is not None else [None]
+    return [
+        Drop(node=node, direction=way, peer=peer, probability=probability)
+        for way in ways
+        for peer in targets
+    ]
+
+
+@attrs.frozen
+class LinkCut:
+    """Drop the target node's packets on its own link (separate hosts only): to and from
+    ``peers``, in ``direction``, each with ``probability`` (1: a partition)."""
+
+    peers: str = "all"
+    direction: str = attrs.field(default="both", validator=attrs.validators.in_(DIRECTIONS))
+    probability: float = 1.0
+
+    @property
+    def name(self) -> str:
+        what = "netsplit" if self.probability >= 1.0 else f"netloss{self.probability * 100:g}"
+        way = "" if self.direction == "both" else f"-{self.direction}"
+        return f"{what}-{self.peers.replace(':', '-')}{way}"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        peers = ctl.peer_addresses(node, self.peers)
+        ctl.drop_packets(self.name, node, link_drops(node, self.direction, peers, self.probability))
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        ctl.heal_packets(self.name, node)
+
+
+@attrs.frozen
+class LinkDelay:
+    """Delay every frame to and from the target node by ``latency_s`` plus a uniform
+    ``0..jitter_s`` on its own link (separate hosts only; a userspace wire,
+    ``scenarios/netdelay.py``, since this kernel has no netem)."""
+
+    latency_s: float = 0.2
+    jitter_s: float = 0.05
+
+    @property
+    def name(self) -> str:
+        return f"netdelay{self.latency_s * 1000:g}ms"
+
+    async def inject(self, ctl: NodeControl, node: str) -> None:
+        await ctl.delay_link(self.name, node, self.latency_s, self.jitter_s)
+
+    async def heal(self, ctl: NodeControl, node: str) -> None:
+        await ctl.heal_delay(self.name, node)
+
+
+@attrs.frozen
+class PowerLoss:
+    """Power off the target broker (``scope`` node) or every broker of the target group
+    (``scope`` group, target ``group:NAME``): what no fsync covered is lost. Heal: power
+    on and start again."""
+
+    scope: str = attrs.field(default="node", validator=attrs.validators.in_(("node", "group")))
+
+    @property
+    def name(self) -> str:
+        return "power-loss" if self.scope == "node" else "group-power-loss"
+
+    def _nodes(self, ctl: NodeControl, target: str) -> list[str]:
+        return ctl.group_nodes(target) if self.scope == "group" else [target]
+
+    async def inject(self, ctl: NodeControl, target: str) -> None:
+        nodes = self._nodes(ctl, target)
+        async with trio.open_nursery() as nursery:  # one power cut: all at once
+            for node in nodes:
+                nursery.start_soon(ctl.kill, node)
+        for node in nodes:
+            lost = await ctl.power_off(node)
+            ctl.note("power off", node=node, unsynced_bytes_lost=lost.get("bytes"))
+
+    async def heal(self, ctl: NodeControl, target: str) -> None:
+        nodes = self._nodes(ctl, target)
+        for node in nodes:
+            await ctl.power_on(node)
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(ctl.restart, node)
+
+
+FaultKind = (
+    KillRestart
+    | Pause
+    | Partition
+    | Delay
+    | Loss
+    | ExpandThenKill
+    | LinkCut
+    | LinkDelay
+    | PowerLoss
+)
 
 
 # --- the proxy ---------------------------------------------------------------------------

@@ -13,7 +13,8 @@ Rules:
   duration, heal — until the run's duration is over; then every fault still active is
   healed, producers go on until a send succeeds (at most ``RECOVERY_TAIL_S``, so the last
   fault's window can close), stop, consumers drain (bounded), and the history is checked.
-- Every wait has a deadline; network traffic goes to 127.0.0.1 only.
+- Every wait has a deadline; network traffic stays on this machine (loopback, or the
+  private bridge of separate hosts, ``Scenario.netns``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from pathlib import Path
 import attrs
 import trio
 
+from launcher.netns import netns_unavailable
 from launcher.plans import BROKERS_BY_MODE, LATER_MODES
 from scenarios.checkers import CheckReport, Expectations, check_history
-from scenarios.faults import FaultKind
+from scenarios.faults import FaultKind, LinkCut
 from scenarios.history import Phase, iter_history, make_extra
 from scenarios.local_cluster import (
     READY_TIMEOUT_S,
@@ -38,6 +40,7 @@ from scenarios.local_cluster import (
     create_topic,
     local_cluster,
 )
+from scenarios.powerfs import powerfs_unavailable
 from scenarios.workload import Recorder, WorkloadConfig, open_workload, poll_until
 
 #: After the last heal, sends go on at most this long waiting for the first success.
@@ -101,6 +104,12 @@ class Scenario:
     proxy_controller_links: bool = False
     #: ``broker.conf`` settings for every broker (``rmq cluster up --broker-set``).
     broker_settings: tuple[tuple[str, object], ...] = ()
+    #: Every node on its own network host (``rmq cluster up --netns``). Without network
+    #: namespaces here the run falls back to loopback, saying so, unless its faults act
+    #: on links (``LinkCut``): then it is unavailable, with the reason.
+    netns: bool = False
+    #: Every broker's store on a powerfs mount (``PowerLoss`` faults need it; root only).
+    power_store: bool = False
     #: Something besides the mode that does not exist yet (None: nothing).
     missing: str | None = None
     #: What the results mean, for the report (e.g. why some loss is expected).
@@ -109,7 +118,17 @@ class Scenario:
     def unavailable(self, mode: str) -> str | None:
         if mode not in self.modes:
             return f"scenario {self.name} runs in modes {', '.join(self.modes)}, not {mode!r}"
-        return mode_unavailable(mode) or self.missing
+        return mode_unavailable(mode) or self.missing or self.hosts_unavailable()
+
+    def hosts_unavailable(self) -> str | None:
+        """Why this scenario's link or power faults cannot run here (None: they can)."""
+        if isinstance(self.faults.kind, LinkCut):
+            reason = netns_unavailable()
+            return None if reason is None else f"its link faults need separate hosts: {reason}"
+        if self.power_store:
+            reason = powerfs_unavailable()
+            return None if reason is None else f"its power faults need powerfs: {reason}"
+        return None
 
 
 @attrs.frozen(kw_only=True)
@@ -120,10 +139,16 @@ class RunOptions:
     mode: str | None = None
     out_dir: Path = Path("chaos-out")
     drain_timeout_s: float | None = None
+    #: The load: messages per second over all producers (None: the scenario's).
+    rate_per_s: float | None = None
+    #: Every node on its own network host, whatever the scenario says.
+    netns: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.duration_s <= 0 or self.interval_s <= 0:
             raise ValueError("duration and interval must be positive")
+        if self.rate_per_s is not None and self.rate_per_s <= 0:
+            raise ValueError("the rate must be positive")
 
 
 def replay_command(scenario: Scenario, options: RunOptions, mode: str) -> str:
@@ -144,6 +169,8 @@ def replay_command(scenario: Scenario, options: RunOptions, mode: str) -> str:
             mode,
             "--out",
             str(options.out_dir),
+            *(["--rate", f"{options.rate_per_s:g}"] if options.rate_per_s else []),
+            *(["--netns"] if options.netns else []),
         ]
     )
 
@@ -232,6 +259,10 @@ async def run_scenario(
         raise HarnessError(f"{history} exists; give another --out")
     rng = random.Random(options.seed)
     config = scenario.workload
+    if options.rate_per_s is not None:
+        config = config.at_rate(options.rate_per_s)
+    if options.netns:
+        scenario = attrs.evolve(scenario, netns=True)
     if options.drain_timeout_s is not None:
         config = attrs.evolve(config, drain_timeout_s=options.drain_timeout_s)
     recorder = Recorder(history)
@@ -250,8 +281,12 @@ async def run_scenario(
                 recorder=recorder,
                 broker_settings=scenario.broker_settings,
                 controller_proxies=background if scenario.proxy_controller_links else None,
+                netns=scenario.netns,
+                power_store=scenario.power_store,
             ) as cluster,
         ):
+            if cluster.fallback is not None:
+                progress(f"separate hosts unavailable ({cluster.fallback}): running on loopback")
             if scenario.proxy_namesrv_links:
                 await cluster.proxy_namesrv_links(background)
             await create_topic(cluster, config, scenario.topic_on)

@@ -20,7 +20,19 @@ Rules:
   metadata of a new master) are history lines too: the verdict judges everything.
 - Fault targets (``master:GROUP``, ``controller-leader``, ...) are resolved here, from
   what the NameServer routes and the controller says now.
-- Every wait has a deadline; network traffic goes to 127.0.0.1 only.
+- Separate hosts (``netns=True``): ``rmq cluster up --netns`` puts every node in its own
+  network namespace on a bridge this process (the clients) shares; when namespaces cannot
+  be made here (not root) the cluster runs on loopback and ``fallback`` says why. Link
+  faults (``drop_packets``) are tc rules on the nodes' links (``launcher.netns.Shaper``),
+  named by fault and node so each heal lifts exactly its own; all are lifted by ``down``,
+  and ``rmq cluster down`` (then ``launcher.netns.teardown`` once more) removes the hosts.
+- Power loss (``power_store=True``): each broker's store directory is a powerfs mount
+  (``scenarios/powerfs.py``: a FUSE passthrough that sees every fsync) made before the
+  cluster starts; ``power_off`` tells it to lose every write no fsync covered (the broker
+  already SIGKILLed), ``power_on`` mounts what survived again. Mounts are removed by
+  ``down`` whatever happened.
+- Every wait has a deadline; network traffic stays on this machine (loopback, or the
+  private bridge of ``launcher/netns.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,8 +55,20 @@ from pathlib import Path
 import trio
 
 from client import admin as admin_api
-from launcher.command import rmq_argv
+from launcher.command import child_env, rmq_argv
 from launcher.detached import read_output, spawn_recorded, wait_ready
+from launcher.netns import (
+    Drop,
+    NetnsError,
+    NetPlan,
+    Shaper,
+    Wire,
+    load_plan,
+    netns_unavailable,
+    offloads_off,
+)
+from launcher.netns import run as run_net
+from launcher.netns import teardown as netns_teardown
 from launcher.pids import is_alive
 from launcher.plans import (
     BROKERS_BY_MODE,
@@ -112,14 +137,28 @@ class LocalCluster:
         recorder: Recorder | None = None,
         broker_settings: tuple[tuple[str, object], ...] = (),
         tls: bool = False,
+        netns: bool = False,
+        power_store: bool = False,
     ) -> None:
         self.root = root
+        self.power_store = power_store
+        #: Broker node -> its powerfs process (power_store only).
+        self._power: dict[str, trio.Process] = {}
         self.mode = mode
         self.flush = flush
         self.recorder = recorder
         self.broker_settings = broker_settings
         #: ``rmq cluster up --tls``: every port TLS only (clients: ``$RMQ_TLS*``).
         self.tls = tls
+        #: Why separate hosts were asked for but not made (None: made, or not asked for).
+        self.fallback: str | None = netns_unavailable() if netns else None
+        self.netns = netns and self.fallback is None
+        #: The nodes' hosts and the drops on their links, once up on separate hosts.
+        self.hosts: NetPlan | None = None
+        self._shaper: Shaper | None = None
+        self._link_faults: dict[tuple[str, str], int] = {}
+        #: Delayed links: (fault, node) -> the wire and its forwarder.
+        self._wires: dict[tuple[str, str], tuple[Wire, trio.Process]] = {}
         #: The run's workload, once it runs (probe writes go through it).
         self.workload: Workload | None = None
         self._rng = rng
@@ -188,6 +227,9 @@ class LocalCluster:
     # --- up and down -----------------------------------------------------------------
 
     async def up(self) -> None:
+        if self.power_store:
+            for plan in BROKERS_BY_MODE[self.mode]:
+                await self.power_on(plan.name)
         argv = rmq_argv(
             "cluster", "up", "--mode", self.mode, "--dir", str(self.root),
             "--namesrv-port", "0", "--flush", self.flush,
@@ -196,6 +238,8 @@ class LocalCluster:
             argv += ["--broker-set", f"{key}={toml_value(value)}"]
         argv += self._layout_args
         argv += ["--tls"] if self.tls else []
+        if self.netns:
+            argv.append("--netns")
         with trio.fail_after(UP_TIMEOUT_S):
             done = await trio.run_process(
                 argv, capture_stdout=True, capture_stderr=True, check=False
@@ -206,12 +250,23 @@ class LocalCluster:
                 f"`{shlex.join(argv)}` failed (exit {done.returncode}):\n"
                 + done.stderr.decode(errors="replace")
             )
+        if self.netns:
+            self.hosts = load_plan(self.root)
+            assert self.hosts is not None, "rmq cluster up --netns recorded no hosts"
+            self._shaper = Shaper(self.hosts)
         log.info("cluster (%s) up in %s: %s", self.mode, self.root, self.node_names())
 
     async def down(self) -> None:
         """Stop everything: ``rmq cluster down``, then SIGKILL what survived; reap children."""
         for name in list(self._paused):
             self.resume(name)
+        for key, name in list(self._wires):
+            with contextlib.suppress(NetnsError):
+                await self.heal_delay(key, name)
+        if self._shaper is not None:
+            with contextlib.suppress(NetnsError):
+                self._shaper.clear()
+            self._link_faults.clear()
         if (self.root / "cluster.json").exists():
             argv = rmq_argv("cluster", "down", "--dir", str(self.root), "--timeout", "5")
             with trio.move_on_after(DOWN_TIMEOUT_S):
@@ -227,6 +282,10 @@ class LocalCluster:
                     os.kill(node.pid, signal.SIGKILL)
         for proc in self._children.values():
             await poll_until(functools.partial(_exited, proc), KILL_WAIT_S)
+        if self.netns:  # what rmq cluster down left (a node that survived it, say)
+            await trio.to_thread.run_sync(netns_teardown, self.root)
+        for name in list(self._power):
+            await self._stop_power(name, signal.SIGTERM)
 
     # --- process faults (faults.NodeControl) --------------------------------------------
 
@@ -310,6 +369,159 @@ class LocalCluster:
             raise HarnessError(f"{exc}\n{exc.detail}") from None
         log.info("%s started at %s (pid %d)", node.name, node.address, node.pid)
 
+    # --- power (faults.NodeControl) ----------------------------------------------------------
+
+    def group_nodes(self, group: str) -> list[str]:
+        nodes = [b.name for b in self.brokers() if b.group == group]
+        if not nodes:
+            raise HarnessError(f"no broker of group {group!r}")
+        return nodes
+
+    def _store_paths(self, node: str) -> tuple[Path, Path]:
+        """(the disk behind a broker's store, the store mount) of ``node``."""
+        store = self.root / node / "store"
+        return store.with_name("store.disk"), store
+
+    async def power_on(self, node: str) -> None:
+        """Mount ``node``'s store (a powerfs over what its disk holds now)."""
+        if node in self._power:
+            return
+        disk, store = self._store_paths(node)
+        store.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "scenarios.powerfs", str(disk), str(store)]
+        proc = await trio.lowlevel.open_process(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env()
+        )
+        self._power[node] = proc
+        assert proc.stdout is not None
+        with trio.move_on_after(READY_TIMEOUT_S):
+            if b"powerfs ready" in await proc.stdout.receive_some(4096):
+                return
+        await self._stop_power(node, signal.SIGKILL)
+        raise HarnessError(f"powerfs for {node} did not mount {store}")
+
+    async def power_off(self, node: str) -> dict[str, object]:
+        """``node`` (already killed) loses what was not fsynced; what it lost."""
+        if is_alive(self.node(node)):
+            raise HarnessError(f"{node} still runs: kill it before its power goes")
+        await self._stop_power(node, signal.SIGUSR1)
+        disk, _ = self._store_paths(node)
+        report = disk.with_name(f"powerfs-{disk.name}.json")
+        try:
+            lost: dict[str, object] = json.loads(report.read_text())
+        except (OSError, ValueError):
+            return {"bytes": None}
+        report.unlink()
+        return lost
+
+    async def _stop_power(self, node: str, signum: int) -> None:
+        proc = self._power.pop(node, None)
+        if proc is None:
+            return
+        if proc.returncode is None:
+            proc.send_signal(signum)
+        with trio.move_on_after(KILL_WAIT_S):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        with contextlib.suppress(OSError):
+            if proc.stdout is not None:
+                await proc.stdout.aclose()
+        _, store = self._store_paths(node)
+        if os.path.ismount(store):  # a daemon that died before its own unmount
+            subprocess.run(["umount", "-l", str(store)], check=False, capture_output=True)
+
+    # --- link faults (faults.NodeControl) ---------------------------------------------------
+
+    def peer_addresses(self, node: str, peers: str) -> list[str] | None:
+        """The addresses ``peers`` means for ``node`` (None: every peer): ``controllers``,
+        ``group`` (the other members of its broker group), ``clients`` (this process's
+        host), ``node:NAME``, ``all``."""
+        if peers == "all":
+            return None
+        hosts = self._hosts()
+        if peers == "controllers":
+            names = [c.name for c in self.controllers()]
+        elif peers == "group":
+            group = self.node(node).group
+            names = [b.name for b in self.brokers() if b.group == group and b.name != node]
+        elif peers == "clients":
+            return [hosts.gateway]
+        elif peers.startswith("node:"):
+            names = [self.node(peers.partition(":")[2]).name]
+        else:
+            raise HarnessError(
+                f"unknown peers {peers!r} (all, controllers, group, clients, node:X)"
+            )
+        return [hosts.host(name).address for name in names]
+
+    def drop_packets(self, key: str, node: str, drops: list[Drop]) -> None:
+        """Start dropping ``drops`` on ``node``'s link, as fault ``key``."""
+        shaper = self._shaper
+        if shaper is None:
+            raise HarnessError("link faults need separate hosts (the scenario's netns)")
+        self.heal_packets(key, node)
+        self._link_faults[(key, node)] = shaper.add(drops)
+        log.info("%s: %s on %s", key, ", ".join(map(str, drops)), node)
+
+    def heal_packets(self, key: str, node: str) -> None:
+        token = self._link_faults.pop((key, node), None)
+        if token is not None and self._shaper is not None:
+            self._shaper.remove(token)
+
+    async def delay_link(self, key: str, node: str, latency_s: float, jitter_s: float) -> None:
+        """Put a delaying wire (``scenarios/netdelay.py``) on ``node``'s link, as fault
+        ``key``: every frame to and from it waits ``latency_s`` + up to ``jitter_s``."""
+        hosts = self._hosts()
+        wire = Wire.of(hosts, node)
+        await self.heal_delay(key, node)
+        if not self._wires:
+            await trio.to_thread.run_sync(offloads_off, hosts)
+        for argv in wire.prepare_commands():
+            run_net(argv)
+        argv = [
+            sys.executable, "-m", "scenarios.netdelay", wire.node_side, wire.bridge_side,
+            "--latency-ms", f"{latency_s * 1000:g}", "--jitter-ms", f"{jitter_s * 1000:g}",
+            "--seed", str(self._rng.randrange(1 << 30)),
+        ]  # fmt: skip
+        proc = await trio.lowlevel.open_process(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env()
+        )
+        self._wires[(key, node)] = (wire, proc)
+        assert proc.stdout is not None
+        with trio.move_on_after(READY_TIMEOUT_S):
+            if b"netdelay ready" in await proc.stdout.receive_some(4096):
+                for argv in wire.switch_commands():
+                    run_net(argv)
+                log.info("%s: %s ms (+%s) on %s", key, latency_s * 1000, jitter_s * 1000, node)
+                return
+        await self.heal_delay(key, node)
+        raise HarnessError(f"netdelay on {node}'s link did not start")
+
+    async def heal_delay(self, key: str, node: str) -> None:
+        entry = self._wires.pop((key, node), None)
+        if entry is None:
+            return
+        wire, proc = entry
+        for argv in wire.restore_commands():
+            run_net(argv, check=False)
+        proc.terminate()
+        with trio.move_on_after(KILL_WAIT_S):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if proc.stdout is not None:
+            await proc.stdout.aclose()
+        for argv in wire.cleanup_commands():
+            run_net(argv, check=False)
+
+    def _hosts(self) -> NetPlan:
+        if self.hosts is None:
+            raise HarnessError("link faults need separate hosts (the scenario's netns)")
+        return self.hosts
+
     # --- proxies -----------------------------------------------------------------------
 
     async def proxy_namesrv_links(self, nursery: trio.Nursery) -> None:
@@ -330,6 +542,8 @@ class LocalCluster:
         controller in front of them, and have ``up`` give each broker its proxies."""
         if self._record is not None:
             raise HarnessError("controller links are proxied before the cluster is up")
+        if self.netns:
+            raise HarnessError("separate hosts cut links with LinkCut, not with proxies")
         if self.mode != CONTROLLER:
             raise HarnessError(f"mode {self.mode} runs no controllers to proxy")
         base = free_port_range(2 * CONTROLLER_NODES)
@@ -590,6 +804,8 @@ async def local_cluster(
     broker_settings: tuple[tuple[str, object], ...] = (),
     controller_proxies: trio.Nursery | None = None,
     tls: bool = False,
+    netns: bool = False,
+    power_store: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """A running cluster for the block; every process it started is stopped after it.
 
@@ -597,7 +813,15 @@ async def local_cluster(
     controllers through fault proxies served there.
     """
     cluster = LocalCluster(
-        root, mode, flush, rng, recorder=recorder, broker_settings=broker_settings, tls=tls
+        root,
+        mode,
+        flush,
+        rng,
+        recorder=recorder,
+        broker_settings=broker_settings,
+        tls=tls,
+        netns=netns,
+        power_store=power_store,
     )
     try:
         if controller_proxies is not None:

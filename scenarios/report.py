@@ -7,20 +7,42 @@ Rules:
   (log scale), successes, failures and unknown outcomes in their own colours, each fault
   window shaded and labelled with its target. matplotlib, Agg backend (no display).
 - ``summary_row`` is one line of the results table in README.
+- ``keep_dashboard`` keeps the page the cluster's dashboard saved (its timeline of the
+  faults: elections, SyncStateSet changes, brokers lost and back) next to the report, as
+  ``DIR/dashboard.html``: the cluster's own directory may be removed after the run.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.measure import percentile
+from launcher.plans import DASHBOARD_SNAPSHOT
+from launcher.ready import DASHBOARD
 from scenarios.checkers import CheckReport, fault_spans
 from scenarios.history import ENQUEUE, Entry, Outcome, Response, extra_fields
 
 _COLOURS = {Outcome.SUCCESS: "tab:blue", Outcome.FAILURE: "tab:red", Outcome.UNKNOWN: "tab:orange"}
+
+
+def keep_dashboard(run_dir: Path, cluster_dir: Path) -> Path | None:
+    """Copy ``cluster_dir``'s saved dashboard page to ``run_dir/dashboard.html``; its path,
+    or None when the cluster ran no dashboard."""
+    saved = cluster_dir / DASHBOARD / DASHBOARD_SNAPSHOT
+    if not saved.is_file():
+        return None
+    kept = run_dir / DASHBOARD_SNAPSHOT
+    shutil.copyfile(saved, kept)
+    return kept
+
+
+def timeline_link(page: Path) -> str:
+    """The link to the timeline section of a saved dashboard page."""
+    return f"{page.absolute().as_uri()}#timeline"
 
 
 def report_json(report: CheckReport, facts: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -93,14 +94,36 @@ class WorkloadConfig:
     body_bytes: int = 64
     send_timeout_s: float = 3.0
     send_retries: int = 2
+    #: Sends one producer may have in flight: 1 waits for each answer before the next
+    #: send (ordered workloads always do); more keep the rate while a hung broker holds
+    #: some (a silent master must not stop the clock of the whole workload).
+    in_flight: int = 1
+    #: How often producers re-read their topic's route (pollNameServerInterval).
+    route_refresh_interval_s: float = 30.0
     drain_timeout_s: float = 60.0
     #: Write queues created per master.
     queues_per_broker: int = 4
+
+    def at_rate(self, rate_per_s: float) -> WorkloadConfig:
+        """This workload at ``rate_per_s``, each producer keeping as many sends in flight as
+        its share starts within a send timeout (a hung broker then holds up nothing else;
+        ordered workloads still send one at a time)."""
+        per_timeout = self.send_timeout_s * rate_per_s / self.producers
+        in_flight = max(self.in_flight, math.ceil(per_timeout) + 1)
+        return attrs.evolve(self, rate_per_s=rate_per_s, in_flight=in_flight)
 
     def __attrs_post_init__(self) -> None:
         assert self.producers > 0 and self.consumers > 0, self
         assert self.rate_per_s > 0 and self.max_messages > 0, self
         assert self.keys_per_producer > 0 and self.body_bytes >= 16, self
+        assert self.in_flight >= 1 and self.route_refresh_interval_s > 0, self
+
+
+#: Scenarios that cut a master off: each producer keeps sends in flight while some wait
+#: on the cut master, and re-reads its route every second.
+PARTITION_WORKLOAD = WorkloadConfig(
+    producers=4, consumers=2, rate_per_s=40, in_flight=16, route_refresh_interval_s=1.0
+)
 
 
 def now_ms() -> int:
@@ -250,15 +273,27 @@ class Workload:
         keys = [f"k{client_id}-{j}" for j in range(config.keys_per_producer)]
         next_s = trio.current_time() + self.rng.random() * interval_s
         turn = 0
-        while not self._stop.is_set() and self.progress.sent < config.max_messages:
-            next_s = max(next_s + interval_s, trio.current_time() - interval_s)
-            with trio.move_on_at(next_s):
-                await self._stop.wait()
-            if self._stop.is_set():
-                break
-            key = keys[turn % len(keys)] if config.ordered else None
-            turn += 1
+        # Ordered sends wait for each answer: the per-key order is the acked order.
+        slots = trio.Semaphore(1 if config.ordered else config.in_flight)
+        async with trio.open_nursery() as sends:
+            while not self._stop.is_set() and self.progress.sent < config.max_messages:
+                next_s = max(next_s + interval_s, trio.current_time() - interval_s)
+                with trio.move_on_at(next_s):
+                    await self._stop.wait()
+                if self._stop.is_set():
+                    break
+                key = keys[turn % len(keys)] if config.ordered else None
+                turn += 1
+                await slots.acquire()
+                sends.start_soon(self._send_in_slot, slots, client_id, producer, key)
+
+    async def _send_in_slot(
+        self, slots: trio.Semaphore, client_id: int, producer: Producer, key: str | None
+    ) -> None:
+        try:
             await self._send_one(client_id, producer, key)
+        finally:
+            slots.release()
 
     async def _send_one(self, client_id: int, producer: Producer, key: str | None) -> None:
         value = str(next(self._values))
@@ -331,6 +366,7 @@ class Workload:
             timeout_s=self.config.send_timeout_s,
             retries=self.config.send_retries,
             instance=f"chaos-p{client_id}",
+            route_refresh_interval_s=self.config.route_refresh_interval_s,
             rng=random.Random(self.rng.random()),
         ) as producer:
             await self.produce(client_id, producer)

@@ -31,12 +31,15 @@ import trio
 from broker.clients import ClientConnection, ClientManager, ConsumerManager, Notify
 from broker.clock import Clock
 from broker.config import BrokerConfig
+from broker.filtering import FilterCache
 from broker.locks import RebalanceLockManager
 from broker.processors.checks import check_count, check_queue_id
 from broker.registration import NameServerRegistrar
 from broker.topics import TopicConfigManager
 from protocol.bodies import (
     BROADCASTING,
+    EXPRESSION_TAG,
+    CheckClientRequestBody,
     ConsumerListBody,
     HeartbeatData,
     LockBatchRequestBody,
@@ -80,6 +83,7 @@ class ClientProcessor:
     def __init__(self, broker: BrokerForClients, *, clock: Clock) -> None:
         self.broker = broker
         self._clock = clock
+        self._filters = FilterCache(max_entries=64)
 
     def handlers(self) -> dict[int, Handler]:
         return {
@@ -212,5 +216,13 @@ class ClientProcessor:
     async def check_client_config(
         self, request: RemotingCommand, conn: Connection
     ) -> RemotingCommand:
-        # Only TAG filtering is served; SQL92 subscriptions are refused at pull time.
+        """A consumer vets its subscription before it pulls: a SQL92 expression that does
+        not parse is SUBSCRIPTION_PARSE_FAILED with the parser's message (checkClientConfig)."""
+        sub = CheckClientRequestBody.from_bytes(request.body).subscription_data
+        if sub is not None and sub.expression_type.upper() != EXPRESSION_TAG:
+            self._filters.compile(
+                sub.expression_type,
+                sub.sub_string,
+                enabled=self.broker.config.enable_property_filter,
+            )
         return request.respond()

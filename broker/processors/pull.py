@@ -10,6 +10,10 @@ Rules (reference/rocketmq-wire.md §2.4; PullMessageProcessor.java):
   Past the broker's hold budget (``maxHeldPullNums`` pulls, ``maxHeldPullBytes`` bytes of
   requests) it is answered SYSTEM_BUSY at once: clients pull again after a pause (Java
   waits 3 s) instead of holding memory the broker does not have.
+- A SQL92 subscription (the pull's own, or the group's from its heartbeat) is evaluated
+  on each stored record (``broker/filtering.py``); records it refuses are stepped over
+  (PULL_RETRY_IMMEDIATELY past them when none matched), and a held SQL92 pull is answered
+  only for a match or at its deadline.
 - COMMIT_OFFSET is honoured once, on the first evaluation, and only on a master.
 - ``suggestWhichBrokerId`` is the broker's call (``BrokerForPull.suggest_broker_id``): a master
   sends far-behind consumers to a slave when ``slaveReadEnable``; a slave sends consumers
@@ -20,16 +24,25 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import attrs
+
 from broker.clients import ConsumerManager
 from broker.clock import Clock
 from broker.config import BrokerConfig
+from broker.filtering import FilterCache, RecordFilter, record_filter
 from broker.longpoll import PullHoldService
 from broker.offsets import ConsumerOffsetManager
+from broker.stats import BrokerStats
 from broker.store.pull import GetMessageStatus
 from broker.store.results import GetMessageResult
 from broker.store.store import MessageStore
 from broker.topics import TopicConfigManager
-from protocol.bodies import SubscriptionGroupConfig, parse_subscription
+from protocol.bodies import (
+    EXPRESSION_TAG,
+    SubscriptionData,
+    SubscriptionGroupConfig,
+    parse_subscription,
+)
 from protocol.codes import PERM_READ, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import (
@@ -52,6 +65,8 @@ FLAG_SUBSCRIPTION = 0x4
 MAX_PULL_BYTES = 256 * 1024
 #: A held pull is answered this long before the client's own timeout would fire.
 _SUSPEND_CAP_S = 25.0
+#: What a pull wants: tag codes (None: every tag), and a SQL92 record filter (or None).
+Wanted = tuple[frozenset[int] | None, RecordFilter | None]
 
 
 def request_bytes(request: RemotingCommand) -> int:
@@ -96,6 +111,8 @@ class BrokerForPull(Protocol):
     def pull_holds(self) -> PullHoldService: ...
     @property
     def store(self) -> MessageStore: ...
+    @property
+    def stats(self) -> BrokerStats: ...
     def find_group(self, group: str) -> SubscriptionGroupConfig | None: ...
     def suggest_broker_id(
         self, header: PullMessageRequestHeader, result: GetMessageResult
@@ -108,6 +125,7 @@ class PullProcessor:
     def __init__(self, broker: BrokerForPull, *, clock: Clock) -> None:
         self.broker = broker
         self._clock = clock
+        self.filters = FilterCache()
 
     def handlers(self) -> dict[int, Handler]:
         return {
@@ -118,7 +136,7 @@ class PullProcessor:
     async def pull(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         header = PullMessageRequestHeader.from_ext_fields(request.ext_fields)
         try:
-            tag_codes = self._check(header)
+            wanted = self._check(header)
         except ServerError as exc:
             return self._refuse(request, header, exc)
         broker = self.broker
@@ -127,7 +145,7 @@ class PullProcessor:
                 header.topic, header.consumer_group, header.queue_id, header.commit_offset
             )
         max_bytes = min(header.max_msg_bytes or MAX_PULL_BYTES, MAX_PULL_BYTES)
-        result = self._get(header, tag_codes, max_bytes)
+        result = self._get(header, wanted, max_bytes)
         code = response_code(result.status, header.queue_offset)
         if code == ResponseCode.PULL_NOT_FOUND and header.sys_flag & FLAG_SUSPEND:
             holds = broker.pull_holds
@@ -140,14 +158,15 @@ class PullProcessor:
                 )
                 return self._refuse(request, header, busy)
             try:
-                result = await self._hold(header, tag_codes, max_bytes)
+                result = await self._hold(header, wanted, max_bytes)
             finally:
                 holds.release(size)
             code = response_code(result.status, header.queue_offset)
         return self._respond(request, header, result, code)
 
-    def _check(self, header: PullMessageRequestHeader) -> frozenset[int] | None:
-        """Validate the pull; the tag codes to match (None: every message)."""
+    def _check(self, header: PullMessageRequestHeader) -> Wanted:
+        """Validate the pull; the tag codes to match (None: every message) and the SQL92
+        filter of a SQL92 subscription."""
         broker = self.broker
         if not broker.broker_perm & PERM_READ:
             raise NoPermission(f"the broker[{broker.address}] pulling message is forbidden")
@@ -178,13 +197,12 @@ class PullProcessor:
                     f"maximum of {limit} (maxSubscriptionLength)",
                     code=ResponseCode.SUBSCRIPTION_PARSE_FAILED,
                 )
-            if (header.expression_type or "TAG").upper() != "TAG":
-                raise ServerError(
-                    f"expression type {header.expression_type} is not supported; use TAG",
-                    code=ResponseCode.SUBSCRIPTION_PARSE_FAILED,
-                )
             try:
-                subscription = parse_subscription(header.subscription, topic=header.topic)
+                subscription = parse_subscription(
+                    header.subscription,
+                    topic=header.topic,
+                    expression_type=(header.expression_type or EXPRESSION_TAG).upper(),
+                )
             except MalformedBody as exc:
                 raise ServerError(
                     f"parse the consumer's subscription failed: {exc}",
@@ -199,13 +217,24 @@ class PullProcessor:
                     code=ResponseCode.SUBSCRIPTION_NOT_EXIST,
                 )
             subscription = registered
+        return self._wanted(subscription)
+
+    def _wanted(self, subscription: SubscriptionData) -> Wanted:
+        if subscription.expression_type.upper() != EXPRESSION_TAG:
+            selector = self.filters.compile(
+                subscription.expression_type,
+                subscription.sub_string,
+                enabled=self.broker.config.enable_property_filter,
+            )
+            return None, record_filter(selector)
         if subscription.is_sub_all:
-            return None
-        return frozenset(subscription.code_set)
+            return None, None
+        return frozenset(subscription.code_set), None
 
     def _get(
-        self, header: PullMessageRequestHeader, tag_codes: frozenset[int] | None, max_bytes: int
+        self, header: PullMessageRequestHeader, wanted: Wanted, max_bytes: int
     ) -> GetMessageResult:
+        tag_codes, sql_filter = wanted
         return self.broker.store.get_messages(
             header.consumer_group,
             header.topic,
@@ -214,12 +243,15 @@ class PullProcessor:
             max_count=max(1, min(header.max_msg_nums, 32)),
             max_bytes=max_bytes,
             tag_codes=tag_codes,
+            record_filter=sql_filter,
         )
 
     async def _hold(
-        self, header: PullMessageRequestHeader, tag_codes: frozenset[int] | None, max_bytes: int
+        self, header: PullMessageRequestHeader, wanted: Wanted, max_bytes: int
     ) -> GetMessageResult:
-        """Wait for arrivals until the suspend deadline; re-check every interval."""
+        """Wait for arrivals until the suspend deadline; re-check every interval. A SQL92
+        pull steps over arrivals its filter refuses and goes on waiting, so it is answered
+        only with a match or at its deadline (with the offset past what it stepped over)."""
         broker = self.broker
         suspend_s = min(header.suspend_timeout_millis / 1000, _SUSPEND_CAP_S)
         deadline = self._clock.now_s() + suspend_s
@@ -227,11 +259,14 @@ class PullProcessor:
         while True:
             remaining = deadline - self._clock.now_s()
             if remaining <= 0:
-                return self._get(header, tag_codes, max_bytes)
+                return self._get(header, wanted, max_bytes)
             await broker.pull_holds.wait(
-                header.topic, header.queue_id, min(remaining, check_s), tag_codes
+                header.topic, header.queue_id, min(remaining, check_s), wanted[0]
             )
-            result = self._get(header, tag_codes, max_bytes)
+            result = self._get(header, wanted, max_bytes)
+            while wanted[1] is not None and result.status is GetMessageStatus.NO_MATCHED_MESSAGE:
+                header = attrs.evolve(header, queue_offset=result.next_begin_offset)
+                result = self._get(header, wanted, max_bytes)
             if response_code(result.status, header.queue_offset) != ResponseCode.PULL_NOT_FOUND:
                 return result
 
@@ -262,7 +297,18 @@ class PullProcessor:
             min_offset=result.min_offset,
             max_offset=result.max_offset,
         )
-        body = result.body if code == ResponseCode.SUCCESS else b""
+        body = b""
+        if code == ResponseCode.SUCCESS:
+            body = result.body
+            # Per-group get counters (incGroupGetNums / incGroupGetSize): one call per pull.
+            self.broker.stats.on_get(
+                header.consumer_group,
+                header.topic,
+                len(result.records),
+                len(body),
+                queue_id=header.queue_id,
+                next_offset=result.next_begin_offset,
+            )
         return request.respond(
             code, result.status.value, ext_fields=reply.to_ext_fields(), body=body
         )

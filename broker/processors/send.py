@@ -6,7 +6,8 @@ Rules (reference/rocketmq-wire.md §2.3, §2.10, §3.10; SendMessageProcessor.ja
   one group fsync covers them (FLUSH_DISK_TIMEOUT past the deadline: stored, not durable),
   and, for a SYNC_MASTER, after the replicas acked (the broker's ``replication`` hook).
 - ``%RETRY%<group>`` sends past their max reconsume times go to ``%DLQ%<group>``; a
-  ``DELAY`` level parks the message in SCHEDULE_TOPIC_XXXX until it is due.
+  ``DELAY`` level parks the message in SCHEDULE_TOPIC_XXXX until it is due, a timer
+  property in rmq_sys_wheel_timer (``broker/timerstore.py``).
 - The broker adds ``UNIQ_KEY`` when the client did not (ali-ons never does) and ``CLUSTER``.
 - Sizes are checked before anything is decoded, created or stored: a body (a batch's
   whole encoded body) over ``maxMessageSize`` and a batch of more than
@@ -26,6 +27,8 @@ from broker.config import BrokerConfig
 from broker.processors.checks import queue_count
 from broker.store.results import SCHEDULE_TOPIC, AppendResult, PutStatus
 from broker.store.store import MessageStore
+from broker.timers import TIMER_PROPERTIES
+from broker.timerstore import TimerService
 from broker.topics import (
     NOT_ALLOWED_SEND_TOPICS,
     TopicConfigManager,
@@ -33,6 +36,7 @@ from broker.topics import (
     retry_topic,
     validate_topic,
 )
+from broker.transaction.state import half_record, is_half_request
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_WRITE, VERSION_V3_4_9, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -110,6 +114,8 @@ class BrokerForSend(Protocol):
     @property
     def max_delay_level(self) -> int: ...
     @property
+    def timers(self) -> TimerService: ...
+    @property
     def topics(self) -> TopicConfigManager: ...
     @property
     def store(self) -> MessageStore: ...
@@ -166,10 +172,16 @@ class SendProcessor:
                 raise MessageIllegal(f"batch messages cannot be sent to retry topic {topic}")
             topic, queue_id = self._retry_or_dlq(header, queue_id, request.version, properties)
         born_host = peer_host(conn)
+        # Transactions (broker/transaction/): a half message is parked, never batched.
+        half = is_half_request(header.sys_flag, properties)
         if is_batch:
+            if half:
+                raise MessageIllegal("transaction (half) messages cannot be sent in a batch")
             records = self._batch_records(header, topic, queue_id, request.body, born_host)
             result = self.broker.store_put(records)
         else:
+            if half:
+                properties.pop(PROPERTY_DELAY, None)  # as RocketMQ's producer drops it
             record = self._record(
                 topic=topic,
                 queue_id=queue_id,
@@ -181,6 +193,8 @@ class SendProcessor:
                 body=request.body,
                 properties=properties,
             )
+            if half:
+                record = half_record(record, header.producer_group)
             result = self.broker.store_put([record])
         return await self._answer(
             request,
@@ -310,6 +324,7 @@ class SendProcessor:
             properties[PROPERTY_UNIQ_KEY] = broker.next_uniq_key()
         properties[PROPERTY_CLUSTER] = broker.config.cluster_name
         topic, queue_id = self._schedule_if_delayed(topic, queue_id, sys_flag, properties)
+        topic, queue_id = broker.timers.park(topic, queue_id, sys_flag, properties)
         return MessageRecord(
             queue_id=queue_id,
             flag=flag,
@@ -366,6 +381,10 @@ class SendProcessor:
             properties = dict(item.properties)
             if properties.get(PROPERTY_DELAY, "0") not in ("", "0"):
                 raise MessageIllegal("delayed messages cannot be sent in a batch")
+            if is_half_request(0, properties):
+                raise MessageIllegal("transaction (half) messages cannot be sent in a batch")
+            if any(key in properties for key in TIMER_PROPERTIES):
+                raise MessageIllegal("timer messages cannot be sent in a batch")
             records.append(
                 self._record(
                     topic=topic,

@@ -11,8 +11,9 @@ Rules (AdminBrokerProcessor#prepareRuntimeInfo, #ViewBrokerStatsData,
   lists those keys. Our own keys (``brokerRole``, ``brokerId``, ``diskFull``,
   ``heldPulls``, ``controllerLeaseValid`` ...) come on top.
 - Counting is ``broker/stats.py``'s: store-level puts are counted by the store (so
-  ``putTps`` and ``msgPutTotal*`` follow every stored message); per-topic puts and
-  per-group gets only once the send and pull paths call ``stats.on_put`` / ``on_get``.
+  ``putTps`` and ``msgPutTotal*`` follow every stored message); per-topic puts by
+  ``Broker.store_put`` (sends, send-backs, delayed deliveries: every ``stats.on_put``)
+  and per-group gets by the pull path (``stats.on_get`` for each pull that found messages).
 - VIEW_BROKER_STATS_DATA (315): BrokerStatsData (``statsMinute`` / ``statsHour`` /
   ``statsDay``, each ``{"sum", "tps", "avgpt"}``) of one item; an unknown item is
   SYSTEM_ERROR "The stats <name> <key> not exist", as RocketMQ answers.
@@ -21,6 +22,8 @@ Rules (AdminBrokerProcessor#prepareRuntimeInfo, #ViewBrokerStatsData,
   bodies use the same list-of-entries form as GET_CONSUME_STATS (README's deviation).
 - GET_PRODUCER_CONNECTION_LIST (204): the group's producers; none online is SYSTEM_ERROR
   "the producer group[G] not exist", as RocketMQ.
+- QUERY_TOPIC_CONSUME_BY_WHO (300): GroupList (``{"groupList": [...]}``) of the groups
+  online with a subscription to the topic, and of those holding offsets of it.
 - GET_BROKER_CONFIG (26) lists every setting as ``key=value`` lines (RocketMQ's keys);
   UPDATE_BROKER_CONFIG (25) takes such lines and applies those in ``RUNTIME_KEYS`` (the
   settings the broker reads at each use), validated by the config's own checks, without
@@ -61,7 +64,9 @@ from broker.stats import (
 from broker.store.results import SCHEDULE_TOPIC
 from broker.store.state import STORE_TS, STORE_TS_POS
 from broker.store.store import MessageStore
+from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager
+from broker.transaction.service import TransactionService, transaction_stats
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.route import dumps_json
@@ -130,6 +135,10 @@ class BrokerForStats(Protocol):
     def pull_holds(self) -> PullHoldService: ...
     @property
     def schedule(self) -> ScheduleService: ...
+    @property
+    def transactions(self) -> TransactionService: ...
+    @property
+    def timers(self) -> TimerService: ...
     @property
     def store(self) -> MessageStore: ...
     @property
@@ -213,6 +222,7 @@ class StatsProcessor:
             RequestCode.VIEW_BROKER_STATS_DATA: self.view_stats,
             RequestCode.GET_BROKER_CONSUME_STATS: self.broker_consume_stats,
             RequestCode.GET_PRODUCER_CONNECTION_LIST: self.producer_connections,
+            RequestCode.QUERY_TOPIC_CONSUME_BY_WHO: self.consumed_by,
             RequestCode.GET_BROKER_CONFIG: self.get_config,
             RequestCode.UPDATE_BROKER_CONFIG: self.update_config,
         }
@@ -273,6 +283,8 @@ class StatsProcessor:
             "heldPullBytes": str(broker.pull_holds.reserved_bytes),
             "heldPullsRefused": str(broker.pull_holds.refused),
             "scheduleDelivered": str(broker.schedule.delivered),
+            **transaction_stats(broker.transactions),
+            **{key: str(value) for key, value in broker.timers.statistics().items()},
             "acceptsWrites": "true" if broker.accepts_writes else "false",
         }
         role = broker.role
@@ -365,6 +377,13 @@ class StatsProcessor:
                 ResponseCode.SYSTEM_ERROR, f"the producer group[{group}] not exist"
             )
         return request.respond(body=listing.to_bytes())
+
+    async def consumed_by(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        """The groups online with a subscription to the topic or holding offsets of it."""
+        topic = request.ext_fields.get("topic", "")
+        groups = set(self.broker.clients.consumers.groups_subscribing(topic))
+        groups.update(self.broker.offsets.groups_of_topic(topic))
+        return request.respond(body=dumps_json({"groupList": sorted(groups)}))
 
     # --- broker config --------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ Rules:
   offset is never handed out twice (apache/rocketmq#7689: reused ConsumeQueue offsets after a
   restart in controller mode).
 - Prepared and rolled-back transaction records get no ConsumeQueue entry; a SCHEDULE_TOPIC
-  record's tag code is its delivery time.
+  record's tag code is its delivery time, a timer-topic record's its TIMER_OUT_MS.
 - Arrival listeners are called synchronously after each ConsumeQueue append; they must not
   block (they only wake waiters).
 - Reading back is chunked (``_DISPATCH_CHUNK_BYTES``), so memory stays bounded however far
@@ -30,6 +30,7 @@ from broker.store.index import index_keys
 from broker.store.paths import UnsafeName, queue_path
 from broker.store.results import (
     SCHEDULE_TOPIC,
+    TIMER_TOPIC,
     ArrivalListener,
 )
 from broker.store.state import (
@@ -44,6 +45,7 @@ from protocol.message import (
     PROPERTY_DELAY,
     PROPERTY_KEYS,
     PROPERTY_TAGS,
+    PROPERTY_TIMER_OUT_MS,
     PROPERTY_UNIQ_KEY,
     SYSFLAG_TRANSACTION_MASK,
     MessageRecord,
@@ -122,6 +124,10 @@ class StoreDispatch(StoreState):
             due = _delivery_tags_code(properties, store_ms, self._levels_ms)
             if due is not None:
                 return due
+        elif topic == TIMER_TOPIC:
+            raw = properties.get(PROPERTY_TIMER_OUT_MS, "")
+            if raw.isdigit():  # the timer log's due time (broker/timers.py)
+                return int(raw)
         return tags_code(properties.get(PROPERTY_TAGS))
 
     def _dispatch_one(
@@ -246,6 +252,38 @@ class StoreDispatch(StoreState):
                 count += 1
             self._dispatched = at + size
         return count
+
+    def catch_up_dispatch(self) -> bool:
+        """Dispatch what an earlier failure left behind; True when nothing is left.
+
+        A ConsumeQueue or index file that could not be opened (EMFILE) leaves its record
+        stored but not yet visible; this runs before the next put and from the store's
+        flush loop, so it becomes visible once descriptors are free again. Entries already
+        written are repaired in place, never appended twice.
+        """
+        try:
+            self._dispatch_pending(self._dispatch_limit(), recovering=True)
+        except OSError as exc:
+            self._dispatch_failed(exc)
+            return False
+        return self._dispatched >= self._dispatch_limit()
+
+    def _on_flush_tick(self) -> None:
+        if self._dispatched < self._dispatch_limit():
+            self.catch_up_dispatch()
+
+    def _dispatch_failed(self, exc: OSError) -> None:
+        self._dispatch_failures += 1
+        n = self._dispatch_failures
+        if n == 1 or n % 1000 == 0:
+            log.warning(
+                "%s: ConsumeQueue/index update failed at CommitLog offset %d (%s; %d so far); "
+                "the message is stored and becomes visible when it succeeds",
+                self.node,
+                self._dispatched,
+                exc.strerror or exc,
+                n,
+            )
 
     def set_confirm_offset(self, offset: int) -> None:
         """Record the replicated offset; with ``dispatch_confirmed_only`` dispatch up to it."""

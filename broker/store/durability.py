@@ -191,6 +191,7 @@ class StoreDurability(StoreReads):
                     await self._group.wait_for_work()
             else:
                 await trio.sleep(interval)
+            self._on_flush_tick()
             await self.flush()
 
     async def _expiry_loop(self) -> None:

@@ -125,6 +125,8 @@ class StorePut(StoreDispatch):
         counted = msg.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
         queue_offset = self._queue_offsets.get(key, 0) if counted else 0
         now_ms = self._clock.wall_ms()
+        if self._dispatched != clog.write_offset and not self.config.dispatch_confirmed_only:
+            self.catch_up_dispatch()  # an earlier dispatch failed (out of descriptors)
         was_dispatched = self._dispatched == clog.write_offset
         phys = clog.reserve(size)
         buf = bytearray(encoded)
@@ -138,18 +140,23 @@ class StorePut(StoreDispatch):
         self._put_messages += 1
         self._put_bytes += size
         if was_dispatched and not self.config.dispatch_confirmed_only:
-            self._dispatch_one(
-                msg.topic,
-                msg.queue_id,
-                queue_offset,
-                phys,
-                size,
-                sys_flag=msg.sys_flag,
-                properties=msg.properties,
-                store_ms=now_ms,
-                recovering=False,
-            )
-            self._dispatched = phys + size
+            self._dispatched = phys  # only blank padding lay between
+            try:
+                self._dispatch_one(
+                    msg.topic,
+                    msg.queue_id,
+                    queue_offset,
+                    phys,
+                    size,
+                    sys_flag=msg.sys_flag,
+                    properties=msg.properties,
+                    store_ms=now_ms,
+                    recovering=False,
+                )
+            except OSError as exc:
+                self._dispatch_failed(exc)  # stored; dispatched by a later catch-up
+            else:
+                self._dispatched = phys + size
         elif was_dispatched:
             self._dispatched = phys  # only blank padding lay between
         return AppendResult(
@@ -204,6 +211,8 @@ class StorePut(StoreDispatch):
         key = (topic, queue_id)
         first_queue_offset = self._queue_offsets.get(key, 0)
         now_ms = self._clock.wall_ms()
+        if self._dispatched != clog.write_offset and not self.config.dispatch_confirmed_only:
+            self.catch_up_dispatch()
         was_dispatched = self._dispatched == clog.write_offset
         phys = clog.reserve(total)
         if was_dispatched:
@@ -259,23 +268,28 @@ class StorePut(StoreDispatch):
         phys: int,
         store_ms: int,
     ) -> None:
-        """Dispatch records just appended, from the values in hand."""
+        """Dispatch records just appended, from the values in hand; one that fails (out
+        of descriptors) and those after it are left to a later catch-up."""
         pos = phys
         queue_offset = first_queue_offset
         for m, e in zip(msgs, encoded, strict=True):
             counted = m.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
-            self._dispatch_one(
-                m.topic,
-                m.queue_id,
-                queue_offset if counted else 0,
-                pos,
-                len(e),
-                sys_flag=m.sys_flag,
-                properties=m.properties,
-                store_ms=store_ms,
-                recovering=False,
-            )
+            try:
+                self._dispatch_one(
+                    m.topic,
+                    m.queue_id,
+                    queue_offset if counted else 0,
+                    pos,
+                    len(e),
+                    sys_flag=m.sys_flag,
+                    properties=m.properties,
+                    store_ms=store_ms,
+                    recovering=False,
+                )
+            except OSError as exc:
+                self._dispatch_failed(exc)
+                return
             if counted:
                 queue_offset += 1
             pos += len(e)
-        self._dispatched = pos
+            self._dispatched = pos

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable, Sequence
 
-from broker.store.consumequeue import BoundaryType, search_offset_by_time
+from broker.store.consumequeue import BoundaryType, CqEntry, search_offset_by_time
 from broker.store.pull import GetMessageStatus, check_offset, select_entries
 from broker.store.results import (
     GetMessageResult,
@@ -63,10 +64,12 @@ class StoreReads(StoreState):
         max_count: int,
         max_bytes: int,
         tag_codes: frozenset[int] | None = None,
+        record_filter: Callable[[bytes], bool] | None = None,
     ) -> GetMessageResult:
         """Read up to ``max_count`` records / ``max_bytes`` from a queue (at least one),
-        skipping those whose tag code is not in ``tag_codes`` (None: all). ``group`` is for
-        the caller's bookkeeping."""
+        skipping those whose tag code is not in ``tag_codes`` (None: all) and those
+        ``record_filter`` refuses (a SQL92 subscription). ``group`` is for the caller's
+        bookkeeping."""
         del group
         cq = self._cqs.get((topic, queue_id))
         min_o, max_o = (cq.min_offset, cq.max_offset) if cq is not None else (0, 0)
@@ -80,7 +83,8 @@ class StoreReads(StoreState):
                 max_offset=max_o,
             )
         # Without a filter every entry read is taken: read no more than can be returned.
-        scan = max_count if tag_codes is None else max(max_count, self.config.max_scan_entries)
+        filtered = tag_codes is not None or record_filter is not None
+        scan = max(max_count, self.config.max_scan_entries) if filtered else max_count
         entries = cq.read_entries(offset, max(1, scan))
         if not entries:
             nxt = cq.next_file_offset(offset) if entries is None else offset + 1
@@ -89,6 +93,10 @@ class StoreReads(StoreState):
                 next_begin_offset=min(nxt, max_o),
                 min_offset=min_o,
                 max_offset=max_o,
+            )
+        if record_filter is not None:
+            return self._filtered(
+                entries, offset, (min_o, max_o), max(1, max_count), max_bytes, record_filter
             )
         sel = select_entries(
             entries,
@@ -117,6 +125,50 @@ class StoreReads(StoreState):
             next_begin_offset=sel.next_begin_offset,
             min_offset=min_o,
             max_offset=max_o,
+            records=tuple(records),
+            queue_offsets=tuple(offsets),
+        )
+
+    def _filtered(
+        self,
+        entries: Sequence[CqEntry],
+        offset: int,
+        bounds: tuple[int, int],
+        max_count: int,
+        max_bytes: int,
+        record_filter: Callable[[bytes], bool],
+    ) -> GetMessageResult:
+        """``get_messages`` for a record-level filter: entries it refuses are stepped over
+        and cost nothing of ``max_count`` / ``max_bytes``."""
+        status = GetMessageStatus.NO_MATCHED_MESSAGE
+        records: list[bytes] = []
+        offsets: list[int] = []
+        total = 0
+        next_begin = offset
+        for e in entries:
+            if records and (len(records) >= max_count or total + e.size > max_bytes):
+                break
+            next_begin = e.queue_offset + 1
+            if e.physical_offset < self._clog.min_offset:
+                status = GetMessageStatus.MESSAGE_WAS_REMOVING if not records else status
+                continue
+            data = self._clog.read(e.physical_offset, e.size)
+            if data is None or len(data) != e.size:
+                continue
+            if not self._servable(e.physical_offset, data):
+                self._refuse_read(f"offset {e.queue_offset}", e.physical_offset)
+                continue
+            if not record_filter(data):
+                continue
+            records.append(data)
+            offsets.append(e.queue_offset)
+            total += e.size
+            status = GetMessageStatus.FOUND
+        return GetMessageResult(
+            status=status,
+            next_begin_offset=next_begin,
+            min_offset=bounds[0],
+            max_offset=bounds[1],
             records=tuple(records),
             queue_offsets=tuple(offsets),
         )
@@ -221,6 +273,19 @@ class StoreReads(StoreState):
         """Next logical offset of a queue (0 for an unknown queue)."""
         cq = self._cqs.get((topic, queue_id))
         return cq.max_offset if cq is not None else 0
+
+    def queue_entries(
+        self, topic: str, queue_id: int, begin: int, max_count: int
+    ) -> list[tuple[int, int, int, int]]:
+        """``(queue_offset, phys, size, tags_code)`` of up to ``max_count`` entries from
+        ``begin`` (clamped to the queue's readable range; holes skipped)."""
+        cq = self._cqs.get((topic, queue_id))
+        if cq is None:
+            return []
+        start = max(begin, cq.min_offset)
+        end = min(start + max_count, cq.max_offset)
+        raw = cq.raw_entries(start, end) if start < end else []
+        return [(start + i, p, n, t) for i, (p, n, t) in enumerate(raw) if n > 0]
 
     def min_offset(self, topic: str, queue_id: int) -> int:
         """First readable logical offset of a queue (0 for an unknown queue)."""

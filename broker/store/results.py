@@ -18,6 +18,8 @@ from broker.store.pull import GetMessageStatus
 
 #: Topic of delayed messages; their tag code is the delivery time (wire §3.7, §3.10).
 SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"
+#: Topic of timer messages (RocketMQ's TimerMessageStore.TIMER_TOPIC); tag code = due time.
+TIMER_TOPIC = "rmq_sys_wheel_timer"
 
 #: ``listener(topic, queue_id, queue_offset_end, tags_code)`` after a ConsumeQueue append.
 ArrivalListener = Callable[[str, int, int, int], None]

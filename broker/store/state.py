@@ -92,6 +92,7 @@ class StoreState:
         self._damage = DamageMap()
         #: Reads refused because the entry did not lead to a record (damage).
         self._unservable_reads = 0
+        self._dispatch_failures = 0
         self._closed = False
         self._truncating = False
         self._closing = False
@@ -136,6 +137,9 @@ class StoreState:
     def master_flushed_offset(self) -> int:
         """On a slave: the master's flushed offset last reported."""
         return self._master_flushed
+
+    def _on_flush_tick(self) -> None:
+        """Work of the flush loop before each flush (the dispatch layer's catch-up)."""
 
     def _checkpoint_value(self) -> Checkpoint:
         return Checkpoint(

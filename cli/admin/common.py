@@ -23,8 +23,9 @@ from rich.text import Text
 from cli.output import fail, out
 from client.admin import Admin, AdminError, open_admin
 from client.controller_admin import ENV_CLUSTER_SECRET_FILE
+from protocol.acl_sign import Credentials
 from protocol.codes import PERM_READ, PERM_WRITE
-from protocol.errors import RocketError
+from protocol.errors import NoPermission, RocketError
 from protocol.tls import (
     ENV_TLS,
     ENV_TLS_CA_FILE,
@@ -61,6 +62,20 @@ BrokerAddrOpt = Annotated[
 ]
 DEFAULT_NAMESRV = "127.0.0.1:9876"
 
+#: ACL 1.0: the account every command signs with (``rmq admin --access-key``), or None.
+_credentials: list[Credentials] = []
+
+
+def set_credentials(access_key: str | None, secret_key: str | None) -> None:
+    """Sign every later command's requests with this account (both keys, or neither)."""
+    _credentials.clear()
+    if not access_key and not secret_key:
+        return
+    if not access_key or not secret_key:
+        missing = "--secret-key (or $RMQ_SECRET_KEY)" if access_key else "--access-key"
+        raise fail(f"an ACL account needs both keys: {missing} is missing")
+    _credentials.append(Credentials(access_key=access_key, secret_key=secret_key))
+
 
 # --- plumbing --------------------------------------------------------------------------------
 
@@ -71,11 +86,15 @@ def run(namesrv: str, timeout_s: float, fn: Callable[[Admin], Awaitable[T]]) -> 
 
     async def main() -> T:
         with trio.fail_after(deadline_s):
-            async with open_admin(namesrv, timeout_s=timeout_s) as admin:
+            credentials = _credentials[0] if _credentials else None
+            async with open_admin(namesrv, timeout_s=timeout_s, credentials=credentials) as admin:
                 return await fn(admin)
 
     try:
         return trio.run(main)
+    except NoPermission as exc:
+        hint = "" if _credentials else " (rmq admin --access-key AK, with $RMQ_SECRET_KEY set)"
+        raise fail(f"{exc}{hint}") from None
     except RocketError as exc:
         raise fail(str(exc)) from None
     except trio.TooSlowError:

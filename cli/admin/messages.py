@@ -172,6 +172,14 @@ def send_message(
     queue_id: Annotated[
         int | None, typer.Option("-i", "--qid", help="Send to this queue (with -b).")
     ] = None,
+    delay: Annotated[
+        float | None,
+        typer.Option(
+            "--delay",
+            help="Timer message: deliver this many seconds after it is stored "
+            "(up to the broker's timerMaxDelaySec, 3 days by default).",
+        ),
+    ] = None,
     namesrv: NamesrvOpt = DEFAULT_NAMESRV,
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 3.0,
@@ -179,6 +187,8 @@ def send_message(
     """Send one message and print where it was stored."""
     if (broker_name is None) != (queue_id is None):
         raise fail("-b BROKER and -i QUEUE_ID go together")
+    if delay is not None and not 0 <= delay < 1e9:
+        raise fail(f"--delay must be a number of seconds >= 0, not {delay}")
     result = run(
         namesrv,
         timeout,
@@ -189,6 +199,7 @@ def send_message(
             tags=tags,
             broker_name=broker_name,
             queue_id=queue_id,
+            delay_s=delay,
         ),
     )
     if as_json:

@@ -27,7 +27,7 @@ import attrs
 
 from client.consumer.types import PullResult, PullStatus, SkippedRecord
 from client.message import MAX_MESSAGE_BYTES, ReceivedMessage
-from protocol.bodies import SubscriptionData
+from protocol.bodies import EXPRESSION_TAG, SubscriptionData
 from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import MalformedRecord, NetworkError, ProtocolError, error_for_response
@@ -148,8 +148,8 @@ def accepts(subscription: SubscriptionData, message: ReceivedMessage) -> bool:
 
 
 def _accepts_tags(subscription: SubscriptionData, tags: str | None) -> bool:
-    if subscription.is_sub_all:
-        return True
+    if subscription.is_sub_all or subscription.expression_type != EXPRESSION_TAG:
+        return True  # SQL92: the broker evaluated it on the whole message
     return tags is not None and tags in subscription.tags_set
 
 

@@ -24,13 +24,21 @@ from client.consumer.lite_pull import LitePullConsumer
 from client.consumer.pull import PullConsumer
 from client.consumer.push import PushConsumer
 from client.consumer.rebalancing import _RebalancingConsumer
-from client.consumer.types import ConsumeFrom, ConsumerConfig, Listener, MessageModel
+from client.consumer.types import (
+    ConsumeFrom,
+    ConsumerConfig,
+    Listener,
+    MessageModel,
+    MessageSelector,
+)
 from client.message import MAX_MESSAGE_BYTES
 from client.producer import local_ip
 from client.routes import RouteCache
+from protocol.acl_client import open_client
+from protocol.acl_sign import Credentials
 from protocol.codes import RequestCode
 from protocol.command import RemotingCommand
-from protocol.rpc import Connection, Handler, RemotingClient, background_nursery, open_client
+from protocol.rpc import Connection, Handler, RemotingClient, background_nursery
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +83,7 @@ class _NotifySignal:
 async def _running(
     namesrv: str | Sequence[str],
     config: ConsumerConfig,
-    subscriptions: Mapping[str, str] | None,
+    subscriptions: Mapping[str, str | MessageSelector] | None,
     build: Callable[[RemotingClient, RouteCache, str, trio.Nursery], _RebalancingConsumer],
 ) -> AsyncIterator[_RebalancingConsumer]:
     addrs = _namesrv_list(namesrv)
@@ -87,6 +95,7 @@ async def _running(
         handlers=handlers,
         default_timeout_s=config.timeout_s,
         tls=config.tls,
+        credentials=config.credentials,
     ) as client:
         routes = RouteCache(
             client,
@@ -122,7 +131,7 @@ async def open_push_consumer(
     *,
     group: str,
     listener: Listener,
-    subscriptions: Mapping[str, str] | None = None,
+    subscriptions: Mapping[str, str | MessageSelector] | None = None,
     message_model: MessageModel = MessageModel.CLUSTERING,
     consume_from: ConsumeFrom = ConsumeFrom.LAST,
     consume_timestamp_ms: int | None = None,
@@ -178,7 +187,7 @@ async def open_lite_pull_consumer(
     namesrv: str | Sequence[str] = "127.0.0.1:9876",
     *,
     group: str,
-    subscriptions: Mapping[str, str] | None = None,
+    subscriptions: Mapping[str, str | MessageSelector] | None = None,
     message_model: MessageModel = MessageModel.CLUSTERING,
     consume_from: ConsumeFrom = ConsumeFrom.LAST,
     poll_batch_size: int = 10,
@@ -227,6 +236,7 @@ async def open_pull_consumer(
     timeout_s: float = 3.0,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     tls: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
 ) -> AsyncIterator[PullConsumer]:
     """An explicit pull consumer (no rebalance, no background tasks but routes).
 
@@ -235,7 +245,10 @@ async def open_pull_consumer(
     """
     addrs = _namesrv_list(namesrv)
     async with open_client(
-        name=f"pull consumer {group}", default_timeout_s=timeout_s, tls=tls
+        name=f"pull consumer {group}",
+        default_timeout_s=timeout_s,
+        tls=tls,
+        credentials=credentials,
     ) as client:
         routes = RouteCache(client, addrs, request_timeout_s=timeout_s)
         yield PullConsumer(

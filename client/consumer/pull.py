@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from client.consumer.api import BrokerApi, _now_ms
 from client.consumer.core import PULL_SUBSCRIPTION, PULL_SUSPEND
-from client.consumer.types import PullResult
+from client.consumer.types import MessageSelector, PullResult, subscription_of
 from client.message import MAX_MESSAGE_BYTES
 from client.offsets import BrokerOffsetStore
 from client.routes import RouteCache
-from protocol.bodies import parse_subscription
 from protocol.errors import RocketError
 from protocol.route import MessageQueue
 from protocol.rpc import RemotingClient
@@ -67,7 +66,7 @@ class PullConsumer:
         offset: int,
         max_nums: int = 32,
         *,
-        expression: str = "*",
+        expression: str | MessageSelector = "*",
         timeout_s: float | None = None,
         long_poll_s: float = 0.0,
     ) -> PullResult:
@@ -79,7 +78,7 @@ class PullConsumer:
         """
         if offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
-        subscription = parse_subscription(expression, topic=queue.topic, sub_version=_now_ms())
+        subscription = subscription_of(queue.topic, expression, sub_version=_now_ms())
         flag = PULL_SUBSCRIPTION | (PULL_SUSPEND if long_poll_s > 0 else 0)
         try:
             result = await self.api.pull(

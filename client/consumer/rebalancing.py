@@ -39,16 +39,20 @@ from client.consumer.types import (
     ConsumerConfig,
     ConsumerStatistics,
     MessageModel,
+    MessageSelector,
     PullResult,
     PullStatus,
     QueueStatistics,
     SkippedRecord,
+    subscription_of,
 )
 from client.message import ReceivedMessage
 from client.offsets import BrokerOffsetStore, LocalFileOffsetStore, OffsetStore
 from client.routes import RouteCache, TopicInfo
 from protocol.bodies import (
     CONSUME_PASSIVELY,
+    EXPRESSION_TAG,
+    CheckClientRequestBody,
     ConsumerData,
     HeartbeatData,
     SubscriptionData,
@@ -232,13 +236,12 @@ class _RebalancingConsumer:
     def clustering(self) -> bool:
         return self.config.message_model is MessageModel.CLUSTERING
 
-    def subscribe(self, topic: str, expression: str = "*") -> None:
-        """Subscribe to ``topic`` (``"*"`` or ``"TagA || TagB"``); takes effect at once."""
+    def subscribe(self, topic: str, expression: str | MessageSelector = "*") -> None:
+        """Subscribe to ``topic`` (``"*"``, ``"TagA || TagB"`` or
+        ``MessageSelector.by_sql("a > 5")``); takes effect at once."""
         if is_group_topic(topic):
             raise ValueError(f"{topic} is a group topic; subscribe to the original topic")
-        self._subscriptions[topic] = parse_subscription(
-            expression, topic=topic, sub_version=_now_ms()
-        )
+        self._subscriptions[topic] = subscription_of(topic, expression, sub_version=_now_ms())
         self._heartbeat_needed = True
         self.request_rebalance()
 
@@ -318,6 +321,7 @@ class _RebalancingConsumer:
         await self.offsets.load()
         if self._subscriptions:
             self._wakeup = trio.Event()
+            await self.check_subscriptions()
             await self.heartbeat()
             await self.rebalance()
         self._nursery.start_soon(self._run_services)
@@ -403,6 +407,23 @@ class _RebalancingConsumer:
             consume_from_where=self.config.consume_from.value,
             subscription_data_set=tuple(subs),
         )
+
+    async def check_subscriptions(self) -> None:
+        """Ask a broker of each SQL92 subscription's topic to vet the expression
+        (CHECK_CLIENT_CONFIG, as Java's checkClientInBroker): a bad expression raises the
+        broker's SUBSCRIPTION_PARSE_FAILED error here, before any pull."""
+        for topic, sub in sorted(self._subscriptions.items()):
+            if sub.expression_type == EXPRESSION_TAG:
+                continue
+            info = await self.routes.get(topic)
+            addrs = info.all_addresses()
+            if not addrs:
+                continue
+            body = CheckClientRequestBody(
+                client_id=self.client_id, group=self.group, subscription_data=sub
+            )
+            request = RemotingCommand.request(RequestCode.CHECK_CLIENT_CONFIG, body=body.to_bytes())
+            await self.api.call(addrs[0], request)
 
     def _broker_addresses(self) -> list[str]:
         addrs: set[str] = set()

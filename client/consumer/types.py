@@ -18,12 +18,17 @@ from typing import Any
 import attrs
 
 from client.message import MAX_MESSAGE_BYTES, ReceivedMessage
+from protocol.acl_sign import Credentials
 from protocol.bodies import (
     BROADCASTING,
     CLUSTERING,
     CONSUME_FROM_FIRST_OFFSET,
     CONSUME_FROM_LAST_OFFSET,
     CONSUME_FROM_TIMESTAMP,
+    EXPRESSION_SQL92,
+    EXPRESSION_TAG,
+    SubscriptionData,
+    parse_subscription,
 )
 from protocol.group_topics import is_group_topic
 from protocol.route import MASTER_ID, MessageQueue
@@ -174,9 +179,47 @@ class ConsumerConfig:
     instance: str | None = None
     #: TLS context to connect with (``protocol.tls.client_context``); None: as ``$RMQ_TLS*``.
     tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
+    #: ACL 1.0: the account every request is signed with (None: unsigned).
+    credentials: Credentials | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.group or is_group_topic(self.group):
             raise ValueError(f"consumer group {self.group!r} is empty or reserved")
         if self.max_reconsume_times < 0:
             raise ValueError("max_reconsume_times must be >= 0")
+
+
+@attrs.frozen
+class MessageSelector:
+    """What a subscription takes (Java's MessageSelector): a TAG expression (``"*"``,
+    ``"TagA || TagB"``) or a SQL92 expression over message properties, which the broker
+    evaluates (it needs ``enablePropertyFilter``, on by default)."""
+
+    expression: str
+    expression_type: str = EXPRESSION_TAG
+
+    def __attrs_post_init__(self) -> None:
+        if self.expression_type not in (EXPRESSION_TAG, EXPRESSION_SQL92):
+            raise ValueError(f"expression type must be TAG or SQL92, not {self.expression_type!r}")
+
+    @classmethod
+    def by_sql(cls, expression: str) -> MessageSelector:
+        """``MessageSelector.by_sql("a > 5 AND region = 'eu'")``."""
+        return cls(expression, EXPRESSION_SQL92)
+
+    @classmethod
+    def by_tag(cls, expression: str = "*") -> MessageSelector:
+        return cls(expression, EXPRESSION_TAG)
+
+
+def subscription_of(
+    topic: str, selector: str | MessageSelector, *, sub_version: int
+) -> SubscriptionData:
+    """The SubscriptionData of ``selector`` (a plain string is a TAG expression)."""
+    chosen = selector if isinstance(selector, MessageSelector) else MessageSelector(selector)
+    return parse_subscription(
+        chosen.expression,
+        topic=topic,
+        sub_version=sub_version,
+        expression_type=chosen.expression_type,
+    )

@@ -55,6 +55,7 @@ function renderChart(points) {
 
 function render(s) {
   $("#updated").textContent = "updated " + new Date(s.updatedMs).toLocaleTimeString();
+  $("#namesrv").textContent = "NameServer " + (s.namesrv || []).join(";");
   renderControllers(s);
   renderGroups(s);
   renderBrokers(s);
@@ -86,5 +87,11 @@ async function act(name, form) {
 
 $("#topic-form").addEventListener("submit", (e) => { e.preventDefault(); act("topic", e.target); });
 $("#elect-form").addEventListener("submit", (e) => { e.preventDefault(); act("elect", e.target); });
-refresh();
-setInterval(refresh, 1000);
+if (window.RMQ_SNAPSHOT) {
+  // A saved copy (dashboard/snapshot.py): show what the dashboard last saw, no polling.
+  render({ ...window.RMQ_SNAPSHOT, admin: false });
+  $("#updated").textContent = "snapshot of " + new Date(window.RMQ_SNAPSHOT.updatedMs).toLocaleString();
+} else {
+  refresh();
+  setInterval(refresh, 1000);
+}

@@ -56,6 +56,8 @@ function clientOptions(spec, logger) {
     heartbeatBrokerInterval: intervals.heartbeatBroker || 30000,
     persistConsumerOffsetInterval: intervals.persistConsumerOffset || 5000,
     rebalanceInterval: intervals.rebalance || 10000,
+    // ACL 1.0: ali-ons' own signing options (its Channel signs every request with them).
+    ...(spec.accessKey ? { accessKey: spec.accessKey, secretKey: spec.secretKey } : {}),
   };
 }
 

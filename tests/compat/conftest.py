@@ -29,6 +29,8 @@ import trio
 
 from client.admin import get_topic_route
 from launcher.ready import BROKER_READY
+from protocol.acl_client import open_client as open_signed_client
+from protocol.acl_sign import Credentials
 from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import TopicNotExist
@@ -37,7 +39,7 @@ from protocol.headers import (
     OffsetResponseHeader,
     QueryConsumerOffsetRequestHeader,
 )
-from protocol.rpc import RemotingClient, open_client
+from protocol.rpc import RemotingClient
 from tests.support.processes import (
     ManagedProcess,
     ProcessFailed,
@@ -199,6 +201,8 @@ class AlionsCluster:
         self.client = client
         self.workdir = workdir
         self._files = 0
+        #: ACL: the account ali-ons drivers sign with (their accessKey/secretKey options).
+        self.account: Credentials | None = None
 
     @staticmethod
     def message(
@@ -218,8 +222,11 @@ class AlionsCluster:
 
     def _spec(self, stem: str, spec: Mapping[str, Any]) -> Path:
         path = self._file(stem, ".json")
+        account = {}
+        if self.account is not None:
+            account = {"accessKey": self.account.access_key, "secretKey": self.account.secret_key}
         path.write_text(
-            json.dumps({"nameSrv": self.namesrv, "intervalsMs": FAST_TIMERS_MS, **spec})
+            json.dumps({"nameSrv": self.namesrv, "intervalsMs": FAST_TIMERS_MS, **account, **spec})
         )
         return path
 
@@ -408,11 +415,28 @@ def alions_installed() -> None:
 @pytest.fixture
 async def alions(alions_installed: None, tmp_path: Path) -> AsyncIterator[AlionsCluster]:
     """``rmq namesrv`` + ``rmq broker`` (fresh store, short delay levels) as real processes."""
+    async with alions_cluster(tmp_path) as cluster:
+        yield cluster
+
+
+@asynccontextmanager
+async def alions_cluster(
+    tmp_path: Path, *, acl_file: Path | None = None, admin: Credentials | None = None
+) -> AsyncIterator[AlionsCluster]:
+    """The servers of ``alions``; with ``acl_file`` both run with ACL on, and the broker
+    and the test's own client sign as ``admin``."""
     config = tmp_path / "broker.toml"
     config.write_text(f'messageDelayLevel = "{MESSAGE_DELAY_LEVEL}"\n')
+    namesrv_args: list[str] = []
+    if acl_file is not None:
+        assert admin is not None
+        namesrv_args = ["--acl-enable", "--acl-file", str(acl_file)]
+        with config.open("a") as f:
+            f.write(f'aclEnable = true\naclFilePath = "{acl_file}"\n')
+            f.write(f'accessKey = "{admin.access_key}"\nsecretKey = "{admin.secret_key}"\n')
     workdir = tmp_path / "alions"
     workdir.mkdir()
-    async with namesrv_process() as namesrv:
+    async with namesrv_process(*namesrv_args) as namesrv:
         argv = rmq_argv(
             "broker",
             "-n",
@@ -426,7 +450,9 @@ async def alions(alions_installed: None, tmp_path: Path) -> AsyncIterator[Alions
         )
         async with (
             managed_process(argv, name="broker", ready=BROKER_READY) as broker,
-            open_client(name="alions-test", default_timeout_s=5.0) as client,
+            open_signed_client(
+                name="alions-test", default_timeout_s=5.0, credentials=admin
+            ) as client,
         ):
             yield AlionsCluster(
                 namesrv=namesrv.address, broker=broker.address, client=client, workdir=workdir

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -464,3 +465,36 @@ async def test_two_members_of_a_group_share_the_queues(alions: AlionsCluster) ->
             assert unexpected_errors(run, group) == []
         together = Counter(d["msgId"] for d in [*one.messages(), *two.messages()])
         assert together == Counter(s.msg_id for s in sent)
+
+
+# --- 6. timer messages (ali-ons setStartDeliverTime) -------------------------------------------
+
+
+async def test_start_deliver_time_holds_the_message_until_due(alions: AlionsCluster) -> None:
+    """ali-ons' ``setStartDeliverTime`` writes ``__STARTDELIVERTIME`` (epoch ms): the broker
+    keeps the message in its timer topic and stores it in the real topic when due."""
+    topic, group = "AlionsTimer", "GID_alions_timer"
+    with trio.fail_after(TEST_TIMEOUT_S):
+        await alions.create_topic(topic, queues=1)
+        due_ms = int(time.time() * 1000) + 4000
+        sent = await alions.produce(
+            [
+                alions.message(
+                    topic=topic,
+                    body=b"timed %d" % i,
+                    tags="T",
+                    properties={"__STARTDELIVERTIME": str(due_ms)},
+                )
+                for i in range(2)
+            ]
+        )
+        async with alions.consumer(group, [(topic, "*")]) as consumer:
+            await consumer.wait_messages(len(sent), timeout_s=DELIVERY_TIMEOUT_S)
+            await consumer.settle(SETTLE_S)
+            await consumer.close()
+        got = consumer.messages()
+        assert sorted(d["bodySha256"] for d in got) == sorted(s.message.sha256 for s in sent)
+        for delivery in got:
+            assert 0 <= delivery["storeTimestamp"] - due_ms <= 1000, delivery
+            assert delivery["properties"]["__STARTDELIVERTIME"] == str(due_ms)
+        assert unexpected_errors(consumer, group) == []

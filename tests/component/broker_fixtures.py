@@ -451,6 +451,7 @@ class BrokerEnv:
         commit_offset: int = 0,
         client: RemotingClient | None = None,
         timeout_s: float = CALL_TIMEOUT_S,
+        expression_type: str = "TAG",
     ) -> Pulled:
         flag = sys_flag
         if flag is None:
@@ -468,7 +469,7 @@ class BrokerEnv:
             suspend_timeout_millis=suspend_ms,
             sub_version=now_ms(),
             subscription=subscription,
-            expression_type="TAG" if subscription is not None else None,
+            expression_type=expression_type if subscription is not None else None,
         )
         response = await self.call(
             RequestCode.PULL_MESSAGE, header, client=client, timeout_s=timeout_s

@@ -309,7 +309,7 @@ async def test_a_living_master_cleaned_by_the_admin_fences_and_a_member_takes_ov
     with no master; the old master sees it at its next poll, stops acking, and the
     SyncStateSet member left is elected."""
     with trio.fail_after(90):
-        async with controller_group(tmp_path, replicas=2, lease_s=3.0) as group:
+        async with controller_group(tmp_path, replicas=2) as group:
             master = await group.one_master()
             await group.in_sync(master, 2)
             ha_ports = [env.b.ha_port for env in group.envs]
@@ -341,7 +341,7 @@ async def test_a_sync_state_set_committed_without_the_masters_knowledge_is_adopt
     the master takes the controller's newer set at its next poll instead of counting acks
     over a set the controller no longer holds."""
     with trio.fail_after(60):
-        async with controller_group(tmp_path, lease_s=3.0) as group:
+        async with controller_group(tmp_path) as group:
             master = await group.one_master()
             await group.in_sync(master, 3)
             agent, ha = master.b.agent, master.b.ha_master

@@ -323,8 +323,8 @@ async def test_topic_permissions(env: BrokerEnv) -> None:
 
 @pytest.mark.parametrize(
     ("subscription", "expression_type"),
-    [("||", "TAG"), ("a > 1", "SQL92")],
-    ids=["empty-tags", "sql92"],
+    [("||", "TAG"), ("a > AND", "SQL92")],
+    ids=["empty-tags", "bad-sql92"],
 )
 async def test_unusable_subscription(
     env: BrokerEnv, subscription: str, expression_type: str

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 
+from broker.registration import register_body_bytes
 from namesrv.server import NameServer, NameServerConfig
 from protocol.codes import RequestCode, ResponseCode
 from protocol.headers import (
@@ -14,6 +15,7 @@ from protocol.headers import (
     DeleteTopicRequestHeader,
     GetRouteInfoRequestHeader,
 )
+from protocol.route import RegisterBrokerBody, TopicConfig
 from tests.component.broker_fixtures import (
     TEST_DEADLINE_S,
     BrokerEnv,
@@ -236,3 +238,26 @@ async def test_a_new_groups_retry_topic_is_routed_once_its_heartbeat_is_answered
             await env.heartbeat("c@1", group="G", topics={"T": "*"})
             route = await env.route("%RETRY%G")
             assert route is not None and route["queueDatas"][0]["brokerName"] == "broker-a"
+
+
+async def test_a_broker_with_more_topics_than_a_json_body_holds_registers_compressed(
+    tmp_path: Path,
+) -> None:
+    """30,000 topics make a JSON body past the NameServer's 4 MiB cap; the broker sends
+    RocketMQ's compressed form instead and every topic is routed."""
+    topics = [f"many-topics-with-a-long-common-prefix-{i:06d}" for i in range(30_000)]
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            for name in topics:
+                env.b.topics.create_or_update(TopicConfig(topic_name=name), now_ms=0)
+            table = RegisterBrokerBody(
+                topic_config_table=env.b.topics.configs(), data_version=env.b.topics.data_version
+            )
+            assert len(table.encode(compressed=False)) > env.namesrv.config.max_register_json_bytes
+            compressed, _body = register_body_bytes(table, always_compress=False)
+            assert compressed
+            await env.b.registrar.register_all()
+            for name in (topics[0], topics[-1]):
+                route = await env.route(name)
+                assert route is not None, name
+                assert route["queueDatas"][0]["brokerName"] == "broker-a"

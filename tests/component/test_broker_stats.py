@@ -131,6 +131,10 @@ async def test_producer_connections_and_broker_config(tmp_path: Path) -> None:
             assert update.code == ResponseCode.SUCCESS, update.remark
             assert env.b.config.slave_timeout_s == 1.5
             assert env.b.config.auto_create_topic_enable is False
+            # The running broker acts on it: a send to a new topic no longer creates it.
+            fresh = await env.send("FreshTopic")
+            assert fresh.code == ResponseCode.TOPIC_NOT_EXIST, (fresh.code, fresh.remark)
+            assert env.b.topics.get("FreshTopic") is None
             refused = await env.call(RequestCode.UPDATE_BROKER_CONFIG, None, b"brokerName=b\n")
             assert refused.code == ResponseCode.NO_PERMISSION
             assert "brokerName" in (refused.remark or "")
@@ -148,8 +152,9 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
             await env.create_topic("T", queues=1)
             for _ in range(3):
                 sent = await env.send_ok("T", b"abcd")
-                env.b.stats.on_put("T", 1, 4)  # the send path's call site, not wired yet
             await env.heartbeat("c1", group="G", topics={"T": "*"})
+            pulled = await env.pull("T", sent.queue_id, 0, group="G")
+            assert len(pulled.records) == 3
             await env.call(
                 RequestCode.UPDATE_CONSUMER_OFFSET,
                 {
@@ -159,20 +164,101 @@ async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None
                     "commitOffset": "1",
                 },
             )
+            await trio.sleep(0.05)  # the oldest unconsumed message is at least this old
             after = samples(await scrape_text(address))
             node = {"cluster": "DefaultCluster", "node_type": "broker", "node_id": "broker-a"}
             topics = len(env.b.topics.topics())
             assert value(before, "rocketmq_topic_number", **node) < topics
             assert value(after, "rocketmq_topic_number", **node) == topics
             assert value(after, "rocketmq_messages_in_total", topic="T", **node) == 3
-            assert value(after, "rocketmq_throughput_in_total", topic="T", **node) == 12
+            # Stored bytes (RocketMQ's wroteBytes): the whole records, as the store counts them.
+            stored = int((await env.runtime_info())["putMessageSizeTotal"])
+            assert stored > 12
+            assert value(after, "rocketmq_throughput_in_total", topic="T", **node) == stored
             assert (
                 value(
                     after, "rocketmq_consumer_lag_messages", topic="T", consumer_group="G", **node
                 )
                 == 2
             )
+            group_t = {"topic": "T", "consumer_group": "G", **node}
+            assert 50 <= value(after, "rocketmq_consumer_lag_latency", **group_t) < 30_000
+            # Pulled up to 3, committed 1: two messages in flight.
+            assert value(after, "rocketmq_consumer_inflight_messages", **group_t) == 2
+            # Three puts of small messages: all in the first size bucket (1 KiB).
+            size = functools.partial(value, after, topic="T", **node)
+            assert size("rocketmq_message_size_bucket", le="1024.0") == 3
+            assert size("rocketmq_message_size_bucket", le="+Inf") == 3
+            assert size("rocketmq_message_size_count") == 3
+            assert size("rocketmq_message_size_sum") == stored  # single messages: sum = bytes
+            # Every request is timed, by request and response code (the three sends: 310).
+            sends = {"request_code": "310", "response_code": "0", "protocol_type": "remoting"}
+            assert value(after, "rocketmq_rpc_latency_count", **sends, **node) == 3
+            assert value(after, "rocketmq_rpc_latency_bucket", le="+Inf", **sends, **node) == 3
+            assert 0 < value(after, "rocketmq_rpc_latency_sum", **sends, **node) < 3 * 10_000
             assert value(after, "rocketmq_storage_size", **node) > 0
             assert value(after, "rocketmq_broker_role", **node) == 1
             assert value(after, "rocketmq_broker_accepts_writes", **node) == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_a_thousand_sends_add_a_thousand_to_their_topic_and_pulls_to_their_group(
+    tmp_path: Path,
+) -> None:
+    """rocketmq_messages_in_total follows the send path (issue 18's "metric values follow
+    what was done"), on the topic's own label only; messages_out follows the pull path."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env, trio.open_nursery() as nursery:
+            port = await nursery.start(
+                functools.partial(serve_metrics, broker_registry(env.b), host="127.0.0.1", port=0)
+            )
+            address = f"127.0.0.1:{port}"
+            await env.create_topic("Hot", queues=1)
+            await env.create_topic("Cold", queues=1)
+            await env.send_ok("Cold", b"x")
+            node = {"cluster": "DefaultCluster", "node_type": "broker", "node_id": "broker-a"}
+            before = samples(await scrape_text(address))
+            for _ in range(1000):
+                await env.send_ok("Hot", b"0123456789")
+            after = samples(await scrape_text(address))
+            grown = value(after, "rocketmq_messages_in_total", topic="Hot", **node) - value(
+                before, "rocketmq_messages_in_total", topic="Hot", **node
+            )
+            assert grown == 1000
+            assert value(after, "rocketmq_messages_in_total", topic="Cold", **node) == 1
+            assert value(before, "rocketmq_messages_out_total", topic="Hot", **node) == 0
+            pulled = await env.pull_all("Hot", group="CG")
+            assert len(pulled) == 1000
+            read = samples(await scrape_text(address))
+            out = functools.partial(value, read, topic="Hot", consumer_group="CG", **node)
+            assert out("rocketmq_messages_out_total") == 1000
+            assert out("rocketmq_throughput_out_total") > 1000 * 10
+            nursery.cancel_scope.cancel()
+
+
+async def test_query_topic_consume_by_who_names_subscribers_and_offset_holders(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=1)
+            await env.heartbeat("c1", group="Online", topics={"T": "*"})
+            await env.send_ok("T", b"x")
+            # A group that subscribes elsewhere now, but holds an offset of T.
+            await env.heartbeat("c2", group="Offline", topics={"Other": "*"})
+            committed = await env.call(
+                RequestCode.UPDATE_CONSUMER_OFFSET,
+                {"consumerGroup": "Offline", "topic": "T", "queueId": "0", "commitOffset": "1"},
+            )
+            expect(committed, ResponseCode.SUCCESS)
+
+            async def who(topic: str) -> list[str]:
+                answer = expect(
+                    await env.call(RequestCode.QUERY_TOPIC_CONSUME_BY_WHO, {"topic": topic}),
+                    ResponseCode.SUCCESS,
+                )
+                groups: list[str] = json.loads(answer.body)["groupList"]
+                return groups
+
+            assert await who("T") == ["Offline", "Online"]
+            assert await who("Nobody") == []

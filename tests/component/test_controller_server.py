@@ -26,7 +26,7 @@ from protocol.headers import (
     GetMetaDataResponseHeader,
     GetReplicaInfoRequestHeader,
 )
-from protocol.rpc import open_client
+from protocol.rpc import RemotingClient, open_client
 from tests.component.controller_fixtures import (
     CALL_TIMEOUT_S,
     FakeBroker,
@@ -168,6 +168,11 @@ async def test_followers_answer_not_leader_with_the_leaders_remoting_address(
             )
             for follower in quorum.followers(leader):
                 addr = follower.config.remoting_address
+                # A follower learns the leader from the leader's first append: poll for it.
+                await wait_until(
+                    lambda a=addr: _knows_leader(_metadata(client, a)),
+                    what=f"{follower.config.node_id} knows the leader",
+                )
                 for code in (
                     RequestCode.CONTROLLER_GET_REPLICA_INFO,
                     RequestCode.CONTROLLER_GET_NEXT_BROKER_ID,
@@ -208,20 +213,12 @@ async def test_get_metadata_from_every_node(tmp_path: Path) -> None:
             leader = await quorum.leader()
             peers = "".join(f"{c.node_id}:{c.remoting_address};" for c in quorum.configs)
             for server in quorum.running:
-
-                async def metadata(address: str) -> GetMetaDataResponseHeader:
-                    response = await client.call(
-                        address, RemotingCommand.request(RequestCode.CONTROLLER_GET_METADATA_INFO)
-                    )
-                    assert response.code == ResponseCode.SUCCESS
-                    return GetMetaDataResponseHeader.from_ext_fields(response.ext_fields)
-
                 # A follower learns the leader from the leader's first append: poll for it.
                 await wait_until(
-                    lambda s=server: _knows_leader(metadata(s.config.remoting_address)),
+                    lambda s=server: _knows_leader(_metadata(client, s.config.remoting_address)),
                     what=f"{server.config.node_id} knows the leader",
                 )
-                meta = await metadata(server.config.remoting_address)
+                meta = await _metadata(client, server.config.remoting_address)
                 assert meta == GetMetaDataResponseHeader(
                     group="trio-rocketmq-controller",
                     controller_leader_id=leader.config.node_id,
@@ -229,6 +226,14 @@ async def test_get_metadata_from_every_node(tmp_path: Path) -> None:
                     is_leader=server is leader,
                     peers=peers,
                 )
+
+
+async def _metadata(client: RemotingClient, address: str) -> GetMetaDataResponseHeader:
+    response = await client.call(
+        address, RemotingCommand.request(RequestCode.CONTROLLER_GET_METADATA_INFO)
+    )
+    assert response.code == ResponseCode.SUCCESS
+    return GetMetaDataResponseHeader.from_ext_fields(response.ext_fields)
 
 
 async def _knows_leader(meta: Awaitable[GetMetaDataResponseHeader]) -> bool:

@@ -306,6 +306,14 @@ BODY_SEEDS: dict[str, tuple[Callable[[bytes], object], list[bytes]]] = {
             ).to_bytes()
         ],
     ),
+    "CheckClientRequestBody": (
+        bodies.CheckClientRequestBody.from_bytes,
+        [
+            bodies.CheckClientRequestBody(
+                client_id="c", group="g", subscription_data=_SUB
+            ).to_bytes()
+        ],
+    ),
     "TopicRouteData": (
         lambda data: _route_views(route.TopicRouteData.from_bytes(data)),
         [

@@ -311,6 +311,29 @@ async def test_send_query_and_consume_messages(cluster: Cluster) -> None:
     assert [(m["queueId"], m["body"]) for m in one] == [(1, "second")]
 
 
+async def test_send_a_timer_message(cluster: Cluster) -> None:
+    ok(await rmq(cluster, "updateTopic", "-t", "CliLater", "-c", CLUSTER, "-r", "1", "-w", "1"))
+    await routed(cluster, "CliLater")
+    ok(await rmq(cluster, "sendMessage", "-t", "CliLater", "-p", "later", "--delay", "2"))
+    got: list[dict[str, Any]] = []
+    for _ in range(50):  # a CLI round trip a try: bounded by the count
+        got = ok_json(await rmq(cluster, "consumeMessage", "-t", "CliLater", "--json"))
+        if got:
+            break
+        await trio.sleep(0.3)
+    assert [m["body"] for m in got] == ["later"]
+    # Stored in its topic when due, not when sent.
+    assert got[0]["storeTimestamp"] - got[0]["bornTimestamp"] >= 1900, got[0]
+    one_line_error(
+        await rmq(cluster, "sendMessage", "-t", "CliLater", "-p", "x", "--delay", "300000"),
+        "MESSAGE_ILLEGAL",
+        "max delay 259200000ms",
+    )
+    one_line_error(
+        await rmq(cluster, "sendMessage", "-t", "CliLater", "-p", "x", "--delay", "-1"), "--delay"
+    )
+
+
 # --- groups and offsets ------------------------------------------------------------------------
 
 

@@ -104,6 +104,11 @@ async def test_broker_restart_no_loss_smoke_through_the_cli(tmp_path: Path) -> N
     (per_fault,) = report["recovery"]["perFault"]
     assert 3_000 <= per_fault["recoveryMs"] <= 30_000
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The dashboard's page, saved by the cluster's dashboard, is linked from the report.
+    page = out / "dashboard.html"
+    assert report["dashboard"] == f"{page.as_uri()}#timeline"
+    assert f"timeline of the faults: {page.as_uri()}#timeline" in done.stdout
+    assert "window.RMQ_SNAPSHOT" in page.read_text()
     assert_nothing_left(out / "cluster")
 
     checked = await run_command(

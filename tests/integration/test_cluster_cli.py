@@ -30,6 +30,7 @@ from tests.support.processes import (
     rmq_running,
     run_command,
 )
+from tests.support.scrape import scrape_text
 
 pytestmark = pytest.mark.integration
 
@@ -81,8 +82,12 @@ async def cluster_dir(root: Path) -> AsyncIterator[Path]:
 
 
 async def up(root: Path, mode: str) -> tuple[str, dict[str, str]]:
-    """``rmq cluster up``; the NameServer's address and each broker's."""
-    done = await rmq("cluster", "up", "--mode", mode, "--dir", str(root), "--namesrv-port", "0")
+    """``rmq cluster up`` (no dashboard: test_controller_is_the_default_mode has one); the
+    NameServer's address and each broker's."""
+    done = await rmq(
+        "cluster", "up", "--mode", mode, "--dir", str(root), "--namesrv-port", "0",
+        "--no-dashboard",
+    )  # fmt: skip
     lines = assert_ok(done).splitlines()
     match = NAMESRV_LINE.match(lines[0])
     assert match, done.describe()
@@ -182,12 +187,27 @@ async def test_controller_is_the_default_mode(tmp_path: Path) -> None:
     async with cluster_dir(tmp_path / "c") as root:
         done = await rmq("cluster", "up", "--dir", str(root), "--namesrv-port", "0")
         lines = assert_ok(done).splitlines()
-        assert [line.split()[1] for line in lines] == [
+        assert [line.split()[1] for line in lines[:-1]] == [
             *["controller"] * 3,
             "127.0.0.1:" + lines[3].split(":")[-1],
             *["replica"] * 3,
         ], done.describe()
         assert read_record(root)["mode"] == "controller"
+        # The last line is the dashboard's URL (a free port, as the NameServer's), and it
+        # serves the cluster's state, controllers and broker set included.
+        url = re.fullmatch(r"dashboard (http://127\.0\.0\.1:\d+/)", lines[-1])
+        assert url, done.describe()
+        address = url.group(1).removeprefix("http://").rstrip("/")
+        with trio.fail_after(30):
+            while True:
+                state = json.loads(await scrape_text(address, "/api/state"))
+                if state["groups"] and state["leader"]:
+                    break
+                await trio.sleep(0.2)
+        assert [g["brokerName"] for g in state["groups"]] == ["broker-a"]
+        assert len(state["controllers"]) == 3
+        # Each controller's metrics are read too (they export on free ports).
+        assert all(c["metricsAddress"] and c["error"] is None for c in state["controllers"])
 
 
 async def test_failed_start_stops_what_was_started(tmp_path: Path) -> None:

@@ -37,8 +37,37 @@ async def test_demo_kills_the_master_and_loses_nothing(tmp_path: Path) -> None:
     assert "rejoins as a slave" in text, text
     report = json.loads((root / "report.json").read_text())
     assert report["verdict"] == "PASS"
+    # The cluster's dashboard: its URL at the start, its saved page with the failover's
+    # timeline linked from the report, kept after the cluster's data is removed.
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ ", text), text
+    page = root / "dashboard.html"
+    assert report["dashboard"] == f"{page.as_uri()}#timeline"
+    assert f"the dashboard's timeline of the failover: {page.as_uri()}#timeline" in text
+    assert "became master of broker-a" in page.read_text()
     # Every process is gone and the data removed (no --keep-data).
     assert not (root / "cluster").exists()
+
+
+FIRST_ON_NEW_MASTER = re.compile(r"first SEND_OK stored by the new master came (\d+) ms after")
+
+
+async def test_demo_silent_master_is_replaced_in_under_two_seconds(tmp_path: Path) -> None:
+    """``--silent``: SIGSTOP, no connection closes; the new master acks within 2 s."""
+    root = tmp_path / "demo"
+    argv = ["demo", "--silent", "--dir", str(root), "--seconds", "10", "--rate", "100"]
+    try:
+        done = await run_command(rmq_argv(*argv, "--seed", "8"), timeout_s=180)
+    finally:
+        if (root / "cluster" / "cluster.json").exists():
+            await run_command(rmq_argv("cluster", "down", "--dir", str(root / "cluster")))
+    assert done.returncode == 0, done.describe()
+    text = done.stdout
+    assert "SIGSTOP broker-a-" in text and "SIGCONT broker-a-" in text, text
+    match = FIRST_ON_NEW_MASTER.search(text)
+    assert match, text
+    assert int(match.group(1)) < 2000, text
+    last = SUMMARY.match(text.strip().splitlines()[-1])
+    assert last and last.group(4) == "0", text
 
 
 async def test_demo_refuses_a_directory_of_an_earlier_demo(tmp_path: Path) -> None:

@@ -566,7 +566,15 @@ async def test_cluster_up_sync_mode_and_ha_status(tmp_path: Path) -> None:
         with trio.fail_after(TEST_TIMEOUT_S * 2):
             up = await run_command(
                 rmq_argv(
-                    "cluster", "up", "--mode", "sync", "--dir", str(root), "--namesrv-port", "0"
+                    "cluster",
+                    "up",
+                    "--mode",
+                    "sync",
+                    "--dir",
+                    str(root),
+                    "--namesrv-port",
+                    "0",
+                    "--no-dashboard",
                 ),
                 timeout_s=rmq_timeout_s,
             )

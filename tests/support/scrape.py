@@ -12,7 +12,8 @@ async def scrape_text(address: str, path: str = "/metrics", timeout_s: float = 5
     with trio.fail_after(timeout_s):
         stream = await trio.open_tcp_stream(host, int(port))
         async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            await stream.send_all(request.encode())
             data = b""
             while chunk := await stream.receive_some(65536):
                 data += chunk

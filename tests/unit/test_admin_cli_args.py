@@ -23,3 +23,13 @@ def test_parse_timestamp_accepts_mqadmins_three_forms() -> None:
 
 def test_perm_strings() -> None:
     assert [perm_to_string(p) for p in (2, 4, 6, 7)] == ["-W-", "R--", "RW-", "RWX"]
+
+
+def test_version_desc_names_the_release_a_client_announces() -> None:
+    from cli.admin.connection import version_desc
+
+    assert version_desc(479) == "V5_3_3"  # MQVersion.CURRENT_VERSION of 5.3.3
+    assert version_desc(401) == "V4_9_4"
+    assert version_desc(400) == "V4_9_4_SNAPSHOT"
+    assert version_desc(212) == "V4_0_0_SNAPSHOT"
+    assert version_desc(121) == "V3_4_9"  # what ali-ons announces

@@ -71,3 +71,51 @@ def test_morning_totals_roll_at_local_midnight() -> None:
     puts[0] = 25
     stats.sample(20.0, NOON_MS + 2 * day_ms)
     assert stats.morning_totals(STORE_PUT_NUMS) == (10, 25)
+
+
+def test_message_sizes_fall_in_rocketmq_buckets_by_each_puts_average() -> None:
+    from broker.stats import MESSAGE_SIZE_BUCKETS_BYTES
+
+    stats = BrokerStats("C")
+    stats.on_put("T", 1, 1024)  # on the first bound: in it (le="1024")
+    stats.on_put("T", 1, 1025)
+    stats.on_put("T", 4, 4 * 4096)  # a batch of four: one observation of its average
+    stats.on_put("T", 1, 5 * 1024 * 1024)  # past every bound
+    counts, observed = stats.message_sizes()["T"]
+    assert len(counts) == len(MESSAGE_SIZE_BUCKETS_BYTES) + 1
+    assert counts == (1, 2, 0, 0, 0, 0, 1)
+    assert observed == 1024 + 1025 + 4096 + 5 * 1024 * 1024
+    assert stats.topic_puts()["T"] == (7, 1024 + 1025 + 4 * 4096 + 5 * 1024 * 1024)
+
+
+async def test_rpc_latency_counts_each_answer_by_request_and_response_code() -> None:
+    from broker.stats import RPC_LATENCY_BUCKETS_MS, RpcLatency
+    from protocol.codes import RequestCode, ResponseCode
+    from protocol.command import RemotingCommand
+    from protocol.errors import ServerError
+
+    ticks = iter([0.0, 0.002, 1.0, 1.5, 2.0, 2.0])  # 2 ms, 500 ms, 0 ms
+
+    async def ok(request: RemotingCommand, conn: object) -> RemotingCommand:
+        return request.respond()
+
+    async def refused(request: RemotingCommand, conn: object) -> RemotingCommand:
+        raise ServerError("no", code=ResponseCode.NO_PERMISSION)
+
+    timing = RpcLatency(lambda: next(ticks))
+    handlers = timing.instrument({1: ok, 2: refused})  # type: ignore[dict-item]
+    request = RemotingCommand.request(RequestCode.SEND_MESSAGE)
+    await handlers[1](request, None)  # type: ignore[arg-type]
+    await handlers[1](request, None)  # type: ignore[arg-type]
+    try:
+        await handlers[2](request, None)  # type: ignore[arg-type]
+    except ServerError:
+        pass
+    else:
+        raise AssertionError("the handler's error must pass through")
+    table = timing.table()
+    counts, total_ms = table[1, ResponseCode.SUCCESS]
+    assert len(counts) == len(RPC_LATENCY_BUCKETS_MS) + 1
+    assert counts == (0, 1, 0, 0, 0, 0, 1, 0, 0, 0)  # 2 ms in "3", 500 ms in "1000"
+    assert abs(total_ms - 502.0) < 1e-6
+    assert table[2, ResponseCode.NO_PERMISSION][0][0] == 1

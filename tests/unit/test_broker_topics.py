@@ -38,6 +38,7 @@ SYSTEM = {
     "broker-a": (1, 1, 7),
     "OFFSET_MOVED_EVENT": (1, 1, RW),
     "SCHEDULE_TOPIC_XXXX": (18, 18, RW),
+    "rmq_sys_wheel_timer": (1, 1, RW),
     "DefaultCluster_REPLY_TOPIC": (1, 1, RW),
     "RMQ_SYS_TRANS_HALF_TOPIC": (1, 1, RW),
     "RMQ_SYS_TRANS_OP_HALF_TOPIC": (1, 1, RW),

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from controller.election import DEFAULT_ELECTION_PRIORITY, LiveInfo
-from controller.liveness import DEFAULT_HEARTBEAT_TIMEOUT_S, BrokerKey, BrokerLive, LivenessTable
+from controller.liveness import (
+    DEFAULT_HEARTBEAT_TIMEOUT_S,
+    BrokerKey,
+    BrokerLive,
+    LivenessTable,
+    StallGuard,
+)
 
 A1 = BrokerKey("c", "broker-a", 1)
 A2 = BrokerKey("c", "broker-a", 2)
@@ -137,3 +143,47 @@ def test_ha_address_is_heartbeat_data() -> None:
     assert table.ha_address("broker-a", 1, now_s=100.0) is None  # expired: not handed out
     table.channel_closed(7)
     assert table.ha_address("broker-a", 1) is None  # gone with the broker
+
+
+def test_a_poll_refreshes_the_time_of_a_known_broker_only() -> None:
+    table = LivenessTable()
+    beat(table, A1, 100.0, timeout_s=1.2, epoch=3, max_offset=50)
+    assert table.touch("broker-a", 1, 100.9) is True
+    entry = table.get(A1)
+    assert entry is not None
+    assert entry.last_heartbeat_s == 100.9
+    assert (entry.epoch, entry.max_offset, entry.timeout_s) == (3, 50, 1.2)
+    assert table.touch("broker-a", 1, 100.5) is True  # an older poll moves nothing back
+    assert table.get(A1) == entry
+    assert table.touch("broker-a", 2, 101.0) is False  # unknown: nothing is made up
+    assert table.get(A2) is None
+    assert table.scan(102.0) == []  # alive until 100.9 + 1.2
+    assert table.scan(102.2) == [A1]
+
+
+def test_next_expiry_is_the_earliest_deadline() -> None:
+    table = LivenessTable()
+    assert table.next_expiry_s() is None
+    assert table.max_timeout_s(7.0) == 7.0
+    beat(table, A1, 100.0, timeout_s=1.2)
+    beat(table, B1, 100.5, timeout_s=0.5)
+    assert table.next_expiry_s() == pytest.approx(101.0)
+    assert table.max_timeout_s(7.0) == 1.2
+    beat(table, B1, 101.0, timeout_s=0.5)
+    assert table.next_expiry_s() == pytest.approx(101.2)
+
+
+@pytest.mark.parametrize(
+    ("target_s", "woke_s", "allowed_at"),
+    [
+        (10.0, 10.1, {10.1: True}),  # on time (within tolerance): judge at once
+        (10.0, 11.0, {11.0: False, 11.49: False, 11.5: True}),  # stalled 1 s: settle 0.5 s
+    ],
+)
+def test_stall_guard_waits_after_a_late_wake_up(
+    target_s: float, woke_s: float, allowed_at: dict[float, bool]
+) -> None:
+    guard = StallGuard(tolerance_s=0.2, settle_s=0.5)
+    assert guard.allows(0.0)
+    guard.woke(target_s, woke_s)
+    assert {t: guard.allows(t) for t in allowed_at} == allowed_at

@@ -32,7 +32,7 @@ def _obs(
         ),
         groups=(
             GroupRow(
-                broker_name="broker-a", master_id=master, master_address=None,
+                broker_name="broker-a", master_id=master, master_address=f"127.0.0.1:{master}",
                 master_epoch=epoch, sync_state_set_epoch=epoch, replicas=replicas,
             ),
         ),
@@ -46,9 +46,9 @@ def test_a_failover_reads_as_three_plain_events() -> None:
     before = _obs(0, master=1, epoch=1, sss={1, 2, 3}, alive={1, 2, 3}, put=0)
     after = _obs(1000, master=2, epoch=2, sss={2}, alive={2, 3}, put=0)
     assert changes(before, after) == [
-        "broker-a-2 became master of broker-a at epoch 2",
+        "broker-a-2 (127.0.0.1:2) became master of broker-a at epoch 2",
         "broker-a SyncStateSet is now [2] (epoch 2)",
-        "broker-a-1 stopped heartbeating",
+        "broker-a-1 (127.0.0.1:1) stopped heartbeating",
     ]
     assert changes(after, after) == []
 

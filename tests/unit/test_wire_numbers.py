@@ -35,6 +35,7 @@ BODY_PARSERS: dict[str, Callable[[bytes], object]] = {
     "SubscriptionGroupWrapper": bodies.SubscriptionGroupWrapper.from_bytes,
     "ConsumerConnection": bodies.ConsumerConnection.from_bytes,
     "ProducerConnection": bodies.ProducerConnection.from_bytes,
+    "CheckClientRequestBody": bodies.CheckClientRequestBody.from_bytes,
     "TopicRouteData": route.TopicRouteData.from_bytes,
     "ClusterInfo": route.ClusterInfo.from_bytes,
     "RegisterBrokerBody": lambda data: route.RegisterBrokerBody.decode(data, compressed=False),
