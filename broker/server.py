@@ -60,6 +60,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, parse_delay_levels
 from broker.groups import SubscriptionGroupManager
 from broker.ha import EpochFile, HAMaster, HASlave, ReplicaOutcome
+from broker.ha.runtime_info import ha_runtime_info
 from broker.listeners import HAListener, bind, close_all
 from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
@@ -844,62 +845,23 @@ class Broker:
             return ""
         return f"{self.config.advertised_ip}:{self.ha_port}"
 
-    def ha_runtime_info(self) -> dict[str, object]:
-        """GET_BROKER_HA_STATUS's body: RocketMQ's HARuntimeInfo names, plus ours."""
-        store = self.store
-        info: dict[str, object] = {
-            "master": self.ha_master is not None,
-            "brokerName": self.config.broker_name,
-            "brokerId": self.role.broker_id,
-            "brokerAddr": self.address,
-            "brokerRole": self.role.broker_role,
-            "haServerAddr": self.ha_address,
-            "masterCommitLogMaxOffset": store.max_physical_offset,
-            "commitLogMinOffset": store.min_physical_offset,
-        }
-        if self.ha_master is not None:
-            st = self.ha_master.status()
-            connections = [
-                {
-                    "addr": slave.address,
-                    "brokerId": slave.broker_id,
-                    "status": slave.state,
-                    "slaveAckOffset": slave.ack_offset,
-                    "diff": slave.diff_bytes,
-                    "inSync": slave.in_sync,
-                    "transferredByteInSecond": int(slave.transfer_bytes_per_s),
-                    "caughtUpSecondsAgo": slave.caught_up_s_ago,
-                }
-                for slave in st.slaves
-            ]
-            info.update(
-                epoch=st.epoch,
-                epochStartOffset=st.epoch_start_offset,
-                confirmOffset=st.confirm_offset,
-                syncStateSet=list(st.sync_state_set),
-                syncStateSetEpoch=st.sync_state_set_epoch,
-                inSyncSlaveNums=len(st.sync_state_set) - 1,
-                syncWaiters=st.waiters,
-                haConnectionInfo=connections,
-            )
-        if self.ha_slave is not None:
-            sl = self.ha_slave.status()
-            info["masterCommitLogMaxOffset"] = sl.master_max_offset
-            info["haClientRuntimeInfo"] = {
-                "masterAddr": sl.master_address,
-                "masterBrokerAddr": self.role.master_addr,
-                "status": sl.state,
-                "isActivated": sl.state == "TRANSFER",
-                "maxOffset": sl.max_offset,
-                "ackOffset": sl.acked_offset,
-                "lastEpoch": sl.last_epoch,
-                "transferredByteInSecond": int(sl.transfer_bytes_per_s),
-                "transferredBytes": sl.transferred_bytes,
-                "lastReadSecondsAgo": sl.last_read_s_ago,
-                "connects": sl.connects,
-                "lastError": sl.last_error,
-            }
-        return info
-
     def ha_runtime_body(self) -> bytes:
-        return dumps_json(self.ha_runtime_info())
+        """GET_BROKER_HA_STATUS's body (broker/ha/runtime_info.py)."""
+        store = self.store
+        return dumps_json(
+            ha_runtime_info(
+                {
+                    "master": self.ha_master is not None,
+                    "brokerName": self.config.broker_name,
+                    "brokerId": self.role.broker_id,
+                    "brokerAddr": self.address,
+                    "brokerRole": self.role.broker_role,
+                    "haServerAddr": self.ha_address,
+                    "masterCommitLogMaxOffset": store.max_physical_offset,
+                    "commitLogMinOffset": store.min_physical_offset,
+                },
+                master=self.ha_master.status() if self.ha_master is not None else None,
+                slave=self.ha_slave.status() if self.ha_slave is not None else None,
+                master_broker_addr=self.role.master_addr,
+            )
+        )
