@@ -242,6 +242,7 @@ class BrokerAgent:
                 name=f"{self.broker.name} agent",
                 handlers={RequestCode.NOTIFY_BROKER_ROLE_CHANGED: self._on_role_changed},
                 default_timeout_s=CALL_TIMEOUT_S,
+                tls=self.broker.security.client_tls,
             )
             if (credentials := self.broker.config.credentials) is not None:
                 sign_requests(self._client, credentials)  # ACL 1.0: the broker's account
@@ -302,7 +303,7 @@ class BrokerAgent:
 
     async def call(self, code: int, ext: Mapping[str, str], body: bytes = b"") -> RemotingCommand:
         """Send to the leader, following CONTROLLER_NOT_LEADER; the answer, any code."""
-        request = RemotingCommand.request(code, dict(ext), body)
+        request = self.broker.security.sign(RemotingCommand.request(code, dict(ext), body))
         for _ in range(3):
             if self._leader is None:
                 self._leader = await self._find_leader()
@@ -450,7 +451,8 @@ class BrokerAgent:
             election_priority=broker.config.election_priority,
         )
         ext = {**header.to_ext_fields(), ControllerExtFields.HA_ADDRESS: broker.ha_address}
-        return RemotingCommand.request(RequestCode.BROKER_HEARTBEAT, ext, oneway=True)
+        request = RemotingCommand.request(RequestCode.BROKER_HEARTBEAT, ext, oneway=True)
+        return broker.security.sign(request)
 
     async def _heartbeat_to(self, addr: str) -> None:
         """One heartbeat to one controller, within ``send_heartbeat_timeout_s``."""

@@ -257,6 +257,20 @@ class BrokerConfig:
     access_key: str = ""
     secret_key: str = attrs.field(default="", repr=False)
 
+    # --- cluster trust and TLS (issue 16; README "TLS and cluster secrets") -------------
+    #: File holding the cluster secret: registrations, controller calls and the HA
+    #: handshake are then signed with it (``clusterSecretFile``). Empty: none.
+    cluster_secret_file: str = ""
+    #: The client port and the HA port speak TLS with this certificate and key (PEM) when
+    #: both are set; the broker's own connections (NameServers, controllers, its master)
+    #: then use TLS too, trusting ``tls_ca_file`` (``tlsServerCertPath``...).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    #: Clients must present a certificate that chains to ``tls_ca_file``
+    #: (``tlsServerNeedClientAuth``).
+    tls_verify_client: bool = False
+
     def __attrs_post_init__(self) -> None:
         if self.controller_addrs:
             pass  # the controller assigns the id and the role
@@ -459,6 +473,11 @@ _ALIASES = {
     "compressedRegister": "compressed_register",
     "serverMaxConnections": "server_max_connections",
     "serverMaxConnectionsPerPeer": "server_max_connections_per_peer",
+    "clusterSecretFile": "cluster_secret_file",
+    "tlsServerCertPath": "tls_cert_file",
+    "tlsServerKeyPath": "tls_key_file",
+    "tlsServerTrustCertPath": "tls_ca_file",
+    "tlsServerNeedClientAuth": "tls_verify_client",
 }
 
 #: RocketMQ keys in milliseconds → our fields in seconds.

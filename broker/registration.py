@@ -206,8 +206,8 @@ class NameServerRegistrar:
             compressed=compressed,
             body_crc32=_java_crc32(body),
         )
-        return RemotingCommand.request(
-            RequestCode.REGISTER_BROKER, header.to_ext_fields(), body=body
+        return broker.security.sign(
+            RemotingCommand.request(RequestCode.REGISTER_BROKER, header.to_ext_fields(), body=body)
         )
 
     async def register_all(self) -> list[RegistrationResult]:
@@ -250,7 +250,9 @@ class NameServerRegistrar:
             cluster_name=broker.config.cluster_name,
             broker_id=broker.role.broker_id,
         )
-        request = RemotingCommand.request(RequestCode.UNREGISTER_BROKER, header.to_ext_fields())
+        request = broker.security.sign(
+            RemotingCommand.request(RequestCode.UNREGISTER_BROKER, header.to_ext_fields())
+        )
         for addr in broker.config.namesrv_addrs:
             with contextlib.suppress(NetworkError, RemotingTimeout):
                 await broker.client.call(addr, request, timeout_s=1.0)

@@ -16,12 +16,15 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from broker.config import BrokerConfig
 from protocol.route import MASTER_ID
+
+if TYPE_CHECKING:
+    from broker.security import BrokerSecurity
 
 
 @attrs.define(kw_only=True)
@@ -78,3 +81,5 @@ class BrokerIdentity(Protocol):
     def config(self) -> BrokerConfig: ...
     @property
     def role(self) -> RoleState: ...
+    @property
+    def security(self) -> BrokerSecurity: ...

@@ -60,6 +60,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, parse_delay_levels
 from broker.groups import SubscriptionGroupManager
 from broker.ha import EpochFile, HAMaster, HASlave, ReplicaOutcome
+from broker.ha.runtime_info import ha_runtime_info
 from broker.listeners import HAListener, bind, close_all
 from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
@@ -76,6 +77,7 @@ from broker.processors.stats import StatsProcessor
 from broker.registration import NameServerRegistrar
 from broker.role import RoleState
 from broker.schedule import ScheduleService
+from broker.security import BrokerSecurity
 from broker.slavesync import SlaveSynchronizer
 from broker.stats import BrokerStats, RpcLatency
 from broker.store.config import FlushMode, StoreConfig
@@ -166,6 +168,8 @@ class Broker:
         )
         self._connections: dict[int, Connection] = {}
         self._client: RemotingClient | None = None
+        #: Cluster secret and TLS (issue 16); raises SecurityError for a bad file.
+        self.security = BrokerSecurity(config)
         self.epochs: EpochFile | None = None
         self.ha_master: HAMaster | None = None
         self.ha_slave: HASlave | None = None
@@ -219,6 +223,7 @@ class Broker:
             config=config.transport,
             on_connect=self._connected,
             on_disconnect=self._disconnected,
+            tls=self.security.server_tls,
         )
         # ACL 1.0: every handler behind the check (the very same table when ACL is off).
         self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
@@ -579,7 +584,11 @@ class Broker:
         self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
     ) -> None:
         async with (
-            open_client(name=self.name, default_timeout_s=self.config.register_timeout_s) as client,
+            open_client(
+                name=self.name,
+                default_timeout_s=self.config.register_timeout_s,
+                tls=self.security.client_tls or False,  # never $RMQ_TLS: its own config
+            ) as client,
             trio.open_nursery() as nursery,
         ):
             self._client = client
@@ -685,7 +694,7 @@ class Broker:
         master = HAMaster(
             self.store,
             self.epochs,
-            self.config.ha_config(),
+            self.security.ha_config(self.config.ha_config()),
             broker_id=role.controller_id,
             node_name=self.name,
             host=self.config.host,
@@ -724,7 +733,7 @@ class Broker:
         slave = HASlave(
             self.store,
             self.epochs,
-            self.config.ha_config(),
+            self.security.ha_config(self.config.ha_config()),
             broker_id=role.controller_id,
             node_name=self.name,
             master_address=master_ha_addr,
@@ -773,7 +782,7 @@ class Broker:
             master = HAMaster(
                 self.store,
                 self.epochs,
-                config.ha_config(),
+                self.security.ha_config(config.ha_config()),
                 broker_id=MASTER_ID,
                 node_name=self.name,
                 host=config.host,
@@ -788,7 +797,7 @@ class Broker:
         slave = HASlave(
             self.store,
             self.epochs,
-            config.ha_config(),
+            self.security.ha_config(config.ha_config()),
             broker_id=self.role.broker_id,
             node_name=self.name,
             master_address=config.master_ha_addr,
@@ -852,62 +861,23 @@ class Broker:
             return ""
         return f"{self.config.advertised_ip}:{self.ha_port}"
 
-    def ha_runtime_info(self) -> dict[str, object]:
-        """GET_BROKER_HA_STATUS's body: RocketMQ's HARuntimeInfo names, plus ours."""
-        store = self.store
-        info: dict[str, object] = {
-            "master": self.ha_master is not None,
-            "brokerName": self.config.broker_name,
-            "brokerId": self.role.broker_id,
-            "brokerAddr": self.address,
-            "brokerRole": self.role.broker_role,
-            "haServerAddr": self.ha_address,
-            "masterCommitLogMaxOffset": store.max_physical_offset,
-            "commitLogMinOffset": store.min_physical_offset,
-        }
-        if self.ha_master is not None:
-            st = self.ha_master.status()
-            connections = [
-                {
-                    "addr": slave.address,
-                    "brokerId": slave.broker_id,
-                    "status": slave.state,
-                    "slaveAckOffset": slave.ack_offset,
-                    "diff": slave.diff_bytes,
-                    "inSync": slave.in_sync,
-                    "transferredByteInSecond": int(slave.transfer_bytes_per_s),
-                    "caughtUpSecondsAgo": slave.caught_up_s_ago,
-                }
-                for slave in st.slaves
-            ]
-            info.update(
-                epoch=st.epoch,
-                epochStartOffset=st.epoch_start_offset,
-                confirmOffset=st.confirm_offset,
-                syncStateSet=list(st.sync_state_set),
-                syncStateSetEpoch=st.sync_state_set_epoch,
-                inSyncSlaveNums=len(st.sync_state_set) - 1,
-                syncWaiters=st.waiters,
-                haConnectionInfo=connections,
-            )
-        if self.ha_slave is not None:
-            sl = self.ha_slave.status()
-            info["masterCommitLogMaxOffset"] = sl.master_max_offset
-            info["haClientRuntimeInfo"] = {
-                "masterAddr": sl.master_address,
-                "masterBrokerAddr": self.role.master_addr,
-                "status": sl.state,
-                "isActivated": sl.state == "TRANSFER",
-                "maxOffset": sl.max_offset,
-                "ackOffset": sl.acked_offset,
-                "lastEpoch": sl.last_epoch,
-                "transferredByteInSecond": int(sl.transfer_bytes_per_s),
-                "transferredBytes": sl.transferred_bytes,
-                "lastReadSecondsAgo": sl.last_read_s_ago,
-                "connects": sl.connects,
-                "lastError": sl.last_error,
-            }
-        return info
-
     def ha_runtime_body(self) -> bytes:
-        return dumps_json(self.ha_runtime_info())
+        """GET_BROKER_HA_STATUS's body (broker/ha/runtime_info.py)."""
+        store = self.store
+        return dumps_json(
+            ha_runtime_info(
+                {
+                    "master": self.ha_master is not None,
+                    "brokerName": self.config.broker_name,
+                    "brokerId": self.role.broker_id,
+                    "brokerAddr": self.address,
+                    "brokerRole": self.role.broker_role,
+                    "haServerAddr": self.ha_address,
+                    "masterCommitLogMaxOffset": store.max_physical_offset,
+                    "commitLogMinOffset": store.min_physical_offset,
+                },
+                master=self.ha_master.status() if self.ha_master is not None else None,
+                slave=self.ha_slave.status() if self.ha_slave is not None else None,
+                master_broker_addr=self.role.master_addr,
+            )
+        )

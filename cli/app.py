@@ -84,6 +84,25 @@ def namesrv(
         typer.Option("--controller-config", help="The embedded controller's config (TOML)."),
     ] = None,
     metrics_port: MetricsPortOpt = None,
+    cluster_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster-secret-file",
+            help="Brokers must sign REGISTER_BROKER/UNREGISTER_BROKER with this secret.",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="TLS only: certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="TLS: private key (PEM).")
+    ] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", help="TLS: CA (PEM) client certificates chain to.")
+    ] = None,
+    tls_verify_client: Annotated[
+        bool, typer.Option("--tls-verify-client", help="TLS: refuse clients without a cert.")
+    ] = False,
 ) -> None:
     """Run a NameServer (prints one ready line with its address; stops on SIGINT/SIGTERM).
 
@@ -92,12 +111,15 @@ def namesrv(
     """
     from cli.controller_cmds import ready_line, start_controller_exporter
     from cli.metrics_http import start_exporter
+    from cli.security import namesrv_security, warn_if_others_read
     from cli.serving import configure_logging, run_server, set_node_name
     from controller.config import ConfigError, load_toml
     from controller.server import ControllerServer
     from launcher.ready import namesrv_ready_line
     from namesrv.server import NameServer, NameServerConfig
     from protocol.acl import AclConfigError
+    from protocol.tls import TlsError
+    from protocol.trust import SecretError
 
     controller = None
     if enable_controller or controller_config is not None:
@@ -105,7 +127,7 @@ def namesrv(
             raise fail("--enable-controller needs --controller-config FILE")
         try:
             controller = ControllerServer(load_toml(controller_config))
-        except (ConfigError, AclConfigError) as exc:
+        except (ConfigError, AclConfigError, SecretError, TlsError) as exc:
             raise fail(str(exc)) from None
     if log_dir is None and controller is not None:
         log_dir = controller.config.data_dir / "logs"
@@ -114,10 +136,17 @@ def namesrv(
         log_file=log_dir / "namesrv.log" if log_dir else None,
         level=log_level,
     )
+    if controller_config is not None:
+        warn_if_others_read(controller_config, "it holds the quorum's secret")
+    security = namesrv_security(cluster_secret_file, tls_cert, tls_key, tls_ca, tls_verify_client)
     try:
         acl_path = str(acl_file) if acl_file else None
         config = NameServerConfig(
-            host=host, port=port, acl_enable=acl_enable or bool(acl_path), acl_file=acl_path
+            host=host,
+            port=port,
+            acl_enable=acl_enable or bool(acl_path),
+            acl_file=acl_path,
+            **security,
         )
         server = NameServer(config)
     except AclConfigError as exc:
@@ -208,6 +237,7 @@ def broker(
     from broker.agent import IdentityError
     from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_toml
     from broker.metrics import broker_registry
+    from broker.security import SecurityError
     from broker.server import Broker
     from broker.store.files import UnreadableFile
     from cli.metrics_http import start_exporter
@@ -249,7 +279,7 @@ def broker(
         warn_if_readable_by_others(config, what="broker config", name=node)
     try:
         server = Broker(cfg)
-    except AclConfigError as exc:
+    except (SecurityError, AclConfigError) as exc:
         raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:

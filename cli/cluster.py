@@ -26,7 +26,9 @@ Rules:
 
 from __future__ import annotations
 
+import datetime
 import json
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +41,7 @@ from rich.table import Table
 from cli.controller_cmds import config_paths, start_controllers, write_quorum
 from cli.output import err, out
 from cli.records import StopTimeoutOpt, cluster_fail, down_recorded
+from cli.security import ClusterSecurity
 from client import admin
 from controller.config import write_toml
 from launcher import netns
@@ -78,6 +81,9 @@ _FLAG_KEYS = frozenset(
         "brokerName", "broker_name", "brokerId", "broker_id", "brokerRole", "broker_role",
         "namesrvAddr", "namesrv_addrs", "listenPort", "listen_port", "storePathRootDir",
         "store_dir", "flushDiskType", "flush_disk_type", "controllerAddr", "controller_addrs",
+        # --cluster-secret and --tls set these (cli/security.py)
+        "clusterSecretFile", "cluster_secret_file", "tlsServerCertPath", "tls_cert_file",
+        "tlsServerKeyPath", "tls_key_file", "tlsServerTrustCertPath", "tls_ca_file",
     }
 )  # fmt: skip
 BROKER_CONFIG_NAME = "broker.toml"
@@ -165,7 +171,11 @@ def write_broker_settings(path: Path, settings: tuple[tuple[str, Any], ...]) -> 
 
 
 def _start_controllers(
-    cluster: Cluster, timeout_s: float, base_port: int | None, hosts: NetPlan | None
+    cluster: Cluster,
+    timeout_s: float,
+    base_port: int | None,
+    hosts: NetPlan | None,
+    security: ClusterSecurity,
 ) -> str:
     """Controller mode: write a fresh quorum's configs, start it, wait for a leader; the
     controllers' addresses as ``a;b;c`` (on ``base_port`` .. + 5 when given; each on its
@@ -180,6 +190,7 @@ def _start_controllers(
         host="127.0.0.1",
         base_port=base_port,
         hosts=[hosts.host(i).address for i in ids] if hosts else (),
+        extra=security.controller_fields(),
     )
     # Each node serves its metrics on a free port (its ready output names it): the
     # dashboard reads elections and failovers there.
@@ -188,7 +199,7 @@ def _start_controllers(
         write_toml(path, config)
         configs[i] = (path, config)
     netns_of = {i: hosts.host(i).namespace for i in ids} if hosts else None
-    start_controllers(cluster, configs, timeout_s, netns_of)
+    start_controllers(cluster, configs, timeout_s, security.client_tls(), netns_of)
     return ";".join(config.remoting_address for _, config in configs)
 
 
@@ -241,19 +252,31 @@ def cluster_up(
     stop_timeout_s: float,
     layout: LayoutOptions | None = None,
     dashboard_port: int | None = None,
+    secret: bool = True,
+    tls: bool = False,
 ) -> Cluster:
     """Start the cluster (and ``rmq dashboard`` on ``dashboard_port``, unless None); on any
-    failure stop what was started and raise ``ClusterError``."""
+    failure stop what was started and raise ``ClusterError``.
+
+    ``secret``: a fresh cluster secret in ``D/cluster.secret`` that every node uses;
+    ``tls``: a test CA and certificates in ``D/tls/``, every port TLS only (no dashboard:
+    it would need the client certificate settings too)."""
     layout = layout or LayoutOptions()
     layout.check(mode)
     root.mkdir(parents=True, exist_ok=True)
     with dir_lock(root):
         refuse_running(root)
+        if tls and layout.netns:
+            raise ClusterError(
+                "--tls with --netns is not supported yet (the test certificates name 127.0.0.1)"
+            )
+        now = datetime.datetime.now(datetime.UTC)
+        security = ClusterSecurity.create(root, secret=secret, tls=tls, now=now)
         hosts = _make_hosts(root, mode) if layout.netns else None
         try:
             return _start_all(
                 root, mode, namesrv_port, flush, timeout_s, stop_timeout_s, layout, hosts,
-                dashboard_port=dashboard_port,
+                security, dashboard_port=dashboard_port,
             )  # fmt: skip
         except BaseException:
             if hosts is not None:
@@ -277,25 +300,28 @@ def _start_all(
     stop_timeout_s: float,
     layout: LayoutOptions,
     hosts: NetPlan | None,
+    security: ClusterSecurity,
     *,
     dashboard_port: int | None = None,
 ) -> Cluster:
     """``cluster_up``'s starts, under its lock (and on ``hosts`` when given)."""
     rmq = rmq_command()
+    settings = layout.broker_settings + security.broker_settings()
     with starting(Cluster(mode=mode, root=root, flush=flush), stop_timeout_s) as cluster:
         controller_addrs = ""
         if mode == "controller":
             controller_addrs = _start_controllers(
-                cluster, timeout_s, layout.controller_base_port, hosts
+                cluster, timeout_s, layout.controller_base_port, hosts, security
             )
         ip = hosts.host(NAMESRV).address if hosts else None
         namesrv = namesrv_node(root, namesrv_port, rmq=rmq, host=ip)
+        namesrv.argv += security.namesrv_args()
         namesrv_ready = start_node(cluster, _on_host(namesrv, hosts), timeout_s)
         for plan in BROKERS_BY_MODE[mode]:
             config_file = None
-            if layout.broker_settings:
+            if settings:
                 config_file = root / plan.name / BROKER_CONFIG_NAME
-                write_broker_settings(config_file, layout.broker_settings)
+                write_broker_settings(config_file, settings)
             broker = broker_node(
                 root,
                 plan,
@@ -320,12 +346,16 @@ def _start_all(
 # --- status ------------------------------------------------------------------------------------
 
 
-def _ping_namesrv(address: str, timeout_s: float) -> ClusterInfo | None:
+def _ping_namesrv(
+    address: str, timeout_s: float, tls: ssl.SSLContext | None = None
+) -> ClusterInfo | None:
     """GET_BROKER_CLUSTER_INFO from the NameServer, or None when it does not answer in time."""
 
     async def ask() -> ClusterInfo | None:
         with trio.move_on_after(timeout_s):
-            async with open_client(name="rmq-cluster", default_timeout_s=timeout_s) as client:
+            async with open_client(
+                name="rmq-cluster", default_timeout_s=timeout_s, tls=tls or False
+            ) as client:
                 return await admin.get_cluster_info(client, [address])
         return None
 
@@ -341,7 +371,7 @@ def _serving(cluster: Cluster, alive: dict[str, bool], timeout_s: float) -> dict
     namesrv = next((n for n in cluster.nodes if n.kind == NAMESRV), None)
     if namesrv is None or namesrv.address is None or not alive[namesrv.name]:
         return serving
-    info = _ping_namesrv(namesrv.address, timeout_s)
+    info = _ping_namesrv(namesrv.address, timeout_s, ClusterSecurity.of(cluster.root).client_tls())
     serving[namesrv.name] = info is not None
     if info is None:
         return serving
@@ -434,6 +464,22 @@ def up(
             "(default: free ones).",
         ),
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Make a test CA and certificates in D/tls/ and run every port TLS only "
+            "(clients: RMQ_TLS=1 RMQ_TLS_CA_FILE=D/tls/ca.pem).",
+        ),
+    ] = False,
+    cluster_secret: Annotated[
+        bool,
+        typer.Option(
+            "--cluster-secret/--no-cluster-secret",
+            help="Brokers authenticate to NameServers, controllers and each other with a "
+            "fresh secret in D/cluster.secret (mode 0600).",
+        ),
+    ] = True,
     use_netns: Annotated[
         bool,
         typer.Option(
@@ -497,7 +543,9 @@ def up(
             timeout_s=timeout,
             stop_timeout_s=10.0,
             layout=layout,
-            dashboard_port=None if no_dashboard else dashboard_port,
+            dashboard_port=None if no_dashboard or tls else dashboard_port,
+            secret=cluster_secret,
+            tls=tls,
         )
     except ClusterError as exc:
         raise cluster_fail(exc) from None
@@ -515,6 +563,9 @@ def up(
         f"stop it with: rmq cluster down --dir {cluster.root}",
         markup=False,
     )
+    if tls:
+        ca = cluster.root / "tls" / "ca.pem"
+        err.print(f"every port is TLS only; clients: RMQ_TLS=1 RMQ_TLS_CA_FILE={ca}", markup=False)
 
 
 def _node_addrs(text: str) -> tuple[str, str]:

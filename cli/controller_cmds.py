@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -72,7 +73,13 @@ def ready_line(config: ControllerConfig) -> str:
 
 
 def quorum_configs(
-    root: Path, *, nodes: int, host: str, base_port: int | None, hosts: Sequence[str] = ()
+    root: Path,
+    *,
+    nodes: int,
+    host: str,
+    base_port: int | None,
+    hosts: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> list[ControllerConfig]:
     """One config per node (n0, n1, ...), sharing a fresh secret; data under ``root/n<i>``.
     ``hosts``: an address per node (each on its own host, all on ``base_port`` and the
@@ -92,7 +99,11 @@ def quorum_configs(
     password = secrets.token_urlsafe(32)
     return [
         ControllerConfig(
-            node_id=node_id, peers=peers, password=password, data_dir=root / node_id / "data"
+            node_id=node_id,
+            peers=peers,
+            password=password,
+            data_dir=root / node_id / "data",
+            **(extra or {}),  # cluster secret and TLS files (cli/security.py)
         )
         for node_id in peers
     ]
@@ -153,9 +164,12 @@ def controller_command(
 
     Without --config: a single-node quorum, for development.
     """
+    from cli.security import warn_if_others_read
     from cli.serving import configure_logging, run_server, set_node_name
     from controller.server import ControllerServer
     from protocol.acl import AclConfigError
+    from protocol.tls import TlsError
+    from protocol.trust import SecretError
 
     try:
         if config_file is not None:
@@ -174,9 +188,11 @@ def controller_command(
     configure_logging(
         node=node, log_file=config.data_dir / "logs" / "controller.log", level=log_level
     )
+    if config_file is not None:
+        warn_if_others_read(config_file, "it holds the quorum's secret")
     try:
         server = ControllerServer(config)
-    except AclConfigError as exc:
+    except (SecretError, TlsError, AclConfigError) as exc:
         raise fail(str(exc)) from None
 
     async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -214,18 +230,29 @@ def config_paths(root: Path) -> list[Path]:
 
 
 def write_quorum(
-    root: Path, *, nodes: int, host: str, base_port: int | None, hosts: Sequence[str] = ()
+    root: Path,
+    *,
+    nodes: int,
+    host: str,
+    base_port: int | None,
+    hosts: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> list[tuple[Path, ControllerConfig]]:
     """Write a new quorum's node configs under ``root``; each config with its path."""
     written = []
-    for config in quorum_configs(root, nodes=nodes, host=host, base_port=base_port, hosts=hosts):
+    configs = quorum_configs(
+        root, nodes=nodes, host=host, base_port=base_port, hosts=hosts, extra=extra
+    )
+    for config in configs:
         path = root / config.node_id / CONFIG_NAME
         write_toml(path, config)
         written.append((path, config))
     return written
 
 
-async def _metadata(addrs: list[str], timeout_s: float) -> list[ControllerMetadata | None]:
+async def _metadata(
+    addrs: list[str], timeout_s: float, tls: ssl.SSLContext | None = None
+) -> list[ControllerMetadata | None]:
     """GetMetaData of every address (None for one that did not answer)."""
     found: list[ControllerMetadata | None] = [None] * len(addrs)
 
@@ -234,7 +261,7 @@ async def _metadata(addrs: list[str], timeout_s: float) -> list[ControllerMetada
             found[i] = await get_controller_metadata(client, addrs[i], timeout_s=timeout_s)
 
     async with (
-        open_client(name="rmq-quorum", default_timeout_s=timeout_s) as client,
+        open_client(name="rmq-quorum", default_timeout_s=timeout_s, tls=tls) as client,
         trio.open_nursery() as nursery,
     ):
         for i, addr in enumerate(addrs):
@@ -243,13 +270,15 @@ async def _metadata(addrs: list[str], timeout_s: float) -> list[ControllerMetada
     return found
 
 
-def wait_for_leader(addrs: list[str], timeout_s: float) -> ControllerMetadata:
+def wait_for_leader(
+    addrs: list[str], timeout_s: float, tls: ssl.SSLContext | None = None
+) -> ControllerMetadata:
     """The leader's GetMetaData once a node says it leads and a majority name it."""
 
     async def poll() -> ControllerMetadata:
         with trio.fail_after(timeout_s):
             while True:
-                answers = [m for m in await _metadata(addrs, 1.0) if m is not None]
+                answers = [m for m in await _metadata(addrs, 1.0, tls) if m is not None]
                 for meta in answers:
                     named = sum(1 for m in answers if m.leader_address == meta.address)
                     if meta.is_leader and named > len(addrs) // 2:
@@ -268,6 +297,7 @@ def start_controllers(
     cluster: Cluster,
     configs: list[tuple[Path, ControllerConfig]],
     timeout_s: float,
+    tls: ssl.SSLContext | None = None,
     netns_of: Mapping[str, str] | None = None,
 ) -> ControllerMetadata:
     """Start a node per (config file, config) into ``cluster``'s record; wait for a leader.
@@ -279,7 +309,7 @@ def start_controllers(
         )
         node.netns = (netns_of or {}).get(config.node_id)
         start_node(cluster, node, timeout_s)
-    return wait_for_leader([c.remoting_address for _, c in configs], timeout_s)
+    return wait_for_leader([c.remoting_address for _, c in configs], timeout_s, tls)
 
 
 def start_quorum(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import signal
@@ -46,6 +47,7 @@ import trio
 import typer
 
 from cli.output import err, fail, out
+from cli.security import ClusterSecurity
 from client import admin as admin_api
 from launcher.ready import DASHBOARD
 from protocol.controller_bodies import ReplicasInfo
@@ -264,7 +266,13 @@ class Demo:
 
 
 async def run_demo(
-    root: Path, *, seconds: float, rate_per_s: float, seed: int, silent: bool = False
+    root: Path,
+    *,
+    seconds: float,
+    rate_per_s: float,
+    seed: int,
+    silent: bool = False,
+    tls: bool = False,
 ) -> tuple[CheckReport, list[Entry], str | None] | None:
     """The whole demo; None when a Ctrl-C stopped it (the cluster is stopped either way).
 
@@ -288,14 +296,14 @@ async def run_demo(
         await guard.start(on_sigint)
         with work:
             result = await _run(
-                root, seconds=seconds, rate_per_s=rate_per_s, seed=seed, silent=silent
+                root, seconds=seconds, rate_per_s=rate_per_s, seed=seed, silent=silent, tls=tls
             )
         guard.cancel_scope.cancel()
     return None if interrupted else result
 
 
 async def _run(
-    root: Path, *, seconds: float, rate_per_s: float, seed: int, silent: bool
+    root: Path, *, seconds: float, rate_per_s: float, seed: int, silent: bool, tls: bool
 ) -> tuple[CheckReport, list[Entry], str | None]:
     rng = random.Random(seed)
     config = WorkloadConfig(
@@ -317,7 +325,11 @@ async def _run(
         markup=False,
     )
     try:
-        async with local_cluster(root / "cluster", "controller", "ASYNC_FLUSH", rng) as cluster:
+        cluster_dir = root / "cluster"
+        async with local_cluster(cluster_dir, "controller", "ASYNC_FLUSH", rng, tls=tls) as cluster:
+            # The SDK, the admin calls and the harness connect as $RMQ_TLS* say (plain
+            # unless --tls: then the cluster's CA and client certificate).
+            os.environ.update(ClusterSecurity.of(cluster_dir).client_env())
             await _show_cluster(cluster)
             await create_topic(cluster, config, (GROUP,))
             async with open_workload(config, cluster.namesrv, recorder, rng) as workload:
@@ -446,6 +458,9 @@ def demo_command(
             "controllers replace it in under 2 s without any connection closing.",
         ),
     ] = False,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Every port TLS only (a test CA made for the run).")
+    ] = False,
 ) -> None:
     """Kill -9 the master of a controller-mode cluster under load; prove nothing acked is lost."""
     if seconds < 8:
@@ -468,7 +483,9 @@ def demo_command(
     )
     try:
         outcome = trio.run(
-            lambda: run_demo(root, seconds=seconds, rate_per_s=rate, seed=seed, silent=silent)
+            lambda: run_demo(
+                root, seconds=seconds, rate_per_s=rate, seed=seed, silent=silent, tls=tls
+            )
         )
     except* (HarnessError, RocketError) as group:
         first = _leaves(group)[0]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -555,10 +556,12 @@ async def open_admin(
     namesrv: str | Sequence[str] = "127.0.0.1:9876",
     *,
     timeout_s: float = 3.0,
+    tls: ssl.SSLContext | None = None,
     credentials: Credentials | None = None,
 ) -> AsyncIterator[Admin]:
     """An ``Admin`` whose connections live exactly as long as this block.
 
+    ``tls``: a context to connect with; None: as ``$RMQ_TLS*`` say (plain when unset).
     With ``credentials`` every request is signed (ACL 1.0, protocol/acl_sign.py).
 
     Raises ``AdminError`` at once when the NameServer list is empty or malformed.
@@ -571,7 +574,7 @@ async def open_admin(
     for addr in addrs:
         _check_address(addr, "NameServer address")
     async with open_client(
-        name="rmq-admin", default_timeout_s=timeout_s, credentials=credentials
+        name="rmq-admin", default_timeout_s=timeout_s, tls=tls, credentials=credentials
     ) as client:
         yield Admin(client, addrs, timeout_s=timeout_s)
 

@@ -23,6 +23,7 @@ from protocol.bodies import TopicList
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import (
+    ConnectionLost,
     NetworkError,
     RemotingTimeout,
     RocketError,
@@ -44,6 +45,13 @@ class AdminError(RocketError):
 
 
 # --- building blocks (kept for callers with their own client) ----------------------------
+
+
+def _tls_hint(exc: RocketError, client: RemotingClient) -> str:
+    """A plain client whose connection the server closed at once may have met a TLS port."""
+    if client.tls is None and isinstance(exc, ConnectionLost):
+        return " (or it takes TLS only: rmq admin --tls, $RMQ_TLS=1)"
+    return ""
 
 
 def parse_namesrv_list(text: str) -> list[str]:
@@ -144,6 +152,7 @@ class AdminSession:
             where = addr or ";".join(self.namesrv)
             raise type(exc)(
                 f"{exc}; no NameServer answered at {where}: check -n and that it is running"
+                + _tls_hint(exc, self._client)
             ) from None
         return check_success(response).body
 

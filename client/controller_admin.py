@@ -13,11 +13,14 @@ Rules:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import attrs
 
 from client.admin_session import AdminError, AdminSession, _check_address
+from protocol import trust
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import (
@@ -40,6 +43,9 @@ from protocol.headers import (
     GetMetaDataResponseHeader,
 )
 from protocol.rpc import RemotingClient, check_success
+
+#: File of the cluster secret admin commands that change a group's master sign with.
+ENV_CLUSTER_SECRET_FILE = "RMQ_CLUSTER_SECRET_FILE"
 
 # --- controllers (building blocks) -------------------------------------------------------------
 
@@ -168,6 +174,21 @@ async def controller_call(
 class ControllerAdmin(AdminSession):
     """The controller commands of ``Admin`` (which inherits them)."""
 
+    #: The cluster secret: electMaster and cleanBrokerMetadata are signed with it (a
+    #: controller with a secret refuses them unsigned). None: ``$RMQ_CLUSTER_SECRET_FILE``.
+    cluster_secret: bytes | None = None
+
+    def _signed(self, request: RemotingCommand) -> RemotingCommand:
+        secret = self.cluster_secret
+        if secret is None and (path := os.environ.get(ENV_CLUSTER_SECRET_FILE)):
+            try:
+                secret = trust.load_secret(Path(path))
+            except trust.SecretError as exc:
+                raise AdminError(f"{exc} (from ${ENV_CLUSTER_SECRET_FILE})") from None
+        if secret is None:
+            return request
+        return trust.sign(request, secret, now_ms=trust.wall_ms())
+
     # --- controller ------------------------------------------------------------------
 
     async def _controller(
@@ -235,7 +256,7 @@ class ControllerAdmin(AdminSession):
             RequestCode.CONTROLLER_ELECT_MASTER, header.to_ext_fields()
         )
         ok = (ResponseCode.SUCCESS, ResponseCode.CONTROLLER_MASTER_STILL_EXIST)
-        response = await self._controller(controller, request, ok=ok)
+        response = await self._controller(controller, self._signed(request), ok=ok)
         reply = ElectMasterResponseHeader.from_ext_fields(response.ext_fields)
         body = ElectMasterResponseBody.from_bytes(response.body) if response.body else None
         group = body.broker_member_group if body is not None else None
@@ -274,7 +295,7 @@ class ControllerAdmin(AdminSession):
             is_clean_living_broker=clean_living,
         )
         request = RemotingCommand.request(RequestCode.CLEAN_BROKER_DATA, header.to_ext_fields())
-        await self._controller(controller, request)
+        await self._controller(controller, self._signed(request))
 
     async def broker_epochs(
         self, *, broker_name: str | None = None, cluster: str | None = None

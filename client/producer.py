@@ -44,6 +44,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -575,10 +576,14 @@ async def open_producer(
     batch_max_bytes: int = BATCH_MAX_BYTES,
     total_batch_max_bytes: int = TOTAL_BATCH_MAX_BYTES,
     rng: random.Random | None = None,
+    tls: ssl.SSLContext | None = None,
     handlers: Mapping[int, Handler] | None = None,
 ) -> AsyncIterator[Producer]:
     """A started producer (every request signed with ``credentials``, ACL 1.0, when given);
     everything it runs stops when the block exits.
+
+    ``tls``: a context to connect with (``protocol.tls.client_context``); None: TLS as
+    ``$RMQ_TLS``/``$RMQ_TLS_CA_FILE`` say, plain when they are unset.
 
     ``auto_batch`` turns natural batching on (module docstring); ``batch_max_count`` and
     ``batch_max_bytes`` bound one batch, ``total_batch_max_bytes`` what may wait for one.
@@ -590,7 +595,7 @@ async def open_producer(
         max_count=batch_max_count, max_bytes=batch_max_bytes, total_max_bytes=total_batch_max_bytes
     )
     async with open_client(
-        name=f"producer {group}", handlers=handlers, default_timeout_s=timeout_s
+        name=f"producer {group}", handlers=handlers, default_timeout_s=timeout_s, tls=tls
     ) as client:
         routes = RouteCache(
             client, addrs, request_timeout_s=timeout_s, refresh_interval_s=route_refresh_interval_s

@@ -116,6 +116,17 @@ class ControllerConfig:
     #: port) at the remoting address's host; ``DISABLE``, RocketMQ's default, serves none.
     metrics_exporter_type: str = "DISABLE"
     metrics_prom_exporter_port: int = 5557
+    # --- cluster trust and TLS (issue 16; README "TLS and cluster secrets") -------------
+    #: File holding the cluster secret: broker codes (register, heartbeat, SyncStateSet,
+    #: elections, clean broker data) then need its signature. Empty: no check.
+    cluster_secret_file: str = ""
+    #: The remoting port speaks TLS with this certificate and key (PEM) when both are set.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: CA (PEM) that client certificates must chain to; with ``tls_verify_client`` a client
+    #: without one is refused.
+    tls_ca_file: str = ""
+    tls_verify_client: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not self.node_id:

@@ -40,13 +40,19 @@ Rules (DESIGN §6, reference/rocketmq-controller.md §2.3–§2.5, §5, §7):
   kept in the liveness table, not replicated: it is heartbeat data every node receives
   every second, only a live master's is useful, and replicating it would cost a Raft
   commit per broker restart for nothing a new leader does not already have.
+- Trust (issue 16, protocol/trust.py): with ``cluster_secret_file`` the broker codes
+  (register, broker ids, heartbeat, alter SyncStateSet, elect, clean broker data) need
+  the cluster signature, else NO_PERMISSION and a throttled log line; reads stay open.
+  With ``tls_cert_file``/``tls_key_file`` the remoting port speaks TLS only.
 - Threads live only in ``controller.raft``; this module is plain Trio.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
@@ -57,6 +63,7 @@ from controller.election import LiveInfo, elect
 from controller.liveness import DEFAULT_HEARTBEAT_TIMEOUT_S, BrokerKey, LivenessTable, StallGuard
 from controller.metrics import KEEP_CURRENT_MASTER, NO_MASTER_ELECTED, ControllerMetrics
 from controller.raft import RaftNode
+from protocol import trust
 from protocol.acl_guard import open_guard, warn_if_exposed
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -97,7 +104,15 @@ from protocol.headers import (
     RegisterBrokerToControllerRequestHeader,
     RegisterBrokerToControllerResponseHeader,
 )
-from protocol.rpc import Connection, Handler, RemotingServer, TransportConfig, split_address
+from protocol.rpc import (
+    Connection,
+    Handler,
+    RemotingServer,
+    ThrottledLog,
+    TransportConfig,
+    split_address,
+)
+from protocol.tls import TlsFiles, server_context
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +134,19 @@ def _parse(cls: type[H], request: RemotingCommand) -> H:
         return cls.from_ext_fields(request.ext_fields)
     except ProtocolError as exc:
         raise _invalid(str(exc)) from None
+
+
+def server_tls(config: ControllerConfig) -> ssl.SSLContext | None:
+    """The remoting port's TLS context (None: plain); ``TlsError`` names a bad file."""
+    files = TlsFiles(
+        cert_file=config.tls_cert_file,
+        key_file=config.tls_key_file,
+        ca_file=config.tls_ca_file,
+        verify_client=config.tls_verify_client,
+    )
+    if not (files.enabled or files.ca_file or files.verify_client):
+        return None
+    return server_context(files)
 
 
 def _failed(request: RemotingCommand, result: sm.Result) -> RemotingCommand:
@@ -157,6 +185,15 @@ class ControllerServer:
             RequestCode.CLEAN_BROKER_DATA: self._clean_broker_data,
             RequestCode.BROKER_HEARTBEAT: self._heartbeat,
         }
+        if config.cluster_secret_file:
+            handlers = trust.guard_handlers(
+                handlers,
+                trust.CONTROLLER_INTERNAL_CODES,
+                node=self.name,
+                secret=trust.load_secret_warned(Path(config.cluster_secret_file), log.warning),
+                now_ms=trust.wall_ms,
+                warn=ThrottledLog(10.0).warning,
+            )
         host, port = split_address(config.remoting_address)
         self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
         if self.acl is not None:
@@ -168,6 +205,7 @@ class ControllerServer:
             port=port,
             config=transport,
             on_disconnect=self._connection_closed,
+            tls=server_tls(config),
         )
         self._nursery: trio.Nursery | None = None
         self._started_s = 0.0

@@ -15,11 +15,15 @@ Rules:
 - A broker is forgotten when its connection closes or after its heartbeat timeout
   (120 s by default), checked every ``scan_interval_s``.
 - NameServers never talk to each other: each holds every route its brokers register.
+- Trust (issue 16, protocol/trust.py): with ``cluster_secret`` set, REGISTER_BROKER,
+  UNREGISTER_BROKER and BROKER_HEARTBEAT need the cluster signature (else NO_PERMISSION,
+  logged); with ``tls`` every connection speaks TLS (protocol/tls.py).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import zlib
 
 import attrs
@@ -27,6 +31,7 @@ import trio
 
 from namesrv.metrics import NameServerMetrics
 from namesrv.registry import DEFAULT_HEARTBEAT_TIMEOUT_MS, RegistryLimits, RouteRegistry
+from protocol import trust
 from protocol.acl_guard import open_guard, protect, warn_if_exposed
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -78,6 +83,11 @@ class NameServerConfig:
     max_register_inflated_bytes: int = 32 * 1024 * 1024
     #: Registrations decoded and applied at once; later ones wait their turn.
     max_concurrent_registrations: int = 2
+    #: The cluster secret (``--cluster-secret-file``): when set, REGISTER_BROKER,
+    #: UNREGISTER_BROKER and BROKER_HEARTBEAT need its signature (protocol/trust.py).
+    cluster_secret: bytes | None = attrs.field(default=None, repr=False)
+    #: TLS server context (``--tls-cert``/``--tls-key``): every client must speak TLS.
+    tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def _now_ms() -> int:
@@ -107,6 +117,15 @@ class NameServer:
             RequestCode.WIPE_WRITE_PERM_OF_BROKER: self._wipe_write_perm,
             RequestCode.ADD_WRITE_PERM_OF_BROKER: self._add_write_perm,
         }
+        if self.config.cluster_secret is not None:
+            handlers = trust.guard_handlers(
+                handlers,
+                trust.NAMESRV_INTERNAL_CODES,
+                node="namesrv",
+                secret=self.config.cluster_secret,
+                now_ms=trust.wall_ms,
+                warn=self._refusals.warning,
+            )
         self.server = RemotingServer(
             self.metrics.requests.instrument(protect(self.acl, handlers)),
             name=self.name,
@@ -114,6 +133,7 @@ class NameServer:
             port=self.config.port,
             config=self.config.transport,
             on_disconnect=self._connection_closed,
+            tls=self.config.tls,
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

@@ -22,6 +22,9 @@ Rules:
   requests being handled) are budgeted per connection and per server: a connection over
   budget is not read until handlers finish. A read is granted its bytes only once the
   socket is readable, so idle connections reserve nothing.
+- TLS (protocol/tls.py) is a server's or client's option: the handshake runs on an
+  admitted connection (it counts against the caps) under its own deadline; a failed one
+  is logged like a refusal. Plain connections take exactly the path they took before.
 - Connections are symmetric: a server can send requests to a client (e.g.
   NOTIFY_CONSUMER_IDS_CHANGED) and a client serves them with its own handler table.
 """
@@ -31,15 +34,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import functools
 import itertools
 import logging
 import math
 import os
 import resource
+import ssl
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import trio
 import trio.lowlevel
@@ -57,7 +62,9 @@ from protocol.errors import (
 )
 from protocol.frame import Frame, FrameDecoder
 from protocol.limits import BufferBudget, LogThrottle, TransportConfig
-from protocol.steps import Steps, T
+from protocol.steps import T
+from protocol.tasks import background_nursery, run_steps
+from protocol.tls import TlsRefused, TlsStream, client_context_from_env, tls_accept, tls_connect
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +164,7 @@ class Connection:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.SocketStream | TlsStream,
         *,
         name: str,
         handlers: Mapping[int, Handler],
@@ -168,6 +175,10 @@ class Connection:
         self.id = next(_connection_ids)
         self.name = name
         self._stream = stream
+        # A TLS stream may hold decrypted bytes the socket no longer shows (protocol/tls.py).
+        self._wait_readable = getattr(stream, "wait_readable", None) or functools.partial(
+            trio.lowlevel.wait_readable, stream.socket
+        )
         self._handlers = handlers
         self._config = config
         self._budget = budget or ByteBudget(config)
@@ -429,10 +440,10 @@ class Connection:
                 deadline = self._partial_since_s + self._config.frame_timeout_s
             try:
                 if deadline == math.inf:  # no partial frame: no clock (a scope costs µs)
-                    await trio.lowlevel.wait_readable(self._stream.socket)
+                    await self._wait_readable()
                 else:
                     with trio.move_on_at(deadline):
-                        await trio.lowlevel.wait_readable(self._stream.socket)
+                        await self._wait_readable()
                 if trio.current_time() < deadline:
                     granted = self._budget.ledger.grant(self.buffered_bytes, _READ_BYTES)
                     if granted:
@@ -581,8 +592,10 @@ class RemotingServer:
         config: TransportConfig | None = None,
         on_connect: Callable[[Connection], None] | None = None,
         on_disconnect: Callable[[Connection], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
+        self.tls = tls  # every connection handshakes TLS first (under a deadline)
         self.host = host
         self.port = port
         self.handlers = handlers
@@ -671,8 +684,16 @@ class RemotingServer:
 
     async def _serve_connection(self, stream: trio.SocketStream, peer_ip: str) -> None:
         try:
+            secured: trio.SocketStream | TlsStream = stream
+            if self.tls is not None:
+                try:
+                    secured = await tls_accept(stream, self.tls)
+                except TlsRefused as exc:  # e.g. plain TCP to a TLS port
+                    self.refused_connections += 1
+                    self._refusal_log.warning("%s: refused a connection: %s", self.name, exc)
+                    return
             conn = Connection(
-                stream,
+                secured,
                 name=self.name,
                 handlers=self.handlers,
                 config=self.config,
@@ -726,8 +747,10 @@ class RemotingClient:
         handlers: Mapping[int, Handler] | None = None,
         config: TransportConfig | None = None,
         default_timeout_s: float = 3.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
+        self.tls = tls  # connect with TLS (verifying the server against this context)
         self._nursery = nursery
         self._handlers = handlers or {}
         self._config = config or TransportConfig()
@@ -751,11 +774,13 @@ class RemotingClient:
             if conn is not None and not conn.closed.is_set():
                 return conn
             host, port = split_address(addr)
-            stream: trio.SocketStream | None = None
+            stream: trio.SocketStream | TlsStream | None = None
             with trio.move_on_after(self._config.connect_timeout_s):
                 try:
                     stream = await trio.open_tcp_stream(host, port)
-                except OSError as exc:
+                    if self.tls is not None:
+                        stream = await tls_connect(stream, self.tls, host=host)
+                except (OSError, TlsRefused) as exc:
                     raise NetworkError(f"cannot connect to {addr}: {exc}") from None
             if stream is None:
                 raise NetworkError(
@@ -818,33 +843,18 @@ class RemotingClient:
 
 
 @asynccontextmanager
-async def background_nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery for background tasks of a context manager's body.
-
-    The tasks are cancelled when the body ends, and an exception from the body leaves as
-    itself, not wrapped in an exception group by the nursery.
-    """
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        try:
-            yield nursery
-        except BaseException as exc:  # re-raised below, outside the nursery
-            body_error = exc
-        finally:
-            nursery.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
-
-
-@asynccontextmanager
 async def open_client(
     *,
     name: str = "client",
     handlers: Mapping[int, Handler] | None = None,
     config: TransportConfig | None = None,
     default_timeout_s: float = 3.0,
+    tls: ssl.SSLContext | Literal[False] | None = None,
 ) -> AsyncIterator[RemotingClient]:
-    """A ``RemotingClient`` whose connections live exactly as long as this block."""
+    """A ``RemotingClient`` whose connections live exactly as long as this block.
+
+    ``tls``: connect with this context; False: plain TCP; None: as ``$RMQ_TLS`` and
+    ``$RMQ_TLS_CA_FILE`` say (plain when unset; protocol/tls.py)."""
     async with background_nursery() as nursery:
         client = RemotingClient(
             nursery,
@@ -852,30 +862,13 @@ async def open_client(
             handlers=handlers,
             config=config,
             default_timeout_s=default_timeout_s,
+            tls=client_context_from_env() if tls is None else tls or None,
         )
         try:
             yield client
         finally:
             with trio.CancelScope(shield=True):
                 await client.aclose()
-
-
-async def run_steps(steps: Steps[T]) -> T:
-    """Drive a ``Steps`` generator to its result, letting other tasks run between slices.
-
-    One large request's work (a registration of 100,000 topics) thus never stalls the
-    event loop for more than one slice. If we are cancelled, the generator is closed, so
-    its ``finally`` blocks release what it held.
-    """
-    try:
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            await trio.lowlevel.checkpoint()
-    finally:
-        steps.close()
 
 
 def check_success(response: RemotingCommand) -> RemotingCommand:

@@ -136,6 +136,7 @@ class LocalCluster:
         *,
         recorder: Recorder | None = None,
         broker_settings: tuple[tuple[str, object], ...] = (),
+        tls: bool = False,
         netns: bool = False,
         power_store: bool = False,
     ) -> None:
@@ -147,6 +148,8 @@ class LocalCluster:
         self.flush = flush
         self.recorder = recorder
         self.broker_settings = broker_settings
+        #: ``rmq cluster up --tls``: every port TLS only (clients: ``$RMQ_TLS*``).
+        self.tls = tls
         #: Why separate hosts were asked for but not made (None: made, or not asked for).
         self.fallback: str | None = netns_unavailable() if netns else None
         self.netns = netns and self.fallback is None
@@ -234,6 +237,7 @@ class LocalCluster:
         for key, value in self.broker_settings:
             argv += ["--broker-set", f"{key}={toml_value(value)}"]
         argv += self._layout_args
+        argv += ["--tls"] if self.tls else []
         if self.netns:
             argv.append("--netns")
         with trio.fail_after(UP_TIMEOUT_S):
@@ -799,6 +803,7 @@ async def local_cluster(
     recorder: Recorder | None = None,
     broker_settings: tuple[tuple[str, object], ...] = (),
     controller_proxies: trio.Nursery | None = None,
+    tls: bool = False,
     netns: bool = False,
     power_store: bool = False,
 ) -> AsyncIterator[LocalCluster]:
@@ -814,6 +819,7 @@ async def local_cluster(
         rng,
         recorder=recorder,
         broker_settings=broker_settings,
+        tls=tls,
         netns=netns,
         power_store=power_store,
     )

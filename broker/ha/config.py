@@ -6,6 +6,8 @@ Defaults follow RocketMQ's ``MessageStoreConfig`` (reference/rocketmq-controller
 
 from __future__ import annotations
 
+import ssl
+
 import attrs
 
 
@@ -83,6 +85,13 @@ class HAConfig:
     max_waiters: int = attrs.field(default=65_536, validator=_positive_int)
     #: Window of the per-slave transfer speed shown by ``status()``.
     speed_window_s: float = attrs.field(default=5.0, validator=_positive)
+    #: The cluster secret: when set, a slave must answer the master's challenge with it
+    #: before anything is replicated (broker/ha/auth.py). None: no challenge.
+    cluster_secret: bytes | None = attrs.field(default=None, repr=False)
+    #: TLS: the master accepts slaves with this context, a slave connects with the other
+    #: (handshake under ``handshake_timeout_s``). None: plain TCP.
+    server_tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
+    client_tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.reconnect_backoff_min_s <= self.reconnect_backoff_max_s

@@ -21,7 +21,8 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
   re-handshakes every connection (apache/rocketmq#9689: a live connection would keep
   streaming with a stale epoch).
 - Admission (issue 13: 16 idle sockets held every slot and locked real slaves out): a
-  connection must handshake within ``handshake_timeout_s``; at most
+  connection must handshake within ``handshake_timeout_s`` (TLS and the cluster-secret
+  challenge included, when configured: broker/ha/auth.py); at most
   ``max_pending_connections`` wait for their handshake (a new one closes the oldest, so a
   real slave, which handshakes at once, always gets through); at most ``max_connections``
   handshaken slaves, where a known slave (a SyncStateSet member now or earlier under this
@@ -45,6 +46,7 @@ import attrs
 import trio
 
 from broker.background import fd_exhausted
+from broker.ha.auth import challenge_slave, secure_accept
 from broker.ha.config import HAConfig
 from broker.ha.epochfile import EpochFile
 from broker.ha.stream import RateMeter, peer_name, receive_until, send_all
@@ -463,12 +465,24 @@ class HAMaster:
                 conn.reason,
             )
 
-    async def _session(self, stream: trio.SocketStream, conn: _Conn) -> None:
+    async def _session(self, raw: trio.SocketStream, conn: _Conn) -> None:
         cfg = self.config
         decoder = MasterSideDecoder()
         events: list[SlaveHandshake | Ack] = []
         what = f"HA slave {conn.address}"
-        with trio.move_on_after(cfg.handshake_timeout_s):
+        stream: trio.abc.Stream = raw
+        # One deadline for TLS, the cluster challenge and the handshake: a pending slot.
+        with trio.move_on_after(cfg.handshake_timeout_s) as scope:
+            stream = await secure_accept(raw, cfg, what)
+            if cfg.cluster_secret is not None:
+                answered = await challenge_slave(
+                    stream,
+                    cfg.cluster_secret,
+                    deadline=scope.deadline,
+                    send_timeout_s=cfg.send_timeout_s,
+                    what=what,
+                )
+                events = decoder.feed(answered) if answered is not None else []
             while not events:
                 events = await self._receive(stream, decoder, what)
         if not events:
@@ -517,7 +531,7 @@ class HAMaster:
                 nursery.cancel_scope.cancel()
 
     async def _receive(
-        self, stream: trio.SocketStream, decoder: MasterSideDecoder, what: str
+        self, stream: trio.abc.Stream, decoder: MasterSideDecoder, what: str
     ) -> list[SlaveHandshake | Ack]:
         timeout_s = self.config.housekeeping_timeout_s
         data = await receive_until(stream, trio.current_time() + timeout_s, what=what)
@@ -632,7 +646,7 @@ class HAMaster:
         self._after(actions)
 
     async def _stream_loop(
-        self, stream: trio.SocketStream, conn: _Conn, what: str, scope: trio.CancelScope
+        self, stream: trio.abc.Stream, conn: _Conn, what: str, scope: trio.CancelScope
     ) -> None:
         cfg = self.config
         try:
@@ -652,7 +666,7 @@ class HAMaster:
             conn.reason = f"streaming stopped: {exc}"
             scope.cancel()  # ends the reader too
 
-    async def _send_batch(self, stream: trio.SocketStream, conn: _Conn, what: str) -> None:
+    async def _send_batch(self, stream: trio.abc.Stream, conn: _Conn, what: str) -> None:
         store = self._store
         position = conn.position
         entry = self._epochs.cache.entry_at(position)
@@ -680,7 +694,7 @@ class HAMaster:
         await send_all(stream, head + data, timeout_s=self.config.send_timeout_s, what=what)
         conn.meter.record(_now(), len(data))
 
-    async def _send_heartbeat(self, stream: trio.SocketStream, conn: _Conn, what: str) -> None:
+    async def _send_heartbeat(self, stream: trio.abc.Stream, conn: _Conn, what: str) -> None:
         cache = self._epochs.cache
         entry = cache.entry_at(conn.position) or cache.last
         assert entry is not None

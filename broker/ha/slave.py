@@ -33,6 +33,7 @@ import logging
 import attrs
 import trio
 
+from broker.ha.auth import answer_master, secure_connect
 from broker.ha.config import HAConfig
 from broker.ha.epoch import EpochCache
 from broker.ha.epochfile import EpochFile
@@ -212,13 +213,24 @@ class HASlave:
     async def _session(self, address: str) -> None:
         cfg = self.config
         what = f"HA master {address}"
-        stream = await connect(address, timeout_s=cfg.connect_timeout_s)
-        async with stream:
+        raw = await connect(address, timeout_s=cfg.connect_timeout_s)
+        async with raw:
+            stream = await secure_connect(raw, address, cfg, what)
             self._connects += 1
             self._state = HAState.HANDSHAKE
             self._last_read_s = trio.current_time()
             hello = SlaveHandshake(slave_broker_id=self.broker_id, async_learner=self.async_learner)
-            await send_all(stream, hello.encode(), timeout_s=cfg.send_timeout_s, what=what)
+            if cfg.cluster_secret is None:
+                await send_all(stream, hello.encode(), timeout_s=cfg.send_timeout_s, what=what)
+            else:
+                await answer_master(
+                    stream,
+                    cfg.cluster_secret,
+                    hello.encode(),
+                    timeout_s=cfg.handshake_timeout_s,
+                    send_timeout_s=cfg.send_timeout_s,
+                    what=what,
+                )
             decoder = SlaveSideDecoder()
             events: list[MasterHandshake | Transfer] = []
             while not events:
@@ -298,7 +310,7 @@ class HASlave:
 
     async def _transfer_loop(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         decoder: SlaveSideDecoder,
         pending: list[MasterHandshake | Transfer],
         what: str,
@@ -319,7 +331,7 @@ class HASlave:
 
     async def _receive(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         decoder: SlaveSideDecoder,
         what: str,
         *,
@@ -378,7 +390,7 @@ class HASlave:
             self._confirm = value
             self._store.set_confirm_offset(value)
 
-    async def _send_ack(self, stream: trio.SocketStream, what: str) -> None:
+    async def _send_ack(self, stream: trio.abc.Stream, what: str) -> None:
         offset = self._store.max_physical_offset
         await send_all(
             stream, Ack(max_offset=offset).encode(), timeout_s=self.config.send_timeout_s, what=what

@@ -32,6 +32,7 @@ class HAState(enum.IntEnum):
 
 
 _SLAVE_HANDSHAKE = struct.Struct(">ihhq")
+SLAVE_HANDSHAKE_BYTES = _SLAVE_HANDSHAKE.size
 _ACK = struct.Struct(">iq")
 _MASTER_HANDSHAKE = struct.Struct(">iiqi")
 _EPOCH = struct.Struct(">iq")

@@ -7,6 +7,9 @@ Rules:
   prints them); ``--json`` prints the same data as JSON for scripts. Data cells are plain
   text, never rich markup: a message body may well contain ``[red]``.
 - ``-n/--namesrv`` defaults to ``$NAMESRV_ADDR``, then 127.0.0.1:9876, as mqadmin does.
+- ``--tls`` / ``--tls-ca`` / ``--tls-cert`` / ``--tls-key`` (before the command; or
+  ``$RMQ_TLS*``) connect with TLS; ``--cluster-secret-file`` (``$RMQ_CLUSTER_SECRET_FILE``)
+  signs the controller commands a cluster secret guards (README "TLS and cluster secrets").
 - ``--access-key`` / ``--secret-key`` (before the command; or ``$RMQ_ACCESS_KEY`` /
   ``$RMQ_SECRET_KEY``, which keep the secret out of the process list) sign every request
   with an ACL 1.0 account. The secret is never printed.
@@ -20,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,14 +39,31 @@ from cli.admin import (
     topics,
     transactions,
 )
-from cli.admin.common import set_credentials
+from cli.admin.common import set_credentials, set_transport
+from client.controller_admin import ENV_CLUSTER_SECRET_FILE
 from protocol.acl_sign import ENV_ACCESS_KEY, ENV_SECRET_KEY
 
 admin_app = typer.Typer(no_args_is_help=True, help="mqadmin-style administration commands.")
 
 
 @admin_app.callback()
-def _account(
+def _options(
+    tls: Annotated[bool, typer.Option("--tls", help="Connect with TLS ($RMQ_TLS=1).")] = False,
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", help="CA (PEM) to verify servers with.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Client certificate (PEM), if asked for.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its key (PEM).")] = None,
+    cluster_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster-secret-file",
+            envvar=ENV_CLUSTER_SECRET_FILE,
+            help="Sign electMaster/cleanBrokerMetadata with this cluster secret.",
+        ),
+    ] = None,
     access_key: Annotated[
         str | None,
         typer.Option(
@@ -58,7 +79,10 @@ def _account(
         ),
     ] = None,
 ) -> None:
-    """mqadmin-style administration commands."""
+    """mqadmin-style administration commands (options here go before the command)."""
+    set_transport(
+        tls=tls, ca=tls_ca, cert=tls_cert, key=tls_key, cluster_secret_file=cluster_secret_file
+    )
     set_credentials(access_key, secret_key)
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import trio
@@ -20,9 +22,18 @@ from rich.text import Text
 
 from cli.output import fail, out
 from client.admin import Admin, AdminError, open_admin
+from client.controller_admin import ENV_CLUSTER_SECRET_FILE
 from protocol.acl_sign import Credentials
 from protocol.codes import PERM_READ, PERM_WRITE
 from protocol.errors import NoPermission, RocketError
+from protocol.tls import (
+    ENV_TLS,
+    ENV_TLS_CA_FILE,
+    ENV_TLS_CERT_FILE,
+    ENV_TLS_KEY_FILE,
+    TlsError,
+    client_context_from_env,
+)
 
 T = TypeVar("T")
 
@@ -91,6 +102,32 @@ def run(namesrv: str, timeout_s: float, fn: Callable[[Admin], Awaitable[T]]) -> 
             f"the command did not finish within {deadline_s:g} s; check that the NameServer "
             "and brokers are up, or raise --timeout"
         ) from None
+
+
+def set_transport(
+    *,
+    tls: bool,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    cluster_secret_file: Path | None,
+) -> None:
+    """``rmq admin --tls...``: this process's clients read ``$RMQ_TLS*`` (protocol/tls.py)
+    and its controller admin ``$RMQ_CLUSTER_SECRET_FILE``; the options set them."""
+    settings = {
+        ENV_TLS: "1" if tls else None,
+        ENV_TLS_CA_FILE: ca,
+        ENV_TLS_CERT_FILE: cert,
+        ENV_TLS_KEY_FILE: key,
+        ENV_CLUSTER_SECRET_FILE: cluster_secret_file,
+    }
+    for name, value in settings.items():
+        if value is not None:
+            os.environ[name] = str(value)
+    try:
+        client_context_from_env()  # a bad file: one line now, not a traceback later
+    except TlsError as exc:
+        raise fail(str(exc)) from None
 
 
 def _bool(value: str | None, flag: str) -> bool | None:

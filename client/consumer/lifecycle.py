@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
@@ -93,6 +94,7 @@ async def _running(
         name=f"consumer {config.group}",
         handlers=handlers,
         default_timeout_s=config.timeout_s,
+        tls=config.tls,
         credentials=config.credentials,
     ) as client:
         routes = RouteCache(
@@ -233,15 +235,20 @@ async def open_pull_consumer(
     group: str,
     timeout_s: float = 3.0,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    tls: ssl.SSLContext | None = None,
     credentials: Credentials | None = None,
 ) -> AsyncIterator[PullConsumer]:
     """An explicit pull consumer (no rebalance, no background tasks but routes).
 
-    A compressed body inflating past ``max_message_bytes`` is skipped, unread.
+    A compressed body inflating past ``max_message_bytes`` is skipped, unread. ``tls``: a
+    context to connect with (None: as ``$RMQ_TLS*`` say).
     """
     addrs = _namesrv_list(namesrv)
     async with open_client(
-        name=f"pull consumer {group}", default_timeout_s=timeout_s, credentials=credentials
+        name=f"pull consumer {group}",
+        default_timeout_s=timeout_s,
+        tls=tls,
+        credentials=credentials,
     ) as client:
         routes = RouteCache(client, addrs, request_timeout_s=timeout_s)
         yield PullConsumer(

@@ -10,6 +10,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,8 @@ class ConsumerConfig:
     buffered_batches: int = attrs.field(default=256, validator=_positive)
     offset_store_dir: Path | None = None
     instance: str | None = None
+    #: TLS context to connect with (``protocol.tls.client_context``); None: as ``$RMQ_TLS*``.
+    tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
     #: ACL 1.0: the account every request is signed with (None: unsigned).
     credentials: Credentials | None = None
 
