@@ -49,7 +49,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import trio
 
@@ -344,6 +344,36 @@ class Broker:
         writing (RocketMQ's IN_SYNC_REPLICAS_NOT_ENOUGH → SYSTEM_ERROR, which producers
         retry on another broker group).
         """
+        topic = records[0].topic
+        if len(records) == 1:
+            return self._guarded_put(topic, functools.partial(self.store.put_message, records[0]))
+        return self._guarded_put(topic, functools.partial(self.store.put_messages, records))
+
+    def store_put_encoded(
+        self,
+        topic: str,
+        queue_id: int,
+        sys_flag: int,
+        encoded: bytes,
+        properties: Mapping[str, str],
+        *,
+        body_bytes: int,
+    ) -> AppendResult:
+        """``store_put`` of one record already encoded (the send path's straight case)."""
+        return self._guarded_put(
+            topic,
+            functools.partial(
+                self.store.put_encoded,
+                topic,
+                queue_id,
+                sys_flag,
+                encoded,
+                properties,
+                body_bytes=body_bytes,
+            ),
+        )
+
+    def _check_in_sync(self) -> HAMaster | None:
         master = self.ha_master
         if (
             master is not None
@@ -351,18 +381,19 @@ class Broker:
             and not master.check_writable(self.config.min_in_sync_replicas)
         ):
             raise SystemError_("in-sync replicas not enough")
+        return master
+
+    def _guarded_put(self, topic: str, put: Callable[[], AppendResult]) -> AppendResult:
+        master = self._check_in_sync()
         try:
-            if len(records) == 1:
-                result = self.store.put_message(records[0])
-            else:
-                result = self.store.put_messages(records)
+            result = put()
         except StorageError as exc:
             log.warning("%s: append refused: %s", self.name, exc)
             raise store_put_error(exc) from None
         if result.ok:
             # Per-topic put counters (RocketMQ's incTopicPutNums / incTopicPutSize with the
             # stored bytes): one call per put, not per message.
-            self.stats.on_put(records[0].topic, len(records), result.wrote_bytes)
+            self.stats.on_put(topic, result.message_count, result.wrote_bytes)
             if master is not None:
                 master.notify_appended()
         return result

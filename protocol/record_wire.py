@@ -17,7 +17,7 @@ Rules (reference/rocketmq-wire.md §2.3 and §3.1):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from protocol.message import (
     NAME_VALUE_SEPARATOR,
@@ -25,6 +25,7 @@ from protocol.message import (
     PROPERTY_SEPARATOR,
     PROPERTY_UNIQ_KEY,
     encode_record_fields,
+    properties_from_string,
 )
 
 # Every pair well formed and the string ends with a separator (or is empty).
@@ -60,6 +61,45 @@ def find_property(text: str, key: str) -> str | None:
                 return value
         end = pos + len(needle) - 1
     return None
+
+
+class WireProperties(Mapping[str, str]):
+    """A properties string read as the mapping ``properties_from_string`` would give.
+
+    ``get`` and ``[]`` scan the string (``find_property``); iterating or ``len`` parses
+    it once. For the few look-ups the put path makes (TAGS, KEYS, UNIQ_KEY), a scan
+    is cheaper than building the dict.
+    """
+
+    __slots__ = ("_parsed", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._parsed: dict[str, str] | None = None
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        value = find_property(self.text, key)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> str:
+        value = find_property(self.text, key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and find_property(self.text, key) is not None
+
+    def _dict(self) -> dict[str, str]:
+        if self._parsed is None:
+            self._parsed = properties_from_string(self.text)
+        return self._parsed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
 
 
 def append_property(text: str, key: str, value: str) -> str:

@@ -223,8 +223,11 @@ class HAMaster:
     def notify_appended(self) -> None:
         """Call after every put: wakes idle streamers; moves a confirm offset that follows
         the master (master-only set, or count mode)."""
-        self._after(self._core.master_advanced(self._store.max_physical_offset))
-        self._lot.unpark_all()
+        actions = self._core.master_advanced(self._store.max_physical_offset)
+        if actions:
+            self._after(actions)
+        if self._lot:  # an empty lot's unpark_all still costs a few µs on every send
+            self._lot.unpark_all()
 
     async def wait_replicated(self, end_offset: int, timeout_s: float) -> ReplicaOutcome:
         """Wait until the data below ``end_offset`` is replicated as the policy requires."""

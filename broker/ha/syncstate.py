@@ -350,7 +350,12 @@ class SyncState:
         return [proposal, *self._recompute(master_max)]
 
     def _recompute(self, master_max: int) -> list[Action]:
-        others = self.effective - {self.master_id}
+        # Runs after every put: a master alone (the common single-master case) and an
+        # unchanged offset return before any set is built.
+        if master_max <= self.confirm_offset:
+            return []
+        alone = not self.in_flight and len(self.members) == 1 and self.master_id in self.members
+        others = frozenset() if alone else self.effective - {self.master_id}
         if not self.all_ack or not others:
             value = master_max
         else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from broker.store.dispatch import StoreDispatch
 from broker.store.results import (
@@ -113,6 +113,40 @@ class StorePut(StoreDispatch):
         encoded = self._encode_checked(msg)
         if isinstance(encoded, AppendResult):
             return encoded
+        return self._put_encoded(msg.topic, msg.queue_id, msg.sys_flag, encoded, msg.properties)
+
+    def put_encoded(
+        self,
+        topic: str,
+        queue_id: int,
+        sys_flag: int,
+        encoded: bytes,
+        properties: Mapping[str, str],
+        *,
+        body_bytes: int,
+    ) -> AppendResult:
+        """``put_message`` of a record already encoded (``protocol/record_wire.py``) with
+        these fields; ``properties`` are its properties (read for TAGS, KEYS, UNIQ_KEY),
+        ``body_bytes`` its body's length. Same checks, results and errors."""
+        self._check_writable()
+        refused = self._unsafe_name(topic, queue_id)
+        if refused is not None:
+            return refused
+        if body_bytes > self.config.max_message_bytes:
+            return AppendResult(
+                status=PutStatus.MESSAGE_ILLEGAL,
+                remark=f"body of {body_bytes} bytes exceeds {self.config.max_message_bytes}",
+            )
+        return self._put_encoded(topic, queue_id, sys_flag, encoded, properties)
+
+    def _put_encoded(
+        self,
+        topic: str,
+        queue_id: int,
+        sys_flag: int,
+        encoded: bytes,
+        properties: Mapping[str, str],
+    ) -> AppendResult:
         size = len(encoded)
         if size + BLANK_MARKER_BYTES > self.config.segment_bytes:
             return AppendResult(
@@ -121,8 +155,8 @@ class StorePut(StoreDispatch):
             )
         # The single-message case of _append_records, unrolled: it is the send hot path.
         clog = self._clog
-        key = (msg.topic, msg.queue_id)
-        counted = msg.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
+        key = (topic, queue_id)
+        counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
         queue_offset = self._queue_offsets.get(key, 0) if counted else 0
         now_ms = self._clock.wall_ms()
         if self._dispatched != clog.write_offset and not self.config.dispatch_confirmed_only:
@@ -143,13 +177,13 @@ class StorePut(StoreDispatch):
             self._dispatched = phys  # only blank padding lay between
             try:
                 self._dispatch_one(
-                    msg.topic,
-                    msg.queue_id,
+                    topic,
+                    queue_id,
                     queue_offset,
                     phys,
                     size,
-                    sys_flag=msg.sys_flag,
-                    properties=msg.properties,
+                    sys_flag=sys_flag,
+                    properties=properties,
                     store_ms=now_ms,
                     recovering=False,
                 )
