@@ -17,7 +17,7 @@ Rules (reference/rocketmq-wire.md §2.3 and §3.1):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 
 from protocol.message import (
     NAME_VALUE_SEPARATOR,
@@ -63,45 +63,6 @@ def find_property(text: str, key: str) -> str | None:
     return None
 
 
-class WireProperties(Mapping[str, str]):
-    """A properties string read as the mapping ``properties_from_string`` would give.
-
-    ``get`` and ``[]`` scan the string (``find_property``); iterating or ``len`` parses
-    it once. For the few look-ups the put path makes (TAGS, KEYS, UNIQ_KEY), a scan
-    is cheaper than building the dict.
-    """
-
-    __slots__ = ("_parsed", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self._parsed: dict[str, str] | None = None
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        value = find_property(self.text, key)
-        return default if value is None else value
-
-    def __getitem__(self, key: str) -> str:
-        value = find_property(self.text, key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and find_property(self.text, key) is not None
-
-    def _dict(self) -> dict[str, str]:
-        if self._parsed is None:
-            self._parsed = properties_from_string(self.text)
-        return self._parsed
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._dict())
-
-    def __len__(self) -> int:
-        return len(self._dict())
-
-
 def append_property(text: str, key: str, value: str) -> str:
     """``text`` (canonical, without ``key``) with the pair appended, as the dict path would.
 
@@ -144,6 +105,44 @@ def record_properties_from_wire(
     if stated_cluster is None:
         text = append_property(text, PROPERTY_CLUSTER, cluster)
     return text
+
+
+def record_properties_parsed(
+    text: str, *, cluster: str, new_uniq_key: Callable[[], str]
+) -> tuple[str, dict[str, str]] | None:
+    """``record_properties_from_wire`` for the send path, with the pairs as a dict.
+
+    Returns the record's properties string and ``properties_from_string`` of it (UNIQ_KEY
+    and CLUSTER included), or None when ``text`` is not canonical or names another
+    cluster. One parse serves both the canonical check and every later look-up (TAGS,
+    KEYS, WAIT, UNIQ_KEY): cheaper than the regex and a scan per look-up.
+
+    Raises:
+        ValueError: the appended UNIQ_KEY or cluster name holds 0x01 or 0x02.
+    """
+    pairs = properties_from_string(text)
+    count = len(pairs)
+    # Canonical: every 0x02-ended piece kept as a pair (pieces == pairs), each with exactly
+    # one 0x01 (separators == pairs), and no duplicate key (the dict kept them all).
+    if (
+        text.count(PROPERTY_SEPARATOR) != count
+        or text.count(NAME_VALUE_SEPARATOR) != count
+        or (text and text[-1] != PROPERTY_SEPARATOR)
+    ):
+        return None
+    stated_cluster = pairs.get(PROPERTY_CLUSTER)
+    if stated_cluster is not None and stated_cluster != cluster:
+        return None
+    if PROPERTY_UNIQ_KEY not in pairs:
+        uniq = new_uniq_key()
+        text = append_property(text, PROPERTY_UNIQ_KEY, uniq)
+        if uniq:
+            pairs[PROPERTY_UNIQ_KEY] = uniq
+    if stated_cluster is None:
+        text = append_property(text, PROPERTY_CLUSTER, cluster)
+        if cluster:
+            pairs[PROPERTY_CLUSTER] = cluster
+    return text, pairs
 
 
 def encode_record_from_wire(

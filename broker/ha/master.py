@@ -721,7 +721,8 @@ class HAMaster:
         for action in actions:
             if isinstance(action, ConfirmOffsetChanged):
                 self._store.set_confirm_offset(action.offset)
-                self._lot.unpark_all()  # idle slaves learn it from a heartbeat
+                if self._lot:
+                    self._lot.unpark_all()  # idle slaves learn it from a heartbeat
             elif isinstance(action, SyncStateSetChanged):
                 self._known |= action.members
                 log.info(

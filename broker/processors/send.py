@@ -78,11 +78,7 @@ from protocol.message import (
     decode_record,
     properties_from_string,
 )
-from protocol.record_wire import (
-    WireProperties,
-    encode_record_from_wire,
-    record_properties_from_wire,
-)
+from protocol.record_wire import encode_record_from_wire, record_properties_parsed
 from protocol.route import TopicConfig
 from protocol.rpc import Connection, Handler
 
@@ -245,15 +241,16 @@ class SendProcessor:
         None when the string is not canonical: the caller takes the dict path, which stays
         the definition (the record's bytes are the same either way)."""
         broker = self.broker
-        text = record_properties_from_wire(
-            header.properties or "",
-            cluster=broker.config.cluster_name,
-            new_uniq_key=broker.next_uniq_key,
-        )
-        if text is None:
-            return None
         body = request.body
         try:
+            wire = record_properties_parsed(
+                header.properties or "",
+                cluster=broker.config.cluster_name,
+                new_uniq_key=broker.next_uniq_key,
+            )
+            if wire is None:
+                return None
+            text, properties = wire
             encoded = encode_record_from_wire(
                 topic=header.topic,
                 body=body,
@@ -268,7 +265,6 @@ class SendProcessor:
             )
         except ValueError as exc:
             raise MessageIllegal(str(exc)) from None
-        properties = WireProperties(text)
         result = broker.store_put_encoded(
             header.topic, queue_id, header.sys_flag, encoded, properties, body_bytes=len(body)
         )

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from broker.processors.send import send_response_fields
 from protocol.headers import SendMessageResponseHeader
 from protocol.message import properties_from_string
-from protocol.record_wire import WireProperties
+from protocol.record_wire import record_properties_from_wire, record_properties_parsed
 
-_TEXT = st.text(alphabet=st.sampled_from("ab\x01\x02KEYSTAG"), max_size=30)
+_TEXT = st.text(alphabet=st.sampled_from("ab\x01\x02KEYSTAGCLUSTER"), max_size=40)
 
 
 @pytest.mark.parametrize("transaction_id", [None, "AC110001000018B4AAC2A9F1F1F40000"])
@@ -26,17 +26,25 @@ def test_send_response_fields_are_the_header_class_fields(transaction_id: str | 
     assert fields == {**expected, "MSG_REGION": "DefaultRegion", "TRACE_ON": "true"}
 
 
-@given(_TEXT, st.sampled_from(["KEYS", "TAGS", "a", "b", "ab", "\x01", ""]))
-def test_wire_properties_read_as_the_parsed_dict(text: str, key: str) -> None:
-    parsed = properties_from_string(text)
-    view = WireProperties(text)
-    assert view.get(key) == parsed.get(key)
-    assert view.get(key, "d") == parsed.get(key, "d")
-    assert (key in view) == (key in parsed)
-    assert dict(view) == parsed
-    assert len(view) == len(parsed)
-    if key in parsed:
-        assert view[key] == parsed[key]
-    else:
-        with pytest.raises(KeyError):
-            view[key]
+@given(_TEXT, st.sampled_from(["DefaultCluster", "other"]), st.booleans())
+def test_parsed_wire_properties_are_the_string_path_and_its_dict(
+    text: str, cluster: str, has_uniq: bool
+) -> None:
+    if has_uniq:
+        text += "UNIQ_KEY\x01U1\x02"
+    calls: list[str] = []
+
+    def new_key() -> str:
+        calls.append("K")
+        return "K"
+
+    expected = record_properties_from_wire(text, cluster=cluster, new_uniq_key=lambda: "K")
+    got = record_properties_parsed(text, cluster=cluster, new_uniq_key=new_key)
+    if expected is None:
+        assert got is None
+        return
+    assert got is not None
+    record_text, pairs = got
+    assert record_text == expected
+    assert pairs == properties_from_string(expected)
+    assert len(calls) == (0 if "UNIQ_KEY" in properties_from_string(text) else 1)
