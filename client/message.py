@@ -38,6 +38,7 @@ from protocol.message import (
     offset_msg_id,
 )
 from protocol.route import MessageQueue
+from protocol.slots import slot_builder
 
 #: RocketMQ's maxMessageSize: no body a consumer accepts inflates past this by default.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -219,35 +220,53 @@ class ReceivedMessage:
 
     @classmethod
     def from_record(
-        cls, record: MessageRecord, broker_name: str, max_body_bytes: int = MAX_MESSAGE_BYTES
+        cls,
+        record: MessageRecord,
+        broker_name: str,
+        max_body_bytes: int = MAX_MESSAGE_BYTES,
+        *,
+        queue: MessageQueue | None = None,
     ) -> ReceivedMessage:
-        """Raises ``MalformedRecord`` when the body does not inflate (see ``inflate``)."""
+        """Raises ``MalformedRecord`` when the body does not inflate (see ``inflate``).
+
+        ``queue``: the record's queue when the caller has it (a pull's messages share
+        one), else one is built from the record.
+        """
         body = inflate(record.body, record.sys_flag, max_body_bytes)
         props = dict(record.properties)
-        offset_id = offset_msg_id(
-            record.store_host[0], record.store_host[1], record.physical_offset
-        )
+        topic = record.topic
+        store_host = record.store_host
+        offset_id = offset_msg_id(store_host[0], store_host[1], record.physical_offset)
         reconsume = record.reconsume_times
         if PROPERTY_RECONSUME_TIME in props and props[PROPERTY_RECONSUME_TIME].isdigit():
             reconsume = max(reconsume, int(props[PROPERTY_RECONSUME_TIME]))
-        return cls(
-            topic=record.topic,
-            body=body,
-            tags=record.tags,
-            keys=tuple(record.keys),
-            properties=props,
-            msg_id=props.get(PROPERTY_UNIQ_KEY) or offset_id,
-            offset_msg_id=offset_id,
-            queue=MessageQueue(
-                topic=record.topic, broker_name=broker_name, queue_id=record.queue_id
-            ),
-            queue_offset=record.queue_offset,
-            commit_log_offset=record.physical_offset,
-            born_timestamp_ms=record.born_timestamp_ms,
-            store_timestamp_ms=record.store_timestamp_ms,
-            born_host=record.born_host,
-            store_host=record.store_host,
-            reconsume_times=reconsume,
-            sys_flag=record.sys_flag,
-            flag=record.flag,
+        if (
+            queue is None
+            or queue.topic != topic
+            or queue.broker_name != broker_name
+            or queue.queue_id != record.queue_id
+        ):
+            queue = MessageQueue(topic=topic, broker_name=broker_name, queue_id=record.queue_id)
+        # Positional in field order (slot_builder): a consumer builds one per message.
+        return _make_received(
+            topic,
+            body,
+            record.tags,
+            tuple(record.keys),
+            props,
+            props.get(PROPERTY_UNIQ_KEY) or offset_id,
+            offset_id,
+            queue,
+            record.queue_offset,
+            record.physical_offset,
+            record.born_timestamp_ms,
+            record.store_timestamp_ms,
+            record.born_host,
+            store_host,
+            reconsume,
+            record.sys_flag,
+            record.flag,
         )
+
+
+_make_received = slot_builder(ReceivedMessage)

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import attrs
 
 from protocol.errors import LimitExceeded, MalformedRecord
+from protocol.slots import slot_builder
 
 # --- constants ---------------------------------------------------------------------------
 
@@ -134,6 +135,8 @@ _TAIL_AFTER_HOSTS = struct.Struct(">iqi")  # reconsume times, prepared tx offset
 _SIZE_MAGIC = struct.Struct(">ii")
 _INT16 = struct.Struct(">h")
 _UINT16_BE = struct.Struct(">H")
+_INT32_BE = struct.Struct(">i")
+_INT64_MAX = 2**63 - 1
 _BATCH_ITEM_HEAD = struct.Struct(">iiiii")  # total size, magic (0), body CRC (0), flag, body len
 
 _V6_HOST_FLAGS = SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6
@@ -244,8 +247,13 @@ def tags_code(tags: str | None) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)
 def _ip_packed(ip: str) -> bytes:
-    """4 bytes for IPv4 (and IPv4-mapped IPv6), 16 bytes for other IPv6 addresses."""
+    """4 bytes for IPv4 (and IPv4-mapped IPv6), 16 bytes for other IPv6 addresses.
+
+    Cached: every record written packs its born and store hosts and every id names the
+    store host, always a handful of addresses, and an ``ipaddress`` parse is ~1.5 µs.
+    """
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -288,14 +296,17 @@ def offset_msg_id(store_ip: str, store_port: int, commit_offset: int) -> str:
     Raises:
         ValueError: bad address, port or offset.
     """
-    packed = _ip_packed(store_ip)
-    if commit_offset < 0:
-        raise ValueError(f"negative commit-log offset {commit_offset}")
-    try:
-        tail = struct.pack(">iq", _check_port(store_port), commit_offset)
-    except struct.error as exc:
-        raise ValueError(f"commit-log offset {commit_offset} out of range: {exc}") from None
-    return (packed + tail).hex().upper()
+    prefix = _offset_id_prefix(store_ip, store_port)
+    if not 0 <= commit_offset <= _INT64_MAX:
+        what = "negative" if commit_offset < 0 else "out of range:"
+        raise ValueError(f"{what} commit-log offset {commit_offset}")
+    return f"{prefix}{commit_offset:016X}"
+
+
+@functools.lru_cache(maxsize=256)
+def _offset_id_prefix(store_ip: str, store_port: int) -> str:
+    """The id's host part (upper hex of IP | int32 port), the same for a whole store."""
+    return (_ip_packed(store_ip) + _INT32_BE.pack(_check_port(store_port))).hex().upper()
 
 
 def parse_offset_msg_id(msg_id: str) -> tuple[str, int, int]:
@@ -461,6 +472,9 @@ class MessageRecord:
     def msg_id(self) -> str:
         """The offset message id: store host plus physical offset (what ali-ons calls msgId)."""
         return offset_msg_id(self.store_host[0], self.store_host[1], self.physical_offset)
+
+
+_make_record = slot_builder(MessageRecord)
 
 
 def record_size(topic_len: int, body_len: int, props_len: int) -> int:
@@ -738,21 +752,22 @@ def decode_record(
             f"{where}: body CRC mismatch, stored 0x{stored_crc & 0xFFFFFFFF:08X}, "
             f"computed 0x{crc:08X}"
         )
-    record = MessageRecord(
-        topic=topic,
-        body=body,
-        queue_id=queue_id,
-        born_timestamp_ms=born_ts,
-        born_host=(_ip_text(born_ip), born_port),
-        store_timestamp_ms=store_ts,
-        store_host=(_ip_text(store_ip), store_port),
-        flag=flag,
-        queue_offset=queue_offset,
-        physical_offset=physical_offset,
-        sys_flag=sys_flag,
-        reconsume_times=reconsume,
-        prepared_transaction_offset=prepared,
-        properties=properties,
+    # Positional in MessageRecord's field order; every consumer decodes one per message.
+    record = _make_record(
+        topic,
+        body,
+        queue_id,
+        born_ts,
+        (_ip_text(born_ip), born_port),
+        store_ts,
+        (_ip_text(store_ip), store_port),
+        flag,
+        queue_offset,
+        physical_offset,
+        sys_flag,
+        reconsume,
+        prepared,
+        properties,
     )
     return record, size
 

@@ -349,7 +349,9 @@ def _decode_into(
     if (crc := zlib.crc32(record.body) & _CRC_MASK) != stored_crc:
         return f"body CRC mismatch, stored 0x{stored_crc & 0xFFFFFFFF:08X}, computed 0x{crc:08X}"
     try:
-        out.append(ReceivedMessage.from_record(record, queue.broker_name, max_body_bytes))
+        out.append(
+            ReceivedMessage.from_record(record, queue.broker_name, max_body_bytes, queue=queue)
+        )
     except MalformedRecord as exc:
         return str(exc)
     return None

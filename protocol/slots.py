@@ -1,0 +1,45 @@
+"""Builders of frozen attrs objects for hot paths: the slots set directly, no ``__init__``.
+
+Rules:
+- attrs' generated ``__init__`` of a frozen slotted class calls a bound ``object.__setattr__``
+  per field; a decoder that builds one object per message pays that on every message.
+  ``slot_builder(cls)`` returns a function taking every field positionally, in field
+  order, that sets each slot through its descriptor (generated once, straight-line).
+- Only for classes without defaults factories, converters or validators that matter on
+  that path: the builder refuses classes with converters or validators (they would be
+  skipped), and the caller passes every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+
+_T = TypeVar("_T")
+
+
+def slot_builder(cls: type[_T]) -> Callable[..., _T]:
+    """``make(field1, field2, ...)`` building ``cls`` like ``cls(field1=..., ...)``.
+
+    Raises:
+        TypeError: ``cls`` is not a slotted attrs class, or a field has a converter or
+            validator (the builder would skip it).
+    """
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
+    if "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} is not a slotted attrs class")
+    for field in fields:
+        if field.converter is not None or field.validator is not None:
+            raise TypeError(f"{cls.__name__}.{field.name} has a converter or validator")
+    names = [field.name for field in fields]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    for name in names:
+        namespace[f"_set_{name}"] = cls.__dict__[name].__set__
+    lines = [f"def make({', '.join(names)}):", "    obj = _new(_cls)"]
+    lines += [f"    _set_{name}(obj, {name})" for name in names]
+    lines.append("    return obj")
+    exec("\n".join(lines), namespace)  # generated from the field names only
+    make: Callable[..., _T] = namespace["make"]
+    return make
