@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: A client considers its queue lock valid this long after the broker granted it
 #: (RocketMQ's client-side REBALANCE_LOCK_MAX_LIVE_TIME; the broker keeps it 60 s).
 LOCK_VALID_S = 30.0
+#: A concurrent worker takes at most this many buffered batches in a row without yielding.
+_NOWAIT_RUN = 32
 
 
 class PushConsumer(_RebalancingConsumer):
@@ -120,8 +122,14 @@ class PushConsumer(_RebalancingConsumer):
             state.buffer.extend(messages)
             state.arrived.set()
             return
+        send = self._send
         for chunk in _chunks(messages, self.config.consume_batch_size):
-            await self._send.send(_Batch(state, generation, chunk))
+            batch = _Batch(state, generation, chunk)
+            try:
+                # Room in the buffer (or a worker waiting): no schedule point per chunk.
+                send.send_nowait(batch)
+            except trio.WouldBlock:
+                await send.send(batch)
 
     def _track(self, state: _QueueState) -> _Tracked:
         """Count a consume-and-settle section (shutdown and drops wait for these)."""
@@ -130,7 +138,25 @@ class PushConsumer(_RebalancingConsumer):
     # --- concurrent mode -----------------------------------------------------------------
 
     async def _worker(self) -> None:
-        async for batch in self._receive:
+        receive = self._receive
+        in_a_row = 0
+        while True:
+            # A batch already buffered is taken without a schedule point (two per message
+            # with ``receive``); every _NOWAIT_RUN batches the worker yields anyway, so a
+            # listener that never awaits cannot keep the pullers from running.
+            try:
+                if in_a_row >= _NOWAIT_RUN:
+                    raise trio.WouldBlock
+                batch = receive.receive_nowait()
+                in_a_row += 1
+            except trio.WouldBlock:
+                in_a_row = 0
+                try:
+                    batch = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return
             if not batch.state.active or self._stopping:
                 continue  # redelivered to whoever owns the queue next
             with self._track(batch.state):
