@@ -108,15 +108,33 @@ class StoreReads(StoreState):
         )
         records: list[bytes] = []
         offsets: list[int] = []
-        for e in sel.picked:
-            data = self._clog.read(e.physical_offset, e.size)
-            if data is None or len(data) != e.size:
-                continue
-            if not self._servable(e.physical_offset, data):
-                self._refuse_read(f"{topic}/{queue_id} offset {e.queue_offset}", e.physical_offset)
-                continue
-            records.append(data)
-            offsets.append(e.queue_offset)
+        picked = sel.picked
+        i = 0
+        while i < len(picked):
+            # Entries whose records lie back to back (a batch, or one producer's run) are
+            # read with one pread and cut apart: a pread per record was a fifth of a pull.
+            start = picked[i].physical_offset
+            end = start + picked[i].size
+            j = i + 1
+            while j < len(picked) and picked[j].physical_offset == end:
+                end += picked[j].size
+                j += 1
+            span = self._clog.read(start, end - start) if j - i > 1 else None
+            for e in picked[i:j]:
+                if span is not None and len(span) == end - start:
+                    at = e.physical_offset - start
+                    data: bytes | None = span[at : at + e.size]
+                else:  # one record, or a run the log cannot give whole (a segment end)
+                    data = self._clog.read(e.physical_offset, e.size)
+                if data is None or len(data) != e.size:
+                    continue
+                if not self._servable(e.physical_offset, data):
+                    what = f"{topic}/{queue_id} offset {e.queue_offset}"
+                    self._refuse_read(what, e.physical_offset)
+                    continue
+                records.append(data)
+                offsets.append(e.queue_offset)
+            i = j
         status = sel.status
         if status is GetMessageStatus.FOUND and not records:
             status = GetMessageStatus.MESSAGE_WAS_REMOVING
