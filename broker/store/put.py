@@ -40,8 +40,11 @@ from protocol.message import (
     encode_record,
     offset_msg_id,
 )
+from protocol.slots import slot_builder
 
 log = logging.getLogger(__name__)
+
+_make_result = slot_builder(AppendResult)
 
 
 class StorePut(StoreDispatch):
@@ -193,14 +196,16 @@ class StorePut(StoreDispatch):
                 self._dispatched = phys + size
         elif was_dispatched:
             self._dispatched = phys  # only blank padding lay between
-        return AppendResult(
-            status=PutStatus.PUT_OK,
-            physical_offset=phys,
-            wrote_bytes=size,
-            queue_offset=queue_offset,
-            msg_id=offset_msg_id(self._store_ip, self._store_port, phys),
-            store_timestamp_ms=now_ms,
-            message_count=1,
+        # Positional in AppendResult's field order (slot_builder): one per send.
+        return _make_result(
+            PutStatus.PUT_OK,
+            phys,
+            size,
+            queue_offset,
+            offset_msg_id(self._store_ip, self._store_port, phys),
+            now_ms,
+            1,
+            "",
         )
 
     def put_messages(self, msgs: Sequence[MessageRecord]) -> AppendResult:
