@@ -2,9 +2,11 @@
 
 Rules:
 - ``dispatched_offset`` <= dispatch limit (the write offset, or ``confirm_offset`` with
-  ``dispatch_confirmed_only``) <= write offset. Data past the limit is dispatched by reading
-  it back when the limit moves (``set_confirm_offset``, ``append_raw``); the put path
-  dispatches a record at once from the values in hand when nothing is pending before it.
+  ``dispatch_confirmed_only``) <= write offset. Data past the limit is dispatched when the
+  limit moves (``set_confirm_offset``, ``append_raw``): from the values its append kept
+  (``_pending_dispatch``, bounded, emptied when the log is cut), else by reading it back,
+  which stays the definition; the put path dispatches a record at once from the values in
+  hand when nothing is pending before it.
 - The queue-offset table covers every record in the CommitLog, dispatched or not, so an
   offset is never handed out twice (apache/rocketmq#7689: reused ConsumeQueue offsets after a
   restart in controller mode).
@@ -34,7 +36,9 @@ from broker.store.results import (
     ArrivalListener,
 )
 from broker.store.state import (
+    MAX_PENDING_RECORDS,
     NO_DISPATCH,
+    PendingRecord,
     StoreState,
 )
 from protocol.errors import CorruptRecord
@@ -234,7 +238,52 @@ class StoreDispatch(StoreState):
 
     def _dispatch_pending(self, limit: int, *, recovering: bool = False) -> int:
         """Dispatch records from ``dispatched_offset`` up to ``limit``; return how many had
-        entries (re)written."""
+        entries (re)written. Records kept from their append (``_pending_dispatch``) are
+        dispatched from those values; the rest is read back from the log."""
+        count = 0
+        pending = self._pending_dispatch
+        while self._dispatched < limit:
+            while pending and pending[0][0] < self._dispatched:
+                pending.popleft()  # dispatched already, or below a deletion
+            if pending and pending[0][0] == self._dispatched:
+                if pending[0][0] + pending[0][1] > limit:
+                    break
+                if self._dispatch_kept(pending.popleft(), recovering=recovering):
+                    count += 1
+                continue
+            stop = min(pending[0][0], limit) if pending else limit
+            before = self._dispatched
+            count += self._dispatch_read_back(stop, recovering=recovering)
+            if self._dispatched == before:
+                if stop < limit:  # a kept record where none starts: a bug; read it all
+                    pending.clear()
+                    continue
+                break  # nothing whole before ``limit``
+        return count
+
+    def _dispatch_kept(self, record: PendingRecord, *, recovering: bool) -> bool:
+        """Dispatch one record from its kept values (it starts at ``_dispatched``)."""
+        phys, size, topic, queue_id, queue_offset, sys_flag, props, store_ms = record
+        wrote = self._dispatch_one(
+            topic,
+            queue_id,
+            queue_offset,
+            phys,
+            size,
+            sys_flag=sys_flag,
+            properties=props,
+            store_ms=store_ms,
+            recovering=recovering,
+        )
+        self._dispatched = phys + size
+        return wrote
+
+    def _keep_pending(self, record: PendingRecord) -> None:
+        """Keep an appended record's dispatch values until it is dispatched (bounded)."""
+        if len(self._pending_dispatch) < MAX_PENDING_RECORDS:
+            self._pending_dispatch.append(record)
+
+    def _dispatch_read_back(self, limit: int, *, recovering: bool) -> int:
         count = 0
         for rec, size, at in self._iter_log(self._dispatched, limit):
             assert at == self._dispatched, (at, self._dispatched)

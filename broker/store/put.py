@@ -3,7 +3,8 @@
 Rules:
 - The record is encoded once; QUEUEOFFSET, PHYSICALOFFSET, STORETIMESTAMP and STOREHOST are
   patched into the bytes (the CRC covers the body only), then appended, and on a master
-  dispatched at once from the values in hand (no read back, no decode).
+  dispatched at once from the values in hand (no read back, no decode); when dispatch
+  must wait (controller mode dispatches confirmed data only) those values are kept for it.
 - A put is refused before anything is written: closed or truncating store
   (``StorageError``), too little free disk (``DiskFull``, re-checked every
   ``disk_check_interval_s``), or a message that cannot be stored (an ``AppendResult`` with
@@ -31,6 +32,7 @@ from broker.store.state import (
     STORE_HOST_POS,
     STORE_TS,
     STORE_TS_POS,
+    PendingRecord,
 )
 from protocol.errors import DiskFull, StorageError
 from protocol.message import (
@@ -194,8 +196,12 @@ class StorePut(StoreDispatch):
                 self._dispatch_failed(exc)  # stored; dispatched by a later catch-up
             else:
                 self._dispatched = phys + size
-        elif was_dispatched:
-            self._dispatched = phys  # only blank padding lay between
+        else:
+            if was_dispatched:
+                self._dispatched = phys  # only blank padding lay between
+            self._keep_pending(
+                (phys, size, topic, queue_id, queue_offset, sys_flag, properties, now_ms)
+            )
         # Positional in AppendResult's field order (slot_builder): one per send.
         return _make_result(
             PutStatus.PUT_OK,
@@ -275,8 +281,12 @@ class StorePut(StoreDispatch):
         self._last_put_ms = now_ms
         self._put_messages += len(msgs)
         self._put_bytes += total
+        appended = self._appended(msgs, encoded, first_queue_offset, phys, now_ms)
         if was_dispatched and not self.config.dispatch_confirmed_only:
-            self._dispatch_appended(msgs, encoded, first_queue_offset, phys, now_ms)
+            self._dispatch_appended(appended)
+        else:
+            for record in appended:
+                self._keep_pending(record)
         ids = ",".join(
             offset_msg_id(self._store_ip, self._store_port, phys + off)
             for off in self._offsets_in(encoded)
@@ -299,36 +309,43 @@ class StorePut(StoreDispatch):
             pos += len(e)
         return out
 
-    def _dispatch_appended(
-        self,
+    @staticmethod
+    def _appended(
         msgs: list[MessageRecord],
         encoded: list[bytes],
         first_queue_offset: int,
         phys: int,
         store_ms: int,
-    ) -> None:
-        """Dispatch records just appended, from the values in hand; one that fails (out
-        of descriptors) and those after it are left to a later catch-up."""
+    ) -> list[PendingRecord]:
+        """What dispatching each record just appended needs, from the values in hand."""
+        out: list[PendingRecord] = []
         pos = phys
         queue_offset = first_queue_offset
         for m, e in zip(msgs, encoded, strict=True):
             counted = m.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
-            try:
-                self._dispatch_one(
+            out.append(
+                (
+                    pos,
+                    len(e),
                     m.topic,
                     m.queue_id,
                     queue_offset if counted else 0,
-                    pos,
-                    len(e),
-                    sys_flag=m.sys_flag,
-                    properties=m.properties,
-                    store_ms=store_ms,
-                    recovering=False,
+                    m.sys_flag,
+                    m.properties,
+                    store_ms,
                 )
-            except OSError as exc:
-                self._dispatch_failed(exc)
-                return
+            )
             if counted:
                 queue_offset += 1
             pos += len(e)
-            self._dispatched = pos
+        return out
+
+    def _dispatch_appended(self, records: list[PendingRecord]) -> None:
+        """Dispatch records just appended; one that fails (out of descriptors) and those
+        after it are left to a later catch-up."""
+        for record in records:
+            try:
+                self._dispatch_kept(record, recovering=False)
+            except OSError as exc:
+                self._dispatch_failed(exc)
+                return

@@ -76,7 +76,7 @@ class StoreReplica(StorePut):
                 f"replicated data starts at {expected_start_offset}, the log ends at "
                 f"{clog.write_offset}"
             )
-        records = self._validate_raw(data, expected_start_offset, check)
+        records, sizes = self._validate_raw(data, expected_start_offset, check)
         view = memoryview(data)
         i = 0
         seg_bytes = self.config.segment_bytes
@@ -85,7 +85,20 @@ class StoreReplica(StorePut):
             n = min(len(data) - i, seg_bytes - at % seg_bytes)
             clog.append_raw_piece(view[i : i + n])
             i += n
-        for rec in records:
+        for rec, size in zip(records, sizes, strict=True):
+            # Decoded once here: dispatch takes these values instead of reading them back.
+            self._keep_pending(
+                (
+                    rec.physical_offset,
+                    size,
+                    rec.topic,
+                    rec.queue_id,
+                    rec.queue_offset,
+                    rec.sys_flag,
+                    rec.properties,
+                    rec.store_timestamp_ms,
+                )
+            )
             if rec.sys_flag & SYSFLAG_TRANSACTION_MASK in NO_DISPATCH:
                 continue
             key = (rec.topic, rec.queue_id)
@@ -97,11 +110,12 @@ class StoreReplica(StorePut):
 
     def _validate_raw(
         self, data: bytes, start: int, check: RecordCheck | None
-    ) -> list[MessageRecord]:
+    ) -> tuple[list[MessageRecord], list[int]]:
         """Check replicated bytes (whole records, and blank markers with their padding);
-        return the records."""
+        return the records and their sizes."""
         seg_bytes = self.config.segment_bytes
         records: list[MessageRecord] = []
+        sizes: list[int] = []
         i = 0
         while i < len(data):
             at = start + i
@@ -136,8 +150,9 @@ class StoreReplica(StorePut):
             if problem is not None:
                 raise CorruptRecord(f"replicated record at {at} refused: {problem}")
             records.append(rec)
+            sizes.append(size)
             i += size
-        return records
+        return records, sizes
 
     def _replicated_record_problem(
         self, rec: MessageRecord, check: RecordCheck | None
@@ -206,6 +221,7 @@ class StoreReplica(StorePut):
             self._generation += 1
             self._flushed = min(self._flushed, offset)
             self._dispatched = min(self._dispatched, offset)
+            self._pending_dispatch.clear()  # kept records may lie past the cut
             self._confirm = min(self._confirm, offset)
             ckpt = self._checkpoint_value()
             await trio.to_thread.run_sync(write_checkpoint, self.store_dir / "checkpoint", ckpt)

@@ -20,6 +20,8 @@ Rules:
 from __future__ import annotations
 
 import struct
+from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 
 import trio
@@ -45,6 +47,11 @@ STORE_TS_POS = 56
 STORE_HOST_POS = 64
 #: Transaction types that get no ConsumeQueue entry (and no queue offset).
 NO_DISPATCH = (SYSFLAG_TRANSACTION_PREPARED_TYPE, SYSFLAG_TRANSACTION_ROLLBACK_TYPE)
+#: What dispatching a record needs, kept for records appended but not yet dispatched:
+#: (physical offset, size, topic, queue id, queue offset, sys flag, properties, store ms).
+PendingRecord = tuple[int, int, str, int, int, int, Mapping[str, str], int]
+#: At most this many are kept (the rest is read back from the log when dispatched).
+MAX_PENDING_RECORDS = 8192
 
 
 class StoreState:
@@ -80,6 +87,11 @@ class StoreState:
         #: Highest write offset held since the store opened (truncation lowers the other).
         self._high_water = 0
         self._dispatched = 0
+        #: Records past ``_dispatched`` as appended, in log order: dispatched from these
+        #: values instead of read back and decoded (controller mode dispatches only
+        #: confirmed data, so every put waits here; a slave appends decoded records).
+        #: Emptied whenever the log is cut; a gap or overflow falls back to reading back.
+        self._pending_dispatch: deque[PendingRecord] = deque()
         self._confirm = 0
         self._master_flushed = 0
         self._generation = 0
