@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from broker.ha.config import HAConfig
+from broker.store.config import FlushMode, StoreConfig
 from protocol.acl_sign import Credentials
 from protocol.limits import TransportConfig
 
@@ -379,6 +380,29 @@ class BrokerConfig:
     @property
     def controller_mode(self) -> bool:
         return bool(self.controller_addrs)
+
+    def store_config(
+        self, *, store_host: tuple[str, int], delay_levels_s: tuple[float, ...], node_name: str
+    ) -> StoreConfig:
+        """The message store's settings, with what the running broker adds."""
+        return StoreConfig(
+            segment_bytes=self.commitlog_segment_bytes,
+            max_message_bytes=self.max_message_bytes,
+            flush_mode=FlushMode(self.flush_disk_type),
+            flush_interval_s=self.async_flush_interval_s,
+            file_reserved_time_s=self.file_reserved_time_h * 3600,
+            min_free_disk_bytes=self.min_free_disk_bytes,
+            store_host=store_host,
+            delay_levels_s=delay_levels_s,
+            node_name=node_name,
+            # Controller mode (RocketMQ's readUnCommitted=false): consumers see only what
+            # the SyncStateSet holds (the confirm offset). A deposed or isolated master's
+            # unreplicated tail is then never read, so no consumer commits an offset past
+            # data the new master gives the same ConsumeQueue offsets (#7689).
+            dispatch_confirmed_only=self.controller_mode,
+            skip_damaged_segments=self.skip_damaged_segments,
+            check_old_segments_on_open=self.check_old_segments_on_start,
+        )
 
     def ha_config(self) -> HAConfig:
         """The replication engine's settings (static roles: the master owns its in-sync set;

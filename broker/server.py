@@ -80,7 +80,6 @@ from broker.schedule import ScheduleService
 from broker.security import BrokerSecurity
 from broker.slavesync import SlaveSynchronizer
 from broker.stats import BrokerStats, RpcLatency
-from broker.store.config import FlushMode, StoreConfig
 from broker.store.files import reading
 from broker.store.results import AppendResult, GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
@@ -540,27 +539,6 @@ class Broker:
 
     _nursery: trio.Nursery | None = None
 
-    def _store_config(self) -> StoreConfig:
-        config = self.config
-        return StoreConfig(
-            segment_bytes=config.commitlog_segment_bytes,
-            max_message_bytes=config.max_message_bytes,
-            flush_mode=FlushMode(config.flush_disk_type),
-            flush_interval_s=config.async_flush_interval_s,
-            file_reserved_time_s=config.file_reserved_time_h * 3600,
-            min_free_disk_bytes=config.min_free_disk_bytes,
-            store_host=self.store_host,
-            delay_levels_s=self.delay_levels_s,
-            node_name=self.name,
-            # Controller mode (RocketMQ's readUnCommitted=false): consumers see only what
-            # the SyncStateSet holds (the confirm offset). A deposed or isolated master's
-            # unreplicated tail is then never read, so no consumer commits an offset past
-            # data the new master gives the same ConsumeQueue offsets (#7689).
-            dispatch_confirmed_only=config.controller_mode,
-            skip_damaged_segments=config.skip_damaged_segments,
-            check_old_segments_on_open=config.check_old_segments_on_start,
-        )
-
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, recover the store, serve, register; report the bound port; run until
         cancelled."""
@@ -584,7 +562,14 @@ class Broker:
         config = self.config
         self._store = await trio.to_thread.run_sync(
             functools.partial(
-                MessageStore.open, config.store_dir, self._store_config(), clock=self.clock
+                MessageStore.open,
+                config.store_dir,
+                config.store_config(
+                    store_host=self.store_host,
+                    delay_levels_s=self.delay_levels_s,
+                    node_name=self.name,
+                ),
+                clock=self.clock,
             )
         )
         try:
