@@ -15,12 +15,13 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-from contextlib import ExitStack
+from contextlib import AbstractAsyncContextManager, ExitStack
 from pathlib import Path
 
 import pytest
 import trio
 
+from launcher.child import ManagedProcess
 from launcher.ready import BROKER_READY
 from protocol.codes import ResponseCode
 from protocol.rpc import open_client, split_address
@@ -50,21 +51,28 @@ def idle_connections(stack: ExitStack, addr: str, count: int) -> None:
         sock.connect_ex((host, port))
 
 
+def limited_broker(
+    namesrv: str, store: Path, *extra: str
+) -> AbstractAsyncContextManager[ManagedProcess]:
+    """``rmq broker`` on ``store`` with at most ``FD_LIMIT`` descriptors."""
+    argv = [
+        sys.executable,
+        "-c",
+        _WITH_FD_LIMIT,
+        str(FD_LIMIT),
+        *broker_argv(namesrv, store, *extra),
+    ]
+    return managed_process(argv, name="broker", ready=BROKER_READY)
+
+
 async def test_broker_survives_running_out_of_descriptors(tmp_path: Path) -> None:
     store = tmp_path / "store"
     conf = tmp_path / "broker.toml"
     conf.write_text(f"serverMaxConnections = {10 * FD_LIMIT}\n")
     with trio.fail_after(TEST_TIMEOUT_S):
         async with namesrv_process() as namesrv:
-            argv = [
-                sys.executable,
-                "-c",
-                _WITH_FD_LIMIT,
-                str(FD_LIMIT),
-                *broker_argv(namesrv.address, store, "-c", str(conf)),
-            ]
             async with (
-                managed_process(argv, name="broker", ready=BROKER_READY) as broker,
+                limited_broker(namesrv.address, store, "-c", str(conf)) as broker,
                 open_client(name="fd-test", default_timeout_s=10.0) as client,
             ):
                 addr = broker.address
@@ -99,25 +107,18 @@ async def test_broker_survives_running_out_of_descriptors(tmp_path: Path) -> Non
 
 async def test_broker_connection_cap_refuses_before_descriptors_run_out(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_S):
-        async with namesrv_process() as namesrv:
-            argv = [
-                sys.executable,
-                "-c",
-                _WITH_FD_LIMIT,
-                str(FD_LIMIT),
-                *broker_argv(namesrv.address, tmp_path / "store"),
-            ]
-            async with (
-                managed_process(argv, name="broker", ready=BROKER_READY) as broker,
-                open_client(name="fd-cap-test", default_timeout_s=10.0) as client,
-            ):
-                addr = broker.address
-                await create_topic(client, addr, "T", 1)
-                with ExitStack() as stack:
-                    idle_connections(stack, addr, IDLE_CONNECTIONS)
-                    await broker.wait_for_line("refused a connection", timeout_s=30.0)
-                    sent = await send_message(client, addr, "T", 0, "m", b"m")
-                    assert sent.code == ResponseCode.SUCCESS, sent.remark
-                    assert "ran out of file descriptors" not in broker.stderr.text
-                broker.send_signal(signal.SIGTERM)
-                assert await broker.wait() == 0, broker.describe("unclean stop")
+        async with (
+            namesrv_process() as namesrv,
+            limited_broker(namesrv.address, tmp_path / "store") as broker,
+            open_client(name="fd-cap-test", default_timeout_s=10.0) as client,
+        ):
+            addr = broker.address
+            await create_topic(client, addr, "T", 1)
+            with ExitStack() as stack:
+                idle_connections(stack, addr, IDLE_CONNECTIONS)
+                await broker.wait_for_line("refused a connection", timeout_s=30.0)
+                sent = await send_message(client, addr, "T", 0, "m", b"m")
+                assert sent.code == ResponseCode.SUCCESS, sent.remark
+                assert "ran out of file descriptors" not in broker.stderr.text
+            broker.send_signal(signal.SIGTERM)
+            assert await broker.wait() == 0, broker.describe("unclean stop")
