@@ -23,6 +23,7 @@ from cli.admin.common import (
     NamesrvOpt,
     TimeoutOpt,
     _print_json,
+    require_one_target,
     run,
 )
 from cli.output import fail
@@ -107,8 +108,7 @@ def get_broker_config(
     timeout: TimeoutOpt = 3.0,
 ) -> None:
     """Print a broker's settings (-b ADDR), or every broker's of a cluster (-c)."""
-    if (broker_addr is None) == (cluster is None):
-        raise fail("name either a broker address (-b) or a cluster (-c)")
+    require_one_target(broker_addr, cluster)
 
     async def fetch(admin: Admin) -> list[tuple[str, str, dict[str, str]]]:
         targets = await _config_targets(admin, cluster, broker_addr)
@@ -135,8 +135,7 @@ def update_broker_config(
     timeout: TimeoutOpt = 3.0,
 ) -> None:
     """Change a setting of a running broker (-b) or of every master of a cluster (-c)."""
-    if (broker_addr is None) == (cluster is None):
-        raise fail("name either a broker address (-b) or a cluster (-c)")
+    require_one_target(broker_addr, cluster)
     name, text = key.strip(), value.strip()
     if not name or any(c in name for c in "=:\n\r#!") or "\n" in text or "\r" in text:
         raise fail(f"bad key or value {key!r}={value!r}: one broker.conf key and a one-line value")

@@ -19,6 +19,7 @@ from cli.admin.common import (
     _print_json,
     _row,
     _table,
+    require_one_target,
     run,
 )
 from cli.output import fail
@@ -92,8 +93,7 @@ def broker_status(
     timeout: TimeoutOpt = 3.0,
 ) -> None:
     """Print a broker's runtime status table (-b ADDR), or every broker's of a cluster (-c)."""
-    if (broker_addr is None) == (cluster is None):
-        raise fail("name either a broker address (-b) or a cluster (-c)")
+    require_one_target(broker_addr, cluster)
 
     async def fetch(admin: Admin) -> list[tuple[str, Mapping[str, str] | None, str | None]]:
         if broker_addr is not None:
@@ -123,8 +123,7 @@ def ha_status(
 ) -> None:
     """Show replication: a master's slaves (ack offset, diff, speed, in-sync), or a slave's
     link to its master (-b ADDR), or every master's of a cluster (-c)."""
-    if (broker_addr is None) == (cluster is None):
-        raise fail("name either a broker address (-b) or a cluster (-c)")
+    require_one_target(broker_addr, cluster)
 
     async def fetch(admin: Admin) -> list[HAStatus | RocketError]:
         if broker_addr is not None:

@@ -66,6 +66,13 @@ DEFAULT_NAMESRV = "127.0.0.1:9876"
 _credentials: list[Credentials] = []
 
 
+def require_one_target(broker_addr: str | None, cluster: str | None) -> None:
+    """The commands that act on one broker (-b ADDR) or on a cluster's brokers (-c NAME)
+    take exactly one of the two."""
+    if (broker_addr is None) == (cluster is None):
+        raise fail("name either a broker address (-b) or a cluster (-c)")
+
+
 def set_credentials(access_key: str | None, secret_key: str | None) -> None:
     """Sign every later command's requests with this account (both keys, or neither)."""
     _credentials.clear()
