@@ -137,7 +137,7 @@ def namesrv(
         level=log_level,
     )
     if controller_config is not None:
-        warn_if_others_read(controller_config, "it holds the quorum's secret")
+        warn_if_others_read(controller_config, "controller config (it holds the quorum's secret)")
     security = namesrv_security(cluster_secret_file, tls_cert, tls_key, tls_ca, tls_verify_client)
     try:
         acl_path = str(acl_file) if acl_file else None
@@ -241,10 +241,10 @@ def broker(
     from broker.server import Broker
     from broker.store.files import UnreadableFile
     from cli.metrics_http import start_exporter
+    from cli.security import warn_if_others_read
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import broker_ready_line
     from protocol.acl import AclConfigError
-    from protocol.acl_guard import warn_if_readable_by_others
     from protocol.errors import StorageError
 
     flags = {
@@ -276,7 +276,7 @@ def broker(
     node = f"{cfg.broker_name}-{'?' if cfg.controller_mode else cfg.broker_id}"
     configure_logging(node=node, log_file=cfg.store_dir / "logs" / "broker.log", level=log_level)
     if config is not None and cfg.secret_key:
-        warn_if_readable_by_others(config, what="broker config", name=node)
+        warn_if_others_read(config, f"{node}: broker config")
     try:
         server = Broker(cfg)
     except (SecurityError, AclConfigError) as exc:

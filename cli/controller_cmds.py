@@ -189,7 +189,7 @@ def controller_command(
         node=node, log_file=config.data_dir / "logs" / "controller.log", level=log_level
     )
     if config_file is not None:
-        warn_if_others_read(config_file, "it holds the quorum's secret")
+        warn_if_others_read(config_file, "controller config (it holds the quorum's secret)")
     try:
         server = ControllerServer(config)
     except (SecretError, TlsError, AclConfigError) as exc:

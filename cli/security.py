@@ -41,9 +41,9 @@ SECRET_NAME = "cluster.secret"
 TLS_DIR = "tls"
 
 
-def warn_if_others_read(path: Path, why: str) -> None:
-    if trust.others_can_read(path):
-        log.warning("%s is readable by others (%s): chmod 600 it", path, why)
+def warn_if_others_read(path: Path, what: str) -> None:
+    """A one-line warning on the CLI's log when others may read a file holding secrets."""
+    trust.warn_if_others_can_read(path, what, log.warning)
 
 
 def namesrv_security(

@@ -28,6 +28,7 @@ from pathlib import Path
 import trio
 import yaml
 
+from protocol import trust
 from protocol.acl import AclConfig, AclConfigError, decide, peer_ip
 from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
@@ -81,7 +82,7 @@ class AclGuard:
         self.poll_interval_s = poll_interval_s
         self._stamp = _file_stamp(path)
         self.config = load_acl_file(path)
-        warn_if_readable_by_others(path, what="ACL file", name=name)
+        trust.warn_if_others_can_read(path, f"{name}: ACL file", log.warning)
         self.refused = 0
         self.reloads = 0
         #: One per request code refused so far (bounded: only codes with a handler get here).
@@ -180,25 +181,6 @@ def open_guard(enabled: bool, path: str | Path | None, *, name: str) -> AclGuard
     return guard
 
 
-def warn_if_readable_by_others(path: Path, *, what: str, name: str) -> bool:
-    """Log a warning when ``path`` (which holds secrets) is readable by group or others;
-    True when it warned."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    if not mode & 0o077:
-        return False
-    log.warning(
-        "%s: %s %s holds secret keys and is readable by other users (mode %03o); chmod 600 it",
-        name,
-        what,
-        path,
-        mode & 0o777,
-    )
-    return True
-
-
 def protect(guard: AclGuard | None, handlers: Mapping[int, Handler]) -> Mapping[int, Handler]:
     """``handlers`` guarded by ``guard``; the very same table when ACL is off."""
     return handlers if guard is None else guard.protect(handlers)
@@ -237,5 +219,4 @@ __all__ = [
     "open_guard",
     "protect",
     "warn_if_exposed",
-    "warn_if_readable_by_others",
 ]

@@ -106,8 +106,7 @@ def load_secret(path: Path) -> bytes:
 def load_secret_warned(path: Path, warn: Callable[..., None]) -> bytes:
     """``load_secret``, warning through ``warn`` when others may read the file."""
     secret = load_secret(path)
-    if others_can_read(path):
-        warn("cluster secret file %s is readable by others: chmod 600 it", path)
+    warn_if_others_can_read(path, "cluster secret file", warn)
     return secret
 
 
@@ -118,6 +117,20 @@ def others_can_read(path: Path) -> bool:
     except OSError:
         return False
     return bool(mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+def warn_if_others_can_read(path: Path, what: str, warn: Callable[..., None]) -> bool:
+    """Warn through ``warn`` when group or others may read ``path``, a file holding secrets
+    (``what`` names it: "ACL file", "broker config", ...); True when it warned. The one
+    place that says so, for every kind of secret file."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return False
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return False
+    warn("%s %s is readable by other users (mode %03o): chmod 600 it", what, path, mode)
+    return True
 
 
 def write_secret(path: Path, secret: str) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import trio
 
+from protocol import trust
 from protocol.acl import AclConfigError
 from protocol.acl_guard import (
     AclGuard,
     is_loopback,
     open_guard,
     warn_if_exposed,
-    warn_if_readable_by_others,
 )
 
 ONE = "accounts:\n  - {accessKey: first_key, secretKey: first_secret}\n"
@@ -106,5 +106,6 @@ def test_warning_for_a_secret_file_others_can_read(
         path.chmod(0o644)
         AclGuard(path, name="test")
     [record] = caplog.records
-    assert "readable by other users (mode 644); chmod 600 it" in record.getMessage()
-    assert not warn_if_readable_by_others(tmp_path / "gone", what="x", name="test")
+    assert "ACL file" in record.getMessage()
+    assert "readable by other users (mode 644): chmod 600 it" in record.getMessage()
+    assert not trust.warn_if_others_can_read(tmp_path / "gone", "x", logging.warning)

@@ -115,7 +115,7 @@ def test_secret_file(tmp_path: Path) -> None:
     warnings: list[str] = []
     os.chmod(path, 0o644)
     assert trust.load_secret_warned(path, lambda msg, *a: warnings.append(msg % a)) == b"s" * 32
-    assert warnings and "readable by others" in warnings[0]
+    assert warnings and "readable by other users (mode 644)" in warnings[0]
     path.write_text("short\n")
     with pytest.raises(trust.SecretError, match="at least"):
         trust.load_secret(path)
