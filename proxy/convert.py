@@ -27,7 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rocketmq.grpc_protocol import definition_pb2 as pb
 
 from client.consumer.simple import PoppedMessage
-from client.message import Message, SendStatus
+from client.message import Message, ReceivedMessage, SendStatus
 from protocol.codes import ResponseCode
 from protocol.errors import (
     InvalidParameter,
@@ -48,6 +48,7 @@ from protocol.message import (
     PROPERTY_KEYS,
     PROPERTY_SHARDING_KEY,
     PROPERTY_TAGS,
+    PROPERTY_TRAN_MSG,
     PROPERTY_UNIQ_KEY,
 )
 from protocol.pop import MalformedHandle, ReceiptHandle
@@ -85,6 +86,9 @@ SYSTEM_PROPERTIES = frozenset(
         "INNER_NUM",
         "INNER_BASE",
         "__transactionId__",
+        "TRANSACTION_CHECK_TIMES",
+        "TRAN_PREPARED_QUEUE_OFFSET",
+        "CHECK_IMMUNITY_TIME_IN_SECONDS",
     }
 )
 
@@ -216,8 +220,19 @@ def _timestamp(ms: int) -> Timestamp:
 def to_pb_message(popped: PoppedMessage, *, namespace: str, invisible_s: float) -> pb.Message:
     """A received message as the gRPC client reads it."""
     m = popped.message
+    out = record_to_pb(m, topic=popped.topic, namespace=namespace)
+    sp = out.system_properties
+    sp.receipt_handle = receipt_handle(popped)
+    sp.invisible_duration.FromMilliseconds(int(invisible_s * 1000))
+    sp.delivery_attempt = m.reconsume_times + 1
+    return out
+
+
+def record_to_pb(m: ReceivedMessage, *, topic: str, namespace: str) -> pb.Message:
+    """A stored message's facts as a ``pb.Message`` (no receipt handle: a received one
+    adds it; a half message in a transaction check goes as it is)."""
     out = pb.Message()
-    out.topic.name = popped.topic
+    out.topic.name = topic
     out.topic.resource_namespace = namespace
     out.body = m.body
     out.user_properties.update(_user_properties(m.properties))
@@ -230,18 +245,21 @@ def to_pb_message(popped: PoppedMessage, *, namespace: str, invisible_s: float) 
     sp.body_digest.checksum = format(zlib.crc32(m.body) & 0xFFFFFFFF, "08X")
     sp.body_encoding = pb.IDENTITY
     group = m.properties.get(PROPERTY_SHARDING_KEY)
-    sp.message_type = pb.FIFO if group else pb.NORMAL
+    sp.message_type = (
+        pb.TRANSACTION
+        if m.properties.get(PROPERTY_TRAN_MSG) == "true"
+        else pb.FIFO
+        if group
+        else pb.NORMAL
+    )
     if group:
         sp.message_group = group
     sp.born_timestamp.CopyFrom(_timestamp(m.born_timestamp_ms))
     sp.born_host = m.born_host[0]
     sp.store_timestamp.CopyFrom(_timestamp(m.store_timestamp_ms))
     sp.store_host = f"{m.store_host[0]}:{m.store_host[1]}"
-    sp.receipt_handle = receipt_handle(popped)
     sp.queue_id = m.queue.queue_id
     sp.queue_offset = m.queue_offset
-    sp.invisible_duration.FromMilliseconds(int(invisible_s * 1000))
-    sp.delivery_attempt = m.reconsume_times + 1
     return out
 
 

@@ -38,11 +38,14 @@ from proxy.convert import (
     sent_message_type,
     to_sdk_message,
 )
+from proxy.transactions import TransactionRelay
 
 log = logging.getLogger(__name__)
 
 #: How long a group's config (FIFO or not, retries) is used before it is read again.
 _GROUP_TTL_S = 10.0
+#: Longest CHECK_IMMUNITY_TIME a transactional message may ask for (a day).
+_MAX_RECOVERY_S = 86_400
 #: Message types a topic accepts (topic message types are not checked yet).
 ACCEPTED_TYPES = (pb.NORMAL, pb.FIFO, pb.DELAY, pb.TRANSACTION)
 
@@ -71,6 +74,7 @@ class SentEntry:
     message: str
     message_id: str
     offset: int
+    transaction_id: str = ""
 
 
 class ProxyCore:
@@ -82,11 +86,13 @@ class ProxyCore:
         routes: RouteCache,
         producer: Producer,
         port: int,
+        transactions: TransactionRelay,
     ) -> None:
         self.config = config
         self.client = client
         self.routes = routes
         self.producer = producer
+        self.transactions = transactions
         self.port = port
         self._consumers: dict[str, SimpleConsumer] = {}
         self._groups: dict[str, tuple[float, SubscriptionGroupConfig]] = {}
@@ -224,13 +230,28 @@ class ProxyCore:
                     f"types of topic {sdk.topic}: [{kind}]",
                     api_code=pb.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE,
                 )
-            result = await self.producer.send(sdk, sharding_key=group)
+            tx_id = ""
+            if sent_kind == "TRANSACTION":
+                if group is not None or sdk.deliver_at_ms is not None:
+                    raise BadMessage(
+                        "a transactional message has no message group and no delivery time",
+                        api_code=pb.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE,
+                    )
+                recovery = message.system_properties.orphaned_transaction_recovery_duration
+                result, tx_id = await self.transactions.send_half(
+                    sdk,
+                    recovery_s=max(0, min(recovery.seconds, _MAX_RECOVERY_S)),
+                    sharding_key=None,
+                )
+            else:
+                result = await self.producer.send(sdk, sharding_key=group)
             out.append(
                 SentEntry(
                     code=send_status_code(result.status),
                     message=result.status.name,
                     message_id=result.msg_id,
                     offset=result.queue_offset,
+                    transaction_id=tx_id,
                 )
             )
         return out

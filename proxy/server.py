@@ -11,6 +11,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import os
 
 import grpc
 import trio
@@ -18,10 +19,13 @@ from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
 
 from client.producer import open_producer
 from client.routes import RouteCache
-from protocol.rpc import open_client
+from protocol.codes import RequestCode
+from protocol.command import RemotingCommand
+from protocol.rpc import Connection, open_client
 from proxy.bridge import GrpcThread, TrioPortal
 from proxy.core import ProxyConfig, ProxyCore
 from proxy.service import MessagingService
+from proxy.transactions import ProducerStreams, TransactionRelay
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +40,19 @@ class ProxyServer:
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
+        streams = ProducerStreams(max_streams=config.max_in_flight)
+        relay: list[TransactionRelay] = []
+
+        async def on_check(request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
+            # A check before the relay exists: dropped, the broker checks again.
+            return await relay[0].on_check(request, conn) if relay else None
+
         async with (
-            open_client(name="proxy", default_timeout_s=config.timeout_s) as client,
+            open_client(
+                name="proxy",
+                default_timeout_s=config.timeout_s,
+                handlers={RequestCode.CHECK_TRANSACTION_STATE: on_check},
+            ) as client,
             open_producer(
                 list(config.namesrv), group="PROXY_PRODUCER_GROUP", timeout_s=config.timeout_s
             ) as producer,
@@ -50,6 +65,16 @@ class ProxyServer:
                 refresh_interval_s=config.route_refresh_s,
             )
             nursery.start_soon(routes.run_refresh_loop)
+            transactions = TransactionRelay(
+                client=client,
+                routes=routes,
+                producer=producer,
+                streams=streams,
+                client_id=f"proxy@{config.advertised_host}@{os.getpid()}",
+                timeout_s=config.timeout_s,
+            )
+            relay.append(transactions)
+            nursery.start_soon(transactions.run_heartbeats)
             portal = TrioPortal(
                 trio.lowlevel.current_trio_token(), nursery, max_in_flight=config.max_in_flight
             )
@@ -58,14 +83,19 @@ class ProxyServer:
 
             def register(server: grpc.aio.Server) -> None:
                 sv_grpc.add_MessagingServiceServicer_to_server(
-                    MessagingService(portal, holder["core"]), server
+                    MessagingService(portal, holder["core"], streams), server
                 )
 
             # The core needs the bound port (routes name it) and the servicer the core:
             # the port is known before any request can arrive.
             grpc_thread = GrpcThread(register, host=config.host, port=config.port)
             core = ProxyCore(
-                config, client=client, routes=routes, producer=producer, port=config.port
+                config,
+                client=client,
+                routes=routes,
+                producer=producer,
+                port=config.port,
+                transactions=transactions,
             )
             holder["core"] = core
             port = await nursery.start(grpc_thread.serve)

@@ -9,11 +9,14 @@ Rules (apache/rocketmq-apis service.proto; RocketMQ proxy's GrpcMessagingApplica
   body limit, long-polling time). Clients block at start until that answer comes.
 - ReceiveMessage streams the messages, then the status (OK, or MESSAGE_NOT_FOUND when
   nothing came within the long-polling time), then the delivery timestamp.
-- Transactions are answered NOT_IMPLEMENTED for now.
+- Telemetry also carries transaction checks to producers; EndTransaction ends a half
+  message (``proxy/transactions.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +30,7 @@ from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
 from proxy.bridge import TrioPortal
 from proxy.convert import Code, status_for, to_pb_message
 from proxy.core import ProxyCore
+from proxy.transactions import InvalidTransactionId, ProducerStreams
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ RETRY_DELAYS_S = (
     3600,
     7200,
 )
+#: Telemetry commands waiting to be written to one client (settings replies, checks).
+TELEMETRY_QUEUE = 64
 #: Invisible time of a receive that names none (a push consumer's auto-renew receive).
 DEFAULT_INVISIBLE_S = 30.0
 
@@ -69,9 +75,10 @@ def _duration_s(duration: Any) -> float:
 
 
 class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
-    def __init__(self, portal: TrioPortal, core: ProxyCore) -> None:
+    def __init__(self, portal: TrioPortal, core: ProxyCore, streams: ProducerStreams) -> None:
         self.portal = portal
         self.core = core
+        self.streams = streams
 
     async def QueryRoute(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -102,11 +109,6 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
     async def SendMessage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         if not request.messages:
             return sv.SendMessageResponse(status=_status(Code.BAD_REQUEST, "no message to send"))
-        for message in request.messages:
-            if message.system_properties.message_type == pb.TRANSACTION:
-                return sv.SendMessageResponse(
-                    status=_status(Code.NOT_IMPLEMENTED, "transactional messages: not yet")
-                )
         try:
             sent = await self.portal.run(self.core.send, list(request.messages))
         except Exception as exc:
@@ -115,7 +117,10 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
             return sv.SendMessageResponse(status=_status(code, message[:1000]))
         entries = [
             sv.SendResultEntry(
-                status=_status(e.code, e.message), message_id=e.message_id, offset=e.offset
+                status=_status(e.code, e.message),
+                message_id=e.message_id,
+                offset=e.offset,
+                transaction_id=e.transaction_id,
             )
             for e in sent
         ]
@@ -212,30 +217,81 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
         return sv.ForwardMessageToDeadLetterQueueResponse(status=_status())
 
     async def EndTransaction(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return sv.EndTransactionResponse(
-            status=_status(Code.NOT_IMPLEMENTED, "transactional messages: not yet")
-        )
+        try:
+            await self.portal.run(
+                lambda: self.core.transactions.end(
+                    topic=request.topic.name,
+                    message_id=request.message_id,
+                    transaction_id_text=request.transaction_id,
+                    resolution=request.resolution,
+                    from_check=request.source == pb.SOURCE_SERVER_CHECK,
+                )
+            )
+        except Exception as exc:
+            code, message = status_for(exc)
+            if isinstance(exc, InvalidTransactionId):
+                code = Code.INVALID_TRANSACTION_ID
+            return sv.EndTransactionResponse(status=_status(code, message[:1000]))
+        return sv.EndTransactionResponse(status=_status())
 
     async def Telemetry(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        async for command in request_iterator:
-            if not command.HasField("settings"):
-                continue
-            client = command.settings
-            fifo, attempts = False, self.core.config.max_delivery_attempts
-            if client.client_type != pb.PRODUCER:
-                topics = [s.topic.name for s in client.subscription.subscriptions]
-                try:
-                    fifo, attempts = await self.portal.run(
-                        self.core.consumer_settings, client.subscription.group.name, topics
-                    )
-                except Exception as exc:
-                    yield sv.TelemetryCommand(status=_failed(exc))
-                    continue
-            yield sv.TelemetryCommand(
-                status=_status(), settings=self.reply_settings(client, fifo, attempts)
-            )
+        """Answers each Settings; a producer's stream also carries transaction checks
+        (``proxy/transactions.py``), so replies and checks share one bounded queue."""
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue[Any] = asyncio.Queue(maxsize=TELEMETRY_QUEUE)
+
+        def sink(command: Any) -> bool:
+            def put() -> None:
+                with contextlib.suppress(asyncio.QueueFull):
+                    out.put_nowait(command)
+
+            if out.full():
+                return False
+            try:
+                loop.call_soon_threadsafe(put)
+            except RuntimeError:  # the stream's loop is closed
+                return False
+            return True
+
+        key: int | None = None
+
+        async def read() -> None:
+            nonlocal key
+            try:
+                async for command in request_iterator:
+                    if not command.HasField("settings"):
+                        continue
+                    client = command.settings
+                    if client.client_type == pb.PRODUCER and key is None:
+                        topics = frozenset(t.name for t in client.publishing.topics)
+                        key = self.streams.add(topics, sink)
+                    await out.put(await self.settings_reply(client))
+            finally:
+                await out.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (item := await out.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            self.streams.remove(key)
+
+    async def settings_reply(self, client: Any) -> Any:
+        fifo, attempts = False, self.core.config.max_delivery_attempts
+        if client.client_type != pb.PRODUCER:
+            topics = [s.topic.name for s in client.subscription.subscriptions]
+            try:
+                fifo, attempts = await self.portal.run(
+                    self.core.consumer_settings, client.subscription.group.name, topics
+                )
+            except Exception as exc:
+                return sv.TelemetryCommand(status=_failed(exc))
+        return sv.TelemetryCommand(
+            status=_status(), settings=self.reply_settings(client, fifo, attempts)
+        )
 
     def reply_settings(self, client: Any, fifo: bool, max_attempts: int) -> Any:
         config = self.core.config

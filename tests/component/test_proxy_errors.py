@@ -84,7 +84,26 @@ async def test_bad_requests_get_the_apis_codes(tmp_path: Path) -> None:
             assert sent.status.code == Code.ILLEGAL_MESSAGE_PROPERTY_KEY, sent.status
             tx = message("PxT", message_type=pb.TRANSACTION)
             sent = await call(stub.SendMessage, sv.SendMessageRequest(messages=[tx]))
-            assert sent.status.code == Code.NOT_IMPLEMENTED
+            # A NORMAL topic takes no transactional message (RocketMQ 5's type check).
+            assert sent.status.code == Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, sent.status
+            for tx_id, resolution, code in (
+                ("garbage", pb.COMMIT, Code.INVALID_TRANSACTION_ID),
+                ("1|2", pb.COMMIT, Code.INVALID_TRANSACTION_ID),
+                ("x|2|broker-a", pb.COMMIT, Code.INVALID_TRANSACTION_ID),
+                ("0|0|broker-a", pb.TRANSACTION_RESOLUTION_UNSPECIFIED, Code.BAD_REQUEST),
+                # Well formed, but no half message lies there: the broker refuses.
+                ("0|0|broker-a", pb.COMMIT, Code.INTERNAL_SERVER_ERROR),
+            ):
+                ended = await call(
+                    stub.EndTransaction,
+                    sv.EndTransactionRequest(
+                        topic={"name": "PxT"},
+                        message_id="01ABC",
+                        transaction_id=tx_id,
+                        resolution=resolution,
+                    ),
+                )
+                assert ended.status.code == code, (tx_id, ended.status)
             sent = await call(stub.SendMessage, sv.SendMessageRequest(messages=[message("PxT")]))
             assert sent.status.code == Code.OK and sent.entries[0].message_id == "01ABC"
 

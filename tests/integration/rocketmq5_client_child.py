@@ -23,6 +23,8 @@ from rocketmq import (
     Producer,
     PushConsumer,
     SimpleConsumer,
+    TransactionChecker,
+    TransactionResolution,
 )
 from rocketmq.grpc_protocol import FilterType
 from rocketmq.v5.consumer.push import MessageListener
@@ -276,6 +278,50 @@ def push(config: ClientConfiguration, topic: str, group: str) -> None:
         consumer.shutdown()
 
 
+class CommitWhenChecked(TransactionChecker):  # type: ignore[misc]
+    """The broker's check (a RecoverOrphanedTransactionCommand): commit, and say so."""
+
+    def __init__(self) -> None:
+        self.checked = threading.Event()
+
+    def check(self, message: Any) -> Any:
+        emit("checked", body=message.body.decode(), message_id=message.message_id)
+        self.checked.set()
+        return TransactionResolution.COMMIT
+
+
+def transaction(config: ClientConfiguration, topic: str, group: str) -> None:
+    """Three half messages: one committed, one rolled back, one left open until the
+    broker's check (which commits it); then receive what consumers may see."""
+    checker = CommitWhenChecked()
+    producer = Producer(config, (topic,), checker)
+    producer.startup()
+    try:
+        for body in ("commit", "rollback", "check"):
+            message = Message()
+            message.topic = topic
+            message.body = body.encode()
+            tx = producer.begin_transaction()
+            receipt = producer.send(message, tx)
+            emit("sent", body=body, message_id=receipt.message_id)
+            if body == "commit":
+                tx.commit()
+            elif body == "rollback":
+                tx.rollback()
+        emit("check_seen", ok=checker.checked.wait(DEADLINE_S))
+    finally:
+        producer.shutdown()
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer.startup()
+    try:
+        for message in receive_until(consumer, 2, invisible_s=20):
+            emit("received", **describe(message))
+            consumer.ack(message)
+        emit("quiet", count=len(consumer.receive(16, 20)))
+    finally:
+        consumer.shutdown()
+
+
 def main() -> None:
     scenario, proxy, topic, group = sys.argv[1:5]
     config = ClientConfiguration(proxy, Credentials(), request_timeout=5)
@@ -289,6 +335,7 @@ def main() -> None:
         "delay": delay,
         "before_kill": before_kill,
         "after_kill": after_kill,
+        "transaction": transaction,
     }[scenario](config, topic, group)
     emit("end")
 

@@ -55,9 +55,13 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     """A NameServer, broker-a and a proxy, all on free ports."""
     with trio.fail_after(3 * START_TIMEOUT_S + 10):
         async with namesrv_process() as ns:
+            # Transactions are checked 1 s after the half message (not RocketMQ's 6 s).
+            conf = tmp_path / "broker-a.toml"
+            conf.write_text("transactionTimeOut = 1000\ntransactionCheckInterval = 500\n")
             broker_argv = rmq_argv(
-                "broker", "-n", ns.address, "--port", "0", "--dir", str(tmp_path / "broker-a")
-            )
+                "broker", "-n", ns.address, "--port", "0", "--dir", str(tmp_path / "broker-a"),
+                "-c", str(conf),
+            )  # fmt: skip
             async with managed_process(broker_argv, name="broker", ready=BROKER_READY):
                 proxy_argv = rmq_argv("proxy", "-n", ns.address, "--port", "0")
                 async with managed_process(proxy_argv, name="proxy", ready=PROXY_READY) as proxy:
@@ -282,3 +286,22 @@ async def test_a_delay_message_comes_at_its_delivery_time(cluster: Cluster) -> N
     (got,) = of(events, "received")
     # Due 2..3 s after the send (whole seconds on the wire); not handed out before.
     assert got["body"] == "later" and got["after_s"] >= 1.9, got
+
+
+async def test_transactional_producer_commit_rollback_and_a_checked_commit(
+    cluster: Cluster,
+) -> None:
+    """Half messages through the proxy: the committed one and the one the broker's check
+    (a Telemetry RecoverOrphanedTransactionCommand) commits are received; the rolled
+    back one never."""
+    await create_topic(cluster, "G5Tx", message_type="TRANSACTION")
+    events = await drive(cluster, "transaction", "G5Tx", "G5TxGroup")
+    sent = {e["body"]: e["message_id"] for e in of(events, "sent")}
+    assert of(events, "check_seen") == [{"event": "check_seen", "ok": True}]
+    checked = {e["body"] for e in of(events, "checked")}
+    assert checked == {"check"}, checked  # only the open one was checked
+    received = of(events, "received")
+    assert sorted(e["body"] for e in received) == ["check", "commit"]
+    for e in received:
+        assert e["message_id"] == sent[e["body"]] and e["topic"] == "G5Tx"
+    assert of(events, "quiet") == [{"event": "quiet", "count": 0}]
