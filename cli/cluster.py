@@ -339,6 +339,7 @@ def _start_all(
             )
         if layout.proxy_port is not None:
             proxy = proxy_node(root, layout.proxy_port, namesrv_addr=namesrv_ready.address, rmq=rmq)
+            proxy.argv += security.proxy_args()
             start_node(cluster, proxy, timeout_s)
     return cluster
 

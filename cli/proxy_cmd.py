@@ -1,11 +1,14 @@
 """``rmq proxy``: the gRPC proxy for RocketMQ 5 clients (``proxy/``), cluster mode.
 
 Prints one ready line, ``The proxy[HOST:PORT] boot success. mode=cluster namesrv=...``
-(``--port 0`` picks a free port), and stops cleanly on SIGINT/SIGTERM.
+(``--port 0`` picks a free port), and stops cleanly on SIGINT/SIGTERM. ``--tls-cert`` and
+``--tls-key`` make the gRPC port TLS only; ``--tls-ca`` makes the proxy reach the cluster
+over TLS (else ``$RMQ_TLS*``, as any SDK client).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import trio
@@ -26,6 +29,19 @@ def proxy_command(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each broker request may take.")] = 3.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="PEM certificate chain: the gRPC port is TLS only."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its PEM key.")] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca",
+            help="Reach NameServers and brokers over TLS, trusting this CA (and showing "
+            "--tls-cert/--tls-key to those that verify clients); default: $RMQ_TLS*.",
+        ),
+    ] = None,
 ) -> None:
     """Serve apache.rocketmq.v2.MessagingService (the official 5.x clients) over the cluster."""
     try:
@@ -37,12 +53,15 @@ def proxy_command(
         ) from None
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import proxy_ready_line
+    from protocol.tls import TlsError, client_context
 
     addrs = tuple(a.strip() for a in namesrv.replace(",", ";").split(";") if a.strip())
     if not addrs:
         raise fail("--namesrv names no NameServer")
     if timeout <= 0:
         raise fail("--timeout must be positive")
+    if (tls_cert is None) != (tls_key is None):
+        raise fail("--tls-cert and --tls-key go together")
     configure_logging(node=f"proxy {host}:{port}", log_file=None, level=log_level)
     config = ProxyConfig(
         host=host,
@@ -50,8 +69,18 @@ def proxy_command(
         advertised_host=advertised_host or host,
         namesrv=addrs,
         timeout_s=timeout,
+        tls_cert_file=str(tls_cert or ""),
+        tls_key_file=str(tls_key or ""),
     )
-    server = ProxyServer(config)
+    try:
+        remoting_tls = None
+        if tls_ca is not None:
+            remoting_tls = client_context(
+                ca_file=str(tls_ca), cert_file=str(tls_cert or ""), key_file=str(tls_key or "")
+            )
+        server = ProxyServer(config, remoting_tls=remoting_tls)
+    except (TlsError, OSError, ValueError) as exc:
+        raise fail(f"rmq proxy: TLS settings unusable: {exc}") from None
 
     async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -126,6 +126,15 @@ class ClusterSecurity:
             ]
         return tuple(settings)
 
+    def proxy_args(self) -> list[str]:
+        """``rmq proxy`` flags: a TLS gRPC port and TLS to the cluster (paths only)."""
+        if self.tls_dir is None:
+            return []
+        return [
+            "--tls-cert", self._tls(NODE_CERT), "--tls-key", self._tls(NODE_KEY),
+            "--tls-ca", self._tls(CA_CERT),
+        ]  # fmt: skip
+
     def controller_fields(self) -> dict[str, Any]:
         """``ControllerConfig`` fields (paths only)."""
         fields: dict[str, Any] = {}

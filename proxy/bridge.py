@@ -96,7 +96,8 @@ class TrioPortal:
 
 
 class GrpcThread:
-    """A grpc.aio server with ``register`` applied, served on its own thread."""
+    """A grpc.aio server with ``register`` applied, served on its own thread (TLS only
+    when ``credentials`` are given)."""
 
     def __init__(
         self,
@@ -104,11 +105,13 @@ class GrpcThread:
         *,
         host: str,
         port: int,
+        credentials: grpc.ServerCredentials | None = None,
         stop_timeout_s: float = 5.0,
     ) -> None:
         self._register = register
         self._host = host
         self._port = port
+        self._credentials = credentials
         self.stop_timeout_s = stop_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -150,7 +153,11 @@ class GrpcThread:
         server = grpc.aio.server()
         self._register(server)
         try:
-            port = server.add_insecure_port(f"{self._host}:{self._port}")
+            address = f"{self._host}:{self._port}"
+            if self._credentials is not None:
+                port = server.add_secure_port(address, self._credentials)
+            else:
+                port = server.add_insecure_port(address)
             await server.start()
         except Exception as exc:  # bind failures come as RuntimeError from grpc
             started(None, exc)

@@ -66,6 +66,9 @@ class ProxyConfig:
     route_refresh_s: float = 5.0
     #: Delivery attempts a consumer group gets (RocketMQ: retryMaxTimes 16 + 1).
     max_delivery_attempts: int = 17
+    #: PEM certificate chain and key: the gRPC port speaks TLS only (both or neither).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
+from pathlib import Path
+from typing import Literal
 
 import grpc
 import trio
@@ -30,9 +33,28 @@ from proxy.transactions import ProducerStreams, TransactionRelay
 log = logging.getLogger(__name__)
 
 
+def grpc_credentials(config: ProxyConfig) -> grpc.ServerCredentials | None:
+    """The gRPC port's TLS credentials (None: plaintext); ``OSError`` for a file that
+    cannot be read, ``ValueError`` for half a setting."""
+    if not (config.tls_cert_file or config.tls_key_file):
+        return None
+    if not (config.tls_cert_file and config.tls_key_file):
+        raise ValueError("TLS on the gRPC port needs both a certificate and a key file")
+    key = Path(config.tls_key_file).read_bytes()
+    chain = Path(config.tls_cert_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, chain)])
+
+
 class ProxyServer:
-    def __init__(self, config: ProxyConfig) -> None:
+    """``remoting_tls``: the context to reach NameServers and brokers with; None: as
+    ``$RMQ_TLS*`` say (protocol/tls.py); False: plain TCP."""
+
+    def __init__(
+        self, config: ProxyConfig, *, remoting_tls: ssl.SSLContext | Literal[False] | None = None
+    ) -> None:
         self.config = config
+        self.remoting_tls = remoting_tls
+        self.credentials = grpc_credentials(config)
         self.core: ProxyCore | None = None
         self.port: int | None = None
         #: The bridge to the gRPC thread, while serving (``in_flight`` for tests and stats).
@@ -52,9 +74,13 @@ class ProxyServer:
                 name="proxy",
                 default_timeout_s=config.timeout_s,
                 handlers={RequestCode.CHECK_TRANSACTION_STATE: on_check},
+                tls=self.remoting_tls,
             ) as client,
             open_producer(
-                list(config.namesrv), group="PROXY_PRODUCER_GROUP", timeout_s=config.timeout_s
+                list(config.namesrv),
+                group="PROXY_PRODUCER_GROUP",
+                timeout_s=config.timeout_s,
+                tls=self.remoting_tls or None,  # None: $RMQ_TLS*, as the client above
             ) as producer,
             trio.open_nursery() as nursery,
         ):
@@ -88,7 +114,9 @@ class ProxyServer:
 
             # The core needs the bound port (routes name it) and the servicer the core:
             # the port is known before any request can arrive.
-            grpc_thread = GrpcThread(register, host=config.host, port=config.port)
+            grpc_thread = GrpcThread(
+                register, host=config.host, port=config.port, credentials=self.credentials
+            )
             core = ProxyCore(
                 config,
                 client=client,

@@ -9,6 +9,7 @@ test reads the events and decides; this script only drives the client, in its ow
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -30,6 +31,9 @@ from rocketmq.grpc_protocol import FilterType
 from rocketmq.v5.consumer.push import MessageListener
 
 DEADLINE_S = 30.0
+#: ``G5_TLS=1``: every client connects with TLS, trusting the CA file named by
+#: ``$GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` (the client passes no roots of its own to grpc).
+TLS = os.environ.get("G5_TLS") == "1"
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -39,7 +43,7 @@ def emit(event: str, **fields: Any) -> None:
 def send(
     config: ClientConfiguration, topic: str, bodies: list[str], message_group: str | None = None
 ) -> None:
-    producer = Producer(config, (topic,))
+    producer = Producer(config, (topic,), tls_enable=TLS)
     producer.startup()
     try:
         for i, body in enumerate(bodies):
@@ -83,7 +87,9 @@ def simple(config: ClientConfiguration, topic: str, group: str) -> None:
     """Send four; receive them; ack two, extend one, nack one; the nacked comes again."""
     bodies = ["a", "b", "c", "d"]
     send(config, topic, bodies)
-    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=5)
+    consumer = SimpleConsumer(
+        config, group, {topic: FilterExpression("*")}, await_duration=5, tls_enable=TLS
+    )
     consumer.startup()
     try:
         got = receive_until(consumer, 4, invisible_s=20)
@@ -110,7 +116,9 @@ def simple(config: ClientConfiguration, topic: str, group: str) -> None:
 def filtered(config: ClientConfiguration, topic: str, group: str) -> None:
     """A tag filter: only TagA messages (even indexes) are received."""
     send(config, topic, ["f0", "f1", "f2", "f3"])
-    consumer = SimpleConsumer(config, group, {topic: FilterExpression("TagA")}, await_duration=3)
+    consumer = SimpleConsumer(
+        config, group, {topic: FilterExpression("TagA")}, await_duration=3, tls_enable=TLS
+    )
     consumer.startup()
     try:
         got = receive_until(consumer, 2, invisible_s=20)
@@ -126,7 +134,9 @@ def fifo(config: ClientConfiguration, topic: str, group: str) -> None:
     """An orderly group: a message group's next message waits until the one before is
     acked; one not acked comes again (attempt 2) before the next."""
     send(config, topic, ["q0", "q1", "q2"], message_group="order-1")
-    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer = SimpleConsumer(
+        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
+    )
     consumer.startup()
     try:
         steps: list[list[Any]] = []
@@ -152,7 +162,9 @@ def fifo(config: ClientConfiguration, topic: str, group: str) -> None:
 def before_kill(config: ClientConfiguration, topic: str, group: str) -> None:
     """Send 20; receive them all (invisible 8 s); ack the even ones."""
     send(config, topic, [f"s{i}" for i in range(20)])
-    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer = SimpleConsumer(
+        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
+    )
     consumer.startup()
     try:
         for message in receive_until(consumer, 20, invisible_s=8):
@@ -168,7 +180,9 @@ def before_kill(config: ClientConfiguration, topic: str, group: str) -> None:
 
 def after_kill(config: ClientConfiguration, topic: str, group: str) -> None:
     """Receive (and ack) until every odd message came back, or the deadline."""
-    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer = SimpleConsumer(
+        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
+    )
     consumer.startup()
     try:
         wanted = {f"s{i}" for i in range(1, 20, 2)}
@@ -214,7 +228,7 @@ def sql(config: ClientConfiguration, topic: str, group: str) -> None:
     """A SQL92 filter on the user property ``n`` (0..3): only n > 1 is received."""
     send(config, topic, ["q0", "q1", "q2", "q3"])
     expression = FilterExpression("n > 1", FilterType.SQL)
-    consumer = SimpleConsumer(config, group, {topic: expression}, await_duration=3)
+    consumer = SimpleConsumer(config, group, {topic: expression}, await_duration=3, tls_enable=TLS)
     consumer.startup()
     try:
         for message in receive_until(consumer, 2, invisible_s=20):
@@ -227,7 +241,7 @@ def sql(config: ClientConfiguration, topic: str, group: str) -> None:
 
 def delay(config: ClientConfiguration, topic: str, group: str) -> None:
     """A message with a delivery time 3 s ahead is not received before it."""
-    producer = Producer(config, (topic,))
+    producer = Producer(config, (topic,), tls_enable=TLS)
     producer.startup()
     try:
         message = Message()
@@ -239,7 +253,9 @@ def delay(config: ClientConfiguration, topic: str, group: str) -> None:
         producer.send(message)
     finally:
         producer.shutdown()
-    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer = SimpleConsumer(
+        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
+    )
     consumer.startup()
     try:
         for message in receive_until(consumer, 1, invisible_s=20):
@@ -258,7 +274,9 @@ class AlwaysFailing(MessageListener):  # type: ignore[misc]
 def push_dlq(config: ClientConfiguration, topic: str, group: str) -> None:
     """A listener that always fails, for 8 s: the message runs out of attempts."""
     send(config, topic, ["dead"], message_group="dlq-group")
-    consumer = PushConsumer(config, group, AlwaysFailing(), {topic: FilterExpression("*")})
+    consumer = PushConsumer(
+        config, group, AlwaysFailing(), {topic: FilterExpression("*")}, tls_enable=TLS
+    )
     consumer.startup()
     try:
         time.sleep(8)
@@ -270,7 +288,7 @@ def push(config: ClientConfiguration, topic: str, group: str) -> None:
     bodies = ["p0", "p1", "p2"]
     send(config, topic, bodies)
     listener = Failing(len(bodies))
-    consumer = PushConsumer(config, group, listener, {topic: FilterExpression("*")})
+    consumer = PushConsumer(config, group, listener, {topic: FilterExpression("*")}, tls_enable=TLS)
     consumer.startup()
     try:
         emit("done", ok=listener.done.wait(DEADLINE_S))
@@ -294,7 +312,7 @@ def transaction(config: ClientConfiguration, topic: str, group: str) -> None:
     """Three half messages: one committed, one rolled back, one left open until the
     broker's check (which commits it); then receive what consumers may see."""
     checker = CommitWhenChecked()
-    producer = Producer(config, (topic,), checker)
+    producer = Producer(config, (topic,), checker, tls_enable=TLS)
     producer.startup()
     try:
         for body in ("commit", "rollback", "check"):
@@ -311,7 +329,9 @@ def transaction(config: ClientConfiguration, topic: str, group: str) -> None:
         emit("check_seen", ok=checker.checked.wait(DEADLINE_S))
     finally:
         producer.shutdown()
-    consumer = SimpleConsumer(config, group, {topic: FilterExpression("*")}, await_duration=2)
+    consumer = SimpleConsumer(
+        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
+    )
     consumer.startup()
     try:
         for message in receive_until(consumer, 2, invisible_s=20):

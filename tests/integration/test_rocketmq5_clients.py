@@ -7,25 +7,38 @@ lines; the assertions are here. Messages are told apart by body.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
+import grpc
 import pytest
 import trio
 
 from client.admin import open_admin
 from client.consumer import open_pull_consumer
+from launcher.certs import (
+    CA_CERT,
+    CLIENT_CERT,
+    CLIENT_KEY,
+    NODE_CERT,
+    NODE_KEY,
+    make_test_pki,
+    write_test_pki,
+)
 from launcher.ready import BROKER_READY, PROXY_READY
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.route import MessageQueue
 from protocol.rpc import open_client
+from protocol.tls import client_context
 from tests.support.processes import (
     START_TIMEOUT_S,
     kill_leftovers,
@@ -36,6 +49,9 @@ from tests.support.processes import (
 )
 
 pytest.importorskip("rocketmq.v5", reason="the official client is a dev dependency")
+
+from rocketmq.grpc_protocol import service_pb2 as sv
+from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -50,9 +66,10 @@ class Cluster:
     proxy: str
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    """A NameServer, broker-a and a proxy, all on free ports."""
+@asynccontextmanager
+async def start_cluster(tmp_path: Path, proxy_args: Sequence[str] = ()) -> AsyncIterator[Cluster]:
+    """A NameServer, broker-a and a proxy (``rmq proxy`` with ``proxy_args``), all on free
+    ports."""
     with trio.fail_after(3 * START_TIMEOUT_S + 10):
         async with namesrv_process() as ns:
             # Transactions are checked 1 s after the half message (not RocketMQ's 6 s).
@@ -63,9 +80,15 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                 "-c", str(conf),
             )  # fmt: skip
             async with managed_process(broker_argv, name="broker", ready=BROKER_READY):
-                proxy_argv = rmq_argv("proxy", "-n", ns.address, "--port", "0")
+                proxy_argv = rmq_argv("proxy", "-n", ns.address, "--port", "0", *proxy_args)
                 async with managed_process(proxy_argv, name="proxy", ready=PROXY_READY) as proxy:
                     yield Cluster(namesrv=ns.address, proxy=proxy.address)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with start_cluster(tmp_path) as started:
+        yield started
 
 
 async def create_topic(cluster: Cluster, topic: str, *, message_type: str = "NORMAL") -> None:
@@ -80,9 +103,15 @@ async def create_topic(cluster: Cluster, topic: str, *, message_type: str = "NOR
             )
 
 
-async def drive(cluster: Cluster, scenario: str, topic: str, group: str) -> list[dict[str, Any]]:
+async def drive(
+    cluster: Cluster, scenario: str, topic: str, group: str, *, tls_ca: Path | None = None
+) -> list[dict[str, Any]]:
+    """Run the client's ``scenario``; with ``tls_ca``, over TLS trusting that CA."""
     argv = [sys.executable, str(CHILD), scenario, cluster.proxy, topic, group]
-    done = await run_command(argv, timeout_s=CLIENT_TIMEOUT_S)
+    env = {}
+    if tls_ca is not None:
+        env = {"G5_TLS": "1", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tls_ca)}
+    done = await run_command(argv, timeout_s=CLIENT_TIMEOUT_S, env=env)
     assert done.returncode == 0, f"client failed:\n{done.stdout}\n{done.stderr[-4000:]}"
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert events and events[-1]["event"] == "end", done.stdout
@@ -305,3 +334,64 @@ async def test_transactional_producer_commit_rollback_and_a_checked_commit(
     for e in received:
         assert e["message_id"] == sent[e["body"]] and e["topic"] == "G5Tx"
     assert of(events, "quiet") == [{"event": "quiet", "count": 0}]
+
+
+async def test_a_tls_proxy_serves_the_client_over_tls_only(tmp_path: Path) -> None:
+    """``rmq proxy --tls-cert --tls-key``: the official client with ``tls_enable`` sends
+    and receives; a plaintext gRPC call is refused at the handshake."""
+    pki = tmp_path / "tls"
+    write_test_pki(pki, make_test_pki(now=datetime.datetime.now(datetime.UTC)))
+    tls = ["--tls-cert", str(pki / NODE_CERT), "--tls-key", str(pki / NODE_KEY)]
+    async with start_cluster(tmp_path, tls) as started:
+        await create_topic(started, "G5Tls")
+        events = await drive(started, "filtered", "G5Tls", "G5TlsGroup", tls_ca=pki / CA_CERT)
+        assert sorted(e["body"] for e in of(events, "received")) == ["f0", "f2"]
+
+        def plain_call() -> grpc.StatusCode:
+            with grpc.insecure_channel(started.proxy) as channel:
+                stub = sv_grpc.MessagingServiceStub(channel)
+                try:
+                    stub.QueryRoute(sv.QueryRouteRequest(topic={"name": "G5Tls"}), timeout=5)
+                except grpc.RpcError as exc:
+                    return exc.code()  # type: ignore[no-any-return]
+                return grpc.StatusCode.OK
+
+        assert await trio.to_thread.run_sync(plain_call) == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.slow  # ~30 s: a detached TLS cluster up and down around the client's run
+async def test_cluster_up_tls_proxy_speaks_tls_both_ways(tmp_path: Path) -> None:
+    """``rmq cluster up --tls``: every port TLS only, the proxy's too; the proxy reaches
+    the NameServer and broker over TLS and the official client uses it over TLS."""
+    root = tmp_path / "cluster"
+    try:
+        done = await run_command(
+            rmq_argv(
+                "cluster", "up", "--mode", "single", "--dir", str(root), "--tls",
+                "--namesrv-port", "0", "--proxy-port", "0",
+            ),
+            timeout_s=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.describe()
+        lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+        started = Cluster(namesrv=lines["namesrv"], proxy=lines["proxy"].split()[-1])
+        ca = root / "tls" / CA_CERT
+        with trio.fail_after(20):
+            tls = client_context(
+                ca_file=str(ca),
+                cert_file=str(root / "tls" / CLIENT_CERT),
+                key_file=str(root / "tls" / CLIENT_KEY),
+            )
+            async with open_admin(started.namesrv, tls=tls) as admin:
+                await admin.create_topic(
+                    "G5TlsUp", cluster="DefaultCluster", read_queue_nums=4, write_queue_nums=4
+                )
+        events = await drive(started, "filtered", "G5TlsUp", "G5TlsUpGroup", tls_ca=ca)
+        assert sorted(e["body"] for e in of(events, "received")) == ["f0", "f2"]
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(60):
+            if (root / "cluster.json").exists():
+                await run_command(
+                    rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"), timeout_s=60
+                )
+        kill_leftovers(root)
