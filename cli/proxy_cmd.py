@@ -3,7 +3,9 @@
 Prints one ready line, ``The proxy[HOST:PORT] boot success. mode=cluster namesrv=...``
 (``--port 0`` picks a free port), and stops cleanly on SIGINT/SIGTERM. ``--tls-cert`` and
 ``--tls-key`` make the gRPC port TLS only; ``--tls-ca`` makes the proxy reach the cluster
-over TLS (else ``$RMQ_TLS*``, as any SDK client).
+over TLS (else ``$RMQ_TLS*``, as any SDK client). ``--acl-file`` turns ACL 1.0 on for
+gRPC clients; ``--access-key`` (``$RMQ_ACCESS_KEY``, secret in ``$RMQ_SECRET_KEY``) is the
+account the proxy signs its own requests to the cluster with.
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ def proxy_command(
             "--tls-cert/--tls-key to those that verify clients); default: $RMQ_TLS*.",
         ),
     ] = None,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--acl-file",
+            help="ACL accounts (RocketMQ's plain_acl.yml): clients must sign their calls.",
+        ),
+    ] = None,
+    access_key: Annotated[
+        str | None,
+        typer.Option("--access-key", envvar="RMQ_ACCESS_KEY", help="The proxy's own ACL account."),
+    ] = None,
+    secret_key: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-key",
+            envvar="RMQ_SECRET_KEY",
+            help="Its secret (prefer the environment variable: argv is public).",
+        ),
+    ] = None,
 ) -> None:
     """Serve apache.rocketmq.v2.MessagingService (the official 5.x clients) over the cluster."""
     try:
@@ -53,6 +74,8 @@ def proxy_command(
         ) from None
     from cli.serving import configure_logging, run_server, set_node_name
     from launcher.ready import proxy_ready_line
+    from protocol.acl import AclConfigError
+    from protocol.acl_sign import Credentials
     from protocol.tls import TlsError, client_context
 
     addrs = tuple(a.strip() for a in namesrv.replace(",", ";").split(";") if a.strip())
@@ -60,6 +83,11 @@ def proxy_command(
         raise fail("--namesrv names no NameServer")
     if timeout <= 0:
         raise fail("--timeout must be positive")
+    if bool(access_key) != bool(secret_key):
+        raise fail("--access-key and --secret-key (or $RMQ_SECRET_KEY) go together")
+    credentials = None
+    if access_key and secret_key:
+        credentials = Credentials(access_key=access_key, secret_key=secret_key)
     if (tls_cert is None) != (tls_key is None):
         raise fail("--tls-cert and --tls-key go together")
     configure_logging(node=f"proxy {host}:{port}", log_file=None, level=log_level)
@@ -71,6 +99,7 @@ def proxy_command(
         timeout_s=timeout,
         tls_cert_file=str(tls_cert or ""),
         tls_key_file=str(tls_key or ""),
+        acl_file=str(acl_file or ""),
     )
     try:
         remoting_tls = None
@@ -78,7 +107,9 @@ def proxy_command(
             remoting_tls = client_context(
                 ca_file=str(tls_ca), cert_file=str(tls_cert or ""), key_file=str(tls_key or "")
             )
-        server = ProxyServer(config, remoting_tls=remoting_tls)
+        server = ProxyServer(config, remoting_tls=remoting_tls, credentials=credentials)
+    except AclConfigError as exc:
+        raise fail(f"rmq proxy: {exc}") from None
     except (TlsError, OSError, ValueError) as exc:
         raise fail(f"rmq proxy: TLS settings unusable: {exc}") from None
 

@@ -387,6 +387,12 @@ def _check_perm(account: Account, code: int, ext: Mapping[str, str], body: bytes
         needed = resources(code, ext, body)
     except ProtocolError as exc:
         return Decision(f"ACL: cannot tell what the request touches: {exc}", account.access_key)
+    return check_resources(account, needed)
+
+
+def check_resources(account: Account, needed: Sequence[tuple[str, int]]) -> Decision:
+    """Whether ``account`` owns each (resource, permission) of ``needed`` (a topic, or a
+    group as its ``%RETRY%group`` topic); shared by remoting and the gRPC proxy."""
     if (TRACE_TOPIC, PUB) in needed:
         return ALLOWED  # RocketMQ lets every account write message traces
     for resource, perm in needed:
@@ -415,6 +421,7 @@ __all__ = [
     "AclConfigError",
     "AddressPattern",
     "Decision",
+    "check_resources",
     "decide",
     "parse_perm",
     "peer_ip",

@@ -69,6 +69,8 @@ class ProxyConfig:
     #: PEM certificate chain and key: the gRPC port speaks TLS only (both or neither).
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    #: RocketMQ's plain_acl.yml: ACL 1.0 on the gRPC port (empty: off).
+    acl_file: str = ""
 
 
 @attrs.frozen(kw_only=True)

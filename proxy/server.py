@@ -22,9 +22,12 @@ from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
 
 from client.producer import open_producer
 from client.routes import RouteCache
+from protocol.acl_client import open_client
+from protocol.acl_guard import open_guard
+from protocol.acl_sign import Credentials
 from protocol.codes import RequestCode
 from protocol.command import RemotingCommand
-from protocol.rpc import Connection, open_client
+from protocol.rpc import Connection
 from proxy.bridge import GrpcThread, TrioPortal
 from proxy.core import ProxyConfig, ProxyCore
 from proxy.service import MessagingService
@@ -50,11 +53,19 @@ class ProxyServer:
     ``$RMQ_TLS*`` say (protocol/tls.py); False: plain TCP."""
 
     def __init__(
-        self, config: ProxyConfig, *, remoting_tls: ssl.SSLContext | Literal[False] | None = None
+        self,
+        config: ProxyConfig,
+        *,
+        remoting_tls: ssl.SSLContext | Literal[False] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.config = config
         self.remoting_tls = remoting_tls
-        self.credentials = grpc_credentials(config)
+        self.grpc_credentials = grpc_credentials(config)
+        #: The proxy's own ACL account: it signs every request to the cluster with it.
+        self.credentials = credentials
+        #: Raises ``AclConfigError`` for a bad file: the proxy does not start.
+        self.guard = open_guard(bool(config.acl_file), config.acl_file, name="proxy")
         self.core: ProxyCore | None = None
         self.port: int | None = None
         #: The bridge to the gRPC thread, while serving (``in_flight`` for tests and stats).
@@ -75,12 +86,14 @@ class ProxyServer:
                 default_timeout_s=config.timeout_s,
                 handlers={RequestCode.CHECK_TRANSACTION_STATE: on_check},
                 tls=self.remoting_tls,
+                credentials=self.credentials,
             ) as client,
             open_producer(
                 list(config.namesrv),
                 group="PROXY_PRODUCER_GROUP",
                 timeout_s=config.timeout_s,
                 tls=self.remoting_tls or None,  # None: $RMQ_TLS*, as the client above
+                credentials=self.credentials,
             ) as producer,
             trio.open_nursery() as nursery,
         ):
@@ -101,6 +114,8 @@ class ProxyServer:
             )
             relay.append(transactions)
             nursery.start_soon(transactions.run_heartbeats)
+            if self.guard is not None:
+                nursery.start_soon(self.guard.watch)
             portal = TrioPortal(
                 trio.lowlevel.current_trio_token(), nursery, max_in_flight=config.max_in_flight
             )
@@ -109,13 +124,13 @@ class ProxyServer:
 
             def register(server: grpc.aio.Server) -> None:
                 sv_grpc.add_MessagingServiceServicer_to_server(
-                    MessagingService(portal, holder["core"], streams), server
+                    MessagingService(portal, holder["core"], streams, self.guard), server
                 )
 
             # The core needs the bound port (routes name it) and the servicer the core:
             # the port is known before any request can arrive.
             grpc_thread = GrpcThread(
-                register, host=config.host, port=config.port, credentials=self.credentials
+                register, host=config.host, port=config.port, credentials=self.grpc_credentials
             )
             core = ProxyCore(
                 config,

@@ -9,6 +9,8 @@ Rules (apache/rocketmq-apis service.proto; RocketMQ proxy's GrpcMessagingApplica
   body limit, long-polling time). Clients block at start until that answer comes.
 - ReceiveMessage streams the messages, then the status (OK, or MESSAGE_NOT_FOUND when
   nothing came within the long-polling time), then the delivery timestamp.
+- With ACL on, each call is checked first (``proxy/acl.py``) and a refused one answered
+  UNAUTHORIZED or FORBIDDEN, never served.
 - Telemetry also carries transaction checks to producers; EndTransaction ends a half
   message (``proxy/transactions.py``).
 """
@@ -27,6 +29,8 @@ from rocketmq.grpc_protocol import definition_pb2 as pb
 from rocketmq.grpc_protocol import service_pb2 as sv
 from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
 
+from protocol.acl_guard import AclGuard
+from proxy import acl
 from proxy.bridge import TrioPortal
 from proxy.convert import Code, status_for, to_pb_message
 from proxy.core import ProxyCore
@@ -75,12 +79,31 @@ def _duration_s(duration: Any) -> float:
 
 
 class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
-    def __init__(self, portal: TrioPortal, core: ProxyCore, streams: ProducerStreams) -> None:
+    def __init__(
+        self,
+        portal: TrioPortal,
+        core: ProxyCore,
+        streams: ProducerStreams,
+        guard: AclGuard | None = None,
+    ) -> None:
         self.portal = portal
         self.core = core
         self.streams = streams
+        #: ACL 1.0 accounts (reloaded by the guard on the Trio side); None: ACL off.
+        self.guard = guard
+
+    def refused(self, context: grpc.aio.ServicerContext, needed: acl.Resources) -> pb.Status | None:
+        """None when ACL is off or lets the call through; else the status to answer."""
+        guard = self.guard
+        if guard is None:
+            return None
+        metadata = {str(k): str(v) for k, v in context.invocation_metadata() or ()}
+        why = acl.refusal(guard.config, metadata, acl.peer_host(context.peer()), needed)
+        return None if why is None else _status(*why)
 
     async def QueryRoute(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if (refused := self.refused(context, acl.no_resources(request))) is not None:
+            return sv.QueryRouteResponse(status=refused)
         try:
             queues = await self.portal.run(
                 self.core.query_route, request.topic.name, request.topic.resource_namespace
@@ -90,12 +113,18 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
         return sv.QueryRouteResponse(status=_status(), message_queues=queues)
 
     async def Heartbeat(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if (refused := self.refused(context, acl.group_resources(request))) is not None:
+            return sv.HeartbeatResponse(status=refused)
         return sv.HeartbeatResponse(status=_status())
 
     async def NotifyClientTermination(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if (refused := self.refused(context, acl.group_resources(request))) is not None:
+            return sv.NotifyClientTerminationResponse(status=refused)
         return sv.NotifyClientTerminationResponse(status=_status())
 
     async def QueryAssignment(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if (refused := self.refused(context, acl.consume_resources(request))) is not None:
+            return sv.QueryAssignmentResponse(status=refused)
         try:
             queues = await self.portal.run(
                 self.core.assignments, request.topic.name, request.topic.resource_namespace
@@ -107,6 +136,8 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
         )
 
     async def SendMessage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if (refused := self.refused(context, acl.send_resources(request))) is not None:
+            return sv.SendMessageResponse(status=refused)
         if not request.messages:
             return sv.SendMessageResponse(status=_status(Code.BAD_REQUEST, "no message to send"))
         try:
@@ -131,6 +162,9 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
     async def ReceiveMessage(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
+        if (refused := self.refused(context, acl.receive_resources(request))) is not None:
+            yield sv.ReceiveMessageResponse(status=refused)
+            return
         invisible_s = _duration_s(request.invisible_duration) or DEFAULT_INVISIBLE_S
         expression = request.filter_expression
         queue = request.message_queue
@@ -169,6 +203,8 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
         yield sv.ReceiveMessageResponse(delivery_timestamp=now)
 
     async def AckMessage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if (refused := self.refused(context, acl.consume_resources(request))) is not None:
+            return sv.AckMessageResponse(status=refused)
         entries = []
         first_bad: pb.Status | None = None
         for entry in request.entries:
@@ -188,6 +224,8 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
         return sv.AckMessageResponse(status=first_bad or _status(), entries=entries)
 
     async def ChangeInvisibleDuration(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if (refused := self.refused(context, acl.consume_resources(request))) is not None:
+            return sv.ChangeInvisibleDurationResponse(status=refused)
         try:
             handle = await self.portal.run(
                 self.core.change_invisible,
@@ -203,6 +241,8 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
     async def ForwardMessageToDeadLetterQueue(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> Any:
+        if (refused := self.refused(context, acl.consume_resources(request))) is not None:
+            return sv.ForwardMessageToDeadLetterQueueResponse(status=refused)
         try:
             await self.portal.run(
                 self.core.forward_to_dlq,
@@ -217,6 +257,8 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
         return sv.ForwardMessageToDeadLetterQueueResponse(status=_status())
 
     async def EndTransaction(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if (refused := self.refused(context, acl.end_transaction_resources(request))) is not None:
+            return sv.EndTransactionResponse(status=refused)
         try:
             await self.portal.run(
                 lambda: self.core.transactions.end(
@@ -264,6 +306,10 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
                     if not command.HasField("settings"):
                         continue
                     client = command.settings
+                    refused = self.refused(context, acl.settings_resources(client))
+                    if refused is not None:
+                        await out.put(sv.TelemetryCommand(status=refused))
+                        continue
                     if client.client_type == pb.PRODUCER and key is None:
                         topics = frozenset(t.name for t in client.publishing.topics)
                         key = self.streams.add(topics, sink)

@@ -25,6 +25,7 @@ from rocketmq.grpc_protocol import definition_pb2 as pb
 from rocketmq.grpc_protocol import service_pb2 as sv
 from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
 
+from proxy.acl import sign
 from proxy.core import ProxyConfig
 from proxy.server import ProxyServer
 from tests.component.sdk_fixtures import SdkCluster, sdk_cluster, wait_until
@@ -206,3 +207,85 @@ async def test_topic_message_types_are_checked_as_rocketmq_5_does(tmp_path: Path
             right = message("PxFifo", message_type=pb.FIFO, message_group="g")
             sent = await call(stub.SendMessage, sv.SendMessageRequest(messages=[right]))
             assert sent.status.code == Code.OK, sent.status
+
+
+PROXY_ACL = """
+accounts:
+  - accessKey: px_user_key
+    secretKey: px_user_secret
+    defaultTopicPerm: DENY
+    defaultGroupPerm: SUB
+    topicPerms: ["PxAcl=PUB"]
+"""
+
+
+def signed(access_key: str, secret_key: str, date_time: str = "20261206T070000Z") -> Any:
+    """Call metadata as the official clients sign (proxy/acl.py's rules)."""
+    signature = sign(secret_key, date_time)
+    return (
+        ("x-mq-date-time", date_time),
+        (
+            "authorization",
+            f"MQv2-HMAC-SHA1 Credential={access_key}, SignedHeaders=x-mq-date-time, "
+            f"Signature={signature}",
+        ),
+    )
+
+
+async def test_acl_refusals_are_unauthorized_or_forbidden(tmp_path: Path) -> None:
+    """ACL on the gRPC port: no or a bad signature is UNAUTHORIZED, on every RPC and on
+    the telemetry stream; a good one lacking the permission is FORBIDDEN; a good one with
+    it is served."""
+    acl_file = tmp_path / "plain_acl.yml"
+    acl_file.write_text(PROXY_ACL)
+    acl_file.chmod(0o600)
+    user = signed("px_user_key", "px_user_secret")
+    with trio.fail_after(DEADLINE_S):
+        async with proxied(tmp_path, acl_file=str(acl_file)) as (c, stub, _):
+            await c.create_topic("PxAcl", 1)
+            route_of = sv.QueryRouteRequest(topic={"name": "PxAcl"})
+            for metadata in (
+                (),
+                signed("nobody_key", "px_user_secret"),
+                signed("px_user_key", "wrong_secret"),
+                (("authorization", "Basic abc"),),
+            ):
+                route = await call(
+                    lambda r, timeout, m=metadata: stub.QueryRoute(r, timeout=timeout, metadata=m),
+                    route_of,
+                )
+                assert route.status.code == Code.UNAUTHORIZED, (metadata, route.status)
+            route = await call(
+                lambda r, timeout: stub.QueryRoute(r, timeout=timeout, metadata=user), route_of
+            )
+            assert route.status.code == Code.OK, route.status
+
+            def send(topic: str) -> Any:
+                return lambda r, timeout: stub.SendMessage(
+                    sv.SendMessageRequest(messages=[message(topic)]), timeout=timeout, metadata=user
+                )
+
+            assert (await call(send("PxAcl"), None)).status.code == Code.OK
+            assert (await call(send("PxOther"), None)).status.code == Code.FORBIDDEN
+            receive = sv.ReceiveMessageRequest(
+                group={"name": "G"}, message_queue=route.message_queues[0], batch_size=1
+            )
+            (answer,) = await call(
+                lambda r, timeout: list(stub.ReceiveMessage(r, timeout=timeout, metadata=user)),
+                receive,
+            )
+            assert answer.status.code == Code.FORBIDDEN  # PUB only on PxAcl
+            assert "may not subscribe to topic PxAcl" in answer.status.message
+
+            settings = pb.Settings(client_type=pb.PRODUCER)
+            settings.publishing.topics.add(name="PxAcl")
+            command = sv.TelemetryCommand(settings=settings)
+
+            def telemetry(metadata: Any) -> Any:
+                answers = stub.Telemetry(iter([command]), timeout=10, metadata=metadata)
+                return next(iter(answers))
+
+            assert (await call(lambda r, timeout: telemetry(()), None)).status.code == (
+                Code.UNAUTHORIZED
+            )
+            assert (await call(lambda r, timeout: telemetry(user), None)).status.code == Code.OK

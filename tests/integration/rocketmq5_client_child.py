@@ -61,6 +61,15 @@ def send(
         producer.shutdown()
 
 
+def started_consumer(config: ClientConfiguration, topic: str, group: str) -> SimpleConsumer:
+    """A started SimpleConsumer of every tag of ``topic``, long-polling 2 s."""
+    consumer = SimpleConsumer(
+        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
+    )
+    consumer.startup()
+    return consumer
+
+
 def receive_until(
     consumer: SimpleConsumer, count: int, invisible_s: int, *, batch: int = 16
 ) -> list[Any]:
@@ -134,10 +143,7 @@ def fifo(config: ClientConfiguration, topic: str, group: str) -> None:
     """An orderly group: a message group's next message waits until the one before is
     acked; one not acked comes again (attempt 2) before the next."""
     send(config, topic, ["q0", "q1", "q2"], message_group="order-1")
-    consumer = SimpleConsumer(
-        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
-    )
-    consumer.startup()
+    consumer = started_consumer(config, topic, group)
     try:
         steps: list[list[Any]] = []
         first = receive_until(consumer, 1, invisible_s=20, batch=1)
@@ -162,10 +168,7 @@ def fifo(config: ClientConfiguration, topic: str, group: str) -> None:
 def before_kill(config: ClientConfiguration, topic: str, group: str) -> None:
     """Send 20; receive them all (invisible 8 s); ack the even ones."""
     send(config, topic, [f"s{i}" for i in range(20)])
-    consumer = SimpleConsumer(
-        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
-    )
-    consumer.startup()
+    consumer = started_consumer(config, topic, group)
     try:
         for message in receive_until(consumer, 20, invisible_s=8):
             body = message.body.decode()
@@ -180,10 +183,7 @@ def before_kill(config: ClientConfiguration, topic: str, group: str) -> None:
 
 def after_kill(config: ClientConfiguration, topic: str, group: str) -> None:
     """Receive (and ack) until every odd message came back, or the deadline."""
-    consumer = SimpleConsumer(
-        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
-    )
-    consumer.startup()
+    consumer = started_consumer(config, topic, group)
     try:
         wanted = {f"s{i}" for i in range(1, 20, 2)}
         deadline = time.monotonic() + 60
@@ -253,10 +253,7 @@ def delay(config: ClientConfiguration, topic: str, group: str) -> None:
         producer.send(message)
     finally:
         producer.shutdown()
-    consumer = SimpleConsumer(
-        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
-    )
-    consumer.startup()
+    consumer = started_consumer(config, topic, group)
     try:
         for message in receive_until(consumer, 1, invisible_s=20):
             emit("received", body=message.body.decode(), after_s=time.time() - sent_at)
@@ -329,10 +326,7 @@ def transaction(config: ClientConfiguration, topic: str, group: str) -> None:
         emit("check_seen", ok=checker.checked.wait(DEADLINE_S))
     finally:
         producer.shutdown()
-    consumer = SimpleConsumer(
-        config, group, {topic: FilterExpression("*")}, await_duration=2, tls_enable=TLS
-    )
-    consumer.startup()
+    consumer = started_consumer(config, topic, group)
     try:
         for message in receive_until(consumer, 2, invisible_s=20):
             emit("received", **describe(message))
@@ -342,9 +336,37 @@ def transaction(config: ClientConfiguration, topic: str, group: str) -> None:
         consumer.shutdown()
 
 
+def acl(config: ClientConfiguration, topic: str, group: str) -> None:
+    """Send one message, then receive it; each step either works or is refused (the
+    exception's class, as the client raised it, is what the test reads)."""
+    producer = Producer(config, (topic,), tls_enable=TLS)
+    producer.startup()
+    try:
+        message = Message()
+        message.topic = topic
+        message.body = b"signed"
+        producer.send(message)
+        emit("sent")
+    except Exception as exc:
+        emit("refused", step="send", kind=type(exc).__name__, text=str(exc)[:300])
+    finally:
+        producer.shutdown()
+    consumer = started_consumer(config, topic, group)
+    try:
+        for message in receive_until(consumer, 1, invisible_s=20):
+            emit("received", body=message.body.decode())
+            consumer.ack(message)
+    except Exception as exc:
+        emit("refused", step="receive", kind=type(exc).__name__, text=str(exc)[:300])
+    finally:
+        consumer.shutdown()
+
+
 def main() -> None:
     scenario, proxy, topic, group = sys.argv[1:5]
-    config = ClientConfiguration(proxy, Credentials(), request_timeout=5)
+    # G5_AK / G5_SK: the ACL account the client signs with (none by default).
+    credentials = Credentials(os.environ.get("G5_AK", ""), os.environ.get("G5_SK", ""))
+    config = ClientConfiguration(proxy, credentials, request_timeout=5)
     {
         "simple": simple,
         "filtered": filtered,
@@ -356,6 +378,7 @@ def main() -> None:
         "before_kill": before_kill,
         "after_kill": after_kill,
         "transaction": transaction,
+        "acl": acl,
     }[scenario](config, topic, group)
     emit("end")
 

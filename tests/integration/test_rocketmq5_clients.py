@@ -34,6 +34,7 @@ from launcher.certs import (
     write_test_pki,
 )
 from launcher.ready import BROKER_READY, PROXY_READY
+from protocol.acl_sign import Credentials
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.route import MessageQueue
@@ -104,13 +105,22 @@ async def create_topic(cluster: Cluster, topic: str, *, message_type: str = "NOR
 
 
 async def drive(
-    cluster: Cluster, scenario: str, topic: str, group: str, *, tls_ca: Path | None = None
+    cluster: Cluster,
+    scenario: str,
+    topic: str,
+    group: str,
+    *,
+    tls_ca: Path | None = None,
+    account: Credentials | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the client's ``scenario``; with ``tls_ca``, over TLS trusting that CA."""
+    """Run the client's ``scenario``; with ``tls_ca``, over TLS trusting that CA; with
+    ``account``, signing as it."""
     argv = [sys.executable, str(CHILD), scenario, cluster.proxy, topic, group]
     env = {}
     if tls_ca is not None:
         env = {"G5_TLS": "1", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tls_ca)}
+    if account is not None:
+        env.update(G5_AK=account.access_key, G5_SK=account.secret_key)
     done = await run_command(argv, timeout_s=CLIENT_TIMEOUT_S, env=env)
     assert done.returncode == 0, f"client failed:\n{done.stdout}\n{done.stderr[-4000:]}"
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -395,3 +405,78 @@ async def test_cluster_up_tls_proxy_speaks_tls_both_ways(tmp_path: Path) -> None
                     rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"), timeout_s=60
                 )
         kill_leftovers(root)
+
+
+ADMIN = Credentials(access_key="g5_admin", secret_key="g5_admin_secret")
+USER = Credentials(access_key="g5_user", secret_key="g5_user_secret")
+PUB_ONLY = Credentials(access_key="g5_pub_only", secret_key="g5_pub_secret")
+PLAIN_ACL = f"""
+globalWhiteRemoteAddresses: []
+accounts:
+  - accessKey: {ADMIN.access_key}
+    secretKey: {ADMIN.secret_key}
+    admin: true
+    defaultTopicPerm: PUB|SUB
+    defaultGroupPerm: PUB|SUB
+  - accessKey: {USER.access_key}
+    secretKey: {USER.secret_key}
+    defaultTopicPerm: DENY
+    defaultGroupPerm: SUB
+    topicPerms: ["G5Acl=PUB|SUB"]
+  - accessKey: {PUB_ONLY.access_key}
+    secretKey: {PUB_ONLY.secret_key}
+    defaultGroupPerm: SUB
+    topicPerms: ["G5Acl=PUB"]
+"""
+
+
+async def test_acl_clients_sign_and_the_proxy_signs_as_itself(tmp_path: Path) -> None:
+    """NameServer, broker and proxy with ACL 1.0 on, the proxy signing as the admin: a
+    client signing as an account with PUB|SUB sends and receives; a wrong secret is
+    UNAUTHORIZED at each step; a PUB-only account sends but is FORBIDDEN to receive."""
+    acl_file = tmp_path / "plain_acl.yml"
+    acl_file.write_text(PLAIN_ACL)
+    acl_file.chmod(0o600)
+    conf = tmp_path / "broker.toml"
+    conf.write_text(
+        f'aclEnable = true\naclFilePath = "{acl_file}"\n'
+        f'accessKey = "{ADMIN.access_key}"\nsecretKey = "{ADMIN.secret_key}"\n'
+    )
+    conf.chmod(0o600)
+    env = {"RMQ_SECRET_KEY": ADMIN.secret_key}
+    with trio.fail_after(3 * START_TIMEOUT_S + 10):
+        async with namesrv_process("--acl-enable", "--acl-file", str(acl_file)) as ns:
+            argv = rmq_argv(
+                "broker", "-c", str(conf), "-n", ns.address, "--port", "0",
+                "--dir", str(tmp_path / "broker-a"),
+            )  # fmt: skip
+            async with managed_process(argv, name="broker", ready=BROKER_READY):
+                argv = rmq_argv(
+                    "proxy", "-n", ns.address, "--port", "0", "--acl-file", str(acl_file),
+                    "--access-key", ADMIN.access_key,
+                )  # fmt: skip
+                async with managed_process(argv, name="proxy", ready=PROXY_READY, env=env) as p:
+                    started = Cluster(namesrv=ns.address, proxy=p.address)
+                    with trio.fail_after(20):
+                        async with open_admin(ns.address, credentials=ADMIN) as admin:
+                            await admin.create_topic(
+                                "G5Acl", cluster="DefaultCluster", read_queue_nums=2,
+                                write_queue_nums=2, attributes="+message.type=NORMAL",
+                            )  # fmt: skip
+                    good = await drive(started, "acl", "G5Acl", "G5AclGroup", account=USER)
+                    assert of(good, "sent") and not of(good, "refused"), good
+                    assert [e["body"] for e in of(good, "received")] == ["signed"]
+
+                    wrong = Credentials(access_key=USER.access_key, secret_key="not_the_secret")
+                    bad = await drive(started, "acl", "G5Acl", "G5AclGroup", account=wrong)
+                    # The first call, QueryRoute, is refused (UNAUTHORIZED): the client
+                    # reports the route it could not fetch, and neither step goes on.
+                    refused = {e["step"]: e["text"] for e in of(bad, "refused")}
+                    assert sorted(refused) == ["receive", "send"], bad
+                    assert all("route" in text for text in refused.values()), bad
+                    assert not of(bad, "sent") and not of(bad, "received")
+
+                    pub = await drive(started, "acl", "G5Acl", "G5AclGroup", account=PUB_ONLY)
+                    assert of(pub, "sent"), pub
+                    refused = {e["step"]: e["kind"] for e in of(pub, "refused")}
+                    assert refused == {"receive": "ForbiddenException"}, pub
