@@ -7,7 +7,9 @@ Rules:
 - ``up`` starts the mode's table (``launcher/plans.py``) in order: controller mode's
   quorum first (``cli/controller_cmds.py`` writes its configs and waits for a leader;
   each node exports its metrics on a free port), then the NameServer, then the brokers,
-  then ``rmq dashboard`` (node ``dashboard``, in the root namespace; ``--no-dashboard``
+  then ``rmq proxy`` (gRPC for RocketMQ 5 clients, a free port unless ``--proxy-port``;
+  ``--no-proxy`` skips it, and so does a missing ``proxy`` extra, said in one line), then
+  ``rmq dashboard`` (node ``dashboard``, in the root namespace; ``--no-dashboard``
   skips it), whose URL is the last line printed. On any failure it stops what it started.
 - Every wait has a deadline: a ready line (30 s by default), a stop (10 s, then SIGKILL).
 - ``up`` and ``down`` hold ``D/cluster.lock``, so two of them never race on one directory.
@@ -27,6 +29,7 @@ Rules:
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import ssl
 import tomllib
@@ -333,14 +336,14 @@ def _start_all(
                 host=hosts.host(plan.name).address if hosts else None,
             )
             start_node(cluster, _on_host(broker, hosts), timeout_s)
-        if dashboard_port is not None:
-            _start_dashboard(
-                cluster, dashboard_port, namesrv_ready.address, controller_addrs, timeout_s
-            )
         if layout.proxy_port is not None:
             proxy = proxy_node(root, layout.proxy_port, namesrv_addr=namesrv_ready.address, rmq=rmq)
             proxy.argv += security.proxy_args()
             start_node(cluster, proxy, timeout_s)
+        if dashboard_port is not None:
+            _start_dashboard(
+                cluster, dashboard_port, namesrv_ready.address, controller_addrs, timeout_s
+            )
     return cluster
 
 
@@ -505,12 +508,20 @@ def up(
         int | None,
         typer.Option(
             "--proxy-port",
-            help="Also start rmq proxy (gRPC for RocketMQ 5 clients, 8081 by convention; "
-            "0 picks a free port).",
+            help="Port of the cluster's rmq proxy (gRPC for RocketMQ 5 clients; 8081 by "
+            "convention; default: a free one).",
         ),
     ] = None,
+    no_proxy: Annotated[bool, typer.Option("--no-proxy", help="Start no gRPC proxy.")] = False,
 ) -> None:
     """Start a NameServer and the mode's brokers as detached processes; print their addresses."""
+    if not no_proxy and not proxy_extra_installed():
+        err.print(
+            "proxy: not started: the 'proxy' extra is not installed "
+            "(pip install 'trio-rocketmq[proxy]')",
+            markup=False,
+        )
+        no_proxy = True
     try:
         layout = LayoutOptions(
             broker_settings=tuple(parse_setting(s) for s in broker_set or ()),
@@ -519,7 +530,7 @@ def up(
             ),
             controller_base_port=controller_base_port,
             netns=use_netns,
-            proxy_port=proxy_port,
+            proxy_port=None if no_proxy else (proxy_port if proxy_port is not None else 0),
         )
         if mode not in BROKERS_BY_MODE:
             known = "mode {!r} is not available yet" if mode in LATER_MODES else "unknown mode {!r}"
@@ -567,6 +578,11 @@ def up(
     if tls:
         ca = cluster.root / "tls" / "ca.pem"
         err.print(f"every port is TLS only; clients: RMQ_TLS=1 RMQ_TLS_CA_FILE={ca}", markup=False)
+
+
+def proxy_extra_installed() -> bool:
+    """Whether ``rmq proxy`` can run here (grpcio and the official client's stubs)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("grpc", "rocketmq"))
 
 
 def _node_addrs(text: str) -> tuple[str, str]:

@@ -49,7 +49,7 @@ import typer
 from cli.output import err, fail, out
 from cli.security import ClusterSecurity
 from client import admin as admin_api
-from launcher.ready import DASHBOARD
+from launcher.ready import DASHBOARD, PROXY
 from protocol.controller_bodies import ReplicasInfo
 from protocol.errors import RocketError
 from protocol.rpc import open_client
@@ -356,6 +356,11 @@ async def _show_cluster(cluster: LocalCluster) -> None:
         with trio.fail_after(20):
             leader = await admin_api.find_controller_leader(client, controllers)
     out.print(f"  controller leader: {leader}", markup=False)
+    proxy = next((n for n in cluster.record.nodes if n.kind == PROXY), None)
+    if proxy is not None and proxy.address:
+        out.print(f"  RocketMQ 5 clients (gRPC proxy): {proxy.address}", markup=False)
+    else:
+        out.print("  gRPC proxy: not started (the 'proxy' extra is not installed)", markup=False)
     dashboard = next((n for n in cluster.record.nodes if n.kind == DASHBOARD), None)
     if dashboard is not None and dashboard.address:
         url = f"http://{dashboard.address}/"

@@ -82,11 +82,11 @@ async def cluster_dir(root: Path) -> AsyncIterator[Path]:
 
 
 async def up(root: Path, mode: str) -> tuple[str, dict[str, str]]:
-    """``rmq cluster up`` (no dashboard: test_controller_is_the_default_mode has one); the
-    NameServer's address and each broker's."""
+    """``rmq cluster up`` (no dashboard and no proxy: test_controller_is_the_default_mode
+    has both); the NameServer's address and each broker's."""
     done = await rmq(
         "cluster", "up", "--mode", mode, "--dir", str(root), "--namesrv-port", "0",
-        "--no-dashboard",
+        "--no-dashboard", "--no-proxy",
     )  # fmt: skip
     lines = assert_ok(done).splitlines()
     match = NAMESRV_LINE.match(lines[0])
@@ -191,6 +191,7 @@ async def test_controller_is_the_default_mode(tmp_path: Path) -> None:
             *["controller"] * 3,
             "127.0.0.1:" + lines[3].split(":")[-1],
             *["replica"] * 3,
+            "proxy",  # gRPC for RocketMQ 5 clients, on a free port
         ], done.describe()
         assert read_record(root)["mode"] == "controller"
         # The last line is the dashboard's URL (a free port, as the NameServer's), and it

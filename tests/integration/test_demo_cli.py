@@ -40,6 +40,8 @@ async def test_demo_kills_the_master_and_loses_nothing(tmp_path: Path) -> None:
     # The cluster's dashboard: its URL at the start, its saved page with the failover's
     # timeline linked from the report, kept after the cluster's data is removed.
     assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ ", text), text
+    # And the gRPC proxy's endpoint, for the official RocketMQ 5 clients.
+    assert re.search(r"RocketMQ 5 clients \(gRPC proxy\): 127\.0\.0\.1:\d+\n", text), text
     page = root / "dashboard.html"
     assert report["dashboard"] == f"{page.as_uri()}#timeline"
     assert f"the dashboard's timeline of the failover: {page.as_uri()}#timeline" in text

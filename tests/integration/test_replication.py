@@ -575,6 +575,7 @@ async def test_cluster_up_sync_mode_and_ha_status(tmp_path: Path) -> None:
                     "--namesrv-port",
                     "0",
                     "--no-dashboard",
+                    "--no-proxy",
                 ),
                 timeout_s=rmq_timeout_s,
             )
