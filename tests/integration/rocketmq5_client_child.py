@@ -203,6 +203,51 @@ def after_kill(config: ClientConfiguration, topic: str, group: str) -> None:
         consumer.shutdown()
 
 
+def send_for(config: ClientConfiguration, topic: str, group: str) -> None:
+    """Send ``w0``, ``w1``, ... for 12 s (the test kills the master meanwhile); each send
+    is either acked or an error."""
+    producer = Producer(config, (topic,), tls_enable=TLS)
+    producer.startup()
+    emit("sending")
+    try:
+        deadline = time.monotonic() + 12
+        n = 0
+        while time.monotonic() < deadline:
+            message = Message()
+            message.topic = topic
+            message.body = f"w{n}".encode()
+            try:
+                producer.send(message)
+                emit("acked", body=f"w{n}")
+            except Exception as exc:  # the failover: no master for a while
+                emit("error", body=f"w{n}", text=str(exc)[:200])
+            n += 1
+            time.sleep(0.05)
+    finally:
+        producer.shutdown()
+
+
+def receive_all(config: ClientConfiguration, topic: str, group: str) -> None:
+    """Receive (and ack) until nothing came for 8 s, or 60 s passed."""
+    consumer = started_consumer(config, topic, group)
+    try:
+        deadline = time.monotonic() + 60
+        quiet_until = time.monotonic() + 8
+        while time.monotonic() < min(deadline, quiet_until):
+            try:
+                messages = consumer.receive(32, 20)
+            except Exception as exc:
+                emit("error", text=str(exc)[:200])
+                time.sleep(0.5)
+                continue
+            for message in messages:
+                emit("received", body=message.body.decode())
+                consumer.ack(message)
+                quiet_until = time.monotonic() + 8
+    finally:
+        consumer.shutdown()
+
+
 class Failing(MessageListener):  # type: ignore[misc]
     """Fails each message's first delivery, then succeeds."""
 
@@ -379,6 +424,8 @@ def main() -> None:
         "after_kill": after_kill,
         "transaction": transaction,
         "acl": acl,
+        "send_for": send_for,
+        "receive_all": receive_all,
     }[scenario](config, topic, group)
     emit("end")
 

@@ -8,6 +8,7 @@ lines; the assertions are here. Messages are told apart by body.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import signal
@@ -228,7 +229,8 @@ async def test_controller_failover_loses_no_popped_message(tmp_path: Path) -> No
     """Controller mode behind the proxy: 20 sent, all received, the even ones acked; kill
     -9 the master; through the same proxy every odd (unacked) message comes back from the
     new master. Acked ones may come again (the pop offsets reach the slaves every few
-    seconds: at most a redelivery), none is lost."""
+    seconds: at most a redelivery), none is lost. And a producer sending through the
+    proxy across the kill: every message it was told was stored is received."""
     root = tmp_path / "cluster"
     try:
         done = await run_command(
@@ -246,6 +248,7 @@ async def test_controller_failover_loses_no_popped_message(tmp_path: Path) -> No
             while True:
                 try:
                     await create_topic(started, "G5Fail")
+                    await create_topic(started, "G5FailSend")
                     break
                 except Exception:
                     await trio.sleep(0.5)  # no master elected yet
@@ -255,9 +258,9 @@ async def test_controller_failover_loses_no_popped_message(tmp_path: Path) -> No
                     if n["kind"] == "broker"]  # fmt: skip
         async with open_client(name="g5-test", default_timeout_s=3) as client:
             with trio.fail_after(30):
-                for addr in replicas:
+                for addr, topic in itertools.product(replicas, ("G5Fail", "G5FailSend")):
                     request = RemotingCommand.request(
-                        RequestCode.GET_TOPIC_CONFIG, {"topic": "G5Fail"}
+                        RequestCode.GET_TOPIC_CONFIG, {"topic": topic}
                     )
                     while True:
                         if (await client.call(addr, request)).code == ResponseCode.SUCCESS:
@@ -270,13 +273,29 @@ async def test_controller_failover_loses_no_popped_message(tmp_path: Path) -> No
             route = await admin.topic_route("G5Fail")
         (master,) = [d.broker_addrs[0] for d in route.broker_datas if 0 in d.broker_addrs]
         (pid,) = [n["pid"] for n in record["nodes"] if n.get("address") == master]
-        os.kill(int(pid), signal.SIGKILL)
+        # A producer sends through the proxy for 12 s; the master is killed 3 s in.
+        sending: list[dict[str, Any]] = []
+
+        async def produce() -> None:
+            sending.extend(await drive(started, "send_for", "G5FailSend", "unused"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            await trio.sleep(3)
+            os.kill(int(pid), signal.SIGKILL)
         events = await drive(started, "after_kill", "G5Fail", "G5FailGroup")
         received = {e["body"] for e in of(events, "received")}
         print("after the kill:", [(e["body"], e["attempt"]) for e in of(events, "received")])
         print("errors while failing over:", len(of(events, "error")))
         errors = [e["text"] for e in of(events, "error")]
         assert {f"s{i}" for i in range(1, 20, 2)} <= received, (sorted(received), errors[:5])
+        # Every send the proxy acked, before, during and after the failover, is received.
+        acked = {e["body"] for e in of(sending, "acked")}
+        print(f"producer: {len(acked)} acked, {len(of(sending, 'error'))} failed")
+        assert len(acked) > 20, sending[-5:]
+        got = await drive(started, "receive_all", "G5FailSend", "G5FailSendGroup")
+        missing = acked - {e["body"] for e in of(got, "received")}
+        assert not missing, sorted(missing)
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(60):
             if (root / "cluster.json").exists():
