@@ -339,14 +339,19 @@ def push(config: ClientConfiguration, topic: str, group: str) -> None:
 
 
 class CommitWhenChecked(TransactionChecker):  # type: ignore[misc]
-    """The broker's check (a RecoverOrphanedTransactionCommand): commit, and say so."""
+    """The broker's check (a RecoverOrphanedTransactionCommand): says so, and decides as
+    the producer did (a slow machine may check a half before its commit or rollback)."""
 
     def __init__(self) -> None:
         self.checked = threading.Event()
 
     def check(self, message: Any) -> Any:
-        emit("checked", body=message.body.decode(), message_id=message.message_id)
-        self.checked.set()
+        body = message.body.decode()
+        emit("checked", body=body, message_id=message.message_id)
+        if body == "check":
+            self.checked.set()
+        if body == "rollback":
+            return TransactionResolution.ROLLBACK
         return TransactionResolution.COMMIT
 
 
