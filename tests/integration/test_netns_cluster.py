@@ -58,7 +58,8 @@ async def test_cluster_up_netns_puts_each_node_on_its_own_host(tmp_path: Path) -
         plan = netns.load_plan(root)
         assert plan is not None
         for node in record.nodes:
-            if node.kind == "dashboard":  # an observer: in the root namespace, on loopback
+            # Observers: the dashboard and the gRPC proxy, in the root namespace, on loopback.
+            if node.kind in ("dashboard", "proxy"):
                 assert node.netns is None and node.address is not None
                 assert node.address.startswith("127.0.0.1:")
                 continue
