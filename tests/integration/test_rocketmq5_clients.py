@@ -195,19 +195,27 @@ async def test_fifo_simple_consumer_holds_a_message_group_until_acked(cluster: C
     ]
 
 
-@pytest.mark.slow  # ~30 s: a detached cluster up and down around the client's run
+async def cluster_down(root: Path) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(60):
+        if (root / "cluster.json").exists():
+            await run_command(
+                rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"), timeout_s=60
+            )
+    kill_leftovers(root)
+
+
+@pytest.mark.slow  # ~45 s: a detached cluster up and down twice
 async def test_cluster_up_starts_a_proxy_the_client_uses(tmp_path: Path) -> None:
-    """``rmq cluster up --proxy-port 0`` prints the proxy's address; the official client
-    sends and receives through it; ``rmq cluster down`` stops it with the rest."""
+    """``rmq cluster up`` starts a proxy by default and prints its address; the official
+    client sends and receives through it; ``rmq cluster down`` stops it with the rest.
+    Without grpcio, up says so in one line and starts the rest."""
     root = tmp_path / "cluster"
+    up = rmq_argv(
+        "cluster", "up", "--mode", "single", "--dir", str(root), "--namesrv-port", "0",
+        "--no-dashboard",
+    )  # fmt: skip
     try:
-        done = await run_command(
-            rmq_argv(
-                "cluster", "up", "--mode", "single", "--dir", str(root),
-                "--namesrv-port", "0", "--proxy-port", "0",
-            ),
-            timeout_s=120,
-        )  # fmt: skip
+        done = await run_command(up, timeout_s=120)
         assert done.returncode == 0, done.describe()
         lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
         proxy = lines["proxy"].split()[-1]
@@ -216,12 +224,18 @@ async def test_cluster_up_starts_a_proxy_the_client_uses(tmp_path: Path) -> None
         events = await drive(started, "filtered", "G5Up", "G5UpGroup")
         assert sorted(e["body"] for e in of(events, "received")) == ["f0", "f2"]
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(60):
-            if (root / "cluster.json").exists():
-                await run_command(
-                    rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"), timeout_s=60
-                )
-        kill_leftovers(root)
+        await cluster_down(root)
+    # grpc hidden from the CLI: a sitecustomize that makes ``import grpc`` fail.
+    hide = tmp_path / "no-grpc"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['grpc'] = None\n")
+    try:
+        done = await run_command(up, timeout_s=120, env={"PYTHONPATH": str(hide)})
+        assert done.returncode == 0, done.describe()
+        assert "proxy: not started: the 'proxy' extra is not installed" in done.stderr
+        assert [line.split()[0] for line in done.stdout.splitlines()] == ["namesrv", "broker-a"]
+    finally:
+        await cluster_down(root)
 
 
 @pytest.mark.slow  # ~60 s: a controller-mode cluster, an election, the client twice
@@ -297,12 +311,7 @@ async def test_controller_failover_loses_no_popped_message(tmp_path: Path) -> No
         missing = acked - {e["body"] for e in of(got, "received")}
         assert not missing, sorted(missing)
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(60):
-            if (root / "cluster.json").exists():
-                await run_command(
-                    rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"), timeout_s=60
-                )
-        kill_leftovers(root)
+        await cluster_down(root)
 
 
 @pytest.mark.parametrize("orderly", [False, True], ids=["concurrent", "fifo"])
@@ -418,12 +427,7 @@ async def test_cluster_up_tls_proxy_speaks_tls_both_ways(tmp_path: Path) -> None
         events = await drive(started, "filtered", "G5TlsUp", "G5TlsUpGroup", tls_ca=ca)
         assert sorted(e["body"] for e in of(events, "received")) == ["f0", "f2"]
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(60):
-            if (root / "cluster.json").exists():
-                await run_command(
-                    rmq_argv("cluster", "down", "--dir", str(root), "--timeout", "5"), timeout_s=60
-                )
-        kill_leftovers(root)
+        await cluster_down(root)
 
 
 ADMIN = Credentials(access_key="g5_admin", secret_key="g5_admin_secret")
