@@ -314,8 +314,11 @@ class MessagingService(sv_grpc.MessagingServiceServicer):  # type: ignore[misc]
                         topics = frozenset(t.name for t in client.publishing.topics)
                         key = self.streams.add(topics, sink)
                     await out.put(await self.settings_reply(client))
-            finally:
-                await out.put(None)
+            except Exception as exc:  # the stream broke: end it (the client opens another)
+                log.info("proxy: telemetry stream from %s ended: %r", context.peer(), exc)
+            # The client half-closed (or the stream broke): the writer ends after what is
+            # queued. Not reached when cancelled: the writer is gone then, nobody waits.
+            await out.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
