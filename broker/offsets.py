@@ -8,6 +8,10 @@ Rules:
   §5.3 #8); a commit below the stored offset is accepted, as Java does (a consumer that
   restarts from an older offset re-consumes). A negative queue id is illegal
   (``InvalidParameter``) and changes nothing.
+- ``clamp_to_queue_ends`` lowers every offset past the end of its queue to that end: a
+  store that came back shorter (power loss of unsynced data, a slave's truncation, a new
+  master after failover) must not keep offsets that skip the next messages stored there.
+  Only raised offsets are wrong; lower ones only re-deliver, so nothing is raised.
 - ``dirty`` is set by every change and cleared by ``save``: the periodic persist task saves
   only when it is set.
 - File I/O only in ``load`` / ``save`` (versioned CBOR via ``broker.store.metadata``).
@@ -39,6 +43,17 @@ def offset_key(topic: str, group: str) -> str:
 def _check_queue_id(queue_id: int) -> None:
     if queue_id < 0:
         raise InvalidParameter(f"queueId must be >= 0, got {queue_id}")
+
+
+@attrs.frozen(kw_only=True)
+class ClampedOffset:
+    """One committed offset lowered to its queue's end."""
+
+    topic: str
+    group: str
+    queue_id: int
+    old: int
+    new: int
 
 
 @attrs.define
@@ -138,6 +153,32 @@ class ConsumerOffsetManager:
         if dropped:
             self.dirty = True
         return dropped
+
+    def clamp_to_queue_ends(
+        self, queue_end: Callable[[str, int], int | None]
+    ) -> list[ClampedOffset]:
+        """Lower each offset above ``queue_end(topic, queue_id)`` (the next offset the queue
+        will store; None: a queue the store does not know, left alone) to that end.
+
+        Without it, offset N committed past a queue that came back ending at M < N skips
+        messages M..N-1 stored after the restart: acknowledged, never delivered (docs/CHAOS.md
+        "Power loss", finding 1). RocketMQ corrects a pull that overflows badly; a committed
+        offset is only clamped here. Returns what was lowered, in table order.
+        """
+        clamped: list[ClampedOffset] = []
+        for (topic, group), queues in sorted(self._table.items()):
+            for queue_id, offset in sorted(queues.items()):
+                end = queue_end(topic, queue_id)
+                if end is not None and offset > end:
+                    queues[queue_id] = end
+                    clamped.append(
+                        ClampedOffset(
+                            topic=topic, group=group, queue_id=queue_id, old=offset, new=end
+                        )
+                    )
+        if clamped:
+            self.dirty = True
+        return clamped
 
     def _remove(self, keys: list[tuple[str, str]]) -> bool:
         for key in keys:

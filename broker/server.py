@@ -64,6 +64,7 @@ from broker.ha.runtime_info import ha_runtime_info
 from broker.listeners import HAListener, bind, close_all
 from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
+from broker.offsetbounds import correct_offsets
 from broker.offsets import ConsumerOffsetManager
 from broker.persistence import MetadataFiles
 from broker.pop.processor import PopProcessor
@@ -584,7 +585,7 @@ class Broker:
                 self.groups.load(metadata.groups_path)
             with reading(metadata.offsets_path):
                 self.offsets.load(metadata.offsets_path)
-            self._drop_impossible_offsets()
+            self._correct_offsets("the store recovered")
             with reading(self.schedule.path):
                 self.schedule.load()
             with reading(self.timers.path):
@@ -595,6 +596,7 @@ class Broker:
             raise
         self.store.add_arrival_listener(self.pull_holds.notify)
         self.store.add_arrival_listener(self.pop.arrivals.notify)
+        self.store.add_truncate_listener(lambda: self._correct_offsets("the CommitLog was cut"))
 
     async def _run(
         self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
@@ -731,6 +733,7 @@ class Broker:
         await self._start_role(start)
         self.ha_master = master
         self.topics.set_state_version(epoch, now_ms=self.clock.wall_ms())
+        self._correct_offsets(f"became master at epoch {epoch}")
         role.fenced = False
         self.registrar.register_now()
         log.info(
@@ -840,17 +843,11 @@ class Broker:
         # --port 0 asks for free ports: listen_port + 1 may well be taken.
         return 0 if self.config.listen_port == 0 else self.listen_port + 1
 
-    def _drop_impossible_offsets(self) -> None:
-        """Offsets of queue ids no topic may have (committed before queue ids were checked,
-        issue 13 row 11) are dropped at load, so none is served or written again."""
-        dropped = self.offsets.retain_queues_below(self.config.max_topic_queue_nums)
-        if dropped:
-            log.warning(
-                "%s: dropped %d consumer offsets of queue ids >= maxTopicQueueNums (%d)",
-                self.name,
-                dropped,
-                self.config.max_topic_queue_nums,
-            )
+    def _correct_offsets(self, why: str) -> None:
+        """Offsets within the store: impossible queue ids dropped, offsets past a queue's
+        end (a power loss, a truncation, a failover) lowered (``broker/offsetbounds.py``)."""
+        nums = self.config.max_topic_queue_nums
+        correct_offsets(self.offsets, self.store, max_queue_nums=nums, node=self.name, why=why)
 
     async def _shutdown(self) -> None:
         await self.metadata.close()

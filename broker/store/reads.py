@@ -352,3 +352,8 @@ class StoreReads(StoreState):
     def next_queue_offset(self, topic: str, queue_id: int) -> int:
         """Offset the next put to this queue will get (dispatched or not)."""
         return self._queue_offsets.get((topic, queue_id), 0)
+
+    def queue_end(self, topic: str, queue_id: int) -> int | None:
+        """``next_queue_offset`` of a queue the store knows (stored or dispatched), else
+        None: the bound for consumer offsets after recovery or a truncation."""
+        return self._queue_offsets.get((topic, queue_id))

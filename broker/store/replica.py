@@ -240,6 +240,12 @@ class StoreReplica(StorePut):
             offset,
             failed,
         )
+        for listener in self._truncate_listeners:
+            listener()
+
+    def add_truncate_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every ``truncate_to`` that cut the log."""
+        self._truncate_listeners.append(listener)
 
     def _is_boundary(self, offset: int) -> bool:
         clog = self._clog

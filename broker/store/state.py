@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import trio
@@ -73,6 +73,8 @@ class StoreState:
         self._cqs: dict[tuple[str, int], ConsumeQueue] = {}
         self._queue_offsets: dict[tuple[str, int], int] = {}
         self._listeners: list[ArrivalListener] = []
+        #: Called after ``truncate_to`` cut the log (consumer offsets are clamped then).
+        self._truncate_listeners: list[Callable[[], None]] = []
         self._group = GroupCommit(config.max_flush_waiters)
         self._flush_lock = trio.Lock()
         self._levels_ms = [int(s * 1000) for s in config.delay_levels_s]

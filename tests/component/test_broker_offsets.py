@@ -210,3 +210,43 @@ async def test_offsets_persist_across_a_broker_restart(tmp_path: Path) -> None:
                 assert await max_offset(env, "T", queue_id) == queue_id + 2
             # The group is remembered too, so commits keep working without a heartbeat.
             expect(await _update(env, "T", 0, 2), ResponseCode.SUCCESS)
+
+
+def _zero_last_record(commitlog_dir: Path) -> int:
+    """What a power loss does to a record no fsync covered: its bytes read back as zeros
+    (the preallocated segment's old content). Returns the record's offset."""
+    segment = sorted(commitlog_dir.iterdir())[0]
+    data = bytearray(segment.read_bytes())
+    pos = last = 0
+    while pos + 4 <= len(data) and (size := int.from_bytes(data[pos : pos + 4], "big")) > 0:
+        last, pos = pos, pos + size
+    data[last:pos] = bytes(pos - last)
+    segment.write_bytes(data)
+    return last
+
+
+async def test_offsets_past_the_recovered_queue_end_are_lowered(tmp_path: Path) -> None:
+    """Issue 19 finding 1: a consumer committed offset 3 past a message the store lost
+    (never acknowledged); after the restart the offset is the queue's end, so the next
+    message stored at offset 2 is delivered, not skipped."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=1)
+            await env.heartbeat("c1", group="G", topics={"T": "*"})
+            for _ in range(3):
+                await env.send_ok("T", queue_id=0)
+            expect(await _update(env, "T", 0, 3), ResponseCode.SUCCESS)
+            await env.stop()
+            store_dir = env.config.store_dir
+            _zero_last_record(store_dir / "commitlog")
+            (store_dir / "checkpoint").unlink()  # it was written after the record's fsync
+
+            await env.start()
+
+            assert await max_offset(env, "T", 0) == 2
+            response = expect(await _query(env, "T", 0, zero=False), ResponseCode.SUCCESS)
+            assert response.ext_fields["offset"] == "2"
+            sent = await env.send_ok("T", b"after the power loss", queue_id=0)
+            assert sent.queue_offset == 2
+            pulled = await env.pull("T", 0, 2, group="G")
+            assert pulled.code == ResponseCode.SUCCESS

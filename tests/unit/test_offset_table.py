@@ -199,3 +199,36 @@ def test_offsets_of_impossible_queue_ids_are_dropped_at_load(tmp_path: Path) -> 
     assert loaded.retain_queues_below(1024) == 3
     assert state(loaded) == ({"T@g": {0: 5, 1: 5, 1023: 5}}, True)
     assert loaded.retain_queues_below(1024) == 0
+
+
+def test_offsets_past_a_queue_end_are_lowered_to_it() -> None:
+    """Issue 19 finding 1: a store that came back shorter keeps no offset past its queues.
+
+    Lower offsets stay (they only re-deliver); a queue the store does not know is left
+    alone; the revive group's offsets are consumer offsets like any other.
+    """
+    m = ConsumerOffsetManager()
+    m.commit("T", "g1", 0, 200)  # past the end 199: lowered
+    m.commit("T", "g1", 1, 50)  # below its end: kept
+    m.commit("T", "g2", 0, 199)  # at the end: kept
+    m.commit("U", "g1", 0, 7)  # unknown queue: kept
+    m.commit("rmq_sys_REVIVE_LOG_c", "CID_RMQ_SYS_REVIVE_GROUP", 0, 12)
+    m.dirty = False
+    ends = {("T", 0): 199, ("T", 1): 60, ("rmq_sys_REVIVE_LOG_c", 0): 10}
+    clamped = m.clamp_to_queue_ends(lambda t, q: ends.get((t, q)))
+    assert [(c.topic, c.group, c.queue_id, c.old, c.new) for c in clamped] == [
+        ("T", "g1", 0, 200, 199),
+        ("rmq_sys_REVIVE_LOG_c", "CID_RMQ_SYS_REVIVE_GROUP", 0, 12, 10),
+    ]
+    assert state(m) == (
+        {
+            "T@g1": {0: 199, 1: 50},
+            "T@g2": {0: 199},
+            "U@g1": {0: 7},
+            "rmq_sys_REVIVE_LOG_c@CID_RMQ_SYS_REVIVE_GROUP": {0: 10},
+        },
+        True,
+    )
+    m.dirty = False
+    assert m.clamp_to_queue_ends(lambda t, q: ends.get((t, q))) == []
+    assert m.dirty is False  # nothing changed: nothing to write
