@@ -69,6 +69,10 @@ class StoreConfig:
     disk_check_interval_s: float = 0.5
     #: Controller mode: ConsumeQueue/index only see data below ``confirm_offset``.
     dispatch_confirmed_only: bool = False
+    #: SYNC_FLUSH: ConsumeQueue/index only see fsynced data, so no consumer reads (and
+    #: commits an offset past) a message a power loss can still take (issue 19 finding 1;
+    #: RocketMQ's reput dispatches from the page cache). No effect under ASYNC_FLUSH.
+    dispatch_flushed_only: bool = True
     #: Address stamped into records as STOREHOST (IPv4 only, see wire §3.3).
     store_host: tuple[str, int] = ("127.0.0.1", 10911)
     #: ConsumeQueue entries one pull may scan past filtered-out messages

@@ -1,9 +1,10 @@
 """The dispatcher: ConsumeQueue entries and index keys built from CommitLog records.
 
 Rules:
-- ``dispatched_offset`` <= dispatch limit (the write offset, or ``confirm_offset`` with
-  ``dispatch_confirmed_only``) <= write offset. Data past the limit is dispatched when the
-  limit moves (``set_confirm_offset``, ``append_raw``): from the values its append kept
+- ``dispatched_offset`` <= dispatch limit (the write offset, lowered to ``confirm_offset``
+  with ``dispatch_confirmed_only`` and to the flushed offset with ``dispatch_flushed_only``
+  under SYNC_FLUSH) <= write offset. Data past the limit is dispatched when the limit
+  moves (``set_confirm_offset``, ``append_raw``, an fsync): from the values its append kept
   (``_pending_dispatch``, bounded, emptied when the log is cut), else by reading it back,
   which stays the definition; the put path dispatches a record at once from the values in
   hand when nothing is pending before it.
@@ -193,8 +194,10 @@ class StoreDispatch(StoreState):
     def _dispatch_limit(self) -> int:
         end = self._clog.write_offset
         if self.config.dispatch_confirmed_only:
-            return max(min(self._confirm, end), self._dispatched)
-        return end
+            end = min(self._confirm, end)
+        if self._flushed_only:
+            end = min(self._flushed, end)
+        return max(end, self._dispatched)
 
     def _iter_log(self, begin: int, end: int) -> Iterator[tuple[MessageRecord | None, int, int]]:
         """Yield ``(record, size, offset)`` for the units in [begin, end): records, and blank
@@ -339,6 +342,15 @@ class StoreDispatch(StoreState):
         self._confirm = max(0, offset)
         if self.config.dispatch_confirmed_only and not self._closed:
             self._dispatch_pending(self._dispatch_limit())
+
+    def _dispatch_flushed(self) -> None:
+        """After an fsync under ``dispatch_flushed_only``: dispatch what it covered."""
+        if self._closed:
+            return
+        try:
+            self._dispatch_pending(self._dispatch_limit())
+        except OSError as exc:
+            self._dispatch_failed(exc)
 
     @property
     def confirm_offset(self) -> int:

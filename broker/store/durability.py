@@ -92,6 +92,8 @@ class StoreDurability(StoreReads):
             self._fsync_calls += calls
             if generation == self._generation:
                 self._flushed = max(self._flushed, min(target, clog.write_offset))
+        if self._flushed_only:
+            self._dispatch_flushed()  # visible once durable, before the SEND_OKs
         self._group.release(self._flushed)
 
     async def checkpoint(self) -> Checkpoint:

@@ -164,7 +164,7 @@ class StorePut(StoreDispatch):
         counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
         queue_offset = self._queue_offsets.get(key, 0) if counted else 0
         now_ms = self._clock.wall_ms()
-        if self._dispatched != clog.write_offset and not self.config.dispatch_confirmed_only:
+        if self._dispatched != clog.write_offset and not self._defer_dispatch:
             self.catch_up_dispatch()  # an earlier dispatch failed (out of descriptors)
         was_dispatched = self._dispatched == clog.write_offset
         phys = clog.reserve(size)
@@ -178,7 +178,7 @@ class StorePut(StoreDispatch):
         self._last_put_ms = now_ms
         self._put_messages += 1
         self._put_bytes += size
-        if was_dispatched and not self.config.dispatch_confirmed_only:
+        if was_dispatched and not self._defer_dispatch:
             self._dispatched = phys  # only blank padding lay between
             try:
                 self._dispatch_one(
@@ -256,7 +256,7 @@ class StorePut(StoreDispatch):
         key = (topic, queue_id)
         first_queue_offset = self._queue_offsets.get(key, 0)
         now_ms = self._clock.wall_ms()
-        if self._dispatched != clog.write_offset and not self.config.dispatch_confirmed_only:
+        if self._dispatched != clog.write_offset and not self._defer_dispatch:
             self.catch_up_dispatch()
         was_dispatched = self._dispatched == clog.write_offset
         phys = clog.reserve(total)
@@ -282,7 +282,7 @@ class StorePut(StoreDispatch):
         self._put_messages += len(msgs)
         self._put_bytes += total
         appended = self._appended(msgs, encoded, first_queue_offset, phys, now_ms)
-        if was_dispatched and not self.config.dispatch_confirmed_only:
+        if was_dispatched and not self._defer_dispatch:
             self._dispatch_appended(appended)
         else:
             for record in appended:

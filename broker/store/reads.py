@@ -5,8 +5,9 @@ Rules:
 - A pull returns the records exactly as they lie in the CommitLog, at least one when any
   matches, and scans at most ``max_scan_entries`` past filtered-out ones; the status and
   next offset follow RocketMQ's GetMessageStatus table (``broker/store/pull.py``).
-- With ``dispatch_confirmed_only`` nothing past the dispatched (confirmed) offset is
-  readable, by queue or by physical offset.
+- With ``dispatch_confirmed_only`` (or ``dispatch_flushed_only`` under SYNC_FLUSH) nothing
+  past the dispatched (confirmed, fsynced) offset is readable, by queue or by physical
+  offset.
 - A query by key re-checks the key in every record the index names (hash collisions).
 - Nothing but a record is served: an entry whose bytes overlap a damaged range skipped at
   open, or do not start with a record of that size lying at that offset (magic, TOTALSIZE,
@@ -231,7 +232,7 @@ class StoreReads(StoreState):
         return clog.read(physical_offset, size)
 
     def _readable_end(self) -> int:
-        if self.config.dispatch_confirmed_only:
+        if self._defer_dispatch:
             return self._dispatched
         return self._clog.write_offset
 

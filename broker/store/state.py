@@ -29,7 +29,7 @@ import trio
 from broker.clock import Clock, SystemClock
 from broker.store.checkpoint import Checkpoint
 from broker.store.commitlog import CommitLog
-from broker.store.config import StoreConfig
+from broker.store.config import FlushMode, StoreConfig
 from broker.store.consumequeue import ConsumeQueue
 from broker.store.damage import DamageMap
 from broker.store.flush import GroupCommit, collect_fds
@@ -96,6 +96,12 @@ class StoreState:
         self._pending_dispatch: deque[PendingRecord] = deque()
         self._confirm = 0
         self._master_flushed = 0
+        #: Dispatch waits for the fsync (``dispatch_flushed_only`` under SYNC_FLUSH).
+        self._flushed_only = (
+            config.dispatch_flushed_only and config.flush_mode is FlushMode.SYNC_FLUSH
+        )
+        #: Appends are not dispatched at once: they wait for the confirm offset or the fsync.
+        self._defer_dispatch = config.dispatch_confirmed_only or self._flushed_only
         self._generation = 0
         self._last_put_ms = 0
         self._last_dispatch_ms = 0
@@ -154,6 +160,9 @@ class StoreState:
 
     def _on_flush_tick(self) -> None:
         """Work of the flush loop before each flush (the dispatch layer's catch-up)."""
+
+    def _dispatch_flushed(self) -> None:
+        """Work after each fsync under ``dispatch_flushed_only`` (the dispatch layer's)."""
 
     def _checkpoint_value(self) -> Checkpoint:
         return Checkpoint(

@@ -111,6 +111,8 @@ class MessageStore(StoreRepair, StoreReplica, StoreDurability):
                 cq.truncate_from_physical(self._dispatched)
             self._index.truncate_after(self._dispatched)
         self._rebuild_queues(damaged_queues, self._dispatched)
+        # Everything recovered is fsynced below, before any read or write is taken.
+        self._flushed = clog.write_offset
         redispatched = self._dispatch_pending(self._dispatch_limit(), recovering=True)
         self._index_skip_below = -1
         self._rebuild_queue_offsets()

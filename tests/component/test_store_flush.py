@@ -87,8 +87,12 @@ async def test_flush_timeout_returns_false_and_keeps_the_data(tmp_path: Path) ->
     with trio.fail_after(5):
         assert await store.wait_flushed(r.end_offset, timeout_s=0.05) is False
     assert store.statistics().flush_waiters == 1  # abandoned, dropped by the next release
-    assert store.read_record(r.physical_offset) is not None
+    # Stored but not fsynced: not readable yet under SYNC_FLUSH (dispatch_flushed_only).
+    assert store.read_record(r.physical_offset) is None
+    assert not store.get_messages("g", "T", 0, 0, max_count=1, max_bytes=4096).records
     assert await store.flush() == r.end_offset
+    assert store.read_record(r.physical_offset) is not None
+    assert len(store.get_messages("g", "T", 0, 0, max_count=1, max_bytes=4096).records) == 1
     assert store.statistics().flush_waiters == 0
     assert await store.wait_flushed(r.end_offset, timeout_s=0.05) is True
     await store.close()
@@ -176,10 +180,11 @@ async def test_timeouts_are_enforced_while_an_fsync_hangs(
         with trio.fail_after(5):
             assert await store.wait_flushed(r.end_offset, timeout_s=0.1) is False
         assert 0.1 <= trio.current_time() - start < 1.0
-        assert store.read_record(r.physical_offset) is not None
+        assert store.read_record(r.physical_offset) is None  # stored, readable once fsynced
         release.set()
         with trio.fail_after(5):
             assert await store.wait_flushed(r.end_offset, timeout_s=5) is True
+        assert store.read_record(r.physical_offset) is not None
         await store.close()
 
 
