@@ -17,6 +17,8 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
   log is empty). A new epoch in its header is persisted before its bytes are appended, so
   no byte on disk is ever without its epoch. An older epoch, or the same epoch with another
   start, ends the connection.
+- Under SYNC_FLUSH an ack reports the fsynced offset (one fsync per ack, covering every
+  transfer applied since the previous ack), as the master's own SEND_OK waits for its fsync.
 - The local confirm offset is min(header confirm, local max), never lowered by the master.
 - The master is not trusted (issue 13): every replicated record must carry a legal topic
   (the send path's ``validate_topic``) and a queue id below ``max_queue_nums`` besides the
@@ -39,6 +41,7 @@ from broker.ha.epoch import EpochCache
 from broker.ha.epochfile import EpochFile
 from broker.ha.stream import RateMeter, connect, receive_until, send_all
 from broker.ha.wire import Ack, HAState, MasterHandshake, SlaveHandshake, SlaveSideDecoder, Transfer
+from broker.store.config import FlushMode
 from broker.store.store import MessageStore
 from broker.topics import validate_topic
 from protocol.errors import CorruptRecord, ProtocolError, RemotingTimeout, RocketError
@@ -391,7 +394,14 @@ class HASlave:
             self._store.set_confirm_offset(value)
 
     async def _send_ack(self, stream: trio.abc.Stream, what: str) -> None:
-        offset = self._store.max_physical_offset
+        store = self._store
+        if store.config.flush_mode is FlushMode.SYNC_FLUSH:
+            # Ack only what survives a power loss: a SEND_OK counted on this ack must not
+            # hang on our page cache (issue 19 finding 2). One group fsync per ack, which
+            # covers every transfer applied since the last one.
+            offset = await store.flush()
+        else:
+            offset = store.max_physical_offset
         await send_all(
             stream, Ack(max_offset=offset).encode(), timeout_s=self.config.send_timeout_s, what=what
         )

@@ -10,6 +10,7 @@ import trio
 
 from broker.ha.master import HAMaster, ReplicaOutcome
 from broker.ha.syncstate import SyncStateSetProposed
+from broker.store.config import FlushMode
 from tests.component.ha_fixtures import (
     HA_CFG,
     STORE_CFG,
@@ -235,3 +236,41 @@ async def test_controller_mode_serves_only_an_epoch_it_was_given(tmp_path: Path)
         with pytest.raises(ValueError, match="below"):
             await master.new_epoch(6)
         assert m.epochs.cache.pairs() == [(7, 0)]
+
+
+@pytest.mark.parametrize("flush_mode", ["SYNC_FLUSH", "ASYNC_FLUSH"])
+async def test_a_sync_flush_slave_acks_only_what_it_fsynced(
+    tmp_path: Path, flush_mode: str
+) -> None:
+    """Issue 19 finding 2: under SYNC_FLUSH a write the master counts as replicated is on
+    the slave's disk, not only in its page cache (one fsync per ack, not per message).
+    Nobody else fsyncs here (no flush loop runs): under ASYNC_FLUSH the acks run ahead."""
+    config = attrs.evolve(STORE_CFG, flush_mode=FlushMode(flush_mode), flush_interval_s=60.0)
+    m = Node.open(tmp_path / "m", "m", config)
+    s = Node.open(tmp_path / "s", "s", config)
+    try:
+        async with cluster(m) as c:
+            await c.add_slave(s, 1)
+            await until(lambda: c.master.status().sync_state_set == (0, 1))
+            flushed_at_ack: list[tuple[int, int]] = []
+
+            async def send(i: int) -> None:
+                (end,) = c.append(1, start=i, size=300)
+                assert await c.master.wait_replicated(end, 5.0) is OK
+                flushed_at_ack.append((end, s.store.statistics().flushed_offset))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(send, i)
+            assert len(flushed_at_ack) == 200
+            behind = [end for end, flushed in flushed_at_ack if flushed < end]
+            fsyncs = s.store.statistics().flush_rounds
+            if flush_mode == "SYNC_FLUSH":
+                assert behind == []
+                assert fsyncs < 200  # grouped: one per ack, not one per message
+            else:
+                assert len(behind) == 200
+    finally:
+        with trio.CancelScope(shield=True):
+            await m.store.close()
+            await s.store.close()
