@@ -62,6 +62,11 @@ def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) ->
         raise ConfigError(f"{attribute.name} must be positive, got {value!r}")
 
 
+def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{attribute.name} must not be negative, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ControllerConfig:
     """Everything one controller node needs to know before it starts."""
@@ -97,6 +102,11 @@ class ControllerConfig:
     elect_master_max_retry_count: int = 3
     elect_master_retry_interval_s: float = attrs.field(default=1.0, validator=_positive)
     enable_elect_unclean_master: bool = False
+    #: After a group-wide outage (no master, members back one by one) an election waits
+    #: up to this long for every SyncStateSet member to heartbeat again, so the longest
+    #: log wins (controller/election.py ``OutageHold``); 0 elects the first one back.
+    #: Beyond RocketMQ, which elects the first live member.
+    elect_wait_for_sync_state_set_s: float = attrs.field(default=6.0, validator=_non_negative)
     notify_broker_role_changed: bool = True
     #: Deadline of one role-change notification write.
     notify_timeout_s: float = attrs.field(default=3.0, validator=_positive)

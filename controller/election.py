@@ -10,7 +10,13 @@ Rules (reference/rocketmq-controller.md §3):
   Offsets are compared as Python ints (RocketMQ casts a long difference to int and can
   invert the order for gaps over 2 GiB); the id breaks ties so the choice is deterministic
   on every replica of the controller.
-- Pure.
+- After a group-wide outage (power loss of every replica) the members come back one by
+  one, each with what it fsynced: electing the first one back can cut what a later one
+  holds. ``members_to_await`` names the SyncStateSet members (the lost master aside) that are
+  not alive; ``OutageHold`` keeps an election for a group waiting until none is away or
+  ``wait_s`` passed since it first waited (bounded: availability over the longer log).
+  A plain master failure (its slaves alive) never waits.
+- Pure: time comes in as ``now_s``.
 """
 
 from __future__ import annotations
@@ -53,6 +59,61 @@ def _elect_in(
     if preferred is not None:
         return preferred if preferred in alive else None
     return min(alive, key=lambda b: _rank(b, live))
+
+
+def members_to_await(
+    *,
+    sync_state_set: Iterable[int],
+    all_replicas: Iterable[int],
+    master: int | None,
+    live: Mapping[int, LiveInfo],
+    unclean: bool,
+) -> frozenset[int]:
+    """SyncStateSet members, the current (lost) master aside, that are not alive: what an
+    election may wait for. None when the master is alive (it stays) or when nobody alive
+    could win anyway (the election fails at once and records that)."""
+    if master is not None and master in live:
+        return frozenset()
+    pool = list(sync_state_set)
+    if (
+        elect(
+            sync_state_set=pool,
+            all_replicas=all_replicas,
+            old_master=None,
+            preferred=None,
+            live=live,
+            unclean=unclean,
+        )
+        is None
+    ):
+        return frozenset()
+    return frozenset(b for b in pool if b != master and b not in live)
+
+
+@attrs.define
+class OutageHold:
+    """When each group began waiting for SyncStateSet members to come back."""
+
+    wait_s: float
+    _since_s: dict[str, float] = attrs.field(init=False, factory=dict)
+
+    def holds(self, group: str, away: frozenset[int], now_s: float) -> bool:
+        """True while ``group`` should not elect yet: members are ``away`` and the wait
+        that began the first time this was asked has not run out."""
+        if not away or self.wait_s <= 0:
+            self._since_s.pop(group, None)
+            return False
+        since = self._since_s.setdefault(group, now_s)
+        return now_s < since + self.wait_s
+
+    def waited_s(self, group: str, now_s: float) -> float:
+        """How long ``group`` has waited so far (0 when it is not waiting)."""
+        since = self._since_s.get(group)
+        return 0.0 if since is None else now_s - since
+
+    def release(self, group: str) -> None:
+        """The group elected (or needs no election): the next outage waits afresh."""
+        self._since_s.pop(group, None)
 
 
 def elect(

@@ -59,7 +59,7 @@ import trio
 
 from controller import state as sm
 from controller.config import ControllerConfig, Peer
-from controller.election import LiveInfo, elect
+from controller.election import LiveInfo, OutageHold, elect, members_to_await
 from controller.liveness import DEFAULT_HEARTBEAT_TIMEOUT_S, BrokerKey, LivenessTable, StallGuard
 from controller.metrics import KEEP_CURRENT_MASTER, NO_MASTER_ELECTED, ControllerMetrics
 from controller.raft import RaftNode
@@ -219,6 +219,7 @@ class ControllerServer:
         self._ready_lock = trio.Lock()
         self._led_term: int | None = None
         self._electing: set[str] = set()
+        self._outage = OutageHold(wait_s=config.elect_wait_for_sync_state_set_s)
         #: (broker name, broker id) → the master epoch of the notification in flight to it.
         self._notifying: dict[tuple[str, int], int] = {}
         self.elections = 0
@@ -425,6 +426,7 @@ class ControllerServer:
             return
         self._electing.add(broker_name)
         try:
+            await self._wait_out_outage(broker_name)
             for attempt in range(1, self.config.elect_master_max_retry_count + 1):
                 group = self.raft.state.groups.get(broker_name)
                 if group is None or not self.raft.is_leader:
@@ -456,6 +458,29 @@ class ControllerServer:
         finally:
             self._electing.discard(broker_name)
 
+    def _holding(self, broker_name: str, now_s: float) -> frozenset[int]:
+        """SyncStateSet members an election for ``broker_name`` still waits for (empty:
+        elect now): after a group-wide outage, the longest log may not be back yet."""
+        group = self.raft.state.groups.get(broker_name)
+        if group is None or group.master_epoch == 0 or not self.raft.is_leader:
+            return frozenset()
+        away = members_to_await(
+            sync_state_set=group.sync_state_set,
+            all_replicas=group.brokers,
+            master=group.master_broker_id,
+            live=self.liveness.live_info(broker_name, now_s=now_s),
+            unclean=self.config.enable_elect_unclean_master,
+        )
+        return away if self._outage.holds(broker_name, away, now_s) else frozenset()
+
+    async def _wait_out_outage(self, broker_name: str) -> None:
+        """Hold the election while ``_holding`` says so (bounded by the OutageHold)."""
+        if away := self._holding(broker_name, trio.current_time()):
+            why = f"waits up to {self._outage.wait_s:.1f} s for SyncStateSet members"
+            log.info("%s: election for %s %s %s", self.name, broker_name, why, sorted(away))
+        while self._holding(broker_name, trio.current_time()):  # noqa: ASYNC110 (a clock)
+            await trio.sleep(self.config.leader_poll_interval_s)
+
     def _report_election(self, broker_name: str, result: sm.Result, why: str) -> None:
         if result.code == ResponseCode.SUCCESS:
             self._elected(broker_name, result, why)
@@ -480,6 +505,7 @@ class ControllerServer:
 
     def _elected(self, broker_name: str, result: sm.Result, why: str) -> None:
         self.elections += 1
+        self._outage.release(broker_name)
         group = self.raft.state.groups.get(broker_name)
         cluster = group.cluster_name if group is not None else ""
         self.metrics.elected(cluster, broker_name, trio.current_time())
@@ -626,6 +652,13 @@ class ControllerServer:
     async def _elect_master(self, request: RemotingCommand, _: Connection) -> RemotingCommand:
         h = _parse(ElectMasterRequestHeader, request)
         broker_id = h.broker_id if h.broker_id is not None and h.broker_id >= 0 else None
+        if not h.designate_elect and (away := self._holding(h.broker_name, trio.current_time())):
+            if self._nursery is not None:  # elects once the members are back or time is up
+                self._nursery.start_soon(self._controller_elect, h.broker_name, "outage over")
+            raise ServerError(
+                f"{h.broker_name}: waiting for SyncStateSet members {sorted(away)}",
+                code=ResponseCode.CONTROLLER_ELECT_MASTER_FAILED,
+            )
         result = await self._submit(
             sm.ElectMaster(
                 cluster_name=h.cluster_name or "",

@@ -73,8 +73,8 @@ async def test_master_heartbeats_stop_elected_after_its_timeout(tmp_path: Path) 
         async with controller_quorum(tmp_path) as quorum, fake_brokers(quorum, 2) as brokers:
             b1, b2 = brokers
             await b1.heartbeat(timeout_ms=600)  # short liveness timeout, connection kept
+            stop_s = time.monotonic()  # its last heartbeat: the timeout counts from here
             await _master_with_sss(brokers, {1, 2})
-            stop_s = time.monotonic()
 
             async def keep_b2_alive() -> None:
                 while True:
@@ -193,3 +193,69 @@ async def test_admin_designated_election(tmp_path: Path) -> None:
             # The designated master and the other alive members were told.
             await wait_until(lambda: any(n.master_broker_id == 2 for n in brokers[0].notices))
             await wait_until(lambda: any(n.master_broker_id == 2 for n in brokers[2].notices))
+
+
+async def _whole_group_down(quorum: object, brokers: list[FakeBroker]) -> None:
+    """Master 1 with SyncStateSet {1, 2, 3}; then every replica's connection closes."""
+    await _master_with_sss(brokers, {1, 2, 3})
+    for broker in brokers:
+        broker.disconnect()
+
+
+async def test_after_a_whole_group_outage_the_longest_log_wins(tmp_path: Path) -> None:
+    """Issue 19 finding 2: the first member back (broker 2, a shorter log) is not elected
+    at once; the election waits for the SyncStateSet and takes the highest max offset."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with (
+            controller_quorum(tmp_path, elect_wait_for_sync_state_set_s=20.0) as quorum,
+            fake_brokers(quorum, 3) as brokers,
+        ):
+            b1, b2, b3 = brokers
+            leader = await quorum.leader()
+            await _whole_group_down(quorum, brokers)
+            await wait_until(
+                lambda: leader.raft.state.groups["broker-a"].master_broker_id is None,
+                what="master cleared",
+            )
+            await b2.heartbeat(epoch=1, max_offset=100)
+            refused = await b2.elect()
+            assert refused.code == ResponseCode.CONTROLLER_ELECT_MASTER_FAILED, refused
+            assert "waiting for SyncStateSet members [1, 3]" in (refused.remark or "")
+            await trio.sleep(1.0)  # rescans and the held election: still nobody elected
+            assert leader.raft.state.groups["broker-a"].master_broker_id is None
+            await b3.heartbeat(epoch=1, max_offset=200)
+            await b1.heartbeat(epoch=1, max_offset=300)
+            took = await wait_until(
+                lambda: leader.raft.state.groups["broker-a"].master_broker_id is not None,
+                what="a master once every member is back",
+            )
+            assert leader.raft.state.groups["broker-a"].master_broker_id == 1
+            assert took < 2.0  # nobody is away any more: no wait left
+
+
+async def test_the_outage_wait_is_bounded(tmp_path: Path) -> None:
+    """A member that never comes back delays the election by the wait, no longer."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with (
+            controller_quorum(tmp_path, elect_wait_for_sync_state_set_s=2.0) as quorum,
+            fake_brokers(quorum, 3) as brokers,
+        ):
+            _b1, b2, b3 = brokers
+            leader = await quorum.leader()
+            await _whole_group_down(quorum, brokers)
+            await wait_until(
+                lambda: leader.raft.state.groups["broker-a"].master_broker_id is None,
+                what="master cleared",
+            )
+            await b3.heartbeat(epoch=1, max_offset=200)
+            start = time.monotonic()
+            await b2.heartbeat(epoch=1, max_offset=100)
+            refused = await b2.elect()
+            assert refused.code == ResponseCode.CONTROLLER_ELECT_MASTER_FAILED, refused
+            await wait_until(
+                lambda: leader.raft.state.groups["broker-a"].master_broker_id is not None,
+                what="a master once the wait ran out",
+            )
+            waited_s = time.monotonic() - start
+            assert leader.raft.state.groups["broker-a"].master_broker_id == 3  # longer log
+            assert 1.0 <= waited_s < 5.0, waited_s

@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.election import DEFAULT_ELECTION_PRIORITY, LiveInfo, elect
+from controller.election import (
+    DEFAULT_ELECTION_PRIORITY,
+    LiveInfo,
+    OutageHold,
+    elect,
+    members_to_await,
+)
 
 
 def info(
@@ -194,3 +200,58 @@ def test_choice_matches_the_naive_policy_in_any_input_order(
         assert forward in live
         if sss & live.keys() and preferred is None:
             assert forward in sss
+
+
+# (label, sss, master, live, unclean, expected members to await)
+AWAIT_TABLE: list[tuple[str, set[int], int | None, dict[int, LiveInfo], bool, set[int]]] = [
+    ("master dead, every slave alive: elect now", {1, 2, 3}, 1, alive(2, 3), False, set()),
+    ("master alive: it stays, nothing to await", {1, 2, 3}, 1, alive(1), False, set()),
+    ("master dead with a slave: await the slave", {1, 2, 3}, 1, alive(2), False, {3}),
+    ("no master (group outage): await all away", {1, 2, 3}, None, alive(2), False, {1, 3}),
+    ("nobody alive: the election fails at once", {1, 2, 3}, None, {}, False, set()),
+    ("only a non-member alive: fails at once", {1, 2}, None, alive(4), False, set()),
+    ("only a non-member alive, unclean: await the SSS", {1, 2}, None, alive(4), True, {1, 2}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("label", "sss", "master", "live", "unclean", "expected"),
+    AWAIT_TABLE,
+    ids=[row[0] for row in AWAIT_TABLE],
+)
+def test_members_to_await(
+    label: str,
+    sss: set[int],
+    master: int | None,
+    live: dict[int, LiveInfo],
+    unclean: bool,
+    expected: set[int],
+) -> None:
+    away = members_to_await(
+        sync_state_set=sss, all_replicas=(1, 2, 3, 4), master=master, live=live, unclean=unclean
+    )
+    assert away == expected, label
+
+
+def test_outage_hold_is_bounded_and_starts_afresh() -> None:
+    """Issue 19 finding 2: the wait runs from the first time a group waited, ends when
+    nobody is away or ``wait_s`` passed, and a later outage waits its own full time."""
+    hold = OutageHold(wait_s=6.0)
+    assert hold.holds("a", frozenset({1, 3}), now_s=100.0)
+    assert hold.holds("b", frozenset({2}), now_s=103.0)  # its own clock
+    assert hold.holds("a", frozenset({3}), now_s=105.9)
+    assert hold.waited_s("a", now_s=105.9) == pytest.approx(5.9)
+    assert not hold.holds("a", frozenset({3}), now_s=106.0)  # the wait ran out
+    assert hold.holds("b", frozenset({2}), now_s=108.9)
+    assert not hold.holds("b", frozenset(), now_s=109.0)  # everybody back: at once
+    assert hold.waited_s("b", now_s=109.0) == 0.0
+    hold.release("a")  # elected
+    assert hold.holds("a", frozenset({1}), now_s=200.0)  # the next outage waits afresh
+    assert not OutageHold(wait_s=0.0).holds("a", frozenset({1}), now_s=0.0)
+
+
+def test_after_an_outage_the_longest_log_of_the_highest_epoch_wins() -> None:
+    """What the held election then picks (DefaultElectPolicy's comparator): the highest
+    epoch, then the highest max offset, whoever heartbeated first."""
+    live = {2: info(1, 138_034), 1: info(1, 141_858), 3: info(0, 200_000)}
+    assert choose({1, 2, 3}, live) == 1
