@@ -21,6 +21,10 @@ Rules:
   Attributes are valid for 0 s and a power-on is a new mount: nothing stale is served.
 - One thread serves requests in order; undo records live in memory (a sparse file's holes
   are not copied: SEEK_DATA finds what a truncation cuts).
+- The loop waits in poll(2) on /dev/fuse and a signal wake-up pipe, never in a blocking
+  read: a signal that lands after Python's last check but before the read(2) would
+  otherwise wait for the next FUSE request, which after the broker's SIGKILL never comes
+  (the power-off that once hung past the harness's 10 s, docs/CHAOS.md).
 - Linux only, root only (mount(2) of a FUSE device; no fusermount, no libfuse).
 """
 
@@ -31,6 +35,7 @@ import ctypes
 import errno
 import json
 import os
+import select
 import signal
 import stat
 import struct
@@ -463,10 +468,34 @@ def _raise(exc: type[Exception]) -> signal.Handlers:
     return handler  # type: ignore[return-value]
 
 
+def _next_request(fd: int, poller: select.poll, wakeup: int) -> bytes | None:
+    """The next request on /dev/fuse (non-blocking), None when there is none (yet).
+
+    A signal writes to ``wakeup`` (``signal.set_wakeup_fd``), so poll returns at once and
+    its Python handler runs before the next call instead of after the next request."""
+    poller.poll()  # EINTR: the handler runs (and raises) as poll returns
+    with contextlib.suppress(BlockingIOError):
+        while os.read(wakeup, 512):
+            pass
+    try:
+        return os.read(fd, fw.READ_BUFFER)
+    except BlockingIOError:  # woken by the signal pipe, or a request taken back
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:  # an interrupted request: go on
+            return None
+        raise
+
+
 def serve(backing: Path, mountpoint: Path) -> dict[str, int] | None:
     """Mount, serve until a signal; the bytes lost per file after a power-off."""
     fs = PowerFS(backing)
-    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+    wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(wakeup_r, select.POLLIN)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGUSR1, _raise(PowerOff))
     signal.signal(signal.SIGTERM, _raise(Shutdown))
     mount(mountpoint, fd)
@@ -475,13 +504,13 @@ def serve(backing: Path, mountpoint: Path) -> dict[str, int] | None:
     try:
         while True:
             try:
-                data = os.read(fd, fw.READ_BUFFER)
+                data = _next_request(fd, poller, wakeup_r)
             except OSError as exc:
-                if exc.errno == errno.ENOENT:  # an interrupted request: go on
-                    continue
                 if exc.errno == errno.ENODEV:  # unmounted under us
                     break
                 raise
+            if data is None:
+                continue
             answer = fs.handle(fw.parse_request(data))
             if answer is not None:
                 with contextlib.suppress(FileNotFoundError):  # the request was interrupted
@@ -498,6 +527,9 @@ def serve(backing: Path, mountpoint: Path) -> dict[str, int] | None:
             with contextlib.suppress(OSError):
                 os.close(handle)
         os.close(fd)
+        signal.set_wakeup_fd(-1)
+        os.close(wakeup_r)
+        os.close(wakeup_w)
     return lost
 
 
