@@ -64,7 +64,7 @@ from broker.ha.runtime_info import ha_runtime_info
 from broker.listeners import HAListener, bind, close_all
 from broker.locks import RebalanceLockManager
 from broker.longpoll import PullHoldService
-from broker.offsetbounds import correct_offsets
+from broker.offsetbounds import StaleOffsetGuard, correct_offsets
 from broker.offsets import ConsumerOffsetManager
 from broker.persistence import MetadataFiles
 from broker.pop.processor import PopProcessor
@@ -149,6 +149,7 @@ class Broker:
         )
         self.groups = SubscriptionGroupManager(max_queue_nums=config.max_topic_queue_nums)
         self.offsets = ConsumerOffsetManager()
+        self.stale_offsets = StaleOffsetGuard()  # armed by _correct_offsets
         self.clients = ClientManager()
         self.consumers = self.clients.consumers
         self.locks = RebalanceLockManager()
@@ -585,7 +586,7 @@ class Broker:
                 self.groups.load(metadata.groups_path)
             with reading(metadata.offsets_path):
                 self.offsets.load(metadata.offsets_path)
-            self._correct_offsets("the store recovered")
+            self._correct_offsets("the store recovered", self.stale_offsets)
             with reading(self.schedule.path):
                 self.schedule.load()
             with reading(self.timers.path):
@@ -843,11 +844,13 @@ class Broker:
         # --port 0 asks for free ports: listen_port + 1 may well be taken.
         return 0 if self.config.listen_port == 0 else self.listen_port + 1
 
-    def _correct_offsets(self, why: str) -> None:
-        """Offsets within the store: impossible queue ids dropped, offsets past a queue's
-        end (a power loss, a truncation, a failover) lowered (``broker/offsetbounds.py``)."""
-        nums = self.config.max_topic_queue_nums
-        correct_offsets(self.offsets, self.store, max_queue_nums=nums, node=self.name, why=why)
+    def _correct_offsets(self, why: str, guard: StaleOffsetGuard | None = None) -> None:
+        """Offsets kept within the store's queues (``broker/offsetbounds.py``)."""
+        nums, static = self.config.max_topic_queue_nums, not self.config.controller_mode
+        guard = guard if static else None  # controller mode: consumers see confirmed data
+        correct_offsets(
+            self.offsets, self.store, max_queue_nums=nums, node=self.name, why=why, guard=guard
+        )
 
     async def _shutdown(self) -> None:
         await self.metadata.close()

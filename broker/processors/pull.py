@@ -22,6 +22,7 @@ Rules (reference/rocketmq-wire.md §2.4; PullMessageProcessor.java):
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 import attrs
@@ -31,6 +32,7 @@ from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.filtering import FilterCache, RecordFilter, record_filter
 from broker.longpoll import PullHoldService
+from broker.offsetbounds import StaleOffsetGuard
 from broker.offsets import ConsumerOffsetManager
 from broker.stats import BrokerStats
 from broker.store.pull import GetMessageStatus
@@ -56,6 +58,8 @@ from protocol.errors import (
 )
 from protocol.headers import PullMessageRequestHeader, PullMessageResponseHeader
 from protocol.rpc import Connection, Handler
+
+log = logging.getLogger(__name__)
 
 FLAG_COMMIT_OFFSET = 0x1
 FLAG_SUSPEND = 0x2
@@ -96,6 +100,8 @@ class BrokerForPull(Protocol):
     @property
     def config(self) -> BrokerConfig: ...
     @property
+    def name(self) -> str: ...
+    @property
     def address(self) -> str: ...
     @property
     def broker_perm(self) -> int: ...
@@ -107,6 +113,8 @@ class BrokerForPull(Protocol):
     def consumers(self) -> ConsumerManager: ...
     @property
     def offsets(self) -> ConsumerOffsetManager: ...
+    @property
+    def stale_offsets(self) -> StaleOffsetGuard: ...
     @property
     def pull_holds(self) -> PullHoldService: ...
     @property
@@ -140,6 +148,8 @@ class PullProcessor:
         except ServerError as exc:
             return self._refuse(request, header, exc)
         broker = self.broker
+        if broker.accepts_writes and (moved := self._stale(header)) is not None:
+            return self._moved(request, header, moved)
         if header.sys_flag & FLAG_COMMIT_OFFSET and broker.accepts_writes:
             broker.offsets.commit(
                 header.topic, header.consumer_group, header.queue_id, header.commit_offset
@@ -269,6 +279,41 @@ class PullProcessor:
                 result = self._get(header, wanted, max_bytes)
             if response_code(result.status, header.queue_offset) != ResponseCode.PULL_NOT_FOUND:
                 return result
+
+    def _stale(self, header: PullMessageRequestHeader) -> int | None:
+        """The queue's end when a consumer's first pull since this broker began serving
+        is past it: it read messages a power loss took (broker/offsetbounds.py)."""
+        end = self.broker.stale_offsets.check(
+            header.consumer_group, header.topic, header.queue_id, header.queue_offset
+        )
+        if end is not None:
+            log.warning(
+                "%s: %s pulled %s/%d at %d, past the queue's end %d when this broker began "
+                "serving; moved back to %d",
+                self.broker.name,
+                header.consumer_group,
+                header.topic,
+                header.queue_id,
+                header.queue_offset,
+                end,
+                end,
+            )
+        return end
+
+    def _moved(
+        self, request: RemotingCommand, header: PullMessageRequestHeader, end: int
+    ) -> RemotingCommand:
+        store = self.broker.store
+        reply = PullMessageResponseHeader(
+            suggest_which_broker_id=0,
+            next_begin_offset=end,
+            min_offset=store.min_offset(header.topic, header.queue_id),
+            max_offset=store.max_offset(header.topic, header.queue_id),
+        )
+        status = GetMessageStatus.OFFSET_OVERFLOW_BADLY.value
+        return request.respond(
+            ResponseCode.PULL_OFFSET_MOVED, status, ext_fields=reply.to_ext_fields()
+        )
 
     def _refuse(
         self, request: RemotingCommand, header: PullMessageRequestHeader, exc: ServerError

@@ -358,3 +358,7 @@ class StoreReads(StoreState):
         """``next_queue_offset`` of a queue the store knows (stored or dispatched), else
         None: the bound for consumer offsets after recovery or a truncation."""
         return self._queue_offsets.get((topic, queue_id))
+
+    def queue_ends(self) -> dict[tuple[str, int], int]:
+        """``queue_end`` of every queue the store knows (a copy)."""
+        return dict(self._queue_offsets)

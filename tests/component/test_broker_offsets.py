@@ -227,8 +227,9 @@ def _zero_last_record(commitlog_dir: Path) -> int:
 
 async def test_offsets_past_the_recovered_queue_end_are_lowered(tmp_path: Path) -> None:
     """Issue 19 finding 1: a consumer committed offset 3 past a message the store lost
-    (never acknowledged); after the restart the offset is the queue's end, so the next
-    message stored at offset 2 is delivered, not skipped."""
+    (acknowledged from the page cache: ASYNC_FLUSH); after the restart the offset is the
+    queue's end, and a pull at 3 is moved back, so the next message stored at offset 2 is
+    delivered, not skipped."""
     with trio.fail_after(TEST_DEADLINE_S):
         async with broker_env(tmp_path) as env:
             await env.create_topic("T", queues=1)
@@ -240,6 +241,7 @@ async def test_offsets_past_the_recovered_queue_end_are_lowered(tmp_path: Path) 
             store_dir = env.config.store_dir
             _zero_last_record(store_dir / "commitlog")
             (store_dir / "checkpoint").unlink()  # it was written after the record's fsync
+            (store_dir / "abort").write_bytes(b"")  # the marker a power loss leaves behind
 
             await env.start()
 
@@ -248,5 +250,17 @@ async def test_offsets_past_the_recovered_queue_end_are_lowered(tmp_path: Path) 
             assert response.ext_fields["offset"] == "2"
             sent = await env.send_ok("T", b"after the power loss", queue_id=0)
             assert sent.queue_offset == 2
+            # A consumer still running pulls from its own next offset, 3, which is now the
+            # queue's end: its first pull since the restart is moved back to 2 ...
+            moved = await env.pull("T", 0, 3, group="G")
+            assert moved.code == ResponseCode.PULL_OFFSET_MOVED, moved
+            assert moved.next_begin_offset == 2
             pulled = await env.pull("T", 0, 2, group="G")
             assert pulled.code == ResponseCode.SUCCESS
+            assert [r.body for r in pulled.records] == [b"after the power loss"]
+            # ... and only the first: from then on it reads from this broker.
+            again = await env.pull("T", 0, 3, group="G")
+            assert again.code == ResponseCode.PULL_NOT_FOUND, again
+            # Another group at offset 3 has its own first pull checked.
+            other = await env.pull("T", 0, 3, group="G2")
+            assert other.code == ResponseCode.PULL_OFFSET_MOVED, other

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 
+from broker.offsetbounds import StaleOffsetGuard
 from broker.offsets import ConsumerOffsetManager, offset_key
 from broker.store import metadata
 from protocol.errors import InvalidParameter, StorageError
@@ -232,3 +233,21 @@ def test_offsets_past_a_queue_end_are_lowered_to_it() -> None:
     m.dirty = False
     assert m.clamp_to_queue_ends(lambda t, q: ends.get((t, q))) == []
     assert m.dirty is False  # nothing changed: nothing to write
+
+
+def test_the_first_pull_past_a_serving_queue_end_is_moved_back() -> None:
+    """A consumer that read messages a power loss took keeps its next offset in memory:
+    its first pull past the end the broker started with is moved back to that end; later
+    pulls of the same (group, topic, queue), and queues the store did not know, are not."""
+    guard = StaleOffsetGuard()
+    assert guard.check("g", "T", 0, 10**9) is None  # not armed: nothing known
+    guard.arm({("T", 0): 199, ("T", 1): 50})
+    assert guard.check("g", "T", 0, 200) == 199
+    assert guard.check("g", "T", 0, 200) is None  # already checked: it reads from here now
+    assert guard.check("g", "T", 1, 50) is None  # at the end: fine, and checked
+    assert guard.check("g", "T", 1, 51) is None
+    assert guard.check("g2", "T", 0, 205) == 199  # each group on its own
+    assert guard.check("g", "U", 0, 5) is None  # unknown queue
+    assert guard.moved == 2
+    guard.arm({("T", 0): 150})  # promoted again later: every key afresh
+    assert guard.check("g", "T", 0, 199) == 150
