@@ -9,6 +9,7 @@ replaced and the new one serves the same state (reference/rocketmq-controller.md
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -20,6 +21,7 @@ from protocol.errors import RocketError, ServerError
 from tests.component.controller_fixtures import (
     WAIT_S,
     FakeBroker,
+    Quorum,
     controller_quorum,
     fake_brokers,
     wait_until,
@@ -195,11 +197,19 @@ async def test_admin_designated_election(tmp_path: Path) -> None:
             await wait_until(lambda: any(n.master_broker_id == 2 for n in brokers[2].notices))
 
 
-async def _whole_group_down(quorum: object, brokers: list[FakeBroker]) -> None:
-    """Master 1 with SyncStateSet {1, 2, 3}; then every replica's connection closes."""
+async def _whole_group_down(quorum: Quorum, brokers: list[FakeBroker]) -> Callable[[], int | None]:
+    """Master 1 with SyncStateSet {1, 2, 3}; then every replica's connection closes and
+    the leader records no master. Returns what the leader holds as master id."""
+    leader = await quorum.leader()
     await _master_with_sss(brokers, {1, 2, 3})
     for broker in brokers:
         broker.disconnect()
+
+    def master() -> int | None:
+        return leader.raft.state.groups["broker-a"].master_broker_id
+
+    await wait_until(lambda: master() is None, what="master cleared")
+    return master
 
 
 async def test_after_a_whole_group_outage_the_longest_log_wins(tmp_path: Path) -> None:
@@ -211,25 +221,19 @@ async def test_after_a_whole_group_outage_the_longest_log_wins(tmp_path: Path) -
             fake_brokers(quorum, 3) as brokers,
         ):
             b1, b2, b3 = brokers
-            leader = await quorum.leader()
-            await _whole_group_down(quorum, brokers)
-            await wait_until(
-                lambda: leader.raft.state.groups["broker-a"].master_broker_id is None,
-                what="master cleared",
-            )
+            master = await _whole_group_down(quorum, brokers)
             await b2.heartbeat(epoch=1, max_offset=100)
             refused = await b2.elect()
             assert refused.code == ResponseCode.CONTROLLER_ELECT_MASTER_FAILED, refused
             assert "waiting for SyncStateSet members [1, 3]" in (refused.remark or "")
             await trio.sleep(1.0)  # rescans and the held election: still nobody elected
-            assert leader.raft.state.groups["broker-a"].master_broker_id is None
+            assert master() is None
             await b3.heartbeat(epoch=1, max_offset=200)
             await b1.heartbeat(epoch=1, max_offset=300)
             took = await wait_until(
-                lambda: leader.raft.state.groups["broker-a"].master_broker_id is not None,
-                what="a master once every member is back",
+                lambda: master() is not None, what="a master once every member is back"
             )
-            assert leader.raft.state.groups["broker-a"].master_broker_id == 1
+            assert master() == 1
             assert took < 2.0  # nobody is away any more: no wait left
 
 
@@ -241,21 +245,13 @@ async def test_the_outage_wait_is_bounded(tmp_path: Path) -> None:
             fake_brokers(quorum, 3) as brokers,
         ):
             _b1, b2, b3 = brokers
-            leader = await quorum.leader()
-            await _whole_group_down(quorum, brokers)
-            await wait_until(
-                lambda: leader.raft.state.groups["broker-a"].master_broker_id is None,
-                what="master cleared",
-            )
+            master = await _whole_group_down(quorum, brokers)
             await b3.heartbeat(epoch=1, max_offset=200)
             start = time.monotonic()
             await b2.heartbeat(epoch=1, max_offset=100)
             refused = await b2.elect()
             assert refused.code == ResponseCode.CONTROLLER_ELECT_MASTER_FAILED, refused
-            await wait_until(
-                lambda: leader.raft.state.groups["broker-a"].master_broker_id is not None,
-                what="a master once the wait ran out",
-            )
+            await wait_until(lambda: master() is not None, what="a master once the wait ran out")
             waited_s = time.monotonic() - start
-            assert leader.raft.state.groups["broker-a"].master_broker_id == 3  # longer log
+            assert master() == 3  # the longer log
             assert 1.0 <= waited_s < 5.0, waited_s
