@@ -17,8 +17,9 @@ from scenarios.powerfs import powerfs_unavailable, report_path
 
 pytestmark = [
     pytest.mark.integration,
-    # Slow suite: a power-off (SIGUSR1) once left the FUSE server waiting past 10 s for a
-    # request it was interrupted in (seen once in ~10 runs); see docs/CHAOS.md.
+    # Slow suite: a power-off (SIGUSR1) once left the FUSE server waiting past 10 s (a
+    # signal landing just before its blocking read(2); it polls with a wake-up pipe now,
+    # docs/CHAOS.md "The powerfs hang"). Root only, about 3 s a test.
     pytest.mark.slow,
     pytest.mark.skipif(powerfs_unavailable() is not None, reason=str(powerfs_unavailable())),
 ]
