@@ -6,7 +6,7 @@ Rules:
   dashboard as it last saw it; the report links its timeline), the cluster's data and logs under
   ``DIR/cluster``; it prints one verdict line. A failing run also prints why, its seed and
   the exact command that replays it. Exit status: 0 pass, 1 fail or cannot run, 130 after
-  a Ctrl-C (the cluster is stopped first).
+  a Ctrl-C or a SIGTERM (the cluster is stopped first).
 - ``check`` runs the checkers over any history file (ours or OpenChaos's) and prints the
   same verdict; ``--scenario`` judges it by that scenario's promises.
 - Progress goes to stderr, results to stdout; ``--json`` prints the report as JSON.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +30,8 @@ from protocol.errors import RocketError
 from scenarios import SCENARIOS
 from scenarios.checkers import CheckReport, Expectations, check_history, percentile
 from scenarios.harness import RunOptions, RunResult, replay_command, run_scenario
-from scenarios.history import HistoryError, iter_history
+from scenarios.history import HistoryError
+from scenarios.history_file import HistoryFile
 from scenarios.local_cluster import HarnessError
 from scenarios.report import (
     keep_dashboard,
@@ -211,14 +213,26 @@ def _replay(name: str, options: RunOptions, mode: str | None) -> str:
 
 
 async def _run(scenario: Any, options: RunOptions) -> RunResult:
-    return await run_scenario(
-        scenario, options, progress=lambda line: err.print(line, markup=False)
-    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_interrupt_on_sigterm)
+        result = await run_scenario(
+            scenario, options, progress=lambda line: err.print(line, markup=False)
+        )
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def _interrupt_on_sigterm() -> None:
+    """SIGTERM stops a run as a Ctrl-C does (cluster stopped first). A run started in the
+    background by a non-interactive shell ignores SIGINT, so ``kill PID`` is how it is
+    stopped."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            raise KeyboardInterrupt
 
 
 def _finish(result: RunResult, directory: Path, as_json: bool) -> None:
-    with result.history.open(encoding="utf-8") as f:
-        entries = list(iter_history(f))
+    entries = HistoryFile(result.history)
     facts = {
         "scenario": result.scenario,
         "mode": result.mode,
@@ -228,6 +242,8 @@ def _finish(result: RunResult, directory: Path, as_json: bool) -> None:
         "drained": result.drained,
         "summary": summary_row(result.scenario, result.report, result.faults_injected),
     }
+    if result.load is not None:
+        facts["load"] = result.load.to_json()
     dashboard = keep_dashboard(directory, directory / "cluster")
     if dashboard is not None:
         facts["dashboard"] = timeline_link(dashboard)
@@ -247,6 +263,8 @@ def _finish(result: RunResult, directory: Path, as_json: bool) -> None:
             result.faults_injected,
         )
     )
+    if result.load is not None:
+        print(result.load.describe())
     print(f"wrote {directory}/history.log, report.json, latency.png")
     if dashboard is not None:
         print(f"the dashboard's timeline of the faults: {timeline_link(dashboard)}")
@@ -271,9 +289,9 @@ def check(
     expect = (
         _scenario_or_fail(scenario_name).expect if scenario_name else Expectations(min_faults=0)
     )
+    entries = HistoryFile(history)
     try:
-        with history.open(encoding="utf-8") as f:
-            entries = list(iter_history(f))
+        entries.check()
     except OSError as exc:
         raise fail(f"cannot read {history}: {exc.strerror}") from None
     except HistoryError as exc:

@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import functools
+import math
 import random
 import shlex
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,9 @@ from launcher.netns import netns_unavailable
 from launcher.plans import BROKERS_BY_MODE, LATER_MODES
 from scenarios.checkers import CheckReport, Expectations, check_history
 from scenarios.faults import FaultKind, LinkCut
-from scenarios.history import Phase, iter_history, make_extra
+from scenarios.history import Phase, make_extra
+from scenarios.history_file import HistoryFile
+from scenarios.load import CpuMark, LoadFigures, load_figures
 from scenarios.local_cluster import (
     READY_TIMEOUT_S,
     HarnessError,
@@ -188,6 +191,8 @@ class RunResult:
     faults_injected: int
     drained: bool
     replay: str
+    #: The rate reached and the CPU used (None: the run ended before its load did).
+    load: LoadFigures | None = None
 
     @property
     def ok(self) -> bool:
@@ -261,6 +266,15 @@ async def run_scenario(
     config = scenario.workload
     if options.rate_per_s is not None:
         config = config.at_rate(options.rate_per_s)
+    # The message cap is a safety bound, not the run's end: it leaves room for the whole
+    # duration and the recovery tail at the rate asked (a fixed 200,000 is 100 s at 2,000/s).
+    config = attrs.evolve(
+        config,
+        max_messages=max(
+            config.max_messages,
+            math.ceil(config.rate_per_s * (options.duration_s + RECOVERY_TAIL_S) * 1.2),
+        ),
+    )
     if options.netns:
         scenario = attrs.evolve(scenario, netns=True)
     if options.drain_timeout_s is not None:
@@ -268,6 +282,7 @@ async def run_scenario(
     recorder = Recorder(history)
     injected = 0
     drained = False
+    load: LoadFigures | None = None
     try:
         # The background nursery (proxies, the master watcher) outlives the cluster, so
         # proxied links stay up while the brokers stop.
@@ -298,6 +313,7 @@ async def run_scenario(
                 cluster.workload = workload
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(workload.run_producers)
+                    load_start = CpuMark.now()
                     try:
                         injected = await fault_loop(
                             cluster,
@@ -318,6 +334,14 @@ async def run_scenario(
                         )
                         workload.stop_producing()
                 p = workload.progress
+                load = load_figures(
+                    load_start,
+                    CpuMark.now(),
+                    asked_per_s=config.rate_per_s,
+                    sent=p.sent,
+                    acked=len(p.acked),
+                )
+                progress(load.describe())
                 progress(
                     f"sent {p.sent}, acked {len(p.acked)}; draining ({p.missing()} unconsumed)"
                 )
@@ -325,9 +349,7 @@ async def run_scenario(
             background.cancel_scope.cancel()
     finally:
         recorder.close()
-    with history.open(encoding="utf-8") as f:
-        entries = list(iter_history(f))
-    report = check_history(entries, scenario.expect)
+    report = check_history(HistoryFile(history), scenario.expect)
     return RunResult(
         scenario=scenario.name,
         mode=mode,
@@ -337,4 +359,5 @@ async def run_scenario(
         faults_injected=injected,
         drained=drained,
         replay=replay_command(scenario, options, mode),
+        load=load,
     )

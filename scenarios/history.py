@@ -243,6 +243,13 @@ def iter_history(lines: Iterable[str]) -> Iterator[Entry]:
             yield parse_line(line, lineno)
 
 
+def reiterable(entries: Iterable[Entry]) -> Iterable[Entry]:
+    """``entries`` as something a checker may iterate more than once: a one-shot iterator
+    (a generator) is read into a list; a list or a ``HistoryFile`` (re-read from its file on
+    every pass, so a long history is never held in memory) is returned as it is."""
+    return list(entries) if isinstance(entries, Iterator) else entries
+
+
 def parse_history(text: str) -> list[Entry]:
     """Entries of a whole history text (lines end at ``\n`` only, as in a file)."""
     return list(iter_history(text.split("\n")))

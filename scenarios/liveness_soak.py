@@ -34,7 +34,7 @@ import trio
 
 from scenarios.checkers import Expectations, check_history
 from scenarios.checkers.fencing import check_fencing
-from scenarios.history import iter_history
+from scenarios.history_file import HistoryFile
 from scenarios.local_cluster import create_topic, local_cluster
 from scenarios.workload import Recorder, WorkloadConfig, open_workload
 
@@ -108,8 +108,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             background.cancel_scope.cancel()
     finally:
         recorder.close()
-    with history.open(encoding="utf-8") as f:
-        entries = list(iter_history(f))
+    entries = HistoryFile(history)
     report = check_history(entries, Expectations(no_loss=True, min_faults=0))
     elections = check_fencing(entries).elections()
     return {

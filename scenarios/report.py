@@ -5,7 +5,10 @@ Rules:
   plus the run's facts: scenario, mode, seed, the command that replays it, counts.
 - The PNG is OpenChaos's PerfChecker picture: send latency of every enqueue over time
   (log scale), successes, failures and unknown outcomes in their own colours, each fault
-  window shaded and labelled with its target. matplotlib, Agg backend (no display).
+  window shaded and labelled with its target. matplotlib, Agg backend (no display). At
+  most ``PLOT_SUCCESSES`` successes are drawn (every k-th, evenly over the run: a 2,000 msg/s
+  run has millions, which would cost minutes and GB to scatter); every failure and unknown
+  outcome is drawn.
 - ``summary_row`` is one line of the results table in README.
 - ``keep_dashboard`` keeps the page the cluster's dashboard saved (its timeline of the
   faults: elections, SyncStateSet changes, brokers lost and back) next to the report, as
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,10 @@ from bench.measure import percentile
 from launcher.plans import DASHBOARD_SNAPSHOT
 from launcher.ready import DASHBOARD
 from scenarios.checkers import CheckReport, fault_spans
-from scenarios.history import ENQUEUE, Entry, Outcome, Response, extra_fields
+from scenarios.history import ENQUEUE, Entry, Outcome, Response, extra_fields, reiterable
+
+#: Successes drawn at most (failures and unknown outcomes are all drawn).
+PLOT_SUCCESSES = 50_000
 
 _COLOURS = {Outcome.SUCCESS: "tab:blue", Outcome.FAILURE: "tab:red", Outcome.UNKNOWN: "tab:orange"}
 
@@ -70,21 +76,28 @@ def summary_row(scenario: str, report: CheckReport, faults: int) -> dict[str, An
     }
 
 
-def plot_latency(entries: Sequence[Entry], path: Path, *, title: str) -> None:
+def plot_latency(entries: Iterable[Entry], path: Path, *, title: str) -> None:
     """Send latency over time with the fault windows shaded, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sends = [e for e in entries if isinstance(e, Response) and e.op == ENQUEUE]
-    t0 = min((e.started_ms for e in sends), default=0)
+    entries = reiterable(entries)
+    # (started, latency, outcome) per send, not the entries (millions at load).
+    sends = [
+        (e.started_ms, e.latency_ms, e.outcome)
+        for e in entries
+        if isinstance(e, Response) and e.op == ENQUEUE
+    ]
+    t0 = min((s[0] for s in sends), default=0)
+    last_ms = max((s[0] + s[1] for s in sends), default=0)
     fig, ax = plt.subplots(figsize=(12, 5), dpi=100)
     try:
         ax.set_yscale("log")
         ax.set_ylim(0.1, 10_000)
         for span in fault_spans(entries):
-            end = span.end_ms if span.end_ms is not None else max(e.timestamp_ms for e in sends)
+            end = span.end_ms if span.end_ms is not None else last_ms
             ax.axvspan((span.start_ms - t0) / 1000, (end - t0) / 1000, color="grey", alpha=0.2)
             target = extra_fields(span.extra).get("target", "")
             ax.text(
@@ -96,14 +109,17 @@ def plot_latency(entries: Sequence[Entry], path: Path, *, title: str) -> None:
                 va="top",
             )
         for outcome, colour in _COLOURS.items():
-            points = [e for e in sends if e.outcome is outcome]
+            points = [s for s in sends if s[2] is outcome]
+            total = len(points)
+            if outcome is Outcome.SUCCESS and total > PLOT_SUCCESSES:
+                points = points[:: -(-total // PLOT_SUCCESSES)]
             if points:
                 ax.scatter(
-                    [(e.started_ms - t0) / 1000 for e in points],
-                    [max(e.latency_ms, 0.1) for e in points],
+                    [(started - t0) / 1000 for started, _, _ in points],
+                    [max(latency, 0.1) for _, latency, _ in points],
                     s=4,
                     c=colour,
-                    label=f"{outcome.value} ({len(points)})",
+                    label=f"{outcome.value} ({total})",
                 )
         ax.set_xlabel("time since first send (s)")
         ax.set_ylabel("send latency (ms, log)")

@@ -21,7 +21,15 @@ from typing import Any
 import attrs
 
 from scenarios.checkers.queue import SEND_OK
-from scenarios.history import ENQUEUE, MASTER, Entry, Outcome, Response, extra_fields
+from scenarios.history import (
+    ENQUEUE,
+    MASTER,
+    Entry,
+    Outcome,
+    Response,
+    extra_fields,
+    reiterable,
+)
 
 #: An acker seen elected again this soon after its ack was (probably) master already.
 REELECTED_SLACK_MS = 10_000
@@ -146,8 +154,9 @@ def _deposed_by(
     return then
 
 
-def check_fencing(entries: Sequence[Entry]) -> FencingResult:
-    """Acks of deposed masters (see the module rules)."""
+def check_fencing(entries: Iterable[Entry]) -> FencingResult:
+    """Acks of deposed masters (see the module rules); reads ``entries`` twice."""
+    entries = reiterable(entries)
     masters = masters_seen(entries)
     groups = _by_group(masters)
     judged = 0

@@ -10,7 +10,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -22,7 +22,7 @@ from scenarios.checkers.probes import ProbeResult, check_probes
 from scenarios.checkers.queue import QueueResult, check_queue
 from scenarios.checkers.recovery import RecoveryResult, check_recovery
 from scenarios.checkers.redelivery import RedeliveryResult, check_redelivery
-from scenarios.history import Entry
+from scenarios.history import Entry, reiterable
 
 
 @attrs.frozen(kw_only=True)
@@ -158,8 +158,13 @@ def judge(
     return tuple(out)
 
 
-def check_history(entries: Sequence[Entry], expect: Expectations | None = None) -> CheckReport:
-    """Run every checker over ``entries`` and judge them against ``expect``."""
+def check_history(entries: Iterable[Entry], expect: Expectations | None = None) -> CheckReport:
+    """Run every checker over ``entries`` and judge them against ``expect``.
+
+    Each checker reads ``entries`` on its own pass: give a list, or a ``HistoryFile`` for a
+    history too long to hold (a one-shot iterator is read into a list first).
+    """
+    entries = reiterable(entries)
     expect = expect or Expectations()
     queue = check_queue(entries)
     order = check_order(entries)
