@@ -72,6 +72,9 @@ def verdict_line(name: str, report: CheckReport, faults: int) -> str:
             f"; {elections} elections, {len(fencing.deposed)} SEND_OK acks from deposed "
             f"masters ({len(fencing.deposed_degraded)} degraded)"
         )
+    loss = report.loss_window.describe()
+    if loss is not None:
+        line += f"; {loss}"
     if report.probes:
         passed = sum(p.passed for p in report.probes)
         line += f"; probes {passed}/{len(report.probes)} passed"
@@ -289,14 +292,12 @@ def check(
     expect = (
         _scenario_or_fail(scenario_name).expect if scenario_name else Expectations(min_faults=0)
     )
-    entries = HistoryFile(history)
-    try:
-        entries.check()
+    try:  # the checkers read the file pass by pass: an error stops the first one
+        report = check_history(HistoryFile(history), expect)
     except OSError as exc:
         raise fail(f"cannot read {history}: {exc.strerror}") from None
     except HistoryError as exc:
         raise fail(f"{history}: {exc}") from None
-    report = check_history(entries, expect)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     print(verdict_line(str(history), report, len(report.recovery.per_fault)))

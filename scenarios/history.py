@@ -62,7 +62,8 @@ class Phase(enum.Enum):
 def _field(_inst: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is None:
         return
-    if not value or value == NULL or any(c in value for c in "\t\n\r"):
+    # Three ``in`` tests, not a generator: every field of millions of lines passes here.
+    if not value or value == NULL or "\t" in value or "\n" in value or "\r" in value:
         raise ValueError(
             f"{attribute.name} {value!r} cannot be written in a history line "
             "(empty, 'null', or holds a tab or line break)"

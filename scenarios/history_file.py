@@ -25,8 +25,3 @@ class HistoryFile:
     def __iter__(self) -> Iterator[Entry]:
         with self.path.open(encoding="utf-8") as f:
             yield from iter_history(f)
-
-    def check(self) -> None:
-        """Read it once: raise ``OSError`` or ``HistoryError`` now rather than midway."""
-        for _ in self:
-            pass

@@ -3,8 +3,9 @@
 One module per checker, after OpenChaos's (anchors.md §2.3-2.4) and Jepsen's
 ``total-queue``: ``queue`` (lost, duplicated, unexpected, recovered), ``order``,
 ``recovery`` (unavailability windows per fault), ``latency``, ``fencing`` (acks of deposed
-masters, elections), ``redelivery`` and ``probes``; ``verdict`` runs them all and judges
-the results against a scenario's ``Expectations``. Each module states its own rules.
+masters, elections), ``redelivery``, ``probes`` and ``loss`` (how long before its fault
+each lost message was acked); ``verdict`` runs them all and judges the results against a
+scenario's ``Expectations``. Each module states its own rules.
 
 Rules common to all:
 - Pure: entries in, frozen results out; no clock, files or randomness.
@@ -27,6 +28,7 @@ from scenarios.checkers.fencing import (
     masters_seen,
 )
 from scenarios.checkers.latency import E2E_BOUNDS_MS, LatencyResult, check_latency, e2e_bucket
+from scenarios.checkers.loss import LossWindowResult, check_loss_window
 from scenarios.checkers.order import OrderResult, OrderViolation, check_order
 from scenarios.checkers.probes import ProbeResult, check_probes
 from scenarios.checkers.queue import SEND_OK, QueueResult, check_queue
@@ -55,6 +57,7 @@ __all__ = [
     "FaultSpan",
     "FencingResult",
     "LatencyResult",
+    "LossWindowResult",
     "MasterSeen",
     "OrderResult",
     "OrderViolation",
@@ -66,6 +69,7 @@ __all__ = [
     "check_fencing",
     "check_history",
     "check_latency",
+    "check_loss_window",
     "check_order",
     "check_probes",
     "check_queue",

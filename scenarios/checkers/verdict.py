@@ -1,8 +1,8 @@
 """The verdict: every checker over a history, judged against what a scenario promises.
 
 Rules:
-- ``check_history`` runs the queue, order, recovery, latency, fencing, redelivery and probe
-  checkers; ``Expectations`` says which of their findings fail a run, and ``judge`` /
+- ``check_history`` runs the queue, order, recovery, latency, fencing, redelivery, probe
+  and loss-window checkers; ``Expectations`` says which of their findings fail a run, and ``judge`` /
   ``judge_more`` say why (empty: the run passed). A run with too few acks or faults proves
   nothing and fails.
 - Pure: entries in, a frozen report out.
@@ -17,10 +17,11 @@ import attrs
 
 from scenarios.checkers.fencing import FencingResult, check_fencing
 from scenarios.checkers.latency import LatencyResult, check_latency
+from scenarios.checkers.loss import LossWindowResult, check_loss_window
 from scenarios.checkers.order import OrderResult, check_order
 from scenarios.checkers.probes import ProbeResult, check_probes
 from scenarios.checkers.queue import QueueResult, check_queue
-from scenarios.checkers.recovery import RecoveryResult, check_recovery
+from scenarios.checkers.recovery import RecoveryResult, check_recovery, fault_spans
 from scenarios.checkers.redelivery import RedeliveryResult, check_redelivery
 from scenarios.history import Entry, reiterable
 
@@ -68,6 +69,9 @@ class CheckReport:
         factory=lambda: RedeliveryResult(redeliveries=0, max_rewind_ms=0, deepest=())
     )
     probes: tuple[ProbeResult, ...] = ()
+    loss_window: LossWindowResult = attrs.field(
+        factory=lambda: LossWindowResult(per_fault=(), windows_ms=(), before_any_fault=0)
+    )
 
     @property
     def ok(self) -> bool:
@@ -83,6 +87,7 @@ class CheckReport:
             "latency": self.latency.to_json(),
             "fencing": self.fencing.to_json(),
             "redelivery": self.redelivery.to_json(),
+            "lossWindow": self.loss_window.to_json(),
             "probes": [
                 {"name": p.name, "passed": p.passed, "timestamp": p.at_ms, "extra": p.extra}
                 for p in self.probes
@@ -182,4 +187,5 @@ def check_history(entries: Iterable[Entry], expect: Expectations | None = None) 
         fencing=fencing,
         redelivery=redelivery,
         probes=probes,
+        loss_window=check_loss_window(entries, queue.lost, fault_spans(entries)),
     )

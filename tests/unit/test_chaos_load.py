@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.checkers import check_history
+from scenarios.checkers import FaultSpan, check_history, check_loss_window
 from scenarios.history import ENQUEUE, Outcome, Request, Response, format_history
 from scenarios.history_file import HistoryFile
 from scenarios.load import CpuMark, cpu_ticks, load_figures
@@ -88,7 +88,7 @@ def test_a_bad_history_file_fails_when_checked(tmp_path: Path) -> None:
     path = tmp_path / "history.log"
     path.write_text("0\tenqueue\tREQUEST\n", encoding="utf-8")
     with pytest.raises(ValueError, match="line 1"):
-        HistoryFile(path).check()
+        check_history(HistoryFile(path))
 
 
 def test_cpu_ticks_read_the_first_line_of_proc_stat(tmp_path: Path) -> None:
@@ -118,3 +118,33 @@ def test_load_figures_count_the_rate_and_the_cpu() -> None:
         acked=0,
     )
     assert blind.box_busy_pct is None and "box CPU - busy" in blind.describe()
+
+
+def test_the_loss_window_is_the_ack_before_its_fault() -> None:
+    def ack(value: str, at_ms: int) -> Response:
+        return Response(
+            client_id=0,
+            op=ENQUEUE,
+            outcome=Outcome.SUCCESS,
+            value=value,
+            timestamp_ms=at_ms,
+            extra="status=SEND_OK",
+        )
+
+    entries = [ack("1", 500), ack("2", 9_990), ack("3", 9_950), ack("4", 10_400), ack("5", 30_000)]
+    faults = [
+        FaultSpan(name="kill", extra=None, start_ms=10_000, end_ms=13_000),
+        FaultSpan(name="kill", extra=None, start_ms=20_000, end_ms=23_000),
+    ]
+    result = check_loss_window(entries, ["1", "2", "3", "4"], faults)
+    # 1 before any fault; 2 and 3 acked 10 and 50 ms before the kill; 4 400 ms after it.
+    assert result.before_any_fault == 1
+    assert result.per_fault == ((10_000, 3, 50),)
+    assert result.windows_ms == (-400, 10, 50)
+    assert result.to_json()["windowMaxMs"] == 50
+    assert (
+        result.describe()
+        == "loss window: 3 lost over 1 faults, acked p50 10 / max 50 ms before the fault"
+    )
+    none = check_loss_window(entries, [], faults)
+    assert none.describe() is None and none.per_fault == ()
