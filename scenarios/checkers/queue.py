@@ -115,13 +115,17 @@ def check_queue(entries: Iterable[Entry]) -> QueueResult:
             if old is None or _RANK[entry.outcome] >= _RANK[old]:
                 outcome[entry.value] = entry.outcome
                 if entry.outcome is Outcome.SUCCESS:
-                    status[entry.value] = extra_fields(entry.extra).get("status", SEND_OK)
+                    said = extra_fields(entry.extra).get("status", SEND_OK)
+                    if said != SEND_OK:  # only the few degraded acks are kept
+                        status[entry.value] = said
+                    else:
+                        status.pop(entry.value, None)
         elif (
             entry.op == DEQUEUE and isinstance(entry, Response) and entry.outcome is Outcome.SUCCESS
         ):
             delivered[entry.value] += 1
     acked = {v for v, o in outcome.items() if o is Outcome.SUCCESS}
-    degraded = {v for v in acked if status[v] != SEND_OK}
+    degraded = {v for v in acked if v in status}
     failed = {v for v, o in outcome.items() if o is Outcome.FAILURE}
     unknown = attempted - acked - failed
     return QueueResult(
