@@ -24,7 +24,7 @@ from launcher.record import load_cluster
 from scenarios import SCENARIOS
 from scenarios.harness import RunOptions, RunResult, ScenarioUnavailable, run_scenario
 from scenarios.history import ENQUEUE, FaultEvent, Phase, Response, iter_history
-from tests.support.processes import rmq_argv, run_command
+from tests.support.processes import managed_process, rmq_argv, run_command
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +100,9 @@ async def test_broker_restart_no_loss_smoke_through_the_cli(tmp_path: Path) -> N
     assert report["verdict"] == "PASS" and report["seed"] == 11
     assert report["queue"]["lostMessageCount"] == 0
     assert report["queue"]["enqueueSuccessCount"] > 50
+    # The load reached and the CPU it took are measured and printed.
+    assert report["load"]["sentPerSecond"] > 0 and report["load"]["cores"] >= 1
+    assert "\nload: " in done.stdout and "msg/s sent" in done.stdout
     # The only group was down: sends failed until the restarted broker was routed again.
     (per_fault,) = report["recovery"]["perFault"]
     assert 3_000 <= per_fault["recoveryMs"] <= 30_000
@@ -116,6 +119,24 @@ async def test_broker_restart_no_loss_smoke_through_the_cli(tmp_path: Path) -> N
     )
     assert checked.returncode == 0, checked.describe()
     assert checked.stdout.startswith("PASS ")
+
+
+async def test_sigterm_stops_a_run_and_its_cluster(tmp_path: Path) -> None:
+    """SIGTERM (how a run started with ``&`` from a script is stopped: it ignores SIGINT)
+    ends ``rmq chaos run`` as a Ctrl-C does: cluster stopped, exit status 130."""
+    out = tmp_path / "run"
+    argv = rmq_argv(
+        "chaos", "run", "broker_restart_no_loss", "--duration", "120", "--interval", "60",
+        "--seed", "12", "--out", str(out),
+    )  # fmt: skip
+    async with leave_nothing(out / "cluster"), managed_process(argv) as proc:
+        with trio.fail_after(RUN_DEADLINE_S):
+            await proc.stderr.wait_for(r"cluster \(single\) up")
+        proc.send_signal(signal.SIGTERM)
+        returncode = await proc.wait(RUN_DEADLINE_S)
+    assert returncode == 130, proc.describe("exit status")
+    assert "interrupted; the cluster" in proc.stderr.text
+    assert_nothing_left(out / "cluster")
 
 
 async def test_a_failing_verdict_prints_seed_and_replay(tmp_path: Path) -> None:
