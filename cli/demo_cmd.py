@@ -326,7 +326,9 @@ async def _run(
     )
     try:
         cluster_dir = root / "cluster"
-        async with local_cluster(cluster_dir, "controller", "ASYNC_FLUSH", rng, tls=tls) as cluster:
+        async with local_cluster(
+            cluster_dir, "controller", "ASYNC_FLUSH", rng, tls=tls, grpc_proxy=True
+        ) as cluster:
             # The SDK, the admin calls and the harness connect as $RMQ_TLS* say (plain
             # unless --tls: then the cluster's CA and client certificate).
             os.environ.update(ClusterSecurity.of(cluster_dir).client_env())

@@ -139,8 +139,12 @@ class LocalCluster:
         tls: bool = False,
         netns: bool = False,
         power_store: bool = False,
+        grpc_proxy: bool = False,
     ) -> None:
         self.root = root
+        #: Start the cluster's gRPC proxy too (``rmq demo`` shows it; no scenario drives it,
+        #: so scenarios run without: one process less under load).
+        self.grpc_proxy = grpc_proxy
         self.power_store = power_store
         #: Broker node -> its powerfs process (power_store only).
         self._power: dict[str, trio.Process] = {}
@@ -234,6 +238,7 @@ class LocalCluster:
             "cluster", "up", "--mode", self.mode, "--dir", str(self.root),
             "--namesrv-port", "0", "--flush", self.flush,
         )  # fmt: skip
+        argv += [] if self.grpc_proxy else ["--no-proxy"]
         for key, value in self.broker_settings:
             argv += ["--broker-set", f"{key}={toml_value(value)}"]
         argv += self._layout_args
@@ -806,6 +811,7 @@ async def local_cluster(
     tls: bool = False,
     netns: bool = False,
     power_store: bool = False,
+    grpc_proxy: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """A running cluster for the block; every process it started is stopped after it.
 
@@ -822,6 +828,7 @@ async def local_cluster(
         tls=tls,
         netns=netns,
         power_store=power_store,
+        grpc_proxy=grpc_proxy,
     )
     try:
         if controller_proxies is not None:
