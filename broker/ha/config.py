@@ -21,6 +21,11 @@ def _non_negative(_inst: object, attribute: attrs.Attribute[int], value: int) ->
         raise ValueError(f"{attribute.name} must be >= 0, got {value}")
 
 
+def _non_negative_s(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
 def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value}")
@@ -41,6 +46,11 @@ class HAConfig:
     #: Master → slave: an empty transfer after this long without sending
     #: (``haSendHeartbeatInterval``).
     heartbeat_interval_s: float = attrs.field(default=5.0, validator=_positive)
+    #: A moved confirm offset rides the next transfer when one goes out within this long;
+    #: otherwise an empty transfer carries it then. 0: an empty transfer at once. RocketMQ
+    #: waits for the next transfer or ``haSendHeartbeatInterval`` (5 s); a per-change
+    #: heartbeat doubled the master's sends and the slaves' wake-ups per sync write.
+    confirm_linger_s: float = attrs.field(default=0.01, validator=_non_negative_s)
     #: Either side drops a connection it read nothing from for this long
     #: (``haHousekeepingInterval``).
     housekeeping_timeout_s: float = attrs.field(default=20.0, validator=_positive)

@@ -11,7 +11,14 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
 - A batch is at most ``batch_bytes`` of whole records from ``store.read_raw`` and never
   crosses an epoch boundary: it is cut at the end of the epoch that holds its first byte.
 - Idle streamers park until ``notify_appended`` (or a confirm-offset change) wakes them; an
-  empty transfer (heartbeat) goes out after ``heartbeat_interval_s`` without sending.
+  empty transfer (heartbeat) goes out after ``heartbeat_interval_s`` without sending, or
+  ``confirm_linger_s`` after the confirm offset moved with no batch to carry it. Every
+  transfer header carries the confirm offset, so under steady writes the next batch tells
+  the slave and no heartbeat goes out per confirm change (that doubled the master's sends
+  and the slaves' wake-ups per sync write). A slave only learns the confirm later, never
+  a higher one: it dispatches (serves) less for at most ``confirm_linger_s``, never data
+  the SyncStateSet does not hold; nothing else reads a slave's confirm offset (elections
+  go by epoch and max offset).
 - Every mastership has its own epoch: static mode starts one in ``serve``, controller
   mode takes the controller's through ``new_epoch``.
 - The HA port is an ``HAListener`` (``broker/listeners.py``): its own, bound in ``serve``
@@ -143,6 +150,9 @@ class _Conn:
     sent_master_max: int = -1
     sent_at_s: float | None = None
     sent_confirm: int = -1
+    #: When this streamer first saw the confirm offset past ``sent_confirm``; None: it
+    #: has not moved since the last send.
+    confirm_moved_s: float | None = None
     reason: str = "dropped"
 
 
@@ -656,14 +666,19 @@ class HAMaster:
             while True:
                 now = _now()
                 if conn.position < self._store.max_physical_offset:
-                    await self._send_batch(stream, conn, what)
-                elif (
-                    conn.sent_confirm != self._core.confirm_offset
-                    or now - conn.last_send_s >= cfg.heartbeat_interval_s
-                ):
+                    await self._send_batch(stream, conn, what)  # carries the confirm offset
+                    continue
+                due = conn.last_send_s + cfg.heartbeat_interval_s
+                if conn.sent_confirm != self._core.confirm_offset:
+                    # The confirm moved past what this slave was told: it rides the next
+                    # batch if one comes within confirm_linger_s, else an empty transfer.
+                    if conn.confirm_moved_s is None:
+                        conn.confirm_moved_s = now
+                    due = min(due, conn.confirm_moved_s + cfg.confirm_linger_s)
+                if now >= due:
                     await self._send_heartbeat(stream, conn, what)
                 else:
-                    with trio.move_on_at(conn.last_send_s + cfg.heartbeat_interval_s):
+                    with trio.move_on_at(due):
                         await self._lot.park()
         except (RocketError, ValueError) as exc:
             conn.reason = f"streaming stopped: {exc}"
@@ -692,7 +707,7 @@ class HAMaster:
         now = _now()
         conn.sent_master_max, conn.sent_at_s = store.max_physical_offset, now
         conn.position = position + len(data)
-        conn.sent_confirm = confirm
+        conn.sent_confirm, conn.confirm_moved_s = confirm, None
         conn.last_send_s = now
         await send_all(stream, head + data, timeout_s=self.config.send_timeout_s, what=what)
         conn.meter.record(_now(), len(data))
@@ -709,7 +724,7 @@ class HAMaster:
             confirm_offset=confirm,
             data_len=0,
         )
-        conn.sent_confirm = confirm
+        conn.sent_confirm, conn.confirm_moved_s = confirm, None
         conn.last_send_s = _now()
         await send_all(stream, head, timeout_s=self.config.send_timeout_s, what=what)
 

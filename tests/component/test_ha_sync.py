@@ -10,6 +10,7 @@ import trio
 
 from broker.ha.master import HAMaster, ReplicaOutcome
 from broker.ha.syncstate import SyncStateSetProposed
+from broker.ha.wire import Transfer
 from broker.store.config import FlushMode
 from tests.component.ha_fixtures import (
     HA_CFG,
@@ -274,3 +275,58 @@ async def test_a_sync_flush_slave_acks_only_what_it_fsynced(
         with trio.CancelScope(shield=True):
             await m.store.close()
             await s.store.close()
+
+
+async def test_a_moved_confirm_offset_rides_the_next_batch(tmp_path: Path) -> None:
+    """Under steady writes no empty transfer goes out per confirm change: the next batch's
+    header carries it. With nothing to send, an empty transfer carries it after
+    ``confirm_linger_s``, long before the periodic heartbeat."""
+    ha = attrs.evolve(
+        HA_CFG, confirm_linger_s=0.3, heartbeat_interval_s=5.0, housekeeping_timeout_s=10.0
+    )
+    cfg = attrs.evolve(STORE_CFG, dispatch_confirmed_only=True)
+    m = Node.open(tmp_path / "m", "m", cfg)
+    try:
+        async with cluster(m, ha) as c, FakeSlave.connect(c.port) as fake:
+            await fake.handshake(1, ack=0)
+            await until(lambda: bool(c.master.status().slaves))
+            (end1,) = c.append(1)
+            await fake.transfers_until(end1)
+            await fake.ack(end1)
+            await until(lambda: c.master.confirm_offset == end1)
+            (end2,) = c.append(1, start=1)
+            second = await fake.next()  # no empty transfer before it
+            assert isinstance(second, Transfer)
+            assert (second.offset, len(second.data)) == (end1, end2 - end1)
+            assert second.confirm_offset == end1
+            await fake.ack(end2)
+            await until(lambda: c.master.confirm_offset == end2)
+            start = trio.current_time()
+            beat = await fake.next()
+            assert isinstance(beat, Transfer)
+            assert (beat.data, beat.confirm_offset) == (b"", end2)
+            assert trio.current_time() - start < ha.heartbeat_interval_s
+            await fake.aclose()
+    finally:
+        await m.store.close()
+
+
+async def test_no_linger_tells_an_idle_slave_the_confirm_offset_at_once(tmp_path: Path) -> None:
+    ha = attrs.evolve(
+        HA_CFG, confirm_linger_s=0.0, heartbeat_interval_s=5.0, housekeeping_timeout_s=10.0
+    )
+    cfg = attrs.evolve(STORE_CFG, dispatch_confirmed_only=True)
+    m = Node.open(tmp_path / "m", "m", cfg)
+    try:
+        async with cluster(m, ha) as c, FakeSlave.connect(c.port) as fake:
+            await fake.handshake(1, ack=0)
+            await until(lambda: bool(c.master.status().slaves))
+            (end1,) = c.append(1)
+            await fake.transfers_until(end1)
+            await fake.ack(end1)
+            beat = await fake.next()
+            assert isinstance(beat, Transfer)
+            assert (beat.data, beat.confirm_offset) == (b"", end1)
+            await fake.aclose()
+    finally:
+        await m.store.close()
