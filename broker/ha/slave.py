@@ -20,6 +20,9 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
 - Under SYNC_FLUSH an ack reports the fsynced offset (one fsync per ack, covering every
   transfer applied since the previous ack), as the master's own SEND_OK waits for its fsync.
 - The local confirm offset is min(header confirm, local max), never lowered by the master.
+- The local confirm offset is min(header confirm, local max), never lowered by the master;
+  it moves after the ack of what arrived with it (the master waits for the ack, not for our
+  dispatch of what the confirm covers).
 - The master is not trusted (issue 13): every replicated record must carry a legal topic
   (the send path's ``validate_topic``) and a queue id below ``max_queue_nums`` besides the
   store's own checks (``MessageStore.append_raw``), and a consistent point more than
@@ -320,12 +323,18 @@ class HASlave:
     ) -> None:
         cfg = self.config
         while True:
+            confirm = -1
             for message in pending:
                 if not isinstance(message, Transfer):
                     raise ProtocolError(f"{what} sent a second handshake")
                 await self._apply(message)
+                confirm = max(confirm, message.confirm_offset)
             if self._store.max_physical_offset > self._acked:
                 await self._send_ack(stream, what)
+            if confirm >= 0:
+                # After the ack: dispatching what the confirm covers is off the sync
+                # write's path (the master waits for the ack, not for our ConsumeQueue).
+                self._update_confirm(confirm)
             pending = await self._receive(
                 stream, decoder, what, deadline=self._last_ack_s + cfg.ack_interval_s
             )
@@ -358,8 +367,7 @@ class HASlave:
     async def _apply(self, batch: Transfer) -> None:
         store = self._store
         if batch.is_heartbeat:
-            self._update_confirm(batch.confirm_offset)
-            return
+            return  # its confirm offset: the caller's, once the batch is acked
         local_max = store.max_physical_offset
         if local_max not in (batch.offset, store.min_physical_offset):
             raise ProtocolError(f"batch at offset {batch.offset}, our log ends at {local_max}")
@@ -382,7 +390,6 @@ class HASlave:
             raise _Inconsistent(str(exc)) from None
         self._streamed = True
         self._meter.record(trio.current_time(), len(batch.data))
-        self._update_confirm(batch.confirm_offset)
 
     def _check_record(self, rec: MessageRecord) -> str | None:
         return replicated_record_problem(rec, max_queue_nums=self.config.max_queue_nums)
