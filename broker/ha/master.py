@@ -225,6 +225,10 @@ class HAMaster:
         self._refused = 0
         self._serving = False
         self._nursery: trio.Nursery | None = None
+        #: The last batch read (position, limit, bytes): every streamer woken by one put
+        #: asks for the same bytes; one read serves them all. Cleared whenever the log may
+        #: have been cut (a new epoch, a new mastership).
+        self._last_read: tuple[int, int, bytes] | None = None
 
     # ======================================================================================
     # the broker's API
@@ -693,7 +697,7 @@ class HAMaster:
         limit = self.config.batch_bytes
         if entry.end_offset is not None:
             limit = min(limit, entry.end_offset - position)
-        data = store.read_raw(position, limit)
+        data = self._read(position, limit)
         if not data or (entry.end_offset is not None and position + len(data) > entry.end_offset):
             raise StorageError(f"cannot read a batch at {position} within epoch {entry.epoch}")
         confirm = self._core.confirm_offset
@@ -711,6 +715,14 @@ class HAMaster:
         conn.last_send_s = now
         await send_all(stream, head + data, timeout_s=self.config.send_timeout_s, what=what)
         conn.meter.record(_now(), len(data))
+
+    def _read(self, position: int, limit: int) -> bytes:
+        last = self._last_read
+        if last is not None and last[0] == position and last[1] == limit:
+            return last[2]
+        data = self._store.read_raw(position, limit)
+        self._last_read = (position, limit, data)
+        return data
 
     async def _send_heartbeat(self, stream: trio.abc.Stream, conn: _Conn, what: str) -> None:
         cache = self._epochs.cache
@@ -785,6 +797,7 @@ class HAMaster:
         self._abandoned = 0
 
     def _reset_connections(self, reason: str, epoch_start_offset: int) -> None:
+        self._last_read = None
         self._drop_all(reason)
         self._after(
             self._core.connections_reset(epoch_start_offset=epoch_start_offset, now_s=_now())
