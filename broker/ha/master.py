@@ -10,15 +10,15 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
   streamer) and the same task reading acks. Only the streamer writes to the socket.
 - A batch is at most ``batch_bytes`` of whole records from ``store.read_raw`` and never
   crosses an epoch boundary: it is cut at the end of the epoch that holds its first byte.
-- Idle streamers park until ``notify_appended`` (or a confirm-offset change) wakes them; an
-  empty transfer (heartbeat) goes out after ``heartbeat_interval_s`` without sending, or
-  ``confirm_linger_s`` after the confirm offset moved with no batch to carry it. Every
-  transfer header carries the confirm offset, so under steady writes the next batch tells
-  the slave and no heartbeat goes out per confirm change (that doubled the master's sends
-  and the slaves' wake-ups per sync write). A slave only learns the confirm later, never
-  a higher one: it dispatches (serves) less for at most ``confirm_linger_s``, never data
-  the SyncStateSet does not hold; nothing else reads a slave's confirm offset (elections
-  go by epoch and max offset).
+- Idle streamers park until ``notify_appended`` wakes them; an empty transfer (heartbeat)
+  goes out after ``heartbeat_interval_s`` without sending, or ``confirm_linger_s`` after
+  the confirm offset moved with no batch to carry it (the move pulls the park's deadline
+  in; it wakes no task). Every transfer header carries the confirm offset, so under
+  steady writes the next batch tells the slave and no heartbeat goes out per confirm
+  change (that doubled the master's sends and the slaves' wake-ups per sync write). A
+  slave only learns the confirm later, never a higher one: it dispatches (serves) less for
+  at most ``confirm_linger_s``, never data the SyncStateSet does not hold; nothing else
+  reads a slave's confirm offset (elections go by epoch and max offset).
 - Every mastership has its own epoch: static mode starts one in ``serve``, controller
   mode takes the controller's through ``new_epoch``.
 - The HA port is an ``HAListener`` (``broker/listeners.py``): its own, bound in ``serve``
@@ -153,6 +153,8 @@ class _Conn:
     #: When this streamer first saw the confirm offset past ``sent_confirm``; None: it
     #: has not moved since the last send.
     confirm_moved_s: float | None = None
+    #: The streamer's park while it has nothing to send (its deadline: the next heartbeat).
+    park_scope: trio.CancelScope | None = None
     reason: str = "dropped"
 
 
@@ -682,8 +684,11 @@ class HAMaster:
                 if now >= due:
                     await self._send_heartbeat(stream, conn, what)
                 else:
-                    with trio.move_on_at(due):
+                    # A confirm move while parked pulls this deadline in (_confirm_moved)
+                    # rather than waking the task: no wake-up per sync write.
+                    with trio.move_on_at(due) as conn.park_scope:
                         await self._lot.park()
+                    conn.park_scope = None
         except (RocketError, ValueError) as exc:
             conn.reason = f"streaming stopped: {exc}"
             scope.cancel()  # ends the reader too
@@ -748,8 +753,7 @@ class HAMaster:
         for action in actions:
             if isinstance(action, ConfirmOffsetChanged):
                 self._store.set_confirm_offset(action.offset)
-                if self._lot:
-                    self._lot.unpark_all()  # idle slaves learn it from a heartbeat
+                self._confirm_moved(action.offset)
             elif isinstance(action, SyncStateSetChanged):
                 self._known |= action.members
                 log.info(
@@ -768,6 +772,20 @@ class HAMaster:
                 if self._on_proposal is not None:
                     self._on_proposal(action)
         self._release_waiters()
+
+    def _confirm_moved(self, confirm: int) -> None:
+        """Each parked streamer whose slave was told less sends an empty transfer within
+        ``confirm_linger_s`` unless a batch carries the confirm first."""
+        now = _now()
+        linger = self.config.confirm_linger_s
+        for conn in self._conns.values():
+            if conn.sent_confirm == confirm:
+                continue
+            if conn.confirm_moved_s is None:
+                conn.confirm_moved_s = now
+            scope = conn.park_scope
+            if scope is not None:
+                scope.deadline = min(scope.deadline, conn.confirm_moved_s + linger)
 
     def _release_waiters(self) -> None:
         if not self._waiters:
