@@ -52,14 +52,24 @@ def store_records(size: int, distinct: int = 1024) -> list[MessageRecord]:
     ]
 
 
-def main(description: str, runs: Runs, *, prefix: str, default_count: int) -> None:
-    """Parse ``--count --size --concurrency --dir``, do ``runs`` in a fresh temporary
-    directory (removed afterwards) and print their figures as a final JSON line."""
+def main(
+    description: str,
+    runs: Runs,
+    *,
+    prefix: str,
+    default_count: int,
+    more_args: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """Parse ``--count --size --concurrency --dir`` (and what ``more_args`` adds), do
+    ``runs`` in a fresh temporary directory (removed afterwards) and print their figures
+    as a final JSON line."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--count", type=int, default=default_count)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--dir", type=Path, default=None, help="parent of the store dirs")
+    if more_args is not None:
+        more_args(parser)
     args = parser.parse_args()
     parent = Path(tempfile.mkdtemp(prefix=prefix, dir=args.dir))
     try:

@@ -1,13 +1,17 @@
-"""Micro-benchmark of replication alone: one master and one slave store in one process.
+"""Micro-benchmark of replication alone: one master and its slave stores in one process.
 
 Usage: python -m bench.micro.ha_bench [--count N] [--size BYTES] [--concurrency K] [--dir D]
+                                      [--slaves S] [--confirmed] [--sync-only]
 
-Runs, each on fresh store directories, HAMaster and HASlave over loopback (default
-HAConfig: 32 KiB batches), both stores ASYNC_FLUSH:
+Runs, each on fresh store directories, HAMaster and ``--slaves`` HASlaves (default 1) over
+loopback (default HAConfig: 32 KiB batches, all-ack), every store ASYNC_FLUSH;
+``--confirmed``: stores dispatch only confirmed data, as in controller mode:
 - sync: K concurrent tasks each doing put + ``notify_appended`` + ``wait_replicated``
   (pipelined sync double write, all-ack) until N are acknowledged;
 - async: N puts back to back, then the time until the slave holds everything.
-Prints msg/s, MB/s and latency percentiles of the sync waits, and a final JSON line.
+Prints msg/s, MB/s, latency percentiles of the sync waits and this process's CPU per sync
+write (master and slaves together: ``time.process_time``, steady on a shared machine,
+unlike msg/s), and a final JSON line.
 """
 
 from __future__ import annotations
@@ -37,48 +41,64 @@ class _Pair:
     master: HAMaster
 
 
-def _store(directory: Path, name: str) -> MessageStore:
+def _store(directory: Path, name: str, *, confirmed: bool = False) -> MessageStore:
     config = StoreConfig(
-        flush_mode=FlushMode.ASYNC_FLUSH, min_free_disk_bytes=64 * 1024 * 1024, node_name=name
+        flush_mode=FlushMode.ASYNC_FLUSH,
+        min_free_disk_bytes=64 * 1024 * 1024,
+        node_name=name,
+        dispatch_confirmed_only=confirmed,
     )
     return MessageStore.open(directory / name, config)
 
 
 @asynccontextmanager
-async def _pair(directory: Path) -> AsyncIterator[_Pair]:
-    ms, ss = _store(directory, "master"), _store(directory, "slave")
+async def _pair(
+    directory: Path, *, slaves: int = 1, confirmed: bool = False
+) -> AsyncIterator[_Pair]:
+    ms = _store(directory, "master", confirmed=confirmed)
+    stores = [_store(directory, f"slave{i}", confirmed=confirmed) for i in range(1, slaves + 1)]
     config = HAConfig()
     master = HAMaster(ms, EpochFile.load(ms.store_dir), config, node_name="master")
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(ms.run)
-            await nursery.start(ss.run)
             port = await nursery.start(master.serve)
-            slave = HASlave(
-                ss,
-                EpochFile.load(ss.store_dir),
-                config,
-                broker_id=1,
-                node_name="slave",
-                master_address=f"127.0.0.1:{port}",
-            )
-            await nursery.start(slave.run)
+            for i, ss in enumerate(stores, start=1):
+                await nursery.start(ss.run)
+                slave = HASlave(
+                    ss,
+                    EpochFile.load(ss.store_dir),
+                    config,
+                    broker_id=i,
+                    node_name=f"slave{i}",
+                    master_address=f"127.0.0.1:{port}",
+                )
+                await nursery.start(slave.run)
             with trio.fail_after(10):
-                while master.sync_state_set[0] != {0, 1}:  # noqa: ASYNC110 - polls the master
+                while len(master.sync_state_set[0]) != slaves + 1:  # noqa: ASYNC110 - polls
                     await trio.sleep(0.01)
-            yield _Pair(ms, ss, master)
+            yield _Pair(ms, stores[0], master)
             nursery.cancel_scope.cancel()
     finally:
         await ms.close()
-        await ss.close()
+        for ss in stores:
+            await ss.close()
 
 
-async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -> dict[str, float]:
+async def bench_sync(
+    directory: Path,
+    count: int,
+    size: int,
+    concurrency: int,
+    *,
+    slaves: int = 1,
+    confirmed: bool = False,
+) -> dict[str, float]:
     msgs = store_records(size)
     latencies = LatencyHistogram()
     outcomes: dict[ReplicaOutcome, int] = dict.fromkeys(ReplicaOutcome, 0)
     remaining = [count]
-    async with _pair(directory) as p:
+    async with _pair(directory, slaves=slaves, confirmed=confirmed) as p:
 
         async def sender() -> None:
             while remaining[0] > 0:
@@ -90,11 +110,11 @@ async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -
                 latencies.record(to_us(time.perf_counter() - began))
                 outcomes[outcome] += 1
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         async with trio.open_nursery() as senders:
             for _ in range(concurrency):
                 senders.start_soon(sender)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         put_bytes = p.master_store.statistics().put_bytes
         assert p.slave_store.max_physical_offset == p.master_store.max_physical_offset
     row = {
@@ -106,11 +126,13 @@ async def bench_sync(directory: Path, count: int, size: int, concurrency: int) -
         "ok": outcomes[ReplicaOutcome.OK],
         "timeouts": outcomes[ReplicaOutcome.TIMEOUT],
         "no_slave": outcomes[ReplicaOutcome.NO_SLAVE],
+        "cpu_us_per_msg": cpu / count * 1e6,
     }
     print(
-        f"  sync: {count} msgs x {size} B, {concurrency} waiters: {row['msg_per_s']:,.0f} msg/s, "
-        f"{row['mb_per_s']:.1f} MB/s, p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
-        f"max {row['max_ms']:.1f} ms, {row['timeouts']} timeouts"
+        f"  sync: {count} msgs x {size} B, {concurrency} waiters, {slaves} slaves: "
+        f"{row['msg_per_s']:,.0f} msg/s, {row['mb_per_s']:.1f} MB/s, p50 {row['p50_ms']:.2f} "
+        f"ms, p99 {row['p99_ms']:.2f} ms, max {row['max_ms']:.1f} ms, {row['timeouts']} "
+        f"timeouts, CPU {row['cpu_us_per_msg']:.1f} us/msg"
     )
     return row
 
@@ -145,14 +167,35 @@ async def bench_async(directory: Path, count: int, size: int) -> dict[str, float
 
 
 async def _runs(parent: Path, args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "sync": await bench_sync(parent / "sync", args.count, args.size, args.concurrency),
-        "async": await bench_async(parent / "async", args.count, args.size),
-    }
+    sync = await bench_sync(
+        parent / "sync",
+        args.count,
+        args.size,
+        args.concurrency,
+        slaves=args.slaves,
+        confirmed=args.confirmed,
+    )
+    if args.sync_only:
+        return {"sync": sync}
+    return {"sync": sync, "async": await bench_async(parent / "async", args.count, args.size)}
+
+
+def _more_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--slaves", type=int, default=1, help="slaves of the sync run")
+    parser.add_argument(
+        "--confirmed", action="store_true", help="dispatch only confirmed data (controller mode)"
+    )
+    parser.add_argument("--sync-only", action="store_true", help="skip the async run")
 
 
 def main() -> None:
-    common.main(__doc__.splitlines()[0], _runs, prefix="ha-bench-", default_count=50_000)
+    common.main(
+        __doc__.splitlines()[0],
+        _runs,
+        prefix="ha-bench-",
+        default_count=50_000,
+        more_args=_more_args,
+    )
 
 
 if __name__ == "__main__":
