@@ -146,6 +146,10 @@ class _Conn:
     state: HAState = HAState.HANDSHAKE
     #: Next offset to send.
     position: int = -1
+    #: ``position`` is the end of a batch read on this connection, so a unit boundary
+    #: (this master's log is not cut while it serves); the first one, the slave's
+    #: choice, is checked by the read.
+    at_boundary: bool = False
     #: Master max offset when the last data batch went out, and when.
     sent_master_max: int = -1
     sent_at_s: float | None = None
@@ -714,7 +718,7 @@ class HAMaster:
         limit = self.config.batch_bytes
         if entry.end_offset is not None:
             limit = min(limit, entry.end_offset - position)
-        data = self._read(position, limit)
+        data = self._read(position, limit, at_boundary=conn.at_boundary)
         if not data or (entry.end_offset is not None and position + len(data) > entry.end_offset):
             raise StorageError(f"cannot read a batch at {position} within epoch {entry.epoch}")
         confirm = self._core.confirm_offset
@@ -727,17 +731,17 @@ class HAMaster:
         )
         now = _now()
         conn.sent_master_max, conn.sent_at_s = store.max_physical_offset, now
-        conn.position = position + len(data)
+        conn.position, conn.at_boundary = position + len(data), True
         conn.sent_confirm, conn.confirm_moved_s = confirm, None
         conn.last_send_s = now
         await send_all(stream, head + data, timeout_s=self.config.send_timeout_s, what=what)
         conn.meter.record(_now(), len(data))
 
-    def _read(self, position: int, limit: int) -> bytes:
+    def _read(self, position: int, limit: int, *, at_boundary: bool) -> bytes:
         last = self._last_read
         if last is not None and last[0] == position and last[1] == limit:
             return last[2]
-        data = self._store.read_raw(position, limit)
+        data = self._store.read_raw(position, limit, at_boundary=at_boundary)
         self._last_read = (position, limit, data)
         return data
 

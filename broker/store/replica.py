@@ -163,10 +163,12 @@ class StoreReplica(StorePut):
         problem = check(rec) if check is not None else None
         return problem or self._queue_name_problem(rec.topic, rec.queue_id)
 
-    def read_raw(self, offset: int, max_bytes: int) -> bytes:
+    def read_raw(self, offset: int, max_bytes: int, *, at_boundary: bool = False) -> bytes:
         """Whole units (records, or a blank marker with its padding) from ``offset`` (a
         boundary) within one segment, at most ``max_bytes`` unless the first unit is larger;
-        b"" at the write offset. For a master's HA stream; ``append_raw`` takes them."""
+        b"" at the write offset. For a master's HA stream; ``append_raw`` takes them.
+        ``at_boundary``: the caller knows ``offset`` is one (the end of its previous
+        read_raw, the log not cut since), which saves the check's read of a header."""
         clog = self._clog
         end = clog.write_offset
         seg = clog.segment_for(offset)
@@ -181,7 +183,7 @@ class StoreReplica(StorePut):
                     "only copy records"
                 )
             stop = damage.offset
-        if not self._is_boundary(offset):
+        if not at_boundary and not self._is_boundary(offset):
             raise StorageError(f"cannot read raw data from {offset}: not a record boundary")
         data = clog.read(offset, min(max(max_bytes, BLANK_MARKER_BYTES), stop - offset)) or b""
         i = 0
