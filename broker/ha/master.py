@@ -13,12 +13,13 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
 - Idle streamers park until ``notify_appended`` wakes them; an empty transfer (heartbeat)
   goes out after ``heartbeat_interval_s`` without sending, or ``confirm_linger_s`` after
   the confirm offset moved with no batch to carry it (the move pulls the park's deadline
-  in; it wakes no task). Every transfer header carries the confirm offset, so under
-  steady writes the next batch tells the slave and no heartbeat goes out per confirm
-  change (that doubled the master's sends and the slaves' wake-ups per sync write). A
-  slave only learns the confirm later, never a higher one: it dispatches (serves) less for
-  at most ``confirm_linger_s``, never data the SyncStateSet does not hold; nothing else
-  reads a slave's confirm offset (elections go by epoch and max offset).
+  in; it wakes no task), at once while puts come further apart than the linger. Every
+  transfer header carries the confirm offset, so under steady writes the next batch tells
+  the slave and no heartbeat goes out per confirm change (that doubled the master's sends
+  and the slaves' wake-ups per sync write). A slave only learns the confirm later, never
+  a higher one: it dispatches (serves) less for at most ``confirm_linger_s``, never data
+  the SyncStateSet does not hold; nothing else reads a slave's confirm offset (elections
+  go by epoch and max offset).
 - Every mastership has its own epoch: static mode starts one in ``serve``, controller
   mode takes the controller's through ``new_epoch``.
 - The HA port is an ``HAListener`` (``broker/listeners.py``): its own, bound in ``serve``
@@ -235,6 +236,9 @@ class HAMaster:
         #: asks for the same bytes; one read serves them all. Cleared whenever the log may
         #: have been cut (a new epoch, a new mastership).
         self._last_read: tuple[int, int, bytes] | None = None
+        #: When the last put came, and how long after the one before it.
+        self._last_put_s = 0.0
+        self._put_gap_s = float("inf")
 
     # ======================================================================================
     # the broker's API
@@ -243,6 +247,8 @@ class HAMaster:
     def notify_appended(self) -> None:
         """Call after every put: wakes idle streamers; moves a confirm offset that follows
         the master (master-only set, or count mode)."""
+        now = _now()
+        self._put_gap_s, self._last_put_s = now - self._last_put_s, now
         actions = self._core.master_advanced(self._store.max_physical_offset)
         if actions:
             self._after(actions)
@@ -696,7 +702,7 @@ class HAMaster:
                     # batch if one comes within confirm_linger_s, else an empty transfer.
                     if conn.confirm_moved_s is None:
                         conn.confirm_moved_s = now
-                    due = min(due, conn.confirm_moved_s + cfg.confirm_linger_s)
+                    due = min(due, conn.confirm_moved_s + self._linger_s())
                 if now >= due:
                     await self._send_heartbeat(stream, conn, what)
                 else:
@@ -793,7 +799,7 @@ class HAMaster:
         """Each parked streamer whose slave was told less sends an empty transfer within
         ``confirm_linger_s`` unless a batch carries the confirm first."""
         now = _now()
-        linger = self.config.confirm_linger_s
+        linger = self._linger_s()
         for conn in self._conns.values():
             if conn.sent_confirm == confirm:
                 continue
@@ -802,6 +808,13 @@ class HAMaster:
             scope = conn.park_scope
             if scope is not None:
                 scope.deadline = min(scope.deadline, conn.confirm_moved_s + linger)
+
+    def _linger_s(self) -> float:
+        """``confirm_linger_s``, or 0 while puts come further apart than that: the next
+        batch would come too late to carry the confirm, and a heartbeat sent later costs
+        the master a wake-up of its own."""
+        linger = self.config.confirm_linger_s
+        return linger if self._put_gap_s <= linger else 0.0
 
     def _release_waiters(self) -> None:
         if not self._waiters:

@@ -290,11 +290,12 @@ async def test_a_moved_confirm_offset_rides_the_next_batch(tmp_path: Path) -> No
         async with cluster(m, ha) as c, FakeSlave.connect(c.port) as fake:
             await fake.handshake(1, ack=0)
             await until(lambda: bool(c.master.status().slaves))
-            (end1,) = c.append(1)
+            c.append(1)
+            (end1,) = c.append(1, start=1)  # puts close together: the linger applies
             await fake.transfers_until(end1)
             await fake.ack(end1)
             await until(lambda: c.master.confirm_offset == end1)
-            (end2,) = c.append(1, start=1)
+            (end2,) = c.append(1, start=2)
             second = await fake.next()  # no empty transfer before it
             assert isinstance(second, Transfer)
             assert (second.offset, len(second.data)) == (end1, end2 - end1)
@@ -327,6 +328,37 @@ async def test_no_linger_tells_an_idle_slave_the_confirm_offset_at_once(tmp_path
             beat = await fake.next()
             assert isinstance(beat, Transfer)
             assert (beat.data, beat.confirm_offset) == (b"", end1)
+            await fake.aclose()
+    finally:
+        await m.store.close()
+
+
+async def test_sparse_puts_tell_the_confirm_offset_at_once(tmp_path: Path) -> None:
+    """Puts further apart than ``confirm_linger_s``: no batch would come in time to carry
+    the confirm, so the empty transfer goes out at once rather than after the linger."""
+    ha = attrs.evolve(
+        HA_CFG, confirm_linger_s=2.0, heartbeat_interval_s=5.0, housekeeping_timeout_s=10.0
+    )
+    cfg = attrs.evolve(STORE_CFG, dispatch_confirmed_only=True)
+    m = Node.open(tmp_path / "m", "m", cfg)
+    try:
+        async with cluster(m, ha) as c, FakeSlave.connect(c.port) as fake:
+            await fake.handshake(1, ack=0)
+            await until(lambda: bool(c.master.status().slaves))
+            (end1,) = c.append(1)
+            await fake.transfers_until(end1)
+            await fake.ack(end1)
+            await trio.sleep(ha.confirm_linger_s + 0.1)  # the next put comes later than that
+            (end2,) = c.append(1, start=1)
+            await fake.transfers_until(end2)
+            await fake.ack(end2)
+            start = trio.current_time()
+            while True:
+                beat = await fake.next()
+                assert isinstance(beat, Transfer) and not beat.data
+                if beat.confirm_offset == end2:
+                    break
+            assert trio.current_time() - start < ha.confirm_linger_s
             await fake.aclose()
     finally:
         await m.store.close()
