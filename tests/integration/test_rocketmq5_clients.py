@@ -238,7 +238,8 @@ async def test_cluster_up_starts_a_proxy_the_client_uses(tmp_path: Path) -> None
         await cluster_down(root)
 
 
-@pytest.mark.slow  # ~60 s: a controller-mode cluster, an election, the client twice
+# Not slow on purpose (~60 s): issue 17 asks CI to drive the official client through a
+# master kill in controller mode.
 async def test_controller_failover_loses_no_popped_message(tmp_path: Path) -> None:
     """Controller mode behind the proxy: 20 sent, all received, the even ones acked; kill
     -9 the master; through the same proxy every odd (unacked) message comes back from the
