@@ -377,6 +377,14 @@ class SendMessageRequestHeaderV2(Header):
     m: bool | None = None  # batch
     n: str | None = None  # brokerName
 
+    @classmethod
+    def parse_v1(cls, ext: Mapping[str, str]) -> SendMessageRequestHeader:
+        """``from_ext_fields(ext).to_v1()`` in one step (the send path's header): the V2
+        fields parsed as ``from_ext_fields`` parses them, errors included, straight into
+        the V1 header, without building the V2 one."""
+        parse = _V2_TO_V1 or _compile_v2_to_v1()
+        return parse(ext)
+
     def to_v1(self) -> SendMessageRequestHeader:
         # Positional in SendMessageRequestHeader's field order (note batch / max times).
         return SendMessageRequestHeader._make(
@@ -402,6 +410,38 @@ class SendMessageRequestHeaderV2(Header):
             m=v1.batch,
             n=v1.broker_name,
         )
+
+
+_V2_TO_V1: Callable[[Mapping[str, str]], SendMessageRequestHeader] | None = None
+
+
+def _compile_v2_to_v1() -> Callable[[Mapping[str, str]], SendMessageRequestHeader]:
+    """``SendMessageRequestHeaderV2.parse_v1``: V2's generated parse lines, then V1's make
+    with the fields in ``to_v1``'s order."""
+    global _V2_TO_V1
+    v2 = SendMessageRequestHeaderV2
+    specs = v2._field_specs()
+    v1_make = (
+        _CODECS.get(SendMessageRequestHeader) or _compile_codec(SendMessageRequestHeader)
+    ).make
+    namespace: dict[str, Any] = {
+        "code": v2.CODE,
+        "specs": specs,
+        "_parse": _parse,
+        "make": v1_make,
+        "MissingHeaderField": MissingHeaderField,
+    }
+    lines = ["def parse(ext):", "    get = ext.get"]
+    fields: tuple[attrs.Attribute[Any], ...] = attrs.fields(v2)
+    for n, (spec, field) in enumerate(zip(specs, fields, strict=True)):
+        lines += _parse_lines(n, spec, field.default, v2.CODE)
+    by_name = {spec.attr: f"v{n}" for n, spec in enumerate(specs)}
+    # V1's field order as to_v1 passes them: a..h, i, j, k, then m (batch), l, n.
+    order = [by_name[name] for name in "abcdefghijkmln"]
+    lines.append(f"    return make({', '.join(order)})")
+    exec(compile("\n".join(lines) + "\n", "<header codec V2 -> V1>", "exec"), namespace)
+    _V2_TO_V1 = namespace["parse"]
+    return _V2_TO_V1
 
 
 @attrs.frozen(kw_only=True)

@@ -170,7 +170,7 @@ class SendProcessor:
         return await self._send(request, header, conn)
 
     async def send_v2(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
-        header = SendMessageRequestHeaderV2.from_ext_fields(request.ext_fields).to_v1()
+        header = SendMessageRequestHeaderV2.parse_v1(request.ext_fields)
         return await self._send(request, header, conn)
 
     # --- the send path ---------------------------------------------------------------

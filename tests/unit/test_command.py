@@ -469,7 +469,11 @@ JSON_VALUES = st.recursive(
 def _stdlib_header(raw: bytes) -> object:
     """What the stdlib decoder alone makes of ``raw``: the fields, or the error text."""
     try:
-        return command_module._header_fields(command_module._stdlib_loads(raw), float_reparse=False)
+        # The general, field-by-field path: the fast path for string extFields and int32
+        # numbers must give what it gives.
+        return command_module._header_fields_checked(
+            command_module._stdlib_loads(raw), float_reparse=False
+        )
     except MalformedHeader as exc:
         return f"MalformedHeader: {exc}"
 

@@ -458,3 +458,16 @@ def test_generated_codec_is_the_general_loop(cls: type[h.Header], data: st.DataO
     assert _outcome(cls.from_ext_fields, ext) == expected
     if isinstance(expected, h.Header):
         assert expected.to_ext_fields() == _reference_to_ext(expected)
+
+
+@settings(deadline=None, max_examples=200)
+@given(data=st.data())
+def test_v2_parse_v1_is_from_ext_fields_then_to_v1(data: st.DataObject) -> None:
+    v2 = h.SendMessageRequestHeaderV2
+    ext: dict[str, str] = {}
+    for spec in v2._field_specs():
+        if data.draw(st.integers(0, 9)) == 0:
+            continue  # absent: missing when required
+        ext[spec.wire] = data.draw(NUMBER_TEXT | st.sampled_from(["x", "true", "False"]))
+    expected = _outcome(lambda e: v2.from_ext_fields(e).to_v1(), ext)
+    assert _outcome(v2.parse_v1, ext) == expected
