@@ -595,6 +595,7 @@ class Broker:
             with trio.CancelScope(shield=True):
                 await self._store.close()
             raise
+        self.server.after_requests = self.store.write_queue_entries  # one pwrite a queue a read
         self.store.add_arrival_listener(self.pull_holds.notify)
         self.store.add_arrival_listener(self.pop.arrivals.notify)
         self.store.add_truncate_listener(lambda: self._correct_offsets("the CommitLog was cut"))

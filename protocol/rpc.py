@@ -171,8 +171,10 @@ class Connection:
         config: TransportConfig,
         budget: ByteBudget | None = None,
         warnings: ThrottledLog | None = None,
+        after_requests: Callable[[], None] | None = None,
     ) -> None:
         self.id = next(_connection_ids)
+        self._after_requests = after_requests  # RemotingServer.after_requests
         self.name = name
         self._stream = stream
         # A TLS stream may hold decrypted bytes the socket no longer shows (protocol/tls.py).
@@ -394,6 +396,8 @@ class Connection:
                     with contextlib.suppress(ConnectionLost):
                         await self._send_bytes(answer)  # the reader notices a loss
                 return
+            if self._after_requests is not None:
+                self._after_requests()
             if (data := await self._receive(decoder)) is None:
                 break
             try:
@@ -600,6 +604,9 @@ class RemotingServer:
         self.port = port
         self.handlers = handlers
         self.config = config or TransportConfig()
+        #: Run after each read's requests ran up to their first wait, before their answers
+        #: are written: work cheaper once a read than once a request (ConsumeQueue writes).
+        self.after_requests: Callable[[], None] | None = None
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self.connections: dict[int, Connection] = {}
@@ -699,6 +706,7 @@ class RemotingServer:
                 config=self.config,
                 budget=self._budget,
                 warnings=self._connection_log,
+                after_requests=self.after_requests,
             )
             self.connections[conn.id] = conn
             log.debug("%s: connection from %s", self.name, conn.peer)

@@ -17,6 +17,14 @@ Rules (reference/rocketmq-wire.md §3.7):
   where entries stop making sense. The store rebuilds such a queue from the CommitLog
   (``repair.py``); records lost in skipped damaged bytes get entries pointing at those
   bytes (``fill``), so queue offsets stay dense and those are never served.
+- Appended entries are held in memory (one queue's consecutive entries within one file, at
+  most ``PENDING_MAX_ENTRIES``) and written with one pwrite by ``write_pending``: the store
+  calls it for every queue it appended to at the end of each read's requests
+  (``MessageStore.write_queue_entries``) and from its flush tick. Every method that reads,
+  cuts, fsyncs or closes the files writes them first, so nothing ever reads around them;
+  ``max_offset`` counts them from the start. A kill -9 loses what was held like any
+  unsynced tail: recovery re-dispatches from the checkpoint's dispatched offset, below
+  which every entry was written and fsynced (``dirty_fds`` writes them first).
 - A queue computes its own directory from the ConsumeQueue root, its topic and queue id
   (``paths.queue_path``): a name that would lead outside the root raises ``UnsafeName``
   before anything is created, whoever asks.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import os
 import struct
@@ -48,6 +57,9 @@ _BLANK_ENTRY = CQ_ENTRY.pack(0, BLANK_SIZE, 0)
 assert CQ_ENTRY_BYTES == 20
 #: How far past a queue's last entry ``open`` looks for entries that should not be there.
 _AFTER_END_BYTES = 64 * 1024
+#: Entries one queue holds before writing them (one pwrite of 5 KiB at most).
+PENDING_MAX_ENTRIES = 256
+_PENDING_MAX_BYTES = PENDING_MAX_ENTRIES * CQ_ENTRY_BYTES
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -180,6 +192,11 @@ class ConsumeQueue:
         #: Next logical offset to write (= number of entries ever written).
         self.max_offset = 0
         self._dirty: set[int] = set()  # indexes into _files' first_offset values
+        #: Entries appended and not yet written (``write_pending``): consecutive, in
+        #: ``_pending_file`` from entry ``_pending_index`` of that file on.
+        self._pending = bytearray()
+        self._pending_file: _CqFile | None = None
+        self._pending_index = 0
         self._repairs_logged = False
         #: Why ``open`` found this queue damaged (None: nothing seen); the store rebuilds it.
         self.damage: str | None = None
@@ -248,6 +265,8 @@ class ConsumeQueue:
         return None
 
     def _read_raw(self, f: _CqFile, index_in_file: int) -> CqEntry:
+        if self._pending:
+            self.write_pending()
         data = os.pread(f.fd, CQ_ENTRY_BYTES, index_in_file * CQ_ENTRY_BYTES)
         if len(data) < CQ_ENTRY_BYTES:
             data = data.ljust(CQ_ENTRY_BYTES, b"\0")
@@ -277,6 +296,8 @@ class ConsumeQueue:
         assert max_count > 0
         if not self.min_offset <= queue_offset < self.max_offset:
             return []
+        if self._pending:
+            self.write_pending()
         f = self._file_for(queue_offset)
         if f is None:
             return None
@@ -288,6 +309,8 @@ class ConsumeQueue:
 
     def raw_entries(self, begin: int, end: int) -> list[tuple[int, int, int]]:
         """Raw ``(phys, size, tags)`` of logical offsets [begin, end), zeros included."""
+        if self._pending:
+            self.write_pending()
         out: list[tuple[int, int, int]] = []
         q = begin
         while q < end:
@@ -336,8 +359,10 @@ class ConsumeQueue:
         self._files.append(f)
         return f
 
-    def append(self, queue_offset: int, physical_offset: int, size: int, tags_code: int) -> None:
-        """Write the entry for the next logical offset (``queue_offset == max_offset``).
+    def append(self, queue_offset: int, physical_offset: int, size: int, tags_code: int) -> bool:
+        """Add the entry for the next logical offset (``queue_offset == max_offset``),
+        held until ``write_pending``; True when the queue held nothing before it (the
+        caller must see that ``write_pending`` runs).
 
         An empty queue accepts any starting offset (its first file is pre-filled with blanks).
         """
@@ -352,23 +377,54 @@ class ConsumeQueue:
         f = self._file_for(queue_offset)
         if f is None:
             f = self._create_file(queue_offset - queue_offset % self.entries_per_file)
-        os.pwrite(
-            f.fd,
-            encode_entry(physical_offset, size, tags_code),
-            (queue_offset - f.first_offset) * CQ_ENTRY_BYTES,
-        )
-        self._dirty.add(f.first_offset)
+        pending = self._pending
+        started = False
+        if f is not self._pending_file or not pending:
+            if pending:
+                self.write_pending()  # the held entries are in the file before
+            self._pending_file = f
+            self._pending_index = queue_offset - f.first_offset
+            self._dirty.add(f.first_offset)
+            started = True
+        pending += encode_entry(physical_offset, size, tags_code)
         self.max_offset = queue_offset + 1
+        if len(pending) >= _PENDING_MAX_BYTES:
+            self.write_pending()
+        return started
+
+    @property
+    def pending_entries(self) -> int:
+        """Entries appended and not yet written."""
+        return len(self._pending) // CQ_ENTRY_BYTES
+
+    def write_pending(self) -> None:
+        """Write the held entries with one pwrite. An error (``OSError``) keeps them held,
+        to be written by the next call."""
+        pending = self._pending
+        f = self._pending_file
+        if not pending or f is None:
+            return
+        pos = self._pending_index * CQ_ENTRY_BYTES
+        written = os.pwrite(f.fd, pending, pos)
+        if written != len(pending):  # a regular file writes short only when space runs out
+            del pending[: written - written % CQ_ENTRY_BYTES]
+            self._pending_index += written // CQ_ENTRY_BYTES
+            raise OSError(errno.ENOSPC, f"short write to {f.path}")
+        self._dirty.add(f.first_offset)
+        pending.clear()
 
     def fill(self, until_offset: int, physical_offset: int, size: int) -> None:
         """Append entries up to ``until_offset`` for records lost in damaged CommitLog bytes:
-        they point at those bytes (``physical_offset``, ``size``), which are never served."""
+        they point at those bytes (``physical_offset``, ``size``), which are never served.
+        Held like any append: the caller (the store's dispatch) arranges the write."""
         size = min(size, BLANK_SIZE - 1)
         while self.max_offset < until_offset:
             self.append(self.max_offset, physical_offset, size, 0)
 
     def _start_at(self, queue_offset: int) -> None:
         """Make an empty queue begin at ``queue_offset`` (RocketMQ ``fillPreBlank``)."""
+        self._pending.clear()  # an empty queue holds none (entries below its minimum)
+        self._pending_file = None
         for f in self._files:
             os.close(f.fd)
             f.path.unlink()
@@ -384,6 +440,8 @@ class ConsumeQueue:
     def repair(self, queue_offset: int, physical_offset: int, size: int, tags_code: int) -> bool:
         """Recovery: make the entry at an existing ``queue_offset`` match; True if rewritten."""
         assert queue_offset < self.max_offset
+        if self._pending:
+            self.write_pending()
         f = self._file_for(queue_offset)
         if f is None or queue_offset < self.min_offset:
             return False  # already dropped by retention
@@ -413,6 +471,8 @@ class ConsumeQueue:
         """Drop every entry at or past ``queue_offset``."""
         if queue_offset >= self.max_offset:
             return
+        if self._pending:
+            self.write_pending()
         queue_offset = max(queue_offset, self._files[0].first_offset if self._files else 0)
         while self._files and self._files[-1].first_offset > queue_offset:
             f = self._files.pop()
@@ -433,6 +493,8 @@ class ConsumeQueue:
         """Zero whatever the last file holds past the last entry (found there by ``open``)."""
         if not self._files:
             return
+        if self._pending:
+            self.write_pending()
         f = self._files[-1]
         pos = max(0, self.max_offset - f.first_offset) * CQ_ENTRY_BYTES
         os.ftruncate(f.fd, pos)
@@ -447,6 +509,8 @@ class ConsumeQueue:
     def advance_min(self, min_physical: int) -> int:
         """Retention: skip entries below ``min_physical``; delete whole files below the new
         minimum except the last one. Returns the number of files deleted."""
+        if self._pending:
+            self.write_pending()
         self.min_offset = max(self.min_offset, self.first_offset_at_or_after_physical(min_physical))
         deleted = 0
         while len(self._files) > 1 and (
@@ -463,7 +527,9 @@ class ConsumeQueue:
 
     def dirty_fds(self) -> list[int]:
         """Duplicated fds of files written since ``clear_dirty`` (the caller fsyncs and
-        closes them); all or none (``collect_fds``)."""
+        closes them); all or none (``collect_fds``). Held entries are written first."""
+        if self._pending:
+            self.write_pending()
         return collect_fds(os.dup(f.fd) for f in self._files if f.first_offset in self._dirty)
 
     def clear_dirty(self) -> None:
@@ -476,7 +542,16 @@ class ConsumeQueue:
         return len(self._files)
 
     def close(self) -> None:
-        """Close every file descriptor."""
+        """Write the held entries (as far as possible) and close every file descriptor."""
+        if self._pending:
+            try:
+                self.write_pending()
+            except OSError as exc:
+                log.warning(
+                    "consume queue %s/%d: entries lost at close: %s", self.topic, self.queue_id, exc
+                )
+        self._pending.clear()
+        self._pending_file = None
         for f in self._files:
             with contextlib.suppress(OSError):
                 os.close(f.fd)

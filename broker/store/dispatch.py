@@ -15,6 +15,11 @@ Rules:
   record's tag code is its delivery time, a timer-topic record's its TIMER_OUT_MS.
 - Arrival listeners are called synchronously after each ConsumeQueue append; they must not
   block (they only wake waiters).
+- ConsumeQueue entries are held in memory by their queue (``ConsumeQueue.write_pending``)
+  and written with one pwrite per queue by ``write_queue_entries``: the broker calls it at
+  the end of each read's requests (a read of 64 sends over 8 queues: 8 pwrites, not 64),
+  the flush tick calls it for appends made elsewhere. Readers never see around them (the
+  queue writes them before any read), and a checkpoint's fsync writes them first.
 - Reading back is chunked (``_DISPATCH_CHUNK_BYTES``), so memory stays bounded however far
   behind dispatch is.
 - A record whose topic or queue id cannot name a directory under the store
@@ -159,7 +164,8 @@ class StoreDispatch(StoreState):
             else:
                 if cq.min_offset < cq.max_offset < queue_offset:
                     self._fill_lost(cq, queue_offset, phys)
-                cq.append(queue_offset, phys, size, code)
+                if cq.append(queue_offset, phys, size, code):
+                    self._unwritten_cqs.append(cq)
                 wrote = True
                 for listener in self._listeners:
                     listener(topic, queue_id, queue_offset + 1, code)
@@ -180,6 +186,7 @@ class StoreDispatch(StoreState):
         damage = self._damage.last_before(phys) if self._damage else None
         if damage is None or damage.offset < cq.last_physical_end:
             return
+        self._unwritten_cqs.append(cq)  # the entries ``fill`` holds
         log.warning(
             "%s: consume queue %s/%d: offsets %d..%d lost in %s",
             self.node,
@@ -323,6 +330,22 @@ class StoreDispatch(StoreState):
     def _on_flush_tick(self) -> None:
         if self._dispatched < self._dispatch_limit():
             self.catch_up_dispatch()
+        self.write_queue_entries()
+
+    def write_queue_entries(self) -> None:
+        """Write the ConsumeQueue entries appended since the last call, one pwrite per
+        queue. A queue whose write fails keeps them (the next call, or its next reader,
+        writes them); the failure is counted and logged as a dispatch failure."""
+        unwritten = self._unwritten_cqs
+        if not unwritten or self._closed:
+            return
+        self._unwritten_cqs = []
+        for cq in unwritten:
+            try:
+                cq.write_pending()
+            except OSError as exc:
+                self._unwritten_cqs.append(cq)
+                self._dispatch_failed(exc)
 
     def _dispatch_failed(self, exc: OSError) -> None:
         self._dispatch_failures += 1

@@ -71,6 +71,9 @@ class StoreState:
             preallocate=config.index_preallocate,
         )
         self._cqs: dict[tuple[str, int], ConsumeQueue] = {}
+        #: Queues appended to since ``write_queue_entries`` last ran (their entries are
+        #: held in memory until then: ``ConsumeQueue.write_pending``).
+        self._unwritten_cqs: list[ConsumeQueue] = []
         self._queue_offsets: dict[tuple[str, int], int] = {}
         self._listeners: list[ArrivalListener] = []
         #: Called after ``truncate_to`` cut the log (consumer offsets are clamped then).
