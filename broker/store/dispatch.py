@@ -30,6 +30,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -67,6 +68,9 @@ from protocol.message import (
 log = logging.getLogger(__name__)
 
 _DISPATCH_CHUNK_BYTES = 4 * 1024 * 1024
+#: ``tags_code`` by TAGS string: pure, and a busy queue sees a handful of tags (a Java
+#: string hash per record before). Bounded: many distinct tags only evict.
+_tags_hash = functools.lru_cache(maxsize=4096)(tags_code)
 #: Records skipped for an unsafe name that are logged one by one (then only counted).
 _UNSAFE_LOGGED = 10
 
@@ -138,7 +142,7 @@ class StoreDispatch(StoreState):
             raw = properties.get(PROPERTY_TIMER_OUT_MS, "")
             if raw.isdigit():  # the timer log's due time (broker/timers.py)
                 return int(raw)
-        return tags_code(properties.get(PROPERTY_TAGS))
+        return _tags_hash(properties.get(PROPERTY_TAGS))
 
     def _dispatch_one(
         self,
@@ -156,7 +160,11 @@ class StoreDispatch(StoreState):
         """Write the ConsumeQueue entry and index keys of one record; True if anything new."""
         wrote = False
         counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
-        cq = self._consume_queue(topic, queue_id) if counted else None
+        cq = (
+            (self._cqs.get((topic, queue_id)) or self._consume_queue(topic, queue_id))
+            if counted
+            else None
+        )
         if cq is not None:
             code = self._tags_code(topic, properties, store_ms)
             if recovering and queue_offset < cq.max_offset:
