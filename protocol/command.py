@@ -46,6 +46,11 @@ _INT32 = struct.Struct(">i")
 _UINT16 = struct.Struct(">H")
 _INT32_MIN, _INT32_MAX = INT32_RANGE
 _JSON = int(SerializeType.JSON)
+#: ``header_json`` of a command without remark from a JAVA peer, keys in its order.
+_JAVA_HEADER = (
+    b'{"code":%d,"extFields":%b,"flag":%d,"language":"JAVA","opaque":%d,'
+    b'"serializeTypeCurrentRPC":"JSON","version":%d}'
+)
 #: ``set(map(type, ext.values()))`` of an extFields object whose values are all strings.
 _STRINGS_ONLY = {str}
 
@@ -144,6 +149,17 @@ class RemotingCommand:
 
     def header_json(self) -> bytes:
         ext = self.ext_fields
+        if self.remark is None and self.language == "JAVA":
+            # What the dict below encodes to, with only extFields through the encoder (the
+            # rest is integers and fixed ASCII text, which both encoders write as %d and
+            # as is): 1.6 -> 1.1 µs for a SEND_OK.
+            return _JAVA_HEADER % (
+                self.code,
+                dumps_ascii(ext if type(ext) is dict else dict(ext)),
+                self.flag,
+                self.opaque,
+                self.version,
+            )
         header: dict[str, Any] = {
             "code": self.code,
             "extFields": ext if type(ext) is dict else dict(ext),

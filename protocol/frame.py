@@ -45,13 +45,10 @@ def encode_frame(header: bytes, body: bytes = b"", *, serialize_type: int = 0) -
     header_len = len(header)
     if header_len > _HEADER_LEN_MASK:
         raise FrameTooLarge(f"header of {header_len} bytes exceeds the 24-bit header length")
-    return b"".join(
-        (
-            _PREFIX.pack(4 + header_len + len(body), (serialize_type << 24) | header_len),
-            header,
-            body,
-        )
-    )
+    prefix = _PREFIX.pack(4 + header_len + len(body), (serialize_type << 24) | header_len)
+    if body:
+        return b"".join((prefix, header, body))
+    return prefix + header  # most answers: half the time of a join
 
 
 @attrs.define

@@ -222,6 +222,26 @@ def test_json_round_trip(cmd: RemotingCommand) -> None:
     assert _decode(wire) == cmd
 
 
+@settings(deadline=None, max_examples=300)
+@given(cmd=json_commands, java=st.booleans())
+def test_json_header_is_the_stdlib_encoding_of_its_fields(cmd: RemotingCommand, java: bool) -> None:
+    if java:  # the shortcut's case: no remark, a JAVA peer
+        cmd = attrs.evolve(cmd, remark=None, language="JAVA")
+    header: dict[str, object] = {
+        "code": cmd.code,
+        "extFields": dict(cmd.ext_fields),
+        "flag": cmd.flag,
+        "language": cmd.language,
+        "opaque": cmd.opaque,
+        "serializeTypeCurrentRPC": "JSON",
+        "version": cmd.version,
+    }
+    if cmd.remark is not None:
+        header["remark"] = cmd.remark
+    expected = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+    assert cmd.header_json() == expected
+
+
 def test_json_header_shape() -> None:
     cmd = RemotingCommand.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"}, b"", opaque=7)
     header = json.loads(cmd.header_json())
