@@ -153,10 +153,11 @@ class StorePut(StoreDispatch):
         properties: Mapping[str, str],
     ) -> AppendResult:
         size = len(encoded)
-        if size + BLANK_MARKER_BYTES > self.config.segment_bytes:
+        config = self.config
+        if size + BLANK_MARKER_BYTES > config.segment_bytes:
             return AppendResult(
                 status=PutStatus.MESSAGE_ILLEGAL,
-                remark=f"{size} bytes do not fit in a {self.config.segment_bytes}-byte segment",
+                remark=f"{size} bytes do not fit in a {config.segment_bytes}-byte segment",
             )
         # The single-message case of _append_records, unrolled: it is the send hot path.
         clog = self._clog
