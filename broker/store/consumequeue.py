@@ -46,6 +46,7 @@ import attrs
 from broker.store.flush import collect_fds
 from broker.store.paths import queue_path
 from protocol.errors import CorruptRecord
+from protocol.slots import slot_builder
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +96,19 @@ def encode_entry(physical_offset: int, size: int, tags_code: int) -> bytes:
     return CQ_ENTRY.pack(physical_offset, size, tags_code)
 
 
+#: ``CqEntry(queue_offset=, physical_offset=, size=, tags_code=)`` positionally, without
+#: attrs' ``__init__``: a pull decodes 32 entries (``protocol/slots.py``).
+_make_entry = slot_builder(CqEntry)
+
+
 def decode_entries(data: bytes, first_queue_offset: int) -> list[CqEntry]:
     """Decode consecutive entries; stops at the first unwritten (zero-size) one."""
     assert len(data) % CQ_ENTRY_BYTES == 0
     out: list[CqEntry] = []
-    for i, (phys, size, tags) in enumerate(CQ_ENTRY.iter_unpack(data)):
+    for i, (phys, size, tags) in enumerate(CQ_ENTRY.iter_unpack(data), first_queue_offset):
         if size <= 0 or phys < 0:
             break
-        out.append(
-            CqEntry(
-                queue_offset=first_queue_offset + i, physical_offset=phys, size=size, tags_code=tags
-            )
-        )
+        out.append(_make_entry(i, phys, size, tags))
     return out
 
 
