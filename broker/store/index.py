@@ -120,7 +120,8 @@ def index_keys(topic: str, sys_flag: int, uniq_key: str | None, keys: Iterable[s
     if sys_flag & SYSFLAG_TRANSACTION_MASK == SYSFLAG_TRANSACTION_ROLLBACK_TYPE:
         return []
     out = [f"{topic}#{uniq_key}"] if uniq_key else []
-    out.extend(f"{topic}#{k}" for k in keys if k)
+    if keys:  # most records have none: no generator to build
+        out.extend(f"{topic}#{k}" for k in keys if k)
     return out
 
 
