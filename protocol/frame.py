@@ -72,7 +72,7 @@ class FrameDecoder:
         (length,) = _INT32.unpack_from(self._buffer, 0)
         return 4 + int(length)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | bytearray) -> list[Frame]:
         """Add ``data`` and return every frame it completed, in order."""
         if self._poisoned:
             raise ProtocolError("decoder already failed; the connection must be closed")
@@ -81,10 +81,7 @@ class FrameDecoder:
         buffered = bool(self._buffer)
         if buffered:
             self._buffer += data
-            # Sliced as bytes: a held partial frame and its completion, copied once.
-            data = bytes(self._buffer)
-        elif type(data) is not bytes:
-            data = bytes(data)  # frames hold bytes, whatever the read gave
+            data = self._buffer  # read in place: a frame arriving in many reads is not copied
         frames: list[Frame] = []
         pos = 0
         size = len(data)
@@ -106,8 +103,8 @@ class FrameDecoder:
                 body_at = pos + 8 + header_len
                 frame: Frame = _new_object(Frame)
                 _set_type(frame, type_and_len >> 24)
-                _set_header(frame, data[pos + 8 : body_at])
-                _set_body(frame, data[body_at:end])
+                _set_header(frame, bytes(data[pos + 8 : body_at]))  # bytes of bytes: no copy
+                _set_body(frame, bytes(data[body_at:end]))
                 frames.append(frame)
                 pos = end
             if 4 <= size - pos < 8:  # a length alone: refused before its frame arrives
