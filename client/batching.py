@@ -16,6 +16,11 @@ Rules:
   past its deadline) while its message still queues takes the message out: it is never
   sent. Once its message left, the request goes on for the others; the caller learns
   nothing more (``RemotingTimeout`` past the deadline: the outcome is unknown).
+- Deadlines are kept by one task per batcher, not a cancel scope per caller (a scope
+  costs ~6 µs, a fifth of the producer's CPU per message at 64 in flight): callers are
+  listed in arrival order, which is deadline order when they share a timeout, and the
+  task wakes at the soonest deadline of those not answered yet and answers the late
+  ones with a timeout. Callers already answered leave the front of the list as they go.
 - A request's outcome is each caller's: its own result, or the request's error (each
   caller gets its own copy). A batch the broker refused for good (not retriable) may have
   been refused for being a batch: each of its callers then sends alone, and hears what a
@@ -27,6 +32,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -140,6 +146,11 @@ class Batcher(Generic[T]):
         self._exchange = exchange
         self._lanes: dict[tuple[str, str, int], _Lane[T]] = {}
         self.waiting_bytes = 0
+        #: Callers waiting for an outcome, in arrival order (answered ones leave from the
+        #: front); the deadline keeper wakes at ``_wake_at``, never after the soonest one.
+        self._timed: deque[_Waiter[T]] = deque()
+        self._wake_at = math.inf
+        self._keeper: trio.CancelScope | None = None
 
     def waiting_messages(self) -> int:
         return sum(len(lane.waiting) for lane in self._lanes.values())
@@ -157,14 +168,20 @@ class Batcher(Generic[T]):
         lane.waiting_bytes += size
         self.waiting_bytes += size
         self._kick(lane)
+        self._keep_deadline(waiter)
         try:
-            with trio.move_on_at(deadline):
-                await waiter.done.wait()
+            await waiter.done.wait()
         finally:
             if not waiter.taken:  # cancelled or past its deadline: never sent
                 lane.waiting.remove(waiter)
                 lane.waiting_bytes -= size
                 self.waiting_bytes -= size
+            waiter.done.set()  # answered, or given up: either way no longer timed
+            timed = self._timed
+            while timed and timed[0].done.is_set():
+                timed.popleft()
+            if not timed and self._keeper is not None:
+                self._keeper.cancel()  # nothing left to time: the keeper ends
         if waiter.alone:
             return await self._alone(lane, queue, item, deadline)
         if waiter.error is not None:
@@ -172,6 +189,38 @@ class Batcher(Generic[T]):
         if waiter.result is None:
             raise RemotingTimeout(f"send to {queue.topic} at {addr} got no answer in time")
         return waiter.result
+
+    def _keep_deadline(self, waiter: _Waiter[T]) -> None:
+        """List ``waiter`` for the deadline keeper; wake it sooner if this one is sooner."""
+        self._timed.append(waiter)
+        if waiter.deadline < self._wake_at:
+            self._wake_at = waiter.deadline
+            if self._keeper is None:
+                self._keeper = trio.CancelScope(deadline=waiter.deadline)
+                self._nursery.start_soon(self._keep_deadlines, self._keeper)
+            else:
+                self._keeper.deadline = waiter.deadline
+
+    async def _keep_deadlines(self, keeper: trio.CancelScope) -> None:
+        """Answer every caller still waiting at its deadline (with no result: a timeout);
+        end when none waits (the next caller starts a keeper again)."""
+        while True:
+            with keeper:
+                await trio.sleep_forever()
+            now = trio.current_time()
+            soonest = math.inf
+            for waiter in self._timed:
+                if waiter.done.is_set():
+                    continue
+                if waiter.deadline <= now:
+                    waiter.done.set()  # its caller withdraws it or hears RemotingTimeout
+                else:
+                    soonest = min(soonest, waiter.deadline)
+            self._wake_at = soonest
+            if soonest == math.inf:
+                self._keeper = None
+                return
+            keeper = self._keeper = trio.CancelScope(deadline=soonest)
 
     def _lane(self, addr: str, queue: MessageQueue, ordered: bool) -> _Lane[T]:
         key = (addr, queue.topic, queue.queue_id if ordered else -1)

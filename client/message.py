@@ -191,6 +191,10 @@ class SendResult:
     queue_offset: int
 
 
+#: ``SendResult`` from its fields in order (slot_builder): a producer makes one per message.
+make_send_result = slot_builder(SendResult)
+
+
 @attrs.frozen(kw_only=True)
 class ReceivedMessage:
     """A message as a consumer sees it."""

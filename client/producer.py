@@ -60,7 +60,7 @@ from client.batching import (
     BatchConfig,
     Batcher,
 )
-from client.message import Message, SendResult, SendStatus
+from client.message import Message, SendResult, SendStatus, make_send_result
 from client.routes import FaultStrategy, RouteCache, TopicInfo
 from protocol.acl_client import sign_requests
 from protocol.acl_sign import Credentials
@@ -86,13 +86,13 @@ from protocol.message import (
     PROPERTY_TRAN_MSG,
     SYSFLAG_COMPRESSED,
     SYSFLAG_TRANSACTION_PREPARED_TYPE,
-    BatchItem,
-    encode_batch_body,
+    encode_batch_items,
     make_uniq_key_generator,
     properties_to_string,
 )
 from protocol.route import MessageQueue
 from protocol.rpc import Handler, RemotingClient, background_nursery, open_client
+from protocol.slots import slot_builder
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +132,14 @@ def hash_selector(queues: Sequence[MessageQueue], key: str) -> MessageQueue:
     return queues[int.from_bytes(digest[:4], "big") % len(queues)]
 
 
-@attrs.frozen(kw_only=True, eq=False)
+@attrs.frozen(eq=False)
 class _Outgoing:
     """A message made ready to send once, whatever the attempts: its id, wire properties
     and (compressed) body stay the same on every retry."""
 
     message: Message
     uniq_key: str
-    #: The wire properties (UNIQ_KEY included), as a mapping and encoded.
-    wire_properties: Mapping[str, str]
+    #: The wire properties (UNIQ_KEY included), encoded.
     properties: str
     body: bytes
     sys_flag: int
@@ -151,6 +150,10 @@ class _Outgoing:
     def batch_bytes(self) -> int:
         """About what it adds to a batch body (item head 20 + properties length 2)."""
         return len(self.body) + len(self.properties) + 22
+
+
+# Positional in field order (slot_builder): one per message sent.
+_make_outgoing = slot_builder(_Outgoing)
 
 
 @attrs.frozen(kw_only=True)
@@ -284,15 +287,8 @@ class Producer:
             body, sys_flag = _zlib(body), SYSFLAG_COMPRESSED
         if wire.get(PROPERTY_TRAN_MSG) == "true":  # a half message (client/transaction.py)
             sys_flag |= SYSFLAG_TRANSACTION_PREPARED_TYPE
-        return _Outgoing(
-            message=message,
-            uniq_key=uniq_key,
-            wire_properties=wire,
-            properties=properties,
-            body=body,
-            sys_flag=sys_flag,
-            batchable=not batch and not sys_flag and _batchable(message, properties),
-        )
+        batchable = not batch and not sys_flag and _batchable(message, properties)
+        return _make_outgoing(message, uniq_key, properties, body, sys_flag, batchable)
 
     async def _send_items(
         self,
@@ -397,9 +393,8 @@ class Producer:
         batch = len(items) > 1
         first = items[0]
         if batch:
-            body = encode_batch_body(
-                BatchItem(body=i.body, flag=i.message.flag, properties=i.wire_properties)
-                for i in items
+            body = encode_batch_items(
+                (i.body, i.message.flag, i.properties.encode()) for i in items
             )
         else:
             body = first.body
@@ -540,14 +535,9 @@ def _split_results(
     if len(offset_ids) != len(items):
         log.warning("a batch of %d got %d offset ids back", len(items), len(offset_ids))
         offset_ids = [reply.msg_id] * len(items)
+    first = reply.queue_offset
     return [
-        SendResult(
-            status=status,
-            msg_id=item.uniq_key,
-            offset_msg_id=offset_id,
-            queue=queue,
-            queue_offset=reply.queue_offset + i,
-        )
+        make_send_result(status, item.uniq_key, offset_id, queue, first + i)
         for i, (item, offset_id) in enumerate(zip(items, offset_ids, strict=True))
     ]
 

@@ -369,7 +369,7 @@ def _check_ip_bytes(_inst: object, _attr: object, value: bytes) -> None:
         raise ValueError(f"client IP must be 4 or 16 bytes, got {len(value)}")
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # ``next_id`` sets the counter per message
 class UniqKeyGenerator:
     """Makes ``UNIQ_KEY`` client message ids like Java's ``MessageClientIDSetter`` (§3.5).
 
@@ -812,18 +812,27 @@ def encode_batch_body(items: Iterable[BatchItem]) -> bytes:
     Raises:
         ValueError: properties over 32767 bytes or with bad characters, flag out of range.
     """
+    return encode_batch_items((i.body, i.flag, encode_properties(i.properties)) for i in items)
+
+
+def encode_batch_items(items: Iterable[tuple[bytes, int, bytes]]) -> bytes:
+    """``encode_batch_body`` of ``(body, flag, properties bytes)`` items whose properties
+    are encoded already (a producer has them from its single-send path); same errors."""
     parts: list[bytes] = []
-    for item in items:
-        props = encode_properties(item.properties)
+    head = _BATCH_ITEM_HEAD.pack
+    for body, flag, props in items:
         if len(props) > MAX_PROPERTIES_BYTES:
             raise ValueError(f"properties of {len(props)} bytes exceed {MAX_PROPERTIES_BYTES}")
-        body_len = len(item.body)
-        total = _BATCH_ITEM_HEAD.size + body_len + 2 + len(props)
+        body_len = len(body)
         try:
-            head = _BATCH_ITEM_HEAD.pack(total, 0, 0, item.flag, body_len)
+            parts += (
+                head(_BATCH_ITEM_HEAD.size + body_len + 2 + len(props), 0, 0, flag, body_len),
+                body,
+                len(props).to_bytes(2, "big"),
+                props,
+            )
         except struct.error as exc:
             raise ValueError(f"batch item field out of range: {exc}") from None
-        parts += (head, item.body, len(props).to_bytes(2, "big"), props)
     return b"".join(parts)
 
 
