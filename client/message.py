@@ -22,6 +22,7 @@ import attrs
 
 from protocol.errors import MalformedRecord
 from protocol.message import (
+    KEY_SEPARATOR,
     PROPERTY_DELAY,
     PROPERTY_KEYS,
     PROPERTY_RECONSUME_TIME,
@@ -236,41 +237,74 @@ class ReceivedMessage:
         ``queue``: the record's queue when the caller has it (a pull's messages share
         one), else one is built from the record.
         """
-        body = inflate(record.body, record.sys_flag, max_body_bytes)
-        props = dict(record.properties)
-        topic = record.topic
-        store_host = record.store_host
-        offset_id = offset_msg_id(store_host[0], store_host[1], record.physical_offset)
-        reconsume = record.reconsume_times
-        if PROPERTY_RECONSUME_TIME in props and props[PROPERTY_RECONSUME_TIME].isdigit():
-            reconsume = max(reconsume, int(props[PROPERTY_RECONSUME_TIME]))
-        if (
-            queue is None
-            or queue.topic != topic
-            or queue.broker_name != broker_name
-            or queue.queue_id != record.queue_id
-        ):
-            queue = MessageQueue(topic=topic, broker_name=broker_name, queue_id=record.queue_id)
-        # Positional in field order (slot_builder): a consumer builds one per message.
-        return _make_received(
-            topic,
-            body,
-            record.tags,
-            tuple(record.keys),
-            props,
-            props.get(PROPERTY_UNIQ_KEY) or offset_id,
-            offset_id,
-            queue,
+        return received_message(
+            record.topic,
+            inflate(record.body, record.sys_flag, max_body_bytes),
+            dict(record.properties),
+            queue
+            if queue is not None
+            and queue.topic == record.topic
+            and queue.broker_name == broker_name
+            and queue.queue_id == record.queue_id
+            else MessageQueue(
+                topic=record.topic, broker_name=broker_name, queue_id=record.queue_id
+            ),
+            offset_msg_id(record.store_host[0], record.store_host[1], record.physical_offset),
             record.queue_offset,
             record.physical_offset,
             record.born_timestamp_ms,
             record.store_timestamp_ms,
             record.born_host,
-            store_host,
-            reconsume,
+            record.store_host,
+            record.reconsume_times,
             record.sys_flag,
             record.flag,
         )
+
+
+def received_message(
+    topic: str,
+    body: bytes,
+    props: dict[str, str],
+    queue: MessageQueue,
+    offset_id: str,
+    queue_offset: int,
+    commit_log_offset: int,
+    born_timestamp_ms: int,
+    store_timestamp_ms: int,
+    born_host: tuple[str, int],
+    store_host: tuple[str, int],
+    reconsume_times: int,
+    sys_flag: int,
+    flag: int,
+) -> ReceivedMessage:
+    """A record's message from its decoded fields (``body`` inflated, ``props`` the
+    consumer's own dict): the id, tags, keys and reconsume count read from the properties.
+    For ``ReceivedMessage.from_record`` and the consumer's one-pass pull-body decoder."""
+    reconsume = props.get(PROPERTY_RECONSUME_TIME)
+    if reconsume is not None and reconsume.isdigit():
+        reconsume_times = max(reconsume_times, int(reconsume))
+    keys = props.get(PROPERTY_KEYS)
+    # Positional in field order (slot_builder): a consumer builds one per message.
+    return _make_received(
+        topic,
+        body,
+        props.get(PROPERTY_TAGS),
+        tuple(k for k in keys.split(KEY_SEPARATOR) if k) if keys else (),
+        props,
+        props.get(PROPERTY_UNIQ_KEY) or offset_id,
+        offset_id,
+        queue,
+        queue_offset,
+        commit_log_offset,
+        born_timestamp_ms,
+        store_timestamp_ms,
+        born_host,
+        store_host,
+        reconsume_times,
+        sys_flag,
+        flag,
+    )
 
 
 _make_received = slot_builder(ReceivedMessage)

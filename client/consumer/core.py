@@ -17,7 +17,6 @@ Rules:
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from client.consumer.records import RECORD_HEAD, quick_message
 from client.consumer.types import PullResult, PullStatus, SkippedRecord
 from client.message import MAX_MESSAGE_BYTES, ReceivedMessage
 from protocol.bodies import EXPRESSION_TAG, SubscriptionData
@@ -217,9 +217,6 @@ class PullBody:
     resync: bool = False
 
 
-#: The fixed fields up to SYSFLAG (wire.md §3.2): size, magic, body CRC, queue id, flag,
-#: queue offset, physical offset, sys flag. A record whose framing holds has all of them.
-_RECORD_IDS = struct.Struct(">iiiiiqqi")
 _RECORD_MAGICS = (MAGIC_V1, MAGIC_V2)
 _CRC_MASK = 0x7FFFFFFF
 
@@ -305,13 +302,23 @@ def decode_pull_body(
     """
     walk = _BodyWalk(queue=queue, requested=requested, next_begin_offset=next_begin_offset)
     walk.last = requested - 1
+    whole = isinstance(buf, bytes)  # the one-pass decoder slices bytes (a frame's body)
     pos = 0
     while pos < len(buf):
         size = _framed_size(buf, pos)
         if size is None:
             return walk.broken(pos, max_nums)
-        _, _, crc, _, _, queue_offset, commit_offset, _ = _RECORD_IDS.unpack_from(buf, pos)
+        head = RECORD_HEAD.unpack_from(buf, pos)
+        _, _, crc, _, _, queue_offset, commit_offset = head[:7]
         sane = walk.last < queue_offset < next_begin_offset
+        message = quick_message(buf, pos, size, head, queue) if whole else None
+        if message is not None:
+            if _accepts_tags(subscription, message.tags):
+                walk.messages.append(message)
+            if sane:
+                walk.last = queue_offset
+            pos += size
+            continue
         try:
             record, _ = decode_record(buf, pos, check_crc=False)
         except MalformedRecord as exc:
