@@ -57,25 +57,8 @@ def quick_message(
 ) -> ReceivedMessage | None:
     """The message of the framed record at ``pos`` (``head``: its ``RECORD_HEAD`` fields),
     or None when the full path must decide (module rules)."""
-    (
-        _,
-        magic,
-        stored_crc,
-        queue_id,
-        flag,
-        queue_offset,
-        commit_offset,
-        sys_flag,
-        born_ts,
-        born_ip,
-        born_port,
-        store_ts,
-        store_ip,
-        store_port,
-        reconsume,
-        _,
-        body_len,
-    ) = head
+    _, magic, stored_crc, queue_id, flag, queue_offset, commit_offset, sys_flag = head[:8]
+    born_ts, born_ip, born_port, store_ts, store_ip, store_port, reconsume, _, body_len = head[8:]
     if (
         sys_flag & _UNUSUAL_FLAGS
         or commit_offset < 0
