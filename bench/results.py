@@ -19,7 +19,7 @@ Rules:
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -148,8 +148,19 @@ class ConsumeMeter:
 
     def record(self, now_s: float, now_ms: float, born_ms: int, store_ms: int) -> None:
         """One message consumed at ``now_s`` (monotonic) = ``now_ms`` (wall clock)."""
-        self.meter.record_ok(now_s, (now_ms - born_ms) / 1000)
-        self.s2c.at(now_s).record(to_us((now_ms - store_ms) / 1000))
+        self.record_all(now_s, now_ms, ((born_ms, store_ms),))
+
+    def record_all(self, now_s: float, now_ms: float, times: Iterable[tuple[int, int]]) -> None:
+        """Messages consumed together at ``now_s`` = ``now_ms``: their (born, stored) ms."""
+        meter = self.meter
+        b2c = meter.seconds.at(now_s).rt
+        s2c = self.s2c.at(now_s)
+        n = 0
+        for born_ms, store_ms in times:
+            b2c.record(to_us((now_ms - born_ms) / 1000))
+            s2c.record(to_us((now_ms - store_ms) / 1000))
+            n += 1
+        meter.record_many_ok(now_s, n)
         self.last_s = now_s
 
     def finish(self, now_s: float) -> None:

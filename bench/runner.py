@@ -301,9 +301,11 @@ class _Target:
 
 def _consume_listener(meter: ConsumeMeter, target: _Target) -> Listener:
     async def listener(messages: list[ReceivedMessage]) -> ConsumeResult:
-        now_s, now_ms = trio.current_time(), time.time() * 1000
-        for message in messages:
-            meter.record(now_s, now_ms, message.born_timestamp_ms, message.store_timestamp_ms)
+        meter.record_all(
+            trio.current_time(),
+            time.time() * 1000,
+            [(m.born_timestamp_ms, m.store_timestamp_ms) for m in messages],
+        )
         target.check(meter.consumed)
         return ConsumeResult.SUCCESS
 

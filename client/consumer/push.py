@@ -159,8 +159,15 @@ class PushConsumer(_RebalancingConsumer):
                 return
             if not batch.state.active or self._stopping:
                 continue  # redelivered to whoever owns the queue next
-            with self._track(batch.state):
+            # What _track counts, without an object per batch.
+            running, queue_running = self._running, batch.state.running
+            running.inc()
+            queue_running.inc()
+            try:
                 await self._consume_concurrently(batch)
+            finally:
+                running.dec()
+                queue_running.dec()
 
     async def _consume_concurrently(self, batch: _Batch) -> None:
         state = batch.state

@@ -85,26 +85,30 @@ def _chunks(items: Sequence[ReceivedMessage], size: int) -> Iterable[list[Receiv
 
 
 class _Gauge:
-    """A counter whose return to zero can be awaited."""
+    """A counter whose return to zero can be awaited.
+
+    The event exists only while someone waits: a push worker counts every message in
+    and out, and an event per return to zero was 3 % of its CPU.
+    """
 
     def __init__(self) -> None:
         self.value = 0
-        self._zero = trio.Event()
-        self._zero.set()
+        self._zero: trio.Event | None = None
 
     def inc(self) -> None:
-        if self.value == 0:
-            self._zero = trio.Event()
         self.value += 1
 
     def dec(self) -> None:
         assert self.value > 0
         self.value -= 1
-        if self.value == 0:
+        if self.value == 0 and self._zero is not None:
             self._zero.set()
+            self._zero = None
 
     async def wait_zero(self) -> None:
         while self.value:
+            if self._zero is None:
+                self._zero = trio.Event()
             await self._zero.wait()
 
 
