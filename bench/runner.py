@@ -228,6 +228,7 @@ class _SendPlan:
     remaining: int | None
     next_seq: int = 0
     stopped: bool = False
+    plain: Message | None = None
 
     def claim(self) -> int:
         """How many messages the next request carries (0: none left, or stopped)."""
@@ -243,7 +244,11 @@ class _SendPlan:
         first, self.next_seq = self.next_seq, self.next_seq + n
         topic, body = self.config.topic, self.body
         if not self.config.keys:
-            return [Message(topic=topic, body=body) for _ in range(n)]
+            # One value for every send: a Message is immutable and the producer gives each
+            # send its own msg_id, so building one per send only measured this loop.
+            if self.plain is None:
+                self.plain = Message(topic=topic, body=body)
+            return [self.plain] * n
         return [
             Message(topic=topic, body=body, keys=(f"{self.key_prefix}-{seq}",))
             for seq in range(first, first + n)
