@@ -184,7 +184,7 @@ class BrokerOffsetStore:
     def update(self, queue: MessageQueue, offset: int) -> None:
         assert offset >= 0, f"offset of {queue} must not be negative: {offset}"
         self._table[queue] = offset
-        if self._floors.pop(queue, None) is not None:
+        if self._floors and self._floors.pop(queue, None) is not None:  # per message: rare
             self._unsaved.discard(queue)
 
     def get(self, queue: MessageQueue) -> int | None:

@@ -469,7 +469,7 @@ def _prefixed(data: bytes) -> bytes:
 # --- client views ---------------------------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True, order=True)
+@attrs.frozen(kw_only=True, order=True, cache_hash=True)  # a dict key per message consumed
 class MessageQueue:
     """One queue of a topic on one broker group; orders as Java's MessageQueue.compareTo."""
 
