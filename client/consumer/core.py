@@ -388,7 +388,7 @@ def check_pull_offsets(result: PullResult, requested: int) -> None:
         return
     previous = requested - 1
     skipped = {s.queue_offset for s in result.skipped if s.queue_offset is not None}
-    if offsets := skipped & {m.queue_offset for m in result.messages}:
+    if skipped and (offsets := skipped & {m.queue_offset for m in result.messages}):
         raise ProtocolError(f"pull from {requested} returned offsets {sorted(offsets)} twice")
     for message in result.messages:
         if message.queue_offset <= previous:

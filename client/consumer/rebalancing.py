@@ -76,9 +76,10 @@ FAST_ROUTE_REFRESH_S = 1.0
 ROUTE_BURST_S = 5.0
 
 
-def _chunks(items: Sequence[ReceivedMessage], size: int) -> Iterable[list[ReceivedMessage]]:
-    for i in range(0, len(items), size):
-        yield list(items[i : i + size])
+def _chunks(items: Sequence[ReceivedMessage], size: int) -> list[list[ReceivedMessage]]:
+    if size == 1:
+        return [[item] for item in items]
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 # --- per-queue state -------------------------------------------------------------------
@@ -168,11 +169,16 @@ class _QueueState:
         self.space.set()
 
 
-@attrs.frozen
 class _Batch:
-    state: _QueueState
-    generation: int
-    messages: list[ReceivedMessage]
+    """Messages of one queue for one listener call (a plain slotted class: one is made
+    per message with the default consumeMessageBatchMaxSize of 1)."""
+
+    __slots__ = ("generation", "messages", "state")
+
+    def __init__(self, state: _QueueState, generation: int, messages: list[ReceivedMessage]):
+        self.state = state
+        self.generation = generation
+        self.messages = messages
 
 
 # --- shared machinery: subscriptions, heartbeats, rebalance, pulling, offsets ------------
