@@ -134,9 +134,11 @@ class Message:
     msg_id: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        clash = RESERVED_PROPERTIES & set(self.properties)
-        if clash:
+        # One Message per send: the common one (no properties, no timer) checks little.
+        if self.properties and (clash := RESERVED_PROPERTIES.intersection(self.properties)):
             raise ValueError(f"properties {sorted(clash)} are set by the SDK; use the fields")
+        if not self.delay_level and self.deliver_at_ms is None and self.delay_s is None:
+            return
         if not 0 <= self.delay_level <= 18:
             raise ValueError(f"delay_level must be 0..18, not {self.delay_level}")
         timers = (
