@@ -73,21 +73,24 @@ class BatchConfig:
             raise ValueError(f"batch bounds must be positive (max_count >= 2): {self}")
 
 
-@attrs.define(eq=False)
 class _Waiter(Generic[T]):
-    """One caller's message in a lane, and its outcome once known."""
+    """One caller's message in a lane, and its outcome once known (a plain slotted
+    class: one is made per batched message)."""
 
-    item: T
-    queue: MessageQueue
-    size: int
-    deadline: float
-    done: trio.Event = attrs.field(factory=trio.Event)
-    result: SendResult | None = None
-    error: RocketError | None = None
-    #: Refused as part of a batch: the caller sends it alone.
-    alone: bool = False
-    #: Left in a request (no longer the caller's to withdraw).
-    taken: bool = False
+    __slots__ = ("alone", "deadline", "done", "error", "item", "queue", "result", "size", "taken")
+
+    def __init__(self, item: T, queue: MessageQueue, size: int, deadline: float) -> None:
+        self.item = item
+        self.queue = queue
+        self.size = size
+        self.deadline = deadline
+        self.done = trio.Event()
+        self.result: SendResult | None = None
+        self.error: RocketError | None = None
+        #: Refused as part of a batch: the caller sends it alone.
+        self.alone = False
+        #: Left in a request (no longer the caller's to withdraw).
+        self.taken = False
 
 
 @attrs.define(eq=False)
@@ -163,7 +166,7 @@ class Batcher(Generic[T]):
         over = self.waiting_bytes + size > self.config.total_max_bytes
         if lane.idle() or (over and not ordered):
             return await self._alone(lane, queue, item, deadline)
-        waiter = _Waiter(item=item, queue=queue, size=size, deadline=deadline)
+        waiter = _Waiter(item, queue, size, deadline)
         lane.waiting.append(waiter)
         lane.waiting_bytes += size
         self.waiting_bytes += size
