@@ -149,9 +149,11 @@ class Batcher(Generic[T]):
         self._exchange = exchange
         self._lanes: dict[tuple[str, str, int], _Lane[T]] = {}
         self.waiting_bytes = 0
-        #: Callers waiting for an outcome, in arrival order (answered ones leave from the
-        #: front); the deadline keeper wakes at ``_wake_at``, never after the soonest one.
-        self._timed: deque[_Waiter[T]] = deque()
+        #: (deadline, done) of the callers waiting for an outcome, in arrival order
+        #: (answered ones leave from the front; only these two are kept, so answered
+        #: callers queued behind a slow one hold no message); the deadline keeper wakes at
+        #: ``_wake_at``, never after the soonest deadline.
+        self._timed: deque[tuple[float, trio.Event]] = deque()
         self._wake_at = math.inf
         self._keeper: trio.CancelScope | None = None
 
@@ -181,7 +183,7 @@ class Batcher(Generic[T]):
                 self.waiting_bytes -= size
             waiter.done.set()  # answered, or given up: either way no longer timed
             timed = self._timed
-            while timed and timed[0].done.is_set():
+            while timed and timed[0][1].is_set():
                 timed.popleft()
             if not timed and self._keeper is not None:
                 self._keeper.cancel()  # nothing left to time: the keeper ends
@@ -195,7 +197,7 @@ class Batcher(Generic[T]):
 
     def _keep_deadline(self, waiter: _Waiter[T]) -> None:
         """List ``waiter`` for the deadline keeper; wake it sooner if this one is sooner."""
-        self._timed.append(waiter)
+        self._timed.append((waiter.deadline, waiter.done))
         if waiter.deadline < self._wake_at:
             self._wake_at = waiter.deadline
             if self._keeper is None:
@@ -212,13 +214,13 @@ class Batcher(Generic[T]):
                 await trio.sleep_forever()
             now = trio.current_time()
             soonest = math.inf
-            for waiter in self._timed:
-                if waiter.done.is_set():
+            for deadline, done in self._timed:
+                if done.is_set():
                     continue
-                if waiter.deadline <= now:
-                    waiter.done.set()  # its caller withdraws it or hears RemotingTimeout
+                if deadline <= now:
+                    done.set()  # its caller withdraws its message or hears RemotingTimeout
                 else:
-                    soonest = min(soonest, waiter.deadline)
+                    soonest = min(soonest, deadline)
             self._wake_at = soonest
             if soonest == math.inf:
                 self._keeper = None

@@ -169,6 +169,47 @@ async def test_a_deadline_passing_in_the_queue_is_a_timeout_and_nothing_sent() -
     assert broker.requests == [["slow"]]
 
 
+async def test_each_caller_is_answered_at_its_own_deadline_in_any_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One task keeps every queued caller's deadline: a sooner deadline behind later ones
+    is kept too (withdrawn, never sent), a caller already in a request hears
+    RemotingTimeout at its deadline while the request goes on for the others. Virtual
+    time: each caller is answered exactly at its deadline."""
+    broker = FakeBroker()
+    out: dict[str, SendResult | RocketError] = {}
+    started = trio.current_time()
+    ended: dict[str, float] = {}
+
+    async def timed(item: str, timeout_s: float) -> None:
+        try:
+            out[item] = await batcher.send(
+                ADDR, QUEUE, item, 10, trio.current_time() + timeout_s, ordered=True
+            )
+        except RocketError as exc:
+            out[item] = exc
+        ended[item] = trio.current_time() - started
+
+    async with trio.open_nursery() as nursery:
+        batcher = Batcher(nursery, broker.exchange, BatchConfig())
+        # An ordered lane: "first" is in flight, the others queue behind it.
+        for item, timeout_s in [("first", 0.5), ("x", 0.9), ("y", 5.0), ("z", 0.3)]:
+            nursery.start_soon(timed, item, timeout_s)
+            await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(0.4)
+        assert isinstance(out["z"], RemotingTimeout) and ended["z"] == pytest.approx(0.3)
+        assert batcher.waiting_messages() == 2  # x and y still queue
+        await trio.sleep(0.3)  # "first" got no answer: x and y left together, and wait
+        assert isinstance(out["first"], RemotingTimeout)
+        assert broker.requests == [["first"], ["x", "y"]]
+        await trio.sleep(0.3)
+        assert isinstance(out["x"], RemotingTimeout) and ended["x"] == pytest.approx(0.9)
+        assert "y" not in out
+        broker.release.set()
+    assert isinstance(out["y"], SendResult)
+    assert broker.requests == [["first"], ["x", "y"]]  # z was never sent
+
+
 async def test_each_caller_gets_its_own_copy_of_a_batch_error() -> None:
     broker = FakeBroker(fail_with=ServiceNotAvailable("slave, send to the master"))
     out: dict[str, SendResult | RocketError] = {}
