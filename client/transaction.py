@@ -38,6 +38,7 @@ import trio
 
 from client.message import Message, ReceivedMessage, SendResult, SendStatus
 from client.producer import Producer, open_producer
+from client.routes import RouteCache
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import MalformedRecord, RocketError, error_for_response
@@ -47,7 +48,7 @@ from protocol.message import (
     decode_record,
     parse_offset_msg_id,
 )
-from protocol.rpc import Connection
+from protocol.rpc import Connection, RemotingClient
 from protocol.transaction import (
     CheckTransactionStateRequestHeader,
     EndTransactionRequestHeader,
@@ -128,14 +129,18 @@ class TransactionProducer:
             topic=topic,
             broker_name=result.queue.broker_name,
         )
-        request = RemotingCommand.request(RequestCode.END_TRANSACTION, header.to_ext_fields())
         try:
             with trio.fail_after(producer.timeout_s):
-                info = await producer.routes.get(topic)
-                addr = info.master_of(result.queue.broker_name)
-                if addr is None:
+                response = await call_end_transaction(
+                    producer.client,
+                    producer.routes,
+                    topic,
+                    result.queue.broker_name,
+                    header,
+                    timeout_s=producer.timeout_s,
+                )
+                if response is None:
                     return f"broker group {result.queue.broker_name} has no master now"
-                response = await producer.client.call(addr, request, timeout_s=producer.timeout_s)
         except trio.TooSlowError:
             return f"END_TRANSACTION not answered within {producer.timeout_s} s"
         except RocketError as exc:
@@ -149,9 +154,7 @@ class TransactionProducer:
     async def on_check(self, request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
         """CHECK_TRANSACTION_STATE from a broker: ask the checker, answer END_TRANSACTION."""
         try:
-            header = CheckTransactionStateRequestHeader.from_ext_fields(request.ext_fields)
-            record, _ = decode_record(request.body)
-            message = ReceivedMessage.from_record(record, header.broker_name or "")
+            header, message = decode_check(request)
         except (RocketError, MalformedRecord, ValueError) as exc:
             log.warning("malformed CHECK_TRANSACTION_STATE from %s: %s", conn.peer, exc)
             return None
@@ -180,6 +183,37 @@ class TransactionProducer:
             return None
         self.checks_answered += 1
         return None
+
+
+def decode_check(
+    request: RemotingCommand,
+) -> tuple[CheckTransactionStateRequestHeader, ReceivedMessage]:
+    """A broker's CHECK_TRANSACTION_STATE: its header and the half message it asks about.
+    Raises RocketError, MalformedRecord or ValueError when the request is malformed."""
+    header = CheckTransactionStateRequestHeader.from_ext_fields(request.ext_fields)
+    record, _ = decode_record(request.body)
+    return header, ReceivedMessage.from_record(record, header.broker_name or "")
+
+
+async def call_end_transaction(
+    client: RemotingClient,
+    routes: RouteCache,
+    topic: str,
+    broker_name: str,
+    header: EndTransactionRequestHeader,
+    *,
+    timeout_s: float,
+) -> RemotingCommand | None:
+    """END_TRANSACTION ``header`` (of a half message of ``topic`` stored by group
+    ``broker_name``) to that group's master: the broker's answer, or None when the group
+    has no master now. Used by the SDK's transaction producer and
+    by ``rmq proxy`` (clients' EndTransaction)."""
+    info = await routes.get(topic)
+    addr = info.master_of(broker_name)
+    if addr is None:
+        return None
+    request = RemotingCommand.request(RequestCode.END_TRANSACTION, header.to_ext_fields())
+    return await client.call(addr, request, timeout_s=timeout_s)
 
 
 async def _decide(function: Callable[..., State], *args: Any, what: str) -> LocalTransactionState:

@@ -30,9 +30,10 @@ import trio
 from rocketmq.grpc_protocol import definition_pb2 as pb
 from rocketmq.grpc_protocol import service_pb2 as sv
 
-from client.message import Message, ReceivedMessage, SendResult
+from client.message import Message, SendResult
 from client.producer import Producer
 from client.routes import RouteCache
+from client.transaction import call_end_transaction, decode_check
 from protocol.bodies import HeartbeatData, ProducerData
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -48,12 +49,10 @@ from protocol.message import (
     PROPERTY_PGROUP,
     PROPERTY_TRAN_MSG,
     PROPERTY_UNIQ_KEY,
-    decode_record,
     parse_offset_msg_id,
 )
 from protocol.rpc import Connection, RemotingClient
 from protocol.transaction import (
-    CheckTransactionStateRequestHeader,
     EndTransactionRequestHeader,
     LocalTransactionState,
 )
@@ -235,21 +234,18 @@ class TransactionRelay:
             topic=topic,
             broker_name=broker_name,
         )
-        request = RemotingCommand.request(RequestCode.END_TRANSACTION, header.to_ext_fields())
-        info = await self.routes.get(topic)
-        addr = info.master_of(broker_name)
-        if addr is None:
+        response = await call_end_transaction(
+            self.client, self.routes, topic, broker_name, header, timeout_s=self.timeout_s
+        )
+        if response is None:
             raise ServiceNotAvailable(f"broker group {broker_name} has no master now")
-        response = await self.client.call(addr, request, timeout_s=self.timeout_s)
         if response.code != ResponseCode.SUCCESS:
             raise error_for_response(response.code, response.remark)
 
     async def on_check(self, request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
         """CHECK_TRANSACTION_STATE: relay it to a producer of the topic (see the rules)."""
         try:
-            header = CheckTransactionStateRequestHeader.from_ext_fields(request.ext_fields)
-            record, _ = decode_record(request.body)
-            message = ReceivedMessage.from_record(record, header.broker_name or "")
+            header, message = decode_check(request)
         except (RocketError, MalformedRecord, ValueError) as exc:
             log.warning("proxy: malformed CHECK_TRANSACTION_STATE from %s: %s", conn.peer, exc)
             return None
