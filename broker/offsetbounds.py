@@ -55,8 +55,10 @@ class StaleOffsetGuard:
     def check(self, group: str, topic: str, queue_id: int, offset: int) -> int | None:
         """Where this pull must continue instead (the queue's end), or None."""
         end = self._ends.get((topic, queue_id))
+        if end is None:  # not armed, or a queue that held nothing then: every pull's case
+            return None
         key = (group, topic, queue_id)
-        if end is None or key in self._checked or len(self._checked) >= MAX_CHECKED_KEYS:
+        if key in self._checked or len(self._checked) >= MAX_CHECKED_KEYS:
             return None
         self._checked.add(key)
         if offset <= end:
