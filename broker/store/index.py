@@ -446,16 +446,30 @@ class IndexService:
         self, keys: list[str], physical_offset: int, store_timestamp_ms: int, now_ms: int
     ) -> None:
         """Index ``keys`` (already ``topic#key``) for the record at ``physical_offset``."""
+        self._put(((keys, physical_offset, store_timestamp_ms),), now_ms)
+
+    def put_records(self, records: Iterable[tuple[list[str], int, int]]) -> None:
+        """Index the keys of several records, in order: each ``(keys, physical_offset,
+        store_timestamp_ms)``, as ``put`` with ``now_ms`` the record's store time. A file's
+        header is written once for the run, not once per record."""
+        self._put(records, None)
+
+    def _put(self, records: Iterable[tuple[list[str], int, int]], now_ms: int | None) -> None:
+        """On an error (a new file that cannot be created) the keys before it are indexed
+        and every touched file's header is written."""
         f: IndexFile | None = None
-        for key in keys:
-            if f is None or f.is_full:
-                if f is not None:
-                    f.write_header()
-                f = self._writable(now_ms)
-                self._dirty[id(f)] = f
-            f.put(index_key_hash(key), physical_offset, store_timestamp_ms)
-        if f is not None:
-            f.write_header()
+        try:
+            for keys, physical_offset, store_timestamp_ms in records:
+                for key in keys:
+                    if f is None or f.is_full:
+                        if f is not None:
+                            f.write_header()
+                        f = self._writable(store_timestamp_ms if now_ms is None else now_ms)
+                        self._dirty[id(f)] = f
+                    f.put(index_key_hash(key), physical_offset, store_timestamp_ms)
+        finally:
+            if f is not None:
+                f.write_header()
 
     def query(self, key: str, max_num: int, begin_ms: int, end_ms: int) -> list[int]:
         """CommitLog offsets of records that may carry ``key`` (``topic#key``), newest first,

@@ -11,6 +11,7 @@ import errno
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import broker.store.dispatch as dispatch_module
@@ -77,5 +78,42 @@ async def test_the_catch_up_alone_makes_a_stored_record_visible(
         opens.failing = False
         assert store.catch_up_dispatch() is True  # what the flush tick calls
         assert bodies(store, "New") == [msg(0).body]
+    finally:
+        await store.close()
+
+
+async def test_a_confirm_run_stops_at_the_record_whose_queue_cannot_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A confirm move dispatches the kept records as one run: the records before the one
+    that fails get their ConsumeQueue entries and index keys, dispatch stops at it, and the
+    catch-up finishes the rest with every key indexed once."""
+    opens = FailingOpens()
+    monkeypatch.setattr(dispatch_module, "ConsumeQueue", opens)
+    config = attrs.evolve(CFG, dispatch_confirmed_only=True)
+    store = MessageStore.open(tmp_path, config, clock=ticking_clock())
+    try:
+        opens.failing = False
+        first = store.put_message(msg(0, topic="Old"))
+        store.set_confirm_offset(first.end_offset)  # Old's queue exists from here on
+        opens.failing = True
+        before = [store.put_message(msg(i, topic="Old")) for i in (1, 2)]
+        failing = store.put_message(msg(3, topic="New"))
+        after = store.put_message(msg(4, topic="Old"))
+        with pytest.raises(OSError):
+            store.set_confirm_offset(after.end_offset)
+        assert store.dispatched_offset == failing.physical_offset
+        assert bodies(store, "Old") == [msg(i).body for i in (0, 1, 2)]
+        assert store.query_index("Old", "k2", 10, 0, 2**62) == [before[1].physical_offset]
+        assert store.query_index("New", "k3", 10, 0, 2**62) == []
+        opens.failing = False
+        assert store.catch_up_dispatch() is True
+        assert bodies(store, "New") == [msg(3).body]
+        assert bodies(store, "Old") == [msg(i).body for i in (0, 1, 2, 4)]
+        assert store.query_index("New", "k3", 10, 0, 2**62) == [failing.physical_offset]
+        shared = store.query_index("Old", "shared", 10, 0, 2**62)
+        assert sorted(shared) == sorted(
+            [first.physical_offset, after.physical_offset] + [r.physical_offset for r in before]
+        )
     finally:
         await store.close()
