@@ -19,13 +19,13 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
   start, ends the connection.
 - Under SYNC_FLUSH an ack reports the fsynced offset (one fsync per ack, covering every
   transfer applied since the previous ack), as the master's own SEND_OK waits for its fsync.
-- The local confirm offset is min(header confirm, local max), never lowered by the master.
 - The local confirm offset is min(header confirm, local max), never lowered by the master;
   it moves after the ack of what arrived with it (the master waits for the ack, not for our
   dispatch of what the confirm covers).
 - The master is not trusted (issue 13): every replicated record must carry a legal topic
   (the send path's ``validate_topic``) and a queue id below ``max_queue_nums`` besides the
-  store's own checks (``MessageStore.append_raw``), and a consistent point more than
+  store's own checks (``MessageStore.append_raw``; a (topic, queue id) pair accepted once
+  is not checked again), and a consistent point more than
   ``max_truncate_bytes`` below the highest offset the store held since it opened is not
   obeyed. Either is logged as an error; the connection drops and is retried after
   ``inconsistent_retry_s``, with nothing written or cut.
@@ -72,6 +72,10 @@ class HASlaveStatus:
     last_read_s_ago: float | None
     connects: int
     last_error: str
+
+
+#: Accepted (topic, queue id) pairs remembered at most (``HASlave._check_record``).
+_ACCEPTED_QUEUES_MAX = 4096
 
 
 class _Inconsistent(RocketError):
@@ -124,6 +128,8 @@ class HASlave:
         self._streamed = False
         self._last_error = ""
         self._meter = RateMeter(window_s=self.config.speed_window_s)
+        #: (topic, queue id) pairs whose records passed ``replicated_record_problem``.
+        self._accepted: set[tuple[str, int]] = set()
 
     # ======================================================================================
     # the broker's API
@@ -392,7 +398,17 @@ class HASlave:
         self._meter.record(trio.current_time(), len(batch.data))
 
     def _check_record(self, rec: MessageRecord) -> str | None:
-        return replicated_record_problem(rec, max_queue_nums=self.config.max_queue_nums)
+        # The check reads only the topic and queue id, and a transfer carries hundreds of
+        # records of a handful of queues: a pair accepted once is not checked again.
+        key = (rec.topic, rec.queue_id)
+        if key in self._accepted:
+            return None
+        problem = replicated_record_problem(rec, max_queue_nums=self.config.max_queue_nums)
+        if problem is None:
+            if len(self._accepted) >= _ACCEPTED_QUEUES_MAX:
+                self._accepted.clear()  # bounded: a flood of names only costs re-checks
+            self._accepted.add(key)
+        return problem
 
     def _update_confirm(self, master_confirm: int) -> None:
         value = min(master_confirm, self._store.max_physical_offset)

@@ -26,8 +26,10 @@ import trio
 from broker.store.checkpoint import write_checkpoint
 from broker.store.put import StorePut
 from broker.store.state import (
+    MAX_PENDING_RECORDS,
     NO_DISPATCH,
     PHYS_OFFSET_POS,
+    PendingRecord,
 )
 from protocol.errors import CorruptRecord, MalformedRecord, StorageError
 from protocol.message import (
@@ -76,7 +78,7 @@ class StoreReplica(StorePut):
                 f"replicated data starts at {expected_start_offset}, the log ends at "
                 f"{clog.write_offset}"
             )
-        records, sizes = self._validate_raw(data, expected_start_offset, check)
+        kept = self._validate_raw(data, expected_start_offset, check)
         view = memoryview(data)
         i = 0
         seg_bytes = self.config.segment_bytes
@@ -85,39 +87,32 @@ class StoreReplica(StorePut):
             n = min(len(data) - i, seg_bytes - at % seg_bytes)
             clog.append_raw_piece(view[i : i + n])
             i += n
-        for rec, size in zip(records, sizes, strict=True):
-            # Decoded once here: dispatch takes these values instead of reading them back.
-            self._keep_pending(
-                (
-                    rec.physical_offset,
-                    size,
-                    rec.topic,
-                    rec.queue_id,
-                    rec.queue_offset,
-                    rec.sys_flag,
-                    rec.properties,
-                    rec.store_timestamp_ms,
-                )
-            )
-            if rec.sys_flag & SYSFLAG_TRANSACTION_MASK in NO_DISPATCH:
+        # Decoded once in the validation: dispatch takes these values instead of reading
+        # them back (bounded, as ``_keep_pending``).
+        pending = self._pending_dispatch
+        pending.extend(kept[: max(0, MAX_PENDING_RECORDS - len(pending))])
+        queue_offsets = self._queue_offsets
+        for _, _, topic, queue_id, queue_offset, sys_flag, _, _ in kept:
+            if sys_flag & SYSFLAG_TRANSACTION_MASK in NO_DISPATCH:
                 continue
-            key = (rec.topic, rec.queue_id)
-            self._queue_offsets[key] = max(self._queue_offsets.get(key, 0), rec.queue_offset + 1)
-        if records:
-            self._last_put_ms = records[-1].store_timestamp_ms
+            key = (topic, queue_id)
+            queue_offsets[key] = max(queue_offsets.get(key, 0), queue_offset + 1)
+        if kept:
+            self._last_put_ms = kept[-1][7]
         self._dispatch_pending(self._dispatch_limit())
         return clog.write_offset
 
     def _validate_raw(
         self, data: bytes, start: int, check: RecordCheck | None
-    ) -> tuple[list[MessageRecord], list[int]]:
-        """Check replicated bytes (whole records, and blank markers with their padding);
-        return the records and their sizes."""
+    ) -> list[PendingRecord]:
+        """Check replicated bytes (whole records, and blank markers with their padding) in
+        one pass; return each record's dispatch values."""
         seg_bytes = self.config.segment_bytes
-        records: list[MessageRecord] = []
-        sizes: list[int] = []
+        check_crc = self.config.check_crc
+        kept: list[PendingRecord] = []
         i = 0
-        while i < len(data):
+        end = len(data)
+        while i < end:
             at = start + i
             seg_end = at - at % seg_bytes + seg_bytes
             try:
@@ -130,7 +125,7 @@ class StoreReplica(StorePut):
                         f"replicated blank marker at {at} is {size} bytes but the segment ends "
                         f"{seg_end - at} bytes later (do the segment sizes differ?)"
                     )
-                if i + size > len(data):
+                if i + size > end:
                     raise CorruptRecord(f"replicated data ends inside the padding at {at}")
                 i += size
                 continue
@@ -139,7 +134,7 @@ class StoreReplica(StorePut):
             if at + size + BLANK_MARKER_BYTES > seg_end:
                 raise CorruptRecord(f"replicated record at {at} ({size} bytes) crosses a segment")
             try:
-                rec, _ = decode_record(data, i, check_crc=self.config.check_crc, max_size=seg_bytes)
+                rec, _ = decode_record(data, i, check_crc=check_crc, max_size=seg_bytes)
             except MalformedRecord as exc:
                 raise CorruptRecord(f"replicated data at offset {at}: {exc}") from None
             if rec.physical_offset != at:
@@ -149,10 +144,20 @@ class StoreReplica(StorePut):
             problem = self._replicated_record_problem(rec, check)
             if problem is not None:
                 raise CorruptRecord(f"replicated record at {at} refused: {problem}")
-            records.append(rec)
-            sizes.append(size)
+            kept.append(
+                (
+                    at,
+                    size,
+                    rec.topic,
+                    rec.queue_id,
+                    rec.queue_offset,
+                    rec.sys_flag,
+                    rec.properties,
+                    rec.store_timestamp_ms,
+                )
+            )
             i += size
-        return records, sizes
+        return kept
 
     def _replicated_record_problem(
         self, rec: MessageRecord, check: RecordCheck | None

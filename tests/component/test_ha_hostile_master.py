@@ -180,6 +180,32 @@ async def test_records_out_of_range_are_refused(
         await s.store.close()
 
 
+@pytest.mark.parametrize(
+    ("what", "spec", "body"),
+    [("queue id", ("T", 1 << 20), b"x"), ("body", ("T", 0), b"x" * (40 * 1024))],
+)
+async def test_a_queue_accepted_before_does_not_pass_a_bad_record(
+    tmp_path: Path, what: str, spec: tuple[str, int], body: bytes
+) -> None:
+    """The slave remembers (topic, queue id) pairs it accepted; a later record of the
+    same topic or queue is still checked whole."""
+    s = Node.open(tmp_path / "s", "s", attrs.evolve(STORE_CFG, max_message_bytes=32 * 1024))
+    try:
+        good = records(0, [("T", 0), ("T", 0)])
+        bad = records(len(good), [spec], body=body)
+        greeting = MasterHandshake(max_offset=len(good) + len(bad), last_epoch=1, epochs=((1, 0),))
+        session = [
+            Transfer(offset=0, epoch=1, epoch_start_offset=0, confirm_offset=0, data=good),
+            Transfer(offset=len(good), epoch=1, epoch_start_offset=0, confirm_offset=0, data=bad),
+        ]
+        async with fake_master([(greeting, session)]) as m, following(s, m.address) as sl:
+            await until(lambda: m.closed_by_slave == 1)
+            assert what in sl.status().last_error, sl.status()
+        assert s.store.max_physical_offset == len(good)
+    finally:
+        await s.store.close()
+
+
 async def test_a_master_cannot_cut_more_than_the_bound(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
