@@ -695,6 +695,9 @@ class HAMaster:
                 now = _now()
                 if conn.position < self._store.max_physical_offset:
                     await self._send_batch(stream, conn, what)  # carries the confirm offset
+                    if conn.position < self._store.max_physical_offset:
+                        # A backlog: a send the socket took at once did not yield.
+                        await trio.lowlevel.checkpoint()
                     continue
                 due = conn.last_send_s + cfg.heartbeat_interval_s
                 if conn.sent_confirm != self._core.confirm_offset:
