@@ -7,7 +7,8 @@ both over one ``EpochFile`` loaded next to the store.
 from broker.ha.config import HAConfig
 from broker.ha.epoch import EpochCache, EpochEntry
 from broker.ha.epochfile import EpochFile
-from broker.ha.master import HAMaster, HAMasterStatus, ReplicaOutcome, SlaveStatus
+from broker.ha.master import HAMaster, ReplicaOutcome
+from broker.ha.master_status import HAMasterStatus, SlaveStatus
 from broker.ha.slave import HASlave, HASlaveStatus
 from broker.ha.syncstate import (
     ConfirmOffsetChanged,

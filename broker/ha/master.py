@@ -57,7 +57,15 @@ from broker.background import fd_exhausted
 from broker.ha.auth import challenge_slave, secure_accept
 from broker.ha.config import HAConfig
 from broker.ha.epochfile import EpochFile
-from broker.ha.stream import RateMeter, peer_name, receive_some, receive_until, send_all
+from broker.ha.master_status import HAMasterStatus, SlaveStatus
+from broker.ha.stream import (
+    RateMeter,
+    peer_name,
+    receive_some,
+    receive_until,
+    send_all,
+    write_now,
+)
 from broker.ha.syncstate import (
     Action,
     ConfirmOffsetChanged,
@@ -89,42 +97,6 @@ class ReplicaOutcome(enum.Enum):
     TIMEOUT = "TIMEOUT"
     #: No slave connected to replicate to (ResponseCode SLAVE_NOT_AVAILABLE).
     NO_SLAVE = "NO_SLAVE"
-
-
-@attrs.frozen(kw_only=True)
-class SlaveStatus:
-    """One line of ``mqadmin haStatus``."""
-
-    address: str
-    broker_id: int
-    state: str
-    ack_offset: int
-    #: Master max offset minus the ack.
-    diff_bytes: int
-    transfer_bytes_per_s: float
-    in_sync: bool
-    #: Seconds since the slave last had everything; None if never.
-    caught_up_s_ago: float | None
-
-
-@attrs.frozen(kw_only=True)
-class HAMasterStatus:
-    node: str
-    ha_port: int
-    epoch: int
-    epoch_start_offset: int
-    max_offset: int
-    confirm_offset: int
-    sync_state_set: tuple[int, ...]
-    sync_state_set_epoch: int
-    proposal: tuple[int, ...] | None
-    waiters: int
-    waiters_refused: int
-    slaves: tuple[SlaveStatus, ...]
-    #: Connections waiting for their handshake.
-    pending_connections: int = 0
-    #: Connections closed before they became slaves (no or a bad handshake, no slot).
-    refused_connections: int = 0
 
 
 @attrs.define(eq=False)
@@ -161,6 +133,12 @@ class _Conn:
     #: The streamer's park while it has nothing to send (its deadline: the next heartbeat).
     park_scope: trio.CancelScope | None = None
     reason: str = "dropped"
+    #: The stream, once handshaken, when the put path may write to it itself while the
+    #: streamer is parked (a plain TCP socket); None otherwise.
+    direct: trio.SocketStream | None = None
+    #: The tail of a transfer the put path began and the socket did not take whole: the
+    #: streamer sends it before anything else.
+    unsent: bytes = b""
 
 
 class _Dropped(RocketError):
@@ -169,6 +147,10 @@ class _Dropped(RocketError):
 
 #: Refusal log lines per second at most (a flood of sockets must not flood the log).
 _REFUSALS_LOGGED_PER_S = 10
+#: Bytes of a transfer's header.
+_TRANSFER_HEAD_BYTES = len(
+    encode_transfer_parts(offset=0, epoch=0, epoch_start_offset=0, confirm_offset=0, data_len=0)
+)
 
 
 class HAMaster:
@@ -245,15 +227,51 @@ class HAMaster:
     # ======================================================================================
 
     def notify_appended(self) -> None:
-        """Call after every put: wakes idle streamers; moves a confirm offset that follows
-        the master (master-only set, or count mode)."""
+        """Call after every put: sends the new data to idle slaves or wakes their streamers;
+        moves a confirm offset that follows the master (master-only set, or count mode)."""
         now = _now()
         self._put_gap_s, self._last_put_s = now - self._last_put_s, now
         actions = self._core.master_advanced(self._store.max_physical_offset)
         if actions:
             self._after(actions)
-        if self._lot:  # an empty lot's unpark_all still costs a few µs on every send
+        # An empty lot's unpark_all still costs a few µs on every send.
+        if self._lot and not self._send_now():
             self._lot.unpark_all()
+
+    def _send_now(self) -> bool:
+        """Write the new data from here to each idle slave (its streamer parked, all it
+        was sent acked: one write in flight), where the streamer would take a task wake-up
+        and a scheduler pass of its own to send the same bytes, per slave and sync write.
+        While a transfer is unacked the streamer sends, later in this scheduler pass, what
+        the puts of the pass appended as one transfer. True when no streamer needs waking."""
+        done = True
+        slaves = self._core.slaves
+        for conn in self._conns.values():
+            if conn.park_scope is None:
+                continue  # busy: it sees the new data when its send returns
+            progress = slaves.get(conn.broker_id)
+            if (
+                conn.direct is None
+                or conn.unsent
+                or progress is None
+                or progress.ack_offset < conn.position
+            ):
+                done = False
+                continue
+            try:
+                data = self._next_batch(conn)
+                sent = write_now(conn.direct, data, what=f"HA slave {conn.address}")
+            except (RocketError, ValueError) as exc:
+                conn.reason = f"streaming stopped: {exc}"
+                conn.scope.cancel()
+                continue
+            conn.meter.record(_now(), len(data) - _TRANSFER_HEAD_BYTES)
+            if sent < len(data):
+                conn.unsent = data[sent:]  # the streamer sends the rest, before anything else
+                done = False
+            elif conn.position < self._store.max_physical_offset:
+                done = False  # more than one batch appended: the streamer sends the rest
+        return done
 
     async def wait_replicated(self, end_offset: int, timeout_s: float) -> ReplicaOutcome:
         """Wait until the data below ``end_offset`` is replicated as the policy requires."""
@@ -548,6 +566,8 @@ class HAMaster:
         )
         # Errors are caught inside the nursery (each side records why and cancels the
         # other), so only Cancelled crosses it.
+        if type(stream) is trio.SocketStream:
+            conn.direct = stream
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stream_loop, stream, conn, what, nursery.cancel_scope)
             try:
@@ -693,6 +713,10 @@ class HAMaster:
         try:
             while True:
                 now = _now()
+                if conn.unsent:
+                    data, conn.unsent = conn.unsent, b""
+                    await send_all(stream, data, timeout_s=cfg.send_timeout_s, what=what)
+                    continue
                 if conn.position < self._store.max_physical_offset:
                     await self._send_batch(stream, conn, what)  # carries the confirm offset
                     if conn.position < self._store.max_physical_offset:
@@ -711,14 +735,22 @@ class HAMaster:
                 else:
                     # A confirm move while parked pulls this deadline in (_confirm_moved)
                     # rather than waking the task: no wake-up per sync write.
-                    with trio.move_on_at(due) as conn.park_scope:
-                        await self._lot.park()
-                    conn.park_scope = None
+                    try:
+                        with trio.move_on_at(due) as conn.park_scope:
+                            await self._lot.park()
+                    finally:
+                        conn.park_scope = None  # a dead streamer is never written for
         except (RocketError, ValueError) as exc:
             conn.reason = f"streaming stopped: {exc}"
             scope.cancel()  # ends the reader too
 
     async def _send_batch(self, stream: trio.abc.Stream, conn: _Conn, what: str) -> None:
+        data = self._next_batch(conn)
+        await send_all(stream, data, timeout_s=self.config.send_timeout_s, what=what)
+        conn.meter.record(_now(), len(data) - _TRANSFER_HEAD_BYTES)
+
+    def _next_batch(self, conn: _Conn) -> bytes:
+        """The next transfer to ``conn`` (header and data), counted as sent."""
         store = self._store
         position = conn.position
         entry = self._epochs.cache.entry_at(position)
@@ -743,8 +775,7 @@ class HAMaster:
         conn.position, conn.at_boundary = position + len(data), True
         conn.sent_confirm, conn.confirm_moved_s = confirm, None
         conn.last_send_s = now
-        await send_all(stream, head + data, timeout_s=self.config.send_timeout_s, what=what)
-        conn.meter.record(_now(), len(data))
+        return head + data
 
     def _read(self, position: int, limit: int, *, at_boundary: bool) -> bytes:
         last = self._last_read

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.ha.master import HAMasterStatus
+from broker.ha.master_status import HAMasterStatus
 from broker.ha.slave import HASlaveStatus
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 from pathlib import Path
 
@@ -185,3 +186,43 @@ async def test_bad_peers_are_dropped_and_others_keep_streaming(tmp_path: Path) -
         c.append(5, start=5)
         await until(caught_up(m, s))
         assert s.log_bytes() == m.log_bytes()
+
+
+async def test_a_put_path_send_the_socket_takes_in_part_is_finished_by_the_streamer(
+    tmp_path: Path,
+) -> None:
+    """A put sends to an idle slave (its streamer parked, all it was sent acked) from the
+    put path itself. A transfer larger than the socket takes at once is finished by the
+    streamer before anything else: the slave reads the master's log, whole and in order."""
+    async with nodes(tmp_path, "m") as (m,), cluster(m) as c, FakeSlave.connect(c.port) as fake:
+        # Both socket buffers small: a 60 KB transfer cannot go in one write.
+        fake.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        await fake.handshake(2, ack=m.store.max_physical_offset)
+        start = m.store.max_physical_offset
+        conns = c.master._conns
+        await until(lambda: 2 in conns and conns[2].state.name == "TRANSFER")
+        conn = conns[2]
+        assert conn.direct is not None  # a plain TCP socket: the put path may write to it
+        conn.direct.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c.append(1, size=200)
+        await until(lambda: conn.park_scope is not None)  # parked, the transfer not acked
+        (first,) = await fake.transfers_until(m.store.max_physical_offset)
+        await fake.ack(first.offset + len(first.data))
+        await until(
+            lambda: (
+                conn.park_scope is not None
+                and c.master.status().slaves[0].ack_offset == conn.position
+            )
+        )
+        c.append(1, start=1, size=60_000)  # one record: one transfer, larger than the buffer
+        assert conn.unsent  # the socket took part of it; the streamer has the rest
+        end = m.store.max_physical_offset
+        transfers = [first]
+        while transfers[-1].offset + len(transfers[-1].data) < end:
+            t = await fake.next()
+            assert isinstance(t, Transfer)
+            if t.data:
+                assert t.offset == transfers[-1].offset + len(transfers[-1].data)
+                transfers.append(t)
+        data = b"".join(t.data for t in transfers)
+        assert data == m.log_bytes()[start - m.store.min_physical_offset :]
