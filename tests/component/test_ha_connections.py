@@ -6,14 +6,17 @@ import socket
 import struct
 from pathlib import Path
 
+import attrs
 import trio
 
 from broker.ha.slave import HASlave
 from broker.ha.wire import MasterHandshake, MasterSideDecoder, SlaveHandshake, Transfer
 from tests.component.ha_fixtures import (
     HA_CFG,
+    STORE_CFG,
     WAIT_S,
     FakeSlave,
+    Node,
     caught_up,
     cluster,
     nodes,
@@ -194,8 +197,19 @@ async def test_a_put_path_send_the_socket_takes_in_part_is_finished_by_the_strea
     """A put sends to an idle slave (its streamer parked, all it was sent acked) from the
     put path itself. A transfer larger than the socket takes at once is finished by the
     streamer before anything else: the slave reads the master's log, whole and in order."""
-    async with nodes(tmp_path, "m") as (m,), cluster(m) as c, FakeSlave.connect(c.port) as fake:
-        # Both socket buffers small: a 60 KB transfer cannot go in one write.
+    # Segments of 4 MiB: one record of 1 MB, one transfer far beyond what small socket
+    # buffers take in one write.
+    m = Node.open(tmp_path / "m", "m", attrs.evolve(STORE_CFG, segment_bytes=4 << 20))
+    try:
+        await _part_is_finished_by_the_streamer(m)
+    finally:
+        await m.store.close()
+
+
+async def _part_is_finished_by_the_streamer(m: Node) -> None:
+    # No heartbeat due while the test looks at the parked streamer.
+    config = attrs.evolve(HA_CFG, heartbeat_interval_s=30.0, housekeeping_timeout_s=60.0)
+    async with cluster(m, config) as c, FakeSlave.connect(c.port) as fake:
         fake.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         await fake.handshake(2, ack=m.store.max_physical_offset)
         start = m.store.max_physical_offset
@@ -208,13 +222,14 @@ async def test_a_put_path_send_the_socket_takes_in_part_is_finished_by_the_strea
         await until(lambda: conn.park_scope is not None)  # parked, the transfer not acked
         (first,) = await fake.transfers_until(m.store.max_physical_offset)
         await fake.ack(first.offset + len(first.data))
-        await until(
+        await until(  # parked with nothing due: the confirm told, everything acked
             lambda: (
                 conn.park_scope is not None
+                and conn.sent_confirm == c.master.confirm_offset
                 and c.master.status().slaves[0].ack_offset == conn.position
             )
         )
-        c.append(1, start=1, size=60_000)  # one record: one transfer, larger than the buffer
+        c.append(1, start=1, size=1_000_000)  # one record: one transfer
         assert conn.unsent  # the socket took part of it; the streamer has the rest
         end = m.store.max_physical_offset
         transfers = [first]
