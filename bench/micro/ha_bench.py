@@ -1,7 +1,7 @@
 """Micro-benchmark of replication alone: one master and its slave stores in one process.
 
 Usage: python -m bench.micro.ha_bench [--count N] [--size BYTES] [--concurrency K] [--dir D]
-                                      [--slaves S] [--confirmed] [--sync-only]
+                                      [--slaves S] [--confirmed] [--sync-only] [--apply-only]
 
 Runs, each on fresh store directories, HAMaster and ``--slaves`` HASlaves (default 1) over
 loopback (default HAConfig: 32 KiB batches, all-ack), every store ASYNC_FLUSH;
@@ -9,6 +9,8 @@ loopback (default HAConfig: 32 KiB batches, all-ack), every store ASYNC_FLUSH;
 - sync: K concurrent tasks each doing put + ``notify_appended`` + ``wait_replicated``
   (pipelined sync double write, all-ack) until N are acknowledged;
 - async: N puts back to back, then the time until the slave holds everything.
+- apply (``--apply-only``): a slave's store work alone, without sockets (validation and
+  write of each transfer, then the dispatch its confirm releases), CPU per record.
 Prints msg/s, MB/s, latency percentiles of the sync waits and this process's CPU per sync
 write (master and slaves together: ``time.process_time``, steady on a shared machine,
 unlike msg/s), and a final JSON line.
@@ -166,7 +168,50 @@ async def bench_async(directory: Path, count: int, size: int) -> dict[str, float
     return row
 
 
+async def bench_apply(directory: Path, count: int, size: int, rounds: int = 3) -> dict[str, float]:
+    """A slave's store work alone, no sockets: ``append_raw`` of the master's log in
+    transfers of ``HAConfig.batch_bytes`` (validation and write) with the slave's own
+    record check, then the confirm move that dispatches them; CPU per record, best of
+    ``rounds`` fresh slave stores."""
+    master = _store(directory, "master", confirmed=True)
+    msgs = store_records(size)
+    for i in range(count):
+        master.put_message(msgs[i % len(msgs)])
+    batches, pos = [], master.min_physical_offset
+    while pos < master.max_physical_offset:
+        data = master.read_raw(pos, HAConfig().batch_bytes)
+        batches.append((pos, data))
+        pos += len(data)
+    await master.close()
+    best_append = best_dispatch = float("inf")
+    for r in range(rounds):
+        store = _store(directory, f"slave{r}", confirmed=True)
+        check = HASlave(store, EpochFile.load(store.store_dir), broker_id=1)._check_record
+        append_s = dispatch_s = 0.0
+        for offset, data in batches:
+            t0 = time.process_time()
+            store.append_raw(data, offset, check=check)
+            t1 = time.process_time()
+            store.set_confirm_offset(offset + len(data))
+            store.write_queue_entries()
+            append_s, dispatch_s = append_s + t1 - t0, dispatch_s + time.process_time() - t1
+        await store.close()
+        best_append, best_dispatch = min(best_append, append_s), min(best_dispatch, dispatch_s)
+    row = {
+        "append_us_per_msg": best_append / count * 1e6,
+        "dispatch_us_per_msg": best_dispatch / count * 1e6,
+    }
+    print(
+        f" apply: {count} msgs x {size} B in {len(batches)} transfers: append_raw "
+        f"{row['append_us_per_msg']:.2f} us/msg, dispatch {row['dispatch_us_per_msg']:.2f} "
+        f"us/msg (best of {rounds})"
+    )
+    return row
+
+
 async def _runs(parent: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if args.apply_only:
+        return {"apply": await bench_apply(parent / "apply", args.count, args.size)}
     sync = await bench_sync(
         parent / "sync",
         args.count,
@@ -186,6 +231,9 @@ def _more_args(parser: argparse.ArgumentParser) -> None:
         "--confirmed", action="store_true", help="dispatch only confirmed data (controller mode)"
     )
     parser.add_argument("--sync-only", action="store_true", help="skip the async run")
+    parser.add_argument(
+        "--apply-only", action="store_true", help="only a slave's store work, in process"
+    )
 
 
 def main() -> None:
