@@ -737,7 +737,7 @@ class Broker:
         self.topics.set_state_version(epoch, now_ms=self.clock.wall_ms())
         self._correct_offsets(f"became master at epoch {epoch}")
         role.fenced = False
-        self.registrar.register_now()
+        self.registrar.register_now(role_changed=True)
         log.info(
             "%s: became master at epoch %d, SyncStateSet %s", self.name, epoch, sorted(members)
         )
@@ -767,7 +767,7 @@ class Broker:
         await self._start_role(start)
         self.ha_slave = slave
         role.fenced = False
-        self.registrar.register_now()
+        self.registrar.register_now(role_changed=True)
         log.info(
             "%s: became slave of %s (HA %s) at epoch %d",
             self.name,
