@@ -247,6 +247,20 @@ class HAMaster:
     def notify_appended(self) -> None:
         """Call after every put: wakes idle streamers; moves a confirm offset that follows
         the master (master-only set, or count mode)."""
+        if not self._all_conns and not self._waiters:
+            # No slave connected and no send waiting for one (a single master, the common
+            # case): no streamer to wake or tell, so only the confirm offset moves (what
+            # ``_after`` does of a ConfirmOffsetChanged when it has no connection and no
+            # waiter), without the clock reads and the action dispatch (~1.7 µs a send).
+            # The put gap is not kept: it only sets the linger of connected streamers, and
+            # the first put after a slave connects reads a long gap (no linger, as after
+            # any pause).
+            for action in self._core.master_advanced(self._store.max_physical_offset):
+                if type(action) is ConfirmOffsetChanged:
+                    self._store.set_confirm_offset(action.offset)
+                else:
+                    self._after([action])
+            return
         now = _now()
         self._put_gap_s, self._last_put_s = now - self._last_put_s, now
         actions = self._core.master_advanced(self._store.max_physical_offset)
