@@ -49,7 +49,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -82,7 +82,7 @@ from broker.security import BrokerSecurity
 from broker.slavesync import SlaveSynchronizer
 from broker.stats import BrokerStats, RpcLatency
 from broker.store.files import reading
-from broker.store.results import AppendResult, GetMessageResult
+from broker.store.results import GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
 from broker.store.store import MessageStore
 from broker.timerstore import TimerService
@@ -103,7 +103,7 @@ from protocol.headers import (
     NotifyConsumerIdsChangedRequestHeader,
     PullMessageRequestHeader,
 )
-from protocol.message import MessageRecord, make_uniq_key_generator
+from protocol.message import make_uniq_key_generator
 from protocol.pop import revive_topic
 from protocol.route import MASTER_ID, TopicConfig, dumps_json
 from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
@@ -174,7 +174,12 @@ class Broker:
         self.agent: BrokerAgent | None = (
             BrokerAgent(self, clock=self.clock) if config.controller_mode else None
         )
+        #: Appends and the wait for durability (``broker/writes.py``), bound here rather
+        #: than wrapped: a delegating method cost every send a frame and a coroutine.
         self.writes = BrokerWrites(self)
+        self.store_put = self.writes.store_put
+        self.store_put_encoded = self.writes.store_put_encoded
+        self.wait_durable = self.writes.wait_durable
         self._role_scope: tuple[trio.CancelScope, trio.Event] | None = None
         if config.slave_read_behind_bytes is not None:
             self._far_behind_bytes = config.slave_read_behind_bytes
@@ -327,31 +332,6 @@ class Broker:
         if self.role.is_master or self.master_alive:
             return MASTER_ID
         return self.role.broker_id
-
-    # --- store access (broker/writes.py) ----------------------------------------------
-
-    def store_put(self, records: Sequence[MessageRecord]) -> AppendResult:
-        """``BrokerWrites.store_put``: one record or a batch through the broker's checks."""
-        return self.writes.store_put(records)
-
-    def store_put_encoded(
-        self,
-        topic: str,
-        queue_id: int,
-        sys_flag: int,
-        encoded: bytes,
-        properties: Mapping[str, str],
-        *,
-        body_bytes: int,
-    ) -> AppendResult:
-        """``BrokerWrites.store_put_encoded``: one record already encoded."""
-        return self.writes.store_put_encoded(
-            topic, queue_id, sys_flag, encoded, properties, body_bytes=body_bytes
-        )
-
-    async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int:
-        """``BrokerWrites.wait_durable``: the send's response code once durable enough."""
-        return await self.writes.wait_durable(result, wait_store=wait_store)
 
     # --- topics ----------------------------------------------------------------------
 

@@ -86,19 +86,18 @@ class BrokerWrites:
         *,
         body_bytes: int,
     ) -> AppendResult:
-        """``store_put`` of one record already encoded (the send path's straight case)."""
-        return self._guarded_put(
-            topic,
-            functools.partial(
-                self.broker.store.put_encoded,
-                topic,
-                queue_id,
-                sys_flag,
-                encoded,
-                properties,
-                body_bytes=body_bytes,
-            ),
-        )
+        """``store_put`` of one record already encoded (the send path's straight case):
+        ``_guarded_put`` without the partial and its frame (every single send comes here)."""
+        master = self._check_in_sync()
+        try:
+            result = self.broker.store.put_encoded(
+                topic, queue_id, sys_flag, encoded, properties, body_bytes=body_bytes
+            )
+        except StorageError as exc:
+            raise self._refused(exc) from None
+        if result.ok:
+            self._counted(topic, result, master)
+        return result
 
     def _check_in_sync(self) -> HAMaster | None:
         broker = self.broker
@@ -116,15 +115,22 @@ class BrokerWrites:
         try:
             result = put()
         except StorageError as exc:
-            log.warning("%s: append refused: %s", self.broker.name, exc)
-            raise store_put_error(exc) from None
+            raise self._refused(exc) from None
         if result.ok:
-            # Per-topic put counters (RocketMQ's incTopicPutNums / incTopicPutSize with the
-            # stored bytes): one call per put, not per message.
-            self.broker.stats.on_put(topic, result.message_count, result.wrote_bytes)
-            if master is not None:
-                master.notify_appended()
+            self._counted(topic, result, master)
         return result
+
+    def _refused(self, exc: StorageError) -> Exception:
+        log.warning("%s: append refused: %s", self.broker.name, exc)
+        return store_put_error(exc)
+
+    def _counted(self, topic: str, result: AppendResult, master: HAMaster | None) -> None:
+        """After a put that stored: the per-topic put counters (RocketMQ's incTopicPutNums /
+        incTopicPutSize with the stored bytes: one call per put, not per message), and the
+        HA streamers woken."""
+        self.broker.stats.on_put(topic, result.message_count, result.wrote_bytes)
+        if master is not None:
+            master.notify_appended()
 
     async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int:
         """Wait until the append is as durable as configured; the send's response code.
