@@ -25,7 +25,7 @@ from broker.ha import HAMaster, ReplicaOutcome
 from broker.processors.send import store_put_error
 from broker.role import RoleState
 from broker.stats import BrokerStats
-from broker.store.results import AppendResult
+from broker.store.results import AppendResult, PutStatus
 from broker.store.store import MessageStore
 from protocol.codes import ResponseCode
 from protocol.errors import StorageError, SystemError_
@@ -95,7 +95,7 @@ class BrokerWrites:
             )
         except StorageError as exc:
             raise self._refused(exc) from None
-        if result.ok:
+        if result.status is PutStatus.PUT_OK:  # result.ok without the property's frame
             self._counted(topic, result, master)
         return result
 
@@ -132,6 +132,17 @@ class BrokerWrites:
         if master is not None:
             master.notify_appended()
 
+    def durable_at_once(self, *, wait_store: bool) -> bool:
+        """True when ``wait_durable`` would answer SUCCESS without waiting (the producer
+        does not wait for the store, or ASYNC_FLUSH on a broker that is no SYNC_MASTER): the
+        send path then answers without a coroutine. Read at each call (roles change)."""
+        if not wait_store:
+            return True
+        broker = self.broker
+        if broker.config.flush_disk_type == "SYNC_FLUSH":
+            return False
+        return broker.ha_master is None or not broker.role.is_sync_master
+
     async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int:
         """Wait until the append is as durable as configured; the send's response code.
 
@@ -139,7 +150,7 @@ class BrokerWrites:
         wait side by side. A replication failure wins over a flush timeout, as in
         RocketMQ's handleDiskFlushAndHA.
         """
-        if not wait_store:
+        if self.durable_at_once(wait_store=wait_store):
             return ResponseCode.SUCCESS
         broker = self.broker
         flush = broker.config.flush_disk_type == "SYNC_FLUSH"
