@@ -295,9 +295,15 @@ class ConsumeQueue:
 
         ``None`` when the file holding ``queue_offset`` is gone (a hole: OFFSET_FOUND_NULL).
         """
+        data = self.read_entry_bytes(queue_offset, max_count)
+        return None if data is None else decode_entries(data, queue_offset)
+
+    def read_entry_bytes(self, queue_offset: int, max_count: int) -> bytes | None:
+        """``read_entries``' whole entries as read, not decoded (``CQ_ENTRY`` each; from
+        the first unwritten one on they are zeros); empty outside [min, max)."""
         assert max_count > 0
         if not self.min_offset <= queue_offset < self.max_offset:
-            return []
+            return b""
         if self._pending:
             self.write_pending()
         f = self._file_for(queue_offset)
@@ -307,7 +313,7 @@ class ConsumeQueue:
         count = min(max_count, self.max_offset - queue_offset, self.entries_per_file - index)
         data = os.pread(f.fd, count * CQ_ENTRY_BYTES, index * CQ_ENTRY_BYTES)
         usable = len(data) - len(data) % CQ_ENTRY_BYTES
-        return decode_entries(data[:usable], queue_offset)
+        return data[:usable] if usable < len(data) else data
 
     def raw_entries(self, begin: int, end: int) -> list[tuple[int, int, int]]:
         """Raw ``(phys, size, tags)`` of logical offsets [begin, end), zeros included."""
