@@ -18,9 +18,11 @@ Rules:
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections.abc import Callable, Sequence
 
+from broker.store.commitlog import Segment
 from broker.store.consumequeue import CQ_ENTRY, BoundaryType, CqEntry, search_offset_by_time
 from broker.store.pull import GetMessageStatus, check_offset, select_entries
 from broker.store.results import (
@@ -173,6 +175,8 @@ class StoreReads(StoreState):
         offsets: list[int] = []
         clog = self._clog
         damaged = bool(self._damage)
+        seg: Segment | None = None
+        seg_start = seg_end = fd = 0
         n = len(picked)
         i = 0
         while i < n:
@@ -182,7 +186,16 @@ class StoreReads(StoreState):
             while j < n and picked[j][1] == end:
                 end += picked[j][2]
                 j += 1
-            span = clog.read(start, end - start)
+            # clog.read, with the segment looked up once for the runs it holds.
+            if seg is None or not seg_start <= start < seg_end:
+                seg = clog.segment_for(start)
+                if seg is not None:
+                    seg_start, seg_end, fd = seg.start, seg.end, seg.fd
+            span = (
+                os.pread(fd, end - start, start - seg_start)
+                if seg is not None and end <= seg_end
+                else None
+            )
             whole = span is not None and len(span) == end - start
             for queue_offset, phys, size in picked[i:j]:
                 if not whole:  # a run the log cannot give whole (a segment end)
