@@ -374,6 +374,22 @@ class ConsumeQueue:
 
         An empty queue accepts any starting offset (its first file is pre-filled with blanks).
         """
+        pending = self._pending
+        f = self._pending_file
+        if (
+            pending
+            and queue_offset == self.max_offset
+            and f is not None
+            and queue_offset - f.first_offset < self.entries_per_file
+        ):
+            # The held run goes on in its file (most appends of a busy read): no file
+            # lookup, no new run.
+            assert physical_offset >= 0 and 0 < size <= BLANK_SIZE, (physical_offset, size)
+            pending += CQ_ENTRY.pack(physical_offset, size, tags_code)
+            self.max_offset = queue_offset + 1
+            if len(pending) >= _PENDING_MAX_BYTES:
+                self.write_pending()
+            return False
         if queue_offset != self.max_offset:
             if self.max_offset == self.min_offset and queue_offset > self.max_offset:
                 self._start_at(queue_offset)
@@ -385,7 +401,6 @@ class ConsumeQueue:
         f = self._file_for(queue_offset)
         if f is None:
             f = self._create_file(queue_offset - queue_offset % self.entries_per_file)
-        pending = self._pending
         started = False
         if f is not self._pending_file or not pending:
             if pending:

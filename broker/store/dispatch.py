@@ -75,6 +75,8 @@ _tags_hash = functools.lru_cache(maxsize=4096)(tags_code)
 #: Records skipped for an unsafe name that are logged one by one (then only counted).
 _UNSAFE_LOGGED = 10
 _ROLLBACK = SYSFLAG_TRANSACTION_ROLLBACK_TYPE
+#: Topics whose tag code is a due time (``_tags_code``), not the tag's hash.
+_TIMED_TOPICS = frozenset({SCHEDULE_TOPIC, TIMER_TOPIC})
 
 
 def _delivery_tags_code(
@@ -168,7 +170,11 @@ class StoreDispatch(StoreState):
             else None
         )
         if cq is not None:
-            code = self._tags_code(topic, properties, store_ms)
+            code = (
+                self._tags_code(topic, properties, store_ms)
+                if topic in _TIMED_TOPICS
+                else _tags_hash(properties.get(PROPERTY_TAGS))  # _tags_code's common case
+            )
             if recovering and queue_offset < cq.max_offset:
                 wrote = cq.repair(queue_offset, phys, size, code)
             else:
