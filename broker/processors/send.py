@@ -186,10 +186,13 @@ class SendProcessor:
     ) -> RemotingCommand:
         self._check_writable_master()
         is_batch = request.code == _SEND_BATCH_MESSAGE or bool(header.batch)
-        self._check_size(request.body, is_batch=is_batch)
+        if is_batch or len(request.body) > self.broker.config.max_message_bytes:
+            self._check_size(request.body, is_batch=is_batch)  # else it passes: a frame less
         self._check_numbers(header)
         config = self._topic_for_send(header)
-        queue_id = self._queue_id(header, config)
+        queue_id = header.queue_id
+        if not 0 <= queue_id < config.read_queue_nums:  # else _queue_id returns it: a frame less
+            queue_id = self._queue_id(header, config)
         if not is_batch and _is_plain(header):
             stored = self._send_plain(request, header, queue_id, conn)
             if stored is not None:
@@ -273,7 +276,7 @@ class SendProcessor:
                 flag=header.flag,
                 sys_flag=header.sys_flag,
                 born_timestamp_ms=header.born_timestamp,
-                born_host=peer_host(conn),
+                born_host=_peer_host(conn.peer),  # peer_host, a frame less
                 store_timestamp_ms=0,
                 store_host=broker.store_host,
                 reconsume_times=header.reconsume_times or 0,
