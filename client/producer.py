@@ -83,7 +83,9 @@ from protocol.headers import SendMessageRequestHeaderV2, SendMessageResponseHead
 from protocol.message import (
     MAX_PROPERTIES_BYTES,
     PROPERTY_PGROUP,
+    PROPERTY_TAGS,
     PROPERTY_TRAN_MSG,
+    PROPERTY_UNIQ_KEY,
     SYSFLAG_COMPRESSED,
     SYSFLAG_TRANSACTION_PREPARED_TYPE,
     encode_batch_items,
@@ -293,7 +295,22 @@ class Producer:
         Bodies of single sends over COMPRESS_OVER_BYTES are compressed; a batch's never
         are (RocketMQ's clients do the same: one sysFlag covers a whole batch).
         """
-        uniq_key = message.msg_id or self._uniq.next_id(int(time.time() * 1000))
+        if message.msg_id is None:
+            uniq_key = self._uniq.next_id(int(time.time() * 1000))
+            properties = plain_properties(message, uniq_key)
+            if properties is not None and not batch and len(message.body) < COMPRESS_OVER_BYTES:
+                # The common message: what the general path below makes, written directly.
+                batchable = (
+                    _INT32_MIN <= message.flag <= _INT32_MAX
+                    and (
+                        len(properties) * 4 <= MAX_PROPERTIES_BYTES
+                        or len(properties.encode()) <= MAX_PROPERTIES_BYTES
+                    )
+                    and not is_group_topic(message.topic)
+                )
+                return _make_outgoing(message, uniq_key, properties, message.body, 0, batchable)
+        else:
+            uniq_key = message.msg_id
         wire = message.wire_properties(uniq_key)
         properties = properties_to_string(wire)
         body, sys_flag = message.body, 0
@@ -515,6 +532,27 @@ def not_stored(error: RocketError) -> bool:
     return isinstance(
         error, NetworkError | ServiceNotAvailable | SystemBusy | NoPermission | TopicNotExist
     )
+
+
+def plain_properties(message: Message, uniq_key: str) -> str | None:
+    """``properties_to_string(message.wire_properties(uniq_key))`` for a message with no
+    properties, keys, delay or ``wait_store=False`` and a generated (hex) ``uniq_key``,
+    built without the dict; None for any other message (the general path then)."""
+    if (
+        message.properties
+        or message.keys
+        or not message.wait_store
+        or message.delay_level
+        or message.deliver_at_ms is not None
+        or message.delay_s is not None
+    ):
+        return None
+    tags = message.tags
+    if not tags:
+        return f"{PROPERTY_UNIQ_KEY}\x01{uniq_key}\x02"
+    if "\x01" in tags or "\x02" in tags:
+        return None  # the general path refuses it with its own message
+    return f"{PROPERTY_TAGS}\x01{tags}\x02{PROPERTY_UNIQ_KEY}\x01{uniq_key}\x02"
 
 
 def _batchable(message: Message, properties: str) -> bool:
