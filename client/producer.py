@@ -47,7 +47,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -447,21 +447,30 @@ class Producer:
         code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
         return RemotingCommand.request(code, header.to_ext_fields(), body=body)
 
-    async def _send_once(
+    def _send_once(
         self,
         info: TopicInfo,
         queue: MessageQueue,
         items: list[_Outgoing],
         deadline: float,
         ordered: bool = False,
-    ) -> SendResult:
-        """One attempt: alone, through a batching lane, or as the caller's own batch."""
+    ) -> Awaitable[SendResult]:
+        """One attempt: alone, through a batching lane, or as the caller's own batch.
+
+        Not a coroutine itself: it hands back the one to await (the batcher's, for a
+        batched send), so every batched caller's wake-up passes one frame less.
+        """
         addr = self._master(info, queue)
         if self._batcher is not None and len(items) == 1 and items[0].batchable:
             item = items[0]
-            return await self._batcher.send(
+            return self._batcher.send(
                 addr, queue, item, item.batch_bytes, deadline, ordered=ordered
             )
+        return self._send_direct(addr, queue, items, deadline)
+
+    async def _send_direct(
+        self, addr: str, queue: MessageQueue, items: list[_Outgoing], deadline: float
+    ) -> SendResult:
         results = await self._exchange(addr, queue, items, deadline)
         if len(results) == 1:
             return results[0]
