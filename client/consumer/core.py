@@ -303,6 +303,9 @@ def decode_pull_body(
     walk = _BodyWalk(queue=queue, requested=requested, next_begin_offset=next_begin_offset)
     walk.last = requested - 1
     whole = isinstance(buf, bytes)  # the one-pass decoder slices bytes (a frame's body)
+    # Asked once per body, not per record: a subscription that takes a record without
+    # tags (``*``, SQL92: the broker filtered) takes every record.
+    take_all = _accepts_tags(subscription, None)
     pos = 0
     while pos < len(buf):
         size = _framed_size(buf, pos)
@@ -313,7 +316,7 @@ def decode_pull_body(
         sane = walk.last < queue_offset < next_begin_offset
         message = quick_message(buf, pos, size, head, queue) if whole else None
         if message is not None:
-            if _accepts_tags(subscription, message.tags):
+            if take_all or _accepts_tags(subscription, message.tags):
                 walk.messages.append(message)
             if sane:
                 walk.last = queue_offset
