@@ -49,6 +49,12 @@ def _encoded(topic: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=256)
+def _offset_id_prefix(packed_ip: bytes, port: int) -> str:
+    """The host part of ``offset_msg_id`` for an IPv4 store host."""
+    return offset_msg_id(".".join(str(b) for b in packed_ip), port, 0)[:-16]
+
+
+@functools.lru_cache(maxsize=256)
 def _host(packed_ip: bytes, port: int) -> tuple[str, int]:
     return f"{packed_ip[0]}.{packed_ip[1]}.{packed_ip[2]}.{packed_ip[3]}", port
 
@@ -128,7 +134,9 @@ def quick_message(
         body,
         props,
         queue,
-        offset_msg_id(store_host[0], store_port, commit_offset),
+        # offset_msg_id's text, its host part cached by the packed address (the offset was
+        # checked >= 0 above and is an int64 by the unpack).
+        f"{_offset_id_prefix(store_ip, store_port)}{commit_offset:016X}",
         queue_offset,
         commit_offset,
         born_ts,
