@@ -94,7 +94,6 @@ from protocol.message import (
 )
 from protocol.route import MessageQueue
 from protocol.rpc import Handler, RemotingClient, background_nursery, open_client
-from protocol.slots import slot_builder
 
 log = logging.getLogger(__name__)
 
@@ -148,28 +147,39 @@ def hash_selector(queues: Sequence[MessageQueue], key: str) -> MessageQueue:
     return queues[int.from_bytes(digest[:4], "big") % len(queues)]
 
 
-@attrs.frozen(eq=False)
 class _Outgoing:
     """A message made ready to send once, whatever the attempts: its id, wire properties
-    and (compressed) body stay the same on every retry."""
+    and (compressed) body stay the same on every retry.
 
-    message: Message
-    uniq_key: str
-    #: The wire properties (UNIQ_KEY included), encoded.
-    properties: str
-    body: bytes
-    sys_flag: int
-    #: May share a SEND_BATCH_MESSAGE with others (client.batching).
-    batchable: bool
+    A plain slotted class, written once by ``_prepare`` and only read after: one is made
+    per message, and a frozen attrs class costs three times as much to build (a call per
+    field, where a plain ``__init__`` stores each slot directly).
+    """
+
+    __slots__ = ("batchable", "body", "message", "properties", "sys_flag", "uniq_key")
+
+    def __init__(
+        self,
+        message: Message,
+        uniq_key: str,
+        properties: str,
+        body: bytes,
+        sys_flag: int,
+        batchable: bool,
+    ) -> None:
+        self.message = message
+        self.uniq_key = uniq_key
+        #: The wire properties (UNIQ_KEY included), encoded.
+        self.properties = properties
+        self.body = body
+        self.sys_flag = sys_flag
+        #: May share a SEND_BATCH_MESSAGE with others (client.batching).
+        self.batchable = batchable
 
     @property
     def batch_bytes(self) -> int:
         """About what it adds to a batch body (item head 20 + properties length 2)."""
         return len(self.body) + len(self.properties) + 22
-
-
-# Positional in field order (slot_builder): one per message sent.
-_make_outgoing = slot_builder(_Outgoing)
 
 
 @attrs.frozen(kw_only=True)
@@ -308,7 +318,7 @@ class Producer:
                     )
                     and not is_group_topic(message.topic)
                 )
-                return _make_outgoing(message, uniq_key, properties, message.body, 0, batchable)
+                return _Outgoing(message, uniq_key, properties, message.body, 0, batchable)
         else:
             uniq_key = message.msg_id
         wire = message.wire_properties(uniq_key)
@@ -319,7 +329,7 @@ class Producer:
         if wire.get(PROPERTY_TRAN_MSG) == "true":  # a half message (client/transaction.py)
             sys_flag |= SYSFLAG_TRANSACTION_PREPARED_TYPE
         batchable = not batch and not sys_flag and _batchable(message, properties)
-        return _make_outgoing(message, uniq_key, properties, body, sys_flag, batchable)
+        return _Outgoing(message, uniq_key, properties, body, sys_flag, batchable)
 
     async def _send_items(
         self,
