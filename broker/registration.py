@@ -7,7 +7,11 @@ Rules (reference/rocketmq-wire.md §2.16; BrokerController.registerBrokerAll):
 - Rounds run every ``register_interval_s``; after ``register_now()`` (a topic or role
   change) at once, or, when the last round asked for by a change is more recent than
   ``register_min_interval_s``, that long after it (a burst of 6,000 topic creates is a
-  few registrations, not 6,000); and, while a slave has no live master, every
+  few registrations, not 6,000); after ``register_now(role_changed=True)`` always at
+  once, that wait included: a new master is writable only once the NameServers route
+  clients to it, and a broker restarted as a slave less than ``register_min_interval_s``
+  before its election would otherwise add the rest of that second to the failover
+  (the ~335 ms failover rounds of issue 14); and, while a slave has no live master, every
   ``slave_register_interval_s``: the answer names a (re)started master's HA address, and
   the master's new ports with --port 0.
 - ``announced()`` waits for a round to end: an admin topic change is answered once
@@ -103,13 +107,18 @@ class NameServerRegistrar:
         self.broker = broker
         self._clock = clock
         self._wanted = trio.Event()
+        #: Set with ``_wanted`` by a role change: that round skips the min-interval wait.
+        self._role_changed = trio.Event()
         #: Rounds begun and ended (``announced`` waits for one begun after it was called).
         self._begun = 0
         self._ended = 0
         self._round_ended = trio.Event()
 
-    def register_now(self) -> None:
-        """Register at the next moment (topics or role changed)."""
+    def register_now(self, *, role_changed: bool = False) -> None:
+        """Register at the next moment (topics or role changed); a role change at once,
+        even within ``register_min_interval_s`` of the last announced change."""
+        if role_changed:
+            self._role_changed.set()
         self._wanted.set()
 
     def next_round(self) -> int:
@@ -138,10 +147,12 @@ class NameServerRegistrar:
                 await self._wanted.wait()
             if self._wanted.is_set():
                 # Changes coming faster than one round per register_min_interval_s wait
-                # for the next round, which then announces them all.
-                await trio.sleep(
+                # for the next round, which then announces them all; a role change ends
+                # the wait (clients find no master until the NameServers hear of it).
+                with trio.move_on_after(
                     max(0.0, last_change + config.register_min_interval_s - self._clock.now_s())
-                )
+                ):
+                    await self._role_changed.wait()
             now = self._clock.now_s()
             changed = self._wanted.is_set()
             if not (
@@ -151,6 +162,7 @@ class NameServerRegistrar:
             ):
                 continue
             self._wanted = trio.Event()
+            self._role_changed = trio.Event()
             last = now
             if changed:
                 last_change = now

@@ -36,9 +36,9 @@ Rules:
   master takes the controller's epoch (``new_epoch``) before it accepts a write, registers
   as id 0 with ``stateVersion`` = epoch, and acknowledges writes only within its lease
   or while every ack waits for other SyncStateSet members (``lease_holds``).
-- Every put (send, batch, send-back, delayed re-put) wakes the HA streamers. A SYNC_MASTER
-  refuses a put before storing it while its in-sync set is below ``min_in_sync_replicas``,
-  and answers a stored send only once the slaves acked it or ``slave_timeout_s`` passed:
+- Every put (send, batch, send-back, delayed re-put; ``broker/writes.py``) wakes the HA
+  streamers. A SYNC_MASTER refuses a put before storing it while its in-sync set is below
+  ``min_in_sync_replicas``, and answers a stored send only once the slaves acked it or ``slave_timeout_s`` passed:
   each send awaits its own waiter, so thousands are in flight on one connection.
 """
 
@@ -49,7 +49,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -59,7 +59,7 @@ from broker.clients import ClientManager, Notify
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, parse_delay_levels
 from broker.groups import SubscriptionGroupManager
-from broker.ha import EpochFile, HAMaster, HASlave, ReplicaOutcome
+from broker.ha import EpochFile, HAMaster, HASlave
 from broker.ha.runtime_info import ha_runtime_info
 from broker.listeners import HAListener, bind, close_all
 from broker.locks import RebalanceLockManager
@@ -73,7 +73,7 @@ from broker.processors.admin import AdminProcessor
 from broker.processors.clients import ClientProcessor
 from broker.processors.offsets import OffsetProcessor
 from broker.processors.pull import PullProcessor
-from broker.processors.send import SendProcessor, store_put_error
+from broker.processors.send import SendProcessor
 from broker.processors.stats import StatsProcessor
 from broker.registration import NameServerRegistrar
 from broker.role import RoleState
@@ -82,42 +82,33 @@ from broker.security import BrokerSecurity
 from broker.slavesync import SlaveSynchronizer
 from broker.stats import BrokerStats, RpcLatency
 from broker.store.files import reading
-from broker.store.results import AppendResult, GetMessageResult
+from broker.store.results import GetMessageResult
 from broker.store.state import PHYS_OFFSET_POS
 from broker.store.store import MessageStore
 from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager, dlq_topic, retry_topic
 from broker.transaction.service import TransactionService
+from broker.writes import BrokerWrites
 from protocol.acl_client import sign_requests
 from protocol.acl_guard import open_guard, protect, warn_if_exposed
 from protocol.bodies import SubscriptionGroupConfig
-from protocol.codes import PERM_READ, PERM_WRITE, RequestCode, ResponseCode
+from protocol.codes import PERM_READ, PERM_WRITE, RequestCode
 from protocol.command import RemotingCommand
 from protocol.controller_bodies import EpochEntry as WireEpochEntry
 from protocol.controller_bodies import EpochEntryCache
 from protocol.errors import (
     RocketError,
-    StorageError,
-    SystemError_,
 )
 from protocol.headers import (
     NotifyConsumerIdsChangedRequestHeader,
     PullMessageRequestHeader,
 )
-from protocol.message import MessageRecord, make_uniq_key_generator
+from protocol.message import make_uniq_key_generator
 from protocol.pop import revive_topic
 from protocol.route import MASTER_ID, TopicConfig, dumps_json
 from protocol.rpc import Connection, Handler, RemotingClient, RemotingServer, open_client
 
 log = logging.getLogger(__name__)
-
-
-#: A replication outcome → the send's response code (SendMessageProcessor's mapping).
-_REPLICA_CODES = {
-    ReplicaOutcome.OK: ResponseCode.SUCCESS,
-    ReplicaOutcome.TIMEOUT: ResponseCode.FLUSH_SLAVE_TIMEOUT,
-    ReplicaOutcome.NO_SLAVE: ResponseCode.SLAVE_NOT_AVAILABLE,
-}
 
 
 def _physical_memory_bytes() -> int:
@@ -183,6 +174,13 @@ class Broker:
         self.agent: BrokerAgent | None = (
             BrokerAgent(self, clock=self.clock) if config.controller_mode else None
         )
+        #: Appends and the wait for durability (``broker/writes.py``), bound here rather
+        #: than wrapped: a delegating method cost every send a frame and a coroutine.
+        self.writes = BrokerWrites(self)
+        self.store_put = self.writes.store_put
+        self.store_put_encoded = self.writes.store_put_encoded
+        self.wait_durable = self.writes.wait_durable
+        self.durable_at_once = self.writes.durable_at_once
         self._role_scope: tuple[trio.CancelScope, trio.Event] | None = None
         if config.slave_read_behind_bytes is not None:
             self._far_behind_bytes = config.slave_read_behind_bytes
@@ -335,113 +333,6 @@ class Broker:
         if self.role.is_master or self.master_alive:
             return MASTER_ID
         return self.role.broker_id
-
-    # --- store access ----------------------------------------------------------------
-
-    def store_put(self, records: Sequence[MessageRecord]) -> AppendResult:
-        """Append one record or a batch; storage failures become SERVICE_NOT_AVAILABLE.
-
-        A SYNC_MASTER whose in-sync set is below ``min_in_sync_replicas`` refuses before
-        writing (RocketMQ's IN_SYNC_REPLICAS_NOT_ENOUGH → SYSTEM_ERROR, which producers
-        retry on another broker group).
-        """
-        topic = records[0].topic
-        if len(records) == 1:
-            return self._guarded_put(topic, functools.partial(self.store.put_message, records[0]))
-        return self._guarded_put(topic, functools.partial(self.store.put_messages, records))
-
-    def store_put_encoded(
-        self,
-        topic: str,
-        queue_id: int,
-        sys_flag: int,
-        encoded: bytes,
-        properties: Mapping[str, str],
-        *,
-        body_bytes: int,
-    ) -> AppendResult:
-        """``store_put`` of one record already encoded (the send path's straight case)."""
-        return self._guarded_put(
-            topic,
-            functools.partial(
-                self.store.put_encoded,
-                topic,
-                queue_id,
-                sys_flag,
-                encoded,
-                properties,
-                body_bytes=body_bytes,
-            ),
-        )
-
-    def _check_in_sync(self) -> HAMaster | None:
-        master = self.ha_master
-        if (
-            master is not None
-            and self.role.is_sync_master
-            and not master.check_writable(self.config.min_in_sync_replicas)
-        ):
-            raise SystemError_("in-sync replicas not enough")
-        return master
-
-    def _guarded_put(self, topic: str, put: Callable[[], AppendResult]) -> AppendResult:
-        master = self._check_in_sync()
-        try:
-            result = put()
-        except StorageError as exc:
-            log.warning("%s: append refused: %s", self.name, exc)
-            raise store_put_error(exc) from None
-        if result.ok:
-            # Per-topic put counters (RocketMQ's incTopicPutNums / incTopicPutSize with the
-            # stored bytes): one call per put, not per message.
-            self.stats.on_put(topic, result.message_count, result.wrote_bytes)
-            if master is not None:
-                master.notify_appended()
-        return result
-
-    async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int:
-        """Wait until the append is as durable as configured; the send's response code.
-
-        SYNC_FLUSH waits for the group fsync; a SYNC_MASTER waits for the slaves' acks; both
-        wait side by side. A replication failure wins over a flush timeout, as in
-        RocketMQ's handleDiskFlushAndHA.
-        """
-        if not wait_store:
-            return ResponseCode.SUCCESS
-        flush = self.config.flush_disk_type == "SYNC_FLUSH"
-        master = self.ha_master if self.role.is_sync_master else None
-        if master is None:
-            return await self._wait_flushed(result) if flush else ResponseCode.SUCCESS
-        if not flush:
-            return await self._wait_replicated(master, result)
-        codes: dict[str, int] = {}
-
-        async def flushed() -> None:
-            codes["flush"] = await self._wait_flushed(result)
-
-        async def replicated() -> None:
-            codes["replica"] = await self._wait_replicated(master, result)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(flushed)
-            nursery.start_soon(replicated)
-        if codes["replica"] != ResponseCode.SUCCESS:
-            return codes["replica"]
-        return codes["flush"]
-
-    async def _wait_flushed(self, result: AppendResult) -> int:
-        flushed = await self.store.wait_flushed(result.end_offset, self.config.sync_flush_timeout_s)
-        return ResponseCode.SUCCESS if flushed else ResponseCode.FLUSH_DISK_TIMEOUT
-
-    async def _wait_replicated(self, master: HAMaster, result: AppendResult) -> int:
-        outcome = await master.wait_replicated(result.end_offset, self.config.slave_timeout_s)
-        if self.agent is not None and (master is not self.ha_master or not self.accepts_writes):
-            # Deposed or past its lease while waiting (#7017): the write is stored here and
-            # maybe on the member now elected, so its fate is unknown. Not SEND_OK, and not a
-            # refusal either (a client would count a message it may find stored as failed):
-            # "stored, not replicated as required", as RocketMQ answers a slave timeout.
-            return ResponseCode.FLUSH_SLAVE_TIMEOUT
-        return _REPLICA_CODES[outcome]
 
     # --- topics ----------------------------------------------------------------------
 
@@ -737,7 +628,7 @@ class Broker:
         self.topics.set_state_version(epoch, now_ms=self.clock.wall_ms())
         self._correct_offsets(f"became master at epoch {epoch}")
         role.fenced = False
-        self.registrar.register_now()
+        self.registrar.register_now(role_changed=True)
         log.info(
             "%s: became master at epoch %d, SyncStateSet %s", self.name, epoch, sorted(members)
         )
@@ -767,7 +658,7 @@ class Broker:
         await self._start_role(start)
         self.ha_slave = slave
         role.fenced = False
-        self.registrar.register_now()
+        self.registrar.register_now(role_changed=True)
         log.info(
             "%s: became slave of %s (HA %s) at epoch %d",
             self.name,

@@ -21,6 +21,10 @@ Rules:
   listed in arrival order, which is deadline order when they share a timeout, and the
   task wakes at the soonest deadline of those not answered yet and answers the late
   ones with a timeout. Callers already answered leave the front of the list as they go.
+- A waiting caller is parked on its own task and woken by whoever answers it (a Trio
+  ``reschedule``), not through a ``trio.Event`` per message: a batch's answers wake its
+  callers in one pass, and a cancelled caller is let go by Trio's abort hook (its message
+  withdrawn when still queued, as before).
 - A request's outcome is each caller's: its own result, or the request's error (each
   caller gets its own copy). A batch the broker refused for good (not retriable) may have
   been refused for being a batch: each of its callers then sends alone, and hears what a
@@ -77,20 +81,39 @@ class _Waiter(Generic[T]):
     """One caller's message in a lane, and its outcome once known (a plain slotted
     class: one is made per batched message)."""
 
-    __slots__ = ("alone", "deadline", "done", "error", "item", "queue", "result", "size", "taken")
+    __slots__ = ("alone", "deadline", "error", "item", "queue", "result", "size", "taken", "task")
 
-    def __init__(self, item: T, queue: MessageQueue, size: int, deadline: float) -> None:
+    def __init__(self, item: T | None, queue: MessageQueue, size: int, deadline: float) -> None:
         self.item = item
         self.queue = queue
         self.size = size
         self.deadline = deadline
-        self.done = trio.Event()
+        #: The caller's task while it waits to be answered; None once answered (woken)
+        #: or given up (cancelled): nobody wakes it twice.
+        self.task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
         self.result: SendResult | None = None
         self.error: RocketError | None = None
         #: Refused as part of a batch: the caller sends it alone.
         self.alone = False
         #: Left in a request (no longer the caller's to withdraw).
         self.taken = False
+
+    def wake(self) -> None:
+        """Answer the caller (what it hears is set first); no-op once answered."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            _reschedule(task)
+
+    def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        """Trio's abort hook: the caller was cancelled while parked; it goes at once."""
+        self.task = None
+        return _ABORT_SUCCEEDED
+
+
+_reschedule = trio.lowlevel.reschedule
+_park = trio.lowlevel.wait_task_rescheduled
+_ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 
 
 @attrs.define(eq=False)
@@ -149,11 +172,11 @@ class Batcher(Generic[T]):
         self._exchange = exchange
         self._lanes: dict[tuple[str, str, int], _Lane[T]] = {}
         self.waiting_bytes = 0
-        #: (deadline, done) of the callers waiting for an outcome, in arrival order
-        #: (answered ones leave from the front; only these two are kept, so answered
-        #: callers queued behind a slow one hold no message); the deadline keeper wakes at
-        #: ``_wake_at``, never after the soonest deadline.
-        self._timed: deque[tuple[float, trio.Event]] = deque()
+        #: The callers waiting for an outcome, in arrival order (answered ones leave from
+        #: the front; an answered caller drops its message and result, so those queued
+        #: behind a slow one hold neither); the deadline keeper wakes at ``_wake_at``,
+        #: never after the soonest deadline.
+        self._timed: deque[_Waiter[T]] = deque()
         self._wake_at = math.inf
         self._keeper: trio.CancelScope | None = None
 
@@ -175,15 +198,16 @@ class Batcher(Generic[T]):
         self._kick(lane)
         self._keep_deadline(waiter)
         try:
-            await waiter.done.wait()
+            await _park(waiter.abort)
         finally:
+            waiter.task = None  # answered, or given up: either way no longer timed
+            waiter.item = None  # the request holds it while it needs it; the list does not
             if not waiter.taken:  # cancelled or past its deadline: never sent
                 lane.waiting.remove(waiter)
                 lane.waiting_bytes -= size
                 self.waiting_bytes -= size
-            waiter.done.set()  # answered, or given up: either way no longer timed
             timed = self._timed
-            while timed and timed[0][1].is_set():
+            while timed and timed[0].task is None:
                 timed.popleft()
             if not timed and self._keeper is not None:
                 self._keeper.cancel()  # nothing left to time: the keeper ends
@@ -191,13 +215,15 @@ class Batcher(Generic[T]):
             return await self._alone(lane, queue, item, deadline)
         if waiter.error is not None:
             raise waiter.error
-        if waiter.result is None:
+        result = waiter.result
+        if result is None:
             raise RemotingTimeout(f"send to {queue.topic} at {addr} got no answer in time")
-        return waiter.result
+        waiter.result = None  # held only by the deadline list from here
+        return result
 
     def _keep_deadline(self, waiter: _Waiter[T]) -> None:
         """List ``waiter`` for the deadline keeper; wake it sooner if this one is sooner."""
-        self._timed.append((waiter.deadline, waiter.done))
+        self._timed.append(waiter)
         if waiter.deadline < self._wake_at:
             self._wake_at = waiter.deadline
             if self._keeper is None:
@@ -214,13 +240,13 @@ class Batcher(Generic[T]):
                 await trio.sleep_forever()
             now = trio.current_time()
             soonest = math.inf
-            for deadline, done in self._timed:
-                if done.is_set():
+            for waiter in self._timed:
+                if waiter.task is None:
                     continue
-                if deadline <= now:
-                    done.set()  # its caller withdraws its message or hears RemotingTimeout
+                if waiter.deadline <= now:
+                    waiter.wake()  # its caller withdraws its message or hears RemotingTimeout
                 else:
-                    soonest = min(soonest, deadline)
+                    soonest = min(soonest, waiter.deadline)
             self._wake_at = soonest
             if soonest == math.inf:
                 self._keeper = None
@@ -268,36 +294,41 @@ class Batcher(Generic[T]):
                     await lane.wake.wait()
                     continue
                 batch = lane.take(self.config)
+                # Taken now: a caller cancelled from here on drops its own reference.
+                items: list[T] = [w.item for w in batch]  # type: ignore[misc]
                 self.waiting_bytes -= sum(w.size for w in batch)
                 lane.in_flight += 1
                 if lane.ordered:
-                    await self._request(lane, batch)
+                    await self._request(lane, batch, items)
                 else:
-                    self._nursery.start_soon(self._request, lane, batch)
+                    self._nursery.start_soon(self._request, lane, batch, items)
         finally:
             lane.flushing = False
 
-    async def _request(self, lane: _Lane[T], batch: list[_Waiter[T]]) -> None:
+    async def _request(self, lane: _Lane[T], batch: list[_Waiter[T]], items: list[T]) -> None:
         deadline = max(w.deadline for w in batch)
         try:
-            results = await self._exchange(
-                lane.addr, batch[0].queue, [w.item for w in batch], deadline
-            )
+            results = await self._exchange(lane.addr, batch[0].queue, items, deadline)
         except RocketError as exc:
             alone = len(batch) > 1 and not exc.retriable
             if alone:
                 log.info("a batch of %d was refused (%s); each is sent alone", len(batch), exc)
             for waiter in batch:
-                waiter.alone = alone
-                waiter.error = _copy_error(exc)
-                waiter.done.set()
+                if waiter.task is not None:
+                    waiter.alone = alone
+                    waiter.error = _copy_error(exc)
+                    waiter.wake()
         else:
+            # One pass over the batch's callers: each woken straight (no event, no lock).
             for waiter, result in zip(batch, results, strict=True):
-                waiter.result = result
-                waiter.done.set()
+                task = waiter.task
+                if task is not None:
+                    waiter.task = None
+                    waiter.result = result
+                    _reschedule(task)
         finally:
             for waiter in batch:
-                if not waiter.done.is_set():  # cancelled: the producer is closing
+                if waiter.task is not None:  # cancelled: the producer is closing
                     waiter.error = ConnectionLost("the producer closed with this send in flight")
-                    waiter.done.set()
+                    waiter.wake()
             self._landed(lane)

@@ -133,11 +133,9 @@ class _Conn:
     #: The streamer's park while it has nothing to send (its deadline: the next heartbeat).
     park_scope: trio.CancelScope | None = None
     reason: str = "dropped"
-    #: The stream, once handshaken, when the put path may write to it itself while the
-    #: streamer is parked (a plain TCP socket); None otherwise.
+    #: A plain TCP stream the put path may write to while the streamer is parked.
     direct: trio.SocketStream | None = None
-    #: The tail of a transfer the put path began and the socket did not take whole: the
-    #: streamer sends it before anything else.
+    #: The rest of a transfer the put path began: the streamer sends it first.
     unsent: bytes = b""
 
 
@@ -147,8 +145,7 @@ class _Dropped(RocketError):
 
 #: Refusal log lines per second at most (a flood of sockets must not flood the log).
 _REFUSALS_LOGGED_PER_S = 10
-#: Bytes of a transfer's header.
-_TRANSFER_HEAD_BYTES = len(
+_TRANSFER_HEAD_BYTES = len(  # bytes of a transfer's header
     encode_transfer_parts(offset=0, epoch=0, epoch_start_offset=0, confirm_offset=0, data_len=0)
 )
 
@@ -229,6 +226,20 @@ class HAMaster:
     def notify_appended(self) -> None:
         """Call after every put: sends the new data to idle slaves or wakes their streamers;
         moves a confirm offset that follows the master (master-only set, or count mode)."""
+        if not self._all_conns and not self._waiters:
+            # No slave connected and no send waiting for one (a single master, the common
+            # case): no streamer to wake or tell, so only the confirm offset moves (what
+            # ``_after`` does of a ConfirmOffsetChanged when it has no connection and no
+            # waiter), without the clock reads and the action dispatch (~1.7 µs a send).
+            # The put gap is not kept: it only sets the linger of connected streamers, and
+            # the first put after a slave connects reads a long gap (no linger, as after
+            # any pause).
+            for action in self._core.master_advanced(self._store.max_physical_offset):
+                if type(action) is ConfirmOffsetChanged:
+                    self._store.set_confirm_offset(action.offset)
+                else:
+                    self._after([action])
+            return
         now = _now()
         self._put_gap_s, self._last_put_s = now - self._last_put_s, now
         actions = self._core.master_advanced(self._store.max_physical_offset)
@@ -239,11 +250,9 @@ class HAMaster:
             self._lot.unpark_all()
 
     def _send_now(self) -> bool:
-        """Write the new data from here to each idle slave (its streamer parked, all it
-        was sent acked: one write in flight), where the streamer would take a task wake-up
-        and a scheduler pass of its own to send the same bytes, per slave and sync write.
-        While a transfer is unacked the streamer sends, later in this scheduler pass, what
-        the puts of the pass appended as one transfer. True when no streamer needs waking."""
+        """Write the new data to each idle slave (streamer parked, all sent acked) from
+        here, saving the streamer's wake-up per slave and sync write; while a transfer is
+        unacked the streamer sends a pass's puts as one. True: no streamer to wake."""
         done = True
         slaves = self._core.slaves
         for conn in self._conns.values():
@@ -266,12 +275,9 @@ class HAMaster:
                 conn.scope.cancel()
                 continue
             conn.meter.record(_now(), len(data) - _TRANSFER_HEAD_BYTES)
-            if sent < len(data):
-                conn.unsent = data[sent:]  # the streamer sends the rest, before anything else
-                done = False
-            elif conn.position < self._store.max_physical_offset:
-                done = False  # more than one batch appended: the streamer sends the rest
-        return done
+            conn.unsent = data[sent:]  # what the socket did not take, or more data:
+            done = done and not conn.unsent and conn.position >= self._store.max_physical_offset
+        return done  # ... the streamer sends it
 
     async def wait_replicated(self, end_offset: int, timeout_s: float) -> ReplicaOutcome:
         """Wait until the data below ``end_offset`` is replicated as the policy requires."""
@@ -720,8 +726,7 @@ class HAMaster:
                 if conn.position < self._store.max_physical_offset:
                     await self._send_batch(stream, conn, what)  # carries the confirm offset
                     if conn.position < self._store.max_physical_offset:
-                        # A backlog: a send the socket took at once did not yield.
-                        await trio.lowlevel.checkpoint()
+                        await trio.lowlevel.checkpoint()  # a backlog: the send did not yield
                     continue
                 due = conn.last_send_s + cfg.heartbeat_interval_s
                 if conn.sent_confirm != self._core.confirm_offset:

@@ -166,6 +166,10 @@ class CommitLog:
         remainder is padded with a blank marker and a new segment is started.
         """
         assert 0 < size <= self.segment_bytes - BLANK_MARKER_BYTES, size
+        if self.segments:  # the common case first: it fits in the last segment
+            last = self.segments[-1]
+            if self.write_offset + size + BLANK_MARKER_BYTES <= last.start + last.size:
+                return self.write_offset
         seg = self.ensure_segment()
         left = seg.end - self.write_offset
         if size + BLANK_MARKER_BYTES <= left:
@@ -183,9 +187,12 @@ class CommitLog:
 
     def append(self, data: bytes | bytearray) -> int:
         """Write ``data`` at ``write_offset`` (after ``reserve``); return where it went."""
-        seg = self.ensure_segment()
         offset = self.write_offset
-        assert offset + len(data) <= seg.end
+        # After ``reserve`` the last segment holds ``offset`` (ensure_segment, inline).
+        seg = self.segments[-1] if self.segments else None
+        if seg is None or offset >= seg.start + seg.size:
+            seg = self.ensure_segment()
+        assert offset + len(data) <= seg.start + seg.size
         self._pwrite(seg, data, offset)
         self.write_offset = offset + len(data)
         return offset

@@ -295,9 +295,15 @@ class ConsumeQueue:
 
         ``None`` when the file holding ``queue_offset`` is gone (a hole: OFFSET_FOUND_NULL).
         """
+        data = self.read_entry_bytes(queue_offset, max_count)
+        return None if data is None else decode_entries(data, queue_offset)
+
+    def read_entry_bytes(self, queue_offset: int, max_count: int) -> bytes | None:
+        """``read_entries``' whole entries as read, not decoded (``CQ_ENTRY`` each; from
+        the first unwritten one on they are zeros); empty outside [min, max)."""
         assert max_count > 0
         if not self.min_offset <= queue_offset < self.max_offset:
-            return []
+            return b""
         if self._pending:
             self.write_pending()
         f = self._file_for(queue_offset)
@@ -307,7 +313,7 @@ class ConsumeQueue:
         count = min(max_count, self.max_offset - queue_offset, self.entries_per_file - index)
         data = os.pread(f.fd, count * CQ_ENTRY_BYTES, index * CQ_ENTRY_BYTES)
         usable = len(data) - len(data) % CQ_ENTRY_BYTES
-        return decode_entries(data[:usable], queue_offset)
+        return data[:usable] if usable < len(data) else data
 
     def raw_entries(self, begin: int, end: int) -> list[tuple[int, int, int]]:
         """Raw ``(phys, size, tags)`` of logical offsets [begin, end), zeros included."""
@@ -368,6 +374,22 @@ class ConsumeQueue:
 
         An empty queue accepts any starting offset (its first file is pre-filled with blanks).
         """
+        pending = self._pending
+        f = self._pending_file
+        if (
+            pending
+            and queue_offset == self.max_offset
+            and f is not None
+            and queue_offset - f.first_offset < self.entries_per_file
+        ):
+            # The held run goes on in its file (most appends of a busy read): no file
+            # lookup, no new run.
+            assert physical_offset >= 0 and 0 < size <= BLANK_SIZE, (physical_offset, size)
+            pending += CQ_ENTRY.pack(physical_offset, size, tags_code)
+            self.max_offset = queue_offset + 1
+            if len(pending) >= _PENDING_MAX_BYTES:
+                self.write_pending()
+            return False
         if queue_offset != self.max_offset:
             if self.max_offset == self.min_offset and queue_offset > self.max_offset:
                 self._start_at(queue_offset)
@@ -379,7 +401,6 @@ class ConsumeQueue:
         f = self._file_for(queue_offset)
         if f is None:
             f = self._create_file(queue_offset - queue_offset % self.entries_per_file)
-        pending = self._pending
         started = False
         if f is not self._pending_file or not pending:
             if pending:

@@ -59,6 +59,7 @@ from protocol.message import (
     PROPERTY_TIMER_OUT_MS,
     PROPERTY_UNIQ_KEY,
     SYSFLAG_TRANSACTION_MASK,
+    SYSFLAG_TRANSACTION_ROLLBACK_TYPE,
     MessageRecord,
     decode_record,
     peek_record_header,
@@ -73,6 +74,9 @@ _DISPATCH_CHUNK_BYTES = 4 * 1024 * 1024
 _tags_hash = functools.lru_cache(maxsize=4096)(tags_code)
 #: Records skipped for an unsafe name that are logged one by one (then only counted).
 _UNSAFE_LOGGED = 10
+_ROLLBACK = SYSFLAG_TRANSACTION_ROLLBACK_TYPE
+#: Topics whose tag code is a due time (``_tags_code``), not the tag's hash.
+_TIMED_TOPICS = frozenset({SCHEDULE_TOPIC, TIMER_TOPIC})
 
 
 def _delivery_tags_code(
@@ -166,7 +170,11 @@ class StoreDispatch(StoreState):
             else None
         )
         if cq is not None:
-            code = self._tags_code(topic, properties, store_ms)
+            code = (
+                self._tags_code(topic, properties, store_ms)
+                if topic in _TIMED_TOPICS
+                else _tags_hash(properties.get(PROPERTY_TAGS))  # _tags_code's common case
+            )
             if recovering and queue_offset < cq.max_offset:
                 wrote = cq.repair(queue_offset, phys, size, code)
             else:
@@ -179,11 +187,17 @@ class StoreDispatch(StoreState):
                     listener(topic, queue_id, queue_offset + 1, code)
         if phys >= self._index_skip_below:
             keys_value = properties.get(PROPERTY_KEYS)
-            keys = keys_value.split(" ") if keys_value else ()
-            idx_keys = index_keys(topic, sys_flag, properties.get(PROPERTY_UNIQ_KEY), keys)
-            if idx_keys:
-                self._index.put(idx_keys, phys, store_ms, store_ms)
+            uniq_key = properties.get(PROPERTY_UNIQ_KEY)
+            if not keys_value and uniq_key and sys_flag & SYSFLAG_TRANSACTION_MASK != _ROLLBACK:
+                # index_keys of a record with a UNIQ_KEY and no KEYS (most): that one key.
+                self._index.put_one(f"{topic}#{uniq_key}", phys, store_ms)
                 wrote = True
+            else:
+                keys = keys_value.split(" ") if keys_value else ()
+                idx_keys = index_keys(topic, sys_flag, uniq_key, keys)
+                if idx_keys:
+                    self._index.put(idx_keys, phys, store_ms, store_ms)
+                    wrote = True
         self._last_dispatch_ms = store_ms
         return wrote
 

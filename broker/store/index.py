@@ -279,7 +279,11 @@ class IndexFile:
         if count <= 1:
             self.begin_phy_offset = physical_offset
             self.begin_timestamp_ms = store_timestamp_ms
-        diff = time_diff_s(store_timestamp_ms, self.begin_timestamp_ms)
+        # time_diff_s, inline (every record's index entry comes here).
+        begin_ms = self.begin_timestamp_ms
+        diff = (
+            0 if begin_ms <= 0 else max(0, min((store_timestamp_ms - begin_ms) // 1000, _INT32_MAX))
+        )
         ENTRY.pack_into(
             mm, self._entries_pos + count * ENTRY_BYTES, key_hash, physical_offset, diff, prev
         )
@@ -461,7 +465,7 @@ class IndexService:
         try:
             for keys, physical_offset, store_timestamp_ms in records:
                 for key in keys:
-                    if f is None or f.is_full:
+                    if f is None or f.index_count >= f.entries:  # is_full, inline
                         if f is not None:
                             f.write_header()
                         f = self._writable(store_timestamp_ms if now_ms is None else now_ms)
@@ -470,6 +474,17 @@ class IndexService:
         finally:
             if f is not None:
                 f.write_header()
+
+    def put_one(self, key: str, physical_offset: int, store_timestamp_ms: int) -> None:
+        """``put([key], ...)`` at the record's store time: the common record's only key
+        (its UNIQ_KEY), without the list and the loop."""
+        files = self.files
+        f = files[-1] if files else None
+        if f is None or f.index_count >= f.entries:
+            f = self._writable(store_timestamp_ms)
+        self._dirty[id(f)] = f
+        f.put(index_key_hash(key), physical_offset, store_timestamp_ms)
+        f.write_header()
 
     def query(self, key: str, max_num: int, begin_ms: int, end_ms: int) -> list[int]:
         """CommitLog offsets of records that may carry ``key`` (``topic#key``), newest first,

@@ -134,9 +134,10 @@ class StorePut(StoreDispatch):
         these fields; ``properties`` are its properties (read for TAGS, KEYS, UNIQ_KEY),
         ``body_bytes`` its body's length. Same checks, results and errors."""
         self._check_writable()
-        refused = self._unsafe_name(topic, queue_id)
-        if refused is not None:
-            return refused
+        if (topic, queue_id) not in self._cqs:  # a queue seen before has a safe name
+            refused = self._unsafe_name(topic, queue_id)
+            if refused is not None:
+                return refused
         if body_bytes > self.config.max_message_bytes:
             return AppendResult(
                 status=PutStatus.MESSAGE_ILLEGAL,

@@ -218,17 +218,8 @@ class PullBody:
 
 
 _RECORD_MAGICS = (MAGIC_V1, MAGIC_V2)
+assert RECORD_HEAD.size <= MIN_RECORD_BYTES  # a framed record holds the fixed fields
 _CRC_MASK = 0x7FFFFFFF
-
-
-def _framed_size(buf: bytes, pos: int) -> int | None:
-    """The size of the record at ``pos`` when its magic and size are sane, else None."""
-    if len(buf) - pos < MIN_RECORD_BYTES:
-        return None
-    size, magic = peek_record_header(buf, pos)
-    if magic not in _RECORD_MAGICS or not MIN_RECORD_BYTES <= size <= len(buf) - pos:
-        return None
-    return size
 
 
 def _record_starts(buf: bytes, pos: int) -> bool:
@@ -303,17 +294,24 @@ def decode_pull_body(
     walk = _BodyWalk(queue=queue, requested=requested, next_begin_offset=next_begin_offset)
     walk.last = requested - 1
     whole = isinstance(buf, bytes)  # the one-pass decoder slices bytes (a frame's body)
+    # Asked once per body, not per record: a subscription that takes a record without
+    # tags (``*``, SQL92: the broker filtered) takes every record.
+    take_all = _accepts_tags(subscription, None)
     pos = 0
-    while pos < len(buf):
-        size = _framed_size(buf, pos)
-        if size is None:
+    end = len(buf)
+    while pos < end:
+        # The framing (sane magic and size) judged on the one unpack of the fixed fields
+        # (MIN_RECORD_BYTES covers RECORD_HEAD), not on a peek of size and magic first.
+        if end - pos < MIN_RECORD_BYTES:
             return walk.broken(pos, max_nums)
         head = RECORD_HEAD.unpack_from(buf, pos)
-        _, _, crc, _, _, queue_offset, commit_offset = head[:7]
+        size, magic, crc, _, _, queue_offset, commit_offset = head[:7]
+        if magic not in _RECORD_MAGICS or not MIN_RECORD_BYTES <= size <= end - pos:
+            return walk.broken(pos, max_nums)
         sane = walk.last < queue_offset < next_begin_offset
         message = quick_message(buf, pos, size, head, queue) if whole else None
         if message is not None:
-            if _accepts_tags(subscription, message.tags):
+            if take_all or _accepts_tags(subscription, message.tags):
                 walk.messages.append(message)
             if sane:
                 walk.last = queue_offset

@@ -1,9 +1,18 @@
 """``PushConsumer``: pulls for a listener, concurrently or orderly (one queue at a time).
 
 Rules:
-- Concurrent: ``consume_concurrency`` workers take batches from a bounded channel; a
+- Concurrent: ``consume_concurrency`` workers take batches from a bounded queue; a
   failed batch is sent back to ``%RETRY%<group>`` (or the DLQ after
   ``max_reconsume_times``), and consumed again locally when the send-back fails.
+- The queue between pullers and workers is a deque, not a memory channel: a pull's
+  batches go in with one ``extend``. Idle workers are woken one at a time: a worker that
+  takes a batch while more wait wakes the next idle one (unless one is already waking)
+  before it calls the listener. A listener that waits thus spreads the batches over the
+  workers as fast as they suspend, and one that never waits has its worker take batch
+  after batch without a task switch (a schedule point every ``_NOWAIT_RUN`` batches, so
+  it cannot starve the pullers), instead of a wake-up per batch handed to each idle
+  worker. A puller waits while ``buffered_batches`` or more wait, so the queue holds at
+  most that plus one pull's batches per puller.
 - Orderly: one listener call at a time per queue, the queue locked on its broker
   (LOCK_BATCH_MQ, renewed every ``lock_interval_s``); nothing after a failed batch runs
   until it succeeds or goes to the DLQ.
@@ -13,6 +22,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import attrs
 import trio
@@ -54,7 +64,12 @@ class PushConsumer(_RebalancingConsumer):
     ) -> None:
         super().__init__(client, routes, config, client_id=client_id, nursery=nursery)
         self._listener = listener
-        self._send, self._receive = trio.open_memory_channel[_Batch](config.buffered_batches)
+        #: Batches waiting for a worker (module rules), idle workers, pullers waiting for room.
+        self._ready: deque[_Batch] = deque()
+        self._idle = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+        #: Workers woken and not yet running (at most one at a time: module rules).
+        self._waking = 0
 
     def _balanced_topics(self) -> list[str]:
         topics = sorted(self._subscriptions)
@@ -63,7 +78,7 @@ class PushConsumer(_RebalancingConsumer):
         return topics
 
     def _waiting_batches(self) -> int:
-        return self._send.statistics().current_buffer_used
+        return len(self._ready)
 
     async def start(self) -> None:
         if not self.config.orderly:
@@ -79,13 +94,21 @@ class PushConsumer(_RebalancingConsumer):
         try:
             result: object = await self._listener(list(messages))
         except Exception:
-            log.exception(
-                "%s: listener raised on %d messages of %s; they will be retried",
-                self.group,
-                len(messages),
-                queue,
-            )
-            return ConsumeResult.RETRY
+            return self._listener_raised(queue, len(messages))
+        return self._judged(result)
+
+    def _listener_raised(self, queue: MessageQueue, count: int) -> ConsumeResult:
+        """Called while the listener's exception is handled: log it; the batch is retried."""
+        log.exception(
+            "%s: listener raised on %d messages of %s; they will be retried",
+            self.group,
+            count,
+            queue,
+        )
+        return ConsumeResult.RETRY
+
+    def _judged(self, result: object) -> ConsumeResult:
+        """What the listener returned, as a ``ConsumeResult`` (anything else: RETRY)."""
         if result is ConsumeResult.SUCCESS:
             return result
         if result is not ConsumeResult.RETRY:
@@ -122,14 +145,25 @@ class PushConsumer(_RebalancingConsumer):
             state.buffer.extend(messages)
             state.arrived.set()
             return
-        send = self._send
-        for chunk in _chunks(messages, self.config.consume_batch_size):
-            batch = _Batch(state, generation, chunk)
-            try:
-                # Room in the buffer (or a worker waiting): no schedule point per chunk.
-                send.send_nowait(batch)
-            except trio.WouldBlock:
-                await send.send(batch)
+        await self._enqueue(
+            [
+                _Batch(state, generation, c)
+                for c in _chunks(messages, self.config.consume_batch_size)
+            ]
+        )
+
+    async def _enqueue(self, batches: list[_Batch]) -> None:
+        """Queue ``batches`` for the workers at once, once there is room (module rules)."""
+        ready = self._ready
+        while len(ready) >= self.config.buffered_batches:
+            await self._room.park()
+        ready.extend(batches)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake an idle worker for what waits, unless one is waking already."""
+        if not self._waking and self._idle:
+            self._waking += len(self._idle.unpark())
 
     def _track(self, state: _QueueState) -> _Tracked:
         """Count a consume-and-settle section (shutdown and drops wait for these)."""
@@ -138,44 +172,55 @@ class PushConsumer(_RebalancingConsumer):
     # --- concurrent mode -----------------------------------------------------------------
 
     async def _worker(self) -> None:
-        receive = self._receive
+        ready, room, listener = self._ready, self._room, self._listener
         in_a_row = 0
         while True:
-            # A batch already buffered is taken without a schedule point (two per message
-            # with ``receive``); every _NOWAIT_RUN batches the worker yields anyway, so a
-            # listener that never awaits cannot keep the pullers from running.
-            try:
-                if in_a_row >= _NOWAIT_RUN:
-                    raise trio.WouldBlock
-                batch = receive.receive_nowait()
-                in_a_row += 1
-            except trio.WouldBlock:
+            # A batch already queued is taken without a schedule point; every _NOWAIT_RUN
+            # batches the worker yields anyway, so a listener that never awaits cannot
+            # keep the pullers from running.
+            if not ready:
                 in_a_row = 0
-                try:
-                    batch = await receive.receive()
-                except trio.EndOfChannel:
-                    return
-            except trio.EndOfChannel:
-                return
+                await self._idle.park()  # cancelled while parked: never counted as waking
+                self._waking -= 1
+                continue
+            if in_a_row >= _NOWAIT_RUN:
+                in_a_row = 0
+                await trio.lowlevel.checkpoint()
+                continue
+            in_a_row += 1
+            batch = ready.popleft()
+            if ready:
+                self._wake_one()  # the next batch may be taken while this one is consumed
+            if room and len(ready) < self.config.buffered_batches:
+                room.unpark_all()
             if not batch.state.active or self._stopping:
                 continue  # redelivered to whoever owns the queue next
             # What _track counts, without an object per batch.
-            running, queue_running = self._running, batch.state.running
+            state = batch.state
+            running, queue_running = self._running, state.running
             running.inc()
             queue_running.inc()
             try:
-                await self._consume_concurrently(batch)
+                # _call_listener written in: no coroutine of ours between the listener and
+                # this loop on the way of every message.
+                messages = batch.messages
+                try:
+                    result: object = await listener(list(messages))
+                except Exception:
+                    result = self._listener_raised(state.queue, len(messages))
+                if result is ConsumeResult.SUCCESS:
+                    self.consumed_ok += len(messages)
+                    self._finish(state, batch.generation, messages)
+                else:
+                    self._judged(result)  # logs an answer that is not a ConsumeResult
+                    await self._consume_failed(batch)
             finally:
                 running.dec()
                 queue_running.dec()
 
-    async def _consume_concurrently(self, batch: _Batch) -> None:
+    async def _consume_failed(self, batch: _Batch) -> None:
+        """A batch the listener did not consume: sent back, or redelivered locally."""
         state = batch.state
-        result = await self._call_listener(state.queue, batch.messages)
-        if result is ConsumeResult.SUCCESS:
-            self.consumed_ok += len(batch.messages)
-            self._finish(state, batch.generation, batch.messages)
-            return
         if not self.clustering:
             log.warning(
                 "%s: broadcasting, %d failed messages of %s are dropped",
@@ -202,7 +247,7 @@ class PushConsumer(_RebalancingConsumer):
             return
         again = [attrs.evolve(m, reconsume_times=m.reconsume_times + 1) for m in batch.messages]
         self.redelivered_locally += len(again)
-        await self._send.send(_Batch(batch.state, batch.generation, again))
+        await self._enqueue([_Batch(batch.state, batch.generation, again)])
 
     # --- orderly mode --------------------------------------------------------------------
 

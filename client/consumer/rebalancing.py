@@ -745,6 +745,7 @@ class _RebalancingConsumer:
         sys_flag = PULL_SUSPEND | PULL_SUBSCRIPTION
         commit = 0
         if self.clustering:
+            self._note_committable(state)  # settled messages move it (see _finish_offsets)
             stored = self.offsets.get(state.queue)
             if stored is not None and stored > 0:
                 sys_flag |= PULL_COMMIT_OFFSET
@@ -873,6 +874,7 @@ class _RebalancingConsumer:
         tracker = state.tracker
         for offset in offsets:
             tracker.finish(offset, generation)
-        self._note_committable(state)
+        # The offset store learns the new committable offset when it is read: before a
+        # pull carries it, before a persist, when the queue is dropped; not per message.
         if tracker.count < self.config.max_inflight_per_queue:
             state.space.set()

@@ -44,6 +44,17 @@ _PORT_MAX = 0xFFFF
 
 
 @functools.lru_cache(maxsize=256)
+def _encoded(topic: str) -> bytes:
+    return topic.encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _offset_id_prefix(packed_ip: bytes, port: int) -> str:
+    """The host part of ``offset_msg_id`` for an IPv4 store host."""
+    return offset_msg_id(".".join(str(b) for b in packed_ip), port, 0)[:-16]
+
+
+@functools.lru_cache(maxsize=256)
 def _host(packed_ip: bytes, port: int) -> tuple[str, int]:
     return f"{packed_ip[0]}.{packed_ip[1]}.{packed_ip[2]}.{packed_ip[3]}", port
 
@@ -57,8 +68,25 @@ def quick_message(
 ) -> ReceivedMessage | None:
     """The message of the framed record at ``pos`` (``head``: its ``RECORD_HEAD`` fields),
     or None when the full path must decide (module rules)."""
-    _, magic, stored_crc, queue_id, flag, queue_offset, commit_offset, sys_flag = head[:8]
-    born_ts, born_ip, born_port, store_ts, store_ip, store_port, reconsume, _, body_len = head[8:]
+    (
+        _,
+        magic,
+        stored_crc,
+        queue_id,
+        flag,
+        queue_offset,
+        commit_offset,
+        sys_flag,
+        born_ts,
+        born_ip,
+        born_port,
+        store_ts,
+        store_ip,
+        store_port,
+        reconsume,
+        _,
+        body_len,
+    ) = head
     if (
         sys_flag & _UNUSUAL_FLAGS
         or commit_offset < 0
@@ -81,7 +109,7 @@ def quick_message(
         p += 2
     if not 0 < topic_len <= _INT16_MAX or p + topic_len + 2 > end:
         return None
-    topic_raw = buf[p : p + topic_len]
+    topic_at = p
     p += topic_len
     props_len = (buf[p] << 8) | buf[p + 1]
     p += 2
@@ -91,7 +119,10 @@ def quick_message(
     if zlib.crc32(body) & _CRC_MASK != stored_crc:
         return None
     try:
-        topic = topic_raw.decode()
+        # The queue's own topic (every record of a plain pull) is not decoded again.
+        topic = queue.topic
+        if topic_len != len(topic) or not buf.startswith(_encoded(topic), topic_at):
+            topic = buf[topic_at : topic_at + topic_len].decode()
         props = properties_from_string(buf[p:end].decode()) if props_len else {}
     except UnicodeDecodeError:
         return None
@@ -103,7 +134,9 @@ def quick_message(
         body,
         props,
         queue,
-        offset_msg_id(store_host[0], store_port, commit_offset),
+        # offset_msg_id's text, its host part cached by the packed address (the offset was
+        # checked >= 0 above and is an int64 by the unpack).
+        f"{_offset_id_prefix(store_ip, store_port)}{commit_offset:016X}",
         queue_offset,
         commit_offset,
         born_ts,

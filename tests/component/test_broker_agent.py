@@ -191,6 +191,35 @@ async def test_master_closed_a_member_takes_over_and_the_old_master_returns_as_s
             assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE
 
 
+async def test_a_new_master_registers_at_once_though_its_last_change_was_recent(
+    tmp_path: Path,
+) -> None:
+    """A role change is announced to the NameServer at once, not after
+    ``register_min_interval_s`` (which holds back bursts of topic changes): every slave
+    registered its own role change moments ago, and with a 60 s minimum the route would
+    name no master for a minute after the master is gone (issue 14's ~335 ms failover
+    rounds, with the default 1 s)."""
+    with trio.fail_after(60):
+        async with controller_group(tmp_path, register_min_interval_s=60.0) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 3)
+            old_address = master.addr
+            await master.stop()
+            new_master = await group.one_master(timeout_s=10.0)
+
+            async def routed_to_new_master() -> bool:
+                route = await new_master.route("TBW102")
+                if route is None:
+                    return False
+                addrs = {d["brokerName"]: d["brokerAddrs"] for d in route["brokerDatas"]}
+                return addrs.get(new_master.config.broker_name, {}).get("0") == new_master.addr
+
+            await wait_until(
+                routed_to_new_master, timeout_s=20.0, what="the route names the new master"
+            )
+            assert new_master.addr != old_address
+
+
 async def test_a_broker_without_a_reachable_controller_is_fenced(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:

@@ -650,6 +650,39 @@ async def test_flow_control_bounds_messages_in_flight_per_queue(tmp_path: Path) 
             assert sorted(got.bodies) == sorted(b"%d" % i for i in range(40))
 
 
+async def test_a_waiting_listener_gets_every_worker(tmp_path: Path) -> None:
+    """Workers are woken one at a time (client/consumer/push.py): a listener that waits
+    still has ``consume_concurrency`` calls running at once, and every message once."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c, open_producer(c.namesrv) as producer:
+            await c.create_topic("Spread", 1)
+            await send_bodies(producer, "Spread", [b"%d" % i for i in range(60)])
+            running = 0
+            peak = 0
+
+            async def slow(message: ReceivedMessage) -> ConsumeResult:
+                nonlocal running, peak
+                running += 1
+                peak = max(peak, running)
+                await trio.sleep(0.05)
+                running -= 1
+                return ConsumeResult.SUCCESS
+
+            got = Collector(slow)
+            async with open_push_consumer(
+                c.namesrv,
+                group="G",
+                listener=got,
+                subscriptions={"Spread": "*"},
+                consume_from=ConsumeFrom.FIRST,
+                consume_concurrency=6,
+                **FAST,
+            ):
+                await wait_until(lambda: got.count() == 60)
+            assert peak == 6
+            assert sorted(got.bodies) == sorted(b"%d" % i for i in range(60))
+
+
 # --- pull consumers --------------------------------------------------------------------------
 
 

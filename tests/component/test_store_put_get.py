@@ -308,3 +308,31 @@ async def test_a_logged_record_with_an_unsafe_topic_gets_no_queue(tmp_path: Path
     finally:
         await store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+@pytest.mark.parametrize("queues", [2, 4, 8])
+async def test_a_pull_of_interleaved_queues_returns_each_queues_records(
+    tmp_path: Path, queues: int
+) -> None:
+    """Single puts spread over several queues lie with other queues' records between
+    them; a pull reads runs of them together (up to a bound on the bytes read in
+    between, then one by one) and across segment ends, and returns exactly its
+    queue's records, in order, cut at their boundaries."""
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
+    # Sizes vary so a record cut at the wrong place could not pass for another.
+    for i in range(240):
+        assert store.put_message(msg(i, queue_id=i % queues, size=700 + (i * 37) % 600)).ok
+    for q in range(queues):
+        expected = [i for i in range(240) if i % queues == q]
+        got: list[MessageRecord] = []
+        offset = 0
+        while True:
+            res = store.get_messages("g", "T", q, offset, max_count=32, max_bytes=1 << 20)
+            if res.status is not S.FOUND:
+                break
+            assert list(res.queue_offsets) == list(range(offset, offset + len(res.records)))
+            got += [decode_record(r)[0] for r in res.records]
+            offset = res.next_begin_offset
+        assert [m.body for m in got] == [msg(i, size=700 + (i * 37) % 600).body for i in expected]
+        assert [m.properties["UNIQ_KEY"] for m in got] == [f"UNIQ{i:028d}" for i in expected]
+    await store.close()

@@ -155,6 +155,35 @@ async def test_a_caller_that_gives_up_while_queued_is_never_sent() -> None:
     assert set(out) == {"a", "b"}
 
 
+async def test_a_caller_cancelled_after_its_message_left_costs_the_batch_nothing() -> None:
+    """Callers park on their own tasks (no event each): one cancelled while its batch is
+    in flight goes at once; the request goes on and the others hear their own results."""
+    broker = FakeBroker()
+    out: dict[str, SendResult | RocketError] = {}
+    async with trio.open_nursery() as nursery:
+        batcher = Batcher(nursery, broker.exchange, BatchConfig())
+        await enter(nursery, batcher, ["a", "b"], out)
+        cancelled = trio.CancelScope()
+
+        async def quitter() -> None:
+            with cancelled:
+                await batcher.send(ADDR, QUEUE, "x", 10, trio.current_time() + 5, ordered=False)
+            out["x-gone"] = RemotingTimeout("cancelled")  # only a marker: it left at once
+
+        nursery.start_soon(quitter)
+        await trio.testing.wait_all_tasks_blocked()
+        broker.release.set()  # "a" lands: "b" and "x" leave together
+        broker.release = trio.Event()
+        await trio.testing.wait_all_tasks_blocked()
+        assert broker.requests == [["a"], ["b", "x"]]
+        cancelled.cancel()  # "x" has left: its caller goes, the request stays in flight
+        await trio.testing.wait_all_tasks_blocked()
+        assert "x-gone" in out and "b" not in out
+        broker.release.set()
+    assert isinstance(out["b"], SendResult) and out["b"].msg_id == "b"
+    assert "x" not in out and batcher.waiting_messages() == 0
+
+
 async def test_a_deadline_passing_in_the_queue_is_a_timeout_and_nothing_sent() -> None:
     broker = FakeBroker()
     out: dict[str, SendResult | RocketError] = {}

@@ -13,7 +13,13 @@ from collections import Counter
 import pytest
 import trio
 
-from client.producer import Producer, hash_selector
+from client.producer import (
+    REFUSED_PAUSE_MAX_S,
+    REFUSED_PAUSE_S,
+    Producer,
+    hash_selector,
+    refused_pause_s,
+)
 from client.routes import FAILURE_ISOLATION_S, FaultStrategy, TopicInfo
 from protocol.errors import ServerError
 from protocol.route import MessageQueue, TopicRouteData
@@ -128,3 +134,16 @@ def test_hash_selector_pins_a_key_to_one_queue() -> None:
         assert len({hash_selector(queues, key) for _ in range(5)}) == 1
     spread = {hash_selector(queues, f"key-{i}") for i in range(64)}
     assert len(spread) >= 6, "keys spread over the queues"
+
+
+def test_refused_sends_are_tried_every_20_ms_at_first_then_less_often() -> None:
+    """After a group refused (no master yet, nothing stored) a send tries again every
+    20 ms for its first five refusals (a failover of ~50 ms is seen within 20 ms of the new
+    master's registration), then backs off to at most 5 tries a second."""
+    pauses = [refused_pause_s(n) for n in range(1, 16)]
+    assert pauses[:5] == [REFUSED_PAUSE_S] * 5
+    assert sum(pauses[:5]) == pytest.approx(0.1)
+    assert pauses[5] == pytest.approx(2 * REFUSED_PAUSE_S)
+    assert pauses == sorted(pauses)
+    assert pauses[-1] == REFUSED_PAUSE_MAX_S
+    assert refused_pause_s(10_000) == REFUSED_PAUSE_MAX_S

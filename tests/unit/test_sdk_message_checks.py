@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from client.message import Message
@@ -31,3 +32,21 @@ def test_good_messages_are_built() -> None:
     timed = Message(topic="T", body=b"x", delay_s=0.0, properties={"a": "1"}, keys="k1 k2")
     assert timed.is_delayed and timed.keys == ("k1", "k2")
     assert Message(topic="T", body=b"x", delay_level=18).is_delayed
+
+
+def test_the_written_out_init_converts_as_attrs_did() -> None:
+    props = {"a": "1"}
+    message = Message(topic="T", body=b"x", keys=["k1", "k2"], properties=props)
+    assert message.keys == ("k1", "k2") and type(message.keys) is tuple
+    assert Message(topic="T", body=b"x", keys=" k1  k2 ").keys == ("k1", "k2")
+    assert Message(topic="T", body=b"x", keys=("k",)).keys == ("k",)
+    assert message.properties == props and message.properties is not props  # a copy
+    assert Message(topic="T", body=b"x").properties == {}
+    assert Message(topic="T", body=b"x") == Message(topic="T", body=b"x")
+    # attrs.evolve goes through the same init (and its checks).
+    evolved = attrs.evolve(message, tags="t", delay_level=3)
+    assert evolved.tags == "t" and evolved.delay_level == 3 and evolved.keys == ("k1", "k2")
+    with pytest.raises(ValueError, match="set by the SDK"):
+        attrs.evolve(message, properties={"UNIQ_KEY": "u"})
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        message.topic = "U"  # type: ignore[misc]

@@ -65,6 +65,8 @@ def quick(data: bytes, queue: MessageQueue = QUEUE) -> ReceivedMessage | None:
         stored(topic="t" * 127),  # the longest magic V1 topic
         stored(topic="v2-" + "t" * 200),  # magic V2: a two-byte topic length
         stored(topic="Other", queue_id=3),  # not the pulled queue: its own MessageQueue
+        stored(topic="U"),  # as long as the queue's topic, not it: decoded, not assumed
+        stored(topic="é"),  # one char like "T", two bytes
         stored(store_host=("127.0.0.1", 0), born_host=("0.0.0.0", 65535)),
     ],
 )

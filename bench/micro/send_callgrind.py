@@ -1,0 +1,90 @@
+"""The broker's single-send path inside one ``functools.reduce`` call, for callgrind.
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \\
+        .venv/bin/python -m bench.micro.send_callgrind [--count 2000]
+
+As ``bench.micro.send_bench`` (a Broker in this process, SEND_MESSAGE_V2 frames as a Java
+producer builds them, decode, handler, answer encode, ``after_requests`` every 64), but
+driven synchronously: after ``--count`` warm-up sends, ``--count`` more run inside one
+``functools.reduce``, so callgrind counts only them (instructions per send = collected /
+count). Instruction counts do not move with the machine's load, unlike CPU time; compare
+two trees by running this with each on ``PYTHONPATH`` (``-m`` imports from the current
+directory first). A send whose handler waits (it should not, with ASYNC_FLUSH and no
+slave) stops the run with an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import tempfile
+from collections.abc import Awaitable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.micro.send_bench import TOPIC, _Peer
+from bench.wire import SendRequests
+from broker.config import BrokerConfig
+from broker.server import Broker
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.frame import Frame, FrameDecoder
+
+PER_READ = 64
+
+
+def _finish(awaitable: Awaitable[RemotingCommand | None]) -> RemotingCommand | None:
+    """Run a handler that must not wait to its answer (handlers are coroutine functions)."""
+    assert isinstance(awaitable, Coroutine)
+    coro: Coroutine[Any, Any, RemotingCommand | None] = awaitable
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise SystemExit("the send handler waited: not a single-send path this driver can count")
+
+
+async def _run(count: int, directory: Path) -> None:
+    config = BrokerConfig(
+        namesrv_addrs=(), listen_port=0, store_dir=directory / "store", min_free_disk_bytes=0
+    )
+    broker = Broker(config)
+    requests = SendRequests(TOPIC, 1024, queues=4, batch=1)
+    handler = broker.server.handlers[RequestCode.SEND_MESSAGE_V2]
+    after_requests = broker.server.after_requests
+    conn: Any = _Peer()
+
+    def step(n: int, frame: Frame) -> int:
+        response = _finish(handler(RemotingCommand.from_frame(frame), conn))
+        if response is None or response.code != ResponseCode.SUCCESS:
+            raise SystemExit(f"send refused: {response}")
+        response.encode()
+        if after_requests is not None and n % PER_READ == PER_READ - 1:
+            after_requests()
+        return n + 1
+
+    def frames() -> list[Frame]:
+        return FrameDecoder().feed(b"".join(requests.single().encode() for _ in range(count)))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(broker.serve)
+        n = 0
+        for frame in frames():  # warm-up: not inside reduce, so not counted
+            n = step(n, frame)
+        functools.reduce(step, frames(), 0)
+        nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="send-callgrind-") as tmp:
+        trio.run(_run, args.count, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
