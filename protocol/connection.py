@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import functools
 import itertools
 import logging
 import math
+import os
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any
@@ -150,6 +152,11 @@ class Connection:
         self._after_requests = after_requests  # RemotingServer.after_requests
         self.name = name
         self._stream = stream
+        #: A plain TCP socket: read and written with ``os.read`` / ``os.write`` on its file
+        #: descriptor right where the bytes are wanted, when that cannot wait (``_read_now``,
+        #: ``_write_now``). Trio's own ``receive_some`` / ``send_all`` end with a yield each,
+        #: a Trio batch per read and per write. A TLS stream always goes through Trio.
+        self._plain = isinstance(stream, trio.SocketStream)
         # A TLS stream may hold decrypted bytes the socket no longer shows (protocol/tls.py).
         self._wait_readable = getattr(stream, "wait_readable", None) or functools.partial(
             trio.lowlevel.wait_readable, stream.socket
@@ -167,6 +174,9 @@ class Connection:
         self._send_lock = trio.Lock()
         self._outbox: list[bytes] = []
         self._round_written: trio.Event | None = None
+        #: The round the reader opened with its answers (``_post``): it writes it itself
+        #: once the read's requests ran (``_flush_posted``).
+        self._posted_round: trio.Event | None = None
         self._pending: dict[int, _Pending] = {}
         self._opaques = itertools.count(1)
         self._serving, self._slot_freed = 0, trio.lowlevel.ParkingLot()  # requests served
@@ -198,17 +208,21 @@ class Connection:
         """Write one command; raises ``ConnectionLost`` if the connection is gone."""
         await self._send_bytes(command.encode())
 
-    async def _send_bytes(self, data: bytes, *, wait_written: bool = True) -> None:
+    async def _send_bytes(
+        self, data: bytes, *, wait_written: bool = True, combine: bool = True
+    ) -> None:
         """Queue one frame and return once it is written (write combining).
 
         The first frame of a round yields once, so every task that is runnable now can add
-        its frame, then one ``send_all`` writes the whole round; the other senders wait for
-        that write. Under load this turns one syscall and one lock round per frame into one
-        per round (measured: broker CPU per single send halved). A frame once queued is
-        written even if its sender is cancelled meanwhile: it is part of the round, and a
-        frame cut short would desynchronise the peer's decoder. Without ``wait_written`` a
-        frame that joins a round returns at once (a call waits for its answer instead,
-        which a failed write ends too: ``_mark_closed``).
+        its frame, then one write sends the whole round; the other senders wait for that
+        write. Under load this turns one syscall and one lock round per frame into one per
+        round (measured: broker CPU per single send halved). Without ``combine`` (the
+        sender knows nobody else on this connection is about to send: no other call or
+        request in flight) the round is written at once, without that yield. A frame once
+        queued is written even if its sender is cancelled meanwhile: it is part of the
+        round, and a frame cut short would desynchronise the peer's decoder. Without
+        ``wait_written`` a frame that joins a round returns at once (a call waits for its
+        answer instead, which a failed write ends too: ``_mark_closed``).
         """
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.peer} is closed ({self._close_reason})")
@@ -223,24 +237,40 @@ class Connection:
             return
         round_written = self._round_written = trio.Event()
         try:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if combine:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             await self._write_round()
         finally:
             round_written.set()
 
-    def _post(self, data: bytes, nursery: trio.Nursery) -> None:
+    def _post(self, data: bytes) -> None:
         """Queue one frame without waiting for it to be written (the reader's answers).
 
-        When no round is open, a task is started to write one: it runs after every task
-        runnable now, so their frames join it, as with ``_send_bytes``. The reader never
-        waits for a write, so a peer that reads slowly costs it nothing but that task.
+        When no round is open the reader opens one and writes it once the read's requests
+        ran (``_flush_posted``), so all their answers leave in one write.
         """
         if self.closed.is_set():
             return  # the peer will never see it, as with a task's answer
         self._outbox.append(data)
         if self._round_written is None:
-            round_written = self._round_written = trio.Event()
-            nursery.start_soon(self._write_posted_round, round_written)
+            self._posted_round = self._round_written = trio.Event()
+
+    def _flush_posted(self, nursery: trio.Nursery) -> None:
+        """Write the round the reader's answers opened: straight to the socket when no
+        write is under way and it takes them all, else (TLS, a write under way, a full
+        socket buffer) in a task, so the reader never waits for a write and a peer that
+        reads slowly costs it nothing but that task."""
+        round_written, self._posted_round = self._posted_round, None
+        if round_written is None:
+            return
+        try:
+            if self._write_now():
+                round_written.set()
+                return
+        except ConnectionLost:  # the reader notices and closes
+            round_written.set()
+            return
+        nursery.start_soon(self._write_posted_round, round_written)
 
     async def _write_posted_round(self, round_written: trio.Event) -> None:
         try:
@@ -259,8 +289,11 @@ class Connection:
         without a byte sent. The write itself is shielded too: a frame cut short by a
         caller's deadline would desynchronise the peer's decoder for every later frame. A
         peer that does not read is handled by write_timeout_s alone (from the moment the
-        lock is ours), which closes the connection. One cancel scope (µs each) does all this.
+        lock is ours), which closes the connection. One cancel scope (µs each) does all this,
+        and only when the round cannot go straight to the socket (``_write_now``).
         """
+        if self._write_now():
+            return
         with trio.CancelScope(shield=True) as scope:
             async with self._send_lock:
                 frames, self._outbox = self._outbox, []
@@ -277,6 +310,41 @@ class Connection:
             await self._stream.aclose()
             raise ConnectionLost(f"write to {self.peer} timed out; connection closed")
 
+    def _write_now(self) -> bool:
+        """Write the open round's frames straight to the socket if no write is under way;
+        True when they all left.
+
+        ``os.write`` on the non-blocking socket never waits and cannot be cancelled, so no
+        frame is cut by a deadline here. What the socket did not take goes back to the
+        head of the outbox as one piece, the round still open (later frames queue after
+        it, nobody else writes first), for the round's writer to send under the lock.
+        """
+        if not self._plain or self._send_lock.locked():
+            return False
+        frames = self._outbox
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        try:
+            sent = os.write(self._fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._outbox, self._round_written = [], None
+            self._mark_closed(f"write failed: {exc!r}")
+            raise ConnectionLost(f"write to {self.peer} failed: {exc!r}") from None
+        if sent < len(data):
+            self._outbox = [data[sent:]]
+            return False
+        self._outbox, self._round_written = [], None
+        return True
+
+    def _fileno(self) -> int:
+        """The socket's descriptor; raises (as a closed socket would) once it is closed:
+        a number kept past the close could name another file by now."""
+        fd = self._stream.socket.fileno()
+        if fd < 0:
+            raise OSError(errno.EBADF, "socket already closed")
+        return fd
+
     async def call(self, request: RemotingCommand, timeout_s: float) -> RemotingCommand:
         """Send a request and wait for its response until ``timeout_s`` elapses."""
         opaque = self._next_opaque()
@@ -285,7 +353,10 @@ class Connection:
         try:
             with trio.move_on_after(timeout_s):
                 request = request.with_opaque(opaque, request.flag & ~FLAG_ONEWAY)
-                await self._send_bytes(request.encode(), wait_written=False)
+                # Alone on the connection: no other caller is about to join the round.
+                await self._send_bytes(
+                    request.encode(), wait_written=False, combine=len(self._pending) > 1
+                )
                 await pending.done.wait()
             if pending.error is not None:
                 raise pending.error
@@ -351,6 +422,7 @@ class Connection:
                 # ~4 µs a request); no checkpoint while slots are free, so every request of
                 # one read is served before the reader yields (their answers share a round).
                 while self._serving >= self._config.max_requests_in_flight:
+                    self._end_of_read(nursery)  # the answers so far go before the wait
                     await self._slot_freed.park()  # only the reader waits; a release wakes it
                 self._serving += 1
                 serving = self._serve_request(command, size_bytes)
@@ -358,16 +430,16 @@ class Connection:
                     waits_on = serving.send(None)
                 except StopIteration as served:
                     if served.value is not None:
-                        self._post(served.value, nursery)
+                        self._post(served.value)
                     continue
                 nursery.start_soon(self._read_loop, decoder, nursery, commands)
                 answer = await _go_on_awaiting(serving, waits_on)
                 if answer is not None:
-                    with contextlib.suppress(ConnectionLost):
-                        await self._send_bytes(answer)  # the reader notices a loss
+                    with contextlib.suppress(ConnectionLost):  # the reader notices a loss
+                        # No other request of this connection in flight: nobody to wait for.
+                        await self._send_bytes(answer, combine=self._serving > 0)
                 return
-            if self._after_requests is not None:
-                self._after_requests()
+            self._end_of_read(nursery)
             if (data := await self._receive(decoder)) is None:
                 break
             try:
@@ -380,7 +452,16 @@ class Connection:
                     "%s: closing connection from %s: %s", self.name, self.peer, exc
                 )
                 break
+        self._flush_posted(nursery)  # none left unless a request task posted meanwhile
         nursery.cancel_scope.cancel()
+
+    def _end_of_read(self, nursery: trio.Nursery) -> None:
+        """The read's requests ran up to their first wait: the work cheaper once a read
+        (``after_requests``), then their answers, in that order (a SEND_OK leaves after its
+        ConsumeQueue entry is written)."""
+        if self._after_requests is not None:
+            self._after_requests()
+        self._flush_posted(nursery)
 
     def _feed(self, decoder: FrameDecoder, data: bytes) -> list[Frame]:
         """Decode ``data``; the frames' bytes move from the partial count to the requests'.
@@ -421,7 +502,10 @@ class Connection:
                 if trio.current_time() < deadline:
                     granted = self._budget.ledger.grant(self.buffered_bytes, _READ_BYTES)
                     if granted:
-                        return await self._read_granted(granted)
+                        try:
+                            return await self._read_granted(granted)
+                        except BlockingIOError:
+                            continue  # readable, and yet nothing to read: wait again
                     if await self._wait_for_budget(deadline):
                         continue
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -447,7 +531,10 @@ class Connection:
 
     async def _read_granted(self, granted: int) -> bytes | None:
         try:
-            data = await self._stream.receive_some(granted)
+            if self._plain:  # readable: the bytes are there, no need to yield for them
+                data = os.read(self._fileno(), granted)
+            else:
+                data = await self._stream.receive_some(granted)
         except BaseException:
             self._budget.ledger.settle(granted, 0)
             raise
