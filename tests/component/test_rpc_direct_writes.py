@@ -16,6 +16,7 @@ import trio.testing
 from protocol.command import RemotingCommand
 from protocol.frame import FrameDecoder
 from protocol.rpc import Connection, RemotingServer, open_client
+from tests.component.test_rpc import read_commands
 
 WAIT_S = 10.0
 ECHO = 7101
@@ -48,13 +49,7 @@ async def serving(server: RemotingServer) -> AsyncIterator[str]:
 
 
 async def read_answers(stream: trio.SocketStream, count: int) -> list[RemotingCommand]:
-    decoder = FrameDecoder(max_frame_bytes=64 << 20)
-    answers: list[RemotingCommand] = []
-    while len(answers) < count:
-        data = await stream.receive_some(1 << 20)
-        assert data, "the server closed the connection"
-        answers += [RemotingCommand.from_frame(f) for f in decoder.feed(data)]
-    return answers
+    return await read_commands(stream, FrameDecoder(max_frame_bytes=64 << 20), count)
 
 
 async def test_a_reader_writes_its_answers_itself_after_after_requests() -> None:
