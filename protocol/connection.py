@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 import os
+import threading
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any
@@ -123,6 +124,27 @@ def _go_on_awaiting(coro: Coroutine[Any, Any, T], waits_on: Any) -> Generator[An
                 waits_on = coro.send(sent)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+
+
+class _ReadBuffer(threading.local):
+    """Each thread's one buffer for plain-socket reads.
+
+    ``os.read(fd, n)`` allocates ``n`` bytes and shrinks them to what came: for a 256 KiB
+    grant and a 1 KiB request that is an mmap, an mremap and a munmap every few reads
+    (strace). A read goes into this buffer instead and what came is copied out; no read
+    awaits between the two, so one buffer serves every connection of the thread.
+    """
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(_READ_BYTES))
+
+    def read(self, fd: int, max_bytes: int) -> bytes:
+        view = self.view
+        count = os.readv(fd, (view[:max_bytes],))
+        return view[:count].tobytes()
+
+
+_read_buffer = _ReadBuffer()
 
 
 class _Pending:
@@ -532,7 +554,7 @@ class Connection:
     async def _read_granted(self, granted: int) -> bytes | None:
         try:
             if self._plain:  # readable: the bytes are there, no need to yield for them
-                data = os.read(self._fileno(), granted)
+                data = _read_buffer.read(self._fileno(), granted)
             else:
                 data = await self._stream.receive_some(granted)
         except BaseException:
