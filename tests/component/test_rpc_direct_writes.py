@@ -10,10 +10,12 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 import trio.testing
 
 from protocol.command import RemotingCommand
+from protocol.errors import RemotingTimeout
 from protocol.frame import FrameDecoder
 from protocol.rpc import Connection, RemotingServer, open_client
 from tests.component.test_rpc import read_commands
@@ -130,3 +132,40 @@ async def test_a_lone_call_and_concurrent_calls_all_get_their_answers() -> None:
                     nursery.start_soon(call, i)
             assert len(server.connections) == 1
     assert results == {i: b"%d" % i for i in range(200)}
+
+
+async def test_calls_after_the_first_end_at_their_own_deadlines_by_the_timer() -> None:
+    """A connection's calls after its first are ended by one timer task, not a scope each:
+    a long call, then shorter ones made later, each time out at its own deadline (the
+    timer wakes earlier for them), an answered call in between is not disturbed, and the
+    long one still ends at its own."""
+    release = trio.Event()
+
+    async def held(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        await release.wait()
+        return request.respond()
+
+    server = RemotingServer({ECHO: echo, BIG: held}, name="test-direct")
+    ended: dict[str, float] = {}
+    async with serving(server) as addr, open_client(tls=False) as client:
+        with trio.fail_after(WAIT_S):
+            await client.call(addr, RemotingCommand.request(ECHO))  # starts the timer
+            t0 = trio.current_time()
+
+            async def call(name: str, timeout_s: float) -> None:
+                with pytest.raises(RemotingTimeout, match="no answer"):
+                    await client.call(addr, RemotingCommand.request(BIG), timeout_s=timeout_s)
+                ended[name] = trio.current_time() - t0
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, "long", 1.5)
+                await trio.sleep(0.05)
+                nursery.start_soon(call, "short", 0.3)
+                nursery.start_soon(call, "middle", 0.8)
+                answer = await client.call(addr, RemotingCommand.request(ECHO, body=b"ok"))
+                assert answer.body == b"ok"
+            release.set()
+    assert list(ended) == ["short", "middle", "long"]
+    assert 0.3 <= ended["short"] < 0.3 + 0.05 + 0.5
+    assert 0.8 <= ended["middle"] < 0.8 + 0.05 + 0.5
+    assert 1.5 <= ended["long"] < 1.5 + 0.5
