@@ -289,17 +289,18 @@ class RemotingClient:
         self, addr: str, request: RemotingCommand, *, timeout_s: float | None = None
     ) -> RemotingCommand:
         """Send ``request`` to ``addr`` and return the response (any response code)."""
-        timeout = self.default_timeout_s if timeout_s is None else timeout_s
-        deadline = trio.current_time() + timeout
+        timeout = left_s = self.default_timeout_s if timeout_s is None else timeout_s
         conn = self._connections.get(addr)
         if conn is None or conn.closed.is_set() or self._closed:
+            deadline = trio.current_time() + timeout
             with trio.move_on_at(deadline):  # a cancel scope costs µs: only to connect
                 conn = await self.connection(addr)
-        if trio.current_time() >= deadline:
+            left_s = deadline - trio.current_time()
+        if left_s <= 0:
             raise RemotingTimeout(f"connecting to {addr} took longer than {timeout} s")
         assert conn is not None  # else the connect scope ran out: the deadline passed
         try:
-            return await conn.call(request, max(0.0, deadline - trio.current_time()))
+            return await conn.call(request, left_s)
         except RemotingTimeout:
             # Name the caller's deadline, not the float left of it after connecting.
             raise RemotingTimeout(
