@@ -7,9 +7,11 @@ Rules:
   the same connection and a request that never waits costs no task of its own (see
   ``Connection._read_loop``). A per-connection limit bounds the requests in flight; when it
   is reached the reader stops reading (back-pressure on that client only).
-- One writer at a time per connection, behind a ``trio.Lock``; frames queued meanwhile
-  leave together in the next write. Every write has a deadline, and a peer that does not
-  read for that long is disconnected. The reader never waits for a write.
+- One writer at a time per connection: frames go straight to a plain socket when no write
+  is under way (``_write_now``); what it does not take, and every TLS write, goes on
+  behind a ``trio.Lock``; frames queued meanwhile leave together in the next write. A
+  write that waits has a deadline, and a peer that does not read for that long is
+  disconnected. The reader never waits for a write.
 - Responses are matched to calls by ``opaque`` only. A call always ends: with the response,
   ``RemotingTimeout`` at its deadline, or ``ConnectionLost`` when the connection dies.
 - A malformed or oversize frame closes that connection (logged with the reason); nobody
@@ -178,8 +180,8 @@ class Connection:
         self.name = name
         self._stream = stream
         #: A plain TCP socket: read and written with ``os.read`` / ``os.write`` on its file
-        #: descriptor right where the bytes are wanted, when that cannot wait (``_read_now``,
-        #: ``_write_now``). Trio's own ``receive_some`` / ``send_all`` end with a yield each,
+        #: descriptor right where the bytes are wanted, when that cannot wait
+        #: (``_read_granted``, ``_write_now``). Trio's own ``receive_some`` / ``send_all`` end with a yield each,
         #: a Trio batch per read and per write. A TLS stream always goes through Trio.
         self._plain = isinstance(stream, trio.SocketStream)
         # A TLS stream may hold decrypted bytes the socket no longer shows (protocol/tls.py).
@@ -517,7 +519,7 @@ class Connection:
                     "%s: closing connection from %s: %s", self.name, self.peer, exc
                 )
                 break
-        self._flush_posted(nursery)  # none left unless a request task posted meanwhile
+        self._flush_posted(nursery)  # defensive: _end_of_read has written every answer
         nursery.cancel_scope.cancel()
 
     def _end_of_read(self, nursery: trio.Nursery) -> None:
