@@ -1,19 +1,7 @@
-"""Remoting transport on Trio: a server, a client, and the connection both are made of.
+"""Remoting transport on Trio: a server, a client, and the connection both are made of
+(``Connection``: protocol/connection.py).
 
-Rules:
-- One task at a time reads a connection and decodes its frames. A request runs in that
-  reader until its handler first waits; then the request goes on in the task that ran it
-  and the reading in a new task, so a long-polling pull never delays another request of
-  the same connection and a request that never waits costs no task of its own (see
-  ``Connection._read_loop``). A per-connection limit bounds the requests in flight; when it
-  is reached the reader stops reading (back-pressure on that client only).
-- One writer at a time per connection, behind a ``trio.Lock``; frames queued meanwhile
-  leave together in the next write. Every write has a deadline, and a peer that does not
-  read for that long is disconnected. The reader never waits for a write.
-- Responses are matched to calls by ``opaque`` only. A call always ends: with the response,
-  ``RemotingTimeout`` at its deadline, or ``ConnectionLost`` when the connection dies.
-- A malformed or oversize frame closes that connection (logged with the reason); nobody
-  else is affected. A request whose handler fails gets an error response, never silence.
+Rules (the connection's own, reading, writing and matching answers: protocol/connection.py):
 - Hostile peers (limits in protocol/limits.py): a server refuses connections past its
   global and per-peer caps right after accept, logged at most once per interval with a
   count; EMFILE at accept backs off and retries, it never ends the server. A frame must be
@@ -32,47 +20,26 @@ Rules:
 from __future__ import annotations
 
 import collections
-import contextlib
 import errno
-import functools
-import itertools
 import logging
-import math
 import os
 import resource
 import ssl
-import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Literal
 
 import trio
-import trio.lowlevel
 
-from protocol.codes import FLAG_ONEWAY, FLAG_RESPONSE, RequestCode, ResponseCode
+from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
-from protocol.errors import (
-    ConnectionLost,
-    NetworkError,
-    ProtocolError,
-    RemotingTimeout,
-    RocketError,
-    ServerError,
-    error_for_response,
-)
-from protocol.frame import Frame, FrameDecoder
-from protocol.limits import BufferBudget, LogThrottle, TransportConfig
-from protocol.steps import T
+from protocol.connection import ByteBudget, Connection, Handler, ThrottledLog, request_name
+from protocol.errors import NetworkError, RemotingTimeout, error_for_response
+from protocol.limits import TransportConfig
 from protocol.tasks import background_nursery, run_steps
 from protocol.tls import TlsRefused, TlsStream, client_context_from_env, tls_accept, tls_connect
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[RemotingCommand, "Connection"], Awaitable[RemotingCommand | None]]
-
-_READ_BYTES = 256 * 1024
-_MAX_OPAQUE = 2**31 - 1
-_connection_ids = itertools.count(1)
 
 
 # accept(2) errors that mean "out of descriptors or memory": back off, never give up.
@@ -83,498 +50,6 @@ _ACCEPT_BACKOFF_S = 0.1
 def fd_soft_limit() -> int:
     """The process's soft RLIMIT_NOFILE (-1 when unlimited)."""
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-class ByteBudget:
-    """The pure ``BufferBudget`` of one server or client, and where its readers wait."""
-
-    def __init__(self, config: TransportConfig) -> None:
-        self.ledger = BufferBudget(
-            limit_bytes=config.max_buffered_bytes,
-            connection_limit_bytes=config.max_connection_buffered_bytes,
-        )
-        self.lot = trio.lowlevel.ParkingLot()
-
-    def release(self, size_bytes: int) -> None:
-        if size_bytes:
-            self.ledger.release(size_bytes)
-            if self.lot:  # unpark_all costs a microsecond even with nobody parked
-                self.lot.unpark_all()
-
-
-class ThrottledLog:
-    """A warning logged at most once per interval, with the count of those left out."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._throttle = LogThrottle(interval_s)
-
-    def warning(self, message: str, *args: object) -> None:
-        suppressed = self._throttle.admit(trio.current_time())
-        if suppressed is None:
-            return
-        if suppressed:
-            message += " (%d more like it not logged)"
-            args = (*args, suppressed)
-        log.warning(message, *args)
-
-
-def request_name(code: int) -> str:
-    try:
-        return RequestCode(code).name
-    except ValueError:
-        return f"code {code}"
-
-
-@types.coroutine
-def _go_on_awaiting(coro: Coroutine[Any, Any, T], waits_on: Any) -> Generator[Any, Any, T]:
-    """Await ``coro`` from where it stands: its first ``send(None)`` yielded ``waits_on``.
-
-    ``yield from`` for a coroutine already started (PEP 380's expansion): what Trio sends
-    or throws into this task goes on to ``coro``, what it yields goes on to Trio.
-    """
-    while True:
-        try:
-            sent = yield waits_on
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # thrown in by Trio: handed on, never swallowed
-            try:
-                waits_on = coro.throw(exc)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-        else:
-            try:
-                waits_on = coro.send(sent)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-
-
-class _Pending:
-    __slots__ = ("done", "error", "response")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.response: RemotingCommand | None = None
-        self.error: RocketError | None = None
-
-
-class Connection:
-    """One TCP connection, server or client side."""
-
-    def __init__(
-        self,
-        stream: trio.SocketStream | TlsStream,
-        *,
-        name: str,
-        handlers: Mapping[int, Handler],
-        config: TransportConfig,
-        budget: ByteBudget | None = None,
-        warnings: ThrottledLog | None = None,
-        after_requests: Callable[[], None] | None = None,
-    ) -> None:
-        self.id = next(_connection_ids)
-        self._after_requests = after_requests  # RemotingServer.after_requests
-        self.name = name
-        self._stream = stream
-        # A TLS stream may hold decrypted bytes the socket no longer shows (protocol/tls.py).
-        self._wait_readable = getattr(stream, "wait_readable", None) or functools.partial(
-            trio.lowlevel.wait_readable, stream.socket
-        )
-        self._handlers = handlers
-        self._config = config
-        self._budget = budget or ByteBudget(config)
-        self._warnings = warnings or ThrottledLog(config.log_interval_s)
-        #: Bytes of this connection counted in the budget: its partial frame, and the
-        #: frames of its requests whose handlers still run.
-        self._partial_bytes = 0
-        self._request_bytes = 0
-        #: When the first byte of the partial frame arrived (None: no partial frame).
-        self._partial_since_s: float | None = None
-        self._send_lock = trio.Lock()
-        self._outbox: list[bytes] = []
-        self._round_written: trio.Event | None = None
-        self._pending: dict[int, _Pending] = {}
-        self._opaques = itertools.count(1)
-        self._serving, self._slot_freed = 0, trio.lowlevel.ParkingLot()  # requests served
-        self._close_reason: str | None = None
-        self.closed = trio.Event()
-        try:
-            host, port = stream.socket.getpeername()[:2]
-            self.peer = f"{host}:{port}"
-            lhost, lport = stream.socket.getsockname()[:2]
-            self.local = f"{lhost}:{lport}"
-        except OSError:
-            self.peer = self.local = "?"
-
-    def __repr__(self) -> str:
-        return f"<Connection #{self.id} {self.name} peer={self.peer}>"
-
-    @property
-    def requests_in_flight(self) -> int:
-        return self._serving
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes held for this peer: its partial frame and its requests being handled."""
-        return self._partial_bytes + self._request_bytes
-
-    # --- sending ---------------------------------------------------------------------
-
-    async def send(self, command: RemotingCommand) -> None:
-        """Write one command; raises ``ConnectionLost`` if the connection is gone."""
-        await self._send_bytes(command.encode())
-
-    async def _send_bytes(self, data: bytes, *, wait_written: bool = True) -> None:
-        """Queue one frame and return once it is written (write combining).
-
-        The first frame of a round yields once, so every task that is runnable now can add
-        its frame, then one ``send_all`` writes the whole round; the other senders wait for
-        that write. Under load this turns one syscall and one lock round per frame into one
-        per round (measured: broker CPU per single send halved). A frame once queued is
-        written even if its sender is cancelled meanwhile: it is part of the round, and a
-        frame cut short would desynchronise the peer's decoder. Without ``wait_written`` a
-        frame that joins a round returns at once (a call waits for its answer instead,
-        which a failed write ends too: ``_mark_closed``).
-        """
-        if self.closed.is_set():
-            raise ConnectionLost(f"connection to {self.peer} is closed ({self._close_reason})")
-        self._outbox.append(data)
-        round_written = self._round_written
-        if round_written is not None:
-            if not wait_written:
-                return
-            await round_written.wait()
-            if self.closed.is_set():
-                raise ConnectionLost(f"write to {self.peer} failed ({self._close_reason})")
-            return
-        round_written = self._round_written = trio.Event()
-        try:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            await self._write_round()
-        finally:
-            round_written.set()
-
-    def _post(self, data: bytes, nursery: trio.Nursery) -> None:
-        """Queue one frame without waiting for it to be written (the reader's answers).
-
-        When no round is open, a task is started to write one: it runs after every task
-        runnable now, so their frames join it, as with ``_send_bytes``. The reader never
-        waits for a write, so a peer that reads slowly costs it nothing but that task.
-        """
-        if self.closed.is_set():
-            return  # the peer will never see it, as with a task's answer
-        self._outbox.append(data)
-        if self._round_written is None:
-            round_written = self._round_written = trio.Event()
-            nursery.start_soon(self._write_posted_round, round_written)
-
-    async def _write_posted_round(self, round_written: trio.Event) -> None:
-        try:
-            await self._write_round()
-        except ConnectionLost:
-            pass  # the reader notices and closes
-        finally:
-            round_written.set()
-
-    async def _write_round(self) -> None:
-        """Write every queued frame; a round's creator calls it, once.
-
-        Shielded from the lock wait on: this round's frames (ours and its waiters') are
-        queued, and a creator cancelled before it took them would leave them unwritten and
-        the round marked written, so every later send on the connection would "succeed"
-        without a byte sent. The write itself is shielded too: a frame cut short by a
-        caller's deadline would desynchronise the peer's decoder for every later frame. A
-        peer that does not read is handled by write_timeout_s alone (from the moment the
-        lock is ours), which closes the connection. One cancel scope (µs each) does all this.
-        """
-        with trio.CancelScope(shield=True) as scope:
-            async with self._send_lock:
-                frames, self._outbox = self._outbox, []
-                self._round_written = None  # later frames start the next round
-                data = frames[0] if len(frames) == 1 else b"".join(frames)
-                scope.deadline = trio.current_time() + self._config.write_timeout_s
-                try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self._mark_closed(f"write failed: {exc!r}")
-                    raise ConnectionLost(f"write to {self.peer} failed: {exc!r}") from None
-        if scope.cancelled_caught:
-            self._mark_closed(f"peer did not read for {self._config.write_timeout_s} s")
-            await self._stream.aclose()
-            raise ConnectionLost(f"write to {self.peer} timed out; connection closed")
-
-    async def call(self, request: RemotingCommand, timeout_s: float) -> RemotingCommand:
-        """Send a request and wait for its response until ``timeout_s`` elapses."""
-        opaque = self._next_opaque()
-        pending = _Pending()
-        self._pending[opaque] = pending
-        try:
-            with trio.move_on_after(timeout_s):
-                request = request.with_opaque(opaque, request.flag & ~FLAG_ONEWAY)
-                await self._send_bytes(request.encode(), wait_written=False)
-                await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            if pending.response is None:
-                raise RemotingTimeout(
-                    f"{request_name(request.code)} to {self.peer} got no answer in {timeout_s} s"
-                )
-            return pending.response
-        finally:
-            self._pending.pop(opaque, None)
-
-    async def oneway(self, request: RemotingCommand) -> None:
-        await self.send(request.with_opaque(self._next_opaque(), request.flag | FLAG_ONEWAY))
-
-    def _next_opaque(self) -> int:
-        opaque = next(self._opaques)
-        if opaque >= _MAX_OPAQUE:
-            self._opaques = itertools.count(1)
-        return opaque
-
-    # --- receiving -------------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Read and dispatch until the peer goes away; then fail every pending call."""
-        decoder = FrameDecoder(max_frame_bytes=self._config.max_frame_bytes)
-        try:
-            async with trio.open_nursery() as nursery:
-                await self._read_loop(decoder, nursery, collections.deque())
-        finally:
-            self._mark_closed(self._close_reason or "closed")
-            # Every request task has ended: what is left was never handed to one.
-            self._budget.release(self._partial_bytes + self._request_bytes)
-            self._partial_bytes = self._request_bytes = 0
-            with trio.CancelScope(shield=True):
-                await self._stream.aclose()
-
-    async def _read_loop(
-        self,
-        decoder: FrameDecoder,
-        nursery: trio.Nursery,
-        commands: collections.deque[tuple[RemotingCommand, int]],
-    ) -> None:
-        """Read, decode and serve until reading ends; then cancel the requests that wait.
-
-        Requests run here, in the reader, until their handler first waits (most never
-        do: a send to an ASYNC_FLUSH broker, a route lookup), so they cost no task; their
-        answers are queued as they come and written together (``_post``). A handler that
-        waits has already tied what it waits for to this task (Trio's traps name the
-        current task), so it cannot move to another: this task finishes that request
-        instead, and the reading, with the rest of this read's requests, goes on in a new
-        task. Exactly one task reads at any time; every request still ends in this
-        connection's nursery, cancelled when reading ends.
-        """
-        while True:
-            while commands:
-                command, size_bytes = commands.popleft()
-                if command.is_response:
-                    self._budget.release(size_bytes)  # the caller owns it now
-                    self._request_bytes -= size_bytes
-                    self._complete(command)
-                    continue
-                # A slot per request, counted (a CapacityLimiter's borrow and release cost
-                # ~4 µs a request); no checkpoint while slots are free, so every request of
-                # one read is served before the reader yields (their answers share a round).
-                while self._serving >= self._config.max_requests_in_flight:
-                    await self._slot_freed.park()  # only the reader waits; a release wakes it
-                self._serving += 1
-                serving = self._serve_request(command, size_bytes)
-                try:
-                    waits_on = serving.send(None)
-                except StopIteration as served:
-                    if served.value is not None:
-                        self._post(served.value, nursery)
-                    continue
-                nursery.start_soon(self._read_loop, decoder, nursery, commands)
-                answer = await _go_on_awaiting(serving, waits_on)
-                if answer is not None:
-                    with contextlib.suppress(ConnectionLost):
-                        await self._send_bytes(answer)  # the reader notices a loss
-                return
-            if self._after_requests is not None:
-                self._after_requests()
-            if (data := await self._receive(decoder)) is None:
-                break
-            try:
-                frames = self._feed(decoder, data)
-                # All decoded first: a bad frame closes the connection before any is served.
-                commands.extend([(RemotingCommand.from_frame(f), f.size_bytes) for f in frames])
-            except ProtocolError as exc:
-                self._close_reason = f"protocol error: {exc}"
-                self._warnings.warning(
-                    "%s: closing connection from %s: %s", self.name, self.peer, exc
-                )
-                break
-        nursery.cancel_scope.cancel()
-
-    def _feed(self, decoder: FrameDecoder, data: bytes) -> list[Frame]:
-        """Decode ``data``; the frames' bytes move from the partial count to the requests'.
-
-        Every completed frame is counted as a request's until the caller sorts out the
-        responses (released at once). A frame left partial starts its clock now unless it
-        had started before this read.
-        """
-        had_partial = decoder.buffered_bytes > 0
-        frames = decoder.feed(data)
-        self._request_bytes += sum(f.size_bytes for f in frames)
-        self._partial_bytes = decoder.buffered_bytes
-        if not self._partial_bytes:
-            self._partial_since_s = None
-        elif frames or not had_partial:
-            self._partial_since_s = trio.current_time()
-        return frames
-
-    async def _receive(self, decoder: FrameDecoder) -> bytes | None:
-        """The next bytes from the peer within the budget; None once the connection ends
-        (``_close_reason`` says why).
-
-        Waits for the socket to be readable before asking the budget, so idle connections
-        reserve nothing. A frame left partial must be completed ``frame_timeout_s`` after
-        its first byte; time spent waiting for this connection's own handlers (its budget)
-        does not count, time waiting for the server's budget does.
-        """
-        while not self.closed.is_set():  # else closed locally (aclose, a write timeout)
-            deadline = math.inf
-            if self._partial_since_s is not None:
-                deadline = self._partial_since_s + self._config.frame_timeout_s
-            try:
-                if deadline == math.inf:  # no partial frame: no clock (a scope costs µs)
-                    await self._wait_readable()
-                else:
-                    with trio.move_on_at(deadline):
-                        await self._wait_readable()
-                if trio.current_time() < deadline:
-                    granted = self._budget.ledger.grant(self.buffered_bytes, _READ_BYTES)
-                    if granted:
-                        return await self._read_granted(granted)
-                    if await self._wait_for_budget(deadline):
-                        continue
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._close_reason = f"read failed: {exc!r}"
-                return None
-            self._frame_timed_out(decoder)
-            return None
-        return None
-
-    async def _wait_for_budget(self, deadline: float) -> bool:
-        """Wait for released bytes; False when the frame deadline passed meanwhile."""
-        if self.buffered_bytes >= self._config.max_connection_buffered_bytes:
-            # Our own back-pressure, not the peer's slowness: the frame clock stands still.
-            waited_since = trio.current_time()
-            await self._budget.lot.park()
-            if self._partial_since_s is not None:
-                self._partial_since_s += trio.current_time() - waited_since
-            return True
-        with trio.move_on_at(deadline):
-            await self._budget.lot.park()
-            return True
-        return False
-
-    async def _read_granted(self, granted: int) -> bytes | None:
-        try:
-            data = await self._stream.receive_some(granted)
-        except BaseException:
-            self._budget.ledger.settle(granted, 0)
-            raise
-        if not data:
-            self._budget.ledger.settle(granted, 0)
-            self._close_reason = "peer closed the connection"
-            return None
-        # Held as partial-frame bytes until _feed sorts them into frames.
-        self._budget.ledger.settle(granted, len(data))
-        self._partial_bytes += len(data)
-        return data
-
-    def _frame_timed_out(self, decoder: FrameDecoder) -> None:
-        announced = decoder.pending_frame_bytes
-        what = "a frame" if announced is None else f"a frame of {announced} bytes"
-        self._close_reason = (
-            f"{what} was not completed within {self._config.frame_timeout_s} s "
-            f"({decoder.buffered_bytes} bytes received)"
-        )
-        self._warnings.warning(
-            "%s: closing connection from %s: %s", self.name, self.peer, self._close_reason
-        )
-
-    def _complete(self, response: RemotingCommand) -> None:
-        pending = self._pending.get(response.opaque)
-        if pending is None:
-            log.debug("%s: response for unknown opaque %d (late?)", self.name, response.opaque)
-            return
-        pending.response = response
-        pending.done.set()
-
-    async def _serve_request(self, request: RemotingCommand, size_bytes: int) -> bytes | None:
-        """Run the handler; the answer's frame (None for a oneway request or no answer)."""
-        try:
-            response = await self._handle(request)
-            if response is None or request.is_oneway:
-                return None
-            return self._encode_response(request, response)
-        finally:
-            self._serving -= 1
-            if self._serving + 1 >= self._config.max_requests_in_flight:
-                self._slot_freed.unpark()  # the reader may wait for this slot
-            self._request_bytes -= size_bytes
-            self._budget.release(size_bytes)
-
-    def _encode_response(self, request: RemotingCommand, response: RemotingCommand) -> bytes:
-        """The response frame; one the handler built badly becomes a SYSTEM_ERROR answer."""
-        if response.opaque != request.opaque or not response.flag & FLAG_RESPONSE:
-            response = response.with_opaque(request.opaque, response.flag | FLAG_RESPONSE)
-        try:
-            return response.encode()
-        except Exception as exc:  # e.g. non-str ext values, a header over the cap
-            log.exception(
-                "%s: response to %s from %s cannot be encoded",
-                self.name,
-                request_name(request.code),
-                self.peer,
-            )
-            return request.respond(
-                ResponseCode.SYSTEM_ERROR,
-                f"internal error: response cannot be encoded: {type(exc).__name__}",
-            ).encode()
-
-    async def _handle(self, request: RemotingCommand) -> RemotingCommand | None:
-        handler = self._handlers.get(request.code)
-        if handler is None:
-            return request.respond(
-                ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
-                f"request code {request.code} ({request_name(request.code)}) is not supported",
-            )
-        try:
-            return await handler(request, self)
-        except ServerError as exc:
-            return request.respond(exc.code, exc.remark)
-        except ProtocolError as exc:
-            return request.respond(ResponseCode.SYSTEM_ERROR, str(exc))
-        except Exception as exc:
-            log.exception(
-                "%s: handler of %s from %s failed",
-                self.name,
-                request_name(request.code),
-                self.peer,
-            )
-            return request.respond(
-                ResponseCode.SYSTEM_ERROR, f"internal error: {type(exc).__name__}: {exc}"
-            )
-
-    def _mark_closed(self, reason: str) -> None:
-        if self.closed.is_set():
-            return
-        self._close_reason = reason
-        self.closed.set()
-        error = ConnectionLost(f"connection to {self.peer} lost ({reason}); outcome unknown")
-        for pending in self._pending.values():
-            pending.error = error
-            pending.done.set()
-
-    async def aclose(self) -> None:
-        self._mark_closed("closed locally")
-        await self._stream.aclose()
 
 
 # --- server ------------------------------------------------------------------------------
@@ -814,17 +289,18 @@ class RemotingClient:
         self, addr: str, request: RemotingCommand, *, timeout_s: float | None = None
     ) -> RemotingCommand:
         """Send ``request`` to ``addr`` and return the response (any response code)."""
-        timeout = self.default_timeout_s if timeout_s is None else timeout_s
-        deadline = trio.current_time() + timeout
+        timeout = left_s = self.default_timeout_s if timeout_s is None else timeout_s
         conn = self._connections.get(addr)
         if conn is None or conn.closed.is_set() or self._closed:
+            deadline = trio.current_time() + timeout
             with trio.move_on_at(deadline):  # a cancel scope costs µs: only to connect
                 conn = await self.connection(addr)
-        if trio.current_time() >= deadline:
+            left_s = deadline - trio.current_time()
+        if left_s <= 0:
             raise RemotingTimeout(f"connecting to {addr} took longer than {timeout} s")
         assert conn is not None  # else the connect scope ran out: the deadline passed
         try:
-            return await conn.call(request, max(0.0, deadline - trio.current_time()))
+            return await conn.call(request, left_s)
         except RemotingTimeout:
             # Name the caller's deadline, not the float left of it after connecting.
             raise RemotingTimeout(
@@ -884,14 +360,17 @@ def check_success(response: RemotingCommand) -> RemotingCommand:
 
 
 __all__ = [
+    "ByteBudget",
     "Connection",
     "Handler",
     "RemotingClient",
     "RemotingServer",
+    "ThrottledLog",
     "TransportConfig",
     "background_nursery",
     "check_success",
     "open_client",
+    "request_name",
     "run_steps",
     "split_address",
 ]

@@ -1,0 +1,171 @@
+"""The transport writes and reads plain sockets itself where it need not wait (issue 14,
+fourth pass): a reader writes its read's answers, a call alone on its connection writes
+its request, each straight to the socket; what the socket does not take goes on in a
+writer, whole and in order. Real loopback sockets, every wait under ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from protocol.command import RemotingCommand
+from protocol.errors import RemotingTimeout
+from protocol.frame import FrameDecoder
+from protocol.rpc import Connection, RemotingServer, open_client
+from tests.component.test_rpc import read_commands
+
+WAIT_S = 10.0
+ECHO = 7101
+BIG = 7102
+BIG_BODY_BYTES = 8 << 20  # far more than a loopback socket buffer takes at once
+
+
+async def echo(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+    return request.respond(body=request.body)
+
+
+async def big(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+    return request.respond(body=request.body[:8] + bytes(BIG_BODY_BYTES))
+
+
+class _Counter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+
+@asynccontextmanager
+async def serving(server: RemotingServer) -> AsyncIterator[str]:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        yield f"127.0.0.1:{port}"
+        nursery.cancel_scope.cancel()
+
+
+async def read_answers(stream: trio.SocketStream, count: int) -> list[RemotingCommand]:
+    return await read_commands(stream, FrameDecoder(max_frame_bytes=64 << 20), count)
+
+
+async def test_a_reader_writes_its_answers_itself_after_after_requests() -> None:
+    """One request at a time: no task spawned per answer, and every answer leaves after
+    the server's ``after_requests`` ran for its read (a SEND_OK after its ConsumeQueue
+    entry)."""
+    served: list[int] = []
+    after_runs: list[int] = []
+
+    async def record(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        served.append(request.opaque)
+        return request.respond(body=request.body)
+
+    server = RemotingServer({ECHO: record}, name="test-direct")
+    server.after_requests = lambda: after_runs.append(len(served))
+    counter = _Counter()
+    async with serving(server) as addr:
+        host, port = addr.rsplit(":", 1)
+        with trio.fail_after(WAIT_S):
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                trio.lowlevel.add_instrument(counter)
+                try:
+                    for i in range(1, 21):
+                        request = RemotingCommand.request(ECHO, body=b"%d" % i, opaque=i)
+                        await stream.send_all(request.encode())
+                        (answer,) = await read_answers(stream, 1)
+                        assert (answer.opaque, answer.body) == (i, b"%d" % i)
+                        assert after_runs and after_runs[-1] == i  # ran before the write
+                finally:
+                    trio.lowlevel.remove_instrument(counter)
+    assert counter.spawned == 0, counter.spawned
+
+
+async def test_answers_larger_than_the_socket_takes_leave_whole_and_in_order() -> None:
+    """The peer reads nothing for a while: the first big answer goes partly to the socket,
+    the rest through a writer; later answers queue behind it; all arrive intact, in the
+    order they were written, and the reader went on reading meanwhile."""
+    server = RemotingServer({ECHO: echo, BIG: big}, name="test-direct")
+    async with serving(server) as addr:
+        host, port = addr.rsplit(":", 1)
+        with trio.fail_after(WAIT_S):
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                requests = [
+                    RemotingCommand.request(BIG, body=b"big-%04d" % 1, opaque=1),
+                    RemotingCommand.request(ECHO, body=b"small-2", opaque=2),
+                    RemotingCommand.request(BIG, body=b"big-%04d" % 3, opaque=3),
+                    RemotingCommand.request(ECHO, body=b"small-4", opaque=4),
+                ]
+                for request in requests:  # one read each, most likely: four rounds
+                    await stream.send_all(request.encode())
+                    await trio.sleep(0.05)
+                (conn,) = server.connections.values()
+                assert conn.requests_in_flight == 0  # all served while the writes wait
+                answers = await read_answers(stream, 4)
+    assert [a.opaque for a in answers] == [1, 2, 3, 4]
+    assert [a.body[:8] for a in answers] == [b"big-0001", b"small-2", b"big-0003", b"small-4"]
+    assert [len(a.body) for a in answers] == [8 + BIG_BODY_BYTES, 7, 8 + BIG_BODY_BYTES, 7]
+
+
+async def test_a_lone_call_and_concurrent_calls_all_get_their_answers() -> None:
+    """A call alone on its connection writes at once; calls made together share rounds.
+    Either way each gets its own answer, on one connection."""
+    server = RemotingServer({ECHO: echo}, name="test-direct")
+    async with serving(server) as addr, open_client(tls=False) as client:
+        with trio.fail_after(WAIT_S):
+            for i in range(20):
+                answer = await client.call(addr, RemotingCommand.request(ECHO, body=b"%d" % i))
+                assert answer.body == b"%d" % i
+            results: dict[int, bytes] = {}
+
+            async def call(i: int) -> None:
+                answer = await client.call(addr, RemotingCommand.request(ECHO, body=b"%d" % i))
+                results[i] = answer.body
+
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(call, i)
+            assert len(server.connections) == 1
+    assert results == {i: b"%d" % i for i in range(200)}
+
+
+async def test_calls_after_the_first_end_at_their_own_deadlines_by_the_timer() -> None:
+    """A connection's calls after its first are ended by one timer task, not a scope each:
+    a long call, then shorter ones made later, each time out at its own deadline (the
+    timer wakes earlier for them), an answered call in between is not disturbed, and the
+    long one still ends at its own."""
+    release = trio.Event()
+
+    async def held(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        await release.wait()
+        return request.respond()
+
+    server = RemotingServer({ECHO: echo, BIG: held}, name="test-direct")
+    ended: dict[str, float] = {}
+    async with serving(server) as addr, open_client(tls=False) as client:
+        with trio.fail_after(WAIT_S):
+            await client.call(addr, RemotingCommand.request(ECHO))  # starts the timer
+            t0 = trio.current_time()
+
+            async def call(name: str, timeout_s: float) -> None:
+                with pytest.raises(RemotingTimeout, match="no answer"):
+                    await client.call(addr, RemotingCommand.request(BIG), timeout_s=timeout_s)
+                ended[name] = trio.current_time() - t0
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, "long", 1.5)
+                await trio.sleep(0.05)
+                nursery.start_soon(call, "short", 0.3)
+                nursery.start_soon(call, "middle", 0.8)
+                answer = await client.call(addr, RemotingCommand.request(ECHO, body=b"ok"))
+                assert answer.body == b"ok"
+            release.set()
+    assert list(ended) == ["short", "middle", "long"]
+    assert 0.3 <= ended["short"] < 0.3 + 0.05 + 0.5
+    assert 0.8 <= ended["middle"] < 0.8 + 0.05 + 0.5
+    assert 1.5 <= ended["long"] < 1.5 + 0.5
