@@ -440,9 +440,13 @@ class Connection:
         return pending is not None and pending.deadline_s == deadline_s
 
     def _start_timer(self) -> None:
-        if self._nursery is not None and not self.closed.is_set():
-            self._nursery.start_soon(self._expire_calls)
-            self._nursery = None  # one timer per connection
+        nursery, self._nursery = self._nursery, None  # one timer per connection
+        if nursery is None or self.closed.is_set():
+            return
+        # RuntimeError: closed to new arrivals, its last task ended and run() is about to
+        # mark the connection closed. This call keeps its own scope; that close fails it.
+        with contextlib.suppress(RuntimeError):
+            nursery.start_soon(self._expire_calls)
 
     async def _expire_calls(self) -> None:
         """End each call whose deadline passed, as its own cancel scope would have: it

@@ -17,6 +17,7 @@ import trio.testing
 from protocol.command import RemotingCommand
 from protocol.errors import RemotingTimeout
 from protocol.frame import FrameDecoder
+from protocol.limits import TransportConfig
 from protocol.rpc import Connection, RemotingServer, open_client
 from tests.component.test_rpc import read_commands
 
@@ -169,3 +170,27 @@ async def test_calls_after_the_first_end_at_their_own_deadlines_by_the_timer() -
     assert 0.3 <= ended["short"] < 0.3 + 0.05 + 0.5
     assert 0.8 <= ended["middle"] < 0.8 + 0.05 + 0.5
     assert 1.5 <= ended["long"] < 1.5 + 0.5
+
+
+async def test_a_first_call_as_the_connection_winds_down_fails_cleanly() -> None:
+    """A connection's tasks have all ended (its nursery takes no new task) and run() has
+    not yet marked it closed: in that moment another task's first call starts no
+    deadline timer (it would raise "Nursery is closed to new arrivals" into the caller,
+    seen once in a producer's failover test); it keeps its own scope and times out."""
+    with trio.fail_after(WAIT_S):
+        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listener.socket.getsockname()[1]
+        async with (
+            await trio.open_tcp_stream("127.0.0.1", port) as client_side,
+            await listener.accept() as peer,
+        ):
+            await listener.aclose()
+            conn = Connection(
+                client_side, name="test-wind-down", handlers={}, config=TransportConfig()
+            )
+            async with trio.open_nursery() as ended:
+                pass
+            conn._nursery = ended  # as run()'s nursery is in that moment
+            with pytest.raises(RemotingTimeout):
+                await conn.call(RemotingCommand.request(ECHO), timeout_s=0.2)
+            assert len(await peer.receive_some()) > 0  # the request itself went out
