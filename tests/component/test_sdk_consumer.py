@@ -614,6 +614,21 @@ async def test_two_orderly_consumers_hand_locked_queues_over(tmp_path: Path) -> 
 # --- flow control ----------------------------------------------------------------------------
 
 
+class _PeakListener:
+    """A listener that holds each message ``hold_s`` and counts the most calls at once."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self.running = self.peak = 0
+
+    async def __call__(self, message: ReceivedMessage) -> ConsumeResult:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await trio.sleep(self.hold_s)
+        self.running -= 1
+        return ConsumeResult.SUCCESS
+
+
 async def test_flow_control_bounds_messages_in_flight_per_queue(tmp_path: Path) -> None:
     """With max_inflight_per_queue=5 and 20 listener workers, a slow listener never has
     more than 5 messages of the queue at once (and does reach 5); all 40 are consumed."""
@@ -621,17 +636,7 @@ async def test_flow_control_bounds_messages_in_flight_per_queue(tmp_path: Path) 
         async with sdk_cluster(tmp_path) as c, open_producer(c.namesrv) as producer:
             await c.create_topic("Slow", 1)
             await send_bodies(producer, "Slow", [b"%d" % i for i in range(40)])
-            running = 0
-            peak = 0
-
-            async def slow(message: ReceivedMessage) -> ConsumeResult:
-                nonlocal running, peak
-                running += 1
-                peak = max(peak, running)
-                await trio.sleep(0.03)
-                running -= 1
-                return ConsumeResult.SUCCESS
-
+            slow = _PeakListener(hold_s=0.03)
             got = Collector(slow)
             async with open_push_consumer(
                 c.namesrv,
@@ -645,7 +650,7 @@ async def test_flow_control_bounds_messages_in_flight_per_queue(tmp_path: Path) 
             ) as consumer:
                 await wait_until(lambda: got.count() == 40)
                 (stats,) = [s for q, s in consumer.statistics().queues.items() if q.topic == "Slow"]
-            assert peak == 5
+            assert slow.peak == 5
             assert stats.max_inflight_seen == 5
             assert sorted(got.bodies) == sorted(b"%d" % i for i in range(40))
 
@@ -657,17 +662,7 @@ async def test_a_waiting_listener_gets_every_worker(tmp_path: Path) -> None:
         async with sdk_cluster(tmp_path) as c, open_producer(c.namesrv) as producer:
             await c.create_topic("Spread", 1)
             await send_bodies(producer, "Spread", [b"%d" % i for i in range(60)])
-            running = 0
-            peak = 0
-
-            async def slow(message: ReceivedMessage) -> ConsumeResult:
-                nonlocal running, peak
-                running += 1
-                peak = max(peak, running)
-                await trio.sleep(0.05)
-                running -= 1
-                return ConsumeResult.SUCCESS
-
+            slow = _PeakListener(hold_s=0.05)
             got = Collector(slow)
             async with open_push_consumer(
                 c.namesrv,
@@ -679,7 +674,7 @@ async def test_a_waiting_listener_gets_every_worker(tmp_path: Path) -> None:
                 **FAST,
             ):
                 await wait_until(lambda: got.count() == 60)
-            assert peak == 6
+            assert slow.peak == 6
             assert sorted(got.bodies) == sorted(b"%d" % i for i in range(60))
 
 
