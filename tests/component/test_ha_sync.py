@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
 import pytest
 import trio
 
+from broker.ha.config import HAConfig
 from broker.ha.master import HAMaster, ReplicaOutcome
 from broker.ha.syncstate import SyncStateSetProposed
 from broker.ha.wire import Transfer
@@ -15,6 +18,7 @@ from broker.store.config import FlushMode
 from tests.component.ha_fixtures import (
     HA_CFG,
     STORE_CFG,
+    Cluster,
     FakeSlave,
     Node,
     caught_up,
@@ -277,91 +281,81 @@ async def test_a_sync_flush_slave_acks_only_what_it_fsynced(
             await s.store.close()
 
 
+@asynccontextmanager
+async def _master_and_fake_slave(
+    tmp_path: Path, *, confirm_linger_s: float
+) -> AsyncIterator[tuple[Cluster, FakeSlave, HAConfig]]:
+    """A master that dispatches confirmed data only, its periodic heartbeat far off, and a
+    fake slave handshaken at offset 0 and registered (the confirm-linger tests)."""
+    ha = attrs.evolve(
+        HA_CFG,
+        confirm_linger_s=confirm_linger_s,
+        heartbeat_interval_s=5.0,
+        housekeeping_timeout_s=10.0,
+    )
+    m = Node.open(tmp_path / "m", "m", attrs.evolve(STORE_CFG, dispatch_confirmed_only=True))
+    try:
+        async with cluster(m, ha) as c, FakeSlave.connect(c.port) as fake:
+            await fake.handshake(1, ack=0)
+            await until(lambda: bool(c.master.status().slaves))
+            yield c, fake, ha
+            await fake.aclose()
+    finally:
+        await m.store.close()
+
+
 async def test_a_moved_confirm_offset_rides_the_next_batch(tmp_path: Path) -> None:
     """Under steady writes no empty transfer goes out per confirm change: the next batch's
     header carries it. With nothing to send, an empty transfer carries it after
     ``confirm_linger_s``, long before the periodic heartbeat."""
-    ha = attrs.evolve(
-        HA_CFG, confirm_linger_s=0.3, heartbeat_interval_s=5.0, housekeeping_timeout_s=10.0
-    )
-    cfg = attrs.evolve(STORE_CFG, dispatch_confirmed_only=True)
-    m = Node.open(tmp_path / "m", "m", cfg)
-    try:
-        async with cluster(m, ha) as c, FakeSlave.connect(c.port) as fake:
-            await fake.handshake(1, ack=0)
-            await until(lambda: bool(c.master.status().slaves))
-            c.append(1)
-            (end1,) = c.append(1, start=1)  # puts close together: the linger applies
-            await fake.transfers_until(end1)
-            await fake.ack(end1)
-            await until(lambda: c.master.confirm_offset == end1)
-            # Caught up, the slave joins the SyncStateSet; until then the master confirms
-            # alone, so a put would be confirmed before any ack (seen on a loaded machine).
-            await until(lambda: c.master.status().sync_state_set == (0, 1))
-            (end2,) = c.append(1, start=2)
-            second = await fake.next()  # no empty transfer before it
-            assert isinstance(second, Transfer)
-            assert (second.offset, len(second.data)) == (end1, end2 - end1)
-            assert second.confirm_offset == end1
-            await fake.ack(end2)
-            await until(lambda: c.master.confirm_offset == end2)
-            start = trio.current_time()
-            beat = await fake.next()
-            assert isinstance(beat, Transfer)
-            assert (beat.data, beat.confirm_offset) == (b"", end2)
-            assert trio.current_time() - start < ha.heartbeat_interval_s
-            await fake.aclose()
-    finally:
-        await m.store.close()
+    async with _master_and_fake_slave(tmp_path, confirm_linger_s=0.3) as (c, fake, ha):
+        c.append(1)
+        (end1,) = c.append(1, start=1)  # puts close together: the linger applies
+        await fake.transfers_until(end1)
+        await fake.ack(end1)
+        await until(lambda: c.master.confirm_offset == end1)
+        # Caught up, the slave joins the SyncStateSet; until then the master confirms
+        # alone, so a put would be confirmed before any ack (seen on a loaded machine).
+        await until(lambda: c.master.status().sync_state_set == (0, 1))
+        (end2,) = c.append(1, start=2)
+        second = await fake.next()  # no empty transfer before it
+        assert isinstance(second, Transfer)
+        assert (second.offset, len(second.data)) == (end1, end2 - end1)
+        assert second.confirm_offset == end1
+        await fake.ack(end2)
+        await until(lambda: c.master.confirm_offset == end2)
+        start = trio.current_time()
+        beat = await fake.next()
+        assert isinstance(beat, Transfer)
+        assert (beat.data, beat.confirm_offset) == (b"", end2)
+        assert trio.current_time() - start < ha.heartbeat_interval_s
 
 
 async def test_no_linger_tells_an_idle_slave_the_confirm_offset_at_once(tmp_path: Path) -> None:
-    ha = attrs.evolve(
-        HA_CFG, confirm_linger_s=0.0, heartbeat_interval_s=5.0, housekeeping_timeout_s=10.0
-    )
-    cfg = attrs.evolve(STORE_CFG, dispatch_confirmed_only=True)
-    m = Node.open(tmp_path / "m", "m", cfg)
-    try:
-        async with cluster(m, ha) as c, FakeSlave.connect(c.port) as fake:
-            await fake.handshake(1, ack=0)
-            await until(lambda: bool(c.master.status().slaves))
-            (end1,) = c.append(1)
-            await fake.transfers_until(end1)
-            await fake.ack(end1)
-            beat = await fake.next()
-            assert isinstance(beat, Transfer)
-            assert (beat.data, beat.confirm_offset) == (b"", end1)
-            await fake.aclose()
-    finally:
-        await m.store.close()
+    async with _master_and_fake_slave(tmp_path, confirm_linger_s=0.0) as (c, fake, _ha):
+        (end1,) = c.append(1)
+        await fake.transfers_until(end1)
+        await fake.ack(end1)
+        beat = await fake.next()
+        assert isinstance(beat, Transfer)
+        assert (beat.data, beat.confirm_offset) == (b"", end1)
 
 
 async def test_sparse_puts_tell_the_confirm_offset_at_once(tmp_path: Path) -> None:
     """Puts further apart than ``confirm_linger_s``: no batch would come in time to carry
     the confirm, so the empty transfer goes out at once rather than after the linger."""
-    ha = attrs.evolve(
-        HA_CFG, confirm_linger_s=2.0, heartbeat_interval_s=5.0, housekeeping_timeout_s=10.0
-    )
-    cfg = attrs.evolve(STORE_CFG, dispatch_confirmed_only=True)
-    m = Node.open(tmp_path / "m", "m", cfg)
-    try:
-        async with cluster(m, ha) as c, FakeSlave.connect(c.port) as fake:
-            await fake.handshake(1, ack=0)
-            await until(lambda: bool(c.master.status().slaves))
-            (end1,) = c.append(1)
-            await fake.transfers_until(end1)
-            await fake.ack(end1)
-            await trio.sleep(ha.confirm_linger_s + 0.1)  # the next put comes later than that
-            (end2,) = c.append(1, start=1)
-            await fake.transfers_until(end2)
-            await fake.ack(end2)
-            start = trio.current_time()
-            while True:
-                beat = await fake.next()
-                assert isinstance(beat, Transfer) and not beat.data
-                if beat.confirm_offset == end2:
-                    break
-            assert trio.current_time() - start < ha.confirm_linger_s
-            await fake.aclose()
-    finally:
-        await m.store.close()
+    async with _master_and_fake_slave(tmp_path, confirm_linger_s=2.0) as (c, fake, ha):
+        (end1,) = c.append(1)
+        await fake.transfers_until(end1)
+        await fake.ack(end1)
+        await trio.sleep(ha.confirm_linger_s + 0.1)  # the next put comes later than that
+        (end2,) = c.append(1, start=1)
+        await fake.transfers_until(end2)
+        await fake.ack(end2)
+        start = trio.current_time()
+        while True:
+            beat = await fake.next()
+            assert isinstance(beat, Transfer) and not beat.data
+            if beat.confirm_offset == end2:
+                break
+        assert trio.current_time() - start < ha.confirm_linger_s
