@@ -7,7 +7,7 @@ both over one ``EpochFile`` loaded next to the store.
 from broker.ha.config import HAConfig
 from broker.ha.epoch import EpochCache, EpochEntry
 from broker.ha.epochfile import EpochFile
-from broker.ha.master import HAMaster, ReplicaOutcome
+from broker.ha.master import HAMaster
 from broker.ha.master_status import HAMasterStatus, SlaveStatus
 from broker.ha.slave import HASlave, HASlaveStatus
 from broker.ha.syncstate import (
@@ -16,6 +16,7 @@ from broker.ha.syncstate import (
     SyncStateSetChanged,
     SyncStateSetProposed,
 )
+from broker.ha.waiters import ReplicaOutcome
 
 __all__ = [
     "ConfirmOffsetChanged",

@@ -37,16 +37,15 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
   master) takes the place of one never in sync. A connection closed before it became
   a slave is logged with its reason (at most ``_REFUSALS_LOGGED_PER_S`` lines a second,
   the rest counted).
-- ``wait_replicated`` is pipelined: waiters sit in a heap by end offset; each ack computes
-  the replicated offset once and completes every waiter at or below it, lowest first. No
-  waiter holds a connection or a lock; a waiter's own deadline ends it.
+- ``wait_replicated`` / ``when_replicated`` are pipelined (``broker/ha/waiters.py``): each
+  ack computes the replicated offset once and ends every waiter at or below it, lowest
+  first, before the confirm offset it moved reaches the store (the answers a waiter writes
+  leave before the confirmed records' dispatch, in the same step). No waiter holds a
+  connection, a lock or a task; one timer ends them at their deadlines.
 """
 
 from __future__ import annotations
 
-import enum
-import heapq
-import itertools
 import logging
 from collections.abc import Callable, Iterable
 
@@ -73,6 +72,7 @@ from broker.ha.syncstate import (
     SyncStateSetChanged,
     SyncStateSetProposed,
 )
+from broker.ha.waiters import ReplicaOutcome, ReplicaWaiters, Then, Waiter
 from broker.ha.wire import (
     Ack,
     HAState,
@@ -87,24 +87,6 @@ from broker.store.store import MessageStore
 from protocol.errors import ProtocolError, RemotingTimeout, RocketError, StorageError
 
 log = logging.getLogger(__name__)
-
-
-class ReplicaOutcome(enum.Enum):
-    """How a sync write's replication ended."""
-
-    OK = "OK"
-    #: Not replicated in time (ResponseCode FLUSH_SLAVE_TIMEOUT); the data stays stored.
-    TIMEOUT = "TIMEOUT"
-    #: No slave connected to replicate to (ResponseCode SLAVE_NOT_AVAILABLE).
-    NO_SLAVE = "NO_SLAVE"
-
-
-@attrs.define(eq=False)
-class _Waiter:
-    end_offset: int
-    event: trio.Event = attrs.field(factory=trio.Event)
-    outcome: ReplicaOutcome | None = None
-    abandoned: bool = False
 
 
 @attrs.define(eq=False)
@@ -205,9 +187,7 @@ class HAMaster:
         self._refusal_window_s = -1.0
         self._refusals_in_window = 0
         self._lot = trio.lowlevel.ParkingLot()
-        self._waiters: list[tuple[int, int, _Waiter]] = []
-        self._seq = itertools.count()
-        self._abandoned = 0
+        self._waiters = ReplicaWaiters(self.config.max_waiters)
         self._refused = 0
         self._serving = False
         self._nursery: trio.Nursery | None = None
@@ -279,26 +259,44 @@ class HAMaster:
             done = done and not conn.unsent and conn.position >= self._store.max_physical_offset
         return done  # ... the streamer sends it
 
+    def when_replicated(
+        self, end_offset: int, timeout_s: float, then: Then
+    ) -> ReplicaOutcome | None:
+        """``wait_replicated`` without a task: the outcome now, or None and ``then(outcome)``
+        called once later, from the ack that replicates it, the timer at ``timeout_s``, or
+        the end of this mastership (TIMEOUT)."""
+        waiter = self._add_waiter(end_offset, timeout_s, then)
+        return waiter if isinstance(waiter, ReplicaOutcome) else None
+
     async def wait_replicated(self, end_offset: int, timeout_s: float) -> ReplicaOutcome:
         """Wait until the data below ``end_offset`` is replicated as the policy requires."""
+        done = trio.Event()
+        outcomes: list[ReplicaOutcome] = []
+
+        def then(outcome: ReplicaOutcome) -> None:
+            outcomes.append(outcome)
+            done.set()
+
+        waiter = self._add_waiter(end_offset, timeout_s, then)
+        if isinstance(waiter, ReplicaOutcome):
+            return waiter
+        try:
+            await done.wait()
+        finally:
+            if not outcomes:  # cancelled
+                self._waiters.abandon(waiter)
+        return outcomes[0]
+
+    def _add_waiter(self, end_offset: int, timeout_s: float, then: Then) -> ReplicaOutcome | Waiter:
         if self._core.satisfied(end_offset):
             return ReplicaOutcome.OK
         if not self._serving or not self._core.has_live_slave():
             return ReplicaOutcome.NO_SLAVE
-        if len(self._waiters) - self._abandoned >= self.config.max_waiters:
+        waiter = self._waiters.add(end_offset, _now() + timeout_s, then)
+        if waiter is None:
             self._refused += 1
             return ReplicaOutcome.TIMEOUT
-        waiter = _Waiter(end_offset)
-        heapq.heappush(self._waiters, (end_offset, next(self._seq), waiter))
-        try:
-            with trio.move_on_after(timeout_s):
-                await waiter.event.wait()
-        finally:
-            if waiter.outcome is None:
-                waiter.abandoned = True
-                self._abandoned += 1
-                self._compact_waiters()
-        return waiter.outcome or ReplicaOutcome.TIMEOUT
+        return waiter
 
     def check_writable(self, min_in_sync_replicas: int) -> bool:
         """False → refuse the write before storing it (IN_SYNC_REPLICAS_NOT_ENOUGH)."""
@@ -398,7 +396,7 @@ class HAMaster:
             sync_state_set=tuple(sorted(core.members)),
             sync_state_set_epoch=core.epoch,
             proposal=None if core.proposal is None else tuple(sorted(core.proposal)),
-            waiters=len(self._waiters) - self._abandoned,
+            waiters=self._waiters.live,
             waiters_refused=self._refused,
             slaves=tuple(slaves),
             pending_connections=len(self._pending),
@@ -443,6 +441,7 @@ class HAMaster:
                 )
                 self.notify_appended()
                 nursery.start_soon(self._check_loop)
+                nursery.start_soon(self._waiters.run_timer)
                 if owned:
                     nursery.start_soon(listener.serve)
                 self._nursery = nursery
@@ -461,7 +460,7 @@ class HAMaster:
             self._nursery = None
             self._serving = False
             self._reset_connections("HA master stopped", self._core.epoch_start_offset)
-            self._fail_waiters()
+            self._waiters.fail_all()
             if owned:
                 await listener.aclose()
             log.info("%s: HA master stopped", self.node)
@@ -811,10 +810,10 @@ class HAMaster:
     # ======================================================================================
 
     def _after(self, actions: list[Action]) -> None:
+        confirm = -1
         for action in actions:
             if isinstance(action, ConfirmOffsetChanged):
-                self._store.set_confirm_offset(action.offset)
-                self._confirm_moved(action.offset)
+                confirm = action.offset  # only ever up: the last is the highest
             elif isinstance(action, SyncStateSetChanged):
                 self._known |= action.members
                 log.info(
@@ -832,7 +831,14 @@ class HAMaster:
                 )
                 if self._on_proposal is not None:
                     self._on_proposal(action)
-        self._release_waiters()
+        if self._waiters:
+            # Answers first (a continuation writes its SEND_OK to the client's socket at
+            # once), then the confirmed records' ConsumeQueue/index dispatch, in this same
+            # step: no pull runs between, so a client holding the SEND_OK finds the message.
+            self._waiters.release(self._core.replicated_offset())
+        if confirm >= 0:
+            self._store.set_confirm_offset(confirm)
+            self._confirm_moved(confirm)
 
     def _confirm_moved(self, confirm: int) -> None:
         """Each parked streamer whose slave was told less sends an empty transfer within
@@ -854,33 +860,6 @@ class HAMaster:
         the master a wake-up of its own."""
         linger = self.config.confirm_linger_s
         return linger if self._put_gap_s <= linger else 0.0
-
-    def _release_waiters(self) -> None:
-        if not self._waiters:
-            return
-        replicated = self._core.replicated_offset()
-        heap = self._waiters
-        while heap and heap[0][0] <= replicated:
-            _, _, waiter = heapq.heappop(heap)
-            if waiter.abandoned:
-                self._abandoned -= 1
-                continue
-            waiter.outcome = ReplicaOutcome.OK
-            waiter.event.set()
-
-    def _compact_waiters(self) -> None:
-        if self._abandoned > 1024 and self._abandoned * 2 > len(self._waiters):
-            self._waiters = [w for w in self._waiters if not w[2].abandoned]
-            heapq.heapify(self._waiters)
-            self._abandoned = 0
-
-    def _fail_waiters(self) -> None:
-        for _, _, waiter in self._waiters:
-            if not waiter.abandoned:
-                waiter.outcome = ReplicaOutcome.TIMEOUT
-                waiter.event.set()
-        self._waiters.clear()
-        self._abandoned = 0
 
     def _reset_connections(self, reason: str, epoch_start_offset: int) -> None:
         self._last_read = None
