@@ -181,6 +181,8 @@ class Broker:
         self.store_put_encoded = self.writes.store_put_encoded
         self.wait_durable = self.writes.wait_durable
         self.durable_at_once = self.writes.durable_at_once
+        self.answers_later = self.writes.answers_later
+        self.when_replicated = self.writes.when_replicated
         self._role_scope: tuple[trio.CancelScope, trio.Event] | None = None
         if config.slave_read_behind_bytes is not None:
             self._far_behind_bytes = config.slave_read_behind_bytes

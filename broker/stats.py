@@ -32,7 +32,7 @@ import trio
 from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import ServerError
-from protocol.rpc import Connection, Handler
+from protocol.rpc import Connection, Handler, LaterAnswer
 
 TOPIC_PUT_NUMS = "TOPIC_PUT_NUMS"
 TOPIC_PUT_SIZE = "TOPIC_PUT_SIZE"
@@ -308,24 +308,33 @@ class RpcLatency:
     def _timed(self, code: int, handler: Handler) -> Handler:
         now_s, rows = self._now_s, self._table.setdefault(code, {})
 
-        async def timed(request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
+        def record(answered: int, start: float) -> None:
+            elapsed_ms = (now_s() - start) * 1000.0
+            row = rows.get(answered)
+            if row is None:
+                row = rows[answered] = [0.0] * (len(RPC_LATENCY_BUCKETS_MS) + 2)
+            row[bisect.bisect_left(RPC_LATENCY_BUCKETS_MS, elapsed_ms)] += 1
+            row[-1] += elapsed_ms
+
+        async def timed(
+            request: RemotingCommand, conn: Connection
+        ) -> RemotingCommand | LaterAnswer | None:
             start = now_s()
             answered: int = ResponseCode.SYSTEM_ERROR  # the answer to an exception
             try:
                 response = await handler(request, conn)
-                answered = ResponseCode.SUCCESS if response is None else response.code
+                if type(response) is LaterAnswer:  # recorded when given
+                    answered = -1
+                    response.watch(lambda answer: record(answer.code, start))
+                    return response
+                answered = ResponseCode.SUCCESS if response is None else response.code  # type: ignore[union-attr]
                 return response
             except ServerError as exc:
                 answered = exc.code
                 raise
             finally:
-                # _record, inline (every request comes here): one frame less.
-                elapsed_ms = (now_s() - start) * 1000.0
-                row = rows.get(answered)
-                if row is None:
-                    row = rows[answered] = [0.0] * (len(RPC_LATENCY_BUCKETS_MS) + 2)
-                row[bisect.bisect_left(RPC_LATENCY_BUCKETS_MS, elapsed_ms)] += 1
-                row[-1] += elapsed_ms
+                if answered != -1:
+                    record(answered, start)
 
         return timed
 

@@ -8,6 +8,9 @@ Rules (the ones ``broker/server.py``'s docstring states for every put):
 - A stored send is answered once it is as durable as configured: SYNC_FLUSH waits for the
   group fsync, a SYNC_MASTER for the slaves' acks (or ``slave_timeout_s``), both side by
   side; a replication failure wins over a flush timeout (RocketMQ's handleDiskFlushAndHA).
+- Where replication is the only wait (a SYNC_MASTER under ASYNC_FLUSH), ``when_replicated``
+  gives the code to a callback instead of a waiting task (the send path's ``LaterAnswer``),
+  called from the ack that replicates the write, the HA master's timer or its end.
 """
 
 from __future__ import annotations
@@ -143,6 +146,32 @@ class BrokerWrites:
             return False
         return broker.ha_master is None or not broker.role.is_sync_master
 
+    def answers_later(self, *, wait_store: bool) -> bool:
+        """True when the one wait of a stored send is a SYNC_MASTER's replication (no
+        SYNC_FLUSH): ``when_replicated`` can answer it from a callback. Read at each call."""
+        broker = self.broker
+        return (
+            wait_store
+            and broker.ha_master is not None
+            and broker.role.is_sync_master
+            and broker.config.flush_disk_type != "SYNC_FLUSH"
+        )
+
+    def when_replicated(self, result: AppendResult, then: Callable[[int], None]) -> int | None:
+        """``wait_durable`` where ``answers_later``, without a task: the response code now,
+        or None and ``then(code)`` called once later."""
+        broker = self.broker
+        master = broker.ha_master
+        assert master is not None
+
+        def replicated(outcome: ReplicaOutcome) -> None:
+            then(self._replica_code(master, outcome))
+
+        outcome = master.when_replicated(
+            result.end_offset, broker.config.slave_timeout_s, replicated
+        )
+        return None if outcome is None else self._replica_code(master, outcome)
+
     async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int:
         """Wait until the append is as durable as configured; the send's response code.
 
@@ -184,6 +213,11 @@ class BrokerWrites:
     async def _wait_replicated(self, master: HAMaster, result: AppendResult) -> int:
         broker = self.broker
         outcome = await master.wait_replicated(result.end_offset, broker.config.slave_timeout_s)
+        return self._replica_code(master, outcome)
+
+    def _replica_code(self, master: HAMaster, outcome: ReplicaOutcome) -> int:
+        """A replication's outcome as the send's response code, once the wait ended."""
+        broker = self.broker
         if broker.agent is not None and (
             master is not broker.ha_master or not broker.accepts_writes
         ):

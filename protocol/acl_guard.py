@@ -33,7 +33,7 @@ from protocol.acl import AclConfig, AclConfigError, decide, peer_ip
 from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
 from protocol.limits import LogThrottle
-from protocol.rpc import Connection, Handler, request_name
+from protocol.rpc import Connection, Handler, LaterAnswer, request_name
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,9 @@ class AclGuard:
     def _wrap(self, handler: Handler) -> Handler:
         check = self.check
 
-        async def guarded(request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
+        async def guarded(
+            request: RemotingCommand, conn: Connection
+        ) -> RemotingCommand | LaterAnswer | None:
             refusal = check(request, conn)
             if refusal is not None:
                 return refusal

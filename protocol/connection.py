@@ -5,7 +5,11 @@ Rules:
   reader until its handler first waits; then the request goes on in the task that ran it
   and the reading in a new task, so a long-polling pull never delays another request of
   the same connection and a request that never waits costs no task of its own (see
-  ``Connection._read_loop``). A per-connection limit bounds the requests in flight; when it
+  ``Connection._read_loop``). A handler whose answer only an event elsewhere decides (a
+  sync send waiting for its replicas) returns a ``LaterAnswer`` instead of waiting: no
+  task, the request keeps its slot and bytes until ``LaterAnswer.give`` writes the answer
+  straight to the socket (what it takes; the rest through the ordered write path), and a
+  connection that ends first drops it. A per-connection limit bounds the requests in flight; when it
   is reached the reader stops reading (back-pressure on that client only).
 - One writer at a time per connection: frames go straight to a plain socket when no write
   is under way (``_write_now``); what it does not take, and every TLS write, goes on
@@ -57,7 +61,9 @@ from protocol.tls import TlsStream
 # The transport's one logger, as before the split (operators and tests filter on it).
 log = logging.getLogger("protocol.rpc")
 
-Handler = Callable[[RemotingCommand, "Connection"], Awaitable[RemotingCommand | None]]
+Handler = Callable[
+    [RemotingCommand, "Connection"], Awaitable["RemotingCommand | LaterAnswer | None"]
+]
 
 _READ_BYTES = 256 * 1024
 _MAX_OPAQUE = 2**31 - 1
@@ -185,6 +191,51 @@ class _Pending:
         return trio.lowlevel.Abort.SUCCEEDED
 
 
+class LaterAnswer:
+    """A handler's answer given later by a callback, where the handler would otherwise
+    wait: ``give`` encodes and writes it from wherever it is called (no task resumes).
+
+    The request holds its slot (``max_requests_in_flight``) and its budgeted bytes until
+    then. Given before the connection took it: answered as a plain return. Given after the
+    connection ended, or a second time: dropped. ``watch`` adds a callback told of the
+    answer when it is given (request statistics).
+    """
+
+    __slots__ = ("_conn", "_request", "_response", "_size_bytes", "_watchers", "given")
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+        self._request: RemotingCommand | None = None
+        self._size_bytes = 0
+        self._response: RemotingCommand | None = None
+        self._watchers: list[Callable[[RemotingCommand], None]] | None = None
+        self.given = False
+
+    def watch(self, watcher: Callable[[RemotingCommand], None]) -> None:
+        if self._watchers is None:
+            self._watchers = []
+        self._watchers.append(watcher)
+
+    def give(self, response: RemotingCommand) -> None:
+        if self.given:
+            return
+        self.given = True
+        if self._watchers is not None:
+            for watcher in self._watchers:
+                watcher(response)
+        conn = self._conn
+        if conn is None:  # not taken yet: the connection answers it as a plain return
+            self._response = response
+            return
+        self._conn = None
+        conn._answer_later(self, response)
+
+    def drop(self) -> None:
+        """The connection ended: a later ``give`` does nothing."""
+        self.given = True
+        self._conn = None
+
+
 class Connection:
     """One TCP connection, server or client side."""
 
@@ -236,6 +287,10 @@ class Connection:
         self._nursery: trio.Nursery | None = None  # run()'s, for the timer
         self._opaques = itertools.count(1)
         self._serving, self._slot_freed = 0, trio.lowlevel.ParkingLot()  # requests served
+        #: Requests whose handler returned a ``LaterAnswer`` not given yet, and the
+        #: nursery that writes what the socket did not take of one (run()'s).
+        self._later: set[LaterAnswer] = set()
+        self._answers_nursery: trio.Nursery | None = None
         self._close_reason: str | None = None
         self.closed = trio.Event()
         try:
@@ -478,10 +533,14 @@ class Connection:
         decoder = FrameDecoder(max_frame_bytes=self._config.max_frame_bytes)
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._nursery = self._answers_nursery = nursery
                 await self._read_loop(decoder, nursery, collections.deque())
         finally:
+            self._answers_nursery = None
             self._mark_closed(self._close_reason or "closed")
+            for later in self._later:  # their bytes are released with the rest below
+                later.drop()
+            self._later.clear()
             # Every request task has ended: what is left was never handed to one.
             self._budget.release(self._partial_bytes + self._request_bytes)
             self._partial_bytes = self._request_bytes = 0
@@ -662,18 +721,64 @@ class Connection:
         pending.finish()
 
     async def _serve_request(self, request: RemotingCommand, size_bytes: int) -> bytes | None:
-        """Run the handler; the answer's frame (None for a oneway request or no answer)."""
+        """Run the handler; the answer's frame (None for a oneway request, no answer, or
+        an answer given later: ``_take_later``)."""
+        later = None
         try:
             response = await self._handle(request)
+            if type(response) is LaterAnswer:
+                if not response.given:
+                    later = response
+                    return None
+                response = response._response  # given before it got here
             if response is None or request.is_oneway:
                 return None
-            return self._encode_response(request, response)
+            return self._encode_response(request, response)  # type: ignore[arg-type]
         finally:
-            self._serving -= 1
-            if self._serving + 1 >= self._config.max_requests_in_flight:
-                self._slot_freed.unpark()  # the reader may wait for this slot
-            self._request_bytes -= size_bytes
-            self._budget.release(size_bytes)
+            if later is None:
+                self._request_done(size_bytes)
+            else:
+                self._take_later(later, request, size_bytes)
+
+    def _request_done(self, size_bytes: int) -> None:
+        """A request ended: its slot and its bytes go back."""
+        self._serving -= 1
+        if self._serving + 1 >= self._config.max_requests_in_flight:
+            self._slot_freed.unpark()  # the reader may wait for this slot
+        self._request_bytes -= size_bytes
+        self._budget.release(size_bytes)
+
+    def _take_later(self, later: LaterAnswer, request: RemotingCommand, size_bytes: int) -> None:
+        if self._answers_nursery is None:  # ending: nobody will write it
+            later.drop()
+            self._request_done(size_bytes)
+            return
+        later._conn, later._request, later._size_bytes = self, request, size_bytes
+        self._later.add(later)
+
+    def _answer_later(self, later: LaterAnswer, response: RemotingCommand) -> None:
+        """``LaterAnswer.give``: the request ends and its answer goes straight to the
+        socket when no round is open (a round open holds earlier frames: it joins it)."""
+        self._later.discard(later)
+        self._request_done(later._size_bytes)
+        request = later._request
+        assert request is not None
+        if request.is_oneway or self.closed.is_set():
+            return
+        self._outbox.append(self._encode_response(request, response))
+        if self._round_written is not None:
+            return  # its writer (a task, or the reader at the end of its read) sends it
+        round_written = self._round_written = trio.Event()
+        try:
+            if self._write_now():
+                round_written.set()
+                return
+        except ConnectionLost:  # the reader notices and closes
+            round_written.set()
+            return
+        nursery = self._answers_nursery
+        assert nursery is not None  # set while any later answer is pending
+        nursery.start_soon(self._write_posted_round, round_written)
 
     def _encode_response(self, request: RemotingCommand, response: RemotingCommand) -> bytes:
         """The response frame; one the handler built badly becomes a SYSTEM_ERROR answer."""
@@ -693,7 +798,7 @@ class Connection:
                 f"internal error: response cannot be encoded: {type(exc).__name__}",
             ).encode()
 
-    async def _handle(self, request: RemotingCommand) -> RemotingCommand | None:
+    async def _handle(self, request: RemotingCommand) -> RemotingCommand | LaterAnswer | None:
         handler = self._handlers.get(request.code)
         if handler is None:
             return request.respond(

@@ -24,7 +24,7 @@ from prometheus_client.registry import CollectorRegistry
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RemotingTimeout
-from protocol.rpc import Connection, Handler
+from protocol.rpc import Connection, Handler, LaterAnswer
 
 SUCCESS = "success"
 FAILED = "failed"
@@ -77,18 +77,29 @@ class RequestMetrics:
         return {code: self._wrap(code, handler) for code, handler in handlers.items()}
 
     def _wrap(self, code: int, handler: Handler) -> Handler:
-        async def counted(request: RemotingCommand, conn: Connection) -> RemotingCommand | None:
+        async def counted(
+            request: RemotingCommand, conn: Connection
+        ) -> RemotingCommand | LaterAnswer | None:
             start = self._now_s()
-            status = FAILED
+            status: str | None = FAILED
             try:
                 response = await handler(request, conn)
-                ok = response is None or response.code == ResponseCode.SUCCESS
+                if type(response) is LaterAnswer:  # counted when given
+                    status = None
+                    response.watch(lambda answer: observe_answer(answer, start))
+                    return response
+                ok = response is None or response.code == ResponseCode.SUCCESS  # type: ignore[union-attr]
                 status = SUCCESS if ok else FAILED
                 return response
             except RemotingTimeout:
                 status = TIMEOUT
                 raise
             finally:
-                self.observe(code, status, self._now_s() - start)
+                if status is not None:
+                    self.observe(code, status, self._now_s() - start)
+
+        def observe_answer(answer: RemotingCommand, start: float) -> None:
+            status = SUCCESS if answer.code == ResponseCode.SUCCESS else FAILED
+            self.observe(code, status, self._now_s() - start)
 
         return counted

@@ -33,7 +33,14 @@ import trio
 
 from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
-from protocol.connection import ByteBudget, Connection, Handler, ThrottledLog, request_name
+from protocol.connection import (
+    ByteBudget,
+    Connection,
+    Handler,
+    LaterAnswer,
+    ThrottledLog,
+    request_name,
+)
 from protocol.errors import NetworkError, RemotingTimeout, error_for_response
 from protocol.limits import TransportConfig
 from protocol.tasks import background_nursery, run_steps
@@ -363,6 +370,7 @@ __all__ = [
     "ByteBudget",
     "Connection",
     "Handler",
+    "LaterAnswer",
     "RemotingClient",
     "RemotingServer",
     "ThrottledLog",

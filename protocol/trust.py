@@ -39,6 +39,7 @@ import attrs
 
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
+from protocol.connection import LaterAnswer
 
 SIGNATURE_FIELD = "ClusterSignature"
 TIMESTAMP_FIELD = "ClusterTimestamp"
@@ -204,7 +205,7 @@ class _Peer(Protocol):
 
 
 C = TypeVar("C", bound=_Peer)
-_Handler = Callable[[RemotingCommand, C], Awaitable[RemotingCommand | None]]
+_Handler = Callable[[RemotingCommand, C], Awaitable[RemotingCommand | LaterAnswer | None]]
 
 
 def guard_handlers(
@@ -221,7 +222,9 @@ def guard_handlers(
     (a throttled logger: a flood of forgeries costs one line per interval)."""
 
     def guarded(handler: _Handler[C]) -> _Handler[C]:
-        async def checked(request: RemotingCommand, conn: C) -> RemotingCommand | None:
+        async def checked(
+            request: RemotingCommand, conn: C
+        ) -> RemotingCommand | LaterAnswer | None:
             reason = check(request, secret, now_ms=now_ms())
             if reason is None:
                 return await handler(request, conn)

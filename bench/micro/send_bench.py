@@ -58,7 +58,7 @@ async def _run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         await nursery.start(broker.serve)
         first = await handler(requests.single(), conn)
-        if first is None or first.code != ResponseCode.SUCCESS:
+        if not isinstance(first, RemotingCommand) or first.code != ResponseCode.SUCCESS:
             raise SystemExit(f"send refused: {first}")
 
         after_requests = broker.server.after_requests
@@ -70,7 +70,7 @@ async def _run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             for n, frame in enumerate(FrameDecoder().feed(data), 1):
                 request = RemotingCommand.from_frame(frame)
                 response = await handler(request, conn)
-                assert response is not None
+                assert isinstance(response, RemotingCommand)  # an ASYNC_FLUSH master
                 response.encode()
                 if after_requests is not None and n % per_read == 0:
                     after_requests()

@@ -31,17 +31,19 @@ from broker.server import Broker
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.frame import Frame, FrameDecoder
+from protocol.rpc import LaterAnswer
 
 PER_READ = 64
 
 
-def _finish(awaitable: Awaitable[RemotingCommand | None]) -> RemotingCommand | None:
+def _finish(awaitable: Awaitable[RemotingCommand | LaterAnswer | None]) -> RemotingCommand | None:
     """Run a handler that must not wait to its answer (handlers are coroutine functions)."""
     assert isinstance(awaitable, Coroutine)
-    coro: Coroutine[Any, Any, RemotingCommand | None] = awaitable
+    coro: Coroutine[Any, Any, RemotingCommand | LaterAnswer | None] = awaitable
     try:
         coro.send(None)
     except StopIteration as stop:
+        assert not isinstance(stop.value, LaterAnswer)  # an ASYNC_FLUSH master answers now
         return stop.value  # type: ignore[no-any-return]
     coro.close()
     raise SystemExit("the send handler waited: not a single-send path this driver can count")

@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import random
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from broker.config import BrokerConfig
@@ -81,7 +81,7 @@ from protocol.message import (
 )
 from protocol.record_wire import record_properties_parsed
 from protocol.route import TopicConfig
-from protocol.rpc import Connection, Handler
+from protocol.rpc import Connection, Handler, LaterAnswer
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,8 @@ class BrokerForSend(Protocol):
     ) -> AppendResult: ...
     async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int: ...
     def durable_at_once(self, *, wait_store: bool) -> bool: ...
+    def answers_later(self, *, wait_store: bool) -> bool: ...
+    def when_replicated(self, result: AppendResult, then: Callable[[int], None]) -> int | None: ...
 
 
 class SendProcessor:
@@ -171,11 +173,15 @@ class SendProcessor:
             RequestCode.CONSUMER_SEND_MSG_BACK: self.send_back,
         }
 
-    async def send_v1(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+    async def send_v1(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand | LaterAnswer:
         header = SendMessageRequestHeader.from_ext_fields(request.ext_fields)
         return await self._send(request, header, conn)
 
-    async def send_v2(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
+    async def send_v2(
+        self, request: RemotingCommand, conn: Connection
+    ) -> RemotingCommand | LaterAnswer:
         header = SendMessageRequestHeaderV2.parse_v1(request.ext_fields)
         return await self._send(request, header, conn)
 
@@ -183,7 +189,7 @@ class SendProcessor:
 
     async def _send(
         self, request: RemotingCommand, header: SendMessageRequestHeader, conn: Connection
-    ) -> RemotingCommand:
+    ) -> RemotingCommand | LaterAnswer:
         self._check_writable_master()
         is_batch = request.code == _SEND_BATCH_MESSAGE or bool(header.batch)
         if is_batch or len(request.body) > self.broker.config.max_message_bytes:
@@ -492,23 +498,30 @@ class SendProcessor:
         *,
         wait_store: str | None,
         transaction_id: str | None = None,
-    ) -> RemotingCommand:
+    ) -> RemotingCommand | LaterAnswer:
         if result.status is PutStatus.PROPERTIES_SIZE_EXCEEDED:
             raise MessageIllegal(result.remark or "properties too large")
         if result.status is not PutStatus.PUT_OK:  # not result.ok: a frame less per send
             raise MessageIllegal(result.remark or result.status.value)
         broker = self.broker
         waits = wait_store != "false"
-        code = (
-            ResponseCode.SUCCESS
-            if broker.durable_at_once(wait_store=waits)
-            else await broker.wait_durable(result, wait_store=waits)
-        )
         # transactionId carries the UNIQ_KEY, as Java's handlePutMessageResult sets it: the
         # only way a client learns an id the broker generated for it.
         reply = send_response_fields(result.msg_id, queue_id, result.queue_offset, transaction_id)
-        remark = None if code == ResponseCode.SUCCESS else ResponseCode(code).name
-        return request.respond(code, remark, ext_fields=reply)
+        if broker.durable_at_once(wait_store=waits):
+            code: int = ResponseCode.SUCCESS
+        elif broker.answers_later(wait_store=waits):
+            # A sync master: answered from the ack that replicates it (no task waits).
+            later = LaterAnswer()
+            now = broker.when_replicated(
+                result, functools.partial(_give_answer, later, request, reply)
+            )
+            if now is None:
+                return later
+            code = now
+        else:
+            code = await broker.wait_durable(result, wait_store=waits)
+        return _send_answer(request, code, reply)
 
     # --- consumer send back ----------------------------------------------------------
 
@@ -566,6 +579,17 @@ class SendProcessor:
         if code != ResponseCode.SUCCESS:
             return request.respond(ResponseCode.SYSTEM_ERROR, ResponseCode(code).name)
         return request.respond()
+
+
+def _send_answer(request: RemotingCommand, code: int, reply: dict[str, str]) -> RemotingCommand:
+    remark = None if code == ResponseCode.SUCCESS else ResponseCode(code).name
+    return request.respond(code, remark, ext_fields=reply)
+
+
+def _give_answer(
+    later: LaterAnswer, request: RemotingCommand, reply: dict[str, str], code: int
+) -> None:
+    later.give(_send_answer(request, code, reply))
 
 
 #: Property names that mean more than a plain store: such messages take the dict path,
