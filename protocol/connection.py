@@ -372,8 +372,11 @@ class Connection:
         socket buffer) in a task, so the reader never waits for a write and a peer that
         reads slowly costs it nothing but that task."""
         round_written, self._posted_round = self._posted_round, None
-        if round_written is None:
-            return
+        if round_written is not None:
+            self._write_opened_round(round_written, nursery)
+
+    def _write_opened_round(self, round_written: trio.Event, nursery: trio.Nursery) -> None:
+        """Write a round opened without a writer: at once, or in a task (``_flush_posted``)."""
         try:
             if self._write_now():
                 round_written.set()
@@ -768,17 +771,10 @@ class Connection:
         self._outbox.append(self._encode_response(request, response))
         if self._round_written is not None:
             return  # its writer (a task, or the reader at the end of its read) sends it
-        round_written = self._round_written = trio.Event()
-        try:
-            if self._write_now():
-                round_written.set()
-                return
-        except ConnectionLost:  # the reader notices and closes
-            round_written.set()
-            return
         nursery = self._answers_nursery
         assert nursery is not None  # set while any later answer is pending
-        nursery.start_soon(self._write_posted_round, round_written)
+        self._round_written = round_written = trio.Event()
+        self._write_opened_round(round_written, nursery)
 
     def _encode_response(self, request: RemotingCommand, response: RemotingCommand) -> bytes:
         """The response frame; one the handler built badly becomes a SYSTEM_ERROR answer."""

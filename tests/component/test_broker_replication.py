@@ -331,6 +331,32 @@ async def test_sync_master_answers_flush_slave_timeout_when_no_ack_comes(
             assert trio.current_time() - started < 0.9
 
 
+async def test_sync_flush_sync_master_answers_after_the_fsync_and_the_ack(
+    tmp_path: Path,
+) -> None:
+    """SYNC_FLUSH and a SYNC_MASTER: both waits side by side (the awaiting path, not the
+    LaterAnswer one), every send SEND_OK and on the slave; a silent slave still times out."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with pair(tmp_path, broker_role="SYNC_MASTER", flush_disk_type="SYNC_FLUSH") as p:
+            await p.master.create_topic(TOPIC, queues=1)
+            await wait_until(p.in_sync, what="slave 1 in sync")
+            codes: list[int] = []
+
+            async def send(i: int) -> None:
+                codes.append((await p.master.send(TOPIC, b"both %d" % i)).code)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(50):
+                    nursery.start_soon(send, i)
+            assert codes == [ResponseCode.SUCCESS] * 50
+            assert await p.slave_max() >= await p.master_max()
+            assert len(await p.master.pull_all(TOPIC, 0)) == 50
+            await p.slave.stop()
+            await wait_until(lambda: _no_connections(p), what="the master saw the slave go")
+            response = await p.master.send(TOPIC, b"alone", queue_id=0)
+            assert response.code == ResponseCode.SLAVE_NOT_AVAILABLE, response.remark
+
+
 async def test_fewer_in_sync_replicas_than_the_minimum_refuses_before_writing(
     tmp_path: Path,
 ) -> None:
