@@ -157,12 +157,11 @@ class SyncState:
     def replicated_offset(self) -> int:
         """Writes ending at or below this are replicated as the policy requires; -1: none."""
         if self.all_ack:
-            others = self.effective - {self.master_id}
-            if others:
-                member_acks = [self._live_ack(i) for i in others]
-                if None in member_acks:
-                    return -1
-                return min(a for a in member_acks if a is not None)
+            low = self._lowest_member_ack()
+            if low is None:
+                return -1
+            if low >= 0:
+                return low
             required = 0 if self.controller_mode else 1
         else:
             required = self.in_sync_replicas - 1
@@ -176,11 +175,22 @@ class SyncState:
     def satisfied(self, end_offset: int) -> bool:
         return end_offset <= self.replicated_offset()
 
-    def _live_ack(self, broker_id: int) -> int | None:
-        s = self.slaves.get(broker_id)
-        if s is None or not s.live or s.ack_offset < 0:
-            return None
-        return s.ack_offset
+    def _lowest_member_ack(self) -> int | None:
+        """The lowest live ack of the (union) members other than the master; None when one
+        of them has none, -1 when there is none. Runs per ack and per sync write: a loop,
+        not the set algebra of ``effective`` (µs a call)."""
+        members = self.members if not self.in_flight else self.members | self.in_flight
+        master_id, slaves = self.master_id, self.slaves
+        low = -1
+        for broker_id in members:
+            if broker_id == master_id:
+                continue
+            s = slaves.get(broker_id)
+            if s is None or not s.live or s.ack_offset < 0:
+                return None
+            if low < 0 or s.ack_offset < low:
+                low = s.ack_offset
+        return low
 
     # --- events ----------------------------------------------------------------------
 
@@ -231,7 +241,15 @@ class SyncState:
                 t = sent_at_s
             if t is not None:
                 caught = t if caught is None else max(caught, t)
-        self.slaves[broker_id] = attrs.evolve(s, ack_offset=ack_offset, caught_up_s=caught)
+        # SlaveProgress(...) spelled out: attrs.evolve costs µs, and this runs per ack.
+        self.slaves[broker_id] = SlaveProgress(
+            broker_id=broker_id,
+            live=s.live,
+            ack_offset=ack_offset,
+            caught_up_s=caught,
+            learner=s.learner,
+            disconnected=s.disconnected,
+        )
         actions: list[Action] = []
         desired = self._desired()
         if (
@@ -354,15 +372,13 @@ class SyncState:
         # unchanged offset return before any set is built.
         if master_max <= self.confirm_offset:
             return []
-        alone = not self.in_flight and len(self.members) == 1 and self.master_id in self.members
-        others = frozenset() if alone else self.effective - {self.master_id}
-        if not self.all_ack or not others:
-            value = master_max
-        else:
-            acks = [self._live_ack(i) for i in others]
-            if None in acks:
+        value = master_max
+        if self.all_ack:
+            low = self._lowest_member_ack()
+            if low is None:
                 return []  # a member has no live connection: hold still (#6662)
-            value = min(master_max, *(a for a in acks if a is not None))
+            if 0 <= low < master_max:
+                value = low
         if value <= self.confirm_offset:
             return []
         self.confirm_offset = value
