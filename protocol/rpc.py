@@ -39,6 +39,7 @@ from protocol.connection import (
     Handler,
     LaterAnswer,
     ThrottledLog,
+    answers_together,
     request_name,
 )
 from protocol.errors import NetworkError, RemotingTimeout, error_for_response
@@ -375,6 +376,7 @@ __all__ = [
     "RemotingServer",
     "ThrottledLog",
     "TransportConfig",
+    "answers_together",
     "background_nursery",
     "check_success",
     "open_client",

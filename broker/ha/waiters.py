@@ -12,6 +12,8 @@ Rules:
   hold nothing of the request meanwhile (the callback is dropped when the waiter ends).
 - One timer for all (``run_timer``): a task sleeping until the earliest deadline, pulled
   in by an ``add`` with an earlier one. No cancel scope and no task per waiter.
+- The callbacks of one release, expiry or end run in one ``answers_together`` block:
+  the answers they give one client leave in one write, after all of them ran.
 - A callback that raises is logged and the others still run: the ack that released them
   must not fail the slave's session.
 """
@@ -26,6 +28,8 @@ import math
 from collections.abc import Callable
 
 import trio
+
+from protocol.rpc import answers_together
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +101,21 @@ class ReplicaWaiters:
     def release(self, replicated: int) -> None:
         """Call every waiter ending at or below ``replicated`` with OK, lowest first."""
         heap = self._by_offset
-        while heap and heap[0][0] <= replicated:
-            self._end(heapq.heappop(heap)[2], ReplicaOutcome.OK)
+        if not heap or heap[0][0] > replicated:
+            return
+        with answers_together():  # each client's answers leave in one write
+            while heap and heap[0][0] <= replicated:
+                self._end(heapq.heappop(heap)[2], ReplicaOutcome.OK)
 
     def expire(self, now_s: float) -> float:
         """Call every waiter past its deadline with TIMEOUT; the next deadline (inf: none)."""
         heap = self._by_deadline
-        while heap:
-            deadline_s, _, waiter = heap[0]
-            if waiter.then is not None and deadline_s > now_s:
-                return deadline_s
-            self._end(heapq.heappop(heap)[2], ReplicaOutcome.TIMEOUT)
+        with answers_together():
+            while heap:
+                deadline_s, _, waiter = heap[0]
+                if waiter.then is not None and deadline_s > now_s:
+                    return deadline_s
+                self._end(heapq.heappop(heap)[2], ReplicaOutcome.TIMEOUT)
         return math.inf
 
     def fail_all(self) -> None:
@@ -115,8 +123,9 @@ class ReplicaWaiters:
         waiters = [w for _, _, w in sorted(self._by_offset)]
         self._by_offset.clear()
         self._by_deadline.clear()
-        for waiter in waiters:
-            self._end(waiter, ReplicaOutcome.TIMEOUT)
+        with answers_together():
+            for waiter in waiters:
+                self._end(waiter, ReplicaOutcome.TIMEOUT)
         assert self.live == 0, self.live
 
     async def run_timer(self) -> None:

@@ -4,13 +4,21 @@ ends first drops it (real time, every wait under ``trio.fail_after``)."""
 
 from __future__ import annotations
 
+import select
+
 import trio
 import trio.testing
 
 from protocol.command import RemotingCommand
 from protocol.errors import ConnectionLost
 from protocol.frame import FrameDecoder
-from protocol.rpc import Connection, LaterAnswer, TransportConfig, open_client
+from protocol.rpc import (
+    Connection,
+    LaterAnswer,
+    TransportConfig,
+    answers_together,
+    open_client,
+)
 from tests.component.test_rpc import WAIT_S, raw_connect, read_commands, serving
 
 LATER = 7101
@@ -169,3 +177,22 @@ async def test_a_server_stopped_with_an_answer_pending_fails_the_call() -> None:
                     await deferred.until(1)
                 deferred.give(0, b"too late")
             assert len(failed) == 1
+
+
+async def test_answers_given_together_leave_in_one_write_at_the_block_end() -> None:
+    deferred = _Deferred()
+    async with serving({LATER: deferred.handle}) as (_, addr):
+        with trio.fail_after(WAIT_S):
+            async with await raw_connect(addr) as stream:
+                requests = [RemotingCommand.request(LATER, opaque=i) for i in (1, 2, 3)]
+                await stream.send_all(b"".join(r.encode() for r in requests))
+                await deferred.until(3)
+                with answers_together():
+                    for index in (2, 0, 1):
+                        deferred.give(index, b"%d" % index)
+                    with answers_together():  # nested: only the outermost block writes
+                        pass
+                    readable, _, _ = select.select([stream.socket.fileno()], [], [], 0.05)
+                    assert not readable, "an answer left before the block ended"
+                answers = await read_commands(stream, FrameDecoder(), 3)
+                assert [(a.opaque, a.body) for a in answers] == [(3, b"2"), (1, b"0"), (2, b"1")]
