@@ -56,11 +56,11 @@ from broker.background import fd_exhausted
 from broker.ha.auth import challenge_slave, secure_accept
 from broker.ha.config import HAConfig
 from broker.ha.epochfile import EpochFile
+from broker.ha.master_read import read_until_silent
 from broker.ha.master_status import HAMasterStatus, SlaveStatus
 from broker.ha.stream import (
     RateMeter,
     peer_name,
-    receive_some,
     receive_until,
     send_all,
     write_now,
@@ -594,16 +594,14 @@ class HAMaster:
     async def _read_acks(
         self, stream: trio.abc.Stream, decoder: MasterSideDecoder, conn: _Conn, what: str
     ) -> None:
-        """Acks until the connection fails or stays silent ``housekeeping_timeout_s``: one
-        scope for the session, its deadline moved per read (acks are handled without an
-        await, so only the receive can be cut)."""
+        """Acks until the connection fails or stays silent ``housekeeping_timeout_s``."""
+
+        def on_data(data: bytes) -> None:
+            for event in decoder.feed(data):
+                self._on_ack(conn, event)
+
         timeout_s = self.config.housekeeping_timeout_s
-        with trio.CancelScope() as silence:
-            while True:
-                silence.deadline = trio.current_time() + timeout_s
-                for event in decoder.feed(await receive_some(stream, what=what)):
-                    self._on_ack(conn, event)
-        raise RemotingTimeout(f"{what} silent for {timeout_s:.1f} s")
+        await read_until_silent(stream, timeout_s=timeout_s, what=what, on_data=on_data)
 
     def _admit_pending(self, conn: _Conn) -> None:
         """Take ``conn`` as waiting for its handshake; close the oldest waiting when full."""

@@ -86,6 +86,29 @@ async def test_a_silent_slave_is_dropped(tmp_path: Path) -> None:
         assert c.master.status().sync_state_set == (0,)
 
 
+async def test_acks_keep_a_slave_past_many_silence_periods_then_silence_drops_it(
+    tmp_path: Path,
+) -> None:
+    """The silence clock runs from the last read: a slave acking every 0.3 s stays for
+    three housekeeping periods (1 s), and is dropped a full period after its last ack."""
+    async with (
+        nodes(tmp_path, "m") as (m,),
+        cluster(m) as c,
+        FakeSlave.connect(c.port) as fake,
+    ):
+        c.append(3)
+        at = m.store.max_physical_offset
+        await fake.handshake(1, ack=at)
+        await until(lambda: c.master.status().sync_state_set == (0, 1))
+        for _ in range(10):
+            await trio.sleep(0.3)
+            await fake.ack(at)
+        last_ack = trio.current_time()
+        assert c.master.status().slaves  # still served after 3 s of periods
+        assert await fake.closed_by_peer(3.0)
+        assert trio.current_time() - last_ack >= HA_CFG.housekeeping_timeout_s * 0.9
+
+
 async def test_a_slave_leaves_a_silent_master_and_reconnects(tmp_path: Path) -> None:
     greeted: list[float] = []
 
