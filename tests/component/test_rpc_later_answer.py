@@ -5,10 +5,12 @@ ends first drops it (real time, every wait under ``trio.fail_after``)."""
 from __future__ import annotations
 
 import select
+from pathlib import Path
 
 import trio
 import trio.testing
 
+from launcher.certs import CA_CERT
 from protocol.command import RemotingCommand
 from protocol.errors import ConnectionLost
 from protocol.frame import FrameDecoder
@@ -19,8 +21,13 @@ from protocol.rpc import (
     answers_together,
     open_client,
 )
+from protocol.tls import client_context, server_context
 from tests.component.test_rpc import WAIT_S, raw_connect, read_commands, serving
+from tests.component.test_rpc_tls import pki_dir as tls_pki_dir
+from tests.component.test_rpc_tls import server_files
 
+#: The TLS tests' certificates (a module-scoped fixture), under the name used here.
+pki = tls_pki_dir
 LATER = 7101
 AT_ONCE = 7102
 
@@ -196,3 +203,32 @@ async def test_answers_given_together_leave_in_one_write_at_the_block_end() -> N
                     assert not readable, "an answer left before the block ended"
                 answers = await read_commands(stream, FrameDecoder(), 3)
                 assert [(a.opaque, a.body) for a in answers] == [(3, b"2"), (1, b"0"), (2, b"1")]
+
+
+async def test_answers_given_later_over_tls(pki: Path) -> None:
+    """A TLS stream cannot be written from where ``give`` runs: its answers go through
+    the connection's writer task, in order, alone or together."""
+    deferred = _Deferred()
+    tls = server_context(server_files(pki))
+    async with (
+        serving({LATER: deferred.handle}, tls=tls) as (server, addr),
+        open_client(tls=client_context(ca_file=str(pki / CA_CERT))) as client,
+    ):
+        with trio.fail_after(WAIT_S):
+            answers: dict[bytes, bytes] = {}
+
+            async def call(body: bytes) -> None:
+                request = RemotingCommand.request(LATER, body=body)
+                answers[body] = (await client.call(addr, request, timeout_s=WAIT_S)).body
+
+            async with trio.open_nursery() as nursery:
+                for body in (b"a", b"b", b"c"):
+                    nursery.start_soon(call, body)
+                await deferred.until(3)
+                deferred.give(0, deferred.kept[0][0].body * 2)
+                with answers_together():
+                    for index in (1, 2):
+                        deferred.give(index, deferred.kept[index][0].body * 2)
+            assert answers == {b"a": b"aa", b"b": b"bb", b"c": b"cc"}
+            (conn,) = server.connections.values()
+            assert conn.requests_in_flight == 0
