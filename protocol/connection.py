@@ -9,8 +9,8 @@ Rules:
   sync send waiting for its replicas) returns a ``LaterAnswer`` instead of waiting: no
   task, the request keeps its slot and bytes until ``LaterAnswer.give`` writes the answer
   straight to the socket (what it takes; the rest through the ordered write path), and a
-  connection that ends first drops it. A per-connection limit bounds the requests in flight; when it
-  is reached the reader stops reading (back-pressure on that client only).
+  connection that ends first drops it. A per-connection limit bounds the requests in
+  flight; when it is reached the reader stops reading (back-pressure on that client only).
 - One writer at a time per connection: frames go straight to a plain socket when no write
   is under way (``_write_now``); what it does not take, and every TLS write, goes on
   behind a ``trio.Lock``; frames queued meanwhile leave together in the next write. A
@@ -220,15 +220,15 @@ class LaterAnswer:
         if self.given:
             return
         self.given = True
-        if self._watchers is not None:
-            for watcher in self._watchers:
-                watcher(response)
         conn = self._conn
         if conn is None:  # not taken yet: the connection answers it as a plain return
             self._response = response
-            return
-        self._conn = None
-        conn._answer_later(self, response)
+        else:
+            self._conn = None
+            conn._answer_later(self, response)
+        if self._watchers is not None:  # after the answer is on its way
+            for watcher in self._watchers:
+                watcher(response)
 
     def drop(self) -> None:
         """The connection ended: a later ``give`` does nothing."""
