@@ -48,7 +48,6 @@ from broker.store.config import FlushMode
 from broker.store.store import MessageStore
 from broker.topics import validate_topic
 from protocol.errors import CorruptRecord, ProtocolError, RemotingTimeout, RocketError
-from protocol.message import MessageRecord
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +82,13 @@ class _Inconsistent(RocketError):
     too deep, records we refuse)."""
 
 
-def replicated_record_problem(rec: MessageRecord, *, max_queue_nums: int) -> str | None:
+def replicated_record_problem(topic: str, queue_id: int, *, max_queue_nums: int) -> str | None:
     """Why a record from a master is refused beyond the store's checks, or None."""
-    problem = validate_topic(rec.topic)
+    problem = validate_topic(topic)
     if problem is not None:
-        return f"topic {rec.topic!r} is not a legal topic: {problem}"
-    if not 0 <= rec.queue_id < max_queue_nums:
-        return f"queue id {rec.queue_id} is outside [0, {max_queue_nums})"
+        return f"topic {topic!r} is not a legal topic: {problem}"
+    if not 0 <= queue_id < max_queue_nums:
+        return f"queue id {queue_id} is outside [0, {max_queue_nums})"
     return None
 
 
@@ -397,13 +396,15 @@ class HASlave:
         self._streamed = True
         self._meter.record(trio.current_time(), len(batch.data))
 
-    def _check_record(self, rec: MessageRecord) -> str | None:
-        # The check reads only the topic and queue id, and a transfer carries hundreds of
-        # records of a handful of queues: a pair accepted once is not checked again.
-        key = (rec.topic, rec.queue_id)
+    def _check_record(self, topic: str, queue_id: int) -> str | None:
+        # The store asks once per pair and transfer; a pair accepted once is not checked
+        # again in later transfers either.
+        key = (topic, queue_id)
         if key in self._accepted:
             return None
-        problem = replicated_record_problem(rec, max_queue_nums=self.config.max_queue_nums)
+        problem = replicated_record_problem(
+            topic, queue_id, max_queue_nums=self.config.max_queue_nums
+        )
         if problem is None:
             if len(self._accepted) >= _ACCEPTED_QUEUES_MAX:
                 self._accepted.clear()  # bounded: a flood of names only costs re-checks

@@ -39,15 +39,15 @@ from protocol.message import (
     MAGIC_V2,
     MIN_RECORD_BYTES,
     SYSFLAG_TRANSACTION_MASK,
-    MessageRecord,
-    decode_record,
     peek_record_header,
 )
+from protocol.record_fields import read_stored_fields
 
 log = logging.getLogger(__name__)
 
-#: A caller's extra check of each replicated record: why it is refused, or None.
-RecordCheck = Callable[[MessageRecord], "str | None"]
+#: A caller's extra check of each replicated record's topic and queue id: why it is
+#: refused, or None.
+RecordCheck = Callable[[str, int], "str | None"]
 
 
 class StoreReplica(StorePut):
@@ -106,9 +106,16 @@ class StoreReplica(StorePut):
         self, data: bytes, start: int, check: RecordCheck | None
     ) -> list[PendingRecord]:
         """Check replicated bytes (whole records, and blank markers with their padding) in
-        one pass; return each record's dispatch values."""
+        one pass; return each record's dispatch values.
+
+        Each record is read with ``read_stored_fields`` (every check of ``decode_record``,
+        without building a MessageRecord). A transfer carries many records of a few queues:
+        the name checks (``check``, then the store's own) run once per (topic, queue id)
+        pair and transfer, as their answer depends on nothing else."""
         seg_bytes = self.config.segment_bytes
         check_crc = self.config.check_crc
+        max_body = self.config.max_message_bytes
+        passed: set[tuple[str, int]] = set()
         kept: list[PendingRecord] = []
         i = 0
         end = len(data)
@@ -134,39 +141,28 @@ class StoreReplica(StorePut):
             if at + size + BLANK_MARKER_BYTES > seg_end:
                 raise CorruptRecord(f"replicated record at {at} ({size} bytes) crosses a segment")
             try:
-                rec, _ = decode_record(data, i, check_crc=check_crc, max_size=seg_bytes)
+                size, topic, queue_id, queue_offset, phys, sys_flag, props, store_ms, body_len = (
+                    read_stored_fields(data, i, check_crc=check_crc, max_size=seg_bytes)
+                )
             except MalformedRecord as exc:
                 raise CorruptRecord(f"replicated data at offset {at}: {exc}") from None
-            if rec.physical_offset != at:
+            if phys != at:
+                raise CorruptRecord(f"replicated record at {at} says it lies at {phys}")
+            if body_len > max_body:
                 raise CorruptRecord(
-                    f"replicated record at {at} says it lies at {rec.physical_offset}"
+                    f"replicated record at {at} refused: body of {body_len} bytes exceeds "
+                    f"max_message_bytes {max_body}"
                 )
-            problem = self._replicated_record_problem(rec, check)
-            if problem is not None:
-                raise CorruptRecord(f"replicated record at {at} refused: {problem}")
-            kept.append(
-                (
-                    at,
-                    size,
-                    rec.topic,
-                    rec.queue_id,
-                    rec.queue_offset,
-                    rec.sys_flag,
-                    rec.properties,
-                    rec.store_timestamp_ms,
+            if (topic, queue_id) not in passed:
+                problem = (check(topic, queue_id) if check is not None else None) or (
+                    self._queue_name_problem(topic, queue_id)
                 )
-            )
+                if problem is not None:
+                    raise CorruptRecord(f"replicated record at {at} refused: {problem}")
+                passed.add((topic, queue_id))
+            kept.append((at, size, topic, queue_id, queue_offset, sys_flag, props, store_ms))
             i += size
         return kept
-
-    def _replicated_record_problem(
-        self, rec: MessageRecord, check: RecordCheck | None
-    ) -> str | None:
-        limit = self.config.max_message_bytes
-        if len(rec.body) > limit:
-            return f"body of {len(rec.body)} bytes exceeds max_message_bytes {limit}"
-        problem = check(rec) if check is not None else None
-        return problem or self._queue_name_problem(rec.topic, rec.queue_id)
 
     def read_raw(self, offset: int, max_bytes: int, *, at_boundary: bool = False) -> bytes:
         """Whole units (records, or a blank marker with its padding) from ``offset`` (a
