@@ -26,6 +26,7 @@ from protocol.message import (
     MAX_RECORD_BYTES,
     MAX_TOPIC_LENGTH_V1,
     MIN_RECORD_BYTES,
+    MessageRecord,
     decode_record,
     properties_from_string,
 )
@@ -122,7 +123,11 @@ def read_stored_fields(
                                 store_ts,
                                 body_len,
                             )
-    rec, size = decode_record(buf, pos, check_crc=check_crc, max_size=max_size)
+    return stored_fields_of(*decode_record(buf, pos, check_crc=check_crc, max_size=max_size))
+
+
+def stored_fields_of(rec: MessageRecord, size: int) -> StoredFields:
+    """``StoredFields`` of a decoded record of TOTALSIZE ``size``."""
     return (
         size,
         rec.topic,

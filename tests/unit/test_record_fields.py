@@ -16,7 +16,7 @@ from protocol.message import (
     decode_record,
     encode_record,
 )
-from protocol.record_fields import StoredFields, read_stored_fields
+from protocol.record_fields import StoredFields, read_stored_fields, stored_fields_of
 
 TEXT = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="\x01\x02"), min_size=1, max_size=6
@@ -40,20 +40,23 @@ RECORDS = st.builds(
 
 def _reference(buf: bytes | memoryview, pos: int, **kw: object) -> StoredFields | str:
     try:
-        rec, size = decode_record(buf, pos, **kw)  # type: ignore[arg-type]
+        return stored_fields_of(*decode_record(buf, pos, **kw))  # type: ignore[arg-type]
     except MalformedRecord as exc:
         return str(exc)
-    return (
-        size,
-        rec.topic,
-        rec.queue_id,
-        rec.queue_offset,
-        rec.physical_offset,
-        rec.sys_flag,
-        dict(rec.properties),
-        rec.store_timestamp_ms,
-        len(rec.body),
+
+
+def _encoded(topic: str, body: bytes, properties: dict[str, str] | None = None) -> bytes:
+    rec = MessageRecord(
+        topic=topic,
+        body=body,
+        queue_id=1,
+        born_timestamp_ms=1,
+        born_host=("1.2.3.4", 1),
+        store_timestamp_ms=2,
+        store_host=("1.2.3.4", 2),
+        properties=properties or {},
     )
+    return encode_record(rec)
 
 
 def _lean(buf: bytes | memoryview, pos: int, **kw: object) -> StoredFields | str:
@@ -105,17 +108,7 @@ def test_damaged_records_fail_as_decode_record_fails(
     value=st.integers(-(2**15), 2**16),
 )
 def test_each_fast_path_check_falls_back_to_the_full_decode(field: str, value: int) -> None:
-    rec = MessageRecord(
-        topic="T",
-        body=b"body",
-        queue_id=1,
-        born_timestamp_ms=1,
-        born_host=("1.2.3.4", 1),
-        store_timestamp_ms=2,
-        store_host=("1.2.3.4", 2),
-        properties={"TAGS": "a"},
-    )
-    raw = bytearray(encode_record(rec))
+    raw = bytearray(_encoded("T", b"body", {"TAGS": "a"}))
     if field == "ports":
         struct.pack_into(">i", raw, 52, value)  # born port
     elif field == "body_len":
@@ -135,16 +128,7 @@ def test_each_fast_path_check_falls_back_to_the_full_decode(field: str, value: i
 
 
 def test_a_short_buffer_and_a_negative_position_fail_as_decode_record_fails() -> None:
-    rec = MessageRecord(
-        topic="T",
-        body=b"",
-        queue_id=0,
-        born_timestamp_ms=1,
-        born_host=("1.2.3.4", 1),
-        store_timestamp_ms=2,
-        store_host=("1.2.3.4", 2),
-    )
-    raw = encode_record(rec)
+    raw = _encoded("T", b"")
     for data, pos in ((raw[:50], 0), (raw[:5], 0), (raw, -1), (raw, len(raw))):
         got = _lean(data, pos)
         assert isinstance(got, str)
@@ -154,16 +138,7 @@ def test_a_short_buffer_and_a_negative_position_fail_as_decode_record_fails() ->
 def test_a_v1_topic_length_over_127_is_refused() -> None:
     """A V2 record of a 130-byte topic with its topic length cut to one byte: a V1 record
     whose lengths add up, and whose topic length V1 cannot have."""
-    rec = MessageRecord(
-        topic="x" * 130,
-        body=b"b",
-        queue_id=0,
-        born_timestamp_ms=1,
-        born_host=("1.2.3.4", 1),
-        store_timestamp_ms=2,
-        store_host=("1.2.3.4", 2),
-    )
-    v2 = encode_record(rec)
+    v2 = _encoded("x" * 130, b"b")
     assert v2[89:91] == b"\x00\x82"  # the topic length after the 1-byte body
     v1 = bytearray(v2[:89] + v2[90:])
     struct.pack_into(">ii", v1, 0, len(v1), MAGIC_V1)
