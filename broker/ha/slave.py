@@ -42,8 +42,22 @@ from broker.ha.auth import answer_master, secure_connect
 from broker.ha.config import HAConfig
 from broker.ha.epoch import EpochCache
 from broker.ha.epochfile import EpochFile
-from broker.ha.stream import RateMeter, connect, receive_until, send_all
-from broker.ha.wire import Ack, HAState, MasterHandshake, SlaveHandshake, SlaveSideDecoder, Transfer
+from broker.ha.stream import (
+    RateMeter,
+    connect,
+    receive_ready,
+    receive_until,
+    send_all,
+    write_now,
+)
+from broker.ha.wire import (
+    HAState,
+    MasterHandshake,
+    SlaveHandshake,
+    SlaveSideDecoder,
+    Transfer,
+    encode_ack,
+)
 from broker.store.config import FlushMode
 from broker.store.store import MessageStore
 from broker.topics import validate_topic
@@ -119,6 +133,8 @@ class HASlave:
         self._scope: trio.CancelScope | None = None
         self._state = HAState.READY
         self._acked = -1
+        #: An ack the socket took only in part (rest, offset, confirm offset to take after).
+        self._owed_ack: tuple[bytes, int, int] | None = None
         self._last_ack_s = 0.0
         self._last_read_s: float | None = None
         self._confirm = store.confirm_offset if store.config.dispatch_confirmed_only else 0
@@ -206,6 +222,7 @@ class HASlave:
                     log.warning("%s: HA connection to %s lost: %s", self.node, address, exc)
             self._scope = None
             self._last_read_s = None
+            self._owed_ack = None
             if self._state is not HAState.READY:
                 self._state = HAState.READY
             if scope.cancelled_caught:  # set_master: go to the new master now
@@ -326,25 +343,98 @@ class HASlave:
         pending: list[MasterHandshake | Transfer],
         what: str,
     ) -> None:
+        """Apply, ack and confirm what the master sends until the connection fails.
+
+        Reads run in one cancel scope whose deadline is the next periodic ack or the
+        silence limit as they stood when it was entered (a scope per read cost ~7 µs);
+        it is left when that deadline passes (then whichever is really due is done and it
+        is entered again) or when a message needs a wait. Inside it the read is the only
+        checkpoint: what needs none (the common case, ``_take_now``) is applied, acked
+        and confirmed right there; the rest (a new epoch's entry, an fsync, a send that
+        must wait) is taken outside the scope (``_take``), so no deadline cuts it halfway.
+        """
         cfg = self.config
+        silence_s = cfg.housekeeping_timeout_s
         while True:
-            confirm = -1
-            for message in pending:
-                if not isinstance(message, Transfer):
-                    raise ProtocolError(f"{what} sent a second handshake")
-                await self._apply(message)
-                confirm = max(confirm, message.confirm_offset)
-            if self._store.max_physical_offset > self._acked:
-                await self._send_ack(stream, what)
-            if confirm >= 0:
-                # After the ack: dispatching what the confirm covers is off the sync
-                # write's path (the master waits for the ack, not for our ConsumeQueue).
-                self._update_confirm(confirm)
-            pending = await self._receive(
-                stream, decoder, what, deadline=self._last_ack_s + cfg.ack_interval_s
-            )
-            if trio.current_time() >= self._last_ack_s + cfg.ack_interval_s:
+            await self._take(stream, pending, what)
+            pending = []
+            assert self._last_read_s is not None
+            now = trio.current_time()
+            if now >= self._last_read_s + silence_s:
+                raise RemotingTimeout(f"{what} silent for {silence_s:.1f} s")
+            if now >= self._last_ack_s + cfg.ack_interval_s:
                 await self._send_ack(stream, what)  # at least every ack_interval_s
+            deadline = min(self._last_ack_s + cfg.ack_interval_s, self._last_read_s + silence_s)
+            with trio.CancelScope(deadline=deadline):
+                while not pending and self._owed_ack is None:
+                    data = await receive_ready(stream, what=what)
+                    self._last_read_s = trio.current_time()
+                    pending = self._take_now(stream, decoder.feed(data), what)
+
+    async def _take(
+        self, stream: trio.abc.Stream, pending: list[MasterHandshake | Transfer], what: str
+    ) -> None:
+        """Apply every transfer of ``pending`` (a new epoch's entry written before its
+        bytes), ack once our log grew, then take the highest confirm offset."""
+        confirm = -1
+        if self._owed_ack is not None:  # ``_take_now`` applied, the socket took part of the ack
+            rest, offset, confirm = self._owed_ack
+            await send_all(stream, rest, timeout_s=self.config.send_timeout_s, what=what)
+            self._owed_ack = None
+            self._acked, self._last_ack_s = offset, trio.current_time()
+        for message in pending:
+            if not isinstance(message, Transfer):
+                raise ProtocolError(f"{what} sent a second handshake")
+            if not message.is_heartbeat:  # its confirm offset: taken once acked, below
+                if self._check_batch(message):
+                    await self._epochs.append(message.epoch, message.epoch_start_offset)
+                self._append(message, trio.current_time())
+            confirm = max(confirm, message.confirm_offset)
+        if self._store.max_physical_offset > self._acked:
+            await self._send_ack(stream, what)
+        if confirm >= 0:
+            # After the ack: dispatching what the confirm covers is off the sync
+            # write's path (the master waits for the ack, not for our ConsumeQueue).
+            self._update_confirm(confirm)
+
+    def _take_now(
+        self, stream: trio.abc.Stream, pending: list[MasterHandshake | Transfer], what: str
+    ) -> list[MasterHandshake | Transfer]:
+        """``_take`` without a wait, when none is needed: ASYNC_FLUSH, a plain TCP
+        stream, every batch of our current epoch. Returns what is left for ``_take``:
+        [] (all done; an ack the socket took only in part is owed, ``_owed_ack``), or
+        ``pending`` itself, untouched."""
+        store = self._store
+        last = self._epochs.cache.last
+        if (
+            last is None
+            or store.config.flush_mode is FlushMode.SYNC_FLUSH
+            or type(stream) is not trio.SocketStream
+        ):
+            return pending
+        for message in pending:
+            if type(message) is not Transfer or (message.data and message.epoch != last.epoch):
+                return pending
+        now = self._last_read_s
+        assert now is not None
+        confirm = -1
+        for message in pending:
+            assert isinstance(message, Transfer)
+            if message.data:
+                self._check_batch(message)  # not a new epoch: checked above
+                self._append(message, now)
+            confirm = max(confirm, message.confirm_offset)
+        offset = store.max_physical_offset
+        if offset > self._acked:
+            ack = encode_ack(offset)
+            sent = write_now(stream, ack, what=what)
+            if sent < len(ack):
+                self._owed_ack = (ack[sent:], offset, confirm)
+                return []
+            self._acked, self._last_ack_s = offset, now
+        if confirm >= 0:
+            self._update_confirm(confirm)  # after the ack, as in ``_take``
+        return []
 
     async def _receive(
         self,
@@ -354,7 +444,7 @@ class HASlave:
         *,
         deadline: float | None,
     ) -> list[MasterHandshake | Transfer]:
-        """Decoded messages; [] when ``deadline`` (the next periodic ack) came first."""
+        """Decoded messages; [] when ``deadline`` came first (the handshake's read)."""
         assert self._last_read_s is not None
         timeout_s = self.config.housekeeping_timeout_s
         silence = self._last_read_s + timeout_s
@@ -369,10 +459,10 @@ class HASlave:
         self._last_read_s = now
         return decoder.feed(data)
 
-    async def _apply(self, batch: Transfer) -> None:
+    def _check_batch(self, batch: Transfer) -> bool:
+        """Refuse a batch that does not continue our log (``ProtocolError``); True when
+        its epoch is new to us (its entry is written before its bytes)."""
         store = self._store
-        if batch.is_heartbeat:
-            return  # its confirm offset: the caller's, once the batch is acked
         local_max = store.max_physical_offset
         if local_max not in (batch.offset, store.min_physical_offset):
             raise ProtocolError(f"batch at offset {batch.offset}, our log ends at {local_max}")
@@ -383,18 +473,21 @@ class HASlave:
             )
         last = self._epochs.cache.last
         if last is None or batch.epoch > last.epoch:
-            await self._epochs.append(batch.epoch, batch.epoch_start_offset)  # before the bytes
-        elif batch.epoch < last.epoch or batch.epoch_start_offset != last.start_offset:
+            return True
+        if batch.epoch < last.epoch or batch.epoch_start_offset != last.start_offset:
             raise ProtocolError(
                 f"batch of epoch {batch.epoch}@{batch.epoch_start_offset} after our epoch "
                 f"{last.epoch}@{last.start_offset}"
             )
+        return False
+
+    def _append(self, batch: Transfer, now_s: float) -> None:
         try:
-            store.append_raw(batch.data, batch.offset, check=self._check_record)
+            self._store.append_raw(batch.data, batch.offset, check=self._check_record)
         except CorruptRecord as exc:
             raise _Inconsistent(str(exc)) from None
         self._streamed = True
-        self._meter.record(trio.current_time(), len(batch.data))
+        self._meter.record(now_s, len(batch.data))
 
     def _check_record(self, topic: str, queue_id: int) -> str | None:
         # The store asks once per pair and transfer; a pair accepted once is not checked
@@ -426,8 +519,6 @@ class HASlave:
             offset = await store.flush()
         else:
             offset = store.max_physical_offset
-        await send_all(
-            stream, Ack(max_offset=offset).encode(), timeout_s=self.config.send_timeout_s, what=what
-        )
+        await send_all(stream, encode_ack(offset), timeout_s=self.config.send_timeout_s, what=what)
         self._acked = offset
         self._last_ack_s = trio.current_time()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import errno
 import os
+import threading
 
 import attrs
 import trio
@@ -82,6 +83,42 @@ async def receive_some(stream: trio.abc.Stream, *, what: str) -> bytes:
     if not data:
         raise ConnectionLost(f"{what}: closed by the peer")
     return bytes(data)
+
+
+class _ReadBuffer(threading.local):
+    """Each thread's buffer for ``receive_ready``'s plain-socket reads: ``recv(n)``
+    allocates ``n`` bytes (256 KiB) and shrinks them to what came, per read; a read into
+    this buffer and a copy of what came is cheaper. Nothing awaits between the two, so one
+    buffer serves every stream of the thread."""
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(RECEIVE_BYTES))
+
+
+_read_buffer = _ReadBuffer()
+
+
+async def receive_ready(stream: trio.abc.Stream, *, what: str) -> bytes:
+    """``receive_some`` with one system call per read on a plain TCP stream: wait until
+    the socket is readable, then read what is there (Trio's ``receive_some`` tries a read
+    first, fails when nothing came yet, waits, reads again, and allocates ``RECEIVE_BYTES``
+    per read). The wait is the checkpoint, under the caller's deadline. A TLS stream goes
+    through its own ``receive_some``. Raises ``ConnectionLost`` at end of stream."""
+    if type(stream) is not trio.SocketStream:
+        return await receive_some(stream, what=what)
+    sock = stream.socket
+    view = _read_buffer.view
+    while True:
+        try:
+            await trio.lowlevel.wait_readable(sock)
+            count = os.readv(sock.fileno(), (view,))  # readable: does not block
+        except BlockingIOError:
+            continue  # readable, and yet nothing to read: wait again
+        except _TRANSPORT_ERRORS as exc:
+            raise ConnectionLost(f"{what}: receive failed: {exc}") from exc
+        if not count:
+            raise ConnectionLost(f"{what}: closed by the peer")
+        return view[:count].tobytes()
 
 
 async def connect(address: str, *, timeout_s: float) -> trio.SocketStream:

@@ -38,6 +38,8 @@ _MASTER_HANDSHAKE = struct.Struct(">iiqi")
 _EPOCH = struct.Struct(">iq")
 _TRANSFER = struct.Struct(">iiqiqq")
 
+_TRANSFER_STATE = int(HAState.TRANSFER)
+
 #: Largest transfer body accepted (RocketMQ sends ≤ 32 KiB batches; leave room).
 MAX_BODY_BYTES = 16 * 1024 * 1024
 #: At most this many epoch entries in a handshake (RocketMQ's buffer holds 1000).
@@ -116,6 +118,11 @@ def encode_transfer_parts(
     )
 
 
+def encode_ack(max_offset: int) -> bytes:
+    """``Ack(max_offset=max_offset).encode()`` without building the Ack."""
+    return _ACK.pack(_TRANSFER_STATE, max_offset)
+
+
 @attrs.define
 class _Buffer:
     data: bytearray = attrs.field(factory=bytearray)
@@ -174,58 +181,69 @@ class MasterSideDecoder:
 
 @attrs.define
 class SlaveSideDecoder:
-    """Decodes what a master sends: one handshake, then transfers."""
+    """Decodes what a master sends: one handshake, then transfers.
+
+    A read is cut into messages where it lies; only an incomplete message's bytes are
+    kept, and joined with the next read (a read of whole transfers is never copied whole).
+    """
 
     max_body_bytes: int = MAX_BODY_BYTES
-    _buf: _Buffer = attrs.field(factory=_Buffer)
+    _rest: bytearray = attrs.field(factory=bytearray)
     _handshaken: bool = False
 
     def feed(self, data: bytes) -> list[MasterHandshake | Transfer]:
-        self._buf.data += data
+        rest = self._rest
+        if rest:
+            rest += data
+            data = bytes(rest)
+            rest.clear()
         out: list[MasterHandshake | Transfer] = []
-        while (message := self._next()) is not None:
-            out.append(message)
+        pos = 0
+        end = len(data)
+        if not self._handshaken:
+            pos = self._handshake(data, out)
+        head = _TRANSFER.size
+        while self._handshaken and end - pos >= head:
+            state, body_size, offset, epoch, epoch_start, confirm = _TRANSFER.unpack_from(data, pos)
+            _check_state(state, HAState.TRANSFER, "transfer")
+            if not 0 <= body_size <= self.max_body_bytes:
+                raise ProtocolError(f"HA transfer body of {body_size} bytes exceeds the cap")
+            stop = pos + head + body_size
+            if stop > end:
+                break
+            out.append(
+                Transfer(
+                    offset=offset,
+                    epoch=epoch,
+                    epoch_start_offset=epoch_start,
+                    confirm_offset=confirm,
+                    data=data[pos + head : stop],
+                )
+            )
+            pos = stop
+        if pos < end:
+            rest += memoryview(data)[pos:]
         return out
 
-    def _next(self) -> MasterHandshake | Transfer | None:
-        if not self._handshaken:
-            head = self._buf.peek(_MASTER_HANDSHAKE.size)
-            if head is None:
-                return None
-            state, body_size, max_offset, last_epoch = _MASTER_HANDSHAKE.unpack(head)
-            _check_state(state, HAState.HANDSHAKE, "handshake")
-            if (
-                body_size < 0
-                or body_size % _EPOCH.size
-                or body_size > MAX_EPOCH_ENTRIES * _EPOCH.size
-            ):
-                raise ProtocolError(f"HA handshake body of {body_size} bytes is not an epoch list")
-            raw = self._buf.take(_MASTER_HANDSHAKE.size + body_size)
-            if raw is None:
-                return None
-            body = raw[_MASTER_HANDSHAKE.size :]
-            epochs = tuple(
-                _EPOCH.unpack_from(body, i * _EPOCH.size) for i in range(body_size // _EPOCH.size)
-            )
-            self._handshaken = True
-            return MasterHandshake(max_offset=max_offset, last_epoch=last_epoch, epochs=epochs)
-        head = self._buf.peek(_TRANSFER.size)
-        if head is None:
-            return None
-        state, body_size, offset, epoch, epoch_start, confirm = _TRANSFER.unpack(head)
-        _check_state(state, HAState.TRANSFER, "transfer")
-        if not 0 <= body_size <= self.max_body_bytes:
-            raise ProtocolError(f"HA transfer body of {body_size} bytes exceeds the cap")
-        raw = self._buf.take(_TRANSFER.size + body_size)
-        if raw is None:
-            return None
-        return Transfer(
-            offset=offset,
-            epoch=epoch,
-            epoch_start_offset=epoch_start,
-            confirm_offset=confirm,
-            data=raw[_TRANSFER.size :],
+    def _handshake(self, data: bytes, out: list[MasterHandshake | Transfer]) -> int:
+        """Decode the handshake at the start of ``data`` into ``out``; return where it
+        ends (0: not all here yet)."""
+        if len(data) < _MASTER_HANDSHAKE.size:
+            return 0
+        state, body_size, max_offset, last_epoch = _MASTER_HANDSHAKE.unpack_from(data)
+        _check_state(state, HAState.HANDSHAKE, "handshake")
+        if body_size < 0 or body_size % _EPOCH.size or body_size > MAX_EPOCH_ENTRIES * _EPOCH.size:
+            raise ProtocolError(f"HA handshake body of {body_size} bytes is not an epoch list")
+        stop: int = _MASTER_HANDSHAKE.size + body_size
+        if len(data) < stop:
+            return 0
+        epochs = tuple(
+            _EPOCH.unpack_from(data, _MASTER_HANDSHAKE.size + i * _EPOCH.size)
+            for i in range(body_size // _EPOCH.size)
         )
+        self._handshaken = True
+        out.append(MasterHandshake(max_offset=max_offset, last_epoch=last_epoch, epochs=epochs))
+        return stop
 
 
 def handshake_epochs(pairs: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:

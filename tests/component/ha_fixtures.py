@@ -8,7 +8,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -108,6 +108,27 @@ async def until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> Non
     with trio.fail_after(timeout_s):
         while not predicate():  # noqa: ASYNC110 - state owned by other tasks and sockets
             await trio.sleep(0.01)
+
+
+async def follow_scripted_master(
+    nursery: trio.Nursery,
+    node: Node,
+    master: Callable[[trio.SocketStream], Awaitable[None]],
+) -> HASlave:
+    """Serve ``master`` (a hand-written HA master) on a loopback port of ``nursery`` and
+    start a real ``HASlave`` of ``node`` following it; return the slave."""
+    listeners = await nursery.start(trio.serve_tcp, master, 0)
+    port = listeners[0].socket.getsockname()[1]
+    slave = HASlave(
+        node.store,
+        node.epochs,
+        HA_CFG,
+        broker_id=1,
+        node_name=node.name,
+        master_address=f"127.0.0.1:{port}",
+    )
+    await nursery.start(slave.run)
+    return slave
 
 
 def caught_up(master: Node, slave: Node) -> Callable[[], bool]:

@@ -9,7 +9,6 @@ from pathlib import Path
 import attrs
 import trio
 
-from broker.ha.slave import HASlave
 from broker.ha.wire import MasterHandshake, MasterSideDecoder, SlaveHandshake, Transfer
 from tests.component.ha_fixtures import (
     HA_CFG,
@@ -19,6 +18,7 @@ from tests.component.ha_fixtures import (
     Node,
     caught_up,
     cluster,
+    follow_scripted_master,
     nodes,
     until,
 )
@@ -123,17 +123,7 @@ async def test_a_slave_leaves_a_silent_master_and_reconnects(tmp_path: Path) -> 
             pass
 
     async with nodes(tmp_path, "s") as (s,), trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, silent_master, 0)
-        port = listeners[0].socket.getsockname()[1]
-        slave = HASlave(
-            s.store,
-            s.epochs,
-            HA_CFG,
-            broker_id=1,
-            node_name="s",
-            master_address=f"127.0.0.1:{port}",
-        )
-        await nursery.start(slave.run)
+        slave = await follow_scripted_master(nursery, s, silent_master)
         await until(lambda: len(greeted) >= 2, WAIT_S)
         assert greeted[1] - greeted[0] >= HA_CFG.housekeeping_timeout_s * 0.9
         assert "silent" in slave.status().last_error
