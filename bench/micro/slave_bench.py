@@ -4,8 +4,8 @@ fed over loopback by a scripted master in a child process.
     .venv/bin/python -m bench.micro.slave_bench [--count N] [--size BYTES] \
         [--transfer-bytes B] [--window W] [--repeat R]
 
-The child (plain blocking sockets, no Trio: it costs this process nothing) serves the log
-of ``--count`` records (the micro-benchmarks' records: a tag, a key, a UNIQ_KEY) as a
+The child (it writes the log, then serves it over plain blocking sockets: it costs this
+process nothing) serves a log of ``--count`` records (the micro-benchmarks' records: a tag, a key, a UNIQ_KEY) as a
 master would: transfers of at most ``--transfer-bytes`` (1: one record each, the x1
 path; 32768: the master's batches under load), at most ``--window`` unacked, each
 carrying the confirm offset of what the slave acked so far, and a last empty transfer
@@ -42,7 +42,6 @@ from broker.store.config import FlushMode, StoreConfig
 from broker.store.store import MessageStore
 
 _ACK = struct.Struct(">iq")
-_BATCH_HEAD = struct.Struct(">qi")
 
 
 def _store(path: Path) -> MessageStore:
@@ -55,21 +54,21 @@ def _store(path: Path) -> MessageStore:
     return MessageStore.open(path, config)
 
 
-async def _write_log(path: Path, feed: Path, count: int, size: int, transfer_bytes: int) -> int:
-    """Fill a master store with ``count`` records; write its transfers to ``feed``."""
+async def _write_log(
+    path: Path, count: int, size: int, transfer_bytes: int
+) -> list[tuple[int, bytes]]:
+    """Fill a master store with ``count`` records; return its transfers."""
     master = _store(path)
     try:
         msgs = store_records(size)
         for i in range(count):
             master.put_message(msgs[i % len(msgs)])
-        batches = 0
-        with feed.open("wb") as out:
-            pos = master.min_physical_offset
-            while pos < master.max_physical_offset:
-                data = master.read_raw(pos, transfer_bytes)
-                out.write(_BATCH_HEAD.pack(pos, len(data)) + data)
-                pos += len(data)
-                batches += 1
+        batches = []
+        pos = master.min_physical_offset
+        while pos < master.max_physical_offset:
+            data = master.read_raw(pos, transfer_bytes)
+            batches.append((pos, data))
+            pos += len(data)
     finally:
         await master.close()
     return batches
@@ -85,21 +84,27 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes:
     return bytes(out)
 
 
-def _feed(path: Path, window: int) -> None:
-    """The scripted master (child process): serve one slave, print the port first."""
-    raw = path.read_bytes()
-    batches: list[tuple[int, bytes]] = []
-    i = 0
-    while i < len(raw):
-        offset, length = _BATCH_HEAD.unpack_from(raw, i)
-        i += _BATCH_HEAD.size
-        batches.append((offset, raw[i : i + length]))
-        i += length
-    start, end = batches[0][0], batches[-1][0] + len(batches[-1][1])
+def _serve(args: argparse.Namespace) -> None:
+    """The scripted master (child process): write the log, print the port, then serve
+    ``--repeat`` slaves one after the other."""
+    parent = Path(tempfile.mkdtemp(prefix="slave-bench-master-", dir=args.dir))
+    try:
+        batches = trio.run(
+            _write_log, parent / "master", args.count, args.size, args.transfer_bytes
+        )
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
     server = socket.create_server(("127.0.0.1", 0))
-    print(server.getsockname()[1], flush=True)
-    conn, _ = server.accept()
+    print(server.getsockname()[1], len(batches), flush=True)
+    for _ in range(args.repeat):
+        conn, _ = server.accept()
+        with conn:
+            _serve_one(conn, batches, args.window)
+
+
+def _serve_one(conn: socket.socket, batches: list[tuple[int, bytes]], window: int) -> None:
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    start, end = batches[0][0], batches[-1][0] + len(batches[-1][1])
     _recv_exactly(conn, 16)  # the slave's handshake
     greeting = MasterHandshake(max_offset=end, last_epoch=1, epochs=((1, start),))
     conn.sendall(greeting.encode())
@@ -130,26 +135,11 @@ class _Batches(trio.abc.Instrument):
         self.count += 1
 
 
-async def _one_run(path: Path, feed: Path, window: int) -> tuple[float, int, float]:
-    """CPU seconds, Trio batches and wall seconds of one slave replicating ``feed``."""
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.micro.slave_bench",
-            "--feed",
-            str(feed),
-            "--window",
-            str(window),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+async def _one_run(path: Path, port: int) -> tuple[float, int, float]:
+    """CPU seconds, Trio batches and wall seconds of one slave replicating the log."""
     store = _store(path)
     batches = _Batches()
     try:
-        assert child.stdout is not None
-        port = int(child.stdout.readline())
         slave = HASlave(
             store,
             EpochFile.load(store.store_dir),
@@ -174,27 +164,16 @@ async def _one_run(path: Path, feed: Path, window: int) -> tuple[float, int, flo
             nursery.cancel_scope.cancel()
     finally:
         await store.close()
-        child.terminate()
-        child.wait(timeout=10)
     return cpu, batches.count, wall
 
 
-async def _runs(args: argparse.Namespace) -> dict[str, Any]:
+async def _runs(args: argparse.Namespace, port: int, transfers: int) -> dict[str, Any]:
     parent = Path(tempfile.mkdtemp(prefix="slave-bench-", dir=args.dir))
     try:
-        feed = parent / "feed.bin"
-        transfers = await _write_log(
-            parent / "master", feed, args.count, args.size, args.transfer_bytes
-        )
-        best: tuple[float, int, float] | None = None
-        for r in range(args.repeat):
-            run = await _one_run(parent / f"slave{r}", feed, args.window)
-            if best is None or run[0] < best[0]:
-                best = run
+        runs = [await _one_run(parent / f"slave{r}", port) for r in range(args.repeat)]
     finally:
         shutil.rmtree(parent, ignore_errors=True)
-    assert best is not None
-    cpu, passes, wall = best
+    cpu, passes, wall = min(runs)
     row = {
         "transfers": transfers,
         "cpu_us_per_msg": cpu / args.count * 1e6,
@@ -219,12 +198,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="parent of the store dirs")
-    parser.add_argument("--feed", type=Path, default=None, help="serve this feed (internal)")
+    parser.add_argument("--serve", action="store_true", help="be the master (internal)")
     args = parser.parse_args(argv)
-    if args.feed is not None:
-        _feed(args.feed, args.window)
+    if args.serve:
+        _serve(args)
         return
-    row = trio.run(_runs, args)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.micro.slave_bench", "--serve", *(argv or sys.argv[1:])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        port, transfers = map(int, child.stdout.readline().split())
+        row = trio.run(_runs, args, port, transfers)
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
     config = {"count": args.count, "size": args.size}
     print(json.dumps(config | {"transfer_bytes": args.transfer_bytes, "window": args.window} | row))
 
