@@ -152,11 +152,12 @@ class RateMeter:
 
     def record(self, now_s: float, nbytes: int) -> None:
         second = int(now_s)
-        if self._buckets and self._buckets[-1][0] == second:
-            self._buckets[-1][1] += nbytes
-        else:
-            self._buckets.append([second, nbytes])
         self.total_bytes += nbytes
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += nbytes  # trimmed for this second already
+            return
+        buckets.append([second, nbytes])
         self._trim(second)
 
     def rate(self, now_s: float) -> float:
