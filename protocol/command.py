@@ -148,6 +148,10 @@ class RemotingCommand:
     # --- wire ------------------------------------------------------------------------
 
     def header_json(self) -> bytes:
+        return self._header_json(self.opaque, self.flag)
+
+    def _header_json(self, opaque: int, flag: int) -> bytes:
+        """``header_json`` with ``opaque`` and ``flag`` in place of this command's own."""
         ext = self.ext_fields
         if self.remark is None and self.language == "JAVA":
             # What the dict below encodes to, with only extFields through the encoder (the
@@ -156,16 +160,16 @@ class RemotingCommand:
             return _JAVA_HEADER % (
                 self.code,
                 dumps_ascii(ext if type(ext) is dict else dict(ext)),
-                self.flag,
-                self.opaque,
+                flag,
+                opaque,
                 self.version,
             )
         header: dict[str, Any] = {
             "code": self.code,
             "extFields": ext if type(ext) is dict else dict(ext),
-            "flag": self.flag,
+            "flag": flag,
             "language": self.language,
-            "opaque": self.opaque,
+            "opaque": opaque,
             "serializeTypeCurrentRPC": "JSON",
             "version": self.version,
         }
@@ -175,7 +179,12 @@ class RemotingCommand:
 
     def encode(self) -> bytes:
         """The whole frame, JSON header."""
-        return encode_frame(self.header_json(), self.body)
+        return encode_frame(self._header_json(self.opaque, self.flag), self.body)
+
+    def encode_as(self, opaque: int, flag: int) -> bytes:
+        """``with_opaque(opaque, flag).encode()`` without building the copy: the frame a
+        call sends (the transport numbers each request as it sends it)."""
+        return encode_frame(self._header_json(opaque, flag), self.body)
 
     def header_binary(self) -> bytes:
         """The ROCKETMQ binary header (we only send it in tests and to Java peers that ask)."""
