@@ -183,14 +183,25 @@ class Batcher(Generic[T]):
     def waiting_messages(self) -> int:
         return sum(len(lane.waiting) for lane in self._lanes.values())
 
-    async def send(
+    def send(
         self, addr: str, queue: MessageQueue, item: T, size: int, deadline: float, *, ordered: bool
-    ) -> SendResult:
-        """Send ``item`` to ``queue`` at ``addr``, alone or with others (module rules)."""
+    ) -> Awaitable[SendResult]:
+        """Send ``item`` to ``queue`` at ``addr``, alone or with others (module rules).
+
+        Not a coroutine itself: it decides at once and hands back the coroutine to await
+        (``_alone``'s or ``_queued``'s), so a caller's wake-up passes one frame less.
+        """
         lane = self._lane(addr, queue, ordered)
         over = self.waiting_bytes + size > self.config.total_max_bytes
         if lane.idle() or (over and not ordered):
-            return await self._alone(lane, queue, item, deadline)
+            return self._alone(lane, queue, item, deadline)
+        return self._queued(lane, queue, item, size, deadline)
+
+    async def _queued(
+        self, lane: _Lane[T], queue: MessageQueue, item: T, size: int, deadline: float
+    ) -> SendResult:
+        """Wait in ``lane`` for a batch to carry ``item`` (or to be sent alone after all)."""
+        addr = lane.addr
         waiter = _Waiter(item, queue, size, deadline)
         lane.waiting.append(waiter)
         lane.waiting_bytes += size

@@ -47,6 +47,8 @@ LATENCY_TABLE: tuple[tuple[float, float], ...] = (
 )
 #: A failed send isolates its broker this long.
 FAILURE_ISOLATION_S = 30.0
+#: Sends faster than this isolate nobody (the table's first threshold with an isolation).
+_ISOLATING_MS = min(threshold for threshold, isolate_s in LATENCY_TABLE if isolate_s > 0)
 
 
 @attrs.define
@@ -56,6 +58,10 @@ class FaultStrategy:
     _available_at_s: dict[str, float] = attrs.field(factory=dict)
 
     def record(self, broker_name: str, latency_ms: float, *, failed: bool, now_s: float) -> None:
+        if not failed and latency_ms < _ISOLATING_MS:  # every send that went well, at once
+            if self._available_at_s:
+                self._available_at_s.pop(broker_name, None)
+            return
         if failed:
             isolation = FAILURE_ISOLATION_S
         else:

@@ -98,7 +98,7 @@ def producer(seed: int = 1) -> Producer:
 async def test_round_robin_covers_every_queue() -> None:
     p = producer()
     topic = info("a", "b")
-    picks = Counter(p._select(topic, None) for _ in range(40))
+    picks = Counter(p._select(topic, None, trio.current_time()) for _ in range(40))
     assert set(picks) == set(topic.publish)
     assert set(picks.values()) == {10}
 
@@ -108,9 +108,11 @@ async def test_selection_skips_isolated_and_just_failed_brokers() -> None:
     topic = info("a", "b", "c")
     p.faults.record("b", 0, failed=True, now_s=trio.current_time())
     for _ in range(30):
-        assert p._select(topic, None).broker_name != "b"
+        assert p._select(topic, None, trio.current_time()).broker_name != "b"
     for _ in range(30):
-        assert p._select(topic, "a").broker_name == "c"  # a just failed, b isolated
+        assert (
+            p._select(topic, "a", trio.current_time()).broker_name == "c"
+        )  # a just failed, b isolated
 
 
 async def test_when_every_broker_is_isolated_any_but_the_last_failed_is_used() -> None:
@@ -118,14 +120,14 @@ async def test_when_every_broker_is_isolated_any_but_the_last_failed_is_used() -
     topic = info("a", "b")
     for name in ("a", "b"):
         p.faults.record(name, 0, failed=True, now_s=trio.current_time())
-    assert {p._select(topic, "a").broker_name for _ in range(10)} == {"b"}
+    assert {p._select(topic, "a", trio.current_time()).broker_name for _ in range(10)} == {"b"}
     only_one = info("a")
-    assert p._select(only_one, "a").broker_name == "a"  # nothing else exists
+    assert p._select(only_one, "a", trio.current_time()).broker_name == "a"  # nothing else exists
 
 
 async def test_no_writable_queue_is_a_clear_error() -> None:
     with pytest.raises(ServerError, match="no writable queue"):
-        producer()._select(info(), None)
+        producer()._select(info(), None, 0.0)
 
 
 def test_hash_selector_pins_a_key_to_one_queue() -> None:
