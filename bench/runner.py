@@ -280,7 +280,8 @@ async def _send_worker(
             await trio.sleep(FAILURE_PAUSE_S)
         else:
             now = trio.current_time()
-            meter.record_ok(now, now - started, n, status=result.status.value)
+            # ``_value_``: the member's value without ``Enum.value``'s two Python calls.
+            meter.record_ok(now, now - started, n, status=result.status._value_)
 
 
 async def report_seconds(start_s: float, emit: Callable[[int], None]) -> None:
