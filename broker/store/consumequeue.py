@@ -18,7 +18,9 @@ Rules (reference/rocketmq-wire.md §3.7):
   (``repair.py``); records lost in skipped damaged bytes get entries pointing at those
   bytes (``fill``), so queue offsets stay dense and those are never served.
 - Appended entries are held in memory (one queue's consecutive entries within one file, at
-  most ``PENDING_MAX_ENTRIES``) and written with one pwrite by ``write_pending``: the store
+  most ``PENDING_MAX_ENTRIES`` plus one ``append_run`` of ``RUN_MAX_ENTRIES``, the entries
+  a dispatch run packs with one struct call) and written with one pwrite by
+  ``write_pending``: the store
   calls it for every queue it appended to at the end of each read's requests
   (``MessageStore.write_queue_entries``) and from its flush tick. Every method that reads,
   cuts, fsyncs or closes the files writes them first, so nothing ever reads around them;
@@ -61,6 +63,10 @@ _AFTER_END_BYTES = 64 * 1024
 #: Entries one queue holds before writing them (one pwrite of 5 KiB at most).
 PENDING_MAX_ENTRIES = 256
 _PENDING_MAX_BYTES = PENDING_MAX_ENTRIES * CQ_ENTRY_BYTES
+#: Entries one ``append_run`` takes at most (held on top of ``PENDING_MAX_ENTRIES``).
+RUN_MAX_ENTRIES = 64
+#: ``_RUNS[n]``: ``n`` consecutive entries (big-endian, no padding: ``n`` x ``CQ_ENTRY``).
+_RUNS = [struct.Struct(">" + "qiq" * n) for n in range(RUN_MAX_ENTRIES + 1)]
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -413,6 +419,33 @@ class ConsumeQueue:
         self.max_offset = queue_offset + 1
         if len(pending) >= _PENDING_MAX_BYTES:
             self.write_pending()
+        return started
+
+    def room_after_append(self) -> int:
+        """After an ``append``: how many more entries ``append_run`` may add at once (the
+        rest of the file its last entry went to). The caller keeps a run shorter still
+        (``RUN_MAX_ENTRIES``), so what is held stays bounded."""
+        f = self._pending_file
+        assert f is not None and self.max_offset > f.first_offset
+        return f.first_offset + self.entries_per_file - self.max_offset
+
+    def append_run(self, values: Sequence[int]) -> bool:
+        """``append`` of the entries that follow on from the last one appended, in its
+        file (``room_after_append``): ``values`` holds (physical offset, size, tags code)
+        of each, flat, at most ``RUN_MAX_ENTRIES`` entries; packed with one struct call
+        and held, never written here (so it never raises ``OSError``). True when the
+        queue held nothing before (as ``append``: the caller sees that ``write_pending``
+        runs)."""
+        n = len(values) // 3
+        assert 0 < n <= RUN_MAX_ENTRIES and len(values) == 3 * n
+        f = self._pending_file
+        assert f is not None and self.max_offset + n <= f.first_offset + self.entries_per_file
+        pending = self._pending
+        started = not pending
+        if started:  # ``append`` wrote what it held: the run goes on from the queue's end
+            self._pending_index = self.max_offset - f.first_offset
+        pending += _RUNS[n].pack(*values)
+        self.max_offset += n
         return started
 
     @property

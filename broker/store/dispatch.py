@@ -13,8 +13,11 @@ Rules:
   restart in controller mode).
 - Prepared and rolled-back transaction records get no ConsumeQueue entry; a SCHEDULE_TOPIC
   record's tag code is its delivery time, a timer-topic record's its TIMER_OUT_MS.
-- Arrival listeners are called synchronously after each ConsumeQueue append; they must not
-  block (they only wake waiters).
+- Arrival listeners are called synchronously after each ConsumeQueue append (in a run of
+  kept records, once the run's entries are in their queues, per record in order); they must
+  not block (they only wake waiters).
+- Index keys are hashed by ``topic_key_hash`` (the hash of ``topic#key`` without building
+  it); a run of kept records writes its keys with one ``IndexService.put_hashed``.
 - ConsumeQueue entries are held in memory by their queue (``ConsumeQueue.write_pending``)
   and written with one pwrite per queue by ``write_queue_entries``: the broker calls it at
   the end of each read's requests (a read of 64 sends over 8 queues: 8 pwrites, not 64),
@@ -34,8 +37,8 @@ import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 
-from broker.store.consumequeue import ConsumeQueue
-from broker.store.index import index_keys
+from broker.store.consumequeue import RUN_MAX_ENTRIES, ConsumeQueue
+from broker.store.index import HashedKey, topic_key_hash
 from broker.store.paths import UnsafeName, queue_path
 from broker.store.results import (
     SCHEDULE_TOPIC,
@@ -94,6 +97,26 @@ def _delivery_tags_code(
         return None
     level = min(level, len(levels_ms))
     return store_ms + levels_ms[level - 1]
+
+
+def _add_index_keys(
+    out: list[HashedKey],
+    topic: str,
+    uniq_key: str | None,
+    keys_value: str | None,
+    phys: int,
+    store_ms: int,
+) -> bool:
+    """Append the hashed index keys of a record that is no rollback (``index_keys``:
+    UNIQ_KEY first, then each KEYS token); True if it has any."""
+    before = len(out)
+    if uniq_key:
+        out.append((topic_key_hash(topic, uniq_key), phys, store_ms))
+    if keys_value:
+        for key in keys_value.split(" "):
+            if key:
+                out.append((topic_key_hash(topic, key), phys, store_ms))
+    return len(out) > before
 
 
 class StoreDispatch(StoreState):
@@ -185,18 +208,17 @@ class StoreDispatch(StoreState):
                 wrote = True
                 for listener in self._listeners:
                     listener(topic, queue_id, queue_offset + 1, code)
-        if phys >= self._index_skip_below:
+        if phys >= self._index_skip_below and sys_flag & SYSFLAG_TRANSACTION_MASK != _ROLLBACK:
             keys_value = properties.get(PROPERTY_KEYS)
             uniq_key = properties.get(PROPERTY_UNIQ_KEY)
-            if not keys_value and uniq_key and sys_flag & SYSFLAG_TRANSACTION_MASK != _ROLLBACK:
-                # index_keys of a record with a UNIQ_KEY and no KEYS (most): that one key.
-                self._index.put_one(f"{topic}#{uniq_key}", phys, store_ms)
+            if not keys_value and uniq_key:
+                # A record with a UNIQ_KEY and no KEYS (most): that one key.
+                self._index.put_one(topic_key_hash(topic, uniq_key), phys, store_ms)
                 wrote = True
             else:
-                keys = keys_value.split(" ") if keys_value else ()
-                idx_keys = index_keys(topic, sys_flag, uniq_key, keys)
-                if idx_keys:
-                    self._index.put(idx_keys, phys, store_ms, store_ms)
+                hashed: list[HashedKey] = []
+                if _add_index_keys(hashed, topic, uniq_key, keys_value, phys, store_ms):
+                    self._index.put_hashed(hashed)
                     wrote = True
         self._last_dispatch_ms = store_ms
         return wrote
@@ -280,8 +302,9 @@ class StoreDispatch(StoreState):
             if pending and pending[0][0] == self._dispatched:
                 if pending[0][0] + pending[0][1] > limit:
                     break
-                if recovering:
-                    count += self._dispatch_kept(pending.popleft(), recovering=True)
+                if recovering or len(pending) == 1 or sum(pending[1][:2]) > limit:
+                    # One record (a confirm at 1 in flight): no run to batch.
+                    count += self._dispatch_kept(pending.popleft(), recovering=recovering)
                 else:
                     count += self._dispatch_kept_run(limit)
                 continue
@@ -315,18 +338,25 @@ class StoreDispatch(StoreState):
     def _dispatch_kept_run(self, limit: int) -> int:
         """Dispatch the kept records at the head of ``_pending_dispatch`` that follow on
         from ``_dispatched`` and end by ``limit``, in one pass: what ``_dispatch_kept`` does
-        per record, with the index keys of the run written together (one index header
-        write per run) and no call chain per record. A confirm move on a slave, or on a
-        controller-mode master, releases a whole transfer's records at once. Return how
-        many had entries written.
+        per record, batched. A confirm move on a slave, or on a controller-mode master,
+        releases a whole transfer's records at once. Return how many had entries written.
 
-        On an error the records before the failing one are dispatched whole (their index
-        keys too) and ``_dispatched`` stops at it, as with one record at a time."""
+        - A queue's first record of the run is appended as one record at a time is (gap
+          checks, a new file, writing what the queue held); the ones that follow on in its
+          file wait in a run, packed with one struct call (``ConsumeQueue.append_run``).
+        - The index keys of the run are hashed as they come and written together.
+        - Arrival listeners are called per record, in order, once the run's entries are
+          in their queues (they only wake waiters, none of which runs before).
+
+        On an error the records before the failing one are dispatched whole (queue runs and
+        index keys too) and ``_dispatched`` stops at it, as with one record at a time."""
         pending = self._pending_dispatch
         cqs = self._cqs
-        listeners = self._listeners
         index_from = self._index_skip_below
-        keyed: list[tuple[list[str], int, int]] = []
+        hashed: list[HashedKey] = []
+        #: By queue: [next queue offset, last offset of the run's file + 1, values...].
+        runs: dict[ConsumeQueue, list[int]] = {}
+        arrived: list[tuple[str, int, int, int]] = []
         at = self._dispatched
         count = 0
         store_ms = self._last_dispatch_ms
@@ -336,33 +366,65 @@ class StoreDispatch(StoreState):
                 if phys != at or phys + size > limit:
                     break
                 wrote = False
-                if sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH:
+                txn = sys_flag & SYSFLAG_TRANSACTION_MASK
+                if txn not in NO_DISPATCH:
                     cq = cqs.get((topic, queue_id)) or self._consume_queue(topic, queue_id)
                     if cq is not None:
-                        code = self._tags_code(topic, props, store_ms)
-                        if cq.min_offset < cq.max_offset < queue_offset:
-                            self._fill_lost(cq, queue_offset, phys)
-                        if cq.append(queue_offset, phys, size, code):
-                            self._unwritten_cqs.append(cq)
+                        code = (
+                            self._tags_code(topic, props, store_ms)
+                            if topic in _TIMED_TOPICS
+                            else _tags_hash(props.get(PROPERTY_TAGS))  # the common case
+                        )
+                        run = runs.get(cq)
+                        if run is not None and run[0] == queue_offset < run[1]:
+                            run[0] = queue_offset + 1
+                            run += (phys, size, code)
+                        else:
+                            if run is not None:
+                                self._end_queue_run(cq, run)
+                            if cq.min_offset < cq.max_offset < queue_offset:
+                                self._fill_lost(cq, queue_offset, phys)
+                            if cq.append(queue_offset, phys, size, code):
+                                self._unwritten_cqs.append(cq)
+                            room = min(cq.room_after_append(), RUN_MAX_ENTRIES)
+                            runs[cq] = [queue_offset + 1, queue_offset + 1 + room]
+                        arrived.append((topic, queue_id, queue_offset + 1, code))
                         wrote = True
-                        for listener in listeners:
-                            listener(topic, queue_id, queue_offset + 1, code)
-                if phys >= index_from:
-                    keys_value = props.get(PROPERTY_KEYS)
-                    keys = keys_value.split(" ") if keys_value else ()
-                    idx_keys = index_keys(topic, sys_flag, props.get(PROPERTY_UNIQ_KEY), keys)
-                    if idx_keys:
-                        keyed.append((idx_keys, phys, store_ms))
-                        wrote = True
+                if (
+                    phys >= index_from
+                    and txn != _ROLLBACK
+                    and _add_index_keys(
+                        hashed,
+                        topic,
+                        props.get(PROPERTY_UNIQ_KEY),
+                        props.get(PROPERTY_KEYS),
+                        phys,
+                        store_ms,
+                    )
+                ):
+                    wrote = True
                 pending.popleft()
                 count += wrote
                 at = phys + size
                 self._last_dispatch_ms = store_ms
         finally:
-            if keyed:
-                self._index.put_records(keyed)
+            for cq, run in runs.items():
+                self._end_queue_run(cq, run)
+            if hashed:
+                self._index.put_hashed(hashed)
             self._dispatched = at
+            listeners = self._listeners
+            for arrival in arrived:
+                for listener in listeners:
+                    listener(*arrival)
         return count
+
+    def _end_queue_run(self, cq: ConsumeQueue, run: list[int]) -> None:
+        """Append a queue's run (``_dispatch_kept_run``), if it holds entries; never raises
+        ``OSError``."""
+        if len(run) > 2 and cq.append_run(run[2:]):
+            self._unwritten_cqs.append(cq)
+        del run[2:]
 
     def _keep_pending(self, record: PendingRecord) -> None:
         """Keep an appended record's dispatch values until it is dispatched (bounded)."""

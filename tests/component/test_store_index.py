@@ -49,7 +49,7 @@ def test_file_layout_matches_rocketmq(tmp_path: Path) -> None:
 def test_colliding_buckets_and_time_window(tmp_path: Path) -> None:
     svc = IndexService(tmp_path, slots=1, entries=100, preallocate=False)
     for i in range(10):
-        svc.put([f"T#k{i % 3}"], 100 * i, 1_000_000 + i * 1000, 1_000_000)
+        svc.put([f"T#k{i % 3}"], 100 * i, 1_000_000 + i * 1000)
     assert svc.query("T#k1", 10, 0, 2**62) == [700, 400, 100]
     assert svc.query("T#k1", 2, 0, 2**62) == [700, 400]
     assert svc.query("T#k1", 10, 1_004_000, 1_008_000) == [700, 400]
@@ -60,7 +60,7 @@ def test_colliding_buckets_and_time_window(tmp_path: Path) -> None:
 def test_rolling_and_truncation_across_files(tmp_path: Path) -> None:
     svc = IndexService(tmp_path, slots=7, entries=5, preallocate=True)  # 4 entries per file
     for i in range(10):
-        svc.put([f"T#a{i}", "T#common"], 100 * i, 1_000_000 + i, 1_000_000)
+        svc.put([f"T#a{i}", "T#common"], 100 * i, 1_000_000 + i)
     assert len(svc.files) == 5
     assert len({f.path.name for f in svc.files}) == 5
     assert svc.query("T#common", 100, 0, 2**62) == [100 * i for i in reversed(range(10))]
@@ -72,7 +72,7 @@ def test_rolling_and_truncation_across_files(tmp_path: Path) -> None:
     assert svc.query("T#a7", 10, 0, 2**62) == []
     assert svc.query("T#a3", 10, 0, 2**62) == [300]
     # Writing after the truncation continues cleanly in the kept file.
-    svc.put(["T#common"], 500, 1_000_100, 1_000_100)
+    svc.put(["T#common"], 500, 1_000_100)
     assert svc.query("T#common", 2, 0, 2**62) == [500, 400]
     assert svc.delete_below(250) == 1  # the first file ends at 100
     assert svc.query("T#common", 100, 0, 2**62) == [500, 400, 300, 200]
@@ -85,7 +85,7 @@ def test_rolling_and_truncation_across_files(tmp_path: Path) -> None:
 
 def test_truncate_everything_resets_header(tmp_path: Path) -> None:
     svc = IndexService(tmp_path, slots=7, entries=50, preallocate=False)
-    svc.put(["T#x", "T#y"], 10, 5000, 5000)
+    svc.put(["T#x", "T#y"], 10, 5000)
     assert svc.truncate_after(0) == 2
     assert svc.files == [] and svc.end_phy_offset == -1
     svc.close()

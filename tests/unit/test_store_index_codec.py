@@ -19,6 +19,7 @@ from broker.store.index import (
     slot_of,
     slot_position,
     time_diff_s,
+    topic_key_hash,
 )
 from protocol.message import (
     SYSFLAG_TRANSACTION_PREPARED_TYPE,
@@ -52,6 +53,30 @@ def test_index_key_hash_is_abs(s: str) -> None:
     expected = 0 if h == -(2**31) else abs(h)
     assert index_key_hash(s) == expected
     assert 0 <= slot_of(expected, 5_000_000) < 5_000_000
+
+
+@given(
+    st.text(min_size=1, max_size=30),
+    st.one_of(
+        st.text(max_size=80),
+        st.text(alphabet="0123456789ABCDEF", max_size=80),  # UNIQ_KEYs
+        st.text(alphabet=st.characters(min_codepoint=35, max_codepoint=75), max_size=80),
+    ),
+)
+def test_topic_key_hash_is_the_hash_of_the_joined_key(topic: str, key: str) -> None:
+    assert topic_key_hash(topic, key) == index_key_hash(f"{topic}#{key}")
+
+
+def test_topic_key_hash_known_values() -> None:
+    # Keys within the window, outside it, non-ASCII, and past the precomputed lengths.
+    for topic, key in [
+        ("BenchTopic", "7F0000010000ABCDEF01000000000ABC"),
+        ("T", "order-1"),
+        ("T", "Ünï"),
+        ("Tö", "0A"),
+        ("T", "A" * 200),
+    ]:
+        assert topic_key_hash(topic, key) == index_key_hash(f"{topic}#{key}")
 
 
 def test_layout_sizes_match_rocketmq_defaults() -> None:
