@@ -390,19 +390,14 @@ class StoreDispatch(StoreState):
                             runs[cq] = [queue_offset + 1, queue_offset + 1 + room]
                         arrived.append((topic, queue_id, queue_offset + 1, code))
                         wrote = True
-                if (
-                    phys >= index_from
-                    and txn != _ROLLBACK
-                    and _add_index_keys(
-                        hashed,
-                        topic,
-                        props.get(PROPERTY_UNIQ_KEY),
-                        props.get(PROPERTY_KEYS),
-                        phys,
-                        store_ms,
-                    )
-                ):
-                    wrote = True
+                if phys >= index_from and txn != _ROLLBACK:
+                    uniq_key = props.get(PROPERTY_UNIQ_KEY)
+                    keys_value = props.get(PROPERTY_KEYS)
+                    if uniq_key and not keys_value:  # most records: that one key
+                        hashed.append((topic_key_hash(topic, uniq_key), phys, store_ms))
+                        wrote = True
+                    elif _add_index_keys(hashed, topic, uniq_key, keys_value, phys, store_ms):
+                        wrote = True
                 pending.popleft()
                 count += wrote
                 at = phys + size
