@@ -409,9 +409,9 @@ class StoreDispatch(StoreState):
                 self._index.put_hashed(hashed)
             self._dispatched = at
             listeners = self._listeners
-            for arrival in arrived:
+            for topic, queue_id, end, code in arrived:
                 for listener in listeners:
-                    listener(*arrival)
+                    listener(topic, queue_id, end, code)
         return count
 
     def _end_queue_run(self, cq: ConsumeQueue, run: list[int]) -> None:
