@@ -94,11 +94,15 @@ class MessageStore(StoreRepair, StoreReplica, StoreDurability):
         cq_dir_existed = (self.store_dir / "consumequeue").is_dir()
         index_dir_existed = (self.store_dir / "index").is_dir()
         start, end, cut, broken = self._recover_commitlog(ckpt)
-        dropped_cq, dropped_index, index_reset = self._open_derived(end, index_dir_existed)
+        dropped_cq, dropped_index, index_reset, cut_queues = self._open_derived(
+            end, index_dir_existed
+        )
         damaged_queues = self._check_consume_queues()
         clog = self._clog
         rebuild_all = end > clog.min_offset and (ckpt is None or not cq_dir_existed or index_reset)
-        self._dispatched = self._redispatch_start(ckpt, end, rebuild_all=rebuild_all)
+        self._dispatched = self._redispatch_start(
+            ckpt, end, rebuild_all=rebuild_all, cut_queues=cut_queues
+        )
         self._confirm = min(ckpt.confirm_offset, end) if ckpt else 0
         self._master_flushed = ckpt.master_flushed_offset if ckpt else 0
         if ckpt is not None and self.config.dispatch_confirmed_only:
@@ -190,18 +194,24 @@ class MessageStore(StoreRepair, StoreReplica, StoreDurability):
         )
         return segments[max(0, holding - count + 1)].start
 
-    def _open_derived(self, end: int, index_dir_existed: bool) -> tuple[int, int, bool]:
+    def _open_derived(
+        self, end: int, index_dir_existed: bool
+    ) -> tuple[int, int, bool, list[ConsumeQueue]]:
         """Open ConsumeQueues and index, dropping entries past ``end``.
 
-        Returns (queue entries dropped, index entries dropped, whether the index starts over).
+        Returns (queue entries dropped, index entries dropped, whether the index starts over,
+        the queues that dropped some).
         """
         cfg = self.config
         self._open_consume_queues()
         dropped_cq = 0
+        cut_queues: list[ConsumeQueue] = []
         for cq in self._cqs.values():
             before = cq.max_offset
             cq.truncate_from_physical(end)
-            dropped_cq += before - cq.max_offset
+            if cq.max_offset < before:
+                dropped_cq += before - cq.max_offset
+                cut_queues.append(cq)
         self._index = IndexService.open(
             self.store_dir / "index",
             cfg.index_slots,
@@ -214,7 +224,7 @@ class MessageStore(StoreRepair, StoreReplica, StoreDurability):
         # Re-dispatch re-indexes from the newest indexed record on (inclusive, as RocketMQ:
         # a crash may have stopped between the keys of that record).
         self._index_skip_below = -1 if index_reset else self._index.end_phy_offset
-        return dropped_cq, dropped_index, index_reset
+        return dropped_cq, dropped_index, index_reset, cut_queues
 
     def _open_consume_queues(self) -> None:
         root = self.store_dir / "consumequeue"
@@ -241,9 +251,21 @@ class MessageStore(StoreRepair, StoreReplica, StoreDurability):
                     continue
                 self._cqs[(topic_dir.name, int(name))] = cq
 
-    def _redispatch_start(self, ckpt: Checkpoint | None, end: int, *, rebuild_all: bool) -> int:
+    def _redispatch_start(
+        self,
+        ckpt: Checkpoint | None,
+        end: int,
+        *,
+        rebuild_all: bool,
+        cut_queues: list[ConsumeQueue],
+    ) -> int:
         """Where re-dispatch starts: a record boundary below which ConsumeQueues and index are
-        known complete (the oldest segment when anything is missing)."""
+        known complete (the oldest segment when anything is missing).
+
+        Entries past the end (``cut_queues``: the queues that dropped some) are a crash's dirty
+        tail, or damage hiding records the CommitLog still holds (garbage whose offset is
+        past the end): either way re-dispatch starts no later than the end of such a
+        queue's last entry, which the queue check has verified by now."""
         low = self._clog.min_offset
         if rebuild_all or ckpt is None:
             return low
@@ -251,7 +273,8 @@ class MessageStore(StoreRepair, StoreReplica, StoreDurability):
             cq.last_physical_end for cq in self._cqs.values() if cq.max_offset > cq.min_offset
         ]
         cq_covered = max(covered) if covered else low
-        return max(low, min(ckpt.dispatched_offset, cq_covered, end))
+        cut_ends = [e for e in (cq.last_physical_end for cq in cut_queues) if e >= 0]
+        return max(low, min(ckpt.dispatched_offset, cq_covered, end, *cut_ends))
 
     def statistics(self) -> StoreStatistics:
         """A consistent snapshot of offsets, files and flushing."""

@@ -4,6 +4,7 @@ ConsumeQueues rebuilt, damaged CommitLog ranges refused or skipped and never ser
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import attrs
 import pytest
 
 from broker.store.config import StoreConfig
-from broker.store.consumequeue import CQ_ENTRY_BYTES
+from broker.store.consumequeue import CQ_ENTRY, CQ_ENTRY_BYTES
 from broker.store.files import UnreadableFile
 from broker.store.pull import GetMessageStatus as S
 from broker.store.recovery import DamagedSegment
@@ -76,6 +77,12 @@ def pwrite(path: Path, data: bytes, pos: int) -> None:
         f.write(data)
 
 
+def garbage(n: int) -> bytes:
+    """The same ``n`` random bytes every run: ~1 % of random tails read as entries past
+    the end rather than damage (the test below covers that path on purpose)."""
+    return random.Random(7).randbytes(n)
+
+
 EVEN = list(range(0, 160, 2))
 
 
@@ -96,9 +103,9 @@ async def test_a_damaged_consume_queue_is_rebuilt(tmp_path: Path, damage: str) -
     if damage == "last file truncated":
         os.truncate(last, 15 * CQ_ENTRY_BYTES + 3)
     elif damage == "tail garbage":
-        pwrite(last, os.urandom(30 * CQ_ENTRY_BYTES), 5 * CQ_ENTRY_BYTES)
+        pwrite(last, garbage(30 * CQ_ENTRY_BYTES), 5 * CQ_ENTRY_BYTES)
     elif damage == "middle garbage":
-        pwrite(cq_path(tmp_path, 0, 1), os.urandom(10 * CQ_ENTRY_BYTES), 10 * CQ_ENTRY_BYTES)
+        pwrite(cq_path(tmp_path, 0, 1), garbage(10 * CQ_ENTRY_BYTES), 10 * CQ_ENTRY_BYTES)
     elif damage == "zeros inside":
         pwrite(last, bytes(5 * CQ_ENTRY_BYTES), 2 * CQ_ENTRY_BYTES)
     elif damage == "file missing":
@@ -118,6 +125,24 @@ async def test_a_damaged_consume_queue_is_rebuilt(tmp_path: Path, damage: str) -
     try:
         assert store.recovery_report is not None and store.recovery_report.rebuilt_queues == ()
         assert served(store, 0) == list(range(0, 260, 2))
+    finally:
+        await store.close()
+
+
+async def test_entries_past_the_end_that_hide_stored_records_are_redispatched(
+    tmp_path: Path,
+) -> None:
+    """Damage that looks like a crash's dirty tail (entries pointing past the CommitLog's
+    end) over entries whose records are stored: the records are dispatched again."""
+    await build(tmp_path, 260)  # queue 0: 130 entries in files of 40; the last file 10
+    past_end = CQ_ENTRY.pack(10**12, 1000, 0)
+    pwrite(cq_path(tmp_path, 0, 3), past_end * 5, 5 * CQ_ENTRY_BYTES)  # entries 125-129
+    store = MessageStore.open(tmp_path, CFG)
+    try:
+        assert store.recovery_report is not None
+        assert store.recovery_report.dropped_cq_entries == 5
+        assert served(store, 0) == list(range(0, 260, 2))
+        assert served(store, 1) == list(range(1, 260, 2))
     finally:
         await store.close()
 
