@@ -68,7 +68,7 @@ class Ack:
     max_offset: int
 
     def encode(self) -> bytes:
-        return _ACK.pack(HAState.TRANSFER, self.max_offset)
+        return encode_ack(self.max_offset)
 
 
 @attrs.frozen(kw_only=True)
