@@ -262,7 +262,7 @@ class HASlave:
             decoder = SlaveSideDecoder()
             events: list[MasterHandshake | Transfer] = []
             while not events:
-                events = await self._receive(stream, decoder, what, deadline=None)
+                events = await self._receive(stream, decoder, what)
             greeting = events.pop(0)
             if not isinstance(greeting, MasterHandshake):
                 raise ProtocolError(f"{what} did not handshake")
@@ -437,26 +437,16 @@ class HASlave:
         return []
 
     async def _receive(
-        self,
-        stream: trio.abc.Stream,
-        decoder: SlaveSideDecoder,
-        what: str,
-        *,
-        deadline: float | None,
+        self, stream: trio.abc.Stream, decoder: SlaveSideDecoder, what: str
     ) -> list[MasterHandshake | Transfer]:
-        """Decoded messages; [] when ``deadline`` came first (the handshake's read)."""
+        """Decoded messages of the next read (the handshake's); ``RemotingTimeout`` after
+        ``housekeeping_timeout_s`` of silence."""
         assert self._last_read_s is not None
         timeout_s = self.config.housekeeping_timeout_s
-        silence = self._last_read_s + timeout_s
-        data = await receive_until(
-            stream, silence if deadline is None else min(deadline, silence), what=what
-        )
-        now = trio.current_time()
+        data = await receive_until(stream, self._last_read_s + timeout_s, what=what)
         if data is None:
-            if now >= silence:
-                raise RemotingTimeout(f"{what} silent for {timeout_s:.1f} s")
-            return []
-        self._last_read_s = now
+            raise RemotingTimeout(f"{what} silent for {timeout_s:.1f} s")
+        self._last_read_s = trio.current_time()
         return decoder.feed(data)
 
     def _check_batch(self, batch: Transfer) -> bool:
