@@ -192,10 +192,7 @@ class Batcher(Generic[T]):
         (``_alone``'s or ``_queued``'s), so a caller's wake-up passes one frame less.
         """
         lane = self._lane(addr, queue, ordered)
-        # ``lane.idle()`` written out: a lone send pays for the batcher only what it must.
-        if (not lane.in_flight and not lane.waiting) or (
-            not ordered and self.waiting_bytes + size > self.config.total_max_bytes
-        ):
+        if lane.idle() or (not ordered and self.waiting_bytes + size > self.config.total_max_bytes):
             return self._alone(lane, queue, item, deadline)
         return self._queued(lane, queue, item, size, deadline)
 
@@ -284,13 +281,12 @@ class Batcher(Generic[T]):
             (result,) = await self._exchange(lane.addr, queue, [item], deadline)
             return result
         finally:
-            lane.in_flight -= 1
-            if lane.waiting or lane.flushing:  # else ``_kick`` finds nothing to do
-                self._kick(lane)
+            self._landed(lane)
 
     def _landed(self, lane: _Lane[T]) -> None:
         lane.in_flight -= 1
-        self._kick(lane)
+        if lane.waiting or lane.flushing:  # else ``_kick`` finds nothing to do
+            self._kick(lane)
 
     def _kick(self, lane: _Lane[T]) -> None:
         """Make what waits in ``lane`` leave when it may."""
