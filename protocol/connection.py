@@ -54,6 +54,7 @@ from protocol.errors import (
     ServerError,
 )
 from protocol.frame import Frame, FrameDecoder
+from protocol.later_answer import UNWATCHED, LaterAnswer, Unwatched, together
 from protocol.limits import BufferBudget, LogThrottle, TransportConfig
 from protocol.steps import T
 from protocol.tls import TlsStream
@@ -191,82 +192,6 @@ class _Pending:
         return trio.lowlevel.Abort.SUCCEEDED
 
 
-class LaterAnswer:
-    """A handler's answer given later by a callback, where the handler would otherwise
-    wait: ``give`` encodes and writes it from wherever it is called (no task resumes).
-
-    The request holds its slot (``max_requests_in_flight``) and its budgeted bytes until
-    then. Given before the connection took it: answered as a plain return. Given after the
-    connection ended, or a second time: dropped. ``watch`` adds a callback told of the
-    answer when it is given (request statistics).
-    """
-
-    __slots__ = ("_conn", "_request", "_response", "_size_bytes", "_watchers", "given")
-
-    def __init__(self) -> None:
-        self._conn: Connection | None = None
-        self._request: RemotingCommand | None = None
-        self._size_bytes = 0
-        self._response: RemotingCommand | None = None
-        self._watchers: list[Callable[[RemotingCommand], None]] | None = None
-        self.given = False
-
-    def watch(self, watcher: Callable[[RemotingCommand], None]) -> None:
-        if self._watchers is None:
-            self._watchers = []
-        self._watchers.append(watcher)
-
-    def give(self, response: RemotingCommand) -> None:
-        if self.given:
-            return
-        self.given = True
-        conn = self._conn
-        if conn is None:  # not taken yet: the connection answers it as a plain return
-            self._response = response
-        else:
-            self._conn = None
-            conn._answer_later(self, response)
-        if self._watchers is not None:  # after the answer is on its way
-            for watcher in self._watchers:
-                watcher(response)
-
-    def drop(self) -> None:
-        """The connection ended: a later ``give`` does nothing."""
-        self.given = True
-        self._conn = None
-
-
-class _Together(threading.local):
-    """Each thread's ``answers_together`` blocks: how deep, and the rounds they opened."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.rounds: list[tuple[Connection, trio.Event, trio.Nursery]] = []
-
-
-_together = _Together()
-
-
-class answers_together:  # lowercase: used as a block, like contextlib's
-    """Within this block ``LaterAnswer.give`` queues its answer; at the block's end each
-    connection writes its queued answers at once, in one write (one ack releasing 64 sends
-    of one client costs one syscall, not 64). Blocks nest; the outermost one writes."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        _together.depth += 1
-
-    def __exit__(self, *_exc: object) -> None:
-        together = _together
-        together.depth -= 1
-        if together.depth or not together.rounds:
-            return
-        rounds, together.rounds = together.rounds, []
-        for conn, round_written, nursery in rounds:
-            conn._write_opened_round(round_written, nursery)
-
-
 class Connection:
     """One TCP connection, server or client side."""
 
@@ -306,10 +231,12 @@ class Connection:
         self._partial_since_s: float | None = None
         self._send_lock = trio.Lock()
         self._outbox: list[bytes] = []
-        self._round_written: trio.Event | None = None
-        #: The round the reader opened with its answers (``_post``): it writes it itself
+        #: The open round (None: none), set once written; ``UNWATCHED`` until a sender
+        #: has to wait for it (the round's writer then sets the Event made for it).
+        self._round_written: trio.Event | Unwatched | None = None
+        #: The reader opened the round with its answers (``_post``): it writes it itself
         #: once the read's requests ran (``_flush_posted``).
-        self._posted_round: trio.Event | None = None
+        self._posted_round = False
         self._pending: dict[int, _Pending] = {}
         #: The calls' deadlines and the scope the timer task sleeps in until the earliest
         #: (None until the first call starts the timer: ``_expire_calls``).
@@ -376,6 +303,9 @@ class Connection:
         if round_written is not None:
             if not wait_written:
                 return
+            if type(round_written) is Unwatched:
+                round_written = self._round_written = trio.Event()
+            assert type(round_written) is trio.Event
             await round_written.wait()
             if self.closed.is_set():
                 raise ConnectionLost(f"write to {self.peer} failed ({self._close_reason})")
@@ -400,26 +330,29 @@ class Connection:
             return  # the peer will never see it, as with a task's answer
         self._outbox.append(data)
         if self._round_written is None:
-            self._posted_round = self._round_written = trio.Event()
+            self._round_written = UNWATCHED
+            self._posted_round = True
 
     def _flush_posted(self, nursery: trio.Nursery) -> None:
         """Write the round the reader's answers opened: straight to the socket when no
         write is under way and it takes them all, else (TLS, a write under way, a full
         socket buffer) in a task, so the reader never waits for a write and a peer that
         reads slowly costs it nothing but that task."""
-        round_written, self._posted_round = self._posted_round, None
-        if round_written is not None:
-            self._write_opened_round(round_written, nursery)
+        if self._posted_round:
+            self._posted_round = False
+            self._write_opened_round(nursery)
 
-    def _write_opened_round(self, round_written: trio.Event, nursery: trio.Nursery) -> None:
-        """Write a round opened without a writer: at once, or in a task (``_flush_posted``)."""
+    def _write_opened_round(self, nursery: trio.Nursery) -> None:
+        """Write the open round, opened without a writer: at once, or in a task
+        (``_flush_posted``); the round's Event, if a sender made one, is set once written."""
         try:
             if self._write_now():
-                round_written.set()
                 return
         except ConnectionLost:  # the reader notices and closes
-            round_written.set()
             return
+        round_written = self._round_written
+        if type(round_written) is not trio.Event:  # the task's senders may wait for it
+            round_written = self._round_written = trio.Event()
         nursery.start_soon(self._write_posted_round, round_written)
 
     async def _write_posted_round(self, round_written: trio.Event) -> None:
@@ -478,14 +411,21 @@ class Connection:
         except BlockingIOError:
             sent = 0
         except OSError as exc:
-            self._outbox, self._round_written = [], None
+            self._end_round()
             self._mark_closed(f"write failed: {exc!r}")
             raise ConnectionLost(f"write to {self.peer} failed: {exc!r}") from None
         if sent < len(data):
             self._outbox = [data[sent:]]
             return False
-        self._outbox, self._round_written = [], None
+        self._end_round()
         return True
+
+    def _end_round(self) -> None:
+        """The open round is written (or failed): later frames start the next one."""
+        round_written = self._round_written
+        self._outbox, self._round_written = [], None
+        if type(round_written) is trio.Event:
+            round_written.set()
 
     def _fileno(self) -> int:
         """The socket's descriptor; raises (as a closed socket would) once it is closed:
@@ -666,9 +606,12 @@ class Connection:
         """
         had_partial = decoder.buffered_bytes > 0
         frames = decoder.feed(data)
-        self._request_bytes += sum(f.size_bytes for f in frames)
-        self._partial_bytes = decoder.buffered_bytes
-        if not self._partial_bytes:
+        # The partial count held the decoder's bytes and this read: what the decoder
+        # keeps is still partial, the rest formed the frames (no sum over them).
+        partial_bytes = decoder.buffered_bytes
+        self._request_bytes += self._partial_bytes - partial_bytes
+        self._partial_bytes = partial_bytes
+        if not partial_bytes:
             self._partial_since_s = None
         elif frames or not had_partial:
             self._partial_since_s = trio.current_time()
@@ -693,7 +636,7 @@ class Connection:
                 else:
                     with trio.move_on_at(deadline):
                         await self._wait_readable()
-                if trio.current_time() < deadline:
+                if deadline == math.inf or trio.current_time() < deadline:
                     granted = self._budget.ledger.grant(self.buffered_bytes, _READ_BYTES)
                     if granted:
                         try:
@@ -810,11 +753,12 @@ class Connection:
             return  # its writer (a task, or the reader at the end of its read) sends it
         nursery = self._answers_nursery
         assert nursery is not None  # set while any later answer is pending
-        self._round_written = round_written = trio.Event()
-        if _together.depth:  # more answers may come: the round leaves at the block's end
-            _together.rounds.append((self, round_written, nursery))
+        # Nobody can wait for this round before it is written: the block is synchronous.
+        self._round_written = UNWATCHED
+        if together.depth:  # more answers may come: the round leaves at the block's end
+            together.rounds.append((self, nursery))
         else:
-            self._write_opened_round(round_written, nursery)
+            self._write_opened_round(nursery)
 
     def _encode_response(self, request: RemotingCommand, response: RemotingCommand) -> bytes:
         """The response frame; one the handler built badly becomes a SYSTEM_ERROR answer."""

@@ -37,12 +37,11 @@ from protocol.connection import (
     ByteBudget,
     Connection,
     Handler,
-    LaterAnswer,
     ThrottledLog,
-    answers_together,
     request_name,
 )
 from protocol.errors import NetworkError, RemotingTimeout, error_for_response
+from protocol.later_answer import LaterAnswer, answers_together
 from protocol.limits import TransportConfig
 from protocol.tasks import background_nursery, run_steps
 from protocol.tls import TlsRefused, TlsStream, client_context_from_env, tls_accept, tls_connect

@@ -39,7 +39,7 @@ import attrs
 
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
-from protocol.connection import LaterAnswer
+from protocol.later_answer import LaterAnswer
 
 SIGNATURE_FIELD = "ClusterSignature"
 TIMESTAMP_FIELD = "ClusterTimestamp"

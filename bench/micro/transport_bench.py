@@ -9,7 +9,7 @@ runs in a child process; this process drives it with ``protocol.rpc.open_client`
 ``--in-flight`` calls outstanding on one connection, each call a
 ``--size``-byte body (a send's size). For each level it reports requests/s and, per
 request, each side's CPU (µs: ``time.process_time`` in each process, read over the
-measured window) and **Trio batches** (run-loop passes, counted by an instrument's
+measured window), Trio task steps and **Trio batches** (run-loop passes, counted by an instrument's
 ``before_io_wait``: each is an ``epoll_wait`` and a pass over the runnable tasks). The
 batch counts do not move with the machine's load; CPU per request moves less than
 requests/s. Run it under ``strace -c -f`` for the system calls.
@@ -37,17 +37,21 @@ STATS = 9002
 
 
 class _Batches(trio.abc.Instrument):
-    """Counts run-loop passes (one ``epoll_wait`` each)."""
+    """Counts run-loop passes (one ``epoll_wait`` each) and task steps."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.steps = 0
 
     def before_io_wait(self, timeout: float) -> None:
         self.count += 1
 
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
 
 def _stats(batches: _Batches) -> dict[str, float]:
-    return {"batches": batches.count, "cpu_s": time.process_time()}
+    return {"batches": batches.count, "steps": batches.steps, "cpu_s": time.process_time()}
 
 
 async def _serve() -> None:
@@ -113,6 +117,8 @@ async def _level(addr: str, in_flight: int, args: argparse.Namespace) -> dict[st
         "client_batches": round((after["batches"] - before["batches"]) / n, 2),
         # the two STATS calls add ~2 batches to the server's window: negligible
         "server_batches": round((after_server["batches"] - before_server["batches"]) / n, 2),
+        "client_steps": round((after["steps"] - before["steps"]) / n, 2),
+        "server_steps": round((after_server["steps"] - before_server["steps"]) / n, 2),
     }
 
 
