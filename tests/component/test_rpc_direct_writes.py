@@ -194,3 +194,39 @@ async def test_a_first_call_as_the_connection_winds_down_fails_cleanly() -> None
             with pytest.raises(RemotingTimeout):
                 await conn.call(RemotingCommand.request(ECHO), timeout_s=0.2)
             assert len(await peer.receive_some()) > 0  # the request itself went out
+
+
+@pytest.mark.parametrize("first_bytes", [64, BIG_BODY_BYTES])
+async def test_a_sender_waits_for_an_open_round_nobody_watched_yet(first_bytes: int) -> None:
+    """The reader's answers open a round without a ``trio.Event`` (issue 14, sixth pass);
+    a sender joining it makes one and is released once the round is written, straight to
+    the socket or (more than the socket takes) by a writer task, its frame after the
+    round's, whole."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        right = trio.socket.from_stdlib_socket(socket.create_connection(listener.getsockname()))
+        left = trio.socket.from_stdlib_socket(listener.accept()[0])
+    conn = Connection(trio.SocketStream(left), name="test", handlers={}, config=TransportConfig())
+    first = RemotingCommand.request(ECHO, body=bytes(first_bytes), opaque=1).encode()
+    second = RemotingCommand.request(ECHO, body=b"second", opaque=2).encode()
+    sent = trio.Event()
+
+    async def sender() -> None:
+        await conn._send_bytes(second)
+        sent.set()
+
+    with trio.fail_after(WAIT_S):
+        async with trio.open_nursery() as nursery:
+            conn._post(first)  # as the reader does with an answer
+            nursery.start_soon(sender)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not sent.is_set()  # the round is open: it waits for its writer
+            conn._flush_posted(nursery)
+            decoder = FrameDecoder(max_frame_bytes=64 << 20)
+            frames = []
+            while len(frames) < 2:
+                frames += decoder.feed(await right.recv(1 << 20))
+            await sent.wait()
+        assert [RemotingCommand.from_frame(f).opaque for f in frames] == [1, 2]
+        assert len(frames[0].body) == first_bytes
+        await conn.aclose()
+    right.close()
