@@ -545,13 +545,16 @@ class Connection:
         connection's nursery, cancelled when reading ends.
         """
         while True:
+            answered_bytes = 0  # the answers' bytes since the last request: released at once
             while commands:
                 command, size_bytes = commands.popleft()
-                if command.is_response:
-                    self._budget.release(size_bytes)  # the caller owns it now
-                    self._request_bytes -= size_bytes
+                if command.flag & FLAG_RESPONSE:
+                    answered_bytes += size_bytes  # the caller owns it now
                     self._complete(command)
                     continue
+                if answered_bytes:  # before anything here may wait
+                    self._release_answered(answered_bytes)
+                    answered_bytes = 0
                 # A slot per request, counted (a CapacityLimiter's borrow and release cost
                 # ~4 µs a request); no checkpoint while slots are free, so every request of
                 # one read is served before the reader yields (their answers share a round).
@@ -573,6 +576,8 @@ class Connection:
                         # No other request of this connection in flight: nobody to wait for.
                         await self._send_bytes(answer, combine=self._serving > 0)
                 return
+            if answered_bytes:
+                self._release_answered(answered_bytes)
             self._end_of_read(nursery)
             if (data := await self._receive(decoder)) is None:
                 break
@@ -588,6 +593,12 @@ class Connection:
                 break
         self._flush_posted(nursery)  # defensive: _end_of_read has written every answer
         nursery.cancel_scope.cancel()
+
+    def _release_answered(self, size_bytes: int) -> None:
+        """Answers handed to their callers: their bytes leave this connection's count
+        (one budget release for a read's answers, not one each)."""
+        self._request_bytes -= size_bytes
+        self._budget.release(size_bytes)
 
     def _end_of_read(self, nursery: trio.Nursery) -> None:
         """The read's requests ran up to their first wait: the work cheaper once a read
