@@ -38,7 +38,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 
 from broker.store.consumequeue import RUN_MAX_ENTRIES, ConsumeQueue
-from broker.store.index import HashedKey, topic_key_hash
+from broker.store.index import HashedKey, add_index_keys, topic_key_hash
 from broker.store.paths import UnsafeName, queue_path
 from broker.store.results import (
     SCHEDULE_TOPIC,
@@ -97,26 +97,6 @@ def _delivery_tags_code(
         return None
     level = min(level, len(levels_ms))
     return store_ms + levels_ms[level - 1]
-
-
-def _add_index_keys(
-    out: list[HashedKey],
-    topic: str,
-    uniq_key: str | None,
-    keys_value: str | None,
-    phys: int,
-    store_ms: int,
-) -> bool:
-    """Append the hashed index keys of a record that is no rollback (``index_keys``:
-    UNIQ_KEY first, then each KEYS token); True if it has any."""
-    before = len(out)
-    if uniq_key:
-        out.append((topic_key_hash(topic, uniq_key), phys, store_ms))
-    if keys_value:
-        for key in keys_value.split(" "):
-            if key:
-                out.append((topic_key_hash(topic, key), phys, store_ms))
-    return len(out) > before
 
 
 class StoreDispatch(StoreState):
@@ -217,7 +197,7 @@ class StoreDispatch(StoreState):
                 wrote = True
             else:
                 hashed: list[HashedKey] = []
-                if _add_index_keys(hashed, topic, uniq_key, keys_value, phys, store_ms):
+                if add_index_keys(hashed, topic, uniq_key, keys_value, phys, store_ms):
                     self._index.put_hashed(hashed)
                     wrote = True
         self._last_dispatch_ms = store_ms
@@ -396,7 +376,7 @@ class StoreDispatch(StoreState):
                     if uniq_key and not keys_value:  # most records: that one key
                         hashed.append((topic_key_hash(topic, uniq_key), phys, store_ms))
                         wrote = True
-                    elif _add_index_keys(hashed, topic, uniq_key, keys_value, phys, store_ms):
+                    elif add_index_keys(hashed, topic, uniq_key, keys_value, phys, store_ms):
                         wrote = True
                 pending.popleft()
                 count += wrote

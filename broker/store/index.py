@@ -35,11 +35,7 @@ import attrs
 
 from broker.store.flush import collect_fds
 from protocol.errors import DiskFull
-from protocol.message import (
-    SYSFLAG_TRANSACTION_MASK,
-    SYSFLAG_TRANSACTION_ROLLBACK_TYPE,
-    java_string_hash,
-)
+from protocol.message import java_string_hash
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +172,26 @@ def time_diff_s(store_timestamp_ms: int, begin_timestamp_ms: int) -> int:
     return max(0, min(diff, _INT32_MAX))
 
 
-def index_keys(topic: str, sys_flag: int, uniq_key: str | None, keys: Iterable[str]) -> list[str]:
-    """The index keys of one record (none for a rollback; UNIQ_KEY first, then KEYS)."""
-    if sys_flag & SYSFLAG_TRANSACTION_MASK == SYSFLAG_TRANSACTION_ROLLBACK_TYPE:
-        return []
-    out = [f"{topic}#{uniq_key}"] if uniq_key else []
-    if keys:  # most records have none: no generator to build
-        out.extend(f"{topic}#{k}" for k in keys if k)
-    return out
+def add_index_keys(
+    out: list[HashedKey],
+    topic: str,
+    uniq_key: str | None,
+    keys_value: str | None,
+    phys: int,
+    store_ms: int,
+) -> bool:
+    """Append to ``out`` the hashed index keys of a record that is no rollback (callers
+    skip rollbacks, which RocketMQ never indexes): ``topic#UNIQ_KEY`` first, then
+    ``topic#<token>`` for each non-empty space-separated token of its KEYS property.
+    True if it added any."""
+    before = len(out)
+    if uniq_key:
+        out.append((topic_key_hash(topic, uniq_key), phys, store_ms))
+    if keys_value:
+        for key in keys_value.split(" "):
+            if key:
+                out.append((topic_key_hash(topic, key), phys, store_ms))
+    return len(out) > before
 
 
 def index_file_name(ms: int) -> str:

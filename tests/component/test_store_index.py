@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import attrs
+
 from broker.clock import ManualClock
 from broker.store.config import StoreConfig
 from broker.store.index import (
@@ -15,7 +17,7 @@ from broker.store.index import (
     index_key_hash,
 )
 from broker.store.store import MessageStore
-from protocol.message import MessageRecord
+from protocol.message import SYSFLAG_TRANSACTION_ROLLBACK_TYPE, MessageRecord
 
 
 def test_file_layout_matches_rocketmq(tmp_path: Path) -> None:
@@ -120,4 +122,9 @@ async def test_query_by_key_and_by_uniq_key_through_the_store(tmp_path: Path) ->
     t0, t1 = r[4].store_timestamp_ms, r[8].store_timestamp_ms
     window = store.query_messages("Orders", "all", 32, t0, t1)
     assert window.physical_offsets == tuple(r[i].physical_offset for i in range(8, 3, -1))
+    # A rolled-back transaction record gets no index entry (neither KEYS nor UNIQ_KEY).
+    rollback = attrs.evolve(_m(99, "rolled"), sys_flag=SYSFLAG_TRANSACTION_ROLLBACK_TYPE)
+    assert store.put_message(rollback).ok
+    assert store.query_messages("Orders", "rolled", 32, 0, 2**62).records == ()
+    assert store.query_messages("Orders", f"ID{99:030d}", 32, 0, 2**62).records == ()
     await store.close()

@@ -8,12 +8,13 @@ from hypothesis import strategies as st
 from broker.store.index import (
     ENTRY_BYTES,
     HEADER_BYTES,
+    HashedKey,
     IndexHeader,
+    add_index_keys,
     entry_position,
     index_file_bytes,
     index_file_name,
     index_key_hash,
-    index_keys,
     java_hash_unsigned,
     parse_index_file_name,
     slot_of,
@@ -22,8 +23,6 @@ from broker.store.index import (
     topic_key_hash,
 )
 from protocol.message import (
-    SYSFLAG_TRANSACTION_PREPARED_TYPE,
-    SYSFLAG_TRANSACTION_ROLLBACK_TYPE,
     java_string_hash,
 )
 
@@ -106,11 +105,17 @@ def test_time_diff_clamps() -> None:
     assert time_diff_s(2**62, 1) == 2**31 - 1
 
 
-def test_index_keys() -> None:
-    assert index_keys("T", 0, "U1", ["a", "", "b"]) == ["T#U1", "T#a", "T#b"]
-    assert index_keys("T", 0, None, []) == []
-    assert index_keys("T", SYSFLAG_TRANSACTION_PREPARED_TYPE, "U", ["k"]) == ["T#U", "T#k"]
-    assert index_keys("T", SYSFLAG_TRANSACTION_ROLLBACK_TYPE, "U", ["k"]) == []
+def test_add_index_keys() -> None:
+    """UNIQ_KEY first, then each non-empty KEYS token, hashed as ``topic#key``."""
+    out: list[HashedKey] = [(1, 2, 3)]
+    assert add_index_keys(out, "T", "U1", "a  b", 100, 7)
+    assert out == [(1, 2, 3)] + [(index_key_hash(k), 100, 7) for k in ("T#U1", "T#a", "T#b")]
+    out = []
+    assert not add_index_keys(out, "T", None, None, 0, 0)
+    assert not add_index_keys(out, "T", "", " ", 0, 0)
+    assert out == []
+    assert add_index_keys(out, "T", None, "k", 5, 6)
+    assert out == [(index_key_hash("T#k"), 5, 6)]
 
 
 @given(st.integers(0, 4102444800000))
