@@ -118,7 +118,14 @@ class StorePut(StoreDispatch):
         encoded = self._encode_checked(msg)
         if isinstance(encoded, AppendResult):
             return encoded
-        return self._put_encoded(msg.topic, msg.queue_id, msg.sys_flag, encoded, msg.properties)
+        return self.put_encoded(
+            msg.topic,
+            msg.queue_id,
+            msg.sys_flag,
+            encoded,
+            msg.properties,
+            body_bytes=len(msg.body),
+        )
 
     def put_encoded(
         self,
@@ -138,23 +145,13 @@ class StorePut(StoreDispatch):
             refused = self._unsafe_name(topic, queue_id)
             if refused is not None:
                 return refused
-        if body_bytes > self.config.max_message_bytes:
+        config = self.config
+        if body_bytes > config.max_message_bytes:
             return AppendResult(
                 status=PutStatus.MESSAGE_ILLEGAL,
-                remark=f"body of {body_bytes} bytes exceeds {self.config.max_message_bytes}",
+                remark=f"body of {body_bytes} bytes exceeds {config.max_message_bytes}",
             )
-        return self._put_encoded(topic, queue_id, sys_flag, encoded, properties)
-
-    def _put_encoded(
-        self,
-        topic: str,
-        queue_id: int,
-        sys_flag: int,
-        encoded: bytes,
-        properties: Mapping[str, str],
-    ) -> AppendResult:
         size = len(encoded)
-        config = self.config
         if size + BLANK_MARKER_BYTES > config.segment_bytes:
             return AppendResult(
                 status=PutStatus.MESSAGE_ILLEGAL,
@@ -210,7 +207,7 @@ class StorePut(StoreDispatch):
             phys,
             size,
             queue_offset,
-            offset_msg_id(self._store_ip, self._store_port, phys),
+            f"{self._msg_id_prefix}{phys:016X}",  # offset_msg_id (phys >= 0, an int64)
             now_ms,
             1,
             "",

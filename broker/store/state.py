@@ -88,6 +88,9 @@ class StoreState:
         assert len(self._store_host_bytes) == 8, "store_host must be IPv4"
         self._store_ip = store_ip
         self._store_port = store_port
+        #: ``offset_msg_id``'s host part for this store (upper hex of its 8 host bytes),
+        #: so the put path formats an id with one f-string.
+        self._msg_id_prefix = self._store_host_bytes.hex().upper()
         self._flushed = 0
         #: Highest write offset held since the store opened (truncation lowers the other).
         self._high_water = 0
