@@ -134,6 +134,11 @@ _CODECS: dict[type[Header], _Codec] = {}
 
 #: Longest digit string that always fits an int (2**31 - 1 has 10 digits) or a long (19).
 _SAFE_DIGITS = {INT32_RANGE: 9, INT64_RANGE: 18}
+#: ``int`` of the canonical decimal strings of 0..1023, for the generated parsers: most
+#: int fields on the wire are small (queue ids, flags, counts), and one look-up replaces
+#: the isascii / isdigit / len checks and ``int``, with the same result (such a string
+#: passes those checks and fits any int range).
+_SMALL_INTS = {str(n): n for n in range(1024)}
 
 
 def _text(value: object) -> str:
@@ -161,6 +166,7 @@ def _compile_codec(cls: type[Header]) -> _Codec:
         "code": cls.CODE,
         "specs": specs,
         "_parse": _parse,
+        "small_ints": _SMALL_INTS,
         "_text": _text,
         "_new": object.__new__,
         "MissingHeaderField": MissingHeaderField,
@@ -197,13 +203,23 @@ def _parse_lines(n: int, spec: _FieldSpec, default: object, code: int | None) ->
         assert spec.int_range is not None
         digits = _SAFE_DIGITS[spec.int_range]
         convert = [
-            f"if {var}.isascii() and {var}.isdigit() and len({var}) <= {digits}:",
+            f"if {var} in small_ints:",
+            f"    {var} = small_ints[{var}]",
+            f"elif {var}.isascii() and {var}.isdigit() and len({var}) <= {digits}:",
             f"    {var} = int({var})",
             "else:",
             f"    {var} = _parse({var}, specs[{n}], code)",
         ]
     elif spec.kind is bool:
-        convert = [f"{var} = {var}.strip().lower() == 'true'"]
+        # The exact spellings first (what clients send), without the two string copies.
+        convert = [
+            f"if {var} == 'false':",
+            f"    {var} = False",
+            f"elif {var} == 'true':",
+            f"    {var} = True",
+            "else:",
+            f"    {var} = {var}.strip().lower() == 'true'",
+        ]
     lines = [f"    {var} = get({spec.wire!r})", f"    if {var} is None:"]
     if spec.required:
         missing = f"required header field {spec.wire!r} is missing{_for_code(code)}"
@@ -428,6 +444,7 @@ def _compile_v2_to_v1() -> Callable[[Mapping[str, str]], SendMessageRequestHeade
         "code": v2.CODE,
         "specs": specs,
         "_parse": _parse,
+        "small_ints": _SMALL_INTS,
         "make": v1_make,
         "MissingHeaderField": MissingHeaderField,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -471,3 +472,42 @@ def test_v2_parse_v1_is_from_ext_fields_then_to_v1(data: st.DataObject) -> None:
         ext[spec.wire] = data.draw(NUMBER_TEXT | st.sampled_from(["x", "true", "False"]))
     expected = _outcome(lambda e: v2.from_ext_fields(e).to_v1(), ext)
     assert _outcome(v2.parse_v1, ext) == expected
+
+
+_SEND_V2_EXT = {
+    "a": "PG",
+    "b": "T",
+    "c": "TBW102",
+    "d": "4",
+    "e": "0",
+    "f": "0",
+    "g": "1",
+    "h": "0",
+}
+
+
+@given(
+    raw=st.one_of(
+        st.integers(-3, 1100).map(str),
+        st.text(alphabet="0123456789 +-_\u0661", max_size=6),
+        st.sampled_from(["true", "false", "TRUE", " true ", "False", ""]),
+    )
+)
+def test_generated_fast_paths_parse_as_the_general_parse(raw: str) -> None:
+    """The generated parsers' small-int table and exact boolean spellings give what
+    ``_parse`` (the general path, which words every error) gives, for any text."""
+    int_spec, bool_spec = (
+        s for s in h.SendMessageRequestHeaderV2._field_specs() if s.attr in ("e", "k")
+    )
+    code = RequestCode.SEND_MESSAGE_V2
+    try:
+        expected: object = h._parse(raw, int_spec, code)
+    except InvalidHeaderField as exc:
+        with pytest.raises(InvalidHeaderField, match=re.escape(str(exc))):
+            h.SendMessageRequestHeaderV2.parse_v1({**_SEND_V2_EXT, "e": raw})
+    else:
+        assert h.SendMessageRequestHeaderV2.parse_v1({**_SEND_V2_EXT, "e": raw}).queue_id == (
+            expected
+        )
+    parsed = h.SendMessageRequestHeaderV2.parse_v1({**_SEND_V2_EXT, "k": raw})
+    assert parsed.unit_mode is h._parse(raw, bool_spec, code)
