@@ -335,31 +335,49 @@ class IndexFile:
         return INVALID_INDEX if value <= INVALID_INDEX or value > self.index_count else int(value)
 
     def put(self, key_hash: int, physical_offset: int, store_timestamp_ms: int) -> None:
-        """Append one entry and link it into its bucket (the caller checks ``is_full`` and
-        calls ``write_header`` after the record's last key)."""
+        """Append one entry, link it into its bucket, then write the header (the caller
+        checks ``is_full``): the bytes ``put_hashed`` of this one key and ``write_header``
+        write, from the values in hand (every record's index entry comes here)."""
         count = self.index_count
         assert count < self.entries and key_hash >= 0
         mm = self._mm
         slot_pos = HEADER_BYTES + (key_hash % self.slots) * SLOT_BYTES
         (prev,) = SLOT.unpack_from(mm, slot_pos)
+        slot_count = self.hash_slot_count
         if prev <= INVALID_INDEX or prev > count:
             prev = INVALID_INDEX
-            self.hash_slot_count += 1
+            slot_count += 1
+            self.hash_slot_count = slot_count
         if count <= 1:
             self.begin_phy_offset = physical_offset
             self.begin_timestamp_ms = store_timestamp_ms
-        # time_diff_s, inline (every record's index entry comes here).
+        # time_diff_s, inline.
         begin_ms = self.begin_timestamp_ms
-        diff = (
-            0 if begin_ms <= 0 else max(0, min((store_timestamp_ms - begin_ms) // 1000, _INT32_MAX))
-        )
+        diff = 0
+        if begin_ms > 0:
+            diff = (store_timestamp_ms - begin_ms) // 1000
+            if diff < 0:
+                diff = 0
+            elif diff > _INT32_MAX:
+                diff = _INT32_MAX
         ENTRY.pack_into(
             mm, self._entries_pos + count * ENTRY_BYTES, key_hash, physical_offset, diff, prev
         )
         SLOT.pack_into(mm, slot_pos, count)
-        self.index_count = count + 1
+        count += 1
+        self.index_count = count
         self.end_phy_offset = physical_offset
         self.end_timestamp_ms = store_timestamp_ms
+        HEADER.pack_into(  # write_header, inline
+            mm,
+            0,
+            begin_ms,
+            store_timestamp_ms,
+            self.begin_phy_offset,
+            physical_offset,
+            slot_count,
+            count,
+        )
 
     def put_hashed(self, items: Sequence[HashedKey], start: int) -> int:
         """``put`` of ``items[start:]`` in order until the file is full; return the index
@@ -592,8 +610,7 @@ class IndexService:
         if f is None or f.index_count >= f.entries:
             f = self._writable(store_timestamp_ms)
         self._dirty[id(f)] = f
-        f.put(key_hash, physical_offset, store_timestamp_ms)
-        f.write_header()
+        f.put(key_hash, physical_offset, store_timestamp_ms)  # writes the header too
 
     def query(self, key: str, max_num: int, begin_ms: int, end_ms: int) -> list[int]:
         """CommitLog offsets of records that may carry ``key`` (``topic#key``), newest first,
