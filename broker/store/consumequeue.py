@@ -20,9 +20,9 @@ Rules (reference/rocketmq-wire.md §3.7):
 - Appended entries are held in memory (one queue's consecutive entries within one file, at
   most ``PENDING_MAX_ENTRIES`` plus one ``append_run`` of ``RUN_MAX_ENTRIES``, the entries
   a dispatch run packs with one struct call) and written with one pwrite by
-  ``write_pending``: the store
-  calls it for every queue it appended to at the end of each read's requests
-  (``MessageStore.write_queue_entries``) and from its flush tick. Every method that reads,
+  ``write_pending``: the queue calls it when the held run reaches that bound or leaves its
+  file, the store for every queue it appended to from its flush tick
+  (``MessageStore.write_queue_entries``). Every method that reads,
   cuts, fsyncs or closes the files writes them first, so nothing ever reads around them;
   ``max_offset`` counts them from the start. A kill -9 loses what was held like any
   unsynced tail: recovery re-dispatches from the checkpoint's dispatched offset, below

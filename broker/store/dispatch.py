@@ -19,10 +19,13 @@ Rules:
 - Index keys are hashed by ``topic_key_hash`` (the hash of ``topic#key`` without building
   it); a run of kept records writes its keys with one ``IndexService.put_hashed``.
 - ConsumeQueue entries are held in memory by their queue (``ConsumeQueue.write_pending``)
-  and written with one pwrite per queue by ``write_queue_entries``: the broker calls it at
-  the end of each read's requests (a read of 64 sends over 8 queues: 8 pwrites, not 64),
-  the flush tick calls it for appends made elsewhere. Readers never see around them (the
-  queue writes them before any read), and a checkpoint's fsync writes them first.
+  and written with one pwrite per queue: by the queue itself when its held run reaches its
+  bound or leaves its file, by ``write_queue_entries`` from the flush tick (every
+  ``flush_interval_s``), and before anything reads, cuts or fsyncs the queue. Not per
+  send, nor per read of sends: at one send in flight that was a pwrite per message on the
+  master's request run (a slave always wrote them this way). Readers never see around
+  them, a checkpoint's fsync writes them first, and a kill -9 loses what was held like
+  any unsynced tail (recovery rebuilds it from the CommitLog).
 - Reading back is chunked (``_DISPATCH_CHUNK_BYTES``), so memory stays bounded however far
   behind dispatch is.
 - A record whose topic or queue id cannot name a directory under the store
@@ -184,7 +187,7 @@ class StoreDispatch(StoreState):
                 if cq.min_offset < cq.max_offset < queue_offset:
                     self._fill_lost(cq, queue_offset, phys)
                 if cq.append(queue_offset, phys, size, code):
-                    self._unwritten_cqs.append(cq)
+                    self._unwritten_cqs[cq] = None
                 wrote = True
                 for listener in self._listeners:
                     listener(topic, queue_id, queue_offset + 1, code)
@@ -210,7 +213,7 @@ class StoreDispatch(StoreState):
         damage = self._damage.last_before(phys) if self._damage else None
         if damage is None or damage.offset < cq.last_physical_end:
             return
-        self._unwritten_cqs.append(cq)  # the entries ``fill`` holds
+        self._unwritten_cqs[cq] = None  # the entries ``fill`` holds
         log.warning(
             "%s: consume queue %s/%d: offsets %d..%d lost in %s",
             self.node,
@@ -365,7 +368,7 @@ class StoreDispatch(StoreState):
                             if cq.min_offset < cq.max_offset < queue_offset:
                                 self._fill_lost(cq, queue_offset, phys)
                             if cq.append(queue_offset, phys, size, code):
-                                self._unwritten_cqs.append(cq)
+                                self._unwritten_cqs[cq] = None
                             room = min(cq.room_after_append(), RUN_MAX_ENTRIES)
                             runs[cq] = [queue_offset + 1, queue_offset + 1 + room]
                         arrived.append((topic, queue_id, queue_offset + 1, code))
@@ -398,7 +401,7 @@ class StoreDispatch(StoreState):
         """Append a queue's run (``_dispatch_kept_run``), if it holds entries; never raises
         ``OSError``."""
         if len(run) > 2 and cq.append_run(run[2:]):
-            self._unwritten_cqs.append(cq)
+            self._unwritten_cqs[cq] = None
         del run[2:]
 
     def _keep_pending(self, record: PendingRecord) -> None:
@@ -452,12 +455,12 @@ class StoreDispatch(StoreState):
         unwritten = self._unwritten_cqs
         if not unwritten or self._closed:
             return
-        self._unwritten_cqs = []
+        self._unwritten_cqs = {}
         for cq in unwritten:
             try:
                 cq.write_pending()
             except OSError as exc:
-                self._unwritten_cqs.append(cq)
+                self._unwritten_cqs[cq] = None
                 self._dispatch_failed(exc)
 
     def _dispatch_failed(self, exc: OSError) -> None:

@@ -72,8 +72,9 @@ class StoreState:
         )
         self._cqs: dict[tuple[str, int], ConsumeQueue] = {}
         #: Queues appended to since ``write_queue_entries`` last ran (their entries are
-        #: held in memory until then: ``ConsumeQueue.write_pending``).
-        self._unwritten_cqs: list[ConsumeQueue] = []
+        #: held in memory until then: ``ConsumeQueue.write_pending``); a dict as an
+        #: ordered set, so it holds each queue once however long the flush tick takes.
+        self._unwritten_cqs: dict[ConsumeQueue, None] = {}
         self._queue_offsets: dict[tuple[str, int], int] = {}
         self._listeners: list[ArrivalListener] = []
         #: Called after ``truncate_to`` cut the log (consumer offsets are clamped then).

@@ -1,6 +1,6 @@
-"""ConsumeQueue entries held in memory and written once a read (``write_queue_entries``):
-readers never see around them, fsyncs write them first, a kill -9 loses them like any
-unsynced tail and recovery rebuilds them."""
+"""ConsumeQueue entries held in memory and written by their bound, the flush tick
+(``write_queue_entries``) or a reader: readers never see around them, fsyncs write them
+first, a kill -9 loses them like any unsynced tail and recovery rebuilds them."""
 
 from __future__ import annotations
 
@@ -128,3 +128,18 @@ def test_a_queue_writes_in_one_file_at_a_time_and_at_most_its_bound(tmp_path: Pa
     assert cq.max_offset == 10 and cq.read_entries(9, 5) is not None
     assert cq.entry_at(10) is None
     cq.close()
+
+
+async def test_queues_held_again_are_listed_once_until_the_flush_tick(tmp_path: Path) -> None:
+    """A queue that wrote its held run itself (a new file, or its bound) and holds again
+    is listed once for the flush tick's ``write_queue_entries``, however many times."""
+    store = MessageStore.open(tmp_path, CFG)
+    for i in range(3 * CFG.cq_entries_per_file + 5):  # three new files on queue 0
+        store.put_message(msg(i))
+    store.put_message(msg(0, queue_id=1))
+    assert list(store._unwritten_cqs) == [store._cqs[("T", 0)], store._cqs[("T", 1)]]
+    store.write_queue_entries()
+    assert not store._unwritten_cqs
+    assert len(on_disk(store, 0)) == 3 * CFG.cq_entries_per_file + 5
+    assert len(on_disk(store, 1)) == 1
+    await store.close()
