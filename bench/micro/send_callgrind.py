@@ -1,10 +1,11 @@
 """The broker's single-send path inside one ``functools.reduce`` call, for callgrind.
 
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \\
-        .venv/bin/python -m bench.micro.send_callgrind [--count 2000]
+        .venv/bin/python -m bench.micro.send_callgrind [--count 2000] [--per-read 64]
 
 As ``bench.micro.send_bench`` (a Broker in this process, SEND_MESSAGE_V2 frames as a Java
-producer builds them, decode, handler, answer encode, ``after_requests`` every 64), but
+producer builds them, decode, handler, answer encode, ``after_requests`` every
+``--per-read`` sends: 64 as a busy connection's reads, 1 as one send in flight), but
 driven synchronously: after ``--count`` warm-up sends, ``--count`` more run inside one
 ``functools.reduce``, so callgrind counts only them (instructions per send = collected /
 count). Instruction counts do not move with the machine's load, unlike CPU time; compare
@@ -33,8 +34,6 @@ from protocol.command import RemotingCommand
 from protocol.frame import Frame, FrameDecoder
 from protocol.rpc import LaterAnswer
 
-PER_READ = 64
-
 
 def _finish(awaitable: Awaitable[RemotingCommand | LaterAnswer | None]) -> RemotingCommand | None:
     """Run a handler that must not wait to its answer (handlers are coroutine functions)."""
@@ -49,7 +48,7 @@ def _finish(awaitable: Awaitable[RemotingCommand | LaterAnswer | None]) -> Remot
     raise SystemExit("the send handler waited: not a single-send path this driver can count")
 
 
-async def _run(count: int, directory: Path) -> None:
+async def _run(count: int, per_read: int, directory: Path) -> None:
     config = BrokerConfig(
         namesrv_addrs=(), listen_port=0, store_dir=directory / "store", min_free_disk_bytes=0
     )
@@ -64,7 +63,7 @@ async def _run(count: int, directory: Path) -> None:
         if response is None or response.code != ResponseCode.SUCCESS:
             raise SystemExit(f"send refused: {response}")
         response.encode()
-        if after_requests is not None and n % PER_READ == PER_READ - 1:
+        if after_requests is not None and n % per_read == per_read - 1:
             after_requests()
         return n + 1
 
@@ -83,9 +82,10 @@ async def _run(count: int, directory: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--per-read", type=int, default=64, help="sends per read")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="send-callgrind-") as tmp:
-        trio.run(_run, args.count, Path(tmp))
+        trio.run(_run, args.count, args.per_read, Path(tmp))
 
 
 if __name__ == "__main__":
