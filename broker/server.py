@@ -488,8 +488,8 @@ class Broker:
             with trio.CancelScope(shield=True):
                 await self._store.close()
             raise
-        # No after_requests: ConsumeQueue entries wait for the flush tick, their bound or a
-        # reader (broker/store/dispatch.py), not a pwrite per queue per read of sends.
+        # ConsumeQueue entries wait for the flush tick, their bound or a reader
+        # (broker/store/dispatch.py), not a pwrite per queue per read of sends.
         self.store.add_arrival_listener(self.pull_holds.notify)
         self.store.add_arrival_listener(self.pop.arrivals.notify)
         self.store.add_truncate_listener(lambda: self._correct_offsets("the CommitLog was cut"))

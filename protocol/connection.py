@@ -204,10 +204,8 @@ class Connection:
         config: TransportConfig,
         budget: ByteBudget | None = None,
         warnings: ThrottledLog | None = None,
-        after_requests: Callable[[], None] | None = None,
     ) -> None:
         self.id = next(_connection_ids)
-        self._after_requests = after_requests  # RemotingServer.after_requests
         self.name = name
         self._stream = stream
         #: A plain TCP socket: read and written with ``os.read`` / ``os.write`` on its file
@@ -601,11 +599,8 @@ class Connection:
         self._budget.release(size_bytes)
 
     def _end_of_read(self, nursery: trio.Nursery) -> None:
-        """The read's requests ran up to their first wait: the work cheaper once a read
-        (``after_requests``), then their answers, in that order (a SEND_OK leaves after its
-        ConsumeQueue entry is written)."""
-        if self._after_requests is not None:
-            self._after_requests()
+        """The read's requests ran up to their first wait: their answers leave, in one
+        write."""
         self._flush_posted(nursery)
 
     def _feed(self, decoder: FrameDecoder, data: bytes) -> list[Frame]:

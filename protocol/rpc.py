@@ -83,9 +83,6 @@ class RemotingServer:
         self.port = port
         self.handlers = handlers
         self.config = config or TransportConfig()
-        #: Run after each read's requests ran up to their first wait, before their answers
-        #: are written: work cheaper once a read than once a request (ConsumeQueue writes).
-        self.after_requests: Callable[[], None] | None = None
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self.connections: dict[int, Connection] = {}
@@ -185,7 +182,6 @@ class RemotingServer:
                 config=self.config,
                 budget=self._budget,
                 warnings=self._connection_log,
-                after_requests=self.after_requests,
             )
             self.connections[conn.id] = conn
             log.debug("%s: connection from %s", self.name, conn.peer)
