@@ -8,6 +8,9 @@ Rules:
   ``max_message_bytes``, a topic and queue id that name a directory under the store
   (``paths.queue_path``), and whatever the caller's ``check`` refuses (the HA slave's
   topic rules). Replicated bytes come from another process: they are untrusted input.
+- A ``read_raw`` of exactly the last put (it ends the log) returns that put's bytes as
+  kept by the CommitLog (``last_append``), not a read of them: what a master's streamer
+  asks for after each put at one in flight.
 - An empty store takes replicated data at any segment boundary (a slave joining late).
 - ``truncate_to`` cuts at a record boundary (the consistent point with a new master): it
   writes the lowered checkpoint *before* cutting files, so a crash in between never leaves
@@ -172,6 +175,14 @@ class StoreReplica(StorePut):
         read_raw, the log not cut since), which saves the check's read of a header."""
         clog = self._clog
         end = clog.write_offset
+        last = clog.last_append
+        if last is not None and last[0] == offset and not self._damage:
+            # The last put's own bytes, when it is what the read would return: it ends the
+            # log (nothing written since) and fits ``max_bytes`` (one put, whole records
+            # in one segment). A streamer told of each put reads no record back.
+            data = last[1]
+            if offset + len(data) == end and len(data) <= max(max_bytes, BLANK_MARKER_BYTES):
+                return data
         seg = clog.segment_for(offset)
         if offset >= end or seg is None:
             return b""

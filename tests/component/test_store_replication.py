@@ -126,6 +126,48 @@ async def test_empty_slave_starts_at_the_masters_segment(tmp_path: Path) -> None
     await slave.close()
 
 
+async def test_read_raw_of_the_last_put_is_its_bytes_without_a_read(tmp_path: Path) -> None:
+    """A streamer asking for exactly the last put gets the put's own bytes (no pread),
+    equal to the log; anything else (more puts since, a smaller limit, a cut and other
+    bytes at the same offset) is read from the log as before."""
+    master = MessageStore.open(tmp_path / "m", CFG)
+    slave = MessageStore.open(tmp_path / "s", CFG)
+    clog = master._clog
+    segments = len(clog.segments)
+    for i in range(60):  # crosses segments: a blank marker pads each one
+        r = master.put_message(msg(i, queue_id=i % 2))
+        data = master.read_raw(r.physical_offset, 5000)
+        assert clog.last_append is not None and data is clog.last_append[1]
+        assert data == clog.read(r.physical_offset, r.wrote_bytes)
+        assert len(data) == r.wrote_bytes
+    assert len(clog.segments) > segments + 1
+    assert replicate(master, slave) > 5
+    assert log_bytes(slave) == log_bytes(master)
+    # More puts since: one read returns them together, as before.
+    a = master.put_message(msg(70))
+    b = master.put_message(msg(71))
+    both = master.read_raw(a.physical_offset, 5000)
+    assert len(both) == a.wrote_bytes + b.wrote_bytes
+    # A limit below the put (a batch of two records): whole records from the log.
+    batch = master.put_messages([msg(72), msg(73)])
+    first = master.read_raw(batch.physical_offset, batch.wrote_bytes - 1)
+    assert len(first) == batch.wrote_bytes // 2
+    # A cut, then other bytes written raw at the same offset: those are read.
+    cut = b.physical_offset
+    await master.truncate_to(cut)
+    assert clog.last_append is None
+    other = MessageStore.open(tmp_path / "o", CFG)
+    for i in range(60):
+        other.put_message(msg(i, queue_id=i % 2))
+    other.put_message(msg(70))
+    o = other.put_message(msg(99))
+    assert o.physical_offset == cut
+    master.append_raw(other.read_raw(cut, 5000), cut)
+    assert master.read_raw(cut, 5000) == other.read_raw(cut, 5000) != both[a.wrote_bytes :]
+    for store in (master, slave, other):
+        await store.close()
+
+
 async def test_truncate_to_drops_records_queue_entries_and_keys(tmp_path: Path) -> None:
     store = MessageStore.open(tmp_path, CFG)
     results = [store.put_message(msg(i, queue_id=i % 2)) for i in range(60)]
