@@ -7,13 +7,15 @@ Rules (reference/rocketmq-controller.md §4.4–4.7, DESIGN.md §5):
   ``on_proposal``, release sync waiters.
 - One task per slave connection: read the 16-byte handshake, send the epoch list, wait for
   the first ack (the slave's start; 0 → the store's min offset), then one writer (the
-  streamer) and the same task reading acks. Only the streamer writes to the socket.
+  streamer, ``broker/ha/master_stream.py``) and the same task reading acks. Only the
+  streamer writes to the socket, or the put path in its place while it is parked.
 - A batch is at most ``batch_bytes`` of whole records from ``store.read_raw`` and never
   crosses an epoch boundary: it is cut at the end of the epoch that holds its first byte.
 - Idle streamers park until ``notify_appended`` wakes them; an empty transfer (heartbeat)
   goes out after ``heartbeat_interval_s`` without sending, or ``confirm_linger_s`` after
-  the confirm offset moved with no batch to carry it (the move pulls the park's deadline
-  in; it wakes no task), at once while puts come further apart than the linger. Every
+  the confirm offset moved with no batch to carry it (one timer for all connections,
+  armed by the move; it wakes no task), at once while puts come further apart than the
+  linger. Every
   transfer header carries the confirm offset, so under steady writes the next batch tells
   the slave and no heartbeat goes out per confirm change (that doubled the master's sends
   and the slaves' wake-ups per sync write). A slave only learns the confirm later, never
@@ -49,7 +51,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-import attrs
 import trio
 
 from broker.background import fd_exhausted
@@ -58,12 +59,12 @@ from broker.ha.config import HAConfig
 from broker.ha.epochfile import EpochFile
 from broker.ha.master_read import read_until_silent
 from broker.ha.master_status import HAMasterStatus, SlaveStatus
+from broker.ha.master_stream import HAStreamers, SlaveConn
 from broker.ha.stream import (
     RateMeter,
     peer_name,
     receive_until,
     send_all,
-    write_now,
 )
 from broker.ha.syncstate import (
     Action,
@@ -79,46 +80,13 @@ from broker.ha.wire import (
     MasterHandshake,
     MasterSideDecoder,
     SlaveHandshake,
-    encode_transfer_parts,
     handshake_epochs,
 )
 from broker.listeners import HAListener
 from broker.store.store import MessageStore
-from protocol.errors import ProtocolError, RemotingTimeout, RocketError, StorageError
+from protocol.errors import ProtocolError, RemotingTimeout, RocketError
 
 log = logging.getLogger(__name__)
-
-
-@attrs.define(eq=False)
-class _Conn:
-    """One slave connection (mutable, owned by its task)."""
-
-    address: str
-    scope: trio.CancelScope
-    meter: RateMeter
-    last_send_s: float
-    broker_id: int = -1
-    state: HAState = HAState.HANDSHAKE
-    #: Next offset to send.
-    position: int = -1
-    #: ``position`` is the end of a batch read on this connection, so a unit boundary
-    #: (this master's log is not cut while it serves); the first one, the slave's
-    #: choice, is checked by the read.
-    at_boundary: bool = False
-    #: Master max offset when the last data batch went out, and when.
-    sent_master_max: int = -1
-    sent_at_s: float | None = None
-    sent_confirm: int = -1
-    #: When this streamer first saw the confirm offset past ``sent_confirm``; None: it
-    #: has not moved since the last send.
-    confirm_moved_s: float | None = None
-    #: The streamer's park while it has nothing to send (its deadline: the next heartbeat).
-    park_scope: trio.CancelScope | None = None
-    reason: str = "dropped"
-    #: A plain TCP stream the put path may write to while the streamer is parked.
-    direct: trio.SocketStream | None = None
-    #: The rest of a transfer the put path began: the streamer sends it first.
-    unsent: bytes = b""
 
 
 class _Dropped(RocketError):
@@ -127,9 +95,6 @@ class _Dropped(RocketError):
 
 #: Refusal log lines per second at most (a flood of sockets must not flood the log).
 _REFUSALS_LOGGED_PER_S = 10
-_TRANSFER_HEAD_BYTES = len(  # bytes of a transfer's header
-    encode_transfer_parts(offset=0, epoch=0, epoch_start_offset=0, confirm_offset=0, data_len=0)
-)
 
 
 class HAMaster:
@@ -176,28 +141,21 @@ class HAMaster:
             confirm_offset=store.confirm_offset if store.config.dispatch_confirmed_only else 0,
             epoch_start_offset=0 if last is None else last.start_offset,
         )
-        self._conns: dict[int, _Conn] = {}  # handshaken, by slave broker id
-        self._all_conns: set[_Conn] = set()
+        self._conns: dict[int, SlaveConn] = {}  # handshaken, by slave broker id
+        self._all_conns: set[SlaveConn] = set()
         #: Connections waiting for their handshake, oldest first.
-        self._pending: dict[_Conn, None] = {}
+        self._pending: dict[SlaveConn, None] = {}
         #: Slave ids that were SyncStateSet members under this master: each keeps a slot
         #: against ids never in sync (anyone can claim an id; only a replica gets in sync).
         self._known: set[int] = set(self._core.members)
         self._refused_connections = 0
         self._refusal_window_s = -1.0
         self._refusals_in_window = 0
-        self._lot = trio.lowlevel.ParkingLot()
         self._waiters = ReplicaWaiters(self.config.max_waiters)
         self._refused = 0
         self._serving = False
         self._nursery: trio.Nursery | None = None
-        #: The last batch read (position, limit, bytes): every streamer woken by one put
-        #: asks for the same bytes; one read serves them all. Cleared whenever the log may
-        #: have been cut (a new epoch, a new mastership).
-        self._last_read: tuple[int, int, bytes] | None = None
-        #: When the last put came, and how long after the one before it.
-        self._last_put_s = 0.0
-        self._put_gap_s = float("inf")
+        self._streamers = HAStreamers(store, epochs, self.config, self._core, self._conns)
 
     # ======================================================================================
     # the broker's API
@@ -221,43 +179,12 @@ class HAMaster:
                     self._after([action])
             return
         now = _now()
-        self._put_gap_s, self._last_put_s = now - self._last_put_s, now
+        streamers = self._streamers
+        streamers.put_seen(now)
         actions = self._core.master_advanced(self._store.max_physical_offset)
         if actions:
             self._after(actions)
-        # An empty lot's unpark_all still costs a few µs on every send.
-        if self._lot and not self._send_now():
-            self._lot.unpark_all()
-
-    def _send_now(self) -> bool:
-        """Write the new data to each idle slave (streamer parked, all sent acked) from
-        here, saving the streamer's wake-up per slave and sync write; while a transfer is
-        unacked the streamer sends a pass's puts as one. True: no streamer to wake."""
-        done = True
-        slaves = self._core.slaves
-        for conn in self._conns.values():
-            if conn.park_scope is None:
-                continue  # busy: it sees the new data when its send returns
-            progress = slaves.get(conn.broker_id)
-            if (
-                conn.direct is None
-                or conn.unsent
-                or progress is None
-                or progress.ack_offset < conn.position
-            ):
-                done = False
-                continue
-            try:
-                data = self._next_batch(conn)
-                sent = write_now(conn.direct, data, what=f"HA slave {conn.address}")
-            except (RocketError, ValueError) as exc:
-                conn.reason = f"streaming stopped: {exc}"
-                conn.scope.cancel()
-                continue
-            conn.meter.record(_now(), len(data) - _TRANSFER_HEAD_BYTES)
-            conn.unsent = data[sent:]  # what the socket did not take, or more data:
-            done = done and not conn.unsent and conn.position >= self._store.max_physical_offset
-        return done  # ... the streamer sends it
+        streamers.put_done(now)
 
     def when_replicated(
         self, end_offset: int, timeout_s: float, then: Then
@@ -442,6 +369,7 @@ class HAMaster:
                 self.notify_appended()
                 nursery.start_soon(self._check_loop)
                 nursery.start_soon(self._waiters.run_timer)
+                nursery.start_soon(self._streamers.run_confirm_timer)
                 if owned:
                     nursery.start_soon(listener.serve)
                 self._nursery = nursery
@@ -488,7 +416,7 @@ class HAMaster:
         self._nursery.start_soon(self._handle, stream)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        conn = _Conn(
+        conn = SlaveConn(
             address=peer_name(stream),
             scope=trio.CancelScope(),
             meter=RateMeter(window_s=self.config.speed_window_s),
@@ -517,11 +445,11 @@ class HAMaster:
                 conn.reason,
             )
 
-    async def _session(self, raw: trio.SocketStream, conn: _Conn) -> None:
+    async def _session(self, raw: trio.SocketStream, conn: SlaveConn) -> None:
         cfg = self.config
         decoder = MasterSideDecoder()
         events: list[SlaveHandshake | Ack] = []
-        what = f"HA slave {conn.address}"
+        what = conn.what = f"HA slave {conn.address}"
         stream: trio.abc.Stream = raw
         # One deadline for TLS, the cluster challenge and the handshake: a pending slot.
         with trio.move_on_after(cfg.handshake_timeout_s) as scope:
@@ -544,7 +472,7 @@ class HAMaster:
         if not isinstance(hello, SlaveHandshake):
             raise ProtocolError(f"{what} did not handshake")
         self._register(conn, hello)
-        what = f"HA slave {conn.broker_id} at {conn.address}"
+        what = conn.what = f"HA slave {conn.broker_id} at {conn.address}"
         cache = self._epochs.cache
         last = cache.last
         assert last is not None
@@ -574,7 +502,7 @@ class HAMaster:
         if type(stream) is trio.SocketStream:
             conn.direct = stream
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._stream_loop, stream, conn, what, nursery.cancel_scope)
+            nursery.start_soon(self._streamers.run, stream, conn, nursery.cancel_scope)
             try:
                 await self._read_acks(stream, decoder, conn, what)
             except (RocketError, ValueError) as exc:
@@ -592,7 +520,7 @@ class HAMaster:
         return decoder.feed(data)
 
     async def _read_acks(
-        self, stream: trio.abc.Stream, decoder: MasterSideDecoder, conn: _Conn, what: str
+        self, stream: trio.abc.Stream, decoder: MasterSideDecoder, conn: SlaveConn, what: str
     ) -> None:
         """Acks until the connection fails or stays silent ``housekeeping_timeout_s``."""
 
@@ -603,7 +531,7 @@ class HAMaster:
         timeout_s = self.config.housekeeping_timeout_s
         await read_until_silent(stream, timeout_s=timeout_s, what=what, on_data=on_data)
 
-    def _admit_pending(self, conn: _Conn) -> None:
+    def _admit_pending(self, conn: SlaveConn) -> None:
         """Take ``conn`` as waiting for its handshake; close the oldest waiting when full."""
         while len(self._pending) >= self.config.max_pending_connections:
             oldest = next(iter(self._pending))
@@ -631,7 +559,7 @@ class HAMaster:
         victim.scope.cancel()
         self._unregister(victim)
 
-    def _log_unadmitted(self, conn: _Conn) -> None:
+    def _log_unadmitted(self, conn: SlaveConn) -> None:
         """One WARNING line per connection closed before it became a slave (no handshake,
         a bad one, no slot), at most ``_REFUSALS_LOGGED_PER_S`` a second."""
         self._refused_connections += 1
@@ -653,7 +581,7 @@ class HAMaster:
                 conn.reason,
             )
 
-    def _register(self, conn: _Conn, hello: SlaveHandshake) -> None:
+    def _register(self, conn: SlaveConn, hello: SlaveHandshake) -> None:
         broker_id = hello.slave_broker_id
         if broker_id == self.broker_id:
             raise _Dropped(f"slave at {conn.address} claims the master's broker id {broker_id}")
@@ -667,7 +595,7 @@ class HAMaster:
         self._after(self._core.slave_connected(broker_id, learner=hello.async_learner))
         self._conns[broker_id] = conn
 
-    def _unregister(self, conn: _Conn) -> None:
+    def _unregister(self, conn: SlaveConn) -> None:
         if self._conns.get(conn.broker_id) is not conn:
             return  # never handshook, replaced, or dropped by new_epoch
         del self._conns[conn.broker_id]
@@ -688,7 +616,7 @@ class HAMaster:
             raise _Dropped(f"{what} asks for offset {requested}, past our max offset {high}")
         return requested
 
-    def _on_ack(self, conn: _Conn, ack: SlaveHandshake | Ack) -> None:
+    def _on_ack(self, conn: SlaveConn, ack: SlaveHandshake | Ack) -> None:
         if not isinstance(ack, Ack):
             raise ProtocolError("second HA handshake on one connection")
         if ack.max_offset > conn.position:
@@ -708,100 +636,6 @@ class HAMaster:
             sent_at_s=conn.sent_at_s,
         )
         self._after(actions)
-
-    async def _stream_loop(
-        self, stream: trio.abc.Stream, conn: _Conn, what: str, scope: trio.CancelScope
-    ) -> None:
-        cfg = self.config
-        try:
-            while True:
-                now = _now()
-                if conn.unsent:
-                    data, conn.unsent = conn.unsent, b""
-                    await send_all(stream, data, timeout_s=cfg.send_timeout_s, what=what)
-                    continue
-                if conn.position < self._store.max_physical_offset:
-                    await self._send_batch(stream, conn, what)  # carries the confirm offset
-                    if conn.position < self._store.max_physical_offset:
-                        await trio.lowlevel.checkpoint()  # a backlog: the send did not yield
-                    continue
-                due = conn.last_send_s + cfg.heartbeat_interval_s
-                if conn.sent_confirm != self._core.confirm_offset:
-                    # The confirm moved past what this slave was told: it rides the next
-                    # batch if one comes within confirm_linger_s, else an empty transfer.
-                    if conn.confirm_moved_s is None:
-                        conn.confirm_moved_s = now
-                    due = min(due, conn.confirm_moved_s + self._linger_s())
-                if now >= due:
-                    await self._send_heartbeat(stream, conn, what)
-                else:
-                    # A confirm move while parked pulls this deadline in (_confirm_moved)
-                    # rather than waking the task: no wake-up per sync write.
-                    try:
-                        with trio.move_on_at(due) as conn.park_scope:
-                            await self._lot.park()
-                    finally:
-                        conn.park_scope = None  # a dead streamer is never written for
-        except (RocketError, ValueError) as exc:
-            conn.reason = f"streaming stopped: {exc}"
-            scope.cancel()  # ends the reader too
-
-    async def _send_batch(self, stream: trio.abc.Stream, conn: _Conn, what: str) -> None:
-        data = self._next_batch(conn)
-        await send_all(stream, data, timeout_s=self.config.send_timeout_s, what=what)
-        conn.meter.record(_now(), len(data) - _TRANSFER_HEAD_BYTES)
-
-    def _next_batch(self, conn: _Conn) -> bytes:
-        """The next transfer to ``conn`` (header and data), counted as sent."""
-        store = self._store
-        position = conn.position
-        entry = self._epochs.cache.entry_at(position)
-        if entry is None:
-            raise StorageError(f"no epoch holds offset {position}")
-        limit = self.config.batch_bytes
-        if entry.end_offset is not None:
-            limit = min(limit, entry.end_offset - position)
-        data = self._read(position, limit, at_boundary=conn.at_boundary)
-        if not data or (entry.end_offset is not None and position + len(data) > entry.end_offset):
-            raise StorageError(f"cannot read a batch at {position} within epoch {entry.epoch}")
-        confirm = self._core.confirm_offset
-        head = encode_transfer_parts(
-            offset=position,
-            epoch=entry.epoch,
-            epoch_start_offset=entry.start_offset,
-            confirm_offset=confirm,
-            data_len=len(data),
-        )
-        now = _now()
-        conn.sent_master_max, conn.sent_at_s = store.max_physical_offset, now
-        conn.position, conn.at_boundary = position + len(data), True
-        conn.sent_confirm, conn.confirm_moved_s = confirm, None
-        conn.last_send_s = now
-        return head + data
-
-    def _read(self, position: int, limit: int, *, at_boundary: bool) -> bytes:
-        last = self._last_read
-        if last is not None and last[0] == position and last[1] == limit:
-            return last[2]
-        data = self._store.read_raw(position, limit, at_boundary=at_boundary)
-        self._last_read = (position, limit, data)
-        return data
-
-    async def _send_heartbeat(self, stream: trio.abc.Stream, conn: _Conn, what: str) -> None:
-        cache = self._epochs.cache
-        entry = cache.entry_at(conn.position) or cache.last
-        assert entry is not None
-        confirm = self._core.confirm_offset
-        head = encode_transfer_parts(
-            offset=conn.position,
-            epoch=entry.epoch,
-            epoch_start_offset=entry.start_offset,
-            confirm_offset=confirm,
-            data_len=0,
-        )
-        conn.sent_confirm, conn.confirm_moved_s = confirm, None
-        conn.last_send_s = _now()
-        await send_all(stream, head, timeout_s=self.config.send_timeout_s, what=what)
 
     # ======================================================================================
     # actions and waiters
@@ -836,31 +670,10 @@ class HAMaster:
             self._waiters.release(self._core.replicated_offset())
         if confirm >= 0:
             self._store.set_confirm_offset(confirm)
-            self._confirm_moved(confirm)
-
-    def _confirm_moved(self, confirm: int) -> None:
-        """Each parked streamer whose slave was told less sends an empty transfer within
-        ``confirm_linger_s`` unless a batch carries the confirm first."""
-        now = _now()
-        linger = self._linger_s()
-        for conn in self._conns.values():
-            if conn.sent_confirm == confirm:
-                continue
-            if conn.confirm_moved_s is None:
-                conn.confirm_moved_s = now
-            scope = conn.park_scope
-            if scope is not None:
-                scope.deadline = min(scope.deadline, conn.confirm_moved_s + linger)
-
-    def _linger_s(self) -> float:
-        """``confirm_linger_s``, or 0 while puts come further apart than that: the next
-        batch would come too late to carry the confirm, and a heartbeat sent later costs
-        the master a wake-up of its own."""
-        linger = self.config.confirm_linger_s
-        return linger if self._put_gap_s <= linger else 0.0
+            self._streamers.confirm_moved(confirm)
 
     def _reset_connections(self, reason: str, epoch_start_offset: int) -> None:
-        self._last_read = None
+        self._streamers.forget_reads()
         self._drop_all(reason)
         self._after(
             self._core.connections_reset(epoch_start_offset=epoch_start_offset, now_s=_now())

@@ -328,7 +328,35 @@ async def test_a_moved_confirm_offset_rides_the_next_batch(tmp_path: Path) -> No
         beat = await fake.next()
         assert isinstance(beat, Transfer)
         assert (beat.data, beat.confirm_offset) == (b"", end2)
-        assert trio.current_time() - start < ha.heartbeat_interval_s
+        assert trio.current_time() - start < ha.heartbeat_interval_s / 2
+
+
+async def test_the_last_of_many_carried_confirm_moves_goes_out_after_its_linger(
+    tmp_path: Path,
+) -> None:
+    """Confirm moves that each rode the next batch leave nothing to send (no empty
+    transfer among the batches); the last one, with no batch after it, goes out as an
+    empty transfer once its own linger ended (the one timer re-arms for it), long before
+    the periodic heartbeat."""
+    async with _master_and_fake_slave(tmp_path, confirm_linger_s=1.5) as (c, fake, ha):
+        (end,) = c.append(1)
+        await fake.transfers_until(end)
+        await fake.ack(end)
+        await until(lambda: c.master.status().sync_state_set == (0, 1))
+        for i in range(1, 6):
+            (new_end,) = c.append(1, start=i)
+            batch = await fake.next()  # the move before rides it: no empty transfer first
+            assert isinstance(batch, Transfer)
+            assert (batch.offset, batch.confirm_offset) == (end, end)
+            end = new_end
+            await fake.ack(end)
+            await until(lambda: c.master.confirm_offset == end)  # noqa: B023
+            moved = trio.current_time()
+        beat = await fake.next()
+        waited = trio.current_time() - moved
+        assert isinstance(beat, Transfer)
+        assert (beat.data, beat.confirm_offset) == (b"", end)
+        assert ha.confirm_linger_s / 2 < waited < ha.heartbeat_interval_s - 1
 
 
 async def test_no_linger_tells_an_idle_slave_the_confirm_offset_at_once(tmp_path: Path) -> None:
