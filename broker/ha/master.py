@@ -164,7 +164,7 @@ class HAMaster:
     def notify_appended(self) -> None:
         """Call after every put: sends the new data to idle slaves or wakes their streamers;
         moves a confirm offset that follows the master (master-only set, or count mode)."""
-        if not self._all_conns and not self._waiters:
+        if not self._all_conns and not self._waiters.live:
             # No slave connected and no send waiting for one (a single master, the common
             # case): no streamer to wake or tell, so only the confirm offset moves (what
             # ``_after`` does of a ConfirmOffsetChanged when it has no connection and no
@@ -525,8 +525,9 @@ class HAMaster:
         """Acks until the connection fails or stays silent ``housekeeping_timeout_s``."""
 
         def on_data(data: bytes) -> None:
-            for event in decoder.feed(data):
-                self._on_ack(conn, event)
+            acks = decoder.feed_acks(data)
+            if acks is not None:
+                self._on_acks(conn, *acks)
 
         timeout_s = self.config.housekeeping_timeout_s
         await read_until_silent(stream, timeout_s=timeout_s, what=what, on_data=on_data)
@@ -619,23 +620,31 @@ class HAMaster:
     def _on_ack(self, conn: SlaveConn, ack: SlaveHandshake | Ack) -> None:
         if not isinstance(ack, Ack):
             raise ProtocolError("second HA handshake on one connection")
-        if ack.max_offset > conn.position:
+        self._on_acks(conn, ack.max_offset, ack.max_offset)
+
+    def _on_acks(self, conn: SlaveConn, low: int, high: int) -> None:
+        """The acks of one read, ``low`` to ``high`` (none below the one before it): as
+        one ack of ``high``, once ``low`` is checked against the ack before them."""
+        if high > conn.position:
             # After its first ack (its start) a slave holds only what this connection sent
             # it: an ack past that is a lie or a bug, and counting it could acknowledge a
             # sync write no replica has (apache/rocketmq#3015, past the sent offset rather
             # than only past the master's max).
-            raise ProtocolError(
-                f"ack of offset {ack.max_offset}, past the {conn.position} sent so far"
-            )
-        actions = self._core.slave_acked(
+            raise ProtocolError(f"ack of offset {high}, past the {conn.position} sent so far")
+        core = self._core
+        s = core.slaves.get(conn.broker_id) if low < high else None
+        if s is not None and low < s.ack_offset:
+            raise ProtocolError(f"ack went back from {s.ack_offset} to {low}")
+        actions = core.slave_acked(
             conn.broker_id,
-            ack.max_offset,
+            high,
             _now(),
             master_max=self._store.max_physical_offset,
             sent_master_max=conn.sent_master_max,
             sent_at_s=conn.sent_at_s,
         )
-        self._after(actions)
+        if actions or self._waiters.live:
+            self._after(actions)
 
     # ======================================================================================
     # actions and waiters
@@ -663,7 +672,7 @@ class HAMaster:
                 )
                 if self._on_proposal is not None:
                     self._on_proposal(action)
-        if self._waiters:
+        if self._waiters.live:
             # Answers first (a continuation writes its SEND_OK to the client's socket at
             # once), then the confirmed records' ConsumeQueue/index dispatch, in this same
             # step: no pull runs between, so a client holding the SEND_OK finds the message.

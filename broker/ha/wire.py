@@ -178,6 +178,39 @@ class MasterSideDecoder:
                     raise ProtocolError(f"HA ack offset {max_offset} is negative")
                 out.append(Ack(max_offset=max_offset))
 
+    def feed_acks(self, data: bytes) -> tuple[int, int] | None:
+        """After the handshake: the lowest and highest offset of the acks ``data``
+        completes (None: no whole ack yet), each checked as ``feed`` checks it, and none
+        below the one before it in this read. A read of acks builds no ``Ack`` objects, and
+        the master takes several acks of one read as one (the highest; the lowest only
+        for the check against the ack before)."""
+        if not self._handshaken:
+            raise ProtocolError("HA acks before the handshake")
+        buf = self._buf.data
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        size = _ACK.size
+        whole = len(data) - len(data) % size
+        if whole < len(data):
+            buf += memoryview(data)[whole:]
+            if not whole:
+                return None
+            data = data[:whole]
+        low = high = -1
+        for state, max_offset in _ACK.iter_unpack(data):
+            if state != _TRANSFER_STATE:
+                _check_state(state, HAState.TRANSFER, "ack")
+            if max_offset < high or max_offset < 0:
+                if max_offset < 0:
+                    raise ProtocolError(f"HA ack offset {max_offset} is negative")
+                raise ProtocolError(f"HA ack went back from {high} to {max_offset}")
+            high = max_offset
+            if low < 0:
+                low = max_offset
+        return low, high
+
 
 @attrs.define
 class SlaveSideDecoder:

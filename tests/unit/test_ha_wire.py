@@ -17,6 +17,7 @@ from broker.ha.wire import (
     SlaveHandshake,
     SlaveSideDecoder,
     Transfer,
+    encode_ack,
 )
 from protocol.errors import ProtocolError
 
@@ -54,6 +55,43 @@ def test_master_side_decoder_random_splits(slave_id: int, acks: list[int], cuts:
     )
     got = feed_in_pieces(MasterSideDecoder(), stream, cuts)
     assert got == [SlaveHandshake(slave_broker_id=slave_id), *(Ack(max_offset=a) for a in acks)]
+
+
+@given(
+    acks=st.lists(st.integers(0, 2**50), min_size=1, max_size=20),
+    cuts=st.lists(st.integers(0, 10**4), max_size=30),
+)
+def test_feed_acks_gives_each_reads_lowest_and_highest(acks: list[int], cuts: list[int]) -> None:
+    """Acks in order, split anywhere: each read with whole acks gives the lowest and the
+    highest it completed, in order, and together they span every ack."""
+    acks.sort()
+    decoder = MasterSideDecoder()
+    assert decoder.feed(SlaveHandshake(slave_broker_id=1).encode()) == [
+        SlaveHandshake(slave_broker_id=1)
+    ]
+    stream = b"".join(Ack(max_offset=a).encode() for a in acks)
+    bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    got = [decoder.feed_acks(stream[a:b]) for a, b in itertools.pairwise(bounds)]
+    spans = [g for g in got if g is not None]
+    assert spans[0][0] == acks[0] and spans[-1][1] == acks[-1]
+    for (low, high), (next_low, _) in itertools.pairwise(spans):
+        assert low <= high <= next_low
+    assert {a for span in spans for a in span} <= set(acks)
+
+
+def test_feed_acks_refuses_what_feed_refuses_and_acks_going_back() -> None:
+    decoder = MasterSideDecoder()
+    with pytest.raises(ProtocolError, match="before the handshake"):
+        decoder.feed_acks(encode_ack(5))
+    decoder.feed(SlaveHandshake(slave_broker_id=1).encode())
+    assert decoder.feed_acks(encode_ack(5)[:7]) is None
+    assert decoder.feed_acks(encode_ack(5)[7:] + encode_ack(9)) == (5, 9)
+    with pytest.raises(ProtocolError, match="went back"):
+        decoder.feed_acks(encode_ack(9) + encode_ack(8))
+    with pytest.raises(ProtocolError, match="negative"):
+        MasterSideDecoder(handshaken=True).feed_acks(struct.pack(">iq", 2, -5))
+    with pytest.raises(ProtocolError, match="state"):
+        MasterSideDecoder(handshaken=True).feed_acks(struct.pack(">iq", 1, 5))
 
 
 @given(
@@ -108,3 +146,12 @@ def test_fuzz_decoders_raise_only_protocol_errors(
     for decoder in (MasterSideDecoder(), SlaveSideDecoder(max_body_bytes=256)):
         with contextlib.suppress(ProtocolError):
             feed_in_pieces(decoder, prefix + data, cuts)
+
+
+@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 700)))
+def test_fuzz_feed_acks_raises_only_protocol_errors(data: bytes, cuts: list[int]) -> None:
+    decoder = MasterSideDecoder(handshaken=True)
+    bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    with contextlib.suppress(ProtocolError):
+        for a, b in itertools.pairwise(bounds):
+            decoder.feed_acks(data[a:b])
