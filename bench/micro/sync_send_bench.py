@@ -12,6 +12,16 @@ task steps, tasks spawned and scheduler batches (an Instrument; one batch is one
 Trio's run loop, one epoll wait). Those counts do not move with the machine's load, so
 two trees compare on a shared machine where msg/s and latency do not; run each tree from
 outside the worktree with PYTHONPATH set to it, interleaved.
+
+Under callgrind (instructions do not move with the load either), pass ``--clock-rate``:
+valgrind runs the process ~50x slower, so timers that depend on the gap between puts (the
+HA master's confirm linger) would take another path than at full speed; a Trio
+``MockClock`` running at that rate keeps the virtual gap near the real one (0.015 gives
+~0.4-1.4 ms at the 10-50 sends a second seen under valgrind). Instructions per send: the
+difference of two runs' totals (``--count`` 300 and 1300) over 1000::
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind python -m bench.micro.sync_send_bench \
+        --count 1300 --clock-rate 0.015
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from typing import Any
 
 import trio
 import trio.abc
+import trio.testing
 
 from bench.wire import SendRequests
 from broker.config import BrokerConfig
@@ -137,9 +148,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--slaves", type=int, default=2)
+    parser.add_argument(
+        "--clock-rate", type=float, default=None, help="run Trio's clock at this rate (valgrind)"
+    )
     args = parser.parse_args()
+    clock = None if args.clock_rate is None else trio.testing.MockClock(rate=args.clock_rate)
     with tempfile.TemporaryDirectory(prefix="sync-send-bench-") as tmp:
-        row = trio.run(_run, args, Path(tmp))
+        row = trio.run(_run, args, Path(tmp), clock=clock)
     print(json.dumps(row))
 
 
