@@ -11,9 +11,10 @@ Rules (reference/rocketmq-wire.md §3.2, §3.9):
   1 KiB records and, unlike a map of a sparse file, a full disk is an ``ENOSPC`` error, not
   SIGBUS). A failed write leaves no partial record: the tail is cut back and re-extended.
 - Reads are ``os.pread``. This module knows bytes and offsets, not record fields.
-- ``last_append`` keeps the bytes of the last ``append`` (where they went, a copy) until
-  anything else changes the log's end: a master's HA streamer sends the put it is told
-  of without reading it back (``read_raw``). Cleared by every other write or cut.
+- ``last_append`` keeps the bytes of the last ``append`` (where they went, a copy; at most
+  64 KiB) until anything else changes the log's end: a master's HA streamer sends the put
+  it is told of without reading it back (``read_raw``). Cleared by every other write or
+  cut.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from protocol.message import BLANK_MARKER_BYTES, blank_marker
 log = logging.getLogger(__name__)
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+#: The largest append kept in ``last_append``.
+_KEPT_APPEND_BYTES = 64 * 1024
 
 
 def segment_name(start_offset: int) -> str:
@@ -201,8 +204,10 @@ class CommitLog:
         self._pwrite(seg, data, offset)
         self.write_offset = offset + len(data)
         # A copy: the caller's buffer is its own to reuse (~0.1 µs a KiB, against a pread
-        # and a parse of the record per HA batch).
-        self.last_append = (offset, bytes(data))
+        # and a parse of the record per HA batch). Not of a large batch: a streamer that
+        # asks for exactly one put is one at a send or a few in flight; at many in flight
+        # it reads a backlog of puts anyway.
+        self.last_append = (offset, bytes(data)) if len(data) <= _KEPT_APPEND_BYTES else None
         return offset
 
     def append_raw_piece(self, data: bytes | memoryview) -> None:

@@ -168,6 +168,20 @@ async def test_read_raw_of_the_last_put_is_its_bytes_without_a_read(tmp_path: Pa
         await store.close()
 
 
+async def test_a_large_put_is_not_kept_and_reads_from_the_log(tmp_path: Path) -> None:
+    store = MessageStore.open(tmp_path, attrs.evolve(CFG, segment_bytes=1024 * 1024))
+    big = store.put_messages([msg(i) for i in range(80)])  # ~78 KiB in one append
+    assert big.wrote_bytes > 64 * 1024 and store._clog.last_append is None
+    data = store.read_raw(big.physical_offset, 2 * big.wrote_bytes)
+    assert data == store._clog.read(big.physical_offset, big.wrote_bytes)
+    small = store.put_message(msg(1))
+    assert store._clog.last_append == (
+        small.physical_offset,
+        store.read_raw(small.physical_offset, 5000),
+    )
+    await store.close()
+
+
 async def test_truncate_to_drops_records_queue_entries_and_keys(tmp_path: Path) -> None:
     store = MessageStore.open(tmp_path, CFG)
     results = [store.put_message(msg(i, queue_id=i % 2)) for i in range(60)]
