@@ -11,7 +11,13 @@ Three loops, each the codec work of one message on the data path:
 - ``pull_decode``: a FOUND body of 32 records decoded by the SDK's ``decode_pull_body``
   (the consumer's side), and ``record_decode``: the same body through
   ``protocol.message.iter_records`` (the broker's and tools' general decoder).
-Figures are µs of this process's CPU (``time.process_time``) per message, best and median
+With ``--callgrind LOOP`` the named loop runs once more inside one ``functools.reduce``
+call after its warm-up, for instruction counts that do not move with the machine's load:
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \\
+        .venv/bin/python -m bench.micro.codec_bench --callgrind request_decode --count 2000
+
+(instructions per message = collected / count). Otherwise figures are µs of this process's CPU (``time.process_time``) per message, best and median
 of ``--repeat`` runs; the JSON line also names the file ``protocol.command`` was loaded
 from (a ``.py``, or a ``.so`` of a compiled experiment), so runs of two trees (each on
 ``PYTHONPATH``; ``-m`` imports from the current directory first) can be told apart.
@@ -20,6 +26,7 @@ from (a ``.py``, or a ``.so`` of a compiled experiment), so runs of two trees (e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -57,6 +64,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--callgrind", metavar="LOOP", help="run LOOP once inside reduce")
     args = parser.parse_args()
     count: int = args.count
     reads = max(1, count // PER_READ)
@@ -110,12 +118,19 @@ def main() -> None:
         return pulls * PULL_BATCH
 
     figures: dict[str, object] = {"command_module": command_module.__file__}
-    for name, loop in [
+    loops = [
         ("request_decode", request_decode),
         ("answer_encode", answer_encode),
         ("pull_decode", pull_decode),
         ("record_decode", record_decode),
-    ]:
+    ]
+    if args.callgrind is not None:
+        loop = dict(loops)[args.callgrind]
+        loop()  # warm-up, not counted: only what runs inside reduce is
+        messages = functools.reduce(lambda _total, _item: loop(), [None], 0)
+        print(json.dumps({**figures, "loop": args.callgrind, "messages": messages}))
+        return
+    for name, loop in loops:
         loop()  # warm caches (header classes' generated parsers, lru caches)
         best, median = _best_median(loop, args.repeat)
         figures[f"{name}_us_best"] = best
