@@ -15,6 +15,7 @@ Rules (reference/rocketmq-wire.md §1.1):
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import attrs
 
@@ -26,7 +27,7 @@ _PREFIX = struct.Struct(">iI")  # length, (serType << 24 | headerLen)
 _HEADER_LEN_MASK = 0xFFFFFF
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Frame:
     """One complete frame: its header bytes (not yet parsed) and body."""
 
@@ -101,10 +102,11 @@ class FrameDecoder:
                 if size < end:
                     break
                 body_at = pos + 8 + header_len
-                frame: Frame = _new_object(Frame)
-                _set_type(frame, type_and_len >> 24)
-                _set_header(frame, bytes(data[pos + 8 : body_at]))  # bytes of bytes: no copy
-                _set_body(frame, bytes(data[body_at:end]))
+                frame: Any = _new_object(_Unfrozen)
+                frame.serialize_type = type_and_len >> 24
+                frame.header = bytes(data[pos + 8 : body_at])  # bytes of bytes: no copy
+                frame.body = bytes(data[body_at:end])
+                frame.__class__ = Frame
                 frames.append(frame)
                 pos = end
             if 4 <= size - pos < 8:  # a length alone: refused before its frame arrives
@@ -121,8 +123,13 @@ class FrameDecoder:
         return frames
 
 
-# attrs' __init__ costs a bound setattr per field; a read of small frames makes many.
-_set_type, _set_header, _set_body = (Frame.__dict__[f.name].__set__ for f in attrs.fields(Frame))
+# attrs' __init__ costs a bound setattr per field; a read of small frames makes many. As
+# ``protocol.command`` builds commands: a plain twin with Frame's slots is filled and turned
+# into a Frame by ``__class__`` assignment (same layout, no weakref slot: 3.11's rule).
+class _Unfrozen:
+    __slots__ = Frame.__slots__  # type: ignore[attr-defined]  # attrs made them
+
+
 _new_object = object.__new__
 
 
