@@ -499,10 +499,20 @@ def _stdlib_header(raw: bytes) -> object:
 
 
 def _fast_header(raw: bytes) -> object:
+    """What ``from_frame`` (orjson and its fast path first) makes of ``raw``."""
     try:
-        return command_module._decode_json_header(raw)
+        command = RemotingCommand.from_frame(Frame(serialize_type=0, header=raw, body=b""))
     except MalformedHeader as exc:
         return f"MalformedHeader: {exc}"
+    return (
+        command.code,
+        command.language,
+        command.version,
+        command.opaque,
+        command.flag,
+        command.remark,
+        command.ext_fields,
+    )
 
 
 @settings(deadline=None, max_examples=500)
