@@ -37,6 +37,7 @@ import trio.lowlevel
 
 from bench.micro.common import store_records
 from broker.ha import EpochFile, HAConfig, HASlave
+from broker.ha import slave as slave_module
 from broker.ha.wire import MasterHandshake, Transfer
 from broker.store.config import FlushMode, StoreConfig
 from broker.store.store import MessageStore
@@ -198,11 +199,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="parent of the store dirs")
+    parser.add_argument(
+        "--confirm-hold-s",
+        type=float,
+        default=None,
+        help="the slave's CONFIRM_HOLD_S (under valgrind: the default times its slowdown, "
+        "so as many messages share a hold as at full speed)",
+    )
     parser.add_argument("--serve", action="store_true", help="be the master (internal)")
     args = parser.parse_args(argv)
     if args.serve:
         _serve(args)
         return
+    if args.confirm_hold_s is not None:
+        slave_module.CONFIRM_HOLD_S = args.confirm_hold_s
     child = subprocess.Popen(
         [sys.executable, "-m", "bench.micro.slave_bench", "--serve", *(argv or sys.argv[1:])],
         stdout=subprocess.PIPE,

@@ -21,7 +21,9 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
   transfer applied since the previous ack), as the master's own SEND_OK waits for its fsync.
 - The local confirm offset is min(header confirm, local max), never lowered by the master;
   it moves after the ack of what arrived with it (the master waits for the ack, not for our
-  dispatch of what the confirm covers).
+  dispatch of what the confirm covers), and the store gets it (and dispatches up to it) in
+  bulk: once ``CONFIRM_HOLD_BYTES`` of log wait, ``CONFIRM_HOLD_S`` after the first one
+  held, on a read that brought no data, and when the connection ends.
 - The master is not trusted (issue 13): every replicated record must carry a legal topic
   (the send path's ``validate_topic``) and a queue id below ``max_queue_nums`` besides the
   store's own checks (``MessageStore.append_raw``; a (topic, queue id) pair accepted once
@@ -90,6 +92,15 @@ class HASlaveStatus:
 #: Accepted (topic, queue id) pairs remembered at most (``HASlave._check_record``).
 _ACCEPTED_QUEUES_MAX = 4096
 
+#: How long, and over how many bytes of log, a confirm from the master may wait before
+#: the store dispatches what it covers (``HASlave._update_confirm``). At one message in
+#: flight the slave and the master share a CPU and the master, woken by our ack, waits
+#: for the end of our run: a dispatch per message there is on every SEND_OK's path, one
+#: per hold is off most of them and cheaper per record. A slave serves reads only when
+#: asked, and a confirm reaches it up to ``confirm_linger_s`` late already.
+CONFIRM_HOLD_S = 0.01
+CONFIRM_HOLD_BYTES = 256 * 1024
+
 
 class _Inconsistent(RocketError):
     """The master's log cannot be followed from ours (no common epoch, stale master, a cut
@@ -137,7 +148,12 @@ class HASlave:
         self._owed_ack: tuple[bytes, int, int] | None = None
         self._last_ack_s = 0.0
         self._last_read_s: float | None = None
+        #: The confirm offset given to the store (dispatched up to it).
         self._confirm = store.confirm_offset if store.config.dispatch_confirmed_only else 0
+        #: The highest confirm offset from the master (within our log), not yet given to
+        #: the store while ``_held_since`` (when the hold began) is set.
+        self._due = self._confirm
+        self._held_since: float | None = None
         self._master_max = -1
         self._connects = 0
         self._streamed = False
@@ -321,6 +337,7 @@ class HASlave:
             )
             await store.truncate_to(point)  # log first, then epochs (see the module rules)
             self._confirm = min(self._confirm, point)
+            self._due = min(self._due, point)
         await self._epochs.truncate_suffix_by_offset(point)
         await self._epochs.truncate_prefix_by_offset(store.min_physical_offset)
         return point
@@ -355,21 +372,31 @@ class HASlave:
         """
         cfg = self.config
         silence_s = cfg.housekeeping_timeout_s
-        while True:
-            await self._take(stream, pending, what)
-            pending = []
-            assert self._last_read_s is not None
-            now = trio.current_time()
-            if now >= self._last_read_s + silence_s:
-                raise RemotingTimeout(f"{what} silent for {silence_s:.1f} s")
-            if now >= self._last_ack_s + cfg.ack_interval_s:
-                await self._send_ack(stream, what)  # at least every ack_interval_s
-            deadline = min(self._last_ack_s + cfg.ack_interval_s, self._last_read_s + silence_s)
-            with trio.CancelScope(deadline=deadline):
-                while not pending and self._owed_ack is None:
-                    data = await receive_ready(stream, what=what)
-                    self._last_read_s = trio.current_time()
-                    pending = self._take_now(stream, decoder.feed(data), what)
+        try:
+            while True:
+                await self._take(stream, pending, what)
+                pending = []
+                assert self._last_read_s is not None
+                now = trio.current_time()
+                if now >= self._last_read_s + silence_s:
+                    raise RemotingTimeout(f"{what} silent for {silence_s:.1f} s")
+                if now >= self._last_ack_s + cfg.ack_interval_s:
+                    await self._send_ack(stream, what)  # at least every ack_interval_s
+                held = self._held_since
+                if held is not None and now >= held + CONFIRM_HOLD_S:
+                    self._release_confirm()
+                    held = None
+                deadline = min(self._last_ack_s + cfg.ack_interval_s, self._last_read_s + silence_s)
+                if held is not None:
+                    deadline = min(deadline, held + CONFIRM_HOLD_S)
+                with trio.CancelScope(deadline=deadline):
+                    # Left too when a hold begins or ends, so the deadline follows it.
+                    while not pending and self._owed_ack is None and self._held_since is held:
+                        data = await receive_ready(stream, what=what)
+                        self._last_read_s = trio.current_time()
+                        pending = self._take_now(stream, decoder.feed(data), what)
+        finally:
+            self._release_confirm()  # what the master confirmed while we followed it
 
     async def _take(
         self, stream: trio.abc.Stream, pending: list[MasterHandshake | Transfer], what: str
@@ -377,11 +404,13 @@ class HASlave:
         """Apply every transfer of ``pending`` (a new epoch's entry written before its
         bytes), ack once our log grew, then take the highest confirm offset."""
         confirm = -1
+        idle = True
         if self._owed_ack is not None:  # ``_take_now`` applied, the socket took part of the ack
             rest, offset, confirm = self._owed_ack
             await send_all(stream, rest, timeout_s=self.config.send_timeout_s, what=what)
             self._owed_ack = None
             self._acked, self._last_ack_s = offset, trio.current_time()
+            idle = False
         for message in pending:
             if not isinstance(message, Transfer):
                 raise ProtocolError(f"{what} sent a second handshake")
@@ -389,13 +418,14 @@ class HASlave:
                 if self._check_batch(message):
                     await self._epochs.append(message.epoch, message.epoch_start_offset)
                 self._append(message, trio.current_time())
+                idle = False
             confirm = max(confirm, message.confirm_offset)
         if self._store.max_physical_offset > self._acked:
             await self._send_ack(stream, what)
         if confirm >= 0:
             # After the ack: dispatching what the confirm covers is off the sync
             # write's path (the master waits for the ack, not for our ConsumeQueue).
-            self._update_confirm(confirm)
+            self._update_confirm(confirm, trio.current_time(), at_once=idle)
 
     def _take_now(
         self, stream: trio.abc.Stream, pending: list[MasterHandshake | Transfer], what: str
@@ -418,11 +448,13 @@ class HASlave:
         now = self._last_read_s
         assert now is not None
         confirm = -1
+        idle = True
         for message in pending:
             assert isinstance(message, Transfer)
             if message.data:
                 self._check_batch(message)  # not a new epoch: checked above
                 self._append(message, now)
+                idle = False
             confirm = max(confirm, message.confirm_offset)
         offset = store.max_physical_offset
         if offset > self._acked:
@@ -433,7 +465,7 @@ class HASlave:
                 return []
             self._acked, self._last_ack_s = offset, now
         if confirm >= 0:
-            self._update_confirm(confirm)  # after the ack, as in ``_take``
+            self._update_confirm(confirm, now, at_once=idle)  # after the ack, as in ``_take``
         return []
 
     async def _receive(
@@ -494,11 +526,26 @@ class HASlave:
             self._accepted.add(key)
         return problem
 
-    def _update_confirm(self, master_confirm: int) -> None:
+    def _update_confirm(self, master_confirm: int, now_s: float, *, at_once: bool) -> None:
+        """Take the master's confirm offset (within our log): given to the store, which
+        dispatches up to it, at once when ``at_once`` (a read that brought no data: we are
+        idle) or ``CONFIRM_HOLD_BYTES`` of log wait; else held, at most ``CONFIRM_HOLD_S``
+        (``_transfer_loop`` wakes up for it)."""
         value = min(master_confirm, self._store.max_physical_offset)
-        if value > self._confirm:
-            self._confirm = value
-            self._store.set_confirm_offset(value)
+        if value <= self._confirm:
+            return
+        self._due = max(self._due, value)
+        if at_once or self._due - self._confirm >= CONFIRM_HOLD_BYTES:
+            self._release_confirm()
+        elif self._held_since is None:
+            self._held_since = now_s
+
+    def _release_confirm(self) -> None:
+        """Give the store the confirm offset held back (``_update_confirm``)."""
+        self._held_since = None
+        if self._due > self._confirm:
+            self._confirm = self._due
+            self._store.set_confirm_offset(self._due)
 
     async def _send_ack(self, stream: trio.abc.Stream, what: str) -> None:
         store = self._store

@@ -1,0 +1,144 @@
+"""The slave gives the master's confirm offset to its store (which dispatches up to it)
+in bulk: held while data keeps coming, given at once on a read without data, once
+``CONFIRM_HOLD_BYTES`` of log wait, ``CONFIRM_HOLD_S`` after the hold began (a timer of
+its own, not the periodic ack's), and when the connection ends; never past our log."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from broker.ha import slave as slave_module
+from broker.ha.slave import HASlave
+from broker.ha.wire import (
+    Ack,
+    MasterHandshake,
+    MasterSideDecoder,
+    SlaveHandshake,
+    Transfer,
+)
+from tests.component.ha_fixtures import HA_CFG, STORE_CFG, WAIT_S, Node, until
+from tests.component.test_ha_hostile_master import records
+
+#: Periodic acks and the silence limit far away: only the hold's own timer can end a hold.
+SLOW_CFG = attrs.evolve(HA_CFG, ack_interval_s=30.0, housekeeping_timeout_s=60.0)
+
+
+@contextlib.asynccontextmanager
+async def controller_node(tmp_path: Path) -> AsyncIterator[Node]:
+    """A store that dispatches confirmed data only, as in controller mode."""
+    node = Node.open(tmp_path / "s", "s", attrs.evolve(STORE_CFG, dispatch_confirmed_only=True))
+    try:
+        yield node
+    finally:
+        with trio.CancelScope(shield=True):
+            await node.store.close()
+
+
+def _pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    ours, theirs = trio.socket.socketpair()
+    return trio.SocketStream(ours), trio.SocketStream(theirs)
+
+
+def _transfer(data: bytes, offset: int, confirm: int) -> Transfer:
+    return Transfer(offset=offset, epoch=1, epoch_start_offset=0, confirm_offset=confirm, data=data)
+
+
+async def test_a_confirm_with_data_is_held_and_a_read_without_data_gives_it(
+    tmp_path: Path,
+) -> None:
+    first = records(0, [("T", 0)])
+    second = records(len(first), [("T", 1)])
+    end = len(first) + len(second)
+    stream, peer = _pair()
+    async with controller_node(tmp_path) as s, stream, peer:
+        await s.epochs.append(1, 0)
+        slave = HASlave(s.store, s.epochs, HA_CFG, broker_id=1, node_name="s")
+        slave._last_read_s = trio.current_time()
+        assert slave._take_now(stream, [_transfer(first, 0, 0)], "test") == []
+        assert slave._take_now(stream, [_transfer(second, len(first), end + 999)], "test") == []
+        assert slave.status().acked_offset == end  # acked at once
+        assert s.store.confirm_offset == 0  # held: nothing dispatched yet
+        assert s.store.max_offset("T", 0) == 0
+        heartbeat = Transfer(offset=end, epoch=1, epoch_start_offset=0, confirm_offset=end + 999)
+        assert slave._take_now(stream, [heartbeat], "test") == []
+        assert s.store.confirm_offset == end  # never past our log
+        assert slave.status().confirm_offset == end
+        assert (s.store.max_offset("T", 0), s.store.max_offset("T", 1)) == (1, 1)
+
+
+async def test_a_confirm_over_the_hold_bytes_is_given_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = records(0, [("T", 0), ("T", 0), ("T", 0)])
+    monkeypatch.setattr(slave_module, "CONFIRM_HOLD_BYTES", len(data) - 1)
+    stream, peer = _pair()
+    async with controller_node(tmp_path) as s, stream, peer:
+        await s.epochs.append(1, 0)
+        slave = HASlave(s.store, s.epochs, HA_CFG, broker_id=1, node_name="s")
+        slave._last_read_s = trio.current_time()
+        assert slave._take_now(stream, [_transfer(data, 0, 1)], "test") == []
+        assert s.store.confirm_offset == 0  # a confirm inside the first record: nothing to do
+        assert slave._take_now(stream, [], "test") == []
+        more = records(len(data), [("T", 1)])
+        assert slave._take_now(stream, [_transfer(more, len(data), len(data))], "test") == []
+        assert s.store.confirm_offset == len(data)  # the hold's byte limit reached
+        assert slave._held_since is None
+
+
+async def _serve(stream: trio.SocketStream, data: bytes, acked: trio.Event, close: bool) -> None:
+    """A scripted master: handshake, one transfer, a second one carrying the first's
+    confirm, then silence (or the connection closed) once that is acked."""
+    decoder = MasterSideDecoder()
+    events: list[SlaveHandshake | Ack] = []
+    while not events:
+        events += decoder.feed(await stream.receive_some(4096))
+    half = len(records(0, [("T", 0)]))
+    greeting = MasterHandshake(max_offset=len(data), last_epoch=1, epochs=((1, 0),))
+    await stream.send_all(greeting.encode())
+    await stream.send_all(_transfer(data[:half], 0, 0).encode())
+    await stream.send_all(_transfer(data[half:], half, half).encode())
+    while not acked.is_set():
+        for ack in decoder.feed(await stream.receive_some(4096)):
+            assert isinstance(ack, Ack)
+            if ack.max_offset == len(data):
+                acked.set()
+    if not close:
+        await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["silence", "connection-closed"])
+async def test_a_held_confirm_is_given_without_more_traffic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, close: bool
+) -> None:
+    """No heartbeat, no periodic ack for 30 s: the hold's timer gives the confirm; with
+    the hold made longer than the test, the end of the connection gives it."""
+    if close:
+        monkeypatch.setattr(slave_module, "CONFIRM_HOLD_S", 3600.0)
+    data = records(0, [("T", 0), ("T", 0)])
+    half = len(records(0, [("T", 0)]))
+    acked = trio.Event()
+    async with controller_node(tmp_path) as s, trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            trio.serve_tcp, lambda stream: _serve(stream, data, acked, close), 0
+        )
+        port = listeners[0].socket.getsockname()[1]
+        slave = HASlave(
+            s.store,
+            s.epochs,
+            SLOW_CFG,
+            broker_id=1,
+            node_name="s",
+            master_address=f"127.0.0.1:{port}",
+        )
+        await nursery.start(slave.run)
+        with trio.fail_after(WAIT_S):
+            await acked.wait()
+        await until(lambda: s.store.confirm_offset == half, timeout_s=5.0)
+        assert s.store.max_offset("T", 0) == 1  # dispatched up to the confirm, no further
+        nursery.cancel_scope.cancel()
