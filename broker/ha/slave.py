@@ -452,7 +452,12 @@ class HASlave:
         for message in pending:
             assert isinstance(message, Transfer)
             if message.data:
-                self._check_batch(message)  # not a new epoch: checked above
+                at = message.offset
+                if not (
+                    at == store.max_physical_offset
+                    and message.epoch_start_offset == last.start_offset <= at
+                ):
+                    self._check_batch(message)  # why not, or a boundary of an empty log
                 self._append(message, now)
                 idle = False
             confirm = max(confirm, message.confirm_offset)

@@ -15,8 +15,10 @@ Rules (reference/rocketmq-controller.md §4.4):
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import attrs
 
@@ -85,8 +87,12 @@ class MasterHandshake:
         return head + body
 
 
-@attrs.frozen(kw_only=True)
-class Transfer:
+class Transfer(NamedTuple):
+    """A master's transfer. A named tuple rather than a frozen attrs class (as immutable):
+    a slave decodes one per record at one message in flight, and
+    ``SlaveSideDecoder.feed`` builds it with one C call (``_new_transfer``) instead of an
+    ``__init__`` that sets each field."""
+
     offset: int
     epoch: int
     epoch_start_offset: int
@@ -107,6 +113,10 @@ class Transfer:
             self.confirm_offset,
         )
         return head + self.data
+
+
+#: ``Transfer`` from a tuple of its fields, without a Python-level ``__new__``.
+_new_transfer = functools.partial(tuple.__new__, Transfer)
 
 
 def encode_transfer_parts(
@@ -245,13 +255,7 @@ class SlaveSideDecoder:
             if stop > end:
                 break
             out.append(
-                Transfer(
-                    offset=offset,
-                    epoch=epoch,
-                    epoch_start_offset=epoch_start,
-                    confirm_offset=confirm,
-                    data=data[pos + head : stop],
-                )
+                _new_transfer((offset, epoch, epoch_start, confirm, data[pos + head : stop]))
             )
             pos = stop
         if pos < end:
