@@ -45,19 +45,21 @@ def _store(path: Path) -> MessageStore:
     return MessageStore.open(path, config)
 
 
-def _transfers(path: Path, count: int, size: int) -> tuple[int, list[bytes]]:
-    """A master's log of ``count`` records; return its start and one encoded transfer per
-    record, each carrying the confirm offset of the records before it."""
+def _transfers(path: Path, count: int, size: int, transfer_bytes: int) -> tuple[int, list[bytes]]:
+    """A master's log of ``count`` transfers of at most ``transfer_bytes`` (at least one
+    record each); return its start and the encoded transfers, each carrying the confirm
+    offset of the records before it."""
     master = _store(path)
     msgs = store_records(size)
-    for i in range(count):
+    per_transfer = max(1, transfer_bytes // master.put_message(msgs[0]).wrote_bytes)
+    for i in range(count * per_transfer - 1):
         master.put_message(msgs[i % len(msgs)])
         if i % 256 == 0:  # its queues exist once dispatched: no name check per put
             master.set_confirm_offset(master.max_physical_offset)
     start = pos = master.min_physical_offset
     out = []
     while pos < master.max_physical_offset:
-        data = master.read_raw(pos, 1)
+        data = master.read_raw(pos, transfer_bytes)
         transfer = Transfer(
             offset=pos, epoch=1, epoch_start_offset=start, confirm_offset=pos, data=data
         )
@@ -66,8 +68,8 @@ def _transfers(path: Path, count: int, size: int) -> tuple[int, list[bytes]]:
     return start, out
 
 
-async def _run(count: int, size: int, hold: int, directory: Path) -> None:
-    start, wire = _transfers(directory / "master", 2 * count, size)
+async def _run(count: int, size: int, hold: int, transfer_bytes: int, directory: Path) -> None:
+    start, wire = _transfers(directory / "master", 2 * count, size, transfer_bytes)
     store = _store(directory / "slave")
     epochs = EpochFile.load(store.store_dir)
     await epochs.append(1, start)
@@ -110,9 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--hold", type=int, default=14, help="transfers per confirm release")
+    parser.add_argument(
+        "--transfer-bytes", type=int, default=1, help="1: one record per transfer (x1)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="slave-callgrind-") as tmp:
-        trio.run(_run, args.count, args.size, args.hold, Path(tmp))
+        trio.run(_run, args.count, args.size, args.hold, args.transfer_bytes, Path(tmp))
 
 
 if __name__ == "__main__":
