@@ -22,8 +22,12 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
 - The local confirm offset is min(header confirm, local max), never lowered by the master;
   it moves after the ack of what arrived with it (the master waits for the ack, not for our
   dispatch of what the confirm covers), and the store gets it (and dispatches up to it) in
-  bulk: once ``CONFIRM_HOLD_BYTES`` of log wait, ``CONFIRM_HOLD_S`` after the first one
-  held, on a read that brought no data, and when the connection ends.
+  bulk: with the first transfer that comes ``CONFIRM_HOLD_S`` or more after the hold
+  began, once ``CONFIRM_HOLD_BYTES`` of log wait, on a read that brought no data (our
+  master sends one with the last confirm ``confirm_linger_s`` after the traffic stops),
+  at the periodic ack's turn of the read loop once the hold is that old, and when the
+  connection ends. No wake-up of its own: a timer per hold cost more CPU than it saved
+  at low rates.
 - The master is not trusted (issue 13): every replicated record must carry a legal topic
   (the send path's ``validate_topic``) and a queue id below ``max_queue_nums`` besides the
   store's own checks (``MessageStore.append_raw``; a (topic, queue id) pair accepted once
@@ -96,8 +100,9 @@ _ACCEPTED_QUEUES_MAX = 4096
 #: the store dispatches what it covers (``HASlave._update_confirm``). At one message in
 #: flight the slave and the master share a CPU and the master, woken by our ack, waits
 #: for the end of our run: a dispatch per message there is on every SEND_OK's path, one
-#: per hold is off most of them and cheaper per record. A slave serves reads only when
-#: asked, and a confirm reaches it up to ``confirm_linger_s`` late already.
+#: per hold is on few of them and cheaper per record (a run of records at once). A slave
+#: serves reads only when asked, and a confirm reaches it up to ``confirm_linger_s`` late
+#: already.
 CONFIRM_HOLD_S = 0.01
 CONFIRM_HOLD_BYTES = 256 * 1024
 
@@ -384,14 +389,10 @@ class HASlave:
                     await self._send_ack(stream, what)  # at least every ack_interval_s
                 held = self._held_since
                 if held is not None and now >= held + CONFIRM_HOLD_S:
-                    self._release_confirm()
-                    held = None
+                    self._release_confirm()  # no transfer since: the periodic ack's turn
                 deadline = min(self._last_ack_s + cfg.ack_interval_s, self._last_read_s + silence_s)
-                if held is not None:
-                    deadline = min(deadline, held + CONFIRM_HOLD_S)
                 with trio.CancelScope(deadline=deadline):
-                    # Left too when a hold begins or ends, so the deadline follows it.
-                    while not pending and self._owed_ack is None and self._held_since is held:
+                    while not pending and self._owed_ack is None:
                         data = await receive_ready(stream, what=what)
                         self._last_read_s = trio.current_time()
                         pending = self._take_now(stream, decoder.feed(data), what)
@@ -534,15 +535,20 @@ class HASlave:
     def _update_confirm(self, master_confirm: int, now_s: float, *, at_once: bool) -> None:
         """Take the master's confirm offset (within our log): given to the store, which
         dispatches up to it, at once when ``at_once`` (a read that brought no data: we are
-        idle) or ``CONFIRM_HOLD_BYTES`` of log wait; else held, at most ``CONFIRM_HOLD_S``
-        (``_transfer_loop`` wakes up for it)."""
+        idle), when ``CONFIRM_HOLD_BYTES`` of log wait or the hold began ``CONFIRM_HOLD_S``
+        ago or more; else held (see the module rules for the other ends of a hold)."""
         value = min(master_confirm, self._store.max_physical_offset)
         if value <= self._confirm:
             return
         self._due = max(self._due, value)
-        if at_once or self._due - self._confirm >= CONFIRM_HOLD_BYTES:
+        held = self._held_since
+        if (
+            at_once
+            or self._due - self._confirm >= CONFIRM_HOLD_BYTES
+            or (held is not None and now_s >= held + CONFIRM_HOLD_S)
+        ):
             self._release_confirm()
-        elif self._held_since is None:
+        elif held is None:
             self._held_since = now_s
 
     def _release_confirm(self) -> None:

@@ -1,11 +1,13 @@
 """The slave gives the master's confirm offset to its store (which dispatches up to it)
-in bulk: held while data keeps coming, given at once on a read without data, once
-``CONFIRM_HOLD_BYTES`` of log wait, ``CONFIRM_HOLD_S`` after the hold began (a timer of
-its own, not the periodic ack's), and when the connection ends; never past our log."""
+in bulk: held while data keeps coming, given with the first transfer ``CONFIRM_HOLD_S``
+or more after the hold began, at once on a read without data, once
+``CONFIRM_HOLD_BYTES`` of log wait, at the periodic ack's turn, and when the connection
+ends; never past our log."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from broker.ha.wire import (
 from tests.component.ha_fixtures import HA_CFG, STORE_CFG, WAIT_S, Node, until
 from tests.component.test_ha_hostile_master import records
 
-#: Periodic acks and the silence limit far away: only the hold's own timer can end a hold.
+#: Periodic acks and the silence limit far away: they end no hold during a test.
 SLOW_CFG = attrs.evolve(HA_CFG, ack_interval_s=30.0, housekeeping_timeout_s=60.0)
 
 
@@ -72,6 +74,29 @@ async def test_a_confirm_with_data_is_held_and_a_read_without_data_gives_it(
         assert (s.store.max_offset("T", 0), s.store.max_offset("T", 1)) == (1, 1)
 
 
+async def test_a_hold_as_old_as_confirm_hold_s_is_given_with_the_next_transfer(
+    tmp_path: Path,
+) -> None:
+    data = [records(0, [("T", 0)])]
+    for queue_id in (1, 2, 3):  # one record a queue: ``records`` starts each queue at 0
+        data.append(records(sum(map(len, data)), [("T", queue_id)]))
+    ends = list(itertools.accumulate(map(len, data)))
+    stream, peer = _pair()
+    async with controller_node(tmp_path) as s, stream, peer:
+        await s.epochs.append(1, 0)
+        slave = HASlave(s.store, s.epochs, HA_CFG, broker_id=1, node_name="s")
+        began = slave._last_read_s = trio.current_time()  # the read loop sets it per read
+        assert slave._take_now(stream, [_transfer(data[0], 0, 0)], "test") == []
+        assert slave._take_now(stream, [_transfer(data[1], ends[0], ends[0])], "test") == []
+        slave._last_read_s = began + slave_module.CONFIRM_HOLD_S / 2
+        assert slave._take_now(stream, [_transfer(data[2], ends[1], ends[1])], "test") == []
+        assert s.store.confirm_offset == 0  # held since ``began``
+        slave._last_read_s = began + slave_module.CONFIRM_HOLD_S
+        assert slave._take_now(stream, [_transfer(data[3], ends[2], ends[2])], "test") == []
+        assert s.store.confirm_offset == ends[2]  # every confirm so far, in one dispatch
+        assert slave._held_since is None
+
+
 async def test_a_confirm_over_the_hold_bytes_is_given_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,8 +141,9 @@ async def _serve(stream: trio.SocketStream, data: bytes, acked: trio.Event, clos
 async def test_a_held_confirm_is_given_without_more_traffic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, close: bool
 ) -> None:
-    """No heartbeat, no periodic ack for 30 s: the hold's timer gives the confirm; with
-    the hold made longer than the test, the end of the connection gives it."""
+    """No heartbeat, no transfer: the periodic ack's turn (every 0.2 s) gives the
+    confirm; with periodic acks 30 s apart and the hold longer than the test, the end of
+    the connection gives it."""
     if close:
         monkeypatch.setattr(slave_module, "CONFIRM_HOLD_S", 3600.0)
     data = records(0, [("T", 0), ("T", 0)])
@@ -131,7 +157,7 @@ async def test_a_held_confirm_is_given_without_more_traffic(
         slave = HASlave(
             s.store,
             s.epochs,
-            SLOW_CFG,
+            SLOW_CFG if close else HA_CFG,
             broker_id=1,
             node_name="s",
             master_address=f"127.0.0.1:{port}",
