@@ -45,7 +45,8 @@ from broker.store.store import MessageStore
 _ACK = struct.Struct(">iq")
 
 
-def _store(path: Path) -> MessageStore:
+def confirmed_only_store(path: Path) -> MessageStore:
+    """A store as a controller-mode replica opens it (ASYNC_FLUSH, confirmed data only)."""
     config = StoreConfig(
         flush_mode=FlushMode.ASYNC_FLUSH,
         min_free_disk_bytes=64 * 1024 * 1024,
@@ -59,7 +60,7 @@ async def _write_log(
     path: Path, count: int, size: int, transfer_bytes: int
 ) -> list[tuple[int, bytes]]:
     """Fill a master store with ``count`` records; return its transfers."""
-    master = _store(path)
+    master = confirmed_only_store(path)
     try:
         msgs = store_records(size)
         for i in range(count):
@@ -138,7 +139,7 @@ class _Batches(trio.abc.Instrument):
 
 async def _one_run(path: Path, port: int) -> tuple[float, int, float]:
     """CPU seconds, Trio batches and wall seconds of one slave replicating the log."""
-    store = _store(path)
+    store = confirmed_only_store(path)
     batches = _Batches()
     try:
         slave = HASlave(

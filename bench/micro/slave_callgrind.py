@@ -29,27 +29,16 @@ from pathlib import Path
 import trio
 
 from bench.micro.common import store_records
+from bench.micro.slave_bench import confirmed_only_store
 from broker.ha import EpochFile, HAConfig, HASlave
 from broker.ha.wire import MasterHandshake, SlaveSideDecoder, Transfer
-from broker.store.config import FlushMode, StoreConfig
-from broker.store.store import MessageStore
-
-
-def _store(path: Path) -> MessageStore:
-    config = StoreConfig(
-        flush_mode=FlushMode.ASYNC_FLUSH,
-        min_free_disk_bytes=64 * 1024 * 1024,
-        node_name=path.name,
-        dispatch_confirmed_only=True,
-    )
-    return MessageStore.open(path, config)
 
 
 def _transfers(path: Path, count: int, size: int, transfer_bytes: int) -> tuple[int, list[bytes]]:
     """A master's log of ``count`` transfers of at most ``transfer_bytes`` (at least one
     record each); return its start and the encoded transfers, each carrying the confirm
     offset of the records before it."""
-    master = _store(path)
+    master = confirmed_only_store(path)
     msgs = store_records(size)
     per_transfer = max(1, transfer_bytes // master.put_message(msgs[0]).wrote_bytes)
     for i in range(count * per_transfer - 1):
@@ -70,7 +59,7 @@ def _transfers(path: Path, count: int, size: int, transfer_bytes: int) -> tuple[
 
 async def _run(count: int, size: int, hold: int, transfer_bytes: int, directory: Path) -> None:
     start, wire = _transfers(directory / "master", 2 * count, size, transfer_bytes)
-    store = _store(directory / "slave")
+    store = confirmed_only_store(directory / "slave")
     epochs = EpochFile.load(store.store_dir)
     await epochs.append(1, start)
     slave = HASlave(store, epochs, HAConfig(), broker_id=1, node_name="slave")

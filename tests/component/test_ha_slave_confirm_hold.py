@@ -42,6 +42,15 @@ async def controller_node(tmp_path: Path) -> AsyncIterator[Node]:
             await node.store.close()
 
 
+async def _driven_slave(node: Node) -> HASlave:
+    """A slave of ``node`` in epoch 1 from offset 0, driven by calling ``_take_now``
+    (``_last_read_s``, its clock, set as the read loop sets it per read)."""
+    await node.epochs.append(1, 0)
+    slave = HASlave(node.store, node.epochs, HA_CFG, broker_id=1, node_name=node.name)
+    slave._last_read_s = trio.current_time()
+    return slave
+
+
 def _pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     ours, theirs = trio.socket.socketpair()
     return trio.SocketStream(ours), trio.SocketStream(theirs)
@@ -59,9 +68,7 @@ async def test_a_confirm_with_data_is_held_and_a_read_without_data_gives_it(
     end = len(first) + len(second)
     stream, peer = _pair()
     async with controller_node(tmp_path) as s, stream, peer:
-        await s.epochs.append(1, 0)
-        slave = HASlave(s.store, s.epochs, HA_CFG, broker_id=1, node_name="s")
-        slave._last_read_s = trio.current_time()
+        slave = await _driven_slave(s)
         assert slave._take_now(stream, [_transfer(first, 0, 0)], "test") == []
         assert slave._take_now(stream, [_transfer(second, len(first), end + 999)], "test") == []
         assert slave.status().acked_offset == end  # acked at once
@@ -83,9 +90,9 @@ async def test_a_hold_as_old_as_confirm_hold_s_is_given_with_the_next_transfer(
     ends = list(itertools.accumulate(map(len, data)))
     stream, peer = _pair()
     async with controller_node(tmp_path) as s, stream, peer:
-        await s.epochs.append(1, 0)
-        slave = HASlave(s.store, s.epochs, HA_CFG, broker_id=1, node_name="s")
-        began = slave._last_read_s = trio.current_time()  # the read loop sets it per read
+        slave = await _driven_slave(s)
+        began = slave._last_read_s
+        assert began is not None
         assert slave._take_now(stream, [_transfer(data[0], 0, 0)], "test") == []
         assert slave._take_now(stream, [_transfer(data[1], ends[0], ends[0])], "test") == []
         slave._last_read_s = began + slave_module.CONFIRM_HOLD_S / 2
@@ -104,9 +111,7 @@ async def test_a_confirm_over_the_hold_bytes_is_given_at_once(
     monkeypatch.setattr(slave_module, "CONFIRM_HOLD_BYTES", len(data) - 1)
     stream, peer = _pair()
     async with controller_node(tmp_path) as s, stream, peer:
-        await s.epochs.append(1, 0)
-        slave = HASlave(s.store, s.epochs, HA_CFG, broker_id=1, node_name="s")
-        slave._last_read_s = trio.current_time()
+        slave = await _driven_slave(s)
         assert slave._take_now(stream, [_transfer(data, 0, 1)], "test") == []
         assert s.store.confirm_offset == 0  # a confirm inside the first record: nothing to do
         assert slave._take_now(stream, [], "test") == []
