@@ -23,8 +23,8 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
   it moves after the ack of what arrived with it (the master waits for the ack, not for our
   dispatch of what the confirm covers), and the store gets it (and dispatches up to it) in
   bulk: with the first transfer that comes ``CONFIRM_HOLD_S`` or more after the hold
-  began, once ``CONFIRM_HOLD_BYTES`` of log wait, on a read that brought no data (our
-  master sends one with the last confirm ``confirm_linger_s`` after the traffic stops),
+  began, once ``CONFIRM_HOLD_BYTES`` of log wait, on a read that ends with a heartbeat
+  (our master sends one with the last confirm ``confirm_linger_s`` after traffic stops),
   at the periodic ack's turn of the read loop once the hold is that old, and when the
   connection ends. No wake-up of its own: a timer per hold cost more CPU than it saved
   at low rates.
@@ -105,6 +105,13 @@ _ACCEPTED_QUEUES_MAX = 4096
 #: already.
 CONFIRM_HOLD_S = 0.01
 CONFIRM_HOLD_BYTES = 256 * 1024
+
+
+def _ends_idle(pending: list[MasterHandshake | Transfer]) -> bool:
+    """The read ended with a heartbeat: the master had nothing more to send then (a
+    slave behind the others gets its last data and the confirm-only heartbeat that
+    follows it in one read)."""
+    return bool(pending) and isinstance(pending[-1], Transfer) and pending[-1].is_heartbeat
 
 
 class _Inconsistent(RocketError):
@@ -405,13 +412,11 @@ class HASlave:
         """Apply every transfer of ``pending`` (a new epoch's entry written before its
         bytes), ack once our log grew, then take the highest confirm offset."""
         confirm = -1
-        idle = True
         if self._owed_ack is not None:  # ``_take_now`` applied, the socket took part of the ack
             rest, offset, confirm = self._owed_ack
             await send_all(stream, rest, timeout_s=self.config.send_timeout_s, what=what)
             self._owed_ack = None
             self._acked, self._last_ack_s = offset, trio.current_time()
-            idle = False
         for message in pending:
             if not isinstance(message, Transfer):
                 raise ProtocolError(f"{what} sent a second handshake")
@@ -419,14 +424,13 @@ class HASlave:
                 if self._check_batch(message):
                     await self._epochs.append(message.epoch, message.epoch_start_offset)
                 self._append(message, trio.current_time())
-                idle = False
             confirm = max(confirm, message.confirm_offset)
         if self._store.max_physical_offset > self._acked:
             await self._send_ack(stream, what)
         if confirm >= 0:
             # After the ack: dispatching what the confirm covers is off the sync
             # write's path (the master waits for the ack, not for our ConsumeQueue).
-            self._update_confirm(confirm, trio.current_time(), at_once=idle)
+            self._update_confirm(confirm, trio.current_time(), at_once=_ends_idle(pending))
 
     def _take_now(
         self, stream: trio.abc.Stream, pending: list[MasterHandshake | Transfer], what: str
@@ -449,7 +453,6 @@ class HASlave:
         now = self._last_read_s
         assert now is not None
         confirm = -1
-        idle = True
         for message in pending:
             assert isinstance(message, Transfer)
             if message.data:
@@ -460,7 +463,6 @@ class HASlave:
                 ):
                     self._check_batch(message)  # why not, or a boundary of an empty log
                 self._append(message, now)
-                idle = False
             confirm = max(confirm, message.confirm_offset)
         offset = store.max_physical_offset
         if offset > self._acked:
@@ -471,7 +473,7 @@ class HASlave:
                 return []
             self._acked, self._last_ack_s = offset, now
         if confirm >= 0:
-            self._update_confirm(confirm, now, at_once=idle)  # after the ack, as in ``_take``
+            self._update_confirm(confirm, now, at_once=_ends_idle(pending))  # as in ``_take``
         return []
 
     async def _receive(
@@ -534,8 +536,8 @@ class HASlave:
 
     def _update_confirm(self, master_confirm: int, now_s: float, *, at_once: bool) -> None:
         """Take the master's confirm offset (within our log): given to the store, which
-        dispatches up to it, at once when ``at_once`` (a read that brought no data: we are
-        idle), when ``CONFIRM_HOLD_BYTES`` of log wait or the hold began ``CONFIRM_HOLD_S``
+        dispatches up to it, at once when ``at_once`` (a read that ended with a heartbeat:
+        we are idle), when ``CONFIRM_HOLD_BYTES`` of log wait or the hold began ``CONFIRM_HOLD_S``
         ago or more; else held (see the module rules for the other ends of a hold)."""
         value = min(master_confirm, self._store.max_physical_offset)
         if value <= self._confirm:

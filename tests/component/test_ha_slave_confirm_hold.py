@@ -81,6 +81,25 @@ async def test_a_confirm_with_data_is_held_and_a_read_without_data_gives_it(
         assert (s.store.max_offset("T", 0), s.store.max_offset("T", 1)) == (1, 1)
 
 
+async def test_data_and_a_heartbeat_in_one_read_give_the_confirm_at_once(
+    tmp_path: Path,
+) -> None:
+    """A slave behind the others gets its last data and the heartbeat carrying the
+    confirm that follows it in one read: nothing more comes, so nothing is held."""
+    data = records(0, [("T", 0), ("T", 1)])
+    heartbeat = Transfer(offset=len(data), epoch=1, epoch_start_offset=0, confirm_offset=len(data))
+    stream, peer = _pair()
+    async with controller_node(tmp_path) as s, stream, peer:
+        slave = await _driven_slave(s)
+        pending = [_transfer(data, 0, 0), heartbeat]
+        assert slave._take_now(stream, pending, "test") == []
+        assert s.store.confirm_offset == len(data)
+        assert (s.store.max_offset("T", 0), s.store.max_offset("T", 1)) == (1, 1)
+        heartbeat_first = [heartbeat, _transfer(records(len(data), [("T", 2)]), len(data), 0)]
+        assert slave._take_now(stream, heartbeat_first, "test") == []
+        assert slave._held_since is None  # the confirm did not move: nothing to hold
+
+
 async def test_a_hold_as_old_as_confirm_hold_s_is_given_with_the_next_transfer(
     tmp_path: Path,
 ) -> None:
