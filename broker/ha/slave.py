@@ -23,7 +23,9 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
   it moves after the ack of what arrived with it (the master waits for the ack, not for our
   dispatch of what the confirm covers), and the store gets it (and dispatches up to it) in
   bulk: with the first transfer that comes ``CONFIRM_HOLD_S`` or more after the hold
-  began, once ``CONFIRM_HOLD_BYTES`` of log wait, on a read that ends with a heartbeat
+  began, once ``CONFIRM_HOLD_BYTES`` of log wait, when it covers our whole log (a slave
+  behind the others: the master sends it again only when it moves), on a read that ends
+  with a heartbeat
   (our master sends one with the last confirm ``confirm_linger_s`` after traffic stops),
   at the periodic ack's turn of the read loop once the hold is that old, and when the
   connection ends. No wake-up of its own: a timer per hold cost more CPU than it saved
@@ -537,15 +539,18 @@ class HASlave:
     def _update_confirm(self, master_confirm: int, now_s: float, *, at_once: bool) -> None:
         """Take the master's confirm offset (within our log): given to the store, which
         dispatches up to it, at once when ``at_once`` (a read that ended with a heartbeat:
-        we are idle), when ``CONFIRM_HOLD_BYTES`` of log wait or the hold began ``CONFIRM_HOLD_S``
+        we are idle), when it covers our whole log (a slave behind the others: the
+        confirm came before the data, and no later message need carry it again), when ``CONFIRM_HOLD_BYTES`` of log wait or the hold began ``CONFIRM_HOLD_S``
         ago or more; else held (see the module rules for the other ends of a hold)."""
-        value = min(master_confirm, self._store.max_physical_offset)
+        end = self._store.max_physical_offset
+        value = min(master_confirm, end)
         if value <= self._confirm:
             return
         self._due = max(self._due, value)
         held = self._held_since
         if (
             at_once
+            or value == end  # all we hold is confirmed: the master may never send more
             or self._due - self._confirm >= CONFIRM_HOLD_BYTES
             or (held is not None and now_s >= held + CONFIRM_HOLD_S)
         ):

@@ -70,7 +70,7 @@ async def test_a_confirm_with_data_is_held_and_a_read_without_data_gives_it(
     async with controller_node(tmp_path) as s, stream, peer:
         slave = await _driven_slave(s)
         assert slave._take_now(stream, [_transfer(first, 0, 0)], "test") == []
-        assert slave._take_now(stream, [_transfer(second, len(first), end + 999)], "test") == []
+        assert slave._take_now(stream, [_transfer(second, len(first), len(first))], "test") == []
         assert slave.status().acked_offset == end  # acked at once
         assert s.store.confirm_offset == 0  # held: nothing dispatched yet
         assert s.store.max_offset("T", 0) == 0
@@ -98,6 +98,22 @@ async def test_data_and_a_heartbeat_in_one_read_give_the_confirm_at_once(
         heartbeat_first = [heartbeat, _transfer(records(len(data), [("T", 2)]), len(data), 0)]
         assert slave._take_now(stream, heartbeat_first, "test") == []
         assert slave._held_since is None  # the confirm did not move: nothing to hold
+
+
+async def test_a_confirm_that_covers_our_whole_log_is_given_at_once(tmp_path: Path) -> None:
+    """A slave behind the others: the confirm came (as far as our log went) before the
+    data it covers, and the master sends it again only when it moves."""
+    first = records(0, [("T", 0)])
+    second = records(len(first), [("T", 1)])
+    end = len(first) + len(second)
+    stream, peer = _pair()
+    async with controller_node(tmp_path) as s, stream, peer:
+        slave = await _driven_slave(s)
+        assert slave._take_now(stream, [_transfer(first, 0, end)], "test") == []
+        assert s.store.confirm_offset == len(first)  # as far as our log goes
+        assert slave._take_now(stream, [_transfer(second, len(first), end)], "test") == []
+        assert s.store.confirm_offset == end
+        assert slave._held_since is None
 
 
 async def test_a_hold_as_old_as_confirm_hold_s_is_given_with_the_next_transfer(
