@@ -51,6 +51,13 @@ async def _driven_slave(node: Node) -> HASlave:
     return slave
 
 
+def _two_records() -> tuple[bytes, bytes, int]:
+    """Two records of two queues, laid out from 0, and where the second ends."""
+    first = records(0, [("T", 0)])
+    second = records(len(first), [("T", 1)])
+    return first, second, len(first) + len(second)
+
+
 def _pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     ours, theirs = trio.socket.socketpair()
     return trio.SocketStream(ours), trio.SocketStream(theirs)
@@ -63,9 +70,7 @@ def _transfer(data: bytes, offset: int, confirm: int) -> Transfer:
 async def test_a_confirm_with_data_is_held_and_a_read_without_data_gives_it(
     tmp_path: Path,
 ) -> None:
-    first = records(0, [("T", 0)])
-    second = records(len(first), [("T", 1)])
-    end = len(first) + len(second)
+    first, second, end = _two_records()
     stream, peer = _pair()
     async with controller_node(tmp_path) as s, stream, peer:
         slave = await _driven_slave(s)
@@ -103,9 +108,7 @@ async def test_data_and_a_heartbeat_in_one_read_give_the_confirm_at_once(
 async def test_a_confirm_that_covers_our_whole_log_is_given_at_once(tmp_path: Path) -> None:
     """A slave behind the others: the confirm came (as far as our log went) before the
     data it covers, and the master sends it again only when it moves."""
-    first = records(0, [("T", 0)])
-    second = records(len(first), [("T", 1)])
-    end = len(first) + len(second)
+    first, second, end = _two_records()
     stream, peer = _pair()
     async with controller_node(tmp_path) as s, stream, peer:
         slave = await _driven_slave(s)
