@@ -153,6 +153,13 @@ def _check_state(state: int, expected: HAState, what: str) -> None:
         raise ProtocolError(f"HA {what} carries state {state}, expected {expected.name}")
 
 
+def _check_ack(state: int, max_offset: int) -> None:
+    """Refuse an ack that does not carry TRANSFER or names a negative offset."""
+    _check_state(state, HAState.TRANSFER, "ack")
+    if max_offset < 0:
+        raise ProtocolError(f"HA ack offset {max_offset} is negative")
+
+
 @attrs.define
 class MasterSideDecoder:
     """Decodes what a slave sends: one handshake, then acks."""
@@ -183,9 +190,7 @@ class MasterSideDecoder:
                 if raw is None:
                     return out
                 state, max_offset = _ACK.unpack(raw)
-                _check_state(state, HAState.TRANSFER, "ack")
-                if max_offset < 0:
-                    raise ProtocolError(f"HA ack offset {max_offset} is negative")
+                _check_ack(state, max_offset)
                 out.append(Ack(max_offset=max_offset))
 
     def feed_acks(self, data: bytes) -> tuple[int, int] | None:
@@ -210,11 +215,9 @@ class MasterSideDecoder:
             data = data[:whole]
         low = high = -1
         for state, max_offset in _ACK.iter_unpack(data):
-            if state != _TRANSFER_STATE:
-                _check_state(state, HAState.TRANSFER, "ack")
-            if max_offset < high or max_offset < 0:
-                if max_offset < 0:
-                    raise ProtocolError(f"HA ack offset {max_offset} is negative")
+            if state != _TRANSFER_STATE or max_offset < 0:
+                _check_ack(state, max_offset)
+            if max_offset < high:
                 raise ProtocolError(f"HA ack went back from {high} to {max_offset}")
             high = max_offset
             if low < 0:
