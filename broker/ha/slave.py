@@ -458,12 +458,7 @@ class HASlave:
         for message in pending:
             assert isinstance(message, Transfer)
             if message.data:
-                at = message.offset
-                if not (
-                    at == store.max_physical_offset
-                    and message.epoch_start_offset == last.start_offset <= at
-                ):
-                    self._check_batch(message)  # why not, or a boundary of an empty log
+                self._check_batch(message)  # not a new epoch: checked above
                 self._append(message, now)
             confirm = max(confirm, message.confirm_offset)
         offset = store.max_physical_offset

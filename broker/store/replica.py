@@ -22,7 +22,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable
 
 import trio
@@ -48,9 +47,6 @@ from protocol.message import (
 from protocol.record_fields import read_stored_fields
 
 log = logging.getLogger(__name__)
-
-#: TOTALSIZE and MAGICCODE, the first 8 bytes of a record or a blank marker.
-_SIZE_MAGIC = struct.Struct(">ii")
 
 #: A caller's extra check of each replicated record's topic and queue id: why it is
 #: refused, or None.
@@ -134,12 +130,10 @@ class StoreReplica(StorePut):
         while i < end:
             at = start + i
             seg_end = at - at % seg_bytes + seg_bytes
-            if end - i < BLANK_MARKER_BYTES:
-                raise CorruptRecord(
-                    f"replicated data at offset {at}: only {end - i} bytes left, need "
-                    f"{BLANK_MARKER_BYTES}"
-                )
-            size, magic = _SIZE_MAGIC.unpack_from(data, i)  # peek_record_header, inline
+            try:
+                size, magic = peek_record_header(data, i)
+            except MalformedRecord as exc:
+                raise CorruptRecord(f"replicated data at offset {at}: {exc}") from None
             if magic == BLANK_MAGIC:
                 if size != seg_end - at:
                     raise CorruptRecord(
