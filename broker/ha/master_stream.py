@@ -95,9 +95,6 @@ class HAStreamers:
         #: asks for the same bytes; one read serves them all. Cleared whenever the log may
         #: have been cut (a new epoch, a new mastership).
         self._last_read: tuple[int, int, bytes] | None = None
-        #: The last transfer built (position, confirm, bytes, end of its data): the next
-        #: slave at that position, told the same confirm, is sent the same bytes.
-        self._last_transfer: tuple[int, int, bytes, int] | None = None
         #: When the last put came, and how long after the one before it.
         self._last_put_s = 0.0
         self._put_gap_s = math.inf
@@ -107,7 +104,7 @@ class HAStreamers:
 
     def forget_reads(self) -> None:
         """The log may be cut: no batch read before comes from the cache."""
-        self._last_read = self._last_transfer = None
+        self._last_read = None
 
     def put_seen(self, now_s: float) -> None:
         """A put came at ``now_s`` (before its confirm move: the gap sets the linger)."""
@@ -193,21 +190,6 @@ class HAStreamers:
     def _next_batch(self, conn: SlaveConn, now_s: float) -> bytes:
         """The next transfer to ``conn`` (header and data), counted as sent at ``now_s``."""
         position = conn.position
-        confirm = self._core.confirm_offset
-        last = self._last_transfer
-        if last is not None and last[0] == position and last[1] == confirm:
-            transfer, end = last[2], last[3]  # the one just built for another slave
-        else:
-            transfer, end = self._transfer(position, confirm, at_boundary=conn.at_boundary)
-            self._last_transfer = (position, confirm, transfer, end)
-        conn.sent_master_max, conn.sent_at_s = self._store.max_physical_offset, now_s
-        conn.position, conn.at_boundary = end, True
-        conn.sent_confirm, conn.confirm_moved_s = confirm, None
-        conn.last_send_s = now_s
-        return transfer
-
-    def _transfer(self, position: int, confirm: int, *, at_boundary: bool) -> tuple[bytes, int]:
-        """The transfer at ``position`` carrying ``confirm``, and where its data ends."""
         entry = self._epochs.cache.entry_at(position)
         if entry is None:
             raise StorageError(f"no epoch holds offset {position}")
@@ -215,9 +197,10 @@ class HAStreamers:
         end = entry.end_offset
         if end is not None:
             limit = min(limit, end - position)
-        data = self._read(position, limit, at_boundary=at_boundary)
+        data = self._read(position, limit, at_boundary=conn.at_boundary)
         if not data or (end is not None and position + len(data) > end):
             raise StorageError(f"cannot read a batch at {position} within epoch {entry.epoch}")
+        confirm = self._core.confirm_offset
         head = encode_transfer_parts(
             offset=position,
             epoch=entry.epoch,
@@ -225,7 +208,11 @@ class HAStreamers:
             confirm_offset=confirm,
             data_len=len(data),
         )
-        return head + data, position + len(data)
+        conn.sent_master_max, conn.sent_at_s = self._store.max_physical_offset, now_s
+        conn.position, conn.at_boundary = position + len(data), True
+        conn.sent_confirm, conn.confirm_moved_s = confirm, None
+        conn.last_send_s = now_s
+        return head + data
 
     def _read(self, position: int, limit: int, *, at_boundary: bool) -> bytes:
         last = self._last_read
