@@ -99,10 +99,7 @@ class BrokerWrites:
         except StorageError as exc:
             raise self._refused(exc) from None
         if result.status is PutStatus.PUT_OK:  # result.ok without the property's frame
-            # _counted, inline (a frame less on every single send): one stored message.
-            self.broker.stats.on_put(topic, 1, result.wrote_bytes)
-            if master is not None:
-                master.notify_appended()
+            self._counted(topic, result, master)
         return result
 
     def _check_in_sync(self) -> HAMaster | None:
