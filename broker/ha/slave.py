@@ -25,11 +25,10 @@ Rules (reference/rocketmq-controller.md §4.3–4.5, DESIGN.md §5):
   bulk: with the first transfer that comes ``CONFIRM_HOLD_S`` or more after the hold
   began, once ``CONFIRM_HOLD_BYTES`` of log wait, when it covers our whole log (a slave
   behind the others: the master sends it again only when it moves), on a read that ends
-  with a heartbeat
-  (our master sends one with the last confirm ``confirm_linger_s`` after traffic stops),
-  at the periodic ack's turn of the read loop once the hold is that old, and when the
-  connection ends. No wake-up of its own: a timer per hold cost more CPU than it saved
-  at low rates.
+  with a heartbeat (our master sends one with the last confirm ``confirm_linger_s`` after
+  traffic stops), at the periodic ack's turn of the read loop once the hold is that old,
+  and when the connection ends. No wake-up of its own: a timer per hold cost more CPU
+  than it saved at low rates.
 - The master is not trusted (issue 13): every replicated record must carry a legal topic
   (the send path's ``validate_topic``) and a queue id below ``max_queue_nums`` besides the
   store's own checks (``MessageStore.append_raw``; a (topic, queue id) pair accepted once
@@ -535,8 +534,9 @@ class HASlave:
         """Take the master's confirm offset (within our log): given to the store, which
         dispatches up to it, at once when ``at_once`` (a read that ended with a heartbeat:
         we are idle), when it covers our whole log (a slave behind the others: the
-        confirm came before the data, and no later message need carry it again), when ``CONFIRM_HOLD_BYTES`` of log wait or the hold began ``CONFIRM_HOLD_S``
-        ago or more; else held (see the module rules for the other ends of a hold)."""
+        confirm came before the data, and no later message need carry it again), when
+        ``CONFIRM_HOLD_BYTES`` of log wait or the hold began ``CONFIRM_HOLD_S`` ago or
+        more; else held (see the module rules for the other ends of a hold)."""
         end = self._store.max_physical_offset
         value = min(master_confirm, end)
         if value <= self._confirm:
