@@ -51,8 +51,11 @@ from tests.component.broker_fixtures import (
 
 #: Deadline of a whole test: the attacks are big, the machine may be busy.
 DEADLINE_S = 90.0
-#: The probe's worst wait allowed during an attack. Before the fixes it was 8-130 s.
-LIVENESS_S = 3.0
+#: The probe's worst wait allowed during an attack. Before the fixes it was 8-130 s. Alone
+#: on a quiet 2-core machine the worst is 0.2-0.6 s (row 9: the client's 150 MiB of pulls
+#: share this process); CI's 3 workers on 2 cores, beside tests of many processes, once
+#: measured 3.02 s there, so the bound leaves room for a busy machine.
+LIVENESS_S = 5.0
 PROBE_INTERVAL_S = 0.05
 
 
