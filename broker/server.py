@@ -226,6 +226,8 @@ class Broker:
             on_disconnect=self._disconnected,
             tls=self.security.server_tls,
         )
+        # Held CommitLog appends of the sends are written before any answer leaves.
+        self.server.before_write = self.writes.commit_before_write
         # ACL 1.0: every handler behind the check (the very same table when ACL is off).
         self.acl = open_guard(config.acl_enable, config.acl_file_path, name=self.name)
         self.server.handlers = protect(self.acl, self.server.handlers)

@@ -8,6 +8,11 @@ Rules (the ones ``broker/server.py``'s docstring states for every put):
 - A stored send is answered once it is as durable as configured: SYNC_FLUSH waits for the
   group fsync, a SYNC_MASTER for the slaves' acks (or ``slave_timeout_s``), both side by
   side; a replication failure wins over a flush timeout (RocketMQ's handleDiskFlushAndHA).
+- A single send on a broker with no HA master is held in the CommitLog
+  (``put_encoded(hold=True)``) and written by ``commit_before_write``, which the client
+  server runs before each socket write: one write per read of sends. A failed commit
+  drops every connection holding an answer not yet written (its record may be lost).
+  With an HA master the put is written at once (its streamer reads it back anyway).
 - Where replication is the only wait (a SYNC_MASTER under ASYNC_FLUSH), ``when_replicated``
   gives the code to a callback instead of a waiting task (the send path's ``LaterAnswer``),
   called from the ack that replicates the write, the HA master's timer or its end.
@@ -33,6 +38,7 @@ from broker.store.store import MessageStore
 from protocol.codes import ResponseCode
 from protocol.errors import StorageError, SystemError_
 from protocol.message import MessageRecord
+from protocol.rpc import RemotingServer
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,8 @@ class BrokerForWrites(Protocol):
     stats: BrokerStats
     ha_master: HAMaster | None
     agent: BrokerAgent | None
+
+    server: RemotingServer
 
     @property
     def store(self) -> MessageStore: ...
@@ -94,13 +102,34 @@ class BrokerWrites:
         master = self._check_in_sync()
         try:
             result = self.broker.store.put_encoded(
-                topic, queue_id, sys_flag, encoded, properties, body_bytes=body_bytes
+                topic,
+                queue_id,
+                sys_flag,
+                encoded,
+                properties,
+                body_bytes=body_bytes,
+                hold=master is None,
             )
         except StorageError as exc:
             raise self._refused(exc) from None
         if result.status is PutStatus.PUT_OK:  # result.ok without the property's frame
             self._counted(topic, result, master)
         return result
+
+    def commit_before_write(self) -> None:
+        """``RemotingServer.before_write``: held appends go to the file before any answer
+        leaves. After a failed write (reported once by ``commit_held``) every connection
+        with an answer not yet written is dropped, and this raises: the caller's too."""
+        broker = self.broker
+        if broker.store.commit_held():
+            return
+        dropped = broker.server.drop_unwritten("a CommitLog write failed; answers not sent")
+        log.error(
+            "%s: a CommitLog write failed: %d connections holding answers dropped",
+            broker.name,
+            dropped,
+        )
+        raise StorageError("a CommitLog write failed; answers not sent")
 
     def _check_in_sync(self) -> HAMaster | None:
         broker = self.broker

@@ -16,6 +16,11 @@ Rules:
   behind a ``trio.Lock``; frames queued meanwhile leave together in the next write. A
   write that waits has a deadline, and a peer that does not read for that long is
   disconnected. The reader never waits for a write.
+- A server connection runs its server's ``before_write`` (``RemotingServer``) right before
+  frames are taken for the socket (``_write_now``, and ``_write_round`` under the lock):
+  the broker writes the CommitLog bytes its answers describe there, once per write, not
+  once per send. When it raises, that connection is dropped without writing a byte more
+  (``drop``): the answers it holds must not leave.
 - Responses are matched to calls by ``opaque`` only. A call always ends: with the response,
   ``RemotingTimeout`` at its deadline, or ``ConnectionLost`` when the connection dies.
 - A malformed or oversize frame closes that connection (logged with the reason); nobody
@@ -204,8 +209,10 @@ class Connection:
         config: TransportConfig,
         budget: ByteBudget | None = None,
         warnings: ThrottledLog | None = None,
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         self.id = next(_connection_ids)
+        self._before_write = before_write  # RemotingServer.before_write
         self.name = name
         self._stream = stream
         #: A plain TCP socket: read and written with ``os.read`` / ``os.write`` on its file
@@ -377,6 +384,8 @@ class Connection:
             return
         with trio.CancelScope(shield=True) as scope:
             async with self._send_lock:
+                if self._before_write is not None:  # frames queued meanwhile: theirs too
+                    self._run_before_write()
                 frames, self._outbox = self._outbox, []
                 self._round_written = None  # later frames start the next round
                 data = frames[0] if len(frames) == 1 else b"".join(frames)
@@ -402,6 +411,8 @@ class Connection:
         """
         if not self._plain or self._send_lock.locked():
             return False
+        if self._before_write is not None:
+            self._run_before_write()
         frames = self._outbox
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         try:
@@ -417,6 +428,32 @@ class Connection:
             return False
         self._end_round()
         return True
+
+    def _run_before_write(self) -> None:
+        """The server's ``before_write``; when it fails the connection is dropped with its
+        frames unwritten and ``ConnectionLost`` raised, as for a failed write."""
+        assert self._before_write is not None
+        try:
+            self._before_write()
+        except Exception as exc:
+            reason = f"not written: {exc}"
+            self._end_round()
+            self.drop(reason)
+            raise ConnectionLost(f"write to {self.peer} refused: {exc}") from None
+
+    def drop(self, reason: str) -> None:
+        """Close at once and write nothing more: the frames queued must not leave (they
+        answer for CommitLog bytes a failed write lost). The peer sees the connection
+        end (an unknown outcome, the truth); the reader and any writer notice."""
+        self._outbox = []
+        self._mark_closed(reason)
+        with contextlib.suppress(OSError):
+            self._stream.socket.close()
+
+    @property
+    def has_unwritten(self) -> bool:
+        """Frames are queued and not yet handed to the socket."""
+        return bool(self._outbox)
 
     def _end_round(self) -> None:
         """The open round is written (or failed): later frames start the next one."""

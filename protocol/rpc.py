@@ -85,6 +85,10 @@ class RemotingServer:
         self.config = config or TransportConfig()
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        #: Run by each connection right before frames go to its socket (a raise drops that
+        #: connection unwritten): the broker's CommitLog commit of held appends, so one
+        #: write per read of sends covers them, and no answer leaves before its record.
+        self.before_write: Callable[[], None] | None = None
         self.connections: dict[int, Connection] = {}
         #: The connection cap in force (fixed when ``serve`` starts, from the fd limit).
         self.max_connections = self.config.connection_cap(fd_soft_limit())
@@ -101,6 +105,15 @@ class RemotingServer:
     def buffered_bytes(self) -> int:
         """Bytes held for all peers: partial frames and requests being handled."""
         return self._budget.ledger.held_bytes
+
+    def drop_unwritten(self, reason: str) -> int:
+        """Drop (``Connection.drop``) every connection with frames not yet written: their
+        answers must not leave (a failed CommitLog write lost what they promise). Returns
+        how many."""
+        dropped = [c for c in self.connections.values() if c.has_unwritten]
+        for conn in dropped:
+            conn.drop(reason)
+        return len(dropped)
 
     async def serve(
         self,
@@ -182,6 +195,7 @@ class RemotingServer:
                 config=self.config,
                 budget=self._budget,
                 warnings=self._connection_log,
+                before_write=self.before_write,
             )
             self.connections[conn.id] = conn
             log.debug("%s: connection from %s", self.name, conn.peer)

@@ -15,6 +15,26 @@ Rules (reference/rocketmq-wire.md §3.2, §3.9):
   64 KiB) until anything else changes the log's end: a master's HA streamer sends the put
   it is told of without reading it back (``read_raw``). Cleared by every other write or
   cut.
+
+Held appends (``hold``: the send path's puts, issue 14): the bytes are kept in a list and
+written with one ``os.pwritev`` by ``commit``, which the broker runs before each socket
+write of a server connection (``RemotingServer.before_write``): one write per read of
+sends instead of one per send. Invariants:
+- No byte leaves the process before the record it describes or carries is in the file
+  (page cache): the broker commits before writing any answer, the HA master's read
+  (``read_raw``) and every ``read`` commit first. A kill -9 after an answer loses nothing
+  the answer promised.
+- Every other operation of this class sees a consistent file: ``read``, ``reserve``
+  before a blank marker or a new segment, a direct ``append``, ``append_raw_piece``,
+  ``truncate``, ``dup_fds`` (the flush's fsync), ``delete_head`` and ``close`` commit
+  first. Held bytes therefore always lie in the last segment, contiguous, from
+  ``_held_start`` to ``write_offset``.
+- Held bytes are bounded: past ``HOLD_LIMIT_BYTES`` the put that crossed it commits.
+- A commit that fails (ENOSPC, EIO) never raises: it cuts the log back to where the held
+  bytes began (tail zeroed, ``write_offset`` lowered), counts ``commit_failures`` and
+  sets ``failed_at``; the store refuses puts until it has cut its own state (queue
+  entries, index keys, queue offsets) back there and cleared it (``clear_failure``), and
+  the broker drops every connection holding an answer not written yet.
 """
 
 from __future__ import annotations
@@ -36,6 +56,11 @@ log = logging.getLogger(__name__)
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 #: The largest append kept in ``last_append``.
 _KEPT_APPEND_BYTES = 64 * 1024
+#: Held appends past this many bytes are committed by the append that crossed it: bounds
+#: the memory and what one failed commit throws away (64 in flight of 1 KiB is 70 KiB).
+HOLD_LIMIT_BYTES = 256 * 1024
+#: And past this many pieces: one ``pwritev`` takes at most IOV_MAX (1,024 on Linux).
+HOLD_LIMIT_PIECES = min(1024, os.sysconf("SC_IOV_MAX"))
 
 
 def segment_name(start_offset: int) -> str:
@@ -71,6 +96,16 @@ class CommitLog:
         self.write_offset = 0
         #: (offset, bytes) of the last ``append`` while nothing else wrote or cut since.
         self.last_append: tuple[int, bytes] | None = None
+        #: Held appends (``hold``), not yet in the file: written by ``commit``.
+        self._held: list[bytes | bytearray] = []
+        self._held_start = 0
+        self._held_bytes = 0
+        #: Commits that failed since the log was opened (the broker compares it).
+        self.commit_failures = 0
+        #: Where the last failed commit cut the log back to, until ``clear_failure``.
+        self.failed_at: int | None = None
+        #: Why it failed (for the refusals' remarks).
+        self.failure: str = ""
 
     @classmethod
     def open(cls, directory: Path, segment_bytes: int) -> CommitLog:
@@ -133,6 +168,8 @@ class CommitLog:
 
     def read(self, offset: int, size: int) -> bytes | None:
         """``size`` bytes at ``offset`` (within one segment); None if that segment is gone."""
+        if self._held:
+            self.commit()
         seg = self.segment_for(offset)
         if seg is None or offset + size > seg.end:
             return None
@@ -178,6 +215,8 @@ class CommitLog:
             last = self.segments[-1]
             if self.write_offset + size + BLANK_MARKER_BYTES <= last.start + last.size:
                 return self.write_offset
+        if self._held:
+            self.commit()  # before a blank marker or a new segment
         seg = self.ensure_segment()
         left = seg.end - self.write_offset
         if size + BLANK_MARKER_BYTES <= left:
@@ -195,6 +234,8 @@ class CommitLog:
 
     def append(self, data: bytes | bytearray) -> int:
         """Write ``data`` at ``write_offset`` (after ``reserve``); return where it went."""
+        if self._held:
+            self.commit()
         offset = self.write_offset
         # After ``reserve`` the last segment holds ``offset`` (ensure_segment, inline).
         seg = self.segments[-1] if self.segments else None
@@ -210,9 +251,76 @@ class CommitLog:
         self.last_append = (offset, bytes(data)) if len(data) <= _KEPT_APPEND_BYTES else None
         return offset
 
+    def hold(self, data: bytearray) -> int:
+        """``append`` without the write: ``data`` (handed over, not copied: the caller
+        never touches it again) is kept until ``commit``; return where it goes. Past
+        ``HOLD_LIMIT_BYTES`` held, it commits at once."""
+        offset = self.write_offset
+        seg = self.segments[-1] if self.segments else None
+        if seg is None or offset >= seg.start + seg.size:
+            if self._held:
+                self.commit()
+            seg = self.ensure_segment()
+        assert offset + len(data) <= seg.start + seg.size
+        held = self._held
+        if not held:
+            self._held_start = offset
+        held.append(data)
+        self._held_bytes += len(data)
+        self.write_offset = offset + len(data)
+        self.last_append = (offset, bytes(data)) if len(data) <= _KEPT_APPEND_BYTES else None
+        if self._held_bytes >= HOLD_LIMIT_BYTES or len(held) >= HOLD_LIMIT_PIECES:
+            self.commit()
+        return offset
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held, not yet written."""
+        return self._held_bytes
+
+    def commit(self) -> bool:
+        """Write the held bytes with one ``os.pwritev``; False when that failed (the log is
+        then cut back to where they began: see the module docstring)."""
+        held = self._held
+        if not held:
+            return True
+        start, total = self._held_start, self._held_bytes
+        self._held, self._held_bytes = [], 0
+        seg = self.segments[-1]
+        pos = start - seg.start
+        try:
+            written = os.pwritev(seg.fd, held, pos) if len(held) > 1 else 0
+            if written < total:  # one piece, or short (space runs out): the rest, checked
+                data = held[0] if len(held) == 1 else b"".join(held)
+                self._pwrite(seg, memoryview(data)[written:], start + written)
+        except (OSError, StorageError) as exc:
+            self._zero_from(seg, pos)  # _pwrite did it too: a zeroed tail either way
+            self.write_offset = start
+            self.last_append = None
+            self.commit_failures += 1
+            self.failed_at = start if self.failed_at is None else min(self.failed_at, start)
+            self.failure = str(exc)
+            log.error(
+                "CommitLog write of %d held bytes to %s at %d failed: %s; cut back to %d",
+                total,
+                seg.path,
+                pos,
+                exc,
+                start,
+            )
+            return False
+        return True
+
+    def clear_failure(self) -> None:
+        """The store's state is cut back to ``failed_at``: appends may go on."""
+        self.failed_at = None
+        self.failure = ""
+
     def append_raw_piece(self, data: bytes | memoryview) -> None:
         """Write replicated bytes at ``write_offset``; they must end within the segment or
         exactly at its end (the caller splits at segment boundaries)."""
+        if self._held:
+            self.commit()
         self.last_append = None
         seg = self.ensure_segment()
         offset = self.write_offset
@@ -247,6 +355,8 @@ class CommitLog:
 
     def truncate(self, offset: int) -> None:
         """Drop everything at or past ``offset`` (a record boundary, checked by the caller)."""
+        if self._held:
+            self.commit()
         assert self.min_offset <= offset <= self.write_offset or not self.segments
         self.last_append = None
         while self.segments and self.segments[-1].start > offset:
@@ -260,6 +370,8 @@ class CommitLog:
 
     def delete_head(self, count: int) -> list[Path]:
         """Delete the ``count`` oldest segments (never the newest); return their paths."""
+        if self._held:
+            self.commit()
         assert 0 <= count < max(1, len(self.segments))
         removed: list[Path] = []
         for _ in range(count):
@@ -280,6 +392,8 @@ class CommitLog:
     def dup_fds(self, begin: int, end: int) -> tuple[list[int], bool]:
         """Duplicated fds of the segments overlapping [begin, end), and whether the directory
         must be fsynced too (a segment was created since). The caller closes the fds."""
+        if self._held:
+            self.commit()
         fds = collect_fds(
             os.dup(seg.fd) for seg in self.segments if seg.end > begin and seg.start < end
         )
@@ -291,7 +405,9 @@ class CommitLog:
         return fds, need_dir
 
     def close(self) -> None:
-        """Close every segment."""
+        """Close every segment (held bytes written first)."""
+        if self._held:
+            self.commit()
         for seg in self.segments:
             with contextlib.suppress(OSError):
                 os.close(seg.fd)

@@ -10,6 +10,8 @@ Rules:
   offset past the cut.
 - Retention deletes at most ``max_segments_deleted_per_round`` expired, flushed segments a
   round, never the active one, with the ConsumeQueue and index files pointing into them.
+- The flush loop commits held appends at each tick, and after a failed commit cuts the
+  store's state back (``_cut_back_failed``) before anything else.
 - ``close`` stops ``run``, flushes, checkpoints, removes the abort marker, closes files.
 """
 
@@ -82,6 +84,7 @@ class StoreDurability(StoreReads):
 
     async def _flush_locked(self) -> None:
         clog = self._clog
+        clog.commit()  # held appends first (a failure cut the log back: target sees it)
         target = clog.write_offset
         if target > self._flushed:
             generation = self._generation
@@ -193,6 +196,9 @@ class StoreDurability(StoreReads):
                     await self._group.wait_for_work()
             else:
                 await trio.sleep(interval)
+            self._clog.commit()  # not commit_held: the broker's answers need its report
+            if self._clog.failed_at is not None:
+                await self._cut_back_failed()
             self._on_flush_tick()
             await self.flush()
 

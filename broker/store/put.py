@@ -10,6 +10,10 @@ Rules:
   ``disk_check_interval_s``), or a message that cannot be stored (an ``AppendResult`` with
   MESSAGE_ILLEGAL / PROPERTIES_SIZE_EXCEEDED), including a topic or queue id that could
   not name a ConsumeQueue directory under the store (``paths.queue_path``).
+- ``put_encoded(hold=True)`` (the send path's puts) leaves the bytes held in the CommitLog
+  (``CommitLog.hold``): written by the broker's ``commit_held`` before any answer leaves
+  (commitlog.py's module docstring). A commit that failed refuses every put until the
+  flush loop has cut the store's state back (``StoreDurability._cut_back_failed``).
 - A batch goes to one topic and queue, in one segment and one write, with consecutive
   queue offsets; its bodies together fit ``max_message_bytes``.
 """
@@ -57,6 +61,11 @@ class StorePut(StoreDispatch):
             raise StorageError(f"{self.node}: store is closed")
         if self._truncating:
             raise StorageError(f"{self.node}: store is truncating its CommitLog")
+        if self._clog.failed_at is not None:
+            raise StorageError(
+                f"{self.node}: a CommitLog write failed ({self._clog.failure}); puts resume "
+                "once the store has cut back what it did not write"
+            )
         now = self._clock.now_s()
         if now >= self._next_disk_check_s:
             self._next_disk_check_s = now + self.config.disk_check_interval_s
@@ -136,10 +145,12 @@ class StorePut(StoreDispatch):
         properties: Mapping[str, str],
         *,
         body_bytes: int,
+        hold: bool = False,
     ) -> AppendResult:
         """``put_message`` of a record already encoded (``protocol/record_wire.py``) with
         these fields; ``properties`` are its properties (read for TAGS, KEYS, UNIQ_KEY),
-        ``body_bytes`` its body's length. Same checks, results and errors."""
+        ``body_bytes`` its body's length. Same checks, results and errors. ``hold``: the
+        bytes wait for ``commit_held`` (the caller's answer must not leave before it)."""
         self._check_writable()
         if (topic, queue_id) not in self._cqs:  # a queue seen before has a safe name
             refused = self._unsafe_name(topic, queue_id)
@@ -171,7 +182,12 @@ class StorePut(StoreDispatch):
         QUEUE_AND_PHYS.pack_into(buf, QUEUE_OFFSET_POS, queue_offset, phys)
         STORE_TS.pack_into(buf, STORE_TS_POS, now_ms)
         buf[STORE_HOST_POS : STORE_HOST_POS + 8] = self._store_host_bytes
-        clog.append(buf)
+        if hold:
+            clog.hold(buf)
+            if clog.failed_at is not None:  # it crossed the bound and the commit failed
+                raise StorageError(f"{self.node}: CommitLog write failed: {clog.failure}")
+        else:
+            clog.append(buf)
         if counted:
             self._queue_offsets[key] = queue_offset + 1
         self._last_put_ms = now_ms

@@ -17,6 +17,8 @@ Rules:
   a checkpoint promising bytes that are gone; puts are refused while it runs, and flush
   waiters above the cut are failed. ``high_water_offset`` remembers the highest end held
   since opening, so a caller can bound what successive cuts throw away.
+- After a failed held commit (commitlog.py) ``_cut_back_failed``, run by the flush loop,
+  takes the same way back to the log's end, with puts refused meanwhile.
 """
 
 from __future__ import annotations
@@ -179,6 +181,8 @@ class StoreReplica(StorePut):
         ``at_boundary``: the caller knows ``offset`` is one (the end of its previous
         read_raw, the log not cut since), which saves the check's read of a header."""
         clog = self._clog
+        if clog.held_bytes:
+            clog.commit()  # nothing goes to a slave before it is in the file
         end = clog.write_offset
         last = clog.last_append
         if last is not None and last[0] == offset and not self._damage:
@@ -261,6 +265,22 @@ class StoreReplica(StorePut):
         )
         for listener in self._truncate_listeners:
             listener()
+
+    async def _cut_back_failed(self) -> None:
+        """A held commit failed (``CommitLog.commit``): the log is cut back to where its
+        bytes began; the ConsumeQueue entries, index keys and queue offsets of the records
+        it lost go the way a slave's truncation takes them, then puts resume."""
+        clog = self._clog
+        offset = clog.failed_at
+        if offset is None:
+            return
+        self._truncating = True
+        try:
+            await self._truncate_locked(offset)
+        finally:
+            self._truncating = False
+        clog.clear_failure()
+        log.warning("%s: state cut back to %d after a failed write; puts resume", self.node, offset)
 
     def add_truncate_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after every ``truncate_to`` that cut the log."""

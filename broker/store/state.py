@@ -133,6 +133,8 @@ class StoreState:
         self._waiters_refused = 0
         self._put_messages = 0
         self._put_bytes = 0
+        #: ``CommitLog.commit_failures`` as ``commit_held`` last reported it.
+        self._failures_reported = 0
         self.recovery_report: RecoveryReport | None = None
 
     @property
@@ -164,6 +166,28 @@ class StoreState:
     def master_flushed_offset(self) -> int:
         """On a slave: the master's flushed offset last reported."""
         return self._master_flushed
+
+    def commit_held(self) -> bool:
+        """Write the CommitLog's held appends (``put_encoded(hold=True)``) before answers
+        leave. False the first time it is called after a commit failed, here or in any
+        other CommitLog operation: answers built since the last good commit may promise
+        records that are gone, so the caller must drop them all (puts are refused until
+        the flush loop cut the store back)."""
+        clog = self._clog
+        if clog._held:
+            clog.commit()
+        if clog.commit_failures != self._failures_reported:
+            self._failures_reported = clog.commit_failures
+            return False
+        return True
+
+    @property
+    def commit_failures(self) -> int:
+        """Held CommitLog writes that failed since the store opened."""
+        return self._clog.commit_failures
+
+    async def _cut_back_failed(self) -> None:
+        """After a failed commit: the store's state cut back to the log (replica layer's)."""
 
     def _on_flush_tick(self) -> None:
         """Work of the flush loop before each flush (the dispatch layer's catch-up)."""
