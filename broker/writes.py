@@ -8,11 +8,12 @@ Rules (the ones ``broker/server.py``'s docstring states for every put):
 - A stored send is answered once it is as durable as configured: SYNC_FLUSH waits for the
   group fsync, a SYNC_MASTER for the slaves' acks (or ``slave_timeout_s``), both side by
   side; a replication failure wins over a flush timeout (RocketMQ's handleDiskFlushAndHA).
-- A single send on a broker with no HA master is held in the CommitLog
+- A single send on a broker that is no SYNC_MASTER is held in the CommitLog
   (``put_encoded(hold=True)``) and written by ``commit_before_write``, which the client
   server runs before each socket write: one write per read of sends. A failed commit
-  drops every connection holding an answer not yet written (its record may be lost).
-  With an HA master the put is written at once (its streamer reads it back anyway).
+  drops every connection holding an answer not yet written (its record may be lost). A
+  SYNC_MASTER writes at once: a replication waiter's answer is in no connection's queue
+  (its streamer reads each put back at once anyway); SYNC_FLUSH waiters above a cut fail.
 - Where replication is the only wait (a SYNC_MASTER under ASYNC_FLUSH), ``when_replicated``
   gives the code to a callback instead of a waiting task (the send path's ``LaterAnswer``),
   called from the ack that replicates the write, the HA master's timer or its end.
@@ -108,7 +109,9 @@ class BrokerWrites:
                 encoded,
                 properties,
                 body_bytes=body_bytes,
-                hold=master is None,
+                # No replication waiter may answer for a held record: a failed commit
+                # drops only the answers queued on connections (commit_before_write).
+                hold=master is None or not self.broker.role.is_sync_master,
             )
         except StorageError as exc:
             raise self._refused(exc) from None

@@ -7,8 +7,9 @@ A Broker (ASYNC_FLUSH, no NameServer) is served in this process; requests built 
 producer builds them (``bench/wire.py``: fresh UNIQ_KEY, WAIT, a tag) are encoded to
 frames up front, then each is decoded (frame bytes -> command), handed to the broker's
 SEND_MESSAGE_V2 handler and its answer encoded, as ``protocol/rpc.py`` does for a request
-that never waits, and after every ``--per-read`` requests an older tree's ``after_requests``
-runs, as the transport runs it after the requests of one read (a busy connection's read
+that never waits, and after every ``--per-read`` requests the server's ``before_write`` (the
+held CommitLog bytes' write; an older tree's ``after_requests``) runs, as the transport runs
+it once for the answers of one read (a busy connection's read
 brings ~64; 1 is what a single request in flight costs). The figure is this process's CPU time (``time.process_time``) per send:
 what the broker spends per message minus the socket syscalls and Trio's per-read costs,
 and, unlike msg/s over loopback, steady on a machine shared with other work (best and
@@ -64,6 +65,10 @@ async def _run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         # Older trees run ConsumeQueue writes once a read from this hook; the current one has
         # none (they wait for the flush tick), so it is None here.
         after_requests = getattr(broker.server, "after_requests", None)
+        # Newer trees hold each send's CommitLog bytes until the transport's hook runs before
+        # a read's answers are written (one pwritev): run it as the transport does.
+        if after_requests is None:
+            after_requests = getattr(broker.server, "before_write", None)
         per_read = args.per_read
 
         async def one_run() -> float:

@@ -4,9 +4,9 @@
         .venv/bin/python -m bench.micro.send_callgrind [--count 2000] [--per-read 64]
 
 As ``bench.micro.send_bench`` (a Broker in this process, SEND_MESSAGE_V2 frames as a Java
-producer builds them, decode, handler, answer encode, an older tree's ``after_requests`` every
-``--per-read`` sends: 64 as a busy connection's reads, 1 as one send in flight), but
-driven synchronously: after ``--count`` warm-up sends, ``--count`` more run inside one
+producer builds them, decode, handler, answer encode, the server's ``before_write`` (an
+older tree's ``after_requests``) every ``--per-read`` sends: 64 as a busy connection's
+reads, 1 as one send in flight), but driven synchronously: after ``--count`` warm-up sends, ``--count`` more run inside one
 ``functools.reduce``, so callgrind counts only them (instructions per send = collected /
 count). Instruction counts do not move with the machine's load, unlike CPU time; compare
 two trees by running this with each on ``PYTHONPATH`` (``-m`` imports from the current
@@ -58,6 +58,10 @@ async def _run(count: int, per_read: int, directory: Path) -> None:
     # Older trees run ConsumeQueue writes once a read from this hook; the current one has
     # none (they wait for the flush tick), so it is None here.
     after_requests = getattr(broker.server, "after_requests", None)
+    # Newer trees hold each send's CommitLog bytes until the transport's hook runs before
+    # a read's answers are written (one pwritev): run it as the transport does, once a read.
+    if after_requests is None:
+        after_requests = getattr(broker.server, "before_write", None)
     conn: Any = _Peer()
 
     def step(n: int, frame: Frame) -> int:
