@@ -6,6 +6,7 @@ writer, whole and in order. Real loopback sockets, every wait under ``trio.fail_
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from protocol.errors import RemotingTimeout
 from protocol.frame import FrameDecoder
 from protocol.limits import TransportConfig
 from protocol.rpc import Connection, RemotingServer, open_client
+from tests.component.broker_fixtures import wait_until
 from tests.component.test_rpc import read_commands
 
 WAIT_S = 10.0
@@ -219,3 +221,80 @@ async def test_a_sender_waits_for_an_open_round_nobody_watched_yet(first_bytes: 
         assert len(frames[0].body) == first_bytes
         await conn.aclose()
     right.close()
+
+
+async def test_before_write_runs_before_each_write_and_a_raise_drops_the_connection() -> None:
+    """The server's ``before_write`` runs once before the answers of a read leave (the
+    broker writes held CommitLog bytes there); when it raises, the connection ends with
+    those answers unwritten, and every other connection holding unwritten frames can be
+    dropped the same way (``drop_unwritten``)."""
+    served: list[int] = []
+    hooked: list[int] = []
+    fail = False
+
+    async def record(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        served.append(request.opaque)
+        return request.respond(body=request.body)
+
+    def before_write() -> None:
+        hooked.append(len(served))
+        if fail:
+            raise RuntimeError("the CommitLog write failed")
+
+    server = RemotingServer({ECHO: record}, name="test-direct")
+    server.before_write = before_write
+    async with serving(server) as addr:
+        host, port = addr.rsplit(":", 1)
+        with trio.fail_after(WAIT_S):
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                for i in range(1, 6):
+                    request = RemotingCommand.request(ECHO, body=b"%d" % i, opaque=i)
+                    await stream.send_all(request.encode())
+                    (answer,) = await read_answers(stream, 1)
+                    assert answer.opaque == i
+                    assert hooked[-1] == i  # ran after the request, before its answer
+                assert len(hooked) == 5
+                fail = True
+                burst = b"".join(
+                    RemotingCommand.request(ECHO, body=b"x", opaque=10 + i).encode()
+                    for i in range(8)
+                )
+                await stream.send_all(burst)
+                received = b""
+                with contextlib.suppress(trio.BrokenResourceError):  # a reset: closed
+                    while chunk := await stream.receive_some(65536):
+                        received += chunk
+                assert received == b""  # the connection ended without an answer
+            await wait_until(lambda: not server.connections, what="connections closed")
+    assert served[-1] == 17
+
+
+async def test_drop_unwritten_ends_only_connections_with_frames_not_yet_written() -> None:
+    """A peer that does not read keeps part of a big answer queued: ``drop_unwritten``
+    ends that connection (the rest never leaves) and leaves an idle one alone."""
+    server = RemotingServer({ECHO: echo, BIG: big}, name="test-direct")
+    async with serving(server) as addr:
+        host, port = addr.rsplit(":", 1)
+        with trio.fail_after(WAIT_S):
+            async with (
+                await trio.open_tcp_stream(host, int(port)) as stuck,
+                await trio.open_tcp_stream(host, int(port)) as idle,
+            ):
+                stuck.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                await idle.send_all(RemotingCommand.request(ECHO, body=b"i", opaque=1).encode())
+                (answer,) = await read_answers(idle, 1)
+                await stuck.send_all(RemotingCommand.request(BIG, body=b"b", opaque=2).encode())
+                await wait_until(
+                    lambda: any(c.has_unwritten for c in server.connections.values()),
+                    what="a big answer queued",
+                )
+                assert server.drop_unwritten("test") == 1
+                received = 0
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while chunk := await stuck.receive_some(1 << 20):
+                        received += len(chunk)
+                assert received < BIG_BODY_BYTES  # cut short: the rest was never written
+                await idle.send_all(RemotingCommand.request(ECHO, body=b"j", opaque=3).encode())
+                (answer,) = await read_answers(idle, 1)
+                assert answer.body == b"j"
+            await wait_until(lambda: not server.connections, what="connections closed")
