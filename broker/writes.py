@@ -8,7 +8,7 @@ Rules (the ones ``broker/server.py``'s docstring states for every put):
 - A stored send is answered once it is as durable as configured: SYNC_FLUSH waits for the
   group fsync, a SYNC_MASTER for the slaves' acks (or ``slave_timeout_s``), both side by
   side; a replication failure wins over a flush timeout (RocketMQ's handleDiskFlushAndHA).
-- A single send on a broker that is no SYNC_MASTER is held in the CommitLog
+- A single send or a batch on a broker that is no SYNC_MASTER is held in the CommitLog
   (``put_encoded(hold=True)``) and written by ``commit_before_write``, which the client
   server runs before each socket write: one write per read of sends. A failed commit
   drops every connection holding an answer not yet written (its record may be lost). A
@@ -75,8 +75,10 @@ class BrokerWrites:
     def __init__(self, broker: BrokerForWrites) -> None:
         self.broker = broker
 
-    def store_put(self, records: Sequence[MessageRecord]) -> AppendResult:
+    def store_put(self, records: Sequence[MessageRecord], *, hold: bool = False) -> AppendResult:
         """Append one record or a batch; storage failures become SERVICE_NOT_AVAILABLE.
+        ``hold``: a client's batch, whose answer leaves through the server (its bytes may
+        wait for ``commit_before_write``; a SYNC_MASTER writes at once all the same).
 
         A SYNC_MASTER whose in-sync set is below ``min_in_sync_replicas`` refuses before
         writing (RocketMQ's IN_SYNC_REPLICAS_NOT_ENOUGH → SYSTEM_ERROR, which producers
@@ -86,7 +88,9 @@ class BrokerWrites:
         topic = records[0].topic
         if len(records) == 1:
             return self._guarded_put(topic, functools.partial(store.put_message, records[0]))
-        return self._guarded_put(topic, functools.partial(store.put_messages, records))
+        return self._guarded_put(
+            topic, functools.partial(store.put_messages, records, hold=hold and self._may_hold())
+        )
 
     def store_put_encoded(
         self,
@@ -109,15 +113,20 @@ class BrokerWrites:
                 encoded,
                 properties,
                 body_bytes=body_bytes,
-                # No replication waiter may answer for a held record: a failed commit
-                # drops only the answers queued on connections (commit_before_write).
-                hold=master is None or not self.broker.role.is_sync_master,
+                hold=master is None or not self.broker.role.is_sync_master,  # _may_hold
             )
         except StorageError as exc:
             raise self._refused(exc) from None
         if result.status is PutStatus.PUT_OK:  # result.ok without the property's frame
             self._counted(topic, result, master)
         return result
+
+    def _may_hold(self) -> bool:
+        """A put's bytes may wait for ``commit_before_write``: no replication waiter may
+        answer for a held record (a failed commit drops only the answers queued on
+        connections), so not on a SYNC_MASTER with an HA master."""
+        broker = self.broker
+        return broker.ha_master is None or not broker.role.is_sync_master
 
     def commit_before_write(self) -> None:
         """``RemotingServer.before_write``: held appends go to the file before any answer

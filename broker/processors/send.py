@@ -141,7 +141,9 @@ class BrokerForSend(Protocol):
     def create_retry_topic(self, group: str) -> TopicConfig: ...
     def create_dlq_topic(self, group: str) -> TopicConfig: ...
     def next_uniq_key(self) -> str: ...
-    def store_put(self, records: Sequence[MessageRecord]) -> AppendResult: ...
+    def store_put(
+        self, records: Sequence[MessageRecord], *, hold: bool = False
+    ) -> AppendResult: ...
     def store_put_encoded(
         self,
         topic: str,
@@ -224,7 +226,7 @@ class SendProcessor:
             if half:
                 raise MessageIllegal("transaction (half) messages cannot be sent in a batch")
             records = self._batch_records(header, topic, queue_id, request.body, born_host)
-            result = self.broker.store_put(records)
+            result = self.broker.store_put(records, hold=True)  # answered through the server
         else:
             if half:
                 properties.pop(PROPERTY_DELAY, None)  # as RocketMQ's producer drops it

@@ -10,7 +10,7 @@ Rules:
   ``disk_check_interval_s``), or a message that cannot be stored (an ``AppendResult`` with
   MESSAGE_ILLEGAL / PROPERTIES_SIZE_EXCEEDED), including a topic or queue id that could
   not name a ConsumeQueue directory under the store (``paths.queue_path``).
-- ``put_encoded(hold=True)`` (the send path's puts) leaves the bytes held in the CommitLog
+- ``put_encoded(hold=True)`` and ``put_messages(hold=True)`` (the send path's puts) leave the bytes held in the CommitLog
   (``CommitLog.hold``): written by the broker's ``commit_held`` before any answer leaves
   (commitlog.py's module docstring). A commit that failed refuses every put until the
   flush loop has cut the store's state back (``StoreDurability._cut_back_failed``).
@@ -229,10 +229,10 @@ class StorePut(StoreDispatch):
             "",
         )
 
-    def put_messages(self, msgs: Sequence[MessageRecord]) -> AppendResult:
+    def put_messages(self, msgs: Sequence[MessageRecord], *, hold: bool = False) -> AppendResult:
         """Append a batch to one topic/queue as consecutive records with consecutive queue
         offsets, in one segment and one write. The bodies together must fit
-        ``max_message_bytes``."""
+        ``max_message_bytes``. ``hold``: as ``put_encoded``'s."""
         self._check_writable()
         if not msgs:
             return AppendResult(status=PutStatus.MESSAGE_ILLEGAL, remark="empty batch")
@@ -256,10 +256,16 @@ class StorePut(StoreDispatch):
             if isinstance(e, AppendResult):
                 return e
             encoded.append(e)
-        return self._append_records(topic, queue_id, list(msgs), encoded)
+        return self._append_records(topic, queue_id, list(msgs), encoded, hold=hold)
 
     def _append_records(
-        self, topic: str, queue_id: int, msgs: list[MessageRecord], encoded: list[bytes]
+        self,
+        topic: str,
+        queue_id: int,
+        msgs: list[MessageRecord],
+        encoded: list[bytes],
+        *,
+        hold: bool,
     ) -> AppendResult:
         total = sum(len(e) for e in encoded)
         if total + BLANK_MARKER_BYTES > self.config.segment_bytes:
@@ -291,7 +297,12 @@ class StorePut(StoreDispatch):
             if counted:
                 queue_offset += 1
             pos += len(e)
-        clog.append(buf)
+        if hold:
+            clog.hold(buf)
+            if clog.failed_at is not None:  # it crossed the bound and the commit failed
+                raise StorageError(f"{self.node}: CommitLog write failed: {clog.failure}")
+        else:
+            clog.append(buf)
         self._queue_offsets[key] = queue_offset
         self._last_put_ms = now_ms
         self._put_messages += len(msgs)

@@ -17,6 +17,7 @@ from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.frame import FrameDecoder
 from protocol.headers import SendMessageRequestHeaderV2
+from protocol.message import BatchItem, encode_batch_body
 from protocol.rpc import split_address
 from tests.component.broker_fixtures import (
     CALL_TIMEOUT_S,
@@ -60,15 +61,20 @@ def fail_commitlog_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return failures
 
 
-def send_frames(count: int, first_opaque: int) -> bytes:
+def send_frames(count: int, first_opaque: int, *, batch: int = 0) -> bytes:
+    """``count`` single sends, or with ``batch`` as many SEND_BATCH_MESSAGEs of that many."""
     out = []
     for i in range(count):
-        header = SendMessageRequestHeaderV2.from_v1(send_header(TOPIC, queue_id=0))
+        header = SendMessageRequestHeaderV2.from_v1(
+            send_header(TOPIC, queue_id=0, batch=True if batch else None)
+        )
+        if batch:
+            items = [BatchItem(body=b"lost-%d-%d" % (i, k)) for k in range(batch)]
+            code, body = RequestCode.SEND_BATCH_MESSAGE, encode_batch_body(items)
+        else:
+            code, body = RequestCode.SEND_MESSAGE_V2, b"lost-%d" % i
         request = RemotingCommand.request(
-            RequestCode.SEND_MESSAGE_V2,
-            header.to_ext_fields(),
-            b"lost-%d" % i,
-            opaque=first_opaque + i,
+            code, header.to_ext_fields(), body, opaque=first_opaque + i
         )
         out.append(request.encode())
     return b"".join(out)
@@ -94,8 +100,9 @@ async def answers_until_closed(addr: str, data: bytes) -> list[RemotingCommand]:
     return answers
 
 
+@pytest.mark.parametrize("batch", [0, 4], ids=["single", "batch"])
 async def test_a_failed_held_write_sends_no_send_ok_and_the_broker_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
     async with broker_env(tmp_path) as env:
         await env.create_topic(TOPIC, queues=1)
@@ -103,7 +110,7 @@ async def test_a_failed_held_write_sends_no_send_ok_and_the_broker_goes_on(
         assert [s.queue_offset for s in acked] == list(range(5))
 
         failures = fail_commitlog_writes(monkeypatch)
-        answers = await answers_until_closed(env.addr, send_frames(20, 1000))
+        answers = await answers_until_closed(env.addr, send_frames(20, 1000, batch=batch))
         monkeypatch.undo()
         # (a) the connection was dropped without a SEND_OK for any lost record
         assert failures, "no CommitLog write was attempted"
