@@ -29,7 +29,8 @@ sends instead of one per send. Invariants:
   ``truncate``, ``dup_fds`` (the flush's fsync), ``delete_head`` and ``close`` commit
   first. Held bytes therefore always lie in the last segment, contiguous, from
   ``_held_start`` to ``write_offset``.
-- Held bytes are bounded: past ``HOLD_LIMIT_BYTES`` the put that crossed it commits.
+- Held bytes are bounded: past ``HOLD_LIMIT_BYTES`` (or ``HOLD_LIMIT_PIECES``) the put
+  that crossed it commits.
 - A commit that fails (ENOSPC, EIO) never raises: it cuts the log back to where the held
   bytes began (tail zeroed, ``write_offset`` lowered), counts ``commit_failures`` and
   sets ``failed_at``; the store refuses puts until it has cut its own state (queue

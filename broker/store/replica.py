@@ -277,6 +277,11 @@ class StoreReplica(StorePut):
         self._truncating = True
         try:
             await self._truncate_locked(offset)
+        except OSError as exc:  # the checkpoint's write (a full disk): the next tick retries
+            log.warning(
+                "%s: cutting back to %d failed: %s; puts stay refused", self.node, offset, exc
+            )
+            return
         finally:
             self._truncating = False
         clog.clear_failure()

@@ -11,6 +11,8 @@ import pytest
 import trio
 
 import broker.store.commitlog as commitlog_module
+import broker.store.replica as replica_module
+from broker.store.checkpoint import Checkpoint
 from broker.store.config import StoreConfig
 from broker.store.pull import GetMessageStatus as S
 from broker.store.results import AppendResult
@@ -138,10 +140,24 @@ async def test_a_failed_commit_refuses_puts_until_the_state_is_cut_back(
     assert store._clog.read(lost[0].physical_offset, 300) == bytes(300)
     with pytest.raises(StorageError, match="a CommitLog write failed"):
         put_held(store, msg(9))
+    real_checkpoint = replica_module.write_checkpoint
+    checkpoint_failures: list[int] = []
+
+    def checkpoint_once_failing(path: Path, ckpt: Checkpoint) -> None:
+        if not checkpoint_failures:  # the disk is still full at the first try
+            checkpoint_failures.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_checkpoint(path, ckpt)
+
+    monkeypatch.setattr(replica_module, "write_checkpoint", checkpoint_once_failing)
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
+        await wait_until(lambda: bool(checkpoint_failures), what="a first try")
+        with pytest.raises(StorageError, match="a CommitLog write failed"):
+            put_held(store, msg(9))  # still refused: the next tick tries again
         await wait_until(lambda: store._clog.failed_at is None, what="the cut back")
         nursery.cancel_scope.cancel()
+    monkeypatch.undo()
     assert store.max_offset("T", 0) == 2
     again = put_held(store, msg(2))
     assert (again.physical_offset, again.queue_offset) == (lost[0].physical_offset, 2)
