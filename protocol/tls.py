@@ -173,7 +173,12 @@ class TlsStream(trio.abc.Stream):
 
     async def aclose(self) -> None:
         with trio.move_on_after(CLOSE_TIMEOUT_S):
-            await self._ssl.aclose()  # on cancellation it drops the socket itself
+            try:
+                await self._ssl.aclose()  # on cancellation it drops the socket itself
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                # The socket was closed under the stream (``Connection.drop``: answers that
+                # must not leave), or the peer went: no close_notify to send.
+                await trio.aclose_forcefully(self._ssl.transport_stream)
             return
         await trio.aclose_forcefully(self._ssl.transport_stream)
 

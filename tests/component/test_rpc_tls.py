@@ -218,3 +218,25 @@ async def test_open_client_follows_the_environment(pki_dir: Path) -> None:
                 assert got.body == b"env"
             async with open_client(tls=False) as plain:
                 assert plain.tls is None
+
+
+async def test_a_raising_before_write_drops_a_tls_connection_unwritten(pki_dir: Path) -> None:
+    """The server's ``before_write`` (the broker's CommitLog commit) failing on a TLS
+    connection drops it with its answer unwritten, as on a plain one: the caller sees the
+    connection end, and the server goes on serving new connections."""
+    fail = True
+
+    def before_write() -> None:
+        if fail:
+            raise RuntimeError("the CommitLog write failed")
+
+    with trio.fail_after(WAIT_S):
+        async with serving(server_context(server_files(pki_dir))) as (server, addr):
+            server.before_write = before_write
+            async with open_client(tls=client_context(ca_file=str(pki_dir / CA_CERT))) as client:
+                with pytest.raises(NetworkError):
+                    await client.call(addr, RemotingCommand.request(ECHO, body=b"lost"))
+            fail = False
+            async with open_client(tls=client_context(ca_file=str(pki_dir / CA_CERT))) as client:
+                response = await client.call(addr, RemotingCommand.request(ECHO, body=b"kept"))
+                assert response.body == b"kept"
