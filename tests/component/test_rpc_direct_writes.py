@@ -270,8 +270,9 @@ async def test_before_write_runs_before_each_write_and_a_raise_drops_the_connect
 
 
 async def test_drop_unwritten_ends_only_connections_with_frames_not_yet_written() -> None:
-    """A peer that does not read keeps part of a big answer queued: ``drop_unwritten``
-    ends that connection (the rest never leaves) and leaves an idle one alone."""
+    """A peer that does not read keeps the answers after a big one queued:
+    ``drop_unwritten`` ends that connection (they never leave, nor the big one's rest) and
+    leaves an idle one alone."""
     server = RemotingServer({ECHO: echo, BIG: big}, name="test-direct")
     async with serving(server) as addr:
         host, port = addr.rsplit(":", 1)
@@ -284,9 +285,12 @@ async def test_drop_unwritten_ends_only_connections_with_frames_not_yet_written(
                 await idle.send_all(RemotingCommand.request(ECHO, body=b"i", opaque=1).encode())
                 (answer,) = await read_answers(idle, 1)
                 await stuck.send_all(RemotingCommand.request(BIG, body=b"b", opaque=2).encode())
+                # The big answer's write fills the socket and waits for a reader (the frames
+                # it took are being written); an answer after it stays queued behind it.
+                await stuck.send_all(RemotingCommand.request(ECHO, body=b"s", opaque=4).encode())
                 await wait_until(
                     lambda: any(c.has_unwritten for c in server.connections.values()),
-                    what="a big answer queued",
+                    what="an answer queued behind a big one",
                 )
                 assert server.drop_unwritten("test") == 1
                 received = 0
