@@ -9,6 +9,7 @@ processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -107,16 +108,31 @@ async def _register_master(client: RemotingClient, controllers: list[str]) -> No
             **group, broker_id=1, broker_address=address
         ).to_ext_fields(),
     )
-    heartbeat = BrokerHeartbeatRequestHeader(
-        cluster_name=CLUSTER, broker_addr=address, broker_name=GROUP, broker_id=1
-    )
-    for addr in controllers:
-        request = RemotingCommand.request(RequestCode.BROKER_HEARTBEAT, heartbeat.to_ext_fields())
-        await client.oneway(addr, request)
+    await _heartbeat_once(client, controllers)
     await call(
         RequestCode.CONTROLLER_ELECT_MASTER,
         ElectMasterRequestHeader(**group, broker_id=1).to_ext_fields(),
     )
+
+
+async def _heartbeat_once(client: RemotingClient, controllers: list[str]) -> None:
+    """The fake broker-a replica's heartbeat to every controller still up."""
+    heartbeat = BrokerHeartbeatRequestHeader(
+        cluster_name=CLUSTER, broker_addr="127.0.0.1:10911", broker_name=GROUP, broker_id=1
+    )
+    for addr in controllers:
+        request = RemotingCommand.request(RequestCode.BROKER_HEARTBEAT, heartbeat.to_ext_fields())
+        with contextlib.suppress(RocketError):  # the killed leader
+            await client.oneway(addr, request)
+
+
+async def _keep_heartbeating(client: RemotingClient, controllers: list[str]) -> None:
+    """Heartbeat every second, as a live broker does: under a loaded machine the test's
+    admin commands alone can outlast the 10 s heartbeat timeout (seen in CI: the replica
+    was taken for dead and the controllers recorded no master at epoch 2)."""
+    while True:
+        await trio.sleep(1.0)
+        await _heartbeat_once(client, controllers)
 
 
 async def _until_leader(client: RemotingClient, addr: str) -> None:
@@ -157,10 +173,11 @@ async def test_bootstrap_kill_the_leader_a_new_one_serves_the_same_state(tmp_pat
         assert len(secrets) == 1
 
         with trio.fail_after(60):
-            async with open_client(default_timeout_s=5.0) as client:
+            async with open_client(default_timeout_s=5.0) as client, trio.open_nursery() as beats:
                 leader_addr = await find_controller_leader(client, controllers)
                 assert leader_addr == addrs[leaders[0]]
                 await _register_master(client, controllers)
+                beats.start_soon(_keep_heartbeating, client, controllers)
                 before = await _replica_info(client, controllers)
                 assert before.code == ResponseCode.SUCCESS
                 assert before.ext_fields["masterBrokerId"] == "1"
@@ -203,6 +220,7 @@ async def test_bootstrap_kill_the_leader_a_new_one_serves_the_same_state(tmp_pat
                 assert new_leader != leader_addr
                 meta = await get_controller_metadata(client, new_leader)
                 assert meta.is_leader
+                beats.cancel_scope.cancel()
 
         status = json.loads(assert_ok(await rmq("quorum", "status", "--dir", str(root), "--json")))
         alive = {n["name"]: n["alive"] for n in status["nodes"]}
