@@ -114,6 +114,18 @@ class StorePut(StoreDispatch):
             return AppendResult(status=status, remark=str(exc))
         return data
 
+    def _append_or_hold(self, buf: bytearray, *, hold: bool) -> None:
+        """Append ``buf`` to the CommitLog, or hold it for the next commit
+        (``CommitLog.hold``); a hold that crossed the bound and whose commit failed
+        refuses the put."""
+        clog = self._clog
+        if not hold:
+            clog.append(buf)
+            return
+        clog.hold(buf)
+        if clog.failed_at is not None:
+            raise StorageError(f"{self.node}: CommitLog write failed: {clog.failure}")
+
     def put_message(self, msg: MessageRecord) -> AppendResult:
         """Append one message; queue offset, physical offset and store time/host are assigned
         here (the values in ``msg`` are ignored).
@@ -182,12 +194,7 @@ class StorePut(StoreDispatch):
         QUEUE_AND_PHYS.pack_into(buf, QUEUE_OFFSET_POS, queue_offset, phys)
         STORE_TS.pack_into(buf, STORE_TS_POS, now_ms)
         buf[STORE_HOST_POS : STORE_HOST_POS + 8] = self._store_host_bytes
-        if hold:
-            clog.hold(buf)
-            if clog.failed_at is not None:  # it crossed the bound and the commit failed
-                raise StorageError(f"{self.node}: CommitLog write failed: {clog.failure}")
-        else:
-            clog.append(buf)
+        self._append_or_hold(buf, hold=hold)
         if counted:
             self._queue_offsets[key] = queue_offset + 1
         self._last_put_ms = now_ms
@@ -297,12 +304,7 @@ class StorePut(StoreDispatch):
             if counted:
                 queue_offset += 1
             pos += len(e)
-        if hold:
-            clog.hold(buf)
-            if clog.failed_at is not None:  # it crossed the bound and the commit failed
-                raise StorageError(f"{self.node}: CommitLog write failed: {clog.failure}")
-        else:
-            clog.append(buf)
+        self._append_or_hold(buf, hold=hold)
         self._queue_offsets[key] = queue_offset
         self._last_put_ms = now_ms
         self._put_messages += len(msgs)
