@@ -113,7 +113,7 @@ class BrokerWrites:
                 encoded,
                 properties,
                 body_bytes=body_bytes,
-                hold=master is None or not self.broker.role.is_sync_master,  # _may_hold
+                hold=self._may_hold(),
             )
         except StorageError as exc:
             raise self._refused(exc) from None

@@ -181,8 +181,7 @@ class StoreReads(StoreState):
         records: list[bytes] = []
         offsets: list[int] = []
         clog = self._clog
-        if clog.held_bytes:
-            clog.commit()  # the preads below go to the file, not through clog.read
+        clog.commit()  # held appends first: the preads below go to the file, not through clog.read
         damaged = bool(self._damage)
         seg: Segment | None = None
         seg_start = seg_end = fd = 0

@@ -181,8 +181,7 @@ class StoreReplica(StorePut):
         ``at_boundary``: the caller knows ``offset`` is one (the end of its previous
         read_raw, the log not cut since), which saves the check's read of a header."""
         clog = self._clog
-        if clog.held_bytes:
-            clog.commit()  # nothing goes to a slave before it is in the file
+        clog.commit()  # held appends first: nothing goes to a slave before it is in the file
         end = clog.write_offset
         last = clog.last_append
         if last is not None and last[0] == offset and not self._damage:

@@ -174,17 +174,11 @@ class StoreState:
         records that are gone, so the caller must drop them all (puts are refused until
         the flush loop cut the store back)."""
         clog = self._clog
-        if clog._held:
-            clog.commit()
+        clog.commit()  # nothing held: returns at once
         if clog.commit_failures != self._failures_reported:
             self._failures_reported = clog.commit_failures
             return False
         return True
-
-    @property
-    def commit_failures(self) -> int:
-        """Held CommitLog writes that failed since the store opened."""
-        return self._clog.commit_failures
 
     async def _cut_back_failed(self) -> None:
         """After a failed commit: the store's state cut back to the log (replica layer's)."""
