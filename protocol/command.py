@@ -39,6 +39,8 @@ from protocol.codes import (
 from protocol.errors import MalformedHeader
 from protocol.frame import Frame, encode_frame
 from protocol.javanum import INT32_RANGE, in_range, parse_java_int
+from protocol.speedups import command_from_json as _command_from_json
+from protocol.speedups import java_frame as _java_frame
 
 _BIN_FIXED = struct.Struct(">hbhii")  # code, language, version, opaque, flag
 _INT16 = struct.Struct(">h")
@@ -179,11 +181,17 @@ class RemotingCommand:
 
     def encode(self) -> bytes:
         """The whole frame, JSON header."""
-        return encode_frame(self._header_json(self.opaque, self.flag), self.body)
+        return self.encode_as(self.opaque, self.flag)
 
     def encode_as(self, opaque: int, flag: int) -> bytes:
         """``with_opaque(opaque, flag).encode()`` without building the copy: the frame a
         call sends (the transport numbers each request as it sends it)."""
+        if _java_frame is not None and self.remark is None and self.language == "JAVA":
+            # The compiled encoder of this common case (every answer that succeeds), the
+            # same bytes; None for what it leaves to the code below.
+            frame = _java_frame(self.code, self.ext_fields, flag, opaque, self.version, self.body)
+            if frame is not None:
+                return frame
         return encode_frame(self._header_json(opaque, flag), self.body)
 
     def header_binary(self) -> bytes:
@@ -217,7 +225,12 @@ class RemotingCommand:
                 # Maybe JSON only the stdlib reads (NaN, a lone surrogate escape): its verdict.
                 fields = _header_fields_checked(_stdlib_loads(raw), float_reparse=False)
                 return _new_command(*fields, frame.body)
-            if type(header) is dict:
+            if _command_from_json is not None:
+                # The common case below, compiled (protocol/_speedups.c); None for the rest.
+                command = _command_from_json(_COMMAND_SLOTS, header, frame.body, "JAVA", "OTHER")
+                if command is not None:
+                    return command  # type: ignore[no-any-return]
+            elif type(header) is dict:
                 # What every client sends, checked in one look, here rather than in a
                 # helper (a call and a tuple less per request): string extFields (the
                 # parsed dict is fresh, so the command takes it as it is) and four int32
@@ -278,6 +291,11 @@ class _Unfrozen:
 
 _new_object = object.__new__
 _orjson_loads = orjson.loads
+#: ``RemotingCommand`` and its slots' descriptors in field order, for the compiled decoder.
+_COMMAND_SLOTS = (
+    RemotingCommand,
+    *(RemotingCommand.__dict__[field.name] for field in attrs.fields(RemotingCommand)),
+)
 
 
 def _new_command(

@@ -34,6 +34,7 @@ import attrs
 from protocol.codes import RequestCode
 from protocol.errors import InvalidHeaderField, MissingHeaderField
 from protocol.javanum import INT32_RANGE, INT64_RANGE, java_type_name, parse_java_int
+from protocol.speedups import parse_header as _c_parse_header
 
 #: Marks an ``int`` header field that Java declares ``Long``/``long`` (int64).
 JAVA_LONG = "java.lang.Long"
@@ -148,7 +149,7 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _compile_codec(cls: type[Header]) -> _Codec:
+def _compile_codec(cls: type[Header], *, use_speedups: bool = True) -> _Codec:
     """Generate ``cls``'s functions, one straight line of code per field, as attrs does.
 
     ``make`` sets the frozen instance's slots directly, which is what attrs' ``__init__``
@@ -156,7 +157,9 @@ def _compile_codec(cls: type[Header]) -> _Codec:
     reads each field, refuses a missing required one with the message the general path
     words, takes ``int(raw)`` for plain ASCII digits short enough to fit the field's Java
     type and hands anything else to ``_parse``. Names in the source are the field specs'
-    own (Python identifiers) or ``repr`` literals, never peer input.
+    own (Python identifiers) or ``repr`` literals, never peer input. Where the compiled
+    parse is built (``protocol/_speedups.c``), ``parse`` tries it first; ``use_speedups``
+    False gives the pure-Python functions, not registered (its tests' twin).
     """
     specs = cls._field_specs()
     fields = attrs.fields(cls)  # type: ignore[arg-type]
@@ -173,7 +176,9 @@ def _compile_codec(cls: type[Header]) -> _Codec:
     }
     vars_ = [f"v{n}" for n in range(len(specs))]
     make = [f"def make({', '.join(vars_)}):", "    self = _new(cls)"]
-    parse = ["def parse(ext):", "    get = ext.get"]
+    defaults = [field.default for field in fields]
+    compiled = _compiled_lines(namespace, cls, specs, defaults, specs) if use_speedups else []
+    parse = ["def parse(ext):", *compiled, "    get = ext.get"]
     emit = ["def emit(self):", "    ext = {}"]
     for n, (spec, field) in enumerate(zip(specs, fields, strict=True)):
         assert field.validator is None and field.converter is None and field.init, field
@@ -191,8 +196,46 @@ def _compile_codec(cls: type[Header]) -> _Codec:
     source = "\n".join([*make, "", *parse, "", *emit, ""])
     exec(compile(source, f"<header codec {cls.__name__}>", "exec"), namespace)
     codec = _Codec(parse=namespace["parse"], emit=namespace["emit"], make=namespace["make"])
-    _CODECS[cls] = codec
+    if use_speedups:
+        _CODECS[cls] = codec
     return codec
+
+
+#: A required field's default in the compiled parse's spec (``protocol/_speedups.c``).
+_REQUIRED = object()
+_KIND_CODES = {str: 0, int: 1, bool: 2}
+
+
+def _compiled_lines(
+    namespace: dict[str, Any],
+    target: type,
+    specs: tuple[_FieldSpec, ...] | list[_FieldSpec],
+    defaults: list[object],
+    target_specs: tuple[_FieldSpec, ...],
+) -> list[str]:
+    """The generated parse's first lines: the compiled parse of the plain case (every
+    field of ``target``, in its order, from ``specs[n]``'s wire field, kind and default),
+    which answers None for anything else, when it is built; else none."""
+    if _c_parse_header is None:
+        return []
+    namespace["c_parse"] = _c_parse_header
+    namespace["c_cls"] = target
+    namespace["c_required"] = _REQUIRED
+    namespace["c_spec"] = tuple(
+        (
+            spec.wire,
+            _KIND_CODES[spec.kind],
+            _SAFE_DIGITS[spec.int_range] if spec.int_range is not None else 0,
+            _REQUIRED if spec.required else default,
+            target.__dict__[target_spec.attr],
+        )
+        for spec, default, target_spec in zip(specs, defaults, target_specs, strict=True)
+    )
+    return [
+        "    header = c_parse(c_cls, c_spec, c_required, ext)",
+        "    if header is not None:",
+        "        return header",
+    ]
 
 
 def _parse_lines(n: int, spec: _FieldSpec, default: object, code: int | None) -> list[str]:
@@ -431,7 +474,9 @@ class SendMessageRequestHeaderV2(Header):
 _V2_TO_V1: Callable[[Mapping[str, str]], SendMessageRequestHeader] | None = None
 
 
-def _compile_v2_to_v1() -> Callable[[Mapping[str, str]], SendMessageRequestHeader]:
+def _compile_v2_to_v1(
+    *, use_speedups: bool = True
+) -> Callable[[Mapping[str, str]], SendMessageRequestHeader]:
     """``SendMessageRequestHeaderV2.parse_v1``: V2's generated parse lines, then V1's make
     with the fields in ``to_v1``'s order."""
     global _V2_TO_V1
@@ -448,17 +493,32 @@ def _compile_v2_to_v1() -> Callable[[Mapping[str, str]], SendMessageRequestHeade
         "make": v1_make,
         "MissingHeaderField": MissingHeaderField,
     }
-    lines = ["def parse(ext):", "    get = ext.get"]
     fields: tuple[attrs.Attribute[Any], ...] = attrs.fields(v2)
+    # V1's fields in order, each from the V2 field to_v1 passes there: a..h, i, j, k,
+    # then m (batch), l, n.
+    v1 = SendMessageRequestHeader
+    position = {spec.attr: n for n, spec in enumerate(specs)}
+    sources = [position[name] for name in "abcdefghijkmln"]
+    compiled = (
+        _compiled_lines(
+            namespace,
+            v1,
+            [specs[n] for n in sources],
+            [fields[n].default for n in sources],
+            v1._field_specs(),
+        )
+        if use_speedups
+        else []
+    )
+    lines = ["def parse(ext):", *compiled, "    get = ext.get"]
     for n, (spec, field) in enumerate(zip(specs, fields, strict=True)):
         lines += _parse_lines(n, spec, field.default, v2.CODE)
-    by_name = {spec.attr: f"v{n}" for n, spec in enumerate(specs)}
-    # V1's field order as to_v1 passes them: a..h, i, j, k, then m (batch), l, n.
-    order = [by_name[name] for name in "abcdefghijkmln"]
-    lines.append(f"    return make({', '.join(order)})")
+    lines.append(f"    return make({', '.join(f'v{n}' for n in sources)})")
     exec(compile("\n".join(lines) + "\n", "<header codec V2 -> V1>", "exec"), namespace)
-    _V2_TO_V1 = namespace["parse"]
-    return _V2_TO_V1
+    parse: Callable[[Mapping[str, str]], SendMessageRequestHeader] = namespace["parse"]
+    if use_speedups:
+        _V2_TO_V1 = parse
+    return parse
 
 
 @attrs.frozen(kw_only=True)

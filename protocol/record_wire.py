@@ -27,6 +27,7 @@ from protocol.message import (
     encode_record_fields,
     properties_from_string,
 )
+from protocol.speedups import split_properties
 
 # Every pair well formed and the string ends with a separator (or is empty).
 _CANONICAL = re.compile(r"(?:[^\x01\x02]+\x01[^\x01\x02]+\x02)*")
@@ -107,6 +108,26 @@ def record_properties_from_wire(
     return text
 
 
+def split_canonical(text: str) -> dict[str, str] | None:
+    """``properties_from_string(text)`` when ``text`` is canonical, else None: one parse
+    serves as the check."""
+    pairs = properties_from_string(text)
+    count = len(pairs)
+    # Canonical: every 0x02-ended piece kept as a pair (pieces == pairs), each with exactly
+    # one 0x01 (separators == pairs), and no duplicate key (the dict kept them all).
+    if (
+        text.count(PROPERTY_SEPARATOR) != count
+        or text.count(NAME_VALUE_SEPARATOR) != count
+        or (text and text[-1] != PROPERTY_SEPARATOR)
+    ):
+        return None
+    return pairs
+
+
+#: ``split_canonical``, compiled where it is built (protocol/_speedups.c).
+_split = split_properties if split_properties is not None else split_canonical
+
+
 def record_properties_parsed(
     text: str, *, cluster: str, new_uniq_key: Callable[[], str]
 ) -> tuple[str, dict[str, str]] | None:
@@ -120,15 +141,8 @@ def record_properties_parsed(
     Raises:
         ValueError: the appended UNIQ_KEY or cluster name holds 0x01 or 0x02.
     """
-    pairs = properties_from_string(text)
-    count = len(pairs)
-    # Canonical: every 0x02-ended piece kept as a pair (pieces == pairs), each with exactly
-    # one 0x01 (separators == pairs), and no duplicate key (the dict kept them all).
-    if (
-        text.count(PROPERTY_SEPARATOR) != count
-        or text.count(NAME_VALUE_SEPARATOR) != count
-        or (text and text[-1] != PROPERTY_SEPARATOR)
-    ):
+    pairs = _split(text)
+    if pairs is None:
         return None
     stated_cluster = pairs.get(PROPERTY_CLUSTER)
     if stated_cluster is not None and stated_cluster != cluster:

@@ -1,0 +1,619 @@
+/* protocol._speedups: the compiled fast paths of the remoting codec (issue 14, item 6).
+ *
+ * Each function does the common, canonical case of one pure-Python function and answers
+ * None for anything else; the caller then runs the Python code, which stays the
+ * definition (errors and their wording included). tests/unit/test_speedups.py holds each
+ * one equal to its Python twin on generated input, and RMQ_PURE_PYTHON=1 turns them all
+ * off (protocol/speedups.py).
+ *
+ *   split_properties(text)            properties_from_string(text) when text is canonical
+ *   parse_header(cls, spec, ext)      a generated header parse (protocol/headers.py)
+ *   java_frame(code, ext, flag, opaque, version, body)
+ *                                     RemotingCommand.encode() of a JAVA command with no
+ *                                     remark: the frame, JSON header (json.dumps's bytes)
+ *
+ * Rules: no input makes these read or write outside a buffer they sized; every length is
+ * checked before it is used; a reference is owned or borrowed as the CPython API says, and
+ * every error path releases what it holds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+#define PROPERTY_SEPARATOR 0x02
+#define NAME_VALUE_SEPARATOR 0x01
+#define HEADER_LEN_MASK 0xFFFFFF
+#define INT32_MAX_VALUE 0x7FFFFFFFLL
+
+/* --- split_properties --------------------------------------------------------------- */
+
+/* properties_from_string(text) when text is canonical: every 0x02-ended piece holds
+ * exactly one 0x01 with a non-empty key and value, no key repeats, and the text ends with
+ * 0x02 (or is empty). Otherwise None. */
+static PyObject *
+split_properties(PyObject *self, PyObject *text)
+{
+    if (!PyUnicode_CheckExact(text)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *result = PyDict_New();
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    while (pos < n) {
+        Py_ssize_t split = -1;
+        Py_ssize_t end = -1;
+        for (Py_ssize_t i = pos; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c == NAME_VALUE_SEPARATOR) {
+                if (split >= 0) {
+                    goto not_canonical; /* a second 0x01 in one piece */
+                }
+                split = i;
+            }
+            else if (c == PROPERTY_SEPARATOR) {
+                end = i;
+                break;
+            }
+        }
+        /* No end (the text does not end with 0x02), no 0x01, an empty key or value. */
+        if (end < 0 || split < 0 || split == pos || split + 1 == end) {
+            goto not_canonical;
+        }
+        PyObject *key = PyUnicode_Substring(text, pos, split);
+        if (key == NULL) {
+            goto error;
+        }
+        PyObject *value = PyUnicode_Substring(text, split + 1, end);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto error;
+        }
+        Py_ssize_t before = PyDict_GET_SIZE(result);
+        int failed = PyDict_SetItem(result, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (failed) {
+            goto error;
+        }
+        if (PyDict_GET_SIZE(result) == before) {
+            goto not_canonical; /* a key given twice */
+        }
+        pos = end + 1;
+    }
+    return result;
+not_canonical:
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(result);
+    return NULL;
+}
+
+/* --- parse_header ------------------------------------------------------------------- */
+
+enum { KIND_STR = 0, KIND_INT = 1, KIND_BOOL = 2 };
+
+/* The int of ``value`` when it is 1..max_digits ASCII digits (the generated parse's fast
+ * branch; max_digits keeps it inside the field's Java type), else NULL with no error. */
+static PyObject *
+digits_to_int(PyObject *value, long max_digits)
+{
+    if (!PyUnicode_IS_ASCII(value)) {
+        return NULL;
+    }
+    Py_ssize_t len = PyUnicode_GET_LENGTH(value);
+    if (len < 1 || len > max_digits || max_digits > 18) {
+        return NULL;
+    }
+    const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(value);
+    long long number = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if (chars[i] < '0' || chars[i] > '9') {
+            return NULL;
+        }
+        number = number * 10 + (chars[i] - '0'); /* <= 18 digits: no overflow */
+    }
+    return PyLong_FromLongLong(number);
+}
+
+/* A header built from ``ext`` as the class's generated parse builds it, when every field
+ * takes the parse's plain branch: present str fields, ints of plain ASCII digits that fit,
+ * the exact spellings "true" / "false", defaults for missing optional fields. Anything
+ * else (a missing required field, a value the Python parse would convert or refuse, an
+ * ext that is not a dict): None.
+ *
+ * ``spec`` is a tuple of (wire name, kind, max digits, default, slot descriptor) per
+ * field of ``cls``, every field once (protocol/headers.py builds it); ``required`` is the
+ * default of a required field. */
+static PyObject *
+parse_header(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "parse_header(cls, spec, required, ext)");
+        return NULL;
+    }
+    PyObject *cls = args[0];
+    PyObject *spec = args[1];
+    PyObject *required = args[2];
+    PyObject *ext = args[3];
+    if (!PyType_Check(cls) || !PyTuple_CheckExact(spec)) {
+        PyErr_SetString(PyExc_TypeError, "parse_header: cls must be a type, spec a tuple");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(ext)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(spec);
+    PyObject *values[64];
+    if (count > 64) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t made = 0;
+    for (; made < count; made++) {
+        PyObject *field = PyTuple_GET_ITEM(spec, made);
+        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 5) {
+            PyErr_SetString(PyExc_TypeError, "parse_header: each field spec is a 5-tuple");
+            goto error;
+        }
+        PyObject *raw = PyDict_GetItemWithError(ext, PyTuple_GET_ITEM(field, 0));
+        if (raw == NULL) {
+            if (PyErr_Occurred()) {
+                goto error;
+            }
+            PyObject *fallback = PyTuple_GET_ITEM(field, 3);
+            if (fallback == required) {
+                goto not_plain;
+            }
+            Py_INCREF(fallback);
+            values[made] = fallback;
+            continue;
+        }
+        if (!PyUnicode_CheckExact(raw)) {
+            goto not_plain;
+        }
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(field, 1));
+        if (kind == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        PyObject *value;
+        if (kind == KIND_STR) {
+            Py_INCREF(raw);
+            value = raw;
+        }
+        else if (kind == KIND_INT) {
+            long max_digits = PyLong_AsLong(PyTuple_GET_ITEM(field, 2));
+            if (max_digits == -1 && PyErr_Occurred()) {
+                goto error;
+            }
+            value = digits_to_int(raw, max_digits);
+            if (value == NULL) {
+                if (PyErr_Occurred()) {
+                    goto error;
+                }
+                goto not_plain;
+            }
+        }
+        else if (kind == KIND_BOOL) {
+            if (PyUnicode_CompareWithASCIIString(raw, "true") == 0) {
+                value = Py_True;
+            }
+            else if (PyUnicode_CompareWithASCIIString(raw, "false") == 0) {
+                value = Py_False;
+            }
+            else {
+                goto not_plain;
+            }
+            Py_INCREF(value);
+        }
+        else {
+            PyErr_SetString(PyExc_ValueError, "parse_header: unknown field kind");
+            goto error;
+        }
+        values[made] = value;
+    }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    PyObject *header = type->tp_alloc(type, 0); /* object.__new__(cls), as make() does */
+    if (header == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *descr = PyTuple_GET_ITEM(PyTuple_GET_ITEM(spec, i), 4);
+        descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
+        if (set == NULL || set(descr, header, values[i]) < 0) {
+            if (set == NULL) {
+                PyErr_SetString(PyExc_TypeError, "parse_header: a slot descriptor is needed");
+            }
+            Py_DECREF(header);
+            goto error;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_DECREF(values[i]);
+    }
+    return header;
+not_plain:
+    for (Py_ssize_t i = 0; i < made; i++) {
+        Py_DECREF(values[i]);
+    }
+    Py_RETURN_NONE;
+error:
+    for (Py_ssize_t i = 0; i < made; i++) {
+        Py_DECREF(values[i]);
+    }
+    return NULL;
+}
+
+/* --- command_from_json -------------------------------------------------------------- */
+
+/* ``header[name]`` as a C number when it is an exact int in the int32 range; missing: 0
+ * (the Python decoder's default). Returns 1 on success, 0 when the field is not plain,
+ * -1 on an error. */
+static int
+int32_field(PyObject *header, const char *name, int required, PyObject **out)
+{
+    PyObject *value = PyDict_GetItemString(header, name); /* borrowed; str keys only */
+    if (value == NULL) {
+        if (required) {
+            return 0;
+        }
+        *out = NULL;
+        return 1;
+    }
+    if (!PyLong_CheckExact(value)) {
+        return 0;
+    }
+    int overflow = 0;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (number == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow || number > INT32_MAX_VALUE || number < -INT32_MAX_VALUE - 1) {
+        return 0;
+    }
+    *out = value;
+    return 1;
+}
+
+/* The command the Python decoder's common case builds from a parsed JSON header (what
+ * every client sends): ``header`` a dict, ``extFields`` a dict of str values, ``code`` an
+ * int and ``version`` / ``opaque`` / ``flag`` ints or missing, each in the int32 range;
+ * ``language`` a str (else "OTHER"; missing: "JAVA"), ``remark`` a str (else None). The
+ * command takes the parsed ext dict as it is (it is fresh). None for anything else: the
+ * Python decoder's general path then checks it and words the error.
+ *
+ * ``slots`` is (RemotingCommand, then the slot descriptors of code, language, version,
+ * opaque, flag, remark, ext_fields, body) (protocol/command.py builds it). */
+static PyObject *
+command_from_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "command_from_json(slots, header, body, java, other)");
+        return NULL;
+    }
+    PyObject *slots = args[0];
+    PyObject *header = args[1];
+    PyObject *body = args[2];
+    if (!PyTuple_CheckExact(slots) || PyTuple_GET_SIZE(slots) != 9 ||
+        !PyType_Check(PyTuple_GET_ITEM(slots, 0))) {
+        PyErr_SetString(PyExc_TypeError, "command_from_json: slots is (cls, 8 descriptors)");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(header)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *ext = PyDict_GetItemString(header, "extFields");
+    if (ext == NULL || !PyDict_CheckExact(ext)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key;
+    PyObject *value;
+    while (PyDict_Next(ext, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(value)) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *numbers[4]; /* code, version, opaque, flag: borrowed, NULL when missing */
+    static const char *names[4] = {"code", "version", "opaque", "flag"};
+    for (int i = 0; i < 4; i++) {
+        int plain = int32_field(header, names[i], i == 0, &numbers[i]);
+        if (plain < 0) {
+            return NULL;
+        }
+        if (plain == 0) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) {
+        return NULL;
+    }
+    PyObject *language = PyDict_GetItemString(header, "language");
+    if (language == NULL) {
+        language = args[3];
+    }
+    else if (!PyUnicode_CheckExact(language)) {
+        language = args[4];
+    }
+    PyObject *remark = PyDict_GetItemString(header, "remark");
+    if (remark == NULL || !PyUnicode_CheckExact(remark)) {
+        remark = Py_None;
+    }
+    PyObject *values[8] = {
+        numbers[0],
+        language,
+        numbers[1] ? numbers[1] : zero,
+        numbers[2] ? numbers[2] : zero,
+        numbers[3] ? numbers[3] : zero,
+        remark,
+        ext,
+        body,
+    };
+    PyTypeObject *type = (PyTypeObject *)PyTuple_GET_ITEM(slots, 0);
+    PyObject *command = type->tp_alloc(type, 0);
+    if (command == NULL) {
+        Py_DECREF(zero);
+        return NULL;
+    }
+    for (int i = 0; i < 8; i++) {
+        PyObject *descr = PyTuple_GET_ITEM(slots, i + 1);
+        descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
+        if (set == NULL || set(descr, command, values[i]) < 0) {
+            if (set == NULL) {
+                PyErr_SetString(PyExc_TypeError, "command_from_json: a slot descriptor is needed");
+            }
+            Py_DECREF(command);
+            Py_DECREF(zero);
+            return NULL;
+        }
+    }
+    Py_DECREF(zero);
+    return command;
+}
+
+/* --- java_frame --------------------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buffer;
+
+static int
+buffer_reserve(Buffer *buf, Py_ssize_t more)
+{
+    if (more > PY_SSIZE_T_MAX / 2 - buf->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t need = buf->len + more;
+    if (need <= buf->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = buf->cap * 2 > need ? buf->cap * 2 : need;
+    char *grown = PyMem_Realloc(buf->data, (size_t)cap);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    buf->data = grown;
+    buf->cap = cap;
+    return 0;
+}
+
+static int
+buffer_add(Buffer *buf, const char *bytes, Py_ssize_t len)
+{
+    if (buffer_reserve(buf, len) < 0) {
+        return -1;
+    }
+    memcpy(buf->data + buf->len, bytes, (size_t)len);
+    buf->len += len;
+    return 0;
+}
+
+static int
+buffer_add_int(Buffer *buf, long long number)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%lld", number);
+    return buffer_add(buf, digits, len);
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+static void
+put_u_escape(char *out, Py_UCS4 unit)
+{
+    out[0] = '\\';
+    out[1] = 'u';
+    out[2] = HEX[(unit >> 12) & 0xF];
+    out[3] = HEX[(unit >> 8) & 0xF];
+    out[4] = HEX[(unit >> 4) & 0xF];
+    out[5] = HEX[unit & 0xF];
+}
+
+/* ``text`` as json.dumps(..., ensure_ascii=True) writes a string: quotes, backslash
+ * escapes for " \ \b \f \n \r \t, \u00XX for the other controls and for DEL and above
+ * (lower-case hex, a surrogate pair above U+FFFF). */
+static int
+buffer_add_json_string(Buffer *buf, PyObject *text)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    /* At most 12 bytes per character (a surrogate pair), plus the quotes. */
+    if (n > (PY_SSIZE_T_MAX - 2) / 12 || buffer_reserve(buf, n * 12 + 2) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        return -1;
+    }
+    char *out = buf->data + buf->len;
+    *out++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+            *out++ = (char)c;
+            continue;
+        }
+        switch (c) {
+        case '"': *out++ = '\\'; *out++ = '"'; break;
+        case '\\': *out++ = '\\'; *out++ = '\\'; break;
+        case '\b': *out++ = '\\'; *out++ = 'b'; break;
+        case '\f': *out++ = '\\'; *out++ = 'f'; break;
+        case '\n': *out++ = '\\'; *out++ = 'n'; break;
+        case '\r': *out++ = '\\'; *out++ = 'r'; break;
+        case '\t': *out++ = '\\'; *out++ = 't'; break;
+        default:
+            if (c > 0xFFFF) {
+                Py_UCS4 v = c - 0x10000;
+                put_u_escape(out, 0xD800 | ((v >> 10) & 0x3FF));
+                put_u_escape(out + 6, 0xDC00 | (v & 0x3FF));
+                out += 12;
+            }
+            else {
+                put_u_escape(out, c);
+                out += 6;
+            }
+        }
+    }
+    *out++ = '"';
+    buf->len = out - buf->data;
+    return 0;
+}
+
+/* A plain int argument of java_frame as a C number, or -1 with ok = 0 when it is not an
+ * int in the int32 range (the caller then answers None). */
+static long long
+int32_argument(PyObject *value, int *ok)
+{
+    if (!PyLong_Check(value)) {
+        *ok = 0;
+        return -1;
+    }
+    int overflow = 0;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (number == -1 && PyErr_Occurred()) || number > INT32_MAX_VALUE ||
+        number < -INT32_MAX_VALUE - 1) {
+        PyErr_Clear();
+        *ok = 0;
+        return -1;
+    }
+    return number;
+}
+
+/* The frame of a command with language JAVA, no remark, string extFields and int32
+ * numbers: length, serialize type JSON and header length, the header
+ * {"code":..,"extFields":{..},"flag":..,"language":"JAVA","opaque":..,
+ * "serializeTypeCurrentRPC":"JSON","version":..} (json.dumps's bytes: compact, ASCII),
+ * and the body. None for anything else, and for a frame over the limits (encode_frame
+ * then raises its error). */
+static PyObject *
+java_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "java_frame(code, ext, flag, opaque, version, body)");
+        return NULL;
+    }
+    PyObject *ext = args[1];
+    PyObject *body = args[5];
+    int ok = 1;
+    long long code = int32_argument(args[0], &ok);
+    long long flag = int32_argument(args[2], &ok);
+    long long opaque = int32_argument(args[3], &ok);
+    long long version = int32_argument(args[4], &ok);
+    if (!ok || !PyDict_CheckExact(ext) || !PyBytes_CheckExact(body)) {
+        Py_RETURN_NONE;
+    }
+    Buffer buf = {NULL, 0, 0};
+    if (buffer_reserve(&buf, 256) < 0) {
+        return NULL;
+    }
+    buf.len = 8; /* the prefix, written last */
+    if (buffer_add(&buf, "{\"code\":", 8) < 0 || buffer_add_int(&buf, code) < 0 ||
+        buffer_add(&buf, ",\"extFields\":{", 14) < 0) {
+        goto error;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key;
+    PyObject *value;
+    int first = 1;
+    while (PyDict_Next(ext, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(value)) {
+            PyMem_Free(buf.data);
+            Py_RETURN_NONE;
+        }
+        if ((!first && buffer_add(&buf, ",", 1) < 0) || buffer_add_json_string(&buf, key) < 0 ||
+            buffer_add(&buf, ":", 1) < 0 || buffer_add_json_string(&buf, value) < 0) {
+            goto error;
+        }
+        first = 0;
+    }
+    if (buffer_add(&buf, "},\"flag\":", 9) < 0 || buffer_add_int(&buf, flag) < 0 ||
+        buffer_add(&buf, ",\"language\":\"JAVA\",\"opaque\":", 28) < 0 ||
+        buffer_add_int(&buf, opaque) < 0 ||
+        buffer_add(&buf, ",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":", 44) < 0 ||
+        buffer_add_int(&buf, version) < 0 || buffer_add(&buf, "}", 1) < 0) {
+        goto error;
+    }
+    Py_ssize_t header_len = buf.len - 8;
+    Py_ssize_t body_len = PyBytes_GET_SIZE(body);
+    if (header_len > HEADER_LEN_MASK || body_len > INT32_MAX_VALUE - 4 - header_len) {
+        PyMem_Free(buf.data);
+        Py_RETURN_NONE;
+    }
+    uint32_t length = (uint32_t)(4 + header_len + body_len);
+    uint32_t type_and_len = (uint32_t)header_len; /* serialize type 0: JSON */
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, buf.len + body_len);
+    if (frame == NULL) {
+        goto error;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+    memcpy(out + 8, buf.data + 8, (size_t)header_len);
+    memcpy(out + 8 + header_len, PyBytes_AS_STRING(body), (size_t)body_len);
+    for (int i = 0; i < 4; i++) {
+        out[i] = (unsigned char)(length >> (24 - 8 * i));
+        out[4 + i] = (unsigned char)(type_and_len >> (24 - 8 * i));
+    }
+    PyMem_Free(buf.data);
+    return frame;
+error:
+    PyMem_Free(buf.data);
+    return NULL;
+}
+
+/* --- module ------------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"split_properties", split_properties, METH_O,
+     "properties_from_string(text) when text is canonical, else None."},
+    {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
+     "parse_header(cls, spec, required, ext): the header, or None for the Python parse."},
+    {"command_from_json", (PyCFunction)(void (*)(void))command_from_json, METH_FASTCALL,
+     "command_from_json(slots, header, body, java, other): the command, or None."},
+    {"java_frame", (PyCFunction)(void (*)(void))java_frame, METH_FASTCALL,
+     "java_frame(code, ext, flag, opaque, version, body): the frame, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "protocol._speedups",
+    .m_doc = "Compiled fast paths of the remoting codec; the Python code is the definition.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,13 @@
+from collections.abc import Mapping
+from typing import Any
+
+def split_properties(text: str, /) -> dict[str, str] | None: ...
+def parse_header(
+    cls: type, spec: tuple[Any, ...], required: object, ext: Mapping[str, str], /
+) -> Any: ...
+def java_frame(
+    code: int, ext: Mapping[str, str], flag: int, opaque: int, version: int, body: bytes, /
+) -> bytes | None: ...
+def command_from_json(
+    slots: tuple[Any, ...], header: Any, body: bytes, java: str, other: str, /
+) -> Any: ...

@@ -1,0 +1,44 @@
+"""The compiled fast paths of the codec (``protocol/_speedups.c``), where they are built.
+
+Each is None when the extension is not built (pip installs the project without it where
+there is no C compiler) or when ``RMQ_PURE_PYTHON=1`` is set; the callers then run their
+Python code, which stays the definition. Each compiled function does its Python twin's
+common case and answers None for anything else (a caller then runs the Python code, errors
+and their wording included); ``tests/unit/test_speedups.py`` holds each one equal to its
+twin on generated input.
+
+- ``split_properties(text)``: ``properties_from_string(text)`` when ``text`` is canonical
+  (``protocol/record_wire.py``), else None.
+- ``parse_header(cls, spec, required, ext)``: a generated header parse's plain branch
+  (``protocol/headers.py``).
+- ``command_from_json(slots, header, body, "JAVA", "OTHER")``: ``RemotingCommand.from_frame``'s
+  common case, from the parsed JSON header (``protocol/command.py``).
+- ``java_frame(code, ext, flag, opaque, version, body)``: ``RemotingCommand.encode()`` of a
+  JAVA command without a remark (``protocol/command.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+split_properties: Callable[[str], dict[str, str] | None] | None = None
+parse_header: Callable[[type, tuple[Any, ...], object, Mapping[str, str]], Any] | None = None
+command_from_json: Callable[[tuple[Any, ...], Any, bytes, str, str], Any] | None = None
+java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
+
+#: True when the compiled paths are in use (``rmq bench`` and the benchmarks print it).
+COMPILED = False
+
+if os.environ.get("RMQ_PURE_PYTHON") != "1":
+    try:
+        from protocol import _speedups
+    except ImportError:
+        pass
+    else:
+        split_properties = _speedups.split_properties
+        parse_header = _speedups.parse_header
+        command_from_json = _speedups.command_from_json
+        java_frame = _speedups.java_frame
+        COMPILED = True
