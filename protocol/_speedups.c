@@ -8,6 +8,9 @@
  *
  *   split_properties(text)            properties_from_string(text) when text is canonical
  *   parse_header(cls, spec, ext)      a generated header parse (protocol/headers.py)
+ *   command_from_json(slots, header, body, java, other)
+ *                                     RemotingCommand.from_frame's common case
+ *   topic_key_hash(topic, key)        the index hash of "topic#key" (broker/store/index.py)
  *   java_frame(code, ext, flag, opaque, version, body)
  *                                     RemotingCommand.encode() of a JAVA command with no
  *                                     remark: the frame, JSON header (json.dumps's bytes)
@@ -590,6 +593,49 @@ error:
     return NULL;
 }
 
+/* --- topic_key_hash ----------------------------------------------------------------- */
+
+static uint32_t
+java_hash_add(uint32_t h, PyObject *text)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c > 0xFFFF) { /* Java hashes UTF-16 code units: a surrogate pair */
+            Py_UCS4 v = c - 0x10000;
+            h = 31 * h + (0xD800 | (v >> 10));
+            h = 31 * h + (0xDC00 | (v & 0x3FF));
+        }
+        else {
+            h = 31 * h + c;
+        }
+    }
+    return h;
+}
+
+/* RocketMQ's index key hash of "topic#key": abs of Java's String.hashCode (UTF-16 code
+ * units, int32 arithmetic), 0 when that is Integer.MIN_VALUE (broker/store/index.py). */
+static PyObject *
+topic_key_hash(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "topic_key_hash(topic: str, key: str)");
+        return NULL;
+    }
+    uint32_t h = java_hash_add(0, args[0]);
+    h = 31 * h + '#';
+    h = java_hash_add(h, args[1]);
+    if (h & 0x80000000u) {
+        h = 0x100000000ull - h;
+        if (h == 0x80000000u) {
+            h = 0;
+        }
+    }
+    return PyLong_FromUnsignedLong(h);
+}
+
 /* --- module ------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -601,6 +647,8 @@ static PyMethodDef methods[] = {
      "command_from_json(slots, header, body, java, other): the command, or None."},
     {"java_frame", (PyCFunction)(void (*)(void))java_frame, METH_FASTCALL,
      "java_frame(code, ext, flag, opaque, version, body): the frame, or None."},
+    {"topic_key_hash", (PyCFunction)(void (*)(void))topic_key_hash, METH_FASTCALL,
+     "topic_key_hash(topic, key): the index hash of topic#key."},
     {NULL, NULL, 0, NULL},
 };
 

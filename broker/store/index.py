@@ -28,7 +28,7 @@ import logging
 import mmap
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import attrs
@@ -36,6 +36,7 @@ import attrs
 from broker.store.flush import collect_fds
 from protocol.errors import DiskFull
 from protocol.message import java_string_hash
+from protocol.speedups import topic_key_hash as _compiled_topic_key_hash
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def _terms_of(topic: str) -> tuple[list[int], list[int]]:
     return plain, window
 
 
-def topic_key_hash(topic: str, key: str) -> int:
+def topic_key_hash_python(topic: str, key: str) -> int:
     """``index_key_hash(f"{topic}#{key}")``, the hash of an index key, computed faster."""
     n = len(key)
     if n >= _TERM_LENGTHS or not key.isascii():  # UTF-16 length differs: hash it whole
@@ -141,6 +142,10 @@ def topic_key_hash(topic: str, key: str) -> int:
         h = 0x100000000 - h
         return 0 if h == 0x80000000 else h
     return h
+
+
+#: ``topic_key_hash_python``, compiled where it is built (protocol/_speedups.c).
+topic_key_hash: Callable[[str, str], int] = _compiled_topic_key_hash or topic_key_hash_python
 
 
 def slot_of(key_hash: int, slots: int) -> int:

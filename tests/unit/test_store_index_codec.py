@@ -21,6 +21,7 @@ from broker.store.index import (
     slot_position,
     time_diff_s,
     topic_key_hash,
+    topic_key_hash_python,
 )
 from protocol.message import (
     java_string_hash,
@@ -60,10 +61,13 @@ def test_index_key_hash_is_abs(s: str) -> None:
         st.text(max_size=80),
         st.text(alphabet="0123456789ABCDEF", max_size=80),  # UNIQ_KEYs
         st.text(alphabet=st.characters(min_codepoint=35, max_codepoint=75), max_size=80),
+        st.text(alphabet="a\ud800\udfff\U0001f600\uffff\x00", max_size=10),
     ),
 )
 def test_topic_key_hash_is_the_hash_of_the_joined_key(topic: str, key: str) -> None:
-    assert topic_key_hash(topic, key) == index_key_hash(f"{topic}#{key}")
+    # topic_key_hash is the compiled one where protocol/_speedups.c is built.
+    expected = index_key_hash(f"{topic}#{key}")
+    assert topic_key_hash(topic, key) == topic_key_hash_python(topic, key) == expected
 
 
 def test_topic_key_hash_known_values() -> None:
@@ -74,8 +78,10 @@ def test_topic_key_hash_known_values() -> None:
         ("T", "Ünï"),
         ("Tö", "0A"),
         ("T", "A" * 200),
+        ("T", "\U0001f600\ud800"),
     ]:
-        assert topic_key_hash(topic, key) == index_key_hash(f"{topic}#{key}")
+        expected = index_key_hash(f"{topic}#{key}")
+        assert topic_key_hash(topic, key) == topic_key_hash_python(topic, key) == expected
 
 
 def test_layout_sizes_match_rocketmq_defaults() -> None:
