@@ -10,6 +10,7 @@
  *   parse_header(cls, spec, ext)      a generated header parse (protocol/headers.py)
  *   command_from_json(slots, header, body, java, other)
  *                                     RemotingCommand.from_frame's common case
+ *   cut_frames(slots, data, max_frame) FrameDecoder.feed's complete, valid frames
  *   topic_key_hash(topic, key)        the index hash of "topic#key" (broker/store/index.py)
  *   java_frame(code, ext, flag, opaque, version, body)
  *                                     RemotingCommand.encode() of a JAVA command with no
@@ -593,6 +594,94 @@ error:
     return NULL;
 }
 
+/* --- cut_frames --------------------------------------------------------------------- */
+
+/* The complete, valid frames of ``data`` (bytes or bytearray) from its start, as
+ * FrameDecoder.feed cuts them: (frames, pos), pos where the first frame that is not
+ * complete, or not valid, starts. The caller's Python loop goes on from pos: it keeps an
+ * incomplete frame and raises the ProtocolError of an invalid one (a length below 4 or
+ * over ``max_frame``, a header longer than its frame). ``slots`` is (Frame, then the slot
+ * descriptors of serialize_type, header, body). */
+static PyObject *
+cut_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "cut_frames(slots, data, max_frame)");
+        return NULL;
+    }
+    PyObject *slots = args[0];
+    if (!PyTuple_CheckExact(slots) || PyTuple_GET_SIZE(slots) != 4 ||
+        !PyType_Check(PyTuple_GET_ITEM(slots, 0))) {
+        PyErr_SetString(PyExc_TypeError, "cut_frames: slots is (Frame, 3 descriptors)");
+        return NULL;
+    }
+    long long max_frame = PyLong_AsLongLong(args[2]);
+    if (max_frame == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const unsigned char *data = view.buf;
+    Py_ssize_t size = view.len;
+    PyTypeObject *type = (PyTypeObject *)PyTuple_GET_ITEM(slots, 0);
+    PyObject *frames = PyList_New(0);
+    if (frames == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    while (size - pos >= 8) {
+        const unsigned char *p = data + pos;
+        int32_t length = (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+                                   ((uint32_t)p[2] << 8) | (uint32_t)p[3]);
+        uint32_t type_and_len = ((uint32_t)p[4] << 24) | ((uint32_t)p[5] << 16) |
+                                ((uint32_t)p[6] << 8) | (uint32_t)p[7];
+        uint32_t header_len = type_and_len & HEADER_LEN_MASK;
+        if (length < 4 || (long long)length > max_frame || (long long)header_len > length - 4) {
+            break; /* the Python loop raises its error */
+        }
+        if (size - pos - 4 < (Py_ssize_t)length) {
+            break; /* incomplete */
+        }
+        Py_ssize_t end = pos + 4 + (Py_ssize_t)length;
+        Py_ssize_t body_at = pos + 8 + (Py_ssize_t)header_len;
+        PyObject *values[3];
+        values[0] = PyLong_FromUnsignedLong(type_and_len >> 24);
+        values[1] = PyBytes_FromStringAndSize((const char *)data + pos + 8, (Py_ssize_t)header_len);
+        values[2] = PyBytes_FromStringAndSize((const char *)data + body_at, end - body_at);
+        PyObject *frame = NULL;
+        if (values[0] != NULL && values[1] != NULL && values[2] != NULL) {
+            frame = type->tp_alloc(type, 0);
+        }
+        for (int i = 0; frame != NULL && i < 3; i++) {
+            PyObject *descr = PyTuple_GET_ITEM(slots, i + 1);
+            descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
+            if (set == NULL || set(descr, frame, values[i]) < 0) {
+                if (set == NULL) {
+                    PyErr_SetString(PyExc_TypeError, "cut_frames: a slot descriptor is needed");
+                }
+                Py_CLEAR(frame);
+            }
+        }
+        Py_XDECREF(values[0]);
+        Py_XDECREF(values[1]);
+        Py_XDECREF(values[2]);
+        if (frame == NULL || PyList_Append(frames, frame) < 0) {
+            Py_XDECREF(frame);
+            Py_DECREF(frames);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(frame);
+        pos = end;
+    }
+    PyBuffer_Release(&view);
+    PyObject *result = Py_BuildValue("(Nn)", frames, pos);
+    return result;
+}
+
 /* --- topic_key_hash ----------------------------------------------------------------- */
 
 static uint32_t
@@ -647,6 +736,8 @@ static PyMethodDef methods[] = {
      "command_from_json(slots, header, body, java, other): the command, or None."},
     {"java_frame", (PyCFunction)(void (*)(void))java_frame, METH_FASTCALL,
      "java_frame(code, ext, flag, opaque, version, body): the frame, or None."},
+    {"cut_frames", (PyCFunction)(void (*)(void))cut_frames, METH_FASTCALL,
+     "cut_frames(slots, data, max_frame): (complete valid frames, where the rest starts)."},
     {"topic_key_hash", (PyCFunction)(void (*)(void))topic_key_hash, METH_FASTCALL,
      "topic_key_hash(topic, key): the index hash of topic#key."},
     {NULL, NULL, 0, NULL},

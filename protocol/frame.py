@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from protocol.errors import FrameTooLarge, ProtocolError
+from protocol.speedups import cut_frames as _cut_frames
 
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 _INT32 = struct.Struct(">i")
@@ -83,10 +84,15 @@ class FrameDecoder:
         if buffered:
             self._buffer += data
             data = self._buffer  # read in place: a frame arriving in many reads is not copied
-        frames: list[Frame] = []
-        pos = 0
-        size = len(data)
         max_frame = self.max_frame_bytes
+        frames: list[Frame]
+        if _cut_frames is not None:
+            # The loop below, compiled, up to the first frame that is incomplete or wrong;
+            # the loop then goes on from there (and words the error).
+            frames, pos = _cut_frames(_FRAME_SLOTS, data, max_frame)
+        else:
+            frames, pos = [], 0
+        size = len(data)
         try:
             # _frame_at's checks, in one loop: a method call and a tuple per frame were
             # most of the decode (2.1 -> 1.1 µs per SEND_MESSAGE_V2 frame).
@@ -131,6 +137,8 @@ class _Unfrozen:
 
 
 _new_object = object.__new__
+#: ``Frame`` and its slots' descriptors in field order, for the compiled cutter.
+_FRAME_SLOTS = (Frame, *(Frame.__dict__[field.name] for field in attrs.fields(Frame)))
 
 
 def _check_length(length: int, max_frame: int) -> None:

@@ -276,3 +276,68 @@ def test_java_frame_declines_what_it_does_not_cover() -> None:
 def test_the_switch_names_what_is_compiled() -> None:
     assert speedups.COMPILED
     assert speedups.java_frame is _speedups.java_frame
+
+
+# --- cut_frames -------------------------------------------------------------------------
+
+
+@st.composite
+def _wire_chunks(draw: st.DrawFn) -> list[bytes]:
+    """Frames (some with broken prefixes) cut into reads at arbitrary points."""
+    parts = []
+    for _ in range(draw(st.integers(0, 5))):
+        header = draw(st.binary(max_size=20))
+        body = draw(st.binary(max_size=40))
+        serialize_type = draw(st.sampled_from([0, 1, 7, 255]))
+        frame = bytearray(encode_frame(header, body, serialize_type=serialize_type))
+        if draw(st.integers(0, 5)) == 0:  # a broken length or header length
+            frame[draw(st.integers(0, 7))] = draw(st.integers(0, 255))
+        parts.append(bytes(frame))
+    wire = b"".join(parts) + draw(st.binary(max_size=10))
+    cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=4)))
+    return [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+
+
+def _fed(chunks: list[bytes], max_frame: int) -> list[Any]:
+    from protocol.frame import FrameDecoder
+
+    decoder = FrameDecoder(max_frame_bytes=max_frame)
+    out: list[Any] = []
+    for chunk in chunks:
+        try:
+            frames = decoder.feed(chunk)
+        except ProtocolError as exc:
+            out.append((type(exc), str(exc)))
+        else:
+            out.append([(type(f), f.serialize_type, f.header, f.body) for f in frames])
+        out.append(decoder.buffered_bytes)
+    return out
+
+
+@EXAMPLES
+@given(_wire_chunks(), st.sampled_from([16, 64, 1 << 24]))
+def test_compiled_frame_cutting_is_the_python_decoder(chunks: list[bytes], max_frame: int) -> None:
+    import protocol.frame as frame_module
+
+    compiled = _fed(chunks, max_frame)
+    saved = frame_module._cut_frames
+    frame_module._cut_frames = None
+    try:
+        pure = _fed(chunks, max_frame)
+    finally:
+        frame_module._cut_frames = saved
+    assert compiled == pure
+
+
+def test_cut_frames_stops_at_what_it_leaves_to_python() -> None:
+    import protocol.frame as frame_module
+
+    good = encode_frame(b"{}", b"body")
+    slots = frame_module._FRAME_SLOTS
+    frames, pos = _speedups.cut_frames(slots, good + good[:5], 1 << 20)
+    assert [(f.header, f.body) for f in frames] == [(b"{}", b"body")] and pos == len(good)
+    bad = b"\x00\x00\x00\x03" + bytes(8)  # a length below 4
+    assert _speedups.cut_frames(slots, good + bad, 1 << 20)[1] == len(good)
+    assert _speedups.cut_frames(slots, bytearray(good), 8) == ([], 0)  # over the cap
+    with pytest.raises(TypeError):
+        _speedups.cut_frames(slots, "text", 8)
