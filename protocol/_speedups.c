@@ -11,6 +11,8 @@
  *   command_from_json(slots, header, body, java, other)
  *                                     RemotingCommand.from_frame's common case
  *   cut_frames(slots, data, max_frame) FrameDecoder.feed's complete, valid frames
+ *   encode_record(topic, body, props, born_host8, store_host8, ...)
+ *                                     encode_record_fields of a record with bytes properties
  *   topic_key_hash(topic, key)        the index hash of "topic#key" (broker/store/index.py)
  *   java_frame(code, ext, flag, opaque, version, body)
  *                                     RemotingCommand.encode() of a JAVA command with no
@@ -682,6 +684,144 @@ cut_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* --- encode_record ------------------------------------------------------------------ */
+
+#define RECORD_FIXED_BYTES 88
+#define MAGIC_V1 (-626843481)
+#define MAGIC_V2 (-626843477)
+#define MAX_TOPIC_LENGTH_V1 127
+#define MAX_TOPIC_LENGTH_V2 32767
+#define MAX_PROPERTIES_BYTES 32767
+#define V6_HOST_FLAGS 0x30 /* SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6 */
+
+static PyObject *zlib_crc32 = NULL; /* zlib.crc32, imported at module init */
+
+static unsigned char *
+put_be(unsigned char *out, unsigned long long value, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--) {
+        out[i] = (unsigned char)(value & 0xFF);
+        value >>= 8;
+    }
+    return out + bytes;
+}
+
+/* An int argument as a C number within [low, high], else ok = 0. */
+static long long
+ranged(PyObject *value, long long low, long long high, int *ok)
+{
+    if (!PyLong_Check(value)) {
+        *ok = 0;
+        return 0;
+    }
+    int overflow = 0;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (number == -1 && PyErr_Occurred()) || number < low || number > high) {
+        PyErr_Clear();
+        *ok = 0;
+        return 0;
+    }
+    return number;
+}
+
+/* protocol/message.py encode_record_fields of a record whose properties are bytes and
+ * whose hosts are already their 8-byte fields (_host_v4): the same bytes, one allocation.
+ * None where that function would raise (IPv6 host flags, an empty or too long topic, too
+ * long properties, a number outside its field) or for arguments of other types: the
+ * Python code then raises its error. Arguments: topic, body, properties, born host,
+ * store host, then queue id, flag, queue offset, physical offset, sys flag, born
+ * timestamp, store timestamp, reconsume times, prepared transaction offset. */
+static PyObject *
+encode_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "encode_record takes 14 arguments");
+        return NULL;
+    }
+    PyObject *topic = args[0];
+    PyObject *body = args[1];
+    PyObject *props = args[2];
+    PyObject *born_host = args[3];
+    PyObject *store_host = args[4];
+    if (!PyUnicode_CheckExact(topic) || !PyBytes_CheckExact(body) || !PyBytes_CheckExact(props) ||
+        !PyBytes_CheckExact(born_host) || PyBytes_GET_SIZE(born_host) != 8 ||
+        !PyBytes_CheckExact(store_host) || PyBytes_GET_SIZE(store_host) != 8) {
+        Py_RETURN_NONE;
+    }
+    const long long I32_LOW = -INT32_MAX_VALUE - 1;
+    const long long I64_LOW = (long long)(-0x7FFFFFFFFFFFFFFFLL - 1);
+    const long long I64_HIGH = 0x7FFFFFFFFFFFFFFFLL;
+    int ok = 1;
+    long long queue_id = ranged(args[5], I32_LOW, INT32_MAX_VALUE, &ok);
+    long long flag = ranged(args[6], I32_LOW, INT32_MAX_VALUE, &ok);
+    long long queue_offset = ranged(args[7], I64_LOW, I64_HIGH, &ok);
+    long long phys = ranged(args[8], I64_LOW, I64_HIGH, &ok);
+    long long sys_flag = ranged(args[9], I32_LOW, INT32_MAX_VALUE, &ok);
+    long long born_ts = ranged(args[10], I64_LOW, I64_HIGH, &ok);
+    long long store_ts = ranged(args[11], I64_LOW, I64_HIGH, &ok);
+    long long reconsume = ranged(args[12], I32_LOW, INT32_MAX_VALUE, &ok);
+    long long prepared = ranged(args[13], I64_LOW, I64_HIGH, &ok);
+    if (!ok || (sys_flag & V6_HOST_FLAGS)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t topic_len;
+    const char *topic_utf8 = PyUnicode_AsUTF8AndSize(topic, &topic_len);
+    if (topic_utf8 == NULL) {
+        PyErr_Clear(); /* a lone surrogate: the Python code raises */
+        Py_RETURN_NONE;
+    }
+    if (topic_len == 0 || topic_len > MAX_TOPIC_LENGTH_V2) {
+        Py_RETURN_NONE;
+    }
+    int v1 = topic_len <= MAX_TOPIC_LENGTH_V1;
+    Py_ssize_t props_len = PyBytes_GET_SIZE(props);
+    Py_ssize_t body_len = PyBytes_GET_SIZE(body);
+    if (props_len > MAX_PROPERTIES_BYTES || body_len > INT32_MAX_VALUE) {
+        Py_RETURN_NONE;
+    }
+    long long total = (long long)RECORD_FIXED_BYTES + body_len + (v1 ? 1 : 2) + topic_len + 2 +
+                      props_len;
+    if (total > INT32_MAX_VALUE) {
+        Py_RETURN_NONE;
+    }
+    PyObject *crc_value = PyObject_CallOneArg(zlib_crc32, body);
+    if (crc_value == NULL) {
+        return NULL;
+    }
+    unsigned long crc = PyLong_AsUnsignedLongMask(crc_value) & 0x7FFFFFFFUL;
+    Py_DECREF(crc_value);
+    PyObject *record = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (record == NULL) {
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(record);
+    out = put_be(out, (unsigned long long)total, 4);
+    out = put_be(out, (unsigned long long)(uint32_t)(v1 ? MAGIC_V1 : MAGIC_V2), 4);
+    out = put_be(out, crc, 4);
+    out = put_be(out, (unsigned long long)queue_id, 4);
+    out = put_be(out, (unsigned long long)flag, 4);
+    out = put_be(out, (unsigned long long)queue_offset, 8);
+    out = put_be(out, (unsigned long long)phys, 8);
+    out = put_be(out, (unsigned long long)sys_flag, 4);
+    out = put_be(out, (unsigned long long)born_ts, 8);
+    memcpy(out, PyBytes_AS_STRING(born_host), 8);
+    out += 8;
+    out = put_be(out, (unsigned long long)store_ts, 8);
+    memcpy(out, PyBytes_AS_STRING(store_host), 8);
+    out += 8;
+    out = put_be(out, (unsigned long long)reconsume, 4);
+    out = put_be(out, (unsigned long long)prepared, 8);
+    out = put_be(out, (unsigned long long)body_len, 4);
+    memcpy(out, PyBytes_AS_STRING(body), (size_t)body_len);
+    out += body_len;
+    out = put_be(out, (unsigned long long)topic_len, v1 ? 1 : 2);
+    memcpy(out, topic_utf8, (size_t)topic_len);
+    out += topic_len;
+    out = put_be(out, (unsigned long long)props_len, 2);
+    memcpy(out, PyBytes_AS_STRING(props), (size_t)props_len);
+    return record;
+}
+
 /* --- topic_key_hash ----------------------------------------------------------------- */
 
 static uint32_t
@@ -738,6 +878,8 @@ static PyMethodDef methods[] = {
      "java_frame(code, ext, flag, opaque, version, body): the frame, or None."},
     {"cut_frames", (PyCFunction)(void (*)(void))cut_frames, METH_FASTCALL,
      "cut_frames(slots, data, max_frame): (complete valid frames, where the rest starts)."},
+    {"encode_record", (PyCFunction)(void (*)(void))encode_record, METH_FASTCALL,
+     "encode_record(topic, body, props, born_host8, store_host8, 9 numbers): bytes or None."},
     {"topic_key_hash", (PyCFunction)(void (*)(void))topic_key_hash, METH_FASTCALL,
      "topic_key_hash(topic, key): the index hash of topic#key."},
     {NULL, NULL, 0, NULL},
@@ -754,5 +896,16 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    if (zlib_crc32 == NULL) {
+        PyObject *zlib = PyImport_ImportModule("zlib");
+        if (zlib == NULL) {
+            return NULL;
+        }
+        zlib_crc32 = PyObject_GetAttrString(zlib, "crc32");
+        Py_DECREF(zlib);
+        if (zlib_crc32 == NULL) {
+            return NULL;
+        }
+    }
     return PyModule_Create(&module);
 }

@@ -15,3 +15,20 @@ def topic_key_hash(topic: str, key: str, /) -> int: ...
 def cut_frames(
     slots: tuple[Any, ...], data: bytes | bytearray, max_frame: int, /
 ) -> tuple[list[Any], int]: ...
+def encode_record(
+    topic: str,
+    body: bytes,
+    properties: bytes,
+    born_host: bytes,
+    store_host: bytes,
+    queue_id: int,
+    flag: int,
+    queue_offset: int,
+    physical_offset: int,
+    sys_flag: int,
+    born_timestamp_ms: int,
+    store_timestamp_ms: int,
+    reconsume_times: int,
+    prepared_transaction_offset: int,
+    /,
+) -> bytes | None: ...

@@ -34,6 +34,7 @@ import attrs
 
 from protocol.errors import LimitExceeded, MalformedRecord
 from protocol.slots import slot_builder
+from protocol.speedups import encode_record as _c_encode_record
 
 # --- constants ---------------------------------------------------------------------------
 
@@ -558,6 +559,21 @@ def encode_record_fields(
     string ``properties_to_string`` would write: see ``protocol/record_wire.py``).
     Checks and errors are ``encode_record``'s, in the same order.
     """
+    if _c_encode_record is not None and type(properties) is bytes:
+        # The code below, compiled (protocol/_speedups.c), for what it does not refuse;
+        # None leaves the rest (and the errors) to it.
+        try:
+            born, store = _host_v4(born_host), _host_v4(store_host)
+        except (TypeError, ValueError):
+            pass  # the code below raises its error, in its order
+        else:
+            record = _c_encode_record(
+                topic, body, properties, born, store, queue_id, flag, queue_offset,
+                physical_offset, sys_flag, born_timestamp_ms, store_timestamp_ms,
+                reconsume_times, prepared_transaction_offset,
+            )  # fmt: skip
+            if record is not None:
+                return record
     if sys_flag & _V6_HOST_FLAGS:
         raise ValueError(
             f"sys_flag 0x{sys_flag:X} has IPv6 host bits; records are written with IPv4 hosts"

@@ -15,6 +15,8 @@ twin on generated input.
   common case, from the parsed JSON header (``protocol/command.py``).
 - ``cut_frames(slots, data, max_frame)``: the complete, valid frames ``FrameDecoder.feed``
   cuts from ``data``, and where the rest starts (``protocol/frame.py`` goes on from there).
+- ``encode_record(topic, body, properties, born_host8, store_host8, ...)``:
+  ``encode_record_fields`` of a record with its properties as bytes (``protocol/message.py``).
 - ``topic_key_hash(topic, key)``: the index hash of ``topic#key`` (``broker/store/index.py``),
   for every string (no None: it has no uncommon case).
 - ``java_frame(code, ext, flag, opaque, version, body)``: ``RemotingCommand.encode()`` of a
@@ -31,6 +33,7 @@ split_properties: Callable[[str], dict[str, str] | None] | None = None
 parse_header: Callable[[type, tuple[Any, ...], object, Mapping[str, str]], Any] | None = None
 command_from_json: Callable[[tuple[Any, ...], Any, bytes, str, str], Any] | None = None
 cut_frames: Callable[[tuple[Any, ...], bytes | bytearray, int], tuple[list[Any], int]] | None = None
+encode_record: Callable[..., bytes | None] | None = None
 topic_key_hash: Callable[[str, str], int] | None = None
 java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
 
@@ -49,4 +52,5 @@ if os.environ.get("RMQ_PURE_PYTHON") != "1":
         java_frame = _speedups.java_frame
         topic_key_hash = _speedups.topic_key_hash
         cut_frames = _speedups.cut_frames
+        encode_record = _speedups.encode_record
         COMPILED = True

@@ -341,3 +341,81 @@ def test_cut_frames_stops_at_what_it_leaves_to_python() -> None:
     assert _speedups.cut_frames(slots, bytearray(good), 8) == ([], 0)  # over the cap
     with pytest.raises(TypeError):
         _speedups.cut_frames(slots, "text", 8)
+
+
+# --- encode_record ----------------------------------------------------------------------
+
+_I32_EDGES = [0, 1, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1]
+_I64_EDGES = [0, 1, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 1_796_593_759_704]
+
+
+@st.composite
+def _record_fields(draw: st.DrawFn) -> dict[str, Any]:
+    i32 = st.sampled_from(_I32_EDGES) | st.integers(-5, 5)
+    i64 = st.sampled_from(_I64_EDGES) | st.integers(-5, 5)
+    topic = draw(
+        st.sampled_from(["T", "TopicTest", "é", "a" * 127, "a" * 128, "a" * 32767, "a" * 32768])
+        | _TEXT
+    )
+    host = st.sampled_from(
+        [("127.0.0.1", 5000), ("10.0.0.2", 0), ("10.0.0.2", 65535), ("10.0.0.2", 65536),
+         ("10.0.0.2", -1), ("::1", 80), ("not an ip", 1), ("1.2.3.4", 2**40)]
+    )  # fmt: skip
+    return {
+        "topic": topic,
+        "body": draw(st.binary(max_size=64)),
+        "queue_id": draw(i32),
+        "flag": draw(i32),
+        "queue_offset": draw(i64),
+        "physical_offset": draw(i64),
+        "sys_flag": draw(st.sampled_from([0, 0x10, 0x20, 0x30, 0x4, 2**31]) | i32),
+        "born_timestamp_ms": draw(i64),
+        "born_host": draw(host),
+        "store_timestamp_ms": draw(i64),
+        "store_host": draw(host),
+        "reconsume_times": draw(i32),
+        "prepared_transaction_offset": draw(i64),
+        "properties": draw(
+            st.binary(max_size=40)
+            | st.sampled_from([b"x" * 32767, b"x" * 32768])
+            | st.dictionaries(st.text("ab", min_size=1), st.text("cd", min_size=1), max_size=2)
+        ),
+    }
+
+
+def _encoded_record(fields: dict[str, Any]) -> Any:
+    from protocol.message import encode_record_fields
+
+    try:
+        return encode_record_fields(**fields)
+    except Exception as exc:  # the Python encoder's own errors, by type and words
+        return (type(exc), str(exc))
+
+
+@settings(max_examples=600, deadline=None)
+@given(_record_fields())
+def test_compiled_record_encode_is_the_python_encode(fields: dict[str, Any]) -> None:
+    import protocol.message as message_module
+
+    compiled = _encoded_record(fields)
+    saved = message_module._c_encode_record
+    message_module._c_encode_record = None
+    try:
+        pure = _encoded_record(fields)
+    finally:
+        message_module._c_encode_record = saved
+    assert compiled == pure
+
+
+def test_encode_record_declines_what_python_refuses() -> None:
+    host = b"\x7f\x00\x00\x01\x00\x00\x13\x88"
+    numbers = [0] * 9
+    ok = _speedups.encode_record("T", b"b", b"", host, host, *numbers)
+    assert ok is not None and len(ok) == 88 + 1 + 1 + 1 + 2  # fixed, body, topic, properties
+    assert _speedups.encode_record("", b"b", b"", host, host, *numbers) is None  # empty topic
+    assert _speedups.encode_record("T", b"b", b"", host[:4], host, *numbers) is None
+    v6 = [0, 0, 0, 0, 0x10, 0, 0, 0, 0]  # the born host IPv6 flag
+    assert _speedups.encode_record("T", b"b", b"", host, host, *v6) is None
+    assert _speedups.encode_record("\ud800", b"b", b"", host, host, *numbers) is None
+    with pytest.raises(TypeError):
+        _speedups.encode_record("T")
