@@ -7,12 +7,15 @@
  * off (protocol/speedups.py).
  *
  *   split_properties(text)            properties_from_string(text) when text is canonical
+ *   parse_properties(text)            properties_from_string(text), any text
  *   parse_header(cls, spec, ext)      a generated header parse (protocol/headers.py)
  *   command_from_json(slots, header, body, java, other)
  *                                     RemotingCommand.from_frame's common case
  *   cut_frames(slots, data, max_frame) FrameDecoder.feed's complete, valid frames
  *   encode_record(topic, body, props, born_host8, store_host8, ...)
  *                                     encode_record_fields of a record with bytes properties
+ *   read_stored_fields(buf, pos, check_crc, max_size)
+ *                                     record_fields.read_stored_fields's fast path
  *   topic_key_hash(topic, key)        the index hash of "topic#key" (broker/store/index.py)
  *   java_frame(code, ext, flag, opaque, version, body)
  *                                     RemotingCommand.encode() of a JAVA command with no
@@ -99,6 +102,59 @@ not_canonical:
 error:
     Py_DECREF(result);
     return NULL;
+}
+
+/* properties_from_string(text) (Java's string2messageProperties): split on 0x02, split
+ * each piece at its first 0x01, keep a pair only when key and value are both non-empty;
+ * a later key wins. Never None. */
+static PyObject *
+parse_properties_text(PyObject *text)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *result = PyDict_New();
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_ssize_t start = 0;
+    while (start <= n) {
+        Py_ssize_t split = -1;
+        Py_ssize_t end = start;
+        for (; end < n; end++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, end);
+            if (c == PROPERTY_SEPARATOR) {
+                break;
+            }
+            if (c == NAME_VALUE_SEPARATOR && split < 0) {
+                split = end;
+            }
+        }
+        if (split > start && split + 1 < end) {
+            PyObject *key = PyUnicode_Substring(text, start, split);
+            PyObject *value = key ? PyUnicode_Substring(text, split + 1, end) : NULL;
+            if (value == NULL || PyDict_SetItem(result, key, value) < 0) {
+                Py_XDECREF(key);
+                Py_XDECREF(value);
+                Py_DECREF(result);
+                return NULL;
+            }
+            Py_DECREF(key);
+            Py_DECREF(value);
+        }
+        start = end + 1;
+    }
+    return result;
+}
+
+static PyObject *
+parse_properties(PyObject *self, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "parse_properties(text: str)");
+        return NULL;
+    }
+    return parse_properties_text(text);
 }
 
 /* --- parse_header ------------------------------------------------------------------- */
@@ -822,6 +878,156 @@ encode_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return record;
 }
 
+/* --- read_stored_fields ------------------------------------------------------------- */
+
+#define MIN_RECORD_BYTES (RECORD_FIXED_BYTES + 1 + 2)
+
+static uint64_t
+get_be(const unsigned char *p, int bytes)
+{
+    uint64_t value = 0;
+    for (int i = 0; i < bytes; i++) {
+        value = (value << 8) | p[i];
+    }
+    return value;
+}
+
+/* protocol/record_fields.py read_stored_fields's fast path: the record at ``pos`` of
+ * ``buf`` as (total size, topic, queue id, queue offset, physical offset, sys flag,
+ * properties dict, store timestamp, body length) when every check passes (sizes, magic,
+ * IPv4 hosts, ports, lengths adding up, UTF-8 topic and properties, the body CRC unless
+ * ``check_crc`` is false); None otherwise: the caller then decodes it with decode_record,
+ * which raises the precise error. */
+static PyObject *
+read_stored_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "read_stored_fields(buf, pos, check_crc, max_size)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int check_crc = PyObject_IsTrue(args[2]);
+    if (check_crc < 0) {
+        return NULL;
+    }
+    long long max_size = PyLong_AsLongLong(args[3]);
+    if (max_size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear(); /* not a plain buffer: the Python code's business */
+        Py_RETURN_NONE;
+    }
+    PyObject *result = NULL;
+    const unsigned char *buf = view.buf;
+    Py_ssize_t len = view.len;
+    if (pos < 0 || len - pos < RECORD_FIXED_BYTES) {
+        goto decline;
+    }
+    const unsigned char *r = buf + pos;
+    int32_t size = (int32_t)get_be(r, 4);
+    int32_t magic = (int32_t)get_be(r + 4, 4);
+    int32_t stored_crc = (int32_t)get_be(r + 8, 4);
+    int32_t queue_id = (int32_t)get_be(r + 12, 4);
+    int64_t queue_offset = (int64_t)get_be(r + 20, 8);
+    int64_t phys = (int64_t)get_be(r + 28, 8);
+    int32_t sys_flag = (int32_t)get_be(r + 36, 4);
+    int32_t born_port = (int32_t)get_be(r + 52, 4);
+    int64_t store_ts = (int64_t)get_be(r + 56, 8);
+    int32_t store_port = (int32_t)get_be(r + 68, 4);
+    int32_t body_len = (int32_t)get_be(r + 84, 4);
+    if (size < MIN_RECORD_BYTES || (long long)size > max_size || size > len - pos ||
+        (sys_flag & V6_HOST_FLAGS) || born_port < 0 || born_port > 0xFFFF || store_port < 0 ||
+        store_port > 0xFFFF || body_len < 0) {
+        goto decline;
+    }
+    Py_ssize_t end = pos + size;
+    Py_ssize_t body_at = pos + RECORD_FIXED_BYTES;
+    if ((Py_ssize_t)body_len > end - body_at) {
+        goto decline; /* then no topic length fits either */
+    }
+    Py_ssize_t p = body_at + body_len;
+    Py_ssize_t topic_len;
+    if (magic == MAGIC_V1 && p + 1 <= end) {
+        topic_len = buf[p];
+        p += 1;
+        if (topic_len <= 0 || topic_len > MAX_TOPIC_LENGTH_V1) {
+            goto decline;
+        }
+    }
+    else if (magic == MAGIC_V2 && p + 2 <= end) {
+        topic_len = (int16_t)get_be(buf + p, 2);
+        p += 2;
+        if (topic_len <= 0) {
+            goto decline;
+        }
+    }
+    else {
+        goto decline;
+    }
+    if (p + topic_len + 2 > end) {
+        goto decline;
+    }
+    Py_ssize_t props_at = p + topic_len + 2;
+    Py_ssize_t props_len = (int16_t)get_be(buf + props_at - 2, 2);
+    if (props_len < 0 || props_at + props_len != end) {
+        goto decline;
+    }
+    if (check_crc) {
+        PyObject *body = PyMemoryView_FromMemory((char *)buf + body_at, body_len, PyBUF_READ);
+        if (body == NULL) {
+            goto error;
+        }
+        PyObject *crc_value = PyObject_CallOneArg(zlib_crc32, body);
+        Py_DECREF(body);
+        if (crc_value == NULL) {
+            goto error;
+        }
+        unsigned long crc = PyLong_AsUnsignedLongMask(crc_value) & 0x7FFFFFFFUL;
+        Py_DECREF(crc_value);
+        if ((long long)crc != (long long)stored_crc) {
+            goto decline;
+        }
+    }
+    PyObject *topic = PyUnicode_DecodeUTF8((const char *)buf + p, topic_len, NULL);
+    if (topic == NULL) {
+        PyErr_Clear();
+        goto decline;
+    }
+    PyObject *props;
+    if (props_len) {
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)buf + props_at, props_len, NULL);
+        if (text == NULL) {
+            PyErr_Clear();
+            Py_DECREF(topic);
+            goto decline;
+        }
+        props = parse_properties_text(text);
+        Py_DECREF(text);
+    }
+    else {
+        props = PyDict_New();
+    }
+    if (props == NULL) {
+        Py_DECREF(topic);
+        goto error;
+    }
+    result = Py_BuildValue("(iNiLLiNLi)", size, topic, queue_id, (long long)queue_offset,
+                           (long long)phys, sys_flag, props, (long long)store_ts, body_len);
+    PyBuffer_Release(&view);
+    return result;
+decline:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+error:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 /* --- topic_key_hash ----------------------------------------------------------------- */
 
 static uint32_t
@@ -870,6 +1076,8 @@ topic_key_hash(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"split_properties", split_properties, METH_O,
      "properties_from_string(text) when text is canonical, else None."},
+    {"parse_properties", parse_properties, METH_O,
+     "properties_from_string(text): Java's tolerant parse."},
     {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
      "parse_header(cls, spec, required, ext): the header, or None for the Python parse."},
     {"command_from_json", (PyCFunction)(void (*)(void))command_from_json, METH_FASTCALL,
@@ -880,6 +1088,8 @@ static PyMethodDef methods[] = {
      "cut_frames(slots, data, max_frame): (complete valid frames, where the rest starts)."},
     {"encode_record", (PyCFunction)(void (*)(void))encode_record, METH_FASTCALL,
      "encode_record(topic, body, props, born_host8, store_host8, 9 numbers): bytes or None."},
+    {"read_stored_fields", (PyCFunction)(void (*)(void))read_stored_fields, METH_FASTCALL,
+     "read_stored_fields(buf, pos, check_crc, max_size): the fields, or None."},
     {"topic_key_hash", (PyCFunction)(void (*)(void))topic_key_hash, METH_FASTCALL,
      "topic_key_hash(topic, key): the index hash of topic#key."},
     {NULL, NULL, 0, NULL},

@@ -28,13 +28,14 @@ import random
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import attrs
 
 from protocol.errors import LimitExceeded, MalformedRecord
 from protocol.slots import slot_builder
 from protocol.speedups import encode_record as _c_encode_record
+from protocol.speedups import parse_properties as _c_parse_properties
 
 # --- constants ---------------------------------------------------------------------------
 
@@ -187,7 +188,7 @@ def properties_to_string(properties: Mapping[str, str]) -> str:
     return text
 
 
-def properties_from_string(text: str) -> dict[str, str]:
+def properties_from_string_python(text: str) -> dict[str, str]:
     """Parse a properties string the way Java's ``string2messageProperties`` does (§3.1).
 
     Split on 0x02, split each piece at its first 0x01; a piece is kept only when both key
@@ -199,6 +200,12 @@ def properties_from_string(text: str) -> dict[str, str]:
         if key and value:
             result[key] = value
     return result
+
+
+#: ``properties_from_string_python``, compiled where it is built (protocol/_speedups.c).
+properties_from_string: Callable[[str], dict[str, str]] = (
+    _c_parse_properties or properties_from_string_python
+)
 
 
 def encode_properties(properties: Mapping[str, str]) -> bytes:

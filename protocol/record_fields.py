@@ -30,6 +30,7 @@ from protocol.message import (
     decode_record,
     properties_from_string,
 )
+from protocol.speedups import read_stored_fields as _c_read_stored_fields
 
 #: (total size, topic, queue id, queue offset, physical offset, sys flag, properties,
 #: store timestamp ms, body length): a plain tuple, built once per record.
@@ -52,7 +53,12 @@ def read_stored_fields(
     Raises:
         MalformedRecord: as ``decode_record`` raises it for this record.
     """
-    if pos >= 0 and len(buf) - pos >= _FIXED_V4_SIZE:
+    if _c_read_stored_fields is not None:
+        # The fast path below, compiled (protocol/_speedups.c); None: decode_record.
+        fields = _c_read_stored_fields(buf, pos, check_crc, max_size)
+        if fields is not None:
+            return fields  # type: ignore[no-any-return]
+    elif pos >= 0 and len(buf) - pos >= _FIXED_V4_SIZE:
         (
             size,
             magic,

@@ -9,6 +9,7 @@ twin on generated input.
 
 - ``split_properties(text)``: ``properties_from_string(text)`` when ``text`` is canonical
   (``protocol/record_wire.py``), else None.
+- ``parse_properties(text)``: ``properties_from_string(text)``, for any text (no None).
 - ``parse_header(cls, spec, required, ext)``: a generated header parse's plain branch
   (``protocol/headers.py``).
 - ``command_from_json(slots, header, body, "JAVA", "OTHER")``: ``RemotingCommand.from_frame``'s
@@ -17,6 +18,8 @@ twin on generated input.
   cuts from ``data``, and where the rest starts (``protocol/frame.py`` goes on from there).
 - ``encode_record(topic, body, properties, born_host8, store_host8, ...)``:
   ``encode_record_fields`` of a record with its properties as bytes (``protocol/message.py``).
+- ``read_stored_fields(buf, pos, check_crc, max_size)``: ``read_stored_fields``'s fast path
+  (``protocol/record_fields.py``), None for what ``decode_record`` must decode.
 - ``topic_key_hash(topic, key)``: the index hash of ``topic#key`` (``broker/store/index.py``),
   for every string (no None: it has no uncommon case).
 - ``java_frame(code, ext, flag, opaque, version, body)``: ``RemotingCommand.encode()`` of a
@@ -29,11 +32,13 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+parse_properties: Callable[[str], dict[str, str]] | None = None
 split_properties: Callable[[str], dict[str, str] | None] | None = None
 parse_header: Callable[[type, tuple[Any, ...], object, Mapping[str, str]], Any] | None = None
 command_from_json: Callable[[tuple[Any, ...], Any, bytes, str, str], Any] | None = None
 cut_frames: Callable[[tuple[Any, ...], bytes | bytearray, int], tuple[list[Any], int]] | None = None
 encode_record: Callable[..., bytes | None] | None = None
+read_stored_fields: Callable[[Any, int, bool, int], Any] | None = None
 topic_key_hash: Callable[[str, str], int] | None = None
 java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
 
@@ -47,10 +52,12 @@ if os.environ.get("RMQ_PURE_PYTHON") != "1":
         pass
     else:
         split_properties = _speedups.split_properties
+        parse_properties = _speedups.parse_properties
         parse_header = _speedups.parse_header
         command_from_json = _speedups.command_from_json
         java_frame = _speedups.java_frame
         topic_key_hash = _speedups.topic_key_hash
         cut_frames = _speedups.cut_frames
         encode_record = _speedups.encode_record
+        read_stored_fields = _speedups.read_stored_fields
         COMPILED = True

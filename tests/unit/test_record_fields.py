@@ -8,6 +8,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol import record_fields
 from protocol.errors import MalformedRecord
 from protocol.message import (
     MAGIC_V1,
@@ -60,6 +61,20 @@ def _encoded(topic: str, body: bytes, properties: dict[str, str] | None = None) 
 
 
 def _lean(buf: bytes | memoryview, pos: int, **kw: object) -> StoredFields | str:
+    """read_stored_fields's answer, the same with and without its compiled fast path
+    (protocol/_speedups.c, where it is built)."""
+    compiled = _lean_once(buf, pos, **kw)
+    saved = record_fields._c_read_stored_fields
+    record_fields._c_read_stored_fields = None
+    try:
+        pure = _lean_once(buf, pos, **kw)
+    finally:
+        record_fields._c_read_stored_fields = saved
+    assert compiled == pure
+    return compiled
+
+
+def _lean_once(buf: bytes | memoryview, pos: int, **kw: object) -> StoredFields | str:
     try:
         return read_stored_fields(buf, pos, **kw)  # type: ignore[arg-type]
     except MalformedRecord as exc:

@@ -59,6 +59,14 @@ def test_split_properties_is_split_canonical(text: str) -> None:
     assert _typed(_speedups.split_properties(text)) == _typed(split_canonical(text))
 
 
+@EXAMPLES
+@given(_properties_text())
+def test_parse_properties_is_properties_from_string(text: str) -> None:
+    from protocol.message import properties_from_string_python
+
+    assert _typed(_speedups.parse_properties(text)) == _typed(properties_from_string_python(text))
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
