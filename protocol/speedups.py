@@ -42,7 +42,7 @@ read_stored_fields: Callable[[Any, int, bool, int], Any] | None = None
 topic_key_hash: Callable[[str, str], int] | None = None
 java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
 
-#: True when the compiled paths are in use (``rmq bench`` and the benchmarks print it).
+#: True when the compiled paths are in use.
 COMPILED = False
 
 if os.environ.get("RMQ_PURE_PYTHON") != "1":
