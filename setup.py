@@ -1,4 +1,4 @@
-"""The compiled part of the build: ``protocol._speedups`` (protocol/_speedups.c).
+"""The compiled part of the build: ``protocol._speedups`` (protocol/_speedups*.c).
 
 Everything else is in pyproject.toml. The extension is optional: where it cannot be built
 (no C compiler or Python headers) pip installs the project without it and the pure-Python
@@ -11,7 +11,8 @@ setup(
     ext_modules=[
         Extension(
             "protocol._speedups",
-            sources=["protocol/_speedups.c"],
+            sources=["protocol/_speedups.c", "protocol/_speedups_records.c"],
+            depends=["protocol/_speedups.h"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         )

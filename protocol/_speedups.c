@@ -1,4 +1,8 @@
-/* protocol._speedups: the compiled fast paths of the remoting codec (issue 14, item 6).
+/* protocol._speedups: the compiled fast paths of the codec (issue 14, item 6).
+ *
+ * This file: the remoting codec (frames, commands, headers) and the module itself;
+ * _speedups_records.c: properties, stored records and index keys; _speedups.h: what the
+ * two share.
  *
  * Each function does the common, canonical case of one pure-Python function and answers
  * None for anything else; the caller then runs the Python code, which stays the
@@ -8,7 +12,8 @@
  *
  *   split_properties(text)            properties_from_string(text) when text is canonical
  *   parse_properties(text)            properties_from_string(text), any text
- *   parse_header(cls, spec, ext)      a generated header parse (protocol/headers.py)
+ *   parse_header(cls, spec, required, ext)
+ *                                     a generated header parse (protocol/headers.py)
  *   command_from_json(slots, header, body, java, other)
  *                                     RemotingCommand.from_frame's common case
  *   cut_frames(slots, data, max_frame) FrameDecoder.feed's complete, valid frames
@@ -25,137 +30,9 @@
  * checked before it is used; a reference is owned or borrowed as the CPython API says, and
  * every error path releases what it holds.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
-#include <string.h>
+#include "_speedups.h"
 
-#define PROPERTY_SEPARATOR 0x02
-#define NAME_VALUE_SEPARATOR 0x01
-#define HEADER_LEN_MASK 0xFFFFFF
-#define INT32_MAX_VALUE 0x7FFFFFFFLL
-
-/* --- split_properties --------------------------------------------------------------- */
-
-/* properties_from_string(text) when text is canonical: every 0x02-ended piece holds
- * exactly one 0x01 with a non-empty key and value, no key repeats, and the text ends with
- * 0x02 (or is empty). Otherwise None. */
-static PyObject *
-split_properties(PyObject *self, PyObject *text)
-{
-    if (!PyUnicode_CheckExact(text)) {
-        Py_RETURN_NONE;
-    }
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    PyObject *result = PyDict_New();
-    if (result == NULL) {
-        return NULL;
-    }
-    Py_ssize_t pos = 0;
-    while (pos < n) {
-        Py_ssize_t split = -1;
-        Py_ssize_t end = -1;
-        for (Py_ssize_t i = pos; i < n; i++) {
-            Py_UCS4 c = PyUnicode_READ(kind, data, i);
-            if (c == NAME_VALUE_SEPARATOR) {
-                if (split >= 0) {
-                    goto not_canonical; /* a second 0x01 in one piece */
-                }
-                split = i;
-            }
-            else if (c == PROPERTY_SEPARATOR) {
-                end = i;
-                break;
-            }
-        }
-        /* No end (the text does not end with 0x02), no 0x01, an empty key or value. */
-        if (end < 0 || split < 0 || split == pos || split + 1 == end) {
-            goto not_canonical;
-        }
-        PyObject *key = PyUnicode_Substring(text, pos, split);
-        if (key == NULL) {
-            goto error;
-        }
-        PyObject *value = PyUnicode_Substring(text, split + 1, end);
-        if (value == NULL) {
-            Py_DECREF(key);
-            goto error;
-        }
-        Py_ssize_t before = PyDict_GET_SIZE(result);
-        int failed = PyDict_SetItem(result, key, value);
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (failed) {
-            goto error;
-        }
-        if (PyDict_GET_SIZE(result) == before) {
-            goto not_canonical; /* a key given twice */
-        }
-        pos = end + 1;
-    }
-    return result;
-not_canonical:
-    Py_DECREF(result);
-    Py_RETURN_NONE;
-error:
-    Py_DECREF(result);
-    return NULL;
-}
-
-/* properties_from_string(text) (Java's string2messageProperties): split on 0x02, split
- * each piece at its first 0x01, keep a pair only when key and value are both non-empty;
- * a later key wins. Never None. */
-static PyObject *
-parse_properties_text(PyObject *text)
-{
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    PyObject *result = PyDict_New();
-    if (result == NULL) {
-        return NULL;
-    }
-    Py_ssize_t start = 0;
-    while (start <= n) {
-        Py_ssize_t split = -1;
-        Py_ssize_t end = start;
-        for (; end < n; end++) {
-            Py_UCS4 c = PyUnicode_READ(kind, data, end);
-            if (c == PROPERTY_SEPARATOR) {
-                break;
-            }
-            if (c == NAME_VALUE_SEPARATOR && split < 0) {
-                split = end;
-            }
-        }
-        if (split > start && split + 1 < end) {
-            PyObject *key = PyUnicode_Substring(text, start, split);
-            PyObject *value = key ? PyUnicode_Substring(text, split + 1, end) : NULL;
-            if (value == NULL || PyDict_SetItem(result, key, value) < 0) {
-                Py_XDECREF(key);
-                Py_XDECREF(value);
-                Py_DECREF(result);
-                return NULL;
-            }
-            Py_DECREF(key);
-            Py_DECREF(value);
-        }
-        start = end + 1;
-    }
-    return result;
-}
-
-static PyObject *
-parse_properties(PyObject *self, PyObject *text)
-{
-    if (!PyUnicode_Check(text)) {
-        PyErr_SetString(PyExc_TypeError, "parse_properties(text: str)");
-        return NULL;
-    }
-    return parse_properties_text(text);
-}
+PyObject *rmq_zlib_crc32 = NULL; /* zlib.crc32, imported at module init */
 
 /* --- parse_header ------------------------------------------------------------------- */
 
@@ -212,7 +89,8 @@ parse_header(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     Py_ssize_t count = PyTuple_GET_SIZE(spec);
-    PyObject *values[64];
+    PyObject *values[64] = {NULL};
+    PyObject *descrs[64] = {NULL}; /* the slots' descriptors, borrowed from ``spec`` */
     if (count > 64) {
         Py_RETURN_NONE;
     }
@@ -223,6 +101,7 @@ parse_header(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_TypeError, "parse_header: each field spec is a 5-tuple");
             goto error;
         }
+        descrs[made] = PyTuple_GET_ITEM(field, 4);
         PyObject *raw = PyDict_GetItemWithError(ext, PyTuple_GET_ITEM(field, 0));
         if (raw == NULL) {
             if (PyErr_Occurred()) {
@@ -279,22 +158,7 @@ parse_header(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         values[made] = value;
     }
-    PyTypeObject *type = (PyTypeObject *)cls;
-    PyObject *header = type->tp_alloc(type, 0); /* object.__new__(cls), as make() does */
-    if (header == NULL) {
-        goto error;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *descr = PyTuple_GET_ITEM(PyTuple_GET_ITEM(spec, i), 4);
-        descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
-        if (set == NULL || set(descr, header, values[i]) < 0) {
-            if (set == NULL) {
-                PyErr_SetString(PyExc_TypeError, "parse_header: a slot descriptor is needed");
-            }
-            Py_DECREF(header);
-            goto error;
-        }
-    }
+    PyObject *header = new_with_slots((PyTypeObject *)cls, descrs, values, count);
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_DECREF(values[i]);
     }
@@ -418,24 +282,8 @@ command_from_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         ext,
         body,
     };
-    PyTypeObject *type = (PyTypeObject *)PyTuple_GET_ITEM(slots, 0);
-    PyObject *command = type->tp_alloc(type, 0);
-    if (command == NULL) {
-        Py_DECREF(zero);
-        return NULL;
-    }
-    for (int i = 0; i < 8; i++) {
-        PyObject *descr = PyTuple_GET_ITEM(slots, i + 1);
-        descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
-        if (set == NULL || set(descr, command, values[i]) < 0) {
-            if (set == NULL) {
-                PyErr_SetString(PyExc_TypeError, "command_from_json: a slot descriptor is needed");
-            }
-            Py_DECREF(command);
-            Py_DECREF(zero);
-            return NULL;
-        }
-    }
+    PyObject *command = new_with_slots((PyTypeObject *)PyTuple_GET_ITEM(slots, 0),
+                                       &PyTuple_GET_ITEM(slots, 1), values, 8);
     Py_DECREF(zero);
     return command;
 }
@@ -552,26 +400,6 @@ buffer_add_json_string(Buffer *buf, PyObject *text)
     return 0;
 }
 
-/* A plain int argument of java_frame as a C number, or -1 with ok = 0 when it is not an
- * int in the int32 range (the caller then answers None). */
-static long long
-int32_argument(PyObject *value, int *ok)
-{
-    if (!PyLong_Check(value)) {
-        *ok = 0;
-        return -1;
-    }
-    int overflow = 0;
-    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (overflow || (number == -1 && PyErr_Occurred()) || number > INT32_MAX_VALUE ||
-        number < -INT32_MAX_VALUE - 1) {
-        PyErr_Clear();
-        *ok = 0;
-        return -1;
-    }
-    return number;
-}
-
 /* The frame of a command with language JAVA, no remark, string extFields and int32
  * numbers: length, serialize type JSON and header length, the header
  * {"code":..,"extFields":{..},"flag":..,"language":"JAVA","opaque":..,
@@ -588,10 +416,10 @@ java_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *ext = args[1];
     PyObject *body = args[5];
     int ok = 1;
-    long long code = int32_argument(args[0], &ok);
-    long long flag = int32_argument(args[2], &ok);
-    long long opaque = int32_argument(args[3], &ok);
-    long long version = int32_argument(args[4], &ok);
+    long long code = ranged(args[0], INT32_MIN_VALUE, INT32_MAX_VALUE, &ok);
+    long long flag = ranged(args[2], INT32_MIN_VALUE, INT32_MAX_VALUE, &ok);
+    long long opaque = ranged(args[3], INT32_MIN_VALUE, INT32_MAX_VALUE, &ok);
+    long long version = ranged(args[4], INT32_MIN_VALUE, INT32_MAX_VALUE, &ok);
     if (!ok || !PyDict_CheckExact(ext) || !PyBytes_CheckExact(body)) {
         Py_RETURN_NONE;
     }
@@ -641,10 +469,7 @@ java_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
     memcpy(out + 8, buf.data + 8, (size_t)header_len);
     memcpy(out + 8 + header_len, PyBytes_AS_STRING(body), (size_t)body_len);
-    for (int i = 0; i < 4; i++) {
-        out[i] = (unsigned char)(length >> (24 - 8 * i));
-        out[4 + i] = (unsigned char)(type_and_len >> (24 - 8 * i));
-    }
+    put_be(put_be(out, length, 4), type_and_len, 4);
     PyMem_Free(buf.data);
     return frame;
 error:
@@ -692,10 +517,8 @@ cut_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t pos = 0;
     while (size - pos >= 8) {
         const unsigned char *p = data + pos;
-        int32_t length = (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-                                   ((uint32_t)p[2] << 8) | (uint32_t)p[3]);
-        uint32_t type_and_len = ((uint32_t)p[4] << 24) | ((uint32_t)p[5] << 16) |
-                                ((uint32_t)p[6] << 8) | (uint32_t)p[7];
+        int32_t length = (int32_t)get_be(p, 4);
+        uint32_t type_and_len = (uint32_t)get_be(p + 4, 4);
         uint32_t header_len = type_and_len & HEADER_LEN_MASK;
         if (length < 4 || (long long)length > max_frame || (long long)header_len > length - 4) {
             break; /* the Python loop raises its error */
@@ -711,17 +534,7 @@ cut_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         values[2] = PyBytes_FromStringAndSize((const char *)data + body_at, end - body_at);
         PyObject *frame = NULL;
         if (values[0] != NULL && values[1] != NULL && values[2] != NULL) {
-            frame = type->tp_alloc(type, 0);
-        }
-        for (int i = 0; frame != NULL && i < 3; i++) {
-            PyObject *descr = PyTuple_GET_ITEM(slots, i + 1);
-            descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
-            if (set == NULL || set(descr, frame, values[i]) < 0) {
-                if (set == NULL) {
-                    PyErr_SetString(PyExc_TypeError, "cut_frames: a slot descriptor is needed");
-                }
-                Py_CLEAR(frame);
-            }
+            frame = new_with_slots(type, &PyTuple_GET_ITEM(slots, 1), values, 3);
         }
         Py_XDECREF(values[0]);
         Py_XDECREF(values[1]);
@@ -740,343 +553,12 @@ cut_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
-/* --- encode_record ------------------------------------------------------------------ */
-
-#define RECORD_FIXED_BYTES 88
-#define MAGIC_V1 (-626843481)
-#define MAGIC_V2 (-626843477)
-#define MAX_TOPIC_LENGTH_V1 127
-#define MAX_TOPIC_LENGTH_V2 32767
-#define MAX_PROPERTIES_BYTES 32767
-#define V6_HOST_FLAGS 0x30 /* SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6 */
-
-static PyObject *zlib_crc32 = NULL; /* zlib.crc32, imported at module init */
-
-static unsigned char *
-put_be(unsigned char *out, unsigned long long value, int bytes)
-{
-    for (int i = bytes - 1; i >= 0; i--) {
-        out[i] = (unsigned char)(value & 0xFF);
-        value >>= 8;
-    }
-    return out + bytes;
-}
-
-/* An int argument as a C number within [low, high], else ok = 0. */
-static long long
-ranged(PyObject *value, long long low, long long high, int *ok)
-{
-    if (!PyLong_Check(value)) {
-        *ok = 0;
-        return 0;
-    }
-    int overflow = 0;
-    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (overflow || (number == -1 && PyErr_Occurred()) || number < low || number > high) {
-        PyErr_Clear();
-        *ok = 0;
-        return 0;
-    }
-    return number;
-}
-
-/* protocol/message.py encode_record_fields of a record whose properties are bytes and
- * whose hosts are already their 8-byte fields (_host_v4): the same bytes, one allocation.
- * None where that function would raise (IPv6 host flags, an empty or too long topic, too
- * long properties, a number outside its field) or for arguments of other types: the
- * Python code then raises its error. Arguments: topic, body, properties, born host,
- * store host, then queue id, flag, queue offset, physical offset, sys flag, born
- * timestamp, store timestamp, reconsume times, prepared transaction offset. */
-static PyObject *
-encode_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "encode_record takes 14 arguments");
-        return NULL;
-    }
-    PyObject *topic = args[0];
-    PyObject *body = args[1];
-    PyObject *props = args[2];
-    PyObject *born_host = args[3];
-    PyObject *store_host = args[4];
-    if (!PyUnicode_CheckExact(topic) || !PyBytes_CheckExact(body) || !PyBytes_CheckExact(props) ||
-        !PyBytes_CheckExact(born_host) || PyBytes_GET_SIZE(born_host) != 8 ||
-        !PyBytes_CheckExact(store_host) || PyBytes_GET_SIZE(store_host) != 8) {
-        Py_RETURN_NONE;
-    }
-    const long long I32_LOW = -INT32_MAX_VALUE - 1;
-    const long long I64_LOW = (long long)(-0x7FFFFFFFFFFFFFFFLL - 1);
-    const long long I64_HIGH = 0x7FFFFFFFFFFFFFFFLL;
-    int ok = 1;
-    long long queue_id = ranged(args[5], I32_LOW, INT32_MAX_VALUE, &ok);
-    long long flag = ranged(args[6], I32_LOW, INT32_MAX_VALUE, &ok);
-    long long queue_offset = ranged(args[7], I64_LOW, I64_HIGH, &ok);
-    long long phys = ranged(args[8], I64_LOW, I64_HIGH, &ok);
-    long long sys_flag = ranged(args[9], I32_LOW, INT32_MAX_VALUE, &ok);
-    long long born_ts = ranged(args[10], I64_LOW, I64_HIGH, &ok);
-    long long store_ts = ranged(args[11], I64_LOW, I64_HIGH, &ok);
-    long long reconsume = ranged(args[12], I32_LOW, INT32_MAX_VALUE, &ok);
-    long long prepared = ranged(args[13], I64_LOW, I64_HIGH, &ok);
-    if (!ok || (sys_flag & V6_HOST_FLAGS)) {
-        Py_RETURN_NONE;
-    }
-    Py_ssize_t topic_len;
-    const char *topic_utf8 = PyUnicode_AsUTF8AndSize(topic, &topic_len);
-    if (topic_utf8 == NULL) {
-        PyErr_Clear(); /* a lone surrogate: the Python code raises */
-        Py_RETURN_NONE;
-    }
-    if (topic_len == 0 || topic_len > MAX_TOPIC_LENGTH_V2) {
-        Py_RETURN_NONE;
-    }
-    int v1 = topic_len <= MAX_TOPIC_LENGTH_V1;
-    Py_ssize_t props_len = PyBytes_GET_SIZE(props);
-    Py_ssize_t body_len = PyBytes_GET_SIZE(body);
-    if (props_len > MAX_PROPERTIES_BYTES || body_len > INT32_MAX_VALUE) {
-        Py_RETURN_NONE;
-    }
-    long long total = (long long)RECORD_FIXED_BYTES + body_len + (v1 ? 1 : 2) + topic_len + 2 +
-                      props_len;
-    if (total > INT32_MAX_VALUE) {
-        Py_RETURN_NONE;
-    }
-    PyObject *crc_value = PyObject_CallOneArg(zlib_crc32, body);
-    if (crc_value == NULL) {
-        return NULL;
-    }
-    unsigned long crc = PyLong_AsUnsignedLongMask(crc_value) & 0x7FFFFFFFUL;
-    Py_DECREF(crc_value);
-    PyObject *record = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-    if (record == NULL) {
-        return NULL;
-    }
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(record);
-    out = put_be(out, (unsigned long long)total, 4);
-    out = put_be(out, (unsigned long long)(uint32_t)(v1 ? MAGIC_V1 : MAGIC_V2), 4);
-    out = put_be(out, crc, 4);
-    out = put_be(out, (unsigned long long)queue_id, 4);
-    out = put_be(out, (unsigned long long)flag, 4);
-    out = put_be(out, (unsigned long long)queue_offset, 8);
-    out = put_be(out, (unsigned long long)phys, 8);
-    out = put_be(out, (unsigned long long)sys_flag, 4);
-    out = put_be(out, (unsigned long long)born_ts, 8);
-    memcpy(out, PyBytes_AS_STRING(born_host), 8);
-    out += 8;
-    out = put_be(out, (unsigned long long)store_ts, 8);
-    memcpy(out, PyBytes_AS_STRING(store_host), 8);
-    out += 8;
-    out = put_be(out, (unsigned long long)reconsume, 4);
-    out = put_be(out, (unsigned long long)prepared, 8);
-    out = put_be(out, (unsigned long long)body_len, 4);
-    memcpy(out, PyBytes_AS_STRING(body), (size_t)body_len);
-    out += body_len;
-    out = put_be(out, (unsigned long long)topic_len, v1 ? 1 : 2);
-    memcpy(out, topic_utf8, (size_t)topic_len);
-    out += topic_len;
-    out = put_be(out, (unsigned long long)props_len, 2);
-    memcpy(out, PyBytes_AS_STRING(props), (size_t)props_len);
-    return record;
-}
-
-/* --- read_stored_fields ------------------------------------------------------------- */
-
-#define MIN_RECORD_BYTES (RECORD_FIXED_BYTES + 1 + 2)
-
-static uint64_t
-get_be(const unsigned char *p, int bytes)
-{
-    uint64_t value = 0;
-    for (int i = 0; i < bytes; i++) {
-        value = (value << 8) | p[i];
-    }
-    return value;
-}
-
-/* protocol/record_fields.py read_stored_fields's fast path: the record at ``pos`` of
- * ``buf`` as (total size, topic, queue id, queue offset, physical offset, sys flag,
- * properties dict, store timestamp, body length) when every check passes (sizes, magic,
- * IPv4 hosts, ports, lengths adding up, UTF-8 topic and properties, the body CRC unless
- * ``check_crc`` is false); None otherwise: the caller then decodes it with decode_record,
- * which raises the precise error. */
-static PyObject *
-read_stored_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "read_stored_fields(buf, pos, check_crc, max_size)");
-        return NULL;
-    }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    int check_crc = PyObject_IsTrue(args[2]);
-    if (check_crc < 0) {
-        return NULL;
-    }
-    long long max_size = PyLong_AsLongLong(args[3]);
-    if (max_size == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear(); /* not a plain buffer: the Python code's business */
-        Py_RETURN_NONE;
-    }
-    PyObject *result = NULL;
-    const unsigned char *buf = view.buf;
-    Py_ssize_t len = view.len;
-    if (pos < 0 || len - pos < RECORD_FIXED_BYTES) {
-        goto decline;
-    }
-    const unsigned char *r = buf + pos;
-    int32_t size = (int32_t)get_be(r, 4);
-    int32_t magic = (int32_t)get_be(r + 4, 4);
-    int32_t stored_crc = (int32_t)get_be(r + 8, 4);
-    int32_t queue_id = (int32_t)get_be(r + 12, 4);
-    int64_t queue_offset = (int64_t)get_be(r + 20, 8);
-    int64_t phys = (int64_t)get_be(r + 28, 8);
-    int32_t sys_flag = (int32_t)get_be(r + 36, 4);
-    int32_t born_port = (int32_t)get_be(r + 52, 4);
-    int64_t store_ts = (int64_t)get_be(r + 56, 8);
-    int32_t store_port = (int32_t)get_be(r + 68, 4);
-    int32_t body_len = (int32_t)get_be(r + 84, 4);
-    if (size < MIN_RECORD_BYTES || (long long)size > max_size || size > len - pos ||
-        (sys_flag & V6_HOST_FLAGS) || born_port < 0 || born_port > 0xFFFF || store_port < 0 ||
-        store_port > 0xFFFF || body_len < 0) {
-        goto decline;
-    }
-    Py_ssize_t end = pos + size;
-    Py_ssize_t body_at = pos + RECORD_FIXED_BYTES;
-    if ((Py_ssize_t)body_len > end - body_at) {
-        goto decline; /* then no topic length fits either */
-    }
-    Py_ssize_t p = body_at + body_len;
-    Py_ssize_t topic_len;
-    if (magic == MAGIC_V1 && p + 1 <= end) {
-        topic_len = buf[p];
-        p += 1;
-        if (topic_len <= 0 || topic_len > MAX_TOPIC_LENGTH_V1) {
-            goto decline;
-        }
-    }
-    else if (magic == MAGIC_V2 && p + 2 <= end) {
-        topic_len = (int16_t)get_be(buf + p, 2);
-        p += 2;
-        if (topic_len <= 0) {
-            goto decline;
-        }
-    }
-    else {
-        goto decline;
-    }
-    if (p + topic_len + 2 > end) {
-        goto decline;
-    }
-    Py_ssize_t props_at = p + topic_len + 2;
-    Py_ssize_t props_len = (int16_t)get_be(buf + props_at - 2, 2);
-    if (props_len < 0 || props_at + props_len != end) {
-        goto decline;
-    }
-    if (check_crc) {
-        PyObject *body = PyMemoryView_FromMemory((char *)buf + body_at, body_len, PyBUF_READ);
-        if (body == NULL) {
-            goto error;
-        }
-        PyObject *crc_value = PyObject_CallOneArg(zlib_crc32, body);
-        Py_DECREF(body);
-        if (crc_value == NULL) {
-            goto error;
-        }
-        unsigned long crc = PyLong_AsUnsignedLongMask(crc_value) & 0x7FFFFFFFUL;
-        Py_DECREF(crc_value);
-        if ((long long)crc != (long long)stored_crc) {
-            goto decline;
-        }
-    }
-    PyObject *topic = PyUnicode_DecodeUTF8((const char *)buf + p, topic_len, NULL);
-    if (topic == NULL) {
-        PyErr_Clear();
-        goto decline;
-    }
-    PyObject *props;
-    if (props_len) {
-        PyObject *text = PyUnicode_DecodeUTF8((const char *)buf + props_at, props_len, NULL);
-        if (text == NULL) {
-            PyErr_Clear();
-            Py_DECREF(topic);
-            goto decline;
-        }
-        props = parse_properties_text(text);
-        Py_DECREF(text);
-    }
-    else {
-        props = PyDict_New();
-    }
-    if (props == NULL) {
-        Py_DECREF(topic);
-        goto error;
-    }
-    result = Py_BuildValue("(iNiLLiNLi)", size, topic, queue_id, (long long)queue_offset,
-                           (long long)phys, sys_flag, props, (long long)store_ts, body_len);
-    PyBuffer_Release(&view);
-    return result;
-decline:
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-error:
-    PyBuffer_Release(&view);
-    return NULL;
-}
-
-/* --- topic_key_hash ----------------------------------------------------------------- */
-
-static uint32_t
-java_hash_add(uint32_t h, PyObject *text)
-{
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (c > 0xFFFF) { /* Java hashes UTF-16 code units: a surrogate pair */
-            Py_UCS4 v = c - 0x10000;
-            h = 31 * h + (0xD800 | (v >> 10));
-            h = 31 * h + (0xDC00 | (v & 0x3FF));
-        }
-        else {
-            h = 31 * h + c;
-        }
-    }
-    return h;
-}
-
-/* RocketMQ's index key hash of "topic#key": abs of Java's String.hashCode (UTF-16 code
- * units, int32 arithmetic), 0 when that is Integer.MIN_VALUE (broker/store/index.py). */
-static PyObject *
-topic_key_hash(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "topic_key_hash(topic: str, key: str)");
-        return NULL;
-    }
-    uint32_t h = java_hash_add(0, args[0]);
-    h = 31 * h + '#';
-    h = java_hash_add(h, args[1]);
-    if (h & 0x80000000u) {
-        h = 0x100000000ull - h;
-        if (h == 0x80000000u) {
-            h = 0;
-        }
-    }
-    return PyLong_FromUnsignedLong(h);
-}
-
 /* --- module ------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
-    {"split_properties", split_properties, METH_O,
+    {"split_properties", rmq_split_properties, METH_O,
      "properties_from_string(text) when text is canonical, else None."},
-    {"parse_properties", parse_properties, METH_O,
+    {"parse_properties", rmq_parse_properties, METH_O,
      "properties_from_string(text): Java's tolerant parse."},
     {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
      "parse_header(cls, spec, required, ext): the header, or None for the Python parse."},
@@ -1086,11 +568,11 @@ static PyMethodDef methods[] = {
      "java_frame(code, ext, flag, opaque, version, body): the frame, or None."},
     {"cut_frames", (PyCFunction)(void (*)(void))cut_frames, METH_FASTCALL,
      "cut_frames(slots, data, max_frame): (complete valid frames, where the rest starts)."},
-    {"encode_record", (PyCFunction)(void (*)(void))encode_record, METH_FASTCALL,
+    {"encode_record", (PyCFunction)(void (*)(void))rmq_encode_record, METH_FASTCALL,
      "encode_record(topic, body, props, born_host8, store_host8, 9 numbers): bytes or None."},
-    {"read_stored_fields", (PyCFunction)(void (*)(void))read_stored_fields, METH_FASTCALL,
+    {"read_stored_fields", (PyCFunction)(void (*)(void))rmq_read_stored_fields, METH_FASTCALL,
      "read_stored_fields(buf, pos, check_crc, max_size): the fields, or None."},
-    {"topic_key_hash", (PyCFunction)(void (*)(void))topic_key_hash, METH_FASTCALL,
+    {"topic_key_hash", (PyCFunction)(void (*)(void))rmq_topic_key_hash, METH_FASTCALL,
      "topic_key_hash(topic, key): the index hash of topic#key."},
     {NULL, NULL, 0, NULL},
 };
@@ -1106,14 +588,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (zlib_crc32 == NULL) {
+    if (rmq_zlib_crc32 == NULL) {
         PyObject *zlib = PyImport_ImportModule("zlib");
         if (zlib == NULL) {
             return NULL;
         }
-        zlib_crc32 = PyObject_GetAttrString(zlib, "crc32");
+        rmq_zlib_crc32 = PyObject_GetAttrString(zlib, "crc32");
         Py_DECREF(zlib);
-        if (zlib_crc32 == NULL) {
+        if (rmq_zlib_crc32 == NULL) {
             return NULL;
         }
     }

@@ -18,6 +18,7 @@ from protocol.message import (
     encode_record,
 )
 from protocol.record_fields import StoredFields, read_stored_fields, stored_fields_of
+from tests.support.speedups import with_and_without
 
 TEXT = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="\x01\x02"), min_size=1, max_size=6
@@ -63,13 +64,9 @@ def _encoded(topic: str, body: bytes, properties: dict[str, str] | None = None) 
 def _lean(buf: bytes | memoryview, pos: int, **kw: object) -> StoredFields | str:
     """read_stored_fields's answer, the same with and without its compiled fast path
     (protocol/_speedups.c, where it is built)."""
-    compiled = _lean_once(buf, pos, **kw)
-    saved = record_fields._c_read_stored_fields
-    record_fields._c_read_stored_fields = None
-    try:
-        pure = _lean_once(buf, pos, **kw)
-    finally:
-        record_fields._c_read_stored_fields = saved
+    compiled, pure = with_and_without(
+        record_fields, "_c_read_stored_fields", lambda: _lean_once(buf, pos, **kw)
+    )
     assert compiled == pure
     return compiled
 

@@ -23,6 +23,7 @@ from protocol.command import RemotingCommand
 from protocol.errors import ProtocolError
 from protocol.frame import encode_frame
 from protocol.record_wire import split_canonical
+from tests.support.speedups import with_and_without
 
 _speedups = pytest.importorskip(
     "protocol._speedups", reason="the C extension is not built (no compiler on this machine)"
@@ -201,13 +202,7 @@ def test_compiled_command_decode_is_the_python_decode(header: dict[str, Any]) ->
         raw = orjson.dumps(header)
     except TypeError:  # a lone surrogate: the stdlib writes it (escaped), as a peer may
         raw = json.dumps(header).encode()
-    compiled = _decoded(raw)
-    saved = command_module._command_from_json
-    command_module._command_from_json = None
-    try:
-        pure = _decoded(raw)
-    finally:
-        command_module._command_from_json = saved
+    compiled, pure = with_and_without(command_module, "_command_from_json", lambda: _decoded(raw))
     assert compiled == pure
 
 
@@ -256,13 +251,9 @@ def _encoded(command: RemotingCommand, opaque: int, flag: int) -> Any:
 def test_compiled_frame_encode_is_the_python_encode(
     command: RemotingCommand, opaque: int, flag: int
 ) -> None:
-    compiled = _encoded(command, opaque, flag)
-    saved = command_module._java_frame
-    command_module._java_frame = None
-    try:
-        pure = _encoded(command, opaque, flag)
-    finally:
-        command_module._java_frame = saved
+    compiled, pure = with_and_without(
+        command_module, "_java_frame", lambda: _encoded(command, opaque, flag)
+    )
     assert compiled == pure
     if command.remark is None and command.language == "JAVA" and isinstance(compiled, bytes):
         # The JSON header is json.dumps's compact ASCII, whichever encoder wrote it.
@@ -327,13 +318,7 @@ def _fed(chunks: list[bytes], max_frame: int) -> list[Any]:
 def test_compiled_frame_cutting_is_the_python_decoder(chunks: list[bytes], max_frame: int) -> None:
     import protocol.frame as frame_module
 
-    compiled = _fed(chunks, max_frame)
-    saved = frame_module._cut_frames
-    frame_module._cut_frames = None
-    try:
-        pure = _fed(chunks, max_frame)
-    finally:
-        frame_module._cut_frames = saved
+    compiled, pure = with_and_without(frame_module, "_cut_frames", lambda: _fed(chunks, max_frame))
     assert compiled == pure
 
 
@@ -405,13 +390,9 @@ def _encoded_record(fields: dict[str, Any]) -> Any:
 def test_compiled_record_encode_is_the_python_encode(fields: dict[str, Any]) -> None:
     import protocol.message as message_module
 
-    compiled = _encoded_record(fields)
-    saved = message_module._c_encode_record
-    message_module._c_encode_record = None
-    try:
-        pure = _encoded_record(fields)
-    finally:
-        message_module._c_encode_record = saved
+    compiled, pure = with_and_without(
+        message_module, "_c_encode_record", lambda: _encoded_record(fields)
+    )
     assert compiled == pure
 
 
