@@ -40,11 +40,12 @@ import trio
 from bench.measure import Meter, percentile
 from bench.servers import BROKER_READY, NAMESRV_READY, Server, rmq_argv, server_process
 from bench.wire import create_topic, ha_status, record_error
+from protocol.batch_body import BatchItem, encode_batch_body
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError
 from protocol.headers import SendMessageRequestHeaderV2
-from protocol.message import BatchItem, encode_batch_body, properties_to_string
+from protocol.message import properties_to_string
 from protocol.rpc import RemotingClient, check_success, open_client
 
 MIB = 1024 * 1024

@@ -20,6 +20,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from bench.measure import Meter
+from protocol.batch_body import BatchItem, decode_batch_body, encode_batch_body
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.errors import RocketError
@@ -28,7 +29,7 @@ from protocol.headers import (
     PullMessageRequestHeader,
     SendMessageRequestHeaderV2,
 )
-from protocol.message import BatchItem, decode_batch_body, encode_batch_body, properties_to_string
+from protocol.message import properties_to_string
 from protocol.rpc import RemotingClient, check_success, open_client
 
 CALL_TIMEOUT_S = 10.0

@@ -64,6 +64,7 @@ from client.message import Message, SendResult, SendStatus, make_send_result
 from client.routes import FaultStrategy, RouteCache, TopicInfo
 from protocol.acl_client import sign_requests
 from protocol.acl_sign import Credentials
+from protocol.batch_body import encode_batch_items
 from protocol.bodies import HeartbeatData, ProducerData
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -88,7 +89,6 @@ from protocol.message import (
     PROPERTY_UNIQ_KEY,
     SYSFLAG_COMPRESSED,
     SYSFLAG_TRANSACTION_PREPARED_TYPE,
-    encode_batch_items,
     make_uniq_key_generator,
     properties_to_string,
 )

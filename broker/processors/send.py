@@ -38,6 +38,7 @@ from broker.topics import (
     validate_topic,
 )
 from broker.transaction.state import half_record, is_half_request
+from protocol.batch_body import decode_batch_body
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_WRITE, VERSION_V3_4_9, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -74,7 +75,6 @@ from protocol.message import (
     SYSFLAG_TRANSACTION_MASK,
     SYSFLAG_TRANSACTION_NOT_TYPE,
     MessageRecord,
-    decode_batch_body,
     decode_record,
     encode_record_fields,
     properties_from_string,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from protocol.batch_body import BatchItem, encode_batch_body
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.frame import encode_frame
@@ -23,7 +24,7 @@ from protocol.headers import (
     SendMessageRequestHeaderV2,
     ViewMessageRequestHeader,
 )
-from protocol.message import BatchItem, encode_batch_body, parse_offset_msg_id
+from protocol.message import parse_offset_msg_id
 from tests.component.broker_fixtures import (
     TEST_DEADLINE_S,
     BrokerEnv,

@@ -22,6 +22,7 @@ import trio
 
 from broker.offsets import ConsumerOffsetManager
 from broker.topics import TopicConfigManager
+from protocol.batch_body import BatchItem, encode_batch_body
 from protocol.bodies import LockBatchRequestBody
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -32,7 +33,6 @@ from protocol.headers import (
     PullMessageRequestHeader,
     SendMessageRequestHeaderV2,
 )
-from protocol.message import BatchItem, encode_batch_body
 from protocol.route import MessageQueue, TopicConfig
 from protocol.rpc import open_client, split_address
 from tests.component.broker_fixtures import (

@@ -179,8 +179,8 @@ async def test_retry_topic_send_past_max_reconsume_times_goes_to_the_dlq(tmp_pat
 
 
 async def test_batch_to_a_retry_topic_is_illegal(tmp_path: Path) -> None:
+    from protocol.batch_body import BatchItem, encode_batch_body
     from protocol.headers import SendMessageRequestHeaderV2
-    from protocol.message import BatchItem, encode_batch_body
     from tests.component.broker_fixtures import send_header
 
     with trio.fail_after(TEST_DEADLINE_S):

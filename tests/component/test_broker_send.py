@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from protocol.batch_body import BatchItem, encode_batch_body
 from protocol.codes import RequestCode, ResponseCode
 from protocol.headers import SendMessageRequestHeaderV2, ViewMessageRequestHeader
-from protocol.message import (
-    BatchItem,
-    decode_record,
-    encode_batch_body,
-    parse_offset_msg_id,
-)
+from protocol.message import decode_record, parse_offset_msg_id
 from protocol.rpc import RemotingClient, open_client
 from tests.component.broker_fixtures import (
     TEST_DEADLINE_S,

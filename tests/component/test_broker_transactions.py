@@ -13,6 +13,7 @@ import attrs
 import trio
 
 from broker.transaction.state import commit_record
+from protocol.batch_body import BatchItem, encode_batch_body
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.headers import SendMessageRequestHeaderV2
@@ -21,10 +22,8 @@ from protocol.message import (
     SYSFLAG_TRANSACTION_NOT_TYPE,
     SYSFLAG_TRANSACTION_PREPARED_TYPE,
     SYSFLAG_TRANSACTION_ROLLBACK_TYPE,
-    BatchItem,
     MessageRecord,
     decode_record,
-    encode_batch_body,
     parse_offset_msg_id,
 )
 from protocol.rpc import Connection

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from protocol.batch_body import BatchItem, encode_batch_body
 from protocol.codes import RequestCode, ResponseCode
 from protocol.command import RemotingCommand
 from protocol.frame import FrameDecoder
 from protocol.headers import SendMessageRequestHeaderV2
-from protocol.message import BatchItem, encode_batch_body
 from protocol.rpc import split_address
 from tests.component.broker_fixtures import (
     CALL_TIMEOUT_S,

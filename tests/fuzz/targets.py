@@ -27,20 +27,13 @@ import attrs
 
 from broker.ha import wire as ha
 from protocol import bodies, cbor, controller_bodies, route
+from protocol.batch_body import BatchItem, decode_batch_body, encode_batch_body
 from protocol.codes import RequestCode
 from protocol.command import RemotingCommand
 from protocol.errors import ProtocolError
 from protocol.frame import Frame, FrameDecoder
 from protocol.headers import ALL_HEADERS
-from protocol.message import (
-    BatchItem,
-    MessageRecord,
-    decode_batch_body,
-    decode_properties,
-    encode_batch_body,
-    encode_record,
-    iter_records,
-)
+from protocol.message import MessageRecord, decode_properties, encode_record, iter_records
 from protocol.register_body import decode_summary_steps
 from protocol.steps import finish
 

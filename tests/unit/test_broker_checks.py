@@ -12,8 +12,8 @@ from broker.config import BrokerConfig, ConfigError, config_from_mapping, load_t
 from broker.longpoll import PullHoldService
 from broker.processors.checks import check_count, check_queue_id
 from broker.processors.send import batch_item_count
+from protocol.batch_body import BatchItem, encode_batch_body
 from protocol.errors import InvalidParameter
-from protocol.message import BatchItem, encode_batch_body
 from protocol.route import TopicConfig
 
 

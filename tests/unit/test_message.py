@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol.batch_body import BatchItem, decode_batch_body, encode_batch_body
 from protocol.errors import LimitExceeded, MalformedRecord
 from protocol.message import (
     BLANK_MAGIC,
@@ -39,14 +40,11 @@ from protocol.message import (
     SYSFLAG_COMPRESSED,
     SYSFLAG_STOREHOST_V6,
     SYSFLAG_TRANSACTION_COMMIT_TYPE,
-    BatchItem,
     MessageRecord,
     UniqKeyGenerator,
     blank_marker,
-    decode_batch_body,
     decode_properties,
     decode_record,
-    encode_batch_body,
     encode_properties,
     encode_record,
     iter_records,
