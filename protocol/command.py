@@ -39,6 +39,7 @@ from protocol.codes import (
 from protocol.errors import MalformedHeader
 from protocol.frame import Frame, encode_frame
 from protocol.javanum import INT32_RANGE, in_range, parse_java_int
+from protocol.slots import slot_descriptors
 from protocol.speedups import command_from_json as _command_from_json
 from protocol.speedups import java_frame as _java_frame
 
@@ -292,10 +293,7 @@ class _Unfrozen:
 _new_object = object.__new__
 _orjson_loads = orjson.loads
 #: ``RemotingCommand`` and its slots' descriptors in field order, for the compiled decoder.
-_COMMAND_SLOTS = (
-    RemotingCommand,
-    *(RemotingCommand.__dict__[field.name] for field in attrs.fields(RemotingCommand)),
-)
+_COMMAND_SLOTS = (RemotingCommand, *slot_descriptors(RemotingCommand))
 
 
 def _new_command(

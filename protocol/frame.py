@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from protocol.errors import FrameTooLarge, ProtocolError
+from protocol.slots import slot_descriptors
 from protocol.speedups import cut_frames as _cut_frames
 
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -138,7 +139,7 @@ class _Unfrozen:
 
 _new_object = object.__new__
 #: ``Frame`` and its slots' descriptors in field order, for the compiled cutter.
-_FRAME_SLOTS = (Frame, *(Frame.__dict__[field.name] for field in attrs.fields(Frame)))
+_FRAME_SLOTS = (Frame, *slot_descriptors(Frame))
 
 
 def _check_length(length: int, max_frame: int) -> None:

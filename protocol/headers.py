@@ -34,6 +34,7 @@ import attrs
 from protocol.codes import RequestCode
 from protocol.errors import InvalidHeaderField, MissingHeaderField
 from protocol.javanum import INT32_RANGE, INT64_RANGE, java_type_name, parse_java_int
+from protocol.slots import slot_descriptors
 from protocol.speedups import parse_header as _c_parse_header
 
 #: Marks an ``int`` header field that Java declares ``Long``/``long`` (int64).
@@ -177,7 +178,7 @@ def _compile_codec(cls: type[Header], *, use_speedups: bool = True) -> _Codec:
     vars_ = [f"v{n}" for n in range(len(specs))]
     make = [f"def make({', '.join(vars_)}):", "    self = _new(cls)"]
     defaults = [field.default for field in fields]
-    compiled = _compiled_lines(namespace, cls, specs, defaults, specs) if use_speedups else []
+    compiled = _compiled_lines(namespace, cls, specs, defaults) if use_speedups else []
     parse = ["def parse(ext):", *compiled, "    get = ext.get"]
     emit = ["def emit(self):", "    ext = {}"]
     for n, (spec, field) in enumerate(zip(specs, fields, strict=True)):
@@ -211,7 +212,6 @@ def _compiled_lines(
     target: type,
     specs: tuple[_FieldSpec, ...] | list[_FieldSpec],
     defaults: list[object],
-    target_specs: tuple[_FieldSpec, ...],
 ) -> list[str]:
     """The generated parse's first lines: the compiled parse of the plain case (every
     field of ``target``, in its order, from ``specs[n]``'s wire field, kind and default),
@@ -227,9 +227,9 @@ def _compiled_lines(
             _KIND_CODES[spec.kind],
             _SAFE_DIGITS[spec.int_range] if spec.int_range is not None else 0,
             _REQUIRED if spec.required else default,
-            target.__dict__[target_spec.attr],
+            descriptor,
         )
-        for spec, default, target_spec in zip(specs, defaults, target_specs, strict=True)
+        for spec, default, descriptor in zip(specs, defaults, slot_descriptors(target), strict=True)
     )
     return [
         "    header = c_parse(c_cls, c_spec, c_required, ext)",
@@ -496,16 +496,14 @@ def _compile_v2_to_v1(
     fields: tuple[attrs.Attribute[Any], ...] = attrs.fields(v2)
     # V1's fields in order, each from the V2 field to_v1 passes there: a..h, i, j, k,
     # then m (batch), l, n.
-    v1 = SendMessageRequestHeader
     position = {spec.attr: n for n, spec in enumerate(specs)}
     sources = [position[name] for name in "abcdefghijkmln"]
     compiled = (
         _compiled_lines(
             namespace,
-            v1,
+            SendMessageRequestHeader,
             [specs[n] for n in sources],
             [fields[n].default for n in sources],
-            v1._field_specs(),
         )
         if use_speedups
         else []

@@ -125,7 +125,7 @@ def split_canonical(text: str) -> dict[str, str] | None:
 
 
 #: ``split_canonical``, compiled where it is built (protocol/_speedups.c).
-_split = split_properties if split_properties is not None else split_canonical
+_split = split_properties or split_canonical
 
 
 def record_properties_parsed(

@@ -20,6 +20,19 @@ import attrs
 _T = TypeVar("_T")
 
 
+def slot_descriptors(cls: type) -> tuple[Any, ...]:
+    """The member descriptors of a slotted attrs class's slots, in field order: what sets
+    each slot (``__set__``), for the builders here and the compiled ones
+    (``protocol/_speedups.c``, which take them with the class).
+
+    Raises:
+        TypeError: ``cls`` is not a slotted attrs class.
+    """
+    if "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} is not a slotted attrs class")
+    return tuple(cls.__dict__[field.name] for field in attrs.fields(cls))
+
+
 def slot_builder(cls: type[_T]) -> Callable[..., _T]:
     """``make(field1, field2, ...)`` building ``cls`` like ``cls(field1=..., ...)``.
 
@@ -27,16 +40,15 @@ def slot_builder(cls: type[_T]) -> Callable[..., _T]:
         TypeError: ``cls`` is not a slotted attrs class, or a field has a converter or
             validator (the builder would skip it).
     """
+    descriptors = slot_descriptors(cls)
     fields = attrs.fields(cls)  # type: ignore[arg-type]
-    if "__slots__" not in cls.__dict__:
-        raise TypeError(f"{cls.__name__} is not a slotted attrs class")
     for field in fields:
         if field.converter is not None or field.validator is not None:
             raise TypeError(f"{cls.__name__}.{field.name} has a converter or validator")
     names = [field.name for field in fields]
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    for name in names:
-        namespace[f"_set_{name}"] = cls.__dict__[name].__set__
+    for name, descriptor in zip(names, descriptors, strict=True):
+        namespace[f"_set_{name}"] = descriptor.__set__
     lines = [f"def make({', '.join(names)}):", "    obj = _new(_cls)"]
     lines += [f"    _set_{name}(obj, {name})" for name in names]
     lines.append("    return obj")
