@@ -179,6 +179,7 @@ class Broker:
         self.writes = BrokerWrites(self)
         self.store_put = self.writes.store_put
         self.store_put_encoded = self.writes.store_put_encoded
+        self.store_put_encoded_batch = self.writes.store_put_encoded_batch
         self.wait_durable = self.writes.wait_durable
         self.durable_at_once = self.writes.durable_at_once
         self.answers_later = self.writes.answers_later

@@ -121,6 +121,33 @@ class BrokerWrites:
             self._counted(topic, result, master)
         return result
 
+    def store_put_encoded_batch(
+        self,
+        topic: str,
+        queue_id: int,
+        sys_flag: int,
+        encoded: list[bytes],
+        properties: list[Mapping[str, str]],
+        *,
+        body_bytes: int,
+    ) -> AppendResult:
+        """``store_put`` of a client's batch already encoded (the send path's straight case
+        for SEND_BATCH_MESSAGE): its bytes may wait for ``commit_before_write``, as a
+        batch's do."""
+        return self._guarded_put(
+            topic,
+            functools.partial(
+                self.broker.store.put_encoded_batch,
+                topic,
+                queue_id,
+                sys_flag,
+                encoded,
+                properties,
+                body_bytes=body_bytes,
+                hold=self._may_hold(),
+            ),
+        )
+
     def _may_hold(self) -> bool:
         """A put's bytes may wait for ``commit_before_write``: no replication waiter may
         answer for a held record (a failed commit drops only the answers queued on

@@ -1,7 +1,8 @@
 """The broker's single-send path inside one ``functools.reduce`` call, for callgrind.
 
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \\
-        .venv/bin/python -m bench.micro.send_callgrind [--count 2000] [--per-read 64]
+        .venv/bin/python -m bench.micro.send_callgrind [--count 2000] [--per-read 64] \
+            [--batch 32]
 
 As ``bench.micro.send_bench`` (a Broker in this process, SEND_MESSAGE_V2 frames as a Java
 producer builds them, decode, handler, answer encode, the server's ``before_write`` (an
@@ -11,7 +12,9 @@ reads, 1 as one send in flight), but driven synchronously: after ``--count`` war
 count). Instruction counts do not move with the machine's load, unlike CPU time; compare
 two trees by running this with each on ``PYTHONPATH`` (``-m`` imports from the current
 directory first). A send whose handler waits (it should not, with ASYNC_FLUSH and no
-slave) stops the run with an error.
+slave) stops the run with an error. ``--batch N``: each request is a SEND_BATCH_MESSAGE of
+N messages as a Java producer's (or the SDK's natural batch), ``--count`` of them;
+instructions per message = collected / (count x N).
 """
 
 from __future__ import annotations
@@ -48,13 +51,15 @@ def _finish(awaitable: Awaitable[RemotingCommand | LaterAnswer | None]) -> Remot
     raise SystemExit("the send handler waited: not a single-send path this driver can count")
 
 
-async def _run(count: int, per_read: int, directory: Path) -> None:
+async def _run(count: int, per_read: int, batch: int, directory: Path) -> None:
     config = BrokerConfig(
         namesrv_addrs=(), listen_port=0, store_dir=directory / "store", min_free_disk_bytes=0
     )
     broker = Broker(config)
-    requests = SendRequests(TOPIC, 1024, queues=4, batch=1)
-    handler = broker.server.handlers[RequestCode.SEND_MESSAGE_V2]
+    requests = SendRequests(TOPIC, 1024, queues=4, batch=batch)
+    code = RequestCode.SEND_BATCH_MESSAGE if batch > 1 else RequestCode.SEND_MESSAGE_V2
+    handler = broker.server.handlers[code]
+    build = requests.batched if batch > 1 else requests.single
     # Older trees run ConsumeQueue writes once a read from this hook; the current one has
     # none (they wait for the flush tick), so it is None here.
     after_requests = getattr(broker.server, "after_requests", None)
@@ -74,7 +79,7 @@ async def _run(count: int, per_read: int, directory: Path) -> None:
         return n + 1
 
     def frames() -> list[Frame]:
-        return FrameDecoder().feed(b"".join(requests.single().encode() for _ in range(count)))
+        return FrameDecoder().feed(b"".join(build().encode() for _ in range(count)))
 
     async with trio.open_nursery() as nursery:
         await nursery.start(broker.serve)
@@ -89,9 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--per-read", type=int, default=64, help="sends per read")
+    parser.add_argument("--batch", type=int, default=1, help="messages per request")
     args = parser.parse_args()
+    if args.batch < 1:
+        parser.error("--batch must be at least 1")
     with tempfile.TemporaryDirectory(prefix="send-callgrind-") as tmp:
-        trio.run(_run, args.count, args.per_read, Path(tmp))
+        trio.run(_run, args.count, args.per_read, args.batch, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from broker.topics import (
     validate_topic,
 )
 from broker.transaction.state import half_record, is_half_request
-from protocol.batch_body import decode_batch_body
+from protocol.batch_body import decode_batch_body, split_batch_body
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import PERM_WRITE, VERSION_V3_4_9, RequestCode, ResponseCode
 from protocol.command import RemotingCommand
@@ -47,6 +47,7 @@ from protocol.errors import (
     InvalidParameter,
     MessageIllegal,
     NoPermission,
+    ProtocolError,
     ServiceNotAvailable,
     StorageError,
     SubscriptionGroupNotExist,
@@ -154,6 +155,16 @@ class BrokerForSend(Protocol):
         *,
         body_bytes: int,
     ) -> AppendResult: ...
+    def store_put_encoded_batch(
+        self,
+        topic: str,
+        queue_id: int,
+        sys_flag: int,
+        encoded: list[bytes],
+        properties: list[Mapping[str, str]],
+        *,
+        body_bytes: int,
+    ) -> AppendResult: ...
     async def wait_durable(self, result: AppendResult, *, wait_store: bool) -> int: ...
     def durable_at_once(self, *, wait_store: bool) -> bool: ...
     def answers_later(self, *, wait_store: bool) -> bool: ...
@@ -201,17 +212,30 @@ class SendProcessor:
         queue_id = header.queue_id
         if not 0 <= queue_id < config.read_queue_nums:  # else _queue_id returns it: a frame less
             queue_id = self._queue_id(header, config)
-        if not is_batch and _is_plain(header):
-            stored = self._send_plain(request, header, queue_id, conn)
-            if stored is not None:
-                result, plain = stored
-                return await self._answer(
-                    request,
-                    result,
-                    queue_id,
-                    wait_store=plain.get(PROPERTY_WAIT),
-                    transaction_id=plain.get(PROPERTY_UNIQ_KEY),
-                )
+        if _is_plain(header):
+            if not is_batch:
+                stored = self._send_plain(request, header, queue_id, conn)
+                if stored is not None:
+                    result, plain = stored
+                    return await self._answer(
+                        request,
+                        result,
+                        queue_id,
+                        wait_store=plain.get(PROPERTY_WAIT),
+                        transaction_id=plain.get(PROPERTY_UNIQ_KEY),
+                    )
+            else:
+                result_or_none = self._send_plain_batch(request, header, queue_id, conn)
+                if result_or_none is not None:
+                    return await self._answer(
+                        request,
+                        result_or_none,
+                        queue_id,
+                        wait_store=properties_from_string(header.properties or "").get(
+                            PROPERTY_WAIT
+                        ),
+                        transaction_id=None,
+                    )
         properties = properties_from_string(header.properties or "")
         topic = header.topic
         reconsume_times = header.reconsume_times or 0
@@ -296,6 +320,75 @@ class SendProcessor:
             header.topic, queue_id, header.sys_flag, encoded, properties, body_bytes=len(body)
         )
         return result, properties
+
+    def _send_plain_batch(
+        self,
+        request: RemotingCommand,
+        header: SendMessageRequestHeader,
+        queue_id: int,
+        conn: Connection,
+    ) -> AppendResult | None:
+        """``_send_plain`` for a client's SEND_BATCH_MESSAGE (the SDK's natural batches):
+        each message's properties stored as they came, UNIQ_KEY / CLUSTER appended when
+        missing; no BatchItem, dict or MessageRecord per message. None when any message
+        is not plain (a DELAY, timer or transaction property), its properties are not
+        canonical, or the body or a value is bad: the caller takes the dict path, which
+        stays the definition (refusals and their wording are its own; the records' bytes
+        are the same either way)."""
+        broker = self.broker
+        try:
+            items = split_batch_body(request.body)
+        except ProtocolError:  # malformed: the dict path names what is wrong
+            return None
+        if not items:
+            return None
+        cluster = broker.config.cluster_name
+        new_uniq_key = broker.next_uniq_key
+        topic = header.topic
+        sys_flag = header.sys_flag
+        born_timestamp_ms = header.born_timestamp
+        born_host = _peer_host(conn.peer)
+        store_host = broker.store_host
+        encoded: list[bytes] = []
+        properties: list[Mapping[str, str]] = []
+        body_bytes = 0
+        try:
+            texts = [props.decode() for _, _, _, props in items]
+        except UnicodeDecodeError:
+            return None
+        for text in texts:  # all checked before any UNIQ_KEY is drawn
+            if _DELAY_MARK in text or _TIMER_MARK in text or _DELIVER_MARK in text:
+                return None
+            if _TRAN_MARK in text:
+                return None
+        try:
+            for (_, flag, body, _), text in zip(items, texts, strict=True):
+                wire = record_properties_parsed(text, cluster=cluster, new_uniq_key=new_uniq_key)
+                if wire is None:
+                    return None
+                stored_text, pairs = wire
+                encoded.append(
+                    encode_record_fields(
+                        topic=topic,
+                        body=body,
+                        queue_id=queue_id,
+                        flag=flag,
+                        sys_flag=sys_flag,
+                        born_timestamp_ms=born_timestamp_ms,
+                        born_host=born_host,
+                        store_timestamp_ms=0,
+                        store_host=store_host,
+                        reconsume_times=0,
+                        properties=stored_text.encode(),
+                    )
+                )
+                properties.append(pairs)
+                body_bytes += len(body)
+        except ValueError:
+            return None
+        return broker.store_put_encoded_batch(
+            topic, queue_id, sys_flag, encoded, properties, body_bytes=body_bytes
+        )
 
     def _check_size(self, body: bytes, *, is_batch: bool) -> None:
         """Refuse a body over ``maxMessageSize`` and a batch of more than

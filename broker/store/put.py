@@ -44,7 +44,6 @@ from protocol.message import (
     SYSFLAG_TRANSACTION_MASK,
     MessageRecord,
     encode_record,
-    offset_msg_id,
 )
 from protocol.slots import slot_builder
 
@@ -263,13 +262,50 @@ class StorePut(StoreDispatch):
             if isinstance(e, AppendResult):
                 return e
             encoded.append(e)
-        return self._append_records(topic, queue_id, list(msgs), encoded, hold=hold)
+        return self._append_records(
+            topic,
+            queue_id,
+            [m.sys_flag for m in msgs],
+            [m.properties for m in msgs],
+            encoded,
+            hold=hold,
+        )
+
+    def put_encoded_batch(
+        self,
+        topic: str,
+        queue_id: int,
+        sys_flag: int,
+        encoded: list[bytes],
+        properties: list[Mapping[str, str]],
+        *,
+        body_bytes: int,
+        hold: bool = False,
+    ) -> AppendResult:
+        """``put_messages`` of records already encoded (the send path's straight case for
+        a client's batch), all with ``sys_flag``; ``properties`` are theirs, in order, and
+        ``body_bytes`` their bodies' total. Same checks, results and errors."""
+        self._check_writable()
+        if not encoded:
+            return AppendResult(status=PutStatus.MESSAGE_ILLEGAL, remark="empty batch")
+        refused = self._unsafe_name(topic, queue_id)
+        if refused is not None:
+            return refused
+        if body_bytes > self.config.max_message_bytes:
+            return AppendResult(
+                status=PutStatus.MESSAGE_ILLEGAL,
+                remark=f"batch of {body_bytes} body bytes exceeds {self.config.max_message_bytes}",
+            )
+        return self._append_records(
+            topic, queue_id, [sys_flag] * len(encoded), properties, encoded, hold=hold
+        )
 
     def _append_records(
         self,
         topic: str,
         queue_id: int,
-        msgs: list[MessageRecord],
+        sys_flags: list[int],
+        properties: Sequence[Mapping[str, str]],
         encoded: list[bytes],
         *,
         hold: bool,
@@ -294,8 +330,8 @@ class StorePut(StoreDispatch):
         pos = 0
         queue_offset = first_queue_offset
         store_host = self._store_host_bytes
-        for e, m in zip(encoded, msgs, strict=True):
-            counted = m.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
+        for e, sys_flag in zip(encoded, sys_flags, strict=True):
+            counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
             QUEUE_AND_PHYS.pack_into(
                 buf, pos + QUEUE_OFFSET_POS, queue_offset if counted else 0, phys + pos
             )
@@ -307,18 +343,18 @@ class StorePut(StoreDispatch):
         self._append_or_hold(buf, hold=hold)
         self._queue_offsets[key] = queue_offset
         self._last_put_ms = now_ms
-        self._put_messages += len(msgs)
+        self._put_messages += len(encoded)
         self._put_bytes += total
-        appended = self._appended(msgs, encoded, first_queue_offset, phys, now_ms)
+        appended = self._appended(
+            topic, queue_id, sys_flags, properties, encoded, first_queue_offset, phys, now_ms
+        )
         if was_dispatched and not self._defer_dispatch:
             self._dispatch_appended(appended)
         else:
             for record in appended:
                 self._keep_pending(record)
-        ids = ",".join(
-            offset_msg_id(self._store_ip, self._store_port, phys + off)
-            for off in self._offsets_in(encoded)
-        )
+        prefix = self._msg_id_prefix  # offset_msg_id's host part (phys >= 0, an int64)
+        ids = ",".join(f"{prefix}{phys + off:016X}" for off in self._offsets_in(encoded))
         return AppendResult(
             status=PutStatus.PUT_OK,
             physical_offset=phys,
@@ -326,7 +362,7 @@ class StorePut(StoreDispatch):
             queue_offset=first_queue_offset,
             msg_id=ids,
             store_timestamp_ms=now_ms,
-            message_count=len(msgs),
+            message_count=len(encoded),
         )
 
     @staticmethod
@@ -339,7 +375,10 @@ class StorePut(StoreDispatch):
 
     @staticmethod
     def _appended(
-        msgs: list[MessageRecord],
+        topic: str,
+        queue_id: int,
+        sys_flags: list[int],
+        properties: Sequence[Mapping[str, str]],
         encoded: list[bytes],
         first_queue_offset: int,
         phys: int,
@@ -349,17 +388,17 @@ class StorePut(StoreDispatch):
         out: list[PendingRecord] = []
         pos = phys
         queue_offset = first_queue_offset
-        for m, e in zip(msgs, encoded, strict=True):
-            counted = m.sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
+        for sys_flag, props, e in zip(sys_flags, properties, encoded, strict=True):
+            counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
             out.append(
                 (
                     pos,
                     len(e),
-                    m.topic,
-                    m.queue_id,
+                    topic,
+                    queue_id,
                     queue_offset if counted else 0,
-                    m.sys_flag,
-                    m.properties,
+                    sys_flag,
+                    props,
                     store_ms,
                 )
             )
