@@ -84,25 +84,25 @@ def split_batch_body(
     pos = 0
     end = len(body)
     head_size = _BATCH_ITEM_HEAD.size
+    unpack_head = _BATCH_ITEM_HEAD.unpack_from
     while pos < end:
-        where = f"batch item at offset {pos}"
         if max_items is not None and len(items) >= max_items:
             raise LimitExceeded(f"batch holds more than {max_items} messages")
         if end - pos < head_size + 2:
-            raise MalformedRecord(f"{where}: only {end - pos} bytes left, need {head_size + 2}")
-        total, _, _, flag, body_len = _BATCH_ITEM_HEAD.unpack_from(body, pos)
+            raise MalformedRecord(f"{_at(pos)}: only {end - pos} bytes left, need {head_size + 2}")
+        total, _, _, flag, body_len = unpack_head(body, pos)
         p = pos + head_size
         if body_len < 0 or p + body_len + 2 > end:
-            raise MalformedRecord(f"{where}: body length {body_len} overruns the batch")
+            raise MalformedRecord(f"{_at(pos)}: body length {body_len} overruns the batch")
         item_body = bytes(body[p : p + body_len])
         p += body_len
         (props_len,) = _INT16.unpack_from(body, p)
         p += 2
         if props_len < 0 or p + props_len > end:
-            raise MalformedRecord(f"{where}: properties length {props_len} overruns the batch")
+            raise MalformedRecord(f"{_at(pos)}: properties length {props_len} overruns the batch")
         if total != p + props_len - pos:
             raise MalformedRecord(
-                f"{where}: size says {total} bytes but its fields take {p + props_len - pos}"
+                f"{_at(pos)}: size says {total} bytes but its fields take {p + props_len - pos}"
             )
         items.append((pos, flag, item_body, bytes(body[p : p + props_len])))
         pos = p + props_len
@@ -127,6 +127,11 @@ def decode_batch_body(
         try:
             properties = decode_properties(props) if props else {}
         except MalformedRecord as exc:
-            raise MalformedRecord(f"batch item at offset {pos}: {exc}") from None
+            raise MalformedRecord(f"{_at(pos)}: {exc}") from None
         items.append(BatchItem(body=item_body, flag=flag, properties=properties))
     return items
+
+
+def _at(pos: int) -> str:
+    """How an error names the item at ``pos`` (built only when there is an error)."""
+    return f"batch item at offset {pos}"

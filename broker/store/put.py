@@ -327,85 +327,48 @@ class StorePut(StoreDispatch):
         if was_dispatched:
             self._dispatched = phys  # the blank padding (if any) holds nothing to dispatch
         buf = bytearray(b"".join(encoded)) if len(encoded) > 1 else bytearray(encoded[0])
-        pos = 0
+        # One pass: each record's offsets, store time and host patched in, what its
+        # dispatch needs, and its offset_msg_id (the store's host prefix; phys >= 0).
+        appended: list[PendingRecord] = []
+        ids: list[str] = []
+        prefix = self._msg_id_prefix
+        pos = phys
         queue_offset = first_queue_offset
         store_host = self._store_host_bytes
-        for e, sys_flag in zip(encoded, sys_flags, strict=True):
+        for e, sys_flag, props in zip(encoded, sys_flags, properties, strict=True):
+            at = pos - phys
             counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
-            QUEUE_AND_PHYS.pack_into(
-                buf, pos + QUEUE_OFFSET_POS, queue_offset if counted else 0, phys + pos
+            record_queue_offset = queue_offset if counted else 0
+            QUEUE_AND_PHYS.pack_into(buf, at + QUEUE_OFFSET_POS, record_queue_offset, pos)
+            STORE_TS.pack_into(buf, at + STORE_TS_POS, now_ms)
+            buf[at + STORE_HOST_POS : at + STORE_HOST_POS + 8] = store_host
+            size = len(e)
+            appended.append(
+                (pos, size, topic, queue_id, record_queue_offset, sys_flag, props, now_ms)
             )
-            STORE_TS.pack_into(buf, pos + STORE_TS_POS, now_ms)
-            buf[pos + STORE_HOST_POS : pos + STORE_HOST_POS + 8] = store_host
+            ids.append(f"{prefix}{pos:016X}")
             if counted:
                 queue_offset += 1
-            pos += len(e)
+            pos += size
         self._append_or_hold(buf, hold=hold)
         self._queue_offsets[key] = queue_offset
         self._last_put_ms = now_ms
         self._put_messages += len(encoded)
         self._put_bytes += total
-        appended = self._appended(
-            topic, queue_id, sys_flags, properties, encoded, first_queue_offset, phys, now_ms
-        )
         if was_dispatched and not self._defer_dispatch:
             self._dispatch_appended(appended)
         else:
             for record in appended:
                 self._keep_pending(record)
-        prefix = self._msg_id_prefix  # offset_msg_id's host part (phys >= 0, an int64)
-        ids = ",".join(f"{prefix}{phys + off:016X}" for off in self._offsets_in(encoded))
         return AppendResult(
             status=PutStatus.PUT_OK,
             physical_offset=phys,
             wrote_bytes=total,
             queue_offset=first_queue_offset,
-            msg_id=ids,
+            msg_id=",".join(ids),
             store_timestamp_ms=now_ms,
             message_count=len(encoded),
         )
-
-    @staticmethod
-    def _offsets_in(encoded: list[bytes]) -> list[int]:
-        out, pos = [], 0
-        for e in encoded:
-            out.append(pos)
-            pos += len(e)
-        return out
-
-    @staticmethod
-    def _appended(
-        topic: str,
-        queue_id: int,
-        sys_flags: list[int],
-        properties: Sequence[Mapping[str, str]],
-        encoded: list[bytes],
-        first_queue_offset: int,
-        phys: int,
-        store_ms: int,
-    ) -> list[PendingRecord]:
-        """What dispatching each record just appended needs, from the values in hand."""
-        out: list[PendingRecord] = []
-        pos = phys
-        queue_offset = first_queue_offset
-        for sys_flag, props, e in zip(sys_flags, properties, encoded, strict=True):
-            counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
-            out.append(
-                (
-                    pos,
-                    len(e),
-                    topic,
-                    queue_id,
-                    queue_offset if counted else 0,
-                    sys_flag,
-                    props,
-                    store_ms,
-                )
-            )
-            if counted:
-                queue_offset += 1
-            pos += len(e)
-        return out
 
     def _dispatch_appended(self, records: list[PendingRecord]) -> None:
         """Dispatch records just appended; one that fails (out of descriptors) and those
