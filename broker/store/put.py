@@ -371,11 +371,14 @@ class StorePut(StoreDispatch):
         )
 
     def _dispatch_appended(self, records: list[PendingRecord]) -> None:
-        """Dispatch records just appended; one that fails (out of descriptors) and those
-        after it are left to a later catch-up."""
+        """Dispatch records just appended (the first starts at ``_dispatched``) as a
+        confirm move does: kept, then dispatched a run at a time (``_dispatch_kept_run``:
+        one ConsumeQueue append and one index write per run, not per record). One that
+        fails (out of descriptors) and those after it are left to a later catch-up."""
         for record in records:
-            try:
-                self._dispatch_kept(record, recovering=False)
-            except OSError as exc:
-                self._dispatch_failed(exc)
-                return
+            self._keep_pending(record)  # bounded: any not kept is read back from the log
+        last = records[-1]
+        try:
+            self._dispatch_pending(last[0] + last[1])
+        except OSError as exc:
+            self._dispatch_failed(exc)
