@@ -407,6 +407,9 @@ class UniqKeyGenerator:
     counter: int = 0
     _prefix: str = attrs.field(init=False, repr=False)
     _next_month_start_ms: int = attrs.field(init=False, repr=False)
+    #: The id's text up to the counter for ``_last_ms`` (ids of one millisecond share it).
+    _last_ms: int | None = attrs.field(init=False, repr=False, default=None)
+    _upto_counter: str = attrs.field(init=False, repr=False, default="")
 
     def __attrs_post_init__(self) -> None:
         fixed = struct.pack(">HI", self.pid & 0xFFFF, self.class_loader_hash & 0xFFFFFFFF)
@@ -415,15 +418,18 @@ class UniqKeyGenerator:
 
     def next_id(self, now_ms: int) -> str:
         """Return the next id for a message created at ``now_ms`` (epoch ms)."""
-        if now_ms >= self._next_month_start_ms:
-            self.month_start_ms = start_of_month_ms(now_ms)
-            self._next_month_start_ms = next_month_start_ms(self.month_start_ms)
-        diff = _to_int32(now_ms - self.month_start_ms)
-        if -1_000_000 < diff < 0:
-            diff = 0  # the clock stepped back a little (NTP); Java clamps the same way
+        if now_ms != self._last_ms:
+            if now_ms >= self._next_month_start_ms:
+                self.month_start_ms = start_of_month_ms(now_ms)
+                self._next_month_start_ms = next_month_start_ms(self.month_start_ms)
+            diff = _to_int32(now_ms - self.month_start_ms)
+            if -1_000_000 < diff < 0:
+                diff = 0  # the clock stepped back a little (NTP); Java clamps the same way
+            self._upto_counter = f"{self._prefix}{diff & 0xFFFFFFFF:08X}"
+            self._last_ms = now_ms
         count = self.counter
         self.counter = (count + 1) & 0xFFFF
-        return f"{self._prefix}{diff & 0xFFFFFFFF:08X}{count:04X}"
+        return f"{self._upto_counter}{count:04X}"
 
 
 def make_uniq_key_generator(ip: str, pid: int, rng: random.Random, now_ms: int) -> UniqKeyGenerator:
