@@ -80,7 +80,7 @@ from protocol.message import (
     encode_record_fields,
     properties_from_string,
 )
-from protocol.record_wire import record_properties_parsed
+from protocol.record_wire import encode_record_from_wire, record_properties_parsed
 from protocol.route import TopicConfig
 from protocol.rpc import Connection, Handler, LaterAnswer
 
@@ -368,7 +368,7 @@ class SendProcessor:
                     return None
                 stored_text, pairs = wire
                 encoded.append(
-                    encode_record_fields(
+                    encode_record_from_wire(
                         topic=topic,
                         body=body,
                         queue_id=queue_id,
@@ -376,10 +376,8 @@ class SendProcessor:
                         sys_flag=sys_flag,
                         born_timestamp_ms=born_timestamp_ms,
                         born_host=born_host,
-                        store_timestamp_ms=0,
                         store_host=store_host,
-                        reconsume_times=0,
-                        properties=stored_text.encode(),
+                        properties=stored_text,
                     )
                 )
                 properties.append(pairs)
