@@ -9,6 +9,7 @@ path wherever a message is not plain or its properties are not canonical.
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,83 @@ async def test_straight_batches_are_found_by_key_and_tag(tmp_path: Path) -> None
             assert [r.body for r in iter_records(found.body)] == [b"k2"]
             tagged = await env.pull_all("T", 0, subscription="t1")
             assert [r.body for r in tagged] == [b"k1", b"k3"]
+
+
+def _random_batch(rng: random.Random) -> list[tuple[bytes, int, bytes]]:
+    """Messages with properties drawn near the edges: separators where they may and may
+    not be, a UNIQ_KEY or CLUSTER now and then (this cluster's or another), a DELAY,
+    duplicate keys, non-ASCII text and bytes that are no UTF-8."""
+    names = ["TAGS", "KEYS", "a", "ü", "UNIQ_KEY", "CLUSTER", "x y", ""]
+    values = ["1", "", "DefaultCluster", "Other", "välue", "0", "0A" * 16, " ", "🙂"]
+    items = []
+    for _ in range(rng.randint(1, 4)):
+        pairs = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randint(0, 3))]
+        if rng.random() < 0.03:
+            pairs.append(("DELAY", rng.choice(["0", "2"])))
+        props = _props(*pairs)
+        roll = rng.random()
+        if roll < 0.03 and props:
+            props = props[:-1]  # no last separator
+        elif roll < 0.05:
+            props += b"\xff"  # not UTF-8
+        elif roll < 0.07:
+            props = props.replace(S1.encode(), b"", 1)  # a pair without its name separator
+        items.append((rng.randbytes(rng.randint(0, 64)), rng.randint(0, 3), props))
+    return items
+
+
+async def test_random_batches_store_what_the_dict_path_stores(tmp_path: Path) -> None:
+    """150 batches drawn by a seeded generator, each sent through the straight path (queue
+    0) and the dict path (queue 1): the same answers, or refusals, and the same records."""
+    rng = random.Random(1404)
+    with trio.fail_after(TEST_DEADLINE_S * 4):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=2)
+            paths = _Paths(env.b.processors[1])
+            born = now_ms()
+            straight = 0
+            for n in range(150):
+                body = encode_batch_items(_random_batch(rng))
+                answers = []
+                before = [await _end_offset(env, q) for q in (0, 1)]
+                for queue_id, off in ((0, False), (1, True)):
+                    paths.off = off
+                    keys = _uniq_keys()
+                    env.b.next_uniq_key = lambda keys=keys: next(keys)  # type: ignore[method-assign]
+                    header = SendMessageRequestHeaderV2.from_v1(
+                        attrs.evolve(
+                            send_header("T", queue_id=queue_id, batch=True), born_timestamp=born
+                        )
+                    )
+                    answers.append(await env.call(RequestCode.SEND_BATCH_MESSAGE, header, body))
+                a, b = answers
+                assert (a.code, a.remark) == (b.code, b.remark), n
+                took_straight = paths.plain > straight
+                straight = paths.plain
+                if a.code != ResponseCode.SUCCESS:
+                    continue
+                ids = [len(x.ext_fields["msgId"].split(",")) for x in answers]
+                assert ids[0] == ids[1], n
+                got = [(await env.pull("T", q, before[q], max_nums=64)).records for q in (0, 1)]
+                assert len(got[0]) == len(got[1]) == ids[0], n
+                for x, y in zip(*got, strict=True):
+                    # A batch the straight path gave up on part-way may have drawn UNIQ_KEYs
+                    # first: the dict path then draws later ones (ids, any is as good).
+                    _same_record_but_offset(x, y, same_uniq_key=took_straight)
+            assert 30 < straight < 120, straight  # both paths taken, many times each
+
+
+async def _end_offset(env: Any, queue_id: int) -> int:
+    pulled = await env.pull("T", queue_id, 0, max_nums=1)
+    return int(pulled.response.ext_fields["maxOffset"])
+
+
+def _same_record_but_offset(a: MessageRecord, b: MessageRecord, *, same_uniq_key: bool) -> None:
+    for field in ("body", "flag", "sys_flag", "topic", "born_host", "born_timestamp_ms"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert a.uniq_key and b.uniq_key
+    if same_uniq_key:
+        assert list(a.properties.items()) == list(b.properties.items())
+    else:
+        assert list(a.properties) == list(b.properties)  # the same names, in order
+        assert {**a.properties, "UNIQ_KEY": ""} == {**b.properties, "UNIQ_KEY": ""}
