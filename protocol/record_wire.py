@@ -141,18 +141,40 @@ def record_properties_parsed(
     Raises:
         ValueError: the appended UNIQ_KEY or cluster name holds 0x01 or 0x02.
     """
+    pairs = canonical_pairs(text, cluster=cluster)
+    if pairs is None:
+        return None
+    return completed_properties(text, pairs, cluster=cluster, new_uniq_key=new_uniq_key)
+
+
+def canonical_pairs(text: str, *, cluster: str) -> dict[str, str] | None:
+    """The first half of ``record_properties_parsed``: ``text``'s pairs, or None when it
+    is not canonical or names another cluster. Draws no UNIQ_KEY (a batch checks all its
+    messages before any is drawn)."""
     pairs = _split(text)
     if pairs is None:
         return None
     stated_cluster = pairs.get(PROPERTY_CLUSTER)
     if stated_cluster is not None and stated_cluster != cluster:
         return None
+    return pairs
+
+
+def completed_properties(
+    text: str, pairs: dict[str, str], *, cluster: str, new_uniq_key: Callable[[], str]
+) -> tuple[str, dict[str, str]]:
+    """The second half of ``record_properties_parsed``: ``text`` and its ``pairs`` (from
+    ``canonical_pairs``) with UNIQ_KEY and CLUSTER appended when missing.
+
+    Raises:
+        ValueError: the appended UNIQ_KEY or cluster name holds 0x01 or 0x02.
+    """
     if PROPERTY_UNIQ_KEY not in pairs:
         uniq = new_uniq_key()
         text = append_property(text, PROPERTY_UNIQ_KEY, uniq)
         if uniq:
             pairs[PROPERTY_UNIQ_KEY] = uniq
-    if stated_cluster is None:
+    if PROPERTY_CLUSTER not in pairs:
         text = append_property(text, PROPERTY_CLUSTER, cluster)
         if cluster:
             pairs[PROPERTY_CLUSTER] = cluster

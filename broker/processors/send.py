@@ -80,7 +80,12 @@ from protocol.message import (
     encode_record_fields,
     properties_from_string,
 )
-from protocol.record_wire import encode_record_from_wire, record_properties_parsed
+from protocol.record_wire import (
+    canonical_pairs,
+    completed_properties,
+    encode_record_from_wire,
+    record_properties_parsed,
+)
 from protocol.route import TopicConfig
 from protocol.rpc import Connection, Handler, LaterAnswer
 
@@ -352,21 +357,25 @@ class SendProcessor:
         encoded: list[bytes] = []
         properties: list[Mapping[str, str]] = []
         body_bytes = 0
-        try:
-            texts = [props.decode() for _, _, _, props in items]
-        except UnicodeDecodeError:
-            return None
-        for text in texts:  # all checked before any UNIQ_KEY is drawn
+        checked: list[tuple[str, dict[str, str]]] = []
+        for _, _, _, props in items:  # every message checked before any UNIQ_KEY is drawn
+            try:
+                text = props.decode()
+            except UnicodeDecodeError:
+                return None
             if _DELAY_MARK in text or _TIMER_MARK in text or _DELIVER_MARK in text:
                 return None
             if _TRAN_MARK in text:
                 return None
+            pairs = canonical_pairs(text, cluster=cluster)
+            if pairs is None:
+                return None
+            checked.append((text, pairs))
         try:
-            for (_, flag, body, _), text in zip(items, texts, strict=True):
-                wire = record_properties_parsed(text, cluster=cluster, new_uniq_key=new_uniq_key)
-                if wire is None:
-                    return None
-                stored_text, pairs = wire
+            for (_, flag, body, _), (text, pairs) in zip(items, checked, strict=True):
+                stored_text, record_pairs = completed_properties(
+                    text, pairs, cluster=cluster, new_uniq_key=new_uniq_key
+                )
                 encoded.append(
                     encode_record_from_wire(
                         topic=topic,
@@ -380,7 +389,7 @@ class SendProcessor:
                         properties=stored_text,
                     )
                 )
-                properties.append(pairs)
+                properties.append(record_pairs)
                 body_bytes += len(body)
         except ValueError:
             return None
