@@ -247,15 +247,9 @@ class StorePut(StoreDispatch):
             return AppendResult(
                 status=PutStatus.MESSAGE_ILLEGAL, remark="a batch must go to one topic and queue"
             )
-        refused = self._unsafe_name(topic, queue_id)
+        refused = self._batch_refused(topic, queue_id, sum(len(m.body) for m in msgs))
         if refused is not None:
             return refused
-        body_bytes = sum(len(m.body) for m in msgs)
-        if body_bytes > self.config.max_message_bytes:
-            return AppendResult(
-                status=PutStatus.MESSAGE_ILLEGAL,
-                remark=f"batch of {body_bytes} body bytes exceeds {self.config.max_message_bytes}",
-            )
         encoded: list[bytes] = []
         for m in msgs:
             e = self._encode_checked(m)
@@ -288,6 +282,17 @@ class StorePut(StoreDispatch):
         self._check_writable()
         if not encoded:
             return AppendResult(status=PutStatus.MESSAGE_ILLEGAL, remark="empty batch")
+        refused = self._batch_refused(topic, queue_id, body_bytes)
+        if refused is not None:
+            return refused
+        return self._append_records(
+            topic, queue_id, [sys_flag] * len(encoded), properties, encoded, hold=hold
+        )
+
+    def _batch_refused(self, topic: str, queue_id: int, body_bytes: int) -> AppendResult | None:
+        """Why a batch of ``body_bytes`` of bodies cannot go to this queue (its name, or
+        more than ``max_message_bytes`` together), or None: ``put_messages``' and
+        ``put_encoded_batch``'s checks."""
         refused = self._unsafe_name(topic, queue_id)
         if refused is not None:
             return refused
@@ -296,9 +301,7 @@ class StorePut(StoreDispatch):
                 status=PutStatus.MESSAGE_ILLEGAL,
                 remark=f"batch of {body_bytes} body bytes exceeds {self.config.max_message_bytes}",
             )
-        return self._append_records(
-            topic, queue_id, [sys_flag] * len(encoded), properties, encoded, hold=hold
-        )
+        return None
 
     def _append_records(
         self,
