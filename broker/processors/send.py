@@ -363,9 +363,7 @@ class SendProcessor:
                 text = props.decode()
             except UnicodeDecodeError:
                 return None
-            if _DELAY_MARK in text or _TIMER_MARK in text or _DELIVER_MARK in text:
-                return None
-            if _TRAN_MARK in text:
+            if _not_plain_marked(text):
                 return None
             pairs = canonical_pairs(text, cluster=cluster)
             if pairs is None:
@@ -706,11 +704,14 @@ def _is_plain(header: SendMessageRequestHeader) -> bool:
     property that delays, times or makes it transactional."""
     if header.sys_flag & SYSFLAG_TRANSACTION_MASK or is_retry_topic(header.topic):
         return False
-    text = header.properties or ""
+    return not _not_plain_marked(header.properties or "")
+
+
+def _not_plain_marked(text: str) -> bool:
+    """A properties string naming a DELAY, timer or transaction property: the dict path's
+    (a single send's header or each message of a batch)."""
     # _NOT_PLAIN_MARKS spelled out: ``any`` over a generator cost 5 frames a send.
-    return not (
-        _DELAY_MARK in text or _TIMER_MARK in text or _DELIVER_MARK in text or _TRAN_MARK in text
-    )
+    return _DELAY_MARK in text or _TIMER_MARK in text or _DELIVER_MARK in text or _TRAN_MARK in text
 
 
 def send_response_fields(
