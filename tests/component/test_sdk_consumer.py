@@ -412,15 +412,20 @@ async def test_consume_from_last_first_and_timestamp_for_a_new_group(tmp_path: P
 async def test_graceful_shutdown_waits_for_the_listener_and_commits(tmp_path: Path) -> None:
     """Leaving the block while a listener call runs: the call finishes (not cancelled),
     then the offsets, including that message, are committed (periodic commits are off),
-    and the consumer unregisters (the broker lists no consumer for the group)."""
+    and the consumer unregisters (the broker lists no consumer for the group).
+
+    The block is left only once every message reached the listener (a message pulled but
+    not yet handed over is left for the next consumer, so its offset would rightly stay
+    uncommitted), and the slow call sleeps only from then on, so it is surely running."""
     with trio.fail_after(DEADLINE_S):
         async with sdk_cluster(tmp_path) as c, open_producer(c.namesrv) as producer:
             await c.create_topic("Bye", 2)
-            started, finished = trio.Event(), trio.Event()
+            started, leaving, finished = trio.Event(), trio.Event(), trio.Event()
 
             async def slow_last(message: ReceivedMessage) -> ConsumeResult:
                 if message.body == b"slow":
                     started.set()
+                    await leaving.wait()
                     await trio.sleep(0.5)
                     finished.set()
                 return ConsumeResult.SUCCESS
@@ -435,6 +440,8 @@ async def test_graceful_shutdown_waits_for_the_listener_and_commits(tmp_path: Pa
             ):
                 await send_bodies(producer, "Bye", [b"%d" % i for i in range(9)] + [b"slow"])
                 await started.wait()
+                await wait_until(lambda: got.count() == 10)
+                leaving.set()
             assert finished.is_set(), "the listener call was cut short"
             assert await committed(c, "G", "Bye") == await max_offsets(c, "Bye")
             members = await c.call(
