@@ -12,8 +12,18 @@ Rules:
   hold nothing of the request meanwhile (the callback is dropped when the waiter ends).
 - One timer for all (``run_timer``): a task sleeping until the earliest deadline, pulled
   in by an ``add`` with an earlier one. No cancel scope and no task per waiter.
-- The callbacks of one release, expiry or end run in one ``answers_together`` block:
-  the answers they give one client leave in one write, after all of them ran.
+- At most ``per_step`` callbacks run in one Trio step (``ANSWERS_PER_STEP``), so a mass
+  release or expiry (an ack after a stall, a SyncStateSet shrink, a slave gone silent
+  under load: up to ``max_waiters`` at once) never holds the loop for seconds: the
+  broker's controller heartbeats run between slices, and a live master is not deposed
+  for a silence of its own making (docs/CHAOS.md, finding 1). ``release`` calls the
+  first slice at once (the ack's step: its answers leave before the confirmed dispatch,
+  as before); the timer task calls the rest, a slice per step, lowest first. A waiter
+  a release covered stays replicated: if its deadline passes or the mastership ends
+  before its slice runs, it still gets OK. Without a running timer (no mastership
+  nursery) everything is called at once.
+- The callbacks of one slice run in one ``answers_together`` block: the answers they
+  give one client leave in one write, after all of them ran.
 - A callback that raises is logged and the others still run: the ack that released them
   must not fail the slave's session.
 """
@@ -35,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: Dead heap entries tolerated before a rebuild (and never more than the live ones).
 _COMPACT_AFTER = 1024
+#: Callbacks run in one Trio step at most (module rules). One costs 20-60 µs (a send's
+#: answer encoded and queued), so a slice holds the loop 5-15 ms.
+ANSWERS_PER_STEP = 256
 
 
 class ReplicaOutcome(enum.Enum):
@@ -65,14 +78,20 @@ class Waiter:
 class ReplicaWaiters:
     """The heaps of waiters by end offset and by deadline, and their timer."""
 
-    def __init__(self, max_waiters: int) -> None:
-        assert max_waiters > 0
+    def __init__(self, max_waiters: int, *, per_step: int = ANSWERS_PER_STEP) -> None:
+        assert max_waiters > 0 and per_step > 0
         self.max_waiters = max_waiters
+        self.per_step = per_step
         self._by_offset: list[tuple[int, int, Waiter]] = []
         self._by_deadline: list[tuple[float, int, Waiter]] = []
         self._seq = itertools.count()
         self.live = 0
         self._timer: trio.CancelScope | None = None
+        #: ``run_timer`` runs: a release leaves what its first slice did not call to it.
+        self._timer_runs = False
+        #: The highest offset a release covered this mastership: waiters at or below it
+        #: are replicated, whether called yet or left to the timer's next slices.
+        self._released_to = -1
 
     def __bool__(self) -> bool:
         return self.live > 0
@@ -99,44 +118,87 @@ class ReplicaWaiters:
             self.live -= 1
 
     def release(self, replicated: int) -> None:
-        """Call every waiter ending at or below ``replicated`` with OK, lowest first."""
-        heap = self._by_offset
-        if not heap or heap[0][0] > replicated:
-            return
-        with answers_together():  # each client's answers leave in one write
-            while heap and heap[0][0] <= replicated:
-                self._end(heapq.heappop(heap)[2], ReplicaOutcome.OK)
+        """Call every waiter ending at or below ``replicated`` with OK, lowest first: a
+        slice now, the rest from the timer task (module rules)."""
+        self._released_to = max(self._released_to, replicated)
+        if self._release_slice(self.per_step if self._timer_runs else math.inf):
+            timer = self._timer
+            if timer is not None:
+                timer.deadline = -math.inf  # the timer task calls the next slice
 
-    def expire(self, now_s: float) -> float:
-        """Call every waiter past its deadline with TIMEOUT; the next deadline (inf: none)."""
+    def _release_slice(self, limit: float) -> bool:
+        """Call up to ``limit`` released waiters; True if released ones are left."""
+        heap = self._by_offset
+        released_to = self._released_to
+        if not heap or heap[0][0] > released_to:
+            return False
+        count = 0
+        with answers_together():  # each client's answers leave in one write
+            while heap and heap[0][0] <= released_to:
+                if count >= limit:
+                    return True
+                waiter = heapq.heappop(heap)[2]
+                if waiter.then is not None:
+                    count += 1
+                    self._end(waiter, ReplicaOutcome.OK)
+        return False
+
+    def expire(self, now_s: float, *, limit: float = math.inf) -> float:
+        """Call up to ``limit`` waiters past their deadline with TIMEOUT (OK for those a
+        release covered); the next deadline (inf: none; ``-inf``: past-due ones are left)."""
         heap = self._by_deadline
+        count = 0
         with answers_together():
             while heap:
                 deadline_s, _, waiter = heap[0]
-                if waiter.then is not None and deadline_s > now_s:
+                if waiter.then is None:
+                    heapq.heappop(heap)
+                    continue
+                if deadline_s > now_s:
                     return deadline_s
-                self._end(heapq.heappop(heap)[2], ReplicaOutcome.TIMEOUT)
+                if count >= limit:
+                    return -math.inf
+                heapq.heappop(heap)
+                count += 1
+                self._end(waiter, self._outcome_at_end(waiter))
         return math.inf
 
     def fail_all(self) -> None:
-        """The mastership ended: every waiter left gets TIMEOUT (stored, fate unknown)."""
+        """The mastership ended: every waiter left gets TIMEOUT (stored, fate unknown), or
+        OK if a release covered it. At once: nothing of the mastership runs after."""
         waiters = [w for _, _, w in sorted(self._by_offset)]
         self._by_offset.clear()
         self._by_deadline.clear()
         with answers_together():
             for waiter in waiters:
-                self._end(waiter, ReplicaOutcome.TIMEOUT)
+                self._end(waiter, self._outcome_at_end(waiter))
+        self._released_to = -1  # the next mastership's offsets may be cut below it
         assert self.live == 0, self.live
 
     async def run_timer(self) -> None:
-        """Expire waiters at their deadlines until cancelled (the mastership's nursery)."""
+        """Until cancelled (the mastership's nursery): call what releases left, then
+        expire waiters at their deadlines, a slice per step."""
+        self._timer_runs = True
         try:
             while True:
-                next_s = self.expire(trio.current_time())
+                if self._release_slice(self.per_step):
+                    next_s = -math.inf
+                else:
+                    next_s = self.expire(trio.current_time(), limit=self.per_step)
+                if next_s == -math.inf:
+                    await trio.lowlevel.checkpoint()  # more are due: the others run first
+                    continue
                 with trio.CancelScope(deadline=next_s) as self._timer:
                     await trio.sleep_forever()
+                self._timer = None
         finally:
             self._timer = None
+            self._timer_runs = False
+
+    def _outcome_at_end(self, waiter: Waiter) -> ReplicaOutcome:
+        if waiter.end_offset <= self._released_to:
+            return ReplicaOutcome.OK
+        return ReplicaOutcome.TIMEOUT
 
     def _end(self, waiter: Waiter, outcome: ReplicaOutcome) -> None:
         then = waiter.then

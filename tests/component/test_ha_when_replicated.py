@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from broker.ha.waiters import ReplicaOutcome
+from broker.ha.waiters import ANSWERS_PER_STEP, ReplicaOutcome
 from tests.component.ha_fixtures import FakeSlave, cluster, nodes, until
 from tests.component.test_ha_sync import _master_and_fake_slave
 
@@ -95,4 +95,42 @@ async def test_a_cancelled_wait_is_never_called_and_frees_its_place(tmp_path: Pa
         await fake.ack(end)
         await until(lambda: outcomes == [OK])
         assert c.master.when_replicated(end, 10.0, outcomes.append) is OK  # at once now
+        await fake.aclose()
+
+
+async def test_an_ack_releasing_thousands_answers_them_in_slices_other_tasks_between(
+    tmp_path: Path,
+) -> None:
+    """One ack covering 2,000 waiters (a stalled slave catching up): the first slice is
+    called in the ack's step, before the confirmed dispatch; the rest a slice per step,
+    lowest first, with the broker's other tasks (its controller heartbeats) run between."""
+    async with _master_and_fake_slave(tmp_path, confirm_linger_s=0.0) as (c, fake, _ha):
+        (warm,) = c.append(1)
+        await fake.transfers_until(warm)
+        await fake.ack(warm)
+        await until(lambda: c.master.status().sync_state_set == (0, 1))
+        (end,) = c.append(1, start=1)
+        store = c.master_node.store
+        called: list[tuple[int, ReplicaOutcome, int]] = []
+        for i in range(2_000):
+            then = lambda outcome, i=i: called.append((i, outcome, store.confirm_offset))  # noqa: E731
+            assert c.master.when_replicated(end, 30.0, then) is None
+        seen: list[int] = []
+
+        async def ticker() -> None:
+            while True:
+                seen.append(len(called))
+                await trio.lowlevel.checkpoint()
+
+        await fake.transfers_until(end)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await fake.ack(end)
+            await until(lambda: len(called) == 2_000)
+            nursery.cancel_scope.cancel()
+        assert [(i, outcome) for i, outcome, _ in called] == [(i, OK) for i in range(2_000)]
+        assert {confirm for _, _, confirm in called[:ANSWERS_PER_STEP]} == {warm}
+        assert {confirm for _, _, confirm in called[ANSWERS_PER_STEP:]} == {end}
+        assert len({n for n in seen if 0 < n < 2_000}) >= 2, sorted(set(seen))
+        assert c.master.status().waiters == 0
         await fake.aclose()
