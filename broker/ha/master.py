@@ -156,6 +156,7 @@ class HAMaster:
         self._serving = False
         self._nursery: trio.Nursery | None = None
         self._streamers = HAStreamers(store, epochs, self.config, self._core, self._conns)
+        store.add_dispatch_watcher(self._on_dispatched)
 
     # ======================================================================================
     # the broker's API
@@ -215,9 +216,12 @@ class HAMaster:
         return outcomes[0]
 
     def _add_waiter(self, end_offset: int, timeout_s: float, then: Then) -> ReplicaOutcome | Waiter:
-        if self._core.satisfied(end_offset):
+        satisfied = self._core.satisfied(end_offset)
+        if satisfied and end_offset <= self._store.dispatch_reach():
             return ReplicaOutcome.OK
-        if not self._serving or not self._core.has_live_slave():
+        # Replicated but not yet visible (a dispatch slice ahead of it): it waits for the
+        # slice that dispatches it (``_on_dispatched``).
+        if not satisfied and (not self._serving or not self._core.has_live_slave()):
             return ReplicaOutcome.NO_SLAVE
         waiter = self._waiters.add(end_offset, _now() + timeout_s, then)
         if waiter is None:
@@ -676,10 +680,18 @@ class HAMaster:
             # Answers first (a continuation writes its SEND_OK to the client's socket at
             # once), then the confirmed records' ConsumeQueue/index dispatch, in this same
             # step: no pull runs between, so a client holding the SEND_OK finds the message.
-            self._waiters.release(self._core.replicated_offset())
+            # Only what this step's dispatch reaches: a confirm jump is dispatched in
+            # slices, and each slice answers its own (``_on_dispatched``).
+            reach = self._store.dispatch_reach(confirm if confirm >= 0 else None)
+            self._waiters.release(min(self._core.replicated_offset(), reach))
         if confirm >= 0:
             self._store.set_confirm_offset(confirm)
             self._streamers.confirm_moved(confirm)
+
+    def _on_dispatched(self) -> None:
+        """A dispatch slice made more records visible: answer the sync writes it covers."""
+        if self._waiters.live:
+            self._waiters.release(min(self._core.replicated_offset(), self._store.dispatch_reach()))
 
     def _reset_connections(self, reason: str, epoch_start_offset: int) -> None:
         self._streamers.forget_reads()

@@ -28,6 +28,13 @@ Rules:
   any unsynced tail (recovery rebuilds it from the CommitLog).
 - Reading back is chunked (``_DISPATCH_CHUNK_BYTES``), so memory stays bounded however far
   behind dispatch is.
+- Confirmed-only dispatch (controller mode) takes at most ``DISPATCH_STEP_BYTES`` of log
+  in one Trio step while the store runs: a confirm offset that jumps (a SyncStateSet
+  shrink after a slave stalled releases every record it held back, up to GBs) leaves the
+  rest to the slice task, a slice per step, so the broker's loop (its controller
+  heartbeats) is never held for the whole jump (docs/CHAOS.md, finding 1).
+  ``dispatch_reach`` says how far a step gets, so a sync write is answered only once its
+  record is visible; watchers hear of each slice.
 - A record whose topic or queue id cannot name a directory under the store
   (``paths.UnsafeName``) gets no ConsumeQueue entry: it stays in the CommitLog, unreachable
   by queue, and is logged. The put path refuses such names before writing; only a log
@@ -38,7 +45,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import trio
 
 from broker.store.consumequeue import RUN_MAX_ENTRIES, ConsumeQueue
 from broker.store.index import HashedKey, add_index_keys, topic_key_hash
@@ -75,6 +84,11 @@ from protocol.message import (
 log = logging.getLogger(__name__)
 
 _DISPATCH_CHUNK_BYTES = 4 * 1024 * 1024
+#: Log dispatched in one Trio step at most while the slice task runs (module rules): about
+#: 1,000 records of 1 KiB, 5-15 ms.
+DISPATCH_STEP_BYTES = 1024 * 1024
+#: ``dispatch_reach`` when appends are dispatched as they come (nothing waits).
+NOTHING_DEFERRED = 2**63 - 1
 #: ``tags_code`` by TAGS string: pure, and a busy queue sees a handful of tags (a Java
 #: string hash per record before). Bounded: many distinct tags only evict.
 _tags_hash = functools.lru_cache(maxsize=4096)(tags_code)
@@ -113,6 +127,65 @@ class StoreDispatch(StoreState):
     def remove_arrival_listener(self, listener: ArrivalListener) -> None:
         """Stop calling ``listener``."""
         self._listeners.remove(listener)
+
+    def add_dispatch_watcher(self, watcher: Callable[[], None]) -> None:
+        """Call ``watcher()`` after each dispatch slice of the background task."""
+        self._dispatch_watchers.append(watcher)
+
+    def dispatch_reach(self, confirm: int | None = None) -> int:
+        """Records ending at or below this are dispatched by the end of the current step if
+        the confirm offset moves to ``confirm`` in it (None: it does not move). Below a
+        slice backlog (module rules) the step's slice; ``NOTHING_DEFERRED`` when no
+        backlog is or will be left (a record is then dispatched with its confirm move, or
+        with the fsync its sender waits for anyway)."""
+        if not (self._slicing and self.config.dispatch_confirmed_only):
+            return NOTHING_DEFERRED
+        step_end = self._dispatched + DISPATCH_STEP_BYTES
+        if confirm is not None and min(confirm, self._clog.write_offset) > step_end:
+            return step_end  # this move leaves a backlog
+        if self._dispatch_left:
+            return step_end if confirm is not None else self._dispatched
+        return NOTHING_DEFERRED
+
+    def _dispatch_some(self) -> None:
+        """Dispatch up to the limit; while the slice task runs, one step's worth (module
+        rules) and the rest left to it."""
+        limit = self._dispatch_limit()
+        if self._slicing and self.config.dispatch_confirmed_only:
+            step_end = self._dispatched + DISPATCH_STEP_BYTES
+            if limit > step_end:
+                self._dispatch_pending(step_end)
+                if not self._dispatch_left:
+                    self._dispatch_left = True
+                    self._slice_lot.unpark_all()
+                return
+        self._dispatch_pending(limit)
+
+    async def _run_dispatch_slices(self) -> None:
+        """Until cancelled: dispatch what a step left, a slice per Trio step; after each,
+        call the watchers. A failure (out of descriptors) leaves the rest to the flush
+        loop's catch-up, as any failed dispatch."""
+        self._slicing = True
+        try:
+            while True:
+                if not self._dispatch_left or self._closed:
+                    self._dispatch_left = False
+                    await self._slice_lot.park()
+                    continue
+                limit = self._dispatch_limit()
+                try:
+                    self._dispatch_pending(min(limit, self._dispatched + DISPATCH_STEP_BYTES))
+                except OSError as exc:
+                    self._dispatch_failed(exc)
+                    self._dispatch_left = False
+                else:
+                    self._dispatch_left = self._dispatched < limit
+                for watcher in self._dispatch_watchers:
+                    watcher()
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._slicing = False
+            self._dispatch_left = False  # the next limit move, or the flush tick, takes it
 
     def _consume_queue(self, topic: str, queue_id: int) -> ConsumeQueue | None:
         """The queue's ConsumeQueue, created on first use; None for an unsafe name."""
@@ -444,7 +517,7 @@ class StoreDispatch(StoreState):
         return self._dispatched >= self._dispatch_limit()
 
     def _on_flush_tick(self) -> None:
-        if self._dispatched < self._dispatch_limit():
+        if not self._dispatch_left and self._dispatched < self._dispatch_limit():
             self.catch_up_dispatch()
         self.write_queue_entries()
 
@@ -480,14 +553,14 @@ class StoreDispatch(StoreState):
         """Record the replicated offset; with ``dispatch_confirmed_only`` dispatch up to it."""
         self._confirm = max(0, offset)
         if self.config.dispatch_confirmed_only and not self._closed:
-            self._dispatch_pending(self._dispatch_limit())
+            self._dispatch_some()
 
     def _dispatch_flushed(self) -> None:
         """After an fsync under ``dispatch_flushed_only``: dispatch what it covered."""
         if self._closed:
             return
         try:
-            self._dispatch_pending(self._dispatch_limit())
+            self._dispatch_some()
         except OSError as exc:
             self._dispatch_failed(exc)
 

@@ -181,6 +181,7 @@ class StoreDurability(StoreReads):
                     nursery.start_soon(self._expiry_loop)
                     nursery.start_soon(self._checkpoint_loop)
                     nursery.start_soon(self._retention_loop)
+                    nursery.start_soon(self._run_dispatch_slices)
                     task_status.started()
         finally:
             self._run_scope = None

@@ -109,6 +109,14 @@ class StoreState:
         )
         #: Appends are not dispatched at once: they wait for the confirm offset or the fsync.
         self._defer_dispatch = config.dispatch_confirmed_only or self._flushed_only
+        #: The dispatch slice task runs (``run``): a limit move dispatches one step's worth
+        #: and leaves the rest to it (``_dispatch_left``), a slice per Trio step.
+        self._slicing = False
+        self._dispatch_left = False
+        self._slice_lot = trio.lowlevel.ParkingLot()
+        #: Called after each background dispatch slice (the HA master answers the sync
+        #: writes whose records it made visible).
+        self._dispatch_watchers: list[Callable[[], None]] = []
         self._generation = 0
         self._last_put_ms = 0
         self._last_dispatch_ms = 0
@@ -188,6 +196,9 @@ class StoreState:
 
     def _dispatch_flushed(self) -> None:
         """Work after each fsync under ``dispatch_flushed_only`` (the dispatch layer's)."""
+
+    async def _run_dispatch_slices(self) -> None:
+        """The dispatch layer's slice task (``run`` starts it)."""
 
     def _checkpoint_value(self) -> Checkpoint:
         return Checkpoint(

@@ -8,6 +8,7 @@ from pathlib import Path
 import trio
 
 from broker.ha.waiters import ANSWERS_PER_STEP, ReplicaOutcome
+from broker.store.dispatch import DISPATCH_STEP_BYTES
 from tests.component.ha_fixtures import FakeSlave, cluster, nodes, until
 from tests.component.test_ha_sync import _master_and_fake_slave
 
@@ -134,3 +135,44 @@ async def test_an_ack_releasing_thousands_answers_them_in_slices_other_tasks_bet
         assert len({n for n in seen if 0 < n < 2_000}) >= 2, sorted(set(seen))
         assert c.master.status().waiters == 0
         await fake.aclose()
+
+
+async def test_a_confirm_jump_is_dispatched_in_slices_each_answer_after_its_record(
+    tmp_path: Path,
+) -> None:
+    """An ack that confirms 4.8 MB at once (a stalled slave's catch-up, a shrink): with the
+    store running, its records are dispatched a slice (``DISPATCH_STEP_BYTES``) per step,
+    other tasks run between, and no other task ever runs between a sync write's answer and
+    its record's dispatch (a client holding the SEND_OK finds the message)."""
+    async with _master_and_fake_slave(tmp_path, confirm_linger_s=0.0) as (c, fake, _ha):
+        store = c.master_node.store
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            (warm,) = c.append(1)
+            await fake.transfers_until(warm)
+            await fake.ack(warm)
+            await until(lambda: c.master.status().sync_state_set == (0, 1))
+            ends = c.append(600, start=1, size=8_000)  # fewer per dispatch slice than answers
+            assert ends[-1] - warm > 2 * DISPATCH_STEP_BYTES
+            answered: list[tuple[int, ReplicaOutcome]] = []
+            for end in ends:
+                then = lambda outcome, end=end: answered.append((end, outcome))  # noqa: E731
+                assert c.master.when_replicated(end, 30.0, then) is None
+            seen: list[tuple[int, int]] = []  # (answers given, dispatched offset) per turn
+
+            async def ticker() -> None:
+                while True:
+                    seen.append((len(answered), store.dispatched_offset))
+                    await trio.lowlevel.checkpoint()
+
+            nursery.start_soon(ticker)
+            await fake.transfers_until(ends[-1])
+            await fake.ack(ends[-1])
+            await until(lambda: len(answered) == len(ends))
+            nursery.cancel_scope.cancel()
+        assert answered == [(end, OK) for end in ends]
+        early = [(n, d) for n, d in seen if n and answered[n - 1][0] > d]
+        assert not early, f"answered before dispatched, seen from another task: {early[:3]}"
+        assert store.dispatched_offset == ends[-1]
+        assert {d for _, d in seen if warm < d < ends[-1]}, "dispatched in one step"
+        assert c.master.status().waiters == 0
