@@ -11,6 +11,8 @@ Rules:
   straight to the socket (what it takes; the rest through the ordered write path), and a
   connection that ends first drops it. A per-connection limit bounds the requests in
   flight; when it is reached the reader stops reading (back-pressure on that client only).
+  A reader serves at most ``_REQUESTS_PER_STEP`` requests in one Trio step, then yields:
+  a burst never holds the server's loop (other connections, timers, heartbeats) for long.
 - One writer at a time per connection: frames go straight to a plain socket when no write
   is under way (``_write_now``); what it does not take, and every TLS write, goes on
   behind a ``trio.Lock``; frames queued meanwhile leave together in the next write. A
@@ -72,6 +74,11 @@ Handler = Callable[
 ]
 
 _READ_BYTES = 256 * 1024
+#: Requests one reader serves in a Trio step at most: a 256 KiB read can hold ~200 sends
+#: (more of small ones), and twelve busy connections each serving a whole read in one step
+#: held a broker's loop past its 1.2 s controller heartbeat timeout (a live master deposed;
+#: bench/stall_bench.py). 64 keeps a step to a few ms; a read of 64 in flight is one step.
+_REQUESTS_PER_STEP = 64
 _MAX_OPAQUE = 2**31 - 1
 _connection_ids = itertools.count(1)
 
@@ -581,12 +588,23 @@ class Connection:
         """
         while True:
             answered_bytes = 0  # the answers' bytes since the last request: released at once
+            in_step = 0  # requests served in this step
             while commands:
+                if in_step >= _REQUESTS_PER_STEP:
+                    # A read of hundreds of requests is served a slice per step: the
+                    # server's other tasks (a broker's controller heartbeats) run between.
+                    in_step = 0
+                    if answered_bytes:
+                        self._release_answered(answered_bytes)
+                        answered_bytes = 0
+                    self._end_of_read(nursery)  # this slice's answers go first
+                    await trio.lowlevel.checkpoint()
                 command, size_bytes = commands.popleft()
                 if command.flag & FLAG_RESPONSE:
                     answered_bytes += size_bytes  # the caller owns it now
                     self._complete(command)
                     continue
+                in_step += 1
                 if answered_bytes:  # before anything here may wait
                     self._release_answered(answered_bytes)
                     answered_bytes = 0
