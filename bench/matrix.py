@@ -229,11 +229,15 @@ async def _cluster_down(root: Path) -> None:
 
 
 @asynccontextmanager
-async def rmq_cluster(root: Path, deployment: Deployment) -> AsyncIterator[RmqCluster]:
-    """``rmq cluster up --mode MODE`` under ``root``, ready to measure; down at the end."""
+async def rmq_cluster(
+    root: Path, deployment: Deployment, extra: Sequence[str] = ()
+) -> AsyncIterator[RmqCluster]:
+    """``rmq cluster up --mode MODE`` (and ``extra`` options) under ``root``, ready to
+    measure; down at the end."""
     argv = rmq_argv(
         "cluster", "up", "--mode", deployment.mode, "--dir", str(root), "--namesrv-port", "0",
         "--no-dashboard",  # measured processes only
+        *extra,
     )  # fmt: skip
     try:
         with trio.move_on_after(UP_TIMEOUT_S) as up:
