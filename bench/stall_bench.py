@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sys
@@ -45,6 +44,7 @@ from bench.matrix_cells import DEPLOYMENTS
 from bench.measure import percentile
 from bench.wire import SendRequests, create_topic, open_clients
 from client.admin import open_admin
+from launcher.pids import signal_node
 from launcher.ready import BROKER
 from launcher.record import load_cluster
 from protocol.codes import RequestCode, ResponseCode
@@ -104,14 +104,13 @@ async def stall(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 done = await trio.run_process(probe_argv, capture_stdout=True)
                 probed.extend(json.loads(done.stdout))
 
-            assert slave.pid is not None
             try:
                 with trio.fail_after(RELEASE_TIMEOUT_S):
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(probing)
                         await trio.sleep(1.0)  # the probe process up and probing
                         stopped = time.monotonic()
-                        os.kill(slave.pid, signal.SIGSTOP)
+                        signal_node(slave, signal.SIGSTOP)
                         async with trio.open_nursery() as sending:
                             for n in range(args.sends):
                                 sending.start_soon(
@@ -119,7 +118,7 @@ async def stall(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                                 )
                         stop_file.touch()
             finally:
-                os.kill(slave.pid, signal.SIGCONT)
+                signal_node(slave, signal.SIGCONT)
                 stop_file.touch()
         after = await replicas(cluster)
     first, last = min(answered), max(answered)

@@ -682,8 +682,7 @@ class HAMaster:
             # step: no pull runs between, so a client holding the SEND_OK finds the message.
             # Only what this step's dispatch reaches: a confirm jump is dispatched in
             # slices, and each slice answers its own (``_on_dispatched``).
-            reach = self._store.dispatch_reach(confirm if confirm >= 0 else None)
-            self._waiters.release(min(self._core.replicated_offset(), reach))
+            self._release_visible(confirm if confirm >= 0 else None)
         if confirm >= 0:
             self._store.set_confirm_offset(confirm)
             self._streamers.confirm_moved(confirm)
@@ -691,7 +690,13 @@ class HAMaster:
     def _on_dispatched(self) -> None:
         """A dispatch slice made more records visible: answer the sync writes it covers."""
         if self._waiters.live:
-            self._waiters.release(min(self._core.replicated_offset(), self._store.dispatch_reach()))
+            self._release_visible(None)
+
+    def _release_visible(self, confirm: int | None) -> None:
+        """Answer the sync writes that are replicated and whose records this step's
+        dispatch reaches (``confirm``: the confirm offset it moves to, None: it does not)."""
+        reach = self._store.dispatch_reach(confirm)
+        self._waiters.release(min(self._core.replicated_offset(), reach))
 
     def _reset_connections(self, reason: str, epoch_start_offset: int) -> None:
         self._streamers.forget_reads()

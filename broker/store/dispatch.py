@@ -150,16 +150,17 @@ class StoreDispatch(StoreState):
     def _dispatch_some(self) -> None:
         """Dispatch up to the limit; while the slice task runs, one step's worth (module
         rules) and the rest left to it."""
+        if not (self._slicing and self.config.dispatch_confirmed_only):
+            self._dispatch_pending(self._dispatch_limit())
+        elif self._dispatch_step() and not self._dispatch_left:
+            self._dispatch_left = True
+            self._slice_lot.unpark_all()
+
+    def _dispatch_step(self) -> bool:
+        """Dispatch at most ``DISPATCH_STEP_BYTES`` towards the limit; True if some is left."""
         limit = self._dispatch_limit()
-        if self._slicing and self.config.dispatch_confirmed_only:
-            step_end = self._dispatched + DISPATCH_STEP_BYTES
-            if limit > step_end:
-                self._dispatch_pending(step_end)
-                if not self._dispatch_left:
-                    self._dispatch_left = True
-                    self._slice_lot.unpark_all()
-                return
-        self._dispatch_pending(limit)
+        self._dispatch_pending(min(limit, self._dispatched + DISPATCH_STEP_BYTES))
+        return self._dispatched < limit
 
     async def _run_dispatch_slices(self) -> None:
         """Until cancelled: dispatch what a step left, a slice per Trio step; after each,
@@ -172,14 +173,11 @@ class StoreDispatch(StoreState):
                     self._dispatch_left = False
                     await self._slice_lot.park()
                     continue
-                limit = self._dispatch_limit()
                 try:
-                    self._dispatch_pending(min(limit, self._dispatched + DISPATCH_STEP_BYTES))
+                    self._dispatch_left = self._dispatch_step()
                 except OSError as exc:
                     self._dispatch_failed(exc)
                     self._dispatch_left = False
-                else:
-                    self._dispatch_left = self._dispatched < limit
                 for watcher in self._dispatch_watchers:
                     watcher()
                 await trio.lowlevel.checkpoint()

@@ -107,8 +107,7 @@ class StoreReplica(StorePut):
             queue_offsets[key] = max(queue_offsets.get(key, 0), queue_offset + 1)
         if kept:
             self._last_put_ms = kept[-1][7]
-        if self._dispatch_limit() > self._dispatched:  # not with dispatch_confirmed_only:
-            self._dispatch_some()  # the confirm moves it
+        self._dispatch_some()  # nothing with dispatch_confirmed_only: the confirm moves it
         return clog.write_offset
 
     def _validate_raw(
