@@ -392,7 +392,7 @@ class HAMaster:
             self._nursery = None
             self._serving = False
             self._reset_connections("HA master stopped", self._core.epoch_start_offset)
-            self._waiters.fail_all()
+            await self._waiters.fail_all()
             if owned:
                 await listener.aclose()
             log.info("%s: HA master stopped", self.node)

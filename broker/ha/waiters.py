@@ -21,7 +21,7 @@ Rules:
   as before); the timer task calls the rest, a slice per step, lowest first. A waiter
   a release covered stays replicated: if its deadline passes or the mastership ends
   before its slice runs, it still gets OK. Without a running timer (no mastership
-  nursery) everything is called at once.
+  nursery) a release calls everything at once. ``fail_all`` slices too, shielded.
 - The callbacks of one slice run in one ``answers_together`` block: the answers they
   give one client leave in one write, after all of them ran.
 - A callback that raises is logged and the others still run: the ack that released them
@@ -163,16 +163,25 @@ class ReplicaWaiters:
                 self._end(waiter, self._outcome_at_end(waiter))
         return math.inf
 
-    def fail_all(self) -> None:
+    async def fail_all(self) -> None:
         """The mastership ended: every waiter left gets TIMEOUT (stored, fate unknown), or
-        OK if a release covered it. At once: nothing of the mastership runs after."""
-        waiters = [w for _, _, w in sorted(self._by_offset)]
-        self._by_offset.clear()
-        self._by_deadline.clear()
-        with answers_together():
-            for waiter in waiters:
-                self._end(waiter, self._outcome_at_end(waiter))
-        self._released_to = -1  # the next mastership's offsets may be cut below it
+        OK if a release covered it; lowest first, a slice per step (module rules).
+        Shielded: the mastership's cancellation is what usually ends it, and every waiter
+        is answered before it returns."""
+        released_to, self._released_to = self._released_to, -1  # the next mastership's
+        # offsets may be cut below it
+        with trio.CancelScope(shield=True):
+            while self._by_offset:  # again for any filed while a slice ran
+                waiters = [w for _, _, w in sorted(self._by_offset) if w.then is not None]
+                self._by_offset.clear()
+                self._by_deadline.clear()
+                for start in range(0, len(waiters), self.per_step):
+                    if start:
+                        await trio.lowlevel.checkpoint()
+                    with answers_together():
+                        for waiter in waiters[start : start + self.per_step]:
+                            ok = waiter.end_offset <= released_to
+                            self._end(waiter, ReplicaOutcome.OK if ok else ReplicaOutcome.TIMEOUT)
         assert self.live == 0, self.live
 
     async def run_timer(self) -> None:

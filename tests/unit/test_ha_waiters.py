@@ -94,7 +94,7 @@ async def test_released_waiters_the_timer_did_not_reach_get_ok_at_the_end_and_ot
         waiters.release(450)
         nursery.cancel_scope.cancel()  # the mastership ends before the timer's next slice
     assert len(called) == 100
-    waiters.fail_all()
+    await waiters.fail_all()
     assert called == [(end, OK) for end in range(1, 451)] + [
         (end, TIMEOUT) for end in range(451, 601)
     ]
@@ -103,6 +103,31 @@ async def test_released_waiters_the_timer_did_not_reach_get_ok_at_the_end_and_ot
     later = filed(waiters, range(10, 11), deadline_s=-FAR_S)
     assert waiters.expire(0.0) == math.inf
     assert later == [(10, TIMEOUT)]
+
+
+async def test_the_end_of_a_mastership_answers_a_slice_per_step_even_when_cancelled() -> None:
+    """``fail_all`` runs in the cancelled mastership's ``finally``: shielded, it answers
+    every waiter, lowest first, with the loop's other tasks run between slices."""
+    waiters = ReplicaWaiters(10_000, per_step=50)
+    called = filed(waiters, range(1, 301))
+    ticker = Ticker(called)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiters.run_timer)
+        await trio.testing.wait_all_tasks_blocked()
+        waiters.release(120)  # the first 50 now; 51-120 left to the timer
+        nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker.run)
+        with trio.CancelScope() as mastership:
+            mastership.cancel()
+            await waiters.fail_all()
+        nursery.cancel_scope.cancel()
+    assert called == [(end, OK) for end in range(1, 121)] + [
+        (end, TIMEOUT) for end in range(121, 301)
+    ]
+    assert waiters.live == 0
+    assert {n for n in ticker.seen if 50 < n < 300}, "the end held the loop throughout"
+    assert all(n % 50 == 0 for n in ticker.seen), "a slice is never cut by another task"
 
 
 async def test_a_released_waiter_past_its_deadline_still_gets_ok(
