@@ -487,6 +487,7 @@ class Broker:
                 self.schedule.load()
             with reading(self.timers.path):
                 self.timers.load()
+            self.slave_sync.cover_stored()  # what the loaded topic table is taken to cover
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._store.close()
@@ -605,8 +606,11 @@ class Broker:
         """Master at ``epoch``: new epoch entry first, then writes and NameServer id 0."""
         role = self.role
         assert self.agent is not None and role.controller_id is not None and self.epochs
+        was_master = role.is_master
         role.fenced = True
         await self._stop_role()
+        if was_master:  # re-elected: its own table covers everything it stored
+            self.slave_sync.cover_stored()
         role.to_master()
         master = HAMaster(
             self.store,
@@ -631,6 +635,7 @@ class Broker:
 
         await self._start_role(start)
         self.ha_master = master
+        self._cover_replicated_topics()
         self.topics.set_state_version(epoch, now_ms=self.clock.wall_ms())
         self._correct_offsets(f"became master at epoch {epoch}")
         role.fenced = False
@@ -639,14 +644,34 @@ class Broker:
             "%s: became master at epoch %d, SyncStateSet %s", self.name, epoch, sorted(members)
         )
 
+    def _cover_replicated_topics(self) -> None:
+        """A new master's topic table covers the queues its records name (topics created or
+        widened on the old master since the last metadata copy; broker/topics.py)."""
+        changed = self.topics.cover_stored_queues(
+            self.slave_sync.highest_uncovered_queues(), now_ms=self.clock.wall_ms()
+        )
+        self.slave_sync.cover_stored()
+        if changed:
+            self.metadata.topics.changed()
+            log.warning(
+                "%s: %d topic configs taken from replicated records the last metadata copy "
+                "did not cover: %s",
+                self.name,
+                len(changed),
+                ", ".join(f"{c.topic_name} ({c.write_queue_nums} queues)" for c in changed[:10]),
+            )
+
     async def become_slave(
         self, epoch: int, master_ha_addr: str | None, master_addr: str | None
     ) -> None:
         """Slave of the master at ``epoch``: follow its HA address (from the controller)."""
         role = self.role
         assert role.controller_id is not None and self.epochs is not None
+        was_master = role.is_master
         role.fenced = True
         await self._stop_role()
+        if was_master:  # its own table covers everything it stored
+            self.slave_sync.cover_stored()
         role.to_slave(master_addr)
         slave = HASlave(
             self.store,

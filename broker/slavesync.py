@@ -19,6 +19,12 @@ Rules (reference/rocketmq-controller.md §4.3, §9 #9804):
 - Delay offsets and the timer checkpoint (GET_TIMER_CHECK_POINT): the master's replace
   ours (the slave delivers nothing itself).
 - Only the master named by the NameServer (``RoleState.master_addr``) is asked.
+- ``covered``: the store's queue ends when the last good round began. The master's topic
+  table it installed covers every record below them; records past them may name a topic
+  this slave has no config for yet, which it takes from its data if it becomes master
+  (``TopicConfigManager.cover_stored_queues``). The broker also moves it where its own
+  table covers everything stored: at start (what the loaded table covers) and at each
+  role change.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from broker.offsets import ConsumerOffsetManager
 from broker.persistence import MetadataFiles
 from broker.role import BrokerIdentity
 from broker.schedule import ScheduleService
+from broker.store.store import MessageStore
 from broker.timers import TimerCheckpoint
 from broker.timerstore import TimerService
 from broker.topics import TopicConfigManager
@@ -110,6 +117,8 @@ class BrokerForSlaveSync(BrokerIdentity, Protocol):
     @property
     def client(self) -> RemotingClient: ...
     @property
+    def store(self) -> MessageStore: ...
+    @property
     def metadata(self) -> MetadataFiles: ...
     @property
     def offsets(self) -> ConsumerOffsetManager: ...
@@ -127,6 +136,21 @@ class SlaveSynchronizer:
         #: Completed rounds, and the last failure ("" after a good round).
         self.rounds = 0
         self.last_error = ""
+        #: (topic, queue id) → the store's queue end the topic table covers (module rules).
+        self.covered: dict[tuple[str, int], int] = {}
+
+    def cover_stored(self) -> None:
+        """The topic table covers everything stored now."""
+        self.covered = self.broker.store.queue_ends()
+
+    def highest_uncovered_queues(self) -> dict[str, int]:
+        """Topic → the highest queue id holding records past ``covered``."""
+        covered = self.covered
+        highest: dict[str, int] = {}
+        for (topic, queue_id), end in self.broker.store.queue_ends().items():
+            if end > covered.get((topic, queue_id), 0) and queue_id > highest.get(topic, -1):
+                highest[topic] = queue_id
+        return highest
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sync every ``slave_sync_interval_s`` until cancelled."""
@@ -141,6 +165,7 @@ class SlaveSynchronizer:
         master = broker.role.master_addr
         if master is None:
             return False
+        ends = broker.store.queue_ends()  # the master has every record below these
         try:
             topics = await self._fetch(master, RequestCode.GET_ALL_TOPIC_CONFIG)
             groups = await self._fetch(master, RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG)
@@ -162,6 +187,7 @@ class SlaveSynchronizer:
             log.info("%s: metadata synced from master %s", broker.name, master)
         self.last_error = ""
         self.rounds += 1
+        self.covered = ends
         return True
 
     async def _fetch(self, master: str, code: int) -> bytes:

@@ -23,6 +23,10 @@ Rules:
   with that many and named by ``restore`` (a file written before the cap existed, or by a
   broker with a higher one, must not make every per-queue loop run 10^20 times). System
   topics keep at least the queues the broker gives them (SCHEDULE_TOPIC_XXXX has 18).
+- A new master covers the queues its replicated records name (``cover_stored_queues``):
+  topics reach a slave only through the periodic metadata copy, so one created or widened
+  on the old master since then would come back missing (auto-created with the default
+  queues, its other queues refused and unread). Its data says how many queues it needs.
 - Loading merges the file over the system topics (Java's ``putAll``), so a persisted change
   to a system topic survives restarts; the file's data version is adopted.
 """
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +294,40 @@ class TopicConfigManager:
             self.data_version = self.data_version.next_version(
                 now_ms=now_ms, state_version=state_version
             )
+
+    def cover_stored_queues(
+        self, highest_queue_ids: Mapping[str, int], *, now_ms: int
+    ) -> list[TopicConfig]:
+        """Cover queues that received messages this table may not know of (a new master's
+        replicated records since its last metadata copy): each user topic gets at least
+        one queue past its highest such queue id, read and write; a missing one is created
+        with that many (perm RW, no order), a narrower one widened. System topics and names
+        no topic may have are left as they are; counts stop at ``max_queue_nums``.
+        Returns the configs created or widened."""
+        changed = []
+        for topic, highest in sorted(highest_queue_ids.items()):
+            if highest < 0 or self.is_system_topic(topic) or validate_topic(topic) is not None:
+                continue
+            need = min(highest + 1, self.max_queue_nums)
+            existing = self._table.get(topic)
+            if existing is None:
+                config = TopicConfig(
+                    topic_name=topic,
+                    read_queue_nums=need,
+                    write_queue_nums=need,
+                    perm=PERM_READ | PERM_WRITE,
+                )
+            elif min(existing.read_queue_nums, existing.write_queue_nums) >= need:
+                continue
+            else:
+                config = attrs.evolve(
+                    existing,
+                    read_queue_nums=max(existing.read_queue_nums, need),
+                    write_queue_nums=max(existing.write_queue_nums, need),
+                )
+            self._put(config, now_ms)
+            changed.append(config)
+        return changed
 
     def create_or_update(self, config: TopicConfig, *, now_ms: int) -> bool:
         """UPDATE_AND_CREATE_TOPIC: store ``config``; False when it was already stored as is.

@@ -26,7 +26,7 @@ from client.admin import open_admin
 from namesrv.server import NameServer, NameServerConfig
 from protocol.codes import RequestCode, ResponseCode
 from protocol.controller_bodies import EpochEntryCache, SyncStateSet
-from protocol.headers import AlterSyncStateSetRequestHeader
+from protocol.headers import AlterSyncStateSetRequestHeader, DeleteTopicRequestHeader
 from protocol.rpc import open_client
 from tests.component.broker_fixtures import (
     CALL_TIMEOUT_S,
@@ -419,3 +419,67 @@ async def test_a_temp_identity_left_by_a_crash_is_applied_and_made_final(tmp_pat
             assert identity is not None
             assert identity.check_code == "127.0.0.1:9;1700000000000"
             assert not temp.exists()
+
+
+async def test_a_topic_created_after_the_last_metadata_copy_survives_the_masters_death(
+    tmp_path: Path,
+) -> None:
+    """The slaves copy topic configs every ``slave_sync_interval_s`` (RocketMQ's
+    SlaveSynchronize), so a topic created on the master since the last copy reaches them
+    only as replicated records. The new master covers those: the topic comes back with a
+    queue for every queue that holds messages, which stay readable and writable there
+    (before, the new master auto-created it with 4 queues and refused queue 7)."""
+    late = "LateTopic"
+    with trio.fail_after(90):
+        async with controller_group(tmp_path, slave_sync_interval_s=3600.0) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 3)
+            await master.create_topic(late, 8)
+            sent = [await master.send_ok(late, b"q%d" % q, queue_id=q) for q in (0, 5, 7)]
+            expect(await master.send(TOPIC, b"known"), ResponseCode.SUCCESS)
+            await master.stop()
+            new_master = await group.one_master(timeout_s=10.0)
+            config = new_master.b.topics.get(late)
+            assert config is not None, "the topic's records made its config"
+            assert (config.read_queue_nums, config.write_queue_nums) == (8, 8)
+            for s in sent:
+                records = await new_master.pull_all(late, s.queue_id)
+                assert [r.msg_id for r in records] == [s.msg_id]
+
+            async def sends_to_queue_7() -> bool:
+                response = await new_master.send(late, b"after", queue_id=7)
+                return response.code == ResponseCode.SUCCESS
+
+            await wait_until(sends_to_queue_7, timeout_s=10.0, what="queue 7 writable")
+            await new_master.wait_route(late, queues=8)
+
+
+async def test_a_topic_deleted_before_the_last_metadata_copy_stays_deleted_on_a_new_master(
+    tmp_path: Path,
+) -> None:
+    """Only records past the last copy make configs: a topic the master deleted, and its
+    slaves copied so, does not come back on the next master from its old records (nor
+    does a re-elected master resurrect what it deleted itself)."""
+    with trio.fail_after(90):
+        async with controller_group(tmp_path) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 3)
+            await master.create_topic("Doomed", 4)
+            await master.send_ok("Doomed", b"old", queue_id=3)
+            expect(
+                await master.call(
+                    RequestCode.DELETE_TOPIC_IN_BROKER, DeleteTopicRequestHeader(topic="Doomed")
+                ),
+                ResponseCode.SUCCESS,
+            )
+            slaves = [e for e in group.envs if e is not master]
+            rounds = {id(e): e.b.slave_sync.rounds for e in slaves}
+
+            def copied() -> bool:
+                return all(e.b.slave_sync.rounds >= rounds[id(e)] + 2 for e in slaves)
+
+            await wait_until(copied, timeout_s=10.0, what="two more metadata copies")
+            assert all(e.b.topics.get("Doomed") is None for e in slaves)
+            await master.stop()
+            new_master = await group.one_master(timeout_s=10.0)
+            assert new_master.b.topics.get("Doomed") is None

@@ -493,3 +493,41 @@ def test_queue_counts_are_capped_on_every_way_in(tmp_path: Path) -> None:
     unbounded.save(path)
     with pytest.raises(StorageError, match=r"topics\.cbor.*does not fit a Java int"):
         manager(max_queue_nums=16).load(path)
+
+
+def test_cover_stored_queues_creates_and_widens_user_topics_only() -> None:
+    """A new master's replicated records since its last metadata copy: a missing topic is
+    created with a queue past the highest queue id that holds records, a narrower one
+    widened (read and write), a wide enough one, system topics and bad names left."""
+    m = manager(max_queue_nums=16)
+    m.create_or_update(tc("Narrow", 4, perm=4, order=True), now_ms=1)
+    m.create_or_update(tc("Wide", 8), now_ms=1)
+    version = m.data_version
+    changed = m.cover_stored_queues(
+        {
+            "Late": 7,
+            "Narrow": 5,
+            "Wide": 3,
+            "SCHEDULE_TOPIC_XXXX": 40,
+            "rmq_sys_anything": 0,
+            "bad name": 0,
+            "Huge": 99,
+            "%RETRY%g": 0,
+        },
+        now_ms=2,
+    )
+    assert changed == [
+        tc("%RETRY%g", 1),
+        tc("Huge", 16),
+        tc("Late", 8),
+        tc("Narrow", 6, perm=4, order=True),
+    ]
+    assert m.get("Narrow") == tc("Narrow", 6, perm=4, order=True)
+    assert m.get("Wide") == tc("Wide", 8)
+    assert m.get("bad name") is None and m.get("rmq_sys_anything") is None
+    schedule = m.get("SCHEDULE_TOPIC_XXXX")
+    assert schedule is not None and compact(schedule)[:3] == SYSTEM["SCHEDULE_TOPIC_XXXX"]
+    assert m.data_version != version
+    version = m.data_version
+    assert m.cover_stored_queues({"Late": 7, "Wide": 7}, now_ms=3) == []
+    assert m.data_version == version, "nothing changed: the version stays"
