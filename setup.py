@@ -11,7 +11,11 @@ setup(
     ext_modules=[
         Extension(
             "protocol._speedups",
-            sources=["protocol/_speedups.c", "protocol/_speedups_records.c"],
+            sources=[
+                "protocol/_speedups.c",
+                "protocol/_speedups_records.c",
+                "protocol/_speedups_pull.c",
+            ],
             depends=["protocol/_speedups.h"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],

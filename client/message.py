@@ -15,6 +15,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+import re
 import zlib
 from collections.abc import Mapping
 
@@ -336,7 +337,9 @@ def received_message(
     consumer's own dict): the id, tags, keys and reconsume count read from the properties.
     For ``ReceivedMessage.from_record`` and the consumer's one-pass pull-body decoder."""
     reconsume = props.get(PROPERTY_RECONSUME_TIME)
-    if reconsume is not None and reconsume.isdigit():
+    # ASCII digits of an int32 only: str.isdigit also takes "²", which int() refuses, and
+    # int() refuses over 4,300 digits; either would fail the whole pull (a broker's bytes).
+    if reconsume is not None and _RECONSUME_DIGITS.fullmatch(reconsume):
         reconsume_times = max(reconsume_times, int(reconsume))
     keys = props.get(PROPERTY_KEYS)
     # Positional in field order (slot_builder): a consumer builds one per message.
@@ -362,3 +365,5 @@ def received_message(
 
 
 _make_received = slot_builder(ReceivedMessage)
+#: A RECONSUME_TIME property received_message takes (at most 9 digits: an int32).
+_RECONSUME_DIGITS = re.compile(r"[0-9]{1,9}")

@@ -1,8 +1,8 @@
 /* protocol._speedups: the compiled fast paths of the codec (issue 14, item 6).
  *
  * This file: the remoting codec (frames, commands, headers) and the module itself;
- * _speedups_records.c: properties, stored records and index keys; _speedups.h: what the
- * two share.
+ * _speedups_records.c: properties, stored records and index keys; _speedups_pull.c: the
+ * consumer's pull-body walk; _speedups.h: what they share.
  *
  * Each function does the common, canonical case of one pure-Python function and answers
  * None for anything else; the caller then runs the Python code, which stays the
@@ -22,6 +22,9 @@
  *   read_stored_fields(buf, pos, check_crc, max_size)
  *                                     record_fields.read_stored_fields's fast path
  *   topic_key_hash(topic, key)        the index hash of "topic#key" (broker/store/index.py)
+ *   quick_messages(buf, pos, out, last, next_begin_offset, ctx)
+ *                                     decode_pull_body's loop over the records
+ *                                     quick_message takes (client/consumer/core.py)
  *   java_frame(code, ext, flag, opaque, version, body)
  *                                     RemotingCommand.encode() of a JAVA command with no
  *                                     remark: the frame, JSON header (json.dumps's bytes)
@@ -572,6 +575,8 @@ static PyMethodDef methods[] = {
      "encode_record(topic, body, props, born_host8, store_host8, 9 numbers): bytes or None."},
     {"read_stored_fields", (PyCFunction)(void (*)(void))rmq_read_stored_fields, METH_FASTCALL,
      "read_stored_fields(buf, pos, check_crc, max_size): the fields, or None."},
+    {"quick_messages", (PyCFunction)(void (*)(void))rmq_quick_messages, METH_FASTCALL,
+     "quick_messages(buf, pos, out, last, next_begin_offset, ctx): (pos, last)."},
     {"topic_key_hash", (PyCFunction)(void (*)(void))rmq_topic_key_hash, METH_FASTCALL,
      "topic_key_hash(topic, key): the index hash of topic#key."},
     {NULL, NULL, 0, NULL},

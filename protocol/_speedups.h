@@ -1,4 +1,4 @@
-/* protocol/_speedups.h: what the two C files of protocol._speedups share (see
+/* protocol/_speedups.h: what the C files of protocol._speedups share (see
  * _speedups.c for what the module is and its rules). */
 #ifndef RMQ_SPEEDUPS_H
 #define RMQ_SPEEDUPS_H
@@ -93,5 +93,8 @@ PyObject *rmq_parse_properties(PyObject *self, PyObject *text);
 PyObject *rmq_encode_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *rmq_read_stored_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *rmq_topic_key_hash(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* _speedups_pull.c: the consumer's pull-body walk. */
+PyObject *rmq_quick_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

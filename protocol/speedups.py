@@ -22,6 +22,9 @@ twin on generated input.
   (``protocol/record_fields.py``), None for what ``decode_record`` must decode.
 - ``topic_key_hash(topic, key)``: the index hash of ``topic#key`` (``broker/store/index.py``),
   for every string (no None: it has no uncommon case).
+- ``quick_messages(buf, pos, out, last, next_begin_offset, ctx)``: ``decode_pull_body``'s
+  loop over the records ``quick_message`` takes (``client/consumer/records.py``
+  ``compiled_walk``).
 - ``java_frame(code, ext, flag, opaque, version, body)``: ``RemotingCommand.encode()`` of a
   JAVA command without a remark (``protocol/command.py``).
 """
@@ -41,6 +44,9 @@ encode_record: Callable[..., bytes | None] | None = None
 read_stored_fields: Callable[[Any, int, bool, int], Any] | None = None
 topic_key_hash: Callable[[str, str], int] | None = None
 java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
+quick_messages: (
+    Callable[[bytes, int, list[Any], int, int, tuple[Any, ...]], tuple[int, int]] | None
+) = None
 
 #: True when the compiled paths are in use.
 COMPILED = False
@@ -60,4 +66,5 @@ if os.environ.get("RMQ_PURE_PYTHON") != "1":
         cut_frames = _speedups.cut_frames
         encode_record = _speedups.encode_record
         read_stored_fields = _speedups.read_stored_fields
+        quick_messages = _speedups.quick_messages
         COMPILED = True

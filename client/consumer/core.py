@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from client.consumer.records import RECORD_HEAD, quick_message
+from client.consumer.records import RECORD_HEAD, compiled_walk, quick_message
 from client.consumer.types import PullResult, PullStatus, SkippedRecord
 from client.message import MAX_MESSAGE_BYTES, ReceivedMessage
 from protocol.bodies import EXPRESSION_TAG, SubscriptionData
@@ -297,9 +297,15 @@ def decode_pull_body(
     # Asked once per body, not per record: a subscription that takes a record without
     # tags (``*``, SQL92: the broker filtered) takes every record.
     take_all = _accepts_tags(subscription, None)
+    # The compiled twin of this loop's common case, where built (client/consumer/records.py).
+    walk_fast = compiled_walk(queue) if whole and take_all else None
     pos = 0
     end = len(buf)
     while pos < end:
+        if walk_fast is not None:
+            pos, walk.last = walk_fast(buf, pos, walk.messages, walk.last, next_begin_offset)
+            if pos >= end:
+                break
         # The framing (sane magic and size) judged on the one unpack of the fixed fields
         # (MIN_RECORD_BYTES covers RECORD_HEAD), not on a peek of size and magic first.
         if end - pos < MIN_RECORD_BYTES:

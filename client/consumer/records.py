@@ -10,6 +10,10 @@ Rules:
   this path changes no outcome, only the cost of the common one: one unpack, one copy of
   the body, one properties parse and one object per message (wire.md §3.2).
 - Host texts and message-id prefixes are cached per store host (a queue has one).
+- ``compiled_walk`` is the compiled twin of ``decode_pull_body``'s loop over records this
+  path takes, where it is built (``protocol/_speedups_pull.c``): it builds the same
+  messages and stops at the first record it does not take (another topic or queue id too),
+  which the Python loop then judges. ``tests/unit/test_speedups.py`` holds the two equal.
 - Pure.
 """
 
@@ -18,12 +22,19 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from client.message import ReceivedMessage, received_message
+from protocol import speedups
 from protocol.message import (
+    KEY_SEPARATOR,
     MAGIC_V1,
     MAX_TOPIC_LENGTH_V1,
+    PROPERTY_KEYS,
+    PROPERTY_RECONSUME_TIME,
+    PROPERTY_TAGS,
+    PROPERTY_UNIQ_KEY,
     SYSFLAG_BORNHOST_V6,
     SYSFLAG_COMPRESSED,
     SYSFLAG_STOREHOST_V6,
@@ -31,6 +42,7 @@ from protocol.message import (
     properties_from_string,
 )
 from protocol.route import MessageQueue
+from protocol.slots import slot_descriptors
 
 #: Fields 1-14 of a record (wire.md §3.2) plus the body length, IPv4 hosts: the body
 #: follows at ``RECORD_HEAD.size``. A framed record (size >= MIN_RECORD_BYTES) holds them.
@@ -146,4 +158,33 @@ def quick_message(
         reconsume,
         sys_flag,
         flag,
+    )
+
+
+#: ``ReceivedMessage`` and its slots' descriptors in field order, and the properties the
+#: compiled walk reads (received_message's), in its context's order.
+_RECEIVED_SLOTS = (ReceivedMessage, *slot_descriptors(ReceivedMessage))
+_WALK_NAMES = (PROPERTY_RECONSUME_TIME, PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY)
+
+
+def compiled_walk(
+    queue: MessageQueue,
+) -> Callable[[bytes, int, list[ReceivedMessage], int, int], tuple[int, int]] | None:
+    """``walk(buf, pos, out, last, next_begin_offset) -> (pos, last)`` for a pull of
+    ``queue`` whose subscription takes every record, or None where not compiled (module
+    rules)."""
+    quick_messages = speedups.quick_messages
+    if quick_messages is None:
+        return None
+    ctx = (
+        _RECEIVED_SLOTS,
+        queue,
+        queue.topic,
+        _encoded(queue.topic),
+        queue.queue_id,
+        _WALK_NAMES,
+        KEY_SEPARATOR,
+    )
+    return lambda buf, pos, out, last, next_begin: quick_messages(
+        buf, pos, out, last, next_begin, ctx
     )

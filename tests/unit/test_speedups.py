@@ -408,3 +408,137 @@ def test_encode_record_declines_what_python_refuses() -> None:
     assert _speedups.encode_record("\ud800", b"b", b"", host, host, *numbers) is None
     with pytest.raises(TypeError):
         _speedups.encode_record("T")
+
+
+# --- quick_messages (the consumer's pull-body walk) -----------------------------------------
+
+_PULL_QUEUE_TOPIC = "TopicTest"
+_PROPERTY_VALUES = ["12", "0", "007", "999999999", "1234567890", "²", "٣", "abc", "", " k1  k2 ",
+                    "k", "é", "\ud800"]  # fmt: skip
+
+
+@st.composite
+def _pulled_record(draw: st.DrawFn) -> bytes:
+    """A stored record as a broker sends it, mostly of the pulled queue, sometimes not."""
+    from protocol.message import SYSFLAG_COMPRESSED, encode_record_fields
+
+    names = st.sampled_from(["RECONSUME_TIME", "KEYS", "TAGS", "UNIQ_KEY", "a", "é"])
+    value = st.sampled_from(_PROPERTY_VALUES) | st.text("k 1", max_size=6)
+    props = draw(
+        st.dictionaries(names, value, max_size=4).map(
+            lambda d: "".join(f"{k}\x01{v}\x02" for k, v in d.items()).encode(
+                "utf-8", "surrogatepass"
+            )
+        )
+        | st.binary(max_size=12)
+    )
+    host = st.sampled_from([("127.0.0.1", 10911), ("10.0.0.2", 0), ("10.1.2.3", 65535)])
+    fields: dict[str, Any] = {
+        "topic": draw(st.sampled_from([_PULL_QUEUE_TOPIC] * 4 + ["Other", "é", "t" * 130])),
+        "body": draw(st.binary(max_size=40)),
+        "queue_id": draw(st.sampled_from([3, 3, 3, 4])),
+        "flag": draw(st.sampled_from(_I32_EDGES)),
+        "queue_offset": draw(st.integers(-2, 12)),
+        "physical_offset": draw(st.sampled_from([0, 5, 2**40, -1])),
+        "sys_flag": draw(st.sampled_from([0, 0, 0x2, 0x4, SYSFLAG_COMPRESSED])),
+        "born_timestamp_ms": draw(st.sampled_from(_I64_EDGES)),
+        "born_host": draw(host),
+        "store_timestamp_ms": 1_700_000_000_000,
+        "store_host": draw(host),
+        "reconsume_times": draw(st.integers(-1, 20)),
+        "prepared_transaction_offset": 0,
+        "properties": props,
+    }
+    try:
+        record: bytes = encode_record_fields(**fields)
+    except (ValueError, OverflowError):
+        return b""
+    if draw(st.integers(0, 9)) == 0:  # damage: a byte changed
+        at = draw(st.integers(0, len(record) - 1))
+        record = record[:at] + bytes([record[at] ^ draw(st.integers(1, 255))]) + record[at + 1 :]
+    return record
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(_pulled_record(), max_size=8),
+    st.binary(max_size=6),
+    st.integers(-1, 6),
+    st.integers(0, 14),
+)
+def test_compiled_pull_walk_is_the_python_walk(
+    records: list[bytes], tail: bytes, requested: int, next_begin: int
+) -> None:
+    from client.consumer import decode_pull_body
+    from protocol.bodies import parse_subscription
+    from protocol.route import MessageQueue
+
+    queue = MessageQueue(topic=_PULL_QUEUE_TOPIC, broker_name="broker-a", queue_id=3)
+    body = b"".join(records) + tail
+    everything = parse_subscription("*", topic=_PULL_QUEUE_TOPIC)
+
+    def decoded() -> Any:
+        try:
+            return decode_pull_body(
+                body,
+                queue,
+                everything,
+                requested=requested,
+                next_begin_offset=next_begin,
+                max_nums=32,
+            )
+        except Exception as exc:  # equal failures count as equal (there should be none)
+            return (type(exc), str(exc))
+
+    compiled, pure = with_and_without(speedups, "quick_messages", decoded)
+    assert compiled == pure
+
+
+def test_the_pull_walk_is_compiled_and_stops_where_python_must_judge() -> None:
+    from client.consumer.records import compiled_walk
+    from protocol.message import encode_record_fields
+    from protocol.route import MessageQueue
+
+    queue = MessageQueue(topic="T", broker_name="broker-a", queue_id=1)
+    walk = compiled_walk(queue)
+    assert walk is not None
+
+    def record(topic: str, queue_offset: int) -> bytes:
+        return encode_record_fields(
+            topic=topic, body=b"b", queue_id=1, flag=0, queue_offset=queue_offset,
+            physical_offset=queue_offset, sys_flag=0, born_timestamp_ms=0,
+            born_host=("127.0.0.1", 1), store_timestamp_ms=0, store_host=("127.0.0.1", 2),
+            reconsume_times=0, prepared_transaction_offset=0, properties=b"",
+        )  # fmt: skip
+
+    first, second, other = record("T", 5), record("T", 6), record("U", 7)
+    out: list[Any] = []
+    assert walk(first + second + other, 0, out, 4, 8) == (len(first) + len(second), 6)
+    assert [m.queue_offset for m in out] == [5, 6]
+    assert walk(other, 0, out, 4, 8) == (0, 4), "another topic: the Python loop's"
+
+
+@pytest.mark.parametrize("name", ["RECONSUME_TIME", "KEYS", "TAGS", "UNIQ_KEY"])
+@pytest.mark.parametrize("value", [v for v in _PROPERTY_VALUES if v] + ["1 2", "  ", "9" * 5000])
+def test_compiled_pull_walk_reads_each_property_as_python_does(name: str, value: str) -> None:
+    from client.consumer import decode_pull_body
+    from protocol.bodies import parse_subscription
+    from protocol.message import encode_record_fields
+    from protocol.route import MessageQueue
+
+    queue = MessageQueue(topic="T", broker_name="broker-a", queue_id=1)
+    body = encode_record_fields(
+        topic="T", body=b"b", queue_id=1, flag=0, queue_offset=0, physical_offset=0,
+        sys_flag=0, born_timestamp_ms=0, born_host=("127.0.0.1", 1), store_timestamp_ms=0,
+        store_host=("127.0.0.1", 2), reconsume_times=3, prepared_transaction_offset=0,
+        properties=f"{name}\x01{value}\x02".encode("utf-8", "surrogatepass"),
+    )  # fmt: skip
+    everything = parse_subscription("*", topic="T")
+
+    def decoded() -> Any:
+        pulled = decode_pull_body(body, queue, everything, requested=0, next_begin_offset=1,
+                                  max_nums=32)  # fmt: skip
+        return pulled.messages, pulled.skipped
+
+    compiled, pure = with_and_without(speedups, "quick_messages", decoded)
+    assert compiled == pure
