@@ -497,6 +497,7 @@ class Broker:
         self.store.add_arrival_listener(self.pull_holds.notify)
         self.store.add_arrival_listener(self.pop.arrivals.notify)
         self.store.add_truncate_listener(lambda: self._correct_offsets("the CommitLog was cut"))
+        self.store.add_new_queue_listener(self._queue_appeared)
 
     async def _run(
         self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
@@ -643,6 +644,15 @@ class Broker:
         log.info(
             "%s: became master at epoch %d, SyncStateSet %s", self.name, epoch, sorted(members)
         )
+
+    def _queue_appeared(self, topic: str, queue_id: int) -> None:
+        """A slave stored a record of a queue its topic table may lack: copy the master's
+        metadata now, not at the next period (broker/slavesync.py)."""
+        if self.role.is_master:
+            return
+        config = self.topics.get(topic)
+        if config is None or queue_id >= min(config.read_queue_nums, config.write_queue_nums):
+            self.slave_sync.soon()
 
     def _cover_replicated_topics(self) -> None:
         """A new master's topic table covers the queues its records name (topics created or

@@ -19,6 +19,9 @@ Rules (reference/rocketmq-controller.md §4.3, §9 #9804):
 - Delay offsets and the timer checkpoint (GET_TIMER_CHECK_POINT): the master's replace
   ours (the slave delivers nothing itself).
 - Only the master named by the NameServer (``RoleState.master_addr``) is asked.
+- A record naming a topic or queue the slave's table lacks asks for a round at once
+  (``soon``; the broker's new-queue listener), at most one per ``SOON_GAP_S``: a topic
+  created on the master reaches its slaves within a round trip, not a period.
 - ``covered``: the store's queue ends when the last good round began. The master's topic
   table it installed covers every record below them; records past them may name a topic
   this slave has no config for yet, which it takes from its data if it becomes master
@@ -128,6 +131,10 @@ class BrokerForSlaveSync(BrokerIdentity, Protocol):
     def timers(self) -> TimerService: ...
 
 
+#: Rounds that ``soon`` asks for start at least this long after the one before.
+SOON_GAP_S = 1.0
+
+
 class SlaveSynchronizer:
     """Copies topics, groups, consumer and delay offsets from the master to this slave."""
 
@@ -138,6 +145,11 @@ class SlaveSynchronizer:
         self.last_error = ""
         #: (topic, queue id) → the store's queue end the topic table covers (module rules).
         self.covered: dict[tuple[str, int], int] = {}
+        self._soon = trio.Event()
+
+    def soon(self) -> None:
+        """Start the next round now, or ``SOON_GAP_S`` after the last one began."""
+        self._soon.set()
 
     def cover_stored(self) -> None:
         """The topic table covers everything stored now."""
@@ -156,8 +168,11 @@ class SlaveSynchronizer:
         """Sync every ``slave_sync_interval_s`` until cancelled."""
         task_status.started()
         while True:
+            self._soon = trio.Event()  # a record stored during the round asks again
             await self.sync_once()
-            await trio.sleep(self.broker.config.slave_sync_interval_s)
+            with trio.move_on_after(self.broker.config.slave_sync_interval_s):
+                await trio.sleep(SOON_GAP_S)
+                await self._soon.wait()
 
     async def sync_once(self) -> bool:
         """One round against the current master; False when it could not be done."""

@@ -128,6 +128,11 @@ class StoreDispatch(StoreState):
         """Stop calling ``listener``."""
         self._listeners.remove(listener)
 
+    def add_new_queue_listener(self, listener: Callable[[str, int], None]) -> None:
+        """Call ``listener(topic, queue_id)`` when a dispatched record names a queue this
+        store has no ConsumeQueue for yet (synchronously: it must not block)."""
+        self._new_queue_listeners.append(listener)
+
     def add_dispatch_watcher(self, watcher: Callable[[], None]) -> None:
         """Call ``watcher()`` after each dispatch slice of the background task."""
         self._dispatch_watchers.append(watcher)
@@ -202,6 +207,8 @@ class StoreDispatch(StoreState):
                     log.warning("%s: record not dispatched: %s", self.node, exc)
                 return None
             self._cqs[(topic, queue_id)] = cq
+            for listener in self._new_queue_listeners:
+                listener(topic, queue_id)
         return cq
 
     def _queue_name_problem(self, topic: str, queue_id: int) -> str | None:

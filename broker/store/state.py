@@ -79,6 +79,8 @@ class StoreState:
         self._listeners: list[ArrivalListener] = []
         #: Called after ``truncate_to`` cut the log (consumer offsets are clamped then).
         self._truncate_listeners: list[Callable[[], None]] = []
+        #: Called with (topic, queue id) when a record names a queue first.
+        self._new_queue_listeners: list[Callable[[str, int], None]] = []
         self._group = GroupCommit(config.max_flush_waiters)
         self._flush_lock = trio.Lock()
         self._levels_ms = [int(s * 1000) for s in config.delay_levels_s]

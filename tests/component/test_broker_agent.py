@@ -422,7 +422,7 @@ async def test_a_temp_identity_left_by_a_crash_is_applied_and_made_final(tmp_pat
 
 
 async def test_a_topic_created_after_the_last_metadata_copy_survives_the_masters_death(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The slaves copy topic configs every ``slave_sync_interval_s`` (RocketMQ's
     SlaveSynchronize), so a topic created on the master since the last copy reaches them
@@ -434,6 +434,8 @@ async def test_a_topic_created_after_the_last_metadata_copy_survives_the_masters
         async with controller_group(tmp_path, slave_sync_interval_s=3600.0) as group:
             master = await group.one_master()
             await group.in_sync(master, 3)
+            for env in group.envs:  # the early copy a new queue asks for (tested below) off
+                monkeypatch.setattr(env.b.slave_sync, "soon", lambda: None)
             await master.create_topic(late, 8)
             sent = [await master.send_ok(late, b"q%d" % q, queue_id=q) for q in (0, 5, 7)]
             expect(await master.send(TOPIC, b"known"), ResponseCode.SUCCESS)
@@ -483,3 +485,24 @@ async def test_a_topic_deleted_before_the_last_metadata_copy_stays_deleted_on_a_
             await master.stop()
             new_master = await group.one_master(timeout_s=10.0)
             assert new_master.b.topics.get("Doomed") is None
+
+
+async def test_a_record_of_a_topic_a_slave_lacks_brings_the_metadata_copy_forward(
+    tmp_path: Path,
+) -> None:
+    """With the period at an hour, a topic created on the master reaches its slaves, with
+    its attributes, as soon as its first record does."""
+    with trio.fail_after(60):
+        async with controller_group(tmp_path, slave_sync_interval_s=3600.0) as group:
+            master = await group.one_master()
+            await group.in_sync(master, 3)
+            await trio.sleep(1.0)  # past the gap after the copy each slave made at start
+            await master.create_topic("Ordered", 6, order=True)
+            await master.send_ok("Ordered", b"first", queue_id=5)
+            slaves = [e for e in group.envs if e is not master]
+
+            def copied() -> bool:
+                configs = [e.b.topics.get("Ordered") for e in slaves]
+                return all(c is not None and c.order and c.write_queue_nums == 6 for c in configs)
+
+            await wait_until(copied, timeout_s=5.0, what="the new topic copied to the slaves")
