@@ -118,23 +118,6 @@ class LatencyHistogram:
         self.count += times
         self.total_us += value_us * times
 
-    def record_each(self, values_us: Sequence[int]) -> None:
-        """``record(v)`` for each of ``values_us`` (a consumed batch), in one call."""
-        if not values_us:
-            return
-        counts = self.counts
-        get = counts.get
-        for value_us in values_us:
-            shift = value_us.bit_length() - _BUCKET_SHIFT_FROM
-            key = (value_us >> shift) << shift if shift > 0 else value_us
-            counts[key] = get(key, 0) + 1
-        low, high = min(values_us), max(values_us)
-        assert low >= 0, low
-        self.min_us = low if not self.count else min(self.min_us, low)
-        self.max_us = max(self.max_us, high)
-        self.count += len(values_us)
-        self.total_us += sum(values_us)
-
     def merge(self, other: LatencyHistogram) -> None:
         if not other.count:
             return

@@ -99,16 +99,6 @@ def test_merge_and_weights_equal_recording_one_by_one(
     assert merged([left, right]) == together
 
 
-@given(st.lists(latencies, max_size=4))
-def test_recording_batches_equals_recording_one_by_one(batches: list[list[int]]) -> None:
-    batched, one_by_one = LatencyHistogram(), LatencyHistogram()
-    for batch in batches:
-        batched.record_each(batch)
-        for value in batch:
-            one_by_one.record(value)
-    assert batched == one_by_one
-
-
 def test_empty_histogram_reports_zeros() -> None:
     histogram = LatencyHistogram()
     assert histogram.values_at([50, 99]) == [0, 0]
