@@ -31,6 +31,11 @@ Rules:
   single send hears.
 - What sends a request and splits its answer is the producer's ``exchange``; this module
   only decides who goes together, and when.
+- The queue of an unordered batch is the producer's choice per batch (``batch_queue``),
+  as RocketMQ selects a queue per batch: each message's round-robin queue would send the
+  batch to its first message's, and batches whose sizes line up with the queue count
+  would then all go to the same few queues (one of two, with 8 queues at 256 in flight).
+  An ordered lane's messages share their queue; a message alone keeps its own.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ T = TypeVar("T")
 #: Sends ``items`` to ``addr`` as one request on ``queue`` before ``deadline``: a result
 #: per item, in order, or a ``RocketError`` for all of them.
 Exchange = Callable[[str, MessageQueue, list[T], float], Awaitable[list[SendResult]]]
+#: The queue an unordered batch goes to, given its first message's (module rules).
+BatchQueue = Callable[[MessageQueue], MessageQueue]
 #: Idle lanes are forgotten once there are more than this many.
 MAX_IDLE_LANES = 1024
 #: Defaults of ``BatchConfig``: messages and bytes of one batch (RocketMQ 5.1's
@@ -166,10 +173,18 @@ def _copy_error(error: RocketError) -> RocketError:
 class Batcher(Generic[T]):
     """The lanes of one producer; ``send`` is what its send path calls per attempt."""
 
-    def __init__(self, nursery: trio.Nursery, exchange: Exchange[T], config: BatchConfig) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        exchange: Exchange[T],
+        config: BatchConfig,
+        *,
+        batch_queue: BatchQueue | None = None,
+    ) -> None:
         self.config = config
         self._nursery = nursery
         self._exchange = exchange
+        self._batch_queue = batch_queue
         self._lanes: dict[tuple[str, str, int], _Lane[T]] = {}
         self.waiting_bytes = 0
         #: The callers waiting for an outcome, in arrival order (answered ones leave from
@@ -318,8 +333,11 @@ class Batcher(Generic[T]):
 
     async def _request(self, lane: _Lane[T], batch: list[_Waiter[T]], items: list[T]) -> None:
         deadline = max(w.deadline for w in batch)
+        queue = batch[0].queue
+        if len(batch) > 1 and not lane.ordered and self._batch_queue is not None:
+            queue = self._batch_queue(queue)
         try:
-            results = await self._exchange(lane.addr, batch[0].queue, items, deadline)
+            results = await self._exchange(lane.addr, queue, items, deadline)
         except RocketError as exc:
             alone = len(batch) > 1 and not exc.retriable
             if alone:

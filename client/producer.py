@@ -109,6 +109,8 @@ COMPRESS_OVER_BYTES = 4 * 1024
 REFUSED_PAUSE_S = 0.02
 REFUSED_FLAT_TRIES = 5
 REFUSED_PAUSE_MAX_S = 0.2
+#: (topic, broker) pairs whose batch turns are kept (``Producer._batch_queue``).
+MAX_BATCH_TURNS = 4096
 
 
 def refused_pause_s(refused_in_a_row: int) -> float:
@@ -222,7 +224,11 @@ class Producer:
         self._uniq = make_uniq_key_generator("127.0.0.1", os.getpid(), rng, int(time.time() * 1000))
         self._batcher: Batcher[_Outgoing] | None = None
         if batching is not None:
-            self._batcher = Batcher(batching[0], self._exchange, batching[1])
+            self._batcher = Batcher(
+                batching[0], self._exchange, batching[1], batch_queue=self._batch_queue
+            )
+        #: (topic, broker name) -> batches sent there, for ``_batch_queue``'s turns.
+        self._batch_turns: dict[tuple[str, str], int] = {}
         self._requests = 0
         self._batch_requests = 0
         self._batched_messages = 0
@@ -420,6 +426,23 @@ class Producer:
             if queue.broker_name != avoid_broker:
                 return queue
         return queues[start % len(queues)]
+
+    def _batch_queue(self, first: MessageQueue) -> MessageQueue:
+        """The queue of a natural batch bound for ``first``'s broker: that broker's
+        writable queues in turn, batch after batch (client/batching.py's rules); ``first``
+        when the cached route has none of them."""
+        info = self.routes.cached(first.topic)
+        broker = first.broker_name
+        queues = [q for q in info.publish if q.broker_name == broker] if info is not None else []
+        if not queues:
+            return first
+        turns = self._batch_turns
+        key = (first.topic, broker)
+        turn = turns.get(key, 0)
+        if turn == 0 and len(turns) >= MAX_BATCH_TURNS:
+            turns.clear()  # a producer of very many topics: their turns start over
+        turns[key] = turn + 1
+        return queues[turn % len(queues)]
 
     def _select_ordered(
         self, info: TopicInfo, key: str, selector: QueueSelector | None

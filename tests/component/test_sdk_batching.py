@@ -117,6 +117,25 @@ async def test_concurrent_sends_leave_in_few_batches_and_each_result_is_its_reco
                 assert by_body[message.body].keys == message.keys
 
 
+async def test_natural_batches_spread_over_the_brokers_queues(tmp_path: Path) -> None:
+    """Each batch takes the broker's next queue, as RocketMQ selects a queue per batch.
+    Taken from its first message, every batch of 8 (the queue count) went to the same
+    queue: at 256 in flight the default cluster filled 4 of 8 queues and left 4 empty."""
+    with trio.fail_after(DEADLINE_S):
+        async with (
+            sdk_cluster(tmp_path) as c,
+            open_producer(c.namesrv, batch_max_count=8) as producer,
+        ):
+            await c.create_topic("Spread", 8)
+            messages = [Message(topic="Spread", body=b"s%04d" % i) for i in range(800)]
+            results = await send_concurrently(producer, messages)
+            assert producer.statistics().batch_requests >= 50, producer.statistics()
+            stored = await read_all(c, "Spread")
+            assert_results_name_their_records(messages, results, stored)
+            counts = sorted(len(got) for got in stored.values())
+            assert len(counts) == 8 and counts[0] >= 50, counts
+
+
 async def test_auto_batch_off_sends_one_request_per_message(tmp_path: Path) -> None:
     with trio.fail_after(DEADLINE_S):
         async with (

@@ -123,6 +123,35 @@ async def test_count_and_byte_bounds_split_batches_and_full_ones_do_not_wait() -
     assert all(isinstance(r, SendResult) and r.msg_id == k for k, r in out.items())
 
 
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_an_unordered_batch_goes_to_the_queue_the_producer_picks_for_it(
+    ordered: bool,
+) -> None:
+    """``batch_queue`` names an unordered batch's queue; a message sent alone, and an
+    ordered lane's batch, keep the queue their messages were sent to."""
+    broker = FakeBroker()
+    other = MessageQueue(topic="T", broker_name="b", queue_id=5)
+    asked: list[MessageQueue] = []
+
+    def batch_queue(first: MessageQueue) -> MessageQueue:
+        asked.append(first)
+        return other
+
+    out: dict[str, SendResult | RocketError] = {}
+    async with trio.open_nursery() as nursery:
+        batcher = Batcher(nursery, broker.exchange, BatchConfig(), batch_queue=batch_queue)
+        await enter(nursery, batcher, ["a", "b", "c"], out, ordered=ordered)
+        await trio.testing.wait_all_tasks_blocked()
+        broker.release.set()
+    assert broker.requests == [["a"], ["b", "c"]]
+    queues = {k: r.queue for k, r in out.items()}  # type: ignore[union-attr]
+    if ordered:
+        assert asked == [] and set(queues.values()) == {QUEUE}
+    else:
+        assert asked == [QUEUE]
+        assert queues == {"a": QUEUE, "b": other, "c": other}
+
+
 async def test_an_ordered_lane_has_one_request_in_flight() -> None:
     broker = FakeBroker()
     out: dict[str, SendResult | RocketError] = {}
