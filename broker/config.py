@@ -611,7 +611,7 @@ def parse_delay_levels(text: str) -> tuple[float, ...]:
     delays: list[float] = []
     for token in text.split():
         unit = units.get(token[-1:])
-        if unit is None or not token[:-1].isdigit():
+        if unit is None or not (token[:-1].isascii() and token[:-1].isdigit()):
             raise ConfigError(f"delay level {token!r} is not <number><s|m|h|d>")
         delays.append(int(token[:-1]) * unit)
     if not delays:

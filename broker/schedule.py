@@ -35,6 +35,7 @@ from protocol.message import (
     PROPERTY_REAL_TOPIC,
     MessageRecord,
     decode_record,
+    int_property,
 )
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ FILE_KIND = "delay-offsets"
 FILE_VERSION = 1
 _BATCH = 32
 _IDLE_CHECK_S = 1.0
+_INT32_MAX = 2**31 - 1
 
 
 class BrokerForSchedule(Protocol):
@@ -161,16 +163,15 @@ class ScheduleService:
         real_topic = properties.get(PROPERTY_REAL_TOPIC)
         real_qid = properties.get(PROPERTY_REAL_QID, "0")
         properties.pop(PROPERTY_DELAY, None)
-        if not real_topic or not real_qid.lstrip("-").isdigit():
+        queue_id = int_property(real_qid)
+        if not real_topic or queue_id is None or not 0 <= queue_id <= _INT32_MAX:
             log.warning(
                 "%s: scheduled message at %d has no real topic; dropped",
                 self.broker.name,
                 record.physical_offset,
             )
             return True
-        message = attrs.evolve(
-            record, topic=real_topic, queue_id=int(real_qid), properties=properties
-        )
+        message = attrs.evolve(record, topic=real_topic, queue_id=queue_id, properties=properties)
         try:
             result = self.broker.store_put([message])
         except ServerError as exc:

@@ -67,7 +67,7 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
 
 
 def _int_key(key: object, what: str) -> int:
-    if isinstance(key, str) and key.isdigit():
+    if isinstance(key, str) and key.isascii() and key.isdigit():
         return int(key)
     raise MalformedBody(f"{what}: key {key!r} is not a non-negative integer")
 

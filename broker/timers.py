@@ -42,6 +42,7 @@ from protocol.message import (
     PROPERTY_TIMER_DELAY_SEC,
     PROPERTY_TIMER_DELIVER_MS,
     PROPERTY_TIMER_OUT_MS,
+    int_property,
 )
 
 #: ``timerMaxDelaySec`` default: 3 days.
@@ -107,7 +108,7 @@ def park_due_ms(
     if topic == TIMER_TOPIC:
         return None
     level = properties.get(PROPERTY_DELAY, "")
-    if level.strip().lstrip("-").isdigit() and int(level) > 0:
+    if (int_property(level.strip()) or 0) > 0:
         for key in TIMER_PROPERTIES:
             properties.pop(key, None)
         return None

@@ -299,7 +299,7 @@ class TimerService:
         properties = dict(record.properties) if record is not None else {}
         real_topic = properties.pop(PROPERTY_REAL_TOPIC, "")
         real_qid = properties.pop(PROPERTY_REAL_QID, "0")
-        if record is None or not real_topic or not real_qid.isdigit():
+        if record is None or not real_topic or not (real_qid.isascii() and real_qid.isdigit()):
             log.warning(
                 "%s: timer message at %d unreadable or without a real topic; dropped",
                 broker.name,

@@ -16,6 +16,7 @@ import attrs
 
 from client.message import ReceivedMessage
 from protocol.errors import MalformedBody
+from protocol.message import int_property
 from protocol.route import MessageQueue, loads_fastjson
 
 # --- values ----------------------------------------------------------------------------------
@@ -113,8 +114,7 @@ class BrokerRuntime:
         return self._get("brokerActive") == "true"
 
     def _int(self, key: str) -> int | None:
-        value = self._get(key)
-        return int(value) if value is not None and value.lstrip("-").isdigit() else None
+        return int_property(self._get(key))
 
     @property
     def in_total_today(self) -> int | None:

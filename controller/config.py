@@ -40,7 +40,8 @@ class ConfigError(ValueError):
 
 def _check_address(addr: str, what: str) -> None:
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    digits = port.isascii() and port.isdigit()
+    if not sep or not host or not digits or not 0 < int(port) < 65536:
         raise ConfigError(f"{what} {addr!r} is not host:port")
 
 

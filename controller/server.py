@@ -742,7 +742,9 @@ class ControllerServer:
     async def _get_replica_info(self, request: RemotingCommand, _: Connection) -> RemotingCommand:
         h = _parse(GetReplicaInfoRequestHeader, request)
         polled_by = request.ext_fields.get(POLL_BROKER_ID, "")
-        if polled_by.isdigit():  # the broker's own poll proves it alive (module rules)
+        if (
+            polled_by.isascii() and polled_by.isdigit()
+        ):  # the broker's own poll proves it alive (module rules)
             self.liveness.touch(h.broker_name, int(polled_by), trio.current_time())
         result = await self._submit(sm.GetReplicaInfo(broker_name=h.broker_name))
         if not result.ok:

@@ -127,9 +127,9 @@ def _segment_matches(pattern: str, value: str) -> bool:
         return True
     lo, dash, hi = pattern.partition("-")
     if dash:
-        return (
-            value.isdigit() and lo.isdigit() and hi.isdigit() and int(lo) <= int(value) <= int(hi)
-        )
+        return all(t.isascii() and t.isdigit() for t in (value, lo, hi)) and int(lo) <= int(
+            value
+        ) <= int(hi)
     return pattern == value
 
 

@@ -157,6 +157,17 @@ _HEX_RE = re.compile(r"[0-9A-Fa-f]*")
 
 # --- properties --------------------------------------------------------------------------
 
+_INT_PROPERTY = re.compile(r"-?[0-9]{1,18}")
+
+
+def int_property(text: str | None) -> int | None:
+    """A property's integer (an optional ``-`` and 1-18 ASCII digits, a long), or None.
+    Not ``str.isdigit``: it takes "²" and other digits ``int()`` refuses, and a client's
+    property must never reach ``int()`` unchecked."""
+    if text is None or _INT_PROPERTY.fullmatch(text) is None:
+        return None
+    return int(text)
+
 
 def properties_to_string(properties: Mapping[str, str]) -> str:
     """Serialise properties as ``key 0x01 value 0x02`` pairs, in mapping order (§3.1).

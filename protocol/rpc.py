@@ -228,7 +228,7 @@ def _peer_ip(stream: trio.SocketStream) -> str:
 def split_address(addr: str) -> tuple[str, int]:
     """``"host:port"`` → (host, port); raises ``ValueError`` with the bad text."""
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit()):
         raise ValueError(f"address {addr!r} is not host:port")
     return host.strip("[]"), int(port)
 

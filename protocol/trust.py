@@ -186,7 +186,7 @@ def check(request: RemotingCommand, secret: bytes, *, now_ms: int) -> str | None
     if given is None:
         return "no cluster signature (ClusterSignature): the sender lacks the cluster secret"
     stamp = request.ext_fields.get(TIMESTAMP_FIELD, "")
-    if not stamp.isdigit() or len(stamp) > 16:
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 16:
         return f"bad {TIMESTAMP_FIELD} {stamp[:32]!r}"
     skew_ms = abs(now_ms - int(stamp))
     if skew_ms > MAX_SKEW_MS:

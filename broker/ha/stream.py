@@ -124,7 +124,7 @@ async def receive_ready(stream: trio.abc.Stream, *, what: str) -> bytes:
 async def connect(address: str, *, timeout_s: float) -> trio.SocketStream:
     """Open a TCP stream to ``host:port`` within ``timeout_s``."""
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         raise ConnectionLost(f"bad HA address {address!r}")
     with trio.move_on_after(timeout_s):
         try:

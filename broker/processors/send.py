@@ -114,7 +114,7 @@ def _peer_host(peer: str) -> tuple[str, int]:
         return ("127.0.0.1", 0)
     if isinstance(ip, ipaddress.IPv6Address):
         ip = ip.ipv4_mapped or ipaddress.IPv4Address("127.0.0.1")
-    return (str(ip), int(port) if port.isdigit() else 0)
+    return (str(ip), int(port) if port.isascii() and port.isdigit() else 0)
 
 
 class BrokerForSend(Protocol):

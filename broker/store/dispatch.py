@@ -77,6 +77,7 @@ from protocol.message import (
     SYSFLAG_TRANSACTION_ROLLBACK_TYPE,
     MessageRecord,
     decode_record,
+    int_property,
     peek_record_header,
     tags_code,
 )
@@ -227,9 +228,9 @@ class StoreDispatch(StoreState):
             if due is not None:
                 return due
         elif topic == TIMER_TOPIC:
-            raw = properties.get(PROPERTY_TIMER_OUT_MS, "")
-            if raw.isdigit():  # the timer log's due time (broker/timers.py)
-                return int(raw)
+            due_ms = int_property(properties.get(PROPERTY_TIMER_OUT_MS))
+            if due_ms is not None and due_ms >= 0:  # the timer log's due time (timers.py)
+                return due_ms
         return _tags_hash(properties.get(PROPERTY_TAGS))
 
     def _dispatch_one(

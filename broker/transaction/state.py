@@ -122,7 +122,7 @@ def real_destination(half: MessageRecord) -> tuple[str, int] | None:
     """The real topic and queue of a half record; None when its properties lack them."""
     topic = half.properties.get(PROPERTY_REAL_TOPIC)
     qid = half.properties.get(PROPERTY_REAL_QID, "")
-    if not topic or not qid.isdigit() or len(qid) > 9:
+    if not topic or not (qid.isascii() and qid.isdigit()) or len(qid) > 9:
         return None
     return topic, int(qid)
 
@@ -201,7 +201,7 @@ class HalfInfo:
     def from_record(cls, record: MessageRecord, timeout_ms: int) -> HalfInfo:
         immunity_ms = timeout_ms
         raw = record.properties.get(PROPERTY_CHECK_IMMUNITY_TIME_IN_SECONDS, "")
-        if raw.isdigit() and len(raw) <= 9:
+        if raw.isascii() and raw.isdigit() and len(raw) <= 9:
             # getImmunityTime: the custom first check time, never below transactionTimeOut.
             immunity_ms = max(timeout_ms, int(raw) * 1000)
         return cls(
@@ -235,7 +235,7 @@ class Op:
             return None
         # RocketMQ 5 batches offsets: "5,6,7," (OFFSET_SEPARATOR).
         parts = [p.strip() for p in text.split(",") if p.strip()]
-        if not parts or not all(p.isdigit() and len(p) <= 18 for p in parts):
+        if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts):
             return None
         raw = record.properties.get(PROPERTY_OP_DECISION, Decision.RESOLVED.value)
         try:

@@ -47,9 +47,17 @@ FAST_CHECKS = {"transaction_timeout_s": 0.3, "transaction_check_interval_s": 0.3
 
 
 async def send_half(
-    env: BrokerEnv, topic: str, body: bytes = b"tx", *, group: str = "PG", queue_id: int = 1
+    env: BrokerEnv,
+    topic: str,
+    body: bytes = b"tx",
+    *,
+    group: str = "PG",
+    queue_id: int = 1,
+    extra: dict[str, str] | None = None,
 ) -> Sent:
-    props = message_properties(tags="TagA", extra={"TRAN_MSG": "true", "PGROUP": group})
+    props = message_properties(
+        tags="TagA", extra={"TRAN_MSG": "true", "PGROUP": group, **(extra or {})}
+    )
     header = attrs.evolve(
         send_header(topic, properties=props, queue_id=queue_id, producer_group=group),
         sys_flag=SYSFLAG_TRANSACTION_PREPARED_TYPE,
@@ -267,6 +275,28 @@ async def test_an_open_half_is_checked_and_the_answer_applied(tmp_path: Path) ->
             await trio.sleep(1.0)  # resolved: no further checks, still one message
             assert len(checker.checks.items) == 2
             assert len(await visible(env, "T")) == 1
+
+
+async def test_a_half_whose_first_check_time_is_no_number_is_checked_as_any(
+    tmp_path: Path,
+) -> None:
+    """CHECK_IMMUNITY_TIME_IN_SECONDS "²" passed ``str.isdigit`` and failed ``int()`` in the
+    check scan, which took the broker down, again at every restart. It is now ignored: the
+    half is checked after the default timeout, and so is the next one."""
+    checker = Checker()
+    handlers = {RequestCode.CHECK_TRANSACTION_STATE: checker.handle}
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path, client_handlers=handlers, **FAST_CHECKS) as env:
+            await env.create_topic("T", queues=2)
+            await env.heartbeat("producer-1", producer_group="PG")
+            odd = await send_half(env, "T", b"odd", extra={"CHECK_IMMUNITY_TIME_IN_SECONDS": "²"})
+            plain = await send_half(env, "T", b"plain")
+            checker.answer = SYSFLAG_TRANSACTION_COMMIT_TYPE
+            checks = await checker.checks.wait_for(2, timeout_s=5.0)
+            assert sorted(h.tran_state_table_offset for h, _ in checks) == [
+                odd.queue_offset,
+                plain.queue_offset,
+            ]
 
 
 async def test_unanswered_half_is_discarded_after_check_max(tmp_path: Path) -> None:
