@@ -7,7 +7,10 @@ a CHECK_TRANSACTION_STATE handler answering END_TRANSACTION with fromTransaction
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -248,13 +251,23 @@ class Checker:
         return None
 
 
-async def test_an_open_half_is_checked_and_the_answer_applied(tmp_path: Path) -> None:
+@asynccontextmanager
+async def checked_broker(
+    tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[BrokerEnv, Checker]]:
+    """A broker with topic T (2 queues) whose transaction checks reach a ``Checker`` (the
+    producer of group PG)."""
     checker = Checker()
     handlers = {RequestCode.CHECK_TRANSACTION_STATE: checker.handle}
+    async with broker_env(tmp_path, client_handlers=handlers, **(FAST_CHECKS | overrides)) as env:
+        await env.create_topic("T", queues=2)
+        await env.heartbeat("producer-1", producer_group="PG")
+        yield env, checker
+
+
+async def test_an_open_half_is_checked_and_the_answer_applied(tmp_path: Path) -> None:
     with trio.fail_after(TEST_DEADLINE_S):
-        async with broker_env(tmp_path, client_handlers=handlers, **FAST_CHECKS) as env:
-            await env.create_topic("T", queues=2)
-            await env.heartbeat("producer-1", producer_group="PG")
+        async with checked_broker(tmp_path) as (env, checker):
             sent = await send_half(env, "T", b"checked")
             checker.answer = None  # the first check finds the transaction still unknown
             ((header, record),) = await checker.checks.wait_for(1, timeout_s=5.0)
@@ -283,12 +296,8 @@ async def test_a_half_whose_first_check_time_is_no_number_is_checked_as_any(
     """CHECK_IMMUNITY_TIME_IN_SECONDS "²" passed ``str.isdigit`` and failed ``int()`` in the
     check scan, which took the broker down, again at every restart. It is now ignored: the
     half is checked after the default timeout, and so is the next one."""
-    checker = Checker()
-    handlers = {RequestCode.CHECK_TRANSACTION_STATE: checker.handle}
     with trio.fail_after(TEST_DEADLINE_S):
-        async with broker_env(tmp_path, client_handlers=handlers, **FAST_CHECKS) as env:
-            await env.create_topic("T", queues=2)
-            await env.heartbeat("producer-1", producer_group="PG")
+        async with checked_broker(tmp_path) as (env, checker):
             odd = await send_half(env, "T", b"odd", extra={"CHECK_IMMUNITY_TIME_IN_SECONDS": "²"})
             plain = await send_half(env, "T", b"plain")
             checker.answer = SYSFLAG_TRANSACTION_COMMIT_TYPE
@@ -300,14 +309,8 @@ async def test_a_half_whose_first_check_time_is_no_number_is_checked_as_any(
 
 
 async def test_unanswered_half_is_discarded_after_check_max(tmp_path: Path) -> None:
-    checker = Checker()
-    handlers = {RequestCode.CHECK_TRANSACTION_STATE: checker.handle}
     with trio.fail_after(TEST_DEADLINE_S):
-        async with broker_env(
-            tmp_path, client_handlers=handlers, transaction_check_max=2, **FAST_CHECKS
-        ) as env:
-            await env.create_topic("T", queues=2)
-            await env.heartbeat("producer-1", producer_group="PG")
+        async with checked_broker(tmp_path, transaction_check_max=2) as (env, checker):
             sent = await send_half(env, "T", b"abandoned")
 
             async def discarded() -> bool:

@@ -293,3 +293,12 @@ def test_broker_config_takes_rocketmqs_transaction_keys() -> None:
         config_from_mapping({"transactionTimeOut": 0})
     with pytest.raises(ConfigError):
         config_from_mapping({"transactionCheckMax": -1})
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "-²", "--5", "1_000", " 5", "9" * 10, ""])
+def test_a_half_messages_properties_that_are_no_numbers_are_ignored(text: str) -> None:
+    """str.isdigit takes "²", which int() refuses: it raised out of the check scan and took
+    the broker down (tests/unit/test_wire_digits.py has the other sites)."""
+    half = HalfInfo.from_record(record(properties={"CHECK_IMMUNITY_TIME_IN_SECONDS": text}), 6000)
+    assert half.immunity_ms == 6000  # the default first check
+    assert real_destination(record(properties={"REAL_TOPIC": "T", "REAL_QID": text})) is None
