@@ -584,6 +584,8 @@ class Broker:
             scope.cancel()
             with trio.fail_after(self.config.request_timeout_s):
                 await done.wait()
+        if self.role.is_master:  # a mastership ended: its own table covers what it stored
+            self.slave_sync.cover_stored()
 
     async def _start_role(self, start: Callable[[trio.Nursery], Awaitable[None]]) -> None:
         assert self._nursery is not None, "serve() runs"
@@ -607,11 +609,8 @@ class Broker:
         """Master at ``epoch``: new epoch entry first, then writes and NameServer id 0."""
         role = self.role
         assert self.agent is not None and role.controller_id is not None and self.epochs
-        was_master = role.is_master
         role.fenced = True
         await self._stop_role()
-        if was_master:  # re-elected: its own table covers everything it stored
-            self.slave_sync.cover_stored()
         role.to_master()
         master = HAMaster(
             self.store,
@@ -677,11 +676,8 @@ class Broker:
         """Slave of the master at ``epoch``: follow its HA address (from the controller)."""
         role = self.role
         assert role.controller_id is not None and self.epochs is not None
-        was_master = role.is_master
         role.fenced = True
         await self._stop_role()
-        if was_master:  # its own table covers everything it stored
-            self.slave_sync.cover_stored()
         role.to_slave(master_addr)
         slave = HASlave(
             self.store,

@@ -168,8 +168,6 @@ class ReplicaWaiters:
         OK if a release covered it; lowest first, a slice per step (module rules).
         Shielded: the mastership's cancellation is what usually ends it, and every waiter
         is answered before it returns."""
-        released_to, self._released_to = self._released_to, -1  # the next mastership's
-        # offsets may be cut below it
         with trio.CancelScope(shield=True):
             while self._by_offset:  # again for any filed while a slice ran
                 waiters = [w for _, _, w in sorted(self._by_offset) if w.then is not None]
@@ -180,8 +178,8 @@ class ReplicaWaiters:
                         await trio.lowlevel.checkpoint()
                     with answers_together():
                         for waiter in waiters[start : start + self.per_step]:
-                            ok = waiter.end_offset <= released_to
-                            self._end(waiter, ReplicaOutcome.OK if ok else ReplicaOutcome.TIMEOUT)
+                            self._end(waiter, self._outcome_at_end(waiter))
+        self._released_to = -1  # the next mastership's offsets may be cut below it
         assert self.live == 0, self.live
 
     async def run_timer(self) -> None:
