@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import trio
 
-from launcher.ports import free_port_range
 from protocol.codes import RequestCode, ResponseCode
 from protocol.headers import UpdateConsumerOffsetRequestHeader
 from scenarios.faults import (
@@ -259,18 +258,3 @@ class _Proxied(FakeControl):
 
     def proxy(self, node: str) -> ProxyGroup:
         return self.group
-
-
-def test_a_free_port_range_is_consecutive_bindable_and_below_the_ephemeral_ports() -> None:
-    base = free_port_range(6)
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    assert base >= 10_000 and base + 6 <= low
-    socks = []
-    try:
-        for port in range(base, base + 6):
-            sock = socket.socket()
-            socks.append(sock)
-            sock.bind(("127.0.0.1", port))
-    finally:
-        for sock in socks:
-            sock.close()
