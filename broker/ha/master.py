@@ -173,11 +173,9 @@ class HAMaster:
             # The put gap is not kept: it only sets the linger of connected streamers, and
             # the first put after a slave connects reads a long gap (no linger, as after
             # any pause).
-            for action in self._core.master_advanced(self._store.max_physical_offset):
-                if type(action) is ConfirmOffsetChanged:
-                    self._store.set_confirm_offset(action.offset)
-                else:
-                    self._after([action])
+            confirm = self._core.master_advanced_to(self._store.max_physical_offset)
+            if confirm is not None:
+                self._store.set_confirm_offset(confirm)
             return
         now = _now()
         streamers = self._streamers

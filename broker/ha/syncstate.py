@@ -366,19 +366,25 @@ class SyncState:
         proposal = SyncStateSetProposed(members=desired, epoch=self.epoch)
         return [proposal, *self._recompute(master_max)]
 
-    def _recompute(self, master_max: int) -> list[Action]:
-        # Runs after every put: a master alone (the common single-master case) and an
-        # unchanged offset return before any set is built.
+    def master_advanced_to(self, master_max: int) -> int | None:
+        """``master_advanced`` as the new confirm offset (None: it holds still), without
+        an action list: the put path's form, once per send on a master alone."""
+        # A master alone (the common single-master case) and an unchanged offset return
+        # before any set is built.
         if master_max <= self.confirm_offset:
-            return []
+            return None
         value = master_max
         if self.all_ack:
             low = self._lowest_member_ack()
             if low is None:
-                return []  # a member has no live connection: hold still (#6662)
+                return None  # a member has no live connection: hold still (#6662)
             if 0 <= low < master_max:
                 value = low
         if value <= self.confirm_offset:
-            return []
+            return None
         self.confirm_offset = value
-        return [ConfirmOffsetChanged(offset=value)]
+        return value
+
+    def _recompute(self, master_max: int) -> list[Action]:
+        value = self.master_advanced_to(master_max)
+        return [] if value is None else [ConfirmOffsetChanged(offset=value)]
