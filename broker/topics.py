@@ -50,7 +50,8 @@ from protocol.errors import InvalidParameter, MalformedBody, StorageError
 from protocol.group_topics import dlq_topic as dlq_topic  # broker/ imports it from here
 from protocol.group_topics import is_group_topic
 from protocol.group_topics import retry_topic as retry_topic  # broker/ imports it from here
-from protocol.route import DEFAULT_QUEUE_NUMS, DataVersion, TopicConfig
+from protocol.jsonbody import shown
+from protocol.route import DEFAULT_QUEUE_NUMS, TOPIC_FILTER_TYPES, DataVersion, TopicConfig
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,13 @@ def _check_config(config: TopicConfig, max_queue_nums: int) -> None:
     if config.topic_sys_flag & ~_TOPIC_SYS_FLAGS:
         raise InvalidParameter(
             f"topicSysFlag of topic {config.topic_name} is invalid: {config.topic_sys_flag}"
+        )
+    if config.topic_filter_type not in TOPIC_FILTER_TYPES:
+        # Java's TopicFilterType.valueOf refuses it too; stored, it would make every
+        # NameServer refuse this broker's whole registration (every topic's route).
+        raise InvalidParameter(
+            f"topicFilterType of topic {config.topic_name} must be one of "
+            f"{', '.join(sorted(TOPIC_FILTER_TYPES))}, got {shown(config.topic_filter_type)}"
         )
 
 

@@ -117,6 +117,31 @@ async def test_illegal_topic_name(env: BrokerEnv, topic: str) -> None:
         await still_serving(env)
 
 
+async def test_an_unknown_topic_filter_type_is_refused_and_registration_goes_on(
+    env: BrokerEnv,
+) -> None:
+    # Stored, it made every NameServer refuse the broker's whole registration body, so
+    # no topic created after it got a route (found by a live fuzz of every request code).
+    with trio.fail_after(TEST_DEADLINE_S):
+        header = CreateTopicRequestHeader(
+            topic="F",
+            default_topic="TBW102",
+            read_queue_nums=1,
+            write_queue_nums=1,
+            perm=6,
+            topic_filter_type="T",
+        )
+        refused(
+            await env.call(RequestCode.UPDATE_AND_CREATE_TOPIC, header),
+            ResponseCode.INVALID_PARAMETER,
+            "topicFilterType",
+        )
+        assert env.b.topics.get("F") is None
+        await env.create_topic("AFTER", queues=2)
+        assert await env.route("AFTER") is not None
+        await still_serving(env)
+
+
 async def test_system_topics_refuse_direct_sends(env: BrokerEnv) -> None:
     with trio.fail_after(TEST_DEADLINE_S):
         for topic in ("SCHEDULE_TOPIC_XXXX", "RMQ_SYS_TRANS_HALF_TOPIC"):
