@@ -70,14 +70,30 @@ _HIGH_DIGIT = bytes(_DIGITS_31[c // 31] for c in range(128)) + bytes(128)
 _LOW_DIGIT = bytes(_DIGITS_31[c % 31] for c in range(128)) + bytes(128)
 
 
+#: Bytes hashed per ``int(..., 31)``: Python refuses to convert more digits than
+#: ``sys.get_int_max_str_digits()`` (4300 by default, never set below 640) in a base that
+#: is no power of two, and a key off the wire (QUERY_MESSAGE's, a KEYS token) may be longer.
+_HASH_CHUNK = 512
+#: 31**_HASH_CHUNK mod 2**32: one chunk's shift of the hash so far.
+_HASH_CHUNK_SHIFT = pow(31, _HASH_CHUNK, 1 << 32)
+
+
 def java_hash_unsigned(key: str) -> int:
     """Java ``String.hashCode()`` as an unsigned 32-bit value."""
     if key.isascii():
         data = key.encode("ascii")
-        if not data:
-            return 0
-        high = int(data.translate(_HIGH_DIGIT) + b"0", 31)
-        return (high + int(data.translate(_LOW_DIGIT), 31)) & 0xFFFFFFFF
+        if len(data) <= _HASH_CHUNK:
+            if not data:
+                return 0
+            high = int(data.translate(_HIGH_DIGIT) + b"0", 31)
+            return (high + int(data.translate(_LOW_DIGIT), 31)) & 0xFFFFFFFF
+        h = 0
+        for start in range(0, len(data), _HASH_CHUNK):
+            chunk = data[start : start + _HASH_CHUNK]
+            shift = _HASH_CHUNK_SHIFT if len(chunk) == _HASH_CHUNK else pow(31, len(chunk), 1 << 32)
+            high = int(chunk.translate(_HIGH_DIGIT) + b"0", 31)
+            h = (h * shift + high + int(chunk.translate(_LOW_DIGIT), 31)) & 0xFFFFFFFF
+        return h
     return java_string_hash(key) & 0xFFFFFFFF
 
 

@@ -245,6 +245,21 @@ async def test_query_message_by_key_and_by_uniq_key(tmp_path: Path) -> None:
                 assert missing.remark
 
 
+async def test_a_key_longer_than_int_conversion_allows_is_indexed_and_found(
+    tmp_path: Path,
+) -> None:
+    # Java hashes any length; ours hashed through int(..., 31), which refuses 4301+ digits:
+    # the query answered "internal error" (a live fuzz found it).
+    long_key = "k" * 5000
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            await env.create_topic("T", queues=1)
+            sent = await env.send_ok("T", b"long", keys=f"{long_key} short")
+            (found,) = iter_records(expect(await query(env, "T", long_key), 0).body)
+            assert found.msg_id == sent.msg_id
+            expect(await query(env, "T", "x" * 5000), ResponseCode.QUERY_NOT_FOUND)
+
+
 async def test_view_message_by_id(tmp_path: Path) -> None:
     with trio.fail_after(TEST_DEADLINE_S):
         async with broker_env(tmp_path) as env:

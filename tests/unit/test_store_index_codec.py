@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,6 +37,16 @@ def test_fast_hash_matches_java_hashcode(s: str) -> None:
 @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
 def test_fast_hash_ascii(s: str) -> None:
     assert java_hash_unsigned(s) == java_string_hash(s) & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("length", [511, 512, 513, 1025, 4301, 20_000])
+def test_keys_longer_than_int_conversion_allows_hash_as_java_does(length: int) -> None:
+    # int(..., 31) refuses more than 4300 digits: a QUERY_MESSAGE key or KEYS token that
+    # long answered "internal error", and under RMQ_PURE_PYTHON it failed the put path.
+    key = "".join(chr(32 + i % 95) for i in range(length))
+    assert java_hash_unsigned(key) == java_string_hash(key) & 0xFFFFFFFF
+    expected = index_key_hash(f"T#{key}")
+    assert topic_key_hash("T", key) == topic_key_hash_python("T", key) == expected
 
 
 def test_known_java_hashes() -> None:
