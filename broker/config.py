@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -563,13 +564,43 @@ def load_toml(path: Path, base: BrokerConfig | None = None) -> BrokerConfig:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _number(key: str, value: Any) -> float:
+#: Numeric settings that may be negative (every other one is a count, size, port or time).
+_SIGNED = frozenset({"election_priority"})
+#: Java's long: no setting holds more (a 400-digit value does not become a float overflow).
+_LONG_MAX = 2**63 - 1
+
+
+def _number(key: str, value: Any) -> int | float:
+    """``value`` if it is a finite number within a Java long's magnitude, else ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"broker config key {key!r} must be a number, not {value!r}")
-    return float(value)
+        raise ConfigError(f"broker config key {key!r} must be a number, not {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"broker config key {key!r} must be a finite number, not {value!r}")
+    if abs(value) > _LONG_MAX:
+        raise ConfigError(f"broker config key {key!r} is out of range: {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, int) and abs(value) > _LONG_MAX:  # repr refuses past 4300 digits
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _coerce(key: str, name: str, value: Any) -> Any:
+    coerced = _coerce_type(key, name, value)
+    if (
+        isinstance(coerced, int | float)
+        and not isinstance(coerced, bool)
+        and coerced < 0
+        and name not in _SIGNED
+    ):
+        raise ConfigError(f"broker config key {key!r} must not be negative, got {_shown(coerced)}")
+    return coerced
+
+
+def _coerce_type(key: str, name: str, value: Any) -> Any:
     default = getattr(BrokerConfig(), name)
     if name in ("namesrv_addrs", "controller_addrs"):
         if isinstance(value, str):
@@ -599,7 +630,7 @@ def _coerce(key: str, name: str, value: Any) -> Any:
             raise ConfigError(f"broker config key {key!r} must be an integer, not {value!r}")
         return int(number)
     if isinstance(default, float):
-        return _number(key, value)
+        return float(_number(key, value))
     if not isinstance(value, str):
         raise ConfigError(f"broker config key {key!r} must be a string, not {value!r}")
     return value

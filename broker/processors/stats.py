@@ -34,6 +34,7 @@ Rules (AdminBrokerProcessor#prepareRuntimeInfo, #ViewBrokerStatsData,
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -423,12 +424,19 @@ def parse_properties(text: str) -> dict[str, Any]:
     return values
 
 
+#: What Java's parseInt / parseLong take (ASCII digits here: Python's ``int`` also takes
+#: "1_000", "²"-free Unicode digits and spaces), and a plain decimal for a double.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,30}\.?[0-9]{0,30}|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,3})?")
+
+
 def _typed(text: str) -> Any:
+    """A value as the config wants it: bool, int, float, else the text (which a numeric
+    setting then refuses by name)."""
     if text in ("true", "false"):
         return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _DECIMAL.fullmatch(text):
+        return float(text)
     return text

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import trio
 
 from broker.metrics import broker_registry
@@ -139,6 +140,33 @@ async def test_producer_connections_and_broker_config(tmp_path: Path) -> None:
             assert refused.code == ResponseCode.NO_PERMISSION
             assert "brokerName" in (refused.remark or "")
             assert env.b.config.broker_name == "broker-a"
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b"maxMessageSize=NaN", "maxMessageSize"),
+        (b"listenPort=1e400", "listenPort"),
+        (b"syncFlushTimeout=-5000", "syncFlushTimeout"),
+        (b"slaveTimeout=" + b"9" * 5000, "slaveTimeout"),
+        (b"request_timeout_s=1_000", "request_timeout_s"),
+    ],
+    ids=["nan", "inf", "negative", "5000-digits", "underscore"],
+)
+async def test_update_broker_config_refuses_numbers_no_setting_can_hold(
+    tmp_path: Path, body: bytes, key: str
+) -> None:
+    # Each answered "internal error" (NaN, inf, 5000 digits) or was taken (a negative
+    # timeout, which Trio refuses at its next use as a deadline); found by a live fuzz.
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path) as env:
+            before = env.b.config
+            refused = await env.call(RequestCode.UPDATE_BROKER_CONFIG, None, body)
+            assert refused.code == ResponseCode.SYSTEM_ERROR
+            assert key in (refused.remark or "") and "internal error" not in (refused.remark or "")
+            assert env.b.config == before
+            await env.create_topic("T", queues=1)
+            await env.send_ok("T")
 
 
 async def test_broker_metrics_follow_topics_puts_and_lag(tmp_path: Path) -> None:

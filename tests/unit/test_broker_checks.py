@@ -102,7 +102,17 @@ def test_limit_keys_take_rocketmq_names(tmp_path: Path) -> None:
     [
         ({"maxTopicQueueNums": 0}, "maxTopicQueueNums must be > 0"),
         ({"maxTopicQueueNums": 70_000}, "maxTopicQueueNums must be <= 65536"),
-        ({"maxHeldPullBytes": -1}, "maxHeldPullBytes must be > 0"),
+        ({"maxHeldPullBytes": -1}, "'maxHeldPullBytes' must not be negative"),
+        ({"maxHeldPullBytes": 0}, "maxHeldPullBytes must be > 0"),
+        # Numbers off UPDATE_BROKER_CONFIG or a TOML file (which has nan and inf too):
+        # NaN passed every comparison and became a deadline; inf and 400 digits crashed.
+        ({"syncFlushTimeout": float("nan")}, "'syncFlushTimeout' must be a finite number"),
+        ({"request_timeout_s": float("inf")}, "'request_timeout_s' must be a finite number"),
+        ({"maxMessageSize": float("nan")}, "'maxMessageSize' must be a finite number"),
+        ({"listenPort": 10**400}, "'listenPort' is out of range: an integer of 1329 bits"),
+        ({"slaveTimeout": -1500}, "'slaveTimeout' must not be negative"),
+        ({"request_timeout_s": -1.0}, "'request_timeout_s' must not be negative"),
+        ({"minInSyncReplicas": "2"}, "'minInSyncReplicas' must be a number"),
         ({"maxBatchMessageNums": 200_000}, "maxBatchMessageNums must be <= 100000"),
         ({"maxTopicQueueNums": 4, "defaultTopicQueueNums": 8}, "defaultTopicQueueNums must be in"),
         ({"flushMetadataInterval": 0}, "flushMetadataInterval must be > 0"),
