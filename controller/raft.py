@@ -57,7 +57,7 @@ from pysyncobj import syncobj as pysyncobj_syncobj
 from controller import state as sm
 from protocol import cbor
 from protocol.codes import ResponseCode
-from protocol.errors import ControllerNotLeader, MalformedBody, RemotingTimeout
+from protocol.errors import ControllerNotLeader, MalformedBody, RemotingTimeout, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -466,7 +466,15 @@ class RaftNode:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(deliver)
 
-        data = cbor.dumps(_COMMAND_KIND, _VERSION, payload)
+        try:
+            data = cbor.dumps(_COMMAND_KIND, _VERSION, payload)
+        except UnicodeEncodeError as exc:
+            # A lone surrogate from a JSON "\\ud800" escape (legal JSON, and Java strings
+            # hold them) cannot go into a log entry: refused before anything is proposed.
+            raise ServerError(
+                f"a field of the request holds text that is not valid UTF-8 ({exc.reason})",
+                code=ResponseCode.CONTROLLER_INVALID_REQUEST,
+            ) from None
         obj.apply_command(data, callback=callback)
         with trio.move_on_after(self.config.commit_timeout_s):
             await done.wait()

@@ -352,6 +352,23 @@ async def test_bad_input_gets_clear_errors(tmp_path: Path) -> None:
             assert body.code == ResponseCode.CONTROLLER_INVALID_REQUEST
             names = await call(RequestCode.CONTROLLER_GET_SYNC_STATE_DATA, {}, b'{"a": 1}')
             assert names.code == ResponseCode.CONTROLLER_INVALID_REQUEST
+            # A lone surrogate (a JSON "\\ud800" escape) cannot go into a log entry: it
+            # answered "internal error" (found by a live fuzz).
+            for code, ext in (
+                (RequestCode.CONTROLLER_GET_REPLICA_INFO, {"brokerName": "\ud800"}),
+                (
+                    RequestCode.CONTROLLER_APPLY_BROKER_ID,
+                    {
+                        "clusterName": "c",
+                        "brokerName": "b",
+                        "appliedBrokerId": "1",
+                        "registerCheckCode": "\ud800",
+                    },
+                ),
+            ):
+                surrogate = await call(code, ext)
+                assert surrogate.code == ResponseCode.CONTROLLER_INVALID_REQUEST
+                assert "not valid UTF-8" in (surrogate.remark or "")
             # Nothing of that reached the replicated state, and the node still serves.
             assert (await quorum.leader()).raft.state.groups == {}
             ok = await call(RequestCode.CONTROLLER_GET_METADATA_INFO, {})
