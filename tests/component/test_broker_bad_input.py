@@ -53,6 +53,17 @@ def refused(response: RemotingCommand, code: int, *words: str) -> None:
         assert word in response.remark, (word, response.remark)
 
 
+def one_queue_topic(topic: str, filter_type: str = "SINGLE_TAG") -> CreateTopicRequestHeader:
+    return CreateTopicRequestHeader(
+        topic=topic,
+        default_topic="TBW102",
+        read_queue_nums=1,
+        write_queue_nums=1,
+        perm=6,
+        topic_filter_type=filter_type,
+    )
+
+
 @pytest.fixture
 async def env(tmp_path: Path) -> Any:
     async with broker_env(
@@ -102,16 +113,8 @@ async def test_illegal_topic_name(env: BrokerEnv, topic: str) -> None:
     with trio.fail_after(TEST_DEADLINE_S):
         # RocketMQ 5.3 answers INVALID_PARAMETER for both send and topic creation.
         refused(await env.send(topic), ResponseCode.INVALID_PARAMETER, "topic")
-        header = CreateTopicRequestHeader(
-            topic=topic,
-            default_topic="TBW102",
-            read_queue_nums=1,
-            write_queue_nums=1,
-            perm=6,
-            topic_filter_type="SINGLE_TAG",
-        )
         refused(
-            await env.call(RequestCode.UPDATE_AND_CREATE_TOPIC, header),
+            await env.call(RequestCode.UPDATE_AND_CREATE_TOPIC, one_queue_topic(topic)),
             ResponseCode.INVALID_PARAMETER,
         )
         await still_serving(env)
@@ -123,16 +126,8 @@ async def test_an_unknown_topic_filter_type_is_refused_and_registration_goes_on(
     # Stored, it made every NameServer refuse the broker's whole registration body, so
     # no topic created after it got a route (found by a live fuzz of every request code).
     with trio.fail_after(TEST_DEADLINE_S):
-        header = CreateTopicRequestHeader(
-            topic="F",
-            default_topic="TBW102",
-            read_queue_nums=1,
-            write_queue_nums=1,
-            perm=6,
-            topic_filter_type="T",
-        )
         refused(
-            await env.call(RequestCode.UPDATE_AND_CREATE_TOPIC, header),
+            await env.call(RequestCode.UPDATE_AND_CREATE_TOPIC, one_queue_topic("F", "T")),
             ResponseCode.INVALID_PARAMETER,
             "topicFilterType",
         )
