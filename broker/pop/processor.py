@@ -47,6 +47,7 @@ from protocol.errors import (
     InvalidParameter,
     MalformedBody,
     MalformedRecord,
+    MessageIllegal,
     NoPermission,
     ServerError,
     ServiceNotAvailable,
@@ -418,7 +419,36 @@ class PopProcessor:
             )
         if not 0 <= handle.revive_qid < self.revive.queue_nums and not handle.is_order:
             raise InvalidParameter(f"reviveQid {handle.revive_qid} is not a revive queue")
-        return handle, real_topic(topic, group, handle.retry)
+        stored = real_topic(topic, group, handle.retry)
+        self._check_queue(topic, stored, handle.queue_id)
+        store = self.broker.store
+        low, high = (
+            store.min_offset(stored, handle.queue_id),
+            store.max_offset(stored, handle.queue_id),
+        )
+        if not low <= handle.queue_offset <= high:
+            raise ServerError(
+                f"offset is illegal, key:{stored}@{handle.queue_id}, commit:{handle.queue_offset}, "
+                f"store:{low}~{high}",
+                code=ResponseCode.NO_MESSAGE,
+            )
+        return handle, stored
+
+    def _check_queue(self, topic: str, stored: str, queue_id: int) -> None:
+        """A handle's queue must be one its stored topic has, and (``_handle``) its offset
+        one the queue holds or its end: AckMessageProcessor's and
+        ChangeInvisibleTimeProcessor's checks. Else a forged handle left revive records for
+        messages that never were, which the revive then looked for."""
+        if stored != topic:  # a pop retry topic: the revive writes its queue 0 only
+            queues = 1
+        else:  # the request's topic, which _check_group_topic found
+            config = self.broker.topics.get(stored)
+            queues = 0 if config is None else config.read_queue_nums
+        if not 0 <= queue_id < queues:
+            raise MessageIllegal(
+                f"queueId[{queue_id}] is illegal, topic:[{stored}] "
+                f"topicConfig.readQueueNums:[{queues}]"
+            )
 
     async def ack(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         del conn
@@ -447,6 +477,7 @@ class PopProcessor:
         for entry in entries:
             self._check_group_topic(entry.group, entry.topic)
             stored = real_topic(entry.topic, entry.group, entry.retry)
+            self._check_queue(entry.topic, stored, entry.queue_id)
             order = entry.revive_qid == ORDER_REVIVE_QID
             if not order and not 0 <= entry.revive_qid < self.revive.queue_nums:
                 raise InvalidParameter(f"reviveQid {entry.revive_qid} is not a revive queue")

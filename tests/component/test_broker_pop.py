@@ -201,6 +201,51 @@ async def test_a_malformed_handle_is_refused_with_invalid_parameter(tmp_path: Pa
                 assert response.remark
 
 
+async def test_a_handle_naming_a_queue_or_offset_its_topic_lacks_is_refused(tmp_path: Path) -> None:
+    # Well-formed but forged: each was taken and left a revive record for a message that
+    # never was, which the revive then looked for (found by a live fuzz).
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 2)
+            await set_group(c)
+            for queue_id, retry, topic in (
+                (2, "0", TOPIC),
+                (1, "1", pop_retry_topic(TOPIC, GROUP)),
+            ):
+                extra = f"0 1700000000000 60000 0 {retry} broker-a {queue_id} 0"
+                for code, ext in (
+                    (RequestCode.ACK_MESSAGE, {}),
+                    (RequestCode.CHANGE_MESSAGE_INVISIBLETIME, {"invisibleTime": "60000"}),
+                ):
+                    header = AckMessageRequestHeader(
+                        consumer_group=GROUP,
+                        topic=TOPIC,
+                        queue_id=queue_id,
+                        extra_info=extra,
+                        offset=0,
+                    )
+                    response = await c.call(
+                        c.addr("broker-a"), code, {**header.to_ext_fields(), **ext}
+                    )
+                    assert response.code == ResponseCode.MESSAGE_ILLEGAL, response.remark
+                    assert f"queueId[{queue_id}] is illegal, topic:[{topic}]" in (
+                        response.remark or ""
+                    )
+            # A queue the topic has, at an offset past its end (it holds nothing yet).
+            past = AckMessageRequestHeader(
+                consumer_group=GROUP,
+                topic=TOPIC,
+                queue_id=1,
+                extra_info="0 1700000000000 60000 0 0 broker-a 1 7",
+                offset=7,
+            )
+            response = await c.call(
+                c.addr("broker-a"), RequestCode.ACK_MESSAGE, past.to_ext_fields()
+            )
+            assert response.code == ResponseCode.NO_MESSAGE, response.remark
+            assert "offset is illegal, key:PopT@1, commit:7, store:0~0" in (response.remark or "")
+
+
 @pytest.mark.parametrize("invisible_ms", [0, 999, 12 * 3600 * 1000 + 1])
 async def test_pop_refuses_invisible_times_out_of_range(tmp_path: Path, invisible_ms: int) -> None:
     from protocol.pop import PopMessageRequestHeader
