@@ -144,9 +144,28 @@ def property_string(rng: random.Random) -> str:
     return text
 
 
+def pop_handle(rng: random.Random) -> str:
+    """A well-formed pop handle (``extraInfo``) whose numbers may name nothing real."""
+    numbers = ("0", "1", "5", "7", "2147483647", "9223372036854775807", "1700000000000")
+    return " ".join(
+        (
+            rng.choice(numbers),
+            rng.choice(numbers),
+            rng.choice(("60000", "0", "9223372036854775807")),
+            rng.choice(("0", "1", "7", "8", "999")),
+            rng.choice(("0", "1", "2")),
+            rng.choice(("broker-a", "x")),
+            rng.choice(("0", "1", "7", "2147483647")),
+            rng.choice(numbers),
+        )
+    )
+
+
 def hostile_value(wire: str, kind: type | None, rng: random.Random) -> str:
     if wire in ("properties", "i"):
         return property_string(rng)
+    if wire == "extraInfo" and rng.random() < 0.7:
+        return pop_handle(rng)
     if kind is int and rng.random() < 0.8:
         return rng.choice(HOSTILE_NUMBERS)
     if kind is bool and rng.random() < 0.7:
