@@ -30,6 +30,7 @@ from rocketmq.grpc_protocol import service_pb2 as sv
 from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
 
 from protocol.acl_guard import AclGuard
+from protocol.errors import RocketError
 from proxy import acl
 from proxy.bridge import TrioPortal
 from proxy.convert import Code, status_for, to_pb_message
@@ -70,6 +71,13 @@ def _status(code: int = Code.OK, message: str = "OK") -> pb.Status:
 
 
 def _failed(exc: Exception) -> pb.Status:
+    if not isinstance(exc, RocketError):
+        # Not one of our clear errors: a request the code did not expect. Logged with its
+        # traceback and worded as the brokers word theirs, so neither side hides it.
+        log.error("proxy: a request failed unexpectedly", exc_info=exc)
+        return _status(
+            Code.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}"[:1000]
+        )
     code, message = status_for(exc)
     return _status(code, message[:1000])
 

@@ -33,6 +33,7 @@ from proxy.convert import (
     to_pb_message,
     to_sdk_message,
 )
+from proxy.service import _failed
 
 
 def grpc_message(body: bytes = b"hello", **system: object) -> pb.Message:
@@ -163,3 +164,18 @@ def test_errors_map_to_the_apis_codes() -> None:
     assert status_for(ValueError("v")) == (Code.INTERNAL_SERVER_ERROR, "v")
     assert send_status_code(SendStatus.SEND_OK) == Code.OK
     assert send_status_code(SendStatus.FLUSH_SLAVE_TIMEOUT) == Code.SLAVE_PERSISTENCE_TIMEOUT
+
+
+def test_an_unexpected_error_is_logged_and_worded_as_an_internal_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It was answered with its bare text and logged nowhere: a bug looked like a refusal.
+    with caplog.at_level("ERROR", logger="proxy.service"):
+        status = _failed(ValueError("boom"))
+    assert status.code == pb.Code.INTERNAL_SERVER_ERROR
+    assert status.message == "internal error: ValueError: boom"
+    assert "failed unexpectedly" in caplog.text and "ValueError: boom" in caplog.text
+    caplog.clear()
+    refused = _failed(TopicNotExist("topic[T] not exist"))  # our clear errors: as they are
+    assert refused.code == pb.Code.TOPIC_NOT_FOUND and "internal" not in refused.message
+    assert not caplog.text
