@@ -285,7 +285,10 @@ def resources(code: int, ext: Mapping[str, str], body: bytes) -> list[tuple[str,
     if code == RequestCode.RECALL_MESSAGE:
         return [(ext.get("topic", ""), PUB)]
     if code == RequestCode.CONSUMER_SEND_MSG_BACK:
-        return [(retry_topic(ext.get("group", "")), SUB)]
+        # Beyond RocketMQ (which checks the group only): the message's topic too, which
+        # the broker holds to the record at the offset (SendProcessor.send_back).
+        origin = ext.get("originTopic")
+        return [(retry_topic(ext.get("group", "")), SUB)] + ([(origin, SUB)] if origin else [])
     if code in _CONSUMING_CODES:
         return [(ext.get("topic", ""), SUB), (retry_topic(ext.get("consumerGroup", "")), SUB)]
     if code == RequestCode.QUERY_MESSAGE:

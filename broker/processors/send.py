@@ -644,6 +644,7 @@ class SendProcessor:
                 ResponseCode.SYSTEM_ERROR, f"look message by offset failed, {header.offset}"
             )
         original, _ = decode_record(raw)
+        self._check_origin(header, original, raw_offset=header.offset)
         properties = dict(original.properties)
         properties.setdefault(PROPERTY_RETRY_TOPIC, original.topic)
         properties.pop(PROPERTY_DELAY, None)
@@ -679,6 +680,25 @@ class SendProcessor:
         if code != ResponseCode.SUCCESS:
             return request.respond(ResponseCode.SYSTEM_ERROR, ResponseCode(code).name)
         return request.respond()
+
+    def _check_origin(
+        self, header: ConsumerSendMsgBackRequestHeader, original: MessageRecord, raw_offset: int
+    ) -> None:
+        """The record at the offset must be the message the consumer names: of
+        ``originTopic`` (its stored topic, or the RETRY_TOPIC it came from). Else any
+        message of any topic could be copied into the group's retry topic and read there;
+        under ACL, where the request's originTopic is checked (protocol/acl.py), it is
+        required."""
+        origin = header.origin_topic
+        if not origin:
+            if self.broker.config.acl_enable:
+                raise NoPermission("CONSUMER_SEND_MSG_BACK needs originTopic when ACL is on")
+            return  # clients before originTopic: RocketMQ's own check (none)
+        if origin not in (original.topic, original.properties.get(PROPERTY_RETRY_TOPIC)):
+            raise MessageIllegal(
+                f"the message at offset {raw_offset} is of topic {original.topic}, "
+                f"not originTopic {origin}"
+            )
 
 
 def _send_answer(request: RemotingCommand, code: int, reply: dict[str, str]) -> RemotingCommand:

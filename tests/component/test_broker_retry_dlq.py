@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import trio
 
 from protocol.bodies import SubscriptionGroupConfig
@@ -155,6 +156,30 @@ async def test_send_back_of_an_unknown_offset_is_a_system_error(tmp_path: Path) 
             response = await env.call(RequestCode.CONSUMER_SEND_MSG_BACK, header)
             expect(response, ResponseCode.SYSTEM_ERROR)
             assert response.remark and str(bogus) in response.remark
+
+
+async def test_send_back_must_name_the_topic_of_the_message_at_its_offset(tmp_path: Path) -> None:
+    # Else a consumer of T copied any topic's message into its retry topic by offset and
+    # read it there (beyond RocketMQ, which takes any offset).
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with broker_env(tmp_path, message_delay_level=FAST_DELAY_LEVELS) as env:
+            msg = await original(env)
+            await env.create_topic("Secret", queues=1)
+            await env.send_ok("Secret", b"not yours")
+            (secret,) = await env.pull_all("Secret", 0)
+            header = ConsumerSendMsgBackRequestHeader(
+                offset=secret.physical_offset, group=GROUP, delay_level=0, origin_topic="T"
+            )
+            refused = await env.call(RequestCode.CONSUMER_SEND_MSG_BACK, header)
+            expect(refused, ResponseCode.MESSAGE_ILLEGAL)
+            assert "is of topic Secret, not originTopic T" in (refused.remark or "")
+            # A retry message names the topic it came from (RETRY_TOPIC) or its own.
+            expect(await send_back(env, msg), ResponseCode.SUCCESS)
+            retry = await next_message(env, RETRY, 0)
+            for origin in ("T", RETRY):
+                again = attrs.evolve(header, offset=retry.physical_offset, origin_topic=origin)
+                expect(await env.call(RequestCode.CONSUMER_SEND_MSG_BACK, again), 0)
+            assert [r.body for r in await env.pull_all(RETRY, 0)][:1] == [b"payload"]
 
 
 async def test_retry_topic_send_past_max_reconsume_times_goes_to_the_dlq(tmp_path: Path) -> None:

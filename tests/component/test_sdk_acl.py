@@ -15,7 +15,10 @@ from client.consumer import open_push_consumer
 from client.message import Message
 from client.producer import open_producer
 from namesrv.server import NameServer, NameServerConfig
-from protocol.acl_sign import Credentials
+from protocol.acl_sign import Credentials, signed_ext_fields
+from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
+from protocol.rpc import open_client
 from tests.component.sdk_fixtures import wait_until
 from tests.component.test_sdk_consumer import FAST, Collector
 
@@ -90,4 +93,24 @@ async def test_push_consumer_with_credentials(
             assert refused.count() == 0
             assert broker.acl is not None and broker.acl.refused > 0
             assert "AccessKey sdk_pub_only may not subscribe to topic AclPush" in caplog.text
+            await _send_back_names_its_topic_under_acl(broker.address)
             nursery.cancel_scope.cancel()
+
+
+async def _send_back_names_its_topic_under_acl(broker_addr: str) -> None:
+    """With ACL on, CONSUMER_SEND_MSG_BACK must name the message's topic (which the ACL
+    then checks): without it any topic's message could be copied into a retry topic."""
+    async with open_client(name="raw") as client:
+
+        async def send_back(**origin: str) -> RemotingCommand:
+            ext = {"offset": "0", "group": "GID_acl", "delayLevel": "0", **origin}
+            request = RemotingCommand.request(
+                RequestCode.CONSUMER_SEND_MSG_BACK, signed_ext_fields(ext, b"", USER)
+            )
+            return await client.call(broker_addr, request, timeout_s=5)
+
+        missing = await send_back()
+        assert missing.code == ResponseCode.NO_PERMISSION, missing.remark
+        assert "needs originTopic" in (missing.remark or "")
+        named = await send_back(originTopic=TOPIC)  # offset 0: the first message sent
+        assert named.code == ResponseCode.SUCCESS, named.remark

@@ -250,6 +250,18 @@ def test_retry_send_needs_group_sub() -> None:
     assert _decide(RequestCode.CONSUMER_SEND_MSG_BACK, {"group": "groupC"}) is None
 
 
+def test_send_back_needs_sub_on_the_messages_topic_too() -> None:
+    # Beyond RocketMQ: the broker holds originTopic to the record, so checking it here
+    # keeps a group's member from copying another topic's message into its retry topic.
+    ext = {"group": "groupC", "originTopic": "topicC"}
+    assert resources(RequestCode.CONSUMER_SEND_MSG_BACK, ext, b"") == [
+        ("%RETRY%groupC", SUB),
+        ("topicC", SUB),
+    ]
+    assert _decide(RequestCode.CONSUMER_SEND_MSG_BACK, ext) is None
+    assert _decide(RequestCode.CONSUMER_SEND_MSG_BACK, {**ext, "originTopic": "topicA"}) is not None
+
+
 @pytest.mark.parametrize(
     "code",
     [
