@@ -28,6 +28,7 @@ import attrs
 from broker.ha.config import HAConfig
 from broker.store.config import FlushMode, StoreConfig
 from protocol.acl_sign import Credentials
+from protocol.jsonbody import shown
 from protocol.limits import TransportConfig
 
 ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
@@ -573,19 +574,12 @@ _LONG_MAX = 2**63 - 1
 def _number(key: str, value: Any) -> int | float:
     """``value`` if it is a finite number within a Java long's magnitude, else ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"broker config key {key!r} must be a number, not {_shown(value)}")
+        raise ConfigError(f"broker config key {key!r} must be a number, not {shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"broker config key {key!r} must be a finite number, not {value!r}")
     if abs(value) > _LONG_MAX:
-        raise ConfigError(f"broker config key {key!r} is out of range: {_shown(value)}")
+        raise ConfigError(f"broker config key {key!r} is out of range: {shown(value)}")
     return value
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, int) and abs(value) > _LONG_MAX:  # repr refuses past 4300 digits
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _coerce(key: str, name: str, value: Any) -> Any:
@@ -596,7 +590,7 @@ def _coerce(key: str, name: str, value: Any) -> Any:
         and coerced < 0
         and name not in _SIGNED
     ):
-        raise ConfigError(f"broker config key {key!r} must not be negative, got {_shown(coerced)}")
+        raise ConfigError(f"broker config key {key!r} must not be negative, got {shown(coerced)}")
     return coerced
 
 

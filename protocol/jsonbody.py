@@ -115,8 +115,15 @@ def as_array(value: Any, what: str) -> list[Any]:
     return value
 
 
+#: Past this many bits (39 digits, longer than ``shown`` prints) an integer shows its size.
+_SHOWN_BITS = 128
+
+
 def shown(value: Any) -> str:
-    """``repr(value)`` cut to 40 characters, for error messages about peer input."""
+    """``repr(value)`` cut to 40 characters, for error messages about peer input; an
+    integer too long to show as digits (repr refuses past 4300) by its size."""
+    if isinstance(value, int) and value.bit_length() > _SHOWN_BITS:
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} chars)"
 
