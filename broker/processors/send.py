@@ -644,7 +644,7 @@ class SendProcessor:
                 ResponseCode.SYSTEM_ERROR, f"look message by offset failed, {header.offset}"
             )
         original, _ = decode_record(raw)
-        self._check_origin(header, original, raw_offset=header.offset)
+        self._check_origin(header, original)
         properties = dict(original.properties)
         properties.setdefault(PROPERTY_RETRY_TOPIC, original.topic)
         properties.pop(PROPERTY_DELAY, None)
@@ -682,7 +682,7 @@ class SendProcessor:
         return request.respond()
 
     def _check_origin(
-        self, header: ConsumerSendMsgBackRequestHeader, original: MessageRecord, raw_offset: int
+        self, header: ConsumerSendMsgBackRequestHeader, original: MessageRecord
     ) -> None:
         """The record at the offset must be the message the consumer names: of
         ``originTopic`` (its stored topic, or the RETRY_TOPIC it came from). Else any
@@ -696,7 +696,7 @@ class SendProcessor:
             return  # clients before originTopic: RocketMQ's own check (none)
         if origin not in (original.topic, original.properties.get(PROPERTY_RETRY_TOPIC)):
             raise MessageIllegal(
-                f"the message at offset {raw_offset} is of topic {original.topic}, "
+                f"the message at offset {header.offset} is of topic {original.topic}, "
                 f"not originTopic {origin}"
             )
 

@@ -78,21 +78,22 @@ _HASH_CHUNK = 512
 _HASH_CHUNK_SHIFT = pow(31, _HASH_CHUNK, 1 << 32)
 
 
+def _ascii_hash(data: bytes) -> int:
+    """Java's hashCode of non-empty ASCII ``data`` (at most ``_HASH_CHUNK`` bytes), unmasked."""
+    return int(data.translate(_HIGH_DIGIT) + b"0", 31) + int(data.translate(_LOW_DIGIT), 31)
+
+
 def java_hash_unsigned(key: str) -> int:
     """Java ``String.hashCode()`` as an unsigned 32-bit value."""
     if key.isascii():
         data = key.encode("ascii")
-        if len(data) <= _HASH_CHUNK:
-            if not data:
-                return 0
-            high = int(data.translate(_HIGH_DIGIT) + b"0", 31)
-            return (high + int(data.translate(_LOW_DIGIT), 31)) & 0xFFFFFFFF
+        if len(data) <= _HASH_CHUNK:  # the common case: one conversion pair
+            return _ascii_hash(data) & 0xFFFFFFFF if data else 0
         h = 0
         for start in range(0, len(data), _HASH_CHUNK):
             chunk = data[start : start + _HASH_CHUNK]
             shift = _HASH_CHUNK_SHIFT if len(chunk) == _HASH_CHUNK else pow(31, len(chunk), 1 << 32)
-            high = int(chunk.translate(_HIGH_DIGIT) + b"0", 31)
-            h = (h * shift + high + int(chunk.translate(_LOW_DIGIT), 31)) & 0xFFFFFFFF
+            h = (h * shift + _ascii_hash(chunk)) & 0xFFFFFFFF
         return h
     return java_string_hash(key) & 0xFFFFFFFF
 
