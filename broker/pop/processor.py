@@ -450,6 +450,16 @@ class PopProcessor:
                 f"topicConfig.readQueueNums:[{queues}]"
             )
 
+    def _held_offsets(
+        self, stored: str, queue_id: int, offsets: tuple[int, ...]
+    ) -> tuple[int, ...]:
+        """The offsets of a batch ack that the queue holds (or its end), as Java's
+        AckMessageProcessor keeps them: the others are left out without an error, so a
+        forged bit set leaves no revive record for a message that never was."""
+        store = self.broker.store
+        low, high = store.min_offset(stored, queue_id), store.max_offset(stored, queue_id)
+        return tuple(offset for offset in offsets if low <= offset <= high)
+
     async def ack(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         del conn
         header = AckMessageRequestHeader.from_ext_fields(request.ext_fields)
@@ -481,10 +491,11 @@ class PopProcessor:
             order = entry.revive_qid == ORDER_REVIVE_QID
             if not order and not 0 <= entry.revive_qid < self.revive.queue_nums:
                 raise InvalidParameter(f"reviveQid {entry.revive_qid} is not a revive queue")
-            if not entry.offsets:
+            offsets = self._held_offsets(stored, entry.queue_id, entry.offsets)
+            if not offsets:
                 continue
             if order:
-                for offset in entry.offsets:
+                for offset in offsets:
                     moved = self.orders.ack(
                         (entry.group, stored, entry.queue_id), offset, entry.pop_time_ms
                     )
@@ -497,7 +508,7 @@ class PopProcessor:
                 queue_id=entry.queue_id,
                 start_offset=entry.start_offset,
                 pop_time_ms=entry.pop_time_ms,
-                ack_offsets=entry.offsets,
+                ack_offsets=offsets,
                 broker_name=self.broker.config.broker_name,
             )
             tag = BATCH_ACK_TAG if acks.is_batch else ACK_TAG

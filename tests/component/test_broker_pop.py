@@ -14,13 +14,20 @@ import pytest
 import trio
 
 from broker.pop import service as revive_service
+from broker.pop.checkpoint import Ack
 from client.consumer import PoppedMessage, SimpleConsumer, open_pull_consumer, open_simple_consumer
 from client.message import Message
 from client.producer import open_producer
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import RequestCode, ResponseCode
 from protocol.errors import ServerError
-from protocol.pop import AckMessageRequestHeader, pop_retry_topic
+from protocol.message import iter_records
+from protocol.pop import (
+    AckMessageRequestHeader,
+    BatchAckEntry,
+    encode_batch_ack_body,
+    pop_retry_topic,
+)
 from protocol.route import MessageQueue
 from tests.component.sdk_fixtures import SdkCluster, sdk_cluster
 
@@ -244,6 +251,50 @@ async def test_a_handle_naming_a_queue_or_offset_its_topic_lacks_is_refused(tmp_
             )
             assert response.code == ResponseCode.NO_MESSAGE, response.remark
             assert "offset is illegal, key:PopT@1, commit:7, store:0~0" in (response.remark or "")
+
+
+async def test_a_batch_ack_leaves_out_offsets_its_queue_lacks(tmp_path: Path) -> None:
+    """A batch ack's bit set can name any offset: those past the queue's end are left out
+    (Java's AckMessageProcessor does the same), so an all-forged entry writes no revive
+    record, and a mixed one writes a record of the held offsets only."""
+    with trio.fail_after(DEADLINE_S):
+        async with sdk_cluster(tmp_path) as c:
+            await c.create_topic(TOPIC, 1)
+            await set_group(c)
+            await send_bodies(c.namesrv, [b"h0", b"h1"])  # queue 0 holds offsets 0 and 1
+            broker = c.broker("broker-a")
+            revive = broker.pop.revive
+
+            def revive_records() -> int:  # in revive queue 0, the entries' reviveQid
+                return broker.store.max_offset(revive.topic, 0)
+
+            def entry(*offsets: int) -> BatchAckEntry:
+                return BatchAckEntry(
+                    group=GROUP,
+                    topic=TOPIC,
+                    retry="0",
+                    start_offset=0,
+                    queue_id=0,
+                    revive_qid=0,
+                    pop_time_ms=1_700_000_000_000,
+                    invisible_time_ms=60_000,
+                    offsets=offsets,
+                )
+
+            before = revive_records()
+            forged = encode_batch_ack_body("broker-a", [entry(5, 900)])
+            response = await c.call(c.addr("broker-a"), RequestCode.BATCH_ACK_MESSAGE, {}, forged)
+            assert response.code == ResponseCode.SUCCESS, response.remark
+            assert revive_records() == before
+            mixed = encode_batch_ack_body("broker-a", [entry(1, 7)])
+            response = await c.call(c.addr("broker-a"), RequestCode.BATCH_ACK_MESSAGE, {}, mixed)
+            assert response.code == ResponseCode.SUCCESS, response.remark
+            assert revive_records() == before + 1
+            read = broker.store.get_messages(
+                GROUP, revive.topic, 0, before, max_count=1, max_bytes=1 << 20
+            )
+            (record,) = iter_records(read.body)
+            assert Ack.from_json(record.body).ack_offsets == (1,)
 
 
 @pytest.mark.parametrize("invisible_ms", [0, 999, 12 * 3600 * 1000 + 1])
