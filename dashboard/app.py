@@ -10,6 +10,9 @@ Rules:
   through the SDK, and only for a request whose ``X-Admin-Key`` header matches (compared in
   constant time). Without a key both answer 403; with a wrong one 401. Bodies over
   ``MAX_BODY_BYTES`` are refused (413).
+- An action's error is JSON ``{"error": ...}``, never a bare 500: 400 for arguments the
+  action refuses (``text_arg``, ``int_arg``) or the cluster refuses (a broker's or the
+  controller's remark), 502 when the cluster does not answer in time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from importlib import resources
 from typing import Any
 
 from dashboard.model import Dashboard
+from protocol.errors import NetworkError, RemotingTimeout, RocketError
+from protocol.javanum import INT64_RANGE
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -30,6 +35,31 @@ Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 MAX_BODY_BYTES = 64 * 1024
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+def text_arg(args: Mapping[str, Any], name: str) -> str:
+    """Argument ``name``, which must be a JSON string (ValueError naming it if not)."""
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"{name!r} must be a string, got {json.dumps(value)[:40]}")
+    return value
+
+
+def int_arg(
+    args: Mapping[str, Any],
+    name: str,
+    *,
+    default: int | None = None,
+    low: int = 0,
+    high: int = INT64_RANGE[1],
+) -> int:
+    """Argument ``name``, which must be a JSON integer in ``low..high`` (or absent, when it
+    has a default): 1e400, 2.5, "4" and true are refused, not rounded or converted."""
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        shown = json.dumps(value)[:40] if not isinstance(value, float) else repr(value)
+        raise ValueError(f"{name!r} must be an integer in {low}..{high}, got {shown}")
+    return value
 
 
 def _static(name: str) -> bytes | None:
@@ -93,7 +123,13 @@ class DashboardApp:
             if not isinstance(args, dict):
                 raise ValueError("expected a JSON object")
             result = await self._actions[name](args)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (NetworkError, RemotingTimeout) as exc:
+            await _json(send, 502, {"error": f"the cluster did not answer: {exc}"})
+            return
+        except KeyError as exc:
+            await _json(send, 400, {"error": f"missing argument {exc}"})
+            return
+        except (ValueError, TypeError, RocketError) as exc:
             await _json(send, 400, {"error": str(exc)})
             return
         await _json(send, 200, result)

@@ -24,10 +24,11 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from client.admin import Admin, open_admin
-from dashboard.app import Action, DashboardApp
+from dashboard.app import Action, DashboardApp, int_arg, text_arg
 from dashboard.model import Dashboard
 from dashboard.snapshot import write_snapshot
 from dashboard.sources import Sources
+from protocol.javanum import INT32_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def save(snapshot: Path, dashboard: Dashboard) -> None:
 
 def admin_actions(admin: Admin, controllers: Sequence[str]) -> dict[str, Action]:
     async def create_topic(args: dict[str, Any]) -> dict[str, Any]:
-        topic, queues = str(args["topic"]), int(args.get("queues", 4))
+        topic = text_arg(args, "topic")
+        queues = int_arg(args, "queues", default=4, low=1, high=INT32_RANGE[1])
         clusters = (await admin.cluster_info()).cluster_addr_table
         if not clusters:
             raise ValueError("no cluster is registered")
@@ -76,7 +78,7 @@ def admin_actions(admin: Admin, controllers: Sequence[str]) -> dict[str, Action]
     async def elect(args: dict[str, Any]) -> dict[str, Any]:
         if not controllers:
             raise ValueError("no controllers given (--controllers)")
-        name, broker_id = str(args["brokerName"]), int(args["brokerId"])
+        name, broker_id = text_arg(args, "brokerName"), int_arg(args, "brokerId")
         info = await admin.cluster_info()
         group = info.broker_addr_table.get(name)
         cluster = group.cluster if group is not None else "DefaultCluster"

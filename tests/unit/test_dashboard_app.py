@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dashboard.app import MAX_BODY_BYTES, DashboardApp
+import pytest
+
+from client.admin_session import AdminError
+from dashboard.app import MAX_BODY_BYTES, DashboardApp, int_arg, text_arg
 from dashboard.model import Dashboard, Observation
+from protocol.errors import ConnectionLost, InvalidParameter, RemotingTimeout
 
 
 async def call(
@@ -80,3 +84,41 @@ async def test_admin_actions_need_the_key() -> None:
     assert (await call(app, "POST", "/api/topic", big, key))[0] == 413
     assert (await call(app, "POST", "/api/unknown", b"{}", key))[0] == 404
     assert len(done) == 1
+
+
+async def test_action_errors_are_json_with_the_reason() -> None:
+    """Whatever an action raises for bad input or a refusal comes back as a JSON error
+    (never hypercorn's bare 500): 400 for arguments and the cluster's refusals, 502 when
+    the cluster does not answer."""
+    raised: list[Exception] = [
+        InvalidParameter("readQueueNums must be in 0..1024"),
+        AdminError("topic name 'a b' is not valid"),
+        RemotingTimeout("no answer from 127.0.0.1:1 within 2.0 s"),
+        ConnectionLost("127.0.0.1:1 closed the connection"),
+    ]
+
+    async def topic(args: dict[str, Any]) -> dict[str, Any]:
+        raise raised.pop(0)
+
+    app = DashboardApp(_dashboard(), admin_key="k", actions={"topic": topic})
+    key = [(b"x-admin-key", b"k")]
+    answers = [await call(app, "POST", "/api/topic", b"{}", key) for _ in range(4)]
+    assert [status for status, _ in answers] == [400, 400, 502, 502]
+    errors = [json.loads(body)["error"] for _, body in answers]
+    assert "readQueueNums must be in 0..1024" in errors[0]
+    assert "is not valid" in errors[1]
+    assert errors[2].startswith("the cluster did not answer: ") and "2.0 s" in errors[2]
+
+
+def test_arguments_are_json_values_of_their_type_and_range() -> None:
+    assert text_arg({"topic": "T"}, "topic") == "T"
+    assert int_arg({"queues": 8}, "queues", low=1) == 8
+    assert int_arg({}, "queues", default=4) == 4
+    for bad in ({}, {"topic": 5}, {"topic": None}, {"topic": ["T"]}):
+        with pytest.raises(ValueError, match="'topic' must be a string"):
+            text_arg(bad, "topic")
+    for value in (1e400, float("nan"), 2.5, 4.0, "4", True, None, [4], 0, 2**31):
+        with pytest.raises(ValueError, match=r"'queues' must be an integer in 1\.\.2147483647"):
+            int_arg({"queues": value}, "queues", low=1, high=2**31 - 1)
+    with pytest.raises(ValueError, match=r"in 0\.\.9223372036854775807, got 9223372036854775808"):
+        int_arg({"brokerId": 2**63}, "brokerId")
