@@ -30,6 +30,13 @@ def proxy_command(
         typer.Option("--advertised-host", help="Host clients are told to use (default: --host)."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each broker request may take.")] = 3.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            help="Client connections served at once; 0: half the descriptor limit, at most 10000.",
+        ),
+    ] = 0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
     tls_cert: Annotated[
         Path | None,
@@ -83,6 +90,8 @@ def proxy_command(
         raise fail("--namesrv names no NameServer")
     if timeout <= 0:
         raise fail("--timeout must be positive")
+    if max_connections < 0:
+        raise fail("--max-connections must be 0 (the default cap) or more")
     if bool(access_key) != bool(secret_key):
         raise fail("--access-key and --secret-key (or $RMQ_SECRET_KEY) go together")
     credentials = None
@@ -100,6 +109,7 @@ def proxy_command(
         tls_cert_file=str(tls_cert or ""),
         tls_key_file=str(tls_key or ""),
         acl_file=str(acl_file or ""),
+        max_connections=max_connections or None,
     )
     try:
         remoting_tls = None

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -97,7 +97,7 @@ class TrioPortal:
 
 class GrpcThread:
     """A grpc.aio server with ``register`` applied, served on its own thread (TLS only
-    when ``credentials`` are given)."""
+    when ``credentials`` are given; grpc core ``options`` such as its connection limits)."""
 
     def __init__(
         self,
@@ -106,9 +106,11 @@ class GrpcThread:
         host: str,
         port: int,
         credentials: grpc.ServerCredentials | None = None,
+        options: Sequence[tuple[str, int]] = (),
         stop_timeout_s: float = 5.0,
     ) -> None:
         self._register = register
+        self._options = list(options)
         self._host = host
         self._port = port
         self._credentials = credentials
@@ -150,7 +152,7 @@ class GrpcThread:
     async def _amain(self, started: Callable[[int | None, BaseException | None], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=self._options)
         self._register(server)
         try:
             address = f"{self._host}:{self._port}"

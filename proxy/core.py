@@ -42,6 +42,8 @@ from proxy.transactions import TransactionRelay
 
 log = logging.getLogger(__name__)
 
+#: Longest handshake or idle time a config may give (a day; grpc takes int32 ms).
+MAX_TIMEOUT_S = 86_400.0
 #: How long a group's config (FIFO or not, retries) is used before it is read again.
 _GROUP_TTL_S = 10.0
 #: Longest CHECK_IMMUNITY_TIME a transactional message may ask for (a day).
@@ -71,6 +73,23 @@ class ProxyConfig:
     tls_key_file: str = ""
     #: RocketMQ's plain_acl.yml: ACL 1.0 on the gRPC port (empty: off).
     acl_file: str = ""
+    #: Client connections served at once (None: half the descriptor limit, at most
+    #: 10,000, as the remoting servers); grpc closes a connection past it at once, so
+    #: a flood never takes the descriptors the proxy's own broker connections need.
+    max_connections: int | None = None
+    #: A connection must finish its handshake (TLS, HTTP/2 preface) within this.
+    handshake_timeout_s: float = 10.0
+    #: A connection with no call open for this long is closed (GOAWAY; a client
+    #: reconnects when it calls again). The 5.x clients keep a telemetry stream open.
+    max_idle_s: float = 120.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {self.max_connections}")
+        for name in ("handshake_timeout_s", "max_idle_s"):
+            value = getattr(self, name)
+            if not 0 < value <= MAX_TIMEOUT_S:
+                raise ValueError(f"{name} must be in (0, {MAX_TIMEOUT_S}] s, got {value}")
 
 
 @attrs.frozen(kw_only=True)

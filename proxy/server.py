@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -27,6 +28,7 @@ from protocol.acl_guard import open_guard
 from protocol.acl_sign import Credentials
 from protocol.codes import RequestCode
 from protocol.command import RemotingCommand
+from protocol.limits import default_max_connections
 from protocol.rpc import Connection
 from proxy.bridge import GrpcThread, TrioPortal
 from proxy.core import ProxyConfig, ProxyCore
@@ -34,6 +36,19 @@ from proxy.service import MessagingService
 from proxy.transactions import ProducerStreams, TransactionRelay
 
 log = logging.getLogger(__name__)
+
+
+def grpc_server_options(config: ProxyConfig, fd_soft_limit: int) -> list[tuple[str, int]]:
+    """grpc core's own limits on the port's connections: a cap (``max_connections``, by
+    default half of ``fd_soft_limit``), a handshake deadline and an idle time. Without
+    them a connection that never sends a byte was held 120 s (grpc's handshake default),
+    so ~20,000 idle connections took every descriptor and no client got in."""
+    cap = config.max_connections or default_max_connections(fd_soft_limit)
+    return [
+        ("grpc.max_allowed_incoming_connections", cap),
+        ("grpc.server_handshake_timeout_ms", round(config.handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", round(config.max_idle_s * 1000)),
+    ]
 
 
 def grpc_credentials(config: ProxyConfig) -> grpc.ServerCredentials | None:
@@ -130,7 +145,11 @@ class ProxyServer:
             # The core needs the bound port (routes name it) and the servicer the core:
             # the port is known before any request can arrive.
             grpc_thread = GrpcThread(
-                register, host=config.host, port=config.port, credentials=self.grpc_credentials
+                register,
+                host=config.host,
+                port=config.port,
+                credentials=self.grpc_credentials,
+                options=grpc_server_options(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
             )
             core = ProxyCore(
                 config,
