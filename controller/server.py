@@ -104,6 +104,7 @@ from protocol.headers import (
     RegisterBrokerToControllerRequestHeader,
     RegisterBrokerToControllerResponseHeader,
 )
+from protocol.javanum import INT64_RANGE, parse_java_int
 from protocol.rpc import (
     Connection,
     Handler,
@@ -741,11 +742,10 @@ class ControllerServer:
 
     async def _get_replica_info(self, request: RemotingCommand, _: Connection) -> RemotingCommand:
         h = _parse(GetReplicaInfoRequestHeader, request)
-        polled_by = request.ext_fields.get(POLL_BROKER_ID, "")
-        if (
-            polled_by.isascii() and polled_by.isdigit()
-        ):  # the broker's own poll proves it alive (module rules)
-            self.liveness.touch(h.broker_name, int(polled_by), trio.current_time())
+        # The broker's own poll proves it alive (module rules); a broker id is a Java long.
+        polled_by = parse_java_int(request.ext_fields.get(POLL_BROKER_ID, ""), INT64_RANGE)
+        if polled_by is not None and polled_by >= 0:
+            self.liveness.touch(h.broker_name, polled_by, trio.current_time())
         result = await self._submit(sm.GetReplicaInfo(broker_name=h.broker_name))
         if not result.ok:
             return _failed(request, result)
