@@ -33,6 +33,9 @@ Rules (DESIGN §6, reference/pysyncobj-verified.md):
   unpicklable lives on the ``SyncObj`` subclass.
 - A new leader serves only after it committed a no-op of its own term (``wait_leader_ready``),
   so it has applied everything committed before it.
+- The Raft port holds no connection that does not name a peer within
+  ``connectionTimeout``, and at most ``MAX_UNKNOWN_RAFT_CONNECTIONS`` at once; a
+  listening socket an accept failure closed is bound again (``GuardedTransport``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import os
 import pickle
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,8 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import journal as pysyncobj_journal
 from pysyncobj import serializer as pysyncobj_serializer
 from pysyncobj import syncobj as pysyncobj_syncobj
+from pysyncobj.tcp_server import SERVER_STATE
+from pysyncobj.transport import TCPTransport
 
 from controller import state as sm
 from protocol import cbor
@@ -262,11 +268,72 @@ def skip_known_entries(
     return {**message, "prevLogIdx": prev_idx, "prevLogTerm": entry_term(prev_idx), "entries": []}
 
 
+# --- the Raft port against connections that are no peer's ---------------------------------------
+
+#: Incoming Raft connections a node holds before they name a peer (the password handshake
+#: and the peer's address take a few milliseconds); peers are few and connect once each.
+MAX_UNKNOWN_RAFT_CONNECTIONS = 64
+
+
+class GuardedTransport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj's TCP transport with the Raft port's incoming connections bounded.
+
+    pysyncobj checks a connection's read timeout only when the connection has an event,
+    so one that never sends a byte was held forever: idle connections piled up until the
+    process ran out of descriptors. And an accept that fails (EMFILE) makes its
+    ``TcpServer`` close the listening socket while the transport stays ready, so the node
+    never listened again and the peers that connect to it could not. Here (in the tick
+    thread, ``_onTick``): a connection that has not named a peer within
+    ``connectionTimeout`` is closed, at most ``MAX_UNKNOWN_RAFT_CONNECTIONS`` are held (a
+    new one closes the oldest), and a closed listener is bound again every
+    ``bindRetryTime``.
+    """
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        #: Unknown connection → when it was accepted (monotonic s); pruned every tick.
+        self._accepted_at: dict[Any, float] = {}
+        self._last_rebind_s = 0.0
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        super()._onNewIncomingConnection(conn)
+        self._accepted_at[conn] = time.monotonic()
+        unknown = self._unknownConnections
+        if len(unknown) > MAX_UNKNOWN_RAFT_CONNECTIONS:
+            oldest = min(unknown, key=lambda c: self._accepted_at.get(c, 0.0))
+            oldest.disconnect()  # _onDisconnected drops it from the unknown set
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        now = time.monotonic()
+        too_old = now - self._syncObj.conf.connectionTimeout
+        for conn, accepted_s in list(self._accepted_at.items()):
+            if conn not in self._unknownConnections:
+                del self._accepted_at[conn]  # it named a peer, or is gone
+            elif accepted_s < too_old:
+                del self._accepted_at[conn]
+                conn.disconnect()
+        server = self._server
+        closed = getattr(server, "_TcpServer__state", None) == SERVER_STATE.UNBINDED
+        if self._ready and closed and now >= self._last_rebind_s + self._syncObj.conf.bindRetryTime:
+            self._last_rebind_s = now
+            try:
+                server.bind()
+            except OSError as exc:
+                log.warning(
+                    "the Raft port %s is closed and cannot be bound again: %s", self._selfNode, exc
+                )
+            else:
+                log.warning(
+                    "the Raft port %s was closed (a failed accept); listening again", self._selfNode
+                )
+
+
 class _ControllerSyncObj(SyncObj):  # type: ignore[misc]
     def __init__(self, self_addr: str, partners: Sequence[str], conf: Any, box: _StateBox) -> None:
         # Set before super().__init__ so pysyncobj's own snapshot never pickles it.
         self._box = box
-        super().__init__(self_addr, list(partners), conf)
+        super().__init__(self_addr, list(partners), conf, transportClass=GuardedTransport)
 
     # pysyncobj registers ``self.__onMessageReceived`` (name-mangled) as its transport
     # callback, so this override sees every peer message first (in the tick thread).

@@ -13,7 +13,12 @@ import pytest
 import trio
 
 from controller import state as sm
-from controller.raft import SNAPSHOT_FILE, skip_known_entries
+from controller.raft import (
+    MAX_UNKNOWN_RAFT_CONNECTIONS,
+    SNAPSHOT_FILE,
+    GuardedTransport,
+    skip_known_entries,
+)
 from controller.server import ControllerServer
 from tests.component.controller_fixtures import (
     Quorum,
@@ -202,3 +207,94 @@ async def test_a_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> 
                 what="the restarted follower caught up",
             )
             nursery.cancel_scope.cancel()
+
+
+# --- the Raft port against connections that are no peer's ------------------------------------
+
+
+async def _closed_after(host: str, port: int, limit_s: float) -> float | None:
+    """Open a connection that sends nothing; seconds until the node closed it (None: it
+    was still open after ``limit_s``)."""
+    stream = await trio.open_tcp_stream(host, port)
+    start = trio.current_time()
+    async with stream:
+        with trio.move_on_after(limit_s):
+            try:
+                while await stream.receive_some(4096):
+                    pass
+            except trio.BrokenResourceError:
+                pass
+            return trio.current_time() - start
+    return None
+
+
+async def test_the_raft_port_closes_connections_that_name_no_peer(tmp_path: Path) -> None:
+    """Idle connections to a node's Raft port are closed after ``connectionTimeout`` (1 s
+    here), the oldest at once past the cap; before, pysyncobj held them forever, so
+    enough of them took every descriptor of the process. The quorum commits throughout.
+    The connections are paced: pysyncobj listens with a backlog of 5, and a connection
+    the kernel could not queue is never accepted (nor held) at all."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with controller_quorum(tmp_path) as quorum:
+            leader = await quorum.leader()
+            config = quorum.configs[0]
+            obj = quorum.servers[config.node_id].raft._obj
+            assert obj is not None
+            transport = obj._SyncObj__transport
+            host, port = config.raft_address.rsplit(":", 1)
+            flood = MAX_UNKNOWN_RAFT_CONNECTIONS + 16
+            closed: list[float | None] = []
+            most_held = 0
+
+            async def idle() -> None:
+                closed.append(await _closed_after(host, int(port), 10.0))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(flood):
+                    nursery.start_soon(idle)
+                    await trio.sleep(0.01)
+                    most_held = max(most_held, len(transport._unknownConnections))
+                results = await _burst(leader, 20, concurrency=4)
+            assert all(r.ok for r in results)
+            assert len(closed) == flood and None not in closed, closed.count(None)
+            assert max(w for w in closed if w is not None) < 5.0, closed
+            assert most_held <= MAX_UNKNOWN_RAFT_CONNECTIONS
+            assert not transport._unknownConnections
+            await wait_until(lambda: _agree(quorum), what="every replica applied the burst")
+
+
+async def test_a_raft_listener_closed_by_a_failed_accept_listens_again(tmp_path: Path) -> None:
+    """pysyncobj's TcpServer closes its listening socket when accept fails (EMFILE) and
+    never binds again; GuardedTransport binds it again within bindRetryTime."""
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with controller_quorum(tmp_path) as quorum:
+            await quorum.leader()
+            config = quorum.configs[0]
+            obj = quorum.servers[config.node_id].raft._obj
+            assert obj is not None
+            transport = obj._SyncObj__transport
+            assert isinstance(transport, GuardedTransport)
+            closed = trio.Event()
+            token = trio.lowlevel.current_trio_token()
+
+            def close_listener() -> None:  # in the tick thread, as an accept failure
+                if not done:  # (the tick holds its callbacks' lock: no removing here)
+                    done.append(True)
+                    transport._server.unbind()
+                    token.run_sync_soon(closed.set)
+
+            done: list[bool] = []
+            obj.addOnTickCallback(close_listener)
+            await closed.wait()
+            obj.removeOnTickCallback(close_listener)
+            host, port = config.raft_address.rsplit(":", 1)
+
+            async def listening() -> bool:
+                try:
+                    stream = await trio.open_tcp_stream(host, int(port))
+                except OSError:
+                    return False
+                await stream.aclose()
+                return True
+
+            await wait_until(listening, what="the Raft port listens again")
