@@ -421,15 +421,11 @@ class PopProcessor:
             raise InvalidParameter(f"reviveQid {handle.revive_qid} is not a revive queue")
         stored = real_topic(topic, group, handle.retry)
         self._check_queue(topic, stored, handle.queue_id)
-        store = self.broker.store
-        low, high = (
-            store.min_offset(stored, handle.queue_id),
-            store.max_offset(stored, handle.queue_id),
-        )
-        if not low <= handle.queue_offset <= high:
+        held = self._held_span(stored, handle.queue_id)
+        if handle.queue_offset not in held:
             raise ServerError(
                 f"offset is illegal, key:{stored}@{handle.queue_id}, commit:{handle.queue_offset}, "
-                f"store:{low}~{high}",
+                f"store:{held.start}~{held.stop - 1}",
                 code=ResponseCode.NO_MESSAGE,
             )
         return handle, stored
@@ -450,15 +446,10 @@ class PopProcessor:
                 f"topicConfig.readQueueNums:[{queues}]"
             )
 
-    def _held_offsets(
-        self, stored: str, queue_id: int, offsets: tuple[int, ...]
-    ) -> tuple[int, ...]:
-        """The offsets of a batch ack that the queue holds (or its end), as Java's
-        AckMessageProcessor keeps them: the others are left out without an error, so a
-        forged bit set leaves no revive record for a message that never was."""
+    def _held_span(self, stored: str, queue_id: int) -> range:
+        """The offsets a queue holds, and its end: those an ack may name."""
         store = self.broker.store
-        low, high = store.min_offset(stored, queue_id), store.max_offset(stored, queue_id)
-        return tuple(offset for offset in offsets if low <= offset <= high)
+        return range(store.min_offset(stored, queue_id), store.max_offset(stored, queue_id) + 1)
 
     async def ack(self, request: RemotingCommand, conn: Connection) -> RemotingCommand:
         del conn
@@ -491,7 +482,11 @@ class PopProcessor:
             order = entry.revive_qid == ORDER_REVIVE_QID
             if not order and not 0 <= entry.revive_qid < self.revive.queue_nums:
                 raise InvalidParameter(f"reviveQid {entry.revive_qid} is not a revive queue")
-            offsets = self._held_offsets(stored, entry.queue_id, entry.offsets)
+            # As Java's AckMessageProcessor, offsets the queue does not hold are left out
+            # without an error: a forged bit set leaves no revive record for a message
+            # that never was.
+            held = self._held_span(stored, entry.queue_id)
+            offsets = tuple(offset for offset in entry.offsets if offset in held)
             if not offsets:
                 continue
             if order:
