@@ -26,6 +26,7 @@ from tests.component.controller_fixtures import (
     quorum_configs,
     wait_until,
 )
+from tests.component.test_rpc import raw_connect, seconds_until_closed
 
 TEST_DEADLINE_S = 90.0
 
@@ -212,22 +213,6 @@ async def test_a_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> 
 # --- the Raft port against connections that are no peer's ------------------------------------
 
 
-async def _closed_after(host: str, port: int, limit_s: float) -> float | None:
-    """Open a connection that sends nothing; seconds until the node closed it (None: it
-    was still open after ``limit_s``)."""
-    stream = await trio.open_tcp_stream(host, port)
-    start = trio.current_time()
-    async with stream:
-        with trio.move_on_after(limit_s):
-            try:
-                while await stream.receive_some(4096):
-                    pass
-            except trio.BrokenResourceError:
-                pass
-            return trio.current_time() - start
-    return None
-
-
 async def test_the_raft_port_closes_connections_that_name_no_peer(tmp_path: Path) -> None:
     """Idle connections to a node's Raft port are closed after ``connectionTimeout`` (1 s
     here), the oldest at once past the cap; before, pysyncobj held them forever, so
@@ -241,13 +226,13 @@ async def test_the_raft_port_closes_connections_that_name_no_peer(tmp_path: Path
             obj = quorum.servers[config.node_id].raft._obj
             assert obj is not None
             transport = obj._SyncObj__transport
-            host, port = config.raft_address.rsplit(":", 1)
             flood = MAX_UNKNOWN_RAFT_CONNECTIONS + 16
             closed: list[float | None] = []
             most_held = 0
 
-            async def idle() -> None:
-                closed.append(await _closed_after(host, int(port), 10.0))
+            async def idle() -> None:  # a connection that sends nothing
+                async with await raw_connect(config.raft_address) as stream:
+                    closed.append(await seconds_until_closed(stream, 10.0))
 
             async with trio.open_nursery() as nursery:
                 for _ in range(flood):
@@ -287,11 +272,10 @@ async def test_a_raft_listener_closed_by_a_failed_accept_listens_again(tmp_path:
             obj.addOnTickCallback(close_listener)
             await closed.wait()
             obj.removeOnTickCallback(close_listener)
-            host, port = config.raft_address.rsplit(":", 1)
 
             async def listening() -> bool:
                 try:
-                    stream = await trio.open_tcp_stream(host, int(port))
+                    stream = await raw_connect(config.raft_address)
                 except OSError:
                     return False
                 await stream.aclose()

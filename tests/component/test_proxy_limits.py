@@ -22,23 +22,10 @@ from rocketmq.grpc_protocol import service_pb2 as sv
 from proxy.core import ProxyConfig
 from proxy.server import grpc_server_options
 from tests.component.test_proxy_errors import call, proxied
+from tests.component.test_rpc import seconds_until_closed
 
 DEADLINE_S = 25.0
 Code = pb.Code
-
-
-async def closed_after(stream: trio.SocketStream, limit_s: float) -> float | None:
-    """Seconds until the server closed ``stream`` (reading what it sent), None if not
-    within ``limit_s``."""
-    start = trio.current_time()
-    with trio.move_on_after(limit_s):
-        try:
-            while await stream.receive_some(65536):
-                pass
-        except trio.BrokenResourceError:
-            pass  # reset
-        return trio.current_time() - start
-    return None
 
 
 async def test_idle_connections_past_the_cap_are_closed_and_the_rest_time_out(
@@ -60,7 +47,7 @@ async def test_idle_connections_past_the_cap_are_closed_and_the_rest_time_out(
                     waits: list[float | None] = []
 
                     async def watch(stream: trio.SocketStream) -> None:
-                        waits.append(await closed_after(stream, 5.0))
+                        waits.append(await seconds_until_closed(stream, 5.0))
 
                     for stream in streams:
                         nursery.start_soon(watch, stream)

@@ -98,6 +98,20 @@ async def raw_connect(addr: str) -> trio.SocketStream:
     return await trio.open_tcp_stream(host, int(port))
 
 
+async def seconds_until_closed(stream: trio.SocketStream, limit_s: float) -> float | None:
+    """Seconds until the peer closed ``stream`` (reading and dropping what it sent), None
+    when it was still open after ``limit_s``."""
+    start = trio.current_time()
+    with trio.move_on_after(limit_s):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass  # reset
+        return trio.current_time() - start
+    return None
+
+
 async def read_commands(
     stream: trio.SocketStream, decoder: FrameDecoder, count: int
 ) -> list[RemotingCommand]:
