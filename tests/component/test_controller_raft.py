@@ -244,7 +244,11 @@ async def test_the_raft_port_closes_connections_that_name_no_peer(tmp_path: Path
             assert len(closed) == flood and None not in closed, closed.count(None)
             assert max(w for w in closed if w is not None) < 5.0, closed
             assert most_held <= MAX_UNKNOWN_RAFT_CONNECTIONS
-            assert not transport._unknownConnections
+            # A peer's reconnection passes through the unknown set too (a loaded machine can
+            # time out a peer link): the set empties within connectionTimeout, not at once.
+            await wait_until(
+                lambda: not transport._unknownConnections, what="no connection of no peer held"
+            )
             await wait_until(lambda: _agree(quorum), what="every replica applied the burst")
 
 
