@@ -114,7 +114,7 @@ class ScheduleService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver due messages until cancelled (``load`` first)."""
-        self.broker.store.add_arrival_listener(self._arrivals.notify)
+        self.broker.store.add_arrival_listener(self._arrivals.notify, topic=SCHEDULE_TOPIC)
         async with trio.open_nursery() as nursery:
             for level in range(1, self.broker.max_delay_level + 1):
                 nursery.start_soon(self._deliver_level, level)

@@ -195,14 +195,14 @@ class TimerService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver due timers while this broker accepts writes, until cancelled."""
-        self.broker.store.add_arrival_listener(self._arrivals.notify)
+        self.broker.store.add_arrival_listener(self._arrivals.notify, topic=TIMER_TOPIC)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.writer.run)
                 task_status.started()
                 await self._deliver_loop()
         finally:
-            self.broker.store.remove_arrival_listener(self._arrivals.notify)
+            self.broker.store.remove_arrival_listener(self._arrivals.notify, topic=TIMER_TOPIC)
             with trio.CancelScope(shield=True):
                 await self.writer.close()
 

@@ -120,14 +120,30 @@ def _delivery_tags_code(
 class StoreDispatch(StoreState):
     """The store's dispatch layer (ConsumeQueues, index, arrival listeners)."""
 
-    def add_arrival_listener(self, listener: ArrivalListener) -> None:
+    def add_arrival_listener(self, listener: ArrivalListener, *, topic: str | None = None) -> None:
         """Call ``listener(topic, queue_id, queue_offset_end, tags_code)`` after every
-        ConsumeQueue append (synchronously: it must not block)."""
-        self._listeners.append(listener)
+        ConsumeQueue append (synchronously: it must not block); with ``topic``, after
+        that topic's only (a send to any other topic then pays no call)."""
+        self._listeners.setdefault(topic, []).append(listener)
+        self._index_listeners()
 
-    def remove_arrival_listener(self, listener: ArrivalListener) -> None:
-        """Stop calling ``listener``."""
-        self._listeners.remove(listener)
+    def remove_arrival_listener(
+        self, listener: ArrivalListener, *, topic: str | None = None
+    ) -> None:
+        """Stop calling ``listener`` (added with this ``topic``)."""
+        self._listeners[topic].remove(listener)
+        self._index_listeners()
+
+    def _index_listeners(self) -> None:
+        """The listeners each topic's arrivals call, read once per dispatched record:
+        ``_topic_listeners.get(topic, _any_topic_listeners)``."""
+        anywhere = tuple(self._listeners[None])
+        self._any_topic_listeners = anywhere
+        self._topic_listeners = {
+            topic: anywhere + tuple(scoped)
+            for topic, scoped in self._listeners.items()
+            if topic is not None and scoped
+        }
 
     def add_new_queue_listener(self, listener: Callable[[str, int], None]) -> None:
         """Call ``listener(topic, queue_id)`` when a dispatched record names a queue this
@@ -268,7 +284,7 @@ class StoreDispatch(StoreState):
                 if cq.append(queue_offset, phys, size, code):
                     self._unwritten_cqs[cq] = None
                 wrote = True
-                for listener in self._listeners:
+                for listener in self._topic_listeners.get(topic, self._any_topic_listeners):
                     listener(topic, queue_id, queue_offset + 1, code)
         if phys >= self._index_skip_below and sys_flag & SYSFLAG_TRANSACTION_MASK != _ROLLBACK:
             keys_value = properties.get(PROPERTY_KEYS)
@@ -470,9 +486,9 @@ class StoreDispatch(StoreState):
             if hashed:
                 self._index.put_hashed(hashed)
             self._dispatched = at
-            listeners = self._listeners
+            anywhere, scoped = self._any_topic_listeners, self._topic_listeners
             for topic, queue_id, end, code in arrived:
-                for listener in listeners:
+                for listener in scoped.get(topic, anywhere):
                     listener(topic, queue_id, end, code)
         return count
 

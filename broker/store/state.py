@@ -76,7 +76,11 @@ class StoreState:
         #: ordered set, so it holds each queue once however long the flush tick takes.
         self._unwritten_cqs: dict[ConsumeQueue, None] = {}
         self._queue_offsets: dict[tuple[str, int], int] = {}
-        self._listeners: list[ArrivalListener] = []
+        #: Arrival listeners by the topic they follow (None: every topic), and that
+        #: indexed for the dispatch (``StoreDispatch._index_listeners``).
+        self._listeners: dict[str | None, list[ArrivalListener]] = {None: []}
+        self._any_topic_listeners: tuple[ArrivalListener, ...] = ()
+        self._topic_listeners: dict[str, tuple[ArrivalListener, ...]] = {}
         #: Called after ``truncate_to`` cut the log (consumer offsets are clamped then).
         self._truncate_listeners: list[Callable[[], None]] = []
         #: Called with (topic, queue id) when a record names a queue first.

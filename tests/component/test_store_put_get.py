@@ -203,6 +203,25 @@ async def test_queues_are_independent_and_listeners_hear_arrivals(tmp_path: Path
     await store.close()
 
 
+async def test_a_listener_for_one_topic_hears_only_that_topic(tmp_path: Path) -> None:
+    store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
+    everywhere: list[str] = []
+    only_u: list[str] = []
+
+    def hear_u(t: str, q: int, end: int, code: int) -> None:
+        only_u.append(t)
+
+    store.add_arrival_listener(lambda t, q, end, code: everywhere.append(t))
+    store.add_arrival_listener(hear_u, topic="U")
+    for i in range(4):
+        store.put_message(msg(i, topic="T" if i % 2 else "U"))
+    assert everywhere == ["U", "T", "U", "T"] and only_u == ["U", "U"]
+    store.remove_arrival_listener(hear_u, topic="U")
+    store.put_message(msg(4, topic="U"))
+    assert everywhere[-1] == "U" and only_u == ["U", "U"]
+    await store.close()
+
+
 async def test_prepared_transactions_get_no_queue_entry(tmp_path: Path) -> None:
     store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     store.put_message(msg(0))
