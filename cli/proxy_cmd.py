@@ -37,6 +37,13 @@ def proxy_command(
             help="Client connections served at once; 0: half the descriptor limit, at most 10000.",
         ),
     ] = 0,
+    max_streams: Annotated[
+        int,
+        typer.Option(
+            "--max-streams",
+            help="Calls one client connection may have open at once (more wait in the client).",
+        ),
+    ] = 1000,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
     tls_cert: Annotated[
         Path | None,
@@ -73,7 +80,7 @@ def proxy_command(
 ) -> None:
     """Serve apache.rocketmq.v2.MessagingService (the official 5.x clients) over the cluster."""
     try:
-        from proxy.core import ProxyConfig
+        from proxy.core import MAX_STREAMS_PER_CONNECTION, ProxyConfig
         from proxy.server import ProxyServer
     except ImportError as exc:
         raise fail(
@@ -92,6 +99,8 @@ def proxy_command(
         raise fail("--timeout must be positive")
     if max_connections < 0:
         raise fail("--max-connections must be 0 (the default cap) or more")
+    if not 1 <= max_streams <= MAX_STREAMS_PER_CONNECTION:
+        raise fail(f"--max-streams must be in [1, {MAX_STREAMS_PER_CONNECTION}]")
     if bool(access_key) != bool(secret_key):
         raise fail("--access-key and --secret-key (or $RMQ_SECRET_KEY) go together")
     credentials = None
@@ -110,6 +119,7 @@ def proxy_command(
         tls_key_file=str(tls_key or ""),
         acl_file=str(acl_file or ""),
         max_connections=max_connections or None,
+        max_streams_per_connection=max_streams,
     )
     try:
         remoting_tls = None

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Longest handshake or idle time a config may give (a day; grpc takes int32 ms).
 MAX_TIMEOUT_S = 86_400.0
+#: Most calls one gRPC connection may be allowed at once (HTTP/2 settings are 31-bit).
+MAX_STREAMS_PER_CONNECTION = 2**31 - 1
 #: How long a group's config (FIFO or not, retries) is used before it is read again.
 _GROUP_TTL_S = 10.0
 #: Longest CHECK_IMMUNITY_TIME a transactional message may ask for (a day).
@@ -82,10 +84,22 @@ class ProxyConfig:
     #: A connection with no call open for this long is closed (GOAWAY; a client
     #: reconnects when it calls again). The 5.x clients keep a telemetry stream open.
     max_idle_s: float = 120.0
+    #: Calls (HTTP/2 streams) one connection may have open at once, announced as
+    #: SETTINGS_MAX_CONCURRENT_STREAMS: a client's further calls wait in the client for a
+    #: slot (one may be refused, retriable: ``proxy/server.py``). Without it one
+    #: connection held 20,000 calls: it took the in-flight slots other clients needed,
+    #: and each call whose message never ended held up to 4 MB. 1,000 is far past what a
+    #: client keeps open (a telemetry stream, a receive per queue, its sends in flight).
+    max_streams_per_connection: int = 1_000
 
     def __attrs_post_init__(self) -> None:
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {self.max_connections}")
+        if not 1 <= self.max_streams_per_connection <= MAX_STREAMS_PER_CONNECTION:
+            raise ValueError(
+                f"max_streams_per_connection must be in [1, {MAX_STREAMS_PER_CONNECTION}],"
+                f" got {self.max_streams_per_connection}"
+            )
         for name in ("handshake_timeout_s", "max_idle_s"):
             value = getattr(self, name)
             if not 0 < value <= MAX_TIMEOUT_S:

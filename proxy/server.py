@@ -42,12 +42,24 @@ def grpc_server_options(config: ProxyConfig, fd_soft_limit: int) -> list[tuple[s
     """grpc core's own limits on the port's connections: a cap (``max_connections``, by
     default half of ``fd_soft_limit``), a handshake deadline and an idle time. Without
     them a connection that never sends a byte was held 120 s (grpc's handshake default),
-    so ~20,000 idle connections took every descriptor and no client got in."""
+    so ~20,000 idle connections took every descriptor and no client got in.
+
+    And on each connection's calls (``max_streams_per_connection``): grpc's default is
+    no limit, so one connection could open 20,000 calls, take every in-flight slot of
+    the ``TrioPortal`` (other clients were told TOO_MANY_REQUESTS or timed out), or
+    hold ~4 MB for each call whose request never ended (400 calls: +1.4 GB). grpc's
+    overload protection (on by default, set here so it stays on) counts a call until
+    the proxy has let go of it, not until the client saw it end: that is what stops a
+    client that opens and resets calls as fast as it can (CVE-2023-44487), at the cost
+    that a client keeping more than the cap in flight may have a call refused
+    (REFUSED_STREAM, UNAVAILABLE to grpc-core clients, safe to retry)."""
     cap = config.max_connections or default_max_connections(fd_soft_limit)
     return [
         ("grpc.max_allowed_incoming_connections", cap),
         ("grpc.server_handshake_timeout_ms", round(config.handshake_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", round(config.max_idle_s * 1000)),
+        ("grpc.max_concurrent_streams", config.max_streams_per_connection),
+        ("grpc.http.overload_protection", 1),
     ]
 
 

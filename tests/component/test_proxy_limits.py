@@ -82,6 +82,8 @@ def test_grpc_options_follow_the_config_and_the_descriptor_limit() -> None:
         "grpc.max_allowed_incoming_connections": 10_000,
         "grpc.server_handshake_timeout_ms": 10_000,
         "grpc.max_connection_idle_ms": 120_000,
+        "grpc.max_concurrent_streams": 1_000,
+        "grpc.http.overload_protection": 1,
     }
     assert (
         dict(grpc_server_options(ProxyConfig(), 1024))["grpc.max_allowed_incoming_connections"]
@@ -93,6 +95,18 @@ def test_grpc_options_follow_the_config_and_the_descriptor_limit() -> None:
         ]
         == 3
     )
-    for bad in ({"max_connections": 0}, {"handshake_timeout_s": 0}, {"max_idle_s": 1e9}):
+    assert (
+        dict(grpc_server_options(ProxyConfig(max_streams_per_connection=7), 1024))[
+            "grpc.max_concurrent_streams"
+        ]
+        == 7
+    )
+    for bad in (
+        {"max_connections": 0},
+        {"handshake_timeout_s": 0},
+        {"max_idle_s": 1e9},
+        {"max_streams_per_connection": 0},
+        {"max_streams_per_connection": 2**31},
+    ):
         with pytest.raises(ValueError):
             ProxyConfig(**bad)  # type: ignore[arg-type]
