@@ -18,7 +18,6 @@ import json
 import logging
 
 import attrs
-import trio
 from rocketmq.grpc_protocol import definition_pb2 as pb
 
 from client.consumer.simple import PoppedMessage, SimpleConsumer
@@ -38,6 +37,7 @@ from proxy.convert import (
     sent_message_type,
     to_sdk_message,
 )
+from proxy.lookups import SharedLookups
 from proxy.transactions import TransactionRelay
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,12 @@ class ProxyCore:
         self.transactions = transactions
         self.port = port
         self._consumers: dict[str, SimpleConsumer] = {}
-        self._groups: dict[str, tuple[float, SubscriptionGroupConfig]] = {}
-        self._topic_types: dict[str, tuple[float, str]] = {}
+        self._groups: SharedLookups[str, SubscriptionGroupConfig] = SharedLookups(
+            ttl_s=_GROUP_TTL_S, max_entries=config.max_groups
+        )
+        self._topic_types: SharedLookups[str, str] = SharedLookups(
+            ttl_s=_GROUP_TTL_S, max_entries=config.max_groups
+        )
 
     def consumer(self, group: str) -> SimpleConsumer:
         found = self._consumers.get(group)
@@ -198,12 +202,12 @@ class ProxyCore:
         return list(seen.values())
 
     async def group_config(self, group: str, topic: str) -> SubscriptionGroupConfig:
-        """The group's config on the topic's first broker group (cached ``_GROUP_TTL_S``);
-        the defaults when no broker has it yet (pops create it)."""
-        now = trio.current_time()
-        cached = self._groups.get(group)
-        if cached is not None and now - cached[0] < _GROUP_TTL_S:
-            return cached[1]
+        """The group's config on the topic's first broker group (cached ``_GROUP_TTL_S``,
+        one request for a burst of misses); the defaults when no broker has it yet (pops
+        create it)."""
+        return await self._groups.get(group, lambda: self._read_group_config(group, topic))
+
+    async def _read_group_config(self, group: str, topic: str) -> SubscriptionGroupConfig:
         config = SubscriptionGroupConfig(group_name=group)
         try:
             info = await self.routes.get(topic)
@@ -218,18 +222,15 @@ class ProxyCore:
                     config = SubscriptionGroupConfig.from_bytes(response.body)
         except RocketError as exc:
             log.info("proxy: config of group %s not read (%s); defaults", group, exc)
-        if len(self._groups) >= self.config.max_groups:
-            self._groups.clear()
-        self._groups[group] = (now, config)
         return config
 
     async def topic_message_type(self, topic: str) -> str:
         """The topic's ``message.type`` attribute (NORMAL when unset; cached
-        ``_GROUP_TTL_S``); MIXED (anything goes) when no broker could say."""
-        now = trio.current_time()
-        cached = self._topic_types.get(topic)
-        if cached is not None and now - cached[0] < _GROUP_TTL_S:
-            return cached[1]
+        ``_GROUP_TTL_S``, one request for a burst of misses); MIXED (anything goes) when
+        no broker could say."""
+        return await self._topic_types.get(topic, lambda: self._read_message_type(topic))
+
+    async def _read_message_type(self, topic: str) -> str:
         info = await self.routes.get(topic)
         kind = "MIXED"
         names = sorted(
@@ -244,9 +245,6 @@ class ProxyCore:
                     kind = message_type(TopicConfig.from_json(json.loads(response.body)).attributes)
             except (RocketError, ValueError) as exc:
                 log.info("proxy: type of topic %s not read (%s)", topic, exc)
-        if len(self._topic_types) >= self.config.max_groups:
-            self._topic_types.clear()
-        self._topic_types[topic] = (now, kind)
         return kind
 
     async def consumer_settings(self, group: str, topics: list[str]) -> tuple[bool, int]:
