@@ -53,6 +53,17 @@ async def call(fn: Callable[..., Any], request: Any) -> Any:
     return await trio.to_thread.run_sync(lambda: fn(request, timeout=10))
 
 
+def receive_request(route: Any, *, group: str = "G", long_poll_s: int = 3) -> Any:
+    """A ReceiveMessage of one message from the route's first queue, invisible 10 s."""
+    return sv.ReceiveMessageRequest(
+        group={"name": group},
+        message_queue=route.message_queues[0],
+        batch_size=1,
+        invisible_duration={"seconds": 10},
+        long_polling_timeout={"seconds": long_poll_s},
+    )
+
+
 def message(topic: str, body: bytes = b"x", **system: Any) -> pb.Message:
     out = pb.Message(body=body)
     out.topic.name = topic
@@ -150,13 +161,7 @@ async def test_requests_past_the_in_flight_cap_are_told_to_retry(tmp_path: Path)
         async with proxied(tmp_path, max_in_flight=1) as (c, stub, server):
             await c.create_topic("PxT", 1)
             route = await call(stub.QueryRoute, sv.QueryRouteRequest(topic={"name": "PxT"}))
-            receive = sv.ReceiveMessageRequest(
-                group={"name": "G"},
-                message_queue=route.message_queues[0],
-                batch_size=1,
-                invisible_duration={"seconds": 10},
-                long_polling_timeout={"seconds": 3},
-            )
+            receive = receive_request(route)
             held = Held(answers=[])
 
             async def long_poll() -> None:

@@ -15,7 +15,7 @@ pytest.importorskip("rocketmq.grpc_protocol")
 from rocketmq.grpc_protocol import service_pb2 as sv
 
 from protocol.codes import RequestCode
-from tests.component.test_proxy_errors import call, message, proxied
+from tests.component.test_proxy_errors import call, message, proxied, receive_request
 
 DEADLINE_S = 30.0
 CALLS = 20
@@ -32,13 +32,7 @@ async def test_a_burst_of_new_receives_and_sends_reads_each_config_once(tmp_path
             await c.create_topic("PxT", 1)
             route = await call(stub.QueryRoute, sv.QueryRouteRequest(topic={"name": "PxT"}))
             latency = c.broker("broker-a").rpc_latency
-            receive = sv.ReceiveMessageRequest(
-                group={"name": "NewGroup"},
-                message_queue=route.message_queues[0],
-                batch_size=1,
-                invisible_duration={"seconds": 10},
-                long_polling_timeout={"seconds": 1},
-            )
+            receive = receive_request(route, group="NewGroup", long_poll_s=1)
             send = sv.SendMessageRequest(messages=[message("PxT")])
             answers: list[int] = []
 

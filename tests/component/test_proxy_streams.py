@@ -33,7 +33,7 @@ from rocketmq.grpc_protocol import service_pb2 as sv
 from rocketmq.grpc_protocol import service_pb2_grpc as sv_grpc
 
 from tests.component.sdk_fixtures import wait_until
-from tests.component.test_proxy_errors import call, message, proxied
+from tests.component.test_proxy_errors import call, message, proxied, receive_request
 
 DEADLINE_S = 25.0
 Code = pb.Code
@@ -52,13 +52,7 @@ async def test_one_connection_cannot_take_every_in_flight_slot(tmp_path: Path) -
         ):
             await c.create_topic("PxT", 1)
             route = await call(stub.QueryRoute, sv.QueryRouteRequest(topic={"name": "PxT"}))
-            receive = sv.ReceiveMessageRequest(
-                group={"name": "G"},
-                message_queue=route.message_queues[0],
-                batch_size=1,
-                invisible_duration={"seconds": 10},
-                long_polling_timeout={"seconds": 3},
-            )
+            receive = receive_request(route)
             portal = server.portal
             assert portal is not None
             # Its own connection: grpc would otherwise share one with ``stub``'s channel.

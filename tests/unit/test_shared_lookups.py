@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 import trio
 import trio.testing
 
 from proxy.lookups import SharedLookups
+
+
+async def all_waiting_then(
+    get: Callable[[], Awaitable[None]], calls: int, release: trio.Event
+) -> None:
+    """Start ``calls`` of ``get``, let every one reach its wait, then set ``release``."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for _ in range(calls):
+                nursery.start_soon(get)
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
 
 
 async def test_a_burst_of_misses_loads_once_and_every_caller_gets_its_value() -> None:
@@ -21,12 +35,7 @@ async def test_a_burst_of_misses_loads_once_and_every_caller_gets_its_value() ->
     async def get() -> None:
         got.append(await lookups.get("G", load))
 
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            for _ in range(100):
-                nursery.start_soon(get)
-            await trio.testing.wait_all_tasks_blocked()
-            release.set()
+    await all_waiting_then(get, 100, release)
     assert got == [7] * 100 and lookups.loads == 1
 
 
@@ -49,12 +58,7 @@ async def test_a_failed_load_raises_for_its_caller_and_the_next_waiter_loads_aga
         except LookupError as exc:
             outcomes.append(exc)
 
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            for _ in range(3):
-                nursery.start_soon(get)
-            await trio.testing.wait_all_tasks_blocked()
-            release.set()
+    await all_waiting_then(get, 3, release)
     assert len(attempts) == 2  # the failed load, then one more for both waiters
     assert [type(o) for o in outcomes] == [LookupError, int, int] and outcomes[1:] == [3, 3]
 
