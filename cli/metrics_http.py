@@ -6,9 +6,11 @@ Rules:
   ``GET /metrics`` answers ``generate_latest(registry)`` (Prometheus' text format 0.0.4);
   every other path is 404, every other method 405. One request per connection
   (``Connection: close``), which is what a scraper does.
-- Hostile peers are bounded: the request head must arrive within ``head_timeout_s`` and
-  fit in ``MAX_HEAD_BYTES``, a response is written under the same deadline, and at most
-  ``max_connections`` connections are served at once (others wait in the kernel's backlog).
+- Hostile peers are bounded: a connection lives at most ``head_timeout_s`` from accept
+  (its request head and our response), a head over ``MAX_HEAD_BYTES`` is answered 431,
+  and at most ``max_connections`` connections are held: a new one closes the oldest, so
+  slow or silent peers (slowloris) neither hold descriptors nor keep a scraper waiting
+  behind them (logged at most once per ``LOG_INTERVAL_S``, with a count).
 - RocketMQ's exporter (``metricsExporterType=PROM``) listens on ``metricsPromExporterPort``
   (5557); here it is off unless a port is given, as in RocketMQ (``DISABLE`` by default).
   ``--metrics-port 0`` picks a free port; the bound address is printed on its own line
@@ -24,11 +26,16 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from protocol.limits import LogThrottle
+
 log = logging.getLogger(__name__)
 
 #: RocketMQ's metricsPromExporterPort default.
 DEFAULT_METRICS_PORT = 5557
 MAX_HEAD_BYTES = 8192
+#: Connections held at once (a new one closes the oldest).
+MAX_CONNECTIONS = 64
+LOG_INTERVAL_S = 10.0
 
 
 def metrics_line(host: str, port: int) -> str:
@@ -45,20 +52,25 @@ def _response(status: str, body: bytes, content_type: str = "text/plain; charset
 
 
 async def _read_head(stream: trio.abc.ReceiveStream) -> bytes | None:
-    """The request head (up to the blank line), or None when too large or cut short."""
+    """What arrived up to the blank line ending the head, or past ``MAX_HEAD_BYTES``
+    without it (``answer`` refuses that); None when the peer closed first."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    while b"\r\n\r\n" not in data and len(data) <= MAX_HEAD_BYTES:
         chunk = await stream.receive_some(MAX_HEAD_BYTES)
         if not chunk:
             return None
         data += chunk
-        if len(data) > MAX_HEAD_BYTES:
-            return None
     return data
 
 
 def answer(head: bytes, registry: CollectorRegistry) -> bytes:
     """The whole HTTP response to one request head (pure but for the collectors)."""
+    end = head.find(b"\r\n\r\n")
+    if end < 0 or end + 4 > MAX_HEAD_BYTES:
+        return _response(
+            "431 Request Header Fields Too Large",
+            f"request head over {MAX_HEAD_BYTES} bytes\n".encode(),
+        )
     request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
     parts = request_line.split(" ")
     if len(parts) != 3:
@@ -80,22 +92,44 @@ async def serve_metrics(
     host: str,
     port: int,
     head_timeout_s: float = 5.0,
-    max_connections: int = 16,
+    max_connections: int = MAX_CONNECTIONS,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``registry`` on ``host:port`` until cancelled; report the bound port."""
+    assert max_connections >= 1
     listeners = await trio.open_tcp_listeners(port, host=host)
-    limit = trio.CapacityLimiter(max_connections)
+    held: dict[trio.CancelScope, None] = {}  # one per connection, oldest first
+    throttle = LogThrottle(LOG_INTERVAL_S)
+
+    def make_room() -> None:
+        """Close the oldest connections until one more fits."""
+        while len(held) >= max_connections:
+            oldest = next(iter(held))
+            del held[oldest]
+            oldest.cancel()
+            if (left_out := throttle.admit(trio.current_time())) is not None:
+                log.warning(
+                    "closed a metrics connection: %d newer ones are open "
+                    "(%d more like it not logged)",
+                    max_connections,
+                    left_out,
+                )
 
     async def handle(stream: trio.SocketStream) -> None:
-        async with limit, stream:
-            with trio.move_on_after(head_timeout_s):
+        async with stream:
+            # The deadline runs from accept, and a slot is never waited for: a queue of
+            # slow peers would hold every descriptor and every scrape behind it.
+            with trio.move_on_after(head_timeout_s) as scope:
+                make_room()
+                held[scope] = None
                 try:
                     head = await _read_head(stream)
                     if head is not None:
                         await stream.send_all(answer(head, registry))
                 except trio.BrokenResourceError:
                     pass  # the scraper went away; nothing to clean up
+                finally:
+                    held.pop(scope, None)
 
     async with trio.open_nursery() as nursery:
         started = await nursery.start(trio.serve_listeners, handle, listeners)

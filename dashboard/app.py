@@ -9,7 +9,10 @@ Rules:
   (``{"topic", "queues"}``) and ``POST /api/elect`` (``{"brokerName", "brokerId"}``) act
   through the SDK, and only for a request whose ``X-Admin-Key`` header matches (compared in
   constant time). Without a key both answer 403; with a wrong one 401. Bodies over
-  ``MAX_BODY_BYTES`` are refused (413).
+  ``MAX_BODY_BYTES`` are refused (413, at once when their Content-Length says so), and a
+  body must arrive within ``body_timeout_s`` of its head (408): hypercorn's keep-alive
+  timer stops once a head arrived and it has no body deadline of its own, so a client
+  that announces a body and sends it slowly, or never, would hold its connection forever.
 - An action's error is JSON ``{"error": ...}``, never a bare 500: 400 for arguments the
   action refuses (``text_arg``, ``int_arg``) or the cluster refuses (a broker's or the
   controller's remark), 502 when the cluster does not answer in time.
@@ -23,6 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
+import trio
+
 from dashboard.model import Dashboard
 from protocol.errors import NetworkError, RemotingTimeout, RocketError
 from protocol.javanum import INT64_RANGE
@@ -34,6 +39,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 MAX_BODY_BYTES = 64 * 1024
+BODY_TIMEOUT_S = 10.0
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
 
@@ -78,10 +84,12 @@ class DashboardApp:
         *,
         admin_key: str | None = None,
         actions: Mapping[str, Action] | None = None,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.dashboard = dashboard
         self._admin_key = admin_key
         self._actions = dict(actions or {})
+        self._body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -114,7 +122,14 @@ class DashboardApp:
         if not hmac.compare_digest(given, self._admin_key.encode()):
             await _json(send, 401, {"error": "wrong or missing X-Admin-Key"})
             return
-        body = await _body(receive)
+        body = None
+        if _announced_bytes(headers) <= MAX_BODY_BYTES:
+            with trio.move_on_after(self._body_timeout_s) as waited:
+                body = await _body(receive)
+            if waited.cancelled_caught:
+                error = f"body not received within {self._body_timeout_s:g} s"
+                await _json(send, 408, {"error": error})
+                return
         if body is None:
             await _json(send, 413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
             return
@@ -142,6 +157,13 @@ class DashboardApp:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _announced_bytes(headers: Mapping[bytes, bytes]) -> int:
+    """The request's Content-Length; 0 when absent or not a number (the body read is capped
+    anyway)."""
+    text = headers.get(b"content-length", b"")
+    return int(text) if text.isdigit() and len(text) <= 20 else 0
 
 
 async def _body(receive: Receive) -> bytes | None:

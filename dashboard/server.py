@@ -90,6 +90,18 @@ def admin_actions(admin: Admin, controllers: Sequence[str]) -> dict[str, Action]
     return {"topic": create_topic, "elect": elect}
 
 
+def hypercorn_config(host: str, port: int) -> Config:
+    """hypercorn's settings for the dashboard. Its defaults bound slow clients: a request
+    head must arrive within ``keep_alive_timeout`` (5 s; its idle timer runs until a whole
+    head arrived), and over ``h11_max_incomplete_size`` (16 KiB) it is answered 431; the app
+    bounds the body (``app.py``)."""
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 1.0
+    return config
+
+
 async def serve(
     *,
     namesrv: Sequence[str],
@@ -115,12 +127,8 @@ async def serve(
         dashboard = Dashboard()
         actions = admin_actions(admin, controllers) if admin_key else None
         app = DashboardApp(dashboard, admin_key=admin_key, actions=actions)
-        config = Config()
-        config.bind = [f"{host}:{port}"]
-        config.accesslog = None
-        config.graceful_timeout = 1.0
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(hypercorn_serve, app, config)
+            binds = await nursery.start(hypercorn_serve, app, hypercorn_config(host, port))
             nursery.start_soon(poll, sources, dashboard, interval_s, snapshot)
             bound = binds[0].removeprefix("http://")
             task_status.started(f"http://{bound}/")
