@@ -32,6 +32,7 @@ from protocol.route import (
     subscribe_queues,
 )
 from protocol.rpc import RemotingClient, check_success
+from protocol.tasks import OneLoadPerKey
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class RouteCache:
         self._topics: dict[str, TopicInfo] = {}
         #: The last route fetched per topic, kept through ``invalidate`` (listeners compare).
         self._last: dict[str, TopicInfo] = {}
-        self._fetching: dict[str, trio.Event] = {}
+        self._fetching: OneLoadPerKey[str] = OneLoadPerKey()
         self._listeners: list[RouteListener] = []
 
     def add_listener(self, listener: RouteListener) -> None:
@@ -168,34 +169,26 @@ class RouteCache:
         self._topics.pop(topic, None)
 
     async def refresh(self, topic: str) -> TopicInfo:
-        """Ask the NameServers now (one fetch per topic at a time; others wait for it)."""
-        # Loop, not ``if``: when a fetch fails (or the route is invalidated meanwhile) every
-        # waiter wakes at once; the first starts the next fetch and the rest wait for that
-        # one, instead of each starting its own and deleting the others' events (KeyError).
-        while (pending := self._fetching.get(topic)) is not None:
-            await pending.wait()
-            info = self._topics.get(topic)
-            if info is not None:
-                return info
-        done = self._fetching[topic] = trio.Event()
-        try:
-            route = await self._fetch(topic)
-            info = TopicInfo(
-                topic=topic,
-                route=route,
-                publish=tuple(publish_queues(topic, route)),
-                subscribe=tuple(subscribe_queues(topic, route)),
-            )
-            self._topics[topic] = info
-            previous = self._last.get(topic)
-            self._last[topic] = info
-            for listener in list(self._listeners):
-                listener(previous, info)
-            return info
-        finally:
-            if self._fetching.get(topic) is done:
-                del self._fetching[topic]
-            done.set()
+        """Ask the NameServers now (one fetch per topic at a time; others wait for it and
+        take its route, or fetch in turn when it failed or was invalidated meanwhile)."""
+        return await self._fetching.load(
+            topic, lambda: self._topics.get(topic), lambda: self._fetch_and_keep(topic)
+        )
+
+    async def _fetch_and_keep(self, topic: str) -> TopicInfo:
+        route = await self._fetch(topic)
+        info = TopicInfo(
+            topic=topic,
+            route=route,
+            publish=tuple(publish_queues(topic, route)),
+            subscribe=tuple(subscribe_queues(topic, route)),
+        )
+        self._topics[topic] = info
+        previous = self._last.get(topic)
+        self._last[topic] = info
+        for listener in list(self._listeners):
+            listener(previous, info)
+        return info
 
     async def _fetch(self, topic: str) -> TopicRouteData:
         header = GetRouteInfoRequestHeader(topic=topic, accept_standard_json_only=True)

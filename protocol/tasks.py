@@ -5,12 +5,15 @@ Rules:
   exception leaves unwrapped.
 - ``run_steps``: a long pure computation (a ``Steps`` generator) yields to other tasks
   between its slices and is closed if cancelled.
+- ``OneLoadPerKey``: a cache's loads run one per key at a time; a miss during a load
+  waits for it and takes what it kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 import trio
 import trio.lowlevel
@@ -53,3 +56,37 @@ async def run_steps(steps: Steps[T]) -> T:
             await trio.lowlevel.checkpoint()
     finally:
         steps.close()
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class OneLoadPerKey(Generic[K]):
+    """At most one load per key at a time, for a cache whose miss costs a request: a
+    burst of misses for one key sends one. A load that raises gives the error to its own
+    caller; its waiters wake and the first of them loads again."""
+
+    def __init__(self) -> None:
+        #: key -> set when that key's load ends (empty when no load runs).
+        self.running: dict[K, trio.Event] = {}
+
+    async def load(
+        self, key: K, kept: Callable[[], V | None], load: Callable[[], Awaitable[V]]
+    ) -> V:
+        """``load()``'s value, or, when a load of ``key`` was running, what ``kept()``
+        finds after it (None: it kept nothing, and this call loads)."""
+        # Loop, not ``if``: when a load fails (or what it kept is gone meanwhile) every
+        # waiter wakes at once; the first starts the next load and the rest wait for that
+        # one, instead of each starting its own and deleting the others' events.
+        while (pending := self.running.get(key)) is not None:
+            await pending.wait()
+            value = kept()
+            if value is not None:
+                return value
+        done = self.running[key] = trio.Event()
+        try:
+            return await load()
+        finally:
+            del self.running[key]
+            done.set()

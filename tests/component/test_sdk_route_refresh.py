@@ -75,7 +75,7 @@ async def test_waiters_that_find_no_route_fetch_one_at_a_time() -> None:
     # Every waiter found no route and fetched in turn: never two fetches at once.
     assert fetches.started == 5
     assert fetches.max_in_flight == 1
-    assert cache._fetching == {}
+    assert cache._fetching.running == {}
 
 
 async def test_waiters_of_a_failed_fetch_retry_one_at_a_time() -> None:
@@ -99,4 +99,4 @@ async def test_waiters_of_a_failed_fetch_retry_one_at_a_time() -> None:
     assert sorted(outcomes) == ["failed", "ok", "ok", "ok"]
     assert fetches.started == 2
     assert fetches.max_in_flight == 1
-    assert cache._fetching == {}
+    assert cache._fetching.running == {}
