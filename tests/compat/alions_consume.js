@@ -17,6 +17,7 @@
 //                                              ali-ons logs it, before its own tag filter)
 //   {"event": "message", "outcome": "ok"|"failed", ...}   one handler call (see describe())
 //   {"event": "error", "name", "code", "message"}     an error ali-ons emitted
+//   {"event": "closing"}                       the stop signal came; close() starts
 //   {"event": "closed"}                        close() finished; exit status 0
 //   {"event": "failed", ...}                   the driver itself failed; exit status 2
 
@@ -122,6 +123,7 @@ async function main() {
     process.stderr.write(`alions_consume.js: close() did not finish in ${CLOSE_TIMEOUT_MS} ms\n`);
     common.exitAfterFlush(3);
   }, CLOSE_TIMEOUT_MS).unref();
+  common.emit({ event: 'closing' });
   await consumer.close();
   common.emit({ event: 'closed' });
 }
