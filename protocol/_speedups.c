@@ -35,7 +35,7 @@
  */
 #include "_speedups.h"
 
-PyObject *rmq_zlib_crc32 = NULL; /* zlib.crc32, imported at module init */
+PyObject *rmq_zlib_crc32 = NULL; /* protocol.crc.crc32, imported at module init */
 
 /* --- parse_header ------------------------------------------------------------------- */
 
@@ -594,12 +594,13 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (rmq_zlib_crc32 == NULL) {
-        PyObject *zlib = PyImport_ImportModule("zlib");
-        if (zlib == NULL) {
+        /* protocol.crc's choice (python-isal's crc32, or zlib's): the same values. */
+        PyObject *crc = PyImport_ImportModule("protocol.crc");
+        if (crc == NULL) {
             return NULL;
         }
-        rmq_zlib_crc32 = PyObject_GetAttrString(zlib, "crc32");
-        Py_DECREF(zlib);
+        rmq_zlib_crc32 = PyObject_GetAttrString(crc, "crc32");
+        Py_DECREF(crc);
         if (rmq_zlib_crc32 == NULL) {
             return NULL;
         }

@@ -13,8 +13,7 @@ Rules (reference/rocketmq-wire.md §3.2; the layout is ``protocol/message.py``'s
 
 from __future__ import annotations
 
-import zlib
-
+from protocol.crc import crc32
 from protocol.message import (
     _CRC_MASK,
     _FIXED_V4,
@@ -115,8 +114,7 @@ def read_stored_fields(
                     else:
                         if (
                             not check_crc
-                            or zlib.crc32(buf[body_at : body_at + body_len]) & _CRC_MASK
-                            == stored_crc
+                            or crc32(buf[body_at : body_at + body_len]) & _CRC_MASK == stored_crc
                         ):
                             return (
                                 size,

@@ -31,7 +31,6 @@ import enum
 import logging
 import os
 import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import attrs
 from broker.store.commitlog import CommitLog, Segment
 from broker.store.damage import Damage
 from broker.store.files import UnreadableFile
+from protocol.crc import crc32
 from protocol.errors import CorruptRecord, MalformedRecord
 from protocol.message import (
     BLANK_MAGIC,
@@ -211,7 +211,7 @@ def _body_crc_matches(buf: bytes, i: int, size: int) -> bool:
     (body_len,) = _INT32.unpack_from(buf, at)
     if body_len < 0 or at + 4 + body_len > i + size:
         return False
-    crc = zlib.crc32(memoryview(buf)[at + 4 : at + 4 + body_len]) & _CRC_MASK
+    crc = crc32(memoryview(buf)[at + 4 : at + 4 + body_len]) & _CRC_MASK
     (stored,) = _INT32.unpack_from(buf, i + _BODY_CRC_POS)
     return bool(crc == stored)
 
