@@ -15,6 +15,7 @@ setup(
                 "protocol/_speedups.c",
                 "protocol/_speedups_records.c",
                 "protocol/_speedups_pull.c",
+                "protocol/_speedups_index.c",
             ],
             depends=["protocol/_speedups.h"],
             optional=True,

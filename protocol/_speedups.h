@@ -84,7 +84,7 @@ get_be(const unsigned char *p, int bytes)
     return value;
 }
 
-/* zlib.crc32, imported at module init (_speedups.c). */
+/* protocol.crc.crc32 (zlib's values), imported at module init (_speedups.c). */
 extern PyObject *rmq_zlib_crc32;
 
 /* _speedups_records.c: properties, stored records, index keys. */
@@ -93,6 +93,9 @@ PyObject *rmq_parse_properties(PyObject *self, PyObject *text);
 PyObject *rmq_encode_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *rmq_read_stored_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *rmq_topic_key_hash(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* _speedups_index.c: an IndexFile entry. */
+PyObject *rmq_index_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 /* _speedups_pull.c: the consumer's pull-body walk. */
 PyObject *rmq_quick_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs);

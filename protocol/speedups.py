@@ -22,6 +22,9 @@ twin on generated input.
   (``protocol/record_fields.py``), None for what ``decode_record`` must decode.
 - ``topic_key_hash(topic, key)``: the index hash of ``topic#key`` (``broker/store/index.py``),
   for every string (no None: it has no uncommon case).
+- ``index_put(f, key_hash, physical_offset, store_ms)``: ``IndexFile.put`` on ``f``
+  (``broker/store/index.py``): the same bytes in its map and the same attributes; True,
+  or None (nothing changed) for what the Python ``put`` must do or refuse.
 - ``quick_messages(buf, pos, out, last, next_begin_offset, ctx)``: ``decode_pull_body``'s
   loop over the records ``quick_message`` takes (``client/consumer/records.py``
   ``compiled_walk``).
@@ -43,6 +46,7 @@ cut_frames: Callable[[tuple[Any, ...], bytes | bytearray, int], tuple[list[Any],
 encode_record: Callable[..., bytes | None] | None = None
 read_stored_fields: Callable[[Any, int, bool, int], Any] | None = None
 topic_key_hash: Callable[[str, str], int] | None = None
+index_put: Callable[[Any, int, int, int], bool | None] | None = None
 java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
 quick_messages: (
     Callable[[bytes, int, list[Any], int, int, tuple[Any, ...]], tuple[int, int]] | None
@@ -63,6 +67,7 @@ if os.environ.get("RMQ_PURE_PYTHON") != "1":
         command_from_json = _speedups.command_from_json
         java_frame = _speedups.java_frame
         topic_key_hash = _speedups.topic_key_hash
+        index_put = _speedups.index_put
         cut_frames = _speedups.cut_frames
         encode_record = _speedups.encode_record
         read_stored_fields = _speedups.read_stored_fields

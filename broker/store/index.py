@@ -36,6 +36,7 @@ import attrs
 from broker.store.flush import collect_fds
 from protocol.errors import DiskFull
 from protocol.message import java_string_hash
+from protocol.speedups import index_put as _compiled_index_put
 from protocol.speedups import topic_key_hash as _compiled_topic_key_hash
 
 log = logging.getLogger(__name__)
@@ -632,7 +633,13 @@ class IndexService:
         if f is None or f.index_count >= f.entries:
             f = self._writable(store_timestamp_ms)
         self._dirty[id(f)] = f
-        f.put(key_hash, physical_offset, store_timestamp_ms)  # writes the header too
+        # ``f.put`` (which writes the header too) in one compiled call where it is built;
+        # the Python ``put`` stays the definition and runs for anything else.
+        if (
+            _compiled_index_put is None
+            or _compiled_index_put(f, key_hash, physical_offset, store_timestamp_ms) is None
+        ):
+            f.put(key_hash, physical_offset, store_timestamp_ms)
 
     def query(self, key: str, max_num: int, begin_ms: int, end_ms: int) -> list[int]:
         """CommitLog offsets of records that may carry ``key`` (``topic#key``), newest first,
