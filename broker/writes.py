@@ -1,7 +1,9 @@
 """The broker's appends and the wait for their durability (split out of ``broker/server.py``).
 
 Rules (the ones ``broker/server.py``'s docstring states for every put):
-- Every put (send, batch, send-back, delayed re-put) wakes the HA streamers. A SYNC_MASTER
+- Every put (send, batch, send-back, delayed re-put) wakes the HA streamers: a put written
+  at once right away, a held one (below) once ``commit_before_write`` wrote its bytes,
+  one wake-up for the read's held puts together. A SYNC_MASTER
   refuses a put before storing it while its in-sync set is below ``min_in_sync_replicas``
   (RocketMQ's IN_SYNC_REPLICAS_NOT_ENOUGH → SYSTEM_ERROR, which producers retry on
   another broker group); storage failures become SERVICE_NOT_AVAILABLE.
@@ -74,6 +76,9 @@ class BrokerWrites:
 
     def __init__(self, broker: BrokerForWrites) -> None:
         self.broker = broker
+        #: Held puts stored since the last ``commit_before_write``: the HA master's wake-up
+        #: (``notify_appended``) they owe, given once their bytes are in the file.
+        self._wake_owed = False
 
     def store_put(self, records: Sequence[MessageRecord], *, hold: bool = False) -> AppendResult:
         """Append one record or a batch; storage failures become SERVICE_NOT_AVAILABLE.
@@ -88,8 +93,9 @@ class BrokerWrites:
         topic = records[0].topic
         if len(records) == 1:
             return self._guarded_put(topic, functools.partial(store.put_message, records[0]))
+        held = hold and self._may_hold()
         return self._guarded_put(
-            topic, functools.partial(store.put_messages, records, hold=hold and self._may_hold())
+            topic, functools.partial(store.put_messages, records, hold=held), held=held
         )
 
     def store_put_encoded(
@@ -105,6 +111,7 @@ class BrokerWrites:
         """``store_put`` of one record already encoded (the send path's straight case):
         ``_guarded_put`` without the partial and its frame (every single send comes here)."""
         master = self._check_in_sync()
+        held = self._may_hold()
         try:
             result = self.broker.store.put_encoded(
                 topic,
@@ -113,12 +120,12 @@ class BrokerWrites:
                 encoded,
                 properties,
                 body_bytes=body_bytes,
-                hold=self._may_hold(),
+                hold=held,
             )
         except StorageError as exc:
             raise self._refused(exc) from None
         if result.status is PutStatus.PUT_OK:  # result.ok without the property's frame
-            self._counted(topic, result, master)
+            self._counted(topic, result, master, held=held)
         return result
 
     def store_put_encoded_batch(
@@ -134,6 +141,7 @@ class BrokerWrites:
         """``store_put`` of a client's batch already encoded (the send path's straight case
         for SEND_BATCH_MESSAGE): its bytes may wait for ``commit_before_write``, as a
         batch's do."""
+        held = self._may_hold()
         return self._guarded_put(
             topic,
             functools.partial(
@@ -144,8 +152,9 @@ class BrokerWrites:
                 encoded,
                 properties,
                 body_bytes=body_bytes,
-                hold=self._may_hold(),
+                hold=held,
             ),
+            held=held,
         )
 
     def _may_hold(self) -> bool:
@@ -161,7 +170,13 @@ class BrokerWrites:
         with an answer not yet written is dropped, and this raises: the caller's too."""
         broker = self.broker
         if broker.store.commit_held():
+            if self._wake_owed:
+                self._wake_owed = False
+                master = broker.ha_master
+                if master is not None:  # None: the role changed since the puts
+                    master.notify_appended()
             return
+        self._wake_owed = False  # their bytes are gone: nothing new to stream
         dropped = broker.server.drop_unwritten("a CommitLog write failed; answers not sent")
         log.error(
             "%s: a CommitLog write failed: %d connections holding answers dropped",
@@ -181,27 +196,34 @@ class BrokerWrites:
             raise SystemError_("in-sync replicas not enough")
         return master
 
-    def _guarded_put(self, topic: str, put: Callable[[], AppendResult]) -> AppendResult:
+    def _guarded_put(
+        self, topic: str, put: Callable[[], AppendResult], *, held: bool = False
+    ) -> AppendResult:
         master = self._check_in_sync()
         try:
             result = put()
         except StorageError as exc:
             raise self._refused(exc) from None
         if result.ok:
-            self._counted(topic, result, master)
+            self._counted(topic, result, master, held=held)
         return result
 
     def _refused(self, exc: StorageError) -> Exception:
         log.warning("%s: append refused: %s", self.broker.name, exc)
         return store_put_error(exc)
 
-    def _counted(self, topic: str, result: AppendResult, master: HAMaster | None) -> None:
+    def _counted(
+        self, topic: str, result: AppendResult, master: HAMaster | None, *, held: bool
+    ) -> None:
         """After a put that stored: the per-topic put counters (RocketMQ's incTopicPutNums /
         incTopicPutSize with the stored bytes: one call per put, not per message), and the
-        HA streamers woken."""
+        HA streamers woken: now, or for a held put once ``commit_before_write`` wrote it."""
         self.broker.stats.on_put(topic, result.message_count, result.wrote_bytes)
         if master is not None:
-            master.notify_appended()
+            if held:
+                self._wake_owed = True
+            else:
+                master.notify_appended()
 
     def durable_at_once(self, *, wait_store: bool) -> bool:
         """True when ``wait_durable`` would answer SUCCESS without waiting (the producer

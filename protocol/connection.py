@@ -21,8 +21,9 @@ Rules:
 - A server connection runs its server's ``before_write`` (``RemotingServer``) right before
   frames are taken for the socket (``_write_now``, and ``_write_round`` under the lock):
   the broker writes the CommitLog bytes its answers describe there, once per write, not
-  once per send. When it raises, that connection is dropped without writing a byte more
-  (``drop``): the answers it holds must not leave.
+  once per send; and at the end of a read whose requests queued no answer (oneway sends).
+  When it raises, that connection is dropped without writing a byte more (``drop``): the
+  answers it holds must not leave.
 - Responses are matched to calls by ``opaque`` only. A call always ends: with the response,
   ``RemotingTimeout`` at its deadline, or ``ConnectionLost`` when the connection dies.
 - A malformed or oversize frame closes that connection (logged with the reason); nobody
@@ -597,7 +598,7 @@ class Connection:
                     if answered_bytes:
                         self._release_answered(answered_bytes)
                         answered_bytes = 0
-                    self._end_of_read(nursery)  # this slice's answers go first
+                    self._end_of_read(nursery, served=True)  # this slice's answers go first
                     await trio.lowlevel.checkpoint()
                 command, size_bytes = commands.popleft()
                 if command.flag & FLAG_RESPONSE:
@@ -612,7 +613,7 @@ class Connection:
                 # ~4 µs a request); no checkpoint while slots are free, so every request of
                 # one read is served before the reader yields (their answers share a round).
                 while self._serving >= self._config.max_requests_in_flight:
-                    self._end_of_read(nursery)  # the answers so far go before the wait
+                    self._end_of_read(nursery, served=in_step > 0)  # the answers so far first
                     await self._slot_freed.park()  # only the reader waits; a release wakes it
                 self._serving += 1
                 serving = self._serve_request(command, size_bytes)
@@ -631,7 +632,7 @@ class Connection:
                 return
             if answered_bytes:
                 self._release_answered(answered_bytes)
-            self._end_of_read(nursery)
+            self._end_of_read(nursery, served=in_step > 0)
             if (data := await self._receive(decoder)) is None:
                 break
             try:
@@ -653,10 +654,17 @@ class Connection:
         self._request_bytes -= size_bytes
         self._budget.release(size_bytes)
 
-    def _end_of_read(self, nursery: trio.Nursery) -> None:
+    def _end_of_read(self, nursery: trio.Nursery, *, served: bool) -> None:
         """The read's requests ran up to their first wait: their answers leave, in one
-        write."""
-        self._flush_posted(nursery)
+        write. Requests ``served`` that opened no round (oneway sends) still run the
+        server's ``before_write`` when no write is under way: what they left for it (held
+        CommitLog bytes, the replication wake-up they owe) is done now, not at some later
+        write. If it fails the connection is dropped, which the reader sees next."""
+        if self._posted_round:
+            self._flush_posted(nursery)
+        elif served and self._before_write is not None and self._round_written is None:
+            with contextlib.suppress(ConnectionLost):
+                self._run_before_write()
 
     def _feed(self, decoder: FrameDecoder, data: bytes) -> list[Frame]:
         """Decode ``data``; the frames' bytes move from the partial count to the requests'.

@@ -9,6 +9,7 @@ decide when acks go out.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,9 +25,11 @@ from broker.ha.wire import Ack, SlaveHandshake
 from client.admin import open_admin
 from protocol.bodies import SubscriptionGroupConfig
 from protocol.codes import RequestCode, ResponseCode
+from protocol.command import RemotingCommand
 from protocol.headers import (
     DeleteTopicRequestHeader,
     QueryConsumerOffsetRequestHeader,
+    SendMessageRequestHeaderV2,
     UpdateConsumerOffsetRequestHeader,
 )
 from protocol.message import PROPERTY_DELAY
@@ -36,6 +39,7 @@ from tests.component.broker_fixtures import (
     BrokerEnv,
     broker_env,
     expect,
+    send_header,
     wait_until,
 )
 from tests.component.ha_fixtures import FakeSlave
@@ -209,6 +213,47 @@ async def test_ha_status_on_both_ends_and_through_the_admin(tmp_path: Path) -> N
                 of_slave = await admin.ha_status(p.slave.addr)
                 assert not of_slave.master and of_slave.client is not None
                 assert of_slave.client["maxOffset"] == end
+
+
+async def test_held_sends_wake_the_slave_once_written_oneway_ones_too(tmp_path: Path) -> None:
+    """An ASYNC_MASTER holds a client's send in the CommitLog until the read's answers are
+    written, and wakes the HA streamers then (once for the read's sends); a oneway send,
+    which queues no answer, is written and wakes them at the end of its read. With the
+    heartbeat out of reach, only those wake-ups can bring the slave each message."""
+    # No heartbeat, and no metadata sync from the slave (its answers would write the held
+    # bytes and give the wake-up too).
+    quiet = {
+        "ha_send_heartbeat_interval_s": 60.0,
+        "ha_housekeeping_interval_s": 120.0,
+        "slave_sync_interval_s": 60.0,
+    }
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with pair(tmp_path, **quiet) as p:
+            await p.master.create_topic(TOPIC, queues=1)
+            await wait_until(p.in_sync, what="slave 1 in sync")
+            await p.caught_up()
+            for i in range(3):
+                await p.master.send_ok(TOPIC, b"answered %d" % i)
+                with trio.fail_after(3.0):
+                    await p.caught_up()
+            header = SendMessageRequestHeaderV2.from_v1(send_header(TOPIC))
+            for i in range(3):
+                # Nothing asks the master anything until the slave has it: an answered
+                # request would write the held bytes and give the wake-up itself.
+                before = await p.slave_max()
+                request = RemotingCommand.request(
+                    RequestCode.SEND_MESSAGE_V2, header.to_ext_fields(), b"oneway %d" % i
+                )
+                await p.master.client.oneway(p.master.addr, request)
+                with trio.fail_after(3.0):
+                    await wait_until(
+                        functools.partial(_slave_grew, p, before), what="the slave got it"
+                    )
+            assert await p.slave_max() == await p.master_max()
+
+
+async def _slave_grew(p: Pair, before: int) -> bool:
+    return await p.slave_max() > before
 
 
 async def test_a_slave_started_late_catches_up_and_resumes_after_a_restart(
