@@ -16,6 +16,7 @@ setup(
                 "protocol/_speedups_records.c",
                 "protocol/_speedups_pull.c",
                 "protocol/_speedups_index.c",
+                "protocol/_speedups_cq.c",
             ],
             depends=["protocol/_speedups.h"],
             optional=True,

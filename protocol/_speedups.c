@@ -579,6 +579,8 @@ static PyMethodDef methods[] = {
      "quick_messages(buf, pos, out, last, next_begin_offset, ctx): (pos, last)."},
     {"topic_key_hash", (PyCFunction)(void (*)(void))rmq_topic_key_hash, METH_FASTCALL,
      "topic_key_hash(topic, key): the index hash of topic#key."},
+    {"take_all", (PyCFunction)(void (*)(void))rmq_take_all, METH_FASTCALL,
+     "take_all(data, offset, max_count, max_bytes, min_physical): (status, next, picked)."},
     {"index_put", (PyCFunction)(void (*)(void))rmq_index_put, METH_FASTCALL,
      "index_put(index_file, key_hash, physical_offset, store_ms): True, or None."},
     {NULL, NULL, 0, NULL},

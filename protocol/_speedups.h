@@ -97,6 +97,9 @@ PyObject *rmq_topic_key_hash(PyObject *self, PyObject *const *args, Py_ssize_t n
 /* _speedups_index.c: an IndexFile entry. */
 PyObject *rmq_index_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
+/* _speedups_cq.c: a pull's walk over ConsumeQueue entries. */
+PyObject *rmq_take_all(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
 /* _speedups_pull.c: the consumer's pull-body walk. */
 PyObject *rmq_quick_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 

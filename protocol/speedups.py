@@ -25,6 +25,9 @@ twin on generated input.
 - ``index_put(f, key_hash, physical_offset, store_ms)``: ``IndexFile.put`` on ``f``
   (``broker/store/index.py``): the same bytes in its map and the same attributes; True,
   or None (nothing changed) for what the Python ``put`` must do or refuse.
+- ``take_all(data, offset, max_count, max_bytes, min_physical)``: ``StoreReads._take_all``'s
+  walk (``broker/store/reads.py``) as ``(status 0/1/2, next_begin, picked)``, or None for
+  what the Python walk must do.
 - ``quick_messages(buf, pos, out, last, next_begin_offset, ctx)``: ``decode_pull_body``'s
   loop over the records ``quick_message`` takes (``client/consumer/records.py``
   ``compiled_walk``).
@@ -47,6 +50,9 @@ encode_record: Callable[..., bytes | None] | None = None
 read_stored_fields: Callable[[Any, int, bool, int], Any] | None = None
 topic_key_hash: Callable[[str, str], int] | None = None
 index_put: Callable[[Any, int, int, int], bool | None] | None = None
+take_all: (
+    Callable[[bytes, int, int, int, int], tuple[int, int, list[tuple[int, int, int]]] | None] | None
+) = None
 java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
 quick_messages: (
     Callable[[bytes, int, list[Any], int, int, tuple[Any, ...]], tuple[int, int]] | None
@@ -68,6 +74,7 @@ if os.environ.get("RMQ_PURE_PYTHON") != "1":
         java_frame = _speedups.java_frame
         topic_key_hash = _speedups.topic_key_hash
         index_put = _speedups.index_put
+        take_all = _speedups.take_all
         cut_frames = _speedups.cut_frames
         encode_record = _speedups.encode_record
         read_stored_fields = _speedups.read_stored_fields

@@ -46,6 +46,7 @@ from protocol.message import (
     decode_record,
     peek_record_header,
 )
+from protocol.speedups import take_all as _compiled_take_all
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ _MAGICS = (MAGIC_V1, MAGIC_V2)
 #: times the bytes taken, and within ``_SPAN_MAX_BYTES`` (``StoreReads._result``).
 _SPAN_AMPLIFICATION = 4
 _SPAN_MAX_BYTES = 1 << 20
+#: ``take_all``'s status codes (protocol/_speedups_cq.c).
+_WALK_STATUS = (
+    GetMessageStatus.NO_MATCHED_MESSAGE,
+    GetMessageStatus.MESSAGE_WAS_REMOVING,
+    GetMessageStatus.FOUND,
+)
 
 
 class StoreReads(StoreState):
@@ -140,8 +147,16 @@ class StoreReads(StoreState):
         """``select_entries`` without a tag filter, over the raw entries ``data`` (read
         from ``offset``): the status, the next begin offset and the picked ``(queue
         offset, physical offset, size)``; None when the first entry is unwritten
-        (``decode_entries`` would give none)."""
+        (``decode_entries`` would give none). The walk below is the definition; the
+        compiled ``take_all`` does it where it is built."""
         min_physical = self._clog.min_offset
+        if _compiled_take_all is not None:
+            walked = _compiled_take_all(data, offset, max_count, max_bytes, min_physical)
+            if walked is not None:
+                code, walked_to, walked_picked = walked
+                if walked_to == offset:
+                    return None
+                return _WALK_STATUS[code], walked_to, walked_picked
         status = GetMessageStatus.NO_MATCHED_MESSAGE
         picked: list[tuple[int, int, int]] = []
         total = 0
