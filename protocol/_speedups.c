@@ -581,6 +581,8 @@ static PyMethodDef methods[] = {
      "topic_key_hash(topic, key): the index hash of topic#key."},
     {"take_all", (PyCFunction)(void (*)(void))rmq_take_all, METH_FASTCALL,
      "take_all(data, offset, max_count, max_bytes, min_physical): (status, next, picked)."},
+    {"cut_records", (PyCFunction)(void (*)(void))rmq_cut_records, METH_FASTCALL,
+     "cut_records(span, start, picked, i, j, records, offsets): where it stopped."},
     {"index_put", (PyCFunction)(void (*)(void))rmq_index_put, METH_FASTCALL,
      "index_put(index_file, key_hash, physical_offset, store_ms): True, or None."},
     {NULL, NULL, 0, NULL},

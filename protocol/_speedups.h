@@ -99,6 +99,7 @@ PyObject *rmq_index_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* _speedups_cq.c: a pull's walk over ConsumeQueue entries. */
 PyObject *rmq_take_all(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *rmq_cut_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 /* _speedups_pull.c: the consumer's pull-body walk. */
 PyObject *rmq_quick_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -12,6 +12,16 @@ def command_from_json(
     slots: tuple[Any, ...], header: Any, body: bytes, java: str, other: str, /
 ) -> Any: ...
 def topic_key_hash(topic: str, key: str, /) -> int: ...
+def cut_records(
+    span: bytes,
+    start: int,
+    picked: list[tuple[int, int, int]],
+    i: int,
+    j: int,
+    records: list[bytes],
+    offsets: list[int],
+    /,
+) -> int | None: ...
 def take_all(
     data: bytes, offset: int, max_count: int, max_bytes: int, min_physical: int, /
 ) -> tuple[int, int, list[tuple[int, int, int]]] | None: ...

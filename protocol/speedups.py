@@ -28,6 +28,9 @@ twin on generated input.
 - ``take_all(data, offset, max_count, max_bytes, min_physical)``: ``StoreReads._take_all``'s
   walk (``broker/store/reads.py``) as ``(status 0/1/2, next_begin, picked)``, or None for
   what the Python walk must do.
+- ``cut_records(span, start, picked, i, j, records, offsets)``: ``StoreReads._result``'s
+  loop over a whole span's records with no damage about; the index it stopped at (the
+  Python loop goes on from there), or None.
 - ``quick_messages(buf, pos, out, last, next_begin_offset, ctx)``: ``decode_pull_body``'s
   loop over the records ``quick_message`` takes (``client/consumer/records.py``
   ``compiled_walk``).
@@ -50,6 +53,7 @@ encode_record: Callable[..., bytes | None] | None = None
 read_stored_fields: Callable[[Any, int, bool, int], Any] | None = None
 topic_key_hash: Callable[[str, str], int] | None = None
 index_put: Callable[[Any, int, int, int], bool | None] | None = None
+cut_records: Callable[..., int | None] | None = None
 take_all: (
     Callable[[bytes, int, int, int, int], tuple[int, int, list[tuple[int, int, int]]] | None] | None
 ) = None
@@ -75,6 +79,7 @@ if os.environ.get("RMQ_PURE_PYTHON") != "1":
         topic_key_hash = _speedups.topic_key_hash
         index_put = _speedups.index_put
         take_all = _speedups.take_all
+        cut_records = _speedups.cut_records
         cut_frames = _speedups.cut_frames
         encode_record = _speedups.encode_record
         read_stored_fields = _speedups.read_stored_fields

@@ -46,6 +46,7 @@ from protocol.message import (
     decode_record,
     peek_record_header,
 )
+from protocol.speedups import cut_records as _compiled_cut_records
 from protocol.speedups import take_all as _compiled_take_all
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,12 @@ class StoreReads(StoreState):
                 else None
             )
             whole = span is not None and len(span) == end - start
-            for queue_offset, phys, size in picked[i:j]:
+            k = i
+            if whole and not damaged and _compiled_cut_records is not None:
+                # The loop below for the records it can take (all, unless one must be
+                # refused): the same records and offsets appended.
+                k = _compiled_cut_records(span, start, picked, i, j, records, offsets) or i
+            for queue_offset, phys, size in picked[k:j]:
                 if not whole:  # a run the log cannot give whole (a segment end)
                     data = clog.read(phys, size)
                 elif j - i == 1:
