@@ -187,6 +187,14 @@ async def test_admin_designated_election(tmp_path: Path) -> None:
                     assert exc.code == ResponseCode.CONTROLLER_ELECT_MASTER_FAILED
                 else:
                     raise AssertionError("electing a broker outside the SyncStateSet succeeded")
+
+                # The node asked (the first) may be a follower that has not heard the
+                # leader lately (CI once found one not knowing it): poll until it does.
+                async def knows_leader() -> bool:
+                    meta = await admin.controller_metadata(controllers)
+                    return meta.leader_address is not None
+
+                await wait_until(knows_leader, WAIT_S, "the controller asked knows the leader")
                 meta = await admin.controller_metadata(controllers)
                 leader = await quorum.leader()
                 assert meta.leader_address == leader.config.remoting_address
