@@ -11,6 +11,10 @@
 #define PROPERTY_SEPARATOR 0x02
 #define NAME_VALUE_SEPARATOR 0x01
 #define HEADER_LEN_MASK 0xFFFFFF
+/* A record's magic (protocol/message.py MAGIC_V1 / MAGIC_V2: 1- and 2-byte topic length),
+ * as the signed int32 it is on disk. */
+#define RECORD_MAGIC_V1 (-626843481)
+#define RECORD_MAGIC_V2 (-626843477)
 #define INT32_MAX_VALUE 0x7FFFFFFFLL
 #define INT32_MIN_VALUE (-0x7FFFFFFFLL - 1)
 #define INT64_MAX_VALUE 0x7FFFFFFFFFFFFFFFLL

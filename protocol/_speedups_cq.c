@@ -93,8 +93,6 @@ rmq_take_all(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(iLN)", status, next_begin, picked);
 }
 
-#define RECORD_MAGIC_V1 (-626843481)
-#define RECORD_MAGIC_V2 (-626843477)
 #define RECORD_HEAD_BYTES 36 /* totalSize, magic, 20 bytes, physicalOffset */
 #define RECORD_PHYS_POS 28
 

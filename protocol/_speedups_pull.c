@@ -21,8 +21,6 @@
 
 #define PULL_FIXED_BYTES 88
 #define PULL_MIN_RECORD_BYTES (PULL_FIXED_BYTES + 1 + 2)
-#define PULL_MAGIC_V1 (-626843481)
-#define PULL_MAGIC_V2 (-626843477)
 #define PULL_MAX_TOPIC_V1 127
 #define PULL_INT16_MAX 0x7FFF
 /* SYSFLAG_COMPRESSED | SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6: the full path's. */
@@ -157,14 +155,14 @@ quick_one(walk_ctx *ctx, const unsigned char *r, Py_ssize_t size, PyObject **mes
         return 0;
     }
     Py_ssize_t topic_len;
-    if (magic == PULL_MAGIC_V1) {
+    if (magic == RECORD_MAGIC_V1) {
         topic_len = r[p];
         p += 1;
         if (topic_len > PULL_MAX_TOPIC_V1) {
             return 0;
         }
     }
-    else { /* PULL_MAGIC_V2: the caller let no other through */
+    else { /* RECORD_MAGIC_V2: the caller let no other through */
         topic_len = ((Py_ssize_t)r[p] << 8) | r[p + 1];
         p += 2;
     }
@@ -341,8 +339,8 @@ rmq_quick_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         const unsigned char *r = buf + pos;
         int32_t size = (int32_t)get_be(r, 4);
         int32_t magic = (int32_t)get_be(r + 4, 4);
-        if ((magic != PULL_MAGIC_V1 && magic != PULL_MAGIC_V2) || size < PULL_MIN_RECORD_BYTES ||
-            size > end - pos) {
+        if ((magic != RECORD_MAGIC_V1 && magic != RECORD_MAGIC_V2) ||
+            size < PULL_MIN_RECORD_BYTES || size > end - pos) {
             break; /* the framing: the Python code judges it */
         }
         PyObject *message = NULL;

@@ -86,8 +86,6 @@ rmq_parse_properties(PyObject *self, PyObject *text)
 /* --- encode_record ------------------------------------------------------------------ */
 
 #define RECORD_FIXED_BYTES 88
-#define MAGIC_V1 (-626843481)
-#define MAGIC_V2 (-626843477)
 #define MAX_TOPIC_LENGTH_V1 127
 #define MAX_TOPIC_LENGTH_V2 32767
 #define MAX_PROPERTIES_BYTES 32767
@@ -163,7 +161,7 @@ rmq_encode_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(record);
     out = put_be(out, (unsigned long long)total, 4);
-    out = put_be(out, (unsigned long long)(uint32_t)(v1 ? MAGIC_V1 : MAGIC_V2), 4);
+    out = put_be(out, (unsigned long long)(uint32_t)(v1 ? RECORD_MAGIC_V1 : RECORD_MAGIC_V2), 4);
     out = put_be(out, crc, 4);
     out = put_be(out, (unsigned long long)queue_id, 4);
     out = put_be(out, (unsigned long long)flag, 4);
@@ -253,14 +251,14 @@ rmq_read_stored_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t p = body_at + body_len;
     Py_ssize_t topic_len;
-    if (magic == MAGIC_V1 && p + 1 <= end) {
+    if (magic == RECORD_MAGIC_V1 && p + 1 <= end) {
         topic_len = buf[p];
         p += 1;
         if (topic_len <= 0 || topic_len > MAX_TOPIC_LENGTH_V1) {
             goto decline;
         }
     }
-    else if (magic == MAGIC_V2 && p + 2 <= end) {
+    else if (magic == RECORD_MAGIC_V2 && p + 2 <= end) {
         topic_len = (int16_t)get_be(buf + p, 2);
         p += 2;
         if (topic_len <= 0) {
