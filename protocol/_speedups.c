@@ -35,7 +35,7 @@
  */
 #include "_speedups.h"
 
-PyObject *rmq_zlib_crc32 = NULL; /* protocol.crc.crc32, imported at module init */
+PyObject *rmq_crc32 = NULL; /* protocol.crc.crc32, imported at module init */
 
 /* --- parse_header ------------------------------------------------------------------- */
 
@@ -599,15 +599,15 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (rmq_zlib_crc32 == NULL) {
+    if (rmq_crc32 == NULL) {
         /* protocol.crc's choice (python-isal's crc32, or zlib's): the same values. */
         PyObject *crc = PyImport_ImportModule("protocol.crc");
         if (crc == NULL) {
             return NULL;
         }
-        rmq_zlib_crc32 = PyObject_GetAttrString(crc, "crc32");
+        rmq_crc32 = PyObject_GetAttrString(crc, "crc32");
         Py_DECREF(crc);
-        if (rmq_zlib_crc32 == NULL) {
+        if (rmq_crc32 == NULL) {
             return NULL;
         }
     }

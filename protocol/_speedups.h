@@ -89,7 +89,7 @@ get_be(const unsigned char *p, int bytes)
 }
 
 /* protocol.crc.crc32 (zlib's values), imported at module init (_speedups.c). */
-extern PyObject *rmq_zlib_crc32;
+extern PyObject *rmq_crc32;
 
 /* _speedups_records.c: properties, stored records, index keys. */
 PyObject *rmq_split_properties(PyObject *self, PyObject *text);

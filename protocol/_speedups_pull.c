@@ -186,7 +186,7 @@ quick_one(walk_ctx *ctx, const unsigned char *r, Py_ssize_t size, PyObject **mes
     if (body == NULL) {
         goto done;
     }
-    crc_value = PyObject_CallOneArg(rmq_zlib_crc32, body);
+    crc_value = PyObject_CallOneArg(rmq_crc32, body);
     if (crc_value == NULL) {
         goto done;
     }

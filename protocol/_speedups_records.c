@@ -149,7 +149,7 @@ rmq_encode_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (total > INT32_MAX_VALUE) {
         Py_RETURN_NONE;
     }
-    PyObject *crc_value = PyObject_CallOneArg(rmq_zlib_crc32, body);
+    PyObject *crc_value = PyObject_CallOneArg(rmq_crc32, body);
     if (crc_value == NULL) {
         return NULL;
     }
@@ -281,7 +281,7 @@ rmq_read_stored_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (body == NULL) {
             goto error;
         }
-        PyObject *crc_value = PyObject_CallOneArg(rmq_zlib_crc32, body);
+        PyObject *crc_value = PyObject_CallOneArg(rmq_crc32, body);
         Py_DECREF(body);
         if (crc_value == NULL) {
             goto error;
