@@ -19,6 +19,7 @@ from broker.store import reads
 from broker.store.pull import GetMessageStatus
 from broker.store.reads import StoreReads
 from protocol.message import MAGIC_V1, MAGIC_V2
+from tests.support.speedups import with_and_without
 
 _speedups = pytest.importorskip(
     "protocol._speedups", reason="the C extension is not built (no compiler on this machine)"
@@ -53,7 +54,8 @@ def logs(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int, int]]]:
     return bytes(log), picked
 
 
-def _pull(path: str, size: int, picked: list[tuple[int, int, int]], compiled: bool) -> Any:
+def _pull(path: str, size: int, picked: list[tuple[int, int, int]]) -> Any:
+    """``StoreReads._result`` over the log in ``path``: the answer and the refused reads."""
     fd = os.open(path, os.O_RDONLY)
     refused: list[int] = []
     seg = types.SimpleNamespace(start=0, end=size, fd=fd)
@@ -65,14 +67,11 @@ def _pull(path: str, size: int, picked: list[tuple[int, int, int]], compiled: bo
     store: Any = types.SimpleNamespace(
         _clog=clog, _damage=None, _refuse_read=lambda what, phys: refused.append(phys)
     )
-    saved = reads._compiled_cut_records
-    reads._compiled_cut_records = saved if compiled else None
     try:
         result = StoreReads._result(
             store, GetMessageStatus.FOUND, 99, list(picked), (0, 100), "T", 0
         )
     finally:
-        reads._compiled_cut_records = saved
         os.close(fd)
     return result, refused
 
@@ -86,7 +85,10 @@ def test_result_is_the_same_with_and_without_cut_records(
     with tempfile.NamedTemporaryFile() as f:
         f.write(log)
         f.flush()
-        assert _pull(f.name, len(log), picked, True) == _pull(f.name, len(log), picked, False)
+        compiled, pure = with_and_without(
+            reads, "_compiled_cut_records", lambda: _pull(f.name, len(log), picked)
+        )
+        assert compiled == pure
 
 
 def test_cut_records_stops_at_what_it_cannot_take() -> None:
