@@ -29,11 +29,6 @@ from collections.abc import Callable, Mapping
 import attrs
 import trio
 
-from protocol.codes import ResponseCode
-from protocol.command import RemotingCommand
-from protocol.errors import ServerError
-from protocol.rpc import Connection, Handler, LaterAnswer
-
 TOPIC_PUT_NUMS = "TOPIC_PUT_NUMS"
 TOPIC_PUT_SIZE = "TOPIC_PUT_SIZE"
 GROUP_GET_NUMS = "GROUP_GET_NUMS"
@@ -281,17 +276,22 @@ class RpcLatency:
     """How long the broker took to answer each request, per request and response code.
 
     Counted with plain ints on the Trio thread (one bisect and two adds per request) and
-    exported when scraped (``broker/metrics.py``). A held pull counts its hold time, as
-    the client waits it. ``instrument`` wraps every handler once, at construction.
+    exported when scraped (``broker/metrics.py``). The transport times each answer
+    (``RemotingServer.on_answered``, given ``on_answered``); a held pull counts its hold
+    time, as the client waits it.
     """
 
-    def __init__(self, now_s: Callable[[], float]) -> None:
-        self._now_s = now_s
+    def __init__(self) -> None:
         #: request code → response code → counts per bucket, past every bound, sum of ms
         self._table: dict[int, dict[int, list[float]]] = {}
 
-    def record(self, request_code: int, response_code: int, elapsed_ms: float) -> None:
-        _record(self._table.setdefault(request_code, {}), response_code, elapsed_ms)
+    def on_answered(self, request_code: int, response_code: int, elapsed_s: float) -> None:
+        """One answer: ``RemotingServer.on_answered`` (request codes with a handler only,
+        so the table stays as small as the handler table)."""
+        rows = self._table.get(request_code)
+        if rows is None:
+            rows = self._table[request_code] = {}
+        _record(rows, response_code, elapsed_s * 1000.0)
 
     def table(self) -> dict[tuple[int, int], tuple[tuple[int, ...], float]]:
         """(request code, response code) → (counts per bucket, not cumulative, then past
@@ -301,42 +301,6 @@ class RpcLatency:
             for request, rows in self._table.items()
             for response, row in list(rows.items())
         }
-
-    def instrument(self, handlers: Mapping[int, Handler]) -> dict[int, Handler]:
-        return {code: self._timed(code, handler) for code, handler in handlers.items()}
-
-    def _timed(self, code: int, handler: Handler) -> Handler:
-        now_s, rows = self._now_s, self._table.setdefault(code, {})
-
-        def record(answered: int, start: float) -> None:
-            elapsed_ms = (now_s() - start) * 1000.0
-            row = rows.get(answered)
-            if row is None:
-                row = rows[answered] = [0.0] * (len(RPC_LATENCY_BUCKETS_MS) + 2)
-            row[bisect.bisect_left(RPC_LATENCY_BUCKETS_MS, elapsed_ms)] += 1
-            row[-1] += elapsed_ms
-
-        async def timed(
-            request: RemotingCommand, conn: Connection
-        ) -> RemotingCommand | LaterAnswer | None:
-            start = now_s()
-            answered: int = ResponseCode.SYSTEM_ERROR  # the answer to an exception
-            try:
-                response = await handler(request, conn)
-                if type(response) is LaterAnswer:  # recorded when given
-                    answered = -1
-                    response.watch(lambda answer: record(answer.code, start))
-                    return response
-                answered = ResponseCode.SUCCESS if response is None else response.code  # type: ignore[union-attr]
-                return response
-            except ServerError as exc:
-                answered = exc.code
-                raise
-            finally:
-                if answered != -1:
-                    record(answered, start)
-
-        return timed
 
 
 def _record(rows: dict[int, list[float]], response_code: int, elapsed_ms: float) -> None:

@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import threading
+import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any
@@ -82,6 +83,9 @@ _READ_BYTES = 256 * 1024
 _REQUESTS_PER_STEP = 64
 _MAX_OPAQUE = 2**31 - 1
 _connection_ids = itertools.count(1)
+#: An answer's time (``on_answered``): real elapsed time, a tenth of Trio's clock's cost.
+_perf_counter = time.perf_counter
+_SUCCESS = int(ResponseCode.SUCCESS)
 
 
 class ByteBudget:
@@ -218,9 +222,11 @@ class Connection:
         budget: ByteBudget | None = None,
         warnings: ThrottledLog | None = None,
         before_write: Callable[[], None] | None = None,
+        on_answered: Callable[[int, int, float], None] | None = None,
     ) -> None:
         self.id = next(_connection_ids)
         self._before_write = before_write  # RemotingServer.before_write
+        self._on_answered = on_answered  # RemotingServer.on_answered
         self.name = name
         self._stream = stream
         #: A plain TCP socket: read and written with ``os.read`` / ``os.write`` on its file
@@ -774,15 +780,49 @@ class Connection:
 
     async def _serve_request(self, request: RemotingCommand, size_bytes: int) -> bytes | None:
         """Run the handler; the answer's frame (None for a oneway request, no answer, or
-        an answer given later: ``_take_later``)."""
+        an answer given later: ``_take_later``). A handler's ``ServerError`` is answered
+        with its code and remark; any other exception with SYSTEM_ERROR (logged). Each
+        answer of a known request code is reported to ``on_answered`` with its time.
+
+        One coroutine for the request, the handler's aside (the error handling and the
+        timing here, not in wrappers around each handler: a coroutine each, per request)."""
         later = None
+        code = request.code
+        handler = self._handlers.get(code)
+        on_answered = None if handler is None else self._on_answered
+        start_s = _perf_counter() if on_answered is not None else 0.0
         try:
-            response = await self._handle(request)
+            if handler is None:
+                response: RemotingCommand | LaterAnswer | None = request.respond(
+                    ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
+                    f"request code {code} ({request_name(code)}) is not supported",
+                )
+            else:
+                try:
+                    response = await handler(request, self)
+                except ServerError as exc:
+                    response = request.respond(exc.code, exc.remark)
+                except ProtocolError as exc:
+                    response = request.respond(ResponseCode.SYSTEM_ERROR, str(exc))
+                except Exception as exc:
+                    log.exception(
+                        "%s: handler of %s from %s failed", self.name, request_name(code), self.peer
+                    )
+                    response = request.respond(
+                        ResponseCode.SYSTEM_ERROR, f"internal error: {type(exc).__name__}: {exc}"
+                    )
             if type(response) is LaterAnswer:
                 if not response.given:
                     later = response
+                    if on_answered is not None:  # timed when given
+                        response.watch(
+                            lambda answer: on_answered(code, answer.code, _perf_counter() - start_s)
+                        )
                     return None
                 response = response._response  # given before it got here
+            if on_answered is not None:
+                answered = _SUCCESS if response is None else response.code  # type: ignore[union-attr]
+                on_answered(code, answered, _perf_counter() - start_s)
             if response is None or request.is_oneway:
                 return None
             return self._encode_response(request, response)  # type: ignore[arg-type]
@@ -846,30 +886,6 @@ class Connection:
                 ResponseCode.SYSTEM_ERROR,
                 f"internal error: response cannot be encoded: {type(exc).__name__}",
             ).encode()
-
-    async def _handle(self, request: RemotingCommand) -> RemotingCommand | LaterAnswer | None:
-        handler = self._handlers.get(request.code)
-        if handler is None:
-            return request.respond(
-                ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
-                f"request code {request.code} ({request_name(request.code)}) is not supported",
-            )
-        try:
-            return await handler(request, self)
-        except ServerError as exc:
-            return request.respond(exc.code, exc.remark)
-        except ProtocolError as exc:
-            return request.respond(ResponseCode.SYSTEM_ERROR, str(exc))
-        except Exception as exc:
-            log.exception(
-                "%s: handler of %s from %s failed",
-                self.name,
-                request_name(request.code),
-                self.peer,
-            )
-            return request.respond(
-                ResponseCode.SYSTEM_ERROR, f"internal error: {type(exc).__name__}: {exc}"
-            )
 
     def _mark_closed(self, reason: str) -> None:
         if self.closed.is_set():

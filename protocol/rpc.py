@@ -89,6 +89,10 @@ class RemotingServer:
         #: connection unwritten): the broker's CommitLog commit of held appends, so one
         #: write per read of sends covers them, and no answer leaves before its record.
         self.before_write: Callable[[], None] | None = None
+        #: Told of each answer to a request with a handler: (request code, response code,
+        #: seconds from the request's start to its answer; a later answer when given).
+        #: The broker's ``rocketmq_rpc_latency`` (``broker/stats.py`` ``RpcLatency``).
+        self.on_answered: Callable[[int, int, float], None] | None = None
         self.connections: dict[int, Connection] = {}
         #: The connection cap in force (fixed when ``serve`` starts, from the fd limit).
         self.max_connections = self.config.connection_cap(fd_soft_limit())
@@ -196,6 +200,7 @@ class RemotingServer:
                 budget=self._budget,
                 warnings=self._connection_log,
                 before_write=self.before_write,
+                on_answered=self.on_answered,
             )
             self.connections[conn.id] = conn
             log.debug("%s: connection from %s", self.name, conn.peer)

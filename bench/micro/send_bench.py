@@ -70,14 +70,20 @@ async def _run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         if after_requests is None:
             after_requests = getattr(broker.server, "before_write", None)
         per_read = args.per_read
+        # Newer trees time each answer in the transport (the server's ``on_answered``),
+        # older ones in a wrapper around each handler: counted here either way.
+        on_answered = getattr(broker.server, "on_answered", None)
 
         async def one_run() -> float:
             data = b"".join(requests.single().encode() for _ in range(args.count))
             start = time.process_time()
             for n, frame in enumerate(FrameDecoder().feed(data), 1):
                 request = RemotingCommand.from_frame(frame)
+                started_s = time.perf_counter()
                 response = await handler(request, conn)
                 assert isinstance(response, RemotingCommand)  # an ASYNC_FLUSH master
+                if on_answered is not None:
+                    on_answered(request.code, response.code, time.perf_counter() - started_s)
                 response.encode()
                 if after_requests is not None and n % per_read == 0:
                     after_requests()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import tempfile
+import time
 from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,18 @@ async def _run(count: int, per_read: int, batch: int, directory: Path) -> None:
     if after_requests is None:
         after_requests = getattr(broker.server, "before_write", None)
     conn: Any = _Peer()
+    # Newer trees time each answer in the transport (the server's ``on_answered``), older
+    # ones in a wrapper around each handler: counted here either way.
+    on_answered = getattr(broker.server, "on_answered", None)
 
     def step(n: int, frame: Frame) -> int:
-        response = _finish(handler(RemotingCommand.from_frame(frame), conn))
+        request = RemotingCommand.from_frame(frame)
+        started_s = time.perf_counter()
+        response = _finish(handler(request, conn))
         if response is None or response.code != ResponseCode.SUCCESS:
             raise SystemExit(f"send refused: {response}")
+        if on_answered is not None:
+            on_answered(request.code, response.code, time.perf_counter() - started_s)
         response.encode()
         if after_requests is not None and n % per_read == per_read - 1:
             after_requests()

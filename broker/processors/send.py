@@ -21,8 +21,8 @@ import ipaddress
 import logging
 import random
 import struct
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
 
 from broker.config import BrokerConfig
 from broker.processors.checks import queue_count
@@ -191,17 +191,21 @@ class SendProcessor:
             RequestCode.CONSUMER_SEND_MSG_BACK: self.send_back,
         }
 
-    async def send_v1(
-        self, request: RemotingCommand, conn: Connection
-    ) -> RemotingCommand | LaterAnswer:
-        header = SendMessageRequestHeader.from_ext_fields(request.ext_fields)
-        return await self._send(request, header, conn)
+    # send_v1 and send_v2 hand back ``_send``'s coroutine instead of awaiting it: a
+    # coroutine less per send (a header that does not parse raises here, at the call,
+    # which the transport's handler call catches as it catches one raised inside).
 
-    async def send_v2(
+    def send_v1(
         self, request: RemotingCommand, conn: Connection
-    ) -> RemotingCommand | LaterAnswer:
+    ) -> Coroutine[Any, Any, RemotingCommand | LaterAnswer]:
+        header = SendMessageRequestHeader.from_ext_fields(request.ext_fields)
+        return self._send(request, header, conn)
+
+    def send_v2(
+        self, request: RemotingCommand, conn: Connection
+    ) -> Coroutine[Any, Any, RemotingCommand | LaterAnswer]:
         header = SendMessageRequestHeaderV2.parse_v1(request.ext_fields)
-        return await self._send(request, header, conn)
+        return self._send(request, header, conn)
 
     # --- the send path ---------------------------------------------------------------
 
@@ -222,11 +226,21 @@ class SendProcessor:
                 stored = self._send_plain(request, header, queue_id, conn)
                 if stored is not None:
                     result, plain = stored
-                    return await self._answer(
+                    wait_store = plain.get(PROPERTY_WAIT)
+                    answer = self._answer_now(
                         request,
                         result,
                         queue_id,
-                        wait_store=plain.get(PROPERTY_WAIT),
+                        wait_store=wait_store,
+                        transaction_id=plain.get(PROPERTY_UNIQ_KEY),
+                    )
+                    if answer is not None:
+                        return answer
+                    return await self._answer_durable(
+                        request,
+                        result,
+                        queue_id,
+                        wait_store=wait_store,
                         transaction_id=plain.get(PROPERTY_UNIQ_KEY),
                     )
             else:
@@ -239,7 +253,6 @@ class SendProcessor:
                         wait_store=properties_from_string(header.properties or "").get(
                             PROPERTY_WAIT
                         ),
-                        transaction_id=None,
                     )
         properties = properties_from_string(header.properties or "")
         topic = header.topic
@@ -599,29 +612,62 @@ class SendProcessor:
         wait_store: str | None,
         transaction_id: str | None = None,
     ) -> RemotingCommand | LaterAnswer:
+        """The send's answer once it is as durable as configured."""
+        answer = self._answer_now(
+            request, result, queue_id, wait_store=wait_store, transaction_id=transaction_id
+        )
+        if answer is not None:
+            return answer
+        return await self._answer_durable(
+            request, result, queue_id, wait_store=wait_store, transaction_id=transaction_id
+        )
+
+    def _answer_now(
+        self,
+        request: RemotingCommand,
+        result: AppendResult,
+        queue_id: int,
+        *,
+        wait_store: str | None,
+        transaction_id: str | None,
+    ) -> RemotingCommand | LaterAnswer | None:
+        """``_answer`` where no task must wait (an ASYNC_FLUSH broker; a sync master's
+        answer given from the ack): a plain function, so the common send runs no
+        coroutine for it. None: the send waits for the flush (``_answer_durable``)."""
         if result.status is PutStatus.PROPERTIES_SIZE_EXCEEDED:
             raise MessageIllegal(result.remark or "properties too large")
         if result.status is not PutStatus.PUT_OK:  # not result.ok: a frame less per send
             raise MessageIllegal(result.remark or result.status.value)
         broker = self.broker
         waits = wait_store != "false"
-        # transactionId carries the UNIQ_KEY, as Java's handlePutMessageResult sets it: the
-        # only way a client learns an id the broker generated for it.
-        reply = send_response_fields(result.msg_id, queue_id, result.queue_offset, transaction_id)
         if broker.durable_at_once(wait_store=waits):
             code: int = ResponseCode.SUCCESS
         elif broker.answers_later(wait_store=waits):
             # A sync master: answered from the ack that replicates it (no task waits).
             later = LaterAnswer()
+            reply = _reply(result, queue_id, transaction_id)
             now = broker.when_replicated(
                 result, functools.partial(_give_answer, later, request, reply)
             )
             if now is None:
                 return later
-            code = now
+            return _send_answer(request, now, reply)
         else:
-            code = await broker.wait_durable(result, wait_store=waits)
-        return _send_answer(request, code, reply)
+            return None
+        return _send_answer(request, code, _reply(result, queue_id, transaction_id))
+
+    async def _answer_durable(
+        self,
+        request: RemotingCommand,
+        result: AppendResult,
+        queue_id: int,
+        *,
+        wait_store: str | None,
+        transaction_id: str | None,
+    ) -> RemotingCommand:
+        """``_answer`` of a stored send that waits for the group fsync (SYNC_FLUSH)."""
+        code = await self.broker.wait_durable(result, wait_store=wait_store != "false")
+        return _send_answer(request, code, _reply(result, queue_id, transaction_id))
 
     # --- consumer send back ----------------------------------------------------------
 
@@ -699,6 +745,12 @@ class SendProcessor:
                 f"the message at offset {header.offset} is of topic {original.topic}, "
                 f"not originTopic {origin}"
             )
+
+
+def _reply(result: AppendResult, queue_id: int, transaction_id: str | None) -> dict[str, str]:
+    # transactionId carries the UNIQ_KEY, as Java's handlePutMessageResult sets it: the
+    # only way a client learns an id the broker generated for it.
+    return send_response_fields(result.msg_id, queue_id, result.queue_offset, transaction_id)
 
 
 def _send_answer(request: RemotingCommand, code: int, reply: dict[str, str]) -> RemotingCommand:
