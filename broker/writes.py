@@ -109,11 +109,15 @@ class BrokerWrites:
         body_bytes: int,
     ) -> AppendResult:
         """``store_put`` of one record already encoded (the send path's straight case):
-        ``_guarded_put`` without the partial and its frame (every single send comes here)."""
-        master = self._check_in_sync()
-        held = self._may_hold()
+        ``_guarded_put`` with ``_check_in_sync``, ``_may_hold`` and ``_counted`` written
+        out, without the partial and their frames (every single send comes here)."""
+        broker = self.broker
+        master = broker.ha_master
+        held = master is None or not broker.role.is_sync_master
+        if not held and not master.check_writable(broker.config.min_in_sync_replicas):  # type: ignore[union-attr]
+            raise SystemError_("in-sync replicas not enough")
         try:
-            result = self.broker.store.put_encoded(
+            result = broker.store.put_encoded(
                 topic,
                 queue_id,
                 sys_flag,
@@ -125,7 +129,12 @@ class BrokerWrites:
         except StorageError as exc:
             raise self._refused(exc) from None
         if result.status is PutStatus.PUT_OK:  # result.ok without the property's frame
-            self._counted(topic, result, master, held=held)
+            broker.stats.on_put(topic, 1, result.wrote_bytes)
+            if master is not None:
+                if held:
+                    self._wake_owed = True
+                else:
+                    master.notify_appended()
         return result
 
     def store_put_encoded_batch(
