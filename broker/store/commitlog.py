@@ -95,8 +95,9 @@ class CommitLog:
         self.segments: list[Segment] = []
         #: Global offset where the next record goes (end of valid data).
         self.write_offset = 0
-        #: (offset, bytes) of the last ``append`` while nothing else wrote or cut since.
-        self.last_append: tuple[int, bytes] | None = None
+        #: (offset, bytes) of the last ``append`` while nothing else wrote or cut since (a
+        #: ``hold``'s own bytearray, handed over: copied only when ``read_raw`` returns it).
+        self.last_append: tuple[int, bytes | bytearray] | None = None
         #: Held appends (``hold``), not yet in the file: written by ``commit``.
         self._held: list[bytes | bytearray] = []
         self._held_start = 0
@@ -269,7 +270,10 @@ class CommitLog:
         held.append(data)
         self._held_bytes += len(data)
         self.write_offset = offset + len(data)
-        self.last_append = (offset, bytes(data)) if len(data) <= _KEPT_APPEND_BYTES else None
+        # Not a copy: ``data`` is the log's now. A streamer asks for exactly the last put
+        # rarely once puts are held (a read's puts go to it together), so the copy waits
+        # for that read (``read_raw``) instead of costing every put.
+        self.last_append = (offset, data) if len(data) <= _KEPT_APPEND_BYTES else None
         if self._held_bytes >= HOLD_LIMIT_BYTES or len(held) >= HOLD_LIMIT_PIECES:
             self.commit()
         return offset

@@ -188,7 +188,7 @@ class StoreReplica(StorePut):
             # in one segment). A streamer told of each put reads no record back.
             data = last[1]
             if offset + len(data) == end and len(data) <= max(max_bytes, BLANK_MARKER_BYTES):
-                return data
+                return bytes(data)  # a held put's bytearray copied now (no copy of bytes)
         seg = clog.segment_for(offset)
         if offset >= end or seg is None:
             return b""

@@ -168,6 +168,19 @@ async def test_read_raw_of_the_last_put_is_its_bytes_without_a_read(tmp_path: Pa
         await store.close()
 
 
+async def test_read_raw_of_a_held_put_is_a_copy_of_its_bytes(tmp_path: Path) -> None:
+    """A held put's bytes are kept as handed over (no copy per put); a streamer asking
+    for exactly that put gets them as bytes, once they are in the file."""
+    store = MessageStore.open(tmp_path, CFG)
+    r = store.put_messages([msg(1)], hold=True)
+    assert store._clog.last_append is not None
+    assert type(store._clog.last_append[1]) is bytearray
+    data = store.read_raw(r.physical_offset, 5000)  # commits the held bytes first
+    assert type(data) is bytes
+    assert data == store._clog.read(r.physical_offset, r.wrote_bytes) != b""
+    await store.close()
+
+
 async def test_a_large_put_is_not_kept_and_reads_from_the_log(tmp_path: Path) -> None:
     store = MessageStore.open(tmp_path, attrs.evolve(CFG, segment_bytes=1024 * 1024))
     big = store.put_messages([msg(i) for i in range(80)])  # ~78 KiB in one append
