@@ -34,8 +34,7 @@ from broker.store.state import (
     NO_DISPATCH,
     QUEUE_AND_PHYS,
     QUEUE_OFFSET_POS,
-    STORE_HOST_POS,
-    STORE_TS,
+    STORE_TS_AND_HOST,
     STORE_TS_POS,
     PendingRecord,
 )
@@ -195,8 +194,7 @@ class StorePut(StoreDispatch):
         phys = clog.reserve(size)
         buf = bytearray(encoded)
         QUEUE_AND_PHYS.pack_into(buf, QUEUE_OFFSET_POS, queue_offset, phys)
-        STORE_TS.pack_into(buf, STORE_TS_POS, now_ms)
-        buf[STORE_HOST_POS : STORE_HOST_POS + 8] = self._store_host_bytes
+        STORE_TS_AND_HOST.pack_into(buf, STORE_TS_POS, now_ms, self._store_host_bytes)
         self._append_or_hold(buf, hold=hold)
         if counted:
             self._queue_offsets[key] = queue_offset + 1
@@ -347,8 +345,7 @@ class StorePut(StoreDispatch):
             counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
             record_queue_offset = queue_offset if counted else 0
             QUEUE_AND_PHYS.pack_into(buf, at + QUEUE_OFFSET_POS, record_queue_offset, pos)
-            STORE_TS.pack_into(buf, at + STORE_TS_POS, now_ms)
-            buf[at + STORE_HOST_POS : at + STORE_HOST_POS + 8] = store_host
+            STORE_TS_AND_HOST.pack_into(buf, at + STORE_TS_POS, now_ms, store_host)
             size = len(e)
             appended.append(
                 (pos, size, topic, queue_id, record_queue_offset, sys_flag, props, now_ms)

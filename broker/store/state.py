@@ -45,6 +45,8 @@ SYSFLAG_POS = 36
 STORE_TS = struct.Struct(">q")
 STORE_TS_POS = 56
 STORE_HOST_POS = 64
+#: A record's store timestamp and store host (IPv4, port), adjacent: one pack for both.
+STORE_TS_AND_HOST = struct.Struct(">q8s")
 #: Transaction types that get no ConsumeQueue entry (and no queue offset).
 NO_DISPATCH = (SYSFLAG_TRANSACTION_PREPARED_TYPE, SYSFLAG_TRANSACTION_ROLLBACK_TYPE)
 #: What dispatching a record needs, kept for records appended but not yet dispatched:
