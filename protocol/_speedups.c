@@ -180,13 +180,30 @@ error:
 
 /* --- command_from_json -------------------------------------------------------------- */
 
-/* ``header[name]`` as a C number when it is an exact int in the int32 range; missing: 0
+/* The header's keys, made once (PyInit__speedups) and interned: a lookup with one hashes
+ * nothing (PyDict_GetItemString made and hashed a new str per lookup: ~5k instructions
+ * of a SEND_MESSAGE_V2's decode). */
+enum { KEY_CODE, KEY_VERSION, KEY_OPAQUE, KEY_FLAG, KEY_EXT_FIELDS, KEY_LANGUAGE, KEY_REMARK,
+       KEY_COUNT };
+static const char *const HEADER_KEY_NAMES[KEY_COUNT] = {
+    "code", "version", "opaque", "flag", "extFields", "language", "remark"};
+static PyObject *header_keys[KEY_COUNT];
+
+/* ``header[key]``, borrowed, or NULL when missing (errors swallowed, as
+ * PyDict_GetItemString did: the header's keys are str, which compare without error). */
+static PyObject *
+header_get(PyObject *header, int key)
+{
+    return PyDict_GetItem(header, header_keys[key]);
+}
+
+/* ``header[key]`` as a C number when it is an exact int in the int32 range; missing: 0
  * (the Python decoder's default). Returns 1 on success, 0 when the field is not plain,
  * -1 on an error. */
 static int
-int32_field(PyObject *header, const char *name, int required, PyObject **out)
+int32_field(PyObject *header, int key, int required, PyObject **out)
 {
-    PyObject *value = PyDict_GetItemString(header, name); /* borrowed; str keys only */
+    PyObject *value = header_get(header, key);
     if (value == NULL) {
         if (required) {
             return 0;
@@ -237,7 +254,7 @@ command_from_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!PyDict_CheckExact(header)) {
         Py_RETURN_NONE;
     }
-    PyObject *ext = PyDict_GetItemString(header, "extFields");
+    PyObject *ext = header_get(header, KEY_EXT_FIELDS);
     if (ext == NULL || !PyDict_CheckExact(ext)) {
         Py_RETURN_NONE;
     }
@@ -250,9 +267,9 @@ command_from_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyObject *numbers[4]; /* code, version, opaque, flag: borrowed, NULL when missing */
-    static const char *names[4] = {"code", "version", "opaque", "flag"};
+    static const int keys[4] = {KEY_CODE, KEY_VERSION, KEY_OPAQUE, KEY_FLAG};
     for (int i = 0; i < 4; i++) {
-        int plain = int32_field(header, names[i], i == 0, &numbers[i]);
+        int plain = int32_field(header, keys[i], i == 0, &numbers[i]);
         if (plain < 0) {
             return NULL;
         }
@@ -264,14 +281,14 @@ command_from_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (zero == NULL) {
         return NULL;
     }
-    PyObject *language = PyDict_GetItemString(header, "language");
+    PyObject *language = header_get(header, KEY_LANGUAGE);
     if (language == NULL) {
         language = args[3];
     }
     else if (!PyUnicode_CheckExact(language)) {
         language = args[4];
     }
-    PyObject *remark = PyDict_GetItemString(header, "remark");
+    PyObject *remark = header_get(header, KEY_REMARK);
     if (remark == NULL || !PyUnicode_CheckExact(remark)) {
         remark = Py_None;
     }
@@ -332,15 +349,45 @@ buffer_add(Buffer *buf, const char *bytes, Py_ssize_t len)
     return 0;
 }
 
+/* ``number`` in decimal, as "%lld" writes it (snprintf's formatting machinery was ~670
+ * instructions a number, four numbers a frame). */
 static int
 buffer_add_int(Buffer *buf, long long number)
 {
-    char digits[32];
-    int len = snprintf(digits, sizeof digits, "%lld", number);
-    return buffer_add(buf, digits, len);
+    char digits[24];
+    char *end = digits + sizeof digits;
+    char *p = end;
+    /* Negated as unsigned: LLONG_MIN has no positive long long. */
+    unsigned long long left = number < 0 ? 0ULL - (unsigned long long)number
+                                         : (unsigned long long)number;
+    do {
+        *--p = (char)('0' + left % 10);
+        left /= 10;
+    } while (left);
+    if (number < 0) {
+        *--p = '-';
+    }
+    return buffer_add(buf, p, end - p);
 }
 
 static const char HEX[] = "0123456789abcdef";
+
+/* The characters json.dumps(..., ensure_ascii=True) writes as they are: printable ASCII
+ * but the quote and the backslash (indexed by a 1-byte-kind string's characters; DEL and
+ * above are escaped). */
+#define AS_IS(c) ((c) >= 0x20 && (c) < 0x7F && (c) != '"' && (c) != '\\')
+#define AS_IS_ROW(r)                                                                     \
+    AS_IS(r), AS_IS(r + 1), AS_IS(r + 2), AS_IS(r + 3), AS_IS(r + 4), AS_IS(r + 5),          \
+        AS_IS(r + 6), AS_IS(r + 7), AS_IS(r + 8), AS_IS(r + 9), AS_IS(r + 10),               \
+        AS_IS(r + 11), AS_IS(r + 12), AS_IS(r + 13), AS_IS(r + 14), AS_IS(r + 15)
+static const unsigned char JSON_AS_IS[256] = {
+    AS_IS_ROW(0x00), AS_IS_ROW(0x10), AS_IS_ROW(0x20), AS_IS_ROW(0x30),
+    AS_IS_ROW(0x40), AS_IS_ROW(0x50), AS_IS_ROW(0x60), AS_IS_ROW(0x70),
+    AS_IS_ROW(0x80), AS_IS_ROW(0x90), AS_IS_ROW(0xA0), AS_IS_ROW(0xB0),
+    AS_IS_ROW(0xC0), AS_IS_ROW(0xD0), AS_IS_ROW(0xE0), AS_IS_ROW(0xF0),
+};
+#undef AS_IS_ROW
+#undef AS_IS
 
 static void
 put_u_escape(char *out, Py_UCS4 unit)
@@ -371,7 +418,18 @@ buffer_add_json_string(Buffer *buf, PyObject *text)
     }
     char *out = buf->data + buf->len;
     *out++ = '"';
-    for (Py_ssize_t i = 0; i < n; i++) {
+    Py_ssize_t i = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        /* Most strings (ids, numbers, names): the run of characters written as they are
+         * is copied at once; the loop below goes on from the first that is escaped. */
+        const unsigned char *bytes = (const unsigned char *)data;
+        while (i < n && JSON_AS_IS[bytes[i]]) {
+            i++;
+        }
+        memcpy(out, bytes, (size_t)i);
+        out += i;
+    }
+    for (; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
             *out++ = (char)c;
@@ -609,6 +667,14 @@ PyInit__speedups(void)
         Py_DECREF(crc);
         if (rmq_crc32 == NULL) {
             return NULL;
+        }
+    }
+    for (int i = 0; i < KEY_COUNT; i++) {
+        if (header_keys[i] == NULL) {
+            header_keys[i] = PyUnicode_InternFromString(HEADER_KEY_NAMES[i]);
+            if (header_keys[i] == NULL) {
+                return NULL;
+            }
         }
     }
     return PyModule_Create(&module);
