@@ -6,8 +6,9 @@ Rules (reference/rocketmq-wire.md §2.4, PullRequestHoldService):
 - An arrival wakes only the pulls whose tag filter accepts its tag code (Java's
   ``isMatchedByConsumeQueue`` pre-match); the others keep waiting, and the periodic re-check
   answers them with PULL_RETRY_IMMEDIATELY past the entries they do not want.
-- The store calls ``notify`` synchronously after each ConsumeQueue append; it only sets
-  events, so the send path pays O(waiters of that queue).
+- The store calls ``notify`` synchronously after each ConsumeQueue append of a topic in
+  ``waiting_topics`` (the topics with a held pull); it only sets events, so the send path
+  pays O(waiters of that queue), and nothing for a topic no pull waits on.
 - A held pull whose client goes away is cancelled with its connection's tasks: nothing
   here outlives the request that waits.
 - Holding is budgeted (issue 13 row 9: 150 held pulls of 1 MiB held 153 MB): a pull is
@@ -28,6 +29,9 @@ class PullHoldService:
 
     def __init__(self, *, max_held: int = 1 << 62, max_held_bytes: int = 1 << 62) -> None:
         self._waiters: dict[tuple[str, int], list[_Waiter]] = {}
+        #: topic → pulls held on its queues (a topic leaves at 0): the store's
+        #: ``add_arrival_listener(notify, waiting_on=waiting_topics)``. Never rebound.
+        self.waiting_topics: dict[str, int] = {}
         self.max_held = max_held
         self.max_held_bytes = max_held_bytes
         #: Pulls admitted by ``reserve`` and not released, and the bytes charged to them.
@@ -74,6 +78,8 @@ class PullHoldService:
         waiter: _Waiter = (trio.Event(), tag_codes)
         key = (topic, queue_id)
         self._waiters.setdefault(key, []).append(waiter)
+        topics = self.waiting_topics
+        topics[topic] = topics.get(topic, 0) + 1
         try:
             with trio.move_on_after(max(0.0, timeout_s)):
                 await waiter[0].wait()
@@ -84,6 +90,10 @@ class PullHoldService:
                 waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[key]
+            if topics[topic] == 1:
+                del topics[topic]
+            else:
+                topics[topic] -= 1
 
     @property
     def held_pulls(self) -> int:

@@ -494,8 +494,13 @@ class Broker:
             raise
         # ConsumeQueue entries wait for the flush tick, their bound or a reader
         # (broker/store/dispatch.py), not a pwrite per queue per read of sends.
-        self.store.add_arrival_listener(self.pull_holds.notify)
-        self.store.add_arrival_listener(self.pop.arrivals.notify)
+        # Called only for topics with a held pull or pop: a send to any other pays no call.
+        self.store.add_arrival_listener(
+            self.pull_holds.notify, waiting_on=self.pull_holds.waiting_topics
+        )
+        self.store.add_arrival_listener(
+            self.pop.arrivals.notify, waiting_on=self.pop.arrivals.waiting
+        )
         self.store.add_truncate_listener(lambda: self._correct_offsets("the CommitLog was cut"))
         self.store.add_new_queue_listener(self._queue_appeared)
 

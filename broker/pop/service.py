@@ -101,18 +101,20 @@ class PopArrivals:
     """Wakes long-polling pops when their topic (or its pop retry topic) grows."""
 
     def __init__(self) -> None:
-        self._waiters: dict[str, set[trio.Event]] = {}
+        #: topic → the events of the pops waiting on it (a topic leaves when none is):
+        #: the store's ``add_arrival_listener(notify, waiting_on=waiting)``. Never rebound.
+        self.waiting: dict[str, set[trio.Event]] = {}
         self.held = 0
 
     def notify(self, topic: str, queue_id: int, queue_offset_end: int, tags_code: int) -> None:
         del queue_id, queue_offset_end, tags_code
-        for event in self._waiters.get(topic, ()):
+        for event in self.waiting.get(topic, ()):
             event.set()
 
     async def wait(self, topics: Sequence[str], timeout_s: float) -> None:
         event = trio.Event()
         for topic in topics:
-            self._waiters.setdefault(topic, set()).add(event)
+            self.waiting.setdefault(topic, set()).add(event)
         self.held += 1
         try:
             with trio.move_on_after(max(0.0, timeout_s)):
@@ -120,11 +122,11 @@ class PopArrivals:
         finally:
             self.held -= 1
             for topic in topics:
-                waiters = self._waiters.get(topic)
+                waiters = self.waiting.get(topic)
                 if waiters is not None:
                     waiters.discard(event)
                     if not waiters:
-                        del self._waiters[topic]
+                        del self.waiting[topic]
 
 
 @attrs.frozen(kw_only=True)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 
 import trio
 
@@ -120,18 +120,33 @@ def _delivery_tags_code(
 class StoreDispatch(StoreState):
     """The store's dispatch layer (ConsumeQueues, index, arrival listeners)."""
 
-    def add_arrival_listener(self, listener: ArrivalListener, *, topic: str | None = None) -> None:
+    def add_arrival_listener(
+        self,
+        listener: ArrivalListener,
+        *,
+        topic: str | None = None,
+        waiting_on: Container[str] | None = None,
+    ) -> None:
         """Call ``listener(topic, queue_id, queue_offset_end, tags_code)`` after every
         ConsumeQueue append (synchronously: it must not block); with ``topic``, after
-        that topic's only (a send to any other topic then pays no call)."""
-        self._listeners.setdefault(topic, []).append(listener)
+        that topic's only (a send to any other topic then pays no call). With
+        ``waiting_on``, only for a topic in it at that moment: the listener's own live
+        container of the topics it has waiters on (a long poll's), so that a send to a
+        topic nobody waits on pays no call either."""
+        self._listeners.setdefault(topic, []).append((listener, waiting_on))
         self._index_listeners()
 
     def remove_arrival_listener(
         self, listener: ArrivalListener, *, topic: str | None = None
     ) -> None:
         """Stop calling ``listener`` (added with this ``topic``)."""
-        self._listeners[topic].remove(listener)
+        entries = self._listeners.get(topic, [])
+        for entry in entries:
+            if entry[0] == listener:
+                entries.remove(entry)
+                break
+        else:
+            raise ValueError(f"{listener!r} does not listen to arrivals on {topic!r}")
         self._index_listeners()
 
     def _index_listeners(self) -> None:
@@ -284,8 +299,11 @@ class StoreDispatch(StoreState):
                 if cq.append(queue_offset, phys, size, code):
                     self._unwritten_cqs[cq] = None
                 wrote = True
-                for listener in self._topic_listeners.get(topic, self._any_topic_listeners):
-                    listener(topic, queue_id, queue_offset + 1, code)
+                for listener, waiting_on in self._topic_listeners.get(
+                    topic, self._any_topic_listeners
+                ):
+                    if waiting_on is None or topic in waiting_on:
+                        listener(topic, queue_id, queue_offset + 1, code)
         if phys >= self._index_skip_below and sys_flag & SYSFLAG_TRANSACTION_MASK != _ROLLBACK:
             keys_value = properties.get(PROPERTY_KEYS)
             uniq_key = properties.get(PROPERTY_UNIQ_KEY)
@@ -488,8 +506,9 @@ class StoreDispatch(StoreState):
             self._dispatched = at
             anywhere, scoped = self._any_topic_listeners, self._topic_listeners
             for topic, queue_id, end, code in arrived:
-                for listener in scoped.get(topic, anywhere):
-                    listener(topic, queue_id, end, code)
+                for listener, waiting_on in scoped.get(topic, anywhere):
+                    if waiting_on is None or topic in waiting_on:
+                        listener(topic, queue_id, end, code)
         return count
 
     def _end_queue_run(self, cq: ConsumeQueue, run: list[int]) -> None:

@@ -10,7 +10,7 @@ Rules:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 import attrs
 
@@ -23,6 +23,9 @@ TIMER_TOPIC = "rmq_sys_wheel_timer"
 
 #: ``listener(topic, queue_id, queue_offset_end, tags_code)`` after a ConsumeQueue append.
 ArrivalListener = Callable[[str, int, int, int], None]
+#: A listener and what it waits on: the topics it has waiters on (a live container of
+#: its own, read at each arrival), or None for every topic it follows.
+ListenerEntry = tuple[ArrivalListener, Container[str] | None]
 
 
 class PutStatus(enum.Enum):

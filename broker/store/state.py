@@ -35,7 +35,7 @@ from broker.store.damage import DamageMap
 from broker.store.flush import GroupCommit, collect_fds
 from broker.store.index import IndexService
 from broker.store.recovery import RecoveryReport
-from broker.store.results import ArrivalListener
+from broker.store.results import ListenerEntry
 from protocol.message import SYSFLAG_TRANSACTION_PREPARED_TYPE, SYSFLAG_TRANSACTION_ROLLBACK_TYPE
 
 QUEUE_AND_PHYS = struct.Struct(">qq")
@@ -80,9 +80,9 @@ class StoreState:
         self._queue_offsets: dict[tuple[str, int], int] = {}
         #: Arrival listeners by the topic they follow (None: every topic), and that
         #: indexed for the dispatch (``StoreDispatch._index_listeners``).
-        self._listeners: dict[str | None, list[ArrivalListener]] = {None: []}
-        self._any_topic_listeners: tuple[ArrivalListener, ...] = ()
-        self._topic_listeners: dict[str, tuple[ArrivalListener, ...]] = {}
+        self._listeners: dict[str | None, list[ListenerEntry]] = {None: []}
+        self._any_topic_listeners: tuple[ListenerEntry, ...] = ()
+        self._topic_listeners: dict[str, tuple[ListenerEntry, ...]] = {}
         #: Called after ``truncate_to`` cut the log (consumer offsets are clamped then).
         self._truncate_listeners: list[Callable[[], None]] = []
         #: Called with (topic, queue id) when a record names a queue first.

@@ -222,6 +222,41 @@ async def test_a_listener_for_one_topic_hears_only_that_topic(tmp_path: Path) ->
     await store.close()
 
 
+async def test_a_waiting_listener_hears_only_topics_it_waits_on(tmp_path: Path) -> None:
+    """``waiting_on``: the listener is called for a topic only while the topic is in its
+    container (a long poll's topics with waiters) when the record is dispatched: at put
+    time, or in a run a confirm releases (``dispatch_confirmed_only``)."""
+    store = MessageStore.open(tmp_path / "a", CFG, clock=ticking_clock())
+    waiting: dict[str, int] = {}
+    heard: list[tuple[str, int]] = []
+    store.add_arrival_listener(lambda t, q, end, code: heard.append((t, end)), waiting_on=waiting)
+    store.put_message(msg(0, topic="T"))  # nobody waits: not called
+    waiting["T"] = 1
+    store.put_message(msg(1, topic="T"))
+    store.put_message(msg(2, topic="U"))  # another topic: not called
+    del waiting["T"]
+    store.put_message(msg(3, topic="T"))
+    assert heard == [("T", 2)]
+    with pytest.raises(ValueError, match="does not listen"):
+        store.remove_arrival_listener(heard.append)
+    await store.close()
+
+    confirmed = MessageStore.open(
+        tmp_path / "b", attrs.evolve(CFG, dispatch_confirmed_only=True), clock=ticking_clock()
+    )
+    waiting.clear()
+    heard.clear()
+    confirmed.add_arrival_listener(
+        lambda t, q, end, code: heard.append((t, end)), waiting_on=waiting
+    )
+    ends = [confirmed.put_message(msg(i, topic=t)).end_offset for i, t in enumerate("TUT")]
+    waiting["T"] = 1
+    confirmed.set_confirm_offset(ends[-1])  # the three dispatched as one run
+    assert confirmed.dispatched_offset == ends[-1]
+    assert heard == [("T", 1), ("T", 2)]
+    await confirmed.close()
+
+
 async def test_prepared_transactions_get_no_queue_entry(tmp_path: Path) -> None:
     store = MessageStore.open(tmp_path, CFG, clock=ticking_clock())
     store.put_message(msg(0))
