@@ -264,6 +264,10 @@ class Connection:
         self._nursery: trio.Nursery | None = None  # run()'s, for the timer
         self._opaques = itertools.count(1)
         self._serving, self._slot_freed = 0, trio.lowlevel.ParkingLot()  # requests served
+        #: The reader is running a request (``_read_loop``); bytes of requests that ended
+        #: meanwhile, which it releases with the read's.
+        self._reader_serving = False
+        self._reader_done_bytes = 0
         #: Requests whose handler returned a ``LaterAnswer`` not given yet, and the
         #: nursery that writes what the socket did not take of one (run()'s).
         self._later: set[LaterAnswer] = set()
@@ -594,41 +598,53 @@ class Connection:
         connection's nursery, cancelled when reading ends.
         """
         while True:
-            answered_bytes = 0  # the answers' bytes since the last request: released at once
+            # Bytes of this read done with: the answers' (their callers own them now) and
+            # the requests served to their end here. Released together, before anything
+            # here waits (one budget release a step, not one a frame).
+            done_bytes = 0
             in_step = 0  # requests served in this step
             while commands:
                 if in_step >= _REQUESTS_PER_STEP:
                     # A read of hundreds of requests is served a slice per step: the
                     # server's other tasks (a broker's controller heartbeats) run between.
                     in_step = 0
-                    if answered_bytes:
-                        self._release_answered(answered_bytes)
-                        answered_bytes = 0
+                    if done_bytes:
+                        self._release_done(done_bytes)
+                        done_bytes = 0
                     self._end_of_read(nursery, served=True)  # this slice's answers go first
                     await trio.lowlevel.checkpoint()
                 command, size_bytes = commands.popleft()
                 if command.flag & FLAG_RESPONSE:
-                    answered_bytes += size_bytes  # the caller owns it now
+                    done_bytes += size_bytes  # the caller owns it now
                     self._complete(command)
                     continue
                 in_step += 1
-                if answered_bytes:  # before anything here may wait
-                    self._release_answered(answered_bytes)
-                    answered_bytes = 0
                 # A slot per request, counted (a CapacityLimiter's borrow and release cost
                 # ~4 µs a request); no checkpoint while slots are free, so every request of
                 # one read is served before the reader yields (their answers share a round).
                 while self._serving >= self._config.max_requests_in_flight:
+                    if done_bytes:
+                        self._release_done(done_bytes)
+                        done_bytes = 0
                     self._end_of_read(nursery, served=in_step > 0)  # the answers so far first
                     await self._slot_freed.park()  # only the reader waits; a release wakes it
                 self._serving += 1
                 serving = self._serve_request(command, size_bytes)
+                self._reader_serving = True
                 try:
                     waits_on = serving.send(None)
                 except StopIteration as served:
                     if served.value is not None:
                         self._post(served.value)
                     continue
+                finally:
+                    # What ended while it ran (this request, a LaterAnswer it gave) is
+                    # released with the read's (``_request_done``).
+                    self._reader_serving = False
+                    done_bytes += self._reader_done_bytes
+                    self._reader_done_bytes = 0
+                if done_bytes:  # this task now waits for the handler
+                    self._release_done(done_bytes)
                 nursery.start_soon(self._read_loop, decoder, nursery, commands)
                 answer = await _go_on_awaiting(serving, waits_on)
                 if answer is not None:
@@ -636,8 +652,8 @@ class Connection:
                         # No other request of this connection in flight: nobody to wait for.
                         await self._send_bytes(answer, combine=self._serving > 0)
                 return
-            if answered_bytes:
-                self._release_answered(answered_bytes)
+            if done_bytes:
+                self._release_done(done_bytes)
             self._end_of_read(nursery, served=in_step > 0)
             if (data := await self._receive(decoder)) is None:
                 break
@@ -654,9 +670,9 @@ class Connection:
         self._flush_posted(nursery)  # defensive: _end_of_read has written every answer
         nursery.cancel_scope.cancel()
 
-    def _release_answered(self, size_bytes: int) -> None:
-        """Answers handed to their callers: their bytes leave this connection's count
-        (one budget release for a read's answers, not one each)."""
+    def _release_done(self, size_bytes: int) -> None:
+        """Answers handed to their callers and requests served: their bytes leave this
+        connection's count (one budget release for a read's, not one each)."""
         self._request_bytes -= size_bytes
         self._budget.release(size_bytes)
 
@@ -833,10 +849,14 @@ class Connection:
                 self._take_later(later, request, size_bytes)
 
     def _request_done(self, size_bytes: int) -> None:
-        """A request ended: its slot and its bytes go back."""
+        """A request ended: its slot and its bytes go back (the bytes with the read's
+        when the reader is serving: it releases them before it waits)."""
         self._serving -= 1
         if self._serving + 1 >= self._config.max_requests_in_flight:
             self._slot_freed.unpark()  # the reader may wait for this slot
+        if self._reader_serving:
+            self._reader_done_bytes += size_bytes
+            return
         self._request_bytes -= size_bytes
         self._budget.release(size_bytes)
 

@@ -30,6 +30,8 @@ from tests.component.test_rpc_tls import server_files
 pki = tls_pki_dir
 LATER = 7101
 AT_ONCE = 7102
+GIVES = 7103
+WAITS = 7104
 
 
 class _Deferred:
@@ -232,3 +234,45 @@ async def test_answers_given_later_over_tls(pki: Path) -> None:
             assert answers == {b"a": b"aa", b"b": b"bb", b"c": b"cc"}
             (conn,) = server.connections.values()
             assert conn.requests_in_flight == 0
+
+
+async def test_a_reads_served_requests_release_their_bytes_before_one_waits() -> None:
+    """One read: requests answered at once, one whose handler gives an earlier request's
+    LaterAnswer, then one that waits. While it waits, only its own bytes are held: the
+    reader released the rest (with the read's, not one by one) before waiting; once it
+    answers, nothing is held."""
+    deferred = _Deferred()
+    go_on = trio.Event()
+
+    async def at_once(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        return request.respond(body=b"now")
+
+    async def gives(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        deferred.give(0, b"given")  # the LATER request of this same read
+        return request.respond(body=b"gave")
+
+    async def waits(request: RemotingCommand, conn: Connection) -> RemotingCommand:
+        await go_on.wait()
+        return request.respond(body=b"waited")
+
+    handlers = {LATER: deferred.handle, AT_ONCE: at_once, GIVES: gives, WAITS: waits}
+    async with serving(handlers) as (server, addr):
+        with trio.fail_after(WAIT_S):
+            stream = await raw_connect(addr)
+            codes = [AT_ONCE, LATER, AT_ONCE, GIVES, AT_ONCE, WAITS]
+            frames = [
+                RemotingCommand.request(code, opaque=i, body=b"x" * 100).encode()
+                for i, code in enumerate(codes, 1)
+            ]
+            await stream.send_all(b"".join(frames))  # one read (or more: the same holds)
+            decoder = FrameDecoder()
+            answers = await read_commands(stream, decoder, 5)
+            assert sorted(a.opaque for a in answers) == [1, 2, 3, 4, 5]
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert server.buffered_bytes == len(frames[-1])  # the waiting request's only
+            go_on.set()
+            (last,) = await read_commands(stream, decoder, 1)
+            assert (last.opaque, last.body) == (6, b"waited")
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert server.buffered_bytes == 0
+            await stream.aclose()
