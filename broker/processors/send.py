@@ -227,21 +227,23 @@ class SendProcessor:
                 if stored is not None:
                     result, plain = stored
                     wait_store = plain.get(PROPERTY_WAIT)
+                    transaction_id = plain.get(PROPERTY_UNIQ_KEY)
+                    # ``_answer`` without its coroutine where the answer needs no wait.
                     answer = self._answer_now(
                         request,
                         result,
                         queue_id,
                         wait_store=wait_store,
-                        transaction_id=plain.get(PROPERTY_UNIQ_KEY),
+                        transaction_id=transaction_id,
                     )
                     if answer is not None:
                         return answer
-                    return await self._answer_durable(
+                    return await self._answer(
                         request,
                         result,
                         queue_id,
                         wait_store=wait_store,
-                        transaction_id=plain.get(PROPERTY_UNIQ_KEY),
+                        transaction_id=transaction_id,
                     )
             else:
                 result_or_none = self._send_plain_batch(request, header, queue_id, conn)
@@ -612,15 +614,15 @@ class SendProcessor:
         wait_store: str | None,
         transaction_id: str | None = None,
     ) -> RemotingCommand | LaterAnswer:
-        """The send's answer once it is as durable as configured."""
+        """The send's answer once it is as durable as configured: ``_answer_now``'s, or
+        after the group fsync (SYNC_FLUSH)."""
         answer = self._answer_now(
             request, result, queue_id, wait_store=wait_store, transaction_id=transaction_id
         )
         if answer is not None:
             return answer
-        return await self._answer_durable(
-            request, result, queue_id, wait_store=wait_store, transaction_id=transaction_id
-        )
+        code = await self.broker.wait_durable(result, wait_store=wait_store != "false")
+        return _send_answer(request, code, _reply(result, queue_id, transaction_id))
 
     def _answer_now(
         self,
@@ -633,7 +635,7 @@ class SendProcessor:
     ) -> RemotingCommand | LaterAnswer | None:
         """``_answer`` where no task must wait (an ASYNC_FLUSH broker; a sync master's
         answer given from the ack): a plain function, so the common send runs no
-        coroutine for it. None: the send waits for the flush (``_answer_durable``)."""
+        coroutine for it. None: the send waits for the flush (``_answer``)."""
         if result.status is PutStatus.PROPERTIES_SIZE_EXCEEDED:
             raise MessageIllegal(result.remark or "properties too large")
         if result.status is not PutStatus.PUT_OK:  # not result.ok: a frame less per send
@@ -654,19 +656,6 @@ class SendProcessor:
             return _send_answer(request, now, reply)
         else:
             return None
-        return _send_answer(request, code, _reply(result, queue_id, transaction_id))
-
-    async def _answer_durable(
-        self,
-        request: RemotingCommand,
-        result: AppendResult,
-        queue_id: int,
-        *,
-        wait_store: str | None,
-        transaction_id: str | None,
-    ) -> RemotingCommand:
-        """``_answer`` of a stored send that waits for the group fsync (SYNC_FLUSH)."""
-        code = await self.broker.wait_durable(result, wait_store=wait_store != "false")
         return _send_answer(request, code, _reply(result, queue_id, transaction_id))
 
     # --- consumer send back ----------------------------------------------------------
