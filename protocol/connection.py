@@ -29,7 +29,7 @@ Rules:
 - A malformed or oversize frame closes that connection (logged with the reason); nobody
   else is affected. A request whose handler fails gets an error response, never silence.
 - Bytes held for a connection (partial frame plus requests being handled) are budgeted per
-  connection and per server (``ByteBudget``); a frame must be complete ``frame_timeout_s``
+  connection and per server (``ByteBudget``, protocol/transport_limits.py); a frame must be complete ``frame_timeout_s``
   after its first byte. The server and client around connections are in protocol/rpc.py.
 """
 
@@ -64,9 +64,10 @@ from protocol.errors import (
 )
 from protocol.frame import Frame, FrameDecoder
 from protocol.later_answer import UNWATCHED, LaterAnswer, Unwatched, together
-from protocol.limits import BufferBudget, LogThrottle, TransportConfig
+from protocol.limits import TransportConfig
 from protocol.steps import T
 from protocol.tls import TlsStream
+from protocol.transport_limits import ByteBudget, ThrottledLog
 
 # The transport's one logger, as before the split (operators and tests filter on it).
 log = logging.getLogger("protocol.rpc")
@@ -86,39 +87,6 @@ _connection_ids = itertools.count(1)
 #: An answer's time (``on_answered``): real elapsed time, a tenth of Trio's clock's cost.
 _perf_counter = time.perf_counter
 _SUCCESS = int(ResponseCode.SUCCESS)
-
-
-class ByteBudget:
-    """The pure ``BufferBudget`` of one server or client, and where its readers wait."""
-
-    def __init__(self, config: TransportConfig) -> None:
-        self.ledger = BufferBudget(
-            limit_bytes=config.max_buffered_bytes,
-            connection_limit_bytes=config.max_connection_buffered_bytes,
-        )
-        self.lot = trio.lowlevel.ParkingLot()
-
-    def release(self, size_bytes: int) -> None:
-        if size_bytes:
-            self.ledger.release(size_bytes)
-            if self.lot:  # unpark_all costs a microsecond even with nobody parked
-                self.lot.unpark_all()
-
-
-class ThrottledLog:
-    """A warning logged at most once per interval, with the count of those left out."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._throttle = LogThrottle(interval_s)
-
-    def warning(self, message: str, *args: object) -> None:
-        suppressed = self._throttle.admit(trio.current_time())
-        if suppressed is None:
-            return
-        if suppressed:
-            message += " (%d more like it not logged)"
-            args = (*args, suppressed)
-        log.warning(message, *args)
 
 
 def request_name(code: int) -> str:

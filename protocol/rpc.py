@@ -33,18 +33,13 @@ import trio
 
 from protocol.codes import ResponseCode
 from protocol.command import RemotingCommand
-from protocol.connection import (
-    ByteBudget,
-    Connection,
-    Handler,
-    ThrottledLog,
-    request_name,
-)
+from protocol.connection import Connection, Handler, request_name
 from protocol.errors import NetworkError, RemotingTimeout, error_for_response
 from protocol.later_answer import LaterAnswer, answers_together
 from protocol.limits import TransportConfig
 from protocol.tasks import background_nursery, run_steps
 from protocol.tls import TlsRefused, TlsStream, client_context_from_env, tls_accept, tls_connect
+from protocol.transport_limits import ByteBudget, ThrottledLog
 
 log = logging.getLogger(__name__)
 
