@@ -14,6 +14,7 @@ TOO_MANY_REQUESTS.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +64,17 @@ async def test_one_connection_cannot_take_every_in_flight_slot(tmp_path: Path) -
             answers: list[Any] = []
 
             def poll_once() -> list[Any]:
-                for _ in range(5):
+                for attempt in range(5):
                     try:
                         return list(greedy_stub.ReceiveMessage(receive, timeout=20))
                     except grpc.RpcError as exc:
                         # A call started as another ends can be refused while the proxy
-                        # still holds the ended one (grpc's overload protection): retried.
+                        # still holds the ended one (grpc's overload protection): retried,
+                        # after a pause, as a client backs off (at once, five refusals in
+                        # a row happened on a loaded CI machine).
                         if exc.code() != grpc.StatusCode.UNAVAILABLE:
                             raise
+                        time.sleep(0.1 * (attempt + 1))
                 raise AssertionError("a long poll was refused five times")
 
             async def long_poll() -> None:
