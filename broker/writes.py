@@ -36,7 +36,7 @@ from broker.ha import HAMaster, ReplicaOutcome
 from broker.processors.send import store_put_error
 from broker.role import RoleState
 from broker.stats import BrokerStats
-from broker.store.results import AppendResult, PutStatus
+from broker.store.results import PUT_OK, AppendResult
 from broker.store.store import MessageStore
 from protocol.codes import ResponseCode
 from protocol.errors import StorageError, SystemError_
@@ -128,7 +128,7 @@ class BrokerWrites:
             )
         except StorageError as exc:
             raise self._refused(exc) from None
-        if result.status is PutStatus.PUT_OK:  # result.ok without the property's frame
+        if result.status is PUT_OK:  # result.ok without the property's frame
             broker.stats.on_put(topic, 1, result.wrote_bytes)
             if master is not None:
                 if held:

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 
 from broker.store.dispatch import StoreDispatch
 from broker.store.results import (
+    PUT_OK,
     AppendResult,
     PutStatus,
 )
@@ -227,7 +228,7 @@ class StorePut(StoreDispatch):
             )
         # Positional in AppendResult's field order (slot_builder): one per send.
         return _make_result(
-            PutStatus.PUT_OK,
+            PUT_OK,
             phys,
             size,
             queue_offset,
