@@ -235,9 +235,15 @@ class CommitLog:
         return new.start
 
     def append(self, data: bytes | bytearray) -> int:
-        """Write ``data`` at ``write_offset`` (after ``reserve``); return where it went."""
+        """Write ``data`` at ``write_offset`` (after ``reserve``); return where it went.
+
+        Raises ``StorageError`` (nothing written) when the held bytes before it, written
+        first here or by ``reserve``, could not be: the log was cut back where they began,
+        below the offset ``data`` was stamped for, and puts wait for the store's cut back."""
         if self._held:
             self.commit()
+        if self.failed_at is not None:
+            raise StorageError(f"CommitLog write failed: {self.failure}")
         offset = self.write_offset
         # After ``reserve`` the last segment holds ``offset`` (ensure_segment, inline).
         seg = self.segments[-1] if self.segments else None

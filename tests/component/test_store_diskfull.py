@@ -168,3 +168,33 @@ async def test_a_failed_commit_refuses_puts_until_the_state_is_cut_back(
     assert store.recovery_report is not None and store.recovery_report.truncated_bytes == 0
     assert store.max_offset("T", 0) == 3
     await store.close()
+
+
+async def test_a_put_that_writes_held_bytes_first_is_refused_when_that_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put that is not held (a delayed message after plain sends in one read) writes
+    the held bytes before its own. When that write fails the put is refused: its record
+    must not go where the cut-back log now ends, stamped with the offset it reserved
+    past the held bytes, and be answered PUT_OK while the cut back takes it away."""
+    store = MessageStore.open(tmp_path, CFG)
+    kept = put_held(store, msg(0))
+    assert store.commit_held()
+    put_held(store, msg(1))
+    put_held(store, msg(2))
+    real_pwritev = os.pwritev
+
+    def failing(fd: int, buffers: list[bytes], pos: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(commitlog_module.os, "pwritev", failing)
+    with pytest.raises(StorageError, match="CommitLog write failed"):
+        store.put_message(msg(3))
+    monkeypatch.setattr(commitlog_module.os, "pwritev", real_pwritev)
+    assert store.max_physical_offset == kept.end_offset
+    assert store._clog.read(kept.end_offset, 300) == bytes(300)  # nothing written past it
+    assert not store.commit_held()  # reported once: the caller drops its answers
+    await store.close()
+    store = MessageStore.open(tmp_path, CFG)
+    assert store.max_offset("T", 0) == 1
+    await store.close()
