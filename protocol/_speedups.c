@@ -25,6 +25,7 @@
  *   quick_messages(buf, pos, out, last, next_begin_offset, ctx)
  *                                     decode_pull_body's loop over the records
  *                                     quick_message takes (client/consumer/core.py)
+ *   build_slots(slots, *values)       slot_builder's make (protocol/slots.py)
  *   java_frame(code, ext, flag, opaque, version, body)
  *                                     RemotingCommand.encode() of a JAVA command with no
  *                                     remark: the frame, JSON header (json.dumps's bytes)
@@ -614,6 +615,31 @@ cut_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* --- build_slots -------------------------------------------------------------------- */
+
+/* ``slot_builder(cls)``'s ``make(*values)`` (protocol/slots.py): ``cls`` with each slot set
+ * through its descriptor, in field order. ``slots`` is (cls, then every slot's member
+ * descriptor); exactly one value per descriptor, else TypeError, as the generated
+ * function's own arity check. */
+static PyObject *
+build_slots(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) < 1 ||
+        !PyType_Check(PyTuple_GET_ITEM(args[0], 0))) {
+        PyErr_SetString(PyExc_TypeError, "build_slots(slots, *values): slots is (cls, *descriptors)");
+        return NULL;
+    }
+    PyObject *slots = args[0];
+    Py_ssize_t count = PyTuple_GET_SIZE(slots) - 1;
+    if (nargs - 1 != count) {
+        PyErr_Format(PyExc_TypeError, "make() takes %zd positional arguments but %zd were given",
+                     count, nargs - 1);
+        return NULL;
+    }
+    return new_with_slots((PyTypeObject *)PyTuple_GET_ITEM(slots, 0), &PyTuple_GET_ITEM(slots, 1),
+                          args + 1, count);
+}
+
 /* --- module ------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -627,6 +653,8 @@ static PyMethodDef methods[] = {
      "command_from_json(slots, header, body, java, other): the command, or None."},
     {"java_frame", (PyCFunction)(void (*)(void))java_frame, METH_FASTCALL,
      "java_frame(code, ext, flag, opaque, version, body): the frame, or None."},
+    {"build_slots", (PyCFunction)(void (*)(void))build_slots, METH_FASTCALL,
+     "build_slots(slots, *values): slots[0] with its slots set through slots[1:]."},
     {"cut_frames", (PyCFunction)(void (*)(void))cut_frames, METH_FASTCALL,
      "cut_frames(slots, data, max_frame): (complete valid frames, where the rest starts)."},
     {"encode_record", (PyCFunction)(void (*)(void))rmq_encode_record, METH_FASTCALL,

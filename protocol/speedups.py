@@ -34,6 +34,9 @@ twin on generated input.
 - ``quick_messages(buf, pos, out, last, next_begin_offset, ctx)``: ``decode_pull_body``'s
   loop over the records ``quick_message`` takes (``client/consumer/records.py``
   ``compiled_walk``).
+- ``build_slots(slots, *values)``: ``slot_builder(cls)``'s ``make(*values)``, ``slots``
+  being ``(cls, *slot_descriptors(cls))`` (``protocol/slots.py``), for every input (no None:
+  a wrong count raises its TypeError).
 - ``java_frame(code, ext, flag, opaque, version, body)``: ``RemotingCommand.encode()`` of a
   JAVA command without a remark (``protocol/command.py``).
 """
@@ -58,6 +61,7 @@ take_all: (
     Callable[[bytes, int, int, int, int], tuple[int, int, list[tuple[int, int, int]]] | None] | None
 ) = None
 java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
+build_slots: Callable[..., Any] | None = None
 quick_messages: (
     Callable[[bytes, int, list[Any], int, int, tuple[Any, ...]], tuple[int, int]] | None
 ) = None
@@ -76,6 +80,7 @@ if os.environ.get("RMQ_PURE_PYTHON") != "1":
         parse_header = _speedups.parse_header
         command_from_json = _speedups.command_from_json
         java_frame = _speedups.java_frame
+        build_slots = _speedups.build_slots
         topic_key_hash = _speedups.topic_key_hash
         index_put = _speedups.index_put
         take_all = _speedups.take_all

@@ -5,13 +5,16 @@ from __future__ import annotations
 import attrs
 import pytest
 
+from broker.store.results import AppendResult, PutStatus
 from client.message import ReceivedMessage
+from protocol import speedups
 from protocol.message import MessageRecord, decode_record, encode_record
 from protocol.route import MessageQueue
-from protocol.slots import slot_builder
+from protocol.slots import python_slot_builder, slot_builder
 
 
-def test_built_record_equals_the_constructed_one() -> None:
+@pytest.mark.parametrize("builder", [slot_builder, python_slot_builder])
+def test_built_record_equals_the_constructed_one(builder: object) -> None:
     values = {
         "topic": "T",
         "body": b"b",
@@ -28,7 +31,7 @@ def test_built_record_equals_the_constructed_one() -> None:
         "prepared_transaction_offset": 10,
         "properties": {"a": "b"},
     }
-    built = slot_builder(MessageRecord)(*values.values())
+    built = builder(MessageRecord)(*values.values())  # type: ignore[operator]
     assert built == MessageRecord(**values)  # type: ignore[arg-type]
     assert hash(built) == hash(MessageRecord(**values))  # type: ignore[arg-type]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
@@ -65,3 +68,28 @@ def test_classes_with_validators_are_refused() -> None:
 
     with pytest.raises(TypeError, match="validator"):
         slot_builder(Checked)
+
+
+@pytest.mark.parametrize("builder", [slot_builder, python_slot_builder])
+def test_each_builder_takes_exactly_one_value_per_field(builder: object) -> None:
+    make = builder(AppendResult)  # type: ignore[operator]
+    values = (PutStatus.PUT_OK, 1, 2, 3, "id", 4, 1, "")
+    assert make(*values) == AppendResult(
+        status=PutStatus.PUT_OK, physical_offset=1, wrote_bytes=2, queue_offset=3,
+        msg_id="id", store_timestamp_ms=4, message_count=1, remark="",
+    )  # fmt: skip
+    with pytest.raises(TypeError, match="positional argument"):
+        make(*values[:-1])
+    with pytest.raises(TypeError, match="positional argument"):
+        make(*values, "one too many")
+
+
+def test_the_compiled_builder_is_used_where_the_extension_is_built() -> None:
+    if speedups.build_slots is None:
+        pytest.skip("protocol._speedups is not built (or RMQ_PURE_PYTHON=1)")
+    make = slot_builder(AppendResult)
+    assert getattr(make, "func", None) is speedups.build_slots
+    with pytest.raises(TypeError, match="slots is"):
+        speedups.build_slots(())
+    with pytest.raises(TypeError, match="slots is"):
+        speedups.build_slots(("not a class",))
