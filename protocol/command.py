@@ -20,9 +20,10 @@ Rules (reference/rocketmq-wire.md §1.2–§1.4):
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -40,6 +41,7 @@ from protocol.errors import MalformedHeader
 from protocol.frame import Frame, encode_frame
 from protocol.javanum import INT32_RANGE, in_range, parse_java_int
 from protocol.slots import slot_descriptors
+from protocol.speedups import build_slots as _build_slots
 from protocol.speedups import command_from_json as _command_from_json
 from protocol.speedups import java_frame as _java_frame
 
@@ -130,7 +132,7 @@ class RemotingCommand:
             opaque,
             flag,
             self.remark,
-            self.ext_fields,  # type: ignore[arg-type]  # already the copy this one owns
+            self.ext_fields,  # already the copy this one owns
             self.body,
         )
 
@@ -296,7 +298,7 @@ _orjson_loads = orjson.loads
 _COMMAND_SLOTS = (RemotingCommand, *slot_descriptors(RemotingCommand))
 
 
-def _new_command(
+def _python_new_command(
     code: int,
     language: str,
     version: int,
@@ -317,6 +319,15 @@ def _new_command(
     command.body = body
     command.__class__ = RemotingCommand
     return command  # type: ignore[no-any-return]
+
+
+#: ``_python_new_command``, compiled where the extension is built: a C call that sets the
+#: slots through their descriptors (every answer and request is built here).
+_new_command: Callable[..., RemotingCommand] = (
+    functools.partial(_build_slots, _COMMAND_SLOTS)
+    if _build_slots is not None
+    else _python_new_command
+)
 
 
 def dumps_ascii(value: Any) -> bytes:

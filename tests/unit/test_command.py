@@ -603,3 +603,18 @@ def test_dumps_ascii_escapes_what_the_stdlib_escapes(text: str) -> None:
     value = {"remark": text, "extFields": {text: text}}
     expected = json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode()
     assert dumps_ascii(value) == expected
+
+
+def test_the_command_builders_agree_with_the_constructor() -> None:
+    """``_new_command`` (compiled where the extension is built) and its Python twin build
+    the command the class's constructor builds, frozen as it is."""
+    values = (105, "JAVA", 317, 7, 1, "a remark", {"k": "v"}, b"body")
+    expected = RemotingCommand(
+        code=105, language="JAVA", version=317, opaque=7, flag=1, remark="a remark",
+        ext_fields={"k": "v"}, body=b"body",
+    )  # fmt: skip
+    for build in (command_module._new_command, command_module._python_new_command):
+        built = build(*values[:6], dict(values[6]), values[7])
+        assert built == expected and type(built) is RemotingCommand
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            built.code = 1  # type: ignore[misc]
