@@ -94,6 +94,9 @@ class _Ring:
 
 
 _BROKER_WIDE = frozenset({BROKER_PUT_NUMS, BROKER_GET_NUMS, STORE_PUT_NUMS})
+#: Where a ``BrokerStats._puts`` row's size buckets start.
+_PUT_BUCKETS_AT = 4
+_bisect_left = bisect.bisect_left
 
 
 class BrokerStats:
@@ -102,15 +105,14 @@ class BrokerStats:
     def __init__(self, cluster_name: str, *, store_puts: Callable[[], int] = lambda: 0) -> None:
         self.cluster_name = cluster_name
         self._store_puts = store_puts
-        #: topic → [messages, bytes, calls]
+        #: topic → [messages, bytes, calls, the sum of the observed message sizes, then
+        #: puts per message-size bucket, then one past every bound]: one row per topic,
+        #: one lookup per put
         self._puts: dict[str, list[int]] = {}
         #: "topic@group" → [messages, bytes, calls]
         self._gets: dict[str, list[int]] = {}
         #: "topic@group" → queue id → the next offset of the group's last pull
         self._pulled: dict[str, dict[int, int]] = {}
-        #: topic → puts per message-size bucket (then one past every bound, then the sum
-        #: of the observed sizes)
-        self._sizes: dict[str, list[int]] = {}
         self._rings = {
             MINUTE_S: _Ring(SAMPLE_INTERVAL_S, 7),
             HOUR_S: _Ring(600.0, 7),
@@ -128,16 +130,14 @@ class BrokerStats:
         """Messages of ``topic`` stored by one send (RocketMQ's incTopicPutNums/Size)."""
         item = self._puts.get(topic)
         if item is None:
-            item = self._puts[topic] = [0, 0, 0]
-            self._sizes[topic] = [0] * (len(MESSAGE_SIZE_BUCKETS_BYTES) + 2)
+            item = self._puts[topic] = [0] * (_PUT_BUCKETS_AT + len(MESSAGE_SIZE_BUCKETS_BYTES) + 1)
         item[0] += messages
         item[1] += size_bytes
         item[2] += 1
         # One observation per put of its average message size, as RocketMQ records it.
         average = size_bytes // messages if messages > 0 else 0
-        sizes = self._sizes[topic]
-        sizes[bisect.bisect_left(MESSAGE_SIZE_BUCKETS_BYTES, average)] += 1
-        sizes[-1] += average
+        item[3] += average
+        item[_PUT_BUCKETS_AT + _bisect_left(MESSAGE_SIZE_BUCKETS_BYTES, average)] += 1
 
     def on_get(
         self,
@@ -172,7 +172,7 @@ class BrokerStats:
     def message_sizes(self) -> dict[str, tuple[tuple[int, ...], int]]:
         """topic → (puts per ``MESSAGE_SIZE_BUCKETS_BYTES`` bucket, not cumulative, then the
         puts past every bound; the sum of the observed sizes)."""
-        return {t: (tuple(v[:-1]), v[-1]) for t, v in self._sizes.items()}
+        return {t: (tuple(v[_PUT_BUCKETS_AT:]), v[3]) for t, v in self._puts.items()}
 
     def pull_offsets(self, topic: str, group: str) -> dict[int, int]:
         """queue id → the next offset of ``group``'s last pull of it that found messages."""
@@ -190,7 +190,7 @@ class BrokerStats:
         """Every item's (value, times) now."""
         out: dict[ItemKey, tuple[int, int]] = {}
         put_msgs = put_calls = get_msgs = get_calls = 0
-        for topic, (msgs, size, calls) in self._puts.items():
+        for topic, (msgs, size, calls, *_) in self._puts.items():
             out[TOPIC_PUT_NUMS, topic] = (msgs, calls)
             out[TOPIC_PUT_SIZE, topic] = (size, calls)
             put_msgs, put_calls = put_msgs + msgs, put_calls + calls
@@ -289,9 +289,14 @@ class RpcLatency:
         """One answer: ``RemotingServer.on_answered`` (request codes with a handler only,
         so the table stays as small as the handler table)."""
         rows = self._table.get(request_code)
-        if rows is None:
-            rows = self._table[request_code] = {}
-        _record(rows, response_code, elapsed_s * 1000.0)
+        row = rows.get(response_code) if rows is not None else None
+        if row is None:
+            row = self._table.setdefault(request_code, {})[response_code] = [0.0] * (
+                len(RPC_LATENCY_BUCKETS_MS) + 2
+            )
+        elapsed_ms = elapsed_s * 1000.0
+        row[_bisect_left(RPC_LATENCY_BUCKETS_MS, elapsed_ms)] += 1
+        row[-1] += elapsed_ms
 
     def table(self) -> dict[tuple[int, int], tuple[tuple[int, ...], float]]:
         """(request code, response code) → (counts per bucket, not cumulative, then past
@@ -301,11 +306,3 @@ class RpcLatency:
             for request, rows in self._table.items()
             for response, row in list(rows.items())
         }
-
-
-def _record(rows: dict[int, list[float]], response_code: int, elapsed_ms: float) -> None:
-    row = rows.get(response_code)
-    if row is None:
-        row = rows[response_code] = [0.0] * (len(RPC_LATENCY_BUCKETS_MS) + 2)
-    row[bisect.bisect_left(RPC_LATENCY_BUCKETS_MS, elapsed_ms)] += 1
-    row[-1] += elapsed_ms
