@@ -154,6 +154,9 @@ class Broker:
         self.metadata = MetadataFiles(self, config_dir)
         self.broker_perm = PERM_READ | PERM_WRITE
         self.listen_port = config.listen_port
+        #: (advertised ip, listen port): the STOREHOST of the records this broker stores,
+        #: set with ``listen_port`` (read on every send).
+        self.store_host = (config.advertised_ip, config.listen_port)
         self._uniq = make_uniq_key_generator(
             config.advertised_ip, os.getpid(), random.Random(), self.clock.wall_ms()
         )
@@ -258,10 +261,6 @@ class Broker:
     @property
     def address(self) -> str:
         return f"{self.config.advertised_ip}:{self.listen_port}"
-
-    @property
-    def store_host(self) -> tuple[str, int]:
-        return (self.config.advertised_ip, self.listen_port)
 
     @property
     def accepts_writes(self) -> bool:
@@ -444,6 +443,7 @@ class Broker:
             self.agent.load_identity()
         # The store stamps the bound port into every record: bind first, once for good.
         listeners, self.listen_port = await bind(self.config.host, self.config.listen_port)
+        self.store_host = (self.config.advertised_ip, self.listen_port)
         try:
             await self._open_store()
             try:
