@@ -48,7 +48,7 @@ STORE_HOST_POS = 64
 #: A record's store timestamp and store host (IPv4, port), adjacent: one pack for both.
 STORE_TS_AND_HOST = struct.Struct(">q8s")
 #: Transaction types that get no ConsumeQueue entry (and no queue offset).
-NO_DISPATCH = (SYSFLAG_TRANSACTION_PREPARED_TYPE, SYSFLAG_TRANSACTION_ROLLBACK_TYPE)
+NO_DISPATCH = frozenset((SYSFLAG_TRANSACTION_PREPARED_TYPE, SYSFLAG_TRANSACTION_ROLLBACK_TYPE))
 #: What dispatching a record needs, kept for records appended but not yet dispatched:
 #: (physical offset, size, topic, queue id, queue offset, sys flag, properties, store ms).
 PendingRecord = tuple[int, int, str, int, int, int, Mapping[str, str], int]
