@@ -26,6 +26,8 @@
  *                                     decode_pull_body's loop over the records
  *                                     quick_message takes (client/consumer/core.py)
  *   build_slots(slots, *values)       slot_builder's make (protocol/slots.py)
+ *   record_properties(text, cluster, new_uniq_key)
+ *                                     record_wire.record_properties_encoded
  *   java_frame(code, ext, flag, opaque, version, body)
  *                                     RemotingCommand.encode() of a JAVA command with no
  *                                     remark: the frame, JSON header (json.dumps's bytes)
@@ -647,6 +649,8 @@ static PyMethodDef methods[] = {
      "properties_from_string(text) when text is canonical, else None."},
     {"parse_properties", rmq_parse_properties, METH_O,
      "properties_from_string(text): Java's tolerant parse."},
+    {"record_properties", (PyCFunction)(void (*)(void))rmq_record_properties, METH_FASTCALL,
+     "record_properties(text, cluster, new_uniq_key): (bytes, pairs), or None."},
     {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
      "parse_header(cls, spec, required, ext): the header, or None for the Python parse."},
     {"command_from_json", (PyCFunction)(void (*)(void))command_from_json, METH_FASTCALL,

@@ -94,6 +94,7 @@ extern PyObject *rmq_crc32;
 /* _speedups_records.c: properties, stored records, index keys. */
 PyObject *rmq_split_properties(PyObject *self, PyObject *text);
 PyObject *rmq_parse_properties(PyObject *self, PyObject *text);
+PyObject *rmq_record_properties(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *rmq_encode_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *rmq_read_stored_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *rmq_topic_key_hash(PyObject *self, PyObject *const *args, Py_ssize_t nargs);

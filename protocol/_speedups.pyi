@@ -1,4 +1,4 @@
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 def split_properties(text: str, /) -> dict[str, str] | None: ...
@@ -8,6 +8,9 @@ def parse_header(
 def java_frame(
     code: int, ext: Mapping[str, str], flag: int, opaque: int, version: int, body: bytes, /
 ) -> bytes | None: ...
+def record_properties(
+    text: str, cluster: str, new_uniq_key: Callable[[], str], /
+) -> tuple[bytes, dict[str, str]] | None: ...
 def build_slots(slots: tuple[Any, ...], /, *values: Any) -> Any: ...
 def command_from_json(
     slots: tuple[Any, ...], header: Any, body: bytes, java: str, other: str, /

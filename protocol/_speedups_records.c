@@ -73,6 +73,157 @@ rmq_split_properties(PyObject *self, PyObject *text)
     return properties_dict(text, 1);
 }
 
+/* The property names the broker appends (interned at first use: a lookup hashes nothing). */
+static PyObject *name_uniq_key = NULL;
+static PyObject *name_cluster = NULL;
+
+/* UTF-8 of ``text``, borrowed from the str (NULL and no error when it has none: a lone
+ * surrogate, which the Python code's encode() refuses with its own error). */
+static const char *
+utf8_or_null(PyObject *text, Py_ssize_t *size)
+{
+    const char *bytes = PyUnicode_AsUTF8AndSize(text, size);
+    if (bytes == NULL) {
+        PyErr_Clear();
+    }
+    return bytes;
+}
+
+/* A value with either separator in it: append_property refuses those. */
+static int
+holds_separator(PyObject *text)
+{
+    return PyUnicode_FindChar(text, NAME_VALUE_SEPARATOR, 0, PY_SSIZE_T_MAX, 1) != -1 ||
+           PyUnicode_FindChar(text, PROPERTY_SEPARATOR, 0, PY_SSIZE_T_MAX, 1) != -1;
+}
+
+/* record_wire.record_properties_encoded(text, cluster=, new_uniq_key=): (UTF-8 of the
+ * record's properties string, its pairs) with UNIQ_KEY (drawn from ``new_uniq_key()``) and
+ * CLUSTER appended when missing; None when ``text`` is not canonical or names another
+ * cluster, and None (before any UNIQ_KEY is drawn, but for the drawn key's own check)
+ * where the Python code raises or would take another branch: the caller then runs it. */
+PyObject *
+rmq_record_properties(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "record_properties(text, cluster, new_uniq_key)");
+        return NULL;
+    }
+    PyObject *text = args[0], *cluster = args[1], *new_uniq_key = args[2];
+    if (!PyUnicode_CheckExact(text) || !PyUnicode_CheckExact(cluster)) {
+        Py_RETURN_NONE;
+    }
+    if (name_uniq_key == NULL) {
+        name_uniq_key = PyUnicode_InternFromString("UNIQ_KEY");
+        if (name_uniq_key == NULL) {
+            return NULL;
+        }
+    }
+    if (name_cluster == NULL) {
+        name_cluster = PyUnicode_InternFromString("CLUSTER");
+        if (name_cluster == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *pairs = properties_dict(text, 1);
+    if (pairs == NULL || pairs == Py_None) {
+        return pairs;
+    }
+    PyObject *uniq = NULL;
+    PyObject *result = NULL;
+    PyObject *stated = PyDict_GetItemWithError(pairs, name_cluster);
+    if (stated == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    if (stated != NULL) {
+        int same = PyUnicode_Compare(stated, cluster);
+        if (same == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        if (same != 0) {
+            result = Py_None; /* another cluster's name: the dict path */
+            Py_INCREF(result);
+            goto done;
+        }
+    }
+    int append_cluster = stated == NULL && PyUnicode_GET_LENGTH(cluster) > 0;
+    if (append_cluster && holds_separator(cluster)) {
+        result = Py_None; /* append_property raises */
+        Py_INCREF(result);
+        goto done;
+    }
+    int has_uniq = PyDict_Contains(pairs, name_uniq_key);
+    if (has_uniq < 0) {
+        goto done;
+    }
+    if (!has_uniq) {
+        uniq = PyObject_CallNoArgs(new_uniq_key);
+        if (uniq == NULL) {
+            goto done;
+        }
+        if (!PyUnicode_CheckExact(uniq) ||
+            (PyUnicode_GET_LENGTH(uniq) > 0 && holds_separator(uniq))) {
+            result = Py_None; /* not a plain key: the Python code words what is wrong */
+            Py_INCREF(result);
+            goto done;
+        }
+        if (PyUnicode_GET_LENGTH(uniq) == 0) {
+            Py_CLEAR(uniq); /* an empty value appends nothing */
+        }
+    }
+    Py_ssize_t text_size = 0, uniq_size = 0, cluster_size = 0;
+    const char *text_utf8 = utf8_or_null(text, &text_size);
+    const char *uniq_utf8 = uniq != NULL ? utf8_or_null(uniq, &uniq_size) : "";
+    const char *cluster_utf8 = append_cluster ? utf8_or_null(cluster, &cluster_size) : "";
+    if (text_utf8 == NULL || uniq_utf8 == NULL || cluster_utf8 == NULL) {
+        result = Py_None; /* a lone surrogate: encode() raises in the Python code */
+        Py_INCREF(result);
+        goto done;
+    }
+    Py_ssize_t total = text_size;
+    if (uniq != NULL) {
+        total += 8 + 1 + uniq_size + 1; /* UNIQ_KEY 0x01 value 0x02 */
+    }
+    if (append_cluster) {
+        total += 7 + 1 + cluster_size + 1; /* CLUSTER 0x01 value 0x02 */
+    }
+    PyObject *encoded = PyBytes_FromStringAndSize(NULL, total);
+    if (encoded == NULL) {
+        goto done;
+    }
+    char *out = PyBytes_AS_STRING(encoded);
+    memcpy(out, text_utf8, (size_t)text_size);
+    out += text_size;
+    if (uniq != NULL) {
+        memcpy(out, "UNIQ_KEY\x01", 9);
+        out += 9;
+        memcpy(out, uniq_utf8, (size_t)uniq_size);
+        out += uniq_size;
+        *out++ = PROPERTY_SEPARATOR;
+        if (PyDict_SetItem(pairs, name_uniq_key, uniq) < 0) {
+            Py_DECREF(encoded);
+            goto done;
+        }
+    }
+    if (append_cluster) {
+        memcpy(out, "CLUSTER\x01", 8);
+        out += 8;
+        memcpy(out, cluster_utf8, (size_t)cluster_size);
+        out += cluster_size;
+        *out++ = PROPERTY_SEPARATOR;
+        if (PyDict_SetItem(pairs, name_cluster, cluster) < 0) {
+            Py_DECREF(encoded);
+            goto done;
+        }
+    }
+    result = PyTuple_Pack(2, encoded, pairs);
+    Py_DECREF(encoded);
+done:
+    Py_XDECREF(uniq);
+    Py_DECREF(pairs);
+    return result;
+}
+
 PyObject *
 rmq_parse_properties(PyObject *self, PyObject *text)
 {

@@ -27,6 +27,7 @@ from protocol.message import (
     encode_record_fields,
     properties_from_string,
 )
+from protocol.speedups import record_properties as _c_record_properties
 from protocol.speedups import split_properties
 
 # Every pair well formed and the string ends with a separator (or is empty).
@@ -145,6 +146,29 @@ def record_properties_parsed(
     if pairs is None:
         return None
     return completed_properties(text, pairs, cluster=cluster, new_uniq_key=new_uniq_key)
+
+
+def record_properties_encoded(
+    text: str, *, cluster: str, new_uniq_key: Callable[[], str]
+) -> tuple[bytes, dict[str, str]] | None:
+    """``record_properties_parsed`` with the string as the record stores it: (its UTF-8,
+    the pairs), or None. The single send's path.
+
+    Raises:
+        ValueError: as ``record_properties_parsed``; UnicodeEncodeError for a lone
+            surrogate in the text (its ``encode()``).
+    """
+    if _c_record_properties is not None:
+        # The code below, compiled (protocol/_speedups_records.c). Its None also covers what
+        # the code below refuses (it then draws the UNIQ_KEY, and words the error, itself).
+        compiled = _c_record_properties(text, cluster, new_uniq_key)
+        if compiled is not None:
+            return compiled
+    wire = record_properties_parsed(text, cluster=cluster, new_uniq_key=new_uniq_key)
+    if wire is None:
+        return None
+    stored, pairs = wire
+    return stored.encode(), pairs
 
 
 def canonical_pairs(text: str, *, cluster: str) -> dict[str, str] | None:

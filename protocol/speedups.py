@@ -10,6 +10,9 @@ twin on generated input.
 - ``split_properties(text)``: ``properties_from_string(text)`` when ``text`` is canonical
   (``protocol/record_wire.py``), else None.
 - ``parse_properties(text)``: ``properties_from_string(text)``, for any text (no None).
+- ``record_properties(text, cluster, new_uniq_key)``: ``record_properties_encoded``
+  (``protocol/record_wire.py``): the record's properties bytes and pairs, or None (not
+  canonical, another cluster, or what the Python code refuses).
 - ``parse_header(cls, spec, required, ext)``: a generated header parse's plain branch
   (``protocol/headers.py``).
 - ``command_from_json(slots, header, body, "JAVA", "OTHER")``: ``RemotingCommand.from_frame``'s
@@ -62,6 +65,9 @@ take_all: (
 ) = None
 java_frame: Callable[[int, Mapping[str, str], int, int, int, bytes], bytes | None] | None = None
 build_slots: Callable[..., Any] | None = None
+record_properties: (
+    Callable[[str, str, Callable[[], str]], tuple[bytes, dict[str, str]] | None] | None
+) = None
 quick_messages: (
     Callable[[bytes, int, list[Any], int, int, tuple[Any, ...]], tuple[int, int]] | None
 ) = None
@@ -81,6 +87,7 @@ if os.environ.get("RMQ_PURE_PYTHON") != "1":
         command_from_json = _speedups.command_from_json
         java_frame = _speedups.java_frame
         build_slots = _speedups.build_slots
+        record_properties = _speedups.record_properties
         topic_key_hash = _speedups.topic_key_hash
         index_put = _speedups.index_put
         take_all = _speedups.take_all

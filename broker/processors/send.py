@@ -84,7 +84,7 @@ from protocol.record_wire import (
     canonical_pairs,
     completed_properties,
     encode_record_from_wire,
-    record_properties_parsed,
+    record_properties_encoded,
 )
 from protocol.route import TopicConfig
 from protocol.rpc import Connection, Handler, LaterAnswer
@@ -313,14 +313,14 @@ class SendProcessor:
         broker = self.broker
         body = request.body
         try:
-            wire = record_properties_parsed(
+            wire = record_properties_encoded(
                 header.properties or "",
                 cluster=broker.config.cluster_name,
                 new_uniq_key=broker.next_uniq_key,
             )
             if wire is None:
                 return None
-            text, properties = wire
+            stored_properties, properties = wire
             # record_wire.encode_record_from_wire's call, without its extra layer.
             encoded = encode_record_fields(
                 topic=header.topic,
@@ -333,7 +333,7 @@ class SendProcessor:
                 store_timestamp_ms=0,
                 store_host=broker.store_host,
                 reconsume_times=header.reconsume_times or 0,
-                properties=text.encode(),
+                properties=stored_properties,
             )
         except ValueError as exc:
             raise MessageIllegal(str(exc)) from None

@@ -86,6 +86,75 @@ def test_split_properties_cases(text: str, expected: dict[str, str] | None) -> N
     assert _speedups.split_properties(text) == expected == split_canonical(text)
 
 
+# --- record_properties ------------------------------------------------------------------
+
+
+def _encoded_both_ways(
+    text: str, cluster: str, uniq: str
+) -> tuple[tuple[object, int], tuple[object, int]]:
+    """record_properties_encoded compiled and pure: (result or the error's type and
+    words, UNIQ_KEYs drawn)."""
+    from protocol import record_wire
+
+    def run() -> tuple[object, int]:
+        drawn: list[str] = []
+
+        def new_uniq_key() -> str:
+            drawn.append(uniq)
+            return uniq
+
+        try:
+            got: object = record_wire.record_properties_encoded(
+                text, cluster=cluster, new_uniq_key=new_uniq_key
+            )
+        except ValueError as exc:
+            got = (type(exc), str(exc))
+        return got, len(drawn)
+
+    return with_and_without(record_wire, "_c_record_properties", run)
+
+
+@EXAMPLES
+@given(
+    _properties_text()
+    | st.lists(st.sampled_from(["UNIQ_KEY\x01u1\x02", "CLUSTER\x01c\x02", "CLUSTER\x01d\x02",
+                                "TAGS\x01t\x02", "WAIT\x01true\x02", "é\x01\ud800\x02"]),
+               max_size=4).map("".join),
+    st.sampled_from(["c", "", "d\x01", "\ud800", "é"]) | _TEXT,
+    st.sampled_from(["AC110001", "", "x\x02", "\udfff"]) | _TEXT,
+)  # fmt: skip
+def test_record_properties_is_record_properties_encoded(text: str, cluster: str, uniq: str) -> None:
+    (compiled, compiled_draws), (pure, pure_draws) = _encoded_both_ways(text, cluster, uniq)
+    assert _typed(compiled) == _typed(pure)
+    if isinstance(pure, tuple) and isinstance(pure[0], bytes):  # stored: one key drawn at most
+        assert compiled_draws == pure_draws
+
+
+@pytest.mark.parametrize(
+    ("text", "cluster", "uniq", "expected"),
+    [
+        ("", "c", "U", (b"UNIQ_KEY\x01U\x02CLUSTER\x01c\x02", {"UNIQ_KEY": "U", "CLUSTER": "c"})),
+        ("UNIQ_KEY\x01u\x02", "c", "U", (b"UNIQ_KEY\x01u\x02CLUSTER\x01c\x02",
+                                          {"UNIQ_KEY": "u", "CLUSTER": "c"})),
+        ("CLUSTER\x01c\x02", "c", "", (b"CLUSTER\x01c\x02", {"CLUSTER": "c"})),
+        ("CLUSTER\x01d\x02", "c", "U", None),  # another cluster's name: the dict path
+        ("a\x01b", "c", "U", None),  # not canonical
+        ("é\x01ü\x02", "", "U", ("é\x01ü\x02UNIQ_KEY\x01U\x02".encode(),
+                                    {"é": "ü", "UNIQ_KEY": "U"})),
+    ],
+)  # fmt: skip
+def test_record_properties_cases(text: str, cluster: str, uniq: str, expected: object) -> None:
+    (compiled, _), (pure, _) = _encoded_both_ways(text, cluster, uniq)
+    assert compiled == pure == expected
+
+
+def test_record_properties_refusals_are_the_python_codes() -> None:
+    (compiled, _), (pure, _) = _encoded_both_ways("", "c\x01", "U")
+    assert compiled == pure and pure[0] is ValueError  # type: ignore[index]
+    (compiled, _), (pure, _) = _encoded_both_ways("a\x01\ud800\x02", "c", "U")
+    assert compiled == pure and pure[0] is UnicodeEncodeError  # type: ignore[index]
+
+
 # --- parse_header -----------------------------------------------------------------------
 
 _HEADER_CLASSES = [
