@@ -807,7 +807,7 @@ class Connection:
             if on_answered is not None:
                 answered = _SUCCESS if response is None else response.code  # type: ignore[union-attr]
                 on_answered(code, answered, _perf_counter() - start_s)
-            if response is None or request.is_oneway:
+            if response is None or request.flag & FLAG_ONEWAY:  # is_oneway, a frame less
                 return None
             return self._encode_response(request, response)  # type: ignore[arg-type]
         finally:
@@ -858,11 +858,10 @@ class Connection:
             self._write_opened_round(nursery)
 
     def _encode_response(self, request: RemotingCommand, response: RemotingCommand) -> bytes:
-        """The response frame; one the handler built badly becomes a SYSTEM_ERROR answer."""
-        if response.opaque != request.opaque or not response.flag & FLAG_RESPONSE:
-            response = response.with_opaque(request.opaque, response.flag | FLAG_RESPONSE)
+        """The response frame, numbered as the request and flagged a response (whatever
+        the handler set); one the handler built badly becomes a SYSTEM_ERROR answer."""
         try:
-            return response.encode()
+            return response.encode_as(request.opaque, response.flag | FLAG_RESPONSE)
         except Exception as exc:  # e.g. non-str ext values, a header over the cap
             log.exception(
                 "%s: response to %s from %s cannot be encoded",
