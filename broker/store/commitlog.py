@@ -264,23 +264,25 @@ class CommitLog:
         never touches it again) is kept until ``commit``; return where it goes. Past
         ``HOLD_LIMIT_BYTES`` held, it commits at once."""
         offset = self.write_offset
-        seg = self.segments[-1] if self.segments else None
+        size = len(data)
+        segments = self.segments
+        seg = segments[-1] if segments else None
         if seg is None or offset >= seg.start + seg.size:
             if self._held:
                 self.commit()
             seg = self.ensure_segment()
-        assert offset + len(data) <= seg.start + seg.size
+        assert offset + size <= seg.start + seg.size
         held = self._held
         if not held:
             self._held_start = offset
         held.append(data)
-        self._held_bytes += len(data)
-        self.write_offset = offset + len(data)
+        held_bytes = self._held_bytes = self._held_bytes + size
+        self.write_offset = offset + size
         # Not a copy: ``data`` is the log's now. A streamer asks for exactly the last put
         # rarely once puts are held (a read's puts go to it together), so the copy waits
         # for that read (``read_raw``) instead of costing every put.
-        self.last_append = (offset, data) if len(data) <= _KEPT_APPEND_BYTES else None
-        if self._held_bytes >= HOLD_LIMIT_BYTES or len(held) >= HOLD_LIMIT_PIECES:
+        self.last_append = (offset, data) if size <= _KEPT_APPEND_BYTES else None
+        if held_bytes >= HOLD_LIMIT_BYTES or len(held) >= HOLD_LIMIT_PIECES:
             self.commit()
         return offset
 
