@@ -444,6 +444,12 @@ class SendMessageRequestHeaderV2(Header):
         parse = _V2_TO_V1 or _compile_v2_to_v1()
         return parse(ext)
 
+    @staticmethod
+    def v1_parser() -> Callable[[Mapping[str, str]], SendMessageRequestHeader]:
+        """``parse_v1`` itself, for a caller that keeps it (the send handler: a frame less
+        per send)."""
+        return _V2_TO_V1 or _compile_v2_to_v1()
+
     def to_v1(self) -> SendMessageRequestHeader:
         # Positional in SendMessageRequestHeader's field order (note batch / max times).
         return SendMessageRequestHeader._make(

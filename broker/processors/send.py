@@ -183,6 +183,7 @@ class SendProcessor:
     def __init__(self, broker: BrokerForSend) -> None:
         self.broker = broker
         self._rng = random.Random()
+        self._parse_v2 = SendMessageRequestHeaderV2.v1_parser()
 
     def handlers(self) -> dict[int, Handler]:
         return {
@@ -205,7 +206,7 @@ class SendProcessor:
     def send_v2(
         self, request: RemotingCommand, conn: Connection
     ) -> Coroutine[Any, Any, RemotingCommand | LaterAnswer]:
-        header = SendMessageRequestHeaderV2.parse_v1(request.ext_fields)
+        header = self._parse_v2(request.ext_fields)  # SendMessageRequestHeaderV2.parse_v1
         return self._send(request, header, conn)
 
     # --- the send path ---------------------------------------------------------------
@@ -623,7 +624,8 @@ class SendProcessor:
         if answer is not None:
             return answer
         code = await self.broker.wait_durable(result, wait_store=wait_store != "false")
-        return _send_answer(request, code, _reply(result, queue_id, transaction_id))
+        reply = send_response_fields(result.msg_id, queue_id, result.queue_offset, transaction_id)
+        return _send_answer(request, code, reply)
 
     def _answer_now(
         self,
@@ -644,21 +646,21 @@ class SendProcessor:
             raise MessageIllegal(result.remark or status.value)
         broker = self.broker
         waits = wait_store != "false"
+        # transactionId carries the UNIQ_KEY, as Java's handlePutMessageResult sets it: the
+        # only way a client learns an id the broker generated for it.
+        reply = send_response_fields(result.msg_id, queue_id, result.queue_offset, transaction_id)
         if broker.durable_at_once(wait_store=waits):
-            code: int = _SUCCESS
-        elif broker.answers_later(wait_store=waits):
+            return request.respond(_SUCCESS, None, reply)  # _send_answer's, without a frame
+        if broker.answers_later(wait_store=waits):
             # A sync master: answered from the ack that replicates it (no task waits).
             later = LaterAnswer()
-            reply = _reply(result, queue_id, transaction_id)
             now = broker.when_replicated(
                 result, functools.partial(_give_answer, later, request, reply)
             )
             if now is None:
                 return later
             return _send_answer(request, now, reply)
-        else:
-            return None
-        return _send_answer(request, code, _reply(result, queue_id, transaction_id))
+        return None
 
     # --- consumer send back ----------------------------------------------------------
 
@@ -736,12 +738,6 @@ class SendProcessor:
                 f"the message at offset {header.offset} is of topic {original.topic}, "
                 f"not originTopic {origin}"
             )
-
-
-def _reply(result: AppendResult, queue_id: int, transaction_id: str | None) -> dict[str, str]:
-    # transactionId carries the UNIQ_KEY, as Java's handlePutMessageResult sets it: the
-    # only way a client learns an id the broker generated for it.
-    return send_response_fields(result.msg_id, queue_id, result.queue_offset, transaction_id)
 
 
 def _send_answer(request: RemotingCommand, code: int, reply: dict[str, str]) -> RemotingCommand:
