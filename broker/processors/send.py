@@ -215,10 +215,14 @@ class SendProcessor:
         self, request: RemotingCommand, header: SendMessageRequestHeader, conn: Connection
     ) -> RemotingCommand | LaterAnswer:
         self._check_writable_master()
-        is_batch = request.code == _SEND_BATCH_MESSAGE or bool(header.batch)
+        is_batch = request.code == _SEND_BATCH_MESSAGE or header.batch is True  # bool | None
         if is_batch or len(request.body) > self.broker.config.max_message_bytes:
             self._check_size(request.body, is_batch=is_batch)  # else it passes: a frame less
-        self._check_numbers(header)
+        reconsume_times = header.reconsume_times
+        if (reconsume_times is not None and reconsume_times < 0) or len(
+            header.properties or ""
+        ) > MAX_PROPERTIES_BYTES:
+            self._check_numbers(header)  # it refuses: else it passes, a frame less
         config = self._topic_for_send(header)
         queue_id = header.queue_id
         if not 0 <= queue_id < config.read_queue_nums:  # else _queue_id returns it: a frame less

@@ -279,7 +279,8 @@ class StoreDispatch(StoreState):
     ) -> bool:
         """Write the ConsumeQueue entry and index keys of one record; True if anything new."""
         wrote = False
-        counted = sys_flag & SYSFLAG_TRANSACTION_MASK not in NO_DISPATCH
+        txn = sys_flag & SYSFLAG_TRANSACTION_MASK
+        counted = txn not in NO_DISPATCH
         cq = (
             (self._cqs.get((topic, queue_id)) or self._consume_queue(topic, queue_id))
             if counted
@@ -304,7 +305,7 @@ class StoreDispatch(StoreState):
                 ):
                     if waiting_on is None or topic in waiting_on:
                         listener(topic, queue_id, queue_offset + 1, code)
-        if phys >= self._index_skip_below and sys_flag & SYSFLAG_TRANSACTION_MASK != _ROLLBACK:
+        if phys >= self._index_skip_below and txn != _ROLLBACK:
             keys_value = properties.get(PROPERTY_KEYS)
             uniq_key = properties.get(PROPERTY_UNIQ_KEY)
             if not keys_value and uniq_key:
