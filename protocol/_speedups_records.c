@@ -89,6 +89,20 @@ utf8_or_null(PyObject *text, Py_ssize_t *size)
     return bytes;
 }
 
+/* ``key`` 0x01 ``value`` 0x02 written at ``out`` (sized by the caller); past its end. */
+static char *
+put_pair(char *out, const char *key, const char *value, Py_ssize_t value_size)
+{
+    size_t key_size = strlen(key);
+    memcpy(out, key, key_size);
+    out += key_size;
+    *out++ = NAME_VALUE_SEPARATOR;
+    memcpy(out, value, (size_t)value_size);
+    out += value_size;
+    *out++ = PROPERTY_SEPARATOR;
+    return out;
+}
+
 /* A value with either separator in it: append_property refuses those. */
 static int
 holds_separator(PyObject *text)
@@ -195,26 +209,15 @@ rmq_record_properties(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     memcpy(out, text_utf8, (size_t)text_size);
     out += text_size;
     if (uniq != NULL) {
-        memcpy(out, "UNIQ_KEY\x01", 9);
-        out += 9;
-        memcpy(out, uniq_utf8, (size_t)uniq_size);
-        out += uniq_size;
-        *out++ = PROPERTY_SEPARATOR;
-        if (PyDict_SetItem(pairs, name_uniq_key, uniq) < 0) {
-            Py_DECREF(encoded);
-            goto done;
-        }
+        out = put_pair(out, "UNIQ_KEY", uniq_utf8, uniq_size);
     }
     if (append_cluster) {
-        memcpy(out, "CLUSTER\x01", 8);
-        out += 8;
-        memcpy(out, cluster_utf8, (size_t)cluster_size);
-        out += cluster_size;
-        *out++ = PROPERTY_SEPARATOR;
-        if (PyDict_SetItem(pairs, name_cluster, cluster) < 0) {
-            Py_DECREF(encoded);
-            goto done;
-        }
+        put_pair(out, "CLUSTER", cluster_utf8, cluster_size);
+    }
+    if ((uniq != NULL && PyDict_SetItem(pairs, name_uniq_key, uniq) < 0) ||
+        (append_cluster && PyDict_SetItem(pairs, name_cluster, cluster) < 0)) {
+        Py_DECREF(encoded);
+        goto done;
     }
     result = PyTuple_Pack(2, encoded, pairs);
     Py_DECREF(encoded);
