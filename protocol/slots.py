@@ -48,10 +48,9 @@ def slot_builder(cls: type[_T]) -> Callable[..., _T]:
         TypeError: ``cls`` is not a slotted attrs class, or a field has a converter or
             validator (the builder would skip it).
     """
-    make = python_slot_builder(cls)  # its checks, whichever builds
     if speedups.build_slots is None:
-        return make
-    return functools.partial(speedups.build_slots, (cls, *slot_descriptors(cls)))
+        return python_slot_builder(cls)
+    return functools.partial(speedups.build_slots, (cls, *_buildable_descriptors(cls)))
 
 
 def python_slot_builder(cls: type[_T]) -> Callable[..., _T]:
@@ -60,12 +59,8 @@ def python_slot_builder(cls: type[_T]) -> Callable[..., _T]:
     Raises:
         TypeError: as ``slot_builder``.
     """
-    descriptors = slot_descriptors(cls)
-    fields = attrs.fields(cls)  # type: ignore[arg-type]
-    for field in fields:
-        if field.converter is not None or field.validator is not None:
-            raise TypeError(f"{cls.__name__}.{field.name} has a converter or validator")
-    names = [field.name for field in fields]
+    descriptors = _buildable_descriptors(cls)
+    names = [field.name for field in attrs.fields(cls)]  # type: ignore[arg-type]
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
     for name, descriptor in zip(names, descriptors, strict=True):
         namespace[f"_set_{name}"] = descriptor.__set__
@@ -75,3 +70,13 @@ def python_slot_builder(cls: type[_T]) -> Callable[..., _T]:
     exec("\n".join(lines), namespace)  # generated from the field names only
     make: Callable[..., _T] = namespace["make"]
     return make
+
+
+def _buildable_descriptors(cls: type) -> tuple[Any, ...]:
+    """``slot_descriptors(cls)``, refused for a class with a field a builder would skip
+    the converter or validator of (``slot_builder``'s check, whichever builds)."""
+    descriptors = slot_descriptors(cls)
+    for field in attrs.fields(cls):
+        if field.converter is not None or field.validator is not None:
+            raise TypeError(f"{cls.__name__}.{field.name} has a converter or validator")
+    return descriptors
