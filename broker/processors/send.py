@@ -218,11 +218,16 @@ class SendProcessor:
         is_batch = request.code == _SEND_BATCH_MESSAGE or header.batch is True  # bool | None
         if is_batch or len(request.body) > self.broker.config.max_message_bytes:
             self._check_size(request.body, is_batch=is_batch)  # else it passes: a frame less
-        reconsume_times = header.reconsume_times
-        if (reconsume_times is not None and reconsume_times < 0) or len(
-            header.properties or ""
-        ) > MAX_PROPERTIES_BYTES:
-            self._check_numbers(header)  # it refuses: else it passes, a frame less
+        # Header fields past their own limits, refused before anything is parsed.
+        properties_chars = len(header.properties or "")
+        if properties_chars > MAX_PROPERTIES_BYTES:
+            # Each character is at least one byte: this many cannot fit the record's int16.
+            raise MessageIllegal(
+                f"message properties of {properties_chars} characters exceed the record's "
+                f"limit of {MAX_PROPERTIES_BYTES} bytes"
+            )
+        if (header.reconsume_times or 0) < 0:
+            raise InvalidParameter(f"reconsumeTimes must be >= 0, got {header.reconsume_times}")
         config = self._topic_for_send(header)
         queue_id = header.queue_id
         if not 0 <= queue_id < config.read_queue_nums:  # else _queue_id returns it: a frame less
@@ -436,19 +441,6 @@ class SendProcessor:
                     "split it into smaller batches"
                 )
 
-    @staticmethod
-    def _check_numbers(header: SendMessageRequestHeader) -> None:
-        """Header fields past their own limits, refused before anything is parsed."""
-        properties = header.properties or ""
-        if len(properties) > MAX_PROPERTIES_BYTES:
-            # Each character is at least one byte: this many cannot fit the record's int16.
-            raise MessageIllegal(
-                f"message properties of {len(properties)} characters exceed the record's "
-                f"limit of {MAX_PROPERTIES_BYTES} bytes"
-            )
-        if (header.reconsume_times or 0) < 0:
-            raise InvalidParameter(f"reconsumeTimes must be >= 0, got {header.reconsume_times}")
-
     def _check_writable_master(self) -> None:
         broker = self.broker
         if not broker.accepts_writes:
@@ -650,21 +642,20 @@ class SendProcessor:
             raise MessageIllegal(result.remark or status.value)
         broker = self.broker
         waits = wait_store != "false"
+        at_once = broker.durable_at_once(wait_store=waits)
+        if not at_once and not broker.answers_later(wait_store=waits):
+            return None  # the flush wait (``_answer``)
         # transactionId carries the UNIQ_KEY, as Java's handlePutMessageResult sets it: the
         # only way a client learns an id the broker generated for it.
         reply = send_response_fields(result.msg_id, queue_id, result.queue_offset, transaction_id)
-        if broker.durable_at_once(wait_store=waits):
+        if at_once:
             return request.respond(_SUCCESS, None, reply)  # _send_answer's, without a frame
-        if broker.answers_later(wait_store=waits):
-            # A sync master: answered from the ack that replicates it (no task waits).
-            later = LaterAnswer()
-            now = broker.when_replicated(
-                result, functools.partial(_give_answer, later, request, reply)
-            )
-            if now is None:
-                return later
-            return _send_answer(request, now, reply)
-        return None
+        # A sync master: answered from the ack that replicates it (no task waits).
+        later = LaterAnswer()
+        now = broker.when_replicated(result, functools.partial(_give_answer, later, request, reply))
+        if now is None:
+            return later
+        return _send_answer(request, now, reply)
 
     # --- consumer send back ----------------------------------------------------------
 
