@@ -74,6 +74,8 @@ rmq_split_properties(PyObject *self, PyObject *text)
 }
 
 /* The property names the broker appends (interned at first use: a lookup hashes nothing). */
+#define UNIQ_KEY_NAME "UNIQ_KEY"
+#define CLUSTER_NAME "CLUSTER"
 static PyObject *name_uniq_key = NULL;
 static PyObject *name_cluster = NULL;
 
@@ -89,11 +91,13 @@ utf8_or_null(PyObject *text, Py_ssize_t *size)
     return bytes;
 }
 
-/* ``key`` 0x01 ``value`` 0x02 written at ``out`` (sized by the caller); past its end. */
+/* The bytes of ``key`` 0x01 value 0x02, for a name literal and a value's UTF-8 size. */
+#define PAIR_BYTES(key, value_size) ((Py_ssize_t)sizeof(key) - 1 + 1 + (value_size) + 1)
+
+/* ``key`` 0x01 ``value`` 0x02 written at ``out`` (sized by PAIR_BYTES); past its end. */
 static char *
-put_pair(char *out, const char *key, const char *value, Py_ssize_t value_size)
+put_pair(char *out, const char *key, size_t key_size, const char *value, Py_ssize_t value_size)
 {
-    size_t key_size = strlen(key);
     memcpy(out, key, key_size);
     out += key_size;
     *out++ = NAME_VALUE_SEPARATOR;
@@ -128,13 +132,13 @@ rmq_record_properties(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     if (name_uniq_key == NULL) {
-        name_uniq_key = PyUnicode_InternFromString("UNIQ_KEY");
+        name_uniq_key = PyUnicode_InternFromString(UNIQ_KEY_NAME);
         if (name_uniq_key == NULL) {
             return NULL;
         }
     }
     if (name_cluster == NULL) {
-        name_cluster = PyUnicode_InternFromString("CLUSTER");
+        name_cluster = PyUnicode_InternFromString(CLUSTER_NAME);
         if (name_cluster == NULL) {
             return NULL;
         }
@@ -196,10 +200,10 @@ rmq_record_properties(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t total = text_size;
     if (uniq != NULL) {
-        total += 8 + 1 + uniq_size + 1; /* UNIQ_KEY 0x01 value 0x02 */
+        total += PAIR_BYTES(UNIQ_KEY_NAME, uniq_size);
     }
     if (append_cluster) {
-        total += 7 + 1 + cluster_size + 1; /* CLUSTER 0x01 value 0x02 */
+        total += PAIR_BYTES(CLUSTER_NAME, cluster_size);
     }
     PyObject *encoded = PyBytes_FromStringAndSize(NULL, total);
     if (encoded == NULL) {
@@ -209,10 +213,10 @@ rmq_record_properties(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     memcpy(out, text_utf8, (size_t)text_size);
     out += text_size;
     if (uniq != NULL) {
-        out = put_pair(out, "UNIQ_KEY", uniq_utf8, uniq_size);
+        out = put_pair(out, UNIQ_KEY_NAME, sizeof(UNIQ_KEY_NAME) - 1, uniq_utf8, uniq_size);
     }
     if (append_cluster) {
-        put_pair(out, "CLUSTER", cluster_utf8, cluster_size);
+        put_pair(out, CLUSTER_NAME, sizeof(CLUSTER_NAME) - 1, cluster_utf8, cluster_size);
     }
     if ((uniq != NULL && PyDict_SetItem(pairs, name_uniq_key, uniq) < 0) ||
         (append_cluster && PyDict_SetItem(pairs, name_cluster, cluster) < 0)) {

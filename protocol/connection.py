@@ -29,8 +29,8 @@ Rules:
 - A malformed or oversize frame closes that connection (logged with the reason); nobody
   else is affected. A request whose handler fails gets an error response, never silence.
 - Bytes held for a connection (partial frame plus requests being handled) are budgeted per
-  connection and per server (``ByteBudget``, protocol/transport_limits.py); a frame must be complete ``frame_timeout_s``
-  after its first byte. The server and client around connections are in protocol/rpc.py.
+  connection and per server (``ByteBudget``, protocol/transport_limits.py); a frame must
+  be complete ``frame_timeout_s`` after its first byte. The server and client around connections are in protocol/rpc.py.
 """
 
 from __future__ import annotations

@@ -441,8 +441,7 @@ class SendMessageRequestHeaderV2(Header):
         """``from_ext_fields(ext).to_v1()`` in one step (the send path's header): the V2
         fields parsed as ``from_ext_fields`` parses them, errors included, straight into
         the V1 header, without building the V2 one."""
-        parse = _V2_TO_V1 or _compile_v2_to_v1()
-        return parse(ext)
+        return SendMessageRequestHeaderV2.v1_parser()(ext)
 
     @staticmethod
     def v1_parser() -> Callable[[Mapping[str, str]], SendMessageRequestHeader]:
